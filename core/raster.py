@@ -1,0 +1,205 @@
+"""Raster input and output with GDAL: windowed reads, tiled compressed GeoTIFFs,
+and outputs that appear only when complete.
+
+GDAL is used without ``gdal.UseExceptions()``: that switch is process-wide and
+QGIS code in the same process expects the default, so we check results and
+read ``gdal.GetLastErrorMsg()`` ourselves.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from osgeo import gdal, gdal_array
+
+GTIFF_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE",
+                 "BIGTIFF=IF_SAFER", "NUM_THREADS=2"]
+PROBABILITY_NODATA = -1.0
+
+
+class RasterError(ValueError):
+    """A raster cannot be used as given; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    source: str
+    width: int
+    height: int
+    band_count: int
+    descriptions: tuple[str, ...]
+    nodata: tuple[float | None, ...]
+    geotransform: tuple[float, ...]
+    projection: str
+    data_type: str
+    metadata: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def has_geotransform(self) -> bool:
+        return self.geotransform != (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+    @property
+    def pixel_size(self) -> float:
+        return abs(self.geotransform[1])
+
+
+def open_dataset(source: str, what: str = "raster") -> gdal.Dataset:
+    gdal.ErrorReset()
+    ds = gdal.OpenEx(str(source), gdal.OF_RASTER | gdal.OF_VERBOSE_ERROR) if source else None
+    if ds is None:
+        detail = gdal.GetLastErrorMsg() or "not a raster GDAL can read"
+        raise RasterError(f"Cannot open the {what} '{source}': {detail}. Check the path "
+                          "and that the file is a raster (GeoTIFF, JP2, VRT ...).")
+    return ds
+
+
+def raster_info(source: str, what: str = "raster") -> RasterInfo:
+    ds = open_dataset(source, what)
+    bands = [ds.GetRasterBand(i + 1) for i in range(ds.RasterCount)]
+    info = RasterInfo(
+        source=str(source), width=ds.RasterXSize, height=ds.RasterYSize,
+        band_count=ds.RasterCount,
+        descriptions=tuple(b.GetDescription() or "" for b in bands),
+        nodata=tuple(b.GetNoDataValue() for b in bands),
+        geotransform=tuple(ds.GetGeoTransform(can_return_null=True) or (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)),
+        projection=ds.GetProjection() or "",
+        data_type=gdal.GetDataTypeName(bands[0].DataType) if bands else "",
+        metadata=ds.GetMetadata() or {},
+    )
+    return info
+
+
+def require_georeference(info: RasterInfo, what: str) -> None:
+    if not info.has_geotransform or not info.projection:
+        missing = "a coordinate reference system" if info.has_geotransform else "a georeference (geotransform)"
+        raise RasterError(
+            f"The {what} '{info.source}' has no {missing}, so its pixels cannot be placed on "
+            "the map or matched with the other inputs. Assign a CRS and georeference "
+            "(e.g. Raster > Projections > Assign Projection, or gdal_translate -a_srs -a_ullr).")
+
+
+class RowSource:
+    """Reads rows of selected bands, mirror-reflected past the edges, through a
+    cache of whole-width row blocks so each source row is read about once."""
+
+    def __init__(self, source: str, bands: list[int], window_rows: int = 512,
+                 in_memory: bool = False):
+        self.ds = open_dataset(source)
+        self.bands = bands
+        self.width = self.ds.RasterXSize
+        self.height = self.ds.RasterYSize
+        self.window_rows = self.height if in_memory else max(1, window_rows)
+        self._lo = 0
+        self._block = np.empty((len(bands), 0, self.width), dtype=self._dtype())
+
+    def _dtype(self):
+        code = self.ds.GetRasterBand(1).DataType
+        return np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(code))
+
+    def _read(self, lo: int, hi: int) -> np.ndarray:
+        gdal.ErrorReset()
+        data = self.ds.ReadAsArray(0, lo, self.width, hi - lo, band_list=self.bands)
+        if data is None:
+            raise RasterError(f"Reading rows {lo}-{hi} failed: {gdal.GetLastErrorMsg()}")
+        return data.reshape(len(self.bands), hi - lo, self.width)
+
+    def rows(self, lo: int, hi: int) -> np.ndarray:
+        """Real rows ``[lo, hi)`` (inside the raster) as ``[bands, rows, width]``."""
+        cached_hi = self._lo + self._block.shape[1]
+        if lo < self._lo or hi > cached_hi:
+            new_hi = min(self.height, max(hi, lo + self.window_rows))
+            keep_lo, keep_hi = max(lo, self._lo), min(new_hi, cached_hi)
+            if keep_lo < keep_hi and keep_lo == lo:
+                parts = [self._block[:, keep_lo - self._lo:keep_hi - self._lo]]
+                if keep_hi < new_hi:
+                    parts.append(self._read(keep_hi, new_hi))
+                self._block = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+            else:
+                self._block = self._read(lo, new_hi)
+            self._lo = lo
+        return self._block[:, lo - self._lo:hi - self._lo]
+
+    def close(self) -> None:
+        self.ds = None
+        self._block = None
+
+
+def partial_path(destination: str) -> str:
+    """A hidden temporary name beside the destination (same folder, so rename is atomic)."""
+    folder, name = os.path.split(os.path.abspath(destination))
+    return os.path.join(folder, f".{name}.partial-{uuid.uuid4().hex[:8]}.tif")
+
+
+@contextmanager
+def atomic_outputs():
+    """Collect temporary outputs; rename them all onto their destinations only
+    when the block completes, delete them all otherwise."""
+    pending: list[tuple[str, str]] = []
+    try:
+        yield pending
+        for tmp, final in pending:
+            _remove(final)
+            os.replace(tmp, final)
+            for sidecar in (tmp + ".aux.xml",):
+                if os.path.exists(sidecar):
+                    os.replace(sidecar, final + ".aux.xml")
+    finally:
+        for tmp, _ in pending:
+            _remove(tmp)
+            _remove(tmp + ".aux.xml")
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def check_destination(destination: str, inputs: list[str]) -> None:
+    folder = os.path.dirname(os.path.abspath(destination)) or "."
+    if not os.path.isdir(folder):
+        raise RasterError(f"The output folder '{folder}' does not exist. Create it or choose another output path.")
+    if not os.access(folder, os.W_OK):
+        raise RasterError(f"The output folder '{folder}' is not writable. Choose an output path you can write to.")
+    for source in inputs:
+        if source and os.path.exists(source) and os.path.exists(destination) \
+                and os.path.samefile(source, destination):
+            raise RasterError(f"The output '{destination}' is also an input. Choose a different output path.")
+
+
+def create_geotiff(path: str, like: RasterInfo, bands: int, data_type: int, nodata: float,
+                   width: int | None = None, height: int | None = None,
+                   geotransform: tuple | None = None) -> gdal.Dataset:
+    driver = gdal.GetDriverByName("GTiff")
+    gdal.ErrorReset()
+    ds = driver.Create(path, width or like.width, height or like.height, bands, data_type,
+                       options=GTIFF_OPTIONS)
+    if ds is None:
+        raise RasterError(f"Cannot create '{path}': {gdal.GetLastErrorMsg()}")
+    ds.SetGeoTransform(geotransform or like.geotransform)
+    if like.projection:
+        ds.SetProjection(like.projection)
+    for i in range(bands):
+        ds.GetRasterBand(i + 1).SetNoDataValue(nodata)
+    return ds
+
+
+def set_categories(ds: gdal.Dataset, names: dict[int, str], colours: dict[int, tuple]) -> None:
+    band = ds.GetRasterBand(1)
+    table = gdal.ColorTable()
+    for value, rgba in colours.items():
+        table.SetColorEntry(int(value), tuple(int(c) for c in rgba))
+    band.SetRasterColorTable(table)
+    band.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
+    top = max(names)
+    band.SetRasterCategoryNames([names.get(i, "") for i in range(top + 1)])
+
+
+def as_path(value) -> str:
+    return str(Path(value)) if value else ""

@@ -1,0 +1,113 @@
+"""Where tiles fall and how much each one counts, along one axis.
+
+The tile scheme is a model card property because these networks are
+context-sensitive: the ukis models agree with their authors' output only when
+tiles are placed exactly as the authors place them. Grids are anchored to the
+whole raster, so streaming in windows never moves a tile. A 2-D tile's weight
+is the outer product of its row and column weights.
+
+Schemes:
+- ``mirror-tukey`` (ukis): mirror-pad by the margin ``int(tile * overlap)``,
+  tiles start at ``-margin`` and step by ``int(tile * (1 - overlap))`` until
+  the raster is covered; overlaps are blended with a Tukey window of
+  ``alpha = 2 * overlap`` (normalised by the sum of weights).
+- ``seed-centre`` (FarmVibes): no padding (except a raster smaller than a
+  tile), the last tile aligned to the edge, each tile owns only the central
+  part of its overlaps (the boundary is the middle of each overlap).
+- ``pixel``: pixel-wise models; tiles are just blocks, cropped at the edges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    """Tile starts along one axis and each tile's weight over its ``tile`` pixels."""
+
+    size: int
+    tile: int
+    starts: tuple[int, ...]
+    weights: tuple[np.ndarray, ...]
+    mirror: bool
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def final_row(self, index: int) -> int:
+        """First pixel that tiles after ``index`` may still change (pixels before it are done)."""
+        if index + 1 >= len(self.starts):
+            return self.size
+        nxt = index + 1
+        first_nonzero = self.starts[nxt] + int(np.argmax(self.weights[nxt] > 0))
+        return min(max(first_nonzero, 0), self.size)
+
+    def span(self, index: int) -> tuple[int, int]:
+        """Pixels of the raster that tile ``index`` touches (clipped to the raster)."""
+        start = self.starts[index]
+        return max(start, 0), min(start + self.tile, self.size)
+
+
+def tukey(length: int, alpha: float) -> np.ndarray:
+    """Tapered cosine window (as scipy.signal.windows.tukey, symmetric)."""
+    if length == 1 or alpha <= 0:
+        return np.ones(length)
+    n = np.arange(length, dtype=np.float64)
+    width = alpha * (length - 1) / 2.0
+    w = np.ones(length)
+    left = n < width
+    w[left] = 0.5 * (1 + np.cos(np.pi * (-1 + 2.0 * n[left] / (alpha * (length - 1)))))
+    right = n > (length - 1) * (1 - alpha / 2.0)
+    w[right] = 0.5 * (1 + np.cos(np.pi * (-2.0 / alpha + 1 + 2.0 * n[right] / (alpha * (length - 1)))))
+    return w
+
+
+def plan_axis(size: int, scheme: str, tile: int, overlap: float) -> AxisPlan:
+    if size < 1:
+        raise ValueError("A raster axis must have at least one pixel.")
+    if scheme == "mirror-tukey":
+        return _mirror_tukey(size, tile, overlap)
+    if scheme == "seed-centre":
+        return _seed_centre(size, tile, overlap)
+    if scheme == "pixel":
+        starts = tuple(range(0, size, tile))
+        return AxisPlan(size, tile, starts, tuple(np.ones(tile) for _ in starts), mirror=False)
+    raise ValueError(f"Unknown tiling scheme '{scheme}'.")
+
+
+def _mirror_tukey(size: int, tile: int, overlap: float) -> AxisPlan:
+    margin = int(tile * overlap)
+    step = int(tile - tile * overlap)
+    starts = tuple(range(-margin, size, step))
+    window = tukey(tile, 2 * overlap)
+    return AxisPlan(size, tile, starts, tuple(window for _ in starts), mirror=True)
+
+
+def _seed_centre(size: int, tile: int, overlap: float) -> AxisPlan:
+    step = max(1, int(tile * (1 - overlap)))
+    if size <= tile:
+        starts = [0]
+    else:
+        starts = list(range(0, size - tile, step)) + [size - tile]
+    bounds = [0] + [(a + tile + b) // 2 for a, b in zip(starts, starts[1:])] + [size]
+    weights = []
+    for k, start in enumerate(starts):
+        w = np.zeros(tile)
+        w[bounds[k] - start:bounds[k + 1] - start] = 1.0
+        weights.append(w)
+    return AxisPlan(size, tile, tuple(starts), tuple(weights), mirror=True)
+
+
+def reflect(indices: np.ndarray, size: int) -> np.ndarray:
+    """Map indices outside ``[0, size)`` by mirror reflection that repeats the edge
+    pixel (numpy's ``symmetric`` padding), for any distance from the raster."""
+    period = 2 * size
+    k = np.mod(indices, period)
+    return np.where(k < size, k, period - 1 - k)
+
+
+def count_tiles(rows: int, cols: int, scheme: str, tile: int, overlap: float) -> int:
+    return len(plan_axis(rows, scheme, tile, overlap)) * len(plan_axis(cols, scheme, tile, overlap))

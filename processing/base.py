@@ -1,0 +1,149 @@
+"""What the cloudmask algorithms share: parameters, feedback and errors.
+
+The algorithms are thin: they read parameters and call ``core``. Engine
+errors become ``QgsProcessingException`` with the engine's message, which
+names the problem and the fix; nothing reaches the user as a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+
+from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingParameterBoolean,
+                       QgsProcessingParameterDefinition, QgsProcessingParameterEnum,
+                       QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer,
+                       QgsProcessingParameterString)
+from qgis.PyQt.QtGui import QIcon
+
+from ..core import merge as mg
+from ..core.bands import BandError
+from ..core.cards import CardError
+from ..core.engine import Cancelled, Feedback
+from ..core.fetch import FetchError
+from ..core.inference import PROVIDERS, ModelError
+from ..core.models import ModelNotFound
+from ..core.raster import RasterError
+
+ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icons", "icon.svg")
+USER_ERRORS = (BandError, CardError, ModelError, ModelNotFound, RasterError, FetchError, ValueError)
+
+
+class QgisFeedback(Feedback):
+    def __init__(self, feedback):
+        self.feedback = feedback
+
+    def progress(self, fraction: float) -> None:
+        if self.feedback:
+            self.feedback.setProgress(100.0 * fraction)
+
+    def cancelled(self) -> bool:
+        return bool(self.feedback and self.feedback.isCanceled())
+
+
+def run_engine(call, feedback):
+    """Call the engine and turn its errors into messages a user can act on."""
+    try:
+        return call(QgisFeedback(feedback))
+    except Cancelled as err:
+        raise QgsProcessingException("Cancelled: no output was written.") from err
+    except USER_ERRORS as err:
+        raise QgsProcessingException(str(err)) from err
+    except MemoryError as err:
+        raise QgsProcessingException("Out of memory. Turn off 'Load the whole raster in memory' "
+                                     "or use a coarser processing resolution.") from err
+
+
+def source_path(layer) -> str:
+    """GDAL source of a raster layer (``/vsizip/`` and subdataset URIs are legal)."""
+    return layer.source().split("|")[0] if layer is not None else ""
+
+
+class CloudMaskAlgorithm(QgsProcessingAlgorithm):
+    def createInstance(self):
+        return type(self)()
+
+    def group(self):
+        return ""
+
+    def groupId(self):
+        return ""
+
+    def icon(self):
+        return QIcon(ICON)
+
+    def tr(self, text):
+        return text
+
+    # -- parameter helpers
+    def add_advanced(self, parameter):
+        parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(parameter)
+
+    def add_raster(self, name, label, optional=False):
+        self.addParameter(QgsProcessingParameterRasterLayer(name, label, optional=optional))
+
+    def add_in_memory(self):
+        self.addParameter(QgsProcessingParameterBoolean(
+            "IN_MEMORY", "Load the whole raster in memory (faster for fast models, uses more memory)",
+            defaultValue=False))
+
+    def add_threshold(self, name, label):
+        self.addParameter(QgsProcessingParameterNumber(
+            name, label + " (empty: the model's recommended value)", QgsProcessingParameterNumber.Double,
+            optional=True, minValue=0.0, maxValue=1.0))
+
+    def add_bands(self):
+        self.add_advanced(QgsProcessingParameterString(
+            "BANDS", "Sentinel-2 band of each raster band, comma-separated (empty: detect)",
+            optional=True))
+
+    def add_provider(self):
+        self.add_advanced(QgsProcessingParameterEnum(
+            "EXECUTION_PROVIDER", "Execution provider", options=list(PROVIDERS), defaultValue=0))
+
+    def add_merge_options(self):
+        self.add_advanced(QgsProcessingParameterEnum(
+            "PRODUCT_MASK_KIND", "Product mask kind", options=list(mg.PRODUCT_KINDS), defaultValue=0))
+        self.add_advanced(QgsProcessingParameterNumber(
+            "DILATION", "Dilation radius (pixels)", QgsProcessingParameterNumber.Integer,
+            defaultValue=5, minValue=0))
+        self.add_advanced(QgsProcessingParameterNumber(
+            "MIN_AREA", "Drop cloud/shadow patches smaller than (pixels)",
+            QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0))
+        self.add_advanced(QgsProcessingParameterEnum(
+            "OUTPUT_MODE", "Output", options=["categorical (0 clear, 1 cloud, 2 shadow)",
+                                              "binary (0 clear, 1 cloud or shadow)"], defaultValue=0))
+
+    # -- reading
+    def optional_number(self, parameters, name, context):
+        value = parameters.get(name)
+        if value is None or value == "":
+            return None
+        return self.parameterAsDouble(parameters, name, context)
+
+    def raster_source(self, parameters, name, context, required=True):
+        layer = self.parameterAsRasterLayer(parameters, name, context)
+        if layer is None:
+            if required:
+                raise QgsProcessingException(f"{name}: no raster given or it cannot be opened. "
+                                             "Choose a raster layer or a raster file.")
+            return ""
+        return source_path(layer)
+
+    def merge_settings(self, parameters, context, cloud_thr=0.3, shadow_thr=0.2):
+        return mg.MergeSettings(
+            cloud_threshold=cloud_thr, shadow_threshold=shadow_thr,
+            product_kind=mg.PRODUCT_KINDS[self.parameterAsEnum(parameters, "PRODUCT_MASK_KIND", context)],
+            dilation=self.parameterAsInt(parameters, "DILATION", context),
+            min_area=self.parameterAsInt(parameters, "MIN_AREA", context),
+            output_mode=mg.OUTPUT_MODES[self.parameterAsEnum(parameters, "OUTPUT_MODE", context)])
+
+    def provider_choice(self, parameters, context):
+        return PROVIDERS[self.parameterAsEnum(parameters, "EXECUTION_PROVIDER", context)]
+
+    def optional_output(self, parameters, name, context):
+        """Path of an optional raster output, or None when the user skipped it."""
+        value = parameters.get(name)
+        if value is None or value == "" or (hasattr(value, "sink") and not value.sink.staticValue()):
+            return None
+        return self.parameterAsOutputLayer(parameters, name, context) or None

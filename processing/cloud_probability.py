@@ -1,0 +1,61 @@
+"""Cloud probability: the seed op ``compute_cloud_prob``."""
+
+from __future__ import annotations
+
+from qgis.core import QgsProcessingParameterRasterDestination, QgsProcessingParameterString
+
+from ..core import pipeline
+from .base import CloudMaskAlgorithm, run_engine
+from .styling import ProbabilityStyler, style_on_load
+
+
+class CloudProbability(CloudMaskAlgorithm):
+    output = "CLOUD_PROBABILITY"
+    output_label = "Cloud probability"
+
+    def name(self):
+        return "cloudprobability"
+
+    def displayName(self):
+        return "Cloud probability"
+
+    def shortHelpString(self):
+        return ("Computes the cloud probability (0..1, float32, nodata -1) of a Sentinel-2 raster "
+                "with one segmentation model, in tiles streamed from the raster. Model: an "
+                "installed model id or an .onnx path with its card beside it; empty: the best "
+                "installed cloud model for the raster's processing level.")
+
+    def initAlgorithm(self, config=None):
+        self.add_raster("SENTINEL_RASTER", "Sentinel-2 raster")
+        self.add_model_parameter()
+        self.add_in_memory()
+        self.add_bands()
+        self.add_provider()
+        self.addParameter(QgsProcessingParameterRasterDestination(self.output, self.output_label))
+
+    def add_model_parameter(self):
+        self.addParameter(QgsProcessingParameterString(
+            "MODEL_PATH", "Model (id or .onnx path; empty: best installed)", optional=True))
+
+    def request(self, parameters, context) -> pipeline.ProbabilityRequest:
+        model = self.parameterAsString(parameters, "MODEL_PATH", context).strip()
+        return pipeline.ProbabilityRequest(
+            s2_raster=self.raster_source(parameters, "SENTINEL_RASTER", context),
+            cloud_models=[model] if model else [],
+            bands=self.parameterAsString(parameters, "BANDS", context),
+            provider=self.provider_choice(parameters, context),
+            in_memory=self.parameterAsBool(parameters, "IN_MEMORY", context))
+
+    def outputs(self, path: str) -> pipeline.ProbabilityOutputs:
+        return pipeline.ProbabilityOutputs(cloud=path)
+
+    def processAlgorithm(self, parameters, context, feedback):
+        path = self.parameterAsOutputLayer(parameters, self.output, context)
+
+        def work(fb):
+            request = self.request(parameters, context)
+            return pipeline.probabilities(request, self.outputs(path), fb)
+        report = run_engine(work, feedback)
+        feedback.pushInfo(f"Models: {', '.join(report.cloud_models) or report.shadow_model}")
+        style_on_load(context, path, ProbabilityStyler.get())
+        return {self.output: path}

@@ -1,0 +1,109 @@
+"""Improve cloud mask: the seed workflow ``improve_cloud_mask`` as one algorithm."""
+
+from __future__ import annotations
+
+from qgis.core import (QgsProcessingOutputNumber, QgsProcessingParameterNumber,
+                       QgsProcessingParameterRasterDestination, QgsProcessingParameterString)
+
+from ..core import pipeline
+from .base import CloudMaskAlgorithm, run_engine
+from .styling import MaskStyler, ProbabilityStyler, style_on_load
+
+FRACTIONS = ("CLOUD_FRACTION", "SHADOW_FRACTION", "CLEAR_FRACTION")
+
+
+class ImproveCloudMask(CloudMaskAlgorithm):
+    ensemble = False
+
+    def name(self):
+        return "improvecloudmask"
+
+    def displayName(self):
+        return "Improve cloud mask"
+
+    def shortHelpString(self):
+        return (
+            "Runs a cloud and a cloud-shadow segmentation model over a Sentinel-2 raster, "
+            "thresholds their probabilities and merges them with the product's own cloud mask "
+            "into one improved mask: 0 clear, 1 cloud, 2 cloud shadow, 255 nodata.\n\n"
+            "Sentinel-2 raster: a band stack (the 12-band L2A stack B01-B12 without B10, all 13 "
+            "bands, or any bands named in their descriptions or in the advanced band list).\n"
+            "Product mask: optional; the scene's own mask (rasterised cloud mask, SCL, QA60 or "
+            "cloud probability: choose its kind under advanced parameters). Any CRS or "
+            "resolution; it is resampled onto the raster's grid.\n"
+            "Models: an installed model id (see Manage models…) or the path to an .onnx with its "
+            "card beside it. Empty: the best installed model for the raster's processing level; "
+            "the shadow model defaults to the cloud model when that gives shadow too.\n"
+            "Thresholds: empty uses the model card's recommended value.\n"
+            "Processing resolution (advanced): run the models at e.g. 20 or 30 m for speed; "
+            "the result is brought back to the raster's grid.\n"
+            "Fractions are of valid (not nodata) pixels.")
+
+    def initAlgorithm(self, config=None):
+        self.add_raster("S2_RASTER", "Sentinel-2 raster")
+        self.add_raster("PRODUCT_MASK", "Product cloud mask", optional=True)
+        self.add_threshold("CLOUD_THR", "Cloud probability threshold")
+        self.add_threshold("SHADOW_THR", "Shadow probability threshold")
+        self.add_in_memory()
+        self.add_model_parameters()
+        self.add_bands()
+        self.add_merge_options()
+        self.add_advanced(QgsProcessingParameterNumber(
+            "RESOLUTION", "Processing resolution in metres (0: native)",
+            QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0))
+        self.add_provider()
+        self.addParameter(QgsProcessingParameterRasterDestination("MASK", "Improved cloud mask"))
+        for name, label in self.optional_outputs():
+            self.addParameter(QgsProcessingParameterRasterDestination(
+                name, label, optional=True, createByDefault=False))
+        for name in FRACTIONS:
+            self.addOutput(QgsProcessingOutputNumber(name, name.replace("_", " ").capitalize()))
+
+    def add_model_parameters(self):
+        self.addParameter(QgsProcessingParameterString(
+            "CLOUD_MODEL", "Cloud model (id or .onnx path; empty: best installed)", optional=True))
+        self.addParameter(QgsProcessingParameterString(
+            "SHADOW_MODEL", "Shadow model (id or .onnx path; empty: default)", optional=True))
+
+    def optional_outputs(self):
+        return [("CLOUD_PROBABILITY", "Cloud probability"), ("SHADOW_PROBABILITY", "Shadow probability")]
+
+    def cloud_models(self, parameters, context) -> list[str]:
+        model = self.parameterAsString(parameters, "CLOUD_MODEL", context).strip()
+        return [model] if model else []
+
+    def processAlgorithm(self, parameters, context, feedback):
+        shadow = self.parameterAsString(parameters, "SHADOW_MODEL", context).strip() or None
+        probability = pipeline.ProbabilityRequest(
+            s2_raster=self.raster_source(parameters, "S2_RASTER", context),
+            cloud_models=self.cloud_models(parameters, context), shadow_model=shadow,
+            bands=self.parameterAsString(parameters, "BANDS", context),
+            resolution=self.parameterAsDouble(parameters, "RESOLUTION", context),
+            provider=self.provider_choice(parameters, context),
+            in_memory=self.parameterAsBool(parameters, "IN_MEMORY", context))
+        mask = self.parameterAsOutputLayer(parameters, "MASK", context)
+        outputs = pipeline.ProbabilityOutputs(
+            cloud=self.optional_output(parameters, "CLOUD_PROBABILITY", context),
+            shadow=self.optional_output(parameters, "SHADOW_PROBABILITY", context),
+            uncertainty=self.optional_output(parameters, "CLOUD_UNCERTAINTY", context))
+        request = pipeline.ImproveRequest(
+            probability=probability,
+            product_mask=self.raster_source(parameters, "PRODUCT_MASK", context, required=False) or None,
+            settings=self.merge_settings(parameters, context),
+            cloud_threshold=self.optional_number(parameters, "CLOUD_THR", context),
+            shadow_threshold=self.optional_number(parameters, "SHADOW_THR", context),
+            mask=mask, outputs=outputs, ensemble=self.ensemble)
+        report = run_engine(lambda fb: pipeline.improve(request, fb), feedback)
+        feedback.pushInfo(f"Cloud models: {', '.join(report.cloud_models)}; shadow model: "
+                          f"{report.shadow_model or 'none'}. " + " ".join(report.notes))
+        if report.valid_pixels == 0:
+            feedback.reportError("The raster has no valid pixel: the mask is all nodata and "
+                                 "the fractions are 0.", fatalError=False)
+        style_on_load(context, mask, MaskStyler.get(request.settings.output_mode == "binary"))
+        results = {"MASK": mask, **report.fractions}
+        for name, path in (("CLOUD_PROBABILITY", outputs.cloud), ("SHADOW_PROBABILITY", outputs.shadow),
+                           ("CLOUD_UNCERTAINTY", outputs.uncertainty)):
+            if path:
+                style_on_load(context, path, ProbabilityStyler.get())
+                results[name] = path
+        return results

@@ -1,0 +1,37 @@
+"""The ``cloudmask`` Processing provider: it only lists the algorithms."""
+
+import os
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icons", "icon.svg")
+
+
+class CloudMaskProvider(QgsProcessingProvider):
+    def id(self):
+        return "cloudmask"
+
+    def name(self):
+        return "Cloud Mask Improver"
+
+    def icon(self):
+        return QIcon(ICON)
+
+    def svgIconPath(self):
+        return ICON
+
+    def loadAlgorithms(self):
+        for algorithm in _algorithms():
+            self.addAlgorithm(algorithm)
+
+
+def _algorithms():
+    from .cloud_probability import CloudProbability
+    from .ensemble_cloud_probability import EnsembleCloudProbability
+    from .improve_cloud_mask import ImproveCloudMask
+    from .improve_cloud_mask_ensemble import ImproveCloudMaskEnsemble
+    from .merge_cloud_masks import MergeCloudMasks
+    from .shadow_probability import ShadowProbability
+    return [ImproveCloudMask(), ImproveCloudMaskEnsemble(), CloudProbability(),
+            EnsembleCloudProbability(), ShadowProbability(), MergeCloudMasks()]

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One-command setup on a fresh Debian machine; idempotent (a second run changes nothing).
+# QGIS packages (apt), onnxruntime in the plugin's private folder (the same code the plugin
+# offers desktop users), a test venv on QGIS's Python, the models and the sample scene.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+PY=/usr/bin/python3
+
+APT_PACKAGES="qgis python3-qgis qgis-providers python3-gdal gdal-bin python3-scipy python3-venv python3-pip pyqt5-dev-tools"
+missing=""
+for pkg in $APT_PACKAGES; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+  echo "setup: installing Debian packages:$missing"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
+fi
+
+# Test tools on QGIS's own Python; numpy stays Debian's 1.x (GDAL's bindings need it).
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import pytest_qgis, onnxmltools, lightgbm" 2>/dev/null \
+   || [ requirements-dev.txt -nt .venv/.installed ]; then
+  [ -x .venv/bin/python ] || $PY -m venv --system-site-packages .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -c scripts/constraints.txt -r requirements-dev.txt
+  touch .venv/.installed
+fi
+
+# Compiled Qt resources (icons) for the plugin.
+if [ ! -f resources_rc.py ] || [ resources.qrc -nt resources_rc.py ]; then
+  pyrcc5 -o resources_rc.py resources.qrc
+fi
+
+# onnxruntime, models, sample scene, and a plugin folder for qgis_process: all idempotent.
+.venv/bin/python scripts/install.py
