@@ -291,8 +291,8 @@ def merge_to_mask(request: MergeRequest, mask_path: str, feedback: Feedback | No
             if feedback.cancelled():
                 from .engine import Cancelled
                 raise Cancelled("Cancelled by the user.")
-        names = mg.CATEGORY_NAMES if request.settings.output_mode == "categorical" else mg.BINARY_NAMES
-        colours = mg.CATEGORY_COLOURS if request.settings.output_mode == "categorical" else mg.BINARY_COLOURS
+        names = mg.CATEGORY_NAMES if request.settings.output_mode == "categorical" else mg.BINARY_CATEGORY_NAMES
+        colours = mg.CATEGORY_COLOURS if request.settings.output_mode == "categorical" else mg.BINARY_CATEGORY_COLOURS
         set_categories(out, names, colours)
         out.FlushCache()
         out = None

@@ -32,6 +32,7 @@ def _algorithms():
     from .improve_cloud_mask import ImproveCloudMask
     from .improve_cloud_mask_ensemble import ImproveCloudMaskEnsemble
     from .merge_cloud_masks import MergeCloudMasks
+    from .seed_model import SeedWorkflowModel
     from .shadow_probability import ShadowProbability
     return [ImproveCloudMask(), ImproveCloudMaskEnsemble(), CloudProbability(),
-            EnsembleCloudProbability(), ShadowProbability(), MergeCloudMasks()]
+            EnsembleCloudProbability(), ShadowProbability(), MergeCloudMasks(), SeedWorkflowModel()]

@@ -15,8 +15,8 @@ from ..core import merge as mg
 
 
 def mask_renderer(layer, binary: bool = False):
-    names = mg.BINARY_NAMES if binary else mg.CATEGORY_NAMES
-    colours = mg.BINARY_COLOURS if binary else mg.CATEGORY_COLOURS
+    names = mg.BINARY_CATEGORY_NAMES if binary else mg.CATEGORY_NAMES
+    colours = mg.BINARY_CATEGORY_COLOURS if binary else mg.CATEGORY_COLOURS
     classes = [QgsPalettedRasterRenderer.Class(value, QColor(*colours[value]), names[value])
                for value in sorted(names) if value != mg.NODATA]
     return QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes)

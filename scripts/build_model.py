@@ -1,0 +1,91 @@
+"""Write the seed workflow as a graphical-modeler model built only from the atomic
+algorithms (cloud probability, shadow probability, merge), wired like the seed's
+graph. Run once when the graph changes; the .model3 is committed.
+
+Usage: .venv/bin/python scripts/build_model.py
+"""
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "processing" / "models" / "improve_cloud_mask.model3"
+
+from qgis.core import (QgsApplication, QgsProcessingModelAlgorithm,  # noqa: E402
+                       QgsProcessingModelChildAlgorithm, QgsProcessingModelChildParameterSource,
+                       QgsProcessingModelOutput, QgsProcessingModelParameter,
+                       QgsProcessingParameterNumber, QgsProcessingParameterRasterLayer,
+                       QgsProcessingParameterString)
+from qgis.PyQt.QtCore import QPointF  # noqa: E402
+
+
+def param(model, definition, x, y):
+    model.addModelParameter(definition, QgsProcessingModelParameter(definition.name()))
+    model.parameterComponent(definition.name()).setPosition(QPointF(x, y))
+
+
+def child(model, algorithm_id, child_id, sources, x, y):
+    step = QgsProcessingModelChildAlgorithm(algorithm_id)
+    step.setChildId(child_id)
+    step.setDescription(child_id.capitalize())
+    step.setPosition(QPointF(x, y))
+    for name, source in sources.items():
+        step.addParameterSources(name, [source])
+    return step
+
+
+def build() -> QgsProcessingModelAlgorithm:
+    model = QgsProcessingModelAlgorithm("Improve cloud mask (model)", "", "")
+    model.setHelpContent({"ALG_DESC": (
+        "The seed workflow improve_cloud_mask as an editable model: cloud probability and shadow "
+        "probability from the Sentinel-2 raster, merged with the product mask. Each child reads the "
+        "raster itself (the seed's way); 'Improve cloud mask' does the same in one pass.")})
+    number = QgsProcessingParameterNumber.Double
+    param(model, QgsProcessingParameterRasterLayer("S2_RASTER", "Sentinel-2 raster"), 120, 60)
+    param(model, QgsProcessingParameterRasterLayer("PRODUCT_MASK", "Product cloud mask", optional=True), 520, 60)
+    param(model, QgsProcessingParameterNumber("CLOUD_THR", "Cloud threshold", number, 0.3, False, 0, 1), 720, 60)
+    param(model, QgsProcessingParameterNumber("SHADOW_THR", "Shadow threshold", number, 0.2, False, 0, 1), 900, 60)
+    param(model, QgsProcessingParameterString("CLOUD_MODEL", "Cloud model", optional=True), 300, 60)
+    param(model, QgsProcessingParameterString("SHADOW_MODEL", "Shadow model", optional=True), 340, 120)
+    src = QgsProcessingModelChildParameterSource
+    cloud = child(model, "cloudmask:cloudprobability", "cloud", {
+        "SENTINEL_RASTER": src.fromModelParameter("S2_RASTER"),
+        "MODEL_PATH": src.fromModelParameter("CLOUD_MODEL"),
+        "IN_MEMORY": src.fromStaticValue(False)}, 200, 240)
+    shadow = child(model, "cloudmask:shadowprobability", "shadow", {
+        "SENTINEL_RASTER": src.fromModelParameter("S2_RASTER"),
+        "MODEL_PATH": src.fromModelParameter("SHADOW_MODEL"),
+        "IN_MEMORY": src.fromStaticValue(False)}, 500, 240)
+    merge = child(model, "cloudmask:mergecloudmasks", "merge", {
+        "CLOUD_PROBABILITY": src.fromChildOutput("cloud", "CLOUD_PROBABILITY"),
+        "SHADOW_PROBABILITY": src.fromChildOutput("shadow", "SHADOW_PROBABILITY"),
+        "PRODUCT_MASK": src.fromModelParameter("PRODUCT_MASK"),
+        "CLOUD_PROB_THRESHOLD": src.fromModelParameter("CLOUD_THR"),
+        "SHADOW_PROB_THRESHOLD": src.fromModelParameter("SHADOW_THR")}, 350, 420)
+    output = QgsProcessingModelOutput("MASK", "Improved cloud mask")
+    output.setChildOutputName("MERGED_CLOUD_MASK")
+    output.setChildId("merge")
+    merge.setModelOutputs({"MASK": output})
+    for step in (cloud, shadow, merge):
+        model.addChildAlgorithm(step)
+    return model
+
+
+def main() -> int:
+    app = QgsApplication([], False)
+    app.initQgis()
+    sys.path.insert(0, str(ROOT.parent))
+    model = build()
+    model.setName("Improve cloud mask (model)")
+    model.setGroup("")
+    if not model.toFile(str(OUT)):
+        print("could not write", OUT)
+        return 1
+    print(OUT)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
