@@ -223,11 +223,15 @@ def product_mask_on_grid(product: str, grid: RasterInfo, folder: str) -> tuple[s
     nodata = info.nodata[0]
     fill = nodata if nodata is not None else (65535 if info.data_type not in ("Byte",) else 254)
     path = os.path.join(folder, "product_on_grid.vrt")
+    if info.band_count > 1:  # GDAL 3.6's Warp has no band selection: take band 1 first
+        first = os.path.join(folder, "product_band1.vrt")
+        gdal.Translate(first, product, format="VRT", bandList=[1])
+        product = first
     gt = grid.geotransform
     bounds = (gt[0], gt[3] + gt[5] * grid.height, gt[0] + gt[1] * grid.width, gt[3])
     done = gdal.Warp(path, product, format="VRT", outputBounds=bounds, width=grid.width,
                      height=grid.height, dstSRS=grid.projection, resampleAlg="near",
-                     srcNodata=nodata, dstNodata=fill, srcBands=[1])
+                     srcNodata=nodata, dstNodata=fill)
     if done is None:
         raise RasterError(f"Could not resample the product mask: {gdal.GetLastErrorMsg()}")
     done = None

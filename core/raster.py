@@ -76,7 +76,7 @@ def raster_info(source: str, what: str = "raster") -> RasterInfo:
 
 def require_georeference(info: RasterInfo, what: str) -> None:
     if not info.has_geotransform or not info.projection:
-        missing = "a coordinate reference system" if info.has_geotransform else "a georeference (geotransform)"
+        missing = "coordinate reference system" if info.has_geotransform else "georeference (geotransform)"
         raise RasterError(
             f"The {what} '{info.source}' has no {missing}, so its pixels cannot be placed on "
             "the map or matched with the other inputs. Assign a CRS and georeference "

@@ -1,0 +1,47 @@
+"""Small rasters written into a temp dir for tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from osgeo import gdal, osr
+
+TYPES = {np.dtype("uint16"): gdal.GDT_UInt16, np.dtype("uint8"): gdal.GDT_Byte,
+         np.dtype("float32"): gdal.GDT_Float32, np.dtype("int16"): gdal.GDT_Int16}
+
+
+def write_raster(path: Path, data: np.ndarray, descriptions=None, nodata=0, epsg: int | None = 32633,
+                 transform=(500000.0, 10.0, 0.0, 5000000.0, 0.0, -10.0), metadata=None) -> str:
+    """``data`` is [bands, rows, cols] (or [rows, cols])."""
+    if data.ndim == 2:
+        data = data[None]
+    bands, rows, cols = data.shape
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), cols, rows, bands, TYPES[data.dtype])
+    if transform is not None:
+        ds.SetGeoTransform(transform)
+    if epsg is not None:
+        srs = osr.SpatialReference()
+        srs.ImportFromEPSG(epsg)
+        ds.SetProjection(srs.ExportToWkt())
+    for i in range(bands):
+        band = ds.GetRasterBand(i + 1)
+        band.WriteArray(data[i])
+        if nodata is not None:
+            band.SetNoDataValue(nodata)
+        if descriptions:
+            band.SetDescription(descriptions[i])
+    for key, value in (metadata or {}).items():
+        ds.SetMetadataItem(key, value)
+    ds = None
+    return str(path)
+
+
+def read(path) -> np.ndarray:
+    ds = gdal.Open(str(path))
+    return ds.ReadAsArray()
+
+
+def random_scene(rows: int, cols: int, bands: int = 12, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(1, 10000, size=(bands, rows, cols), dtype=np.uint16)

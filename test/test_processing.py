@@ -1,0 +1,221 @@
+"""The algorithms as users run them: toolbox (processing.run), the modeler model,
+and qgis_process; their outputs; and clear errors on bad input."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from osgeo import gdal
+from qgis.core import QgsApplication, QgsProcessingException
+from rasters import random_scene, read, write_raster
+from samples import L1C_STACK, PRODUCT_MASK, model_file, require
+
+SAMPLE_PARAMS = {"CLOUD_MODEL": "ukis-6b-l1c", "SHADOW_MODEL": "ukis-6b-l1c",
+                 "CLOUD_THR": 0.5, "SHADOW_THR": 0.5}
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_app, qgis_processing):
+    from cloud_mask_improver.processing.provider import CloudMaskProvider
+    registry = QgsApplication.processingRegistry()
+    if registry.providerById("cloudmask") is None:
+        registry.addProvider(CloudMaskProvider())
+    yield registry.providerById("cloudmask")
+
+
+def run(alg, params):
+    import processing
+    return processing.run(f"cloudmask:{alg}", params)
+
+
+def test_provider_lists_the_contract_algorithms(provider):
+    ids = {a.id() for a in provider.algorithms()}
+    assert {"cloudmask:improvecloudmask", "cloudmask:improvecloudmaskensemble",
+            "cloudmask:cloudprobability", "cloudmask:ensemblecloudprobability",
+            "cloudmask:shadowprobability", "cloudmask:mergecloudmasks",
+            "cloudmask:improvecloudmaskmodel"} <= ids
+    for alg in provider.algorithms():
+        assert alg.shortHelpString()
+
+
+@pytest.fixture(scope="module")
+def toolbox_mask(provider, tmp_path_factory):
+    require(L1C_STACK, PRODUCT_MASK)
+    model_file("ukis-6b-l1c")
+    out = tmp_path_factory.mktemp("toolbox") / "mask.tif"
+    result = run("improvecloudmask", {"S2_RASTER": str(L1C_STACK), "PRODUCT_MASK": str(PRODUCT_MASK),
+                                      "MASK": str(out), **SAMPLE_PARAMS})
+    return out, result
+
+
+def test_mask_is_categorical_with_nodata_colours_and_names(toolbox_mask):
+    out, result = toolbox_mask
+    ds = gdal.Open(str(out))
+    band = ds.GetRasterBand(1)
+    assert band.GetNoDataValue() == 255
+    assert band.GetRasterColorTable() is not None
+    names = band.GetRasterCategoryNames()
+    assert names[0] == "clear" and names[1] == "cloud" and names[2] == "cloud shadow"
+    values = set(np.unique(band.ReadAsArray()))
+    assert values <= {0, 1, 2, 255} and {0, 1, 2} <= values
+    total = result["CLEAR_FRACTION"] + result["CLOUD_FRACTION"] + result["SHADOW_FRACTION"]
+    assert abs(total - 1) < 1e-9 and 0.05 < result["CLOUD_FRACTION"] < 0.95
+    assert ds.GetGeoTransform() == gdal.Open(str(L1C_STACK)).GetGeoTransform()
+
+
+def test_modeler_model_gives_the_same_mask(provider, toolbox_mask, tmp_path):
+    out = tmp_path / "model_mask.tif"
+    run("improvecloudmaskmodel", {"S2_RASTER": str(L1C_STACK), "PRODUCT_MASK": str(PRODUCT_MASK),
+                                  "merge:MASK": str(out), **SAMPLE_PARAMS})
+    assert np.array_equal(read(out), read(toolbox_mask[0]))
+
+
+def test_qgis_process_gives_the_same_mask(plugin_dir, toolbox_mask, tmp_path):
+    exe = shutil.which("qgis_process.bin") or shutil.which("qgis_process")
+    # A fresh QGIS profile, so enabling the plugin is a real first enable.
+    env = dict(os.environ, QGIS_PLUGINPATH=str(plugin_dir), QT_QPA_PLATFORM="offscreen",
+               QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "profile"))
+    subprocess.run([exe, "plugins", "enable", "cloud_mask_improver"], env=env, capture_output=True, check=True)
+    out = tmp_path / "qp_mask.tif"
+    args = [f"{k}={v}" for k, v in SAMPLE_PARAMS.items()]
+    done = subprocess.run([exe, "run", "cloudmask:improvecloudmask", "--json", "--",
+                           f"S2_RASTER={L1C_STACK}", f"PRODUCT_MASK={PRODUCT_MASK}", f"MASK={out}", *args],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    results = json.loads(done.stdout[done.stdout.index("{"):])["results"]
+    assert np.array_equal(read(out), read(toolbox_mask[0]))
+    assert abs(results["CLOUD_FRACTION"] - toolbox_mask[1]["CLOUD_FRACTION"]) < 1e-12
+
+
+def test_ensemble_writes_mean_and_uncertainty(provider, tmp_path):
+    model_file("ukis-4b-l1c")
+    out = {k: str(tmp_path / f"{k}.tif") for k in ("MASK", "CLOUD_PROBABILITY", "CLOUD_UNCERTAINTY")}
+    run("improvecloudmaskensemble", {"S2_RASTER": str(L1C_STACK), "CLOUD_MODELS": "ukis-6b-l1c,ukis-4b-l1c",
+                                     "SHADOW_MODEL": "ukis-6b-l1c", **out})
+    singles = []
+    for model in ("ukis-6b-l1c", "ukis-4b-l1c"):
+        path = str(tmp_path / f"{model}.tif")
+        run("cloudprobability", {"SENTINEL_RASTER": str(L1C_STACK), "MODEL_PATH": model,
+                                 "CLOUD_PROBABILITY": path})
+        singles.append(read(path))
+    assert np.abs(read(out["CLOUD_PROBABILITY"]) - np.mean(singles, axis=0)).max() < 1e-5
+    assert np.abs(read(out["CLOUD_UNCERTAINTY"]) - np.std(singles, axis=0)).max() < 1e-5
+
+
+def test_default_model_follows_the_processing_level(provider, tmp_path):
+    out = tmp_path / "p.tif"
+    feedback_log = run("cloudprobability", {"SENTINEL_RASTER": str(L1C_STACK), "CLOUD_PROBABILITY": str(out)})
+    assert feedback_log["CLOUD_PROBABILITY"] == str(out)
+    reference = tmp_path / "ref.tif"
+    run("cloudprobability", {"SENTINEL_RASTER": str(L1C_STACK), "MODEL_PATH": "ukis-6b-l1c",
+                             "CLOUD_PROBABILITY": str(reference)})
+    assert np.array_equal(read(out), read(reference))
+
+
+# -- merge -----------------------------------------------------------------------------
+
+def probability_raster(path, values, **kw):
+    return write_raster(path, values.astype(np.float32), nodata=-1.0, **kw)
+
+
+def test_product_mask_in_another_crs_and_resolution_lands_on_the_right_pixels(provider, tmp_path):
+    zeros = np.zeros((200, 200), dtype=np.float32)
+    cloud = probability_raster(tmp_path / "c.tif", zeros)
+    # The product mask: a cloud square at 20 m in the same CRS, then warped to WGS 84.
+    square = np.zeros((100, 100), dtype=np.uint8)
+    square[20:50, 30:70] = 1
+    native = write_raster(tmp_path / "pm20.tif", square, nodata=100,
+                          transform=(500000.0, 20.0, 0.0, 5000000.0, 0.0, -20.0))
+    geographic = str(tmp_path / "pm_wgs84.tif")
+    gdal.Warp(geographic, native, dstSRS="EPSG:4326", resampleAlg="near")
+    for product, tolerance in ((native, 0), (geographic, 0.01)):
+        out = tmp_path / "m.tif"
+        run("mergecloudmasks", {"CLOUD_PROBABILITY": cloud, "PRODUCT_MASK": product, "DILATION": 0,
+                                "MERGED_CLOUD_MASK": str(out)})
+        want = np.zeros((200, 200), dtype=np.uint8)
+        want[40:100, 60:140] = 1
+        assert (read(out) != want).mean() <= tolerance
+
+
+def test_merge_keeps_nodata_out_of_the_clouds(provider, tmp_path):
+    values = np.full((50, 50), 0.9, dtype=np.float32)
+    values[:, :10] = -1
+    cloud = probability_raster(tmp_path / "c.tif", values)
+    out = tmp_path / "m.tif"
+    result = run("mergecloudmasks", {"CLOUD_PROBABILITY": cloud, "MERGED_CLOUD_MASK": str(out)})
+    mask = read(out)
+    assert (mask[:, :10] == 255).all() and (mask[:, 10:] == 1).all()
+    assert result["CLOUD_FRACTION"] == 1.0
+
+
+# -- bad input -------------------------------------------------------------------------
+
+def expect_error(alg, params, *words):
+    with pytest.raises(QgsProcessingException) as err:
+        run(alg, params)
+    message = str(err.value)
+    for word in words:
+        assert word in message, message
+    return message
+
+
+def test_missing_band_is_named(provider, tmp_path):
+    raster = write_raster(tmp_path / "rgbn.tif", random_scene(40, 40, bands=4),
+                          descriptions=["B02", "B03", "B04", "B08"])
+    out = tmp_path / "m.tif"
+    expect_error("improvecloudmask", {"S2_RASTER": raster, "CLOUD_MODEL": "ukis-6b-l1c", "MASK": str(out)},
+                 "B11", "B12")
+    assert not out.exists()
+
+
+def test_unmapped_band_count_asks_for_the_band_list(provider, tmp_path):
+    raster = write_raster(tmp_path / "five.tif", random_scene(30, 30, bands=5))
+    expect_error("cloudprobability", {"SENTINEL_RASTER": raster, "CLOUD_PROBABILITY": str(tmp_path / "p.tif")},
+                 "BANDS")
+
+
+def test_missing_model_file(provider, tmp_path):
+    raster = write_raster(tmp_path / "s2.tif", random_scene(30, 30))
+    expect_error("cloudprobability", {"SENTINEL_RASTER": raster, "MODEL_PATH": str(tmp_path / "nope.onnx"),
+                                      "CLOUD_PROBABILITY": str(tmp_path / "p.tif")}, "does not exist")
+
+
+def test_model_that_is_not_onnx(provider, tmp_path):
+    raster = write_raster(tmp_path / "s2.tif", random_scene(30, 30))
+    bogus = tmp_path / "cloud_model1_cpu.onnx"
+    bogus.write_bytes(os.urandom(4096))
+    out = tmp_path / "p.tif"
+    expect_error("cloudprobability", {"SENTINEL_RASTER": raster, "MODEL_PATH": str(bogus),
+                                      "CLOUD_PROBABILITY": str(out)}, "not a valid ONNX model")
+    assert not out.exists() and not list(tmp_path.glob(".p.tif.partial*"))
+
+
+def test_card_that_contradicts_the_model(provider, tmp_path):
+    from onnx_models import conv1x1_model, write_card
+    raster = write_raster(tmp_path / "s2.tif", random_scene(70, 70))
+    model = conv1x1_model(tmp_path / "m.onnx", np.ones((3, 6)), np.zeros(3), tile=64)
+    write_card(tmp_path / "m.json")  # says 4 bands
+    expect_error("cloudprobability", {"SENTINEL_RASTER": raster, "MODEL_PATH": str(model),
+                                      "CLOUD_PROBABILITY": str(tmp_path / "p.tif")}, "does not match its card")
+
+
+def test_product_mask_that_does_not_overlap(provider, tmp_path):
+    cloud = probability_raster(tmp_path / "c.tif", np.zeros((20, 20)))
+    far = write_raster(tmp_path / "far.tif", np.zeros((20, 20), dtype=np.uint8),
+                       transform=(700000.0, 10.0, 0.0, 6000000.0, 0.0, -10.0))
+    out = tmp_path / "m.tif"
+    expect_error("mergecloudmasks", {"CLOUD_PROBABILITY": cloud, "PRODUCT_MASK": far,
+                                     "MERGED_CLOUD_MASK": str(out)}, "does not overlap")
+    assert not out.exists()
+
+
+def test_raster_without_georeference(provider, tmp_path):
+    raster = write_raster(tmp_path / "plain.tif", random_scene(30, 30), epsg=None, transform=None)
+    expect_error("improvecloudmask", {"S2_RASTER": raster, "MASK": str(tmp_path / "m.tif")},
+                 "no georeference", "Assign")
+    no_crs = write_raster(tmp_path / "no_crs.tif", random_scene(30, 30), epsg=None)
+    expect_error("improvecloudmask", {"S2_RASTER": no_crs, "MASK": str(tmp_path / "m.tif")},
+                 "no coordinate reference system")
