@@ -80,7 +80,7 @@ def install_onnxruntime(target: Path | None = None) -> RuntimeStatus:
     if installed_version(folder) == ONNXRUNTIME_VERSION:
         return RuntimeStatus(True, ONNXRUNTIME_VERSION)
     folder.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(install_command(folder), capture_output=True, text=True)
+    done = subprocess.run(install_command(folder), check=False, capture_output=True, text=True)
     if done.returncode != 0:
         return RuntimeStatus(False, problem=f"pip failed: {done.stderr.strip()[-2000:]}")
     return RuntimeStatus(True, installed_version(folder))

@@ -108,7 +108,7 @@ class Engine:
         written = 0
         while not all(g.finished for g in self.groups):
             group = min((g for g in self.groups if not g.finished), key=lambda g: frontier[id(g)])
-            lo, hi, strips = self._advance(group)
+            _, hi, strips = self._advance(group)
             frontier[id(group)] = hi
             for name, strip in strips.items():
                 pending.setdefault(name, []).append(strip)
@@ -192,7 +192,6 @@ class Engine:
 
     # -- image models: weighted accumulation over overlapping tiles
     def _accumulate(self, group: _Group, index: int, data, valid, start: int) -> None:
-        tile, width = group.rows.tile, self.source.width
         r_lo, r_hi = group.rows.span(index)
         # Rows already released get zero weight from this tile (the window's edge is 0).
         r_lo = max(r_lo, group.acc_lo)

@@ -146,8 +146,7 @@ def run(model: LoadedModel, batch: np.ndarray) -> tuple[np.ndarray | None, np.nd
     except Exception as err:
         raise ModelError(f"Model '{card.id}' failed on a batch of shape {batch.shape}: "
                          f"{str(err).splitlines()[0][:300]}. Check that the card matches the model.") from err
-    expected = (batch.shape[0],) if card.is_pixel_model else (batch.shape[0],)
-    if out.shape[:1] != expected or (not card.is_pixel_model and out.shape[2:] != batch.shape[2:]):
+    if out.shape[:1] != batch.shape[:1] or (not card.is_pixel_model and out.shape[2:] != batch.shape[2:]):
         raise ModelError(f"Model '{card.id}' returned shape {out.shape} for input {batch.shape}; "
                          "its card expects one output per input pixel. Fix the card or the model.")
     needed = max(card.cloud_channels + card.shadow_channels) + 1

@@ -19,9 +19,20 @@ from . import merge as mg
 from . import models
 from .engine import Engine, EngineSettings, Feedback, Job
 from .inference import load_model
-from .raster import (PROBABILITY_NODATA, RasterError, RasterInfo, RowSource, atomic_outputs,
-                     check_destination, create_geotiff, open_dataset, partial_path, raster_info,
-                     require_georeference, set_categories)
+from .raster import (
+    PROBABILITY_NODATA,
+    RasterError,
+    RasterInfo,
+    RowSource,
+    atomic_outputs,
+    check_destination,
+    create_geotiff,
+    open_dataset,
+    partial_path,
+    raster_info,
+    require_georeference,
+    set_categories,
+)
 
 LEVEL_KEYS = ("PROCESSING_LEVEL", "PRODUCT_TYPE", "PROCESSING_LEVEL_L2A")
 OFFSET_KEYS = ("BOA_ADD_OFFSET", "RADIO_ADD_OFFSET")

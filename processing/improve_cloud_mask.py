@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from qgis.core import (QgsProcessingOutputNumber, QgsProcessingParameterNumber,
-                       QgsProcessingParameterRasterDestination, QgsProcessingParameterString)
+from qgis.core import (
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterString,
+)
 
 from ..core import pipeline
 from .base import CloudMaskAlgorithm, run_engine

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from qgis.core import (QgsProcessingOutputNumber, QgsProcessingParameterNumber,
-                       QgsProcessingParameterRasterDestination)
+from qgis.core import QgsProcessingOutputNumber, QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination
 
 from ..core import pipeline
 from .base import CloudMaskAlgorithm, run_engine

@@ -6,9 +6,16 @@ instance alive at class level (DESIGN §8).
 
 from __future__ import annotations
 
-from qgis.core import (QgsColorRampShader, QgsPalettedRasterRenderer,
-                       QgsProcessingLayerPostProcessorInterface, QgsRasterShader,
-                       QgsSingleBandPseudoColorRenderer, QgsStyle)
+from typing import ClassVar
+
+from qgis.core import (
+    QgsColorRampShader,
+    QgsPalettedRasterRenderer,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsRasterShader,
+    QgsSingleBandPseudoColorRenderer,
+    QgsStyle,
+)
 from qgis.PyQt.QtGui import QColor
 
 from ..core import merge as mg
@@ -32,7 +39,7 @@ def probability_renderer(layer):
 
 
 class MaskStyler(QgsProcessingLayerPostProcessorInterface):
-    instances = {}
+    instances: ClassVar[dict] = {}
 
     def __init__(self, binary: bool):
         super().__init__()

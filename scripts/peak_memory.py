@@ -14,7 +14,7 @@ import time
 def main() -> int:
     out, command = sys.argv[1], sys.argv[sys.argv.index("--") + 1:]
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, check=False, capture_output=True, text=True)
     wall = time.perf_counter() - start
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if done.returncode != 0:

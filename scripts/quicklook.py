@@ -10,8 +10,8 @@ import numpy as np
 from osgeo import gdal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from core import merge as mg  # noqa: E402
-from core.bands import detect_bands  # noqa: E402
+from core import merge as mg
+from core.bands import detect_bands
 
 
 def true_colour(path: str) -> np.ndarray:

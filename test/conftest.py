@@ -1,0 +1,61 @@
+"""Shared test set-up.
+
+- The plugin is importable as the package ``cloud_mask_improver``, the name it
+  has when installed: ``<data home>/plugins/cloud_mask_improver`` is a symlink
+  to the repository root (the folder ``scripts/install.py`` makes for
+  ``qgis_process``), and that plugins folder is on ``sys.path``.
+- Qt runs headless. pytest-qgis starts QGIS before this file is read, so
+  ``QT_QPA_PLATFORM=offscreen`` must already be in the environment (the
+  Makefile exports it); setting it here covers the subprocesses.
+- onnxruntime from the private folder of the data home is importable.
+"""
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from qgis.core import QgsApplication
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = "cloud_mask_improver"
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+# Our ``processing/`` package would shadow QGIS's Processing plugin (also a
+# top-level ``processing``) wherever the repository root is on sys.path
+# (``python -m pytest`` from the root, tests that import ``core``). Import
+# QGIS's first so that ``import processing`` always means QGIS's.
+sys.path.insert(0, os.path.join(QgsApplication.pkgDataPath(), "python", "plugins"))
+import processing  # noqa: F401
+
+# core/home.py has no imports of ours: load it by path to find the data home.
+_spec = importlib.util.spec_from_file_location("_cloudmask_home", ROOT / "core" / "home.py")
+_home = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_home)
+
+# pytest-qgis points QGIS at a settings folder in the repository
+# (QGIS_CUSTOM_CONFIG_PATH), so the plugin would look for its data home there:
+# keep the one data home that setup filled.
+os.environ.setdefault(_home.ENV_VAR, str(_home.data_home()))
+
+PLUGINS_DIR = _home.data_home() / "plugins"
+PLUGINS_DIR.mkdir(parents=True, exist_ok=True)
+_link = PLUGINS_DIR / PACKAGE
+if _link.is_symlink() and _link.resolve() != ROOT:
+    _link.unlink()  # a link to another checkout: point it here, as setup does
+if not _link.is_symlink():
+    _link.symlink_to(ROOT, target_is_directory=True)
+if str(PLUGINS_DIR) not in sys.path:
+    sys.path.insert(0, str(PLUGINS_DIR))
+
+from cloud_mask_improver.core import deps
+
+deps.ensure_on_path()
+
+
+@pytest.fixture(scope="session")
+def plugin_dir():
+    """The plugins folder that holds ``cloud_mask_improver`` (for QGIS_PLUGINPATH)."""
+    return PLUGINS_DIR

@@ -1,0 +1,227 @@
+"""The plugin as QGIS sees it: metadata, classFactory, GUI wiring, unload, qgis_process."""
+
+import configparser
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from qgis.core import Qgis, QgsApplication
+from qgis.PyQt.QtCore import QFile
+from qgis.PyQt.QtGui import QIcon
+
+import cloud_mask_improver
+import processing  # QGIS's Processing plugin (see conftest), not our processing/ package
+from cloud_mask_improver import plugin as plugin_module
+from cloud_mask_improver.core import home
+from cloud_mask_improver.processing.provider import CloudMaskProvider
+
+ROOT = Path(__file__).resolve().parent.parent
+MENU = "Cloud Mask Improver"
+ACTION_TEXTS = ["Improve cloud mask…", "Improve cloud mask (ensemble)…", "Manage models…"]
+QGIS_PROCESS = shutil.which("qgis_process.bin") or shutil.which("qgis_process")
+
+
+class FakeQgisGui:
+    """The Raster menu and the Plugins toolbar, as QGIS manages them for plugins.
+
+    pytest-qgis's ``qgis_iface`` has a real main window but turns these calls
+    into mocks; this puts real menus and a real toolbar behind them, removing
+    a plugin's submenu when its last action goes, as QGIS does.
+    """
+
+    def __init__(self, iface):
+        self.iface = iface
+        self.window = iface.mainWindow()
+        self.raster_menu = self.window.menuBar().addMenu("&Raster")
+        self.toolbar = self.window.addToolBar("Plugins")
+
+    def submenu(self, name):
+        for action in self.raster_menu.actions():
+            if action.menu() is not None and action.text() == name:
+                return action.menu()
+        return None
+
+    def add_plugin_to_raster_menu(self, name, action):
+        menu = self.submenu(name) or self.raster_menu.addMenu(name)
+        menu.addAction(action)
+
+    def remove_plugin_raster_menu(self, name, action):
+        menu = self.submenu(name)
+        if menu is None:
+            return
+        menu.removeAction(action)
+        if not menu.actions():
+            self.raster_menu.removeAction(menu.menuAction())
+
+    def close(self):
+        self.window.menuBar().removeAction(self.raster_menu.menuAction())
+        self.window.removeToolBar(self.toolbar)
+        self.raster_menu.deleteLater()
+        self.toolbar.deleteLater()
+
+
+def registry():
+    return QgsApplication.processingRegistry()
+
+
+@pytest.fixture(autouse=True)
+def start_without_the_provider():
+    """Each test starts as QGIS does, with no ``cloudmask`` provider (other modules may leave one)."""
+    registry().removeProvider("cloudmask")  # by id: a leftover may have lost its Python half
+
+
+@pytest.fixture
+def gui(qgis_iface, monkeypatch):
+    fake = FakeQgisGui(qgis_iface)
+    monkeypatch.setattr(qgis_iface, "addPluginToRasterMenu", fake.add_plugin_to_raster_menu)
+    monkeypatch.setattr(qgis_iface, "removePluginRasterMenu", fake.remove_plugin_raster_menu)
+    monkeypatch.setattr(qgis_iface, "addToolBarIcon", fake.toolbar.addAction)
+    monkeypatch.setattr(qgis_iface, "removeToolBarIcon", fake.toolbar.removeAction)
+    qgis_iface.messageBar().clear_messages()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def plugin(gui):
+    loaded = cloud_mask_improver.classFactory(gui.iface)
+    loaded.initGui()
+    yield loaded
+    loaded.unload()
+
+
+def test_metadata_has_what_qgis_needs():
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "metadata.txt", encoding="utf-8")
+    meta = parser["general"]
+    for key in ("name", "qgisMinimumVersion", "description", "about", "version", "author"):
+        assert meta.get(key, "").strip(), key
+    assert meta["name"] == "Cloud Mask Improver"
+    assert meta["hasProcessingProvider"] == "yes"
+    assert meta["category"] == "Raster"
+    assert (ROOT / meta["icon"]).is_file()
+    assert (ROOT / "LICENSE").is_file()
+
+
+def test_icon_renders_from_resources_or_file():
+    assert not QIcon(plugin_module.ICON).isNull()
+    if (ROOT / "resources_rc.py").exists():
+        assert plugin_module.ICON.startswith(":/")
+        assert QFile(plugin_module.ICON).exists()
+
+
+def test_class_factory_registers_nothing_until_asked(gui):
+    loaded = cloud_mask_improver.classFactory(gui.iface)
+    assert isinstance(loaded, plugin_module.CloudMaskImproverPlugin)
+    assert registry().providerById("cloudmask") is None
+    assert gui.submenu(MENU) is None
+
+
+def test_processing_works_without_a_gui():
+    # qgis_process loads the plugin with iface None and calls only initProcessing.
+    loaded = cloud_mask_improver.classFactory(None)
+    loaded.initProcessing()
+    assert registry().providerById("cloudmask") is not None
+    loaded.unload()
+    assert registry().providerById("cloudmask") is None
+
+
+def test_unload_removes_only_the_provider_it_added():
+    # Someone else's provider with our id (e.g. a copy of the plugin loaded before). Keep
+    # a Python reference while it is registered, or Python frees its methods.
+    other = CloudMaskProvider()
+    registry().addProvider(other)
+    loaded = cloud_mask_improver.classFactory(None)
+    loaded.initProcessing()  # refused: the id is taken
+    loaded.unload()
+    assert registry().providerById("cloudmask") is other
+    registry().removeProvider(other)
+
+
+def test_init_gui_adds_menu_toolbar_and_provider(plugin, gui):
+    submenu = gui.submenu(MENU)
+    assert submenu is not None
+    assert [action.text() for action in submenu.actions()] == ACTION_TEXTS
+    assert all(not action.icon().isNull() for action in submenu.actions())
+    assert [action.text() for action in gui.toolbar.actions()] == ACTION_TEXTS[:1]
+
+    provider = registry().providerById("cloudmask")
+    assert provider is not None
+    assert provider.name() == "Cloud Mask Improver"
+    assert not provider.icon().isNull()
+
+
+def test_unload_leaves_nothing_behind_and_can_repeat(gui):
+    loaded = cloud_mask_improver.classFactory(gui.iface)
+    loaded.initGui()
+    loaded.unload()
+    assert gui.submenu(MENU) is None
+    assert gui.raster_menu.actions() == []
+    assert gui.toolbar.actions() == []
+    assert registry().providerById("cloudmask") is None
+    loaded.unload()  # QGIS may call it again; nothing to do, no error
+
+
+def test_load_unload_load(gui):
+    for _ in range(2):
+        loaded = cloud_mask_improver.classFactory(gui.iface)
+        loaded.initGui()
+        assert registry().providerById("cloudmask") is not None
+        assert len(gui.submenu(MENU).actions()) == len(ACTION_TEXTS)
+        assert len(gui.toolbar.actions()) == 1
+        loaded.unload()
+        assert registry().providerById("cloudmask") is None
+        assert gui.submenu(MENU) is None
+
+
+def test_improve_actions_open_the_algorithm_dialogs(plugin, monkeypatch):
+    opened = []
+    monkeypatch.setattr(processing, "execAlgorithmDialog", opened.append)
+    improve, ensemble, _ = plugin.actions
+    improve.trigger()
+    ensemble.trigger()
+    assert opened == ["cloudmask:improvecloudmask", "cloudmask:improvecloudmaskensemble"]
+
+
+def test_a_missing_algorithm_is_reported_not_raised(plugin, qgis_iface, monkeypatch):
+    monkeypatch.setattr(processing, "execAlgorithmDialog", pytest.fail)
+    plugin._open_algorithm("cloudmask:nosuchalgorithm")
+    warnings = qgis_iface.messageBar().get_messages(Qgis.Warning)
+    assert any("cloudmask:nosuchalgorithm" in message for message in warnings)
+
+
+def test_manage_models_shows_the_models_folder(plugin, monkeypatch):
+    shown = []
+    monkeypatch.setattr(plugin_module.QMessageBox, "information",
+                        lambda parent, title, text: shown.append(text))
+    plugin.actions[2].trigger()
+    assert len(shown) == 1
+    assert str(home.models_dir(cloud_mask_improver.data_home())) in shown[0]
+
+
+@pytest.mark.skipif(QGIS_PROCESS is None, reason="qgis_process is not installed")
+def test_qgis_process_enables_the_plugin_and_lists_the_provider(plugin_dir, tmp_path):
+    # A fresh QGIS profile in tmp_path, so the user's own profile is never touched.
+    # The plugin then finds onnxruntime through CLOUDMASK_HOME (set by conftest).
+    env = dict(os.environ)
+    env.pop("QGIS_OPTIONS_PATH", None)
+    env.update(HOME=str(tmp_path), QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "qgis"),
+               QGIS_PLUGINPATH=str(plugin_dir), QT_QPA_PLATFORM="offscreen")
+
+    def qgis_process(*args):
+        done = subprocess.run([QGIS_PROCESS, *args], check=False, env=env,
+                              capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
+        return done.stdout
+
+    enabled = qgis_process("plugins", "enable", "cloud_mask_improver")
+    assert "Enabled cloud_mask_improver (Cloud Mask Improver)" in enabled
+    ini = tmp_path / "qgis" / "profiles" / "default" / "QGIS" / "QGIS3.ini"
+    assert "cloud_mask_improver=true" in ini.read_text()
+
+    listing = qgis_process("list")
+    assert "\nCloud Mask Improver\n" in listing
+    assert "\tcloudmask:" in listing
