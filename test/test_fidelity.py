@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from rasters import read
-from samples import L1C_STACK, model_file, require
+from samples import ARRAYS, L1C_STACK, model_file, require
 
 from cloud_mask_improver.core import pipeline
 
@@ -35,3 +35,16 @@ def test_ukis_6b_l1c_classes_agree_with_ukis_csmask(tmp_path, csmask_classes, wi
     print(f"ukis-6b-l1c agreement with CSmask (window {window_rows} rows): {agreement:.6f}")
     assert agreement >= 0.999
     assert (np.bincount(ours.ravel(), minlength=3) > 1000).all()  # the scene has all three classes
+
+
+def test_s2cloudless_path_reproduces_its_reference_probabilities(tmp_path):
+    """The pixel model runs on the same streaming path with a tile's pixels flattened."""
+    model_file("s2cloudless-l1c")
+    require(ARRAYS)
+    out = tmp_path / "cloud.tif"
+    request = pipeline.ProbabilityRequest(str(L1C_STACK), ["s2cloudless-l1c"], window_rows=300)
+    pipeline.probabilities(request, pipeline.ProbabilityOutputs(cloud=str(out)))
+    reference = np.load(ARRAYS)["cl_probs"][0]
+    difference = np.abs(read(out) - reference).max()
+    print(f"s2cloudless max difference to cl_probs: {difference:.2e}")
+    assert difference < 1e-4

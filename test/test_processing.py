@@ -222,3 +222,24 @@ def test_raster_without_georeference(provider, tmp_path):
     no_crs = write_raster(tmp_path / "no_crs.tif", random_scene(30, 30), epsg=None)
     expect_error("improvecloudmask", {"S2_RASTER": no_crs, "MASK": str(tmp_path / "m.tif")},
                  "no coordinate reference system")
+
+
+def test_loaded_mask_gets_the_paletted_style(provider, tmp_path):
+    from qgis.core import QgsPalettedRasterRenderer, QgsProject
+
+    import processing
+    probabilities = np.zeros((40, 40), dtype=np.float32)
+    probabilities[10:20, 10:20] = 0.9
+    cloud = probability_raster(tmp_path / "c.tif", probabilities)
+    result = processing.runAndLoadResults("cloudmask:mergecloudmasks", {
+        "CLOUD_PROBABILITY": cloud, "DILATION": 1, "MERGED_CLOUD_MASK": str(tmp_path / "m.tif")})
+    layers = [lyr for lyr in QgsProject.instance().mapLayers().values()
+              if lyr.source() == result["MERGED_CLOUD_MASK"]]
+    assert len(layers) == 1
+    layer = layers[0]
+    try:
+        assert isinstance(layer.renderer(), QgsPalettedRasterRenderer)
+        labels = {c.value: c.label for c in layer.renderer().classes()}
+        assert labels == {0: "clear", 1: "cloud", 2: "cloud shadow"}
+    finally:
+        QgsProject.instance().removeAllMapLayers()

@@ -1,0 +1,72 @@
+"""Every committed card is valid, and every installed model matches its card."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cloud_mask_improver.core import cards, home, inference, models
+
+INSTALLED_BY_SETUP = ["ukis-6b-l2a", "ukis-4b-l2a", "ukis-6b-l1c", "ukis-4b-l1c", "s2cloudless-l1c"]
+
+
+def test_committed_cards_parse_and_name_their_licence():
+    found = {c.id: c for c in cards.committed_cards()}
+    assert set(INSTALLED_BY_SETUP) <= set(found)
+    assert {f"farmvibes-cloud-{i}" for i in range(1, 6)} | {"farmvibes-shadow"} <= set(found)
+    for card in found.values():
+        assert card.licence and card.credit and card.title
+        if card.id in INSTALLED_BY_SETUP:
+            assert card.source is not None and len(card.sha256) == 64
+
+
+@pytest.mark.parametrize("model_id", INSTALLED_BY_SETUP)
+def test_installed_model_matches_its_card(model_id):
+    card, path = models.resolve(model_id)  # verifies the sha256
+    assert path == home.models_dir() / card.file
+    model = inference.load_model(card, path, "cpu")
+    session = model.session
+    shape = session.get_inputs()[0].shape
+    assert session.get_inputs()[0].name == card.input_name
+    assert shape[1] == len(card.bands)
+    # One batch of the card's shape runs and gives probabilities in 0..1.
+    if card.is_pixel_model:
+        batch = np.full((5, len(card.bands)), 0.2, dtype=np.float32)
+    else:
+        assert shape[2:] == [card.tile, card.tile]
+        batch = np.zeros((1, len(card.bands), card.tile, card.tile), dtype=np.float32)
+    cloud, shadow = inference.run(model, batch)
+    assert cloud is not None and 0 <= cloud.min() <= cloud.max() <= 1
+    assert (shadow is not None) == card.has_shadow
+
+
+def test_a_damaged_model_file_is_refused(tmp_path):
+    card = next(c for c in cards.committed_cards() if c.id == "ukis-4b-l1c")
+    damaged = tmp_path / "ukis-4b-l1c.onnx"
+    damaged.write_bytes(b"not the model")
+    (tmp_path / "ukis-4b-l1c.json").write_text(json.dumps(cards.card_to_json(card)))
+    with pytest.raises(cards.CardError, match="sha256"):
+        models.resolve(str(damaged))
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"bands": ["B02", "B99"]}, "bands"),
+    ({"level": "L3"}, "level"),
+    ({"tiling": {"scheme": "diagonal"}}, "tiling scheme"),
+    ({"output": {"activation": "relu", "cloud": [1]}}, "activation"),
+    ({"thresholds": {"cloud": 3}}, "threshold"),
+])
+def test_malformed_cards_are_refused_with_the_field_named(tmp_path, change, words):
+    data = cards.card_to_json(cards.committed_cards()[0])
+    data.update(change)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(cards.CardError, match=words):
+        cards.load_card(path)
+
+
+def test_card_that_is_not_json(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text("{ not json")
+    with pytest.raises(cards.CardError, match="Cannot read model card"):
+        cards.load_card(path)
