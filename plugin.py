@@ -1,24 +1,23 @@
 """The plugin object: the Processing provider, a Raster submenu and a toolbar button.
 
-Everything runs through the Processing algorithms; the menu actions only open
-their dialogs. ``initProcessing`` needs no GUI, so ``qgis_process`` can load
-the plugin with ``iface`` None.
+Everything runs through the Processing algorithms: the plugin's dialog only
+collects parameters and runs them as a QgsTask. ``initProcessing`` needs no
+GUI, so ``qgis_process`` can load the plugin with ``iface`` None.
 """
 
 import os
 
 from qgis.core import QgsApplication
 from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QMessageBox
 
 try:
     from qgis.PyQt.QtGui import QAction  # Qt 6
 except ImportError:
     from qgis.PyQt.QtWidgets import QAction  # Qt 5
 
-from . import data_home
-from .core import home
 from .processing.provider import CloudMaskProvider
+from .ui.improve_dialog import ImproveDialog
+from .ui.model_manager import ModelManagerDialog
 
 try:
     from . import resources_rc  # noqa: F401 (compiled by scripts/setup.sh; registers the icon)
@@ -28,8 +27,6 @@ except ImportError:
     ICON = os.path.join(os.path.dirname(__file__), "icons", "icon.svg")
 
 MENU = "Cloud Mask Improver"
-IMPROVE = "cloudmask:improvecloudmask"
-IMPROVE_ENSEMBLE = "cloudmask:improvecloudmaskensemble"
 
 
 class CloudMaskImproverPlugin:
@@ -38,6 +35,7 @@ class CloudMaskImproverPlugin:
         self.provider = None
         self.actions = []
         self.toolbar_action = None
+        self.dialogs = {}  # one per kind, kept so a second click brings it back with its settings
 
     def initProcessing(self):
         if self.provider is None:
@@ -58,6 +56,13 @@ class CloudMaskImproverPlugin:
         self.iface.addToolBarIcon(self.toolbar_action)
 
     def unload(self):
+        for dialog in self.dialogs.values():
+            # Runs the dialogs queued must not outlive the plugin that would add their layers.
+            if hasattr(dialog, "dispose"):
+                dialog.dispose()
+            dialog.close()
+            dialog.deleteLater()
+        self.dialogs = {}
         if self.toolbar_action is not None:
             self.iface.removeToolBarIcon(self.toolbar_action)
             self.toolbar_action = None
@@ -70,15 +75,25 @@ class CloudMaskImproverPlugin:
             self.provider = None
 
     def improve(self):
-        self._open_algorithm(IMPROVE)
+        self._show("improve", lambda: ImproveDialog(self.iface, ensemble=False))
 
     def improve_ensemble(self):
-        self._open_algorithm(IMPROVE_ENSEMBLE)
+        self._show("ensemble", lambda: ImproveDialog(self.iface, ensemble=True))
 
     def manage_models(self):
-        QMessageBox.information(
-            self.iface.mainWindow(), "Cloud Mask Improver",
-            f"Installed models are kept in:\n{home.models_dir(data_home())}")
+        self._show("models", lambda: ModelManagerDialog(self.iface.mainWindow()))
+
+    def _show(self, key, make):
+        """Open (or raise) a dialog; modeless, so QGIS stays usable while a run goes on."""
+        if key not in self.dialogs:
+            self.dialogs[key] = make()
+        dialog = self.dialogs[key]
+        if hasattr(dialog, "refresh_models"):
+            dialog.refresh_models()  # models may have been installed since it was opened
+        dialog.show()
+        dialog.raise_()
+        dialog.activateWindow()
+        return dialog
 
     def _add_action(self, text, name, slot):
         action = QAction(QIcon(ICON), text, self.iface.mainWindow())
@@ -86,12 +101,3 @@ class CloudMaskImproverPlugin:
         action.triggered.connect(slot)
         self.iface.addPluginToRasterMenu(MENU, action)
         self.actions.append(action)
-
-    def _open_algorithm(self, algorithm_id):
-        if QgsApplication.processingRegistry().algorithmById(algorithm_id) is None:
-            self.iface.messageBar().pushWarning(
-                MENU, f"The algorithm {algorithm_id} is not available.")
-            return
-        import processing  # QGIS's Processing plugin, not our .processing package
-
-        processing.execAlgorithmDialog(algorithm_id)

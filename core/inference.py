@@ -30,6 +30,7 @@ class LoadedModel:
     session: object
     input_name: str
     provider: str
+    note: str = ""  # e.g. CUDA asked for but not there: the caller tells the user
 
 
 _SESSIONS: dict[tuple, object] = {}
@@ -57,7 +58,7 @@ def providers_for(choice: str, available: list[str]) -> tuple[list[str], str]:
 
 def load_model(card: ModelCard, path: Path, provider: str = "auto", threads: int = 0) -> LoadedModel:
     ort = _ort()
-    chosen, _ = providers_for(provider, ort.get_available_providers())
+    chosen, note = providers_for(provider, ort.get_available_providers())
     stat = path.stat()
     key = (str(path), stat.st_size, stat.st_mtime_ns, tuple(chosen), threads)
     with _LOCK:
@@ -65,16 +66,37 @@ def load_model(card: ModelCard, path: Path, provider: str = "auto", threads: int
         if session is None:
             session = _new_session(ort, path, chosen, threads, card)
             _SESSIONS[key] = session
-    model = LoadedModel(card, path, session, session.get_inputs()[0].name, chosen[0])
+    model = LoadedModel(card, path, session, session.get_inputs()[0].name, chosen[0], note)
     check_against_card(model)
     return model
 
 
+def available_cores() -> int:
+    """Cores this process may run on (a container or ``taskset`` may allow fewer than the machine has)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _new_session(ort, path: Path, providers: list[str], threads: int, card: ModelCard):
+    """Session options chosen from measurements (scripts/bench.py) on the ukis networks.
+
+    - One operator thread per core: these are convolution networks whose operators
+      parallelise well; more threads than cores only adds switching.
+    - Operators run one after another (inter-op 1, sequential): the graphs are chains.
+    - All graph optimisations (fusions, constant folding, layout changes): done once
+      per session, and sessions are cached.
+    - The CPU memory arena stays on: every call has the same shapes, so buffers are
+      reused instead of allocated per batch (turning it off was slower, more so at
+      larger batches).
+    """
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+    options.intra_op_num_threads = threads or available_cores()
     options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.enable_cpu_mem_arena = True
     options.log_severity_level = 3
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=providers)

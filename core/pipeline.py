@@ -15,10 +15,11 @@ import numpy as np
 from osgeo import gdal, osr
 
 from . import bands as band_names
+from . import deps, models
 from . import merge as mg
-from . import models
+from .cards import ModelCard
 from .engine import Engine, EngineSettings, Feedback, Job
-from .inference import load_model
+from .inference import ModelError, load_model
 from .raster import (
     PROBABILITY_NODATA,
     RasterError,
@@ -27,6 +28,7 @@ from .raster import (
     atomic_outputs,
     check_destination,
     create_geotiff,
+    limited_block_cache,
     open_dataset,
     partial_path,
     raster_info,
@@ -49,6 +51,7 @@ class ProbabilityRequest:
     in_memory: bool = False
     window_rows: int = 512
     batch_size: int = 4
+    threads: int = 0  # onnxruntime intra-op threads; 0: one per CPU
 
 
 @dataclass
@@ -65,6 +68,8 @@ class RunReport:
     notes: list[str] = field(default_factory=list)
     cloud_models: list[str] = field(default_factory=list)
     shadow_model: str | None = None
+    # The cards the run used, by id: a model given as a path has no installed id to look up again.
+    cards: dict[str, ModelCard] = field(default_factory=dict)
 
 
 def processing_level(info: RasterInfo) -> str:
@@ -90,8 +95,31 @@ def radiometric_offset(info: RasterInfo) -> float:
 def _read_inputs(request: ProbabilityRequest) -> tuple[RasterInfo, list[str]]:
     info = raster_info(request.s2_raster, "Sentinel-2 raster")
     require_georeference(info, "Sentinel-2 raster")
+    require_measurements(info)
     names = band_names.detect_bands(info.descriptions, request.bands)
     return info, names
+
+
+def require_measurements(info: RasterInfo) -> None:
+    """Refuse 8-bit rasters: Sentinel-2 values (0..10000 and more) do not fit in a byte,
+    so an 8-bit raster is a picture (an RGB rendering, a quicklook) and any mask from it
+    would be silently wrong."""
+    if info.data_type == "Byte":
+        raise RasterError(
+            f"The Sentinel-2 raster '{info.source}' is 8-bit ({info.band_count} bands of Byte): that is a "
+            "picture such as an RGB rendering, not Sentinel-2 measurements, and the models would give a "
+            "wrong mask. Use the Sentinel-2 bands themselves: digital numbers (uint16, as in the .SAFE "
+            "product) or reflectance (float).")
+
+
+def _load(card: ModelCard, path, request: ProbabilityRequest):
+    """Load a network; when it needs a newer onnxruntime, say exactly how to get one."""
+    try:
+        return load_model(card, path, request.provider, request.threads)
+    except ModelError as err:
+        if "newer onnxruntime" not in str(err):
+            raise
+        raise ModelError(f"{err} The command: {' '.join(deps.install_command())}") from err
 
 
 def _jobs(request: ProbabilityRequest, names: list[str], report: RunReport):
@@ -113,11 +141,13 @@ def _jobs(request: ProbabilityRequest, names: list[str], report: RunReport):
         for b in card.bands:
             if b not in union:
                 union.append(b)
-        loaded.append((load_model(card, path, request.provider), cloud, shadow))
+        report.cards[card.id] = card
+        loaded.append((_load(card, path, request), cloud, shadow))
     raster_bands = [names.index(b) + 1 for b in union]
     jobs = [Job(m, [union.index(b) for b in m.card.bands], c, s) for m, c, s in loaded]
     report.cloud_models = [m.card.id for m, c, _ in loaded if c]
     report.shadow_model = next((m.card.id for m, _, s in loaded if s), None)
+    report.notes.extend(dict.fromkeys(m.note for m, _, _ in loaded if m.note))  # e.g. CUDA fell back to CPU
     return jobs, raster_bands
 
 
@@ -258,6 +288,7 @@ class MergeRequest:
     window_rows: int = 512
 
 
+@limited_block_cache()  # bounded memory on a full tile: see core/raster.py
 def merge_to_mask(request: MergeRequest, mask_path: str, feedback: Feedback | None = None) -> mg.Fractions:
     """Stream the merge in row windows with the halo the morphology needs."""
     feedback = feedback or Feedback()
@@ -345,11 +376,11 @@ def _thresholds(request: ImproveRequest, report: RunReport) -> mg.MergeSettings:
     from dataclasses import replace
     cloud, shadow = request.cloud_threshold, request.shadow_threshold
     if cloud is None:
-        values = [models.resolve(m)[0].cloud_threshold for m in report.cloud_models]
+        values = [report.cards[m].cloud_threshold for m in report.cloud_models]
         values = [v for v in values if v is not None]
         cloud = float(np.mean(values)) if values else request.settings.cloud_threshold
     if shadow is None and report.shadow_model:
-        shadow = models.resolve(report.shadow_model)[0].shadow_threshold
+        shadow = report.cards[report.shadow_model].shadow_threshold
     if shadow is None:
         shadow = request.settings.shadow_threshold
     report.notes.append(f"Thresholds: cloud {cloud:g}, shadow {shadow:g}.")

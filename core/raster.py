@@ -9,6 +9,7 @@ read ``gdal.GetLastErrorMsg()`` ourselves.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -129,6 +130,30 @@ class RowSource:
         self._block = None
 
 
+BLOCK_CACHE_BYTES = 256 * 2**20
+
+
+@contextmanager
+def limited_block_cache(limit: int = BLOCK_CACHE_BYTES):
+    """Cap GDAL's block cache while a run streams, restoring it afterwards.
+
+    GDAL keeps written and read blocks in a process-wide cache of 5 % of RAM by
+    default (1.2 GB on 24 GB): on a full Sentinel-2 tile the probability outputs
+    (480 MB each) would sit there until the end. With a cap, finished blocks are
+    written out as newer ones arrive; 256 MB still holds a whole row of blocks of
+    every output and every read window, so no block is written twice. Only ever
+    lowers the cap (a user's smaller GDAL_CACHEMAX stays). Usable as a decorator.
+    """
+    before = gdal.GetCacheMax()
+    if before > limit:
+        gdal.SetCacheMax(limit)
+    try:
+        yield
+    finally:
+        if before > limit:
+            gdal.SetCacheMax(before)
+
+
 def partial_path(destination: str) -> str:
     """A hidden temporary name beside the destination (same folder, so rename is atomic)."""
     folder, name = os.path.split(os.path.abspath(destination))
@@ -137,21 +162,43 @@ def partial_path(destination: str) -> str:
 
 @contextmanager
 def atomic_outputs():
-    """Collect temporary outputs; rename them all onto their destinations only
-    when the block completes, delete them all otherwise."""
+    """Collect ``(temporary, destination)`` pairs; rename them all onto their
+    destinations only when the block completes, delete them all otherwise.
+
+    ``os.replace`` is atomic and overwrites, so a destination is either the old
+    file or the complete new one. If a later rename fails, the outputs already
+    renamed by this run are removed too: a run leaves all its outputs or none.
+    """
     pending: list[tuple[str, str]] = []
+    committed: list[str] = []
     try:
         yield pending
         for tmp, final in pending:
+            _commit(tmp, final)
+            committed.append(final)
+    except BaseException:
+        for final in committed:
             _remove(final)
-            os.replace(tmp, final)
-            for sidecar in (tmp + ".aux.xml",):
-                if os.path.exists(sidecar):
-                    os.replace(sidecar, final + ".aux.xml")
+            _remove(final + ".aux.xml")
+        raise
     finally:
         for tmp, _ in pending:
             _remove(tmp)
             _remove(tmp + ".aux.xml")
+
+
+def _commit(tmp: str, final: str) -> None:
+    try:
+        os.replace(tmp, final)
+        # A stale sidecar would describe the old raster (statistics, categories).
+        if os.path.exists(tmp + ".aux.xml"):
+            os.replace(tmp + ".aux.xml", final + ".aux.xml")
+        else:
+            _remove(final + ".aux.xml")
+    except OSError as err:
+        raise RasterError(f"Cannot write the output '{final}': {err.strerror or err}. If another program "
+                          "has it open, close it there (or remove the layer from the project) and run "
+                          "again, or choose another output path.") from err
 
 
 def _remove(path: str) -> None:
@@ -162,15 +209,27 @@ def _remove(path: str) -> None:
 
 
 def check_destination(destination: str, inputs: list[str]) -> None:
+    """Refuse, before any work is done, an output that cannot be written or that
+    would overwrite one of the run's inputs."""
     folder = os.path.dirname(os.path.abspath(destination)) or "."
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise RasterError(f"The output folder '{folder}' is a file, not a folder: choose another output path.")
     if not os.path.isdir(folder):
         raise RasterError(f"The output folder '{folder}' does not exist. Create it or choose another output path.")
-    if not os.access(folder, os.W_OK):
-        raise RasterError(f"The output folder '{folder}' is not writable. Choose an output path you can write to.")
+    if os.path.isdir(destination):
+        raise RasterError(f"The output '{destination}' is a folder. Give a file name such as mask.tif.")
     for source in inputs:
         if source and os.path.exists(source) and os.path.exists(destination) \
                 and os.path.samefile(source, destination):
-            raise RasterError(f"The output '{destination}' is also an input. Choose a different output path.")
+            raise RasterError(f"The output '{destination}' is also an input of this run. "
+                              "Choose a different output path.")
+    # Permission bits do not tell (root, read-only mounts, special folders): try it.
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".cloudmask-probe-"):
+            pass
+    except OSError as err:
+        raise RasterError(f"The output folder '{folder}' is not writable ({err.strerror or err}). "
+                          "Choose an output path you can write to.") from err
 
 
 def create_geotiff(path: str, like: RasterInfo, bands: int, data_type: int, nodata: float,

@@ -7,9 +7,13 @@ names the problem and the fix; nothing reaches the user as a traceback.
 
 from __future__ import annotations
 
+import math
 import os
+import traceback
 
 from qgis.core import (
+    Qgis,
+    QgsMessageLog,
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingParameterBoolean,
@@ -22,6 +26,7 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QIcon
 
 from ..core import merge as mg
+from ..core import safe
 from ..core.bands import BandError
 from ..core.cards import CardError
 from ..core.engine import Cancelled, Feedback
@@ -30,6 +35,7 @@ from ..core.inference import PROVIDERS, ModelError
 from ..core.models import ModelNotFound
 from ..core.raster import RasterError
 
+LOG_TAG = "Cloud Mask Improver"
 ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icons", "icon.svg")
 USER_ERRORS = (BandError, CardError, ModelError, ModelNotFound, RasterError, FetchError, ValueError)
 
@@ -47,7 +53,12 @@ class QgisFeedback(Feedback):
 
 
 def run_engine(call, feedback):
-    """Call the engine and turn its errors into messages a user can act on."""
+    """Call the engine and turn its errors into messages a user can act on.
+
+    The engine leaves no output behind when it fails, so every message can say
+    so. An error we did not foresee is a bug: its traceback goes to the message
+    log for the bug report, never into the message the user reads.
+    """
     try:
         return call(QgisFeedback(feedback))
     except Cancelled as err:
@@ -55,13 +66,41 @@ def run_engine(call, feedback):
     except USER_ERRORS as err:
         raise QgsProcessingException(str(err)) from err
     except MemoryError as err:
-        raise QgsProcessingException("Out of memory. Turn off 'Load the whole raster in memory' "
-                                     "or use a coarser processing resolution.") from err
+        raise QgsProcessingException("Out of memory; no output was written. Turn off 'Load the whole raster "
+                                     "in memory' or use a coarser processing resolution.") from err
+    except OSError as err:
+        raise QgsProcessingException(f"Cannot read or write a file: {err}. No output was written. Check the "
+                                     "paths, the free disk space and the permissions.") from err
+    except Exception as err:
+        QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, Qgis.MessageLevel.Critical)
+        raise QgsProcessingException(
+            f"Unexpected error ({type(err).__name__}: {err}); no output was written. Please report it with "
+            f"the details from View > Panels > Log Messages, tab '{LOG_TAG}'.") from err
+
+
+def _number_problem(label: str, value, low: float, high: float) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return ""  # an expression or property: QGIS evaluates and checks it
+    bounded = high < 1e300
+    if not math.isnan(number) and low <= number and (not bounded or number <= high):
+        return ""
+    allowed = f"between {low:g} and {high:g}" if bounded else f"{low:g} or more"
+    return f"{label} is {number:g}; it must be {allowed}."
 
 
 def source_path(layer) -> str:
     """GDAL source of a raster layer (``/vsizip/`` and subdataset URIs are legal)."""
     return layer.source().split("|")[0] if layer is not None else ""
+
+
+def product_source(source: str, name: str) -> str:
+    """A Sentinel-2 product as the VRT stack it becomes (its SCL for PRODUCT_MASK), built in
+    the Processing temporary folder: the algorithms then read it like any raster."""
+    from qgis.core import QgsProcessingUtils
+    mask = name == "PRODUCT_MASK"
+    return run_engine(lambda _: safe.resolve(source, QgsProcessingUtils.tempFolder(), mask), None)
 
 
 class CloudMaskAlgorithm(QgsProcessingAlgorithm):
@@ -79,6 +118,35 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
 
     def tr(self, text):
         return text
+
+    def checkParameterValues(self, parameters, context):
+        """QGIS's own refusal only names the parameter ("Incorrect parameter value for
+        DILATION"): say what the value is, what is allowed, and which input cannot be opened."""
+        try:  # a Sentinel-2 product is a legal raster input QGIS cannot open as a layer: check its stack
+            parameters = {k: product_source(v, k) if isinstance(v, str) and isinstance(
+                self.parameterDefinition(k), QgsProcessingParameterRasterLayer) and safe.is_product(v) else v
+                for k, v in parameters.items()}
+        except QgsProcessingException as err:
+            return False, str(err)
+        for definition in self.parameterDefinitions():
+            problem = self._value_problem(definition, parameters, context)
+            if problem:
+                return False, problem
+        return super().checkParameterValues(parameters, context)
+
+    def _value_problem(self, definition, parameters, context) -> str:
+        name = definition.name()
+        value = parameters.get(name)
+        if value is None or value == "":
+            return ""
+        label = f"{definition.description()} ({name})"
+        if isinstance(definition, QgsProcessingParameterNumber):
+            return _number_problem(label, value, definition.minimum(), definition.maximum())
+        if isinstance(definition, QgsProcessingParameterRasterLayer) and isinstance(value, str) \
+                and self.parameterAsRasterLayer(parameters, name, context) is None:
+            return (f"{label}: '{value}' cannot be opened as a raster. Choose a raster layer or a raster "
+                    "file GDAL can read (GeoTIFF, JP2, VRT ...).")
+        return ""
 
     # -- parameter helpers
     def add_advanced(self, parameter):
@@ -128,13 +196,17 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         return self.parameterAsDouble(parameters, name, context)
 
     def raster_source(self, parameters, name, context, required=True):
+        value = parameters.get(name)
+        if isinstance(value, str) and safe.is_product(value):  # a .SAFE folder, its .zip or MTD file
+            return product_source(value, name)
         layer = self.parameterAsRasterLayer(parameters, name, context)
         if layer is None:
             if required:
                 raise QgsProcessingException(f"{name}: no raster given or it cannot be opened. "
                                              "Choose a raster layer or a raster file.")
             return ""
-        return source_path(layer)
+        source = source_path(layer)  # a SENTINEL2_L2A:... layer is a product too
+        return product_source(source, name) if safe.is_product(source) else source
 
     def merge_settings(self, parameters, context, cloud_thr=0.3, shadow_thr=0.2):
         return mg.MergeSettings(

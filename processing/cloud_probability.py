@@ -7,6 +7,7 @@ from qgis.core import QgsProcessingParameterRasterDestination, QgsProcessingPara
 from ..core import pipeline
 from .base import CloudMaskAlgorithm, run_engine
 from .styling import ProbabilityStyler, style_on_load
+from .widgets import use_widgets
 
 
 class CloudProbability(CloudMaskAlgorithm):
@@ -32,6 +33,7 @@ class CloudProbability(CloudMaskAlgorithm):
         self.add_bands()
         self.add_provider()
         self.addParameter(QgsProcessingParameterRasterDestination(self.output, self.output_label))
+        use_widgets(self)  # the model and band pickers in the Processing dialogs
 
     def add_model_parameter(self):
         self.addParameter(QgsProcessingParameterString(
@@ -57,5 +59,7 @@ class CloudProbability(CloudMaskAlgorithm):
             return pipeline.probabilities(request, self.outputs(path), fb)
         report = run_engine(work, feedback)
         feedback.pushInfo(f"Models: {', '.join(report.cloud_models) or report.shadow_model}")
+        for note in report.notes:  # e.g. CUDA requested but not available: ran on the CPU
+            feedback.pushInfo(note)
         style_on_load(context, path, ProbabilityStyler.get())
         return {self.output: path}

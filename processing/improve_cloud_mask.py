@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingParameterNumber,
@@ -9,9 +11,10 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..core import pipeline
+from ..core import pipeline, safe
 from .base import CloudMaskAlgorithm, run_engine
 from .styling import MaskStyler, ProbabilityStyler, style_on_load
+from .widgets import use_widgets
 
 FRACTIONS = ("CLOUD_FRACTION", "SHADOW_FRACTION", "CLEAR_FRACTION")
 
@@ -62,6 +65,7 @@ class ImproveCloudMask(CloudMaskAlgorithm):
                 name, label, optional=True, createByDefault=False))
         for name in FRACTIONS:
             self.addOutput(QgsProcessingOutputNumber(name, name.replace("_", " ").capitalize()))
+        use_widgets(self)  # the model and band pickers in the Processing dialogs
 
     def add_model_parameters(self):
         self.addParameter(QgsProcessingParameterString(
@@ -90,10 +94,15 @@ class ImproveCloudMask(CloudMaskAlgorithm):
             cloud=self.optional_output(parameters, "CLOUD_PROBABILITY", context),
             shadow=self.optional_output(parameters, "SHADOW_PROBABILITY", context),
             uncertainty=self.optional_output(parameters, "CLOUD_UNCERTAINTY", context))
+        # A stack made from a product brings the product's mask: the default, read as SCL.
+        product_mask = (self.raster_source(parameters, "PRODUCT_MASK", context, required=False)
+                        or safe.product_mask_of(probability.s2_raster))
+        settings = self.merge_settings(parameters, context)
+        if product_mask and settings.product_kind == "nonzero" and safe.is_scl_coded(product_mask):
+            settings = replace(settings, product_kind="scl")
         request = pipeline.ImproveRequest(
             probability=probability,
-            product_mask=self.raster_source(parameters, "PRODUCT_MASK", context, required=False) or None,
-            settings=self.merge_settings(parameters, context),
+            product_mask=product_mask or None, settings=settings,
             cloud_threshold=self.optional_number(parameters, "CLOUD_THR", context),
             shadow_threshold=self.optional_number(parameters, "SHADOW_THR", context),
             mask=mask, outputs=outputs, ensemble=self.ensemble)

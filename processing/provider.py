@@ -32,7 +32,10 @@ def _algorithms():
     from .improve_cloud_mask import ImproveCloudMask
     from .improve_cloud_mask_ensemble import ImproveCloudMaskEnsemble
     from .merge_cloud_masks import MergeCloudMasks
+    from .prepare_s2_product import PrepareS2Product
+    from .product_model import ProductChainModel
     from .seed_model import SeedWorkflowModel
     from .shadow_probability import ShadowProbability
     return [ImproveCloudMask(), ImproveCloudMaskEnsemble(), CloudProbability(),
-            EnsembleCloudProbability(), ShadowProbability(), MergeCloudMasks(), SeedWorkflowModel()]
+            EnsembleCloudProbability(), ShadowProbability(), MergeCloudMasks(), SeedWorkflowModel(),
+            PrepareS2Product(), ProductChainModel()]

@@ -1,0 +1,88 @@
+"""Prepare Sentinel-2 product: a downloaded product becomes the band stack and the product mask."""
+
+from __future__ import annotations
+
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsProcessingException,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+)
+
+from ..core import safe
+from .base import CloudMaskAlgorithm, run_engine
+
+
+class PrepareS2Product(CloudMaskAlgorithm):
+    def name(self):
+        return "prepares2product"
+
+    def displayName(self):
+        return "Prepare Sentinel-2 product"
+
+    def shortHelpString(self):
+        return (
+            "Turns a downloaded Sentinel-2 L2A or L1C product into what 'Improve cloud mask' reads: "
+            "a band stack (the 12 L2A bands B01-B12 without B10, or the 13 L1C bands, in that order, "
+            "band descriptions = band names) and the product's own mask on the same grid.\n\n"
+            "Product: the .zip as downloaded (read in place, not unpacked), the MTD_MSIL2A.xml or "
+            "MTD_MSIL1C.xml inside the .SAFE folder, or the .SAFE folder itself (type or paste its "
+            "path: the file picker selects files only).\n"
+            "Resolution: the grid of the outputs, 10, 20 or 60 m. Bands made by ESA at that "
+            "resolution are used as they are; others are averaged down or bilinearly resampled "
+            "up; the mask is resampled nearest.\n"
+            "Extent: optional; cut the outputs to it (snapped outward to whole pixels).\n"
+            "The processing baseline and the radiometric offset (BOA_ADD_OFFSET / RADIO_ADD_OFFSET, "
+            "-1000 since baseline 04.00) are recorded in the stack's metadata; the models then use "
+            "(DN + offset) / 10000, so old and new products give the same result.\n"
+            "Product mask: the scene classification (SCL, 20 m) for L2A; for L1C the MSK_CLASSI "
+            "mask coded like SCL (9 opaque cloud, 10 cirrus, 11 snow, 7 nothing flagged); L1C "
+            "products before baseline 04.00 have no raster mask and this output is skipped. "
+            "Use product mask kind 'scl' with it (the improve algorithms pick that by themselves).\n"
+            "Output format follows the extension: .vrt is instant and small but refers to the "
+            "product's files (keep the product where it is); .tif is a self-contained copy.")
+
+    def initAlgorithm(self, config=None):
+        # A File parameter (not Folder): a product is usually a .zip or picked by its MTD
+        # file, and the value is only a string, so a typed .SAFE folder path works too.
+        self.addParameter(QgsProcessingParameterFile(
+            "INPUT", "Sentinel-2 product (.zip, MTD_MSIL2A.xml / MTD_MSIL1C.xml, or .SAFE folder)",
+            behavior=QgsProcessingParameterFile.File,
+            fileFilter="Sentinel-2 product (*.zip *.ZIP MTD_MSIL2A.xml MTD_MSIL1C.xml);;All files (*)"))
+        self.addParameter(QgsProcessingParameterNumber(
+            "RESOLUTION", "Resolution in metres (10, 20 or 60)", QgsProcessingParameterNumber.Double,
+            defaultValue=10.0, minValue=10.0))
+        self.addParameter(QgsProcessingParameterExtent("EXTENT", "Extent to cut (empty: whole tile)",
+                                                       optional=True))
+        self.addParameter(QgsProcessingParameterRasterDestination("S2_RASTER", "Sentinel-2 band stack"))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            "PRODUCT_MASK", "Product mask (SCL)", optional=True, createByDefault=True))
+
+    def processAlgorithm(self, parameters, context, feedback):
+        source = self.parameterAsFile(parameters, "INPUT", context)
+        if not safe.is_product(source):
+            raise QgsProcessingException(
+                f"'{source}' is not a Sentinel-2 product: give the .zip, the .SAFE folder or the "
+                "MTD_MSIL2A.xml / MTD_MSIL1C.xml in it.")
+        resolution = self.parameterAsDouble(parameters, "RESOLUTION", context)
+        bounds = None
+        if parameters.get("EXTENT"):
+            crs = QgsCoordinateReferenceSystem.fromWkt(run_engine(lambda _: safe.product_crs(source), feedback))
+            extent = self.parameterAsExtent(parameters, "EXTENT", context, crs)
+            if not extent.isNull() and not extent.isEmpty():
+                bounds = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
+        stack = self.parameterAsOutputLayer(parameters, "S2_RASTER", context)
+        mask = self.optional_output(parameters, "PRODUCT_MASK", context)
+        product, mask = run_engine(lambda _: safe.prepare(source, stack, mask, resolution, bounds), feedback)
+        offset = safe.stack_metadata(product, source).get(product.offset_key, "none")
+        feedback.pushInfo(f"{product.level} product, baseline {product.baseline}, radiometric offset "
+                          f"{offset}, {len(product.bands)} bands at {resolution:g} m.")
+        results = {"S2_RASTER": stack}
+        if mask:
+            results["PRODUCT_MASK"] = mask
+        elif self.optional_output(parameters, "PRODUCT_MASK", context):
+            feedback.reportError("The product has no raster cloud mask (L1C before baseline 04.00): "
+                                 "no product mask was written.", fatalError=False)
+        return results

@@ -1,0 +1,388 @@
+"""Performance benchmark (``make bench``): prints one table of the five figures.
+
+1. Overhead: ``cloudmask:cloudprobability`` (ukis-6b-l2a) on a synthetic 12-band
+   uint16 raster, run with ``processing.run`` in a QGIS application started once
+   in this process (QGIS start-up is not counted; loading the model is), divided
+   by the time of ``InferenceSession.run`` alone on exactly the same tiles, in
+   the same batches, with the same session (same threads), tiles already in
+   memory.
+2. Ensemble sharing: every installed L2A cloud model plus the shadow model in
+   one pass (``core.pipeline``), against one pass per model (the seed's way:
+   each op reads the raster again), and against the sum of the distinct
+   networks' bare inference times on the same tiles.
+3. Memory: peak resident memory of ``cloudmask:improvecloudmask`` (with a
+   product mask) on 2745^2 and 10980^2, each run by ``qgis_process`` in its own
+   subprocess (``os.wait4`` gives that child's own peak), with and without
+   ``IN_MEMORY``.
+4. Full Sentinel-2 tile: wall time of the default single-model run at 10, 20
+   and 30 m processing resolution (``RESOLUTION``), with tiles per second.
+   The 10 m run is the same subprocess as the memory figure.
+5. Scaling: figure 1's algorithm on 1024^2, 2048^2 and 4096^2.
+
+Synthetic rasters are generated once into ``bench/cache/`` (git-ignored; the
+full tile is 2.9 GB). Timings depend on what else runs on the machine: the
+table header shows the load average. ``--quick`` runs small sizes to try it out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / "bench" / "cache"
+RESULTS = ROOT / "out" / "bench"
+MODEL = "ukis-6b-l2a"
+FULL_TILE = 10980
+
+# The plugin is imported under its installed name, from the plugins folder that
+# setup links to this checkout (the repository root itself must not be on
+# sys.path: our ``processing`` package would hide QGIS's).
+_spec = importlib.util.spec_from_file_location("_cloudmask_home", ROOT / "core" / "home.py")
+_home = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_home)
+PLUGINS = _home.data_home() / "plugins"
+sys.path.insert(0, str(PLUGINS))
+
+from osgeo import gdal, osr
+
+from cloud_mask_improver.core import deps
+
+deps.ensure_on_path()
+
+from cloud_mask_improver.core import models, pipeline
+from cloud_mask_improver.core.bands import SEED_BANDS
+from cloud_mask_improver.core.engine import EngineSettings
+from cloud_mask_improver.core.inference import available_cores, load_model, preprocess
+from cloud_mask_improver.core.tiling import plan_axis, reflect
+
+BATCH = EngineSettings().batch_size
+
+
+# -- synthetic data -----------------------------------------------------------
+def _georeference(ds, size: int, pixel: float = 10.0) -> None:
+    ds.SetGeoTransform((600000.0, pixel, 0.0, 5300000.0, 0.0, -pixel))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    ds.SetProjection(srs.ExportToWkt())
+
+
+def _write_tiled(path: Path, size: int, block: np.ndarray, data_type: int, nodata: float,
+                 descriptions=()) -> Path:
+    """A raster made by repeating ``block`` ([bands, 512, 512]): cheap to make at any
+    size, and tiles of the models' grids (step 205) still all differ. Written under a
+    temporary name so an interrupted run leaves no half-made cache file."""
+    if path.exists():
+        return path
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial.tif")
+    bands, side = block.shape[0], block.shape[1]
+    ds = gdal.GetDriverByName("GTiff").Create(
+        str(tmp), size, size, bands, data_type,
+        options=["TILED=YES", "INTERLEAVE=BAND", "BIGTIFF=IF_SAFER"])
+    _georeference(ds, size)
+    reps = size // side + 1
+    for b in range(bands):
+        band = ds.GetRasterBand(b + 1)
+        band.SetNoDataValue(nodata)
+        if descriptions:
+            band.SetDescription(descriptions[b])
+        row = np.tile(block[b], (1, reps))[:, :size]
+        for top in range(0, size, side):
+            band.WriteArray(row[:min(side, size - top)], 0, top)
+    ds = None
+    os.replace(tmp, path)
+    return path
+
+
+def s2_raster(size: int) -> str:
+    """12-band uint16 stack (B01..B12 without B10), digital numbers 1..10000, nodata 0."""
+    block = np.random.default_rng(size).integers(1, 10000, size=(12, 512, 512), dtype=np.uint16)
+    return str(_write_tiled(CACHE / f"s2_12band_{size}.tif", size, block, gdal.GDT_UInt16, 0, SEED_BANDS))
+
+
+def product_mask(size: int) -> str:
+    """uint8 product mask (0 clear, 1 cloud) with 64 px cloud squares, nodata 100."""
+    rng = np.random.default_rng(size + 1)
+    coarse = (rng.random((8, 8)) < 0.2).astype(np.uint8)
+    block = np.kron(coarse, np.ones((64, 64), dtype=np.uint8))[None]
+    return str(_write_tiled(CACHE / f"product_mask_{size}.tif", size, block, gdal.GDT_Byte, 100))
+
+
+# -- bare inference on the engine's own tiles -----------------------------------
+def engine_batches(raster: str, model_id: str) -> tuple[object, list[np.ndarray]]:
+    """The tiles the engine feeds the model, cut from the whole raster in memory and
+    grouped as the engine groups them (per tile row, ``BATCH`` at a time)."""
+    card, path = models.resolve(model_id)
+    model = load_model(card, path)  # the cached session the algorithm used
+    ds = gdal.Open(raster)
+    bands = [list(SEED_BANDS).index(b) + 1 for b in card.bands]
+    x = preprocess(card, ds.ReadAsArray(band_list=bands))
+    height, width = x.shape[1:]
+    rows = plan_axis(height, card.scheme, card.tile, card.overlap)
+    cols = plan_axis(width, card.scheme, card.tile, card.overlap)
+    batches = []
+    for r in rows.starts:
+        strip = x[:, reflect(np.arange(r, r + card.tile), height)]
+        tiles = [strip[:, :, reflect(np.arange(c, c + card.tile), width)] for c in cols.starts]
+        batches += [np.ascontiguousarray(np.stack(tiles[k:k + BATCH])) for k in range(0, len(tiles), BATCH)]
+    return model, batches
+
+
+def bare_seconds(raster: str, model_id: str) -> tuple[float, int]:
+    model, batches = engine_batches(raster, model_id)
+    feed = model.input_name
+    model.session.run(None, {feed: batches[0]})  # warm-up, as the engine's first call
+    start = time.perf_counter()
+    for batch in batches:
+        model.session.run(None, {feed: batch})
+    return time.perf_counter() - start, sum(len(b) for b in batches)
+
+
+# -- QGIS in this process -------------------------------------------------------
+def start_qgis():
+    from qgis.core import QgsApplication
+    app = QgsApplication([], False)
+    app.initQgis()
+    sys.path.insert(1, os.path.join(QgsApplication.pkgDataPath(), "python", "plugins"))
+    from processing.core.Processing import Processing
+    Processing.initialize()
+    from cloud_mask_improver.processing.provider import CloudMaskProvider
+    provider = CloudMaskProvider()
+    QgsApplication.processingRegistry().addProvider(provider)
+    return app, provider
+
+
+def algorithm_seconds(raster: str, folder: str) -> float:
+    from qgis.core import QgsProcessingFeedback
+
+    import processing
+    out = os.path.join(folder, f"cloud_{time.monotonic_ns()}.tif")
+    start = time.perf_counter()
+    processing.run("cloudmask:cloudprobability", {
+        "SENTINEL_RASTER": raster, "MODEL_PATH": MODEL, "CLOUD_PROBABILITY": out},
+        feedback=QgsProcessingFeedback())
+    seconds = time.perf_counter() - start
+    os.remove(out)
+    return seconds
+
+
+# -- qgis_process in a subprocess -----------------------------------------------
+def qgis_process() -> str:
+    for name in ("qgis_process.bin", "qgis_process"):
+        for folder in os.environ.get("PATH", "").split(os.pathsep):
+            if os.access(os.path.join(folder, name), os.X_OK):
+                return os.path.join(folder, name)
+    raise SystemExit("qgis_process not found: install QGIS (make setup).")
+
+
+def _env() -> dict:
+    return {**os.environ, "QGIS_PLUGINPATH": str(PLUGINS), "QT_QPA_PLATFORM": "offscreen"}
+
+
+# Measures one command's wall time and peak RSS. It runs in a small Python of its
+# own because Linux counts the parent's resident memory at fork time in a child's
+# peak (exec keeps the high-water mark): forked from this big process, every child
+# would seem to peak at this process's size.
+_MEASURE = """
+import json, os, subprocess, sys, time
+start = time.perf_counter()
+child = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(child.pid, 0)
+with open(sys.argv[1], "w") as handle:
+    json.dump({"wall_s": time.perf_counter() - start, "peak_mb": usage.ru_maxrss / 1024,
+               "rc": os.waitstatus_to_exitcode(status)}, handle)
+"""
+
+
+def improve_subprocess(raster: str, mask: str, folder: str, **params) -> dict:
+    """Run improvecloudmask by qgis_process; its wall time and its own peak RSS."""
+    command = [qgis_process(), "run", "cloudmask:improvecloudmask", "--json", "--",
+               f"S2_RASTER={raster}", f"PRODUCT_MASK={mask}",
+               f"MASK={os.path.join(folder, 'mask.tif')}"] + [f"{k}={v}" for k, v in params.items()]
+    log, measured = os.path.join(folder, "qgis_process.log"), os.path.join(folder, "measured.json")
+    with open(log, "w") as handle:
+        subprocess.run([sys.executable, "-c", _MEASURE, measured, *command], stdout=handle,
+                       stderr=subprocess.STDOUT, env=_env(), check=False)
+    result = json.loads(Path(measured).read_text())
+    if result.pop("rc") != 0:
+        raise RuntimeError(f"qgis_process failed: {Path(log).read_text()[-3000:]}")
+    return result
+
+
+# -- the figures ----------------------------------------------------------------
+def tiles_for(size: int, model_id: str = MODEL) -> int:
+    card, _ = models.resolve(model_id)
+    return len(plan_axis(size, card.scheme, card.tile, card.overlap)) ** 2
+
+
+def overhead(size: int, repeats: int, folder: str) -> dict:
+    raster = s2_raster(size)
+    algorithm, bare = [], []
+    for _ in range(repeats):  # alternate, keep the best of each: other load only adds time
+        algorithm.append(algorithm_seconds(raster, folder))
+        seconds, tiles = bare_seconds(raster, MODEL)
+        bare.append(seconds)
+    return {"size": size, "tiles": tiles, "algorithm_s": min(algorithm), "bare_s": min(bare),
+            "ratio": min(algorithm) / min(bare)}
+
+
+def ensemble(size: int, folder: str) -> dict:
+    raster = s2_raster(size)
+    cloud_ids = [c.id for c in models.installed() if c.level == "L2A" and c.has_cloud]
+    shadow_id = models.default_shadow_model("L2A", cloud_ids)
+
+    def one_run(clouds: list[str], shadow: str | None) -> float:
+        outputs = pipeline.ProbabilityOutputs(
+            cloud=os.path.join(folder, "e_cloud.tif") if clouds else None,
+            shadow=os.path.join(folder, "e_shadow.tif") if shadow else None)
+        start = time.perf_counter()
+        pipeline.probabilities(pipeline.ProbabilityRequest(raster, list(clouds), shadow), outputs)
+        return time.perf_counter() - start
+
+    one_pass = one_run(cloud_ids, shadow_id)
+    separate = sum(one_run([m], None) for m in cloud_ids) + (one_run([], shadow_id) if shadow_id else 0.0)
+    networks = list(dict.fromkeys(cloud_ids + ([shadow_id] if shadow_id else [])))
+    bare = sum(bare_seconds(raster, m)[0] for m in networks)
+    return {"size": size, "cloud_models": cloud_ids, "shadow_model": shadow_id, "networks": networks,
+            "one_pass_s": one_pass, "separate_s": separate, "sharing_ratio": separate / one_pass,
+            "bare_sum_s": bare, "one_pass_vs_bare": one_pass / bare}
+
+
+def memory_and_full_tile(small: int, full: int, resolutions: list[int], in_memory: bool,
+                         folder: str) -> dict:
+    subprocess.run([qgis_process(), "plugins", "enable", "cloud_mask_improver"], env=_env(),
+                   capture_output=True, check=False)  # "already enabled" exits 1: fine
+    result = {"small": small, "full": full, "runs": {}}
+    jobs = [("small", small, {}), ("full_10m", full, {})]
+    if in_memory:
+        jobs += [("small_in_memory", small, {"IN_MEMORY": "true"}),
+                 ("full_in_memory", full, {"IN_MEMORY": "true"})]
+    jobs += [(f"full_{r}m", full, {"RESOLUTION": r}) for r in resolutions if r != 10]
+    for name, size, params in jobs:
+        raster, mask = s2_raster(size), product_mask(size)
+        print(f"bench: improvecloudmask {name} ({size}^2) ...", flush=True)
+        run = improve_subprocess(raster, mask, folder, **params)
+        resolution = float(params.get("RESOLUTION", 10))
+        grid = round(size * 10.0 / resolution)
+        run.update(size=size, resolution_m=resolution, tiles=tiles_for(grid))
+        run["tiles_per_s"] = run["tiles"] / run["wall_s"]
+        result["runs"][name] = run
+        print(f"bench:   {run['wall_s']:.1f} s, peak {run['peak_mb']:.0f} MB", flush=True)
+    runs = result["runs"]
+    result["peak_difference"] = runs["full_10m"]["peak_mb"] / runs["small"]["peak_mb"] - 1
+    return result
+
+
+def scaling(sizes: list[int], known: dict, folder: str) -> dict:
+    rows = {}
+    for size in sizes:
+        seconds = known.get(size) or algorithm_seconds(s2_raster(size), folder)
+        rows[size] = {"seconds": seconds, "tiles": tiles_for(size),
+                      "us_per_px": seconds / size ** 2 * 1e6}
+    return rows
+
+
+# -- the table --------------------------------------------------------------------
+def table(r: dict) -> str:
+    lines = [f"Cloud Mask Improver benchmark  {r['date']}  {r['machine']}",
+             f"load average at start/end: {r['load_start']} / {r['load_end']}", ""]
+    rows = []
+    o = r["overhead"]
+    rows.append(("1 overhead", f"cloudprobability {MODEL} {o['size']}^2, {o['tiles']} tiles, batch {BATCH}",
+                 f"{o['algorithm_s']:.1f} s / bare run {o['bare_s']:.1f} s = {o['ratio']:.3f}",
+                 "<= 1.10", o["ratio"] <= 1.10))
+    e = r["ensemble"]
+    rows.append(("2 ensemble", f"{'+'.join(e['cloud_models'])} cloud, {e['shadow_model']} shadow, {e['size']}^2",
+                  (f"one pass {e['one_pass_s']:.1f} s, one per model {e['separate_s']:.1f} s "
+                   f"(x{e['sharing_ratio']:.2f})"), "", None))
+    rows.append(("", f"one pass vs bare {'+'.join(e['networks'])}",
+                 f"{e['one_pass_s']:.1f} s / {e['bare_sum_s']:.1f} s = {e['one_pass_vs_bare']:.3f}",
+                 "<= 1.10", e["one_pass_vs_bare"] <= 1.10))
+    m = r["memory"]
+    runs = m["runs"]
+    small, full = runs["small"], runs["full_10m"]
+    rows.append(("3 memory", f"improvecloudmask peak RSS {m['small']}^2", f"{small['peak_mb']:.0f} MB", "", None))
+    rows.append(("", f"improvecloudmask peak RSS {m['full']}^2", f"{full['peak_mb']:.0f} MB",
+                 "< 1536 MB", full["peak_mb"] < 1536))
+    rows.append(("", "difference of the two peaks", f"{m['peak_difference'] * 100:+.1f} %", "< 20 %",
+                 abs(m["peak_difference"]) < 0.20))
+    for name in ("small_in_memory", "full_in_memory"):
+        if name in runs:
+            rows.append(("", f"IN_MEMORY peak RSS {runs[name]['size']}^2 (not bounded, by design)",
+                         f"{runs[name]['peak_mb']:.0f} MB ({runs[name]['wall_s']:.1f} s)", "", None))
+    for name, run in runs.items():
+        if name.startswith("full_") and name.endswith("m"):
+            rows.append(("4 full tile" if name == "full_10m" else "",
+                         f"improvecloudmask {run['size']}^2 at {run['resolution_m']:.0f} m, {run['tiles']} tiles",
+                         f"{run['wall_s']:.1f} s, {run['tiles_per_s']:.1f} tiles/s, peak {run['peak_mb']:.0f} MB",
+                         "", None))
+    s = r["scaling"]
+    base = s[min(s, key=int)]["us_per_px"]
+    for k, (size, row) in enumerate(s.items()):
+        rows.append(("5 scaling" if k == 0 else "", f"cloudprobability {size}^2, {row['tiles']} tiles",
+                     f"{row['seconds']:.1f} s, {row['us_per_px']:.2f} us/px (x{row['us_per_px'] / base:.2f})",
+                     "linear", None))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
+    for row in rows:
+        verdict = "" if row[4] is None else ("ok" if row[4] else "MISSED")
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row[:4], widths)) + "  " + verdict)
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, to try the benchmark out")
+    parser.add_argument("--no-in-memory", action="store_true", help="skip the IN_MEMORY runs")
+    args = parser.parse_args()
+    if args.quick:
+        sizes = {"overhead": 2048, "ensemble": 1024, "small": 1024, "full": 2745, "scaling": [512, 1024, 2048]}
+    else:
+        sizes = {"overhead": 4096, "ensemble": 2048, "small": 2745, "full": FULL_TILE,
+                 "scaling": [1024, 2048, 4096]}
+    results = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+               "machine": f"{platform.machine()}, {available_cores()} cores, "
+                          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB, "
+                          f"Python {platform.python_version()}",
+               "load_start": " ".join(f"{v:.1f}" for v in os.getloadavg())}
+    app, provider = start_qgis()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="cloudmask-bench-") as folder:
+        print("bench: generating rasters (once, into bench/cache/) ...", flush=True)
+        for size in {sizes["overhead"], sizes["ensemble"], sizes["small"], sizes["full"], *sizes["scaling"]}:
+            s2_raster(size)
+        for size in (sizes["small"], sizes["full"]):
+            product_mask(size)
+        print("bench: 1 overhead ...", flush=True)
+        results["overhead"] = overhead(sizes["overhead"], 1 if args.quick else 2, folder)
+        print("bench: 2 ensemble ...", flush=True)
+        results["ensemble"] = ensemble(sizes["ensemble"], folder)
+        print("bench: 5 scaling ...", flush=True)
+        results["scaling"] = scaling(sizes["scaling"], {sizes["overhead"]: results["overhead"]["algorithm_s"]},
+                                     folder)
+        print("bench: 3 memory and 4 full tile ...", flush=True)
+        results["memory"] = memory_and_full_tile(sizes["small"], sizes["full"], [10, 20, 30],
+                                                 not args.no_in_memory, folder)
+    results["load_end"] = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    (RESULTS / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    print()
+    print(table(results))
+    print(f"\n(results also in {RESULTS / 'results.json'})")
+    del provider
+    app.exitQgis()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

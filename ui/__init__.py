@@ -1,0 +1,2 @@
+"""The plugin's own dialogs and widgets (qgis.PyQt only); they collect parameters
+and run the ``cloudmask`` Processing algorithms, never the engine directly."""
