@@ -134,8 +134,11 @@ def parse_card(data: dict, where: str = "(card)") -> ModelCard:
             description=str(data.get("description", "")),
             source=Source(**source) if source else None,
         )
+    except CardError:
+        raise  # a missing field, already named
     except (TypeError, ValueError) as err:
-        raise CardError(f"Model card {where} has a field of the wrong type: {err}.") from err
+        raise CardError(f"Model card {where} has a field of the wrong type: {err}. "
+                        "Fix or replace the card.") from err
     _check(card, where)
     return card
 
@@ -151,6 +154,11 @@ def _check(card: ModelCard, where: str) -> None:
         problems.append(f"tiling scheme '{card.scheme}' (use one of {', '.join(SCHEMES)})")
     if card.tile < 1 or not 0 <= card.overlap < 0.5:
         problems.append("tile size / overlap (tile >= 1, overlap in [0, 0.5))")
+    elif card.scheme == "mirror-tukey" and 0 < card.tile * card.overlap < 2:
+        # The Tukey window is 0 at both ends of a tile: with under 2 px of overlap the
+        # pixels where tiles meet would get no weight from any tile, so no probability.
+        problems.append(f"overlap {card.overlap:g} of a {card.tile} px tile is under 2 px "
+                        "(use 0, or at least 2 px)")
     if card.activation not in ACTIVATIONS:
         problems.append(f"activation '{card.activation}' (use one of {', '.join(ACTIVATIONS)})")
     if not card.cloud_channels and not card.shadow_channels:
@@ -205,13 +213,32 @@ def committed_cards() -> list[ModelCard]:
 
 
 def all_cards(models_dir: Path) -> dict[str, ModelCard]:
-    """Committed cards plus cards users imported into the models folder, by id."""
+    """Committed cards plus cards users imported into the models folder, by id.
+
+    A user card that cannot be read is left out (``broken_cards`` says why)
+    rather than raised: one bad file in the folder must not stop every other
+    model from running.
+    """
     cards = {c.id: c for c in committed_cards()}
+    for card in _user_cards(models_dir)[0]:
+        cards.setdefault(card.id, card)
+    return cards
+
+
+def broken_cards(models_dir: Path) -> dict[str, str]:
+    """File name -> problem, for the cards in the models folder that cannot be used."""
+    return _user_cards(models_dir)[1]
+
+
+def _user_cards(models_dir: Path) -> tuple[list[ModelCard], dict[str, str]]:
+    good, broken = [], {}
     if models_dir.is_dir():
         for path in sorted(models_dir.glob("*.json")):
-            card = load_card(path)
-            cards.setdefault(card.id, card)
-    return cards
+            try:
+                good.append(load_card(path))
+            except CardError as err:
+                broken[path.name] = str(err)
+    return good, broken
 
 
 _VERIFIED: dict[tuple[str, int, int], str] = {}

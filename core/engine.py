@@ -172,7 +172,10 @@ class Engine:
         else:
             wanted = np.arange(max(start, 0), min(start + tile, self.source.height))
         lo, hi = int(wanted.min()), int(wanted.max()) + 1
-        data = self.source.rows(lo, hi)[:, wanted - lo, :]
+        data = self.source.rows(lo, hi)
+        if not np.array_equal(wanted, np.arange(lo, hi)):  # mirrored at an edge: gather the rows
+            data = data[:, wanted - lo, :]
+        # Inside the raster it stays a view: the RowSource never writes into a block it handed out.
         invalid = np.zeros(data.shape[1:], dtype=bool)
         for b, nd in enumerate(self.nodata):
             if nd is not None:
@@ -190,9 +193,17 @@ class Engine:
         # Mirror-pad the columns once for the whole row so that every tile is a slice.
         first = group.cols.starts[0]
         columns = reflect(np.arange(first, group.cols.starts[-1] + group.cols.tile), self.source.width)
-        prepared = {job.key: preprocess(job.model.card, np.take(data[job.bands], columns, axis=2), self.offset)
-                    for job in group.jobs}
+        prepared = {job.key: self._padded(job, data, columns) for job in group.jobs}
         return None, valid, start, prepared  # the raw strip is not needed any more: free it now
+
+    def _padded(self, job: Job, data: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """The job's bands over ``columns``, scaled: built band by band straight into the
+        float32 array the tiles are cut from, so a full-width row costs one such array
+        and no uint16 copies (this is most of the engine's memory on a full tile)."""
+        x = np.empty((len(job.bands), data.shape[1], len(columns)), dtype=np.float32)
+        for k, band in enumerate(job.bands):
+            x[k] = data[band][:, columns]
+        return preprocess(job.model.card, x, self.offset, in_place=True)
 
     def _next_row(self, group: _Group) -> tuple[np.ndarray | None, np.ndarray, int, dict[str, np.ndarray]]:
         """This tile row (read ahead when possible), and start reading the next one."""

@@ -134,9 +134,10 @@ def check_against_card(model: LoadedModel) -> None:
                          "Fix the card or use the model file it describes.")
 
 
-def preprocess(card: ModelCard, data: np.ndarray, offset: float = 0.0) -> np.ndarray:
-    """Scale raw digital numbers as the card says. ``data`` is ``[bands, ...]`` in card order."""
-    x = data.astype(np.float32)
+def preprocess(card: ModelCard, data: np.ndarray, offset: float = 0.0, in_place: bool = False) -> np.ndarray:
+    """Scale raw digital numbers as the card says. ``data`` is ``[bands, ...]`` in card order.
+    ``in_place``: ``data`` is a float32 array of the caller's own, scaled without a copy."""
+    x = data if in_place and data.dtype == np.float32 else data.astype(np.float32)
     if card.apply_offset and offset:
         x += np.float32(offset)
         np.maximum(x, 0, out=x)

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import home
-from .cards import CardError, ModelCard, all_cards, committed_cards, load_card, verify_file
+from .cards import CardError, ModelCard, all_cards, broken_cards, committed_cards, load_card, verify_file
 
 
 class ModelNotFound(LookupError):
@@ -27,8 +27,11 @@ def resolve(ref: str, models_dir: Path | None = None) -> tuple[ModelCard, Path]:
         return _from_path(Path(ref).expanduser())
     cards = all_cards(models_dir)
     if ref not in cards:
+        broken = broken_cards(models_dir)
+        unreadable = (f" Cards in {models_dir} that cannot be used: "
+                      + "; ".join(broken.values()) if broken else "")
         raise ModelNotFound(f"Unknown model '{ref}'. Known model ids: {', '.join(sorted(cards))}. "
-                            "Or give the path to an .onnx file with its card (.json) beside it.")
+                            "Or give the path to an .onnx file with its card (.json) beside it." + unreadable)
     card = cards[ref]
     path = models_dir / card.file
     if not path.exists():

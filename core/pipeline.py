@@ -109,7 +109,34 @@ def require_measurements(info: RasterInfo) -> None:
             f"The Sentinel-2 raster '{info.source}' is 8-bit ({info.band_count} bands of Byte): that is a "
             "picture such as an RGB rendering, not Sentinel-2 measurements, and the models would give a "
             "wrong mask. Use the Sentinel-2 bands themselves: digital numbers (uint16, as in the .SAFE "
-            "product) or reflectance (float).")
+            "product).")
+    if info.data_type.startswith("Float") and _largest_value(info.source) <= REFLECTANCE_CEILING:
+        raise RasterError(
+            f"The Sentinel-2 raster '{info.source}' holds values of at most {REFLECTANCE_CEILING:g}: that "
+            "is reflectance (0..1), but the models read Sentinel-2 digital numbers (reflectance x 10000), "
+            "so the mask would be wrong. Multiply the bands by 10000 (e.g. Raster Calculator or "
+            "gdal_calc.py) and run again.")
+
+
+# Reflectance rarely exceeds 1 (bright cloud, snow: up to about 1.5); digital numbers
+# of any real scene go far beyond this.
+REFLECTANCE_CEILING = 3.0
+
+
+def _largest_value(source: str) -> float:
+    """The first band's largest value, from GDAL's quick sample (inf when unknown:
+    an all-nodata raster is valid and gets an all-nodata mask)."""
+    ds = open_dataset(source)  # kept referenced while its band is used
+    gdal.PushErrorHandler("CPLQuietErrorHandler")  # "no valid pixels" is an answer here, not an error
+    try:
+        low_high = ds.GetRasterBand(1).ComputeRasterMinMax(True)
+    except RuntimeError:
+        low_high = None
+    finally:
+        gdal.PopErrorHandler()
+    if not low_high or not np.isfinite(low_high[1]):
+        return float("inf")
+    return float(low_high[1])
 
 
 def _load(card: ModelCard, path, request: ProbabilityRequest):
@@ -119,7 +146,11 @@ def _load(card: ModelCard, path, request: ProbabilityRequest):
     except ModelError as err:
         if "newer onnxruntime" not in str(err):
             raise
-        raise ModelError(f"{err} The command: {' '.join(deps.install_command())}") from err
+        # onnxruntime's own text here is a C++ signature: say it in words, with the command.
+        raise ModelError(
+            f"Model '{card.id}' ({path}) needs a newer onnxruntime than {deps.runtime_status().version}: "
+            "it uses an operator set (opset) this one does not know. Upgrade onnxruntime for QGIS's "
+            f"Python with: {' '.join(deps.install_command())}") from err
 
 
 def _jobs(request: ProbabilityRequest, names: list[str], report: RunReport):

@@ -130,7 +130,7 @@ class RowSource:
         self._block = None
 
 
-BLOCK_CACHE_BYTES = 256 * 2**20
+BLOCK_CACHE_BYTES = 128 * 2**20
 
 
 @contextmanager
@@ -140,8 +140,9 @@ def limited_block_cache(limit: int = BLOCK_CACHE_BYTES):
     GDAL keeps written and read blocks in a process-wide cache of 5 % of RAM by
     default (1.2 GB on 24 GB): on a full Sentinel-2 tile the probability outputs
     (480 MB each) would sit there until the end. With a cap, finished blocks are
-    written out as newer ones arrive; 256 MB still holds a whole row of blocks of
-    every output and every read window, so no block is written twice. Only ever
+    written out as newer ones arrive; 128 MB still holds a whole row of blocks of
+    every output (11 MB each on a full tile) and the merge's read windows, so no
+    block is written twice. Only ever
     lowers the cap (a user's smaller GDAL_CACHEMAX stays). Usable as a decorator.
     """
     before = gdal.GetCacheMax()

@@ -266,10 +266,10 @@ def memory_and_full_tile(small: int, full: int, resolutions: list[int], in_memor
                    capture_output=True, check=False)  # "already enabled" exits 1: fine
     result = {"small": small, "full": full, "runs": {}}
     jobs = [("small", small, {}), ("full_10m", full, {})]
-    if in_memory:
+    jobs += [(f"full_{r}m", full, {"RESOLUTION": r}) for r in resolutions if r != 10]
+    if in_memory:  # last: the full tile in memory is the longest run and only informative
         jobs += [("small_in_memory", small, {"IN_MEMORY": "true"}),
                  ("full_in_memory", full, {"IN_MEMORY": "true"})]
-    jobs += [(f"full_{r}m", full, {"RESOLUTION": r}) for r in resolutions if r != 10]
     for name, size, params in jobs:
         raster, mask = s2_raster(size), product_mask(size)
         print(f"bench: improvecloudmask {name} ({size}^2) ...", flush=True)
@@ -280,6 +280,7 @@ def memory_and_full_tile(small: int, full: int, resolutions: list[int], in_memor
         run["tiles_per_s"] = run["tiles"] / run["wall_s"]
         result["runs"][name] = run
         print(f"bench:   {run['wall_s']:.1f} s, peak {run['peak_mb']:.0f} MB", flush=True)
+        (RESULTS / "memory_runs.json").write_text(json.dumps(result, indent=1))  # partial results
     runs = result["runs"]
     result["peak_difference"] = runs["full_10m"]["peak_mb"] / runs["small"]["peak_mb"] - 1
     return result
@@ -371,9 +372,11 @@ def main() -> int:
         print("bench: 5 scaling ...", flush=True)
         results["scaling"] = scaling(sizes["scaling"], {sizes["overhead"]: results["overhead"]["algorithm_s"]},
                                      folder)
+        (RESULTS / "results.json").write_text(json.dumps(results, indent=1, default=str))
         print("bench: 3 memory and 4 full tile ...", flush=True)
         results["memory"] = memory_and_full_tile(sizes["small"], sizes["full"], [10, 20, 30],
                                                  not args.no_in_memory, folder)
+        (RESULTS / "results.json").write_text(json.dumps(results, indent=1, default=str))
     results["load_end"] = " ".join(f"{v:.1f}" for v in os.getloadavg())
     (RESULTS / "results.json").write_text(json.dumps(results, indent=1, default=str))
     print()

@@ -179,6 +179,19 @@ def empty_home(tmp: Path) -> dict:
     return {"CLOUDMASK_HOME": str(tmp / "empty-home")}
 
 
+def home_with_a_broken_card(tmp: Path) -> dict:
+    """A data home whose models folder holds the tiny model and a card that is not JSON."""
+    models = tmp / "home" / "models"
+    tiny_model(models, "tiny")
+    (models / "broken.json").write_text("{ not json")
+    return {"CLOUDMASK_HOME": str(tmp / "home")}
+
+
+def tiny_checked(result, params, tmp):
+    scene = read(params["S2_RASTER"])
+    assert_tiny_mask(read(params["MASK"]), scene, np.ones(scene.shape[1:], dtype=bool))
+
+
 def other_crs_product(tmp: Path) -> dict:
     square = np.zeros((30, 30), dtype=np.uint8)
     square[10:20, 5:15] = 1  # 20 m pixels: rows 20-40, cols 10-30 of the 10 m raster
@@ -271,6 +284,11 @@ CASES = [
     Case("all-nodata", "improvecloudmask", lambda t: improve(t, s2(t, np.zeros((4, 30, 30), np.uint16))),
          check=all_nodata),
     Case("float-nan-inf-negative", "improvecloudmask", float_scene, check=nan_and_negative),
+    Case("float-reflectance-not-digital-numbers", "improvecloudmask",
+         lambda t: improve(t, s2(t, tiny_scene(40, 40).astype(np.float32) / 10000, nodata=None)),
+         ("reflectance", "digital numbers", "Multiply the bands by 10000")),
+    Case("float-all-nan", "improvecloudmask",
+         lambda t: improve(t, s2(t, np.full((4, 20, 20), np.nan, np.float32), nodata=None)), check=all_nodata),
     Case("saturated", "improvecloudmask", saturated_scene, check=saturated),
     Case("one-pixel", "improvecloudmask", lambda t: improve(t, s2(t, tiny_scene(1, 1))), check=one_pixel),
     Case("random-bytes-model", "cloudprobability",
@@ -281,8 +299,16 @@ CASES = [
          ("does not match its card", "[N, 4, H, W]", "Fix the card")),
     Case("card-not-json", "improvecloudmask", lambda t: improve(t, model=model_with_card(t, "{ not json")),
          ("Cannot read model card", "Fix or replace the card")),
+    Case("broken-card-beside-installed-models", "improvecloudmask",
+         lambda t: improve(t, model="tiny-test"), check=tiny_checked, env=home_with_a_broken_card),
+    Case("broken-card-asked-for", "improvecloudmask", lambda t: improve(t, model="broken"),
+         ("Unknown model 'broken'", "cannot be used", "broken.json", "Fix or replace the card"),
+         env=home_with_a_broken_card),
     Case("card-lacks-bands", "improvecloudmask", lambda t: improve(t, model=model_with_card(t, bands=None)),
          ("lacks the field 'bands'", "Fix or replace the card")),
+    Case("card-field-of-wrong-type", "improvecloudmask",
+         lambda t: improve(t, model=model_with_card(t, tiling={"scheme": "mirror-tukey", "tile": "big"})),
+         ("wrong type", "Fix or replace the card")),
     Case("card-bad-values", "improvecloudmask",
          lambda t: improve(t, model=model_with_card(t, bands=["B02", "B99"], level="L3")),
          ("level 'L3'", "B99", "use Sentinel-2 names")),
@@ -362,6 +388,7 @@ def test_bad_input(case, provider, tmp_path, system_tmp, monkeypatch):
         with pytest.raises(QgsProcessingException) as err:
             processing.run(f"cloudmask:{case.alg}", params)
         message = str(err.value)
+        print(f"\nMATRIX | {case.id} | {' / '.join(message.splitlines())}")  # `pytest -s` prints the matrix for the record
         no_traceback(message)
         for word in case.error:
             assert word in message, message
@@ -370,6 +397,7 @@ def test_bad_input(case, provider, tmp_path, system_tmp, monkeypatch):
     else:
         result = processing.run(f"cloudmask:{case.alg}", params)
         case.check(result, params, tmp_path)
+        print(f"\nMATRIX | {case.id} | valid: {result}")
     for path, content in before.items():
         assert path.read_bytes() == content, f"the input {path} was changed"
     assert not leftovers(tmp_path, system_tmp)

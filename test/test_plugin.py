@@ -7,15 +7,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from qgis.core import Qgis, QgsApplication
+from qgis.core import QgsApplication
 from qgis.PyQt.QtCore import QFile
 from qgis.PyQt.QtGui import QIcon
 
 import cloud_mask_improver
-import processing  # QGIS's Processing plugin (see conftest), not our processing/ package
 from cloud_mask_improver import plugin as plugin_module
 from cloud_mask_improver.core import home
 from cloud_mask_improver.processing.provider import CloudMaskProvider
+from cloud_mask_improver.ui.improve_dialog import ImproveDialog
+from cloud_mask_improver.ui.model_manager import ModelManagerDialog
 
 ROOT = Path(__file__).resolve().parent.parent
 MENU = "Cloud Mask Improver"
@@ -176,29 +177,35 @@ def test_load_unload_load(gui):
         assert gui.submenu(MENU) is None
 
 
-def test_improve_actions_open_the_algorithm_dialogs(plugin, monkeypatch):
-    opened = []
-    monkeypatch.setattr(processing, "execAlgorithmDialog", opened.append)
+def test_improve_actions_open_the_plugin_dialogs(plugin):
     improve, ensemble, _ = plugin.actions
     improve.trigger()
     ensemble.trigger()
-    assert opened == ["cloudmask:improvecloudmask", "cloudmask:improvecloudmaskensemble"]
+    single, several = plugin.dialogs["improve"], plugin.dialogs["ensemble"]
+    assert isinstance(single, ImproveDialog) and not single.ensemble and single.isVisible()
+    assert isinstance(several, ImproveDialog) and several.ensemble and several.isVisible()
+    assert several.algorithm_id() == "cloudmask:improvecloudmaskensemble"
+    improve.trigger()  # a second click brings back the same dialog, with what was filled in
+    assert plugin.dialogs["improve"] is single
 
 
-def test_a_missing_algorithm_is_reported_not_raised(plugin, qgis_iface, monkeypatch):
-    monkeypatch.setattr(processing, "execAlgorithmDialog", pytest.fail)
-    plugin._open_algorithm("cloudmask:nosuchalgorithm")
-    warnings = qgis_iface.messageBar().get_messages(Qgis.Warning)
-    assert any("cloudmask:nosuchalgorithm" in message for message in warnings)
-
-
-def test_manage_models_shows_the_models_folder(plugin, monkeypatch):
-    shown = []
-    monkeypatch.setattr(plugin_module.QMessageBox, "information",
-                        lambda parent, title, text: shown.append(text))
+def test_manage_models_opens_the_model_manager(plugin):
     plugin.actions[2].trigger()
-    assert len(shown) == 1
-    assert str(home.models_dir(cloud_mask_improver.data_home())) in shown[0]
+    manager = plugin.dialogs["models"]
+    assert isinstance(manager, ModelManagerDialog) and manager.isVisible()
+    assert manager.models_dir == home.models_dir(cloud_mask_improver.data_home())
+    assert "ukis-4b-l1c" in manager.listed()
+
+
+def test_unload_closes_the_dialogs(gui):
+    loaded = cloud_mask_improver.classFactory(gui.iface)
+    loaded.initGui()
+    for action in loaded.actions:
+        action.trigger()
+    dialogs = list(loaded.dialogs.values())
+    loaded.unload()
+    assert loaded.dialogs == {}
+    assert not any(dialog.isVisible() for dialog in dialogs)
 
 
 @pytest.mark.skipif(QGIS_PROCESS is None, reason="qgis_process is not installed")

@@ -13,13 +13,12 @@ from qgis.core import (
     QgsSettings,
     QgsSingleBandPseudoColorRenderer,
 )
+from samples import L1C_STACK, PRODUCT_MASK, require
 
 from cloud_mask_improver.core import models
 from cloud_mask_improver.processing.provider import CloudMaskProvider
 from cloud_mask_improver.ui import improve_dialog
 from cloud_mask_improver.ui.improve_dialog import ImproveDialog
-
-from samples import L1C_STACK, PRODUCT_MASK, require
 
 S2_NAME = "S2 L1C sample"
 
@@ -186,3 +185,10 @@ def test_an_engine_error_is_shown_in_plain_words(project, provider, qgis_iface, 
     assert "nowhere.onnx" in run.error and "Traceback" not in run.error
     assert "nowhere.onnx" in dialog.message.text()
     assert any("nowhere.onnx" in m for m in qgis_iface.messageBar().get_messages(Qgis.Critical))
+
+
+def test_without_the_algorithm_the_dialog_says_so(project, qgis_iface):
+    QgsApplication.processingRegistry().removeProvider("cloudmask")
+    dialog = ImproveDialog(qgis_iface)
+    assert dialog.run() is None
+    assert "cloudmask:improvecloudmask is not available" in dialog.message.text()

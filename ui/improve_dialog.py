@@ -24,6 +24,7 @@ from qgis.core import (
     QgsSettings,
 )
 from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox
+from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -115,6 +116,15 @@ class ImproveDialog(QDialog):
         self._choose_layers()
         self.restore_settings()
         self._update_model_facts()
+        self._fitted = False
+
+    def showEvent(self, event):
+        super().showEvent(event)
+        if not self._fitted:
+            # Collapsible boxes fold only once shown, after the dialog grew to hold them open:
+            # take the spare height back once they have folded.
+            self._fitted = True
+            QTimer.singleShot(0, lambda: self.resize(max(self.width(), 640), self.sizeHint().height()))
 
     # -- building
     def _build(self) -> None:
@@ -140,6 +150,7 @@ class ImproveDialog(QDialog):
         self.shadow_model.currentTextChanged.connect(self._update_model_facts)
         self.model_facts = QLabel(self)
         self.model_facts.setWordWrap(True)
+        self.model_facts.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.model_facts.setStyleSheet("QLabel { background: palette(base); padding: 6px; }")
         self.cloud_thr = self._threshold_box()
         self.shadow_thr = self._threshold_box()
@@ -175,6 +186,7 @@ class ImproveDialog(QDialog):
         self.progress = QProgressBar(self)
         self.progress.setRange(0, 100)
         self.progress.setValue(0)
+        self.progress.setTextVisible(False)  # no "0%" before anything runs
         self.message = QLabel(self)
         self.message.setWordWrap(True)
         self.run_button = QPushButton("Run", self)
@@ -202,8 +214,10 @@ class ImproveDialog(QDialog):
         thresholds.addWidget(self.shadow_thr)
         inputs.addRow("Thresholds", thresholds)
 
-        band_box = QgsCollapsibleGroupBox("Band mapping", self)
-        QVBoxLayout(band_box).addWidget(self.bands)
+        self.band_box = QgsCollapsibleGroupBox("Band mapping", self)
+        QVBoxLayout(self.band_box).addWidget(self.bands)
+        self.band_box.setCollapsed(True)  # opened when the mapping needs the user
+        self.band_box.setSaveCollapsedState(False)  # folding follows the mapping, not last time
         advanced = QgsCollapsibleGroupBox("Advanced", self)
         form = QFormLayout(advanced)
         form.addRow("Dilation radius", self.dilation)
@@ -213,6 +227,7 @@ class ImproveDialog(QDialog):
         form.addRow("Execution provider", self.provider)
         form.addRow("", self.in_memory)
         advanced.setCollapsed(True)
+        advanced.setSaveCollapsedState(False)  # restoring it on show would stretch the dialog
 
         outputs = QGroupBox("Output", self)
         out_form = QFormLayout(outputs)
@@ -225,13 +240,13 @@ class ImproveDialog(QDialog):
 
         layout = QVBoxLayout(self)
         layout.addLayout(inputs)
-        layout.addWidget(band_box)
+        layout.addWidget(self.band_box)
         layout.addWidget(advanced)
         layout.addWidget(outputs)
         layout.addWidget(self.progress)
         layout.addWidget(self.message)
+        layout.addStretch(1)  # spare height goes here, not into the boxes
         layout.addWidget(buttons)
-        self.resize(620, 720)
 
         self.s2_layer.layerChanged.connect(self._s2_changed)
         self.mask_layer.layerChanged.connect(self._mask_changed)
@@ -264,6 +279,17 @@ class ImproveDialog(QDialog):
 
     def _s2_changed(self, layer) -> None:
         self.bands.set_raster_bands(layer_bands(layer))
+        self._fold_bands()
+
+    def _fold_bands(self) -> None:
+        # A detected mapping needs no attention: keep it folded, open it when something is wrong.
+        detected = self.bands.detected is not None and not self.bands.value()
+        count = self.bands.table.rowCount()
+        self.band_box.setTitle(f"Band mapping ({count} bands, detected)" if detected and count else "Band mapping")
+        if self.bands.problem(self._needed_bands()):
+            self.band_box.setCollapsed(False)
+        elif detected:
+            self.band_box.setCollapsed(True)
 
     def _mask_changed(self, layer) -> None:
         kind = guess_product_kind(layer.name()) if layer is not None else None
@@ -286,14 +312,18 @@ class ImproveDialog(QDialog):
 
     def _update_model_facts(self, *_) -> None:
         cards = self.chosen_cards()
-        needed = sorted({b for c in cards for b in c.bands})
-        self.bands.show_problem(needed)
+        if self.bands.show_problem(self._needed_bands(cards)):
+            self.band_box.setCollapsed(False)
         self.model_facts.setText("<br><br>".join(card_tooltip(c) for c in cards) if cards else
                                  "No model is installed: use Manage models… to install one.")
         first = cards[0] if cards else None
         for box, value in ((self.cloud_thr, first.cloud_threshold if first else None),
                            (self.shadow_thr, self._shadow_default(cards))):
             box.setSpecialValueText(f"model default ({value:g})" if value is not None else "model default")
+
+    def _needed_bands(self, cards: list[ModelCard] | None = None) -> list[str]:
+        cards = self.chosen_cards() if cards is None else cards
+        return sorted({b for c in cards for b in c.bands})
 
     def _shadow_default(self, cards: list[ModelCard]) -> float | None:
         shadows = [c for c in cards if c.has_shadow]
@@ -338,7 +368,7 @@ class ImproveDialog(QDialog):
         cards = self.chosen_cards()
         if not cards and not self.cards:
             return "No model is installed: open Manage models… and install one."
-        return self.bands.problem(sorted({b for c in cards for b in c.bands}))
+        return self.bands.problem(self._needed_bands(cards))
 
     # -- settings
     def _remembered(self):
@@ -408,6 +438,7 @@ class ImproveDialog(QDialog):
         QgsApplication.taskManager().addTask(task)
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
+        self.progress.setTextVisible(True)
         self.show_message(f"Running on {name}…")
         return run
 

@@ -65,7 +65,7 @@ def status_text(card: ModelCard, models_dir: Path) -> str:
     if (models_dir / card.file).exists():
         return "Damaged (reinstall)"
     if card.source is None:
-        return "Bring your own file (Import…)"
+        return "Your own file (Import…)"
     if missing_converters(card):
         return "Needs " + " + ".join(missing_converters(card))
     return "Available"
@@ -108,6 +108,7 @@ class ModelManagerDialog(QDialog):
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         for column in range(1, len(COLUMNS)):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setMinimumHeight(280)
         self.table.itemSelectionChanged.connect(self._selected)
         self.details = QLabel(self)
         self.details.setWordWrap(True)
@@ -139,7 +140,7 @@ class ModelManagerDialog(QDialog):
         layout.addWidget(self.message)
         layout.addWidget(buttons)
         layout.addWidget(QLabel(f"Models folder: {self.models_dir}", self))
-        self.resize(760, 560)
+        self.resize(1040, 640)
 
     # -- listing
     def refresh(self) -> None:

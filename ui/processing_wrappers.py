@@ -11,7 +11,7 @@ only when it builds a dialog, so ``qgis_process`` never needs its GUI.
 
 from __future__ import annotations
 
-from processing.gui.wrappers import DIALOG_BATCH, WidgetWrapper
+from processing.gui.wrappers import DIALOG_BATCH, DIALOG_MODELER, WidgetWrapper
 from qgis.core import QgsMapLayer, QgsProject
 from qgis.PyQt.QtWidgets import QLineEdit
 
@@ -76,8 +76,11 @@ class BandsWrapper(WidgetWrapper):
     """BANDS: the band-mapping table, filled from the raster chosen in the same dialog."""
 
     def createWidget(self, **kwargs):
-        if self.dialogType == DIALOG_BATCH:
-            return QLineEdit()
+        # The batch table and the modeler have no single raster to read the bands from.
+        if self.dialogType in (DIALOG_BATCH, DIALOG_MODELER):
+            widget = QLineEdit()
+            widget.setPlaceholderText("detect (or e.g. B02,B03,B04,B08)")
+            return widget
         return BandMapping()
 
     def postInitialize(self, wrappers):

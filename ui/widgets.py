@@ -143,6 +143,7 @@ class BandMapping(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.detected: list[str] | None = None
+        self.pending = ""
         self.table = QTableWidget(0, 2, self)
         self.table.setHorizontalHeaderLabels(["Raster band", "Sentinel-2 band"])
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
@@ -170,6 +171,9 @@ class BandMapping(QWidget):
         except BandError:
             self.detected = None
         names = self.detected or [normalise(d) if d else None for d in descriptions]
+        pending = [normalise(p) for p in self.pending.split(",") if p.strip()]
+        if len(pending) == len(descriptions) and all(pending):
+            names = pending  # a list given before the raster was known
         self.table.setRowCount(0)
         for row, description in enumerate(descriptions):
             self.table.insertRow(row)
@@ -181,25 +185,35 @@ class BandMapping(QWidget):
             combo.setCurrentText(names[row] or "")
             combo.currentIndexChanged.connect(self._edited)
             self.table.setCellWidget(row, 1, combo)
+        if descriptions:
+            self.pending = ""
         self._edited()
 
     def names(self) -> list[str]:
         return [self.table.cellWidget(row, 1).currentText() for row in range(self.table.rowCount())]
 
     def value(self) -> str:
+        if self.table.rowCount() == 0:
+            return self.pending  # no raster yet: keep what was given
         names = self.names()
         if self.detected is not None and names == self.detected:
             return ""
         return ",".join(names)
 
     def setValue(self, value: str | None) -> None:
-        """Apply a band list (one name per raster band); '' keeps the detected mapping."""
-        given = [normalise(p) or "" for p in (value or "").split(",") if p.strip()]
+        """Apply a band list (one name per raster band); '' keeps the detected mapping.
+
+        A list that does not fit the raster shown (or given before any raster) is
+        kept and applied when a raster with that many bands is chosen.
+        """
+        self.pending = (value or "").strip()
+        given = [normalise(p) or "" for p in self.pending.split(",") if p.strip()]
         if not given:
             given = list(self.detected or self.names())
-        if len(given) == self.table.rowCount():
+        if len(given) == self.table.rowCount() and self.table.rowCount():
             for row, name in enumerate(given):
                 self.table.cellWidget(row, 1).setCurrentText(name)
+            self.pending = ""
         self._edited()
 
     def missing(self, needed: Sequence[str]) -> list[str]:

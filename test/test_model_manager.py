@@ -1,0 +1,200 @@
+"""The model manager: install from a package index over loopback (real download, real
+checksum), refuse a wrong checksum, remove, import, and say what is missing."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import importlib.util
+import json
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx_models import conv1x1_model, write_card
+
+from cloud_mask_improver.core import deps, models
+from cloud_mask_improver.core.cards import load_card
+from cloud_mask_improver.ui import download, model_manager
+from cloud_mask_improver.ui.model_manager import CardForm, ModelManagerDialog
+
+PACKAGE = "CloudMask_Test.Model"  # pip normalises it to cloudmask-test-model
+VERSION = "1.0.0"
+WHEEL = f"cloudmask_test_model-{VERSION}-py3-none-any.whl"
+MEMBER = "cloudmask_test_model/net.onnx"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def index(tmp_path, monkeypatch):
+    """A simple package index on 127.0.0.1 holding one release with a small ONNX model."""
+    root = tmp_path / "www"
+    onnx_file = conv1x1_model(tmp_path / "net.onnx", np.eye(3, 4), np.zeros(3), tile=None)
+    (root / "files").mkdir(parents=True)
+    wheel = root / "files" / WHEEL
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.write(onnx_file, MEMBER)
+    page = root / "simple" / "cloudmask-test-model"
+    page.mkdir(parents=True)
+    (page / "index.html").write_text(
+        f'<html><body><a href="../../files/{WHEEL}#sha256={sha256(wheel)}">{WHEEL}</a></body></html>')
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{server.server_port}/simple/")
+    yield {"wheel": wheel, "onnx": onnx_file}
+    server.shutdown()
+    server.server_close()
+
+
+def downloadable_card(models_dir: Path, model_id: str, onnx_file: Path, archive_sha: str) -> Path:
+    models_dir.mkdir(parents=True, exist_ok=True)
+    return write_card(models_dir / f"{model_id}.json", id=model_id, title=f"Test {model_id}",
+                      file=f"{model_id}.onnx", sha256=sha256(onnx_file),
+                      output={"activation": "softmax", "cloud": [1], "shadow": [2]},
+                      source={"package": PACKAGE, "version": VERSION, "filename": WHEEL,
+                              "sha256": archive_sha, "member": MEMBER})
+
+
+@pytest.fixture
+def folders(tmp_path):
+    return tmp_path / "models", tmp_path / "cache"
+
+
+def install_and_wait(qtbot, manager, model_id):
+    manager.select(model_id)
+    assert manager.install_button.isEnabled()
+    job = manager.install_selected()
+    assert job is not None
+    qtbot.waitUntil(lambda: job.done and manager.download is None, timeout=60_000)
+    return job
+
+
+def test_index_page_of_a_package_follows_pip_naming():
+    assert download.project_page("http://host/simple", "CloudMask_Test.Model") == \
+        "http://host/simple/cloudmask-test-model/"
+    html = '<a href="../../f/a-1.whl#sha256=00">a-1.whl</a><a href="/x/b-1.whl">b</a>'
+    assert download.find_link(html, "http://host/simple/a/", "a-1.whl") == "http://host/f/a-1.whl"
+    assert download.find_link(html, "http://host/simple/a/", "b-1.whl") == "http://host/x/b-1.whl"
+    assert download.find_link(html, "http://host/simple/a/", "c-1.whl") == ""
+
+
+def test_the_index_is_pips_own_when_not_configured(monkeypatch):
+    from pip._internal.models.index import PyPI
+    monkeypatch.delenv("PIP_INDEX_URL", raising=False)
+    monkeypatch.setattr(download, "_pip_config_index", lambda: "")
+    assert download.index_url() == PyPI.simple_url
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple/")
+    assert download.index_url() == "http://127.0.0.1:9/simple/"
+
+
+def test_installs_from_the_index_and_lists_it(qgis_app, qtbot, index, folders):
+    models_dir, cache = folders
+    downloadable_card(models_dir, "test-download", index["onnx"], sha256(index["wheel"]))
+    manager = ModelManagerDialog(models_dir=models_dir, cache=cache)
+    assert manager.listed()["test-download"] == "Available"
+    progress = []
+    manager.select("test-download")
+    job = manager.install_selected()
+    job.progress.connect(lambda got, total: progress.append((got, total)))
+    qtbot.waitUntil(lambda: job.done and manager.download is None, timeout=60_000)
+    assert "Installed" in manager.message.text(), manager.message.text()
+    assert manager.listed()["test-download"] == "Installed"
+    assert (models_dir / "test-download.onnx").read_bytes() == index["onnx"].read_bytes()
+    assert "test-download" in [c.id for c in models.installed(models_dir)]
+    assert (cache / WHEEL).exists()  # kept: reinstalling needs no network
+    assert progress and progress[-1][0] == index["wheel"].stat().st_size
+
+    manager.select("test-download")
+    assert manager.remove_button.isEnabled()
+    manager.remove_button.click()
+    assert not (models_dir / "test-download.onnx").exists()
+    assert manager.listed()["test-download"] == "Available"
+
+
+def test_a_wrong_checksum_is_refused(qgis_app, qtbot, index, folders):
+    models_dir, cache = folders
+    downloadable_card(models_dir, "test-bad", index["onnx"], "0" * 64)
+    manager = ModelManagerDialog(models_dir=models_dir, cache=cache)
+    install_and_wait(qtbot, manager, "test-bad")
+    assert "sha256" in manager.message.text() and "nothing was installed" in manager.message.text()
+    assert not (models_dir / "test-bad.onnx").exists()
+    assert not list(cache.glob("*.whl*"))  # no half or wrong file kept
+    assert manager.listed()["test-bad"] == "Available"
+
+
+def test_a_release_missing_from_the_index_is_explained(qgis_app, qtbot, index, folders, monkeypatch):
+    models_dir, cache = folders
+    path = downloadable_card(models_dir, "test-gone", index["onnx"], sha256(index["wheel"]))
+    data = json.loads(path.read_text())
+    data["source"]["filename"] = "cloudmask_test_model-9.9.9-py3-none-any.whl"
+    path.write_text(json.dumps(data))
+    manager = ModelManagerDialog(models_dir=models_dir, cache=cache)
+    install_and_wait(qtbot, manager, "test-gone")
+    assert "is not listed on" in manager.message.text()
+
+
+def test_conversion_tools_missing_is_said_with_the_command(qgis_app, folders, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lightgbm" else real(name, *a))
+    models_dir, cache = folders
+    manager = ModelManagerDialog(models_dir=models_dir, cache=cache)
+    assert manager.listed()["s2cloudless-l1c"] == "Needs lightgbm"
+    card = next(c for c in manager.cards if c.id == "s2cloudless-l1c")
+    assert manager.install(card) is None
+    assert "lightgbm" in manager.message.text() and "-m pip install" in manager.message.text()
+    manager.select("s2cloudless-l1c")
+    assert "pip install" in manager.details.text()
+
+
+def test_missing_onnxruntime_offers_the_exact_command(qgis_app, folders, monkeypatch):
+    monkeypatch.setattr(deps, "runtime_status",
+                        lambda: deps.RuntimeStatus(False, problem="onnxruntime is not installed for QGIS's Python."))
+    calls = []
+    monkeypatch.setattr(deps, "install_onnxruntime", lambda: calls.append(1) or deps.RuntimeStatus(True, "1.32.0"))
+    manager = ModelManagerDialog(models_dir=folders[0], cache=folders[1])
+    assert not manager.runtime_box.isHidden()
+    assert manager.runtime_command.text() == " ".join(deps.install_command())
+    assert "onnxruntime==" in manager.runtime_command.text()
+    manager.runtime_button.click()
+    assert calls == [1]
+    assert "onnxruntime 1.32.0 installed" in manager.message.text()
+
+
+def test_import_copies_model_and_card(qgis_app, tmp_path, folders):
+    models_dir, cache = folders
+    onnx_file = conv1x1_model(tmp_path / "mine.onnx", np.eye(3, 4), np.zeros(3), tile=64)
+    write_card(tmp_path / "mine.json", id="my-model", title="My model")
+    manager = ModelManagerDialog(models_dir=models_dir, cache=cache)
+    card = manager.import_file(onnx_file)
+    assert card is not None and card.id == "my-model"
+    assert manager.listed()["my-model"] == "Installed"
+    saved = load_card(models_dir / "my-model.json")
+    assert saved.sha256 == sha256(onnx_file)
+    assert models.resolve("my-model", models_dir)[1] == models_dir / "my-model.onnx"
+
+
+def test_the_card_form_writes_a_valid_card(qgis_app, tmp_path, folders):
+    models_dir = folders[0]
+    onnx_file = conv1x1_model(tmp_path / "Bare Net.onnx", np.eye(2, 4), np.zeros(2), tile=64)
+    form = CardForm(onnx_file)
+    assert form.model_id.text() == "bare-net"
+    form.bands.setText("blue, green, red, nir")
+    form.activation.setCurrentText("softmax")
+    card = model_manager.write_imported(form.card(), onnx_file, models_dir)
+    assert card.bands == ("B02", "B03", "B04", "B08")
+    assert models.resolve("bare-net", models_dir)[0].cloud_channels == (1,)
+    form.bands.setText("B02, B99")
+    with pytest.raises(ValueError, match="B99"):
+        form.card()
