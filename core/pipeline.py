@@ -214,6 +214,7 @@ class _ProbabilityWriter:
         self.targets = {}
 
 
+@limited_block_cache()  # also while warping coarse results back onto the 10 m grid
 def compute_probabilities(request: ProbabilityRequest, outputs: ProbabilityOutputs,
                           feedback: Feedback | None = None) -> RunReport:
     """Write the requested probability rasters (final paths; callers make them atomic)."""
@@ -418,6 +419,16 @@ def _thresholds(request: ImproveRequest, report: RunReport) -> mg.MergeSettings:
     return replace(request.settings, cloud_threshold=float(cloud), shadow_threshold=float(shadow))
 
 
+def _require_distinct(outputs: list[str]) -> None:
+    """Two outputs on one path: the later rename would silently replace the earlier output."""
+    seen: dict[str, str] = {}
+    for path in outputs:
+        key = os.path.normcase(os.path.abspath(path))
+        if key in seen:
+            raise RasterError(f"Two outputs are the same file '{path}'. Give each output its own path.")
+        seen[key] = path
+
+
 def improve(request: ImproveRequest, feedback: Feedback | None = None) -> RunReport:
     """The seed workflow: probabilities in one pass, thresholds, merge with the product mask."""
     feedback = feedback or Feedback()
@@ -431,6 +442,7 @@ def improve(request: ImproveRequest, feedback: Feedback | None = None) -> RunRep
     finals = [request.mask] + [p for p in vars(request.outputs).values() if p]
     for path in finals:
         check_destination(path, inputs)
+    _require_distinct(finals)
     info, _ = _read_inputs(prob)
     level = processing_level(info)
     if not prob.cloud_models:

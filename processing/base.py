@@ -143,7 +143,7 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         if isinstance(definition, QgsProcessingParameterNumber):
             return _number_problem(label, value, definition.minimum(), definition.maximum())
         if isinstance(definition, QgsProcessingParameterRasterLayer) and isinstance(value, str) \
-                and self.parameterAsRasterLayer(parameters, name, context) is None:
+                and not safe.is_product(value) and self.parameterAsRasterLayer(parameters, name, context) is None:
             return (f"{label}: '{value}' cannot be opened as a raster. Choose a raster layer or a raster "
                     "file GDAL can read (GeoTIFF, JP2, VRT ...).")
         return ""

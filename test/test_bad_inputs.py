@@ -350,6 +350,8 @@ CASES = [
          keep=("MASK",)),
     Case("output-is-the-product-mask", "improvecloudmask", same_as_product, ("is also an input",),
          keep=("MASK",)),
+    Case("two-outputs-on-one-path", "improvecloudmask",
+         lambda t: improve(t, CLOUD_PROBABILITY=out(t)), ("Two outputs are the same file", "its own path")),
     Case("onnxruntime-missing", "improvecloudmask", improve, ("onnxruntime is not installed", "pip install",
                                                                "--target"), patch=runtime_missing),
     Case("onnxruntime-too-old", "improvecloudmask", improve, ("onnxruntime 1.10.0 is too old", "pip install"),
