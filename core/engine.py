@@ -193,16 +193,23 @@ class Engine:
         # Mirror-pad the columns once for the whole row so that every tile is a slice.
         first = group.cols.starts[0]
         columns = reflect(np.arange(first, group.cols.starts[-1] + group.cols.tile), self.source.width)
-        prepared = {job.key: self._padded(job, data, columns) for job in group.jobs}
+        prepared = {job.key: self._padded(job, data, first, columns) for job in group.jobs}
         return None, valid, start, prepared  # the raw strip is not needed any more: free it now
 
-    def _padded(self, job: Job, data: np.ndarray, columns: np.ndarray) -> np.ndarray:
-        """The job's bands over ``columns``, scaled: built band by band straight into the
-        float32 array the tiles are cut from, so a full-width row costs one such array
-        and no uint16 copies (this is most of the engine's memory on a full tile)."""
+    def _padded(self, job: Job, data: np.ndarray, first: int, columns: np.ndarray) -> np.ndarray:
+        """The job's bands over ``columns`` (raster columns ``first``, ``first + 1``, ...
+        mirrored past the edges), scaled: built band by band straight into the float32
+        array the tiles are cut from, so a full-width row costs one such array and no
+        uint16 copies. The inside is copied as a slice (gathering every column was most
+        of the reader's time); only the mirrored margins are gathered."""
         x = np.empty((len(job.bands), data.shape[1], len(columns)), dtype=np.float32)
+        lo = max(0, -first)
+        hi = max(lo, min(len(columns), self.source.width - first))
         for k, band in enumerate(job.bands):
-            x[k] = data[band][:, columns]
+            rows = data[band]
+            x[k, :, lo:hi] = rows[:, first + lo:first + hi]
+            x[k, :, :lo] = rows[:, columns[:lo]]
+            x[k, :, hi:] = rows[:, columns[hi:]]
         return preprocess(job.model.card, x, self.offset, in_place=True)
 
     def _next_row(self, group: _Group) -> tuple[np.ndarray | None, np.ndarray, int, dict[str, np.ndarray]]:
