@@ -32,7 +32,7 @@ class Cancelled(RuntimeError):
 
 @dataclass(frozen=True)
 class EngineSettings:
-    window_rows: int = 512
+    window_rows: int = 256
     # Tiles per onnxruntime call. On CPU the time per tile hardly changes from 1 to 8
     # (measured: scripts/bench.py); 4 keeps the batch (4 x 6 x 256 x 256 float32, 6 MB)
     # small and a tile row of the ukis grid (54 tiles on a full S2 tile) evenly split.

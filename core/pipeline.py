@@ -49,7 +49,7 @@ class ProbabilityRequest:
     resolution: float = 0.0
     provider: str = "auto"
     in_memory: bool = False
-    window_rows: int = 512
+    window_rows: int = 256
     batch_size: int = 4
     threads: int = 0  # onnxruntime intra-op threads; 0: one per CPU
 
@@ -317,7 +317,7 @@ class MergeRequest:
     shadow_probability: str | None
     product_mask: str | None
     settings: mg.MergeSettings
-    window_rows: int = 512
+    window_rows: int = 256
 
 
 @limited_block_cache()  # bounded memory on a full tile: see core/raster.py

@@ -45,6 +45,7 @@ CACHE = ROOT / "bench" / "cache"
 RESULTS = ROOT / "out" / "bench"
 MODEL = "ukis-6b-l2a"
 FULL_TILE = 10980
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # headless, as under make
 
 # The plugin is imported under its installed name, from the plugins folder that
 # setup links to this checkout (the repository root itself must not be on
