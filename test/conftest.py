@@ -59,3 +59,16 @@ deps.ensure_on_path()
 def plugin_dir():
     """The plugins folder that holds ``cloud_mask_improver`` (for QGIS_PLUGINPATH)."""
     return PLUGINS_DIR
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_app, qgis_processing):
+    """The cloudmask provider, registered for a test module."""
+    from cloud_mask_improver.processing.provider import CloudMaskProvider
+    registry = QgsApplication.processingRegistry()
+    if registry.providerById("cloudmask") is not None:
+        registry.removeProvider("cloudmask")
+    provider = CloudMaskProvider()  # kept referenced: QGIS does not own Python providers
+    assert registry.addProvider(provider)
+    yield provider
+    registry.removeProvider("cloudmask")

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from onnx_models import conv1x1_model, write_card
-from qgis.core import QgsApplication
 
 TINY_BANDS = ["B02", "B03", "B04", "B08"]
 # Per-pixel 4-band -> 3-class logits (clear, cloud, shadow): bright pixels are cloud,
@@ -52,19 +51,7 @@ def tiny_scene(rows: int, cols: int, seed: int = 0) -> np.ndarray:
 
 
 # Fixtures are named by ``name=`` so that test modules import them without shadowing
-# the argument name (import ``provider_fixture`` and ask for ``provider``).
-@pytest.fixture(scope="module", name="provider")
-def provider_fixture(qgis_app, qgis_processing):
-    from cloud_mask_improver.processing.provider import CloudMaskProvider
-    registry = QgsApplication.processingRegistry()
-    if registry.providerById("cloudmask") is not None:
-        registry.removeProvider("cloudmask")
-    provider = CloudMaskProvider()  # kept referenced: QGIS does not own Python providers
-    assert registry.addProvider(provider)
-    yield provider
-    registry.removeProvider("cloudmask")
-
-
+# the argument name.
 @pytest.fixture(autouse=True, name="collect_qgis_objects")
 def collect_qgis_objects_fixture():
     """A refused run leaves a cycle (exception -> traceback -> frames -> the QGIS context

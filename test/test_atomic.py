@@ -16,7 +16,6 @@ from reliability import (  # noqa: F401  (fixtures)
     assert_tiny_mask,
     collect_qgis_objects_fixture,
     leftovers,
-    provider_fixture,
     system_tmp_fixture,
     tiny_model,
     tiny_scene,

@@ -12,7 +12,7 @@ from osgeo import gdal
 from qgis.core import QgsApplication, QgsProcessingAlgRunnerTask, QgsProcessingContext, QgsProcessingFeedback
 from qgis.PyQt.QtCore import QCoreApplication, QThreadPool
 from rasters import read
-from reliability import collect_qgis_objects_fixture, provider_fixture  # noqa: F401  (fixtures)
+from reliability import collect_qgis_objects_fixture  # noqa: F401  (fixture)
 from samples import L1C_STACK, model_file, require
 
 from cloud_mask_improver.core import inference, pipeline

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 from rasters import read
-from reliability import collect_qgis_objects_fixture, provider_fixture  # noqa: F401  (fixtures)
+from reliability import collect_qgis_objects_fixture  # noqa: F401  (fixture)
 from samples import L1C_STACK, PRODUCT_MASK, model_file, require
 
 from cloud_mask_improver.core import merge as mg

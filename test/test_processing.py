@@ -9,24 +9,12 @@ import subprocess
 import numpy as np
 import pytest
 from osgeo import gdal
-from qgis.core import QgsApplication, QgsProcessingException
+from qgis.core import QgsProcessingException
 from rasters import random_scene, read, write_raster
 from samples import L1C_STACK, PRODUCT_MASK, model_file, require
 
 SAMPLE_PARAMS = {"CLOUD_MODEL": "ukis-6b-l1c", "SHADOW_MODEL": "ukis-6b-l1c",
                  "CLOUD_THR": 0.5, "SHADOW_THR": 0.5}
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_app, qgis_processing):
-    from cloud_mask_improver.processing.provider import CloudMaskProvider
-    registry = QgsApplication.processingRegistry()
-    if registry.providerById("cloudmask") is not None:
-        registry.removeProvider("cloudmask")
-    provider = CloudMaskProvider()  # kept referenced: QGIS does not own Python providers
-    assert registry.addProvider(provider)
-    yield provider
-    registry.removeProvider("cloudmask")
 
 
 def run(alg, params):

@@ -5,7 +5,7 @@ test/s2_product.py from the real sample scene (no download)."""
 import numpy as np
 import pytest
 from osgeo import gdal
-from qgis.core import QgsApplication, QgsProcessingException, QgsRasterLayer
+from qgis.core import QgsProcessingException, QgsRasterLayer
 from rasters import read
 from s2_product import OFFSET, build_product, downsample, scl_20m
 from samples import model_file
@@ -23,18 +23,6 @@ def products(tmp_path_factory):
             "old": build_product(folder, "L2A", "02.14", zipped=False),
             "l1c": build_product(folder, "L1C", "04.00", zipped=False),
             "l1c_old": build_product(folder, "L1C", "02.14", zipped=False)}
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_app, qgis_processing):
-    from cloud_mask_improver.processing.provider import CloudMaskProvider
-    registry = QgsApplication.processingRegistry()
-    if registry.providerById("cloudmask") is not None:
-        registry.removeProvider("cloudmask")
-    provider = CloudMaskProvider()  # kept referenced: QGIS does not own Python providers
-    assert registry.addProvider(provider)
-    yield provider
-    registry.removeProvider("cloudmask")
 
 
 def run(alg, params):

@@ -10,7 +10,7 @@ import os
 
 from osgeo import gdal
 from rasters import read
-from reliability import collect_qgis_objects_fixture, provider_fixture  # noqa: F401  (fixtures)
+from reliability import collect_qgis_objects_fixture  # noqa: F401  (fixture)
 from samples import L1C_STACK, PRODUCT_MASK, model_file, require
 
 MODEL = "ukis-6b-l1c"

@@ -16,7 +16,6 @@ from qgis.core import (
 from samples import L1C_STACK, PRODUCT_MASK, require
 
 from cloud_mask_improver.core import models
-from cloud_mask_improver.processing.provider import CloudMaskProvider
 from cloud_mask_improver.ui import improve_dialog
 from cloud_mask_improver.ui.improve_dialog import ImproveDialog
 
@@ -28,16 +27,6 @@ def fresh_settings():
     QgsSettings().remove("cloud_mask_improver/dialog")
     yield
     QgsSettings().remove("cloud_mask_improver/dialog")
-
-
-@pytest.fixture
-def provider(qgis_app):
-    registry = QgsApplication.processingRegistry()
-    registry.removeProvider("cloudmask")
-    ours = CloudMaskProvider()
-    assert registry.addProvider(ours)
-    yield ours
-    registry.removeProvider(ours)
 
 
 @pytest.fixture

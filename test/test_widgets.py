@@ -7,7 +7,6 @@ from qgis.core import QgsApplication, QgsProcessingContext, QgsProject, QgsRaste
 from samples import L1C_STACK, require
 
 from cloud_mask_improver.core import models
-from cloud_mask_improver.processing.provider import CloudMaskProvider
 from cloud_mask_improver.ui.processing_wrappers import BandsWrapper, ModelListWrapper, ModelWrapper
 from cloud_mask_improver.ui.widgets import BandMapping, ModelChecklist, ModelCombo
 
@@ -20,16 +19,6 @@ PICKERS = {
     "cloudmask:ensemblecloudprobability": {"MODEL_PATHS": ModelListWrapper, "BANDS": BandsWrapper},
     "cloudmask:shadowprobability": {"MODEL_PATH": ModelWrapper, "BANDS": BandsWrapper},
 }
-
-
-@pytest.fixture
-def provider(qgis_app):
-    registry = QgsApplication.processingRegistry()
-    registry.removeProvider("cloudmask")
-    ours = CloudMaskProvider()
-    assert registry.addProvider(ours)
-    yield ours
-    registry.removeProvider(ours)
 
 
 @pytest.fixture
