@@ -60,6 +60,14 @@ class ProbabilityOutputs:
     shadow: str | None = None
     uncertainty: str | None = None
 
+    def paths(self) -> tuple[str | None, str | None, str | None]:
+        return self.cloud, self.shadow, self.uncertainty
+
+    def in_folder(self, folder: str) -> ProbabilityOutputs:
+        """The same set of outputs, as files in ``folder``."""
+        names = ("cloud.tif", "shadow.tif", "uncertainty.tif")
+        return ProbabilityOutputs(*(os.path.join(folder, n) if p else None for n, p in zip(names, self.paths())))
+
 
 @dataclass
 class RunReport:
@@ -229,12 +237,12 @@ def compute_probabilities(request: ProbabilityRequest, outputs: ProbabilityOutpu
     with tempfile.TemporaryDirectory(prefix="cloudmask-") as tmp:
         run_info, run_outputs = info, outputs
         if coarse:
+            # The models run on an averaged VRT; their results are warped back below.
             source_path = os.path.join(tmp, "coarse.vrt")
             gdal.Warp(source_path, request.s2_raster, format="VRT", xRes=request.resolution,
                       yRes=request.resolution, resampleAlg="average")
             run_info = raster_info(source_path)
-            run_outputs = ProbabilityOutputs(*(os.path.join(tmp, f"{n}.tif") if p else None
-                                               for n, p in zip(("cloud", "shadow", "unc"), (outputs.cloud, outputs.shadow, outputs.uncertainty))))
+            run_outputs = outputs.in_folder(tmp)
         source = RowSource(source_path, raster_bands, request.window_rows, request.in_memory)
         nodata = [info.nodata[b - 1] for b in raster_bands]
         writer = _ProbabilityWriter(run_info, jobs, run_outputs)
@@ -246,8 +254,7 @@ def compute_probabilities(request: ProbabilityRequest, outputs: ProbabilityOutpu
             writer.close()
             source.close()
         if coarse:
-            for coarse_path, final in zip((run_outputs.cloud, run_outputs.shadow, run_outputs.uncertainty),
-                                          (outputs.cloud, outputs.shadow, outputs.uncertainty)):
+            for coarse_path, final in zip(run_outputs.paths(), outputs.paths()):
                 if final:
                     _to_grid(coarse_path, info, final, "bilinear")
     return report
@@ -439,7 +446,7 @@ def improve(request: ImproveRequest, feedback: Feedback | None = None) -> RunRep
                              "between 0 and 1, or leave it empty for the model's recommended value.")
     prob = request.probability
     inputs = [prob.s2_raster, request.product_mask or ""]
-    finals = [request.mask] + [p for p in vars(request.outputs).values() if p]
+    finals = [request.mask] + [p for p in request.outputs.paths() if p]
     for path in finals:
         check_destination(path, inputs)
     _require_distinct(finals)
@@ -471,7 +478,7 @@ def improve(request: ImproveRequest, feedback: Feedback | None = None) -> RunRep
 
 def _staged(finals: ProbabilityOutputs, pending: list) -> ProbabilityOutputs:
     staged = []
-    for final in (finals.cloud, finals.shadow, finals.uncertainty):
+    for final in finals.paths():
         if final:
             pending.append((partial_path(final), final))
             staged.append(pending[-1][0])
@@ -483,7 +490,7 @@ def _staged(finals: ProbabilityOutputs, pending: list) -> ProbabilityOutputs:
 def probabilities(request: ProbabilityRequest, outputs: ProbabilityOutputs,
                   feedback: Feedback | None = None) -> RunReport:
     """Cloud and/or shadow probability rasters, written atomically."""
-    for path in (outputs.cloud, outputs.shadow, outputs.uncertainty):
+    for path in outputs.paths():
         if path:
             check_destination(path, [request.s2_raster])
     with atomic_outputs() as pending:
