@@ -324,7 +324,7 @@ class MergeRequest:
     shadow_probability: str | None
     product_mask: str | None
     settings: mg.MergeSettings
-    window_rows: int = 256
+    window_rows: int = 128  # full-width float windows: the merge's share of memory
 
 
 @limited_block_cache()  # bounded memory on a full tile: see core/raster.py
@@ -469,7 +469,7 @@ def improve(request: ImproveRequest, feedback: Feedback | None = None) -> RunRep
         report = compute_probabilities(prob, outputs, _Stage(feedback, 0.0, 0.9))
         settings = _thresholds(request, report)
         mask_tmp = target(request.mask, "mask")
-        merge = MergeRequest(outputs.cloud, outputs.shadow, request.product_mask, settings, prob.window_rows)
+        merge = MergeRequest(outputs.cloud, outputs.shadow, request.product_mask, settings)
         fractions = merge_to_mask(merge, mask_tmp, _Stage(feedback, 0.9, 1.0))
     report.fractions = fractions.as_dict()
     report.valid_pixels = fractions.valid

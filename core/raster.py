@@ -96,13 +96,15 @@ class RowSource:
         self.height = self.ds.RasterYSize
         self.window_rows = self.height if in_memory else max(1, window_rows)
         self._lo = 0
-        self._block = np.empty((len(bands), 0, self.width), dtype=self._dtype())
+        self.dtype = self._dtype()
+        self._block = np.empty((len(bands), 0, self.width), dtype=self.dtype)
 
     def _dtype(self):
         code = self.ds.GetRasterBand(1).DataType
         return np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(code))
 
     def _read(self, lo: int, hi: int) -> np.ndarray:
+        # All bands in one call: pixel-interleaved files decompress each block once.
         gdal.ErrorReset()
         data = self.ds.ReadAsArray(0, lo, self.width, hi - lo, band_list=self.bands)
         if data is None:
@@ -116,11 +118,14 @@ class RowSource:
             new_hi = min(self.height, max(hi, lo + self.window_rows))
             keep_lo, keep_hi = max(lo, self._lo), min(new_hi, cached_hi)
             if keep_lo < keep_hi and keep_lo == lo:
-                parts = [self._block[:, keep_lo - self._lo:keep_hi - self._lo]]
+                block = np.empty((len(self.bands), new_hi - lo, self.width), self.dtype)
+                block[:, :keep_hi - lo] = self._block[:, keep_lo - self._lo:keep_hi - self._lo]
+                self._block = None  # free the old rows before reading the new ones
                 if keep_hi < new_hi:
-                    parts.append(self._read(keep_hi, new_hi))
-                self._block = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+                    block[:, keep_hi - lo:] = self._read(keep_hi, new_hi)
+                self._block = block
             else:
+                self._block = None
                 self._block = self._read(lo, new_hi)
             self._lo = lo
         return self._block[:, lo - self._lo:hi - self._lo]
