@@ -1,26 +1,41 @@
-"""The seed workflow as a graphical-modeler model (built by scripts/build_model.py).
+"""The shipped graphical-modeler models (built by scripts/build_model.py and
+scripts/build_product_model.py).
 
-Exposed by the provider so users can run it, or open it in the modeler to edit
-and save their own copy.
+Exposed by the provider so users can run them, or open them in the modeler to
+edit and save their own copy.
 """
 
 import os
 
 from qgis.core import QgsProcessingModelAlgorithm
 
-MODEL_FILE = os.path.join(os.path.dirname(__file__), "models", "improve_cloud_mask.model3")
+MODELS_DIR = os.path.join(os.path.dirname(__file__), "models")
 
 
-class SeedWorkflowModel(QgsProcessingModelAlgorithm):
+class ShippedModel(QgsProcessingModelAlgorithm):
+    """A .model3 from processing/models with a stable id and title."""
+
+    file = ""
+    model_id = ""
+    title = ""
+
     def __init__(self):
         super().__init__()
-        self.fromFile(MODEL_FILE)
+        self.fromFile(os.path.join(MODELS_DIR, self.file))
 
     def name(self):
-        return "improvecloudmaskmodel"
+        return self.model_id
 
     def displayName(self):
-        return "Improve cloud mask (model)"
+        return self.title
 
     def createInstance(self):
-        return SeedWorkflowModel()
+        return type(self)()
+
+
+class SeedWorkflowModel(ShippedModel):
+    """The seed workflow improve_cloud_mask, from the atomic algorithms."""
+
+    file = "improve_cloud_mask.model3"
+    model_id = "improvecloudmaskmodel"
+    title = "Improve cloud mask (model)"
