@@ -15,8 +15,10 @@ Two details make the converted file a faithful, pinnable copy:
   takes, all at reflectance > 1). Rounding
   every threshold *down* to the largest float32 not above it makes
   ``x <= t32`` equal ``x <= threshold`` for every float32 ``x``.
-* The graph name is fixed (onnxmltools otherwise uses a random UUID), so two
-  conversions give byte-identical files and a model card can pin the sha256.
+* The graph name is fixed (onnxmltools otherwise uses a random UUID) and the
+  opset domains are sorted (onnxmltools lists them in set order, which changes
+  with Python's hash seed), so two conversions give byte-identical files and a
+  model card can pin the sha256.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ def lightgbm_text_to_onnx(model_txt: Path, onnx_out: Path, n_features: int = 10)
     _round_thresholds_down(ensemble, dump["tree_info"])
     _drop_attribute(ensemble, "nodes_hitrates")
     _name_batch_dimension(model)
+    sort_opsets(model)
     _check(model)
     _write_atomically(model.SerializeToString(), Path(onnx_out))
 
@@ -87,6 +90,14 @@ def float32_at_most(value: float) -> float:
     if float(nearest) > value:
         nearest = np.nextafter(nearest, np.float32(-np.inf))
     return float(nearest)
+
+
+def sort_opsets(model: Any) -> None:
+    """Put the model's opset imports in domain order, whatever order they came in."""
+    ordered = sorted((o.domain, o.version) for o in model.opset_import)
+    del model.opset_import[:]
+    for domain, version in ordered:
+        model.opset_import.add(domain=domain, version=version)
 
 
 def _converter_modules() -> tuple[Any, Any, Any]:

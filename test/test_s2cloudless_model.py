@@ -214,3 +214,16 @@ def test_float32_at_most(value: float) -> None:
     with np.errstate(over="ignore"):
         above = float(np.nextafter(np.float32(below), np.float32(np.inf)))
     assert above > value or (math.isinf(below) and below > 0)
+
+
+def test_opset_order_does_not_depend_on_the_converter():
+    """onnxmltools lists opset domains in set order (it varies with the hash seed):
+    the converter sorts them so the pinned sha256 holds on every run."""
+    from onnx import helper
+
+    from core.convert_lightgbm import sort_opsets
+    graph = helper.make_graph([], "g", [], [])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("ai.onnx.ml", 1),
+                                                    helper.make_opsetid("", 9)])
+    sort_opsets(model)
+    assert [(o.domain, o.version) for o in model.opset_import] == [("", 9), ("ai.onnx.ml", 1)]
