@@ -9,7 +9,7 @@ outputs into cloud and shadow probabilities, and the file's sha256.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .bands import ALL_BANDS
@@ -180,12 +180,7 @@ def load_card(path: Path) -> ModelCard:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CardError(f"Cannot read model card {path}: {err}. Fix or replace the card.") from err
     card = parse_card(data, str(path))
-    return _with_path(card, Path(path))
-
-
-def _with_path(card: ModelCard, path: Path) -> ModelCard:
-    from dataclasses import replace
-    return replace(card, path=path)
+    return replace(card, path=Path(path))
 
 
 def card_to_json(card: ModelCard) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from osgeo import gdal, osr
@@ -18,7 +18,7 @@ from . import bands as band_names
 from . import deps, models
 from . import merge as mg
 from .cards import ModelCard
-from .engine import Engine, EngineSettings, Feedback, Job
+from .engine import Cancelled, Engine, EngineSettings, Feedback, Job
 from .inference import ModelError, load_model
 from .raster import (
     PROBABILITY_NODATA,
@@ -36,7 +36,7 @@ from .raster import (
     set_categories,
 )
 
-LEVEL_KEYS = ("PROCESSING_LEVEL", "PRODUCT_TYPE", "PROCESSING_LEVEL_L2A")
+LEVEL_KEYS = ("PROCESSING_LEVEL", "PRODUCT_TYPE")
 OFFSET_KEYS = ("BOA_ADD_OFFSET", "RADIO_ADD_OFFSET")
 
 
@@ -374,7 +374,6 @@ def merge_to_mask(request: MergeRequest, mask_path: str, feedback: Feedback | No
             fractions.add(mask, request.settings.output_mode)
             feedback.progress(hi / grid.height)
             if feedback.cancelled():
-                from .engine import Cancelled
                 raise Cancelled("Cancelled by the user.")
         names = mg.CATEGORY_NAMES if request.settings.output_mode == "categorical" else mg.BINARY_CATEGORY_NAMES
         colours = mg.CATEGORY_COLOURS if request.settings.output_mode == "categorical" else mg.BINARY_CATEGORY_COLOURS
@@ -412,7 +411,6 @@ class ImproveRequest:
 
 def _thresholds(request: ImproveRequest, report: RunReport) -> mg.MergeSettings:
     """Unset thresholds take the model cards' recommended values."""
-    from dataclasses import replace
     cloud, shadow = request.cloud_threshold, request.shadow_threshold
     if cloud is None:
         values = [report.cards[m].cloud_threshold for m in report.cloud_models]

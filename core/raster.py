@@ -13,7 +13,6 @@ import tempfile
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from osgeo import gdal, gdal_array
@@ -264,7 +263,3 @@ def set_categories(ds: gdal.Dataset, names: dict[int, str], colours: dict[int, t
     band.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
     top = max(names)
     band.SetRasterCategoryNames([names.get(i, "") for i in range(top + 1)])
-
-
-def as_path(value) -> str:
-    return str(Path(value)) if value else ""

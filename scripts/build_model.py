@@ -32,10 +32,10 @@ def param(model, definition, x, y):
     model.parameterComponent(definition.name()).setPosition(QPointF(x, y))
 
 
-def child(model, algorithm_id, child_id, sources, x, y):
+def child(algorithm_id, child_id, description, sources, x, y):
     step = QgsProcessingModelChildAlgorithm(algorithm_id)
     step.setChildId(child_id)
-    step.setDescription(child_id.capitalize())
+    step.setDescription(description)
     step.setPosition(QPointF(x, y))
     for name, source in sources.items():
         step.addParameterSources(name, [source])
@@ -56,15 +56,15 @@ def build() -> QgsProcessingModelAlgorithm:
     param(model, QgsProcessingParameterString("CLOUD_MODEL", "Cloud model", optional=True), 300, 60)
     param(model, QgsProcessingParameterString("SHADOW_MODEL", "Shadow model", optional=True), 340, 120)
     src = QgsProcessingModelChildParameterSource
-    cloud = child(model, "cloudmask:cloudprobability", "cloud", {
+    cloud = child("cloudmask:cloudprobability", "cloud", "Cloud", {
         "SENTINEL_RASTER": src.fromModelParameter("S2_RASTER"),
         "MODEL_PATH": src.fromModelParameter("CLOUD_MODEL"),
         "IN_MEMORY": src.fromStaticValue(False)}, 200, 240)
-    shadow = child(model, "cloudmask:shadowprobability", "shadow", {
+    shadow = child("cloudmask:shadowprobability", "shadow", "Shadow", {
         "SENTINEL_RASTER": src.fromModelParameter("S2_RASTER"),
         "MODEL_PATH": src.fromModelParameter("SHADOW_MODEL"),
         "IN_MEMORY": src.fromStaticValue(False)}, 500, 240)
-    merge = child(model, "cloudmask:mergecloudmasks", "merge", {
+    merge = child("cloudmask:mergecloudmasks", "merge", "Merge", {
         "CLOUD_PROBABILITY": src.fromChildOutput("cloud", "CLOUD_PROBABILITY"),
         "SHADOW_PROBABILITY": src.fromChildOutput("shadow", "SHADOW_PROBABILITY"),
         "PRODUCT_MASK": src.fromModelParameter("PRODUCT_MASK"),
@@ -79,18 +79,22 @@ def build() -> QgsProcessingModelAlgorithm:
     return model
 
 
-def main() -> int:
+def save(build_model, name: str, out: Path) -> int:
+    """Build a model inside a QGIS application and write it as .model3."""
     app = QgsApplication([], False)
     app.initQgis()
-    sys.path.insert(0, str(ROOT.parent))
-    model = build()
-    model.setName("Improve cloud mask (model)")
+    model = build_model()
+    model.setName(name)
     model.setGroup("")
-    if not model.toFile(str(OUT)):
-        print("could not write", OUT)
+    if not model.toFile(str(out)):
+        print("could not write", out)
         return 1
-    print(OUT)
+    print(out)
     return 0
+
+
+def main() -> int:
+    return save(build, "Improve cloud mask (model)", OUT)
 
 
 if __name__ == "__main__":

@@ -14,36 +14,18 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "processing" / "models" / "improve_from_product.model3"
 NAME = "Improve cloud mask from product (model)"
 
+from build_model import child, param, save  # the script beside this one
 from qgis.core import (
-    QgsApplication,
     QgsProcessingModelAlgorithm,
-    QgsProcessingModelChildAlgorithm,
     QgsProcessingModelChildParameterSource,
     QgsProcessingModelOutput,
-    QgsProcessingModelParameter,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
 )
-from qgis.PyQt.QtCore import QPointF
 
 SCL_KIND = 1  # index of "scl" in PRODUCT_MASK_KIND (core.merge.PRODUCT_KINDS)
-
-
-def param(model, definition, x, y):
-    model.addModelParameter(definition, QgsProcessingModelParameter(definition.name()))
-    model.parameterComponent(definition.name()).setPosition(QPointF(x, y))
-
-
-def child(algorithm_id, child_id, description, sources, x, y):
-    step = QgsProcessingModelChildAlgorithm(algorithm_id)
-    step.setChildId(child_id)
-    step.setDescription(description)
-    step.setPosition(QPointF(x, y))
-    for name, source in sources.items():
-        step.addParameterSources(name, [source])
-    return step
 
 
 def build() -> QgsProcessingModelAlgorithm:
@@ -93,16 +75,7 @@ def build() -> QgsProcessingModelAlgorithm:
 
 
 def main() -> int:
-    app = QgsApplication([], False)
-    app.initQgis()
-    model = build()
-    model.setName(NAME)
-    model.setGroup("")
-    if not model.toFile(str(OUT)):
-        print("could not write", OUT)
-        return 1
-    print(OUT)
-    return 0
+    return save(build, NAME, OUT)
 
 
 if __name__ == "__main__":

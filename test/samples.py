@@ -1,6 +1,8 @@
 """Paths of the real sample scene and installed models (made by ``make setup``)."""
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -24,3 +26,12 @@ def model_file(model_id: str) -> Path:
     path = home.models_dir() / f"{model_id}.onnx"
     require(path)
     return path
+
+
+def load_fetch_sample() -> ModuleType:
+    """test/data/fetch_sample.py, imported by path (``test`` clashes with the stdlib package)."""
+    spec = importlib.util.spec_from_file_location("fetch_sample", SAMPLE.parent / "fetch_sample.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -9,7 +9,6 @@ conversion must also be byte-for-byte reproducible.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
@@ -37,18 +36,10 @@ MODEL_BANDS = [0, 1, 3, 4, 7, 8, 9, 10, 11, 12]
 TOLERANCE = 1e-4
 INSTALLED = "s2cloudless-l1c.onnx"
 
+from samples import load_fetch_sample
+
 ROOT = Path(__file__).resolve().parents[1]
 CARD = ROOT / "models" / "s2cloudless-l1c.json"
-
-
-def _load_fetch_sample() -> ModuleType:
-    """Import test/data/fetch_sample.py by path (``test`` clashes with the stdlib package)."""
-    spec = importlib.util.spec_from_file_location(
-        "fetch_sample", ROOT / "test" / "data" / "fetch_sample.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _fetched(what: str, fetch: Any) -> Any:
@@ -66,7 +57,7 @@ def ort() -> ModuleType:
 
 @pytest.fixture(scope="module")
 def sample() -> dict[str, Path]:
-    return _fetched("sample scene", _load_fetch_sample().ensure_sample)
+    return _fetched("sample scene", load_fetch_sample().ensure_sample)
 
 
 @pytest.fixture(scope="module")

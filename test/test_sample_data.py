@@ -7,10 +7,8 @@ skew all of them.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -20,22 +18,11 @@ from osgeo import gdal, osr
 # when conftest already added it).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from samples import load_fetch_sample
+
 from core.fetch import FetchError
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load_fetch_sample() -> ModuleType:
-    """Import test/data/fetch_sample.py by path (``test`` clashes with the stdlib package)."""
-    spec = importlib.util.spec_from_file_location(
-        "fetch_sample", ROOT / "test" / "data" / "fetch_sample.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fetch_sample = _load_fetch_sample()
+fetch_sample = load_fetch_sample()
 
 
 @pytest.fixture(scope="module")

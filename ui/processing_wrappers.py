@@ -50,17 +50,9 @@ class ModelWrapper(WidgetWrapper):
         return self.widget.value()
 
 
-class ModelListWrapper(WidgetWrapper):
-    """CLOUD_MODELS, MODEL_PATHS: a checkable list (a text field in the batch table)."""
-
-    def createWidget(self, **kwargs):
-        if self.dialogType == DIALOG_BATCH:
-            return QLineEdit()
-        widget = ModelChecklist(installed_cards(shadow=False))
-        widget.setMaximumHeight(120)
-        widget.setToolTip("Tick the ensemble's members; none ticked: every installed cloud model "
-                          "of the raster's processing level.")
-        return widget
+class _TextFallbackWrapper(WidgetWrapper):
+    """A picker that falls back to a plain text field where it cannot work (the batch
+    table, the modeler); either way the value is a plain string."""
 
     def setValue(self, value):
         if isinstance(self.widget, QLineEdit):
@@ -72,7 +64,20 @@ class ModelListWrapper(WidgetWrapper):
         return self.widget.text() if isinstance(self.widget, QLineEdit) else self.widget.value()
 
 
-class BandsWrapper(WidgetWrapper):
+class ModelListWrapper(_TextFallbackWrapper):
+    """CLOUD_MODELS, MODEL_PATHS: a checkable list (a text field in the batch table)."""
+
+    def createWidget(self, **kwargs):
+        if self.dialogType == DIALOG_BATCH:
+            return QLineEdit()
+        widget = ModelChecklist(installed_cards(shadow=False))
+        widget.setMaximumHeight(120)
+        widget.setToolTip("Tick the ensemble's members; none ticked: every installed cloud model "
+                          "of the raster's processing level.")
+        return widget
+
+
+class BandsWrapper(_TextFallbackWrapper):
     """BANDS: the band-mapping table, filled from the raster chosen in the same dialog."""
 
     def createWidget(self, **kwargs):
@@ -92,15 +97,6 @@ class BandsWrapper(WidgetWrapper):
     def _raster_changed(self, wrapper):
         if isinstance(self.widget, BandMapping):
             self.widget.set_raster_bands(raster_descriptions(wrapper.parameterValue()))
-
-    def setValue(self, value):
-        if isinstance(self.widget, QLineEdit):
-            self.widget.setText(_text(value))
-        else:
-            self.widget.setValue(_text(value))
-
-    def value(self):
-        return self.widget.text() if isinstance(self.widget, QLineEdit) else self.widget.value()
 
 
 def raster_descriptions(value) -> list[str]:
