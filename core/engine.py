@@ -4,7 +4,12 @@ Models that share a tile grid (scheme, tile, overlap) share the tile cutting;
 each network runs once per tile even when it gives both cloud and shadow.
 Rows are read through a ``RowSource`` cache and finished rows are handed to a
 sink as soon as no later tile can change them, so memory is bounded by the
-window and tile sizes (times the raster width), never by the raster height.
+window and tile sizes, never by the raster height. A wide raster is processed
+in column stripes (at most ``stripe_cols`` wide, split at a tile column), so
+memory does not grow with the width either: a full Sentinel-2 tile runs as
+three stripes. The tile in front of a split is the only one reaching into the
+next stripe; what it adds there is kept per tile row and added back in the next
+stripe in the same order, so the results equal an unsplit run bit for bit.
 
 Speed: onnxruntime is the floor, so everything else is kept off its path. One
 background thread reads and scales the next tile row of each grid while the
@@ -23,7 +28,7 @@ import numpy as np
 
 from .inference import LoadedModel, preprocess, run
 from .raster import RowSource, limited_block_cache
-from .tiling import AxisPlan, plan_axis, reflect
+from .tiling import AxisPlan, plan_axis, reflect, stripe_bounds
 
 
 class Cancelled(RuntimeError):
@@ -39,6 +44,11 @@ class EngineSettings:
     batch_size: int = 4
     pixel_batch: int = 1 << 18
     in_memory: bool = False
+    # Columns per stripe. Peak memory grows with it (about 30 KB per column with the
+    # default model); 4096 keeps a full tile within 20 % of a quarter tile's peak
+    # (scripts/bench.py, figure 3) and costs one extra read of the source columns under
+    # each split (two on a full tile). IN_MEMORY runs are one stripe.
+    stripe_cols: int = 4096
 
 
 @dataclass
@@ -68,6 +78,7 @@ class Feedback:
         return False
 
 
+# sink(first_row, first_col, {output: rows x cols}): finished pixels, in row order within a stripe.
 Sink = Callable[[int, int, dict[str, np.ndarray]], None]
 
 
@@ -84,6 +95,16 @@ class _Group:
     # Blending weights of the current tile row, per tile column (see Engine._tile_weight).
     weights_key: tuple = ()
     weights: dict[int, np.ndarray] = field(default_factory=dict)
+    # The current stripe: its tile columns, the columns it finishes [x0, x1), and the end
+    # of the columns its tiles touch (past x1 only for the tile in front of the split).
+    tiles: list[int] = field(default_factory=list)
+    x0: int = 0
+    x1: int = 0
+    end: int = 0
+    # What each tile row added past x1 (for the next stripe), and what the previous
+    # stripe's tiles added in front of x0, by tile row: {row: {output or WEIGHT: array}}.
+    carry_out: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+    carry_in: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -92,6 +113,22 @@ class _Group:
     @property
     def pixel(self) -> bool:
         return self.jobs[0].model.card.is_pixel_model
+
+    def start_stripe(self, x0: int, x1: int) -> None:
+        """Forget the previous stripe's rows; what it carried over becomes this one's input."""
+        self.next_row, self.acc_lo, self.done_rows = 0, 0, 0
+        self.acc, self.weight = {}, None
+        self.weights_key, self.weights = (), {}
+        self.carry_in, self.carry_out = self.carry_out, {}
+        self.x0, self.x1 = x0, x1
+        if self.pixel:
+            self.tiles, self.end = [], x1
+            return
+        self.tiles = [j for j in range(len(self.cols)) if x0 <= self.cols.span(j)[0] < x1]
+        self.end = max([x1] + [self.cols.span(j)[1] for j in self.tiles])
+
+
+WEIGHT = ""  # key of the blending weight among the carried arrays
 
 
 class Engine:
@@ -104,7 +141,9 @@ class Engine:
         self.settings = settings or EngineSettings()
         self.feedback = feedback or Feedback()
         self.groups = self._group(jobs)
-        self.total = sum(len(g.rows) * (1 if g.pixel else len(g.cols)) for g in self.groups)
+        self.bounds = self._stripe_bounds()
+        stripes = len(self.bounds) - 1
+        self.total = sum(len(g.rows) * (stripes if g.pixel else len(g.cols)) for g in self.groups)
         self.done = 0
         self._reader: ThreadPoolExecutor | None = None
         self._ahead: dict[int, Future] = {}
@@ -117,6 +156,18 @@ class Engine:
         h, w = self.source.height, self.source.width
         return [_Group(js, plan_axis(h, *grid), plan_axis(w, *grid)) for grid, js in by_grid.items()]
 
+    def _stripe_bounds(self) -> list[int]:
+        width = self.source.width
+        image = [g for g in self.groups if not g.pixel]
+        if self.settings.in_memory or width <= self.settings.stripe_cols:
+            return [0, width]
+        if image:  # split at tile columns of the first grid: only one tile's overlap is carried
+            candidates = [s for s in image[0].cols.starts if s > 0]
+        else:
+            candidates = list(range(256, width, 256))
+        narrowest = max([g.cols.tile for g in image], default=1)
+        return stripe_bounds(width, self.settings.stripe_cols, candidates, narrowest)
+
     def run(self, sink: Sink) -> None:
         """Predict the whole raster, handing finished rows to ``sink`` in order.
 
@@ -127,13 +178,19 @@ class Engine:
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cloudmask-reader")
         try:
             with limited_block_cache():  # outputs are written as they finish, not kept in GDAL's cache
-                self._run(sink)
+                for x0, x1 in zip(self.bounds, self.bounds[1:]):
+                    for group in self.groups:
+                        group.start_stripe(x0, x1)
+                    self.source.window(x0, max(g.end for g in self.groups))
+                    self._run(sink)
         finally:
             self._reader.shutdown(wait=True, cancel_futures=True)
             self._reader = None
             self._ahead = {}
 
     def _run(self, sink: Sink) -> None:
+        """One stripe, top to bottom."""
+        x0 = self.groups[0].x0
         pending: dict[str, list[np.ndarray]] = {}
         frontier = {id(g): 0 for g in self.groups}
         written = 0
@@ -147,10 +204,11 @@ class Engine:
             if ready > written:
                 out = {}
                 for name, parts in pending.items():
+                    parts = [p for p in parts if len(p)]
                     whole = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
                     out[name] = whole[:ready - written]
                     pending[name] = [whole[ready - written:]]
-                sink(written, ready, out)
+                sink(written, x0, out)
                 written = ready
 
     def _check_cancel(self) -> None:
@@ -190,26 +248,27 @@ class Engine:
         data, valid, start = self._strip(group, index)
         if group.pixel:
             return data, valid, start, {}
-        # Mirror-pad the columns once for the whole row so that every tile is a slice.
-        first = group.cols.starts[0]
-        columns = reflect(np.arange(first, group.cols.starts[-1] + group.cols.tile), self.source.width)
-        prepared = {job.key: self._padded(job, data, first, columns) for job in group.jobs}
+        # Mirror-pad the stripe's columns once for the whole row so that every tile is a slice.
+        first = group.cols.starts[group.tiles[0]]
+        columns = reflect(np.arange(first, group.cols.starts[group.tiles[-1]] + group.cols.tile),
+                          self.source.width)
+        prepared = {job.key: self._padded(job, data, first, columns, group.x0) for job in group.jobs}
         return None, valid, start, prepared  # the raw strip is not needed any more: free it now
 
-    def _padded(self, job: Job, data: np.ndarray, first: int, columns: np.ndarray) -> np.ndarray:
+    def _padded(self, job: Job, data: np.ndarray, first: int, columns: np.ndarray, x0: int) -> np.ndarray:
         """The job's bands over ``columns`` (raster columns ``first``, ``first + 1``, ...
-        mirrored past the edges), still as digital numbers: the tiles are cut from it and
-        scaled per batch, so the full-width row read ahead costs half what float32 would.
-        The inside is copied as a slice (gathering every column was most of the reader's
-        time); only the mirrored margins are gathered."""
+        mirrored past the edges; ``data`` starts at raster column ``x0``), still as digital
+        numbers: the tiles are cut from it and scaled per batch, so the row read ahead
+        costs half what float32 would. The inside is copied as a slice (gathering every
+        column was most of the reader's time); only the mirrored margins are gathered."""
         x = np.empty((len(job.bands), data.shape[1], len(columns)), dtype=data.dtype)
         lo = max(0, -first)
         hi = max(lo, min(len(columns), self.source.width - first))
         for k, band in enumerate(job.bands):
             rows = data[band]
-            x[k, :, lo:hi] = rows[:, first + lo:first + hi]
-            x[k, :, :lo] = rows[:, columns[:lo]]
-            x[k, :, hi:] = rows[:, columns[hi:]]
+            x[k, :, lo:hi] = rows[:, first + lo - x0:first + hi - x0]
+            x[k, :, :lo] = rows[:, columns[:lo] - x0]
+            x[k, :, hi:] = rows[:, columns[hi:] - x0]
         return x
 
     def _next_row(self, group: _Group) -> tuple[np.ndarray | None, np.ndarray, int, dict[str, np.ndarray]]:
@@ -228,7 +287,8 @@ class Engine:
         index = group.next_row
         data, valid, start, prepared = self._next_row(group)
         if group.pixel:
-            result = self._pixel_rows(group, data, valid)
+            own = group.x1 - group.x0
+            result = self._pixel_rows(group, data[:, :, :own], valid[:, :own])
         else:
             self._accumulate(group, index, prepared, valid, start)
             result = None
@@ -276,10 +336,12 @@ class Engine:
         key = (index, r_lo, r_hi)
         if group.weights_key != key:
             group.weights_key, group.weights = key, {}
+        a, n = r_lo - group.acc_lo, r_hi - r_lo
+        self._add_carried(group, index, a, n)
         batch: list[int] = []
-        for j, c_start in enumerate(group.cols.starts):
+        for j in group.tiles:
             c_lo, c_hi = group.cols.span(j)
-            if not real_valid[:, c_lo:c_hi].any():
+            if not real_valid[:, c_lo - group.x0:c_hi - group.x0].any():
                 self._tick(1)
                 continue
             batch.append(j)
@@ -288,10 +350,34 @@ class Engine:
                 batch = []
         if batch:
             self._run_batch(group, batch, prepared, start, wr, r_lo, r_hi)
-        a = r_lo - group.acc_lo
+        self._keep_carried(group, index, a, n)
+        own = group.x1 - group.x0
+        invalid = ~real_valid[:, :own]
         for name in group.acc:
-            acc = group.acc[name][a:a + r_hi - r_lo]
-            acc[~real_valid] = np.nan
+            group.acc[name][a:a + n, :own][invalid] = np.nan
+
+    def _add_carried(self, group: _Group, index: int, a: int, n: int) -> None:
+        """Before this stripe's tiles: what the tile in front of the split added to the
+        same rows (in an unsplit run it is added just before them, so the sums agree)."""
+        carried = group.carry_in.pop(index, None)
+        if carried is None:
+            return
+        width = carried[WEIGHT].shape[1]
+        for name, acc in group.acc.items():
+            acc[a:a + n, :width] += carried[name]
+        group.weight[a:a + n, :width] += carried[WEIGHT]
+
+    def _keep_carried(self, group: _Group, index: int, a: int, n: int) -> None:
+        """Move what this tile row added past the split out of the accumulators, for the
+        next stripe (the columns start from zero again for the next tile row)."""
+        own = group.x1 - group.x0
+        if group.end <= group.x1:
+            return
+        kept = {name: acc[a:a + n, own:].copy() for name, acc in group.acc.items()}
+        kept[WEIGHT] = group.weight[a:a + n, own:].copy()
+        group.carry_out[index] = kept
+        for acc in [*group.acc.values(), group.weight]:
+            acc[a:a + n, own:] = 0
 
     def _tile_weight(self, group: _Group, j: int, wr: np.ndarray) -> np.ndarray:
         """Weight of tile column ``j`` over its real pixels in the current tile row,
@@ -307,7 +393,7 @@ class Engine:
         return w
 
     def _run_batch(self, group, batch, prepared, start, wr, r_lo, r_hi) -> None:
-        tile, first = group.cols.tile, group.cols.starts[0]
+        tile, first, x0 = group.cols.tile, group.cols.starts[group.tiles[0]], group.x0
         a = r_lo - group.acc_lo
         rows = slice(r_lo - start, r_hi - start)
         for job in group.jobs:
@@ -327,15 +413,15 @@ class Engine:
                     # In place: w * p into the probabilities' own buffer, then add.
                     contribution = np.multiply(w, probs[k, rows, c_lo - c0:c_hi - c0],
                                                out=probs[k, rows, c_lo - c0:c_hi - c0])
-                    group.acc[name][a:a + r_hi - r_lo, c_lo:c_hi] += contribution
+                    group.acc[name][a:a + r_hi - r_lo, c_lo - x0:c_hi - x0] += contribution
         for j in batch:
             c_lo, c_hi = group.cols.span(j)
-            group.weight[a:a + r_hi - r_lo, c_lo:c_hi] += self._tile_weight(group, j, wr)
+            group.weight[a:a + r_hi - r_lo, c_lo - x0:c_hi - x0] += self._tile_weight(group, j, wr)
         self._tick(len(batch))
 
     def _extend(self, group: _Group, hi: int) -> None:
-        """Grow the accumulators down to row ``hi``."""
-        width = self.source.width
+        """Grow the accumulators (the stripe's columns) down to row ``hi``."""
+        width = group.end - group.x0
         names = [n for job in group.jobs for n in job.outputs()]
         if group.weight is None:
             group.weight = np.zeros((0, width), dtype=np.float32)
@@ -350,11 +436,12 @@ class Engine:
         final = group.rows.final_row(index)
         lo = group.acc_lo
         n = max(0, final - lo)
-        weight = group.weight[:n]
+        own = group.x1 - group.x0
+        weight = group.weight[:n, :own]
         out = {}
         with np.errstate(invalid="ignore", divide="ignore"):
             for name, acc in group.acc.items():
-                out[name] = np.where(weight > 0, acc[:n] / weight, np.nan).astype(np.float32)
+                out[name] = np.where(weight > 0, acc[:n, :own] / weight, np.nan).astype(np.float32)
         group.weight = group.weight[n:]
         group.acc = {name: acc[n:] for name, acc in group.acc.items()}
         group.acc_lo = lo + n

@@ -51,6 +51,7 @@ class ProbabilityRequest:
     in_memory: bool = False
     window_rows: int = 256
     batch_size: int = 4
+    stripe_cols: int = 4096
     threads: int = 0  # onnxruntime intra-op threads; 0: one per CPU
 
 
@@ -202,9 +203,7 @@ class _ProbabilityWriter:
             if path:
                 self.targets[name] = create_geotiff(path, info, 1, gdal.GDT_Float32, PROBABILITY_NODATA)
 
-    def __call__(self, lo: int, hi: int, strips: dict[str, np.ndarray]) -> None:
-        if hi <= lo:
-            return
+    def __call__(self, row: int, col: int, strips: dict[str, np.ndarray]) -> None:
         values = {}
         if self.cloud_keys:
             members = np.stack([strips[k] for k in self.cloud_keys])
@@ -214,7 +213,7 @@ class _ProbabilityWriter:
             values["shadow"] = strips[self.shadow_key]
         for name, ds in self.targets.items():
             data = np.where(np.isfinite(values[name]), values[name], PROBABILITY_NODATA)
-            ds.GetRasterBand(1).WriteArray(data.astype(np.float32), 0, lo)
+            ds.GetRasterBand(1).WriteArray(data.astype(np.float32), col, row)
 
     def close(self) -> None:
         for ds in self.targets.values():
@@ -248,7 +247,7 @@ def compute_probabilities(request: ProbabilityRequest, outputs: ProbabilityOutpu
         writer = _ProbabilityWriter(run_info, jobs, run_outputs)
         try:
             settings = EngineSettings(window_rows=request.window_rows, batch_size=request.batch_size,
-                                      in_memory=request.in_memory)
+                                      in_memory=request.in_memory, stripe_cols=request.stripe_cols)
             Engine(source, jobs, nodata, radiometric_offset(info), settings, feedback).run(writer)
         finally:
             writer.close()
@@ -350,6 +349,11 @@ def merge_to_mask(request: MergeRequest, mask_path: str, feedback: Feedback | No
         readers = {k: open_dataset(p) if p else None for k, p in (
             ("cloud", request.cloud_probability), ("shadow", request.shadow_probability), ("product", product))}
         out = create_geotiff(mask_path, grid, 1, gdal.GDT_Byte, mg.NODATA)
+        # Before any block is written: on a wide raster GDAL has flushed blocks by the end,
+        # and a GeoTIFF's palette tags can no longer be set then.
+        names = mg.CATEGORY_NAMES if request.settings.output_mode == "categorical" else mg.BINARY_CATEGORY_NAMES
+        colours = mg.CATEGORY_COLOURS if request.settings.output_mode == "categorical" else mg.BINARY_CATEGORY_COLOURS
+        set_categories(out, names, colours)
         halo = request.settings.halo()
         step = max(1, request.window_rows)
         for lo in range(0, grid.height, step):
@@ -375,9 +379,6 @@ def merge_to_mask(request: MergeRequest, mask_path: str, feedback: Feedback | No
             feedback.progress(hi / grid.height)
             if feedback.cancelled():
                 raise Cancelled("Cancelled by the user.")
-        names = mg.CATEGORY_NAMES if request.settings.output_mode == "categorical" else mg.BINARY_CATEGORY_NAMES
-        colours = mg.CATEGORY_COLOURS if request.settings.output_mode == "categorical" else mg.BINARY_CATEGORY_COLOURS
-        set_categories(out, names, colours)
         out.FlushCache()
         out = None
         readers = None

@@ -84,8 +84,10 @@ def require_georeference(info: RasterInfo, what: str) -> None:
 
 
 class RowSource:
-    """Reads rows of selected bands, mirror-reflected past the edges, through a
-    cache of whole-width row blocks so each source row is read about once."""
+    """Reads rows of selected bands through a cache of row blocks, so each source row
+    is read about once. Rows span the column window set by ``window`` (the whole
+    width until then): the engine works in column stripes so that no buffer is as
+    wide as a full Sentinel-2 tile."""
 
     def __init__(self, source: str, bands: list[int], window_rows: int = 256,
                  in_memory: bool = False):
@@ -94,30 +96,35 @@ class RowSource:
         self.width = self.ds.RasterXSize
         self.height = self.ds.RasterYSize
         self.window_rows = self.height if in_memory else max(1, window_rows)
-        self._lo = 0
         self.dtype = self._dtype()
-        self._block = np.empty((len(bands), 0, self.width), dtype=self.dtype)
+        self.window(0, self.width)
 
     def _dtype(self):
         code = self.ds.GetRasterBand(1).DataType
         return np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(code))
 
+    def window(self, first_col: int, end_col: int) -> None:
+        """Read columns ``[first_col, end_col)`` from now on (drops the cached rows)."""
+        self.first_col, self.cols = first_col, end_col - first_col
+        self._lo = 0
+        self._block = np.empty((len(self.bands), 0, self.cols), dtype=self.dtype)
+
     def _read(self, lo: int, hi: int) -> np.ndarray:
         # All bands in one call: pixel-interleaved files decompress each block once.
         gdal.ErrorReset()
-        data = self.ds.ReadAsArray(0, lo, self.width, hi - lo, band_list=self.bands)
+        data = self.ds.ReadAsArray(self.first_col, lo, self.cols, hi - lo, band_list=self.bands)
         if data is None:
             raise RasterError(f"Reading rows {lo}-{hi} failed: {gdal.GetLastErrorMsg()}")
-        return data.reshape(len(self.bands), hi - lo, self.width)
+        return data.reshape(len(self.bands), hi - lo, self.cols)
 
     def rows(self, lo: int, hi: int) -> np.ndarray:
-        """Real rows ``[lo, hi)`` (inside the raster) as ``[bands, rows, width]``."""
+        """Real rows ``[lo, hi)`` (inside the raster) of the window, as ``[bands, rows, cols]``."""
         cached_hi = self._lo + self._block.shape[1]
         if lo < self._lo or hi > cached_hi:
             new_hi = min(self.height, max(hi, lo + self.window_rows))
             keep_lo, keep_hi = max(lo, self._lo), min(new_hi, cached_hi)
             if keep_lo < keep_hi and keep_lo == lo:
-                block = np.empty((len(self.bands), new_hi - lo, self.width), self.dtype)
+                block = np.empty((len(self.bands), new_hi - lo, self.cols), self.dtype)
                 block[:, :keep_hi - lo] = self._block[:, keep_lo - self._lo:keep_hi - self._lo]
                 self._block = None  # free the old rows before reading the new ones
                 if keep_hi < new_hi:

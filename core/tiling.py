@@ -112,3 +112,23 @@ def reflect(indices: np.ndarray, size: int) -> np.ndarray:
 
 def count_tiles(rows: int, cols: int, scheme: str, tile: int, overlap: float) -> int:
     return len(plan_axis(rows, scheme, tile, overlap)) * len(plan_axis(cols, scheme, tile, overlap))
+
+
+def stripe_bounds(width: int, widest: int, candidates: list[int], narrowest: int) -> list[int]:
+    """Column boundaries ``[0, ..., width]`` of the fewest stripes about ``widest`` px wide.
+
+    The engine processes one stripe at a time so that its buffers are a stripe
+    wide, not a raster wide. Each inner boundary is the candidate nearest an even
+    split: the engine passes the start of a tile column, so only the overlap of
+    one tile reaches across (the least carried over). Stripes narrower than
+    ``narrowest`` are not made: what a tile carries across a split must end
+    inside the next stripe.
+    """
+    count = -(-width // max(1, widest))
+    bounds = [0]
+    for k in range(1, count):
+        ideal = k * width / count
+        best = min(candidates, key=lambda c: abs(c - ideal), default=None)
+        if best is not None and best - bounds[-1] >= narrowest and width - best >= narrowest:
+            bounds.append(best)
+    return bounds + [width]

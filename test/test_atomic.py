@@ -145,7 +145,7 @@ def test_failure_while_writing_probabilities(job, system_tmp, monkeypatch):
     assert_nothing_left(out, system_tmp, params)
 
 
-def test_failure_while_finishing_the_mask(job, system_tmp, monkeypatch):
+def test_failure_while_writing_the_mask(job, system_tmp, monkeypatch):
     def failing(*args):
         raise OSError(5, "Input/output error")
     monkeypatch.setattr(pipeline, "set_categories", failing)

@@ -9,6 +9,7 @@ from rasters import random_scene, read, write_raster
 
 from cloud_mask_improver.core import pipeline
 from cloud_mask_improver.core.bands import SEED_BANDS
+from cloud_mask_improver.core.raster import RowSource
 
 
 def softmax(x, axis=0):
@@ -122,3 +123,56 @@ def test_processing_resolution_runs_coarse_and_returns_to_the_grid(tmp_path, pix
     want = reference(scene, *pixel_model[1:])[1]
     # Block centres are exact; in between, bilinear interpolation of coarse values.
     assert np.abs(cloud[1::3, 1::3] - want[1::3, 1::3]).max() < 1e-5
+
+
+def _stripes_seen(monkeypatch) -> list[tuple[int, int]]:
+    """Record the column windows the engine reads from, one per stripe."""
+    seen = []
+    real = RowSource._read
+
+    def read_rows(self, lo, hi):
+        window = (self.first_col, self.first_col + self.cols)
+        if not seen or seen[-1] != window:
+            seen.append(window)
+        return real(self, lo, hi)
+    monkeypatch.setattr(RowSource, "_read", read_rows)
+    return seen
+
+
+def _probabilities(tmp_path, raster, clouds, shadow, name, **settings):
+    paths = pipeline.ProbabilityOutputs(*(str(tmp_path / f"{name}_{k}.tif") for k in ("c", "s", "u")))
+    request = pipeline.ProbabilityRequest(raster, clouds, shadow, **settings)
+    pipeline.probabilities(request, paths)
+    return [read(p) for p in paths.paths()]
+
+
+def test_column_stripes_give_the_same_probabilities_as_one_pass(tmp_path, pixel_model, monkeypatch):
+    """Two tile grids at once (64 px blended tiles and the seed's 512 px chips), nodata
+    across the splits: the stripes' results equal the unsplit run bit for bit."""
+    scene = random_scene(150, 1400)
+    scene[:, 20:90, 400:1000] = 0
+    raster = write_raster(tmp_path / "s2.tif", scene, descriptions=list(SEED_BANDS))
+    seed_cloud, _, _ = seed_card_model(tmp_path, "cloud")
+    seed_shadow, _, _ = seed_card_model(tmp_path, "shadow")
+    clouds = [str(pixel_model[0]), str(seed_cloud)]
+    whole = _probabilities(tmp_path, raster, clouds, str(seed_shadow), "whole", stripe_cols=100_000)
+    seen = _stripes_seen(monkeypatch)
+    striped = _probabilities(tmp_path, raster, clouds, str(seed_shadow), "striped", stripe_cols=300)
+    assert len(seen) >= 2  # it did split
+    for a, b in zip(whole, striped):
+        assert np.array_equal(a, b, equal_nan=True)
+
+
+def test_a_wide_raster_is_read_a_stripe_at_a_time(tmp_path, pixel_model, monkeypatch):
+    """What keeps a full tile's memory near a small raster's: no buffer spans the width."""
+    raster = write_raster(tmp_path / "s2.tif", random_scene(70, 2000))
+    seen = _stripes_seen(monkeypatch)
+    cloud, _ = run_probabilities(tmp_path, raster, pixel_model[0])  # default stripes
+    assert len(seen) == 1  # narrower than a stripe: one pass
+    seen.clear()
+    request = pipeline.ProbabilityRequest(raster, [str(pixel_model[0])], stripe_cols=500)
+    pipeline.probabilities(request, pipeline.ProbabilityOutputs(cloud=str(tmp_path / "s.tif")))
+    widths = [end - first for first, end in seen]
+    assert len(seen) == 4 and max(widths) <= 500 + 64
+    assert seen[0][0] == 0 and seen[-1][1] == 2000
+    assert np.array_equal(read(tmp_path / "s.tif"), cloud)

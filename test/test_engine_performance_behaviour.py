@@ -77,7 +77,8 @@ def test_a_read_error_in_the_reader_reaches_the_caller(tmp_path, tiny_model):
     source = FailingSource(raster, [1, 2, 3, 4], window_rows=64, fail_at=200)
     written = []
     with pytest.raises(RasterError, match="simulated read error"):
-        Engine(source, [_job(tiny_model)], [0, 0, 0, 0]).run(lambda lo, hi, strips: written.append(hi))
+        Engine(source, [_job(tiny_model)], [0, 0, 0, 0]).run(
+            lambda row, col, strips: written.append(row + len(strips["tiny-test:cloud"])))
     assert written and max(written) < 200  # rows before the error were delivered
     assert reader_threads() == []
 
@@ -106,7 +107,7 @@ def test_tiles_with_only_nodata_are_not_given_to_the_model(tmp_path, tiny_model)
     model = LoadedModel(job.model.card, job.model.path, counting, job.model.input_name, "cpu")
     engine = Engine(RowSource(raster, [1, 2, 3, 4]), [Job(model, job.bands, True, True)], [0, 0, 0, 0])
     strips = []
-    engine.run(lambda lo, hi, out: strips.append(out["tiny-test:cloud"]))
+    engine.run(lambda row, col, out: strips.append(out["tiny-test:cloud"]))
     cloud = np.concatenate(strips)
     touching = [j for j in range(len(engine.groups[0].cols))
                 if engine.groups[0].cols.span(j)[0] < 200]

@@ -2,7 +2,8 @@
 
 import numpy as np
 import pytest
-from rasters import read
+from osgeo import gdal
+from rasters import read, write_raster
 from samples import ARRAYS, L1C_STACK, model_file, require
 
 from cloud_mask_improver.core import pipeline
@@ -48,3 +49,25 @@ def test_s2cloudless_path_reproduces_its_reference_probabilities(tmp_path):
     difference = np.abs(read(out) - reference).max()
     print(f"s2cloudless max difference to cl_probs: {difference:.2e}")
     assert difference < 1e-4
+
+
+def test_real_models_give_the_same_result_in_column_stripes(tmp_path):
+    """The real networks (blended 256 px tiles) and s2cloudless (per pixel) on a scene
+    wide enough to split: stripes change nothing, bit for bit."""
+    for model in ("ukis-6b-l1c", "s2cloudless-l1c"):
+        model_file(model)
+    require(L1C_STACK)
+    ds = gdal.Open(str(L1C_STACK))
+    scene = ds.ReadAsArray()[:, :300]
+    wide = np.concatenate([scene, scene[:, :, ::-1], scene[:, :, :300]], axis=2)  # 1324 px
+    names = [ds.GetRasterBand(b + 1).GetDescription() for b in range(ds.RasterCount)]
+    raster = write_raster(tmp_path / "wide.tif", wide, descriptions=names, metadata={"PROCESSING_LEVEL": "L1C"})
+    results = []
+    for stripe_cols in (100_000, 500):
+        paths = pipeline.ProbabilityOutputs(*(str(tmp_path / f"{stripe_cols}_{k}.tif") for k in "csu"))
+        request = pipeline.ProbabilityRequest(raster, ["ukis-6b-l1c", "s2cloudless-l1c"], "ukis-6b-l1c",
+                                              stripe_cols=stripe_cols)
+        pipeline.probabilities(request, paths)
+        results.append([read(p) for p in paths.paths()])
+    for one_pass, striped in zip(*results):
+        assert np.array_equal(one_pass, striped)
