@@ -21,6 +21,7 @@ from .cards import ModelCard
 from .engine import Cancelled, Engine, EngineSettings, Feedback, Job
 from .inference import ModelError, load_model
 from .raster import (
+    FLOAT_OPTIONS,
     PROBABILITY_NODATA,
     RasterError,
     RasterInfo,
@@ -260,11 +261,11 @@ def compute_probabilities(request: ProbabilityRequest, outputs: ProbabilityOutpu
 
 
 def _to_grid(path: str, info: RasterInfo, out_path: str, resample: str) -> None:
-    """Bring a raster onto the Sentinel-2 raster's grid."""
+    """Bring a probability raster onto the Sentinel-2 raster's grid."""
     gt = info.geotransform
     bounds = (gt[0], gt[3] + gt[5] * info.height, gt[0] + gt[1] * info.width, gt[3])
     fmt = "VRT" if out_path.endswith(".vrt") else "GTiff"
-    options = [] if fmt == "VRT" else ["TILED=YES", "COMPRESS=DEFLATE"]
+    options = [] if fmt == "VRT" else FLOAT_OPTIONS
     done = gdal.Warp(out_path, path, format=fmt, outputBounds=bounds, width=info.width,
                      height=info.height, dstSRS=info.projection or None, resampleAlg=resample,
                      creationOptions=options, multithread=True)
