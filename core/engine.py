@@ -45,9 +45,9 @@ class EngineSettings:
     pixel_batch: int = 1 << 18
     in_memory: bool = False
     # Columns per stripe. Peak memory grows with it (about 30 KB per column with the
-    # default model); 4096 keeps a full tile within 20 % of a quarter tile's peak
-    # (scripts/bench.py, figure 3) and costs one extra read of the source columns under
-    # each split (two on a full tile). IN_MEMORY runs are one stripe.
+    # default model): with 4096 a full tile (three stripes) peaks 8 % above a 2745 px
+    # square (scripts/bench.py, figure 3); the cost is reading the source blocks under
+    # each split twice, unmeasurable in time. IN_MEMORY runs are one stripe.
     stripe_cols: int = 4096
 
 
