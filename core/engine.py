@@ -114,6 +114,11 @@ class _Group:
     def pixel(self) -> bool:
         return self.jobs[0].model.card.is_pixel_model
 
+    @property
+    def own(self) -> int:
+        """How many columns this stripe finishes (the rest of its accumulators is carried)."""
+        return self.x1 - self.x0
+
     def start_stripe(self, x0: int, x1: int) -> None:
         """Forget the previous stripe's rows; what it carried over becomes this one's input."""
         self.next_row, self.acc_lo, self.done_rows = 0, 0, 0
@@ -182,15 +187,14 @@ class Engine:
                     for group in self.groups:
                         group.start_stripe(x0, x1)
                     self.source.window(x0, max(g.end for g in self.groups))
-                    self._run(sink)
+                    self._run(sink, x0)
         finally:
             self._reader.shutdown(wait=True, cancel_futures=True)
             self._reader = None
             self._ahead = {}
 
-    def _run(self, sink: Sink) -> None:
-        """One stripe, top to bottom."""
-        x0 = self.groups[0].x0
+    def _run(self, sink: Sink, x0: int) -> None:
+        """One stripe (starting at column ``x0``), top to bottom."""
         pending: dict[str, list[np.ndarray]] = {}
         frontier = {id(g): 0 for g in self.groups}
         written = 0
@@ -287,8 +291,7 @@ class Engine:
         index = group.next_row
         data, valid, start, prepared = self._next_row(group)
         if group.pixel:
-            own = group.x1 - group.x0
-            result = self._pixel_rows(group, data[:, :, :own], valid[:, :own])
+            result = self._pixel_rows(group, data[:, :, :group.own], valid[:, :group.own])
         else:
             self._accumulate(group, index, prepared, valid, start)
             result = None
@@ -351,10 +354,9 @@ class Engine:
         if batch:
             self._run_batch(group, batch, prepared, start, wr, r_lo, r_hi)
         self._keep_carried(group, index, a, n)
-        own = group.x1 - group.x0
-        invalid = ~real_valid[:, :own]
+        invalid = ~real_valid[:, :group.own]
         for name in group.acc:
-            group.acc[name][a:a + n, :own][invalid] = np.nan
+            group.acc[name][a:a + n, :group.own][invalid] = np.nan
 
     def _add_carried(self, group: _Group, index: int, a: int, n: int) -> None:
         """Before this stripe's tiles: what the tile in front of the split added to the
@@ -370,9 +372,9 @@ class Engine:
     def _keep_carried(self, group: _Group, index: int, a: int, n: int) -> None:
         """Move what this tile row added past the split out of the accumulators, for the
         next stripe (the columns start from zero again for the next tile row)."""
-        own = group.x1 - group.x0
         if group.end <= group.x1:
             return
+        own = group.own
         kept = {name: acc[a:a + n, own:].copy() for name, acc in group.acc.items()}
         kept[WEIGHT] = group.weight[a:a + n, own:].copy()
         group.carry_out[index] = kept
@@ -436,7 +438,7 @@ class Engine:
         final = group.rows.final_row(index)
         lo = group.acc_lo
         n = max(0, final - lo)
-        own = group.x1 - group.x0
+        own = group.own
         weight = group.weight[:n, :own]
         out = {}
         with np.errstate(invalid="ignore", divide="ignore"):

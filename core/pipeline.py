@@ -50,9 +50,9 @@ class ProbabilityRequest:
     resolution: float = 0.0
     provider: str = "auto"
     in_memory: bool = False
-    window_rows: int = 256
-    batch_size: int = 4
-    stripe_cols: int = 4096
+    window_rows: int = EngineSettings.window_rows
+    batch_size: int = EngineSettings.batch_size
+    stripe_cols: int = EngineSettings.stripe_cols
     threads: int = 0  # onnxruntime intra-op threads; 0: one per CPU
 
 
