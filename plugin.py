@@ -15,7 +15,7 @@ try:
 except ImportError:
     from qgis.PyQt.QtWidgets import QAction  # Qt 5
 
-from .processing.provider import CloudMaskProvider
+from .algorithms.provider import CloudMaskProvider
 from .ui.improve_dialog import ImproveDialog
 from .ui.model_manager import ModelManagerDialog
 

@@ -176,7 +176,7 @@ def start_qgis():
     sys.path.insert(1, os.path.join(QgsApplication.pkgDataPath(), "python", "plugins"))
     from processing.core.Processing import Processing
     Processing.initialize()
-    from cloud_mask_improver.processing.provider import CloudMaskProvider
+    from cloud_mask_improver.algorithms.provider import CloudMaskProvider
     provider = CloudMaskProvider()
     QgsApplication.processingRegistry().addProvider(provider)
     return app, provider

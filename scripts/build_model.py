@@ -11,7 +11,7 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "processing" / "models" / "improve_cloud_mask.model3"
+OUT = ROOT / "algorithms" / "models" / "improve_cloud_mask.model3"
 
 from qgis.core import (
     QgsApplication,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "processing" / "models" / "improve_from_product.model3"
+OUT = ROOT / "algorithms" / "models" / "improve_from_product.model3"
 NAME = "Improve cloud mask from product (model)"
 
 from build_model import child, param, save  # the script beside this one

@@ -23,10 +23,8 @@ PACKAGE = "cloud_mask_improver"
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-# Our ``processing/`` package would shadow QGIS's Processing plugin (also a
-# top-level ``processing``) wherever the repository root is on sys.path
-# (``python -m pytest`` from the root, tests that import ``core``). Import
-# QGIS's first so that ``import processing`` always means QGIS's.
+# QGIS's Processing plugin (the top-level ``processing``) is not on sys.path
+# outside the desktop: put it there for ``processing.run`` in tests.
 sys.path.insert(0, os.path.join(QgsApplication.pkgDataPath(), "python", "plugins"))
 import processing  # noqa: F401
 
@@ -64,7 +62,7 @@ def plugin_dir():
 @pytest.fixture(scope="module")
 def provider(qgis_app, qgis_processing):
     """The cloudmask provider, registered for a test module."""
-    from cloud_mask_improver.processing.provider import CloudMaskProvider
+    from cloud_mask_improver.algorithms.provider import CloudMaskProvider
     registry = QgsApplication.processingRegistry()
     if registry.providerById("cloudmask") is not None:
         registry.removeProvider("cloudmask")

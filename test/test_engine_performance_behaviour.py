@@ -165,7 +165,7 @@ def test_cuda_fallback_note_reaches_processing_feedback(tmp_path, tiny_model, qg
     from qgis.core import QgsApplication, QgsProcessingFeedback
 
     import processing
-    from cloud_mask_improver.processing.provider import CloudMaskProvider
+    from cloud_mask_improver.algorithms.provider import CloudMaskProvider
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("this onnxruntime has CUDA: nothing falls back")
 

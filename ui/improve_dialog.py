@@ -47,7 +47,7 @@ from ..core.inference import PROVIDERS
 from ..core.merge import OUTPUT_MODES, PRODUCT_KINDS
 from ..core.pipeline import processing_level
 from ..core.raster import RasterError, raster_info
-from ..processing.styling import mask_renderer, probability_renderer
+from ..algorithms.styling import mask_renderer, probability_renderer
 from .widgets import BandMapping, ModelChecklist, ModelCombo, card_tooltip
 
 IMPROVE = "cloudmask:improvecloudmask"

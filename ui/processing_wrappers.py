@@ -5,7 +5,7 @@ bare text fields: a drop-down of installed models with their card facts, a
 checkable list for an ensemble, and the band-mapping table. Each still yields
 the plain string the parameter takes, so ``qgis_process`` and saved models
 see no difference. The algorithms name these classes in parameter metadata
-(``processing/widgets.py``); QGIS's Processing plugin imports this module
+(``algorithms/widgets.py``); QGIS's Processing plugin imports this module
 only when it builds a dialog, so ``qgis_process`` never needs its GUI.
 """
 

@@ -13,7 +13,7 @@ MODELS_DIR = os.path.join(os.path.dirname(__file__), "models")
 
 
 class ShippedModel(QgsProcessingModelAlgorithm):
-    """A .model3 from processing/models with a stable id and title."""
+    """A .model3 from algorithms/models with a stable id and title."""
 
     file = ""
     model_id = ""
