@@ -19,12 +19,8 @@ from .algorithms.provider import CloudMaskProvider
 from .ui.improve_dialog import ImproveDialog
 from .ui.model_manager import ModelManagerDialog
 
-try:
-    from . import resources_rc  # noqa: F401 (compiled by scripts/setup.sh; registers the icon)
-
-    ICON = ":/plugins/cloud_mask_improver/icons/icon.svg"
-except ImportError:
-    ICON = os.path.join(os.path.dirname(__file__), "icons", "icon.svg")
+# From its file: compiled Qt resources (pyrcc5) do not exist in PyQt6 (QGIS 4).
+ICON = os.path.join(os.path.dirname(__file__), "icons", "icon.svg")
 
 MENU = "Cloud Mask Improver"
 

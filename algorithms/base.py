@@ -150,7 +150,7 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
 
     # -- parameter helpers
     def add_advanced(self, parameter):
-        parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
         self.addParameter(parameter)
 
     def add_raster(self, name, label, optional=False):
@@ -163,7 +163,7 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
 
     def add_threshold(self, name, label):
         self.addParameter(QgsProcessingParameterNumber(
-            name, label + " (empty: the model's recommended value)", QgsProcessingParameterNumber.Double,
+            name, label + " (empty: the model's recommended value)", QgsProcessingParameterNumber.Type.Double,
             optional=True, minValue=0.0, maxValue=1.0))
 
     def add_bands(self):
@@ -179,11 +179,11 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         self.add_advanced(QgsProcessingParameterEnum(
             "PRODUCT_MASK_KIND", "Product mask kind", options=list(mg.PRODUCT_KINDS), defaultValue=0))
         self.add_advanced(QgsProcessingParameterNumber(
-            "DILATION", "Dilation radius (pixels)", QgsProcessingParameterNumber.Integer,
+            "DILATION", "Dilation radius (pixels)", QgsProcessingParameterNumber.Type.Integer,
             defaultValue=5, minValue=0))
         self.add_advanced(QgsProcessingParameterNumber(
             "MIN_AREA", "Drop cloud/shadow patches smaller than (pixels)",
-            QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0))
+            QgsProcessingParameterNumber.Type.Integer, defaultValue=0, minValue=0))
         self.add_advanced(QgsProcessingParameterEnum(
             "OUTPUT_MODE", "Output", options=["categorical (0 clear, 1 cloud, 2 shadow)",
                                               "binary (0 clear, 1 cloud or shadow)"], defaultValue=0))

@@ -57,7 +57,7 @@ class ImproveCloudMask(CloudMaskAlgorithm):
         self.add_merge_options()
         self.add_advanced(QgsProcessingParameterNumber(
             "RESOLUTION", "Processing resolution in metres (0: native)",
-            QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0))
+            QgsProcessingParameterNumber.Type.Double, defaultValue=0.0, minValue=0.0))
         self.add_provider()
         self.addParameter(QgsProcessingParameterRasterDestination("MASK", "Improved cloud mask"))
         for name, label in self.optional_outputs():

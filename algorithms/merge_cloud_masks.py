@@ -30,10 +30,10 @@ class MergeCloudMasks(CloudMaskAlgorithm):
         self.add_raster("SHADOW_PROBABILITY", "Shadow probability", optional=True)
         self.add_raster("PRODUCT_MASK", "Product cloud mask", optional=True)
         self.addParameter(QgsProcessingParameterNumber(
-            "CLOUD_PROB_THRESHOLD", "Cloud probability threshold", QgsProcessingParameterNumber.Double,
+            "CLOUD_PROB_THRESHOLD", "Cloud probability threshold", QgsProcessingParameterNumber.Type.Double,
             defaultValue=0.3, minValue=0.0, maxValue=1.0))
         self.addParameter(QgsProcessingParameterNumber(
-            "SHADOW_PROB_THRESHOLD", "Shadow probability threshold", QgsProcessingParameterNumber.Double,
+            "SHADOW_PROB_THRESHOLD", "Shadow probability threshold", QgsProcessingParameterNumber.Type.Double,
             defaultValue=0.2, minValue=0.0, maxValue=1.0))
         self.add_merge_options()
         self.addParameter(QgsProcessingParameterRasterDestination("MERGED_CLOUD_MASK", "Merged cloud mask"))

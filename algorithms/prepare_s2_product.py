@@ -49,10 +49,10 @@ class PrepareS2Product(CloudMaskAlgorithm):
         # file, and the value is only a string, so a typed .SAFE folder path works too.
         self.addParameter(QgsProcessingParameterFile(
             "INPUT", "Sentinel-2 product (.zip, MTD_MSIL2A.xml / MTD_MSIL1C.xml, or .SAFE folder)",
-            behavior=QgsProcessingParameterFile.File,
+            behavior=QgsProcessingParameterFile.Behavior.File,
             fileFilter="Sentinel-2 product (*.zip *.ZIP MTD_MSIL2A.xml MTD_MSIL1C.xml);;All files (*)"))
         self.addParameter(QgsProcessingParameterNumber(
-            "RESOLUTION", "Resolution in metres (10, 20 or 60)", QgsProcessingParameterNumber.Double,
+            "RESOLUTION", "Resolution in metres (10, 20 or 60)", QgsProcessingParameterNumber.Type.Double,
             defaultValue=10.0, minValue=10.0))
         self.addParameter(QgsProcessingParameterExtent("EXTENT", "Extent to cut (empty: whole tile)",
                                                        optional=True))

@@ -29,6 +29,7 @@ from .raster import (
     atomic_outputs,
     check_destination,
     create_geotiff,
+    gdal_try,
     limited_block_cache,
     open_dataset,
     partial_path,
@@ -239,8 +240,11 @@ def compute_probabilities(request: ProbabilityRequest, outputs: ProbabilityOutpu
         if coarse:
             # The models run on an averaged VRT; their results are warped back below.
             source_path = os.path.join(tmp, "coarse.vrt")
-            gdal.Warp(source_path, request.s2_raster, format="VRT", xRes=request.resolution,
-                      yRes=request.resolution, resampleAlg="average")
+            done, detail = gdal_try(gdal.Warp, source_path, request.s2_raster, format="VRT",
+                                    xRes=request.resolution, yRes=request.resolution, resampleAlg="average")
+            if done is None:
+                raise RasterError(f"Could not resample {request.s2_raster} to {request.resolution:g} m: {detail}")
+            done = None
             run_info = raster_info(source_path)
             run_outputs = outputs.in_folder(tmp)
         source = RowSource(source_path, raster_bands, request.window_rows, request.in_memory)
@@ -266,11 +270,11 @@ def _to_grid(path: str, info: RasterInfo, out_path: str, resample: str) -> None:
     bounds = (gt[0], gt[3] + gt[5] * info.height, gt[0] + gt[1] * info.width, gt[3])
     fmt = "VRT" if out_path.endswith(".vrt") else "GTiff"
     options = [] if fmt == "VRT" else FLOAT_OPTIONS
-    done = gdal.Warp(out_path, path, format=fmt, outputBounds=bounds, width=info.width,
-                     height=info.height, dstSRS=info.projection or None, resampleAlg=resample,
-                     creationOptions=options, multithread=True)
+    done, detail = gdal_try(gdal.Warp, out_path, path, format=fmt, outputBounds=bounds, width=info.width,
+                            height=info.height, dstSRS=info.projection or None, resampleAlg=resample,
+                            creationOptions=options, multithread=True)
     if done is None:
-        raise RasterError(f"Could not resample {path} onto the Sentinel-2 grid: {gdal.GetLastErrorMsg()}")
+        raise RasterError(f"Could not resample {path} onto the Sentinel-2 grid: {detail}")
     done = None
 
 
@@ -305,15 +309,17 @@ def product_mask_on_grid(product: str, grid: RasterInfo, folder: str) -> tuple[s
     path = os.path.join(folder, "product_on_grid.vrt")
     if info.band_count > 1:  # GDAL 3.6's Warp has no band selection: take band 1 first
         first = os.path.join(folder, "product_band1.vrt")
-        gdal.Translate(first, product, format="VRT", bandList=[1])
-        product = first
+        done, detail = gdal_try(gdal.Translate, first, product, format="VRT", bandList=[1])
+        if done is None:
+            raise RasterError(f"Could not read the product mask: {detail}")
+        product, done = first, None
     gt = grid.geotransform
     bounds = (gt[0], gt[3] + gt[5] * grid.height, gt[0] + gt[1] * grid.width, gt[3])
-    done = gdal.Warp(path, product, format="VRT", outputBounds=bounds, width=grid.width,
-                     height=grid.height, dstSRS=grid.projection, resampleAlg="near",
-                     srcNodata=nodata, dstNodata=fill)
+    done, detail = gdal_try(gdal.Warp, path, product, format="VRT", outputBounds=bounds, width=grid.width,
+                            height=grid.height, dstSRS=grid.projection, resampleAlg="near",
+                            srcNodata=nodata, dstNodata=fill)
     if done is None:
-        raise RasterError(f"Could not resample the product mask: {gdal.GetLastErrorMsg()}")
+        raise RasterError(f"Could not resample the product mask: {detail}")
     done = None
     return path, fill
 

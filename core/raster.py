@@ -1,9 +1,10 @@
 """Raster input and output with GDAL: windowed reads, tiled compressed GeoTIFFs,
 and outputs that appear only when complete.
 
-GDAL is used without ``gdal.UseExceptions()``: that switch is process-wide and
-QGIS code in the same process expects the default, so we check results and
-read ``gdal.GetLastErrorMsg()`` ourselves.
+GDAL's exception mode is not ours to choose: ``gdal.UseExceptions()`` is
+process-wide, QGIS >= 3.40's Processing turns it on when it loads (GDAL 4 makes it
+the default) and 3.22 leaves it off. Calls that can fail go through
+``gdal_try``, which gives the same answer either way.
 """
 
 from __future__ import annotations
@@ -52,11 +53,26 @@ class RasterInfo:
         return abs(self.geotransform[1])
 
 
-def open_dataset(source: str, what: str = "raster") -> gdal.Dataset:
+def gdal_try(call, *args, **kwargs) -> tuple[object | None, str]:
+    """Run one GDAL call; return ``(result, "")``, or ``(None, GDAL's message)`` when it failed.
+
+    The same with GDAL's exceptions on (a failure raises RuntimeError) or off (it
+    returns None and leaves the message in ``GetLastErrorMsg``). We never switch the
+    mode, not even for a moment: it is process-wide and QGIS runs algorithms in threads.
+    """
     gdal.ErrorReset()
-    ds = gdal.OpenEx(str(source), gdal.OF_RASTER | gdal.OF_VERBOSE_ERROR) if source else None
+    try:
+        result = call(*args, **kwargs)
+    except RuntimeError as err:
+        return None, str(err) or gdal.GetLastErrorMsg()
+    return result, (gdal.GetLastErrorMsg() if result is None else "")
+
+
+def open_dataset(source: str, what: str = "raster") -> gdal.Dataset:
+    flags = gdal.OF_RASTER | gdal.OF_VERBOSE_ERROR
+    ds, detail = gdal_try(gdal.OpenEx, str(source), flags) if source else (None, "")
     if ds is None:
-        detail = gdal.GetLastErrorMsg() or "not a raster GDAL can read"
+        detail = detail or "not a raster GDAL can read"
         raise RasterError(f"Cannot open the {what} '{source}': {detail}. Check the path "
                           "and that the file is a raster (GeoTIFF, JP2, VRT ...).")
     return ds
@@ -115,10 +131,10 @@ class RowSource:
 
     def _read(self, lo: int, hi: int) -> np.ndarray:
         # All bands in one call: pixel-interleaved files decompress each block once.
-        gdal.ErrorReset()
-        data = self.ds.ReadAsArray(self.first_col, lo, self.cols, hi - lo, band_list=self.bands)
+        data, detail = gdal_try(self.ds.ReadAsArray, self.first_col, lo, self.cols, hi - lo,
+                                band_list=self.bands)
         if data is None:
-            raise RasterError(f"Reading rows {lo}-{hi} failed: {gdal.GetLastErrorMsg()}")
+            raise RasterError(f"Reading rows {lo}-{hi} failed: {detail}")
         return data.reshape(len(self.bands), hi - lo, self.cols)
 
     def rows(self, lo: int, hi: int) -> np.ndarray:
@@ -252,11 +268,10 @@ def create_geotiff(path: str, like: RasterInfo, bands: int, data_type: int, noda
                    width: int | None = None, height: int | None = None,
                    geotransform: tuple | None = None) -> gdal.Dataset:
     driver = gdal.GetDriverByName("GTiff")
-    gdal.ErrorReset()
-    ds = driver.Create(path, width or like.width, height or like.height, bands, data_type,
-                       options=FLOAT_OPTIONS if data_type == gdal.GDT_Float32 else GTIFF_OPTIONS)
+    ds, detail = gdal_try(driver.Create, path, width or like.width, height or like.height, bands, data_type,
+                          options=FLOAT_OPTIONS if data_type == gdal.GDT_Float32 else GTIFF_OPTIONS)
     if ds is None:
-        raise RasterError(f"Cannot create '{path}': {gdal.GetLastErrorMsg()}")
+        raise RasterError(f"Cannot create '{path}': {detail}")
     ds.SetGeoTransform(geotransform or like.geotransform)
     if like.projection:
         ds.SetProjection(like.projection)

@@ -21,7 +21,7 @@ import numpy as np
 from osgeo import gdal
 
 from .bands import ALL_BANDS, SEED_BANDS
-from .raster import GTIFF_OPTIONS, RasterError
+from .raster import GTIFF_OPTIONS, RasterError, gdal_try
 
 # Native resolution of each band (metres).
 NATIVE = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20,
@@ -131,7 +131,7 @@ def is_product(source: str) -> bool:
 
 
 def _read_text(path: str) -> bytes:
-    handle = gdal.VSIFOpenL(path, "rb")
+    handle, _ = gdal_try(gdal.VSIFOpenL, path, "rb")
     if handle is None:
         raise ProductError(f"Cannot read the product metadata '{path}'.")
     try:
@@ -241,10 +241,9 @@ class Grid:
 
 
 def _open(path: str, what: str) -> gdal.Dataset:
-    gdal.ErrorReset()
-    ds = gdal.Open(path)
+    ds, detail = gdal_try(gdal.Open, path)
     if ds is None:
-        raise ProductError(f"Cannot open the product's {what} '{path}': {gdal.GetLastErrorMsg()}. "
+        raise ProductError(f"Cannot open the product's {what} '{path}': {detail}. "
                            "Is the product complete (download not interrupted)?")
     return ds
 
@@ -363,10 +362,9 @@ def _write(xml: str, out_path: str) -> str:
         with open(out_path, "w", encoding="utf-8") as handle:
             handle.write(xml)
         return out_path
-    gdal.ErrorReset()
-    done = gdal.Translate(out_path, xml, format="GTiff", creationOptions=GTIFF_OPTIONS)
+    done, detail = gdal_try(gdal.Translate, out_path, xml, format="GTiff", creationOptions=GTIFF_OPTIONS)
     if done is None:
-        raise ProductError(f"Could not write '{out_path}': {gdal.GetLastErrorMsg()}")
+        raise ProductError(f"Could not write '{out_path}': {detail}")
     done = None
     return out_path
 
@@ -389,8 +387,10 @@ def _coded_classi(path: str, out_path: str) -> str:
     opaque, cirrus, snow = (ds.GetRasterBand(i).ReadAsArray() != 0 for i in (1, 2, 3))
     coded = np.full(opaque.shape, SCL_UNCLASSIFIED, dtype=np.uint8)
     coded[snow], coded[cirrus], coded[opaque] = SCL_SNOW, SCL_CIRRUS, SCL_CLOUD_HIGH
-    out = gdal.GetDriverByName("GTiff").Create(out_path, ds.RasterXSize, ds.RasterYSize, 1, gdal.GDT_Byte,
-                                               options=["COMPRESS=DEFLATE"])
+    out, detail = gdal_try(gdal.GetDriverByName("GTiff").Create, out_path, ds.RasterXSize, ds.RasterYSize, 1,
+                           gdal.GDT_Byte, options=["COMPRESS=DEFLATE"])
+    if out is None:
+        raise ProductError(f"Could not write '{out_path}': {detail}")
     out.SetGeoTransform(ds.GetGeoTransform())
     out.SetProjection(ds.GetProjection())
     out.GetRasterBand(1).WriteArray(coded)
@@ -467,12 +467,12 @@ def product_mask_of(raster: str) -> str | None:
     """The product mask recorded in a stack made from a product, when it still exists."""
     if not raster or not os.path.exists(raster):
         return None
-    ds = gdal.Open(raster)
+    ds, _ = gdal_try(gdal.Open, raster)
     path = ds.GetMetadataItem(PRODUCT_MASK_KEY) if ds is not None else None
     return path if path and os.path.exists(path) else None
 
 
 def is_scl_coded(raster: str) -> bool:
     """True for a product mask written here (SCL or SCL-coded L1C mask)."""
-    ds = gdal.Open(raster) if raster else None
+    ds, _ = gdal_try(gdal.Open, raster) if raster else (None, "")
     return ds is not None and ds.GetMetadataItem(MASK_KIND_KEY) == "scl"

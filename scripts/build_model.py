@@ -48,7 +48,7 @@ def build() -> QgsProcessingModelAlgorithm:
         "The seed workflow improve_cloud_mask as an editable model: cloud probability and shadow "
         "probability from the Sentinel-2 raster, merged with the product mask. Each child reads the "
         "raster itself (the seed's way); 'Improve cloud mask' does the same in one pass.")})
-    number = QgsProcessingParameterNumber.Double
+    number = QgsProcessingParameterNumber.Type.Double
     param(model, QgsProcessingParameterRasterLayer("S2_RASTER", "Sentinel-2 raster"), 120, 60)
     param(model, QgsProcessingParameterRasterLayer("PRODUCT_MASK", "Product cloud mask", optional=True), 520, 60)
     param(model, QgsProcessingParameterNumber("CLOUD_THR", "Cloud threshold", number, 0.3, False, 0, 1), 720, 60)

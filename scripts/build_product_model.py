@@ -34,10 +34,10 @@ def build() -> QgsProcessingModelAlgorithm:
         "From a downloaded Sentinel-2 product (.zip, .SAFE folder or its MTD file) to the improved "
         "cloud mask: the product becomes a band stack (offsets of baseline 04.00+ recorded) and its "
         "SCL, which 'Improve cloud mask' merges with the models' clouds and shadows.")})
-    number = QgsProcessingParameterNumber.Double
+    number = QgsProcessingParameterNumber.Type.Double
     param(model, QgsProcessingParameterFile(
         "INPUT", "Sentinel-2 product (.zip, MTD_MSIL2A.xml / MTD_MSIL1C.xml, or .SAFE folder)",
-        behavior=QgsProcessingParameterFile.File,
+        behavior=QgsProcessingParameterFile.Behavior.File,
         fileFilter="Sentinel-2 product (*.zip *.ZIP MTD_MSIL2A.xml MTD_MSIL1C.xml);;All files (*)"), 120, 60)
     param(model, QgsProcessingParameterNumber("RESOLUTION", "Resolution in metres (10, 20 or 60)", number,
                                               10.0, False, 10.0), 320, 60)

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PY=/usr/bin/python3
 
-APT_PACKAGES="qgis python3-qgis qgis-providers python3-gdal gdal-bin python3-scipy python3-venv python3-pip pyqt5-dev-tools"
+APT_PACKAGES="qgis python3-qgis qgis-providers python3-gdal gdal-bin python3-scipy python3-venv python3-pip"
 missing=""
 for pkg in $APT_PACKAGES; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"
@@ -19,18 +19,17 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
 
-# Test tools on QGIS's own Python; numpy stays Debian's 1.x (GDAL's bindings need it).
+# Test tools on QGIS's own Python. numpy stays the one QGIS's Python has, whatever its
+# version (1.x on Debian 12, 2.x on 13 and later): GDAL's bindings are built against it,
+# so pip is held to exactly that version and never puts a second numpy in front of it.
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import pytest_qgis, onnxmltools, lightgbm" 2>/dev/null \
    || [ requirements-dev.txt -nt .venv/.installed ]; then
   [ -x .venv/bin/python ] || $PY -m venv --system-site-packages .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check -c scripts/constraints.txt -r requirements-dev.txt
+  $PY -c "import numpy; print('numpy==' + numpy.__version__)" > .venv/constraints.txt
+  .venv/bin/pip install --quiet --disable-pip-version-check -c .venv/constraints.txt -r requirements-dev.txt
   touch .venv/.installed
 fi
-
-# Compiled Qt resources (icons) for the plugin.
-if [ ! -f resources_rc.py ] || [ resources.qrc -nt resources_rc.py ]; then
-  pyrcc5 -o resources_rc.py resources.qrc
-fi
+rm -f resources_rc.py  # compiled Qt resources of older versions: the icon now loads from its file
 
 # onnxruntime, models, sample scene, and a plugin folder for qgis_process: all idempotent.
 .venv/bin/python scripts/install.py

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from osgeo import gdal, osr
 
 TYPES = {np.dtype("uint16"): gdal.GDT_UInt16, np.dtype("uint8"): gdal.GDT_Byte,
@@ -26,9 +27,11 @@ def write_raster(path: Path, data: np.ndarray, descriptions=None, nodata=0, epsg
         ds.SetProjection(srs.ExportToWkt())
     for i in range(bands):
         band = ds.GetRasterBand(i + 1)
-        band.WriteArray(data[i])
+        # Nodata first: GDAL >= 3.10 does not write blocks that hold only the nodata
+        # value, so setting it after the data made all-zero blocks read back as nodata.
         if nodata is not None:
             band.SetNoDataValue(nodata)
+        band.WriteArray(data[i])
         if descriptions:
             band.SetDescription(descriptions[i])
     for key, value in (metadata or {}).items():
@@ -45,3 +48,17 @@ def read(path) -> np.ndarray:
 def random_scene(rows: int, cols: int, bands: int = 12, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return rng.integers(1, 10000, size=(bands, rows, cols), dtype=np.uint16)
+
+
+@pytest.fixture(name="gdal_exceptions", params=["gdal-exceptions-off", "gdal-exceptions-on"])
+def gdal_exceptions_fixture(request):
+    """GDAL's process-wide exception mode both ways: off, as QGIS 3.22 leaves it, and on,
+    as QGIS >= 3.40's Processing sets it when it loads (and GDAL 4 by default). The plugin
+    must answer the same in both. Yields True when exceptions are on."""
+    on = request.param.endswith("-on")
+    before = gdal.GetUseExceptions()
+    (gdal.UseExceptions if on else gdal.DontUseExceptions)()
+    try:
+        yield on
+    finally:
+        (gdal.UseExceptions if before else gdal.DontUseExceptions)()

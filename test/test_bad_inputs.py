@@ -28,7 +28,7 @@ import pytest
 from onnx_models import conv1x1_model, write_card
 from osgeo import gdal
 from qgis.core import QgsProcessingException
-from rasters import read, write_raster
+from rasters import gdal_exceptions_fixture, read, write_raster  # noqa: F401  (fixture)
 from reliability import (  # noqa: F401  (fixtures)
     TINY_BANDS,
     assert_tiny_mask,
@@ -377,7 +377,8 @@ def test_the_matrix_is_big_enough():
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(case, provider, tmp_path, system_tmp, monkeypatch):
+def test_bad_input(case, gdal_exceptions, provider, tmp_path, system_tmp, monkeypatch):
+    """Each case with GDAL's exceptions off (QGIS 3.22) and on (QGIS >= 3.40): same answer."""
     import processing
     params = case.params(tmp_path)
     for key, value in case.env(tmp_path).items():

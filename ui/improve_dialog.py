@@ -129,9 +129,9 @@ class ImproveDialog(QDialog):
     # -- building
     def _build(self) -> None:
         self.s2_layer = QgsMapLayerComboBox(self)
-        self.s2_layer.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.s2_layer.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
         self.mask_layer = QgsMapLayerComboBox(self)
-        self.mask_layer.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.mask_layer.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
         self.mask_layer.setAllowEmptyLayer(True)
         self.mask_layer.setAdditionalItems([])
         self.product_kind = QComboBox(self)
@@ -175,7 +175,7 @@ class ImproveDialog(QDialog):
             self.output_mode.addItem(MODE_LABELS[mode], mode)
 
         self.output = QgsFileWidget(self)
-        self.output.setStorageMode(QgsFileWidget.SaveFile)
+        self.output.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
         self.output.setFilter("GeoTIFF (*.tif *.tiff)")
         self.output.lineEdit().setPlaceholderText("[Save to temporary layer]")
         self.want_cloud_p = QCheckBox("Cloud probability", self)
@@ -507,9 +507,9 @@ class ImproveDialog(QDialog):
             return
         bar = self.iface.messageBar()
         if level == "success":
-            bar.pushMessage("Cloud Mask Improver", text, Qgis.Success, 10)
+            bar.pushMessage("Cloud Mask Improver", text, Qgis.MessageLevel.Success, 10)
         else:
-            bar.pushMessage("Cloud Mask Improver", text, Qgis.Critical, 0)
+            bar.pushMessage("Cloud Mask Improver", text, Qgis.MessageLevel.Critical, 0)
 
 
 def concrete_outputs(params: dict) -> dict:

@@ -26,10 +26,12 @@ from osgeo import gdal, osr
 try:
     from core import home
     from core.fetch import FetchError, PinnedRelease, fetch_release, sha256_of
+    from core.raster import gdal_try
 except ImportError:  # run as a script: put the plugin folder on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from core import home
     from core.fetch import FetchError, PinnedRelease, fetch_release, sha256_of
+    from core.raster import gdal_try
 
 SDIST = PinnedRelease("s2cloudless", "1.2.2", "s2cloudless-1.2.2.tar.gz",
                       "15ef5712b0f84e14b6bd040de281ae3aa51348bef7667e28e9e5c2b6320d7edb",
@@ -133,7 +135,7 @@ def _is_valid(key: str, path: Path) -> bool:
     if key == "npz":
         return sha256_of(path) == NPZ_SHA256
     bands = {"l1c_13band": len(S2_BANDS), "seed_12band": len(SEED_BANDS)}.get(key, 1)
-    dataset = gdal.Open(str(path))
+    dataset, _ = gdal_try(gdal.Open, str(path))  # a damaged file is rebuilt
     if dataset is None:
         return False
     return (dataset.RasterXSize, dataset.RasterYSize, dataset.RasterCount) == (
@@ -182,10 +184,10 @@ def _fill_geotiff(path: Path, bands: np.ndarray, names: tuple[str, ...], nodata:
                   metadata: dict[str, str]) -> None:
     gdal_type = {np.dtype(np.uint16): gdal.GDT_UInt16, np.dtype(np.uint8): gdal.GDT_Byte}
     count, rows, cols = bands.shape
-    dataset = gdal.GetDriverByName("GTiff").Create(
-        str(path), cols, rows, count, gdal_type[bands.dtype], _CREATION_OPTIONS)
+    dataset, detail = gdal_try(gdal.GetDriverByName("GTiff").Create,
+                               str(path), cols, rows, count, gdal_type[bands.dtype], _CREATION_OPTIONS)
     if dataset is None:
-        raise OSError(f"GDAL could not create {path}: {gdal.GetLastErrorMsg()}")
+        raise OSError(f"GDAL could not create {path}: {detail}")
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(EPSG)
     dataset.SetProjection(srs.ExportToWkt())
