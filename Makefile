@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup demo test lint bench zip
+.PHONY: setup demo test test-matrix lint bench zip
 
 setup:
 	@bash scripts/setup.sh
@@ -13,8 +13,16 @@ demo: setup
 test: setup
 	$(PY) -m pytest test -q
 
+# The README's test command on QGIS 3.40 (Debian 13) and 3.44 (forky), each in a Debian root
+# filesystem (built once under /var/cache/cloudmask-matrix; needs root, mmdebstrap, network).
+test-matrix:
+	@bash scripts/test_matrix.sh
+
+# ruff, and the Python floor: the shipped code (what `make zip` packs) runs on Python 3.9,
+# which QGIS 3.22-3.28 for Windows ship (metadata.txt: qgisMinimumVersion=3.22).
 lint:
 	$(PY) -m ruff check .
+	.venv/bin/vermin -t=3.9- --violations --no-tips $$(git ls-files '*.py' ':!test' ':!scripts' ':!docs')
 
 bench: setup
 	$(PY) scripts/bench.py

@@ -174,7 +174,9 @@ def _round_thresholds_down(ensemble: Any, trees: list[dict]) -> None:
 def _node_positions(ensemble: Any) -> dict[tuple[int, int], int]:
     tree_ids = _attribute(ensemble, "nodes_treeids").ints
     node_ids = _attribute(ensemble, "nodes_nodeids").ints
-    return {(t, n): i for i, (t, n) in enumerate(zip(tree_ids, node_ids, strict=True))}
+    if len(tree_ids) != len(node_ids):  # zip(strict=True) needs Python 3.10
+        raise ValueError(f"The converted ensemble lists {len(tree_ids)} tree ids for {len(node_ids)} nodes.")
+    return {(t, n): i for i, (t, n) in enumerate(zip(tree_ids, node_ids))}
 
 
 def _expect(ok: bool, tree_id: int, node_id: int) -> None:

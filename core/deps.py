@@ -22,6 +22,10 @@ from . import home
 ONNXRUNTIME_VERSION = "1.32.0"
 # Oldest onnxruntime we accept: the first one that runs opset 21 graphs.
 ONNXRUNTIME_MINIMUM = (1, 20)
+if sys.version_info < (3, 10):
+    # QGIS 3.22-3.28 for Windows ship Python 3.9, for which 1.19.2 is the last release;
+    # it runs every model we install (a newer model's opset gets the "newer onnxruntime" answer).
+    ONNXRUNTIME_VERSION, ONNXRUNTIME_MINIMUM = "1.19.2", (1, 19)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ Schemes:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import pairwise
 
 import numpy as np
 
@@ -93,7 +92,7 @@ def _seed_centre(size: int, tile: int, overlap: float) -> AxisPlan:
         starts = [0]
     else:
         starts = list(range(0, size - tile, step)) + [size - tile]
-    bounds = [0] + [(a + tile + b) // 2 for a, b in pairwise(starts)] + [size]
+    bounds = [0] + [(a + tile + b) // 2 for a, b in zip(starts, starts[1:])] + [size]
     weights = []
     for k, start in enumerate(starts):
         w = np.zeros(tile)
