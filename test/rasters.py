@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from osgeo import gdal, osr
+from osgeo import gdal, ogr, osr
 
 TYPES = {np.dtype("uint16"): gdal.GDT_UInt16, np.dtype("uint8"): gdal.GDT_Byte,
          np.dtype("float32"): gdal.GDT_Float32, np.dtype("int16"): gdal.GDT_Int16}
@@ -53,12 +53,30 @@ def random_scene(rows: int, cols: int, bands: int = 12, seed: int = 0) -> np.nda
 @pytest.fixture(name="gdal_exceptions", params=["gdal-exceptions-off", "gdal-exceptions-on"])
 def gdal_exceptions_fixture(request):
     """GDAL's process-wide exception mode both ways: off, as QGIS 3.22 leaves it, and on,
-    as QGIS >= 3.40's Processing sets it when it loads (and GDAL 4 by default). The plugin
-    must answer the same in both. Yields True when exceptions are on."""
+    as QGIS >= 3.40's Processing sets it when it loads (gdal, ogr and osr; GDAL 4 by
+    default). The plugin must answer the same in both. Yields True when exceptions are on."""
     on = request.param.endswith("-on")
-    before = gdal.GetUseExceptions()
-    (gdal.UseExceptions if on else gdal.DontUseExceptions)()
+    before = [module.GetUseExceptions() for module in EXCEPTION_MODULES]
+    _use_exceptions([on] * len(EXCEPTION_MODULES))
     try:
         yield on
     finally:
-        (gdal.UseExceptions if before else gdal.DontUseExceptions)()
+        _use_exceptions(before)
+
+
+EXCEPTION_MODULES = (gdal, ogr, osr)
+
+
+def _use_exceptions(wanted: list[bool]) -> None:
+    """Set each module's mode. Each one that is on has an error handler on GDAL's stack and
+    can only be turned off while on top of it, so turn them all off first, top down."""
+    for _ in EXCEPTION_MODULES:
+        for module in EXCEPTION_MODULES:
+            if module.GetUseExceptions():
+                try:
+                    module.DontUseExceptions()
+                except RuntimeError:  # not on top yet
+                    pass
+    for module, on in zip(EXCEPTION_MODULES, wanted):
+        if on:
+            module.UseExceptions()
