@@ -96,8 +96,9 @@ describe() {
 import sys, numpy
 from osgeo import gdal
 from qgis.core import Qgis
-print(f"QGIS {Qgis.QGIS_VERSION.split(\"-\")[0]} (Python {sys.version.split()[0]}, numpy {numpy.__version__}, "
-      f"GDAL {gdal.__version__})")' 2>/dev/null || echo "QGIS (not installed)"
+version = Qgis.QGIS_VERSION.split("-")[0]
+print(f"QGIS {version} (Python {sys.version.split()[0]}, numpy {numpy.__version__}, GDAL {gdal.__version__})")
+' 2>/dev/null || echo "QGIS (not installed)"
 }
 
 # `make test`, then `make demo`, in a fresh clone of this commit inside the root filesystem.

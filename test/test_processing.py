@@ -212,9 +212,17 @@ def test_raster_without_georeference(provider, tmp_path):
                  "no coordinate reference system")
 
 
-def test_loaded_mask_gets_the_paletted_style(provider, tmp_path):
+def test_loaded_mask_gets_the_paletted_style(provider, qgis_iface, monkeypatch, tmp_path):
     import processing
-    from qgis.core import QgsPalettedRasterRenderer, QgsProject
+    from qgis.core import QgsLayerTreeModel, QgsPalettedRasterRenderer, QgsProject
+    from qgis.gui import QgsLayerTreeView
+
+    # QGIS >= 3.44 hands iface.layerTreeView() to QgsProcessingGuiUtils.addResultLayers,
+    # which refuses pytest-qgis's stand-in (a MagicMock): give it a real one.
+    model = QgsLayerTreeModel(QgsProject.instance().layerTreeRoot())
+    view = QgsLayerTreeView()
+    view.setModel(model)
+    monkeypatch.setattr(qgis_iface, "layerTreeView", lambda: view)
     probabilities = np.zeros((40, 40), dtype=np.float32)
     probabilities[10:20, 10:20] = 0.9
     cloud = probability_raster(tmp_path / "c.tif", probabilities)
