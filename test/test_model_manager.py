@@ -198,3 +198,9 @@ def test_the_card_form_writes_a_valid_card(qgis_app, tmp_path, folders):
     form.bands.setText("B02, B99")
     with pytest.raises(ValueError, match="B99"):
         form.card()
+
+
+def test_converter_command_keeps_the_numpy_qgis_has():
+    """numpy 1.x on QGIS 3.22, 2.x on 3.40 and later: the command must not swap it for another."""
+    command = model_manager.converter_command(["onnxmltools", "lightgbm"])
+    assert f'"numpy=={np.__version__}"' in command and "numpy<" not in command

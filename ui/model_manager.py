@@ -13,6 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
@@ -55,8 +56,8 @@ def missing_converters(card: ModelCard) -> list[str]:
 
 
 def converter_command(names: list[str]) -> str:
-    # numpy stays below 2 so that QGIS's GDAL bindings keep working (DESIGN §7).
-    return " ".join([deps.python_executable(), "-m", "pip", "install", "--user", *names, '"numpy<2"'])
+    # numpy stays the one QGIS's GDAL bindings were built against (1.x or 2.x; DESIGN §7).
+    return " ".join([deps.python_executable(), "-m", "pip", "install", "--user", *names, f'"numpy=={numpy.__version__}"'])
 
 
 def status_text(card: ModelCard, models_dir: Path) -> str:
