@@ -34,8 +34,10 @@ from .raster import (
     open_dataset,
     partial_path,
     raster_info,
+    read_array,
     require_georeference,
     set_categories,
+    write_array,
 )
 
 LEVEL_KEYS = ("PROCESSING_LEVEL", "PRODUCT_TYPE")
@@ -215,7 +217,7 @@ class _ProbabilityWriter:
             values["shadow"] = strips[self.shadow_key]
         for name, ds in self.targets.items():
             data = np.where(np.isfinite(values[name]), values[name], PROBABILITY_NODATA)
-            ds.GetRasterBand(1).WriteArray(data.astype(np.float32), col, row)
+            write_array(ds, data.astype(np.float32), col, row)
 
     def close(self) -> None:
         for ds in self.targets.values():
@@ -366,7 +368,7 @@ def merge_to_mask(request: MergeRequest, mask_path: str, feedback: Feedback | No
         for lo in range(0, grid.height, step):
             hi = min(grid.height, lo + step)
             a, b = max(0, lo - halo), min(grid.height, hi + halo)
-            block = {k: (ds.GetRasterBand(1).ReadAsArray(0, a, grid.width, b - a) if ds else None)
+            block = {k: (read_array(ds, 0, a, grid.width, b - a) if ds else None)
                      for k, ds in readers.items()}
             probs = {}
             for k in ("cloud", "shadow"):
@@ -381,7 +383,7 @@ def merge_to_mask(request: MergeRequest, mask_path: str, feedback: Feedback | No
             core = (slice(lo - a, hi - a), slice(0, grid.width))
             edges = (a == 0, b == grid.height, True, True)
             mask = mg.merge_block(probs["cloud"], probs["shadow"], valid, decoded, request.settings, core, edges)
-            out.GetRasterBand(1).WriteArray(mask, 0, lo)
+            write_array(out, mask, 0, lo)
             fractions.add(mask, request.settings.output_mode)
             feedback.progress(hi / grid.height)
             if feedback.cancelled():

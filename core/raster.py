@@ -68,6 +68,23 @@ def gdal_try(call, *args, **kwargs) -> tuple[object | None, str]:
     return result, (gdal.GetLastErrorMsg() if result is None else "")
 
 
+def write_array(ds: gdal.Dataset, data: np.ndarray, col: int = 0, row: int = 0) -> None:
+    """Write a block into band 1. A failed write (a full disk, a lost network drive) is a
+    RasterError with exceptions on or off; off, GDAL would only return an error code."""
+    code, detail = gdal_try(ds.GetRasterBand(1).WriteArray, data, col, row)
+    if code is None or code != gdal.CE_None:
+        raise RasterError(f"Writing '{ds.GetDescription()}' failed: {detail or gdal.GetLastErrorMsg()}. "
+                          "Check that the disk has free space and the output folder is still there.")
+
+
+def read_array(ds: gdal.Dataset, col: int, row: int, width: int, height: int) -> np.ndarray:
+    """Read a block of band 1; a failed read is a RasterError with exceptions on or off."""
+    data, detail = gdal_try(ds.GetRasterBand(1).ReadAsArray, col, row, width, height)
+    if data is None:
+        raise RasterError(f"Reading '{ds.GetDescription()}' failed: {detail}")
+    return data
+
+
 def open_dataset(source: str, what: str = "raster") -> gdal.Dataset:
     flags = gdal.OF_RASTER | gdal.OF_VERBOSE_ERROR
     ds, detail = gdal_try(gdal.OpenEx, str(source), flags) if source else (None, "")

@@ -21,7 +21,7 @@ import numpy as np
 from osgeo import gdal
 
 from .bands import ALL_BANDS, SEED_BANDS
-from .raster import GTIFF_OPTIONS, RasterError, gdal_try
+from .raster import GTIFF_OPTIONS, RasterError, gdal_try, write_array
 
 # Native resolution of each band (metres).
 NATIVE = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20,
@@ -393,7 +393,7 @@ def _coded_classi(path: str, out_path: str) -> str:
         raise ProductError(f"Could not write '{out_path}': {detail}")
     out.SetGeoTransform(ds.GetGeoTransform())
     out.SetProjection(ds.GetProjection())
-    out.GetRasterBand(1).WriteArray(coded)
+    write_array(out, coded)
     out = None
     return out_path
 

@@ -12,7 +12,15 @@ from rasters import gdal_exceptions_fixture, write_raster  # noqa: F401  (fixtur
 from samples import load_fetch_sample
 
 from cloud_mask_improver.core import safe
-from cloud_mask_improver.core.raster import RasterError, create_geotiff, gdal_try, open_dataset, raster_info
+from cloud_mask_improver.core.raster import (
+    RasterError,
+    create_geotiff,
+    gdal_try,
+    open_dataset,
+    raster_info,
+    read_array,
+    write_array,
+)
 
 
 def not_a_raster(tmp_path: Path) -> str:
@@ -56,3 +64,12 @@ def test_product_helpers_answer_the_same(gdal_exceptions, tmp_path):
 
 def test_a_damaged_sample_file_is_rebuilt_not_a_crash(gdal_exceptions, tmp_path):
     assert load_fetch_sample()._is_valid("l1c_13band", Path(not_a_raster(tmp_path))) is False
+
+
+def test_failed_block_writes_and_reads_are_our_error(gdal_exceptions, tmp_path):
+    read_only = gdal.Open(write_raster(tmp_path / "ro.tif", np.ones((3, 4), np.uint8)))
+    with pytest.raises(RasterError, match="Writing .*ro.tif' failed"):
+        write_array(read_only, np.zeros((3, 4), np.uint8))
+    with pytest.raises(RasterError, match="Reading .*ro.tif' failed"):
+        read_array(read_only, 0, 2, 4, 5)  # past the last row
+    assert read_array(read_only, 0, 0, 4, 3).sum() == 12
