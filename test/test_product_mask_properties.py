@@ -32,7 +32,7 @@ from cloud_mask_improver.core.raster import raster_info
 
 grids = st.one_of(
     st.tuples(st.just("mirror-tukey"), st.integers(8, 48), st.sampled_from([0.0, 0.1, 0.2, 0.25, 0.4])),
-    st.tuples(st.just("seed-centre"), st.integers(8, 48), st.sampled_from([0.0, 0.25, 0.4])))
+    st.tuples(st.just("centre-crop"), st.integers(8, 48), st.sampled_from([0.0, 0.25, 0.4])))
 
 
 def usable(grid) -> bool:
