@@ -1,17 +1,18 @@
 """Merge model probabilities with the product's cloud mask, one array block at a time.
 
-This is the array half of the seed op ``merge_cloud_masks_simple``; the GDAL
-driver reads haloed windows and calls :func:`merge_block` on each. Rules (see
-DESIGN.md §1 and §4):
+This is the array half of FarmVibes.AI's op ``merge_cloud_masks_simple``; the
+raster driver (``windowed_merge.py``) reads row windows and calls :func:`flags`
+and :func:`finish` on each; :func:`merge_block` does both on one block. Rules
+(see docs/architecture.md):
 
 - cloud = (cloud probability > cloud threshold) | product cloud, shadow likewise,
-  both only on valid pixels: nodata is never cloud, never seeds or grows one,
-  and comes out as 255 (the seed counted nodata 100 as cloud).
+  both only on valid pixels: nodata is never cloud, never starts or grows one,
+  and comes out as 255 (FarmVibes.AI counted nodata 100 as cloud).
 - connected patches (8-connectivity) smaller than ``min_area`` pixels are
   dropped from cloud and from shadow separately, then each is dilated with a
   disk of radius ``dilation``.
 - categorical output: cloud wins over shadow, which wins over clear; binary
-  output is the seed's 0/1 (cloud or shadow) plus 255 nodata.
+  output is FarmVibes.AI's 0/1 (cloud or shadow) plus 255 nodata.
 
 Windowed processing is exact: a block with :meth:`MergeSettings.halo` pixels
 of context around its core gives the same core bytes as the whole raster.
@@ -85,7 +86,7 @@ def _check_int(name: str, value: int) -> None:
 
 @dataclass(frozen=True)
 class MergeSettings:
-    """How probabilities and the product mask become one mask (defaults = the seed's)."""
+    """How probabilities and the product mask become one mask (defaults = FarmVibes.AI's)."""
 
     cloud_threshold: float = 0.3
     shadow_threshold: float = 0.2
@@ -143,7 +144,7 @@ def decode_product_mask(values: np.ndarray, kind: str, nodata: float | None = No
                         probability_threshold: float = 50.0) -> ProductMask:
     """Turn a product mask's raw values into cloud / shadow / known flags.
 
-    Each kind encodes cloud differently (DESIGN.md §4); decoding here keeps
+    Each kind encodes cloud differently (README, product mask kinds); decoding here keeps
     :func:`merge_block` independent of where the mask came from.
     """
     values = np.asarray(values)

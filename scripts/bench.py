@@ -7,7 +7,7 @@
    the same batches, with the same session (same threads), tiles already in
    memory.
 2. Ensemble sharing: every installed L2A cloud model plus the shadow model in
-   one pass (``core.pipeline``), against one pass per model (the seed's way:
+   one pass (``core.pipeline``), against one pass per model (FarmVibes.AI's way:
    each op reads the raster again), and against the sum of the distinct
    networks' bare inference times on the same tiles.
 3. Memory: peak resident memory of ``cloudmask:improvecloudmask`` (with a
@@ -67,7 +67,7 @@ from cloud_mask_improver.core import deps
 deps.ensure_on_path()
 
 from cloud_mask_improver.core import models, pipeline
-from cloud_mask_improver.core.bands import SEED_BANDS
+from cloud_mask_improver.core.bands import FARMVIBES_BANDS
 from cloud_mask_improver.core.engine import EngineSettings
 from cloud_mask_improver.core.inference import available_cores, load_model, preprocess
 from cloud_mask_improver.core.tiling import plan_axis, reflect
@@ -114,7 +114,7 @@ def _write_tiled(path: Path, size: int, block: np.ndarray, data_type: int, nodat
 def s2_raster(size: int) -> str:
     """12-band uint16 stack (B01..B12 without B10), digital numbers 1..10000, nodata 0."""
     block = np.random.default_rng(size).integers(1, 10000, size=(12, 512, 512), dtype=np.uint16)
-    return str(_write_tiled(CACHE / f"s2_12band_{size}.tif", size, block, gdal.GDT_UInt16, 0, SEED_BANDS))
+    return str(_write_tiled(CACHE / f"s2_12band_{size}.tif", size, block, gdal.GDT_UInt16, 0, FARMVIBES_BANDS))
 
 
 def product_mask(size: int) -> str:
@@ -141,7 +141,7 @@ def engine_batches(raster: str, model_id: str) -> tuple[object, list[np.ndarray]
     card, path = models.resolve(model_id)
     model = load_model(card, path)  # the cached session the algorithm used
     ds = gdal.Open(raster)
-    bands = [list(SEED_BANDS).index(b) + 1 for b in card.bands]
+    bands = [list(FARMVIBES_BANDS).index(b) + 1 for b in card.bands]
     x = preprocess(card, ds.ReadAsArray(band_list=bands))
     height, width = x.shape[1:]
     rows = plan_axis(height, card.scheme, card.tile, card.overlap)

@@ -8,7 +8,7 @@ from onnx_models import conv1x1_model, expected, write_card
 from rasters import random_scene, read, write_raster
 
 from cloud_mask_improver.core import pipeline
-from cloud_mask_improver.core.bands import SEED_BANDS
+from cloud_mask_improver.core.bands import FARMVIBES_BANDS
 from cloud_mask_improver.core.raster import RowSource
 
 
@@ -90,7 +90,7 @@ def seed_card_model(folder: Path, kind: str):
 def test_seed_contract_cloud_and_shadow(tmp_path):
     """Cloud: raw DN, 2-class softmax, channel 1. Shadow: DN x 1e-4, sigmoid."""
     scene = random_scene(700, 530)
-    raster = write_raster(tmp_path / "s2.tif", scene, descriptions=list(SEED_BANDS))
+    raster = write_raster(tmp_path / "s2.tif", scene, descriptions=list(FARMVIBES_BANDS))
     cloud_model, wc, bc = seed_card_model(tmp_path, "cloud")
     shadow_model, ws, bs = seed_card_model(tmp_path, "shadow")
     cloud_path, shadow_path = tmp_path / "c.tif", tmp_path / "s.tif"
@@ -151,7 +151,7 @@ def test_column_stripes_give_the_same_probabilities_as_one_pass(tmp_path, pixel_
     across the splits: the stripes' results equal the unsplit run bit for bit."""
     scene = random_scene(150, 1400)
     scene[:, 20:90, 400:1000] = 0
-    raster = write_raster(tmp_path / "s2.tif", scene, descriptions=list(SEED_BANDS))
+    raster = write_raster(tmp_path / "s2.tif", scene, descriptions=list(FARMVIBES_BANDS))
     seed_cloud, _, _ = seed_card_model(tmp_path, "cloud")
     seed_shadow, _, _ = seed_card_model(tmp_path, "shadow")
     clouds = [str(pixel_model[0]), str(seed_cloud)]

@@ -158,7 +158,7 @@ def test_context_sensitive_result_is_independent_of_window_and_batch(rows, cols,
 
 
 def reference_decode(value, kind: str, nodata, threshold: float) -> tuple[bool, bool, bool]:
-    """(cloud, shadow, known) of one value, straight from DESIGN.md §4."""
+    """(cloud, shadow, known) of one value, straight from the documented product mask kinds."""
     value = float(value)
     if np.isnan(value) or (nodata is not None and value == nodata):
         return False, False, False
