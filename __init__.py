@@ -1,12 +1,11 @@
 """Cloud Mask Improver: QGIS loads the plugin through ``classFactory``."""
 
-from qgis.core import QgsApplication
-
 from .core import deps, home
 
 
 def data_home():
     """The plugin's data home for the running QGIS profile (or ``$CLOUDMASK_HOME``)."""
+    from qgis.core import QgsApplication  # here, not at import: core stays usable without QGIS
     return home.data_home(QgsApplication.qgisSettingsDirPath())
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from . import home
 from .cards import CardError, ModelCard, all_cards, broken_cards, committed_cards, load_card, verify_file
+from .errors import CloudMaskError
 
 
-class ModelNotFound(LookupError):
+class ModelNotFound(CloudMaskError, LookupError):
     """No such model is installed; the message says how to install it."""
 
 
@@ -47,7 +48,7 @@ def _from_path(path: Path) -> tuple[ModelCard, Path]:
     if beside.exists():
         card = load_card(beside)
     else:
-        # The seed's own files (cloud_model2_cpu.onnx, shadow.onnx) have committed cards.
+        # FarmVibes.AI's own files (cloud_model2_cpu.onnx, shadow.onnx) have committed cards.
         known = [c for c in committed_cards() if c.file == path.name]
         if not known:
             raise CardError(f"Model file '{path}' has no card: put a JSON card named {beside.name} "

@@ -56,7 +56,7 @@ def missing_converters(card: ModelCard) -> list[str]:
 
 
 def converter_command(names: list[str]) -> str:
-    # numpy stays the one QGIS's GDAL bindings were built against (1.x or 2.x; DESIGN §7).
+    # numpy stays the one QGIS's GDAL bindings were built against (1.x or 2.x; docs/architecture.md).
     return " ".join([deps.python_executable(), "-m", "pip", "install", "--user", *names, f'"numpy=={numpy.__version__}"'])
 
 
