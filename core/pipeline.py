@@ -29,7 +29,7 @@ from .plan import (  # noqa: F401 - the requests are this module's public API
     plan_merge,
     plan_probabilities,
 )
-from .probability import RunReport, compute_probabilities
+from .probability import RunReport, compute_probabilities, record_thresholds, recorded_thresholds  # noqa: F401
 from .staging import atomic_outputs, stage
 from .windowed_merge import merge_to_mask
 
@@ -71,6 +71,7 @@ def run(run_plan: RunPlan, feedback: Feedback | None = None) -> RunReport:
     with atomic_outputs() as pending, tempfile.TemporaryDirectory(prefix="cloudmask-") as tmp:
         paths = _targets(run_plan.probability, pending, tmp)
         report = compute_probabilities(run_plan.probability, paths, _Stage(feedback, 0.0, 0.9))
+        record_thresholds(paths, run_plan.probability)
         mask = stage(pending, run_plan.mask)
         fractions = merge_to_mask(run_plan.merge, paths.cloud, paths.shadow, mask, _Stage(feedback, 0.9, 1.0))
     report.notes.extend(run_plan.notes)
@@ -89,7 +90,10 @@ def probabilities(request: ProbabilityRequest, outputs: ProbabilityOutputs,
     """Cloud and/or shadow probability rasters, written atomically."""
     probability = plan_probabilities(request, outputs)
     with atomic_outputs() as pending:
-        return compute_probabilities(probability, _targets(probability, pending, None), feedback)
+        paths = _targets(probability, pending, None)
+        report = compute_probabilities(probability, paths, feedback)
+        record_thresholds(paths, probability)
+        return report
 
 
 def merge(request: MergeRequest, mask: str, feedback: Feedback | None = None) -> mg.Fractions:

@@ -275,19 +275,25 @@ def _check_thresholds(request: ImproveRequest) -> None:
                                 "between 0 and 1, or leave it empty for the model's recommended value.")
 
 
-def thresholds(request: ImproveRequest, probability: ProbabilityPlan) -> tuple[float, float]:
-    """Given thresholds, else the cards' recommended values (the mean over an ensemble's
-    cloud models), else FarmVibes.AI's defaults."""
-    cloud, shadow = request.cloud_threshold, request.shadow_threshold
+def recommended_thresholds(probability: ProbabilityPlan) -> tuple[float | None, float | None]:
+    """The cards' recommended cloud threshold (the mean over an ensemble's cloud models)
+    and shadow threshold; None where no card recommends one."""
     cards = probability.cards
+    values = [cards[m].cloud_threshold for m in probability.cloud_models]
+    values = [v for v in values if v is not None]
+    cloud = float(np.mean(values)) if values else None
+    shadow = cards[probability.shadow_model].shadow_threshold if probability.shadow_model else None
+    return cloud, shadow
+
+
+def thresholds(request: ImproveRequest, probability: ProbabilityPlan) -> tuple[float, float]:
+    """Given thresholds, else the cards' recommended values, else FarmVibes.AI's defaults."""
+    cloud, shadow = request.cloud_threshold, request.shadow_threshold
+    recommended_cloud, recommended_shadow = recommended_thresholds(probability)
     if cloud is None:
-        values = [cards[m].cloud_threshold for m in probability.cloud_models]
-        values = [v for v in values if v is not None]
-        cloud = float(np.mean(values)) if values else mg.MergeSettings.cloud_threshold
-    if shadow is None and probability.shadow_model:
-        shadow = cards[probability.shadow_model].shadow_threshold
+        cloud = recommended_cloud if recommended_cloud is not None else mg.MergeSettings.cloud_threshold
     if shadow is None:
-        shadow = mg.MergeSettings.shadow_threshold
+        shadow = recommended_shadow if recommended_shadow is not None else mg.MergeSettings.shadow_threshold
     return float(cloud), float(shadow)
 
 

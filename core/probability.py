@@ -14,7 +14,7 @@ from . import deps
 from .cards import ModelCard
 from .engine import Engine, Feedback, Job
 from .inference import ModelError, load_model
-from .plan import ModelUse, ProbabilityOutputs, ProbabilityPlan
+from .plan import ModelUse, ProbabilityOutputs, ProbabilityPlan, recommended_thresholds
 from .raster import (
     PROBABILITY_NODATA,
     RasterError,
@@ -126,3 +126,32 @@ def compute_probabilities(plan: ProbabilityPlan, paths: ProbabilityOutputs,
                 if final:
                     to_grid(coarse_path, info, final, "bilinear")
     return report
+
+
+# Where a probability raster records the threshold its model recommends (GDAL metadata), so
+# that a merge run later on its own (the modeler's chain) thresholds it as one run would.
+THRESHOLD_KEYS = ("RECOMMENDED_CLOUD_THRESHOLD", "RECOMMENDED_SHADOW_THRESHOLD")
+
+
+def record_thresholds(paths: ProbabilityOutputs, plan: ProbabilityPlan) -> None:
+    """Write the cards' recommended thresholds into the probability rasters just computed."""
+    for path, key, value in zip((paths.cloud, paths.shadow), THRESHOLD_KEYS, recommended_thresholds(plan)):
+        if path and value is not None:
+            ds, detail = gdal_try(gdal.Open, path, gdal.GA_Update)
+            if ds is None:
+                raise RasterError(f"Cannot update the probability raster '{path}': {detail}")
+            ds.SetMetadataItem(key, repr(float(value)))
+            ds = None
+
+
+def recorded_thresholds(cloud_probability: str | None,
+                        shadow_probability: str | None) -> tuple[float | None, float | None]:
+    """The thresholds :func:`record_thresholds` wrote (None where absent)."""
+    found = []
+    for path, key in zip((cloud_probability, shadow_probability), THRESHOLD_KEYS):
+        value = raster_info(path).metadata.get(key) if path else None
+        try:
+            found.append(float(value) if value is not None else None)
+        except ValueError:
+            found.append(None)
+    return found[0], found[1]

@@ -25,6 +25,7 @@ from .raster import (
     PROBABILITY_NODATA,
     create_geotiff,
     limited_block_cache,
+    list_only_the_classes,
     open_dataset,
     read_array,
     set_categories,
@@ -131,6 +132,7 @@ def merge_to_mask(plan: MergePlan, cloud: str | None, shadow: str | None, mask_p
         out.FlushCache()
         out = None
         readers = None
+        list_only_the_classes(mask_path, mg.BINARY_CATEGORY_COLOURS if binary else mg.CATEGORY_COLOURS)
     return fractions
 
 
