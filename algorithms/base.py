@@ -103,6 +103,12 @@ def product_source(source: str, name: str) -> str:
     return run_engine(lambda _: safe.resolve(source, QgsProcessingUtils.tempFolder(), mask), None)
 
 
+def with_help(parameter, text: str):
+    """A parameter with a short label (QGIS does not wrap labels) and the details as its tooltip."""
+    parameter.setHelp(text)
+    return parameter
+
+
 class CloudMaskAlgorithm(QgsProcessingAlgorithm):
     def createInstance(self):
         return type(self)()
@@ -157,19 +163,19 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(name, label, optional=optional))
 
     def add_in_memory(self):
-        self.addParameter(QgsProcessingParameterBoolean(
-            "IN_MEMORY", "Load the whole raster in memory (faster for fast models, uses more memory)",
-            defaultValue=False))
+        self.addParameter(with_help(QgsProcessingParameterBoolean(
+            "IN_MEMORY", "Load the whole raster in memory", defaultValue=False),
+            "Faster for fast models; uses about as much memory as the raster."))
 
     def add_threshold(self, name, label):
-        self.addParameter(QgsProcessingParameterNumber(
-            name, label + " (empty: the model's recommended value)", QgsProcessingParameterNumber.Double,
-            optional=True, minValue=0.0, maxValue=1.0))
+        self.addParameter(with_help(QgsProcessingParameterNumber(
+            name, label, QgsProcessingParameterNumber.Double, optional=True, minValue=0.0, maxValue=1.0),
+            "Empty: the model's recommended value."))
 
     def add_bands(self):
-        self.add_advanced(QgsProcessingParameterString(
-            "BANDS", "Sentinel-2 band of each raster band, comma-separated (empty: detect)",
-            optional=True))
+        self.add_advanced(with_help(QgsProcessingParameterString(
+            "BANDS", "Band mapping (empty: detect)", optional=True),
+            "The Sentinel-2 band of each raster band, comma-separated, e.g. B02,B03,B04,B08."))
 
     def add_provider(self):
         self.add_advanced(QgsProcessingParameterEnum(
@@ -182,7 +188,7 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
             "DILATION", "Dilation radius (pixels)", QgsProcessingParameterNumber.Integer,
             defaultValue=5, minValue=0))
         self.add_advanced(QgsProcessingParameterNumber(
-            "MIN_AREA", "Drop cloud/shadow patches smaller than (pixels)",
+            "MIN_AREA", "Drop patches smaller than (pixels)",
             QgsProcessingParameterNumber.Integer, defaultValue=0, minValue=0))
         self.add_advanced(QgsProcessingParameterEnum(
             "OUTPUT_MODE", "Output", options=["categorical (0 clear, 1 cloud, 2 shadow)",

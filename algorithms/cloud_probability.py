@@ -37,7 +37,7 @@ class CloudProbability(CloudMaskAlgorithm):
 
     def add_model_parameter(self):
         self.addParameter(QgsProcessingParameterString(
-            "MODEL_PATH", "Model (id or .onnx path; empty: best installed)", optional=True))
+            "MODEL_PATH", "Model", optional=True))
 
     def request(self, parameters, context) -> pipeline.ProbabilityRequest:
         model = self.parameterAsString(parameters, "MODEL_PATH", context).strip()

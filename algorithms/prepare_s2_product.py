@@ -48,7 +48,7 @@ class PrepareS2Product(CloudMaskAlgorithm):
         # A File parameter (not Folder): a product is usually a .zip or picked by its MTD
         # file, and the value is only a string, so a typed .SAFE folder path works too.
         self.addParameter(QgsProcessingParameterFile(
-            "INPUT", "Sentinel-2 product (.zip, MTD_MSIL2A.xml / MTD_MSIL1C.xml, or .SAFE folder)",
+            "INPUT", "Sentinel-2 product",
             behavior=QgsProcessingParameterFile.File,
             fileFilter="Sentinel-2 product (*.zip *.ZIP MTD_MSIL2A.xml MTD_MSIL1C.xml);;All files (*)"))
         self.addParameter(QgsProcessingParameterNumber(

@@ -88,7 +88,7 @@ class ModelCombo(QComboBox):
         self.setEditable(True)  # a path to a user's .onnx is a legal value too
         self.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.setMinimumContentsLength(28)
+        self.setMinimumContentsLength(18)
         self.currentIndexChanged.connect(self._update_tooltip)
         self.set_cards(cards)
 
