@@ -12,6 +12,8 @@ def data_home():
 
 def classFactory(iface):
     """Make the plugin. ``iface`` is None (or a stub) under ``qgis_process``."""
+    # One data home per QGIS session, the running profile's: core cannot ask QGIS.
+    home.set_session_profile(QgsApplication.qgisSettingsDirPath())
     # onnxruntime lives in a private folder of the data home: put it on the
     # path before anything of ours can import it.
     deps.ensure_on_path(data_home())

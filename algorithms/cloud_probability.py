@@ -57,9 +57,9 @@ class CloudProbability(CloudMaskAlgorithm):
         def work(fb):
             request = self.request(parameters, context)
             return pipeline.probabilities(request, self.outputs(path), fb)
+        style_on_load(context, path, ProbabilityStyler())
         report = run_engine(work, feedback)
         feedback.pushInfo(f"Models: {', '.join(report.cloud_models) or report.shadow_model}")
         for note in report.notes:  # e.g. CUDA requested but not available: ran on the CPU
             feedback.pushInfo(note)
-        style_on_load(context, path, ProbabilityStyler.get())
         return {self.output: path}

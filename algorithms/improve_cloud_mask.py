@@ -106,17 +106,16 @@ class ImproveCloudMask(CloudMaskAlgorithm):
             cloud_threshold=self.optional_number(parameters, "CLOUD_THR", context),
             shadow_threshold=self.optional_number(parameters, "SHADOW_THR", context),
             mask=mask, outputs=outputs, ensemble=self.ensemble)
+        probabilities = {name: path for name, path in (
+            ("CLOUD_PROBABILITY", outputs.cloud), ("SHADOW_PROBABILITY", outputs.shadow),
+            ("CLOUD_UNCERTAINTY", outputs.uncertainty)) if path}
+        style_on_load(context, mask, MaskStyler(request.settings.output_mode == "binary"))
+        for path in probabilities.values():
+            style_on_load(context, path, ProbabilityStyler())
         report = run_engine(lambda fb: pipeline.improve(request, fb), feedback)
         feedback.pushInfo(f"Cloud models: {', '.join(report.cloud_models)}; shadow model: "
                           f"{report.shadow_model or 'none'}. " + " ".join(report.notes))
         if report.valid_pixels == 0:
             feedback.reportError("The raster has no valid pixel: the mask is all nodata and "
                                  "the fractions are 0.", fatalError=False)
-        style_on_load(context, mask, MaskStyler.get(request.settings.output_mode == "binary"))
-        results = {"MASK": mask, **report.fractions}
-        for name, path in (("CLOUD_PROBABILITY", outputs.cloud), ("SHADOW_PROBABILITY", outputs.shadow),
-                           ("CLOUD_UNCERTAINTY", outputs.uncertainty)):
-            if path:
-                style_on_load(context, path, ProbabilityStyler.get())
-                results[name] = path
-        return results
+        return {"MASK": mask, **report.fractions, **probabilities}

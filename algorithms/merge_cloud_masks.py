@@ -51,6 +51,6 @@ class MergeCloudMasks(CloudMaskAlgorithm):
             self.raster_source(parameters, "PRODUCT_MASK", context, required=False) or None,
             settings)
         mask = self.parameterAsOutputLayer(parameters, "MERGED_CLOUD_MASK", context)
+        style_on_load(context, mask, MaskStyler(settings.output_mode == "binary"))
         fractions = run_engine(lambda fb: pipeline.merge(request, mask, fb), feedback)
-        style_on_load(context, mask, MaskStyler.get(settings.output_mode == "binary"))
         return {"MERGED_CLOUD_MASK": mask, **fractions.as_dict()}

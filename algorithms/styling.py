@@ -1,12 +1,18 @@
 """Styles applied when a result is loaded into the project (layer post-processors).
 
-QGIS holds post-processors by raw pointer, so each kind keeps one Python
-instance alive at class level (DESIGN §8).
+QGIS takes a post-processor by raw pointer, calls it when it loads the layer
+(after the run, in the main thread) and then deletes it. So (DESIGN §8) each
+output of each run gets a new one, and this module keeps the Python object
+alive until QGIS has deleted it: without the reference Python frees it and
+QGIS calls a dangling pointer; with one shared instance only the first run
+works ("wrapped C/C++ object ... has been deleted" from the second on). The
+algorithm instance cannot be the keeper: a modeler child's instance is gone
+before the model's outputs are loaded.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+import threading
 
 from qgis.core import (
     QgsColorRampShader,
@@ -16,6 +22,7 @@ from qgis.core import (
     QgsSingleBandPseudoColorRenderer,
     QgsStyle,
 )
+from qgis.PyQt import sip
 from qgis.PyQt.QtGui import QColor
 
 from ..core import merge as mg
@@ -41,9 +48,7 @@ def probability_renderer(layer):
 
 
 class MaskStyler(QgsProcessingLayerPostProcessorInterface):
-    instances: ClassVar[dict] = {}
-
-    def __init__(self, binary: bool):
+    def __init__(self, binary: bool = False):
         super().__init__()
         self.binary = binary
 
@@ -52,28 +57,36 @@ class MaskStyler(QgsProcessingLayerPostProcessorInterface):
             layer.setRenderer(mask_renderer(layer, self.binary))
             layer.triggerRepaint()
 
-    @classmethod
-    def get(cls, binary: bool = False) -> MaskStyler:
-        if binary not in cls.instances:
-            cls.instances[binary] = cls(binary)
-        return cls.instances[binary]
-
 
 class ProbabilityStyler(QgsProcessingLayerPostProcessorInterface):
-    instance = None
-
     def postProcessLayer(self, layer, context, feedback):
         if layer is not None and layer.isValid():
             layer.setRenderer(probability_renderer(layer))
             layer.triggerRepaint()
 
-    @classmethod
-    def get(cls) -> ProbabilityStyler:
-        if cls.instance is None:
-            cls.instance = cls()
-        return cls.instance
+
+_pending: list[QgsProcessingLayerPostProcessorInterface] = []  # handed to QGIS, not yet deleted by it
+_pending_lock = threading.Lock()  # runs started from dialogs call in from worker threads
+
+
+def _keep(styler) -> None:
+    with _pending_lock:
+        _pending[:] = [p for p in _pending if not sip.isdeleted(p)]
+        _pending.append(styler)
+
+
+def pending_stylers() -> int:
+    """How many post-processors QGIS still holds (for tests: it must fall back to 0)."""
+    with _pending_lock:
+        return sum(1 for p in _pending if not sip.isdeleted(p))
 
 
 def style_on_load(context, destination: str, styler) -> None:
+    """Style the layer QGIS will load from ``destination``; ``styler`` must be a new instance.
+
+    Call it before the engine writes the output: a failed run then leaves nothing
+    to load, and a run that wrote its output cannot fail afterwards.
+    """
     if destination and context.willLoadLayerOnCompletion(destination):
+        _keep(styler)
         context.layerToLoadOnCompletionDetails(destination).setPostProcessor(styler)

@@ -4,6 +4,11 @@ One data home holds the installed model files and a private Python folder
 for onnxruntime. ``CLOUDMASK_HOME`` overrides it; otherwise it is a folder in
 the QGIS profile, so a desktop user without admin rights, ``qgis_process``,
 the tests and the demo all see the same models and dependencies.
+
+The profile is the one QGIS runs with (``--profile``, ``--profiles-path``), which
+only QGIS knows: the plugin tells this module once, when QGIS loads it
+(:func:`set_session_profile`), and from then on every caller (algorithms, model
+manager, messages) gets that profile's data home without asking QGIS.
 """
 
 from __future__ import annotations
@@ -14,6 +19,16 @@ from pathlib import Path
 
 ENV_VAR = "CLOUDMASK_HOME"
 FOLDER_NAME = "cloud_mask_improver"
+
+_session_profile: Path | None = None  # the running QGIS profile, set by the plugin when QGIS loads it
+
+
+def set_session_profile(profile_dir: str | Path | None) -> Path:
+    """Record the QGIS profile of this session (``QgsApplication.qgisSettingsDirPath()``);
+    returns the data home that every later :func:`data_home` call gives."""
+    global _session_profile
+    _session_profile = Path(profile_dir) if profile_dir else None
+    return data_home()
 
 
 def default_profile_dir() -> Path:
@@ -28,11 +43,12 @@ def default_profile_dir() -> Path:
 
 
 def data_home(profile_dir: str | Path | None = None) -> Path:
-    """The data home: ``$CLOUDMASK_HOME``, else ``<profile>/cloud_mask_improver``."""
+    """The data home: ``$CLOUDMASK_HOME``, else ``<profile>/cloud_mask_improver`` for
+    ``profile_dir``, else the session's profile, else QGIS's default profile."""
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env).expanduser()
-    profile = Path(profile_dir) if profile_dir else default_profile_dir()
+    profile = Path(profile_dir) if profile_dir else _session_profile or default_profile_dir()
     return profile / FOLDER_NAME
 
 

@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PY=/usr/bin/python3
 
-APT_PACKAGES="qgis python3-qgis qgis-providers python3-gdal gdal-bin python3-scipy python3-venv python3-pip pyqt5-dev-tools"
+# xvfb, openbox, x11-utils (xprop), imagemagick (import): the desktop tests run the real QGIS window.
+APT_PACKAGES="qgis python3-qgis qgis-providers python3-gdal gdal-bin python3-scipy python3-venv python3-pip pyqt5-dev-tools
+  xvfb openbox x11-utils imagemagick"
 missing=""
 for pkg in $APT_PACKAGES; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing="$missing $pkg"

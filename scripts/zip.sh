@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# A zip for "Install from ZIP" / the plugin repository: tracked files plus compiled resources.
+# A zip for "Install from ZIP" / the plugin repository: the plugin's files as they are in the
+# working tree (tracked files, and new files git does not ignore) plus the compiled resources,
+# so the desktop tests install exactly the code under test.
+# Usage: scripts/zip.sh [OUTPUT.zip]   (default: build/cloud_mask_improver.zip)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mkdir -p build
-rm -f build/cloud_mask_improver.zip
-git archive --format=zip --prefix=cloud_mask_improver/ -o build/cloud_mask_improver.zip HEAD \
-  -- . ':!test' ':!.ci' ':!scripts' ':!docs'
-python3 - <<'PY'
-import zipfile
-with zipfile.ZipFile("build/cloud_mask_improver.zip", "a") as zf:
-    zf.write("resources_rc.py", "cloud_mask_improver/resources_rc.py")
-PY
-echo "build/cloud_mask_improver.zip"
+OUT=${1:-build/cloud_mask_improver.zip}
+mkdir -p "$(dirname "$OUT")"
+rm -f "$OUT"
+[ -f resources_rc.py ] || pyrcc5 -o resources_rc.py resources.qrc
+git ls-files -z --cached --others --exclude-standard -- . ':!test' ':!.ci' ':!scripts' ':!docs' \
+  > "$OUT.list"
+python3 -c '
+import os, sys, zipfile
+out, listing = sys.argv[1], sys.argv[2]
+names = [n for n in open(listing, "rb").read().decode().split("\0") if n and os.path.isfile(n)]
+with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+    for name in sorted(names) + ["resources_rc.py"]:
+        zf.write(name, "cloud_mask_improver/" + name)
+' "$OUT" "$OUT.list"
+rm -f "$OUT.list"
+echo "$OUT"

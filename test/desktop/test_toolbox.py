@@ -1,0 +1,55 @@
+"""The plugin in the real QGIS desktop, run from the Processing toolbox (one QGIS session
+under Xvfb, a fresh non-default profile, the plugin installed from its zip)."""
+
+import pytest
+from harness import run_qgis
+from samples import L1C_STACK, PRODUCT_MASK, model_file, require
+
+MODEL = "ukis-4b-l1c"  # the fastest real model: this is about QGIS, not model quality
+
+
+@pytest.fixture(scope="module")
+def session():
+    require(L1C_STACK, PRODUCT_MASK)
+    model_file(MODEL)
+    run = run_qgis("toolbox", args={"sample": str(L1C_STACK), "product_mask": str(PRODUCT_MASK), "model": MODEL},
+                   timeout=240)
+    run.result.setdefault("facts", {})
+    return run
+
+
+def failures(session, prefix):
+    return {k: v for k, v in session.failed_checks().items() if k.startswith(prefix)}
+
+
+def test_qgis_session_ends_cleanly(session):
+    assert session.result.get("finished"), session.problems()
+    assert not session.tracebacks(), session.problems()
+    assert not session.result.get("modal_dialogs"), session.problems()
+
+
+def test_data_home_is_the_running_profiles(session):
+    assert session.facts["plugin_loaded"]
+    assert session.facts["data_home"] == str(session.profile_dir / "cloud_mask_improver")
+    assert session.facts["plugin_paths_on_sys_path"]
+
+
+@pytest.mark.parametrize("label", ["improve_1", "improve_2", "improve_3", "cloud_probability_1",
+                                   "cloud_probability_2", "shipped_model"])
+def test_every_toolbox_run_adds_its_styled_layers(session, label):
+    assert label in session.facts.get("runs", {}), session.problems()
+    assert not failures(session, label + ":"), session.problems()
+
+
+@pytest.mark.xfail(strict=True, reason="defect 10 (issue 11): the shipped models miss mandatory inputs")
+def test_shipped_models_are_valid(session):
+    assert session.facts.get("models"), session.problems()
+    assert not failures(session, "cloudmask:"), session.facts["models"]
+
+
+@pytest.mark.xfail(strict=True, reason="defect 9 (issue 11): the GeoTIFF's colour table has 256 entries")
+def test_saved_mask_has_a_legend_row_per_class(session):
+    legend = session.facts.get("saved_mask_legend")
+    assert legend is not None, session.problems()
+    classes = [row for row in legend if "Band 1" not in str(row)]  # the band's title row is no class
+    assert {"clear", "cloud", "cloud shadow"} <= set(classes) <= {"clear", "cloud", "cloud shadow", "nodata"}, legend
