@@ -17,10 +17,11 @@ from qgis.core import (
     QgsSingleBandPseudoColorRenderer,
     QgsTask,
 )
+from qgis.PyQt.QtGui import QGuiApplication
 from samples import L1C_STACK, PRODUCT_MASK, require
 
 from cloud_mask_improver.core import models
-from cloud_mask_improver.ui import improve_dialog
+from cloud_mask_improver.ui import improve_dialog, improve_form
 from cloud_mask_improver.ui.improve_dialog import ImproveDialog
 
 S2_NAME = "S2 L1C sample"
@@ -221,3 +222,32 @@ def test_without_the_algorithm_the_dialog_says_so(project, qgis_iface):
     dialog = ImproveDialog(qgis_iface)
     assert dialog.run() is None
     assert "cloudmask:improvecloudmask is not available" in dialog.message.text()
+
+
+def test_the_same_layer_as_raster_and_mask_is_a_warning(project, qgis_iface):
+    dialog = ImproveDialog(qgis_iface)
+    assert dialog.form.layer_note.isHidden()
+    dialog.form.mask_layer.setLayer(dialog.form.s2_layer.currentLayer())
+    assert not dialog.form.layer_note.isHidden()
+    assert "same raster" in dialog.form.layer_note.text()
+    assert dialog.run() is None
+    assert "same raster" in dialog.message.text()
+
+
+def test_the_dialog_fits_the_screen_with_every_fold_out_open(project, qgis_iface, qtbot):
+    """A laptop leaves ~700 px of height; the offscreen screen here is smaller still (800x600)."""
+    area = QGuiApplication.primaryScreen().availableGeometry()
+    for ensemble in (False, True):
+        dialog = ImproveDialog(qgis_iface, ensemble=ensemble)
+        dialog.move(area.x() + 10, area.y() - 300)  # asked to open with its title bar above the screen
+        dialog.show()
+        qtbot.waitExposed(dialog)
+        qtbot.wait(350)
+        assert area.contains(dialog.frameGeometry()), (dialog.frameGeometry(), area)
+        dialog.form.band_box.setCollapsed(False)
+        dialog.form.advanced.setCollapsed(False)
+        qtbot.wait(350)
+        assert area.contains(dialog.frameGeometry()), (dialog.frameGeometry(), area)
+        assert dialog.form.facts_area.height() <= improve_form.FACTS_HEIGHT  # the cards scroll
+        assert dialog.scroll.verticalScrollBar().maximum() > 0  # the form scrolls instead of growing
+        dialog.close()

@@ -80,7 +80,7 @@ class ImproveDialog(QDialog):
         self.progress = QProgressBar(self)
         self.progress.setRange(0, 100)
         self.progress.setValue(0)
-        self.progress.setTextVisible(False)  # no "0%" before anything runs
+        self.progress.setVisible(False)  # shown while something runs
         self.message = QLabel(self)
         self.message.setWordWrap(True)
         self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -112,13 +112,14 @@ class ImproveDialog(QDialog):
         chrome = self.sizeHint().height() - self.scroll.sizeHint().height()
         height = chrome + self.form.sizeHint().height() + 2 * self.scroll.frameWidth()
         width = max(self.width() if self.isVisible() else 0, MIN_WIDTH, self.form.sizeHint().width() + 40)
-        self.resize(width, max(height, self.height() if self.isVisible() else 0))
+        self.resize(width, height)
         fit_on_screen(self)
 
     def showEvent(self, event):
         super().showEvent(event)
-        # The window manager adds its frame only now: check again that all of it is on the screen.
+        # The fold-outs fold, and the window manager adds its frame, only once shown: fit again then.
         QTimer.singleShot(0, self._fit)
+        QTimer.singleShot(300, lambda: fit_on_screen(self))
 
     # -- onnxruntime and models
     def check_runtime(self) -> deps.RuntimeStatus:
@@ -140,7 +141,7 @@ class ImproveDialog(QDialog):
         self.runtime_button.setEnabled(False)
         self.runtime_note.setText("Installing onnxruntime… QGIS stays usable meanwhile; Cancel stops it.")
         self.cancel_button.setEnabled(True)
-        self.progress.setTextVisible(True)
+        self.progress.setVisible(True)
         self.progress.setValue(0)
         if task is not None:
             task.progressChanged.connect(lambda value: self.progress.setValue(int(value)))
@@ -148,8 +149,7 @@ class ImproveDialog(QDialog):
     def _runtime_finished(self, ok: bool, message: str) -> None:
         self.runtime_note.setText(RUNTIME_MISSING)
         self.cancel_button.setEnabled(any(not r.done for r in self.runs))
-        self.progress.setValue(100 if ok else 0)
-        self.progress.setTextVisible(ok)
+        self.progress.setVisible(False)
         self.show_message(message + (" Ready to run." if ok else ""), error=not ok)
         self.check_runtime()
 
@@ -194,7 +194,7 @@ class ImproveDialog(QDialog):
         run.start(f"{self.windowTitle()}: {name}")
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
-        self.progress.setTextVisible(True)
+        self.progress.setVisible(True)
         self.show_message(f"Running on {name}…")
         return run
 
@@ -218,7 +218,7 @@ class ImproveDialog(QDialog):
     def _reset_progress(self) -> None:
         # An error must not sit under the previous run's full bar.
         self.progress.setValue(0)
-        self.progress.setTextVisible(False)
+        self.progress.setVisible(False)
 
     def _finished(self, run: ImproveRun) -> None:
         self.cancel_button.setEnabled(any(not r.done for r in self.runs) or tasks.runtime_install() is not None)

@@ -93,21 +93,23 @@ class Plan:
     level: str
 
     def summary(self, titles: dict[str, str]) -> str:
+        """One sentence on what Run will do, in the words the dialog uses."""
         def name(model: str) -> str:
             return titles.get(model, model)
-        cloud = ", ".join(name(m) for m in self.cloud) or "none installed"
+        cloud = ", ".join(name(m) for m in self.cloud)
         if len(self.cloud) > 1 and not self.cloud_chosen:
             cloud = f"all {len(self.cloud)} installed {self.level} cloud models ({cloud})"
-        elif not self.cloud_chosen:
-            cloud += " (best installed for the raster)"
-        if self.shadow is None:
-            shadow = "none (no shadow model installed)"
-        elif self.shadow in self.cloud:
-            shadow = f"{name(self.shadow)} (the same network)"
+        if self.shadow is not None and self.cloud == (self.shadow,):
+            models = f"{cloud} for cloud and shadow"
+        elif self.shadow is None:
+            models = f"{cloud} for cloud (no shadow model is installed)"
         else:
-            shadow = name(self.shadow)
-        return (f"<b>Will run</b> cloud: {cloud}; shadow: {shadow}; thresholds: cloud "
-                f"{self.cloud_threshold:.4g}, shadow {self.shadow_threshold:.4g}.")
+            models = f"{cloud} for cloud and {name(self.shadow)} for shadow"
+        if not self.cloud_chosen and len(self.cloud) == 1:
+            models += " (the best installed for this raster)"
+        mean = " (mean of the models' values)" if len(self.cloud) > 1 else ""
+        return (f"<b>Will run</b> {models}. Thresholds: cloud {self.cloud_threshold:.4g}{mean}, "
+                f"shadow {self.shadow_threshold:.4g}.")
 
 
 def widget_value(widget):
@@ -162,6 +164,9 @@ class ImproveForm(QWidget):
         self.mask_layer = QgsMapLayerComboBox(self)
         self.mask_layer.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
         self.mask_layer.setAllowEmptyLayer(True)
+        self.layer_note = QLabel(self)
+        self.layer_note.setWordWrap(True)
+        self.layer_note.setVisible(False)
         self.product_kind = QComboBox(self)
         for kind in PRODUCT_KINDS:
             self.product_kind.addItem(PRODUCT_KIND_LABELS[kind], kind)
@@ -179,6 +184,7 @@ class ImproveForm(QWidget):
         self.shadow_model.currentTextChanged.connect(self.update_facts)
         self.plan_note = QLabel(self)
         self.plan_note.setWordWrap(True)
+        self.plan_note.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.model_facts = QLabel(self)
         self.model_facts.setWordWrap(True)
         self.model_facts.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
@@ -226,6 +232,7 @@ class ImproveForm(QWidget):
         inputs = QFormLayout()
         inputs.addRow("Sentinel-2 raster", self.s2_layer)
         inputs.addRow("Product cloud mask", self.mask_layer)
+        inputs.addRow(self.layer_note)
         inputs.addRow("Product mask kind", self.product_kind)
         inputs.addRow("Cloud model" + ("s" if self.ensemble else ""), self.cloud_models)
         inputs.addRow("Shadow model", self.shadow_model)
@@ -235,7 +242,6 @@ class ImproveForm(QWidget):
             thresholds.addWidget(QLabel(label, self))
             thresholds.addWidget(box)
         inputs.addRow("Thresholds", thresholds)
-        inputs.addRow("", self.plan_note)
 
         self.band_box = QgsCollapsibleGroupBox("Band mapping", self)
         QVBoxLayout(self.band_box).addWidget(self.bands)
@@ -264,6 +270,7 @@ class ImproveForm(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(inputs)
+        layout.addWidget(self.plan_note)
         layout.addWidget(self.band_box)
         layout.addWidget(self.advanced)
         layout.addWidget(outputs)
@@ -369,6 +376,9 @@ class ImproveForm(QWidget):
                                            else "model default")
         self.shadow_thr.setSpecialValueText(f"model default ({plan.shadow_threshold:.4g})" if shadow_default
                                             else "model default")
+        same = self._same_layer()
+        self.layer_note.setText(f"<span style='color:#b00020'>⚠ {same}</span>")
+        self.layer_note.setVisible(bool(same))
         titles = {c.id: c.title for c in self.cards.values()}
         self.plan_note.setText(plan.summary(titles) if plan.cloud else "")
         self.changed.emit()
@@ -416,14 +426,19 @@ class ImproveForm(QWidget):
         s2 = self.s2_layer.currentLayer()
         if s2 is None:
             return "Choose the Sentinel-2 raster."
-        mask = self.mask_layer.currentLayer()
-        if mask is not None and mask.source() == s2.source():
-            return ("The same layer is chosen as the Sentinel-2 raster and as the product cloud mask: "
-                    "choose the product's mask (or none).")
+        if self._same_layer():
+            return self._same_layer()
         plan = self.plan()
         if not plan.cloud:
             return "No cloud model is installed: open Manage models… and install one."
         return self.bands.problem(self._needed_bands(self.chosen_cards(plan)))
+
+    def _same_layer(self) -> str:
+        s2, mask = self.s2_layer.currentLayer(), self.mask_layer.currentLayer()
+        if s2 is None or mask is None or mask.source() != s2.source():
+            return ""
+        return ("The same raster is chosen as the Sentinel-2 raster and as the product cloud mask: "
+                "choose the product's own mask, or none.")
 
     # -- settings
     def _settings_key(self, key: str) -> str:

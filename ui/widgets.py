@@ -48,8 +48,8 @@ def fit_on_screen(window: QWidget) -> None:
     frame = window.frameGeometry()
     extra_w = frame.width() - window.width()
     extra_h = frame.height() - window.height()
-    if not window.isVisible():
-        extra_h = max(extra_h, FRAME_ALLOWANCE)
+    if extra_h == 0:  # not decorated yet (or never will be): leave room for a title bar
+        extra_h = FRAME_ALLOWANCE
     width = min(window.width(), area.width() - extra_w)
     height = min(window.height(), area.height() - extra_h)
     if (width, height) != (window.width(), window.height()):

@@ -189,8 +189,15 @@ class _Screen:
             start_new_session=True)
         os.close(write_fd)
         self.procs.append(xvfb)
-        ready, _, _ = select.select([read_fd], [], [], 20)
-        number = os.read(read_fd, 16).decode().strip() if ready else ""
+        # Xvfb writes the number, then a newline: closing the pipe before the newline kills it (EPIPE).
+        text, end = b"", time.monotonic() + 20
+        while not text.endswith(b"\n") and time.monotonic() < end:
+            ready, _, _ = select.select([read_fd], [], [], max(0.0, end - time.monotonic()))
+            chunk = os.read(read_fd, 16) if ready else b""
+            if not chunk:
+                break
+            text += chunk
+        number = text.decode().strip()
         os.close(read_fd)
         if not number:
             self.__exit__()
