@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 from qgis.core import (
     Qgis,
@@ -20,8 +21,8 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QGuiApplication
 from samples import L1C_STACK, PRODUCT_MASK, require
 
-from cloud_mask_improver.core import models
-from cloud_mask_improver.ui import improve_dialog, improve_form
+from cloud_mask_improver.core import deps, models
+from cloud_mask_improver.ui import improve_dialog, improve_form, tasks
 from cloud_mask_improver.ui.improve_dialog import ImproveDialog
 
 S2_NAME = "S2 L1C sample"
@@ -251,3 +252,74 @@ def test_the_dialog_fits_the_screen_with_every_fold_out_open(project, qgis_iface
         assert dialog.form.facts_area.height() <= improve_form.FACTS_HEIGHT  # the cards scroll
         assert dialog.scroll.verticalScrollBar().maximum() > 0  # the form scrolls instead of growing
         dialog.close()
+
+
+def test_the_ensemble_dialog_shows_what_will_run_before_it_runs(project, provider, qgis_iface, qtbot):
+    dialog = ImproveDialog(qgis_iface, ensemble=True)
+    form = dialog.form
+    assert form.cloud_models.value() == ""  # none ticked: the algorithm runs every L1C cloud model
+    expected = models.default_cloud_models("L1C", ensemble=True)
+    assert len(expected) > 1
+    plan = form.plan()
+    assert plan.cloud == tuple(expected)
+    titles = [form.cards[m].title for m in expected]
+    assert f"all {len(expected)} installed L1C cloud models" in form.plan_note.text()
+    assert all(t in form.plan_note.text() for t in titles)
+    thresholds = [form.cards[m].cloud_threshold for m in expected]
+    mean = sum(thresholds) / len(thresholds)
+    assert form.cloud_thr.specialValueText() == f"model default ({mean:.4g})"
+    form.resolution.setValue(30)
+    run = dialog.run()
+    wait_for(qtbot, run)
+    assert run.ok, run.error
+    log = run.feedback.textLog()
+    used = float(re.search(r"Thresholds: cloud ([0-9.]+)", log).group(1))
+    assert used == pytest.approx(plan.cloud_threshold, abs=1e-5)
+    assert f"Cloud models: {', '.join(expected)};" in log
+
+
+def test_a_model_installed_while_the_dialog_is_open_is_offered_at_once(qgis_iface, tmp_path, qgis_new_project):
+    from onnx_models import conv1x1_model, write_card
+
+    from cloud_mask_improver.ui.model_manager import ModelManagerDialog
+    models_dir = tmp_path / "models"
+    dialog = ImproveDialog(qgis_iface, models_dir=models_dir)
+    assert "No model is installed" in dialog.form.model_facts.text()
+    onnx_file = conv1x1_model(tmp_path / "mine.onnx", np.eye(3, 4), np.zeros(3), tile=64)
+    write_card(tmp_path / "mine.json", id="my-model", title="My model", level="L1C")
+    manager = ModelManagerDialog(models_dir=models_dir, cache=tmp_path / "cache")
+    assert manager.import_file(onnx_file) is not None
+    listed = [dialog.form.cloud_models.itemData(i) for i in range(dialog.form.cloud_models.count())]
+    assert "my-model" in listed
+    assert "My model" in dialog.form.model_facts.text()
+    assert "No model is installed" not in dialog.form.model_facts.text()
+
+
+def test_an_error_does_not_sit_under_the_last_runs_full_bar(project, provider, qgis_iface, qtbot, tmp_path):
+    dialog = ImproveDialog(qgis_iface)
+    quick_run(dialog, qtbot)
+    assert dialog.progress.value() == 100 and not dialog.progress.isHidden()
+    dialog.form.cloud_models.setValue(str(tmp_path / "nowhere.onnx"))
+    run = dialog.run()
+    wait_for(qtbot, run)
+    assert not run.ok and "nowhere.onnx" in dialog.message.text()
+    assert dialog.progress.isHidden()
+
+
+def test_missing_onnxruntime_is_said_when_the_dialog_opens(project, qgis_iface, monkeypatch):
+    missing = deps.RuntimeStatus(False, problem="onnxruntime is not installed for QGIS's Python.")
+    monkeypatch.setattr(deps, "runtime_status", lambda: missing)
+    started = []
+    monkeypatch.setattr(tasks, "install_runtime", lambda: started.append(1))
+    dialog = ImproveDialog(qgis_iface)
+    assert not dialog.runtime_box.isHidden()
+    assert "onnxruntime" in dialog.runtime_note.text()
+    assert dialog.runtime_button.text() == "Install onnxruntime" and dialog.runtime_button.isEnabled()
+    assert dialog.run() is None  # refused before anything starts, with the way out
+    assert "Install onnxruntime" in dialog.message.text()
+    dialog.runtime_button.click()
+    assert started == [1]
+    monkeypatch.setattr(deps, "runtime_status", lambda: deps.RuntimeStatus(True, "1.32.0"))
+    tasks.EVENTS.runtime_finished.emit(True, "onnxruntime 1.32.0 installed.")
+    assert dialog.runtime_box.isHidden()
+    assert "Ready to run" in dialog.message.text()
