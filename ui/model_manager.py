@@ -209,7 +209,11 @@ class ModelManagerDialog(QDialog):
     def _show_runtime(self, status: deps.RuntimeStatus) -> None:
         self.runtime_box.setVisible(not status.available)
         if not status.available:
-            self.runtime_note.setText(f"<b style='color:#b00020'>Models cannot run yet:</b> {status.problem}")
+            what = (f"onnxruntime {status.version} is too old for the models." if status.version else
+                    "onnxruntime, which runs the models, is not installed for QGIS's Python.")
+            self.runtime_note.setText(f"<b style='color:#b00020'>Models cannot run yet:</b> {what} "
+                                      "Install it with the button (about 15 MB, into this profile's plugin "
+                                      "data; no admin rights needed), or run the command below in a shell.")
             self.runtime_command.setText(" ".join(deps.install_command()))
         self.runtime_button.setEnabled(tasks.runtime_install() is None)
 

@@ -52,3 +52,25 @@ def test_the_ensemble_dialog_says_what_will_run(session):
     plan = session.facts["ensemble_plan"]
     assert "Will run" in plan and "installed L1C cloud models" in plan, plan
     assert re.match(r"model default \(0\.\d+\)", session.facts["ensemble_threshold_text"])
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory):
+    """A data home with the models but no onnxruntime: what a new user's profile has."""
+    require(L1C_STACK, PRODUCT_MASK)
+    source = tmp_path_factory.mktemp("data_home")
+    (source / "models").symlink_to(model_file(MODEL).parent, target_is_directory=True)
+    return run_qgis("runtime", args={"sample": str(L1C_STACK), "product_mask": str(PRODUCT_MASK), "model": MODEL},
+                    data_home=source, timeout=540)
+
+
+def test_onnxruntime_is_installed_from_the_manager_and_the_dialog_then_runs(fresh):
+    assert fresh.result.get("finished"), fresh.problems()
+    assert not fresh.tracebacks(), fresh.problems()
+    assert "not installed" in fresh.facts["status_at_start"]
+    failed = fresh.failed_checks()
+    assert not failed, fresh.problems()
+    assert fresh.facts["status_after_install"][0]
+    assert fresh.facts["python_dir"].startswith(str(fresh.profile_dir))
+    assert fresh.facts["event_loop_ticks_during_install"] >= 5  # QGIS kept responding while pip ran
+    assert "Improved cloud mask of S2 L1C sample" in fresh.facts["message"]

@@ -40,6 +40,7 @@ def open_dialog(d, key: str, action: str):
 
 
 def main(d):
+    iface.mainWindow().showMaximized()
     project = QgsProject.instance()
     stack = QgsRasterLayer(d.args["sample"], "S2 L1C sample")
     mask = QgsRasterLayer(d.args["product_mask"], "product_mask")
@@ -83,6 +84,10 @@ def main(d):
     d.fact("fraction_note", run.fraction_note())
     d.screenshot("after_run")
     dialog.close()
+    project.layerTreeRoot().findLayer(mask.id()).setItemVisibilityChecked(False)  # the image under the mask
+    iface.mapCanvas().refreshAllLayers()
+    d.pump(2.0)
+    d.screenshot("map_after_run")  # the mask over the image: clear is transparent
 
     ensemble = open_dialog(d, "ensemble", "CloudMaskImproverImproveEnsemble")
     d.check("ensemble dialog on screen", on_screen(ensemble)["inside"], on_screen(ensemble))
