@@ -23,6 +23,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
 )
+from qgis.PyQt.QtCore import QCoreApplication, QThread
 from qgis.PyQt.QtGui import QIcon
 
 from ..core import merge as mg
@@ -37,6 +38,7 @@ from ..core.raster import RasterError
 
 LOG_TAG = "Cloud Mask Improver"
 ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icons", "icon.svg")
+CANCELLED = "Cancelled: no output was written."
 USER_ERRORS = (BandError, CardError, ModelError, ModelNotFound, RasterError, FetchError, ValueError)
 
 
@@ -52,6 +54,31 @@ class QgisFeedback(Feedback):
         return bool(self.feedback and self.feedback.isCanceled())
 
 
+class CancelledRun(Exception):
+    """The user cancelled: the algorithm ends quietly (see ``CloudMaskAlgorithm``)."""
+
+
+def _ends_quietly_when_cancelled(process):
+    """A cancel is what the user asked for, not an error.
+
+    In a task (the toolbox, the plugin's dialog) QGIS logs a raised exception twice as
+    Critical: there the algorithm says it once, as information, and ends with no outputs
+    (the task reports itself cancelled). Called directly (``processing.run``,
+    ``qgis_process``) it raises, as a script expects.
+    """
+    def wrapper(self, parameters, context, feedback):
+        try:
+            return process(self, parameters, context, feedback)
+        except CancelledRun as err:
+            if QThread.currentThread() is QCoreApplication.instance().thread():
+                raise QgsProcessingException(CANCELLED) from err
+            if feedback is not None:
+                feedback.pushInfo(CANCELLED)
+            context.setLayersToLoadOnCompletion({})  # nothing was written: nothing to load
+            return {}
+    return wrapper
+
+
 def run_engine(call, feedback):
     """Call the engine and turn its errors into messages a user can act on.
 
@@ -62,7 +89,7 @@ def run_engine(call, feedback):
     try:
         return call(QgisFeedback(feedback))
     except Cancelled as err:
-        raise QgsProcessingException("Cancelled: no output was written.") from err
+        raise CancelledRun from err
     except USER_ERRORS as err:
         raise QgsProcessingException(str(err)) from err
     except MemoryError as err:
@@ -110,6 +137,11 @@ def with_help(parameter, text: str):
 
 
 class CloudMaskAlgorithm(QgsProcessingAlgorithm):
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "processAlgorithm" in cls.__dict__:
+            cls.processAlgorithm = _ends_quietly_when_cancelled(cls.__dict__["processAlgorithm"])
+
     def createInstance(self):
         return type(self)()
 

@@ -192,6 +192,10 @@ def test_cancel_stops_the_run_and_leaves_nothing(project, provider, qgis_iface, 
     target = tmp_path / "mask.tif"
     dialog.form.output.setFilePath(str(target))
     before = set(project.mapLayers())
+    logged = []
+    log = QgsApplication.messageLog()
+    record = lambda text, tag, level: logged.append((text, tag, level))
+    log.messageReceived.connect(record)
     run = dialog.run()
     qtbot.waitUntil(lambda: run.feedback.progress() > 0 or run.done, timeout=120_000)
     assert not run.done, "the run ended before it could be cancelled"
@@ -204,6 +208,11 @@ def test_cancel_stops_the_run_and_leaves_nothing(project, provider, qgis_iface, 
     assert list(tmp_path.iterdir()) == []  # no partial file either
     assert set(project.mapLayers()) == before
     assert not dialog.cancel_button.isEnabled()
+    qtbot.wait(100)
+    log.messageReceived.disconnect(record)
+    # Cancelling is what the user asked for: said once, as information, never as an error.
+    cancelled = [(text, level) for text, _tag, level in logged if "ancel" in text or level != Qgis.MessageLevel.Info]
+    assert cancelled == [("Cancelled: no output was written.", Qgis.MessageLevel.Info)], logged
 
 
 def test_an_engine_error_is_shown_in_plain_words(project, provider, qgis_iface, qtbot, tmp_path):
