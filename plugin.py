@@ -27,6 +27,10 @@ except ImportError:
     ICON = os.path.join(os.path.dirname(__file__), "icons", "icon.svg")
 
 MENU = "Cloud Mask Improver"
+# The shipped modeler models, opened from the Raster menu: QGIS's toolbox offers "Edit Model…"
+# only for the user's own models.
+SHIPPED_MODELS = {"cloudmask:improvecloudmaskmodel": "Improve cloud mask (model)",
+                  "cloudmask:improvefromproductmodel": "Improve cloud mask from product (model)"}
 
 
 class CloudMaskImproverPlugin:
@@ -52,6 +56,9 @@ class CloudMaskImproverPlugin:
         self._add_action("Improve cloud mask (ensemble)…", "CloudMaskImproverImproveEnsemble",
                          self.improve_ensemble)
         self._add_action("Manage models…", "CloudMaskImproverManageModels", self.manage_models)
+        for algorithm_id, title in SHIPPED_MODELS.items():
+            self._add_action(f"Open “{title}” in the modeler…", f"CloudMaskImproverEdit_{algorithm_id[10:]}",
+                             lambda _=False, a=algorithm_id: self.edit_model(a))
         self.toolbar_action = self.actions[0]
         self.iface.addToolBarIcon(self.toolbar_action)
 
@@ -82,6 +89,20 @@ class CloudMaskImproverPlugin:
 
     def manage_models(self):
         self._show("models", lambda: ModelManagerDialog(self.iface.mainWindow()))
+
+    def edit_model(self, algorithm_id):
+        """A shipped model in QGIS's graphical modeler, to study, change and save as the user's own."""
+        from processing.modeler.ModelerDialog import ModelerDialog
+
+        model = QgsApplication.processingRegistry().createAlgorithmById(algorithm_id)
+        model.setSourceFilePath("")  # "Save" asks where: never over the file the plugin ships
+        dialog = ModelerDialog.create(model)
+        provider = QgsApplication.processingRegistry().providerById("model")
+        if provider is not None:  # a saved copy shows up under Models, as after QGIS's own Edit Model…
+            dialog.update_model.connect(provider.refreshAlgorithms)
+        dialog.show()
+        dialog.activate()
+        return dialog  # QGIS's modeler keeps its windows itself (ModelerDialog.dlgs)
 
     def _show(self, key, make):
         """Open (or raise) a dialog; modeless, so QGIS stays usable while a run goes on."""

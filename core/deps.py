@@ -32,19 +32,19 @@ class RuntimeStatus:
 
 
 def ensure_on_path(home_dir: Path | None = None) -> bool:
-    """Put the private dependency folder on ``sys.path`` if Python lacks onnxruntime.
+    """Put the private dependency folder FIRST on ``sys.path``, so that the onnxruntime we
+    installed wins over an older one elsewhere in QGIS's Python.
 
-    Returns True when the folder was added. Called once when the plugin loads.
+    Returns True when the folder was (newly) put first. Called when the plugin loads and
+    after an install. An onnxruntime that was already imported stays loaded until QGIS
+    restarts: :func:`runtime_status` says so.
     """
     folder = str(home.python_dir(home_dir))
-    if folder in sys.path or not os.path.isdir(folder):
+    if not os.path.isdir(folder) or (sys.path and sys.path[0] == folder):
         return False
-    try:
-        importlib.import_module("onnxruntime")
-        return False
-    except ImportError:
-        pass
-    sys.path.append(folder)
+    while folder in sys.path:
+        sys.path.remove(folder)
+    sys.path.insert(0, folder)
     importlib.invalidate_caches()
     return True
 
@@ -52,19 +52,42 @@ def ensure_on_path(home_dir: Path | None = None) -> bool:
 def python_executable() -> str:
     """The Python interpreter that runs QGIS's Python, for calling pip.
 
-    Inside the QGIS desktop application ``sys.executable`` is QGIS itself, so
-    look for the interpreter of the running prefix instead.
+    Inside the QGIS desktop application ``sys.executable`` is QGIS itself or whatever
+    ``python3`` comes first on PATH (which may be another Python that cannot import
+    qgis), so look where each platform's QGIS keeps its own interpreter.
     """
-    exe = Path(sys.executable)
-    if exe.name.lower().startswith("python"):
-        return str(exe)
-    names = ["python3.exe", "python.exe"] if os.name == "nt" else [
-        f"python{sys.version_info.major}.{sys.version_info.minor}", "python3"]
-    for folder in (Path(sys.prefix), Path(sys.prefix) / "bin", Path(sys.exec_prefix) / "bin"):
+    return str(find_qgis_python(Path(sys.executable), Path(sys.base_prefix), sys.version_info[:2],
+                                sys.platform) or shutil.which("python3") or "python3")
+
+
+def find_qgis_python(executable: Path, base_prefix: Path, version: tuple[int, int], platform: str) -> Path | None:
+    """QGIS's interpreter from the running Python's own facts (testable with fake folders).
+
+    Linux: ``python3.X`` (this Python's version) in ``<base_prefix>/bin``. Windows
+    (OSGeo4W and the standalone installer): ``python3.exe``/``python.exe`` in
+    ``<base_prefix>`` (``apps/Python3x``) or the install's ``bin`` (``python-qgis*.bat``
+    sets up the environment there). macOS: the app bundle's ``Contents/MacOS/bin/python3``.
+    ``executable`` (``sys.executable``) itself is never trusted: inside QGIS it is QGIS or
+    the first ``python3`` on PATH.
+    """
+    major, minor = version
+    if platform.startswith("win"):
+        names = ["python3.exe", "python.exe"]
+        install = base_prefix.parent.parent  # <install>/apps/Python3x -> <install>
+        folders = [base_prefix, install / "bin", executable.parent]
+    elif platform == "darwin":
+        names = [f"python{major}.{minor}", "python3"]
+        bundle = next((p for p in [executable, *executable.parents] if p.suffix == ".app"), None)
+        folders = ([bundle / "Contents" / "MacOS" / "bin", bundle / "Contents" / "MacOS"] if bundle else []) + [
+            base_prefix / "bin"]
+    else:
+        names = [f"python{major}.{minor}", f"python{major}"]
+        folders = [base_prefix / "bin"]
+    for folder in folders:
         for name in names:
-            if (folder / name).exists():
-                return str(folder / name)
-    return shutil.which("python3") or "python3"
+            if (folder / name).is_file():
+                return folder / name
+    return None
 
 
 def install_command(target: Path | None = None) -> list[str]:
@@ -93,19 +116,35 @@ def installed_version(folder: Path) -> str:
     return ""
 
 
-def runtime_status() -> RuntimeStatus:
-    """Whether onnxruntime imports here, its version, and what to do when it does not."""
+def runtime_status(home_dir: Path | None = None) -> RuntimeStatus:
+    """Whether onnxruntime imports here, its version, and what to do when it does not.
+
+    An onnxruntime imported before ours was installed (or put first on the path) stays
+    loaded: then say that a restart of QGIS picks up the installed one.
+    """
+    installed = installed_version(home.python_dir(home_dir))
     try:
         ort = importlib.import_module("onnxruntime")
     except ImportError as err:
+        if installed:
+            return RuntimeStatus(False, problem=(
+                f"onnxruntime {installed} is installed but cannot be loaded in this session ({err}). "
+                f"Restart QGIS to use onnxruntime {installed}."))
         return RuntimeStatus(False, problem=(
             f"onnxruntime is not installed for QGIS's Python ({err}). Install it with: "
             + " ".join(install_command())))
     version = getattr(ort, "__version__", "0")
+    stale = bool(installed) and version != installed
     if _version_tuple(version) < ONNXRUNTIME_MINIMUM:
+        if stale:
+            return RuntimeStatus(False, version, (
+                f"onnxruntime {version} is loaded in this session, which is too old. "
+                f"Restart QGIS to use {installed}."))
         return RuntimeStatus(False, version, (
             f"onnxruntime {version} is too old (need {'.'.join(map(str, ONNXRUNTIME_MINIMUM))} "
             "or newer). Upgrade it with: " + " ".join(install_command())))
+    if stale:
+        return RuntimeStatus(True, version, f"onnxruntime {version} is loaded; restart QGIS to use {installed}.")
     return RuntimeStatus(True, version)
 
 

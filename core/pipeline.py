@@ -30,6 +30,7 @@ from .raster import (
     check_destination,
     create_geotiff,
     limited_block_cache,
+    list_only_the_classes,
     open_dataset,
     partial_path,
     raster_info,
@@ -383,6 +384,7 @@ def merge_to_mask(request: MergeRequest, mask_path: str, feedback: Feedback | No
         out.FlushCache()
         out = None
         readers = None
+        list_only_the_classes(mask_path, colours)
     return fractions
 
 

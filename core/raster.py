@@ -266,11 +266,34 @@ def create_geotiff(path: str, like: RasterInfo, bands: int, data_type: int, noda
 
 
 def set_categories(ds: gdal.Dataset, names: dict[int, str], colours: dict[int, tuple]) -> None:
+    """Colour table and class names for the classes, not for the band's nodata value.
+
+    A byte GeoTIFF's own colour map always has 256 entries (the TIFF format), which
+    QGIS lists as 256 legend rows when the file is opened later: call
+    :func:`list_only_the_classes` once the file is closed.
+    """
     band = ds.GetRasterBand(1)
-    table = gdal.ColorTable()
-    for value, rgba in colours.items():
-        table.SetColorEntry(int(value), tuple(int(c) for c in rgba))
-    band.SetRasterColorTable(table)
+    band.SetRasterColorTable(_class_table(band, colours))
     band.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
-    top = max(names)
+    top = max(value for value in names if value != band.GetNoDataValue())
     band.SetRasterCategoryNames([names.get(i, "") for i in range(top + 1)])
+
+
+def list_only_the_classes(path: str, colours: dict[int, tuple]) -> None:
+    """Give a closed mask a colour table of its classes only, in its GDAL sidecar (.aux.xml).
+
+    GDAL reads the sidecar's table before the TIFF's 256-entry map, so QGIS shows one
+    legend row per class; the TIFF keeps its own map for tools that read the .tif alone.
+    A dataset opened read-only stores what is set in the sidecar.
+    """
+    ds = gdal.Open(path)
+    band = ds.GetRasterBand(1)
+    band.SetRasterColorTable(_class_table(band, colours))
+    ds = None
+
+
+def _class_table(band, colours: dict[int, tuple]) -> gdal.ColorTable:
+    table = gdal.ColorTable()
+    for value in sorted(v for v in colours if v != band.GetNoDataValue()):
+        table.SetColorEntry(int(value), tuple(int(c) for c in colours[value]))
+    return table

@@ -12,6 +12,12 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "algorithms" / "models" / "improve_cloud_mask.model3"
+# The plugin under its installed name, from the plugins folder setup links to this checkout:
+# the children's parameters (and their defaults) come from the real algorithms.
+sys.path.insert(0, str(ROOT / "core"))
+import home  # core/home.py imports nothing of ours
+
+sys.path.insert(0, str(home.data_home() / "plugins"))
 
 from qgis.core import (
     QgsApplication,
@@ -32,13 +38,28 @@ def param(model, definition, x, y):
     model.parameterComponent(definition.name()).setPosition(QPointF(x, y))
 
 
+def model_picker(definition, shadow=False):
+    """The installed-model picker the algorithms' own model parameters have."""
+    from cloud_mask_improver.algorithms.widgets import wrapper_metadata
+    definition.setMetadata({**definition.metadata(), **wrapper_metadata("CLOUD_MODEL", shadow)})
+    return definition
+
+
 def child(algorithm_id, child_id, description, sources, x, y):
+    """A step with ``sources`` wired and every other input at the algorithm's own default:
+    a mandatory input left unset makes the modeler refuse the model (drawn red)."""
     step = QgsProcessingModelChildAlgorithm(algorithm_id)
     step.setChildId(child_id)
     step.setDescription(description)
     step.setPosition(QPointF(x, y))
-    for name, source in sources.items():
-        step.addParameterSources(name, [source])
+    algorithm = QgsApplication.processingRegistry().algorithmById(algorithm_id)
+    for definition in algorithm.parameterDefinitions():
+        name = definition.name()
+        if name in sources:
+            step.addParameterSources(name, [sources[name]])
+        elif not definition.isDestination() and definition.defaultValue() is not None:
+            step.addParameterSources(name, [QgsProcessingModelChildParameterSource.fromStaticValue(
+                definition.defaultValue())])
     return step
 
 
@@ -53,8 +74,9 @@ def build() -> QgsProcessingModelAlgorithm:
     param(model, QgsProcessingParameterRasterLayer("PRODUCT_MASK", "Product cloud mask", optional=True), 520, 60)
     param(model, QgsProcessingParameterNumber("CLOUD_THR", "Cloud threshold", number, 0.3, False, 0, 1), 720, 60)
     param(model, QgsProcessingParameterNumber("SHADOW_THR", "Shadow threshold", number, 0.2, False, 0, 1), 900, 60)
-    param(model, QgsProcessingParameterString("CLOUD_MODEL", "Cloud model", optional=True), 300, 60)
-    param(model, QgsProcessingParameterString("SHADOW_MODEL", "Shadow model", optional=True), 340, 120)
+    param(model, model_picker(QgsProcessingParameterString("CLOUD_MODEL", "Cloud model", optional=True)), 300, 60)
+    param(model, model_picker(QgsProcessingParameterString("SHADOW_MODEL", "Shadow model", optional=True),
+                              shadow=True), 340, 120)
     src = QgsProcessingModelChildParameterSource
     cloud = child("cloudmask:cloudprobability", "cloud", "Cloud", {
         "SENTINEL_RASTER": src.fromModelParameter("S2_RASTER"),
@@ -83,7 +105,14 @@ def save(build_model, name: str, out: Path) -> int:
     """Build a model inside a QGIS application and write it as .model3."""
     app = QgsApplication([], False)
     app.initQgis()
+    from cloud_mask_improver.algorithms.provider import CloudMaskProvider
+    provider = CloudMaskProvider()  # kept referenced while registered
+    QgsApplication.processingRegistry().addProvider(provider)
     model = build_model()
+    ok, issues = model.validate()
+    if not ok:
+        print("invalid model:", *issues, sep="\n  ")
+        return 1
     model.setName(name)
     model.setGroup("")
     if not model.toFile(str(out)):

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "algorithms" / "models" / "improve_from_product.model3"
 NAME = "Improve cloud mask from product (model)"
 
-from build_model import child, param, save  # the script beside this one
+from build_model import child, model_picker, param, save  # the script beside this one
 from qgis.core import (
     QgsProcessingModelAlgorithm,
     QgsProcessingModelChildParameterSource,
@@ -43,10 +43,10 @@ def build() -> QgsProcessingModelAlgorithm:
                                               10.0, False, 10.0), 320, 60)
     param(model, QgsProcessingParameterExtent("EXTENT", "Extent to cut (empty: whole tile)", optional=True),
           520, 60)
-    param(model, QgsProcessingParameterString("CLOUD_MODEL", "Cloud model (empty: best installed)",
-                                              optional=True), 720, 60)
-    param(model, QgsProcessingParameterString("SHADOW_MODEL", "Shadow model (empty: default)",
-                                              optional=True), 720, 120)
+    param(model, model_picker(QgsProcessingParameterString("CLOUD_MODEL", "Cloud model (empty: best installed)",
+                                                           optional=True)), 720, 60)
+    param(model, model_picker(QgsProcessingParameterString("SHADOW_MODEL", "Shadow model (empty: default)",
+                                                           optional=True), shadow=True), 720, 120)
     param(model, QgsProcessingParameterNumber("CLOUD_THR", "Cloud threshold (empty: the model's)", number,
                                               None, True, 0, 1), 920, 60)
     param(model, QgsProcessingParameterNumber("SHADOW_THR", "Shadow threshold (empty: the model's)", number,

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import shutil
 import signal
 import subprocess
@@ -181,33 +180,35 @@ class _Screen:
         self.display = ""
 
     def __enter__(self):
-        read_fd, write_fd = os.pipe()
         width, height = self.size
-        xvfb = subprocess.Popen(
-            ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp"],
-            pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=open(self.log_dir / "xvfb.log", "w"),
-            start_new_session=True)
-        os.close(write_fd)
-        self.procs.append(xvfb)
-        # Xvfb writes the number, then a newline: closing the pipe before the newline kills it (EPIPE).
-        text, end = b"", time.monotonic() + 20
-        while not text.endswith(b"\n") and time.monotonic() < end:
-            ready, _, _ = select.select([read_fd], [], [], max(0.0, end - time.monotonic()))
-            chunk = os.read(read_fd, 16) if ready else b""
-            if not chunk:
+        for number in range(90, 190):  # as xvfb-run -a: the first display nobody holds
+            if Path(f"/tmp/.X{number}-lock").exists() or Path(f"/tmp/.X11-unix/X{number}").exists():
+                continue
+            xvfb = subprocess.Popen(
+                ["Xvfb", f":{number}", "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp", "-noreset"],
+                stdout=subprocess.DEVNULL, stderr=open(self.log_dir / "xvfb.log", "w"), start_new_session=True)
+            socket = Path(f"/tmp/.X11-unix/X{number}")
+            if self._wait_for(lambda s=socket, p=xvfb: s.exists() or p.poll() is not None) and xvfb.poll() is None:
+                self.procs.append(xvfb)
+                self.display = f":{number}"
                 break
-            text += chunk
-        number = text.decode().strip()
-        os.close(read_fd)
-        if not number:
-            self.__exit__()
+            _stop(xvfb)  # taken meanwhile by another session: try the next one
+        else:
             raise RuntimeError("Xvfb did not start (see xvfb.log); is the xvfb package installed?")
-        self.display = f":{number}"
         env = {**os.environ, "DISPLAY": self.display}
         self.procs.append(subprocess.Popen(["openbox"], env=env, stdout=subprocess.DEVNULL,
                                            stderr=open(self.log_dir / "openbox.log", "w"), start_new_session=True))
         self._wait_for_window_manager(env)
         return self
+
+    @staticmethod
+    def _wait_for(condition, timeout=20.0) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if condition():
+                return True
+            time.sleep(0.05)
+        return False
 
     def _wait_for_window_manager(self, env, timeout=10.0):
         end = time.monotonic() + timeout

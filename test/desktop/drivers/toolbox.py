@@ -117,6 +117,33 @@ def validate_models(d):
     d.fact("models", found)
 
 
+def open_in_modeler(d):
+    """The plugin's Raster menu entry opens a shipped model in QGIS's modeler, all steps valid."""
+    from processing.modeler.ModelerDialog import ModelerDialog
+    plugin = plugins[PACKAGE]
+    actions = [a for a in plugin.actions if "in the modeler" in a.text()]
+    d.check("modeler: one menu entry per shipped model", len(actions) == 2, [a.text() for a in plugin.actions])
+    if not actions:
+        return
+    actions[0].trigger()
+    d.wait_until(lambda: any(w.isVisible() for w in ModelerDialog.dlgs), 20, "the modeler opens")
+    windows = [w for w in ModelerDialog.dlgs if w.isVisible()]
+    if not d.check("modeler: opens", bool(windows)):
+        return
+    window = windows[-1]
+    window.showMaximized()
+    d.pump(1.0)
+    d.screenshot("modeler")
+    ok, issues = window.model().validate()
+    d.fact("modeler", {"model": window.model().displayName(), "valid": ok, "issues": issues,
+                       "file": window.model().sourceFilePath()})
+    d.check("modeler: the model is valid there", ok, issues)
+    d.check("modeler: saving never overwrites the shipped file", not window.model().sourceFilePath(),
+            window.model().sourceFilePath())
+    window.close()
+    d.pump(0.3)
+
+
 def saved_mask_legend(d, path):
     """Open a saved mask as a user does later (Layer > Add Raster Layer) and count its legend rows."""
     layer = iface.addRasterLayer(path, "saved mask")
@@ -147,6 +174,7 @@ def main(d):
     d.screenshot("started")
     toolbox_runs(d, out)
     validate_models(d)
+    open_in_modeler(d)
     saved_mask_legend(d, str(out / "improve_1.tif"))
 
 

@@ -1,0 +1,38 @@
+"""The shipped modeler models as the modeler sees them: valid, with the algorithms' defaults
+and the same pickers (algorithms/seed_model.py, algorithms/product_model.py)."""
+
+import pytest
+from qgis.core import QgsApplication
+
+MODELS = ["cloudmask:improvecloudmaskmodel", "cloudmask:improvefromproductmodel"]
+CHOSEN = {("improve", "PRODUCT_MASK_KIND")}  # the product chain reads its mask as SCL on purpose
+
+
+@pytest.fixture(params=MODELS)
+def model(request, provider):
+    return QgsApplication.processingRegistry().createAlgorithmById(request.param)
+
+
+def test_the_modeler_finds_nothing_missing(model):
+    """An unset mandatory input draws the step red in the modeler and refuses to run."""
+    ok, issues = model.validate()
+    assert ok, issues
+
+
+def test_every_step_input_left_open_takes_the_algorithms_default(model):
+    for child_id, child in model.childAlgorithms().items():
+        sources = child.parameterSources()
+        for definition in child.algorithm().parameterDefinitions():
+            if definition.isDestination() or definition.defaultValue() is None:
+                continue
+            assert definition.name() in sources, f"{child_id}: {definition.name()} is unset"
+            source = sources[definition.name()][0]
+            if source.source() == source.StaticValue and (child_id, definition.name()) not in CHOSEN:
+                assert source.staticValue() == definition.defaultValue(), f"{child_id}: {definition.name()}"
+
+
+def test_model_inputs_get_the_installed_model_picker(model):
+    for name in ("CLOUD_MODEL", "SHADOW_MODEL"):
+        wrapper = model.parameterDefinition(name).metadata().get("widget_wrapper", {})
+        assert wrapper.get("class", "").endswith("ui.processing_wrappers.ModelWrapper"), name
+    assert model.parameterDefinition("SHADOW_MODEL").metadata()["widget_wrapper"]["shadow"] is True
