@@ -83,6 +83,7 @@ def main(d):
     d.fact("dialog_message", dialog.message.text())
     d.fact("fraction_note", run.fraction_note())
     d.screenshot("after_run")
+    dialog.grab().save(str(d.out / "dialog_window.png"))  # docs/dialog.png is a copy of it
     dialog.close()
     project.layerTreeRoot().findLayer(mask.id()).setItemVisibilityChecked(False)  # the image under the mask
     iface.mapCanvas().refreshAllLayers()

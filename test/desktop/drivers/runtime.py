@@ -63,6 +63,9 @@ def main(d):
     d.check("onnxruntime installed", bool(finished) and finished[0][0], finished)
     d.check("manager banner gone", manager.runtime_box.isHidden(), manager.message.text())
     d.screenshot("manager_after_install")
+    manager.select("ukis-4b-l1c")
+    d.pump(0.3)
+    manager.grab().save(str(d.out / "manager_window.png"))  # docs/model_manager.png is a copy of it
     manager.close()
     d.check("dialog banner gone", dialog.runtime_box.isHidden(), dialog.message.text())
     d.fact("status_after_install", [deps.runtime_status().available, deps.runtime_status().version])
