@@ -25,7 +25,7 @@ def test_the_session_ends_cleanly(session):
 
 
 @pytest.mark.parametrize("check", ["dialog on screen, fold-outs closed", "dialog on screen, fold-outs open",
-                                   "ensemble dialog on screen"])
+                                   "ensemble dialog on screen", "toolbox labels fit"])
 def test_the_dialog_is_entirely_on_a_laptop_screen(session, check):
     assert session.checks[check]["ok"], session.checks[check]
     assert session.facts["closed"]["screen"][2:] == [1366, 768]

@@ -8,8 +8,9 @@ the ensemble dialog and records what it says will run.
 """
 
 import driverlib
+import processing
 from qgis.core import QgsProject, QgsRasterLayer
-from qgis.PyQt.QtWidgets import QApplication
+from qgis.PyQt.QtWidgets import QApplication, QScrollArea
 from qgis.utils import iface, plugins
 
 try:
@@ -89,6 +90,15 @@ def main(d):
     iface.mapCanvas().refreshAllLayers()
     d.pump(2.0)
     d.screenshot("map_after_run")  # the mask over the image: clear is transparent
+
+    toolbox = processing.createAlgorithmDialog("cloudmask:improvecloudmask")
+    toolbox.show()
+    d.pump(1.0)
+    panels = [a for a in toolbox.findChildren(QScrollArea) if a.objectName() == "scrollArea" and a.isVisible()]
+    d.check("toolbox labels fit", bool(panels) and not panels[0].horizontalScrollBar().isVisible(),
+            [a.widget().minimumSizeHint().width() for a in panels])
+    d.screenshot("toolbox")
+    toolbox.close()
 
     ensemble = open_dialog(d, "ensemble", "CloudMaskImproverImproveEnsemble")
     d.check("ensemble dialog on screen", on_screen(ensemble)["inside"], on_screen(ensemble))
