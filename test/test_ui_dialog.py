@@ -227,13 +227,6 @@ def test_an_engine_error_is_shown_in_plain_words(project, provider, qgis_iface, 
     assert any("nowhere.onnx" in m for m in qgis_iface.messageBar().get_messages(Qgis.Critical))
 
 
-def test_without_the_algorithm_the_dialog_says_so(project, qgis_iface):
-    QgsApplication.processingRegistry().removeProvider("cloudmask")
-    dialog = ImproveDialog(qgis_iface)
-    assert dialog.run() is None
-    assert "cloudmask:improvecloudmask is not available" in dialog.message.text()
-
-
 def test_the_same_layer_as_raster_and_mask_is_a_warning(project, qgis_iface):
     dialog = ImproveDialog(qgis_iface)
     assert dialog.form.layer_note.isHidden()
@@ -332,3 +325,11 @@ def test_missing_onnxruntime_is_said_when_the_dialog_opens(project, qgis_iface, 
     tasks.EVENTS.runtime_finished.emit(True, "onnxruntime 1.32.0 installed.")
     assert dialog.runtime_box.isHidden()
     assert "Ready to run" in dialog.message.text()
+
+
+def test_without_the_algorithm_the_dialog_says_so(project, qgis_iface):
+    # Last in the module: it unregisters the module's provider.
+    QgsApplication.processingRegistry().removeProvider("cloudmask")
+    dialog = ImproveDialog(qgis_iface)
+    assert dialog.run() is None
+    assert "cloudmask:improvecloudmask is not available" in dialog.message.text()

@@ -119,7 +119,10 @@ class ImproveDialog(QDialog):
         super().showEvent(event)
         # The fold-outs fold, and the window manager adds its frame, only once shown: fit again then.
         QTimer.singleShot(0, self._fit)
-        QTimer.singleShot(300, lambda: fit_on_screen(self))
+        QTimer.singleShot(300, self._keep_on_screen)
+
+    def _keep_on_screen(self) -> None:
+        fit_on_screen(self)
 
     # -- onnxruntime and models
     def check_runtime(self) -> deps.RuntimeStatus:
@@ -186,7 +189,9 @@ class ImproveDialog(QDialog):
             return None
         self.form.save_settings()
         plan = self.form.plan()
-        models = plan.cloud[0] if len(plan.cloud) == 1 else f"ensemble of {len(plan.cloud)}"
+        first = plan.cloud[0]
+        models = (Path(first).stem if first.lower().endswith(".onnx") else first) if len(plan.cloud) == 1 \
+            else f"ensemble of {len(plan.cloud)}"
         name = self.form.s2_layer.currentLayer().name()
         run = ImproveRun(algorithm, self.form.parameters(), self.project, name, models, self._finished)
         run.feedback.progressChanged.connect(lambda value: self._progress(run, value))

@@ -89,7 +89,10 @@ class ModelManagerDialog(QDialog):
 
     def showEvent(self, event):
         super().showEvent(event)
-        QTimer.singleShot(0, lambda: fit_on_screen(self))
+        QTimer.singleShot(0, self._keep_on_screen)
+
+    def _keep_on_screen(self) -> None:
+        fit_on_screen(self)
 
     def _build(self) -> None:
         self.runtime_note = QLabel(self)
