@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from qgis.core import QgsProcessingOutputNumber, QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination
+from qgis.core import QgsProcessingOutputNumber, QgsProcessingParameterRasterDestination
 
+from ..core import merge as mg
 from ..core import pipeline
 from .base import CloudMaskAlgorithm, run_engine
 from .improve_cloud_mask import FRACTIONS
@@ -23,32 +24,36 @@ class MergeCloudMasks(CloudMaskAlgorithm):
                 "shadow where shadow probability > threshold or the product says shadow, then a "
                 "dilation by a disk (default 5 px). Nodata stays nodata (255) and never counts as "
                 "cloud. The product mask may be in any CRS or resolution. Output: 0 clear, 1 cloud, "
-                "2 shadow (or binary 0/1).")
+                "2 shadow (or binary 0/1).\n\nThresholds: empty uses the value recommended for the model "
+                "that computed the probability raster (recorded in it by this plugin's probability "
+                "algorithms), else 0.3 for cloud and 0.2 for shadow, FarmVibes.AI's defaults.")
 
     def initAlgorithm(self, config=None):
         self.add_raster("CLOUD_PROBABILITY", "Cloud probability")
         self.add_raster("SHADOW_PROBABILITY", "Shadow probability", optional=True)
         self.add_raster("PRODUCT_MASK", "Product cloud mask", optional=True)
-        self.addParameter(QgsProcessingParameterNumber(
-            "CLOUD_PROB_THRESHOLD", "Cloud probability threshold", QgsProcessingParameterNumber.Double,
-            defaultValue=0.3, minValue=0.0, maxValue=1.0))
-        self.addParameter(QgsProcessingParameterNumber(
-            "SHADOW_PROB_THRESHOLD", "Shadow probability threshold", QgsProcessingParameterNumber.Double,
-            defaultValue=0.2, minValue=0.0, maxValue=1.0))
+        self.add_threshold("CLOUD_PROB_THRESHOLD", "Cloud probability threshold")
+        self.add_threshold("SHADOW_PROB_THRESHOLD", "Shadow probability threshold")
         self.add_merge_options()
         self.addParameter(QgsProcessingParameterRasterDestination("MERGED_CLOUD_MASK", "Merged cloud mask"))
         for name in FRACTIONS:
             self.addOutput(QgsProcessingOutputNumber(name, name.replace("_", " ").capitalize()))
 
     def processAlgorithm(self, parameters, context, feedback):
-        settings = self.merge_settings(
-            parameters, context,
-            self.parameterAsDouble(parameters, "CLOUD_PROB_THRESHOLD", context),
-            self.parameterAsDouble(parameters, "SHADOW_PROB_THRESHOLD", context))
+        cloud = self.raster_source(parameters, "CLOUD_PROBABILITY", context)
+        shadow = self.raster_source(parameters, "SHADOW_PROBABILITY", context, required=False) or None
+        # Unset: what the models that made the probabilities recommend (as 'Improve cloud mask'
+        # does), else the seed's 0.3 / 0.2.
+        seed = mg.MergeSettings()
+        given = (self.optional_number(parameters, "CLOUD_PROB_THRESHOLD", context),
+                 self.optional_number(parameters, "SHADOW_PROB_THRESHOLD", context))
+        recorded = run_engine(lambda _: pipeline.recorded_thresholds(cloud, shadow), None)
+        cloud_thr, shadow_thr = (next(v for v in values if v is not None) for values in zip(
+            given, recorded, (seed.cloud_threshold, seed.shadow_threshold)))
+        feedback.pushInfo(f"Thresholds: cloud {cloud_thr:g}, shadow {shadow_thr:g}.")
+        settings = self.merge_settings(parameters, context, cloud_thr, shadow_thr)
         request = pipeline.MergeRequest(
-            self.raster_source(parameters, "CLOUD_PROBABILITY", context),
-            self.raster_source(parameters, "SHADOW_PROBABILITY", context, required=False) or None,
-            self.raster_source(parameters, "PRODUCT_MASK", context, required=False) or None,
+            cloud, shadow, self.raster_source(parameters, "PRODUCT_MASK", context, required=False) or None,
             settings)
         mask = self.parameterAsOutputLayer(parameters, "MERGED_CLOUD_MASK", context)
         style_on_load(context, mask, MaskStyler(settings.output_mode == "binary"))

@@ -120,32 +120,24 @@ def runtime_status(home_dir: Path | None = None) -> RuntimeStatus:
     """Whether onnxruntime imports here, its version, and what to do when it does not.
 
     An onnxruntime imported before ours was installed (or put first on the path) stays
-    loaded: then say that a restart of QGIS picks up the installed one.
+    loaded until QGIS restarts: then the message says that a restart picks up ours.
     """
     installed = installed_version(home.python_dir(home_dir))
     try:
         ort = importlib.import_module("onnxruntime")
     except ImportError as err:
-        if installed:
-            return RuntimeStatus(False, problem=(
-                f"onnxruntime {installed} is installed but cannot be loaded in this session ({err}). "
-                f"Restart QGIS to use onnxruntime {installed}."))
         return RuntimeStatus(False, problem=(
             f"onnxruntime is not installed for QGIS's Python ({err}). Install it with: "
             + " ".join(install_command())))
     version = getattr(ort, "__version__", "0")
-    stale = bool(installed) and version != installed
+    restart = f"Restart QGIS to use {installed}, installed for the plugin" if installed and version != installed \
+        else ""
     if _version_tuple(version) < ONNXRUNTIME_MINIMUM:
-        if stale:
-            return RuntimeStatus(False, version, (
-                f"onnxruntime {version} is loaded in this session, which is too old. "
-                f"Restart QGIS to use {installed}."))
+        upgrade = "upgrade it with: " + " ".join(install_command())
         return RuntimeStatus(False, version, (
-            f"onnxruntime {version} is too old (need {'.'.join(map(str, ONNXRUNTIME_MINIMUM))} "
-            "or newer). Upgrade it with: " + " ".join(install_command())))
-    if stale:
-        return RuntimeStatus(True, version, f"onnxruntime {version} is loaded; restart QGIS to use {installed}.")
-    return RuntimeStatus(True, version)
+            f"onnxruntime {version} is too old (need {'.'.join(map(str, ONNXRUNTIME_MINIMUM))} or newer). "
+            + (f"{restart}, or {upgrade}" if restart else upgrade[0].upper() + upgrade[1:])))
+    return RuntimeStatus(True, version, f"onnxruntime {version} is loaded. {restart}." if restart else "")
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:

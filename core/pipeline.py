@@ -413,17 +413,49 @@ class ImproveRequest:
     ensemble: bool = False
 
 
+# Where a probability raster records the threshold its model recommends (GDAL metadata), so
+# that a merge run later on its own (the modeler's chain) thresholds it as one run would.
+THRESHOLD_KEYS = ("RECOMMENDED_CLOUD_THRESHOLD", "RECOMMENDED_SHADOW_THRESHOLD")
+
+
+def recommended_thresholds(report: RunReport) -> tuple[float | None, float | None]:
+    """The cards' recommended cloud (mean over an ensemble) and shadow thresholds, or None."""
+    values = [report.cards[m].cloud_threshold for m in report.cloud_models]
+    values = [v for v in values if v is not None]
+    cloud = float(np.mean(values)) if values else None
+    shadow = report.cards[report.shadow_model].shadow_threshold if report.shadow_model else None
+    return cloud, shadow
+
+
+def _record_thresholds(outputs: ProbabilityOutputs, report: RunReport) -> None:
+    for path, key, value in zip((outputs.cloud, outputs.shadow), THRESHOLD_KEYS, recommended_thresholds(report)):
+        if path and value is not None:
+            ds = gdal.Open(path, gdal.GA_Update)
+            ds.SetMetadataItem(key, repr(float(value)))
+            ds = None
+
+
+def recorded_thresholds(cloud_probability: str | None,
+                        shadow_probability: str | None) -> tuple[float | None, float | None]:
+    """The thresholds recorded in probability rasters by :func:`probabilities` (None if absent)."""
+    found = []
+    for path, key in zip((cloud_probability, shadow_probability), THRESHOLD_KEYS):
+        value = raster_info(path).metadata.get(key) if path else None
+        try:
+            found.append(float(value) if value is not None else None)
+        except ValueError:
+            found.append(None)
+    return found[0], found[1]
+
+
 def _thresholds(request: ImproveRequest, report: RunReport) -> mg.MergeSettings:
     """Unset thresholds take the model cards' recommended values."""
     cloud, shadow = request.cloud_threshold, request.shadow_threshold
+    recommended_cloud, recommended_shadow = recommended_thresholds(report)
     if cloud is None:
-        values = [report.cards[m].cloud_threshold for m in report.cloud_models]
-        values = [v for v in values if v is not None]
-        cloud = float(np.mean(values)) if values else request.settings.cloud_threshold
-    if shadow is None and report.shadow_model:
-        shadow = report.cards[report.shadow_model].shadow_threshold
+        cloud = recommended_cloud if recommended_cloud is not None else request.settings.cloud_threshold
     if shadow is None:
-        shadow = request.settings.shadow_threshold
+        shadow = recommended_shadow if recommended_shadow is not None else request.settings.shadow_threshold
     report.notes.append(f"Thresholds: cloud {cloud:g}, shadow {shadow:g}.")
     return replace(request.settings, cloud_threshold=float(cloud), shadow_threshold=float(shadow))
 
@@ -469,6 +501,7 @@ def improve(request: ImproveRequest, feedback: Feedback | None = None) -> RunRep
             shadow=target(request.outputs.shadow, "shadow") if prob.shadow_model else None,
             uncertainty=target(request.outputs.uncertainty, "unc") if request.outputs.uncertainty else None)
         report = compute_probabilities(prob, outputs, _Stage(feedback, 0.0, 0.9))
+        _record_thresholds(outputs, report)
         settings = _thresholds(request, report)
         mask_tmp = target(request.mask, "mask")
         merge = MergeRequest(outputs.cloud, outputs.shadow, request.product_mask, settings)
@@ -496,7 +529,10 @@ def probabilities(request: ProbabilityRequest, outputs: ProbabilityOutputs,
         if path:
             check_destination(path, [request.s2_raster])
     with atomic_outputs() as pending:
-        return compute_probabilities(request, _staged(outputs, pending), feedback)
+        staged = _staged(outputs, pending)
+        report = compute_probabilities(request, staged, feedback)
+        _record_thresholds(staged, report)
+        return report
 
 
 def merge(request: MergeRequest, mask: str, feedback: Feedback | None = None) -> mg.Fractions:

@@ -72,8 +72,12 @@ def build() -> QgsProcessingModelAlgorithm:
     number = QgsProcessingParameterNumber.Double
     param(model, QgsProcessingParameterRasterLayer("S2_RASTER", "Sentinel-2 raster"), 120, 60)
     param(model, QgsProcessingParameterRasterLayer("PRODUCT_MASK", "Product cloud mask", optional=True), 520, 60)
-    param(model, QgsProcessingParameterNumber("CLOUD_THR", "Cloud threshold", number, 0.3, False, 0, 1), 720, 60)
-    param(model, QgsProcessingParameterNumber("SHADOW_THR", "Shadow threshold", number, 0.2, False, 0, 1), 900, 60)
+    # Empty thresholds: the models' recommended values, as in 'Improve cloud mask' (the
+    # probability rasters record them for the merge step).
+    param(model, QgsProcessingParameterNumber("CLOUD_THR", "Cloud threshold (empty: the model's)", number,
+                                              None, True, 0, 1), 720, 60)
+    param(model, QgsProcessingParameterNumber("SHADOW_THR", "Shadow threshold (empty: the model's)", number,
+                                              None, True, 0, 1), 900, 60)
     param(model, model_picker(QgsProcessingParameterString("CLOUD_MODEL", "Cloud model", optional=True)), 300, 60)
     param(model, model_picker(QgsProcessingParameterString("SHADOW_MODEL", "Shadow model", optional=True),
                               shadow=True), 340, 120)

@@ -466,5 +466,6 @@ def test_onnxruntime_missing_or_old_through_qgis_process(qgis_process, tmp_path,
     body = f"__version__ = {version!r}\n" if version else "raise ImportError('simulated: no onnxruntime')\n"
     (fake / "__init__.py").write_text(body)
     params = improve(tmp_path)
-    done = qgis_process("improvecloudmask", params, {"PYTHONPATH": str(fake.parent)})
+    # No onnxruntime in the data home: the plugin would put its own first on the path.
+    done = qgis_process("improvecloudmask", params, {"PYTHONPATH": str(fake.parent), **empty_home(tmp_path)})
     check_refused(done, words, "improvecloudmask", params)

@@ -78,13 +78,13 @@ def test_a_stale_old_onnxruntime_asks_for_a_restart(private, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", types.SimpleNamespace(__version__="1.16.3"))
     status = deps.runtime_status()
     assert not status.available
-    assert "restart QGIS to use 1.32.0" in status.problem.replace("Restart", "restart")
+    assert "Restart QGIS to use 1.32.0" in status.problem
 
 
 def test_a_stale_recent_onnxruntime_runs_and_mentions_the_restart(private, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", types.SimpleNamespace(__version__="1.22.0"))
     status = deps.runtime_status()
-    assert status.available and "restart QGIS to use 1.32.0" in status.problem
+    assert status.available and "Restart QGIS to use 1.32.0" in status.problem
 
 
 def test_the_installed_onnxruntime_is_simply_available(private, monkeypatch):

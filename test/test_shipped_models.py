@@ -36,3 +36,25 @@ def test_model_inputs_get_the_installed_model_picker(model):
         wrapper = model.parameterDefinition(name).metadata().get("widget_wrapper", {})
         assert wrapper.get("class", "").endswith("ui.processing_wrappers.ModelWrapper"), name
     assert model.parameterDefinition("SHADOW_MODEL").metadata()["widget_wrapper"]["shadow"] is True
+
+
+def test_the_model_with_its_defaults_gives_the_algorithms_mask(provider, tmp_path):
+    """Left at their defaults, the model's thresholds are the models' recommended values, as
+    in 'Improve cloud mask' (they were the seed's 0.3 / 0.2, which gave another mask)."""
+    import numpy as np
+    import processing
+    from osgeo import gdal
+    from samples import L1C_STACK, PRODUCT_MASK, model_file, require
+
+    require(L1C_STACK, PRODUCT_MASK)
+    model_file("ukis-4b-l1c")
+    sample, product = str(tmp_path / "s2.tif"), str(tmp_path / "pm.tif")
+    gdal.Translate(sample, str(L1C_STACK), srcWin=[0, 0, 512, 256])
+    gdal.Translate(product, str(PRODUCT_MASK), srcWin=[0, 0, 512, 256])
+    common = {"S2_RASTER": sample, "PRODUCT_MASK": product, "CLOUD_MODEL": "ukis-4b-l1c",
+              "SHADOW_MODEL": "ukis-4b-l1c"}
+    algorithm = processing.run("cloudmask:improvecloudmask", {**common, "MASK": str(tmp_path / "a.tif")})
+    model = processing.run("cloudmask:improvecloudmaskmodel", {**common, "merge:MASK": str(tmp_path / "m.tif")})
+    a = gdal.Open(algorithm["MASK"]).ReadAsArray()
+    m = gdal.Open(model["merge:MASK"]).ReadAsArray()
+    assert np.array_equal(a, m), f"{np.mean(a != m):.2%} of the pixels differ"
