@@ -213,9 +213,8 @@ def test_raster_without_georeference(provider, tmp_path):
 
 
 def test_loaded_mask_gets_the_paletted_style(provider, tmp_path):
-    from qgis.core import QgsPalettedRasterRenderer, QgsProject
-
     import processing
+    from qgis.core import QgsPalettedRasterRenderer, QgsProject
     probabilities = np.zeros((40, 40), dtype=np.float32)
     probabilities[10:20, 10:20] = 0.9
     cloud = probability_raster(tmp_path / "c.tif", probabilities)
