@@ -184,6 +184,8 @@ def test_a_run_adds_the_mask_on_top_styled_and_named(project, provider, qgis_ifa
     again = quick_run(dialog, qtbot)
     assert again.layers[0].name() != mask.name()  # two runs, two names
     assert root.children()[0].layer() is again.layers[0]
+    # The results are named like masks, yet the next dialog still picks the product's own mask.
+    assert ImproveDialog(qgis_iface).form.mask_layer.currentLayer().name() == "product_mask"
 
 
 def test_cancel_stops_the_run_and_leaves_nothing(project, provider, qgis_iface, qtbot, tmp_path):

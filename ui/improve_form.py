@@ -39,6 +39,8 @@ from .widgets import BandMapping, ModelChecklist, ModelCombo, card_tooltip
 
 SETTINGS_PREFIX = "cloud_mask_improver/dialog/"
 TEMPORARY = "TEMPORARY_OUTPUT"
+# Set on the layers a run adds: an improved mask is not the product mask of the next run.
+RESULT_PROPERTY = "cloud_mask_improver/result"
 # Names that give a layer away as a product cloud mask, and the kind each implies.
 MASK_NAME_KINDS = (("scl", "scl"), ("qa60", "qa60"), ("cldprb", "probability"), ("probab", "probability"),
                    ("msk", "nonzero"), ("mask", "nonzero"), ("cloud", "nonzero"))
@@ -73,7 +75,8 @@ def guess_product_kind(name: str) -> str | None:
 
 def guess_layers(project) -> tuple:
     """The likely Sentinel-2 raster and product mask among the project's raster layers."""
-    rasters = [lyr for lyr in project.mapLayers().values() if isinstance(lyr, QgsRasterLayer)]
+    rasters = [lyr for lyr in project.mapLayers().values() if isinstance(lyr, QgsRasterLayer)
+               and not lyr.customProperty(RESULT_PROPERTY, False)]  # our own results are no inputs
     masks = [lyr for lyr in rasters if lyr.bandCount() == 1 and guess_product_kind(lyr.name())]
     stacks = [lyr for lyr in rasters if lyr.bandCount() >= 4]
     # Prefer a stack whose descriptions name Sentinel-2 bands, then the one with most bands.

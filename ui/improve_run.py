@@ -23,7 +23,7 @@ from qgis.core import (
 
 from ..algorithms.styling import mask_renderer, probability_renderer
 from ..core.merge import OUTPUT_MODES
-from .improve_form import TEMPORARY
+from .improve_form import RESULT_PROPERTY, TEMPORARY
 
 PROBABILITIES = (("CLOUD_PROBABILITY", "cloud probability"), ("SHADOW_PROBABILITY", "shadow probability"),
                  ("CLOUD_UNCERTAINTY", "cloud uncertainty"))
@@ -98,6 +98,8 @@ class ImproveRun:
                     layer.setRenderer(probability_renderer(layer))
                     added.append(layer)
         root = self.project.layerTreeRoot()
+        for layer in added:
+            layer.setCustomProperty(RESULT_PROPERTY, True)  # never guessed as an input later
         for layer in reversed(added):  # inserted at the top one by one: the mask ends up first
             self.project.addMapLayer(layer, False)
             root.insertLayer(0, layer)
