@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -52,6 +53,7 @@ class Driver:
         """A named pass/fail with the detail that explains a failure."""
         self.result["checks"][name] = {"ok": bool(ok), "detail": detail if isinstance(detail, (str, int, float, list,
                                                                                             dict)) else str(detail)}
+        self.write()  # a session killed later still tells what it had checked
         return bool(ok)
 
     def fact(self, name: str, value) -> None:
@@ -105,12 +107,16 @@ class Driver:
         errors = self.result["python_errors"]
 
         def record(type_, value, tb, msg=None, messagebar=False, level=None):
-            errors.append("".join(traceback.format_exception(type_, value, tb)))
+            text = "".join(traceback.format_exception(type_, value, tb))
+            errors.append(text)
+            print(text, file=sys.stderr, flush=True)  # into qgis.log too
 
         qgis.utils.showException = record
 
     def _close_modals(self):
-        modal = QApplication.activeModalWidget()
+        # Under Xvfb a modal dialog need not be the active window: look at all of them.
+        modal = QApplication.activeModalWidget() or next(
+            (w for w in QApplication.topLevelWidgets() if w.isModal() and w.isVisible()), None)
         if modal is None or self.keep_modals or modal.metaObject().className() in RUN_PROGRESS:
             return
         texts = [w.text() for w in modal.findChildren(QLabel) if w.text()]

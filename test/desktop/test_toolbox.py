@@ -46,6 +46,15 @@ def test_every_toolbox_run_adds_its_styled_layers(session, label):
     assert not failures(session, label + ":"), session.problems()
 
 
+def test_run_as_batch_process_adds_each_rows_styled_mask(session):
+    assert session.facts.get("batch"), session.problems()
+    assert not failures(session, "batch:"), session.facts["batch"]
+
+
+def test_qgis_deletes_every_post_processor_it_was_given(session):
+    assert session.facts.get("stylers_still_held") == 0, session.problems()
+
+
 def test_shipped_models_are_valid(session):
     assert session.facts.get("models"), session.problems()
     assert not failures(session, "cloudmask:"), session.facts["models"]
