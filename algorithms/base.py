@@ -23,6 +23,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
 )
+from qgis.PyQt.QtCore import QCoreApplication, QThread
 from qgis.PyQt.QtGui import QIcon
 
 from ..core import merge as mg
@@ -33,6 +34,7 @@ from ..core.inference import PROVIDERS
 
 LOG_TAG = "Cloud Mask Improver"
 ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icons", "icon.svg")
+CANCELLED = "Cancelled: no output was written."
 
 
 class QgisFeedback(Feedback):
@@ -47,6 +49,31 @@ class QgisFeedback(Feedback):
         return bool(self.feedback and self.feedback.isCanceled())
 
 
+class CancelledRun(Exception):
+    """The user cancelled: the algorithm ends quietly (see ``CloudMaskAlgorithm``)."""
+
+
+def _ends_quietly_when_cancelled(process):
+    """A cancel is what the user asked for, not an error.
+
+    In a task (the toolbox, the plugin's dialog) QGIS logs a raised exception twice as
+    Critical: there the algorithm says it once, as information, and ends with no outputs
+    (the task reports itself cancelled). Called directly (``processing.run``,
+    ``qgis_process``) it raises, as a script expects.
+    """
+    def wrapper(self, parameters, context, feedback):
+        try:
+            return process(self, parameters, context, feedback)
+        except CancelledRun as err:
+            if QThread.currentThread() is QCoreApplication.instance().thread():
+                raise QgsProcessingException(CANCELLED) from err
+            if feedback is not None:
+                feedback.pushInfo(CANCELLED)
+            context.setLayersToLoadOnCompletion({})  # nothing was written: nothing to load
+            return {}
+    return wrapper
+
+
 def run_engine(call, feedback):
     """Call the engine and turn its errors into messages a user can act on.
 
@@ -57,7 +84,7 @@ def run_engine(call, feedback):
     try:
         return call(QgisFeedback(feedback))
     except Cancelled as err:
-        raise QgsProcessingException("Cancelled: no output was written.") from err
+        raise CancelledRun from err
     except CloudMaskError as err:  # a problem the user can fix: the message says how
         raise QgsProcessingException(str(err)) from err
     except MemoryError as err:
@@ -96,7 +123,18 @@ def work_dir() -> str:
     return QgsProcessingUtils.tempFolder()
 
 
+def with_help(parameter, text: str):
+    """A parameter with a short label (QGIS does not wrap labels) and the details as its tooltip."""
+    parameter.setHelp(text)
+    return parameter
+
+
 class CloudMaskAlgorithm(QgsProcessingAlgorithm):
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "processAlgorithm" in cls.__dict__:
+            cls.processAlgorithm = _ends_quietly_when_cancelled(cls.__dict__["processAlgorithm"])
+
     def createInstance(self):
         return type(self)()
 
@@ -165,19 +203,19 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(name, label, optional=optional))
 
     def add_in_memory(self):
-        self.addParameter(QgsProcessingParameterBoolean(
-            "IN_MEMORY", "Load the whole raster in memory (faster for fast models, uses more memory)",
-            defaultValue=False))
+        self.addParameter(with_help(QgsProcessingParameterBoolean(
+            "IN_MEMORY", "Load the whole raster in memory", defaultValue=False),
+            "Faster for fast models; uses about as much memory as the raster."))
 
     def add_threshold(self, name, label):
-        self.addParameter(QgsProcessingParameterNumber(
-            name, label + " (empty: the model's recommended value)", QgsProcessingParameterNumber.Type.Double,
-            optional=True, minValue=0.0, maxValue=1.0))
+        self.addParameter(with_help(QgsProcessingParameterNumber(
+            name, label, QgsProcessingParameterNumber.Type.Double, optional=True, minValue=0.0, maxValue=1.0),
+            "Empty: the model's recommended value."))
 
     def add_bands(self):
-        self.add_advanced(QgsProcessingParameterString(
-            "BANDS", "Sentinel-2 band of each raster band, comma-separated (empty: detect)",
-            optional=True))
+        self.add_advanced(with_help(QgsProcessingParameterString(
+            "BANDS", "Band mapping (empty: detect)", optional=True),
+            "The Sentinel-2 band of each raster band, comma-separated, e.g. B02,B03,B04,B08."))
 
     def add_provider(self):
         self.add_advanced(QgsProcessingParameterEnum(
@@ -190,7 +228,7 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
             "DILATION", "Dilation radius (pixels)", QgsProcessingParameterNumber.Type.Integer,
             defaultValue=5, minValue=0))
         self.add_advanced(QgsProcessingParameterNumber(
-            "MIN_AREA", "Drop cloud/shadow patches smaller than (pixels)",
+            "MIN_AREA", "Drop patches smaller than (pixels)",
             QgsProcessingParameterNumber.Type.Integer, defaultValue=0, minValue=0))
         self.add_advanced(QgsProcessingParameterEnum(
             "OUTPUT_MODE", "Output", options=["categorical (0 clear, 1 cloud, 2 shadow)",

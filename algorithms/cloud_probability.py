@@ -37,7 +37,7 @@ class CloudProbability(CloudMaskAlgorithm):
 
     def add_model_parameter(self):
         self.addParameter(QgsProcessingParameterString(
-            "MODEL_PATH", "Model (id or .onnx path; empty: best installed)", optional=True))
+            "MODEL_PATH", "Model", optional=True))
 
     def models(self, parameters, context) -> dict:
         """The model fields of the request (empty: core picks the default for the raster)."""

@@ -21,7 +21,7 @@ class EnsembleCloudProbability(CloudProbability):
 
     def add_model_parameter(self):
         self.addParameter(QgsProcessingParameterString(
-            "MODEL_PATHS", "Models (comma-separated ids or .onnx paths; empty: all installed)",
+            "MODEL_PATHS", "Models",
             optional=True))
 
     def models(self, parameters, context) -> dict:

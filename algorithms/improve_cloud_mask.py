@@ -67,9 +67,9 @@ class ImproveCloudMask(CloudMaskAlgorithm):
 
     def add_model_parameters(self):
         self.addParameter(QgsProcessingParameterString(
-            "CLOUD_MODEL", "Cloud model (id or .onnx path; empty: best installed)", optional=True))
+            "CLOUD_MODEL", "Cloud model", optional=True))
         self.addParameter(QgsProcessingParameterString(
-            "SHADOW_MODEL", "Shadow model (id or .onnx path; empty: default)", optional=True))
+            "SHADOW_MODEL", "Shadow model", optional=True))
 
     def optional_outputs(self):
         return [("CLOUD_PROBABILITY", "Cloud probability"), ("SHADOW_PROBABILITY", "Shadow probability")]

@@ -25,13 +25,13 @@ class ImproveCloudMaskEnsemble(ImproveCloudMask):
 
     def add_model_parameters(self):
         self.addParameter(QgsProcessingParameterString(
-            "CLOUD_MODELS", "Cloud models (comma-separated ids or .onnx paths; empty: all installed)",
+            "CLOUD_MODELS", "Cloud models",
             optional=True))
         self.addParameter(QgsProcessingParameterString(
-            "SHADOW_MODEL", "Shadow model (id or .onnx path; empty: default)", optional=True))
+            "SHADOW_MODEL", "Shadow model", optional=True))
 
     def optional_outputs(self):
-        return super().optional_outputs() + [("CLOUD_UNCERTAINTY", "Cloud uncertainty (spread of the members)")]
+        return super().optional_outputs() + [("CLOUD_UNCERTAINTY", "Cloud uncertainty")]
 
     def cloud_models(self, parameters, context) -> list[str]:
         text = self.parameterAsString(parameters, "CLOUD_MODELS", context)

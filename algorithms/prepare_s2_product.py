@@ -3,16 +3,44 @@
 from __future__ import annotations
 
 from qgis.core import (
+    QgsContrastEnhancement,
     QgsCoordinateReferenceSystem,
+    QgsMultiBandColorRenderer,
     QgsProcessingException,
+    QgsProcessingLayerPostProcessorInterface,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
+    QgsRasterMinMaxOrigin,
 )
 
 from ..core import safe
+from ..core.raster import RasterError, raster_info
 from .base import CloudMaskAlgorithm, run_engine
+from .styling import style_on_load
+
+TRUE_COLOUR = ("B04", "B03", "B02")
+
+
+class TrueColourStyler(QgsProcessingLayerPostProcessorInterface):
+    """Show a loaded stack as a user expects a Sentinel-2 image: red, green, blue = B04, B03, B02
+    (QGIS's default would be bands 1, 2, 3: B01, B02, B03), stretched 2-98 %."""
+
+    def postProcessLayer(self, layer, context, feedback):
+        if layer is None or not layer.isValid():
+            return
+        try:
+            descriptions = list(raster_info(layer.source().split("|")[0]).descriptions)
+        except RasterError:
+            return
+        if not all(band in descriptions for band in TRUE_COLOUR):
+            return  # not a stack we can tell the colours of: leave QGIS's default
+        bands = [descriptions.index(band) + 1 for band in TRUE_COLOUR]
+        layer.setRenderer(QgsMultiBandColorRenderer(layer.dataProvider(), *bands))
+        layer.setContrastEnhancement(QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum,
+                                     QgsRasterMinMaxOrigin.Limits.CumulativeCut)
+        layer.triggerRepaint()
 
 
 class PrepareS2Product(CloudMaskAlgorithm):
@@ -48,7 +76,7 @@ class PrepareS2Product(CloudMaskAlgorithm):
         # A File parameter (not Folder): a product is usually a .zip or picked by its MTD
         # file, and the value is only a string, so a typed .SAFE folder path works too.
         self.addParameter(QgsProcessingParameterFile(
-            "INPUT", "Sentinel-2 product (.zip, MTD_MSIL2A.xml / MTD_MSIL1C.xml, or .SAFE folder)",
+            "INPUT", "Sentinel-2 product",
             behavior=QgsProcessingParameterFile.Behavior.File,
             fileFilter="Sentinel-2 product (*.zip *.ZIP MTD_MSIL2A.xml MTD_MSIL1C.xml);;All files (*)"))
         self.addParameter(QgsProcessingParameterNumber(
@@ -74,6 +102,7 @@ class PrepareS2Product(CloudMaskAlgorithm):
             if not extent.isNull() and not extent.isEmpty():
                 bounds = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
         stack = self.parameterAsOutputLayer(parameters, "S2_RASTER", context)
+        style_on_load(context, stack, TrueColourStyler())
         mask = self.optional_output(parameters, "PRODUCT_MASK", context)
         product, mask = run_engine(lambda _: safe.prepare(source, stack, mask, resolution, bounds), feedback)
         offset = safe.stack_metadata(product, source).get(product.offset_key, "none")

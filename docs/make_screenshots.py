@@ -1,48 +1,28 @@
-"""Render the plugin's dialogs offscreen into docs/ (run with QGIS's Python after `make setup`).
+"""Copy the dialogs' screenshots from the real QGIS desktop into docs/.
 
-    QT_QPA_PLATFORM=offscreen .venv/bin/python docs/make_screenshots.py
+They are taken in QGIS itself on a 1366x768 screen (Xvfb) by the desktop test:
+
+    .venv/bin/python -m pytest test/desktop/test_dialog_desktop.py
+    .venv/bin/python docs/make_screenshots.py
+
+dialog.png: the "Improve cloud mask" dialog after a run on the sample;
+model_manager.png: the model manager after installing onnxruntime from its button.
 """
 
-import os
-import sys
+import shutil
 from pathlib import Path
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "test"))
-
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
-
-app = QgsApplication([], True)
-app.initQgis()
-import conftest  # noqa: F401  (makes cloud_mask_improver importable, onnxruntime on the path)
-from samples import L1C_STACK, PRODUCT_MASK
-
-from cloud_mask_improver.ui.improve_dialog import ImproveDialog
-from cloud_mask_improver.ui.model_manager import ModelManagerDialog
-
-
-def shoot(widget, name: str) -> None:
-    widget.show()
-    for _ in range(5):
-        app.processEvents()
-    widget.grab().save(str(ROOT / "docs" / name))
-    print("wrote", ROOT / "docs" / name)
+SHOTS = {"dialog.png": "dialog/dialog_window.png", "model_manager.png": "runtime/manager_window.png"}
 
 
 def main() -> None:
-    project = QgsProject.instance()
-    project.addMapLayer(QgsRasterLayer(str(L1C_STACK), "S2B_MSIL1C sample"))
-    project.addMapLayer(QgsRasterLayer(str(PRODUCT_MASK), "product cloud mask"))
-    dialog = ImproveDialog()
-    dialog.cloud_models.setValue("ukis-4b-l1c")
-    dialog.resolution.setValue(30)
-    dialog.want_cloud_p.setChecked(True)
-    dialog.progress.setValue(0)
-    shoot(dialog, "dialog.png")
-    manager = ModelManagerDialog()
-    manager.select("ukis-4b-l1c")
-    shoot(manager, "model_manager.png")
+    for name, source in SHOTS.items():
+        path = ROOT / "out" / "desktop" / source
+        if not path.exists():
+            raise SystemExit(f"{path} is missing: run test/desktop/test_dialog_desktop.py first")
+        shutil.copyfile(path, ROOT / "docs" / name)
+        print("wrote", ROOT / "docs" / name)
 
 
 if __name__ == "__main__":

@@ -67,8 +67,8 @@ def build() -> QgsProcessingModelAlgorithm:
     model = QgsProcessingModelAlgorithm("Improve cloud mask (model)", "", "")
     model.setHelpContent({"ALG_DESC": (
         "FarmVibes.AI's workflow improve_cloud_mask as an editable model: cloud probability and shadow "
-        "probability from the Sentinel-2 raster, merged with the product mask. Each child reads the "
-        "raster itself (FarmVibes.AI's way); 'Improve cloud mask' does the same in one pass.")})
+        "probability from the Sentinel-2 raster, merged with the product mask. Each step reads the "
+        "raster itself (as FarmVibes.AI does); 'Improve cloud mask' does the same in one pass.")})
     number = QgsProcessingParameterNumber.Type.Double
     param(model, QgsProcessingParameterRasterLayer("S2_RASTER", "Sentinel-2 raster"), 120, 60)
     param(model, QgsProcessingParameterRasterLayer("PRODUCT_MASK", "Product cloud mask", optional=True), 520, 60)

@@ -9,16 +9,18 @@ import http.server
 import importlib.util
 import json
 import threading
+import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from onnx_models import conv1x1_model, write_card
+from qgis.PyQt.QtCore import QTimer
 
-from cloud_mask_improver.core import deps, models
+from cloud_mask_improver.core import deps, home, installer, models
 from cloud_mask_improver.core.cards import load_card
-from cloud_mask_improver.ui import download, model_manager
+from cloud_mask_improver.ui import download, model_manager, tasks
 from cloud_mask_improver.ui.model_manager import CardForm, ModelManagerDialog
 
 PACKAGE = "CloudMask_Test.Model"  # pip normalises it to cloudmask-test-model
@@ -77,7 +79,7 @@ def install_and_wait(qtbot, manager, model_id):
     assert manager.install_button.isEnabled()
     job = manager.install_selected()
     assert job is not None
-    qtbot.waitUntil(lambda: job.done and manager.download is None, timeout=60_000)
+    qtbot.waitUntil(lambda: job.done and not manager.busy(), timeout=60_000)
     return job
 
 
@@ -108,7 +110,7 @@ def test_installs_from_the_index_and_lists_it(qgis_app, qtbot, index, folders):
     manager.select("test-download")
     job = manager.install_selected()
     job.progress.connect(lambda got, total: progress.append((got, total)))
-    qtbot.waitUntil(lambda: job.done and manager.download is None, timeout=60_000)
+    qtbot.waitUntil(lambda: job.done and not manager.busy(), timeout=60_000)
     assert "Installed" in manager.message.text(), manager.message.text()
     assert manager.listed()["test-download"] == "Installed"
     assert (models_dir / "test-download.onnx").read_bytes() == index["onnx"].read_bytes()
@@ -158,18 +160,82 @@ def test_conversion_tools_missing_is_said_with_the_command(qgis_app, folders, mo
     assert "pip install" in manager.details.text()
 
 
-def test_missing_onnxruntime_offers_the_exact_command(qgis_app, folders, monkeypatch):
-    monkeypatch.setattr(deps, "runtime_status",
-                        lambda: deps.RuntimeStatus(False, problem="onnxruntime is not installed for QGIS's Python."))
-    calls = []
-    monkeypatch.setattr(deps, "install_onnxruntime", lambda: calls.append(1) or deps.RuntimeStatus(True, "1.32.0"))
+@pytest.fixture
+def empty_runtime(tmp_path, monkeypatch):
+    """A data home whose private folder has no onnxruntime; "importable" means installed there."""
+    folder = tmp_path / "python"
+    monkeypatch.setattr(home, "python_dir", lambda home_dir=None: folder)
+
+    def status():
+        if deps.installed_version(folder) if folder.exists() else "":
+            return deps.RuntimeStatus(True, deps.installed_version(folder))
+        return deps.RuntimeStatus(False, problem="onnxruntime is not installed for QGIS's Python.")
+    monkeypatch.setattr(deps, "runtime_status", status)
+    return folder
+
+
+def test_missing_onnxruntime_is_installed_by_the_button_in_a_task(qgis_app, qtbot, folders, empty_runtime):
     manager = ModelManagerDialog(models_dir=folders[0], cache=folders[1])
     assert not manager.runtime_box.isHidden()
+    assert "Models cannot run yet" in manager.runtime_note.text()
     assert manager.runtime_command.text() == " ".join(deps.install_command())
-    assert "onnxruntime==" in manager.runtime_command.text()
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(tasks.runtime_install() is not None))
+    timer.start(50)
+    finished = []
+    tasks.EVENTS.runtime_finished.connect(lambda ok, text: finished.append((ok, text)))
     manager.runtime_button.click()
-    assert calls == [1]
-    assert "onnxruntime 1.32.0 installed" in manager.message.text()
+    assert tasks.runtime_install() is not None and not manager.runtime_button.isEnabled()
+    assert manager.cancel_button.isEnabled() and not manager.progress.isHidden()
+    qtbot.waitUntil(lambda: bool(finished), timeout=300_000)
+    timer.stop()
+    assert finished[0][0], finished
+    assert deps.installed_version(empty_runtime) == deps.ONNXRUNTIME_VERSION
+    assert (empty_runtime / "onnxruntime" / "__init__.py").exists()
+    assert not list(empty_runtime.glob("numpy*"))  # --no-deps: QGIS's numpy stays the one in use
+    assert sum(ticks) >= 5, "the GUI froze while pip ran"  # the event loop kept turning
+    assert manager.runtime_box.isHidden()
+    assert f"onnxruntime {deps.ONNXRUNTIME_VERSION} installed" in manager.message.text()
+
+
+def test_cancelling_the_onnxruntime_install_leaves_nothing(qgis_app, qtbot, folders, empty_runtime):
+    manager = ModelManagerDialog(models_dir=folders[0], cache=folders[1])
+    finished = []
+    tasks.EVENTS.runtime_finished.connect(lambda ok, text: finished.append((ok, text)))
+    manager.runtime_button.click()
+    manager.cancel_button.click()
+    qtbot.waitUntil(lambda: bool(finished), timeout=120_000)
+    assert finished == [(False, "Installing onnxruntime was cancelled; nothing was installed.")]
+    assert not empty_runtime.exists() or not list(empty_runtime.iterdir())
+    assert not manager.runtime_box.isHidden() and manager.runtime_button.isEnabled()
+
+
+def test_a_model_installs_off_the_gui_thread_and_can_be_cancelled(qgis_app, qtbot, index, folders, monkeypatch):
+    models_dir, cache = folders
+    downloadable_card(models_dir, "test-slow", index["onnx"], sha256(index["wheel"]))
+    manager = ModelManagerDialog(models_dir=models_dir, cache=cache)
+    threads = []
+    real_install = installer.install
+
+    def slow_install(*args, **kwargs):
+        threads.append(threading.current_thread() is threading.main_thread())
+        path = real_install(*args, **kwargs)
+        while not manager.install_task.isCanceled():  # a long conversion, until the user cancels
+            time.sleep(0.05)
+        return path
+    monkeypatch.setattr(installer, "install", slow_install)
+    manager.select("test-slow")
+    manager.install_selected()
+    qtbot.waitUntil(lambda: bool(threads) and manager.install_task is not None, timeout=60_000)
+    assert threads == [False]  # extraction and conversion run in a task, not on the GUI thread
+    assert manager.cancel_button.isEnabled()
+    manager.cancel_button.click()
+    qtbot.waitUntil(lambda: not manager.busy(), timeout=60_000)
+    assert "cancelled" in manager.message.text()
+    assert not (models_dir / "test-slow.onnx").exists()
+    assert [p.name for p in models_dir.iterdir()] == ["test-slow.json"]  # no staging folder left
+    assert manager.listed()["test-slow"] == "Available"
 
 
 def test_import_copies_model_and_card(qgis_app, tmp_path, folders):

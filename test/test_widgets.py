@@ -138,3 +138,25 @@ def test_the_modeler_keeps_plain_strings(provider):
         wrapper.setValue(value)
         got = wrapper.value()
         assert sorted(got.split(",")) == sorted(value.split(",")), name
+
+
+@pytest.mark.parametrize("algorithm_id", [*PICKERS, "cloudmask:mergecloudmasks", "cloudmask:prepares2product"])
+def test_toolbox_labels_and_pickers_are_no_wider_than_qgis_own(provider, toolbox_iface, qtbot, algorithm_id):
+    """QGIS does not wrap parameter labels: one longer than QGIS's own widest row ("Open output
+    file after running algorithm") widens the panel, truncates every label and adds a
+    horizontal scroll bar at the dialog's usual size."""
+    from processing.gui.AlgorithmDialog import AlgorithmDialog
+    from qgis.PyQt.QtWidgets import QCheckBox
+    dialog = AlgorithmDialog(QgsApplication.processingRegistry().createAlgorithmById(algorithm_id))
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    own = max(box.minimumSizeHint().width() for box in dialog.findChildren(QCheckBox)
+              if box.text().startswith("Open output file"))
+    widths = {}
+    for name, wrapper in dialog.mainWidget().wrappers.items():
+        for part, widget in (("label", wrapper.wrappedLabel()), ("widget", wrapper.wrappedWidget())):
+            if widget is not None:
+                widths[f"{name} {part}"] = widget.minimumSizeHint().width()
+    too_wide = {key: width for key, width in widths.items() if width > own}
+    assert not too_wide, f"wider than {own} px: {too_wide}"
+    dialog.close()

@@ -2,8 +2,9 @@
 
 Downloads go through QGIS's network stack (``ReleaseDownload``), so proxy
 settings apply; the installer then extracts, converts when the card asks for
-it, and checks the model's sha256. The dialog also says plainly when
-onnxruntime is missing or too old, with the command and a button that fixes it.
+it, and checks the model's sha256, in a QgsTask so QGIS stays responsive. The
+dialog also says plainly when onnxruntime is missing or too old, with a button
+that installs it (also a QgsTask) and the command for those who prefer a shell.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ import shutil
 from pathlib import Path
 
 import numpy
-from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
-    QApplication,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -40,9 +40,10 @@ from qgis.PyQt.QtWidgets import (
 from ..core import deps, home, installer
 from ..core.bands import BandError, parse_band_list
 from ..core.cards import LEVELS, CardError, ModelCard, all_cards, card_to_json, parse_card
-from ..core.fetch import FetchError, sha256_of
+from ..core.fetch import sha256_of
+from . import tasks
 from .download import ReleaseDownload
-from .widgets import card_tooltip
+from .widgets import card_tooltip, fit_on_screen
 
 CONVERTERS = ("onnxmltools", "lightgbm")
 COLUMNS = ("Model", "Id", "Level", "Outputs", "Status")
@@ -78,26 +79,38 @@ class ModelManagerDialog(QDialog):
         self.models_dir = Path(models_dir or home.models_dir())
         self.cache = Path(cache or home.cache_dir())
         self.download: ReleaseDownload | None = None
+        self.install_task: tasks.ModelInstallTask | None = None
         self.cards: list[ModelCard] = []
         self.setWindowTitle("Cloud Mask Improver: models")
         self._build()
+        tasks.EVENTS.runtime_started.connect(self._runtime_started)
+        tasks.EVENTS.runtime_finished.connect(self._runtime_finished)
+        tasks.EVENTS.models_changed.connect(self.refresh)
         self.refresh()
+
+    def showEvent(self, event):
+        super().showEvent(event)
+        QTimer.singleShot(0, self._keep_on_screen)
+
+    def _keep_on_screen(self) -> None:
+        fit_on_screen(self)
 
     def _build(self) -> None:
         self.runtime_note = QLabel(self)
         self.runtime_note.setWordWrap(True)
         self.runtime_command = QLineEdit(self)
         self.runtime_command.setReadOnly(True)
+        self.runtime_command.setToolTip("The same install from a shell, for those who prefer one.")
         self.runtime_button = QPushButton("Install onnxruntime", self)
         self.runtime_button.clicked.connect(self.install_runtime)
         self.runtime_box = QWidget(self)
         runtime = QVBoxLayout(self.runtime_box)
         runtime.setContentsMargins(0, 0, 0, 0)
-        runtime.addWidget(self.runtime_note)
         row = QHBoxLayout()
-        row.addWidget(self.runtime_command)
+        row.addWidget(self.runtime_note, 1)
         row.addWidget(self.runtime_button)
         runtime.addLayout(row)
+        runtime.addWidget(self.runtime_command)
 
         self.table = QTableWidget(0, len(COLUMNS), self)
         self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -125,11 +138,14 @@ class ModelManagerDialog(QDialog):
         self.install_button = QPushButton("Install", self)
         self.remove_button = QPushButton("Remove", self)
         self.import_button = QPushButton("Import .onnx…", self)
+        self.cancel_button = QPushButton("Cancel", self)
+        self.cancel_button.setEnabled(False)
         self.install_button.clicked.connect(self.install_selected)
         self.remove_button.clicked.connect(self.remove_selected)
         self.import_button.clicked.connect(self.import_model)
+        self.cancel_button.clicked.connect(self.cancel)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, self)
-        for button in (self.install_button, self.remove_button, self.import_button):
+        for button in (self.install_button, self.remove_button, self.import_button, self.cancel_button):
             buttons.addButton(button, QDialogButtonBox.ButtonRole.ActionRole)
         buttons.rejected.connect(self.reject)
 
@@ -142,6 +158,7 @@ class ModelManagerDialog(QDialog):
         layout.addWidget(buttons)
         layout.addWidget(QLabel(f"Models folder: {self.models_dir}", self))
         self.resize(1040, 640)
+        fit_on_screen(self)
 
     # -- listing
     def refresh(self) -> None:
@@ -178,8 +195,8 @@ class ModelManagerDialog(QDialog):
         card = self.selected_card()
         installed = card is not None and (self.models_dir / card.file).exists()
         self.install_button.setEnabled(card is not None and card.source is not None and not installed
-                                       and self.download is None)
-        self.remove_button.setEnabled(installed)
+                                       and not self.busy())
+        self.remove_button.setEnabled(installed and not self.busy())
         if card is None:
             self.details.setText("Select a model to see its card.")
             return
@@ -196,23 +213,39 @@ class ModelManagerDialog(QDialog):
     def _show_runtime(self, status: deps.RuntimeStatus) -> None:
         self.runtime_box.setVisible(not status.available)
         if not status.available:
-            self.runtime_note.setText(f"<b style='color:#b00020'>Models cannot run yet:</b> {status.problem}")
+            what = (f"onnxruntime {status.version} is too old for the models." if status.version else
+                    "onnxruntime, which runs the models, is not installed for QGIS's Python.")
+            self.runtime_note.setText(f"<b style='color:#b00020'>Models cannot run yet:</b> {what} "
+                                      "Install it with the button (about 15 MB, into this profile's plugin "
+                                      "data; no admin rights needed), or run the command below in a shell.")
             self.runtime_command.setText(" ".join(deps.install_command()))
+        self.runtime_button.setEnabled(tasks.runtime_install() is None)
+
+    def busy(self) -> bool:
+        """A download or an install is in flight (one at a time)."""
+        return self.download is not None or self.install_task is not None
 
     # -- actions
-    def install_runtime(self) -> deps.RuntimeStatus:
-        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
-        try:
-            status = deps.install_onnxruntime()
-        finally:
-            QApplication.restoreOverrideCursor()
-        if status.available:
-            deps.ensure_on_path()
-            self.show_message(f"onnxruntime {status.version} installed.")
-        else:
-            self.show_message(status.problem, error=True)
-        self._show_runtime(deps.runtime_status() if status.available else status)
-        return status
+    def install_runtime(self) -> tasks.RuntimeInstallTask:
+        """Install onnxruntime as a QgsTask; the dialog follows its progress and can cancel it."""
+        return tasks.install_runtime()
+
+    def _runtime_started(self) -> None:
+        task = tasks.runtime_install()
+        self.runtime_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        self.progress.setVisible(True)
+        if task is not None:
+            task.progressChanged.connect(lambda value: self.progress.setValue(int(value)))
+        self.show_message(f"Installing onnxruntime {deps.ONNXRUNTIME_VERSION} (a download of about 15 MB)…")
+
+    def _runtime_finished(self, ok: bool, message: str) -> None:
+        self.progress.setVisible(False)
+        self.cancel_button.setEnabled(self.busy())
+        self.show_message(message, error=not ok)
+        self._show_runtime(deps.runtime_status())
 
     def install_selected(self) -> ReleaseDownload | None:
         card = self.selected_card()
@@ -236,6 +269,7 @@ class ModelManagerDialog(QDialog):
         self.progress.setRange(0, 0)
         self.progress.setVisible(True)
         self.install_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
         self.show_message(f"Downloading {card.source.package} {card.source.version}…")
         self.download.start()
         return self.download
@@ -247,30 +281,51 @@ class ModelManagerDialog(QDialog):
 
     def _downloaded(self, card: ModelCard, archive: Path) -> None:
         self.download = None
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        self.show_message(f"Installing {card.title}…")
+        self.install_task = tasks.ModelInstallTask(card, archive, self.models_dir, self.cache,
+                                                   done=self._installed)
+        self.install_task.progressChanged.connect(lambda value: self.progress.setValue(int(value)))
+        tasks.start(self.install_task)
+
+    def _installed(self, ok: bool, message: str) -> None:
+        self.install_task = None
         self.progress.setVisible(False)
-        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
-        try:
-            installer.install(card, self.models_dir, self.cache, log=lambda _text: None, archive=archive)
-        except (FetchError, CardError, OSError) as err:
-            self.show_message(f"Installing {card.id} failed: {err}", error=True)
-        else:
-            self.show_message(f"Installed {card.title}.")
-        finally:
-            QApplication.restoreOverrideCursor()
+        self.cancel_button.setEnabled(tasks.runtime_install() is not None)
+        self.show_message(message, error=not ok)
         self.refresh()
 
     def _download_failed(self, message: str) -> None:
         self.download = None
         self.progress.setVisible(False)
+        self.cancel_button.setEnabled(tasks.runtime_install() is not None)
         self.show_message(message, error=True)
         self.refresh()
+
+    def cancel(self) -> None:
+        """Stop what is in flight: a download, a model install, an onnxruntime install."""
+        if self.download is not None:
+            download, self.download = self.download, None
+            download.failed.disconnect()
+            download.finished.disconnect()
+            download.cancel()
+            self.progress.setVisible(False)
+            self.show_message("Download cancelled; nothing was installed.")
+            self.refresh()
+        if self.install_task is not None:
+            self.install_task.cancel()
+        runtime = tasks.runtime_install()
+        if runtime is not None:
+            runtime.cancel()
+        self.cancel_button.setEnabled(False)
 
     def remove_selected(self) -> None:
         card = self.selected_card()
         if card is not None:
             installer.remove(card, self.models_dir)
             self.show_message(f"Removed {card.title}.")
-            self.refresh()
+            tasks.EVENTS.models_changed.emit()
 
     def import_model(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Import an ONNX model", "", "ONNX models (*.onnx)")
@@ -293,7 +348,7 @@ class ModelManagerDialog(QDialog):
             self.show_message(f"Cannot import {onnx_path.name}: {err}", error=True)
             return None
         self.show_message(f"Imported {card.title} as '{card.id}'.")
-        self.refresh()
+        tasks.EVENTS.models_changed.emit()
         self.select(card.id)
         return card
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.PyQt.QtGui import QGuiApplication
 from qgis.PyQt.QtWidgets import (
     QComboBox,
     QHeaderView,
@@ -26,6 +27,40 @@ from ..core.bands import ALL_BANDS, BandError, detect_bands, normalise
 from ..core.cards import ModelCard
 
 AUTO_LABEL = "(best installed for the raster)"
+# Title bar and borders a window manager adds around a window not yet shown.
+FRAME_ALLOWANCE = 40
+
+
+def available_area(window: QWidget):
+    """The free area (no panels or task bars) of the screen a window is on, or will open on."""
+    anchor = window.parentWidget() or window
+    screen = QGuiApplication.screenAt(anchor.mapToGlobal(anchor.rect().center())) if anchor.isVisible() else None
+    return (screen or QGuiApplication.primaryScreen()).availableGeometry()
+
+
+def fit_on_screen(window: QWidget) -> None:
+    """Shrink a window to its screen's free area and move it, title bar included, onto it.
+
+    A laptop screen (1366x768) leaves about 700 px of height: a window taller
+    than that would open with its title bar above the screen, out of reach.
+    """
+    area = available_area(window)
+    frame = window.frameGeometry()
+    extra_w = frame.width() - window.width()
+    extra_h = frame.height() - window.height()
+    if extra_h == 0:  # not decorated yet (or never will be): leave room for a title bar
+        extra_h = FRAME_ALLOWANCE
+    width = min(window.width(), area.width() - extra_w)
+    height = min(window.height(), area.height() - extra_h)
+    if (width, height) != (window.width(), window.height()):
+        window.resize(width, height)
+    if not window.isVisible():
+        return  # placed when shown; fit_on_screen runs again then
+    frame = window.frameGeometry()
+    x = min(max(frame.x(), area.x()), area.x() + area.width() - frame.width())
+    y = min(max(frame.y(), area.y()), area.y() + area.height() - frame.height())
+    if (x, y) != (frame.x(), frame.y()):
+        window.move(x, y)  # a window's position is its frame's
 
 
 def card_tooltip(card: ModelCard) -> str:
@@ -53,7 +88,7 @@ class ModelCombo(QComboBox):
         self.setEditable(True)  # a path to a user's .onnx is a legal value too
         self.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.setMinimumContentsLength(28)
+        self.setMinimumContentsLength(18)
         self.currentIndexChanged.connect(self._update_tooltip)
         self.set_cards(cards)
 
