@@ -81,3 +81,20 @@ def test_the_old_name_of_the_centre_crop_scheme_is_still_read(tmp_path):
             "tiling": {"scheme": name, "tile": 512, "overlap": 0.25},
             "output": {"activation": "softmax", "cloud": [1]}}))
         assert cards.load_card(path).scheme == "centre-crop"
+
+
+@pytest.mark.parametrize("tile, overlap, refused", [(8, 0.1, True), (10, 0.15, True), (10, 0.2, False),
+                                                    (64, 0.0, False)])
+def test_a_tukey_overlap_under_two_pixels_is_refused(tmp_path, tile, overlap, refused):
+    """The Tukey window is 0 at both ends of a tile: under 2 px of overlap, the pixels where
+    tiles meet would get no weight from any tile (no probability at all)."""
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({
+        "id": "c", "title": "t", "licence": "MIT", "level": "L2A", "bands": ["B02"],
+        "tiling": {"scheme": "mirror-tukey", "tile": tile, "overlap": overlap},
+        "output": {"activation": "softmax", "cloud": [1]}}))
+    if refused:
+        with pytest.raises(cards.CardError, match="under 2 px"):
+            cards.load_card(path)
+    else:
+        assert cards.load_card(path).overlap == overlap
