@@ -98,3 +98,11 @@ def test_a_tukey_overlap_under_two_pixels_is_refused(tmp_path, tile, overlap, re
             cards.load_card(path)
     else:
         assert cards.load_card(path).overlap == overlap
+
+
+def test_the_level_may_be_written_in_lower_case(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({
+        "id": "c", "title": "t", "licence": "MIT", "level": "l1c", "bands": ["B02"],
+        "tiling": {"scheme": "pixel", "tile": 64}, "output": {"activation": "probabilities", "cloud": [0]}}))
+    assert cards.load_card(path).level == "L1C"
