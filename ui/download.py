@@ -16,7 +16,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urldefrag, urljoin
 
-from qgis.core import QgsNetworkAccessManager
+from qgis.core import QgsFileDownloader, QgsNetworkAccessManager
+from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QObject, QUrl, pyqtSignal
 from qgis.PyQt.QtNetwork import QNetworkReply, QNetworkRequest
 
@@ -68,8 +69,8 @@ class ReleaseDownload(QObject):
         self.cache = Path(cache)
         self.target = self.cache / source.filename
         self.partial = Path(partial_path(self.target, ".part"))
-        self.reply = None
-        self.handle = None
+        self.reply = None  # the index page request
+        self.downloader = None  # the file's QgsFileDownloader
         self.done = False
 
     def start(self) -> None:
@@ -85,7 +86,11 @@ class ReleaseDownload(QObject):
         self.reply.finished.connect(lambda: self._page_done(page))
 
     def cancel(self) -> None:
-        if self.reply is not None and not self.done:
+        if self.done:
+            return
+        if self.downloader is not None:
+            self.downloader.cancelDownload()
+        elif self.reply is not None:
             self.reply.abort()
 
     def _page_done(self, page: str) -> None:
@@ -101,24 +106,26 @@ class ReleaseDownload(QObject):
                        f"have {self.source.package} {self.source.version}.")
             return
         self.cache.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.partial, "wb")  # noqa: SIM115 - closed when the reply ends
-        self.reply = QgsNetworkAccessManager.instance().get(QNetworkRequest(QUrl(url)))
-        self.reply.readyRead.connect(self._write)
-        self.reply.downloadProgress.connect(lambda got, total: self.progress.emit(int(got), int(total)))
-        self.reply.finished.connect(lambda: self._file_done(url))
+        self.reply = None
+        # QGIS's own downloader: proxies, authentication and redirects as QGIS is set up.
+        self.downloader = QgsFileDownloader(QUrl(url), str(self.partial), "", True)
+        sip.transferto(self.downloader, None)  # it deletes itself when done: C++ owns it, not Python
+        self.downloader.downloadProgress.connect(self._progress)
+        self.downloader.downloadError.connect(lambda errors: self._file_failed(url, errors))
+        self.downloader.downloadCanceled.connect(lambda: self._file_failed(url, ["cancelled"]))
+        self.downloader.downloadCompleted.connect(self._file_done)
+        self.downloader.startDownload()
 
-    def _write(self) -> None:
-        self.handle.write(bytes(self.reply.readAll()))
+    def _progress(self, received, total) -> None:
+        self.progress.emit(int(received), int(total))
 
-    def _file_done(self, url: str) -> None:
-        reply = self.reply
-        self._write()
-        self.handle.close()
-        if reply.error() != QNetworkReply.NetworkError.NoError:
-            remove(self.partial)
-            self._fail(f"Download of {url} failed: {reply.errorString()}")
-            return
-        reply.deleteLater()
+    def _file_failed(self, url: str, errors) -> None:
+        self.downloader = None
+        remove(self.partial)
+        self._fail(f"Download of {url} failed: {'; '.join(errors)}")
+
+    def _file_done(self, *_) -> None:
+        self.downloader = None
         try:
             verify(self.partial, self.source.sha256, self.source.filename, "nothing was installed")
         except FetchError as err:
