@@ -106,3 +106,14 @@ def test_the_level_may_be_written_in_lower_case(tmp_path):
         "id": "c", "title": "t", "licence": "MIT", "level": "l1c", "bands": ["B02"],
         "tiling": {"scheme": "pixel", "tile": 64}, "output": {"activation": "probabilities", "cloud": [0]}}))
     assert cards.load_card(path).level == "L1C"
+
+
+def test_a_zero_std_is_refused(tmp_path):
+    """Scaling divides by the std: a zero would make every input infinite."""
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({
+        "id": "c", "title": "t", "licence": "MIT", "level": "L2A", "bands": ["B02", "B03"],
+        "scaling": {"factor": 0.0001, "mean": [0.1, 0.2], "std": [0.5, 0.0]},
+        "tiling": {"scheme": "pixel", "tile": 64}, "output": {"activation": "probabilities", "cloud": [0]}}))
+    with pytest.raises(cards.CardError, match="std"):
+        cards.load_card(path)
