@@ -100,12 +100,14 @@ def test_a_tukey_overlap_under_two_pixels_is_refused(tmp_path, tile, overlap, re
         assert cards.load_card(path).overlap == overlap
 
 
-def test_the_level_may_be_written_in_lower_case(tmp_path):
+def test_the_level_may_be_written_in_lower_case_and_scaling_defaults_to_reflectance(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({
         "id": "c", "title": "t", "licence": "MIT", "level": "l1c", "bands": ["B02"],
         "tiling": {"scheme": "pixel", "tile": 64}, "output": {"activation": "probabilities", "cloud": [0]}}))
-    assert cards.load_card(path).level == "L1C"
+    card = cards.load_card(path)
+    assert card.level == "L1C"
+    assert card.scale == 1e-4 and not card.apply_offset  # no scaling given: reflectance (DN x 1e-4)
 
 
 def test_a_zero_std_is_refused(tmp_path):
