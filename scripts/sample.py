@@ -15,10 +15,8 @@ Run as a script (``python scripts/sample.py``) or call ``ensure_sample()``; setu
 
 from __future__ import annotations
 
-import os
 import sys
 import tarfile
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +32,7 @@ except ImportError:  # run as a script: the plugins folder on the path first
 from cloud_mask_improver.core import home
 from cloud_mask_improver.core.fetch import FetchError, PinnedRelease, fetch_release, sha256_of
 from cloud_mask_improver.core.raster import gdal_try
+from cloud_mask_improver.core.staging import replacing
 
 SDIST = PinnedRelease("s2cloudless", "1.2.2", "s2cloudless-1.2.2.tar.gz",
                       "15ef5712b0f84e14b6bd040de281ae3aa51348bef7667e28e9e5c2b6320d7edb",
@@ -173,13 +172,8 @@ def _write_geotiff(target: Path, bands: np.ndarray, names: tuple[str, ...], noda
     GDAL writes a temporary file in the same folder, which is renamed only
     after GDAL has closed it: a reader never sees a half-written image.
     """
-    tmp = _temporary_sibling(target, ".tif")
-    try:
+    with replacing(target, ".tif") as tmp:
         _fill_geotiff(tmp, bands, names, nodata, metadata)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _fill_geotiff(path: Path, bands: np.ndarray, names: tuple[str, ...], nodata: int,
@@ -205,24 +199,8 @@ def _fill_geotiff(path: Path, bands: np.ndarray, names: tuple[str, ...], nodata:
 
 
 def _write_bytes_atomically(data: bytes, target: Path) -> None:
-    tmp = _temporary_sibling(target, ".tmp")
-    try:
-        with open(tmp, "xb") as stream:
-            stream.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _temporary_sibling(target: Path, suffix: str) -> Path:
-    """A fresh hidden name beside ``target``: same folder, so the final rename is atomic.
-
-    Not created here (unlike mkstemp, which would make it private to the
-    owner), so the file gets the usual permissions.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return target.with_name(f".{target.stem}.{uuid.uuid4().hex}{suffix}")
+    with replacing(target) as tmp, open(tmp, "xb") as stream:
+        stream.write(data)
 
 
 def main() -> int:

@@ -81,3 +81,41 @@ def test_the_old_name_of_the_centre_crop_scheme_is_still_read(tmp_path):
             "tiling": {"scheme": name, "tile": 512, "overlap": 0.25},
             "output": {"activation": "softmax", "cloud": [1]}}))
         assert cards.load_card(path).scheme == "centre-crop"
+
+
+@pytest.mark.parametrize("tile, overlap, refused", [(8, 0.1, True), (10, 0.15, True), (10, 0.2, False),
+                                                    (64, 0.0, False)])
+def test_a_tukey_overlap_under_two_pixels_is_refused(tmp_path, tile, overlap, refused):
+    """The Tukey window is 0 at both ends of a tile: under 2 px of overlap, the pixels where
+    tiles meet would get no weight from any tile (no probability at all)."""
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({
+        "id": "c", "title": "t", "licence": "MIT", "level": "L2A", "bands": ["B02"],
+        "tiling": {"scheme": "mirror-tukey", "tile": tile, "overlap": overlap},
+        "output": {"activation": "softmax", "cloud": [1]}}))
+    if refused:
+        with pytest.raises(cards.CardError, match="under 2 px"):
+            cards.load_card(path)
+    else:
+        assert cards.load_card(path).overlap == overlap
+
+
+def test_the_level_may_be_written_in_lower_case_and_scaling_defaults_to_reflectance(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({
+        "id": "c", "title": "t", "licence": "MIT", "level": "l1c", "bands": ["B02"],
+        "tiling": {"scheme": "pixel", "tile": 64}, "output": {"activation": "probabilities", "cloud": [0]}}))
+    card = cards.load_card(path)
+    assert card.level == "L1C"
+    assert card.scale == 1e-4 and not card.apply_offset  # no scaling given: reflectance (DN x 1e-4)
+
+
+def test_a_zero_std_is_refused(tmp_path):
+    """Scaling divides by the std: a zero would make every input infinite."""
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({
+        "id": "c", "title": "t", "licence": "MIT", "level": "L2A", "bands": ["B02", "B03"],
+        "scaling": {"factor": 0.0001, "mean": [0.1, 0.2], "std": [0.5, 0.0]},
+        "tiling": {"scheme": "pixel", "tile": 64}, "output": {"activation": "probabilities", "cloud": [0]}}))
+    with pytest.raises(cards.CardError, match="std"):
+        cards.load_card(path)

@@ -1,9 +1,11 @@
 """Download a pinned model release through QGIS's network stack (so proxy settings apply).
 
 The release is found the way pip finds it: on the simple-index page of the
-package, at the index the user's pip is configured for (``PIP_INDEX_URL``,
-pip's configuration files, else pip's default). No index host is written
-here. The file is streamed to disk and its sha256 checked before use.
+package, at the index the user's pip is configured for (``core.fetch.index_url``:
+``PIP_INDEX_URL``, pip's configuration, else pip's default). The release is the
+card's ``source`` (a ``core.fetch.PinnedRelease``); the file is streamed to a
+temporary name beside its place in the cache and verified by ``core.fetch``
+before it is moved there, exactly as setup's downloads are.
 """
 
 from __future__ import annotations
@@ -14,38 +16,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urldefrag, urljoin
 
-from qgis.core import QgsNetworkAccessManager
+from qgis.core import QgsFileDownloader, QgsNetworkAccessManager
+from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QObject, QUrl, pyqtSignal
 from qgis.PyQt.QtNetwork import QNetworkReply, QNetworkRequest
 
-from ..core.cards import Source
-from ..core.fetch import sha256_of
-
-
-def index_url() -> str:
-    """The package index pip would use here: environment, then pip's config, then pip's default."""
-    if os.environ.get("PIP_INDEX_URL"):
-        return os.environ["PIP_INDEX_URL"]
-    configured = _pip_config_index()
-    if configured:
-        return configured
-    from pip._internal.models.index import PyPI
-    return PyPI.simple_url
-
-
-def _pip_config_index() -> str:
-    """``index-url`` from pip's configuration files, or '' (pip's internals may change: then '')."""
-    try:
-        from pip._internal.configuration import Configuration
-        config = Configuration(isolated=False)
-        config.load()
-        values = dict(config.items())
-    except Exception:  # noqa: BLE001 - any failure here means "not configured"
-        return ""
-    for key in ("download.index-url", "install.index-url", "global.index-url"):
-        if values.get(key):
-            return str(values[key])
-    return ""
+from ..core.fetch import FetchError, PinnedRelease, index_url, sha256_of, verify
+from ..core.staging import partial_path, remove
 
 
 def project_page(index: str, package: str) -> str:
@@ -86,14 +63,14 @@ class ReleaseDownload(QObject):
     finished = pyqtSignal(str)
     failed = pyqtSignal(str)
 
-    def __init__(self, source: Source, cache: Path, parent=None):
+    def __init__(self, source: PinnedRelease, cache: Path, parent=None):
         super().__init__(parent)
         self.source = source
         self.cache = Path(cache)
         self.target = self.cache / source.filename
-        self.partial = self.cache / (source.filename + ".part")
-        self.reply = None
-        self.handle = None
+        self.partial = Path(partial_path(self.target, ".part"))
+        self.reply = None  # the index page request
+        self.downloader = None  # the file's QgsFileDownloader
         self.done = False
 
     def start(self) -> None:
@@ -109,7 +86,11 @@ class ReleaseDownload(QObject):
         self.reply.finished.connect(lambda: self._page_done(page))
 
     def cancel(self) -> None:
-        if self.reply is not None and not self.done:
+        if self.done:
+            return
+        if self.downloader is not None:
+            self.downloader.cancelDownload()
+        elif self.reply is not None:
             self.reply.abort()
 
     def _page_done(self, page: str) -> None:
@@ -125,29 +106,31 @@ class ReleaseDownload(QObject):
                        f"have {self.source.package} {self.source.version}.")
             return
         self.cache.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.partial, "wb")  # noqa: SIM115 - closed when the reply ends
-        self.reply = QgsNetworkAccessManager.instance().get(QNetworkRequest(QUrl(url)))
-        self.reply.readyRead.connect(self._write)
-        self.reply.downloadProgress.connect(lambda got, total: self.progress.emit(int(got), int(total)))
-        self.reply.finished.connect(lambda: self._file_done(url))
+        self.reply = None
+        # QGIS's own downloader: proxies, authentication and redirects as QGIS is set up.
+        self.downloader = QgsFileDownloader(QUrl(url), str(self.partial), "", True)
+        sip.transferto(self.downloader, None)  # it deletes itself when done: C++ owns it, not Python
+        self.downloader.downloadProgress.connect(self._progress)
+        self.downloader.downloadError.connect(lambda errors: self._file_failed(url, errors))
+        self.downloader.downloadCanceled.connect(lambda: self._file_failed(url, ["cancelled"]))
+        self.downloader.downloadCompleted.connect(self._file_done)
+        self.downloader.startDownload()
 
-    def _write(self) -> None:
-        self.handle.write(bytes(self.reply.readAll()))
+    def _progress(self, received, total) -> None:
+        self.progress.emit(int(received), int(total))
 
-    def _file_done(self, url: str) -> None:
-        reply = self.reply
-        self._write()
-        self.handle.close()
-        if reply.error() != QNetworkReply.NetworkError.NoError:
-            self.partial.unlink(missing_ok=True)
-            self._fail(f"Download of {url} failed: {reply.errorString()}")
-            return
-        reply.deleteLater()
-        actual = sha256_of(self.partial)
-        if actual != self.source.sha256:
-            self.partial.unlink(missing_ok=True)
-            self._fail(f"{self.source.filename}: sha256 is {actual}, expected {self.source.sha256}. "
-                       "The download is not the pinned release; nothing was installed.")
+    def _file_failed(self, url: str, errors) -> None:
+        self.downloader = None
+        remove(self.partial)
+        self._fail(f"Download of {url} failed: {'; '.join(errors)}")
+
+    def _file_done(self, *_) -> None:
+        self.downloader = None
+        try:
+            verify(self.partial, self.source.sha256, self.source.filename, "nothing was installed")
+        except FetchError as err:
+            remove(self.partial)
+            self._fail(str(err))
             return
         os.replace(self.partial, self.target)
         self._finish(str(self.target))
