@@ -1,12 +1,16 @@
-"""Cloud Mask Improver: QGIS loads the plugin through ``classFactory``."""
+"""Cloud Mask Improver: QGIS loads the plugin through ``classFactory``.
 
-from qgis.core import QgsApplication
+Nothing here imports ``qgis`` at module level, so ``cloud_mask_improver.core`` (and the
+``cloudmask`` command) can be imported where QGIS is absent, e.g. on a Dask worker.
+"""
 
 from .core import deps, home
 
 
 def data_home():
     """The plugin's data home for the running QGIS profile (or ``$CLOUDMASK_HOME``)."""
+    from qgis.core import QgsApplication
+
     return home.data_home(QgsApplication.qgisSettingsDirPath())
 
 

@@ -20,11 +20,18 @@ if [ -n "$missing" ]; then
 fi
 
 # Test tools on QGIS's own Python; numpy stays Debian's 1.x (GDAL's bindings need it).
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import pytest_qgis, onnxmltools, lightgbm" 2>/dev/null \
-   || [ requirements-dev.txt -nt .venv/.installed ]; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import pytest_qgis, onnxmltools, lightgbm, distributed" 2>/dev/null \
+   || [ requirements-dev.txt -nt .venv/.installed ] || [ requirements-batch.txt -nt .venv/.installed ]; then
   [ -x .venv/bin/python ] || $PY -m venv --system-site-packages .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check -c scripts/constraints.txt -r requirements-dev.txt
+  .venv/bin/pip install --quiet --disable-pip-version-check -c scripts/constraints.txt -r requirements-dev.txt \
+    -r requirements-batch.txt
   touch .venv/.installed
+fi
+# The `cloudmask` command (.venv/bin/cloudmask), linked to this checkout; its dependencies are above
+# (--no-deps: pip must not put a second numpy in front of Debian's).
+if [ ! -x .venv/bin/cloudmask ] || [ pyproject.toml -nt .venv/bin/cloudmask ]; then
+  .venv/bin/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+  touch .venv/bin/cloudmask
 fi
 
 # Compiled Qt resources (icons) for the plugin.
