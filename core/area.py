@@ -186,7 +186,11 @@ def _touches(weights: np.ndarray, start: int, a0: int, a1: int) -> bool:
 
 def _axis_cut(size: int, a0: int, a1: int, schemes: list[tuple[str, int, float]]) -> tuple[int, int]:
     plans = [(plan_axis(size, *s), s) for s in schemes]
-    lows = sorted({0, *(max(0, s) for full, _ in plans for s in full.starts if s <= a0)}, reverse=True)
+    # A cut-out's first tile starts where its scheme starts tiles (e.g. a margin before its
+    # first pixel): a cut-out may begin at a tile's start or that far after it.
+    leads = {-plan_axis(4 * s[1], *s).starts[0] for s in schemes} | {0}
+    lows = sorted({0, *(max(0, s + lead) for full, _ in plans for s in full.starts for lead in leads
+                        if s + lead <= a0)}, reverse=True)
     highs = sorted({size, *(min(size, s + full.tile) for full, _ in plans for s in full.starts
                             if s + full.tile >= a1)})
     for lo in lows:

@@ -147,7 +147,7 @@ def plan_items(inputs: list[str], pattern: str = "") -> list[Item]:
         try:
             description = products.describe(source)
         except Exception:  # noqa: BLE001 - a bad input still gets a name; its run reports the problem
-            description = products.Description()
+            description = products.describe_by_name(source)
         finally:
             gdal.PopErrorHandler()
         names.append(products.mask_name(description, source))
@@ -250,6 +250,9 @@ def run_product(item: Item, options: BatchOptions, out_dir: str, area: area_mod.
         raise
     except Exception as err:  # noqa: BLE001 - the row carries it; the batch goes on
         row.status, row.error = "failed", _message(err)
+        if not row.product:
+            named = products.describe_by_name(item.source)
+            row.product, row.tile, row.sensed, row.level = named.product, named.tile, named.sensed, named.level
     row.seconds = round(time.perf_counter() - started, 3)
     return row
 

@@ -47,7 +47,7 @@ def expand_inputs(inputs: list[str], pattern: str = "") -> list[str]:
             continue
         if any(c in item for c in "*?[") and not os.path.exists(item):
             found.extend(sorted(glob.glob(item)) or [item])
-        elif os.path.isdir(item) and not safe.is_product(item):
+        elif os.path.isdir(item) and not _product_folder(item):
             patterns = [p.strip() for p in pattern.split(",") if p.strip()] or list(FOLDER_PATTERNS)
             hits = sorted({h for p in patterns for h in glob.glob(os.path.join(item, p))})
             if not hits:
@@ -58,6 +58,12 @@ def expand_inputs(inputs: list[str], pattern: str = "") -> list[str]:
             found.append(item)
     unique = {os.path.abspath(p) if "://" not in p and not p.startswith("/vsi") else p: None for p in found}
     return list(unique)
+
+
+def _product_folder(folder: str) -> bool:
+    """A ``.SAFE`` folder (or one holding the metadata file); not a folder that holds products."""
+    return folder.rstrip("/").upper().endswith(".SAFE") or any(
+        os.path.exists(os.path.join(folder, name)) for name in safe.METADATA_FILES)
 
 
 @dataclass(frozen=True)
@@ -99,7 +105,8 @@ class Description:
     product: str = ""  # the product's name (no .SAFE), or the raster's file name
 
 
-def _from_name(name: str) -> dict:
+def fields_from_name(name: str) -> dict:
+    """Tile, sensing time, level and baseline that ESA's file naming gives away (whatever is there)."""
     match = PRODUCT_NAME.search(name)
     if match:
         level, stamp, baseline, tile = match.groups()
@@ -127,7 +134,7 @@ def describe(source: str) -> Description:
     if safe.is_product(source):
         product = safe.read_product(source)
         name = product.name.removesuffix(".SAFE")
-        found = {**_from_name(name), "level": product.level, "baseline": product.baseline}
+        found = {**fields_from_name(name), "level": product.level, "baseline": product.baseline}
         return Description(product=name, **found)
     info = raster_info(source, "Sentinel-2 raster")
     origin = str(info.metadata.get("S2_PRODUCT", ""))
@@ -135,11 +142,17 @@ def describe(source: str) -> Description:
     if name in safe.METADATA_FILES:
         name = os.path.basename(os.path.dirname(origin))
     name = re.sub(r"\.(SAFE|zip|tif|tiff|vrt)$", "", name, flags=re.IGNORECASE)
-    found = _from_name(name) or _from_name(os.path.basename(source))
+    found = fields_from_name(name) or fields_from_name(os.path.basename(source))
     level = str(info.metadata.get("PROCESSING_LEVEL", found.get("level", "")))
     found["level"] = "L1C" if "1C" in level.upper() else "L2A" if "2A" in level.upper() else ""
     found["baseline"] = str(info.metadata.get("PROCESSING_BASELINE", found.get("baseline", "")))
     return Description(product=name, **found)
+
+
+def describe_by_name(source: str) -> Description:
+    """What the file name alone tells (for an input that cannot be read)."""
+    name = os.path.basename(os.path.abspath(source).rstrip("/"))
+    return Description(product=re.sub(r"\.(SAFE|zip)$", "", name, flags=re.IGNORECASE), **fields_from_name(name))
 
 
 def mask_name(description: Description, source: str) -> str:
