@@ -11,7 +11,8 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..core import pipeline, safe
+from ..core import area, pipeline, safe
+from .area_parameters import add_area_parameters, target_window
 from .base import CloudMaskAlgorithm, run_engine
 from .styling import MaskStyler, ProbabilityStyler, style_on_load
 from .widgets import use_widgets
@@ -44,6 +45,11 @@ class ImproveCloudMask(CloudMaskAlgorithm):
             "Thresholds: empty uses the model card's recommended value.\n"
             "Processing resolution (advanced): run the models at e.g. 20 or 30 m for speed; "
             "the result is brought back to the raster's grid.\n"
+            "Extent / Area: optional; process only there (an extent, polygons such as your fields, or "
+            "both: their intersection; 'selected features only' is honoured). Only the tiles the area "
+            "needs are run, the pixels there are the same as for the whole scene, and the outputs "
+            "cover the area's bounding box (nodata outside the polygons if asked); with an area the "
+            "fractions are those within its polygons.\n"
             "Fractions are of valid (not nodata) pixels.")
 
     def initAlgorithm(self, config=None):
@@ -59,6 +65,7 @@ class ImproveCloudMask(CloudMaskAlgorithm):
             "RESOLUTION", "Processing resolution in metres (0: native)",
             QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0))
         self.add_provider()
+        add_area_parameters(self)
         self.addParameter(QgsProcessingParameterRasterDestination("MASK", "Improved cloud mask"))
         for name, label in self.optional_outputs():
             self.addParameter(QgsProcessingParameterRasterDestination(
@@ -106,7 +113,18 @@ class ImproveCloudMask(CloudMaskAlgorithm):
             cloud_threshold=self.optional_number(parameters, "CLOUD_THR", context),
             shadow_threshold=self.optional_number(parameters, "SHADOW_THR", context),
             mask=mask, outputs=outputs, ensemble=self.ensemble)
-        report = run_engine(lambda fb: pipeline.improve(request, fb), feedback)
+        window, polygons = target_window(self, parameters, context, probability.s2_raster)
+        if window is None:
+            report = run_engine(lambda fb: pipeline.improve(request, fb), feedback)
+        else:  # only the tiles the area needs; its pixels equal a whole-scene run
+            blank = polygons if self.parameterAsBool(parameters, "NODATA_OUTSIDE_AREA", context) else None
+            report = run_engine(lambda fb: area.improve_in_window(pipeline.improve, request, window, fb, blank),
+                                feedback)
+            if polygons is not None:  # the fractions of the fields themselves
+                counted = area.area_fractions(mask, polygons, request.settings.output_mode).total
+                report.fractions, report.valid_pixels = counted.as_dict(), counted.valid
+            feedback.pushInfo(f"Area: {window.width} x {window.height} pixels from column {window.col}, "
+                              f"row {window.row}.")
         feedback.pushInfo(f"Cloud models: {', '.join(report.cloud_models)}; shadow model: "
                           f"{report.shadow_model or 'none'}. " + " ".join(report.notes))
         if report.valid_pixels == 0:

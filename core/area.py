@@ -289,8 +289,20 @@ def cut(source: str, window: Window, out_path: str) -> str:
     return out_path
 
 
-def improve_in_window(improve, request, target: Window, schemes: list[tuple[str, int, float]],
-                      feedback=None, blank: Area | None = None):
+def _with_models(request):
+    """The request with its default models filled in (as the pipeline would), so their tile
+    grids are known before the run."""
+    from .pipeline import processing_level
+    probability = request.probability
+    level = processing_level(raster_info(probability.s2_raster, "Sentinel-2 raster"))
+    cloud = list(probability.cloud_models) or models.default_cloud_models(level, ensemble=request.ensemble)
+    shadow = probability.shadow_model
+    if shadow is None:
+        shadow = models.default_shadow_model(level, cloud)
+    return replace(request, probability=replace(probability, cloud_models=cloud, shadow_model=shadow))
+
+
+def improve_in_window(improve, request, target: Window, feedback=None, blank: Area | None = None):
     """Run ``improve(request)`` over only the tiles ``target`` needs, and write the outputs
     for ``target`` alone: the same pixels there as a whole-scene run, for a fraction of the work.
 
@@ -298,6 +310,10 @@ def improve_in_window(improve, request, target: Window, schemes: list[tuple[str,
     it). With ``blank``, pixels outside its polygons are nodata in the mask. The fractions in the
     report are recounted on the written mask.
     """
+    request = _with_models(request)
+    refs = request.probability.cloud_models + ([request.probability.shadow_model]
+                                               if request.probability.shadow_model else [])
+    schemes = schemes_of(refs)
     source = request.probability.s2_raster
     info = raster_info(source, "Sentinel-2 raster")
     if request.probability.resolution and request.probability.resolution > info.pixel_size * 1.001:

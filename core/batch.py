@@ -284,9 +284,7 @@ def _make_mask(stack: str, product_mask: str | None, mask: str, cloud: list[str]
             raise area_mod.AreaError("The product does not overlap the area: no mask was made. "
                                      "Check that the area and the product cover the same place.")
         blank = area if options.blank_outside else None
-        report = area_mod.improve_in_window(pipeline.improve, request, window,
-                                            area_mod.schemes_of(cloud + ([shadow] if shadow else [])),
-                                            feedback, blank)
+        report = area_mod.improve_in_window(pipeline.improve, request, window, feedback, blank)
     row.clear_fraction = report.fractions.get("CLEAR_FRACTION")
     row.cloud_fraction = report.fractions.get("CLOUD_FRACTION")
     row.shadow_fraction = report.fractions.get("SHADOW_FRACTION")
