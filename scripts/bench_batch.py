@@ -17,6 +17,7 @@ The machine is shared: figures are noisy. Never more than 2 workers here.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -28,8 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "test"))  # the product fixture builder
 
-_home_spec = __import__("importlib.util").util.spec_from_file_location("_cloudmask_home", ROOT / "core" / "home.py")
-_home = __import__("importlib.util").util.module_from_spec(_home_spec)
+_home_spec = importlib.util.spec_from_file_location("_cloudmask_home", ROOT / "core" / "home.py")
+_home = importlib.util.module_from_spec(_home_spec)
 _home_spec.loader.exec_module(_home)
 sys.path.insert(0, str(_home.data_home() / "plugins"))
 
