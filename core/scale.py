@@ -71,10 +71,18 @@ def _task(item: batch.Item, options: batch.BatchOptions, out_dir: str, area, for
     return batch.run_product(item, options, out_dir, area, force)
 
 
-def local_cluster(sizing: Sizing, dashboard: str = ":0"):
+def local_cluster(sizing: Sizing, dashboard: str | None = ":0"):
+    """Worker processes that ignore Ctrl-C: the terminal sends it to the whole process group, and
+    only this process should act on it (cancel, write the summary, close the cluster)."""
+    import signal
+
     from distributed import LocalCluster
-    return LocalCluster(n_workers=sizing.workers, threads_per_worker=1, processes=True,
-                        memory_limit=sizing.memory_limit, dashboard_address=dashboard)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the worker processes
+    try:
+        return LocalCluster(n_workers=sizing.workers, threads_per_worker=1, processes=True,
+                            memory_limit=sizing.memory_limit, dashboard_address=dashboard)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run(items: list[batch.Item], options: batch.BatchOptions, out_dir: str, client, area=None,

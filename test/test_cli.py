@@ -118,3 +118,26 @@ def test_a_worker_killed_mid_product_changes_nothing(season, tmp_path):
     assert len(rows) == 4 and sum(r.ok for r in rows) == 3
     assert {Path(r.mask).name: Path(r.mask).read_bytes() for r in rows if r.ok} == expected
     assert not list(out.glob(".*partial*"))
+
+
+def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(season, tmp_path, plugin_dir):
+    """Ctrl-C in a terminal interrupts the whole process group: the command and its workers."""
+    out = tmp_path / "out"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    args = ["batch", *season["good"], "--out", str(out), "--workers", "1", "--cloud-model", "ukis-6b-l2a"]
+    command = subprocess.Popen([sys.executable, "-c", NO_QGIS.format(plugins=str(plugin_dir)), *args],
+                               stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    seen = ""
+    for line in command.stderr:  # wait for the first product to finish
+        seen += line
+        if "1/3 products" in line:
+            break
+    os.killpg(command.pid, signal.SIGINT)
+    _, rest = command.communicate(timeout=120)
+    assert command.returncode == 130, seen + rest
+    assert "interrupted" in rest and "Traceback" not in rest
+    assert (out / "summary.csv").exists() and not list(out.glob(".*partial*"))
+    assert 1 <= len(list(out.glob("*.tif"))) < 3
+    again = _command(plugin_dir, *args)
+    assert again.returncode == 0 and "already done" in again.stderr
+    assert len(list(out.glob("*.tif"))) == 3
