@@ -9,7 +9,6 @@ there equal a whole-scene run) and the outputs cover the area's bounding box.
 from __future__ import annotations
 
 from qgis.core import (
-    QgsCoordinateReferenceSystem,
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingParameterBoolean,
@@ -18,8 +17,6 @@ from qgis.core import (
 )
 
 from ..core import area as area_mod
-from ..core.raster import raster_info
-from .base import run_engine
 
 
 def add_area_parameters(algorithm) -> None:
@@ -51,33 +48,17 @@ def area_from_source(source, what: str = "AREA") -> area_mod.Area | None:
     return area_mod.Area(tuple(wkts), source.sourceCrs().toWkt(), tuple(names), what)
 
 
-def target_window(algorithm, parameters, context, raster: str):
-    """(window, area): the raster pixels to produce, or (None, None) for the whole raster."""
+def selection(algorithm, parameters, context) -> area_mod.Selection | None:
+    """What EXTENT, AREA and NODATA_OUTSIDE_AREA ask for; None: the whole raster."""
     area = area_from_source(algorithm.parameterAsSource(parameters, "AREA", context))
-    has_extent = parameters.get("EXTENT") not in (None, "")
-    if area is None and not has_extent:
-        return None, None
-    info = run_engine(lambda _: raster_info(raster, "Sentinel-2 raster"), None)
-    window = area_mod.Window(0, 0, info.width, info.height)
-    if has_extent:
-        crs = QgsCoordinateReferenceSystem.fromWkt(info.projection)
-        extent = algorithm.parameterAsExtent(parameters, "EXTENT", context, crs)
-        bounds = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
-        window = area_mod.bounds_window(bounds, info.geotransform, info.width, info.height)
-        if window is None:
-            raise QgsProcessingException("The extent does not overlap the Sentinel-2 raster. Choose an extent "
-                                         "inside the scene (any CRS: it is reprojected to the raster's).")
-    if area is not None:
-        box = run_engine(lambda _: area_mod.area_window(area, raster), None)
-        window = _intersection(window, box) if box else None
-        if window is None:
-            raise QgsProcessingException("The area does not overlap the Sentinel-2 raster" +
-                                         (" within the extent" if has_extent else "") +
-                                         ". Check that both cover the same place.")
-    return window, area
-
-
-def _intersection(a: area_mod.Window, b: area_mod.Window) -> area_mod.Window | None:
-    c0, c1 = max(a.col, b.col), min(a.col + a.width, b.col + b.width)
-    r0, r1 = max(a.row, b.row), min(a.row + a.height, b.row + b.height)
-    return area_mod.Window(c0, r0, c1 - c0, r1 - r0) if c0 < c1 and r0 < r1 else None
+    bounds, crs = None, ""
+    if parameters.get("EXTENT") not in (None, ""):
+        extent = algorithm.parameterAsExtent(parameters, "EXTENT", context)
+        extent_crs = algorithm.parameterAsExtentCrs(parameters, "EXTENT", context)
+        if not extent.isNull():
+            bounds = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
+            crs = extent_crs.toWkt() if extent_crs.isValid() else ""
+    if area is None and bounds is None:
+        return None
+    blank = algorithm.parameterAsBool(parameters, "NODATA_OUTSIDE_AREA", context)
+    return area_mod.Selection(area, bounds, crs, blank)

@@ -25,7 +25,7 @@ from osgeo import gdal, ogr, osr
 
 from . import merge as mg
 from . import models
-from .raster import RasterError, atomic_outputs, open_dataset, partial_path, raster_info
+from .raster import FLOAT_OPTIONS, GTIFF_OPTIONS, RasterError, open_dataset, raster_info
 from .tiling import plan_axis
 
 
@@ -266,6 +266,15 @@ def area_fractions(mask_path: str, area: Area, output_mode: str = "categorical")
     return result
 
 
+def mask_fractions(mask_path: str, output_mode: str = "categorical") -> mg.Fractions:
+    """Clear/cloud/shadow of a whole mask's valid pixels."""
+    fractions = mg.Fractions()
+    ds = open_dataset(mask_path, "mask")
+    fractions.add(ds.GetRasterBand(1).ReadAsArray(), output_mode)
+    ds = None
+    return fractions
+
+
 def blank_outside(mask_path: str, area: Area) -> None:
     """Set pixels outside the polygons to nodata (255) in place."""
     ds = gdal.Open(mask_path, gdal.GA_Update)
@@ -279,6 +288,51 @@ def blank_outside(mask_path: str, area: Area) -> None:
 
 # -- a run limited to a window
 
+@dataclass(frozen=True)
+class Selection:
+    """Where to work: polygons, a box (xmin, ymin, xmax, ymax in ``bounds_crs``), or both
+    (their intersection). ``blank``: nodata outside the polygons."""
+
+    area: Area | None = None
+    bounds: tuple[float, float, float, float] | None = None
+    bounds_crs: str = ""
+    blank: bool = False
+
+
+def target_window(selection: Selection, info) -> Window:
+    """The selection's pixels on the raster ``info`` (RasterInfo); an AreaError when it misses."""
+    window = Window(0, 0, info.width, info.height)
+    if selection.bounds is not None:
+        bounds = _to_crs(selection.bounds, selection.bounds_crs, info.projection)
+        window = bounds_window(bounds, info.geotransform, info.width, info.height)
+        if window is None:
+            raise AreaError("The extent does not overlap the Sentinel-2 raster. Choose an extent inside the "
+                            "scene (any CRS: it is reprojected to the raster's).")
+    if selection.area is not None:
+        box = area_window(selection.area, info.source)
+        window = _intersection(window, box) if box else None
+        if window is None:
+            raise AreaError("The raster does not overlap the area" + (" within the extent" if selection.bounds
+                                                                     else "") +
+                            ": nothing to do. Check that the area and the raster cover the same place.")
+    return window
+
+
+def _to_crs(bounds, from_wkt: str, to_wkt: str) -> tuple[float, float, float, float]:
+    src, dst = _srs(from_wkt), _srs(to_wkt)
+    if src is None or dst is None or src.IsSame(dst):
+        return bounds
+    transform = osr.CoordinateTransformation(src, dst)
+    xmin, ymin, xmax, ymax = transform.TransformBounds(*bounds, 21)
+    return xmin, ymin, xmax, ymax
+
+
+def _intersection(a: Window, b: Window) -> Window | None:
+    c0, c1 = max(a.col, b.col), min(a.col + a.width, b.col + b.width)
+    r0, r1 = max(a.row, b.row), min(a.row + a.height, b.row + b.height)
+    return Window(c0, r0, c1 - c0, r1 - r0) if c0 < c1 and r0 < r1 else None
+
+
 def cut(source: str, window: Window, out_path: str) -> str:
     """A VRT of ``window`` of ``source`` (keeps band names, nodata and metadata)."""
     done = gdal.Translate(out_path, source, format="VRT",
@@ -289,62 +343,53 @@ def cut(source: str, window: Window, out_path: str) -> str:
     return out_path
 
 
-def _with_models(request):
-    """The request with its default models filled in (as the pipeline would), so their tile
-    grids are known before the run."""
-    from .pipeline import processing_level
-    probability = request.probability
-    level = processing_level(raster_info(probability.s2_raster, "Sentinel-2 raster"))
-    cloud = list(probability.cloud_models) or models.default_cloud_models(level, ensemble=request.ensemble)
-    shadow = probability.shadow_model
-    if shadow is None:
-        shadow = models.default_shadow_model(level, cloud)
-    return replace(request, probability=replace(probability, cloud_models=cloud, shadow_model=shadow))
+def improve_in_area(request, selection: Selection, feedback=None):
+    """The improve run of ``request`` over only the tiles the selection needs, with outputs for the
+    selection's bounding box: the same pixels there as a whole-scene run, for a fraction of the work.
 
-
-def improve_in_window(improve, request, target: Window, feedback=None, blank: Area | None = None):
-    """Run ``improve(request)`` over only the tiles ``target`` needs, and write the outputs
-    for ``target`` alone: the same pixels there as a whole-scene run, for a fraction of the work.
-
-    ``improve`` is the pipeline's ``improve`` (passed in, so this module stays a thin layer over
-    it). With ``blank``, pixels outside its polygons are nodata in the mask. The fractions in the
-    report are recounted on the written mask.
+    The request is planned as for the whole raster (every check and choice made once, models and
+    thresholds included); the plan is then pointed at a cut-out of the raster chosen by
+    ``work_window`` for the plan's models, run, and its outputs cut to the box. With polygons the
+    report's fractions are those within them.
     """
-    request = _with_models(request)
-    refs = request.probability.cloud_models + ([request.probability.shadow_model]
-                                               if request.probability.shadow_model else [])
-    schemes = schemes_of(refs)
-    source = request.probability.s2_raster
-    info = raster_info(source, "Sentinel-2 raster")
-    if request.probability.resolution and request.probability.resolution > info.pixel_size * 1.001:
+    from . import pipeline
+    from .staging import atomic_outputs, stage
+    whole = pipeline.plan(request)
+    info = whole.probability.raster
+    target = target_window(selection, info)
+    if whole.probability.resolution:
         # The coarse grid is laid from the raster's corner: only a whole-scene run reproduces it.
         work = Window(0, 0, info.width, info.height)
     else:
-        work = work_window(target, info.width, info.height, schemes, request.settings.halo())
+        schemes = [(m.card.scheme, m.card.tile, m.card.overlap) for m in whole.probability.models]
+        work = work_window(target, info.width, info.height, schemes, whole.merge.settings.halo())
     inner = Window(target.col - work.col, target.row - work.row, target.width, target.height)
-    finals = {"mask": request.mask, **{k: v for k, v in zip(("cloud", "shadow", "uncertainty"),
-                                                          request.outputs.paths()) if v}}
+    finals = {"mask": whole.mask, **{k: v for k, v in zip(("cloud", "shadow", "uncertainty"),
+                                                          whole.probability.outputs.paths()) if v}}
     with tempfile.TemporaryDirectory(prefix="cloudmask-area-") as tmp, atomic_outputs() as pending:
         staged = {k: os.path.join(tmp, f"{k}.tif") for k in finals}
-        outputs = replace(request.outputs, **{k: staged.get(k) for k in ("cloud", "shadow", "uncertainty")})
-        probability = replace(request.probability, s2_raster=cut(source, work, os.path.join(tmp, "work.vrt")))
-        report = improve(replace(request, probability=probability, mask=staged["mask"], outputs=outputs),
-                         feedback)
-        for key, final in finals.items():
-            pending.append((partial_path(final), final))
-            _copy_window(staged[key], inner, pending[-1][0])
-        if blank is not None:
-            blank_outside(pending[0][0], blank)
-        fractions = mg.Fractions()
-        mask_ds = open_dataset(pending[0][0])
-        fractions.add(mask_ds.GetRasterBand(1).ReadAsArray(), request.settings.output_mode)
-        mask_ds = None
+        grid = raster_info(cut(info.source, work, os.path.join(tmp, "work.vrt")), "Sentinel-2 raster")
+        outputs = replace(whole.probability.outputs, **{k: staged.get(k) for k in ("cloud", "shadow", "uncertainty")})
+        part = replace(whole, probability=replace(whole.probability, raster=grid, outputs=outputs),
+                       merge=replace(whole.merge, grid=grid), mask=staged["mask"])
+        report = pipeline.run(part, feedback)
+        written = {k: stage(pending, final) for k, final in finals.items()}
+        for key, path in written.items():
+            _copy_window(staged[key], inner, path)
+        if selection.blank and selection.area is not None:
+            blank_outside(written["mask"], selection.area)
+        mode = whole.merge.settings.output_mode
+        if selection.area is not None:
+            fractions = area_fractions(written["mask"], selection.area, mode).total
+        else:
+            fractions = mask_fractions(written["mask"], mode)
     report.fractions, report.valid_pixels = fractions.as_dict(), fractions.valid
+    report.notes.append(f"Area: {target.width} x {target.height} pixels from column {target.col}, row "
+                        f"{target.row}; the models ran on {work.width} x {work.height} pixels.")
     return report
 
 
 def _copy_window(path: str, window: Window, out_path: str) -> None:
-    from .raster import FLOAT_OPTIONS, GTIFF_OPTIONS
     ds = open_dataset(path)
     floating = ds.GetRasterBand(1).DataType == gdal.GDT_Float32
     done = gdal.Translate(out_path, ds, format="GTiff", srcWin=[window.col, window.row, window.width, window.height],

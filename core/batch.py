@@ -21,15 +21,16 @@ import re
 import tempfile
 import time
 import traceback
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from osgeo import gdal
 
 from . import area as area_mod
 from . import merge as mg
-from . import models, pipeline, products, safe
+from . import pipeline, products, safe
 from .engine import Cancelled, Feedback
+from .errors import CloudMaskError
 from .fetch import sha256_of
 
 RECORD_FORMAT = 1
@@ -160,18 +161,16 @@ def record_path(mask: str) -> str:
     return os.path.splitext(mask)[0] + ".json"
 
 
-def _model_hashes(refs: list[str]) -> dict[str, str]:
-    hashes = {}
-    for ref in dict.fromkeys(r for r in refs if r):
-        card, path = models.resolve(ref)
-        hashes[card.id] = card.sha256 or sha256_of(Path(path))
-    return hashes
-
-
-def _record(identity: products.Identity, options: BatchOptions, area: area_mod.Area | None,
-            hashes: dict[str, str]) -> dict:
+def _record(identity: products.Identity, options: BatchOptions, area: area_mod.Area | None, run_plan) -> dict:
+    """What the mask depends on, as the plan resolved it: models (with their sha256) and thresholds."""
+    models_used = {m.card.id: m.card.sha256 or sha256_of(Path(m.path)) for m in run_plan.probability.models}
+    settings = run_plan.merge.settings
     return {"format": RECORD_FORMAT, "input": identity.as_dict(), "parameters": options.recorded(),
-            "area": area.fingerprint() if area is not None else None, "models": hashes,
+            "resolved": {"cloud_models": list(run_plan.probability.cloud_models),
+                         "shadow_model": run_plan.probability.shadow_model,
+                         "cloud_threshold": settings.cloud_threshold, "shadow_threshold": settings.shadow_threshold,
+                         "product_kind": settings.product_kind},
+            "area": area.fingerprint() if area is not None else None, "models": models_used,
             "plugin_version": plugin_version()}
 
 
@@ -194,12 +193,6 @@ def _write_json(path: str, values: dict) -> None:
 
 
 # -- one product
-
-def _models_for(level: str, options: BatchOptions) -> tuple[list[str], str | None]:
-    cloud = list(options.cloud_models) or models.default_cloud_models(level or "L2A", options.ensemble)
-    shadow = options.shadow_model or models.default_shadow_model(level or "L2A", cloud)
-    return cloud, shadow
-
 
 def _looks_like_product(source: str) -> bool:
     return source.lower().endswith((".zip", ".safe", ".safe/")) or os.path.basename(source) in safe.METADATA_FILES
@@ -232,18 +225,19 @@ def run_product(item: Item, options: BatchOptions, out_dir: str, area: area_mod.
         description = products.describe(item.source)
         row.product, row.tile, row.sensed = description.product, description.tile, description.sensed
         row.level, row.baseline = description.level, description.baseline
-        cloud, shadow = _models_for(description.level, options)
-        record = _record(identity, options, area, _model_hashes([*cloud, shadow or ""]))
-        old = _read_record(record_path(mask))
-        if not force and old and os.path.exists(mask) and {k: old.get(k) for k in record} == record:
-            kept = Row.from_dict(old["row"])
-            kept.reused, kept.seconds = True, round(time.perf_counter() - started, 3)
-            return kept
-        _remove_stale(mask)
         with tempfile.TemporaryDirectory(prefix="cloudmask-batch-") as tmp:
             stack, product_mask = _stack(item.source, tmp)
+            request = _request(stack, product_mask, mask, options)
+            run_plan = pipeline.plan(request)  # every check and choice, before any pixel is read
+            record = _record(identity, options, area, run_plan)
+            old = _read_record(record_path(mask))
+            if not force and old and os.path.exists(mask) and {k: old.get(k) for k in record} == record:
+                kept = Row.from_dict(old["row"])
+                kept.reused, kept.seconds = True, round(time.perf_counter() - started, 3)
+                return kept
+            _remove_stale(mask)
             row.footprint = products.footprint_wkt(stack)
-            _make_mask(stack, product_mask, mask, cloud, shadow, options, area, row, feedback)
+            _make_mask(request, run_plan, stack, options, area, row, feedback)
         row.mask, row.status = mask, "ok"
         _write_json(record_path(mask), {**record, "row": row.as_dict()})
     except Cancelled:
@@ -264,33 +258,31 @@ def _remove_stale(mask: str) -> None:
             os.remove(path)
 
 
-def _make_mask(stack: str, product_mask: str | None, mask: str, cloud: list[str], shadow: str | None,
-               options: BatchOptions, area: area_mod.Area | None, row: Row, feedback: Feedback | None) -> None:
-    settings = options.settings()
-    if product_mask and settings.product_kind == "nonzero" and safe.is_scl_coded(product_mask):
-        settings = replace(settings, product_kind="scl")
-    request = pipeline.ImproveRequest(
+def _request(stack: str, product_mask: str | None, mask: str, options: BatchOptions) -> pipeline.ImproveRequest:
+    return pipeline.ImproveRequest(
         probability=pipeline.ProbabilityRequest(
-            s2_raster=stack, cloud_models=list(cloud), shadow_model=shadow, bands=options.bands,
-            resolution=options.resolution, provider=options.provider, in_memory=options.in_memory,
-            threads=options.threads),
-        product_mask=product_mask, settings=settings, cloud_threshold=options.cloud_threshold,
+            s2_raster=stack, cloud_models=tuple(options.cloud_models), shadow_model=options.shadow_model or None,
+            bands=options.bands, resolution=options.resolution, provider=options.provider,
+            in_memory=options.in_memory, threads=options.threads),
+        product_mask=product_mask, settings=options.settings(), cloud_threshold=options.cloud_threshold,
         shadow_threshold=options.shadow_threshold, mask=mask, ensemble=options.ensemble)
+
+
+def _make_mask(request, run_plan, stack: str, options: BatchOptions, area: area_mod.Area | None, row: Row,
+               feedback: Feedback | None) -> None:
     if area is None:
-        report = pipeline.improve(request, feedback)
+        pipeline.run(run_plan, feedback)
     else:
-        window = area_mod.area_window(area, stack)
-        if window is None:
+        if area_mod.area_window(area, stack) is None:
             raise area_mod.AreaError("The product does not overlap the area: no mask was made. "
                                      "Check that the area and the product cover the same place.")
-        blank = area if options.blank_outside else None
-        report = area_mod.improve_in_window(pipeline.improve, request, window, feedback, blank)
-    row.clear_fraction = report.fractions.get("CLEAR_FRACTION")
-    row.cloud_fraction = report.fractions.get("CLOUD_FRACTION")
-    row.shadow_fraction = report.fractions.get("SHADOW_FRACTION")
-    row.valid_pixels = report.valid_pixels
+        area_mod.improve_in_area(request, area_mod.Selection(area, blank=options.blank_outside), feedback)
+    whole = area_mod.mask_fractions(request.mask, options.output_mode)
+    row.clear_fraction, row.cloud_fraction, row.shadow_fraction = (
+        whole.as_dict()[k] for k in ("CLEAR_FRACTION", "CLOUD_FRACTION", "SHADOW_FRACTION"))
+    row.valid_pixels = whole.valid
     if area is not None:
-        counted = area_mod.area_fractions(mask, area, options.output_mode)
+        counted = area_mod.area_fractions(request.mask, area, options.output_mode)
         total = counted.total.as_dict()
         row.area_clear_fraction = total["CLEAR_FRACTION"]
         row.area_cloud_fraction = total["CLOUD_FRACTION"]
@@ -303,7 +295,7 @@ def _make_mask(stack: str, product_mask: str | None, mask: str, cloud: list[str]
 
 def _message(err: BaseException) -> str:
     """What a user reads in the status column: our messages as they are, anything else named."""
-    user_errors = (ValueError, LookupError, OSError)
+    user_errors = (CloudMaskError, ValueError, LookupError, OSError)
     if isinstance(err, user_errors):
         return str(err) or type(err).__name__
     return f"Unexpected error ({type(err).__name__}: {err}). Details: " + \

@@ -19,6 +19,7 @@ from dataclasses import replace
 
 from . import batch
 from . import merge as mg
+from .errors import SettingsError
 from .inference import PROVIDERS
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -84,7 +85,7 @@ def _options(args) -> batch.BatchOptions:
         blank_outside=args.nodata_outside_area)
     for value, name in ((options.cloud_threshold, "--cloud-threshold"), (options.shadow_threshold, "--shadow-threshold")):
         if value is not None and not 0 <= value <= 1:
-            raise batch.pipeline.RasterError(f"{name} {value} is outside 0..1: give a probability, or leave it out.")
+            raise SettingsError(f"{name} {value} is outside 0..1: give a probability, or leave it out.")
     options.settings().validate()
     return options
 

@@ -15,11 +15,12 @@ import numpy as np
 
 from .cards import ModelCard
 from .deps import runtime_status
+from .errors import CloudMaskError
 
 PROVIDERS = ("auto", "cpu", "cuda")
 
 
-class ModelError(RuntimeError):
+class ModelError(CloudMaskError, RuntimeError):
     """A model file cannot be loaded or does not behave as its card says."""
 
 

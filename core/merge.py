@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from .errors import SettingsError
+
 CLEAR, CLOUD, SHADOW, NODATA = 0, 1, 2, 255
 PRODUCT_KINDS = ("nonzero", "scl", "qa60", "probability")  # index order is public API
 OUTPUT_MODES = ("categorical", "binary")  # index order is public API
@@ -71,14 +73,14 @@ def _check_range(name: str, value: float, low: float, high: float | None = None)
     inside = value >= low if high is None else low <= value <= high
     if not inside:
         allowed = f">= {low}" if high is None else f"between {low} and {high}"
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+        raise SettingsError(f"{name} must be {allowed}, got {value!r}")
 
 
 def _check_int(name: str, value: int) -> None:
     # bool is an int subclass, but True as a radius is surely a mistake.
     whole = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
     if not whole or value < 0:
-        raise ValueError(f"{name} must be a whole number of pixels >= 0, got {value!r}")
+        raise SettingsError(f"{name} must be a whole number of pixels >= 0, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -103,18 +105,18 @@ class MergeSettings:
         return self.min_area + self.dilation
 
     def validate(self) -> None:
-        """Raise ValueError naming the first bad value and what is allowed."""
+        """Raise SettingsError naming the first bad value and what is allowed."""
         _check_range("cloud_threshold", self.cloud_threshold, 0.0, 1.0)
         _check_range("shadow_threshold", self.shadow_threshold, 0.0, 1.0)
         _check_range("product_probability_threshold", self.product_probability_threshold, 0.0, 100.0)
         _check_int("dilation", self.dilation)
         _check_int("min_area", self.min_area)
         if self.product_kind not in PRODUCT_KINDS:
-            raise ValueError(f"product_kind must be one of {', '.join(PRODUCT_KINDS)}, "
-                             f"got {self.product_kind!r}")
+            raise SettingsError(f"product_kind must be one of {', '.join(PRODUCT_KINDS)}, "
+                                f"got {self.product_kind!r}")
         if self.output_mode not in OUTPUT_MODES:
-            raise ValueError(f"output_mode must be one of {', '.join(OUTPUT_MODES)}, "
-                             f"got {self.output_mode!r}")
+            raise SettingsError(f"output_mode must be one of {', '.join(OUTPUT_MODES)}, "
+                                f"got {self.output_mode!r}")
 
 
 @dataclass(frozen=True)

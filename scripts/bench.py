@@ -186,9 +186,8 @@ def start_qgis():
 
 
 def algorithm_run(raster: str, folder: str) -> Clock:
-    from qgis.core import QgsProcessingFeedback
-
     import processing
+    from qgis.core import QgsProcessingFeedback
     out = os.path.join(folder, f"cloud_{time.monotonic_ns()}.tif")
     with Clock() as clock:
         processing.run("cloudmask:cloudprobability", {

@@ -101,12 +101,15 @@ def area_figure(folder: Path, repeats: int = 2) -> dict:
             product_mask=None, settings=merge.MergeSettings(), mask=str(mask))
     whole_s, part_s = [], []
     target = area.Window(300, 400, 100, 100)  # 1 km x 1 km
+    gt = gdal.Open(str(stack)).GetGeoTransform()
+    x0, y1 = gt[0] + target.col * gt[1], gt[3] + target.row * gt[5]
+    field = area.Selection(bounds=(x0, y1 - 1000, x0 + 1000, y1), bounds_crs=gdal.Open(str(stack)).GetProjection())
     for _ in range(repeats):
         start = time.perf_counter()
         pipeline.improve(request(folder / "whole.tif"))
         whole_s.append(time.perf_counter() - start)
         start = time.perf_counter()
-        area.improve_in_window(pipeline.improve, request(folder / "field.tif"), target)
+        area.improve_in_area(request(folder / "field.tif"), field)
         part_s.append(time.perf_counter() - start)
     whole = gdal.Open(str(folder / "whole.tif")).ReadAsArray()[400:500, 300:400]
     field = gdal.Open(str(folder / "field.tif")).ReadAsArray()

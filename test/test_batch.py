@@ -229,8 +229,10 @@ def test_area_limited_run_equals_the_whole_scene_inside_the_area(tmp_path):
             product_mask=None, settings=merge.MergeSettings(), mask=str(mask),
             outputs=pipeline.ProbabilityOutputs(cloud=str(mask).replace(".tif", "_cloud.tif")))
     pipeline.improve(request(tmp_path / "whole.tif"))
-    target = area_mod.Window(300, 400, 100, 100)
-    report = area_mod.improve_in_window(pipeline.improve, request(tmp_path / "part.tif"), target)
+    gt = gdal.Open(str(L1C_STACK)).GetGeoTransform()
+    x0, y1 = gt[0] + 300 * 10, gt[3] - 400 * 10  # columns 300-399, rows 400-499
+    field = area_mod.Selection(bounds=(x0, y1 - 1000, x0 + 1000, y1), bounds_crs=_utm())
+    report = area_mod.improve_in_area(request(tmp_path / "part.tif"), field)
     window = (slice(400, 500), slice(300, 400))
     for name in ("", "_cloud"):
         whole = gdal.Open(str(tmp_path / f"whole{name}.tif")).ReadAsArray()[window]

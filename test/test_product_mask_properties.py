@@ -24,7 +24,7 @@ from onnx_models import conv1x1_model, write_card
 from rasters import read, write_raster
 
 from cloud_mask_improver.core import merge as mg
-from cloud_mask_improver.core import pipeline
+from cloud_mask_improver.core import pipeline, regrid
 from cloud_mask_improver.core.raster import raster_info
 
 # -- the tile grid through the engine -----------------------------------------------------
@@ -194,8 +194,8 @@ def test_a_coarser_shifted_product_mask_lands_on_the_right_pixels(factor, offset
         product = write_raster(Path(tmp) / "scl.tif", scl, nodata=0, transform=(x0, size, 0.0, y0, 0.0, -size))
         grid = raster_info(grid_path)
         try:
-            on_grid, fill = pipeline.product_mask_on_grid(product, grid, tmp)
-        except pipeline.RasterError as err:  # refused only when it does not overlap at all
+            on_grid, fill = regrid.product_mask_on_grid(product, grid, tmp)
+        except regrid.RasterError as err:  # refused only when it does not overlap at all
             assert "does not overlap" in str(err)
             return
         values = read(on_grid)
