@@ -48,6 +48,7 @@ from ..core.inference import PROVIDERS
 from ..core.merge import OUTPUT_MODES, PRODUCT_KINDS
 from ..core.pipeline import processing_level
 from ..core.raster import RasterError, raster_info
+from .area_widget import AreaSection
 from .widgets import BandMapping, ModelChecklist, ModelCombo, card_tooltip
 
 IMPROVE = "cloudmask:improvecloudmask"
@@ -243,6 +244,8 @@ class ImproveDialog(QDialog):
         layout.addWidget(self.band_box)
         layout.addWidget(advanced)
         layout.addWidget(outputs)
+        self.area = AreaSection(self.iface.mapCanvas() if self.iface else None, self)
+        layout.addWidget(self.area)
         layout.addWidget(self.progress)
         layout.addWidget(self.message)
         layout.addStretch(1)  # spare height goes here, not into the boxes
@@ -360,6 +363,7 @@ class ImproveDialog(QDialog):
         for name, box in optional:
             if box.isChecked():
                 params[name] = TEMPORARY
+        params.update(self.area.parameters())  # EXTENT or AREA: only where the user asks
         return params
 
     def problem(self) -> str:
@@ -368,7 +372,7 @@ class ImproveDialog(QDialog):
         cards = self.chosen_cards()
         if not cards and not self.cards:
             return "No model is installed: open Manage models… and install one."
-        return self.bands.problem(self._needed_bands(cards))
+        return self.bands.problem(self._needed_bands(cards)) or self.area.problem()
 
     # -- settings
     def _remembered(self):
