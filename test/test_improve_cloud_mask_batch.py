@@ -87,3 +87,23 @@ def test_selected_fields_only_limit_the_masks_and_the_per_field_table(season, tm
     assert 0 <= row["area_clear_fraction"] <= 1
     per_field = QgsVectorLayer(f"{tmp_path / 'summary.gpkg'}|layername=fields", "f", "ogr")
     assert [f["field"] for f in per_field.getFeatures()] == ["north"]
+
+
+class _CancelAfterFirst(QgsProcessingFeedback):
+    """Cancels once the first product has reported."""
+
+    def pushInfo(self, info):
+        super().pushInfo(info)
+        if "% clear" in info:
+            self.cancel()
+
+
+def test_cancel_keeps_finished_masks_and_their_summary(season, tmp_path, provider):
+    from qgis.core import QgsProcessingException
+    fixture, _ = season
+    feedback = _CancelAfterFirst()
+    with pytest.raises(QgsProcessingException, match="Cancelled after 1 of 2 products"):
+        processing.run(ALG, {"INPUTS": [str(fixture.zip), str(fixture.safe)], "OUTPUT_FOLDER": str(tmp_path),
+                             **MODEL}, feedback=feedback)
+    assert len(list(tmp_path.glob("*.tif"))) == 1 and not list(tmp_path.glob(".*partial*"))
+    assert QgsVectorLayer(f"{tmp_path / 'summary.gpkg'}|layername=summary", "s", "ogr").featureCount() == 1
