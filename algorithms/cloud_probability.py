@@ -1,4 +1,4 @@
-"""Cloud probability: the seed op ``compute_cloud_prob``."""
+"""Cloud probability: FarmVibes.AI's op ``compute_cloud_prob``."""
 
 from __future__ import annotations
 

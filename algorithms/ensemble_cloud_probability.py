@@ -1,4 +1,4 @@
-"""Ensemble cloud probability: the seed workflow ``cloud_ensemble``."""
+"""Ensemble cloud probability: FarmVibes.AI's workflow ``cloud_ensemble``."""
 
 from __future__ import annotations
 

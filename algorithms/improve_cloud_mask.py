@@ -1,4 +1,4 @@
-"""Improve cloud mask: the seed workflow ``improve_cloud_mask`` as one algorithm."""
+"""Improve cloud mask: FarmVibes.AI's workflow ``improve_cloud_mask`` as one algorithm."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Improve cloud mask (ensemble): the seed workflow ``improve_cloud_mask_ensemble``."""
+"""Improve cloud mask (ensemble): FarmVibes.AI's workflow ``improve_cloud_mask_ensemble``."""
 
 from __future__ import annotations
 

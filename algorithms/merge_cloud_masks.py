@@ -1,4 +1,4 @@
-"""Merge cloud masks: the seed op ``merge_cloud_masks_simple``."""
+"""Merge cloud masks: FarmVibes.AI's op ``merge_cloud_masks_simple``."""
 
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ class ShippedModel(QgsProcessingModelAlgorithm):
 
 
 class SeedWorkflowModel(ShippedModel):
-    """The seed workflow improve_cloud_mask, from the atomic algorithms."""
+    """FarmVibes.AI's workflow improve_cloud_mask, from the atomic algorithms."""
 
     file = "improve_cloud_mask.model3"
     model_id = "improvecloudmaskmodel"

@@ -1,4 +1,4 @@
-"""Shadow probability: the seed op ``compute_shadow_prob``."""
+"""Shadow probability: FarmVibes.AI's op ``compute_shadow_prob``."""
 
 from __future__ import annotations
 

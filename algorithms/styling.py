@@ -1,7 +1,7 @@
 """Styles applied when a result is loaded into the project (layer post-processors).
 
 QGIS holds post-processors by raw pointer, so each kind keeps one Python
-instance alive at class level (DESIGN §8).
+instance alive at class level (docs/architecture.md, platform facts).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Models name the bands they read; rasters may or may not say which band is
 which. We map by name, detected from band descriptions when present, else
-from the band count (the seed's 12-band stack, or all 13 bands), else the
+from the band count (FarmVibes.AI's 12-band stack, or all 13 bands), else the
 user gives the list.
 """
 
@@ -16,8 +16,9 @@ from .errors import CloudMaskError
 # In the order of the all-bands (13) stack: B8A after B08.
 ALL_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A",
              "B09", "B10", "B11", "B12")
-# The seed's stack: L2A has no B10.
-SEED_BANDS = tuple(b for b in ALL_BANDS if b != "B10")
+# FarmVibes.AI's stack: L2A has no B10.
+FARMVIBES_BANDS = tuple(b for b in ALL_BANDS if b != "B10")
+SEED_BANDS = FARMVIBES_BANDS  # its earlier name
 
 ALIASES = {
     "coastal": "B01", "aerosol": "B01", "blue": "B02", "green": "B03", "red": "B04",
@@ -84,8 +85,8 @@ def detect_bands(descriptions: Sequence[str], user_bands: str = "") -> list[str]
     from_names = [normalise(d) if d else None for d in descriptions]
     if all(from_names) and len(set(from_names)) == count:
         return list(from_names)
-    if count == len(SEED_BANDS):
-        return list(SEED_BANDS)
+    if count == len(FARMVIBES_BANDS):
+        return list(FARMVIBES_BANDS)
     if count == len(ALL_BANDS):
         return list(ALL_BANDS)
     raise BandError(

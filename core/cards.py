@@ -17,7 +17,9 @@ from .errors import CloudMaskError
 from .fetch import sha256_of
 
 CARDS_DIR = Path(__file__).resolve().parent.parent / "models"
-SCHEMES = ("mirror-tukey", "seed-centre", "pixel")
+SCHEMES = ("mirror-tukey", "centre-crop", "pixel")
+# Earlier names of the schemes, still accepted in cards.
+SCHEME_ALIASES = {"seed-centre": "centre-crop"}
 ACTIVATIONS = ("softmax", "sigmoid", "probabilities")
 LEVELS = ("L1C", "L2A")
 
@@ -113,7 +115,7 @@ def parse_card(data: dict, where: str = "(card)") -> ModelCard:
             credit=str(data.get("credit", "")),
             level=str(_require(data, "level", where)).upper(),
             bands=tuple(_require(data, "bands", where)),
-            scheme=str(_require(tiling, "scheme", where)),
+            scheme=SCHEME_ALIASES.get(str(_require(tiling, "scheme", where)), str(tiling["scheme"])),
             tile=int(tiling.get("tile", 256)),
             overlap=float(tiling.get("overlap", 0.0)),
             activation=str(_require(output, "activation", where)),

@@ -1,17 +1,18 @@
 """Merge model probabilities with the product's cloud mask, one array block at a time.
 
-This is the array half of the seed op ``merge_cloud_masks_simple``; the GDAL
-driver reads haloed windows and calls :func:`merge_block` on each. Rules (see
-DESIGN.md §1 and §4):
+This is the array half of FarmVibes.AI's op ``merge_cloud_masks_simple``; the
+raster driver (``windowed_merge.py``) reads row windows and calls :func:`flags`
+and :func:`finish` on each; :func:`merge_block` does both on one block. Rules
+(see docs/architecture.md):
 
 - cloud = (cloud probability > cloud threshold) | product cloud, shadow likewise,
-  both only on valid pixels: nodata is never cloud, never seeds or grows one,
-  and comes out as 255 (the seed counted nodata 100 as cloud).
+  both only on valid pixels: nodata is never cloud, never starts or grows one,
+  and comes out as 255 (FarmVibes.AI counted nodata 100 as cloud).
 - connected patches (8-connectivity) smaller than ``min_area`` pixels are
   dropped from cloud and from shadow separately, then each is dilated with a
   disk of radius ``dilation``.
 - categorical output: cloud wins over shadow, which wins over clear; binary
-  output is the seed's 0/1 (cloud or shadow) plus 255 nodata.
+  output is FarmVibes.AI's 0/1 (cloud or shadow) plus 255 nodata.
 
 Windowed processing is exact: a block with :meth:`MergeSettings.halo` pixels
 of context around its core gives the same core bytes as the whole raster.
@@ -85,7 +86,7 @@ def _check_int(name: str, value: int) -> None:
 
 @dataclass(frozen=True)
 class MergeSettings:
-    """How probabilities and the product mask become one mask (defaults = the seed's)."""
+    """How probabilities and the product mask become one mask (defaults = FarmVibes.AI's)."""
 
     cloud_threshold: float = 0.3
     shadow_threshold: float = 0.2
@@ -143,7 +144,7 @@ def decode_product_mask(values: np.ndarray, kind: str, nodata: float | None = No
                         probability_threshold: float = 50.0) -> ProductMask:
     """Turn a product mask's raw values into cloud / shadow / known flags.
 
-    Each kind encodes cloud differently (DESIGN.md §4); decoding here keeps
+    Each kind encodes cloud differently (README, product mask kinds); decoding here keeps
     :func:`merge_block` independent of where the mask came from.
     """
     values = np.asarray(values)
@@ -260,22 +261,11 @@ def _check_core(core: tuple[slice, slice], shape: tuple[int, ...], at_edge: Side
                              f"raster's edge; it needs a halo of {halo} px")
 
 
-def merge_block(cloud_p: np.ndarray | None, shadow_p: np.ndarray | None, valid: np.ndarray,
-                product: ProductMask | None, settings: MergeSettings,
-                core: tuple[slice, slice] | None = None,
-                at_edge: Sides = (True, True, True, True)) -> np.ndarray:
-    """Merged uint8 mask of the ``core`` part of a block (the whole block when None).
-
-    ``at_edge`` says which sides of the block (top, bottom, left, right) are the
-    raster's edge; other sides must leave ``settings.halo()`` px around the core.
-    """
-    settings.validate()
-    valid = np.asarray(valid, dtype=bool)
-    if valid.ndim != 2:
-        raise ValueError(f"valid must be a 2-D mask, got shape {valid.shape}")
+def flags(cloud_p: np.ndarray | None, shadow_p: np.ndarray | None, valid: np.ndarray,
+          product: ProductMask | None, settings: MergeSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Cloud and shadow before patches are dropped and grown: probability over its
+    threshold or the product says so, and only where valid. Pixel by pixel."""
     shape = valid.shape
-    core = core or (slice(None), slice(None))
-    _check_core(core, shape, at_edge, settings.halo())
     cloud = _threshold(cloud_p, settings.cloud_threshold, shape)
     shadow = _threshold(shadow_p, settings.shadow_threshold, shape)
     if product is not None:
@@ -284,14 +274,43 @@ def merge_block(cloud_p: np.ndarray | None, shadow_p: np.ndarray | None, valid: 
         shadow |= product.shadow & product.known
     cloud &= valid
     shadow &= valid
-    cloud = dilate_disk(remove_small_patches(cloud, settings.min_area, at_edge), settings.dilation)[core]
-    shadow = dilate_disk(remove_small_patches(shadow, settings.min_area, at_edge), settings.dilation)[core]
+    return cloud, shadow
+
+
+def finish(cloud: np.ndarray, shadow: np.ndarray, valid_core: np.ndarray, settings: MergeSettings,
+           core: tuple[slice, slice]) -> np.ndarray:
+    """Dilate the kept cloud and shadow, cut out the core and encode it as categories."""
+    cloud = dilate_disk(cloud, settings.dilation)[core]
+    shadow = dilate_disk(shadow, settings.dilation)[core]
     if settings.output_mode == "binary":
         out = (cloud | shadow).astype(np.uint8)
     else:
         out = np.where(cloud, np.uint8(CLOUD), np.where(shadow, np.uint8(SHADOW), np.uint8(CLEAR)))
-    out[~valid[core]] = NODATA
+    out[~valid_core] = NODATA
     return out
+
+
+def merge_block(cloud_p: np.ndarray | None, shadow_p: np.ndarray | None, valid: np.ndarray,
+                product: ProductMask | None, settings: MergeSettings,
+                core: tuple[slice, slice] | None = None,
+                at_edge: Sides = (True, True, True, True)) -> np.ndarray:
+    """Merged uint8 mask of the ``core`` part of a block (the whole block when None).
+
+    ``at_edge`` says which sides of the block (top, bottom, left, right) are the
+    raster's edge; other sides must leave ``settings.halo()`` px around the core.
+    (The raster driver, ``windowed_merge.py``, needs no ``min_area`` halo: it knows
+    every patch's whole size from a first pass.)
+    """
+    settings.validate()
+    valid = np.asarray(valid, dtype=bool)
+    if valid.ndim != 2:
+        raise ValueError(f"valid must be a 2-D mask, got shape {valid.shape}")
+    core = core or (slice(None), slice(None))
+    _check_core(core, valid.shape, at_edge, settings.halo())
+    cloud, shadow = flags(cloud_p, shadow_p, valid, product, settings)
+    cloud = remove_small_patches(cloud, settings.min_area, at_edge)
+    shadow = remove_small_patches(shadow, settings.min_area, at_edge)
+    return finish(cloud, shadow, valid[core], settings, core)
 
 
 @dataclass

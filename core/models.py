@@ -48,7 +48,7 @@ def _from_path(path: Path) -> tuple[ModelCard, Path]:
     if beside.exists():
         card = load_card(beside)
     else:
-        # The seed's own files (cloud_model2_cpu.onnx, shadow.onnx) have committed cards.
+        # FarmVibes.AI's own files (cloud_model2_cpu.onnx, shadow.onnx) have committed cards.
         known = [c for c in committed_cards() if c.file == path.name]
         if not known:
             raise CardError(f"Model file '{path}' has no card: put a JSON card named {beside.name} "

@@ -20,7 +20,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 from osgeo import gdal
 
-from .bands import ALL_BANDS, SEED_BANDS
+from .bands import ALL_BANDS, FARMVIBES_BANDS
 from .raster import GTIFF_OPTIONS, RasterError
 
 # Native resolution of each band (metres).
@@ -59,8 +59,8 @@ class Product:
 
     @property
     def bands(self) -> tuple[str, ...]:
-        """The stack's bands: the seed's 12 for L2A (which has no B10), all 13 for L1C."""
-        return SEED_BANDS if self.level == "L2A" else ALL_BANDS
+        """The stack's bands: FarmVibes.AI's 12 for L2A (which has no B10), all 13 for L1C."""
+        return FARMVIBES_BANDS if self.level == "L2A" else ALL_BANDS
 
     @property
     def offset_key(self) -> str:
@@ -319,7 +319,7 @@ def _band_file(product: Product, band: str, resolution: float) -> tuple[str, str
     L2A products carry each band at its native resolution and downsampled to
     the coarser ones (made by ESA): take the file made for the resolution when
     there is one, else the finest file, averaged down or bilinear up (the
-    seed's upsampling).
+    FarmVibes.AI's upsampling).
     """
     own = product.images.get((band, int(resolution))) if float(resolution).is_integer() else None
     if own:

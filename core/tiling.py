@@ -11,9 +11,10 @@ Schemes:
   tiles start at ``-margin`` and step by ``int(tile * (1 - overlap))`` until
   the raster is covered; overlaps are blended with a Tukey window of
   ``alpha = 2 * overlap`` (normalised by the sum of weights).
-- ``seed-centre`` (FarmVibes): no padding (except a raster smaller than a
-  tile), the last tile aligned to the edge, each tile owns only the central
-  part of its overlaps (the boundary is the middle of each overlap).
+- ``centre-crop`` (FarmVibes.AI; cards may still say ``seed-centre``): no
+  padding (except a raster smaller than a tile), the last tile aligned to the
+  edge, each tile's output cropped to the central part of its overlaps (the
+  boundary is the middle of each overlap).
 - ``pixel``: pixel-wise models; tiles are just blocks, cropped at the edges.
 """
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
+from scipy.signal import windows
 
 
 @dataclass(frozen=True)
@@ -52,27 +54,13 @@ class AxisPlan:
         return max(start, 0), min(start + self.tile, self.size)
 
 
-def tukey(length: int, alpha: float) -> np.ndarray:
-    """Tapered cosine window (as scipy.signal.windows.tukey, symmetric)."""
-    if length == 1 or alpha <= 0:
-        return np.ones(length)
-    n = np.arange(length, dtype=np.float64)
-    width = alpha * (length - 1) / 2.0
-    w = np.ones(length)
-    left = n < width
-    w[left] = 0.5 * (1 + np.cos(np.pi * (-1 + 2.0 * n[left] / (alpha * (length - 1)))))
-    right = n > (length - 1) * (1 - alpha / 2.0)
-    w[right] = 0.5 * (1 + np.cos(np.pi * (-2.0 / alpha + 1 + 2.0 * n[right] / (alpha * (length - 1)))))
-    return w
-
-
 def plan_axis(size: int, scheme: str, tile: int, overlap: float) -> AxisPlan:
     if size < 1:
         raise ValueError("A raster axis must have at least one pixel.")
     if scheme == "mirror-tukey":
         return _mirror_tukey(size, tile, overlap)
-    if scheme == "seed-centre":
-        return _seed_centre(size, tile, overlap)
+    if scheme == "centre-crop":
+        return _centre_crop(size, tile, overlap)
     if scheme == "pixel":
         starts = tuple(range(0, size, tile))
         return AxisPlan(size, tile, starts, tuple(np.ones(tile) for _ in starts), mirror=False)
@@ -83,11 +71,11 @@ def _mirror_tukey(size: int, tile: int, overlap: float) -> AxisPlan:
     margin = int(tile * overlap)
     step = int(tile - tile * overlap)
     starts = tuple(range(-margin, size, step))
-    window = tukey(tile, 2 * overlap)
+    window = windows.tukey(tile, 2 * overlap)  # symmetric, as the ukis authors blend
     return AxisPlan(size, tile, starts, tuple(window for _ in starts), mirror=True)
 
 
-def _seed_centre(size: int, tile: int, overlap: float) -> AxisPlan:
+def _centre_crop(size: int, tile: int, overlap: float) -> AxisPlan:
     step = max(1, int(tile * (1 - overlap)))
     if size <= tile:
         starts = [0]

@@ -1,4 +1,4 @@
-"""Performance benchmark (``make bench``): prints one table of the five figures.
+"""Performance benchmark (``make bench``): prints one table of the six figures.
 
 1. Overhead: ``cloudmask:cloudprobability`` (ukis-6b-l2a) on a synthetic 12-band
    uint16 raster, run with ``processing.run`` in a QGIS application started once
@@ -7,7 +7,7 @@
    the same batches, with the same session (same threads), tiles already in
    memory.
 2. Ensemble sharing: every installed L2A cloud model plus the shadow model in
-   one pass (``core.pipeline``), against one pass per model (the seed's way:
+   one pass (``core.pipeline``), against one pass per model (FarmVibes.AI's way:
    each op reads the raster again), and against the sum of the distinct
    networks' bare inference times on the same tiles.
 3. Memory: peak resident memory of ``cloudmask:improvecloudmask`` (with a
@@ -18,7 +18,11 @@
    and 30 m processing resolution (``RESOLUTION``), with tiles per second.
    The 10 m run is the same subprocess as the memory figure.
 5. Scaling: figure 1's algorithm on 1024^2, 2048^2 and 4096^2.
-6. Many products and areas (scripts/bench_batch.py, in its own process, no QGIS):
+6. Merge: ``core.pipeline.merge`` (the mergecloudmasks op) on a 4000^2 cloud
+   probability raster with MIN_AREA 0, 2000 and 1,000,000 px (the most the
+   dialog allows), each in its own subprocess: wall time and peak RSS. Dropping
+   small patches must cost about one more pass, not memory.
+7. Many products and areas (scripts/bench_batch.py, in its own process, no QGIS):
    products per hour with 1 and 2 Dask workers, the scheduling overhead per task,
    and a 1 km2 field against the whole sample scene.
 
@@ -66,7 +70,7 @@ from cloud_mask_improver.core import deps
 deps.ensure_on_path()
 
 from cloud_mask_improver.core import models, pipeline
-from cloud_mask_improver.core.bands import SEED_BANDS
+from cloud_mask_improver.core.bands import FARMVIBES_BANDS
 from cloud_mask_improver.core.engine import EngineSettings
 from cloud_mask_improver.core.inference import available_cores, load_model, preprocess
 from cloud_mask_improver.core.tiling import plan_axis, reflect
@@ -113,7 +117,7 @@ def _write_tiled(path: Path, size: int, block: np.ndarray, data_type: int, nodat
 def s2_raster(size: int) -> str:
     """12-band uint16 stack (B01..B12 without B10), digital numbers 1..10000, nodata 0."""
     block = np.random.default_rng(size).integers(1, 10000, size=(12, 512, 512), dtype=np.uint16)
-    return str(_write_tiled(CACHE / f"s2_12band_{size}.tif", size, block, gdal.GDT_UInt16, 0, SEED_BANDS))
+    return str(_write_tiled(CACHE / f"s2_12band_{size}.tif", size, block, gdal.GDT_UInt16, 0, FARMVIBES_BANDS))
 
 
 def product_mask(size: int) -> str:
@@ -124,6 +128,15 @@ def product_mask(size: int) -> str:
     return str(_write_tiled(CACHE / f"product_mask_{size}.tif", size, block, gdal.GDT_Byte, 100))
 
 
+def cloud_probability(size: int) -> str:
+    """float32 cloud probability with smooth patches of every size (nodata -1)."""
+    rng = np.random.default_rng(size + 2)
+    coarse = rng.random((16, 16)).astype(np.float32)
+    block = np.kron(coarse, np.ones((32, 32), dtype=np.float32))
+    block = (block + 0.3 * rng.random((512, 512), dtype=np.float32)) / 1.3
+    return str(_write_tiled(CACHE / f"cloud_probability_{size}.tif", size, block[None], gdal.GDT_Float32, -1.0))
+
+
 # -- bare inference on the engine's own tiles -----------------------------------
 def engine_batches(raster: str, model_id: str) -> tuple[object, list[np.ndarray]]:
     """The tiles the engine feeds the model, cut from the whole raster in memory and
@@ -131,7 +144,7 @@ def engine_batches(raster: str, model_id: str) -> tuple[object, list[np.ndarray]
     card, path = models.resolve(model_id)
     model = load_model(card, path)  # the cached session the algorithm used
     ds = gdal.Open(raster)
-    bands = [list(SEED_BANDS).index(b) + 1 for b in card.bands]
+    bands = [list(FARMVIBES_BANDS).index(b) + 1 for b in card.bands]
     x = preprocess(card, ds.ReadAsArray(band_list=bands))
     height, width = x.shape[1:]
     rows = plan_axis(height, card.scheme, card.tile, card.overlap)
@@ -238,6 +251,32 @@ def improve_subprocess(raster: str, mask: str, folder: str, **params) -> dict:
     if result.pop("rc") != 0:
         raise RuntimeError(f"qgis_process failed: {Path(log).read_text()[-3000:]}")
     return result
+
+
+_MERGE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from cloud_mask_improver.core import merge, pipeline
+settings = merge.MergeSettings(min_area=int(sys.argv[4]))
+pipeline.merge(pipeline.MergeRequest(sys.argv[2], None, None, settings), sys.argv[3])
+"""
+
+
+def merge_subprocess(probability: str, min_area: int, folder: str) -> dict:
+    """The merge op alone, in a fresh Python: its wall time and its own peak RSS."""
+    measured = os.path.join(folder, "merge.json")
+    command = [sys.executable, "-c", _MERGE, str(PLUGINS), probability, os.path.join(folder, "merged.tif"),
+               str(min_area)]
+    subprocess.run([sys.executable, "-c", _MEASURE, measured, *command], env=_env(), check=True)
+    result = json.loads(Path(measured).read_text())
+    if result.pop("rc") != 0:
+        raise RuntimeError(f"the merge with MIN_AREA {min_area} failed")
+    return result
+
+
+def merge_min_area(size: int, folder: str) -> dict:
+    probability = cloud_probability(size)
+    return {"size": size, "runs": {str(m): merge_subprocess(probability, m, folder) for m in (0, 2000, 1_000_000)}}
 
 
 # -- the figures ----------------------------------------------------------------
@@ -373,6 +412,19 @@ def _memory_rows(m: dict) -> list[tuple]:
     return rows
 
 
+def _merge_rows(m: dict) -> list[tuple]:
+    runs = m["runs"]
+    base = runs["0"]
+    rows = []
+    for min_area, run in runs.items():
+        rows.append(("6 merge" if min_area == "0" else "", f"merge {m['size']}^2, MIN_AREA {int(min_area):,}",
+                     f"{run['wall_s']:.1f} s, peak {run['peak_mb']:.0f} MB",
+                     "" if min_area == "0" else "< 3x time, < 1.5x memory of MIN_AREA 0",
+                     None if min_area == "0" else run["wall_s"] < 3 * base["wall_s"]
+                     and run["peak_mb"] < 1.5 * base["peak_mb"]))
+    return rows
+
+
 def _scaling_rows(s: dict) -> list[tuple]:
     base = s[min(s, key=int)]
     rows = []
@@ -389,7 +441,7 @@ def table(r: dict) -> str:
              f"load average (1/5/15 min) at start: {r['load_start']}, at end: {r['load_end']}", ""]
     rows = []
     for key, make in (("overhead", _overhead_rows), ("ensemble", _ensemble_rows), ("memory", _memory_rows),
-                      ("scaling", _scaling_rows), ("batch", _batch_rows)):
+                      ("scaling", _scaling_rows), ("merge", _merge_rows), ("batch", _batch_rows)):
         if key in r:
             rows += make(r[key])
     widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
@@ -421,7 +473,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, to try the benchmark out")
     parser.add_argument("--no-in-memory", action="store_true", help="skip the IN_MEMORY runs")
-    parser.add_argument("--figures", default="1,2,3,4,5,6",
+    parser.add_argument("--figures", default="1,2,3,4,5,6,7",
                         help="which figures to measure, e.g. 1,2,5 (3 and 4 are measured together)")
     args = parser.parse_args()
     figures = set(args.figures.replace(" ", "").split(","))
@@ -460,7 +512,11 @@ def main() -> int:
             results["scaling"] = scaling(sizes["scaling"], known, repeats, folder)
             _save(results)
         if "6" in figures:
-            print("bench: 6 many products and areas ...", flush=True)
+            print("bench: 6 merge with MIN_AREA ...", flush=True)
+            results["merge"] = merge_min_area(1024 if args.quick else 4000, folder)
+            _save(results)
+        if "7" in figures:
+            print("bench: 7 many products and areas ...", flush=True)
             results["batch"] = batch_figure(folder)
             _save(results)
         if figures & {"3", "4"}:

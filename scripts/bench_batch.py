@@ -1,4 +1,4 @@
-"""Batch and area figures (``make bench`` figure 6; also runs on its own, without QGIS).
+"""Batch and area figures (``make bench`` figure 7; also runs on its own, without QGIS).
 
 a. Products per hour: 8 small products (the test fixture: a 240 x 240 px L2A
    product built from the real sample scene, as a .zip) through
@@ -124,19 +124,19 @@ def area_figure(folder: Path, repeats: int = 2) -> dict:
 def rows(r: dict) -> list[tuple]:
     """Rows for bench.py's table: (figure, what, measured, target, verdict)."""
     t = r["throughput"]
-    out = [("6a batch", f"{t['products']} small products, sequential in one process",
+    out = [("7a batch", f"{t['products']} small products, sequential in one process",
             f"{t['sequential_s_per_product']:.2f} s/product, {t['sequential_products_per_hour']:.0f} products/h",
             "", None)]
     for run in t["runs"]:
-        out.append(("6a batch", f"Dask LocalCluster, {run['workers']} worker(s) x {run['threads']} thread(s)",
+        out.append(("7a batch", f"Dask LocalCluster, {run['workers']} worker(s) x {run['threads']} thread(s)",
                     (f"{run['products_per_hour']:.0f} products/h ({run['wall_s']:.1f} s); masks identical: "
                     f"{run['identical_to_sequential']}"), "", run["identical_to_sequential"]))
     worst = max(run["task_overhead_s"] for run in t["runs"])
-    out.append(("6b batch", "scheduling overhead per task (empty task round trip)",
+    out.append(("7b batch", "scheduling overhead per task (empty task round trip)",
                 f"{1000 * worst:.1f} ms = {100 * t['overhead_fraction']:.2f} % of a small product",
                 "< 2 %", t["overhead_fraction"] < 0.02))
     a = r["area"]
-    out.append(("6c area", f"1 km2 field of the {a['scene_px'][0]}x{a['scene_px'][1]} sample vs whole scene",
+    out.append(("7c area", f"1 km2 field of the {a['scene_px'][0]}x{a['scene_px'][1]} sample vs whole scene",
                 (f"{a['field_s']:.2f} s vs {a['whole_s']:.2f} s (work {a['work_px'][0]}x{a['work_px'][1]} px); "
                 f"identical {a['identical_pixels']}/{a['pixels']}"), "identical",
                 a["identical_pixels"] == a["pixels"]))

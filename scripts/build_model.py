@@ -1,5 +1,5 @@
-"""Write the seed workflow as a graphical-modeler model built only from the atomic
-algorithms (cloud probability, shadow probability, merge), wired like the seed's
+"""Write FarmVibes.AI's workflow as a graphical-modeler model built only from the atomic
+algorithms (cloud probability, shadow probability, merge), wired like FarmVibes.AI's
 graph. Run once when the graph changes; the .model3 is committed.
 
 Usage: .venv/bin/python scripts/build_model.py
@@ -45,9 +45,9 @@ def child(algorithm_id, child_id, description, sources, x, y):
 def build() -> QgsProcessingModelAlgorithm:
     model = QgsProcessingModelAlgorithm("Improve cloud mask (model)", "", "")
     model.setHelpContent({"ALG_DESC": (
-        "The seed workflow improve_cloud_mask as an editable model: cloud probability and shadow "
+        "FarmVibes.AI's workflow improve_cloud_mask as an editable model: cloud probability and shadow "
         "probability from the Sentinel-2 raster, merged with the product mask. Each child reads the "
-        "raster itself (the seed's way); 'Improve cloud mask' does the same in one pass.")})
+        "raster itself (FarmVibes.AI's way); 'Improve cloud mask' does the same in one pass.")})
     number = QgsProcessingParameterNumber.Double
     param(model, QgsProcessingParameterRasterLayer("S2_RASTER", "Sentinel-2 raster"), 120, 60)
     param(model, QgsProcessingParameterRasterLayer("PRODUCT_MASK", "Product cloud mask", optional=True), 520, 60)

@@ -4,7 +4,7 @@ import pytest
 
 from cloud_mask_improver.core.bands import (
     ALL_BANDS,
-    SEED_BANDS,
+    FARMVIBES_BANDS,
     BandError,
     band_indices,
     detect_bands,
@@ -23,7 +23,7 @@ def test_names_and_aliases(text, band):
 
 def test_detection_prefers_descriptions_then_count():
     assert detect_bands(["B04", "B03", "B02", "B08"]) == ["B04", "B03", "B02", "B08"]
-    assert detect_bands([""] * 12) == list(SEED_BANDS)
+    assert detect_bands([""] * 12) == list(FARMVIBES_BANDS)
     assert detect_bands(["Band 1"] * 13) == list(ALL_BANDS)
     assert detect_bands(["x"] * 4, "red,green,blue,nir") == ["B04", "B03", "B02", "B08"]
 

@@ -242,7 +242,7 @@ def test_area_limited_run_equals_the_whole_scene_inside_the_area(tmp_path):
     assert report.valid_pixels == 100 * 100
 
 
-@pytest.mark.parametrize("scheme", [("mirror-tukey", 256, 0.2), ("seed-centre", 512, 0.25), ("pixel", 512, 0.0)])
+@pytest.mark.parametrize("scheme", [("mirror-tukey", 256, 0.2), ("centre-crop", 512, 0.25), ("pixel", 512, 0.0)])
 def test_work_window_keeps_every_tile_of_the_target_as_in_the_whole_plan(scheme):
     from cloud_mask_improver.core.tiling import plan_axis
     rng = np.random.default_rng(1)

@@ -70,3 +70,14 @@ def test_card_that_is_not_json(tmp_path):
     path.write_text("{ not json")
     with pytest.raises(cards.CardError, match="Cannot read model card"):
         cards.load_card(path)
+
+
+def test_the_old_name_of_the_centre_crop_scheme_is_still_read(tmp_path):
+    """Cards written before the scheme was renamed keep working, and tile the same way."""
+    for name in ("seed-centre", "centre-crop"):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({
+            "id": name, "title": "t", "licence": "MIT", "level": "L2A", "bands": ["B02"],
+            "tiling": {"scheme": name, "tile": 512, "overlap": 0.25},
+            "output": {"activation": "softmax", "cloud": [1]}}))
+        assert cards.load_card(path).scheme == "centre-crop"

@@ -8,7 +8,7 @@ from onnx_models import conv1x1_model, expected, write_card
 from rasters import random_scene, read, write_raster
 
 from cloud_mask_improver.core import pipeline
-from cloud_mask_improver.core.bands import SEED_BANDS
+from cloud_mask_improver.core.bands import FARMVIBES_BANDS
 from cloud_mask_improver.core.raster import RowSource
 
 
@@ -90,7 +90,7 @@ def seed_card_model(folder: Path, kind: str):
 def test_seed_contract_cloud_and_shadow(tmp_path):
     """Cloud: raw DN, 2-class softmax, channel 1. Shadow: DN x 1e-4, sigmoid."""
     scene = random_scene(700, 530)
-    raster = write_raster(tmp_path / "s2.tif", scene, descriptions=list(SEED_BANDS))
+    raster = write_raster(tmp_path / "s2.tif", scene, descriptions=list(FARMVIBES_BANDS))
     cloud_model, wc, bc = seed_card_model(tmp_path, "cloud")
     shadow_model, ws, bs = seed_card_model(tmp_path, "shadow")
     cloud_path, shadow_path = tmp_path / "c.tif", tmp_path / "s.tif"
@@ -151,7 +151,7 @@ def test_column_stripes_give_the_same_probabilities_as_one_pass(tmp_path, pixel_
     across the splits: the stripes' results equal the unsplit run bit for bit."""
     scene = random_scene(150, 1400)
     scene[:, 20:90, 400:1000] = 0
-    raster = write_raster(tmp_path / "s2.tif", scene, descriptions=list(SEED_BANDS))
+    raster = write_raster(tmp_path / "s2.tif", scene, descriptions=list(FARMVIBES_BANDS))
     seed_cloud, _, _ = seed_card_model(tmp_path, "cloud")
     seed_shadow, _, _ = seed_card_model(tmp_path, "shadow")
     clouds = [str(pixel_model[0]), str(seed_cloud)]
@@ -176,3 +176,27 @@ def test_a_wide_raster_is_read_a_stripe_at_a_time(tmp_path, pixel_model, monkeyp
     assert len(seen) == 4 and max(widths) <= 500 + 64
     assert seen[0][0] == 0 and seen[-1][1] == 2000
     assert np.array_equal(read(tmp_path / "s.tif"), cloud)
+
+
+def blended_model(folder: Path, name: str, tile: int, overlap: float, seed: int) -> str:
+    """A 1x1 model on a blended (Tukey) grid of its own."""
+    rng = np.random.default_rng(seed)
+    conv1x1_model(folder / f"{name}.onnx", rng.normal(size=(3, 4)), rng.normal(size=3), None)
+    write_card(folder / f"{name}.json", id=name, tiling={"scheme": "mirror-tukey", "tile": tile, "overlap": overlap})
+    return str(folder / f"{name}.onnx")
+
+
+@pytest.mark.parametrize("stripe_cols", [700, 450])
+def test_column_stripes_are_exact_with_two_blended_grids(tmp_path, monkeypatch, stripe_cols):
+    """Two blended grids whose tiles start at different columns (256 px / 0.2 and
+    512 px / 0.4): where a split falls, two tiles of the second grid reach across it, and
+    their sum must be added in the order an unsplit run adds it, or the last bit differs."""
+    raster = write_raster(tmp_path / "s2.tif", random_scene(600, 2000, bands=4, seed=3),
+                          descriptions=["B02", "B03", "B04", "B08"])
+    clouds = [blended_model(tmp_path, "small", 256, 0.2, 1), blended_model(tmp_path, "large", 512, 0.4, 2)]
+    whole = _probabilities(tmp_path, raster, clouds, clouds[1], "whole", stripe_cols=100_000)
+    seen = _stripes_seen(monkeypatch)
+    striped = _probabilities(tmp_path, raster, clouds, clouds[1], f"striped{stripe_cols}", stripe_cols=stripe_cols)
+    assert len(seen) >= 2  # it did split
+    for a, b in zip(whole, striped):
+        assert np.array_equal(a, b, equal_nan=True), f"{np.count_nonzero(a != b)} pixels differ"

@@ -132,7 +132,7 @@ def test_an_internal_error_is_reported_as_a_bug_with_its_traceback_in_the_log(pr
 
     def broken(*args, **kwargs):
         raise ValueError("index 3 is out of bounds for axis 0")
-    monkeypatch.setattr(windowed_merge.mg, "merge_block", broken)
+    monkeypatch.setattr(windowed_merge.mg, "finish", broken)
     logged = []
     log = QgsApplication.messageLog()
     log.messageReceived.connect(lambda message, tag, level: logged.append(message))

@@ -11,7 +11,7 @@ from s2_product import OFFSET, build_product, downsample, scl_20m
 from samples import model_file
 
 from cloud_mask_improver.core import safe
-from cloud_mask_improver.core.bands import ALL_BANDS, SEED_BANDS
+from cloud_mask_improver.core.bands import ALL_BANDS, FARMVIBES_BANDS
 
 L2A_PARAMS = {"CLOUD_MODEL": "ukis-6b-l2a", "SHADOW_MODEL": "ukis-6b-l2a"}
 
@@ -40,7 +40,7 @@ def test_product_is_found_from_folder_zip_metadata_file_and_uri(products):
     for source in (new.safe, new.zip, new.metadata, uri):
         product = safe.read_product(str(source))
         assert product.level == "L2A" and product.baseline == "04.00"
-        assert product.bands == SEED_BANDS
+        assert product.bands == FARMVIBES_BANDS
         assert set(product.offsets.values()) == {-OFFSET}
     assert safe.read_product(str(products["old"].safe)).offsets == {}
     assert safe.parse_uri(uri)[1] == 20.0
@@ -59,24 +59,24 @@ def test_prepared_stack_matches_the_product_pixels_band_for_band(products, tmp_p
     stack = tmp_path / "stack.tif"
     safe.prepare(str(new.zip), str(stack), None, resolution)
     ds = gdal.Open(str(stack))
-    assert [ds.GetRasterBand(i + 1).GetDescription() for i in range(ds.RasterCount)] == list(SEED_BANDS)
+    assert [ds.GetRasterBand(i + 1).GetDescription() for i in range(ds.RasterCount)] == list(FARMVIBES_BANDS)
     gt = ds.GetGeoTransform()
     assert (gt[0], gt[3], gt[1]) == (new.geotransform[0], new.geotransform[3], resolution)
     data = ds.ReadAsArray()
     assert data.shape == (12, 240 * 10 // resolution, 240 * 10 // resolution)
     exact = 0
-    for i, band in enumerate(SEED_BANDS):
+    for i, band in enumerate(FARMVIBES_BANDS):
         if (band, resolution) in new.pixels:  # a file made for this resolution: taken as is
             assert np.array_equal(data[i], new.pixels[(band, resolution)]), band
             exact += 1
     assert exact == {10: 4, 20: 10, 60: 11}[resolution]  # no B08 at 20/60 m, no B09 at 20 m
     if resolution == 20:  # B08 averaged down from 10 m (rounding aside)
         expected = downsample(new.pixels[("B08", 10)].astype(np.float64), 2)
-        assert np.abs(data[SEED_BANDS.index("B08")] - expected).max() <= 1
+        assert np.abs(data[FARMVIBES_BANDS.index("B08")] - expected).max() <= 1
     if resolution == 10:  # 20 m bands bilinear up (the seed's way), aligned on the 10 m grid
         for band in ("B05", "B11", "B8A"):
             expected = bilinear_up2(new.pixels[(band, 20)].astype(np.float64))
-            got = data[SEED_BANDS.index(band)].astype(np.float64)
+            got = data[FARMVIBES_BANDS.index(band)].astype(np.float64)
             assert np.abs(got - expected)[2:-2, 2:-2].max() <= 1, band
 
 
@@ -214,7 +214,7 @@ def test_prepare_algorithm_cuts_to_the_extent_and_writes_vrt(provider, products,
     assert stack.GetGeoTransform()[0] == x0 + 1000 and stack.GetGeoTransform()[3] == y0 - 1000
     assert np.array_equal(mask, scl_20m()[50:70, 50:80])
     full = new.pixels[("B05", 20)]
-    assert np.array_equal(stack.GetRasterBand(SEED_BANDS.index("B05") + 1).ReadAsArray(), full[50:70, 50:80])
+    assert np.array_equal(stack.GetRasterBand(FARMVIBES_BANDS.index("B05") + 1).ReadAsArray(), full[50:70, 50:80])
 
 
 def test_prepare_algorithm_refuses_what_is_not_a_product(provider, tmp_path):

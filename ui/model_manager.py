@@ -55,7 +55,7 @@ def missing_converters(card: ModelCard) -> list[str]:
 
 
 def converter_command(names: list[str]) -> str:
-    # numpy stays below 2 so that QGIS's GDAL bindings keep working (DESIGN §7).
+    # numpy stays below 2 so that QGIS's GDAL bindings keep working (docs/architecture.md, platform facts).
     return " ".join([deps.python_executable(), "-m", "pip", "install", "--user", *names, '"numpy<2"'])
 
 
