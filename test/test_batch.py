@@ -219,14 +219,16 @@ def test_a_product_outside_the_area_fails_with_a_reason(products, tmp_path):
 
 # -- only the work the area needs
 
-def test_area_limited_run_equals_the_whole_scene_inside_the_area(tmp_path):
-    """A 1 km x 1 km field of the real sample scene: same mask and probabilities as the whole scene."""
+@pytest.mark.parametrize("min_area", [0, 40])
+def test_area_limited_run_equals_the_whole_scene_inside_the_area(tmp_path, min_area):
+    """A 1 km x 1 km field of the real sample scene: same mask and probabilities as the whole scene
+    (also when small patches are dropped: whether a patch is small is decided on the whole raster)."""
     require(L1C_STACK)
 
     def request(mask):
         return pipeline.ImproveRequest(
             probability=pipeline.ProbabilityRequest(s2_raster=str(L1C_STACK), cloud_models=["ukis-6b-l1c"]),
-            product_mask=None, settings=merge.MergeSettings(), mask=str(mask),
+            product_mask=None, settings=merge.MergeSettings(min_area=min_area), mask=str(mask),
             outputs=pipeline.ProbabilityOutputs(cloud=str(mask).replace(".tif", "_cloud.tif")))
     pipeline.improve(request(tmp_path / "whole.tif"))
     gt = gdal.Open(str(L1C_STACK)).GetGeoTransform()
