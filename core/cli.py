@@ -187,10 +187,13 @@ def _on_dask(items, options, args, area, bar):
 
 
 def _has_dashboard(client) -> bool:
+    """A dashboard is served (Dask's needs bokeh: a remote scheduler may have it, this venv has not)."""
+    import importlib.util
     try:
-        return "dashboard" in client.scheduler_info().get("services", {})
+        served = "dashboard" in client.scheduler_info().get("services", {})
     except Exception:  # noqa: BLE001 - no dashboard to show is not an error
         return False
+    return served and (client.cluster is None or importlib.util.find_spec("bokeh") is not None)
 
 
 def _models(args) -> int:
