@@ -1,16 +1,11 @@
-"""Cloud Mask Improver: QGIS loads the plugin through ``classFactory``.
-
-Nothing here imports ``qgis`` at module level, so ``cloud_mask_improver.core`` (and the
-``cloudmask`` command) can be imported where QGIS is absent, e.g. on a Dask worker.
-"""
+"""Cloud Mask Improver: QGIS loads the plugin through ``classFactory``."""
 
 from .core import deps, home
 
 
 def data_home():
     """The plugin's data home for the running QGIS profile (or ``$CLOUDMASK_HOME``)."""
-    from qgis.core import QgsApplication
-
+    from qgis.core import QgsApplication  # here, not at import: core stays usable without QGIS
     return home.data_home(QgsApplication.qgisSettingsDirPath())
 
 

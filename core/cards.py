@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .bands import ALL_BANDS
 from .errors import CloudMaskError
-from .fetch import sha256_of
+from .fetch import PinnedRelease, sha256_of
 
 CARDS_DIR = Path(__file__).resolve().parent.parent / "models"
 SCHEMES = ("mirror-tukey", "centre-crop", "pixel")
@@ -29,15 +29,11 @@ class CardError(CloudMaskError, ValueError):
 
 
 @dataclass(frozen=True)
-class Source:
-    """Where the pinned model comes from (None for models users bring)."""
+class Source(PinnedRelease):
+    """Where the pinned model comes from (None for models users bring): the release,
+    the archive member that is the model, and an optional conversion."""
 
-    package: str
-    version: str
-    filename: str
-    sha256: str
-    member: str
-    sdist: bool = False
+    member: str = ""
     convert: str = ""
 
 

@@ -24,11 +24,12 @@ Two details make the converted file a faithful, pinnable copy:
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .staging import replacing
 
 TARGET_OPSET = 15
 INPUT_NAME = "input"
@@ -69,18 +70,11 @@ def _write_atomically(data: bytes, target: Path) -> None:
     A reader (or an interrupted install) then sees either the old file or
     the complete new one, never a truncated model.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
     # A plain open() (not mkstemp) so the file gets the usual umask permissions.
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with replacing(target) as tmp, open(tmp, "xb") as stream:
+        stream.write(data)
+        stream.flush()
+        os.fsync(stream.fileno())
 
 
 def float32_at_most(value: float) -> float:

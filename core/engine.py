@@ -85,30 +85,53 @@ class Feedback:
 Sink = Callable[[int, int, dict[str, np.ndarray]], None]
 
 
+@dataclass(frozen=True)
+class Stripe:
+    """The columns one pass of a tile grid covers: it finishes ``[first, end)``; its tiles
+    (those that start there) read up to ``read_end``, past ``end`` where they reach across
+    the split into the next stripe."""
+
+    first: int = 0
+    end: int = 0
+    read_end: int = 0
+    tiles: tuple[int, ...] = ()  # tile columns, in order
+
+    @property
+    def width(self) -> int:
+        return self.end - self.first
+
+    @classmethod
+    def of(cls, cols: AxisPlan, first: int, end: int, pixel: bool) -> Stripe:
+        if pixel:
+            return cls(first, end, end)
+        tiles = tuple(j for j in range(len(cols)) if first <= cols.span(j)[0] < end)
+        return cls(first, end, max([end] + [cols.span(j)[1] for j in tiles]), tiles)
+
+
+# What a stripe's tiles added past its end, for the next stripe: {tile row: {tile column:
+# {output or WEIGHT: rows x columns}}}, tiles in the order they were added.
+Carried = dict[int, dict[int, dict[str, np.ndarray]]]
+
+
 @dataclass
 class _Group:
+    """One tile grid's jobs and its progress down the current stripe."""
+
     jobs: list[Job]
     rows: AxisPlan
     cols: AxisPlan
-    next_row: int = 0
-    acc_lo: int = 0
+    stripe: Stripe = field(default_factory=Stripe)
+    next_row: int = 0  # the next tile row to run
+    # Weighted sums and weight sums of the stripe's unfinished rows, from raster row acc_first.
+    acc_first: int = 0
     acc: dict[str, np.ndarray] = field(default_factory=dict)
     weight: np.ndarray | None = None
-    done_rows: int = 0
+    done_rows: int = 0  # pixel models: rows handed out so far
     # Blending weights of the current tile row, per tile column (see Engine._tile_weight).
     weights_key: tuple = ()
     weights: dict[int, np.ndarray] = field(default_factory=dict)
-    # The current stripe: its tile columns, the columns it finishes [x0, x1), and the end
-    # of the columns its tiles read (past x1 for the tiles that reach across the split).
-    tiles: list[int] = field(default_factory=list)
-    x0: int = 0
-    x1: int = 0
-    end: int = 0
-    # What each tile that reaches past x1 added there (for the next stripe), and what the
-    # previous stripe's tiles added from x0 on: {tile row: {tile column: {output or WEIGHT:
-    # array}}}, tiles in the order they were added.
-    carry_out: dict[int, dict[int, dict[str, np.ndarray]]] = field(default_factory=dict)
-    carry_in: dict[int, dict[int, dict[str, np.ndarray]]] = field(default_factory=dict)
+    carry_out: Carried = field(default_factory=dict)
+    carry_in: Carried = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -118,23 +141,13 @@ class _Group:
     def pixel(self) -> bool:
         return self.jobs[0].model.card.is_pixel_model
 
-    @property
-    def own(self) -> int:
-        """How many columns this stripe finishes (the rest of its accumulators is carried)."""
-        return self.x1 - self.x0
-
-    def start_stripe(self, x0: int, x1: int) -> None:
+    def start_stripe(self, first: int, end: int) -> None:
         """Forget the previous stripe's rows; what it carried over becomes this one's input."""
-        self.next_row, self.acc_lo, self.done_rows = 0, 0, 0
+        self.next_row, self.acc_first, self.done_rows = 0, 0, 0
         self.acc, self.weight = {}, None
         self.weights_key, self.weights = (), {}
         self.carry_in, self.carry_out = self.carry_out, {}
-        self.x0, self.x1 = x0, x1
-        if self.pixel:
-            self.tiles, self.end = [], x1
-            return
-        self.tiles = [j for j in range(len(self.cols)) if x0 <= self.cols.span(j)[0] < x1]
-        self.end = max([x1] + [self.cols.span(j)[1] for j in self.tiles])
+        self.stripe = Stripe.of(self.cols, first, end, self.pixel)
 
 
 WEIGHT = ""  # key of the blending weight among the carried arrays
@@ -190,7 +203,7 @@ class Engine:
                 for x0, x1 in zip(self.bounds, self.bounds[1:]):
                     for group in self.groups:
                         group.start_stripe(x0, x1)
-                    self.source.window(x0, max(g.end for g in self.groups))
+                    self.source.window(x0, max(g.stripe.read_end for g in self.groups))
                     self._run(sink, x0)
         finally:
             self._reader.shutdown(wait=True, cancel_futures=True)
@@ -257,10 +270,11 @@ class Engine:
         if group.pixel:
             return data, valid, start, {}
         # Mirror-pad the stripe's columns once for the whole row so that every tile is a slice.
-        first = group.cols.starts[group.tiles[0]]
-        columns = reflect(np.arange(first, group.cols.starts[group.tiles[-1]] + group.cols.tile),
+        tiles = group.stripe.tiles
+        first = group.cols.starts[tiles[0]]
+        columns = reflect(np.arange(first, group.cols.starts[tiles[-1]] + group.cols.tile),
                           self.source.width)
-        prepared = {job.key: self._padded(job, data, first, columns, group.x0) for job in group.jobs}
+        prepared = {job.key: self._padded(job, data, first, columns, group.stripe.first) for job in group.jobs}
         return None, valid, start, prepared  # the raw strip is not needed any more: free it now
 
     def _padded(self, job: Job, data: np.ndarray, first: int, columns: np.ndarray, x0: int) -> np.ndarray:
@@ -295,7 +309,8 @@ class Engine:
         index = group.next_row
         data, valid, start, prepared = self._next_row(group)
         if group.pixel:
-            result = self._pixel_rows(group, data[:, :, :group.own], valid[:, :group.own])
+            width = group.stripe.width
+            result = self._pixel_rows(group, data[:, :, :width], valid[:, :width])
         else:
             self._accumulate(group, index, prepared, valid, start)
             result = None
@@ -336,49 +351,51 @@ class Engine:
                     start: int) -> None:
         r_lo, r_hi = group.rows.span(index)
         # Rows already released get zero weight from this tile (the window's edge is 0).
-        r_lo = max(r_lo, group.acc_lo)
+        r_lo = max(r_lo, group.acc_first)
         self._extend(group, r_hi)
-        wr = group.rows.weights[index][r_lo - start:r_hi - start]
+        row_weights = group.rows.weights[index][r_lo - start:r_hi - start]
         real_valid = valid[r_lo - start:r_hi - start]
         key = (index, r_lo, r_hi)
         if group.weights_key != key:
             group.weights_key, group.weights = key, {}
-        a, n = r_lo - group.acc_lo, r_hi - r_lo
-        self._add_carried(group, index, a, n)
+        acc_rows = slice(r_lo - group.acc_first, r_hi - group.acc_first)
+        self._add_carried(group, index, acc_rows)
+        first = group.stripe.first
         batch: list[int] = []
-        for j in group.tiles:
+        for j in group.stripe.tiles:
             c_lo, c_hi = group.cols.span(j)
-            if not real_valid[:, c_lo - group.x0:c_hi - group.x0].any():
+            if not real_valid[:, c_lo - first:c_hi - first].any():
                 self._tick(1)
                 continue
             batch.append(j)
             if len(batch) == self.settings.batch_size:
-                self._run_batch(group, batch, prepared, start, wr, r_lo, r_hi)
+                self._run_batch(group, batch, prepared, start, row_weights, r_lo, r_hi)
                 batch = []
         if batch:
-            self._run_batch(group, batch, prepared, start, wr, r_lo, r_hi)
-        invalid = ~real_valid[:, :group.own]
+            self._run_batch(group, batch, prepared, start, row_weights, r_lo, r_hi)
+        invalid = ~real_valid[:, :group.stripe.width]
         for name in group.acc:
-            group.acc[name][a:a + n][invalid] = np.nan
+            group.acc[name][acc_rows][invalid] = np.nan
 
-    def _add_carried(self, group: _Group, index: int, a: int, n: int) -> None:
+    def _add_carried(self, group: _Group, index: int, acc_rows: slice) -> None:
         """Before this stripe's tiles: what the previous stripe's tiles added to the same
         rows, one tile at a time and in their order (as an unsplit run adds them)."""
         for carried in group.carry_in.pop(index, {}).values():
             for name, values in carried.items():
                 target = group.weight if name == WEIGHT else group.acc[name]
-                target[a:a + n, :values.shape[1]] += values
+                target[acc_rows, :values.shape[1]] += values
 
     def _add(self, group: _Group, name: str, j: int, rows: slice, c_lo: int, values: np.ndarray) -> None:
         """Add tile ``j``'s ``values`` (its columns from ``c_lo``) to an accumulator; the
         part past the stripe's end is kept for the next stripe instead."""
-        inside = min(values.shape[1], group.x1 - c_lo)
+        inside = min(values.shape[1], group.stripe.end - c_lo)
         target = group.weight if name == WEIGHT else group.acc[name]
-        target[rows, c_lo - group.x0:c_lo - group.x0 + inside] += values[:, :inside]
+        at = c_lo - group.stripe.first
+        target[rows, at:at + inside] += values[:, :inside]
         if inside < values.shape[1]:
             group.carry_out.setdefault(group.next_row, {}).setdefault(j, {})[name] = values[:, inside:].copy()
 
-    def _tile_weight(self, group: _Group, j: int, wr: np.ndarray) -> np.ndarray:
+    def _tile_weight(self, group: _Group, j: int, row_weights: np.ndarray) -> np.ndarray:
         """Weight of tile column ``j`` over its real pixels in the current tile row,
         computed once per row (it used to be recomputed per output and per tile).
         Computed exactly as before (float64 outer product, then float32) so that
@@ -387,13 +404,13 @@ class Engine:
         if w is None:
             c_lo, c_hi = group.cols.span(j)
             c0 = group.cols.starts[j]
-            w = np.outer(wr, group.cols.weights[j][c_lo - c0:c_hi - c0]).astype(np.float32)
+            w = np.outer(row_weights, group.cols.weights[j][c_lo - c0:c_hi - c0]).astype(np.float32)
             group.weights[j] = w
         return w
 
-    def _run_batch(self, group, batch, prepared, start, wr, r_lo, r_hi) -> None:
-        tile, first = group.cols.tile, group.cols.starts[group.tiles[0]]
-        acc_rows = slice(r_lo - group.acc_lo, r_hi - group.acc_lo)
+    def _run_batch(self, group, batch, prepared, start, row_weights, r_lo, r_hi) -> None:
+        tile, first = group.cols.tile, group.cols.starts[group.stripe.tiles[0]]
+        acc_rows = slice(r_lo - group.acc_first, r_hi - group.acc_first)
         rows = slice(r_lo - start, r_hi - start)
         for job in group.jobs:
             strip = prepared[job.key]
@@ -408,38 +425,37 @@ class Engine:
                 for k, j in enumerate(batch):
                     c_lo, c_hi = group.cols.span(j)
                     c0 = group.cols.starts[j]
-                    w = self._tile_weight(group, j, wr)
+                    w = self._tile_weight(group, j, row_weights)
                     # In place: w * p into the probabilities' own buffer, then add.
                     contribution = np.multiply(w, probs[k, rows, c_lo - c0:c_hi - c0],
                                                out=probs[k, rows, c_lo - c0:c_hi - c0])
                     self._add(group, name, j, acc_rows, c_lo, contribution)
         for j in batch:
-            self._add(group, WEIGHT, j, acc_rows, group.cols.span(j)[0], self._tile_weight(group, j, wr))
+            self._add(group, WEIGHT, j, acc_rows, group.cols.span(j)[0], self._tile_weight(group, j, row_weights))
         self._tick(len(batch))
 
     def _extend(self, group: _Group, hi: int) -> None:
         """Grow the accumulators (the columns the stripe finishes) down to row ``hi``."""
-        width = group.own
+        width = group.stripe.width
         names = [n for job in group.jobs for n in job.outputs()]
         if group.weight is None:
             group.weight = np.zeros((0, width), dtype=np.float32)
             group.acc = {n: np.zeros((0, width), dtype=np.float32) for n in names}
-        have = group.acc_lo + group.weight.shape[0]
+        have = group.acc_first + group.weight.shape[0]
         if hi > have:
             extra = np.zeros((hi - have, width), dtype=np.float32)
             group.weight = np.concatenate([group.weight, extra])
             group.acc = {n: np.concatenate([a, extra]) for n, a in group.acc.items()}
 
     def _release(self, group: _Group, index: int) -> tuple[int, int, dict[str, np.ndarray]]:
-        final = group.rows.final_row(index)
-        lo = group.acc_lo
-        n = max(0, final - lo)
-        weight = group.weight[:n]
+        first = group.acc_first
+        count = max(0, group.rows.final_row(index) - first)  # rows no later tile changes
+        weight = group.weight[:count]
         out = {}
         with np.errstate(invalid="ignore", divide="ignore"):
             for name, acc in group.acc.items():
-                out[name] = np.where(weight > 0, acc[:n] / weight, np.nan).astype(np.float32)
-        group.weight = group.weight[n:]
-        group.acc = {name: acc[n:] for name, acc in group.acc.items()}
-        group.acc_lo = lo + n
-        return lo, lo + n, out
+                out[name] = np.where(weight > 0, acc[:count] / weight, np.nan).astype(np.float32)
+        group.weight = group.weight[count:]
+        group.acc = {name: acc[count:] for name, acc in group.acc.items()}
+        group.acc_first = first + count
+        return first, first + count, out

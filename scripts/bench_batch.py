@@ -17,7 +17,6 @@ The machine is shared: figures are noisy. Never more than 2 workers here.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -27,12 +26,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "test"))  # the product fixture builder
+import plugin_root
 
-_home_spec = importlib.util.spec_from_file_location("_cloudmask_home", ROOT / "core" / "home.py")
-_home = importlib.util.module_from_spec(_home_spec)
-_home_spec.loader.exec_module(_home)
-sys.path.insert(0, str(_home.data_home() / "plugins"))
+plugin_root.import_root()
 
 import numpy as np
 from osgeo import gdal

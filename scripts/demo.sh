@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export QT_QPA_PLATFORM=offscreen
-PLUGINS=$(.venv/bin/python -c "import sys; sys.path.insert(0, '.'); from core import home; print(home.data_home() / 'plugins')")
+PLUGINS=$(.venv/bin/python scripts/plugin_root.py)
 export QGIS_PLUGINPATH="$PLUGINS"
 QP=$(command -v qgis_process.bin || command -v qgis_process)
 OUT=out/demo

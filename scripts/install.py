@@ -7,30 +7,18 @@ sample scene, and a plugins folder with a link to this checkout so that
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import plugin_root
 
-from core import deps, home, installer
+plugin_root.import_root()  # the one import root: cloud_mask_improver, from the plugins folder
+import sample
 
-sys.path.insert(0, str(ROOT / "test" / "data"))
-import fetch_sample
+from cloud_mask_improver.core import deps, home, installer
 
-
-def link_plugin(data_home: Path) -> Path:
-    plugins = data_home / "plugins"
-    plugins.mkdir(parents=True, exist_ok=True)
-    link = plugins / "cloud_mask_improver"
-    if link.is_symlink() and Path(os.readlink(link)) == ROOT:
-        return plugins
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to(ROOT, target_is_directory=True)
-    return plugins
+ROOT = plugin_root.ROOT
 
 
 def install_reference(cache: Path) -> None:
@@ -52,9 +40,9 @@ def main() -> int:
         return 1
     for card in installer.downloadable():
         installer.install(card, log=lambda m: print(f"setup: {m}"))
-    fetch_sample.ensure_sample()
+    sample.ensure_sample()
     install_reference(home.cache_dir())
-    plugins = link_plugin(data_home)
+    plugins = plugin_root.link_plugin()
     print(f"setup: ready. Data home {data_home}; QGIS_PLUGINPATH={plugins}")
     return 0
 

@@ -9,9 +9,12 @@ from pathlib import Path
 import numpy as np
 from osgeo import gdal
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from core import merge as mg
-from core.bands import detect_bands
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import plugin_root
+
+plugin_root.import_root()
+from cloud_mask_improver.core import merge as mg
+from cloud_mask_improver.core.bands import detect_bands
 
 
 def true_colour(path: str) -> np.ndarray:

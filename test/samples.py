@@ -29,8 +29,8 @@ def model_file(model_id: str) -> Path:
 
 
 def load_fetch_sample() -> ModuleType:
-    """test/data/fetch_sample.py, imported by path (``test`` clashes with the stdlib package)."""
-    spec = importlib.util.spec_from_file_location("fetch_sample", SAMPLE.parent / "fetch_sample.py")
+    """scripts/sample.py (what setup runs to make the sample), imported by path."""
+    spec = importlib.util.spec_from_file_location("fetch_sample", SAMPLE.parents[2] / "scripts" / "sample.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -1,11 +1,7 @@
 """Merging probabilities with the product mask: the behaviour a user sees in the mask."""
 
 import math
-import sys
 from itertools import pairwise
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import pytest
@@ -13,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from core.merge import (
+from cloud_mask_improver.core.merge import (
     CATEGORY_COLOURS,
     CATEGORY_NAMES,
     CLEAR,

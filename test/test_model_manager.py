@@ -90,13 +90,16 @@ def test_index_page_of_a_package_follows_pip_naming():
     assert download.find_link(html, "http://host/simple/a/", "c-1.whl") == ""
 
 
-def test_the_index_is_pips_own_when_not_configured(monkeypatch):
-    from pip._internal.models.index import PyPI
+def test_the_index_is_pips_own_when_not_configured(monkeypatch, tmp_path):
+    from cloud_mask_improver.core import fetch
     monkeypatch.delenv("PIP_INDEX_URL", raising=False)
-    monkeypatch.setattr(download, "_pip_config_index", lambda: "")
-    assert download.index_url() == PyPI.simple_url
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(tmp_path / "none.conf"))  # no configuration at all
+    assert fetch.index_url() == "https://pypi.org/simple"
+    (tmp_path / "pip.conf").write_text("[global]\nindex-url = http://mirror.example/simple\n")
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(tmp_path / "pip.conf"))  # read through pip itself
+    assert fetch.index_url() == "http://mirror.example/simple"
     monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple/")
-    assert download.index_url() == "http://127.0.0.1:9/simple/"
+    assert fetch.index_url() == "http://127.0.0.1:9/simple/"
 
 
 def test_installs_from_the_index_and_lists_it(qgis_app, qtbot, index, folders):

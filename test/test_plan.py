@@ -8,7 +8,7 @@ from rasters import write_raster
 from samples import L1C_STACK, model_file, require
 
 from cloud_mask_improver.core import merge as mg
-from cloud_mask_improver.core import models, pipeline, safe
+from cloud_mask_improver.core import pipeline, safe
 from cloud_mask_improver.core.errors import CloudMaskError
 from cloud_mask_improver.core.raster import RasterError
 
@@ -27,9 +27,10 @@ def test_the_plan_chooses_the_default_models_and_leaves_the_request_alone(tmp_pa
     plan = pipeline.plan(request)
     assert request == before  # nothing written back into the caller's request
     assert plan.probability.level == "L1C"
-    best_l1c = models.default_cloud_models("L1C", ensemble=False)
-    assert list(plan.probability.cloud_models) == best_l1c
-    assert plan.probability.shadow_model == models.default_shadow_model("L1C", best_l1c)
+    # The best ranked (lowest rank) of the level's cards; ukis-6b-l1c gives shadow too, so it
+    # is also the shadow model, and the run has one network.
+    assert plan.probability.cloud_models == ("ukis-6b-l1c",)
+    assert plan.probability.shadow_model == "ukis-6b-l1c" and len(plan.probability.models) == 1
     with pytest.raises(dataclasses.FrozenInstanceError):
         plan.mask = "elsewhere.tif"
 
@@ -76,3 +77,13 @@ def test_every_error_a_user_can_fix_is_a_cloudmask_error(tmp_path):
         pipeline.plan(dataclasses.replace(improve_request(tmp_path), settings=mg.MergeSettings(dilation=-1)))
     with pytest.raises(CloudMaskError, match="Unknown model"):
         pipeline.plan(improve_request(tmp_path, probability={"cloud_models": ["no-such-model"]}))
+
+
+def test_the_default_shadow_model_is_the_cloud_model_when_it_gives_shadow(tmp_path):
+    """One network for both, though a better ranked shadow model is installed."""
+    model_file("ukis-4b-l1c")
+    plan = pipeline.plan(improve_request(tmp_path, probability={"cloud_models": ["ukis-4b-l1c"]}))
+    assert plan.probability.shadow_model == "ukis-4b-l1c"
+    assert [m.card.id for m in plan.probability.models] == ["ukis-4b-l1c"]
+    plan = pipeline.plan(improve_request(tmp_path, probability={"cloud_models": ["s2cloudless-l1c"]}))
+    assert plan.probability.shadow_model == "ukis-6b-l1c"  # s2cloudless has no shadow: the best that has

@@ -7,20 +7,14 @@ skew all of them.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from osgeo import gdal, osr
-
-# The plugin folder first, so `core` is this checkout's (a duplicate entry is harmless
-# when conftest already added it).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from samples import load_fetch_sample
 
-from core.fetch import FetchError
+from cloud_mask_improver.core.fetch import FetchError
 
 fetch_sample = load_fetch_sample()
 
@@ -74,7 +68,7 @@ def test_npz_is_the_pinned_reference(reference: dict[str, np.ndarray]) -> None:
 
 @pytest.mark.parametrize(("key", "names"), [
     ("l1c_13band", fetch_sample.S2_BANDS),
-    ("seed_12band", fetch_sample.SEED_BANDS),
+    ("farmvibes_12band", fetch_sample.FARMVIBES_BANDS),
 ])
 def test_s2_stack(sample: dict[str, Path], reference: dict[str, np.ndarray], key: str,
                   names: tuple[str, ...]) -> None:
@@ -88,7 +82,7 @@ def test_s2_stack(sample: dict[str, Path], reference: dict[str, np.ndarray], key
 
 
 def test_seed_stack_has_no_b10(sample: dict[str, Path]) -> None:
-    dataset = _open(sample["seed_12band"])
+    dataset = _open(sample["farmvibes_12band"])
     names = [dataset.GetRasterBand(i + 1).GetDescription() for i in range(dataset.RasterCount)]
     assert "B10" not in names and names.index("B8A") == names.index("B08") + 1
 
@@ -121,12 +115,12 @@ def test_fresh_folder_is_written_without_leftovers(sample: dict[str, Path],
     paths = fetch_sample.ensure_sample(tmp_path / "sample")
     assert sorted(p.name for p in (tmp_path / "sample").iterdir()) == sorted(
         p.name for p in paths.values())
-    for key in ("l1c_13band", "seed_12band", "product_mask"):
+    for key in ("l1c_13band", "farmvibes_12band", "product_mask"):
         assert paths[key].read_bytes() == sample[key].read_bytes()
 
 
 def test_damaged_file_is_rebuilt(sample: dict[str, Path], tmp_path: Path) -> None:
     paths = fetch_sample.ensure_sample(tmp_path)
-    paths["seed_12band"].write_bytes(b"not a tiff")
+    paths["farmvibes_12band"].write_bytes(b"not a tiff")
     fetch_sample.ensure_sample(tmp_path)
-    assert _open(paths["seed_12band"]).RasterCount == 12
+    assert _open(paths["farmvibes_12band"]).RasterCount == 12

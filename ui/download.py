@@ -1,9 +1,11 @@
 """Download a pinned model release through QGIS's network stack (so proxy settings apply).
 
 The release is found the way pip finds it: on the simple-index page of the
-package, at the index the user's pip is configured for (``PIP_INDEX_URL``,
-pip's configuration files, else pip's default). No index host is written
-here. The file is streamed to disk and its sha256 checked before use.
+package, at the index the user's pip is configured for (``core.fetch.index_url``:
+``PIP_INDEX_URL``, pip's configuration, else pip's default). The release is the
+card's ``source`` (a ``core.fetch.PinnedRelease``); the file is streamed to a
+temporary name beside its place in the cache and verified by ``core.fetch``
+before it is moved there, exactly as setup's downloads are.
 """
 
 from __future__ import annotations
@@ -18,34 +20,8 @@ from qgis.core import QgsNetworkAccessManager
 from qgis.PyQt.QtCore import QObject, QUrl, pyqtSignal
 from qgis.PyQt.QtNetwork import QNetworkReply, QNetworkRequest
 
-from ..core.cards import Source
-from ..core.fetch import sha256_of
-
-
-def index_url() -> str:
-    """The package index pip would use here: environment, then pip's config, then pip's default."""
-    if os.environ.get("PIP_INDEX_URL"):
-        return os.environ["PIP_INDEX_URL"]
-    configured = _pip_config_index()
-    if configured:
-        return configured
-    from pip._internal.models.index import PyPI
-    return PyPI.simple_url
-
-
-def _pip_config_index() -> str:
-    """``index-url`` from pip's configuration files, or '' (pip's internals may change: then '')."""
-    try:
-        from pip._internal.configuration import Configuration
-        config = Configuration(isolated=False)
-        config.load()
-        values = dict(config.items())
-    except Exception:  # noqa: BLE001 - any failure here means "not configured"
-        return ""
-    for key in ("download.index-url", "install.index-url", "global.index-url"):
-        if values.get(key):
-            return str(values[key])
-    return ""
+from ..core.fetch import FetchError, PinnedRelease, index_url, sha256_of, verify
+from ..core.staging import partial_path, remove
 
 
 def project_page(index: str, package: str) -> str:
@@ -86,12 +62,12 @@ class ReleaseDownload(QObject):
     finished = pyqtSignal(str)
     failed = pyqtSignal(str)
 
-    def __init__(self, source: Source, cache: Path, parent=None):
+    def __init__(self, source: PinnedRelease, cache: Path, parent=None):
         super().__init__(parent)
         self.source = source
         self.cache = Path(cache)
         self.target = self.cache / source.filename
-        self.partial = self.cache / (source.filename + ".part")
+        self.partial = Path(partial_path(self.target, ".part"))
         self.reply = None
         self.handle = None
         self.done = False
@@ -139,15 +115,15 @@ class ReleaseDownload(QObject):
         self._write()
         self.handle.close()
         if reply.error() != QNetworkReply.NetworkError.NoError:
-            self.partial.unlink(missing_ok=True)
+            remove(self.partial)
             self._fail(f"Download of {url} failed: {reply.errorString()}")
             return
         reply.deleteLater()
-        actual = sha256_of(self.partial)
-        if actual != self.source.sha256:
-            self.partial.unlink(missing_ok=True)
-            self._fail(f"{self.source.filename}: sha256 is {actual}, expected {self.source.sha256}. "
-                       "The download is not the pinned release; nothing was installed.")
+        try:
+            verify(self.partial, self.source.sha256, self.source.filename, "nothing was installed")
+        except FetchError as err:
+            remove(self.partial)
+            self._fail(str(err))
             return
         os.replace(self.partial, self.target)
         self._finish(str(self.target))

@@ -9,27 +9,29 @@ it: uint16 digital numbers (reflectance x 10000) in an invented but plausible
 place (UTM 33N near the Po delta). The files are git-ignored and rebuilt from
 the pinned archive, so the repository carries no imagery.
 
-Run as a script (``python test/data/fetch_sample.py``) or call ``ensure_sample()``.
+Run as a script (``python scripts/sample.py``) or call ``ensure_sample()``; setup
+(``scripts/install.py``) does, and the tests read the files.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import tarfile
-import uuid
 from pathlib import Path
 
 import numpy as np
 from osgeo import gdal, osr
 
 try:
-    from core import home
-    from core.fetch import FetchError, PinnedRelease, fetch_release, sha256_of
-except ImportError:  # run as a script: put the plugin folder on the path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from core import home
-    from core.fetch import FetchError, PinnedRelease, fetch_release, sha256_of
+    from cloud_mask_improver.core import home
+except ImportError:  # run as a script: the plugins folder on the path first
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import plugin_root
+
+    plugin_root.import_root()
+from cloud_mask_improver.core import home
+from cloud_mask_improver.core.fetch import FetchError, PinnedRelease, fetch_release, sha256_of
+from cloud_mask_improver.core.staging import replacing
 
 SDIST = PinnedRelease("s2cloudless", "1.2.2", "s2cloudless-1.2.2.tar.gz",
                       "15ef5712b0f84e14b6bd040de281ae3aa51348bef7667e28e9e5c2b6320d7edb",
@@ -37,18 +39,18 @@ SDIST = PinnedRelease("s2cloudless", "1.2.2", "s2cloudless-1.2.2.tar.gz",
 NPZ_MEMBER = "s2cloudless-1.2.2/s2cloudless/TestInputs/input_arrays.npz"
 NPZ_SHA256 = "4dda48a18ecff6026f35a28d6ff615acfe12dab4a6eec34c6e42927a8e5d0553"
 
-DEFAULT_DIR = Path(__file__).resolve().parent / "sample"
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "test" / "data" / "sample"
 FILENAMES = {
     "npz": "input_arrays.npz",
     "l1c_13band": "s2_l1c_13band.tif",
-    "seed_12band": "s2_12band.tif",
+    "farmvibes_12band": "s2_12band.tif",
     "product_mask": "product_mask.tif",
 }
 
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A",
             "B09", "B10", "B11", "B12")
-# The seed's stack: L1C without the cirrus band B10.
-SEED_BANDS = tuple(name for name in S2_BANDS if name != "B10")
+# FarmVibes.AI's stack: L1C without the cirrus band B10.
+FARMVIBES_BANDS = tuple(name for name in S2_BANDS if name != "B10")
 HEIGHT, WIDTH = 856, 512
 
 EPSG = 32633
@@ -58,7 +60,7 @@ PIXEL_SIZE = 10.0
 ORIGIN = (290040.0, 4985040.0)
 QUANTIFICATION_VALUE = 10000
 S2_NODATA = 0
-MASK_NODATA = 100  # the seed's product-mask encoding
+MASK_NODATA = 100  # FarmVibes.AI's product-mask encoding
 CREDIT = "Contains modified Copernicus Sentinel data"
 STAMP_KEY = "SAMPLE_SOURCE_SHA256"
 _CREATION_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256",
@@ -68,7 +70,7 @@ _CREATION_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256",
 def ensure_sample(out_dir: Path | None = None) -> dict[str, Path]:
     """Make sure the sample files exist in ``out_dir`` and return their paths.
 
-    Keys: ``npz``, ``l1c_13band``, ``seed_12band``, ``product_mask``. When
+    Keys: ``npz``, ``l1c_13band``, ``farmvibes_12band``, ``product_mask``. When
     every file is already there and valid this only checks them (well under
     a second), so the tests and the demo can call it freely.
     """
@@ -81,8 +83,8 @@ def ensure_sample(out_dir: Path | None = None) -> dict[str, Path]:
         cloud_mask = arrays["cl_mask"][0]
     dn = np.moveaxis(quantise(reflectance), -1, 0)
     _write_geotiff(paths["l1c_13band"], dn, S2_BANDS, S2_NODATA, _s2_metadata())
-    seed = dn[[S2_BANDS.index(name) for name in SEED_BANDS]]
-    _write_geotiff(paths["seed_12band"], seed, SEED_BANDS, S2_NODATA, _s2_metadata())
+    stack = dn[[S2_BANDS.index(name) for name in FARMVIBES_BANDS]]
+    _write_geotiff(paths["farmvibes_12band"], stack, FARMVIBES_BANDS, S2_NODATA, _s2_metadata())
     mask = cloud_mask.astype(np.uint8)[np.newaxis]
     _write_geotiff(paths["product_mask"], mask, ("cloud",), MASK_NODATA, _mask_metadata())
     return paths
@@ -132,7 +134,7 @@ def _is_valid(key: str, path: Path) -> bool:
         return False
     if key == "npz":
         return sha256_of(path) == NPZ_SHA256
-    bands = {"l1c_13band": len(S2_BANDS), "seed_12band": len(SEED_BANDS)}.get(key, 1)
+    bands = {"l1c_13band": len(S2_BANDS), "farmvibes_12band": len(FARMVIBES_BANDS)}.get(key, 1)
     dataset = gdal.Open(str(path))
     if dataset is None:
         return False
@@ -169,13 +171,8 @@ def _write_geotiff(target: Path, bands: np.ndarray, names: tuple[str, ...], noda
     GDAL writes a temporary file in the same folder, which is renamed only
     after GDAL has closed it: a reader never sees a half-written image.
     """
-    tmp = _temporary_sibling(target, ".tif")
-    try:
+    with replacing(target, ".tif") as tmp:
         _fill_geotiff(tmp, bands, names, nodata, metadata)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _fill_geotiff(path: Path, bands: np.ndarray, names: tuple[str, ...], nodata: int,
@@ -201,24 +198,8 @@ def _fill_geotiff(path: Path, bands: np.ndarray, names: tuple[str, ...], nodata:
 
 
 def _write_bytes_atomically(data: bytes, target: Path) -> None:
-    tmp = _temporary_sibling(target, ".tmp")
-    try:
-        with open(tmp, "xb") as stream:
-            stream.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _temporary_sibling(target: Path, suffix: str) -> Path:
-    """A fresh hidden name beside ``target``: same folder, so the final rename is atomic.
-
-    Not created here (unlike mkstemp, which would make it private to the
-    owner), so the file gets the usual permissions.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return target.with_name(f".{target.stem}.{uuid.uuid4().hex}{suffix}")
+    with replacing(target) as tmp, open(tmp, "xb") as stream:
+        stream.write(data)
 
 
 def main() -> int:

@@ -1,0 +1,54 @@
+"""One import root for the scripts: the plugin is imported as ``cloud_mask_improver``,
+the name QGIS and the tests use, from the data home's plugins folder (a link to this
+checkout, made here when it is missing). Importing ``core`` as a top-level package
+too would load every module twice, under two names.
+
+Run as a script, it prints the plugins folder (for ``QGIS_PLUGINPATH``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = "cloud_mask_improver"
+
+
+def _home():
+    """core/home.py has no imports of ours: loaded by path, it finds the data home."""
+    spec = importlib.util.spec_from_file_location("_cloudmask_home", ROOT / "core" / "home.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def plugins_dir() -> Path:
+    return _home().data_home() / "plugins"
+
+
+def link_plugin() -> Path:
+    """The plugins folder, with ``cloud_mask_improver`` linking to this checkout."""
+    plugins = plugins_dir()
+    plugins.mkdir(parents=True, exist_ok=True)
+    link = plugins / PACKAGE
+    if link.is_symlink() and Path(os.readlink(link)) == ROOT:
+        return plugins
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(ROOT, target_is_directory=True)
+    return plugins
+
+
+def import_root() -> Path:
+    """Put the plugins folder on ``sys.path`` so ``import cloud_mask_improver`` is this checkout."""
+    plugins = link_plugin()
+    if str(plugins) not in sys.path:
+        sys.path.insert(0, str(plugins))
+    return plugins
+
+
+if __name__ == "__main__":
+    print(plugins_dir())

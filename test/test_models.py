@@ -1,0 +1,24 @@
+"""Finding models: ids, paths, and refusing a file that is not the one its card describes."""
+
+import hashlib
+
+import pytest
+from onnx_models import write_card
+
+from cloud_mask_improver.core import models
+from cloud_mask_improver.core.cards import CardError
+
+
+def test_an_installed_model_that_is_not_its_cards_file_is_refused(tmp_path):
+    (tmp_path / "mine.onnx").write_bytes(b"the file as published")
+    write_card(tmp_path / "mine.json", id="mine", sha256=hashlib.sha256(b"the file as published").hexdigest())
+    card, path = models.resolve("mine", tmp_path)
+    assert card.id == "mine" and path == tmp_path / "mine.onnx"
+    (tmp_path / "mine.onnx").write_bytes(b"a damaged or different file")
+    with pytest.raises(CardError, match="sha256 differs"):
+        models.resolve("mine", tmp_path)
+
+
+def test_a_path_with_a_folder_is_a_file_not_an_id(tmp_path):
+    with pytest.raises(models.ModelNotFound, match="does not exist"):
+        models.resolve(str(tmp_path / "nothing" / "here"), tmp_path)
