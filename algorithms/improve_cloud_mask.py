@@ -9,7 +9,8 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..core import pipeline
+from ..core import area, pipeline
+from .area_parameters import add_area_parameters, selection
 from .base import CloudMaskAlgorithm, run_engine, work_dir
 from .styling import MaskStyler, ProbabilityStyler, style_on_load
 from .widgets import use_widgets
@@ -42,6 +43,11 @@ class ImproveCloudMask(CloudMaskAlgorithm):
             "Thresholds: empty uses the model card's recommended value.\n"
             "Processing resolution (advanced): run the models at e.g. 20 or 30 m for speed; "
             "the result is brought back to the raster's grid.\n"
+            "Extent / Area: optional; process only there (an extent, polygons such as your fields, or "
+            "both: their intersection; 'selected features only' is honoured). Only the tiles the area "
+            "needs are run, the pixels there are the same as for the whole scene, and the outputs "
+            "cover the area's bounding box (nodata outside the polygons if asked); with an area the "
+            "fractions are those within its polygons.\n"
             "Fractions are of valid (not nodata) pixels.")
 
     def initAlgorithm(self, config=None):
@@ -57,6 +63,7 @@ class ImproveCloudMask(CloudMaskAlgorithm):
             "RESOLUTION", "Processing resolution in metres (0: native)",
             QgsProcessingParameterNumber.Type.Double, defaultValue=0.0, minValue=0.0))
         self.add_provider()
+        add_area_parameters(self)
         self.addParameter(QgsProcessingParameterRasterDestination("MASK", "Improved cloud mask"))
         for name, label in self.optional_outputs():
             self.addParameter(QgsProcessingParameterRasterDestination(
@@ -106,7 +113,11 @@ class ImproveCloudMask(CloudMaskAlgorithm):
         style_on_load(context, mask, MaskStyler(request.settings.output_mode == "binary"))
         for path in probabilities.values():
             style_on_load(context, path, ProbabilityStyler())
-        report = run_engine(lambda fb: pipeline.improve(request, fb), feedback)
+        where = selection(self, parameters, context)
+        if where is None:
+            report = run_engine(lambda fb: pipeline.improve(request, fb), feedback)
+        else:  # only the tiles the area needs; its pixels equal a whole-scene run
+            report = run_engine(lambda fb: area.improve_in_area(request, where, fb), feedback)
         feedback.pushInfo(f"Cloud models: {', '.join(report.cloud_models)}; shadow model: "
                           f"{report.shadow_model or 'none'}. " + " ".join(report.notes))
         if report.valid_pixels == 0:

@@ -30,6 +30,7 @@ def _algorithms():
     from .cloud_probability import CloudProbability
     from .ensemble_cloud_probability import EnsembleCloudProbability
     from .improve_cloud_mask import ImproveCloudMask
+    from .improve_cloud_mask_batch import ImproveCloudMaskBatch
     from .improve_cloud_mask_ensemble import ImproveCloudMaskEnsemble
     from .merge_cloud_masks import MergeCloudMasks
     from .prepare_s2_product import PrepareS2Product
@@ -38,4 +39,4 @@ def _algorithms():
     from .shadow_probability import ShadowProbability
     return [ImproveCloudMask(), ImproveCloudMaskEnsemble(), CloudProbability(),
             EnsembleCloudProbability(), ShadowProbability(), MergeCloudMasks(), SeedWorkflowModel(),
-            PrepareS2Product(), ProductChainModel()]
+            PrepareS2Product(), ProductChainModel(), ImproveCloudMaskBatch()]

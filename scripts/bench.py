@@ -22,6 +22,9 @@
    probability raster with MIN_AREA 0, 2000 and 1,000,000 px (the most the
    dialog allows), each in its own subprocess: wall time and peak RSS. Dropping
    small patches must cost about one more pass, not memory.
+7. Many products and areas (scripts/bench_batch.py, in its own process, no QGIS):
+   products per hour with 1 and 2 Dask workers, the scheduling overhead per task,
+   and a 1 km2 field against the whole sample scene.
 
 Synthetic rasters are generated once into ``bench/cache/`` (git-ignored; the
 full tile is 2.9 GB). Timings depend on what else runs on the machine: the
@@ -438,7 +441,7 @@ def table(r: dict) -> str:
              f"load average (1/5/15 min) at start: {r['load_start']}, at end: {r['load_end']}", ""]
     rows = []
     for key, make in (("overhead", _overhead_rows), ("ensemble", _ensemble_rows), ("memory", _memory_rows),
-                      ("scaling", _scaling_rows), ("merge", _merge_rows)):
+                      ("scaling", _scaling_rows), ("merge", _merge_rows), ("batch", _batch_rows)):
         if key in r:
             rows += make(r[key])
     widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
@@ -446,6 +449,20 @@ def table(r: dict) -> str:
         verdict = "" if row[4] is None else ("ok" if row[4] else "MISSED")
         lines.append("  ".join(str(c).ljust(w) for c, w in zip(row[:4], widths)) + "  " + verdict)
     return "\n".join(lines)
+
+
+def _batch_rows(b: dict) -> list[tuple]:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_batch
+    return bench_batch.rows(b)
+
+
+def batch_figure(folder: str) -> dict:
+    """Figure 6 in a process of its own: Dask workers are processes, and QGIS is not needed."""
+    out = Path(folder) / "batch.json"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_batch.py"), "--json", str(out)], check=True,
+                   env=_env())
+    return json.loads(out.read_text())
 
 
 def _save(results: dict) -> None:
@@ -456,7 +473,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, to try the benchmark out")
     parser.add_argument("--no-in-memory", action="store_true", help="skip the IN_MEMORY runs")
-    parser.add_argument("--figures", default="1,2,3,4,5,6",
+    parser.add_argument("--figures", default="1,2,3,4,5,6,7",
                         help="which figures to measure, e.g. 1,2,5 (3 and 4 are measured together)")
     args = parser.parse_args()
     figures = set(args.figures.replace(" ", "").split(","))
@@ -497,6 +514,10 @@ def main() -> int:
         if "6" in figures:
             print("bench: 6 merge with MIN_AREA ...", flush=True)
             results["merge"] = merge_min_area(1024 if args.quick else 4000, folder)
+            _save(results)
+        if "7" in figures:
+            print("bench: 7 many products and areas ...", flush=True)
+            results["batch"] = batch_figure(folder)
             _save(results)
         if figures & {"3", "4"}:
             print("bench: 3 memory and 4 full tile ...", flush=True)

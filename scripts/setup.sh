@@ -21,15 +21,23 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
 
-# Test tools on QGIS's own Python. numpy stays the one QGIS's Python has, whatever its
-# version (1.x on Debian 12, 2.x on 13 and later): GDAL's bindings are built against it,
-# so pip is held to exactly that version and never puts a second numpy in front of it.
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import pytest_qgis, onnxmltools, lightgbm" 2>/dev/null \
-   || [ requirements-dev.txt -nt .venv/.installed ]; then
+# Test tools on QGIS's own Python, and the `cloudmask` command's Dask. numpy stays the one
+# QGIS's Python has, whatever its version (1.x on Debian 12, 2.x on 13 and later): GDAL's
+# bindings are built against it, so pip is held to exactly that version and never puts a
+# second numpy in front of it.
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import pytest_qgis, onnxmltools, lightgbm, distributed" 2>/dev/null \
+   || [ requirements-dev.txt -nt .venv/.installed ] || [ requirements-batch.txt -nt .venv/.installed ]; then
   [ -x .venv/bin/python ] || $PY -m venv --system-site-packages .venv
   $PY -c "import numpy; print('numpy==' + numpy.__version__)" > .venv/constraints.txt
-  .venv/bin/pip install --quiet --disable-pip-version-check -c .venv/constraints.txt -r requirements-dev.txt
+  .venv/bin/pip install --quiet --disable-pip-version-check -c .venv/constraints.txt -r requirements-dev.txt \
+    -r requirements-batch.txt
   touch .venv/.installed
+fi
+# The `cloudmask` command (.venv/bin/cloudmask), linked to this checkout; its dependencies are above
+# (--no-deps: pip must not put a second numpy in front of QGIS's).
+if [ ! -x .venv/bin/cloudmask ] || [ pyproject.toml -nt .venv/bin/cloudmask ]; then
+  .venv/bin/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+  touch .venv/bin/cloudmask
 fi
 rm -f resources_rc.py  # compiled Qt resources of older versions: the icon now loads from its file
 

@@ -48,7 +48,8 @@ class ImproveDialog(QDialog):
         self.runs: list[ImproveRun] = []
         self.manager = None
         self.setWindowTitle("Improve cloud mask" + (" (ensemble)" if ensemble else ""))
-        self.form = ImproveForm(ensemble, Path(models_dir or home.models_dir()), self.project, self)
+        canvas = iface.mapCanvas() if iface else None
+        self.form = ImproveForm(ensemble, Path(models_dir or home.models_dir()), self.project, self, canvas)
         self._build()
         tasks.EVENTS.models_changed.connect(self.refresh_models)
         tasks.EVENTS.runtime_started.connect(self._runtime_started)

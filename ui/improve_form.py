@@ -35,6 +35,7 @@ from ..core.inference import PROVIDERS
 from ..core.merge import OUTPUT_MODES, PRODUCT_KINDS, MergeSettings
 from ..core.pipeline import processing_level
 from ..core.raster import RasterError, raster_info
+from .area_widget import AreaSection
 from .widgets import BandMapping, ModelChecklist, ModelCombo, card_tooltip
 
 SETTINGS_PREFIX = "cloud_mask_improver/dialog/"
@@ -143,9 +144,10 @@ class ImproveForm(QWidget):
 
     changed = pyqtSignal()  # what will run has changed
 
-    def __init__(self, ensemble: bool, models_dir: Path, project, parent=None):
+    def __init__(self, ensemble: bool, models_dir: Path, project, parent=None, canvas=None):
         super().__init__(parent)
         self.ensemble = ensemble
+        self.canvas = canvas  # for "Map canvas extent"; None outside the desktop
         self.models_dir = Path(models_dir)
         self.project = project
         self.cards: dict[str, ModelCard] = {}
@@ -277,6 +279,8 @@ class ImproveForm(QWidget):
         layout.addWidget(self.band_box)
         layout.addWidget(self.advanced)
         layout.addWidget(outputs)
+        self.area = AreaSection(self.canvas, self)
+        layout.addWidget(self.area)
         layout.addStretch(1)
 
     def _threshold_box(self) -> QDoubleSpinBox:
@@ -422,6 +426,7 @@ class ImproveForm(QWidget):
         for name, box in optional:
             if box.isChecked():
                 params[name] = TEMPORARY
+        params.update(self.area.parameters())  # EXTENT or AREA: only where the user asks
         return params
 
     def problem(self) -> str:
@@ -434,7 +439,7 @@ class ImproveForm(QWidget):
         plan = self.plan()
         if not plan.cloud:
             return "No cloud model is installed: open Manage models… and install one."
-        return self.bands.problem(self._needed_bands(self.chosen_cards(plan)))
+        return self.bands.problem(self._needed_bands(self.chosen_cards(plan))) or self.area.problem()
 
     def _same_layer(self) -> str:
         s2, mask = self.s2_layer.currentLayer(), self.mask_layer.currentLayer()

@@ -1,0 +1,64 @@
+"""Only the area that matters: the EXTENT and AREA parameters of the improve algorithms.
+
+EXTENT is the usual Processing extent (typed, from a layer or the map canvas);
+AREA a polygon layer ("selected features only" honoured). Both given: their
+intersection. The run then covers only the tiles the area needs (the pixels
+there equal a whole-scene run) and the outputs cover the area's bounding box.
+"""
+
+from __future__ import annotations
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFeatureSource,
+)
+
+from ..core import area as area_mod
+
+
+def add_area_parameters(algorithm) -> None:
+    algorithm.addParameter(QgsProcessingParameterExtent(
+        "EXTENT", "Extent to process (empty: the whole raster)", optional=True))
+    algorithm.addParameter(QgsProcessingParameterFeatureSource(
+        "AREA", "Area to process (polygons; empty: the whole raster)", [QgsProcessing.TypeVectorPolygon],
+        optional=True))
+    algorithm.add_advanced(QgsProcessingParameterBoolean(
+        "NODATA_OUTSIDE_AREA", "Nodata outside the area's polygons", defaultValue=False))
+
+
+def area_from_source(source, what: str = "AREA") -> area_mod.Area | None:
+    """The polygons of a feature source (selected ones when the user asked), labelled by their
+    first text field."""
+    if source is None:
+        return None
+    label = next((f.name() for f in source.fields() if f.typeName().lower() in ("string", "text")), None)
+    wkts, names = [], []
+    for feature in source.getFeatures():
+        if not feature.hasGeometry() or feature.geometry().isEmpty():
+            continue
+        wkts.append(feature.geometry().asWkt())
+        value = feature[label] if label else None
+        names.append(str(value) if value not in (None, "") else str(feature.id()))
+    if not wkts:
+        raise QgsProcessingException(f"{what}: the layer holds no polygon (or none is selected). Choose a "
+                                     "polygon layer, or turn off 'Selected features only'.")
+    return area_mod.Area(tuple(wkts), source.sourceCrs().toWkt(), tuple(names), what)
+
+
+def selection(algorithm, parameters, context) -> area_mod.Selection | None:
+    """What EXTENT, AREA and NODATA_OUTSIDE_AREA ask for; None: the whole raster."""
+    area = area_from_source(algorithm.parameterAsSource(parameters, "AREA", context))
+    bounds, crs = None, ""
+    if parameters.get("EXTENT") not in (None, ""):
+        extent = algorithm.parameterAsExtent(parameters, "EXTENT", context)
+        extent_crs = algorithm.parameterAsExtentCrs(parameters, "EXTENT", context)
+        if not extent.isNull():
+            bounds = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
+            crs = extent_crs.toWkt() if extent_crs.isValid() else ""
+    if area is None and bounds is None:
+        return None
+    blank = algorithm.parameterAsBool(parameters, "NODATA_OUTSIDE_AREA", context)
+    return area_mod.Selection(area, bounds, crs, blank)

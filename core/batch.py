@@ -1,0 +1,336 @@
+"""Many products in one go: one mask per product, one summary row per product.
+
+``run_product`` does one product start to finish and never raises for a bad
+product: its row says what went wrong, so one corrupt zip never stops a
+season. It is the unit of work everywhere: the QGIS algorithm calls it in a
+loop, the command line hands it to Dask workers (one task per product).
+
+Resuming: beside each mask a small JSON record (``<mask>.json``) holds the
+input's identity (path, size, modification time), every parameter, the models
+with their sha256, the area's fingerprint and the plugin version, plus the
+summary row. A product whose record matches is not redone; its row is read
+back. The mask is renamed into place (atomically) before its record is
+written, so a record always describes a complete mask.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from osgeo import gdal
+
+from . import area as area_mod
+from . import merge as mg
+from . import pipeline, products, safe
+from .engine import Cancelled, Feedback
+from .errors import CloudMaskError
+from .fetch import sha256_of
+
+RECORD_FORMAT = 1
+METADATA_TXT = Path(__file__).resolve().parent.parent / "metadata.txt"
+
+
+def plugin_version() -> str:
+    try:
+        text = METADATA_TXT.read_text(encoding="utf-8")
+    except OSError:
+        return "unknown"
+    match = re.search(r"^version\s*=\s*(\S+)", text, re.MULTILINE)
+    return match.group(1) if match else "unknown"
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """The model, threshold and advanced parameters of Improve cloud mask, for every product."""
+
+    cloud_models: tuple[str, ...] = ()  # empty: the best installed model of each product's level
+    shadow_model: str = ""  # empty: the default for the cloud models
+    ensemble: bool = False
+    cloud_threshold: float | None = None  # None: the model card's recommended value
+    shadow_threshold: float | None = None
+    bands: str = ""
+    resolution: float = 0.0
+    provider: str = "auto"
+    in_memory: bool = False
+    product_kind: str = "nonzero"  # a product's own mask (SCL-coded) is read as scl whatever this says
+    dilation: int = 5
+    min_area: int = 0
+    output_mode: str = "categorical"
+    threads: int = 0  # onnxruntime threads per product; 0: one per CPU
+    blank_outside: bool = False  # with an area: nodata outside its polygons
+
+    def settings(self) -> mg.MergeSettings:
+        return mg.MergeSettings(product_kind=self.product_kind, dilation=self.dilation,
+                                min_area=self.min_area, output_mode=self.output_mode)
+
+    def recorded(self) -> dict:
+        """What decides the mask's pixels (threads and the execution provider do not)."""
+        values = asdict(self)
+        for key in ("threads", "provider", "in_memory"):
+            values.pop(key)
+        values["cloud_models"] = list(self.cloud_models)
+        return values
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input and the name (without extension) its mask gets."""
+
+    source: str
+    name: str
+
+
+@dataclass
+class FieldRow:
+    """One product x one polygon of the area."""
+
+    name: str
+    clear_fraction: float = 0.0
+    cloud_fraction: float = 0.0
+    shadow_fraction: float = 0.0
+    valid_pixels: int = 0
+
+
+@dataclass
+class Row:
+    """One product's line in the summary."""
+
+    input: str
+    product: str = ""
+    tile: str = ""
+    sensed: str = ""
+    level: str = ""
+    baseline: str = ""
+    status: str = "failed"  # ok | failed
+    error: str = ""
+    reused: bool = False  # True: an up-to-date mask from an earlier run was kept
+    mask: str = ""
+    clear_fraction: float | None = None
+    cloud_fraction: float | None = None
+    shadow_fraction: float | None = None
+    valid_pixels: int = 0
+    area_clear_fraction: float | None = None
+    area_cloud_fraction: float | None = None
+    area_shadow_fraction: float | None = None
+    area_valid_pixels: int | None = None
+    seconds: float = 0.0
+    footprint: str = ""  # WGS 84 polygon (WKT)
+    fields: list[FieldRow] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Row:
+        known = {f.name for f in fields(cls)}
+        row = cls(**{k: v for k, v in values.items() if k in known})
+        row.fields = [FieldRow(**f) for f in values.get("fields", [])]
+        return row
+
+
+def plan_items(inputs: list[str], pattern: str = "") -> list[Item]:
+    """The batch's products with their mask names (tile and sensing time; unique, stable)."""
+    sources = products.expand_inputs(inputs, pattern)
+    names = []
+    for source in sources:
+        gdal.PushErrorHandler("CPLQuietErrorHandler")  # a bad input is reported in its row, not here
+        try:
+            description = products.describe(source)
+        except Exception:  # noqa: BLE001 - a bad input still gets a name; its run reports the problem
+            description = products.describe_by_name(source)
+        finally:
+            gdal.PopErrorHandler()
+        names.append(products.mask_name(description, source))
+    return [Item(s, n) for s, n in zip(sources, products.unique_names(names))]
+
+
+# -- the record beside each mask
+
+def record_path(mask: str) -> str:
+    return os.path.splitext(mask)[0] + ".json"
+
+
+def _record(identity: products.Identity, options: BatchOptions, area: area_mod.Area | None, run_plan) -> dict:
+    """What the mask depends on, as the plan resolved it: models (with their sha256) and thresholds."""
+    models_used = {m.card.id: m.card.sha256 or sha256_of(Path(m.path)) for m in run_plan.probability.models}
+    settings = run_plan.merge.settings
+    return {"format": RECORD_FORMAT, "input": identity.as_dict(), "parameters": options.recorded(),
+            "resolved": {"cloud_models": list(run_plan.probability.cloud_models),
+                         "shadow_model": run_plan.probability.shadow_model,
+                         "cloud_threshold": settings.cloud_threshold, "shadow_threshold": settings.shadow_threshold,
+                         "product_kind": settings.product_kind},
+            "area": area.fingerprint() if area is not None else None, "models": models_used,
+            "plugin_version": plugin_version()}
+
+
+def _read_record(path: str) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: str, values: dict) -> None:
+    """Atomic: a record is whole or absent."""
+    folder = os.path.dirname(os.path.abspath(path))
+    with tempfile.NamedTemporaryFile("w", dir=folder, prefix=".record-", suffix=".json", delete=False,
+                                     encoding="utf-8") as handle:
+        json.dump(values, handle, indent=1, default=str)
+    os.chmod(handle.name, 0o644)  # NamedTemporaryFile makes it private; a mask's record is not
+    os.replace(handle.name, path)
+
+
+# -- one product
+
+def _looks_like_product(source: str) -> bool:
+    return source.lower().endswith((".zip", ".safe", ".safe/")) or os.path.basename(source) in safe.METADATA_FILES
+
+
+def _stack(source: str, folder: str) -> tuple[str, str | None]:
+    """The band stack the engine reads and the product's own mask, for a product or a raster."""
+    if _looks_like_product(source) and not safe.is_product(source):
+        raise safe.ProductError(
+            f"'{source}' is not a readable Sentinel-2 product: the zip is damaged (an interrupted download?) "
+            "or holds no MTD_MSIL2A.xml / MTD_MSIL1C.xml. Download the product again.")
+    if safe.is_product(source):
+        stack, mask = os.path.join(folder, "stack.vrt"), os.path.join(folder, "product_mask.vrt")
+        _, mask = safe.prepare(source, stack, mask, 10.0)
+        return stack, mask
+    return source, safe.product_mask_of(source)
+
+
+def run_product(item: Item, options: BatchOptions, out_dir: str, area: area_mod.Area | None = None,
+                force: bool = False, feedback: Feedback | None = None) -> Row:
+    """Make one product's mask (or keep an up-to-date one) and its summary row; never raises
+    for a bad product (its row says why), only when cancelled."""
+    started = time.perf_counter()
+    row = Row(input=item.source)
+    mask = os.path.join(out_dir, f"{item.name}.tif")
+    try:
+        identity = products.identity(item.source)
+        if _looks_like_product(item.source) and not safe.is_product(item.source):
+            _stack(item.source, "")  # raises with the message a user can act on
+        description = products.describe(item.source)
+        row.product, row.tile, row.sensed = description.product, description.tile, description.sensed
+        row.level, row.baseline = description.level, description.baseline
+        with tempfile.TemporaryDirectory(prefix="cloudmask-batch-") as tmp:
+            stack, product_mask = _stack(item.source, tmp)
+            request = _request(stack, product_mask, mask, options)
+            run_plan = pipeline.plan(request)  # every check and choice, before any pixel is read
+            record = _record(identity, options, area, run_plan)
+            old = _read_record(record_path(mask))
+            if not force and old and os.path.exists(mask) and {k: old.get(k) for k in record} == record:
+                kept = Row.from_dict(old["row"])
+                kept.reused, kept.seconds = True, round(time.perf_counter() - started, 3)
+                return kept
+            _remove_stale(mask)
+            row.footprint = products.footprint_wkt(stack)
+            _make_mask(request, run_plan, stack, options, area, row, feedback)
+        row.mask, row.status = mask, "ok"
+        _write_json(record_path(mask), {**record, "row": row.as_dict()})
+    except Cancelled:
+        raise
+    except Exception as err:  # noqa: BLE001 - the row carries it; the batch goes on
+        row.status, row.error = "failed", _message(err)
+        if not row.product:
+            named = products.describe_by_name(item.source)
+            row.product, row.tile, row.sensed, row.level = named.product, named.tile, named.sensed, named.level
+    row.seconds = round(time.perf_counter() - started, 3)
+    return row
+
+
+def _remove_stale(mask: str) -> None:
+    """An outdated mask and record go before the new run: never a new record on an old mask."""
+    for path in (record_path(mask), mask, mask + ".aux.xml"):
+        if os.path.exists(path):
+            os.remove(path)
+
+
+def _request(stack: str, product_mask: str | None, mask: str, options: BatchOptions) -> pipeline.ImproveRequest:
+    return pipeline.ImproveRequest(
+        probability=pipeline.ProbabilityRequest(
+            s2_raster=stack, cloud_models=tuple(options.cloud_models), shadow_model=options.shadow_model or None,
+            bands=options.bands, resolution=options.resolution, provider=options.provider,
+            in_memory=options.in_memory, threads=options.threads),
+        product_mask=product_mask, settings=options.settings(), cloud_threshold=options.cloud_threshold,
+        shadow_threshold=options.shadow_threshold, mask=mask, ensemble=options.ensemble)
+
+
+def _make_mask(request, run_plan, stack: str, options: BatchOptions, area: area_mod.Area | None, row: Row,
+               feedback: Feedback | None) -> None:
+    if area is None:
+        pipeline.run(run_plan, feedback)
+    else:
+        if area_mod.area_window(area, stack) is None:
+            raise area_mod.AreaError("The product does not overlap the area: no mask was made. "
+                                     "Check that the area and the product cover the same place.")
+        area_mod.improve_in_area(request, area_mod.Selection(area, blank=options.blank_outside), feedback)
+    whole = area_mod.mask_fractions(request.mask, options.output_mode)
+    row.clear_fraction, row.cloud_fraction, row.shadow_fraction = (
+        whole.as_dict()[k] for k in ("CLEAR_FRACTION", "CLOUD_FRACTION", "SHADOW_FRACTION"))
+    row.valid_pixels = whole.valid
+    if area is not None:
+        counted = area_mod.area_fractions(request.mask, area, options.output_mode)
+        total = counted.total.as_dict()
+        row.area_clear_fraction = total["CLEAR_FRACTION"]
+        row.area_cloud_fraction = total["CLOUD_FRACTION"]
+        row.area_shadow_fraction = total["SHADOW_FRACTION"]
+        row.area_valid_pixels = counted.total.valid
+        row.fields = [FieldRow(name, f.as_dict()["CLEAR_FRACTION"], f.as_dict()["CLOUD_FRACTION"],
+                               f.as_dict()["SHADOW_FRACTION"], f.valid)
+                      for name, f in zip(area.names, counted.per_polygon)]
+
+
+def _message(err: BaseException) -> str:
+    """What a user reads in the status column: our messages as they are, anything else named."""
+    user_errors = (CloudMaskError, ValueError, LookupError, OSError)
+    if isinstance(err, user_errors):
+        return str(err) or type(err).__name__
+    return f"Unexpected error ({type(err).__name__}: {err}). Details: " + \
+        traceback.format_exception_only(type(err), err)[-1].strip()
+
+
+def clean_partials(out_dir: str, items: list[Item]) -> None:
+    """Remove the hidden partial files a killed run or worker left for these masks."""
+    for item in items:
+        for path in Path(out_dir).glob(f".{item.name}.tif.partial-*"):
+            path.unlink(missing_ok=True)
+
+
+def run_sequential(items: list[Item], options: BatchOptions, out_dir: str, area: area_mod.Area | None = None,
+                   force: bool = False, feedback: Feedback | None = None, on_row=None) -> list[Row]:
+    """Every product in turn, in this process (the QGIS algorithm and the reference for tests)."""
+    feedback = feedback or Feedback()
+    rows = []
+    for index, item in enumerate(items):
+        if feedback.cancelled():
+            raise Cancelled("Cancelled by the user.")
+        step = _Slice(feedback, index / len(items), (index + 1) / len(items))
+        rows.append(run_product(item, options, out_dir, area, force, step))
+        if on_row:
+            on_row(rows[-1])
+        feedback.progress((index + 1) / len(items))
+    return rows
+
+
+class _Slice(Feedback):
+    def __init__(self, parent: Feedback, start: float, end: float):
+        self.parent, self.start, self.end = parent, start, end
+
+    def progress(self, fraction: float) -> None:
+        self.parent.progress(self.start + (self.end - self.start) * fraction)
+
+    def cancelled(self) -> bool:
+        return self.parent.cancelled()

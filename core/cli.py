@@ -1,0 +1,223 @@
+"""``cloudmask``: the command line, without QGIS (GDAL, numpy, onnxruntime, the models; Dask for batches).
+
+    cloudmask batch INPUTS... --out DIR [--area fields.gpkg] [--workers N]
+                              [--scheduler tcp://host:8786] [--force] [model/threshold options]
+    cloudmask models [--install [ID ...]]
+
+``batch`` writes one mask per product and ``summary.csv`` + ``summary.gpkg``
+into ``--out``; the exit status is 0 when every product succeeded, 1 when
+some failed (they are listed), 2 for a usage error, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import replace
+
+from . import batch
+from . import merge as mg
+from .errors import SettingsError
+from .inference import PROVIDERS
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cloudmask", description="Cloud Mask Improver without QGIS.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    b = commands.add_parser(
+        "batch", help="improve the cloud masks of many Sentinel-2 products",
+        description="One improved cloud mask per product (named <tile>_<sensing time>_<level>.tif) and a "
+                    "summary (summary.csv, summary.gpkg) in --out. Products already done with the same "
+                    "input and parameters are skipped (see --force).")
+    b.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="products (.zip, .SAFE folder, MTD_MSIL*.xml), band stacks (.tif/.vrt), folders "
+                        "or file patterns such as '2025/*.zip'")
+    b.add_argument("--out", required=True, help="folder for the masks and the summary (created if missing)")
+    b.add_argument("--pattern", default="", help="file pattern(s) for folder inputs, comma-separated "
+                                                 "(default: *.zip,*.SAFE,*.tif,*.tiff,*.vrt)")
+    b.add_argument("--area", help="polygon file (GeoPackage, Shapefile, GeoJSON...): work only where it is; "
+                                  "fractions per polygon")
+    b.add_argument("--area-layer", help="layer of --area (default: its first)")
+    b.add_argument("--nodata-outside-area", action="store_true", help="mask pixels outside the polygons as nodata")
+    b.add_argument("--workers", type=int, default=0, help="products at once on this machine (default: as many as "
+                                                          "the cores and memory allow)")
+    b.add_argument("--threads", type=int, default=0, help="onnxruntime threads per product (default: the "
+                                                          "cores shared among the workers)")
+    b.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:8786) instead of "
+                                       "workers on this machine")
+    b.add_argument("--sequential", action="store_true", help="no Dask: one product after the other in this process")
+    b.add_argument("--force", action="store_true", help="redo every product, even those already done")
+    m = b.add_argument_group("models and thresholds (as Improve cloud mask)")
+    m.add_argument("--cloud-model", action="append", default=[],
+                   help="installed model id or .onnx path; repeat for an ensemble (default: the best installed "
+                        "model of each product's level)")
+    m.add_argument("--ensemble", action="store_true", help="mean of every installed cloud model of the level "
+                                                           "(when no --cloud-model is given)")
+    m.add_argument("--shadow-model", default="", help="model id or .onnx path (default: the cloud model when "
+                                                      "it gives shadow too)")
+    m.add_argument("--cloud-threshold", type=float, help="0..1 (default: the model's recommended value)")
+    m.add_argument("--shadow-threshold", type=float, help="0..1 (default: the model's recommended value)")
+    a = b.add_argument_group("advanced")
+    a.add_argument("--bands", default="", help="Sentinel-2 band of each raster band, comma-separated")
+    a.add_argument("--resolution", type=float, default=0.0, help="processing resolution in metres (0: native)")
+    a.add_argument("--product-mask-kind", choices=mg.PRODUCT_KINDS, default="nonzero")
+    a.add_argument("--dilation", type=int, default=5, help="dilation radius in pixels")
+    a.add_argument("--min-area", type=int, default=0, help="drop cloud/shadow patches smaller than this (pixels)")
+    a.add_argument("--output-mode", choices=mg.OUTPUT_MODES, default="categorical")
+    a.add_argument("--execution-provider", choices=PROVIDERS, default="auto")
+    models_cmd = commands.add_parser("models", help="list the models, or install them into the data home")
+    models_cmd.add_argument("--install", nargs="*", metavar="ID",
+                            help="install these models (default: all downloadable), checked by sha256")
+    return parser
+
+
+def _options(args) -> batch.BatchOptions:
+    cloud = tuple(m.strip() for value in args.cloud_model for m in value.split(",") if m.strip())
+    options = batch.BatchOptions(
+        cloud_models=cloud, shadow_model=args.shadow_model.strip(), ensemble=args.ensemble or len(cloud) > 1,
+        cloud_threshold=args.cloud_threshold, shadow_threshold=args.shadow_threshold, bands=args.bands,
+        resolution=args.resolution, provider=args.execution_provider, product_kind=args.product_mask_kind,
+        dilation=args.dilation, min_area=args.min_area, output_mode=args.output_mode, threads=args.threads,
+        blank_outside=args.nodata_outside_area)
+    for value, name in ((options.cloud_threshold, "--cloud-threshold"), (options.shadow_threshold, "--shadow-threshold")):
+        if value is not None and not 0 <= value <= 1:
+            raise SettingsError(f"{name} {value} is outside 0..1: give a probability, or leave it out.")
+    options.settings().validate()
+    return options
+
+
+class _Bar:
+    """One line on the terminal: done/total, failures, reused, elapsed and the time left."""
+
+    def __init__(self, total: int, stream=sys.stderr):
+        self.total, self.stream, self.start = total, stream, time.monotonic()
+        self.done = self.failed = self.reused = 0
+        self.tty = stream.isatty()
+
+    def __call__(self, row) -> None:
+        self.done += 1
+        self.failed += not row.ok
+        self.reused += row.reused
+        if not row.ok:
+            self._line(f"failed: {row.input}: {row.error}", final=True)
+        self.show()
+
+    def show(self) -> None:
+        width = 30
+        filled = int(width * self.done / max(1, self.total))
+        elapsed = time.monotonic() - self.start
+        left = elapsed / self.done * (self.total - self.done) if self.done else 0
+        text = (f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} products"
+                f" ({self.failed} failed, {self.reused} already done) {elapsed:.0f} s, about {left:.0f} s left")
+        self._line(text, final=not self.tty or self.done == self.total)
+
+    def _line(self, text: str, final: bool) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K" + text + ("\n" if final else ""))
+        elif final:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def _batch(args) -> int:
+    from . import area as area_mod
+    from . import summary
+    try:
+        options = _options(args)
+        os.makedirs(args.out, exist_ok=True)
+        area = area_mod.read_area(args.area, args.area_layer) if args.area else None
+        items = batch.plan_items(args.inputs, args.pattern)
+    except (ValueError, OSError) as err:
+        print(f"cloudmask: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    if not items:
+        print("cloudmask: no product found in the inputs.", file=sys.stderr)
+        return EXIT_USAGE
+    batch.clean_partials(args.out, items)  # left by an earlier run that was killed
+    bar = _Bar(len(items))
+    print(f"cloudmask: {len(items)} product(s) -> {os.path.abspath(args.out)}", file=sys.stderr)
+    rows: list[batch.Row] = []
+    try:
+        if args.sequential:
+            rows = batch.run_sequential(items, options, args.out, area, args.force, on_row=bar)
+        else:
+            rows = _on_dask(items, options, args, area, bar)
+    except KeyboardInterrupt as err:
+        rows = getattr(err, "rows", rows)
+        summary.write_all(rows, args.out)
+        print(f"\ncloudmask: interrupted; {len(rows)} of {len(items)} products finished (their masks are "
+              "complete, no partial file is left). Run the same command again to do the rest.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    written = summary.write_all(rows, args.out)
+    print(f"cloudmask: summary {written['csv']} and {written['gpkg']}", file=sys.stderr)
+    failed = [r for r in rows if not r.ok]
+    if failed:
+        print(f"cloudmask: {len(failed)} of {len(rows)} product(s) failed:", file=sys.stderr)
+        for row in failed:
+            print(f"  {row.input}: {row.error}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def _on_dask(items, options, args, area, bar):
+    from distributed import Client
+
+    from . import scale
+    if args.scheduler:
+        client, cluster = Client(args.scheduler), None
+        print(f"cloudmask: Dask scheduler {args.scheduler}", file=sys.stderr)
+    else:
+        sizing = scale.size_cluster(len(items), args.workers, args.threads)
+        options = replace(options, threads=sizing.threads)
+        cluster = scale.local_cluster(sizing)
+        client = Client(cluster)
+        print(f"cloudmask: {sizing.describe()}", file=sys.stderr)
+    try:
+        link = client.dashboard_link if _has_dashboard(client) else "none (install bokeh for a dashboard)"
+        print(f"cloudmask: scheduler {client.scheduler.address}; dashboard {link}", file=sys.stderr)
+        return scale.run(items, options, args.out, client, area, args.force, on_row=bar)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _has_dashboard(client) -> bool:
+    """A dashboard is served (Dask's needs bokeh: a remote scheduler may have it, this venv has not)."""
+    import importlib.util
+    try:
+        served = "dashboard" in client.scheduler_info().get("services", {})
+    except Exception:  # noqa: BLE001 - no dashboard to show is not an error
+        return False
+    return served and (client.cluster is None or importlib.util.find_spec("bokeh") is not None)
+
+
+def _models(args) -> int:
+    from . import home, installer
+    from .cards import all_cards
+    folder = home.models_dir()
+    if args.install is not None:
+        wanted = set(args.install)
+        for card in installer.downloadable(folder):
+            if not wanted or card.id in wanted:
+                installer.install(card, folder, log=lambda text: print(text, file=sys.stderr))
+    for card in sorted(all_cards(folder).values(), key=lambda c: c.id):
+        state = "installed" if installer.is_installed(card, folder) else "not installed"
+        print(f"{card.id:20} {card.level:4} {state:14} sha256 {card.sha256[:16] or '-'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import deps
+    deps.ensure_on_path()  # onnxruntime from the data home when this Python lacks it
+    args = _parser().parse_args(argv)
+    if args.command == "models":
+        return _models(args)
+    return _batch(args)
+
+if __name__ == "__main__":
+    sys.exit(main())

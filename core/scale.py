@@ -1,0 +1,126 @@
+"""Products on Dask distributed: one task per product, on this machine or a cluster.
+
+We schedule nothing ourselves. Without a scheduler address an embedded
+``LocalCluster`` is started, sized so that the products running at once fit
+the machine: each worker runs one product at a time (one Dask thread) with
+onnxruntime using ``threads`` cores, and holds about ``PRODUCT_MEMORY`` bytes.
+With an address (``tcp://host:8786``) the tasks go to that cluster, started by
+whatever the site uses (``dask scheduler``/``dask worker`` by hand,
+dask-jobqueue on a batch system, dask-kubernetes).
+
+A worker that dies in the middle of a product (killed, out of memory, its
+machine lost) is the scheduler's business: it reruns the task elsewhere
+(``distributed.scheduler.allowed-failures``). Outputs are renamed into place
+only when complete, so a rerun never meets half a mask; the hidden partial
+file a killed worker leaves is removed at the end.
+
+Dask is imported only here and only when used: QGIS users do not need it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import batch
+
+# Peak of one full Sentinel-2 tile (10980 px, streaming, default model): about 1.1 GB
+# (README, performance), plus the worker process itself.
+PRODUCT_MEMORY = 1.5 * 1024**3
+
+
+@dataclass(frozen=True)
+class Sizing:
+    workers: int
+    threads: int  # onnxruntime threads per product
+    memory_limit: int  # bytes per worker
+
+    def describe(self) -> str:
+        return (f"{self.workers} worker(s) x 1 product at a time, {self.threads} onnxruntime thread(s) each, "
+                f"memory limit {self.memory_limit / 1024**3:.1f} GB per worker")
+
+
+def size_cluster(products: int, workers: int = 0, threads: int = 0, cpus: int | None = None,
+                 memory: int | None = None) -> Sizing:
+    """Workers x threads that fit the cores, and workers x ``PRODUCT_MEMORY`` that fit the memory.
+
+    ``workers`` or ``threads`` given by the user are kept (threads fill the cores
+    left to each worker); 0 means choose. Never more workers than products.
+    """
+    cpus = cpus or os.cpu_count() or 1
+    if memory is None:
+        import psutil  # comes with distributed
+        memory = psutil.virtual_memory().available
+    by_memory = max(1, int(memory // PRODUCT_MEMORY))
+    if workers <= 0:
+        per = threads if threads > 0 else 2  # 2 threads per product: onnxruntime scales well to 2
+        workers = max(1, min(cpus // per, by_memory))
+    workers = max(1, min(workers, max(1, products)))
+    if threads <= 0:
+        threads = max(1, cpus // workers)
+    limit = max(int(PRODUCT_MEMORY), int(memory // workers))
+    return Sizing(workers, threads, limit)
+
+
+def _task(item: batch.Item, options: batch.BatchOptions, out_dir: str, area, force: bool) -> batch.Row:
+    """What a worker runs: onnxruntime from the data home when the worker's Python lacks it."""
+    from . import deps
+    deps.ensure_on_path()
+    return batch.run_product(item, options, out_dir, area, force)
+
+
+def local_cluster(sizing: Sizing, dashboard: str | None = ":0"):
+    """Worker processes that ignore Ctrl-C: the terminal sends it to the whole process group, and
+    only this process should act on it (cancel, write the summary, close the cluster)."""
+    import signal
+
+    from distributed import LocalCluster
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the worker processes
+    try:
+        return LocalCluster(n_workers=sizing.workers, threads_per_worker=1, processes=True,
+                            memory_limit=sizing.memory_limit, dashboard_address=dashboard)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run(items: list[batch.Item], options: batch.BatchOptions, out_dir: str, client, area=None,
+        force: bool = False, on_row: Callable[[batch.Row], None] | None = None) -> list[batch.Row]:
+    """Submit one task per product to ``client`` and collect the rows as they finish.
+
+    On KeyboardInterrupt the pending tasks are cancelled and the rows finished so
+    far are returned in the exception's ``rows`` attribute.
+    """
+    from distributed import as_completed
+    futures = {client.submit(_task, item, options, out_dir, area, force, key=f"product-{item.name}",
+                             pure=False): item for item in items}
+    rows: list[batch.Row] = []
+    try:
+        for future in as_completed(futures):
+            item = futures[future]
+            try:
+                row = future.result()
+            except Exception as err:  # noqa: BLE001 - e.g. the task failed on every worker it was given
+                row = batch.Row(input=item.source, status="failed",
+                                error=f"The product could not be processed on the cluster: {err}")
+            rows.append(row)
+            if on_row:
+                on_row(row)
+    except KeyboardInterrupt as err:
+        client.cancel(list(futures))
+        err.rows = rows
+        raise
+    finally:
+        batch.clean_partials(out_dir, items)
+    return rows
+
+
+def overhead_seconds(client, rounds: int = 20) -> float:
+    """Round trip of an empty task through the scheduler (the per-product cost of scheduling)."""
+    import time
+    client.submit(math.sqrt, 1.0, pure=False).result()
+    start = time.perf_counter()
+    for k in range(rounds):
+        client.submit(math.sqrt, float(k), pure=False).result()
+    return (time.perf_counter() - start) / rounds

@@ -1,0 +1,140 @@
+"""The batch summary: ``summary.csv`` and ``summary.gpkg``, one row per product.
+
+The GeoPackage has two layers: ``summary`` (the product's footprint in WGS 84,
+so products of several UTM zones share one layer) and, with an area of
+several polygons, ``fields`` (one row per product x polygon, no geometry; join
+on ``mask``). The CSV files carry the same columns (footprint as WKT). Both
+are written to a temporary name and renamed, so a reader never sees half a
+summary.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+
+from osgeo import gdal, ogr
+
+from .batch import Row
+from .products import wgs84
+
+COLUMNS = ("sensed", "tile", "level", "baseline", "product", "status", "error", "reused",
+           "clear_fraction", "cloud_fraction", "shadow_fraction", "valid_pixels",
+           "area_clear_fraction", "area_cloud_fraction", "area_shadow_fraction", "area_valid_pixels",
+           "mask", "input", "seconds")
+FIELD_COLUMNS = ("sensed", "tile", "product", "field", "clear_fraction", "cloud_fraction", "shadow_fraction",
+                 "valid_pixels", "mask")
+OGR_TYPES = {"reused": ogr.OFTInteger, "valid_pixels": ogr.OFTInteger64, "area_valid_pixels": ogr.OFTInteger64,
+             "seconds": ogr.OFTReal}
+
+
+def _type(column: str) -> int:
+    if column in OGR_TYPES:
+        return OGR_TYPES[column]
+    return ogr.OFTReal if column.endswith("fraction") else ogr.OFTString
+
+
+def sort_rows(rows: list[Row]) -> list[Row]:
+    """Date order (failed rows without a date last), as a user reads a season."""
+    return sorted(rows, key=lambda r: (r.sensed == "", r.sensed, r.tile, r.input))
+
+
+def field_rows(rows: list[Row]) -> list[dict]:
+    return [{"sensed": r.sensed, "tile": r.tile, "product": r.product, "field": f.name,
+             "clear_fraction": f.clear_fraction, "cloud_fraction": f.cloud_fraction,
+             "shadow_fraction": f.shadow_fraction, "valid_pixels": f.valid_pixels, "mask": r.mask}
+            for r in rows for f in r.fields]
+
+
+def write_csv(rows: list[Row], path: str) -> str:
+    tmp = path + ".partial"
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow((*COLUMNS, "footprint"))
+        for row in sort_rows(rows):
+            values = row.as_dict()
+            writer.writerow([_cell(values[c]) for c in COLUMNS] + [row.footprint])
+    os.replace(tmp, path)
+    return path
+
+
+def write_fields_csv(rows: list[Row], path: str) -> str | None:
+    table = field_rows(sort_rows(rows))
+    if not table:
+        return None
+    tmp = path + ".partial"
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELD_COLUMNS)
+        writer.writeheader()
+        for values in table:
+            writer.writerow({k: _cell(v) for k, v in values.items()})
+    os.replace(tmp, path)
+    return path
+
+
+def _cell(value):
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+def write_gpkg(rows: list[Row], path: str) -> str:
+    """Layer ``summary`` (footprints) and, when there are per-field rows, layer ``fields``."""
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), "." + os.path.basename(path) + ".partial.gpkg")
+    if os.path.exists(tmp):
+        os.remove(tmp)
+    gdal.ErrorReset()
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(tmp)
+    if ds is None:
+        raise OSError(f"Cannot create '{path}': {gdal.GetLastErrorMsg()}")
+    layer = ds.CreateLayer("summary", wgs84(), ogr.wkbPolygon)
+    for column in COLUMNS:
+        layer.CreateField(ogr.FieldDefn(column, _type(column)))
+    layer.StartTransaction()
+    for row in sort_rows(rows):
+        feature = ogr.Feature(layer.GetLayerDefn())
+        values = row.as_dict()
+        for column in COLUMNS:
+            _set(feature, column, values[column])
+        if row.footprint:
+            feature.SetGeometry(ogr.CreateGeometryFromWkt(row.footprint))
+        layer.CreateFeature(feature)
+    layer.CommitTransaction()
+    table = field_rows(sort_rows(rows))
+    if table:
+        per_field = ds.CreateLayer("fields", None, ogr.wkbNone)
+        for column in FIELD_COLUMNS:
+            per_field.CreateField(ogr.FieldDefn(column, _type(column)))
+        per_field.StartTransaction()
+        for values in table:
+            feature = ogr.Feature(per_field.GetLayerDefn())
+            for column in FIELD_COLUMNS:
+                _set(feature, column, values[column])
+            per_field.CreateFeature(feature)
+        per_field.CommitTransaction()
+    ds = None
+    os.replace(tmp, path)
+    return path
+
+
+def _set(feature: ogr.Feature, column: str, value) -> None:
+    if value is None:
+        feature.SetFieldNull(column)
+    elif isinstance(value, bool):
+        feature.SetField(column, int(value))
+    else:
+        feature.SetField(column, value)
+
+
+def write_all(rows: list[Row], out_dir: str) -> dict[str, str]:
+    """summary.csv, summary.gpkg and (with per-field rows) summary_fields.csv in ``out_dir``."""
+    written = {"csv": write_csv(rows, os.path.join(out_dir, "summary.csv")),
+               "gpkg": write_gpkg(rows, os.path.join(out_dir, "summary.gpkg"))}
+    fields_csv = write_fields_csv(rows, os.path.join(out_dir, "summary_fields.csv"))
+    if fields_csv:
+        written["fields_csv"] = fields_csv
+    return written
