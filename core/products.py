@@ -14,7 +14,6 @@ import glob
 import os
 import re
 from dataclasses import dataclass
-from itertools import pairwise
 
 from osgeo import gdal, ogr, osr
 
@@ -185,7 +184,7 @@ def footprint_wkt(source: str, densify: int = 4) -> str:
     x1, y1 = gt[0] + gt[1] * info.width, gt[3] + gt[5] * info.height
     ring = ogr.Geometry(ogr.wkbLinearRing)
     corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]
-    for (ax, ay), (bx, by) in pairwise(corners):
+    for (ax, ay), (bx, by) in zip(corners, corners[1:]):
         for k in range(densify):  # curved in lon/lat: a few points per side
             ring.AddPoint_2D(ax + (bx - ax) * k / densify, ay + (by - ay) * k / densify)
     ring.AddPoint_2D(x0, y0)
