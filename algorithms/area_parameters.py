@@ -17,14 +17,16 @@ from qgis.core import (
 )
 
 from ..core import area as area_mod
+from .base import with_help
 
 
 def add_area_parameters(algorithm) -> None:
-    algorithm.addParameter(QgsProcessingParameterExtent(
-        "EXTENT", "Extent to process (empty: the whole raster)", optional=True))
-    algorithm.addParameter(QgsProcessingParameterFeatureSource(
-        "AREA", "Area to process (polygons; empty: the whole raster)", [QgsProcessing.TypeVectorPolygon],
-        optional=True))
+    algorithm.addParameter(with_help(QgsProcessingParameterExtent(
+        "EXTENT", "Extent to process", optional=True), "Empty: the whole raster."))
+    algorithm.addParameter(with_help(QgsProcessingParameterFeatureSource(
+        "AREA", "Area to process", [QgsProcessing.SourceType.TypeVectorPolygon], optional=True),
+        "Polygons (selected features only where asked); empty: the whole raster. With an extent too: "
+        "the part of the polygons inside the extent."))
     algorithm.add_advanced(QgsProcessingParameterBoolean(
         "NODATA_OUTSIDE_AREA", "Nodata outside the area's polygons", defaultValue=False))
 

@@ -93,9 +93,9 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterMultipleLayers(
-            "INPUTS", "Sentinel-2 products (.zip, .SAFE, MTD files or band stacks)", QgsProcessing.TypeFile))
+            "INPUTS", "Sentinel-2 products (.zip, .SAFE, MTD files or band stacks)", QgsProcessing.SourceType.TypeFile))
         self.addParameter(QgsProcessingParameterFeatureSource(
-            "AREA", "Area (polygons, e.g. your fields)", [QgsProcessing.TypeVectorPolygon], optional=True))
+            "AREA", "Area (polygons, e.g. your fields)", [QgsProcessing.SourceType.TypeVectorPolygon], optional=True))
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_FOLDER", "Output folder"))
         self.add_threshold("CLOUD_THR", "Cloud probability threshold")
         self.add_threshold("SHADOW_THR", "Shadow probability threshold")
@@ -108,7 +108,7 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
         self.add_merge_options()
         self.add_advanced(QgsProcessingParameterNumber(
             "RESOLUTION", "Processing resolution in metres (0: native)",
-            QgsProcessingParameterNumber.Double, defaultValue=0.0, minValue=0.0))
+            QgsProcessingParameterNumber.Type.Double, defaultValue=0.0, minValue=0.0))
         self.add_provider()
         self.add_advanced(QgsProcessingParameterString(
             "PATTERN", "File pattern for folders given as products (comma-separated)",
@@ -117,7 +117,7 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
             "NODATA_OUTSIDE_AREA", "Nodata outside the area's polygons", defaultValue=False))
         self.add_advanced(QgsProcessingParameterBoolean(
             "FORCE", "Redo products already done with the same parameters", defaultValue=False))
-        self.addOutput(QgsProcessingOutputVectorLayer("SUMMARY", "Summary", QgsProcessing.TypeVectorPolygon))
+        self.addOutput(QgsProcessingOutputVectorLayer("SUMMARY", "Summary", QgsProcessing.SourceType.TypeVectorPolygon))
         use_widgets(self)  # the model and band pickers in the Processing dialogs
 
     def _area(self, parameters, context):

@@ -26,7 +26,7 @@ class AreaSection(QGroupBox):
         self.whole.setChecked(True)
         self.extent.setEnabled(canvas is not None)
         self.layer = QgsMapLayerComboBox(self)
-        self.layer.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.layer.setFilters(QgsMapLayerProxyModel.Filter.PolygonLayer)
         self.selected_only = QCheckBox("Selected features only", self)
         self.outside_nodata = QCheckBox("Nodata outside the polygons", self)
         self.setToolTip("Process only the tiles an area needs: the pixels there are the same as for the whole "
