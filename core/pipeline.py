@@ -19,7 +19,7 @@ from . import deps, models
 from . import merge as mg
 from .cards import ModelCard
 from .engine import Cancelled, Engine, EngineSettings, Feedback, Job
-from .inference import ModelError, load_model
+from .inference import ModelError, fallback_note, load_model
 from .raster import (
     FLOAT_OPTIONS,
     PROBABILITY_NODATA,
@@ -51,7 +51,7 @@ class ProbabilityRequest:
     provider: str = "auto"
     in_memory: bool = False
     window_rows: int = EngineSettings.window_rows
-    batch_size: int = EngineSettings.batch_size
+    batch_size: int = 0  # tiles per model call; 0: what suits the device (inference.LoadedModel.batch_size)
     stripe_cols: int = EngineSettings.stripe_cols
     threads: int = 0  # onnxruntime intra-op threads; 0: one per CPU
 
@@ -149,10 +149,10 @@ def _largest_value(source: str) -> float:
     return float(low_high[1])
 
 
-def _load(card: ModelCard, path, request: ProbabilityRequest):
+def _load(card: ModelCard, path, request: ProbabilityRequest, sharing: int = 1):
     """Load a network; when it needs a newer onnxruntime, say exactly how to get one."""
     try:
-        return load_model(card, path, request.provider, request.threads)
+        return load_model(card, path, request.provider, request.threads, sharing)
     except ModelError as err:
         if "newer onnxruntime" not in str(err):
             raise
@@ -183,7 +183,7 @@ def _jobs(request: ProbabilityRequest, names: list[str], report: RunReport):
             if b not in union:
                 union.append(b)
         report.cards[card.id] = card
-        loaded.append((_load(card, path, request), cloud, shadow))
+        loaded.append((_load(card, path, request, len(wanted)), cloud, shadow))
     raster_bands = [names.index(b) + 1 for b in union]
     jobs = [Job(m, [union.index(b) for b in m.card.bands], c, s) for m, c, s in loaded]
     report.cloud_models = [m.card.id for m, c, _ in loaded if c]
@@ -247,17 +247,30 @@ def compute_probabilities(request: ProbabilityRequest, outputs: ProbabilityOutpu
         nodata = [info.nodata[b - 1] for b in raster_bands]
         writer = _ProbabilityWriter(run_info, jobs, run_outputs)
         try:
-            settings = EngineSettings(window_rows=request.window_rows, batch_size=request.batch_size,
-                                      in_memory=request.in_memory, stripe_cols=request.stripe_cols)
+            settings = EngineSettings(window_rows=request.window_rows, batch_size=_batch_size(request, jobs),
+                                      in_memory=request.in_memory, stripe_cols=_stripe_cols(request, jobs))
             Engine(source, jobs, nodata, radiometric_offset(info), settings, feedback).run(writer)
         finally:
             writer.close()
             source.close()
+        report.notes.extend(dict.fromkeys(n for n in (fallback_note(j.model) for j in jobs) if n))
         if coarse:
             for coarse_path, final in zip(run_outputs.paths(), outputs.paths()):
                 if final:
                     _to_grid(coarse_path, info, final, "bilinear")
     return report
+
+
+def _batch_size(request: ProbabilityRequest, jobs: list[Job]) -> int:
+    """The request's batch size, else the smallest that suits the devices the models run on."""
+    return request.batch_size or min((j.model.batch_size for j in jobs), default=EngineSettings.batch_size)
+
+
+def _stripe_cols(request: ProbabilityRequest, jobs: list[Job]) -> int:
+    """On the GPU, stripes wide enough that a tile row fills a batch: the engine batches within
+    a row of a stripe (a 4096 px stripe holds about 20 ukis tiles, a full tile's width 55)."""
+    gpu_cols = [j.model.batch_size * j.model.card.tile for j in jobs if j.model.provider == "cuda"]
+    return max([request.stripe_cols, *gpu_cols])
 
 
 def _to_grid(path: str, info: RasterInfo, out_path: str, resample: str) -> None:
