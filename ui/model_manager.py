@@ -41,6 +41,7 @@ from ..core.bands import BandError, parse_band_list
 from ..core.cards import LEVELS, CardError, ModelCard, all_cards, card_to_json, parse_card
 from ..core.fetch import FetchError, sha256_of
 from .download import ReleaseDownload
+from .gpu_support import GpuSupportBox
 from .widgets import card_tooltip
 
 CONVERTERS = ("onnxmltools", "lightgbm")
@@ -134,6 +135,8 @@ class ModelManagerDialog(QDialog):
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.runtime_box)
+        self.gpu_box = GpuSupportBox(self)  # Install GPU support / Use CPU only
+        layout.addWidget(self.gpu_box)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.details)
         layout.addWidget(self.progress)
