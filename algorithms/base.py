@@ -27,17 +27,12 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..core import merge as mg
 from ..core import safe
-from ..core.bands import BandError
-from ..core.cards import CardError
 from ..core.engine import Cancelled, Feedback
-from ..core.fetch import FetchError
-from ..core.inference import PROVIDERS, ModelError
-from ..core.models import ModelNotFound
-from ..core.raster import RasterError
+from ..core.errors import CloudMaskError
+from ..core.inference import PROVIDERS
 
 LOG_TAG = "Cloud Mask Improver"
 ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icons", "icon.svg")
-USER_ERRORS = (BandError, CardError, ModelError, ModelNotFound, RasterError, FetchError, ValueError)
 
 
 class QgisFeedback(Feedback):
@@ -63,7 +58,7 @@ def run_engine(call, feedback):
         return call(QgisFeedback(feedback))
     except Cancelled as err:
         raise QgsProcessingException("Cancelled: no output was written.") from err
-    except USER_ERRORS as err:
+    except CloudMaskError as err:  # a problem the user can fix: the message says how
         raise QgsProcessingException(str(err)) from err
     except MemoryError as err:
         raise QgsProcessingException("Out of memory; no output was written. Turn off 'Load the whole raster "
@@ -95,12 +90,10 @@ def source_path(layer) -> str:
     return layer.source().split("|")[0] if layer is not None else ""
 
 
-def product_source(source: str, name: str) -> str:
-    """A Sentinel-2 product as the VRT stack it becomes (its SCL for PRODUCT_MASK), built in
-    the Processing temporary folder: the algorithms then read it like any raster."""
+def work_dir() -> str:
+    """Where core writes a product's VRT stack: the Processing temporary folder."""
     from qgis.core import QgsProcessingUtils
-    mask = name == "PRODUCT_MASK"
-    return run_engine(lambda _: safe.resolve(source, QgsProcessingUtils.tempFolder(), mask), None)
+    return QgsProcessingUtils.tempFolder()
 
 
 class CloudMaskAlgorithm(QgsProcessingAlgorithm):
@@ -121,18 +114,33 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
 
     def checkParameterValues(self, parameters, context):
         """QGIS's own refusal only names the parameter ("Incorrect parameter value for
-        DILATION"): say what the value is, what is allowed, and which input cannot be opened."""
-        try:  # a Sentinel-2 product is a legal raster input QGIS cannot open as a layer: check its stack
-            parameters = {k: product_source(v, k) if isinstance(v, str) and isinstance(
-                self.parameterDefinition(k), QgsProcessingParameterRasterLayer) and safe.is_product(v) else v
-                for k, v in parameters.items()}
-        except QgsProcessingException as err:
-            return False, str(err)
+        DILATION"): say what the value is, what is allowed, and which input cannot be opened.
+
+        A Sentinel-2 product is a legal raster input that QGIS cannot open as a layer:
+        its metadata is checked here (cheap), and core makes its stack when the run is
+        planned; QGIS's own check sees the other parameters only.
+        """
+        products = {k for k, v in parameters.items() if self._is_product_value(k, v)}
+        for name in products:
+            try:
+                safe.read_product(parameters[name])
+            except CloudMaskError as err:
+                return False, f"{self.parameterDefinition(name).description()} ({name}): {err}"
         for definition in self.parameterDefinitions():
-            problem = self._value_problem(definition, parameters, context)
+            problem = "" if definition.name() in products else self._value_problem(definition, parameters, context)
             if problem:
                 return False, problem
-        return super().checkParameterValues(parameters, context)
+        if not products:
+            return super().checkParameterValues(parameters, context)
+        for definition in self.parameterDefinitions():
+            name = definition.name()
+            if name not in products and not definition.checkValueIsAcceptable(parameters.get(name), context):
+                return False, f"Incorrect parameter value for {definition.description()} ({name})."
+        return True, ""
+
+    def _is_product_value(self, name, value) -> bool:
+        return isinstance(value, str) and isinstance(self.parameterDefinition(name),
+                                                     QgsProcessingParameterRasterLayer) and safe.is_product(value)
 
     def _value_problem(self, definition, parameters, context) -> str:
         name = definition.name()
@@ -143,7 +151,7 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         if isinstance(definition, QgsProcessingParameterNumber):
             return _number_problem(label, value, definition.minimum(), definition.maximum())
         if isinstance(definition, QgsProcessingParameterRasterLayer) and isinstance(value, str) \
-                and not safe.is_product(value) and self.parameterAsRasterLayer(parameters, name, context) is None:
+                and self.parameterAsRasterLayer(parameters, name, context) is None:
             return (f"{label}: '{value}' cannot be opened as a raster. Choose a raster layer or a raster "
                     "file GDAL can read (GeoTIFF, JP2, VRT ...).")
         return ""
@@ -196,17 +204,18 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         return self.parameterAsDouble(parameters, name, context)
 
     def raster_source(self, parameters, name, context, required=True):
+        """The GDAL source of a raster parameter; a Sentinel-2 product (a .SAFE folder, its
+        .zip, MTD file or a SENTINEL2 layer) is passed on as it is: core plans it."""
         value = parameters.get(name)
-        if isinstance(value, str) and safe.is_product(value):  # a .SAFE folder, its .zip or MTD file
-            return product_source(value, name)
+        if self._is_product_value(name, value):
+            return value
         layer = self.parameterAsRasterLayer(parameters, name, context)
         if layer is None:
             if required:
                 raise QgsProcessingException(f"{name}: no raster given or it cannot be opened. "
                                              "Choose a raster layer or a raster file.")
             return ""
-        source = source_path(layer)  # a SENTINEL2_L2A:... layer is a product too
-        return product_source(source, name) if safe.is_product(source) else source
+        return source_path(layer)
 
     def merge_settings(self, parameters, context, cloud_thr=0.3, shadow_thr=0.2):
         return mg.MergeSettings(

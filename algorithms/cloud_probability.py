@@ -5,7 +5,7 @@ from __future__ import annotations
 from qgis.core import QgsProcessingParameterRasterDestination, QgsProcessingParameterString
 
 from ..core import pipeline
-from .base import CloudMaskAlgorithm, run_engine
+from .base import CloudMaskAlgorithm, run_engine, work_dir
 from .styling import ProbabilityStyler, style_on_load
 from .widgets import use_widgets
 
@@ -39,14 +39,18 @@ class CloudProbability(CloudMaskAlgorithm):
         self.addParameter(QgsProcessingParameterString(
             "MODEL_PATH", "Model (id or .onnx path; empty: best installed)", optional=True))
 
-    def request(self, parameters, context) -> pipeline.ProbabilityRequest:
+    def models(self, parameters, context) -> dict:
+        """The model fields of the request (empty: core picks the default for the raster)."""
         model = self.parameterAsString(parameters, "MODEL_PATH", context).strip()
+        return {"cloud_models": [model] if model else []}
+
+    def request(self, parameters, context) -> pipeline.ProbabilityRequest:
         return pipeline.ProbabilityRequest(
             s2_raster=self.raster_source(parameters, "SENTINEL_RASTER", context),
-            cloud_models=[model] if model else [],
             bands=self.parameterAsString(parameters, "BANDS", context),
             provider=self.provider_choice(parameters, context),
-            in_memory=self.parameterAsBool(parameters, "IN_MEMORY", context))
+            in_memory=self.parameterAsBool(parameters, "IN_MEMORY", context),
+            work_dir=work_dir(), **self.models(parameters, context))
 
     def outputs(self, path: str) -> pipeline.ProbabilityOutputs:
         return pipeline.ProbabilityOutputs(cloud=path)

@@ -24,12 +24,6 @@ class EnsembleCloudProbability(CloudProbability):
             "MODEL_PATHS", "Models (comma-separated ids or .onnx paths; empty: all installed)",
             optional=True))
 
-    def request(self, parameters, context):
-        from ..core import models, pipeline
-        request = super().request(parameters, context)
+    def models(self, parameters, context) -> dict:
         text = self.parameterAsString(parameters, "MODEL_PATHS", context)
-        request.cloud_models = [m.strip() for m in text.split(",") if m.strip()]
-        if not request.cloud_models:
-            info = pipeline.raster_info(request.s2_raster, "Sentinel-2 raster")
-            request.cloud_models = models.default_cloud_models(pipeline.processing_level(info), True)
-        return request
+        return {"cloud_models": [m.strip() for m in text.split(",") if m.strip()], "ensemble": True}

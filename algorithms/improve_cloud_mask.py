@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingParameterNumber,
@@ -11,8 +9,8 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..core import pipeline, safe
-from .base import CloudMaskAlgorithm, run_engine
+from ..core import pipeline
+from .base import CloudMaskAlgorithm, run_engine, work_dir
 from .styling import MaskStyler, ProbabilityStyler, style_on_load
 from .widgets import use_widgets
 
@@ -81,31 +79,26 @@ class ImproveCloudMask(CloudMaskAlgorithm):
         return [model] if model else []
 
     def processAlgorithm(self, parameters, context, feedback):
-        shadow = self.parameterAsString(parameters, "SHADOW_MODEL", context).strip() or None
-        probability = pipeline.ProbabilityRequest(
-            s2_raster=self.raster_source(parameters, "S2_RASTER", context),
-            cloud_models=self.cloud_models(parameters, context), shadow_model=shadow,
-            bands=self.parameterAsString(parameters, "BANDS", context),
-            resolution=self.parameterAsDouble(parameters, "RESOLUTION", context),
-            provider=self.provider_choice(parameters, context),
-            in_memory=self.parameterAsBool(parameters, "IN_MEMORY", context))
         mask = self.parameterAsOutputLayer(parameters, "MASK", context)
-        outputs = pipeline.ProbabilityOutputs(
-            cloud=self.optional_output(parameters, "CLOUD_PROBABILITY", context),
-            shadow=self.optional_output(parameters, "SHADOW_PROBABILITY", context),
-            uncertainty=self.optional_output(parameters, "CLOUD_UNCERTAINTY", context))
-        # A stack made from a product brings the product's mask: the default, read as SCL.
-        product_mask = (self.raster_source(parameters, "PRODUCT_MASK", context, required=False)
-                        or safe.product_mask_of(probability.s2_raster))
-        settings = self.merge_settings(parameters, context)
-        if product_mask and settings.product_kind == "nonzero" and safe.is_scl_coded(product_mask):
-            settings = replace(settings, product_kind="scl")
         request = pipeline.ImproveRequest(
-            probability=probability,
-            product_mask=product_mask or None, settings=settings,
+            probability=pipeline.ProbabilityRequest(
+                s2_raster=self.raster_source(parameters, "S2_RASTER", context),
+                cloud_models=self.cloud_models(parameters, context),
+                shadow_model=self.parameterAsString(parameters, "SHADOW_MODEL", context).strip() or None,
+                bands=self.parameterAsString(parameters, "BANDS", context),
+                resolution=self.parameterAsDouble(parameters, "RESOLUTION", context),
+                provider=self.provider_choice(parameters, context),
+                in_memory=self.parameterAsBool(parameters, "IN_MEMORY", context),
+                work_dir=work_dir()),
+            product_mask=self.raster_source(parameters, "PRODUCT_MASK", context, required=False) or None,
+            settings=self.merge_settings(parameters, context),
             cloud_threshold=self.optional_number(parameters, "CLOUD_THR", context),
             shadow_threshold=self.optional_number(parameters, "SHADOW_THR", context),
-            mask=mask, outputs=outputs, ensemble=self.ensemble)
+            mask=mask, ensemble=self.ensemble,
+            outputs=pipeline.ProbabilityOutputs(
+                cloud=self.optional_output(parameters, "CLOUD_PROBABILITY", context),
+                shadow=self.optional_output(parameters, "SHADOW_PROBABILITY", context),
+                uncertainty=self.optional_output(parameters, "CLOUD_UNCERTAINTY", context)))
         report = run_engine(lambda fb: pipeline.improve(request, fb), feedback)
         feedback.pushInfo(f"Cloud models: {', '.join(report.cloud_models)}; shadow model: "
                           f"{report.shadow_model or 'none'}. " + " ".join(report.notes))
@@ -114,6 +107,7 @@ class ImproveCloudMask(CloudMaskAlgorithm):
                                  "the fractions are 0.", fatalError=False)
         style_on_load(context, mask, MaskStyler.get(request.settings.output_mode == "binary"))
         results = {"MASK": mask, **report.fractions}
+        outputs = request.outputs
         for name, path in (("CLOUD_PROBABILITY", outputs.cloud), ("SHADOW_PROBABILITY", outputs.shadow),
                            ("CLOUD_UNCERTAINTY", outputs.uncertainty)):
             if path:

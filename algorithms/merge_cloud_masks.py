@@ -5,7 +5,7 @@ from __future__ import annotations
 from qgis.core import QgsProcessingOutputNumber, QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination
 
 from ..core import pipeline
-from .base import CloudMaskAlgorithm, run_engine
+from .base import CloudMaskAlgorithm, run_engine, work_dir
 from .improve_cloud_mask import FRACTIONS
 from .styling import MaskStyler, style_on_load
 
@@ -49,7 +49,7 @@ class MergeCloudMasks(CloudMaskAlgorithm):
             self.raster_source(parameters, "CLOUD_PROBABILITY", context),
             self.raster_source(parameters, "SHADOW_PROBABILITY", context, required=False) or None,
             self.raster_source(parameters, "PRODUCT_MASK", context, required=False) or None,
-            settings)
+            settings, work_dir=work_dir())
         mask = self.parameterAsOutputLayer(parameters, "MERGED_CLOUD_MASK", context)
         fractions = run_engine(lambda fb: pipeline.merge(request, mask, fb), feedback)
         style_on_load(context, mask, MaskStyler.get(settings.output_mode == "binary"))

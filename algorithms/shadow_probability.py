@@ -21,19 +21,9 @@ class ShadowProbability(CloudProbability):
                 "raster with one model that gives shadow. Model: an installed id or an .onnx path "
                 "with its card; empty: the best installed shadow model for the raster's level.")
 
-    def request(self, parameters, context):
-        from ..core import models
-        request = super().request(parameters, context)
-        chosen = request.cloud_models[0] if request.cloud_models else None
-        request.cloud_models = []
-        if chosen is None:
-            info = pipeline.raster_info(request.s2_raster, "Sentinel-2 raster")
-            chosen = models.default_shadow_model(pipeline.processing_level(info), [])
-            if chosen is None:
-                raise models.ModelNotFound("No shadow model is installed. Install one with 'make setup' "
-                                           "or Manage models….")
-        request.shadow_model = chosen
-        return request
+    def models(self, parameters, context) -> dict:
+        model = self.parameterAsString(parameters, "MODEL_PATH", context).strip()
+        return {"shadow_model": model or None}
 
     def outputs(self, path):
         return pipeline.ProbabilityOutputs(shadow=path)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from .errors import CloudMaskError
+
 # In the order of the all-bands (13) stack: B8A after B08.
 ALL_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A",
              "B09", "B10", "B11", "B12")
@@ -26,7 +28,7 @@ ALIASES = {
 }
 
 
-class BandError(ValueError):
+class BandError(CloudMaskError, ValueError):
     """The raster's bands cannot feed the model; the message says what to do."""
 
 

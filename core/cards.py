@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .bands import ALL_BANDS
+from .errors import CloudMaskError
 from .fetch import sha256_of
 
 CARDS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -21,7 +22,7 @@ ACTIVATIONS = ("softmax", "sigmoid", "probabilities")
 LEVELS = ("L1C", "L2A")
 
 
-class CardError(ValueError):
+class CardError(CloudMaskError, ValueError):
     """A card is malformed, or does not match its model file."""
 
 

@@ -7,9 +7,12 @@ sink as soon as no later tile can change them, so memory is bounded by the
 window and tile sizes, never by the raster height. A wide raster is processed
 in column stripes (at most ``stripe_cols`` wide, split at a tile column), so
 memory does not grow with the width either: a full Sentinel-2 tile runs as
-three stripes. The tile in front of a split is the only one reaching into the
-next stripe; what it adds there is kept per tile row and added back in the next
-stripe in the same order, so the results equal an unsplit run bit for bit.
+three stripes. Tiles belong to the stripe they start in; what a tile adds past
+the stripe's end is kept, per tile row and per tile (never summed), and added in
+the next stripe first and one tile at a time: every pixel then gets the same
+additions in the same order as in an unsplit run, so the results equal it bit for
+bit for any set of tile grids (floating-point addition is not associative, so a
+pre-summed carry would not).
 
 Speed: onnxruntime is the floor, so everything else is kept off its path. One
 background thread reads and scales the next tile row of each grid while the
@@ -96,15 +99,16 @@ class _Group:
     weights_key: tuple = ()
     weights: dict[int, np.ndarray] = field(default_factory=dict)
     # The current stripe: its tile columns, the columns it finishes [x0, x1), and the end
-    # of the columns its tiles touch (past x1 only for the tile in front of the split).
+    # of the columns its tiles read (past x1 for the tiles that reach across the split).
     tiles: list[int] = field(default_factory=list)
     x0: int = 0
     x1: int = 0
     end: int = 0
-    # What each tile row added past x1 (for the next stripe), and what the previous
-    # stripe's tiles added in front of x0, by tile row: {row: {output or WEIGHT: array}}.
-    carry_out: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
-    carry_in: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+    # What each tile that reaches past x1 added there (for the next stripe), and what the
+    # previous stripe's tiles added from x0 on: {tile row: {tile column: {output or WEIGHT:
+    # array}}}, tiles in the order they were added.
+    carry_out: dict[int, dict[int, dict[str, np.ndarray]]] = field(default_factory=dict)
+    carry_in: dict[int, dict[int, dict[str, np.ndarray]]] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -166,7 +170,7 @@ class Engine:
         image = [g for g in self.groups if not g.pixel]
         if self.settings.in_memory or width <= self.settings.stripe_cols:
             return [0, width]
-        if image:  # split at tile columns of the first grid: only one tile's overlap is carried
+        if image:  # split at tile columns of the first grid: few tiles reach across
             candidates = [s for s in image[0].cols.starts if s > 0]
         else:
             candidates = list(range(256, width, 256))
@@ -353,33 +357,26 @@ class Engine:
                 batch = []
         if batch:
             self._run_batch(group, batch, prepared, start, wr, r_lo, r_hi)
-        self._keep_carried(group, index, a, n)
         invalid = ~real_valid[:, :group.own]
         for name in group.acc:
-            group.acc[name][a:a + n, :group.own][invalid] = np.nan
+            group.acc[name][a:a + n][invalid] = np.nan
 
     def _add_carried(self, group: _Group, index: int, a: int, n: int) -> None:
-        """Before this stripe's tiles: what the tile in front of the split added to the
-        same rows (in an unsplit run it is added just before them, so the sums agree)."""
-        carried = group.carry_in.pop(index, None)
-        if carried is None:
-            return
-        width = carried[WEIGHT].shape[1]
-        for name, acc in group.acc.items():
-            acc[a:a + n, :width] += carried[name]
-        group.weight[a:a + n, :width] += carried[WEIGHT]
+        """Before this stripe's tiles: what the previous stripe's tiles added to the same
+        rows, one tile at a time and in their order (as an unsplit run adds them)."""
+        for carried in group.carry_in.pop(index, {}).values():
+            for name, values in carried.items():
+                target = group.weight if name == WEIGHT else group.acc[name]
+                target[a:a + n, :values.shape[1]] += values
 
-    def _keep_carried(self, group: _Group, index: int, a: int, n: int) -> None:
-        """Move what this tile row added past the split out of the accumulators, for the
-        next stripe (the columns start from zero again for the next tile row)."""
-        if group.end <= group.x1:
-            return
-        own = group.own
-        kept = {name: acc[a:a + n, own:].copy() for name, acc in group.acc.items()}
-        kept[WEIGHT] = group.weight[a:a + n, own:].copy()
-        group.carry_out[index] = kept
-        for acc in [*group.acc.values(), group.weight]:
-            acc[a:a + n, own:] = 0
+    def _add(self, group: _Group, name: str, j: int, rows: slice, c_lo: int, values: np.ndarray) -> None:
+        """Add tile ``j``'s ``values`` (its columns from ``c_lo``) to an accumulator; the
+        part past the stripe's end is kept for the next stripe instead."""
+        inside = min(values.shape[1], group.x1 - c_lo)
+        target = group.weight if name == WEIGHT else group.acc[name]
+        target[rows, c_lo - group.x0:c_lo - group.x0 + inside] += values[:, :inside]
+        if inside < values.shape[1]:
+            group.carry_out.setdefault(group.next_row, {}).setdefault(j, {})[name] = values[:, inside:].copy()
 
     def _tile_weight(self, group: _Group, j: int, wr: np.ndarray) -> np.ndarray:
         """Weight of tile column ``j`` over its real pixels in the current tile row,
@@ -395,8 +392,8 @@ class Engine:
         return w
 
     def _run_batch(self, group, batch, prepared, start, wr, r_lo, r_hi) -> None:
-        tile, first, x0 = group.cols.tile, group.cols.starts[group.tiles[0]], group.x0
-        a = r_lo - group.acc_lo
+        tile, first = group.cols.tile, group.cols.starts[group.tiles[0]]
+        acc_rows = slice(r_lo - group.acc_lo, r_hi - group.acc_lo)
         rows = slice(r_lo - start, r_hi - start)
         for job in group.jobs:
             strip = prepared[job.key]
@@ -415,15 +412,14 @@ class Engine:
                     # In place: w * p into the probabilities' own buffer, then add.
                     contribution = np.multiply(w, probs[k, rows, c_lo - c0:c_hi - c0],
                                                out=probs[k, rows, c_lo - c0:c_hi - c0])
-                    group.acc[name][a:a + r_hi - r_lo, c_lo - x0:c_hi - x0] += contribution
+                    self._add(group, name, j, acc_rows, c_lo, contribution)
         for j in batch:
-            c_lo, c_hi = group.cols.span(j)
-            group.weight[a:a + r_hi - r_lo, c_lo - x0:c_hi - x0] += self._tile_weight(group, j, wr)
+            self._add(group, WEIGHT, j, acc_rows, group.cols.span(j)[0], self._tile_weight(group, j, wr))
         self._tick(len(batch))
 
     def _extend(self, group: _Group, hi: int) -> None:
-        """Grow the accumulators (the stripe's columns) down to row ``hi``."""
-        width = group.end - group.x0
+        """Grow the accumulators (the columns the stripe finishes) down to row ``hi``."""
+        width = group.own
         names = [n for job in group.jobs for n in job.outputs()]
         if group.weight is None:
             group.weight = np.zeros((0, width), dtype=np.float32)
@@ -438,12 +434,11 @@ class Engine:
         final = group.rows.final_row(index)
         lo = group.acc_lo
         n = max(0, final - lo)
-        own = group.own
-        weight = group.weight[:n, :own]
+        weight = group.weight[:n]
         out = {}
         with np.errstate(invalid="ignore", divide="ignore"):
             for name, acc in group.acc.items():
-                out[name] = np.where(weight > 0, acc[:n, :own] / weight, np.nan).astype(np.float32)
+                out[name] = np.where(weight > 0, acc[:n] / weight, np.nan).astype(np.float32)
         group.weight = group.weight[n:]
         group.acc = {name: acc[n:] for name, acc in group.acc.items()}
         group.acc_lo = lo + n

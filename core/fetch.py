@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .deps import python_executable
+from .errors import CloudMaskError
 
 
-class FetchError(RuntimeError):
+class FetchError(CloudMaskError, RuntimeError):
     """A pinned file could not be had, or its checksum did not match."""
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from . import gpu
 from .cards import ModelCard
 from .deps import runtime_status
+from .errors import CloudMaskError
 
 PROVIDERS = ("auto", "cpu", "cuda")
 CUDA = "CUDAExecutionProvider"
@@ -43,7 +44,7 @@ CUDA_FIXED_BYTES = 1 << 30
 CUDA_MEMORY_SHARE = 0.8  # of the free memory: other programs allocate too
 
 
-class ModelError(RuntimeError):
+class ModelError(CloudMaskError, RuntimeError):
     """A model file cannot be loaded or does not behave as its card says."""
 
 

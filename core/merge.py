@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from .errors import SettingsError
+
 CLEAR, CLOUD, SHADOW, NODATA = 0, 1, 2, 255
 PRODUCT_KINDS = ("nonzero", "scl", "qa60", "probability")  # index order is public API
 OUTPUT_MODES = ("categorical", "binary")  # index order is public API
@@ -71,14 +73,14 @@ def _check_range(name: str, value: float, low: float, high: float | None = None)
     inside = value >= low if high is None else low <= value <= high
     if not inside:
         allowed = f">= {low}" if high is None else f"between {low} and {high}"
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+        raise SettingsError(f"{name} must be {allowed}, got {value!r}")
 
 
 def _check_int(name: str, value: int) -> None:
     # bool is an int subclass, but True as a radius is surely a mistake.
     whole = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
     if not whole or value < 0:
-        raise ValueError(f"{name} must be a whole number of pixels >= 0, got {value!r}")
+        raise SettingsError(f"{name} must be a whole number of pixels >= 0, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -103,18 +105,18 @@ class MergeSettings:
         return self.min_area + self.dilation
 
     def validate(self) -> None:
-        """Raise ValueError naming the first bad value and what is allowed."""
+        """Raise SettingsError naming the first bad value and what is allowed."""
         _check_range("cloud_threshold", self.cloud_threshold, 0.0, 1.0)
         _check_range("shadow_threshold", self.shadow_threshold, 0.0, 1.0)
         _check_range("product_probability_threshold", self.product_probability_threshold, 0.0, 100.0)
         _check_int("dilation", self.dilation)
         _check_int("min_area", self.min_area)
         if self.product_kind not in PRODUCT_KINDS:
-            raise ValueError(f"product_kind must be one of {', '.join(PRODUCT_KINDS)}, "
-                             f"got {self.product_kind!r}")
+            raise SettingsError(f"product_kind must be one of {', '.join(PRODUCT_KINDS)}, "
+                                f"got {self.product_kind!r}")
         if self.output_mode not in OUTPUT_MODES:
-            raise ValueError(f"output_mode must be one of {', '.join(OUTPUT_MODES)}, "
-                             f"got {self.output_mode!r}")
+            raise SettingsError(f"output_mode must be one of {', '.join(OUTPUT_MODES)}, "
+                                f"got {self.output_mode!r}")
 
 
 @dataclass(frozen=True)
@@ -258,22 +260,11 @@ def _check_core(core: tuple[slice, slice], shape: tuple[int, ...], at_edge: Side
                              f"raster's edge; it needs a halo of {halo} px")
 
 
-def merge_block(cloud_p: np.ndarray | None, shadow_p: np.ndarray | None, valid: np.ndarray,
-                product: ProductMask | None, settings: MergeSettings,
-                core: tuple[slice, slice] | None = None,
-                at_edge: Sides = (True, True, True, True)) -> np.ndarray:
-    """Merged uint8 mask of the ``core`` part of a block (the whole block when None).
-
-    ``at_edge`` says which sides of the block (top, bottom, left, right) are the
-    raster's edge; other sides must leave ``settings.halo()`` px around the core.
-    """
-    settings.validate()
-    valid = np.asarray(valid, dtype=bool)
-    if valid.ndim != 2:
-        raise ValueError(f"valid must be a 2-D mask, got shape {valid.shape}")
+def flags(cloud_p: np.ndarray | None, shadow_p: np.ndarray | None, valid: np.ndarray,
+          product: ProductMask | None, settings: MergeSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Cloud and shadow before patches are dropped and grown: probability over its
+    threshold or the product says so, and only where valid. Pixel by pixel."""
     shape = valid.shape
-    core = core or (slice(None), slice(None))
-    _check_core(core, shape, at_edge, settings.halo())
     cloud = _threshold(cloud_p, settings.cloud_threshold, shape)
     shadow = _threshold(shadow_p, settings.shadow_threshold, shape)
     if product is not None:
@@ -282,14 +273,43 @@ def merge_block(cloud_p: np.ndarray | None, shadow_p: np.ndarray | None, valid: 
         shadow |= product.shadow & product.known
     cloud &= valid
     shadow &= valid
-    cloud = dilate_disk(remove_small_patches(cloud, settings.min_area, at_edge), settings.dilation)[core]
-    shadow = dilate_disk(remove_small_patches(shadow, settings.min_area, at_edge), settings.dilation)[core]
+    return cloud, shadow
+
+
+def finish(cloud: np.ndarray, shadow: np.ndarray, valid_core: np.ndarray, settings: MergeSettings,
+           core: tuple[slice, slice]) -> np.ndarray:
+    """Dilate the kept cloud and shadow, cut out the core and encode it as categories."""
+    cloud = dilate_disk(cloud, settings.dilation)[core]
+    shadow = dilate_disk(shadow, settings.dilation)[core]
     if settings.output_mode == "binary":
         out = (cloud | shadow).astype(np.uint8)
     else:
         out = np.where(cloud, np.uint8(CLOUD), np.where(shadow, np.uint8(SHADOW), np.uint8(CLEAR)))
-    out[~valid[core]] = NODATA
+    out[~valid_core] = NODATA
     return out
+
+
+def merge_block(cloud_p: np.ndarray | None, shadow_p: np.ndarray | None, valid: np.ndarray,
+                product: ProductMask | None, settings: MergeSettings,
+                core: tuple[slice, slice] | None = None,
+                at_edge: Sides = (True, True, True, True)) -> np.ndarray:
+    """Merged uint8 mask of the ``core`` part of a block (the whole block when None).
+
+    ``at_edge`` says which sides of the block (top, bottom, left, right) are the
+    raster's edge; other sides must leave ``settings.halo()`` px around the core.
+    (The raster driver, ``windowed_merge.py``, needs no ``min_area`` halo: it knows
+    every patch's whole size from a first pass.)
+    """
+    settings.validate()
+    valid = np.asarray(valid, dtype=bool)
+    if valid.ndim != 2:
+        raise ValueError(f"valid must be a 2-D mask, got shape {valid.shape}")
+    core = core or (slice(None), slice(None))
+    _check_core(core, valid.shape, at_edge, settings.halo())
+    cloud, shadow = flags(cloud_p, shadow_p, valid, product, settings)
+    cloud = remove_small_patches(cloud, settings.min_area, at_edge)
+    shadow = remove_small_patches(shadow, settings.min_area, at_edge)
+    return finish(cloud, shadow, valid[core], settings, core)
 
 
 @dataclass

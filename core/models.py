@@ -8,9 +8,10 @@ from pathlib import Path
 
 from . import home
 from .cards import CardError, ModelCard, all_cards, broken_cards, committed_cards, load_card, verify_file
+from .errors import CloudMaskError
 
 
-class ModelNotFound(LookupError):
+class ModelNotFound(CloudMaskError, LookupError):
     """No such model is installed; the message says how to install it."""
 
 

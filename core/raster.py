@@ -1,5 +1,5 @@
-"""Raster input and output with GDAL: windowed reads, tiled compressed GeoTIFFs,
-and outputs that appear only when complete.
+"""Raster input and output with GDAL: windowed reads and tiled compressed GeoTIFFs
+(written under temporary names: see ``staging.py``).
 
 GDAL is used without ``gdal.UseExceptions()``: that switch is process-wide and
 QGIS code in the same process expects the default, so we check results and
@@ -8,14 +8,13 @@ read ``gdal.GetLastErrorMsg()`` ourselves.
 
 from __future__ import annotations
 
-import os
-import tempfile
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 from osgeo import gdal, gdal_array
+
+from .errors import CloudMaskError
 
 GTIFF_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE",
                  "BIGTIFF=IF_SAFER", "NUM_THREADS=2"]
@@ -26,7 +25,7 @@ FLOAT_OPTIONS = GTIFF_OPTIONS + ["PREDICTOR=3", "ZLEVEL=1"]
 PROBABILITY_NODATA = -1.0
 
 
-class RasterError(ValueError):
+class RasterError(CloudMaskError, ValueError):
     """A raster cannot be used as given; the message says why and what to do."""
 
 
@@ -50,6 +49,13 @@ class RasterInfo:
     @property
     def pixel_size(self) -> float:
         return abs(self.geotransform[1])
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(min x, min y, max x, max y) of the raster in its own CRS (north-up grids)."""
+        x0, dx, _, y0, _, dy = self.geotransform
+        xs, ys = (x0, x0 + dx * self.width), (y0, y0 + dy * self.height)
+        return min(xs), min(ys), max(xs), max(ys)
 
 
 def open_dataset(source: str, what: str = "raster") -> gdal.Dataset:
@@ -168,84 +174,6 @@ def limited_block_cache(limit: int = BLOCK_CACHE_BYTES):
     finally:
         if before > limit:
             gdal.SetCacheMax(before)
-
-
-def partial_path(destination: str) -> str:
-    """A hidden temporary name beside the destination (same folder, so rename is atomic)."""
-    folder, name = os.path.split(os.path.abspath(destination))
-    return os.path.join(folder, f".{name}.partial-{uuid.uuid4().hex[:8]}.tif")
-
-
-@contextmanager
-def atomic_outputs():
-    """Collect ``(temporary, destination)`` pairs; rename them all onto their
-    destinations only when the block completes, delete them all otherwise.
-
-    ``os.replace`` is atomic and overwrites, so a destination is either the old
-    file or the complete new one. If a later rename fails, the outputs already
-    renamed by this run are removed too: a run leaves all its outputs or none.
-    """
-    pending: list[tuple[str, str]] = []
-    committed: list[str] = []
-    try:
-        yield pending
-        for tmp, final in pending:
-            _commit(tmp, final)
-            committed.append(final)
-    except BaseException:
-        for final in committed:
-            _remove(final)
-            _remove(final + ".aux.xml")
-        raise
-    finally:
-        for tmp, _ in pending:
-            _remove(tmp)
-            _remove(tmp + ".aux.xml")
-
-
-def _commit(tmp: str, final: str) -> None:
-    try:
-        os.replace(tmp, final)
-        # A stale sidecar would describe the old raster (statistics, categories).
-        if os.path.exists(tmp + ".aux.xml"):
-            os.replace(tmp + ".aux.xml", final + ".aux.xml")
-        else:
-            _remove(final + ".aux.xml")
-    except OSError as err:
-        raise RasterError(f"Cannot write the output '{final}': {err.strerror or err}. If another program "
-                          "has it open, close it there (or remove the layer from the project) and run "
-                          "again, or choose another output path.") from err
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
-
-
-def check_destination(destination: str, inputs: list[str]) -> None:
-    """Refuse, before any work is done, an output that cannot be written or that
-    would overwrite one of the run's inputs."""
-    folder = os.path.dirname(os.path.abspath(destination)) or "."
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise RasterError(f"The output folder '{folder}' is a file, not a folder: choose another output path.")
-    if not os.path.isdir(folder):
-        raise RasterError(f"The output folder '{folder}' does not exist. Create it or choose another output path.")
-    if os.path.isdir(destination):
-        raise RasterError(f"The output '{destination}' is a folder. Give a file name such as mask.tif.")
-    for source in inputs:
-        if source and os.path.exists(source) and os.path.exists(destination) \
-                and os.path.samefile(source, destination):
-            raise RasterError(f"The output '{destination}' is also an input of this run. "
-                              "Choose a different output path.")
-    # Permission bits do not tell (root, read-only mounts, special folders): try it.
-    try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".cloudmask-probe-"):
-            pass
-    except OSError as err:
-        raise RasterError(f"The output folder '{folder}' is not writable ({err.strerror or err}). "
-                          "Choose an output path you can write to.") from err
 
 
 def create_geotiff(path: str, like: RasterInfo, bands: int, data_type: int, nodata: float,

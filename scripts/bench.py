@@ -1,4 +1,4 @@
-"""Performance benchmark (``make bench``): prints one table of the five figures.
+"""Performance benchmark (``make bench``): prints one table of the six figures.
 
 1. Overhead: ``cloudmask:cloudprobability`` (ukis-6b-l2a) on a synthetic 12-band
    uint16 raster, run with ``processing.run`` in a QGIS application started once
@@ -18,6 +18,10 @@
    and 30 m processing resolution (``RESOLUTION``), with tiles per second.
    The 10 m run is the same subprocess as the memory figure.
 5. Scaling: figure 1's algorithm on 1024^2, 2048^2 and 4096^2.
+6. Merge: ``core.pipeline.merge`` (the mergecloudmasks op) on a 4000^2 cloud
+   probability raster with MIN_AREA 0, 2000 and 1,000,000 px (the most the
+   dialog allows), each in its own subprocess: wall time and peak RSS. Dropping
+   small patches must cost about one more pass, not memory.
 
 Synthetic rasters are generated once into ``bench/cache/`` (git-ignored; the
 full tile is 2.9 GB). Timings depend on what else runs on the machine: the
@@ -121,6 +125,15 @@ def product_mask(size: int) -> str:
     return str(_write_tiled(CACHE / f"product_mask_{size}.tif", size, block, gdal.GDT_Byte, 100))
 
 
+def cloud_probability(size: int) -> str:
+    """float32 cloud probability with smooth patches of every size (nodata -1)."""
+    rng = np.random.default_rng(size + 2)
+    coarse = rng.random((16, 16)).astype(np.float32)
+    block = np.kron(coarse, np.ones((32, 32), dtype=np.float32))
+    block = (block + 0.3 * rng.random((512, 512), dtype=np.float32)) / 1.3
+    return str(_write_tiled(CACHE / f"cloud_probability_{size}.tif", size, block[None], gdal.GDT_Float32, -1.0))
+
+
 # -- bare inference on the engine's own tiles -----------------------------------
 def engine_batches(raster: str, model_id: str) -> tuple[object, list[np.ndarray]]:
     """The tiles the engine feeds the model, cut from the whole raster in memory and
@@ -183,9 +196,8 @@ def start_qgis():
 
 
 def algorithm_run(raster: str, folder: str) -> Clock:
-    from qgis.core import QgsProcessingFeedback
-
     import processing
+    from qgis.core import QgsProcessingFeedback
     out = os.path.join(folder, f"cloud_{time.monotonic_ns()}.tif")
     with Clock() as clock:
         processing.run("cloudmask:cloudprobability", {
@@ -236,6 +248,32 @@ def improve_subprocess(raster: str, mask: str, folder: str, **params) -> dict:
     if result.pop("rc") != 0:
         raise RuntimeError(f"qgis_process failed: {Path(log).read_text()[-3000:]}")
     return result
+
+
+_MERGE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from cloud_mask_improver.core import merge, pipeline
+settings = merge.MergeSettings(min_area=int(sys.argv[4]))
+pipeline.merge(pipeline.MergeRequest(sys.argv[2], None, None, settings), sys.argv[3])
+"""
+
+
+def merge_subprocess(probability: str, min_area: int, folder: str) -> dict:
+    """The merge op alone, in a fresh Python: its wall time and its own peak RSS."""
+    measured = os.path.join(folder, "merge.json")
+    command = [sys.executable, "-c", _MERGE, str(PLUGINS), probability, os.path.join(folder, "merged.tif"),
+               str(min_area)]
+    subprocess.run([sys.executable, "-c", _MEASURE, measured, *command], env=_env(), check=True)
+    result = json.loads(Path(measured).read_text())
+    if result.pop("rc") != 0:
+        raise RuntimeError(f"the merge with MIN_AREA {min_area} failed")
+    return result
+
+
+def merge_min_area(size: int, folder: str) -> dict:
+    probability = cloud_probability(size)
+    return {"size": size, "runs": {str(m): merge_subprocess(probability, m, folder) for m in (0, 2000, 1_000_000)}}
 
 
 # -- the figures ----------------------------------------------------------------
@@ -371,6 +409,19 @@ def _memory_rows(m: dict) -> list[tuple]:
     return rows
 
 
+def _merge_rows(m: dict) -> list[tuple]:
+    runs = m["runs"]
+    base = runs["0"]
+    rows = []
+    for min_area, run in runs.items():
+        rows.append(("6 merge" if min_area == "0" else "", f"merge {m['size']}^2, MIN_AREA {int(min_area):,}",
+                     f"{run['wall_s']:.1f} s, peak {run['peak_mb']:.0f} MB",
+                     "" if min_area == "0" else "< 3x time, < 1.5x memory of MIN_AREA 0",
+                     None if min_area == "0" else run["wall_s"] < 3 * base["wall_s"]
+                     and run["peak_mb"] < 1.5 * base["peak_mb"]))
+    return rows
+
+
 def _scaling_rows(s: dict) -> list[tuple]:
     base = s[min(s, key=int)]
     rows = []
@@ -387,7 +438,7 @@ def table(r: dict) -> str:
              f"load average (1/5/15 min) at start: {r['load_start']}, at end: {r['load_end']}", ""]
     rows = []
     for key, make in (("overhead", _overhead_rows), ("ensemble", _ensemble_rows), ("memory", _memory_rows),
-                      ("scaling", _scaling_rows)):
+                      ("scaling", _scaling_rows), ("merge", _merge_rows)):
         if key in r:
             rows += make(r[key])
     widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
@@ -405,7 +456,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, to try the benchmark out")
     parser.add_argument("--no-in-memory", action="store_true", help="skip the IN_MEMORY runs")
-    parser.add_argument("--figures", default="1,2,3,4,5",
+    parser.add_argument("--figures", default="1,2,3,4,5,6",
                         help="which figures to measure, e.g. 1,2,5 (3 and 4 are measured together)")
     args = parser.parse_args()
     figures = set(args.figures.replace(" ", "").split(","))
@@ -442,6 +493,10 @@ def main() -> int:
             if "overhead" in results:
                 known[sizes["overhead"]] = (results["overhead"]["algorithm_s"], results["overhead"]["algorithm_cpu_s"])
             results["scaling"] = scaling(sizes["scaling"], known, repeats, folder)
+            _save(results)
+        if "6" in figures:
+            print("bench: 6 merge with MIN_AREA ...", flush=True)
+            results["merge"] = merge_min_area(1024 if args.quick else 4000, folder)
             _save(results)
         if figures & {"3", "4"}:
             print("bench: 3 memory and 4 full tile ...", flush=True)

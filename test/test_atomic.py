@@ -21,7 +21,7 @@ from reliability import (  # noqa: F401  (fixtures)
     tiny_scene,
 )
 
-from cloud_mask_improver.core import engine, pipeline, raster
+from cloud_mask_improver.core import engine, probability, staging, windowed_merge
 
 
 class CancelWhen(QgsProcessingFeedback):
@@ -117,7 +117,7 @@ def test_model_failing_during_inference(job, system_tmp, monkeypatch):
 
 def test_failure_during_merge(job, system_tmp, monkeypatch):
     params, _, out = job
-    real = pipeline.mg.merge_block
+    real = windowed_merge.mg.finish
     calls = []
 
     def failing(*args, **kwargs):
@@ -125,14 +125,14 @@ def test_failure_during_merge(job, system_tmp, monkeypatch):
         if len(calls) == 2:
             raise MemoryError
         return real(*args, **kwargs)
-    monkeypatch.setattr(pipeline.mg, "merge_block", failing)
+    monkeypatch.setattr(windowed_merge.mg, "finish", failing)
     refused(params, words=["Out of memory", "no output was written"])
     assert_nothing_left(out, system_tmp, params)
 
 
 def test_failure_while_writing_probabilities(job, system_tmp, monkeypatch):
     params, _, out = job
-    real = pipeline._ProbabilityWriter.__call__
+    real = probability.ProbabilityWriter.__call__
     calls = []
 
     def failing(self, lo, hi, strips):
@@ -140,7 +140,7 @@ def test_failure_while_writing_probabilities(job, system_tmp, monkeypatch):
         if len(calls) == 3:
             raise OSError(28, "No space left on device")
         return real(self, lo, hi, strips)
-    monkeypatch.setattr(pipeline._ProbabilityWriter, "__call__", failing)
+    monkeypatch.setattr(probability.ProbabilityWriter, "__call__", failing)
     refused(params, words=["No space left on device", "no output was written"])
     assert_nothing_left(out, system_tmp, params)
 
@@ -148,7 +148,7 @@ def test_failure_while_writing_probabilities(job, system_tmp, monkeypatch):
 def test_failure_while_writing_the_mask(job, system_tmp, monkeypatch):
     def failing(*args):
         raise OSError(5, "Input/output error")
-    monkeypatch.setattr(pipeline, "set_categories", failing)
+    monkeypatch.setattr(windowed_merge, "set_categories", failing)
     params, _, out = job
     refused(params, words=["Input/output error"])
     assert_nothing_left(out, system_tmp, params)
@@ -164,7 +164,7 @@ def test_failure_while_renaming_removes_the_outputs_already_renamed(job, system_
         if len(renames) == 2:
             raise PermissionError(13, "Permission denied")
         return real(src, dst)
-    monkeypatch.setattr(raster.os, "replace", failing)
+    monkeypatch.setattr(staging.os, "replace", failing)
     params, _, out = job
     refused(params, words=["Cannot write the output", "Permission denied", "close it"])
     assert len(renames) == 2

@@ -371,11 +371,6 @@ def no_traceback(message: str) -> None:
     assert "Traceback" not in message and 'File "' not in message, message
 
 
-def test_the_matrix_is_big_enough():
-    assert len(CASES) >= 25 and len({c.id for c in CASES}) == len(CASES)
-    assert sum(1 for c in CASES if c.check) >= 5
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_bad_input(case, provider, tmp_path, system_tmp, monkeypatch):
     import processing

@@ -162,9 +162,9 @@ def test_cuda_request_without_cuda_runs_on_cpu_and_says_so(tmp_path, tiny_model)
 
 def test_cuda_fallback_note_reaches_processing_feedback(tmp_path, tiny_model, qgis_app, qgis_processing):
     import onnxruntime
+    import processing
     from qgis.core import QgsApplication, QgsProcessingFeedback
 
-    import processing
     from cloud_mask_improver.algorithms.provider import CloudMaskProvider
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("this onnxruntime has CUDA: nothing falls back")

@@ -96,14 +96,54 @@ def test_ensemble_writes_mean_and_uncertainty(provider, tmp_path):
     assert np.abs(read(out["CLOUD_UNCERTAINTY"]) - np.std(singles, axis=0)).max() < 1e-5
 
 
+def l2a_crop(tmp_path) -> str:
+    """The real scene's top-left 300 px, tagged as an L2A product."""
+    require(L1C_STACK)
+    ds = gdal.Open(str(L1C_STACK))
+    names = [ds.GetRasterBand(b + 1).GetDescription() for b in range(ds.RasterCount)]
+    return write_raster(tmp_path / "l2a.tif", ds.ReadAsArray(0, 0, 300, 300), descriptions=names,
+                        metadata={"PROCESSING_LEVEL": "Level-2A"})
+
+
 def test_default_model_follows_the_processing_level(provider, tmp_path):
-    out = tmp_path / "p.tif"
-    feedback_log = run("cloudprobability", {"SENTINEL_RASTER": str(L1C_STACK), "CLOUD_PROBABILITY": str(out)})
-    assert feedback_log["CLOUD_PROBABILITY"] == str(out)
-    reference = tmp_path / "ref.tif"
-    run("cloudprobability", {"SENTINEL_RASTER": str(L1C_STACK), "MODEL_PATH": "ukis-6b-l1c",
-                             "CLOUD_PROBABILITY": str(reference)})
-    assert np.array_equal(read(out), read(reference))
+    """No model given: the ensemble is every installed cloud model of the raster's level
+    (here L2A), not every installed cloud model."""
+    from cloud_mask_improver.core import models
+    raster = l2a_crop(tmp_path)
+    installed = [c for c in models.installed() if c.has_cloud]
+    l2a = [c.id for c in installed if c.level == "L2A"]
+    assert l2a and len(l2a) < len(installed), "needs installed cloud models of both levels"
+    out = run("ensemblecloudprobability", {"SENTINEL_RASTER": raster, "CLOUD_PROBABILITY": str(tmp_path / "d.tif")})
+    reference = run("ensemblecloudprobability", {"SENTINEL_RASTER": raster, "MODEL_PATHS": ",".join(l2a),
+                                                 "CLOUD_PROBABILITY": str(tmp_path / "ref.tif")})
+    assert np.array_equal(read(out["CLOUD_PROBABILITY"]), read(reference["CLOUD_PROBABILITY"]))
+    single = run("cloudprobability", {"SENTINEL_RASTER": raster, "CLOUD_PROBABILITY": str(tmp_path / "s.tif")})
+    best = run("cloudprobability", {"SENTINEL_RASTER": raster, "MODEL_PATH": l2a[0],
+                                    "CLOUD_PROBABILITY": str(tmp_path / "b.tif")})
+    assert np.array_equal(read(single["CLOUD_PROBABILITY"]), read(best["CLOUD_PROBABILITY"]))
+
+
+def test_an_internal_error_is_reported_as_a_bug_with_its_traceback_in_the_log(provider, tmp_path, monkeypatch):
+    """Only CloudMaskError is a user's input error; a ValueError from inside the engine is
+    a bug: a short message for the user, the whole traceback in the message log."""
+    from qgis.core import QgsApplication
+
+    from cloud_mask_improver.core import windowed_merge
+
+    def broken(*args, **kwargs):
+        raise ValueError("index 3 is out of bounds for axis 0")
+    monkeypatch.setattr(windowed_merge.mg, "finish", broken)
+    logged = []
+    log = QgsApplication.messageLog()
+    log.messageReceived.connect(lambda message, tag, level: logged.append(message))
+    try:
+        with pytest.raises(QgsProcessingException) as err:
+            run("mergecloudmasks", {"CLOUD_PROBABILITY": probability_raster(tmp_path / "c.tif", np.zeros(
+                (20, 20))), "MERGED_CLOUD_MASK": str(tmp_path / "m.tif")})
+    finally:
+        log.messageReceived.disconnect()
+    assert "Unexpected error" in str(err.value) and "Traceback" not in str(err.value)
+    assert any("Traceback" in m and "index 3 is out of bounds" in m for m in logged)
 
 
 # -- merge -----------------------------------------------------------------------------
@@ -213,9 +253,8 @@ def test_raster_without_georeference(provider, tmp_path):
 
 
 def test_loaded_mask_gets_the_paletted_style(provider, tmp_path):
-    from qgis.core import QgsPalettedRasterRenderer, QgsProject
-
     import processing
+    from qgis.core import QgsPalettedRasterRenderer, QgsProject
     probabilities = np.zeros((40, 40), dtype=np.float32)
     probabilities[10:20, 10:20] = 0.9
     cloud = probability_raster(tmp_path / "c.tif", probabilities)

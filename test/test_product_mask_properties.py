@@ -1,9 +1,10 @@
 """Property tests (hypothesis) for what test_tiling.py and test_merge.py leave open:
 
-- the tile grid as the engine uses it: every pixel covered and the blending
-  weights summing to one (an identity network gives back its input exactly,
-  whatever the raster size, tile, overlap or window), and the result
-  independent of the window size even for a network that sees the whole tile;
+- the tile grid as the engine uses it: every pixel covered and the blend
+  normalised (an identity network gives back its input exactly, whatever the
+  raster size, tile, overlap or window), the blend of a network that sees the
+  whole tile equal to an independent Tukey-window reference, and the result
+  independent of the window size;
 - the product-mask decoders: each kind against a value-by-value reference,
   decoding commutes with cutting windows, and resampling onto the raster's
   grid puts every class on the right pixels.
@@ -24,7 +25,7 @@ from onnx_models import conv1x1_model, write_card
 from rasters import read, write_raster
 
 from cloud_mask_improver.core import merge as mg
-from cloud_mask_improver.core import pipeline
+from cloud_mask_improver.core import pipeline, regrid
 from cloud_mask_improver.core.raster import raster_info
 
 # -- the tile grid through the engine -----------------------------------------------------
@@ -85,7 +86,9 @@ def cloud_of(folder: Path, raster: str, model: Path, window_rows: int, batch_siz
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=st.integers(1, 90), cols=st.integers(1, 90), grid=grids, window=st.integers(1, 100),
        seed=st.integers(0, 2**16))
-def test_blending_weights_sum_to_one_over_every_pixel(rows, cols, grid, window, seed):
+def test_blending_is_normalised_so_an_identity_network_gives_its_input_back(rows, cols, grid, window, seed):
+    """Whatever the weights, each pixel is divided by the sum of its weights; what the
+    weights themselves are is checked by the next test."""
     assume(usable(grid))
     scene = np.random.default_rng(seed).integers(1, 1000, size=(rows, cols), dtype=np.uint16)
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,6 +96,45 @@ def test_blending_weights_sum_to_one_over_every_pixel(rows, cols, grid, window, 
         raster = write_raster(folder / "s2.tif", scene, descriptions=["B02"])
         cloud = cloud_of(folder, raster, identity_model(folder, grid), window)
     np.testing.assert_allclose(cloud, scene, rtol=2e-6)
+
+
+def tukey_blend_reference(scene: np.ndarray, tile: int, overlap: float) -> np.ndarray:
+    """The ukis authors' blending, written out independently of core.tiling: tiles from
+    -margin every tile - margin px over the mirror-padded scene, each tile's output
+    (input + the tile's mean) weighted by the outer product of scipy's Tukey window."""
+    from scipy.signal.windows import tukey
+    margin, step = int(tile * overlap), int(tile - tile * overlap)
+    window = tukey(tile, 2 * overlap)
+    rows, cols = scene.shape
+    pad = 2 * tile + max(rows, cols)
+    padded = np.pad(scene.astype(np.float32), pad, mode="symmetric")
+    total, weights = np.zeros(scene.shape), np.zeros(scene.shape)
+    for r in range(-margin, rows, step):
+        for c in range(-margin, cols, step):
+            x = padded[pad + r:pad + r + tile, pad + c:pad + c + tile]
+            y = x + x.mean(dtype=np.float32)
+            w = np.outer(window, window)
+            r0, c0 = max(r, 0), max(c, 0)
+            r1, c1 = min(r + tile, rows), min(c + tile, cols)
+            part = (slice(r0 - r, r1 - r), slice(c0 - c, c1 - c))
+            total[r0:r1, c0:c1] += (w * y)[part]
+            weights[r0:r1, c0:c1] += w[part]
+    return total / weights
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.integers(1, 70), cols=st.integers(1, 70), tile=st.integers(10, 40),
+       overlap=st.sampled_from([0.1, 0.2, 0.25, 0.4]), window=st.integers(1, 80), seed=st.integers(0, 2**16))
+def test_blending_weights_are_the_tukey_window_of_the_authors(rows, cols, tile, overlap, window, seed):
+    """A network that sees the whole tile: every pixel is the Tukey-weighted mean of the
+    tiles over it (a wrong window, e.g. scaled unevenly, moves the result)."""
+    assume(usable(("mirror-tukey", tile, overlap)))
+    scene = np.random.default_rng(seed).integers(1, 1000, size=(rows, cols), dtype=np.uint16)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        raster = write_raster(folder / "s2.tif", scene, descriptions=["B02"])
+        cloud = cloud_of(folder, raster, tile_mean_model(folder, ("mirror-tukey", tile, overlap)), window)
+    np.testing.assert_allclose(cloud, tukey_blend_reference(scene, tile, overlap), rtol=1e-5)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -194,8 +236,8 @@ def test_a_coarser_shifted_product_mask_lands_on_the_right_pixels(factor, offset
         product = write_raster(Path(tmp) / "scl.tif", scl, nodata=0, transform=(x0, size, 0.0, y0, 0.0, -size))
         grid = raster_info(grid_path)
         try:
-            on_grid, fill = pipeline.product_mask_on_grid(product, grid, tmp)
-        except pipeline.RasterError as err:  # refused only when it does not overlap at all
+            on_grid, fill = regrid.product_mask_on_grid(product, grid, tmp)
+        except regrid.RasterError as err:  # refused only when it does not overlap at all
             assert "does not overlap" in str(err)
             return
         values = read(on_grid)

@@ -41,13 +41,13 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
 )
 
+from ..algorithms.styling import mask_renderer, probability_renderer
 from ..core import home, models
 from ..core.cards import ModelCard
 from ..core.inference import PROVIDERS
 from ..core.merge import OUTPUT_MODES, PRODUCT_KINDS
 from ..core.pipeline import processing_level
 from ..core.raster import RasterError, raster_info
-from ..algorithms.styling import mask_renderer, probability_renderer
 from .widgets import BandMapping, ModelChecklist, ModelCombo, card_tooltip
 
 IMPROVE = "cloudmask:improvecloudmask"

@@ -1,0 +1,311 @@
+"""A run resolved once into a frozen plan, before any pixel is read.
+
+A request says what the caller asked for (paths, model ids or nothing, optional
+thresholds); :func:`plan` (and :func:`plan_probabilities`, :func:`plan_merge` for
+the single steps) turns it into a plan in which every decision is taken: the
+Sentinel-2 raster checked once (a product becomes its VRT stack), its processing
+level and radiometric offset, the models (defaults chosen here and nowhere else)
+with their cards, the bands read, the product mask and its kind, the final
+thresholds and the outputs. Every problem a user can fix is found here, before
+the long work starts. Everything downstream only reads the plan; requests are
+never changed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from . import bands as band_names
+from . import merge as mg
+from . import models, safe
+from .cards import ModelCard
+from .engine import EngineSettings
+from .errors import SettingsError
+from .inputs import processing_level, radiometric_offset, read_sentinel2
+from .raster import RasterError, RasterInfo, raster_info
+from .regrid import check_product_mask
+from .staging import check_destination, require_distinct
+
+# -- requests: what the caller asks for
+
+
+@dataclass(frozen=True)
+class ProbabilityRequest:
+    s2_raster: str  # a raster, a Sentinel-2 product (.SAFE, .zip, MTD file) or a SENTINEL2 URI
+    cloud_models: tuple[str, ...] | list[str] = ()  # ids or .onnx paths; empty: the default
+    shadow_model: str | None = None  # id or .onnx path; None: the default where a shadow is wanted
+    bands: str = ""  # comma-separated band names, one per raster band; empty: detect
+    resolution: float = 0.0  # processing resolution in metres; 0: native
+    provider: str = "auto"
+    in_memory: bool = False
+    window_rows: int = EngineSettings.window_rows
+    batch_size: int = 0  # tiles per network call; 0: what suits the device (CPU 4, GPU up to 64)
+    stripe_cols: int = EngineSettings.stripe_cols
+    threads: int = 0  # onnxruntime intra-op threads; 0: one per CPU
+    ensemble: bool = False  # no cloud model given: every installed one of the level, not the best
+    work_dir: str = ""  # where a product's VRT stack is written; empty: the system's temporary folder
+
+
+@dataclass(frozen=True)
+class ProbabilityOutputs:
+    cloud: str | None = None
+    shadow: str | None = None
+    uncertainty: str | None = None
+
+    def paths(self) -> tuple[str | None, str | None, str | None]:
+        return self.cloud, self.shadow, self.uncertainty
+
+    def in_folder(self, folder: str) -> ProbabilityOutputs:
+        """The same set of outputs, as files in ``folder``."""
+        names = ("cloud.tif", "shadow.tif", "uncertainty.tif")
+        return ProbabilityOutputs(*(os.path.join(folder, n) if p else None for n, p in zip(names, self.paths())))
+
+
+@dataclass(frozen=True)
+class MergeRequest:
+    cloud_probability: str | None
+    shadow_probability: str | None
+    product_mask: str | None  # a raster, or a Sentinel-2 product (its own mask is used)
+    settings: mg.MergeSettings
+    window_rows: int = 128  # full-width float windows: the merge's share of memory
+    work_dir: str = ""
+
+
+@dataclass(frozen=True)
+class ImproveRequest:
+    probability: ProbabilityRequest
+    product_mask: str | None  # None: the mask recorded in a stack made from a product, if any
+    # How to merge: product kind, dilation, minimum area, output mode. Its thresholds are
+    # not read: the plan's come from cloud_threshold / shadow_threshold or the model cards.
+    settings: mg.MergeSettings
+    cloud_threshold: float | None = None  # None: the cloud models' recommended value
+    shadow_threshold: float | None = None  # None: the shadow model's recommended value
+    mask: str = ""
+    outputs: ProbabilityOutputs = field(default_factory=ProbabilityOutputs)
+    ensemble: bool = False  # no cloud model given: every installed one of the level
+
+
+# -- plans: what will be done
+
+
+@dataclass(frozen=True)
+class ModelUse:
+    """One network of the run, and which of its outputs the run uses."""
+
+    card: ModelCard
+    path: Path
+    cloud: bool
+    shadow: bool
+
+
+@dataclass(frozen=True)
+class ProbabilityPlan:
+    raster: RasterInfo  # the Sentinel-2 raster (a product's VRT stack)
+    band_names: tuple[str, ...]  # Sentinel-2 name of each raster band
+    level: str  # L1C or L2A
+    offset: float  # radiometric offset of the digital numbers
+    models: tuple[ModelUse, ...]  # each network once, in the order given
+    raster_bands: tuple[int, ...]  # 1-based raster bands read: the union of the models' bands
+    outputs: ProbabilityOutputs  # the final paths the caller keeps (None: not kept)
+    resolution: float = 0.0  # coarser processing resolution in metres; 0: the raster's own
+    provider: str = "auto"
+    threads: int = 0
+    engine: EngineSettings = field(default_factory=EngineSettings)
+
+    @property
+    def cloud_models(self) -> tuple[str, ...]:
+        return tuple(m.card.id for m in self.models if m.cloud)
+
+    @property
+    def shadow_model(self) -> str | None:
+        return next((m.card.id for m in self.models if m.shadow), None)
+
+    @property
+    def cards(self) -> dict[str, ModelCard]:
+        return {m.card.id: m.card for m in self.models}
+
+    @property
+    def nodata(self) -> list[float | None]:
+        """Nodata of each band read."""
+        return [self.raster.nodata[b - 1] for b in self.raster_bands]
+
+
+@dataclass(frozen=True)
+class MergePlan:
+    grid: RasterInfo  # the grid of the probabilities and of the mask
+    product_mask: str | None  # the raster to read (a product's mask already made)
+    settings: mg.MergeSettings  # final: thresholds and product kind decided
+    window_rows: int = 128
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The whole improve run: probabilities, then the merge into ``mask``."""
+
+    probability: ProbabilityPlan
+    merge: MergePlan
+    mask: str
+    notes: tuple[str, ...] = ()  # for the user, e.g. the thresholds chosen
+
+
+# -- planning
+
+
+def _work_dir(folder: str) -> str:
+    return folder or tempfile.gettempdir()
+
+
+def _sentinel2(request: ProbabilityRequest) -> tuple[RasterInfo, list[str]]:
+    """The raster to read: a product becomes its VRT stack (which records its mask)."""
+    source = safe.resolve(request.s2_raster, _work_dir(request.work_dir))
+    return read_sentinel2(source, request.bands)
+
+
+def _model_refs(request: ProbabilityRequest, level: str, cloud: bool, shadow: str) -> tuple[list[str], str | None]:
+    """The models to run. ``cloud``: a cloud probability is wanted; ``shadow``: 'no',
+    'optional' (the default if one is installed) or 'required'."""
+    clouds = list(request.cloud_models)
+    if cloud and not clouds:
+        clouds = models.default_cloud_models(level, ensemble=request.ensemble)
+    chosen = request.shadow_model
+    if chosen is None and shadow != "no":
+        chosen = models.default_shadow_model(level, clouds)
+        if chosen is None and shadow == "required":
+            raise models.ModelNotFound("No shadow model is installed. Install one with 'make setup' "
+                                       "or Manage models….")
+    return clouds, chosen
+
+
+def _model_uses(clouds: list[str], shadow: str | None, names: list[str]) -> tuple[ModelUse, ...]:
+    """Each distinct network once: a model that is both cloud and shadow runs once."""
+    wanted: dict[str, list[bool]] = {}
+    for ref in clouds:
+        wanted.setdefault(ref, [False, False])[0] = True
+    if shadow:
+        wanted.setdefault(shadow, [False, False])[1] = True
+    uses = []
+    for ref, (cloud, is_shadow) in wanted.items():
+        card, path = models.resolve(ref)
+        if cloud and not card.has_cloud:
+            raise models.ModelNotFound(f"Model '{card.id}' gives no cloud probability; choose a cloud model.")
+        if is_shadow and not card.has_shadow:
+            raise models.ModelNotFound(f"Model '{card.id}' gives no shadow probability; choose a shadow model.")
+        band_names.band_indices(names, card.bands, card.id)  # a missing band is named here
+        uses.append(ModelUse(card, path, cloud, is_shadow))
+    return tuple(uses)
+
+
+def _probability_plan(request: ProbabilityRequest, outputs: ProbabilityOutputs, ensemble: bool,
+                      cloud: bool, shadow: str) -> ProbabilityPlan:
+    info, names = _sentinel2(request)
+    level = processing_level(info)
+    clouds, shadow_ref = _model_refs(replace(request, ensemble=ensemble), level, cloud, shadow)
+    uses = _model_uses(clouds, shadow_ref, names)
+    union: list[str] = []
+    for use in uses:
+        union.extend(b for b in use.card.bands if b not in union)
+    coarse = request.resolution if request.resolution and request.resolution > info.pixel_size * 1.001 else 0.0
+    engine = EngineSettings(window_rows=request.window_rows, batch_size=request.batch_size,
+                            in_memory=request.in_memory, stripe_cols=request.stripe_cols)
+    return ProbabilityPlan(
+        raster=info, band_names=tuple(names), level=level, offset=radiometric_offset(info), models=uses,
+        raster_bands=tuple(names.index(b) + 1 for b in union), outputs=outputs, resolution=coarse,
+        provider=request.provider, threads=request.threads, engine=engine)
+
+
+def plan_probabilities(request: ProbabilityRequest, outputs: ProbabilityOutputs) -> ProbabilityPlan:
+    """The probability rasters on their own (the cloud, ensemble and shadow probability ops).
+
+    A cloud output without a cloud model takes the default for the raster's level;
+    a shadow output without a shadow model takes the default shadow model, and
+    there must be one.
+    """
+    finals = [p for p in outputs.paths() if p]
+    for path in finals:
+        check_destination(path, [request.s2_raster])
+    require_distinct(finals)
+    return _probability_plan(request, outputs, request.ensemble, cloud=bool(outputs.cloud),
+                             shadow="required" if outputs.shadow else "no")
+
+
+def _product_kind(product: str | None, settings: mg.MergeSettings) -> mg.MergeSettings:
+    """A mask made here from a product is SCL-coded: read it so unless told otherwise."""
+    if product and settings.product_kind == "nonzero" and safe.is_scl_coded(product):
+        return replace(settings, product_kind="scl")
+    return settings
+
+
+def _product_mask(given: str | None, grid: RasterInfo, work_dir: str) -> str | None:
+    """The product mask to read: a product gives its own (SCL-coded) mask; checked against the grid."""
+    if not given:
+        return None
+    path = safe.resolve(given, _work_dir(work_dir), mask=True)
+    check_product_mask(path, grid)
+    return path
+
+
+def plan_merge(request: MergeRequest, mask: str) -> MergePlan:
+    """The merge op on its own: probabilities (already on one grid) and the product mask."""
+    request.settings.validate()
+    inputs = [p or "" for p in (request.cloud_probability, request.shadow_probability, request.product_mask)]
+    check_destination(mask, inputs)
+    grid_path = request.cloud_probability or request.shadow_probability
+    if not grid_path:
+        raise RasterError("The merge needs a cloud or a shadow probability raster.")
+    grid = raster_info(grid_path, "probability raster")
+    for other in (request.cloud_probability, request.shadow_probability):
+        if other:
+            o = raster_info(other, "probability raster")
+            if (o.width, o.height) != (grid.width, grid.height) or o.geotransform != grid.geotransform:
+                raise RasterError("The cloud and shadow probability rasters are not on the same grid. "
+                                  "Compute both from the same Sentinel-2 raster.")
+    product = _product_mask(request.product_mask, grid, request.work_dir)
+    return MergePlan(grid, product, _product_kind(product, request.settings), request.window_rows)
+
+
+def _check_thresholds(request: ImproveRequest) -> None:
+    for value, name in ((request.cloud_threshold, "cloud"), (request.shadow_threshold, "shadow")):
+        if value is not None and not 0 <= value <= 1:
+            raise SettingsError(f"The {name} threshold {value} is outside 0..1. Give a probability "
+                                "between 0 and 1, or leave it empty for the model's recommended value.")
+
+
+def thresholds(request: ImproveRequest, probability: ProbabilityPlan) -> tuple[float, float]:
+    """Given thresholds, else the cards' recommended values (the mean over an ensemble's
+    cloud models), else FarmVibes.AI's defaults."""
+    cloud, shadow = request.cloud_threshold, request.shadow_threshold
+    cards = probability.cards
+    if cloud is None:
+        values = [cards[m].cloud_threshold for m in probability.cloud_models]
+        values = [v for v in values if v is not None]
+        cloud = float(np.mean(values)) if values else mg.MergeSettings.cloud_threshold
+    if shadow is None and probability.shadow_model:
+        shadow = cards[probability.shadow_model].shadow_threshold
+    if shadow is None:
+        shadow = mg.MergeSettings.shadow_threshold
+    return float(cloud), float(shadow)
+
+
+def plan(request: ImproveRequest) -> RunPlan:
+    """The improve run: every input checked, every choice made; nothing computed yet."""
+    request.settings.validate()
+    _check_thresholds(request)
+    prob = request.probability
+    finals = [request.mask] + [p for p in request.outputs.paths() if p]
+    for path in finals:
+        check_destination(path, [prob.s2_raster, request.product_mask or ""])
+    require_distinct(finals)
+    probability = _probability_plan(prob, request.outputs, request.ensemble or prob.ensemble,
+                                    cloud=True, shadow="optional")
+    grid = probability.raster
+    product = _product_mask(request.product_mask or safe.product_mask_of(grid.source), grid,
+                            prob.work_dir)
+    cloud, shadow = thresholds(request, probability)
+    settings = replace(_product_kind(product, request.settings), cloud_threshold=cloud, shadow_threshold=shadow)
+    return RunPlan(probability, MergePlan(grid, product, settings), request.mask,
+                   notes=(f"Thresholds: cloud {cloud:g}, shadow {shadow:g}.",))

@@ -1,0 +1,127 @@
+"""The probability step of a run: load the plan's networks, stream the raster
+through the engine once, and write the cloud, shadow and uncertainty rasters."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from osgeo import gdal
+
+from . import deps
+from .cards import ModelCard
+from .engine import Engine, EngineSettings, Feedback, Job
+from .inference import ModelError, fallback_note, load_model
+from .plan import ModelUse, ProbabilityOutputs, ProbabilityPlan
+from .raster import PROBABILITY_NODATA, RasterInfo, RowSource, create_geotiff, limited_block_cache, raster_info
+from .regrid import to_grid
+
+
+@dataclass
+class RunReport:
+    fractions: dict[str, float] = field(default_factory=dict)
+    valid_pixels: int = 0
+    notes: list[str] = field(default_factory=list)
+    cloud_models: list[str] = field(default_factory=list)
+    shadow_model: str | None = None
+    # The cards the run used, by id: a model given as a path has no installed id to look up again.
+    cards: dict[str, ModelCard] = field(default_factory=dict)
+
+
+def _load(use: ModelUse, plan: ProbabilityPlan):
+    """Load a network; when it needs a newer onnxruntime, say exactly how to get one.
+    On the GPU, the run's networks share its memory (each gets its part for its batch)."""
+    try:
+        return load_model(use.card, use.path, plan.provider, plan.threads, sharing=len(plan.models))
+    except ModelError as err:
+        if "newer onnxruntime" not in str(err):
+            raise
+        # onnxruntime's own text here is a C++ signature: say it in words, with the command.
+        raise ModelError(
+            f"Model '{use.card.id}' ({use.path}) needs a newer onnxruntime than "
+            f"{deps.runtime_status().version}: it uses an operator set (opset) this one does not know. "
+            f"Upgrade onnxruntime for QGIS's Python with: {' '.join(deps.install_command())}") from err
+
+
+def _jobs(plan: ProbabilityPlan) -> tuple[list[Job], list[str]]:
+    """An engine job per network, with its bands as indices into the bands read; and the
+    loading notes (e.g. CUDA fell back to the CPU)."""
+    union = [plan.band_names[b - 1] for b in plan.raster_bands]
+    loaded = [(_load(use, plan), use) for use in plan.models]
+    jobs = [Job(m, [union.index(b) for b in m.card.bands], use.cloud, use.shadow) for m, use in loaded]
+    return jobs, list(dict.fromkeys(m.note for m, _ in loaded if m.note))
+
+
+class ProbabilityWriter:
+    """Combines members (mean and spread for ensembles) and writes finished rows."""
+
+    def __init__(self, info: RasterInfo, jobs: list[Job], paths: ProbabilityOutputs):
+        self.cloud_keys = [f"{j.key}:cloud" for j in jobs if j.cloud]
+        self.shadow_key = next((f"{j.key}:shadow" for j in jobs if j.shadow), None)
+        self.targets = {}
+        for name, path in (("cloud", paths.cloud), ("shadow", paths.shadow),
+                           ("uncertainty", paths.uncertainty)):
+            if path:
+                self.targets[name] = create_geotiff(path, info, 1, gdal.GDT_Float32, PROBABILITY_NODATA)
+
+    def __call__(self, row: int, col: int, strips: dict[str, np.ndarray]) -> None:
+        values = {}
+        if self.cloud_keys:
+            members = np.stack([strips[k] for k in self.cloud_keys])
+            values["cloud"] = members.mean(axis=0)
+            values["uncertainty"] = members.std(axis=0)
+        if self.shadow_key:
+            values["shadow"] = strips[self.shadow_key]
+        for name, ds in self.targets.items():
+            data = np.where(np.isfinite(values[name]), values[name], PROBABILITY_NODATA)
+            ds.GetRasterBand(1).WriteArray(data.astype(np.float32), col, row)
+
+    def close(self) -> None:
+        for ds in self.targets.values():
+            ds.FlushCache()
+        self.targets = {}
+
+
+def device_settings(settings: EngineSettings, jobs: list[Job]) -> EngineSettings:
+    """The batch size the devices the networks landed on suit, unless the request set one
+    (0: per device; the smallest of the networks'); and on the GPU, stripes wide enough
+    that a tile row fills a batch (the engine batches within a row of a stripe: a 4096 px
+    stripe holds about 20 ukis tiles, a full tile's width 55)."""
+    batch = settings.batch_size or min((j.model.batch_size for j in jobs), default=EngineSettings.batch_size)
+    gpu_cols = [j.model.batch_size * j.model.card.tile for j in jobs if j.model.provider == "cuda"]
+    return replace(settings, batch_size=batch, stripe_cols=max([settings.stripe_cols, *gpu_cols]))
+
+
+@limited_block_cache()  # also while warping coarse results back onto the 10 m grid
+def compute_probabilities(plan: ProbabilityPlan, paths: ProbabilityOutputs,
+                          feedback: Feedback | None = None) -> RunReport:
+    """Write the plan's probability rasters to ``paths`` (None: not written); the caller
+    stages them (see ``staging.py``)."""
+    jobs, notes = _jobs(plan)
+    report = RunReport(notes=notes, cloud_models=list(plan.cloud_models), shadow_model=plan.shadow_model,
+                       cards=plan.cards)
+    info = plan.raster
+    with tempfile.TemporaryDirectory(prefix="cloudmask-") as tmp:
+        source_path, run_info, run_paths = info.source, info, paths
+        if plan.resolution:
+            # The models run on an averaged VRT; their results are warped back below.
+            source_path = os.path.join(tmp, "coarse.vrt")
+            gdal.Warp(source_path, info.source, format="VRT", xRes=plan.resolution,
+                      yRes=plan.resolution, resampleAlg="average")
+            run_info = raster_info(source_path)
+            run_paths = paths.in_folder(tmp)
+        source = RowSource(source_path, list(plan.raster_bands), plan.engine.window_rows, plan.engine.in_memory)
+        writer = ProbabilityWriter(run_info, jobs, run_paths)
+        try:
+            Engine(source, jobs, plan.nodata, plan.offset, device_settings(plan.engine, jobs), feedback).run(writer)
+        finally:
+            writer.close()
+            source.close()
+        report.notes.extend(dict.fromkeys(n for n in (fallback_note(j.model) for j in jobs) if n))
+        if plan.resolution:
+            for coarse_path, final in zip(run_paths.paths(), paths.paths()):
+                if final:
+                    to_grid(coarse_path, info, final, "bilinear")
+    return report

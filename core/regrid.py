@@ -1,0 +1,72 @@
+"""Rasters brought onto the Sentinel-2 raster's grid: the product mask (nearest,
+from any CRS, resolution or extent) and probabilities computed at a coarser
+processing resolution (bilinear)."""
+
+from __future__ import annotations
+
+import os
+
+from osgeo import gdal, osr
+
+from .raster import FLOAT_OPTIONS, RasterError, RasterInfo, raster_info, require_georeference
+
+# Points per edge when a footprint is carried into another CRS: edges of a UTM grid are
+# curves in EPSG:4326, and their extreme may lie between the corners.
+DENSIFY_POINTS = 21
+
+
+def footprint(info: RasterInfo, to_wkt: str) -> tuple[float, float, float, float]:
+    """(min x, min y, max x, max y) of the raster in the CRS ``to_wkt`` (its own when empty)."""
+    if not (info.projection and to_wkt):
+        return info.bounds
+    src, dst = osr.SpatialReference(), osr.SpatialReference()
+    src.ImportFromWkt(info.projection)
+    dst.ImportFromWkt(to_wkt)
+    for sr in (src, dst):
+        sr.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    if src.IsSame(dst):
+        return info.bounds
+    return tuple(osr.CoordinateTransformation(src, dst).TransformBounds(*info.bounds, DENSIFY_POINTS))
+
+
+def check_product_mask(product: str, grid: RasterInfo) -> RasterInfo:
+    """Refuse, before any work, a product mask that cannot be placed on the grid."""
+    info = raster_info(product, "product mask")
+    require_georeference(info, "product mask")
+    a = footprint(info, grid.projection)
+    b = grid.bounds
+    if a[0] >= b[2] or a[2] <= b[0] or a[1] >= b[3] or a[3] <= b[1]:
+        raise RasterError(f"The product mask '{product}' does not overlap the Sentinel-2 raster. "
+                          "Use the product mask of the same scene (or leave it empty).")
+    return info
+
+
+def product_mask_on_grid(product: str, grid: RasterInfo, folder: str) -> tuple[str, float]:
+    """The product mask resampled (nearest) onto the grid, as a VRT; and its nodata."""
+    info = check_product_mask(product, grid)
+    nodata = info.nodata[0]
+    fill = nodata if nodata is not None else (65535 if info.data_type not in ("Byte",) else 254)
+    path = os.path.join(folder, "product_on_grid.vrt")
+    if info.band_count > 1:  # GDAL 3.6's Warp has no band selection: take band 1 first
+        first = os.path.join(folder, "product_band1.vrt")
+        gdal.Translate(first, product, format="VRT", bandList=[1])
+        product = first
+    done = gdal.Warp(path, product, format="VRT", outputBounds=grid.bounds, width=grid.width,
+                     height=grid.height, dstSRS=grid.projection, resampleAlg="near",
+                     srcNodata=nodata, dstNodata=fill)
+    if done is None:
+        raise RasterError(f"Could not resample the product mask: {gdal.GetLastErrorMsg()}")
+    done = None
+    return path, fill
+
+
+def to_grid(path: str, info: RasterInfo, out_path: str, resample: str) -> None:
+    """Bring a probability raster onto the Sentinel-2 raster's grid."""
+    fmt = "VRT" if out_path.endswith(".vrt") else "GTiff"
+    options = [] if fmt == "VRT" else FLOAT_OPTIONS
+    done = gdal.Warp(out_path, path, format=fmt, outputBounds=info.bounds, width=info.width,
+                     height=info.height, dstSRS=info.projection or None, resampleAlg=resample,
+                     creationOptions=options, multithread=True)
+    if done is None:
+        raise RasterError(f"Could not resample {path} onto the Sentinel-2 grid: {gdal.GetLastErrorMsg()}")
+    done = None

@@ -1,0 +1,131 @@
+"""Outputs that appear only when complete: write beside the target, then rename.
+
+Every file the plugin writes (masks, probabilities, installed models, downloads,
+the sample data) is first written under a hidden temporary name in the target's
+own folder and moved onto the target with ``os.replace``, which is atomic and
+overwrites: a reader sees the old file or the complete new one, never half of
+one, and a failed or cancelled run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import CloudMaskError
+
+
+class OutputError(CloudMaskError, ValueError):
+    """An output path cannot be written; the message says why and what to do."""
+
+
+def partial_path(destination: str | os.PathLike, suffix: str = ".tif") -> str:
+    """A fresh hidden name beside the destination (same folder, so the rename is atomic)."""
+    folder, name = os.path.split(os.path.abspath(destination))
+    return os.path.join(folder, f".{name}.partial-{uuid.uuid4().hex[:8]}{suffix}")
+
+
+def remove(path: str | os.PathLike) -> None:
+    """Remove a file that may not exist."""
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+@contextmanager
+def replacing(target: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; when the block completes it is moved
+    onto ``target``, when the block fails it is removed. The caller creates the file."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(partial_path(target, suffix))
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        remove(tmp)
+
+
+@contextmanager
+def atomic_outputs() -> Iterator[list[tuple[str, str]]]:
+    """Collect ``(temporary, destination)`` pairs; rename them all onto their
+    destinations only when the block completes, delete them all otherwise.
+
+    If a later rename fails, the outputs already renamed by this run are removed
+    too: a run leaves all its outputs or none.
+    """
+    pending: list[tuple[str, str]] = []
+    committed: list[str] = []
+    try:
+        yield pending
+        for tmp, final in pending:
+            _commit(tmp, final)
+            committed.append(final)
+    except BaseException:
+        for final in committed:
+            remove(final)
+            remove(final + ".aux.xml")
+        raise
+    finally:
+        for tmp, _ in pending:
+            remove(tmp)
+            remove(tmp + ".aux.xml")
+
+
+def stage(pending: list[tuple[str, str]], final: str) -> str:
+    """Register ``final`` with :func:`atomic_outputs` and return its temporary path."""
+    pending.append((partial_path(final), final))
+    return pending[-1][0]
+
+
+def _commit(tmp: str, final: str) -> None:
+    try:
+        os.replace(tmp, final)
+        # A stale sidecar would describe the old raster (statistics, categories).
+        if os.path.exists(tmp + ".aux.xml"):
+            os.replace(tmp + ".aux.xml", final + ".aux.xml")
+        else:
+            remove(final + ".aux.xml")
+    except OSError as err:
+        raise OutputError(f"Cannot write the output '{final}': {err.strerror or err}. If another program "
+                          "has it open, close it there (or remove the layer from the project) and run "
+                          "again, or choose another output path.") from err
+
+
+def check_destination(destination: str, inputs: list[str]) -> None:
+    """Refuse, before any work is done, an output that cannot be written or that
+    would overwrite one of the run's inputs."""
+    folder = os.path.dirname(os.path.abspath(destination)) or "."
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise OutputError(f"The output folder '{folder}' is a file, not a folder: choose another output path.")
+    if not os.path.isdir(folder):
+        raise OutputError(f"The output folder '{folder}' does not exist. Create it or choose another output path.")
+    if os.path.isdir(destination):
+        raise OutputError(f"The output '{destination}' is a folder. Give a file name such as mask.tif.")
+    for source in inputs:
+        if source and os.path.exists(source) and os.path.exists(destination) \
+                and os.path.samefile(source, destination):
+            raise OutputError(f"The output '{destination}' is also an input of this run. "
+                              "Choose a different output path.")
+    # Permission bits do not tell (root, read-only mounts, special folders): try it.
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".cloudmask-probe-"):
+            pass
+    except OSError as err:
+        raise OutputError(f"The output folder '{folder}' is not writable ({err.strerror or err}). "
+                          "Choose an output path you can write to.") from err
+
+
+def require_distinct(outputs: list[str]) -> None:
+    """Two outputs on one path: the later rename would silently replace the earlier output."""
+    seen: dict[str, str] = {}
+    for path in outputs:
+        key = os.path.normcase(os.path.abspath(path))
+        if key in seen:
+            raise OutputError(f"Two outputs are the same file '{path}'. Give each output its own path.")
+        seen[key] = path

@@ -1,0 +1,78 @@
+"""A run resolved once: what the plan decides, before any pixel is read."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from rasters import write_raster
+from samples import L1C_STACK, model_file, require
+
+from cloud_mask_improver.core import merge as mg
+from cloud_mask_improver.core import models, pipeline, safe
+from cloud_mask_improver.core.errors import CloudMaskError
+from cloud_mask_improver.core.raster import RasterError
+
+
+def improve_request(tmp_path, **kw):
+    require(L1C_STACK)
+    probability = pipeline.ProbabilityRequest(str(L1C_STACK), **kw.pop("probability", {}))
+    return pipeline.ImproveRequest(probability, kw.pop("product_mask", None), mg.MergeSettings(),
+                                   mask=str(tmp_path / "mask.tif"), **kw)
+
+
+def test_the_plan_chooses_the_default_models_and_leaves_the_request_alone(tmp_path):
+    model_file("ukis-6b-l1c")
+    request = improve_request(tmp_path)
+    before = dataclasses.replace(request)
+    plan = pipeline.plan(request)
+    assert request == before  # nothing written back into the caller's request
+    assert plan.probability.level == "L1C"
+    best_l1c = models.default_cloud_models("L1C", ensemble=False)
+    assert list(plan.probability.cloud_models) == best_l1c
+    assert plan.probability.shadow_model == models.default_shadow_model("L1C", best_l1c)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.mask = "elsewhere.tif"
+
+
+def test_unset_thresholds_are_the_cards_and_given_ones_win(tmp_path):
+    model_file("ukis-6b-l1c")
+    plan = pipeline.plan(improve_request(tmp_path, probability={"cloud_models": ["ukis-6b-l1c"]}))
+    card = plan.probability.cards["ukis-6b-l1c"]
+    assert (plan.merge.settings.cloud_threshold, plan.merge.settings.shadow_threshold) == \
+        (card.cloud_threshold, card.shadow_threshold)
+    plan = pipeline.plan(improve_request(tmp_path, probability={"cloud_models": ["ukis-6b-l1c"]},
+                                         cloud_threshold=0.71, shadow_threshold=0.13))
+    assert (plan.merge.settings.cloud_threshold, plan.merge.settings.shadow_threshold) == (0.71, 0.13)
+
+
+def test_a_product_made_mask_is_read_as_scl_by_core_callers_too(tmp_path):
+    """The SCL decision lives in the plan, so a script calling core gets it as well."""
+    model_file("ukis-6b-l1c")
+    scl = write_raster(tmp_path / "scl.tif", np.full((50, 50), 4, np.uint8), transform=(
+        289000.0, 200.0, 0.0, 4986000.0, 0.0, -200.0), metadata={safe.MASK_KIND_KEY: "scl"})
+    plan = pipeline.plan(improve_request(tmp_path, product_mask=scl))
+    assert plan.merge.settings.product_kind == "scl"
+    plain = write_raster(tmp_path / "plain.tif", np.zeros((50, 50), np.uint8), transform=(
+        289000.0, 200.0, 0.0, 4986000.0, 0.0, -200.0))
+    assert pipeline.plan(improve_request(tmp_path, product_mask=plain)).merge.settings.product_kind == "nonzero"
+
+
+def test_a_product_mask_elsewhere_is_refused_before_any_work(tmp_path, monkeypatch):
+    model_file("ukis-6b-l1c")
+    far = write_raster(tmp_path / "far.tif", np.zeros((10, 10), np.uint8), transform=(
+        100000.0, 10.0, 0.0, 1000000.0, 0.0, -10.0))
+
+    def no_inference(*args, **kwargs):
+        raise AssertionError("the models ran before the product mask was checked")
+    monkeypatch.setattr(pipeline, "compute_probabilities", no_inference)
+    with pytest.raises(RasterError, match="does not overlap"):
+        pipeline.improve(improve_request(tmp_path, product_mask=far))
+
+
+def test_every_error_a_user_can_fix_is_a_cloudmask_error(tmp_path):
+    with pytest.raises(CloudMaskError, match="threshold 1.5 is outside"):
+        pipeline.plan(improve_request(tmp_path, cloud_threshold=1.5))
+    with pytest.raises(CloudMaskError, match="dilation"):
+        pipeline.plan(dataclasses.replace(improve_request(tmp_path), settings=mg.MergeSettings(dilation=-1)))
+    with pytest.raises(CloudMaskError, match="Unknown model"):
+        pipeline.plan(improve_request(tmp_path, probability={"cloud_models": ["no-such-model"]}))
