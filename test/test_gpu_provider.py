@@ -180,6 +180,15 @@ def test_too_little_gpu_memory_runs_on_the_cpu(tmp_path, raster, tiny_model, mon
     assert any(n.startswith("Running on the CPU: the GPU has 600 MiB free") for n in report.notes), report.notes
 
 
+def test_gpu_support_installed_but_no_nvidia_driver_runs_on_the_cpu(tmp_path, raster, tiny_model, monkeypatch):
+    no_nvidia(monkeypatch, tmp_path)
+    fake = FakeCudaOrt()
+    use(monkeypatch, fake)
+    _, report = probabilities(tmp_path, raster, tiny_model, "auto", "no-driver")
+    assert "cuda-session" not in fake.events and "preload" not in fake.events
+    assert "Running on the CPU (no NVIDIA GPU found)." in report.notes
+
+
 @pytest.mark.skipif(CUDA in onnxruntime.get_available_providers(), reason="this onnxruntime has CUDA")
 def test_auto_without_cuda_says_why_it_runs_on_the_cpu(tmp_path, raster, tiny_model, monkeypatch):
     no_nvidia(monkeypatch, tmp_path)
