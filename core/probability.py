@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -12,7 +14,7 @@ from osgeo import gdal
 
 from . import deps
 from .cards import ModelCard
-from .engine import Engine, EngineSettings, Feedback, Job
+from .engine import Engine, EngineSettings, Feedback, Job, Sink
 from .inference import ModelError, fallback_note, load_model
 from .plan import ModelUse, ProbabilityOutputs, ProbabilityPlan
 from .raster import PROBABILITY_NODATA, RasterInfo, RowSource, create_geotiff, limited_block_cache, raster_info
@@ -71,7 +73,8 @@ class ProbabilityWriter:
         if self.cloud_keys:
             members = np.stack([strips[k] for k in self.cloud_keys])
             values["cloud"] = members.mean(axis=0)
-            values["uncertainty"] = members.std(axis=0)
+            if "uncertainty" in self.targets:
+                values["uncertainty"] = members.std(axis=0)
         if self.shadow_key:
             values["shadow"] = strips[self.shadow_key]
         for name, ds in self.targets.items():
@@ -94,6 +97,39 @@ def device_settings(settings: EngineSettings, jobs: list[Job]) -> EngineSettings
     return replace(settings, batch_size=batch, stripe_cols=max([settings.stripe_cols, *gpu_cols]))
 
 
+class BackgroundWriter:
+    """Hands finished rows to ``sink`` in a thread of its own, so that writing (combining
+    ensemble members, compressing the GeoTIFF blocks) overlaps the network's work on the
+    next rows instead of stalling it (on a GPU the writing would decide the time).
+
+    The rows keep their order (one writer thread) and at most ``depth`` hand-overs wait,
+    so memory stays bounded. An error in the writer is raised in the engine's thread at
+    the next hand-over or at ``close``. The engine never changes an array after handing
+    it over (it hands over fresh arrays), so nothing is copied."""
+
+    def __init__(self, sink: Sink, depth: int = 2):
+        self.sink, self.depth = sink, depth
+        self.pool: ThreadPoolExecutor | None = ThreadPoolExecutor(1, thread_name_prefix="cloudmask-writer")
+        self.pending: deque[Future] = deque()
+
+    def __call__(self, row: int, col: int, strips: dict[str, np.ndarray]) -> None:
+        while self.pending and (self.pending[0].done() or len(self.pending) >= self.depth):
+            self.pending.popleft().result()  # re-raises the writer's error here
+        self.pending.append(self.pool.submit(self.sink, row, col, strips))
+
+    def close(self, drop: bool = False) -> None:
+        """Wait for every row to be written (``drop``: after an error, skip those not
+        started and raise nothing); then no writer thread is left."""
+        if self.pool is None:
+            return
+        try:
+            while self.pending and not drop:
+                self.pending.popleft().result()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool, self.pending = None, deque()
+
+
 @limited_block_cache()  # also while warping coarse results back onto the 10 m grid
 def compute_probabilities(plan: ProbabilityPlan, paths: ProbabilityOutputs,
                           feedback: Feedback | None = None) -> RunReport:
@@ -114,9 +150,13 @@ def compute_probabilities(plan: ProbabilityPlan, paths: ProbabilityOutputs,
             run_paths = paths.in_folder(tmp)
         source = RowSource(source_path, list(plan.raster_bands), plan.engine.window_rows, plan.engine.in_memory)
         writer = ProbabilityWriter(run_info, jobs, run_paths)
+        background = BackgroundWriter(writer)
         try:
-            Engine(source, jobs, plan.nodata, plan.offset, device_settings(plan.engine, jobs), feedback).run(writer)
+            Engine(source, jobs, plan.nodata, plan.offset, device_settings(plan.engine, jobs),
+                   feedback).run(background)
+            background.close()
         finally:
+            background.close(drop=True)  # after an error: stop writing, leave no thread
             writer.close()
             source.close()
         report.notes.extend(dict.fromkeys(n for n in (fallback_note(j.model) for j in jobs) if n))
