@@ -1,11 +1,12 @@
 # Cloud Mask Improver: setup, demo, tests, benchmark.
+# `make setup GPU=1` installs GPU support (onnxruntime-gpu with CUDA), `GPU=0` goes back to the CPU.
 PY := .venv/bin/python
 export QT_QPA_PLATFORM ?= offscreen
 
 .PHONY: setup demo test test-matrix lint bench zip
 
 setup:
-	@bash scripts/setup.sh
+	@GPU="$(GPU)" bash scripts/setup.sh
 
 demo: setup
 	@bash scripts/demo.sh

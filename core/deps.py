@@ -150,3 +150,194 @@ def _version_tuple(version: str) -> tuple[int, ...]:
         digits = "".join(ch for ch in piece if ch.isdigit())
         parts.append(int(digits or 0))
     return tuple(parts)
+
+
+# -- GPU support: onnxruntime-gpu with NVIDIA's CUDA and cuDNN libraries from pip ----------
+#
+# onnxruntime-gpu 1.31.1 is the CUDA 13 build that ran the ukis networks on an H200 (DESIGN §7).
+# Its extras "cuda" and "cudnn" name NVIDIA's pip packages of the CUDA 13 runtime libraries and
+# cuDNN 9, so no system CUDA is needed: ``onnxruntime.preload_dlls()`` loads them from the
+# folder beside the onnxruntime package, which is the private folder here.
+#
+# It is installed in two pip calls into a staging folder next to the private one: the wheel
+# without its dependencies (numpy 2 must not land there, see above), then the requirements of
+# its two extras, which are NVIDIA library packages only (their own dependencies are NVIDIA
+# packages too). Only onnxruntime and NVIDIA entries are moved from the staging folder into the
+# private one, so nothing else can slip in; the old runtime is moved aside first and deleted
+# after. A failed install leaves the runtime that was there untouched.
+ONNXRUNTIME_GPU_VERSION = "1.31.1"
+GPU_EXTRAS = ("cuda", "cudnn")
+# Wheels of onnxruntime-gpu 1.31.1 exist for CPython 3.11 to 3.14 on 64-bit Linux and Windows.
+GPU_PYTHON_MINIMUM = (3, 11)
+GPU_MACHINES = {"linux": ("x86_64", "aarch64"), "win32": ("AMD64",)}
+# About 1.5 GB of downloads (onnxruntime-gpu 0.25, cuDNN 0.5, cuBLAS 0.4, cuFFT, cuRAND, NVRTC,
+# nvJitLink), which unpack to roughly twice that; the CPU runtime is deleted only afterwards.
+GPU_DISK_BYTES = 5 * 10**9
+_RUNTIME_PREFIXES = ("onnxruntime", "nvidia")
+
+
+@dataclass(frozen=True)
+class InstalledRuntime:
+    """Which onnxruntime the private folder holds, read from its files (without importing it)."""
+
+    kind: str = ""      # "gpu", "cpu" or "" (none)
+    version: str = ""
+
+
+def installed_runtime(folder: Path | None = None) -> InstalledRuntime:
+    folder = folder or home.python_dir()
+    for info in sorted(folder.glob("onnxruntime_gpu-*.dist-info")):
+        return InstalledRuntime("gpu", info.name[len("onnxruntime_gpu-"):-len(".dist-info")])
+    version = installed_version(folder)
+    return InstalledRuntime("cpu", version) if version else InstalledRuntime()
+
+
+def gpu_install_problems(folder: Path | None = None) -> list[str]:
+    """Why GPU support cannot be installed here, in words a user can act on (empty: it can)."""
+    from . import gpu
+    folder = folder or home.python_dir()
+    problems = []
+    machines = next((m for p, m in GPU_MACHINES.items() if sys.platform.startswith(p)), ())
+    import platform
+    if platform.machine() not in machines:
+        problems.append(f"GPU support (onnxruntime-gpu with CUDA) exists for 64-bit Linux and Windows "
+                        f"only, not for {sys.platform} on {platform.machine()}.")
+    if sys.version_info[:2] < GPU_PYTHON_MINIMUM:
+        problems.append(f"onnxruntime-gpu {ONNXRUNTIME_GPU_VERSION} needs Python "
+                        f"{'.'.join(map(str, GPU_PYTHON_MINIMUM))} or newer; QGIS runs Python "
+                        f"{sys.version_info.major}.{sys.version_info.minor}. Use a newer QGIS "
+                        "(3.30 or later on Windows).")
+    if not gpu.driver_description():
+        problems.append("No NVIDIA driver was found (neither nvidia-smi nor libcuda): GPU support needs an "
+                        "NVIDIA graphics card with its driver installed (version 580 or newer for CUDA 13).")
+    free = _free_bytes(folder)
+    if free < GPU_DISK_BYTES:
+        problems.append(f"Not enough disk space: GPU support needs about {GPU_DISK_BYTES / 1e9:.0f} GB free "
+                        f"beside {folder}, and there are {free / 1e9:.1f} GB.")
+    return problems
+
+
+def _free_bytes(folder: Path) -> int:
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
+
+
+def _pip(args: list[str], index_url: str | None) -> subprocess.CompletedProcess:
+    command = [python_executable(), "-m", "pip", "install", "--disable-pip-version-check", *args]
+    if index_url:
+        command[4:4] = ["--index-url", index_url]
+    return subprocess.run(command, check=False, capture_output=True, text=True)
+
+
+def extra_requirements(dist_info: Path, extras: tuple[str, ...] = GPU_EXTRAS) -> list[str]:
+    """The requirements a wheel lists for ``extras`` (e.g. ``onnxruntime-gpu[cuda,cudnn]``)."""
+    wanted = []
+    for line in (dist_info / "METADATA").read_text(encoding="utf-8").splitlines():
+        if not line.startswith("Requires-Dist:") or ";" not in line:
+            continue
+        requirement, marker = line[len("Requires-Dist:"):].split(";", 1)
+        marker = marker.replace("'", '"').replace(" ", "")
+        if any(marker == f'extra=="{extra}"' for extra in extras):
+            wanted.append(requirement.strip())
+    return wanted
+
+
+def install_gpu_runtime(target: Path | None = None, index_url: str | None = None,
+                        log=lambda _text: None) -> RuntimeStatus:
+    """Replace the private folder's onnxruntime by onnxruntime-gpu with CUDA and cuDNN.
+
+    Checks first (64-bit Linux/Windows, Python, NVIDIA driver, disk) and says plainly what is
+    missing. ``index_url``: another package index (tests serve one on 127.0.0.1)."""
+    folder = target or home.python_dir()
+    current = installed_runtime(folder)
+    if current == InstalledRuntime("gpu", ONNXRUNTIME_GPU_VERSION) and (folder / "nvidia").is_dir():
+        return RuntimeStatus(True, ONNXRUNTIME_GPU_VERSION)
+    problems = gpu_install_problems(folder)
+    if problems:
+        return RuntimeStatus(False, problem="GPU support cannot be installed: " + " ".join(problems))
+    staging = _staging(folder)
+    try:
+        log(f"Downloading onnxruntime-gpu {ONNXRUNTIME_GPU_VERSION} (about 250 MB)…")
+        done = _pip(["--no-deps", "--target", str(staging), f"onnxruntime-gpu=={ONNXRUNTIME_GPU_VERSION}"],
+                    index_url)
+        if done.returncode != 0:
+            return RuntimeStatus(False, problem=f"pip could not install onnxruntime-gpu: {done.stderr.strip()[-2000:]}")
+        info = next(staging.glob("onnxruntime_gpu-*.dist-info"))
+        libraries = extra_requirements(info)
+        log(f"Downloading NVIDIA's CUDA and cuDNN libraries (about 1.3 GB): {', '.join(libraries)}…")
+        done = _pip(["--target", str(staging), *libraries], index_url)
+        if done.returncode != 0:
+            return RuntimeStatus(False, problem=f"pip could not install the CUDA libraries: {done.stderr.strip()[-2000:]}")
+        _swap_runtime(staging, folder)
+    except OSError as err:
+        return RuntimeStatus(False, problem=f"Could not put GPU support in place in {folder}: {err}. "
+                                            "Restart QGIS and try again.")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return RuntimeStatus(True, installed_runtime(folder).version)
+
+
+def install_cpu_runtime(target: Path | None = None, index_url: str | None = None,
+                        log=lambda _text: None) -> RuntimeStatus:
+    """Back to the CPU: the pinned onnxruntime replaces onnxruntime-gpu and its NVIDIA libraries."""
+    folder = target or home.python_dir()
+    if installed_runtime(folder) == InstalledRuntime("cpu", ONNXRUNTIME_VERSION) and not (folder / "nvidia").exists():
+        return RuntimeStatus(True, ONNXRUNTIME_VERSION)
+    staging = _staging(folder)
+    try:
+        log(f"Downloading onnxruntime {ONNXRUNTIME_VERSION}…")
+        done = _pip(["--no-deps", "--target", str(staging), f"onnxruntime=={ONNXRUNTIME_VERSION}"], index_url)
+        if done.returncode != 0:
+            return RuntimeStatus(False, problem=f"pip failed: {done.stderr.strip()[-2000:]}")
+        _swap_runtime(staging, folder)
+    except OSError as err:
+        return RuntimeStatus(False, problem=f"Could not put onnxruntime in place in {folder}: {err}. "
+                                            "Restart QGIS and try again.")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return RuntimeStatus(True, installed_runtime(folder).version)
+
+
+def _staging(folder: Path) -> Path:
+    staging = folder.parent / f"{folder.name}-staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _runtime_entries(folder: Path) -> list[Path]:
+    """onnxruntime and NVIDIA's library packages (and their dist-info) in ``folder``."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.name.lower().startswith(_RUNTIME_PREFIXES))
+
+
+def _swap_runtime(staging: Path, folder: Path) -> None:
+    """Move the old runtime aside, the new one in, then delete the old one.
+
+    Renaming works even for a library that the running QGIS has loaded (Windows refuses to
+    delete one, not to rename it); what cannot be deleted now is deleted by the next switch.
+    If a move fails, what was moved is put back, so the old runtime stays whole."""
+    folder.mkdir(parents=True, exist_ok=True)
+    old = folder.parent / f"{folder.name}-previous"
+    shutil.rmtree(old, ignore_errors=True)
+    old.mkdir(exist_ok=True)
+    moved_out, moved_in = [], []
+    try:
+        for entry in _runtime_entries(folder):
+            entry.rename(old / entry.name)
+            moved_out.append(entry.name)
+        for entry in _runtime_entries(staging):
+            entry.rename(folder / entry.name)
+            moved_in.append(entry.name)
+    except OSError:
+        for name in moved_in:
+            (folder / name).rename(staging / name)
+        for name in moved_out:
+            (old / name).rename(folder / name)
+        raise
+    finally:
+        importlib.invalidate_caches()
+    shutil.rmtree(old, ignore_errors=True)

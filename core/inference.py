@@ -2,10 +2,18 @@
 
 Sessions are cached per (file, provider) and shared: onnxruntime's ``run`` is
 thread-safe, and loading a 40 MB network per run would dominate small jobs.
+
+Where it runs (``EXECUTION_PROVIDER``): ``auto`` and ``cuda`` use the GPU when this
+onnxruntime has CUDA, a CUDA session can be created and the GPU has the memory for
+a batch; otherwise the CPU, and the model says which and why in one line (its
+``note``). A run never fails because of the GPU: an error when the CUDA session is
+created or on its first batch falls back to the CPU, and says so.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import threading
 from dataclasses import dataclass
@@ -13,11 +21,27 @@ from pathlib import Path
 
 import numpy as np
 
+from . import gpu
 from .cards import ModelCard
 from .deps import runtime_status
 from .errors import CloudMaskError
 
 PROVIDERS = ("auto", "cpu", "cuda")
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+# Tiles per onnxruntime call. CPU: the time per tile hardly changes from 1 to 8 (scripts/bench.py),
+# and 4 keeps the batch's working memory small (about 37 MB a ukis tile, measured). CUDA: larger
+# batches keep the GPU busy (an H200 ran 734 tiles/s at 8, 1542 at 64); the engine batches within
+# one tile row of a stripe, so more than 64 would rarely fill (a full tile's row has 55 tiles).
+CPU_BATCH = 4
+CUDA_BATCHES = (64, 32, 16, 8)
+# GPU memory a batch needs: per pixel of a tile, the ukis networks' measured working memory on the
+# CPU (about 570 bytes per pixel, fp32) with a margin for cuDNN's workspaces; plus the CUDA context
+# and the weights. Not measured on a GPU: an estimate that errs on the large side.
+CUDA_BYTES_PER_PIXEL = 900
+CUDA_FIXED_BYTES = 1 << 30
+CUDA_MEMORY_SHARE = 0.8  # of the free memory: other programs allocate too
 
 
 class ModelError(CloudMaskError, RuntimeError):
@@ -31,7 +55,8 @@ class LoadedModel:
     session: object
     input_name: str
     provider: str
-    note: str = ""  # e.g. CUDA asked for but not there: the caller tells the user
+    note: str = ""  # which device runs it and why (e.g. CUDA asked for but not there): the caller tells the user
+    batch_size: int = CPU_BATCH  # tiles per call that suit the device it runs on
 
 
 _SESSIONS: dict[tuple, object] = {}
@@ -48,28 +73,171 @@ def _ort():
 
 def providers_for(choice: str, available: list[str]) -> tuple[list[str], str]:
     """Execution providers for a user's choice, and a note when CUDA is not there."""
-    if choice in ("auto", "cuda") and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"], ""
+    if choice in ("auto", "cuda") and CUDA in available:
+        return [CUDA, CPU], ""
     note = ""
     if choice == "cuda":
         note = ("CUDA was requested but this onnxruntime has no CUDA execution provider "
-                "(install onnxruntime-gpu for QGIS's Python); running on the CPU.")
-    return ["CPUExecutionProvider"], note
+                "(Manage models… → Install GPU support adds it); running on the CPU.")
+    elif choice == "auto":
+        if gpu.driver_description():
+            note = ("Running on the CPU: an NVIDIA GPU is present but this onnxruntime has no CUDA "
+                    "support (Manage models… → Install GPU support adds it).")
+        else:
+            note = "Running on the CPU (no NVIDIA GPU found)."
+    return [CPU], note
 
 
-def load_model(card: ModelCard, path: Path, provider: str = "auto", threads: int = 0) -> LoadedModel:
+def cuda_batch(card: ModelCard, free_bytes: int | None, sharing: int = 1) -> tuple[int, str]:
+    """The largest batch whose estimated GPU memory fits, and a note when none does (0).
+
+    ``sharing``: networks of the same run that will hold GPU memory at the same time."""
+    if free_bytes is None:
+        return CUDA_BATCHES[0], ""
+    budget = free_bytes * CUDA_MEMORY_SHARE / max(1, sharing)
+    per_tile = 0 if card.is_pixel_model else card.tile * card.tile * CUDA_BYTES_PER_PIXEL
+    for batch in CUDA_BATCHES:
+        if CUDA_FIXED_BYTES + batch * per_tile <= budget:
+            return batch, ""
+    need = (CUDA_FIXED_BYTES + CUDA_BATCHES[-1] * per_tile) * max(1, sharing) / CUDA_MEMORY_SHARE
+    return 0, (f"Running on the CPU: the GPU has {free_bytes / 2**20:.0f} MiB free, and a batch of "
+               f"{CUDA_BATCHES[-1]} tiles of '{card.id}' needs about {need / 2**20:.0f} MiB.")
+
+
+def load_model(card: ModelCard, path: Path, provider: str = "auto", threads: int = 0,
+               sharing: int = 1) -> LoadedModel:
+    """The network in a (cached) session on the device ``provider`` allows, with the note that
+    says where it runs. ``sharing``: networks of the run that share the GPU's memory."""
     ort = _ort()
     chosen, note = providers_for(provider, ort.get_available_providers())
     stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns, tuple(chosen), threads)
+    base = (str(path), stat.st_size, stat.st_mtime_ns, threads)
+    batch = CPU_BATCH
+    if chosen[0] == CUDA:
+        batch, note, chosen = _cuda_plan(card, base, sharing)
+    key = base + (tuple(chosen),)
     with _LOCK:
         session = _SESSIONS.get(key)
         if session is None:
-            session = _new_session(ort, path, chosen, threads, card)
+            session = (_new_cuda_session(ort, path, threads, card, key) if chosen[0] == CUDA
+                       else _new_session(ort, path, chosen, threads, card))
             _SESSIONS[key] = session
-    model = LoadedModel(card, path, session, session.get_inputs()[0].name, chosen[0], note)
+    on_gpu = chosen[0] == CUDA and session.provider == "cuda"
+    if on_gpu:
+        note = f"Running on the GPU ({session.gpu_name or 'CUDA'}), {batch} tiles per batch."
+    elif chosen[0] == CUDA:
+        note, batch = _CUDA_FAILED.get(key, note), CPU_BATCH
+    model = LoadedModel(card, path, session, session.get_inputs()[0].name,
+                        "cuda" if on_gpu else "cpu", note, batch)
     check_against_card(model)
     return model
+
+
+# Sessions whose CUDA run failed (by session key, the reason): later loads go straight to the CPU.
+_CUDA_FAILED: dict[tuple, str] = {}
+
+
+def _cuda_plan(card: ModelCard, base: tuple, sharing: int) -> tuple[int, str, list[str]]:
+    """Batch size on the GPU, or the CPU when an earlier CUDA run failed or memory is short."""
+    key = base + ((CUDA, CPU),)
+    if key in _CUDA_FAILED:
+        return CPU_BATCH, _CUDA_FAILED[key], [CPU]
+    device = gpu.gpu()
+    if device is None and not gpu.has_cuda_driver_library():  # onnxruntime-gpu, but no NVIDIA driver
+        return CPU_BATCH, "Running on the CPU (no NVIDIA GPU found).", [CPU]
+    batch, short = cuda_batch(card, device.free_mb * 2**20 if device else None, sharing)
+    if not batch:
+        return CPU_BATCH, short, [CPU]
+    return batch, "", [CUDA, CPU]
+
+
+def _preload(ort) -> str:
+    """Load the CUDA and cuDNN libraries from NVIDIA's pip packages beside onnxruntime, so
+    that no system CUDA is needed. onnxruntime prints what it cannot load: keep that text
+    for the note in case the CUDA session then fails."""
+    if not hasattr(ort, "preload_dlls"):
+        return ""
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            ort.preload_dlls()
+    except Exception as err:  # noqa: BLE001 - a missing folder or library: creating the session will tell
+        printed.write(str(err))
+    return printed.getvalue().strip()
+
+
+def _new_cuda_session(ort, path: Path, threads: int, card: ModelCard, key: tuple) -> FallbackSession:
+    """A session on the GPU that can fall back to the CPU; on the CPU at once when the GPU
+    cannot load the network (the reason is kept in ``_CUDA_FAILED`` for the note)."""
+    missing = _preload(ort)
+    device = gpu.gpu()
+    name = device.name if device else ""
+    try:
+        session = _new_session(ort, path, [CUDA, CPU], threads, card)
+    except ModelError as err:
+        reason = str(err.__cause__ or err).splitlines()[0][:300]
+        _CUDA_FAILED[key] = f"Running on the CPU: the GPU could not load '{card.id}' ({reason})."
+        return FallbackSession(_new_session(ort, path, [CPU], threads, card), None, "cpu", name)
+    if CUDA not in session.get_providers():
+        # onnxruntime quietly drops CUDA when its libraries do not load.
+        detail = f" ({missing.splitlines()[0][:200]})" if missing else ""
+        _CUDA_FAILED[key] = f"Running on the CPU: the CUDA libraries could not be loaded{detail}."
+        return FallbackSession(session, None, "cpu", name)
+    return FallbackSession(session, lambda: _new_session(ort, path, [CPU], threads, card), "cuda", name, key)
+
+
+class FallbackSession:
+    """A session on the GPU that moves to the CPU if its first batch fails there.
+
+    After one successful batch an error is a real error (it is raised); before, it is
+    taken as the GPU's (out of memory, a kernel the card lacks) and the batch is run
+    again on the CPU, in CPU-sized pieces, as is every later batch."""
+
+    def __init__(self, session, make_cpu, provider: str, gpu_name: str = "", key: tuple = ()):
+        self.session, self.make_cpu, self.provider, self.gpu_name, self.key = (
+            session, make_cpu, provider, gpu_name, key)
+        self.proven = provider != "cuda"
+        self.fallback_note = ""
+        self._lock = threading.Lock()
+
+    def get_inputs(self):
+        return self.session.get_inputs()
+
+    def get_outputs(self):
+        return self.session.get_outputs()
+
+    def get_providers(self):
+        return self.session.get_providers()
+
+    def run(self, names, feeds):
+        if self.proven:
+            return self._run(names, feeds)
+        try:
+            out = self.session.run(names, feeds)
+        except Exception as err:  # noqa: BLE001 - any failure on the GPU falls back; onnxruntime's types are private
+            with self._lock:
+                if self.provider == "cuda":
+                    reason = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+                    self.fallback_note = f"The GPU failed on the first batch ({reason}); finished on the CPU."
+                    _CUDA_FAILED[self.key] = f"Running on the CPU: an earlier run on the GPU failed ({reason})."
+                    self.session, self.provider, self.proven = self.make_cpu(), "cpu", True
+            return self._run(names, feeds)
+        self.proven = True
+        return out
+
+    def _run(self, names, feeds):
+        if self.provider == "cuda":
+            return self.session.run(names, feeds)
+        (name, x), = feeds.items()
+        if x.ndim != 4 or len(x) <= CPU_BATCH:  # image tiles: a GPU-sized batch in CPU-sized pieces
+            return self.session.run(names, feeds)
+        parts = [self.session.run(names, {name: x[k:k + CPU_BATCH]}) for k in range(0, len(x), CPU_BATCH)]
+        return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
+
+
+def fallback_note(model: LoadedModel) -> str:
+    """What happened on the GPU during the run, if it had to finish on the CPU."""
+    return getattr(model.session, "fallback_note", "")
 
 
 def available_cores() -> int:

@@ -44,7 +44,7 @@ class ProbabilityRequest:
     provider: str = "auto"
     in_memory: bool = False
     window_rows: int = EngineSettings.window_rows
-    batch_size: int = EngineSettings.batch_size
+    batch_size: int = 0  # tiles per network call; 0: what suits the device (CPU 4, GPU up to 64)
     stripe_cols: int = EngineSettings.stripe_cols
     threads: int = 0  # onnxruntime intra-op threads; 0: one per CPU
     ensemble: bool = False  # no cloud model given: every installed one of the level, not the best

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass, field
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from osgeo import gdal
 
 from . import deps
 from .cards import ModelCard
-from .engine import Engine, Feedback, Job
-from .inference import ModelError, load_model
+from .engine import Engine, EngineSettings, Feedback, Job, Sink
+from .inference import ModelError, fallback_note, load_model
 from .plan import ModelUse, ProbabilityOutputs, ProbabilityPlan, recommended_thresholds
 from .raster import (
     PROBABILITY_NODATA,
@@ -41,9 +43,10 @@ class RunReport:
 
 
 def _load(use: ModelUse, plan: ProbabilityPlan):
-    """Load a network; when it needs a newer onnxruntime, say exactly how to get one."""
+    """Load a network; when it needs a newer onnxruntime, say exactly how to get one.
+    On the GPU, the run's networks share its memory (each gets its part for its batch)."""
     try:
-        return load_model(use.card, use.path, plan.provider, plan.threads)
+        return load_model(use.card, use.path, plan.provider, plan.threads, sharing=len(plan.models))
     except ModelError as err:
         if "newer onnxruntime" not in str(err):
             raise
@@ -80,7 +83,8 @@ class ProbabilityWriter:
         if self.cloud_keys:
             members = np.stack([strips[k] for k in self.cloud_keys])
             values["cloud"] = members.mean(axis=0)
-            values["uncertainty"] = members.std(axis=0)
+            if "uncertainty" in self.targets:
+                values["uncertainty"] = members.std(axis=0)
         if self.shadow_key:
             values["shadow"] = strips[self.shadow_key]
         for name, ds in self.targets.items():
@@ -91,6 +95,49 @@ class ProbabilityWriter:
         for ds in self.targets.values():
             ds.FlushCache()
         self.targets = {}
+
+
+def device_settings(settings: EngineSettings, jobs: list[Job]) -> EngineSettings:
+    """The batch size the devices the networks landed on suit, unless the request set one
+    (0: per device; the smallest of the networks'); and on the GPU, stripes wide enough
+    that a tile row fills a batch (the engine batches within a row of a stripe: a 4096 px
+    stripe holds about 20 ukis tiles, a full tile's width 55)."""
+    batch = settings.batch_size or min((j.model.batch_size for j in jobs), default=EngineSettings.batch_size)
+    gpu_cols = [j.model.batch_size * j.model.card.tile for j in jobs if j.model.provider == "cuda"]
+    return replace(settings, batch_size=batch, stripe_cols=max([settings.stripe_cols, *gpu_cols]))
+
+
+class BackgroundWriter:
+    """Hands finished rows to ``sink`` in a thread of its own, so that writing (combining
+    ensemble members, compressing the GeoTIFF blocks) overlaps the network's work on the
+    next rows instead of stalling it (on a GPU the writing would decide the time).
+
+    The rows keep their order (one writer thread) and at most ``depth`` hand-overs wait,
+    so memory stays bounded. An error in the writer is raised in the engine's thread at
+    the next hand-over or at ``close``. The engine never changes an array after handing
+    it over (it hands over fresh arrays), so nothing is copied."""
+
+    def __init__(self, sink: Sink, depth: int = 2):
+        self.sink, self.depth = sink, depth
+        self.pool: ThreadPoolExecutor | None = ThreadPoolExecutor(1, thread_name_prefix="cloudmask-writer")
+        self.pending: deque[Future] = deque()
+
+    def __call__(self, row: int, col: int, strips: dict[str, np.ndarray]) -> None:
+        while self.pending and (self.pending[0].done() or len(self.pending) >= self.depth):
+            self.pending.popleft().result()  # re-raises the writer's error here
+        self.pending.append(self.pool.submit(self.sink, row, col, strips))
+
+    def close(self, drop: bool = False) -> None:
+        """Wait for every row to be written (``drop``: after an error, skip those not
+        started and raise nothing); then no writer thread is left."""
+        if self.pool is None:
+            return
+        try:
+            while self.pending and not drop:
+                self.pending.popleft().result()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool, self.pending = None, deque()
 
 
 @limited_block_cache()  # also while warping coarse results back onto the 10 m grid
@@ -116,11 +163,16 @@ def compute_probabilities(plan: ProbabilityPlan, paths: ProbabilityOutputs,
             run_paths = paths.in_folder(tmp)
         source = RowSource(source_path, list(plan.raster_bands), plan.engine.window_rows, plan.engine.in_memory)
         writer = ProbabilityWriter(run_info, jobs, run_paths)
+        background = BackgroundWriter(writer)
         try:
-            Engine(source, jobs, plan.nodata, plan.offset, plan.engine, feedback).run(writer)
+            Engine(source, jobs, plan.nodata, plan.offset, device_settings(plan.engine, jobs),
+                   feedback).run(background)
+            background.close()
         finally:
+            background.close(drop=True)  # after an error: stop writing, leave no thread
             writer.close()
             source.close()
+        report.notes.extend(dict.fromkeys(n for n in (fallback_note(j.model) for j in jobs) if n))
         if plan.resolution:
             for coarse_path, final in zip(run_paths.paths(), paths.paths()):
                 if final:

@@ -32,9 +32,25 @@ def install_reference(cache: Path) -> None:
                     "--disable-pip-version-check", str(wheel)], check=True)
 
 
+def install_runtime(gpu: str) -> deps.RuntimeStatus:
+    """``make setup GPU=1``: onnxruntime-gpu with CUDA; ``GPU=0``: back to the CPU one;
+    unset: keep whichever is installed (the CPU one on a fresh data home)."""
+    if gpu == "1":
+        return deps.install_gpu_runtime(log=lambda m: print(f"setup: {m}", flush=True))
+    if gpu == "0":
+        return deps.install_cpu_runtime(log=lambda m: print(f"setup: {m}", flush=True))
+    if gpu:
+        return deps.RuntimeStatus(False, problem=f"GPU={gpu}: give GPU=1 (GPU support) or GPU=0 (CPU only).")
+    current = deps.installed_runtime()
+    if current.kind == "gpu":
+        print(f"setup: keeping GPU support (onnxruntime-gpu {current.version}); GPU=0 switches back to the CPU")
+        return deps.RuntimeStatus(True, current.version)
+    return deps.install_onnxruntime()
+
+
 def main() -> int:
     data_home = home.data_home()
-    status = deps.install_onnxruntime()
+    status = install_runtime(os.environ.get("GPU", ""))
     if not status.available:
         print(f"setup: {status.problem}", file=sys.stderr)
         return 1

@@ -43,6 +43,7 @@ from ..core.cards import LEVELS, CardError, ModelCard, all_cards, card_to_json, 
 from ..core.fetch import sha256_of
 from . import tasks
 from .download import ReleaseDownload
+from .gpu_support import GpuSupportBox
 from .widgets import card_tooltip, fit_on_screen
 
 CONVERTERS = ("onnxmltools", "lightgbm")
@@ -151,6 +152,8 @@ class ModelManagerDialog(QDialog):
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.runtime_box)
+        self.gpu_box = GpuSupportBox(self)  # Install GPU support / Use CPU only
+        layout.addWidget(self.gpu_box)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.details)
         layout.addWidget(self.progress)

@@ -1,0 +1,219 @@
+"""GPU check: a full Sentinel-2 tile through the real pipeline on CUDA, against the CPU.
+
+Run on a machine with an NVIDIA GPU by ``scripts/gpu_check.sh run`` (which puts
+onnxruntime-gpu, GDAL and the model in place first); it needs no QGIS. It measures:
+
+1. the bare network on the GPU: tiles per second at the batch the plugin chooses, on
+   random tiles already in memory (the ceiling for the pipeline);
+2. ``core.pipeline.improve`` (the improvecloudmask algorithm's engine) on a synthetic
+   10980 x 10980 12-band tile at 10 m with a product mask, provider cuda: wall time,
+   the time inside ``InferenceSession.run`` (the model's own share) and the rest;
+3. the same run with provider cpu, and the agreement of the two: per pixel, the argmax
+   of (clear, cloud, shadow) from the probabilities, and the final masks.
+
+Targets (tracker issue 15): full tile <= 6 s wall on an H100/H200, argmax agreement
+>= 99.9 %. Results: printed, and as JSON in ``--out`` (default $OUT or out/gpu-check).
+
+Also runs on a machine without a GPU (``--providers cpu --size 2048``): a dry run of
+the script itself, which is how it was tested before any GPU was at hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the plugin's core/ as a top-level package (it imports no QGIS)
+
+from osgeo import gdal, osr
+
+from core import deps, engine, gpu, inference, merge, models, pipeline
+from core.bands import SEED_BANDS
+
+MODEL = "ukis-6b-l2a"
+gdal.UseExceptions()
+deps.ensure_on_path()  # onnxruntime from the data home, where setup put it (the GPU machine uses PYTHONPATH)
+
+
+# -- the synthetic tile -------------------------------------------------------------
+def write_tiled(path: Path, size: int, block: np.ndarray, data_type: int, nodata: float,
+                descriptions=()) -> str:
+    """A raster made by repeating ``block`` ([bands, rows, cols]) mirrored, so that tiles
+    of the models' grids all differ and there are no seams (as scripts/bench.py does)."""
+    if path.exists():
+        return str(path)
+    bands = block.shape[0]
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), size, size, bands, data_type,
+                                              options=["TILED=YES", "INTERLEAVE=BAND", "BIGTIFF=YES"])
+    ds.SetGeoTransform((600000.0, 10.0, 0.0, 5300000.0, 0.0, -10.0))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    ds.SetProjection(srs.ExportToWkt())
+    mirrored = np.concatenate([block, block[:, ::-1]], axis=1)
+    mirrored = np.concatenate([mirrored, mirrored[:, :, ::-1]], axis=2)
+    reps = (size // mirrored.shape[1] + 1, size // mirrored.shape[2] + 1)
+    for b in range(bands):
+        band = ds.GetRasterBand(b + 1)
+        band.SetNoDataValue(nodata)
+        if descriptions:
+            band.SetDescription(descriptions[b])
+        band.WriteArray(np.tile(mirrored[b], reps)[:size, :size])
+    ds = None
+    return str(path)
+
+
+def scene_block(sample: Path | None) -> np.ndarray:
+    """Digital numbers to repeat: the real sample scene's 12 bands when given (clouds and
+    shadows over a river delta), else random values."""
+    if sample and sample.exists():
+        return gdal.Open(str(sample)).ReadAsArray().astype(np.uint16)
+    return np.random.default_rng(10980).integers(1, 10000, size=(12, 512, 512), dtype=np.uint16)
+
+
+def product_block() -> np.ndarray:
+    rng = np.random.default_rng(10981)
+    coarse = (rng.random((8, 8)) < 0.2).astype(np.uint8)
+    return np.kron(coarse, np.ones((64, 64), dtype=np.uint8))[None]
+
+
+# -- timing the model's own share ------------------------------------------------------
+class ModelClock:
+    """Time spent in the network (``inference.run`` as the engine calls it), and its calls."""
+
+    def __init__(self):
+        self.seconds, self.calls, self.tiles = 0.0, 0, 0
+        self._run = engine.run
+
+    def __enter__(self):
+        def timed(model, batch):
+            start = time.perf_counter()
+            try:
+                return self._run(model, batch)
+            finally:
+                self.seconds += time.perf_counter() - start
+                self.calls += 1
+                self.tiles += len(batch)
+        engine.run = timed
+        return self
+
+    def __exit__(self, *exc):
+        engine.run = self._run
+
+
+def improve(raster: str, mask: str, folder: Path, provider: str, name: str) -> dict:
+    outputs = pipeline.ProbabilityOutputs(cloud=str(folder / f"{name}_cloud.tif"),
+                                          shadow=str(folder / f"{name}_shadow.tif"))
+    request = pipeline.ImproveRequest(
+        probability=pipeline.ProbabilityRequest(raster, [MODEL], MODEL, provider=provider),
+        product_mask=mask, settings=merge.MergeSettings(), mask=str(folder / f"{name}_mask.tif"),
+        outputs=outputs)
+    with ModelClock() as clock:
+        start = time.perf_counter()
+        report = pipeline.improve(request)
+        wall = time.perf_counter() - start
+    on_gpu = any(note.startswith("Running on the GPU") for note in report.notes) and not any(
+        "finished on the CPU" in note for note in report.notes)
+    return {"provider": provider, "on_gpu": on_gpu, "wall_s": wall, "model_s": clock.seconds, "other_s": wall - clock.seconds,
+            "model_calls": clock.calls, "tiles": clock.tiles,
+            "tiles_per_batch": clock.tiles / max(1, clock.calls), "notes": report.notes,
+            "fractions": report.fractions, "mask": request.mask, "cloud": outputs.cloud, "shadow": outputs.shadow}
+
+
+def bare_throughput(provider: str, seconds: float = 5.0) -> dict:
+    """The network alone on random tiles in memory, at the batch the plugin chose."""
+    card, path = models.resolve(MODEL)
+    model = inference.load_model(card, path, provider)
+    batch = model.batch_size
+    x = np.random.default_rng(0).normal(size=(batch, len(card.bands), card.tile, card.tile)).astype(np.float32)
+    model.session.run(None, {model.input_name: x})  # warm-up (cuDNN picks its kernels here)
+    runs, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        model.session.run(None, {model.input_name: x})
+        runs += 1
+    elapsed = time.perf_counter() - start
+    return {"provider": model.provider, "batch": batch, "tiles_per_s": runs * batch / elapsed, "note": model.note}
+
+
+def read(path: str) -> np.ndarray:
+    ds = gdal.Open(path)  # kept referenced while its band is read (else GDAL frees it under the band)
+    return ds.GetRasterBand(1).ReadAsArray()
+
+
+def agreement(a: dict, b: dict) -> dict:
+    """Per-pixel argmax of (clear, cloud, shadow) and the final masks, run a against run b."""
+    def classes(run):
+        cloud, shadow = read(run["cloud"]), read(run["shadow"])
+        valid = cloud >= 0
+        return np.argmax(np.stack([1 - cloud - shadow, cloud, shadow]), axis=0), valid
+    ca, va = classes(a)
+    cb, vb = classes(b)
+    both = va & vb
+    mask_a, mask_b = read(a["mask"]), read(b["mask"])
+    return {"argmax_agreement": float((ca == cb)[both].mean()), "mask_agreement": float((mask_a == mask_b).mean()),
+            "valid_pixels": int(both.sum())}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=10980, help="raster side in pixels (10980: a full tile)")
+    parser.add_argument("--providers", default="cuda,cpu", help="runs to make, in order (the first is timed)")
+    parser.add_argument("--sample", type=Path, default=None, help="a 12-band uint16 scene to repeat")
+    parser.add_argument("--work", type=Path, default=None, help="folder for the rasters (default: a temporary one)")
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "out" / "gpu-check"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    providers = [p for p in args.providers.split(",") if p]
+    device = gpu.gpu()
+    result = {"machine": f"{platform.machine()}, {inference.available_cores()} cores, Python {platform.python_version()}",
+              "gpu": device.__dict__ if device else None, "size": args.size, "model": MODEL}
+    with tempfile.TemporaryDirectory(prefix="cloudmask-gpu-check-", dir=args.work) as tmp:
+        folder = Path(tmp)
+        start = time.perf_counter()
+        raster = write_tiled(folder / "s2.tif", args.size, scene_block(args.sample), gdal.GDT_UInt16, 0, SEED_BANDS)
+        mask = write_tiled(folder / "product.tif", args.size, product_block(), gdal.GDT_Byte, 100)
+        result["generate_s"] = time.perf_counter() - start
+        print(f"gpu_check: {args.size}^2 rasters in {result['generate_s']:.1f} s", flush=True)
+        result["bare"] = [bare_throughput(p) for p in providers]
+        for bare in result["bare"]:
+            print(f"gpu_check: bare {bare['provider']} batch {bare['batch']}: {bare['tiles_per_s']:.0f} tiles/s "
+                  f"({bare['note']})", flush=True)
+        runs = []
+        for provider in providers:
+            run = improve(raster, mask, folder, provider, provider)
+            runs.append(run)
+            print(f"gpu_check: improve {provider}: {run['wall_s']:.1f} s wall, model {run['model_s']:.1f} s, "
+                  f"other {run['other_s']:.1f} s, {run['tiles']} tiles in {run['model_calls']} calls; "
+                  f"{' '.join(run['notes'])}", flush=True)
+        if len(runs) >= 2:
+            result["agreement"] = agreement(runs[0], runs[1])
+        result["runs"] = [{k: v for k, v in r.items() if k not in ("mask", "cloud", "shadow")} for r in runs]
+    verdicts = []
+    cuda_runs = [r for r in runs if r["provider"] == "cuda"]
+    if cuda_runs and not cuda_runs[0]["on_gpu"]:
+        print("gpu_check: THE CUDA RUN DID NOT RUN ON THE GPU (see its note above): no GPU figure")
+        verdicts.append(("the cuda run ran on the GPU", False))
+    elif cuda_runs and args.size == 10980:
+        verdicts.append(("full tile wall <= 6 s", cuda_runs[0]["wall_s"] <= 6.0))
+    if "agreement" in result:
+        verdicts.append(("argmax agreement >= 99.9 %", result["agreement"]["argmax_agreement"] >= 0.999))
+        print(f"gpu_check: agreement {providers[0]} vs {providers[1]}: argmax "
+              f"{result['agreement']['argmax_agreement'] * 100:.3f} %, mask {result['agreement']['mask_agreement'] * 100:.3f} %")
+    result["verdicts"] = {name: ok for name, ok in verdicts}
+    for name, ok in verdicts:
+        print(f"gpu_check: {name}: {'ok' if ok else 'MISSED'}")
+    (args.out / "gpu_check.json").write_text(json.dumps(result, indent=1, default=str))
+    print(f"gpu_check: results in {args.out / 'gpu_check.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

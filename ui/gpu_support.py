@@ -1,0 +1,83 @@
+"""The model manager's GPU row: "Install GPU support" and "Use CPU only", one click each.
+
+Installing downloads about 1.5 GB (onnxruntime-gpu and NVIDIA's CUDA and cuDNN
+libraries), so it runs as a QgsTask: QGIS stays usable and shows it in its task
+list. Before offering the button the row checks what the install needs (an NVIDIA
+driver, a supported Python and platform, disk space) and says plainly what is
+missing. A switch takes effect when QGIS restarts: the running QGIS keeps the
+onnxruntime it has loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import QgsApplication, QgsTask
+from qgis.PyQt.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
+
+from ..core import deps, home
+
+
+class GpuSupportBox(QWidget):
+    def __init__(self, parent=None, folder: Path | None = None, index_url: str | None = None):
+        super().__init__(parent)
+        self.folder = Path(folder or home.python_dir())
+        self.index_url = index_url  # another package index (tests)
+        self.task: QgsTask | None = None
+        self.status = QLabel(self)
+        self.status.setWordWrap(True)
+        self.install_button = QPushButton("Install GPU support", self)
+        self.cpu_button = QPushButton("Use CPU only", self)
+        self.install_button.clicked.connect(self.install_gpu)
+        self.cpu_button.clicked.connect(self.use_cpu)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.status, 1)
+        row.addWidget(self.install_button)
+        row.addWidget(self.cpu_button)
+        self.refresh()
+
+    def refresh(self, message: str = "") -> None:
+        current = deps.installed_runtime(self.folder)
+        busy = self.task is not None
+        gpu_installed = current.kind == "gpu"
+        self.cpu_button.setVisible(gpu_installed)
+        self.install_button.setVisible(not gpu_installed)
+        if gpu_installed:
+            text = (f"GPU support is installed (onnxruntime-gpu {current.version}): models run on the NVIDIA "
+                    "GPU when there is one, else on the CPU.")
+            self.cpu_button.setEnabled(not busy)
+        else:
+            problems = deps.gpu_install_problems(self.folder)
+            self.install_button.setEnabled(not problems and not busy)
+            if problems:
+                text = "Models run on the CPU. GPU support cannot be installed here: " + " ".join(problems)
+            else:
+                text = ("Models run on the CPU. This computer has an NVIDIA GPU: installing GPU support "
+                        "(a download of about 1.5 GB) makes runs much faster.")
+        self.status.setText(f"{message} {text}".strip() if message else text)
+
+    def install_gpu(self) -> QgsTask:
+        return self._start("Installing GPU support for Cloud Mask Improver", deps.install_gpu_runtime)
+
+    def use_cpu(self) -> QgsTask:
+        return self._start("Cloud Mask Improver: back to the CPU", deps.install_cpu_runtime)
+
+    def _start(self, description: str, work) -> QgsTask:
+        # The task is held here until QGIS has called on_finished (Python must keep it alive).
+        self.task = QgsTask.fromFunction(description, lambda _task: work(self.folder, self.index_url),
+                                         on_finished=self._finished)
+        self.install_button.setEnabled(False)
+        self.cpu_button.setEnabled(False)
+        self.status.setText(f"{description}… (this can take several minutes; QGIS stays usable)")
+        QgsApplication.taskManager().addTask(self.task)
+        return self.task
+
+    def _finished(self, exception, status: deps.RuntimeStatus | None = None) -> None:
+        self.task = None
+        if exception is not None or status is None:
+            self.refresh(f"<b style='color:#b00020'>It failed:</b> {exception}.")
+        elif not status.available:
+            self.refresh(f"<b style='color:#b00020'>It failed:</b> {status.problem}")
+        else:
+            self.refresh("<b>Done: restart QGIS to use it.</b>")
