@@ -7,6 +7,7 @@ sample scene, and a plugins folder with a link to this checkout so that
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path

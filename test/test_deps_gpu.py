@@ -109,8 +109,9 @@ def test_setup_keeps_gpu_support_unless_told(tmp_path, monkeypatch):
     """``make setup`` after ``make setup GPU=1`` must not silently go back to the CPU."""
     import importlib.util
     from pathlib import Path
-    spec = importlib.util.spec_from_file_location(
-        "_install_script", Path(__file__).resolve().parent.parent / "scripts" / "install.py")
+    scripts = Path(__file__).resolve().parent.parent / "scripts"
+    monkeypatch.syspath_prepend(str(scripts))  # install.py imports its neighbours, as when run
+    spec = importlib.util.spec_from_file_location("_install_script", scripts / "install.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     monkeypatch.setenv("CLOUDMASK_HOME", str(tmp_path))
