@@ -12,10 +12,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from osgeo import gdal
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core import deps, home, installer
+
+gdal.UseExceptions()  # our own process: say so, or GDAL >= 3.9 warns that 4.0 will change the default
 
 sys.path.insert(0, str(ROOT / "test" / "data"))
 import fetch_sample

@@ -13,6 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core import merge as mg
 from core.bands import detect_bands
 
+gdal.UseExceptions()  # our own process: say so, or GDAL >= 3.9 warns that 4.0 will change the default
+
 
 def true_colour(path: str) -> np.ndarray:
     ds = gdal.Open(path)
