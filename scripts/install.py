@@ -13,11 +13,14 @@ import sys
 from pathlib import Path
 
 import plugin_root
+from osgeo import gdal
 
 plugin_root.import_root()  # the one import root: cloud_mask_improver, from the plugins folder
 import sample
 
 from cloud_mask_improver.core import deps, home, installer
+
+gdal.UseExceptions()  # our own process: say so, or GDAL >= 3.9 warns that 4.0 will change the default
 
 ROOT = plugin_root.ROOT
 

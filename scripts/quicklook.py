@@ -16,6 +16,8 @@ plugin_root.import_root()
 from cloud_mask_improver.core import merge as mg
 from cloud_mask_improver.core.bands import detect_bands
 
+gdal.UseExceptions()  # our own process: say so, or GDAL >= 3.9 warns that 4.0 will change the default
+
 
 def true_colour(path: str) -> np.ndarray:
     ds = gdal.Open(path)

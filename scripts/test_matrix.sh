@@ -114,6 +114,7 @@ run_suite() {
     && $SUDO git -C "$rootfs$CLONE" checkout --quiet --detach "$(git -C "$ROOT" rev-parse HEAD)" || return
   in_root "$rootfs" timeout "$limit" bash -c "cd $CLONE && make test" >"$CACHE/$suite/test.log" 2>&1
   TEST_STATUS=$?
+  in_root "$rootfs" apt-get clean  # the .deb files of setup's first apt-get install (about 1 GB)
   in_root "$rootfs" timeout 900 bash -c "cd $CLONE && make demo" >"$CACHE/$suite/demo.log" 2>&1
   DEMO_STATUS=$?
 }
@@ -156,7 +157,7 @@ for suite in "${SUITES[@]}"; do
   mask=$CACHE/$suite/rootfs$CLONE/out/demo/mask.tif
   if [ "$TEST_STATUS" -eq 0 ]; then verdict=passed; else verdict="FAILED (exit $TEST_STATUS)"; failed=1; fi
   if [ "$DEMO_STATUS" -eq 0 ] && [ -f "$mask" ]; then
-    demo="demo mask sha256 $(sha256sum "$mask" | cut -c1-16)"
+    demo="demo mask sha256 $(sha256sum "$mask" | cut -d' ' -f1)"
     cp "$mask" "$CACHE/$suite/demo-mask.tif"
     masks+=("$CACHE/$suite/demo-mask.tif")
   else
@@ -171,7 +172,7 @@ done
 if [ ${#masks[@]} -gt 0 ]; then
   if make demo >"$CACHE/host-demo.log" 2>&1 && [ -f out/demo/mask.tif ]; then
     host=$(.venv/bin/python -c 'from qgis.core import Qgis; print(Qgis.QGIS_VERSION.split("-")[0])' 2>/dev/null)
-    lines+=("QGIS ${host:-?} on this machine: demo mask sha256 $(sha256sum out/demo/mask.tif | cut -c1-16)")
+    lines+=("QGIS ${host:-?} on this machine: demo mask sha256 $(sha256sum out/demo/mask.tif | cut -d' ' -f1)")
     masks+=("$ROOT/out/demo/mask.tif")
   else
     lines+=("this machine: demo FAILED (see $CACHE/host-demo.log)")
