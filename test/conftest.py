@@ -70,3 +70,30 @@ def provider(qgis_app, qgis_processing):
     assert registry.addProvider(provider)
     yield provider
     registry.removeProvider("cloudmask")
+
+
+_VIEWS = []  # the real layer tree views handed out, kept alive for the session
+
+
+@pytest.fixture(autouse=True)
+def _real_layer_tree_view(monkeypatch):
+    """QGIS >= 3.44 passes ``iface.layerTreeView()`` to ``QgsProcessingGuiUtils.addResultLayers``,
+    which refuses pytest-qgis's stand-in (a MagicMock). Wherever the iface of a test is that
+    stand-in (it stays installed once any test asked for it), it gets a real view of the
+    project's layer tree, as in the desktop."""
+    from unittest import mock
+
+    from qgis import utils
+    iface = getattr(utils, "iface", None)
+    if iface is None or not isinstance(getattr(iface, "layerTreeView", None), mock.Mock):
+        yield
+        return
+    if not _VIEWS:
+        from qgis.core import QgsLayerTreeModel, QgsProject
+        from qgis.gui import QgsLayerTreeView
+        view = QgsLayerTreeView()
+        model = QgsLayerTreeModel(QgsProject.instance().layerTreeRoot())
+        view.setModel(model)
+        _VIEWS.extend([view, model])
+    monkeypatch.setattr(iface, "layerTreeView", lambda: _VIEWS[0])
+    yield
