@@ -29,7 +29,7 @@ from osgeo import gdal
 from . import area as area_mod
 from . import merge as mg
 from . import pipeline, products, safe
-from .engine import Cancelled, Feedback
+from .engine import Cancelled, Feedback, Share
 from .errors import CloudMaskError
 from .fetch import sha256_of
 
@@ -317,20 +317,9 @@ def run_sequential(items: list[Item], options: BatchOptions, out_dir: str, area:
     for index, item in enumerate(items):
         if feedback.cancelled():
             raise Cancelled("Cancelled by the user.")
-        step = _Slice(feedback, index / len(items), (index + 1) / len(items))
+        step = Share(feedback, index / len(items), (index + 1) / len(items))
         rows.append(run_product(item, options, out_dir, area, force, step))
         if on_row:
             on_row(rows[-1])
         feedback.progress((index + 1) / len(items))
     return rows
-
-
-class _Slice(Feedback):
-    def __init__(self, parent: Feedback, start: float, end: float):
-        self.parent, self.start, self.end = parent, start, end
-
-    def progress(self, fraction: float) -> None:
-        self.parent.progress(self.start + (self.end - self.start) * fraction)
-
-    def cancelled(self) -> bool:
-        return self.parent.cancelled()

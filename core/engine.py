@@ -81,6 +81,19 @@ class Feedback:
         return False
 
 
+class Share(Feedback):
+    """A stage's 0..1 progress as the slice [start, end] of its parent's; cancels with it."""
+
+    def __init__(self, parent: Feedback, start: float, end: float):
+        self.parent, self.start, self.end = parent, start, end
+
+    def progress(self, fraction: float) -> None:
+        self.parent.progress(self.start + (self.end - self.start) * fraction)
+
+    def cancelled(self) -> bool:
+        return self.parent.cancelled()
+
+
 # sink(first_row, first_col, {output: rows x cols}): finished pixels, in row order within a stripe.
 Sink = Callable[[int, int, dict[str, np.ndarray]], None]
 

@@ -15,7 +15,7 @@ import os
 import tempfile
 
 from . import merge as mg
-from .engine import Feedback
+from .engine import Feedback, Share
 from .inputs import processing_level, radiometric_offset  # noqa: F401 - public: the dialog shows the level
 from .plan import (  # noqa: F401 - the requests are this module's public API
     ImproveRequest,
@@ -32,19 +32,6 @@ from .plan import (  # noqa: F401 - the requests are this module's public API
 from .probability import RunReport, compute_probabilities, record_thresholds, recorded_thresholds  # noqa: F401
 from .staging import atomic_outputs, stage
 from .windowed_merge import merge_to_mask
-
-
-class _Stage(Feedback):
-    """Maps a stage's 0..1 progress into a slice of the whole run."""
-
-    def __init__(self, parent: Feedback, start: float, end: float):
-        self.parent, self.start, self.end = parent, start, end
-
-    def progress(self, fraction: float) -> None:
-        self.parent.progress(self.start + (self.end - self.start) * fraction)
-
-    def cancelled(self) -> bool:
-        return self.parent.cancelled()
 
 
 def _targets(probability: ProbabilityPlan, pending: list, tmp: str | None) -> ProbabilityOutputs:
@@ -70,10 +57,10 @@ def run(run_plan: RunPlan, feedback: Feedback | None = None) -> RunReport:
     feedback = feedback or Feedback()
     with atomic_outputs() as pending, tempfile.TemporaryDirectory(prefix="cloudmask-") as tmp:
         paths = _targets(run_plan.probability, pending, tmp)
-        report = compute_probabilities(run_plan.probability, paths, _Stage(feedback, 0.0, 0.9))
+        report = compute_probabilities(run_plan.probability, paths, Share(feedback, 0.0, 0.9))
         record_thresholds(paths, run_plan.probability)
         mask = stage(pending, run_plan.mask)
-        fractions = merge_to_mask(run_plan.merge, paths.cloud, paths.shadow, mask, _Stage(feedback, 0.9, 1.0))
+        fractions = merge_to_mask(run_plan.merge, paths.cloud, paths.shadow, mask, Share(feedback, 0.9, 1.0))
     report.notes.extend(run_plan.notes)
     report.fractions = fractions.as_dict()
     report.valid_pixels = fractions.valid

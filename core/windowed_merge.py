@@ -18,7 +18,7 @@ import numpy as np
 from osgeo import gdal
 
 from . import merge as mg
-from .engine import Cancelled, Feedback
+from .engine import Cancelled, Feedback, Share
 from .patches import PatchAreas
 from .plan import MergePlan
 from .raster import (
@@ -105,7 +105,7 @@ def merge_to_mask(plan: MergePlan, cloud: str | None, shadow: str | None, mask_p
         areas = None
         first = 0.0
         if settings.min_area > 1:
-            areas = _patch_areas(flags, settings.min_area, _Share(feedback, 0.0, 0.5))
+            areas = _patch_areas(flags, settings.min_area, Share(feedback, 0.0, 0.5))
             first = 0.5
         out = create_geotiff(mask_path, grid, 1, gdal.GDT_Byte, mg.NODATA)
         # Before any block is written: on a wide raster GDAL has flushed blocks by the end,
@@ -162,16 +162,3 @@ class _Rows:
         self.cloud, self.shadow, self.valid = self.cloud[keep:], self.shadow[keep:], self.valid[keep:]
         self.lo += keep
         return mask
-
-
-class _Share(Feedback):
-    """A stage's 0..1 progress as a slice of its parent's."""
-
-    def __init__(self, parent: Feedback, start: float, end: float):
-        self.parent, self.start, self.end = parent, start, end
-
-    def progress(self, fraction: float) -> None:
-        self.parent.progress(self.start + (self.end - self.start) * fraction)
-
-    def cancelled(self) -> bool:
-        return self.parent.cancelled()
