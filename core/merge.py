@@ -237,7 +237,7 @@ def remove_small_patches(mask: np.ndarray, min_area: int, at_edge: Sides = (True
 
 
 def _threshold(probability: np.ndarray | None, threshold: float, shape: tuple[int, ...]) -> np.ndarray:
-    """probability > threshold (strict, as the seed); NaN and a missing model are False."""
+    """probability > threshold (strict, as FarmVibes.AI); NaN and a missing model are False."""
     if probability is None:
         return np.zeros(shape, dtype=bool)
     probability = np.asarray(probability)
