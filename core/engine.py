@@ -23,14 +23,15 @@ and tiles are cut from a mirror-padded strip with plain slices.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .inference import LoadedModel, preprocess, run
-from .raster import RowSource, limited_block_cache
+from .raster import BLOCK_CACHE_BYTES, RowSource, limited_block_cache
 from .tiling import AxisPlan, plan_axis, reflect, stripe_bounds
 
 
@@ -52,6 +53,9 @@ class EngineSettings:
     # square (scripts/bench.py, figure 3); the cost is reading the source blocks under
     # each split twice, unmeasurable in time. IN_MEMORY runs are one stripe.
     stripe_cols: int = 4096
+    # Bands of rows run at once (see run_in_bands); 0: what suits the device (see
+    # probability.device_settings).
+    workers: int = 1
 
 
 @dataclass
@@ -134,6 +138,10 @@ class _Group:
     rows: AxisPlan
     cols: AxisPlan
     stripe: Stripe = field(default_factory=Stripe)
+    # The tile rows this engine runs: those that touch its row band (all of them: one band).
+    first_index: int = 0
+    end_index: int = 0
+    first_row: int = 0  # the band's first raster row
     next_row: int = 0  # the next tile row to run
     # Weighted sums and weight sums of the stripe's unfinished rows, from raster row acc_first.
     acc_first: int = 0
@@ -148,7 +156,7 @@ class _Group:
 
     @property
     def finished(self) -> bool:
-        return self.next_row >= len(self.rows)
+        return self.next_row >= self.end_index
 
     @property
     def pixel(self) -> bool:
@@ -156,7 +164,8 @@ class _Group:
 
     def start_stripe(self, first: int, end: int) -> None:
         """Forget the previous stripe's rows; what it carried over becomes this one's input."""
-        self.next_row, self.acc_first, self.done_rows = 0, 0, 0
+        self.next_row, self.acc_first = self.first_index, self.first_row
+        self.done_rows = self.rows.starts[self.first_index] if self.pixel else 0
         self.acc, self.weight = {}, None
         self.weights_key, self.weights = (), {}
         self.carry_in, self.carry_out = self.carry_out, {}
@@ -166,19 +175,35 @@ class _Group:
 WEIGHT = ""  # key of the blending weight among the carried arrays
 
 
+def band_tile_rows(rows: AxisPlan, pixel: bool, first: int, end: int) -> tuple[int, int]:
+    """The tile rows that raster rows ``[first, end)`` need: every tile row that touches
+    them (so each of their pixels gets every addition, in order, that a whole-raster run
+    gives it), up to the one after which they are all final."""
+    if pixel:
+        return first // rows.tile, -(-end // rows.tile)
+    lo = next(j for j in range(len(rows)) if rows.span(j)[1] > first)
+    hi = next((k for k in range(lo, len(rows)) if rows.final_row(k) >= end), len(rows) - 1)
+    return lo, hi + 1
+
+
 class Engine:
+    """One pass of the tile grids over a band of raster rows (all of them by default),
+    stripe by stripe; finished rows go to a sink in order."""
+
     def __init__(self, source: RowSource, jobs: list[Job], nodata: list[float | None],
                  offset: float = 0.0, settings: EngineSettings | None = None,
-                 feedback: Feedback | None = None):
+                 feedback: Feedback | None = None, rows: tuple[int, int] | None = None):
         self.source = source
         self.nodata = nodata
         self.offset = offset
         self.settings = settings or EngineSettings()
         self.feedback = feedback or Feedback()
+        self.first_row, self.end_row = rows or (0, source.height)
         self.groups = self._group(jobs)
         self.bounds = self._stripe_bounds()
         stripes = len(self.bounds) - 1
-        self.total = sum(len(g.rows) * (stripes if g.pixel else len(g.cols)) for g in self.groups)
+        self.total = sum((g.end_index - g.first_index) * (stripes if g.pixel else len(g.cols))
+                         for g in self.groups)
         self.done = 0
         self._reader: ThreadPoolExecutor | None = None
         self._ahead: dict[int, Future] = {}
@@ -189,7 +214,11 @@ class Engine:
             c = job.model.card
             by_grid.setdefault((c.scheme, c.tile, c.overlap), []).append(job)
         h, w = self.source.height, self.source.width
-        return [_Group(js, plan_axis(h, *grid), plan_axis(w, *grid)) for grid, js in by_grid.items()]
+        groups = [_Group(js, plan_axis(h, *grid), plan_axis(w, *grid)) for grid, js in by_grid.items()]
+        for g in groups:
+            g.first_index, g.end_index = band_tile_rows(g.rows, g.pixel, self.first_row, self.end_row)
+            g.first_row = self.first_row
+        return groups
 
     def _stripe_bounds(self) -> list[int]:
         width = self.source.width
@@ -212,7 +241,9 @@ class Engine:
         """
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cloudmask-reader")
         try:
-            with limited_block_cache():  # outputs are written as they finish, not kept in GDAL's cache
+            # Outputs are written as they finish, not kept in GDAL's cache; each band of
+            # rows at work has its own row of output blocks in progress.
+            with limited_block_cache(BLOCK_CACHE_BYTES * max(1, self.settings.workers)):
                 for x0, x1 in zip(self.bounds, self.bounds[1:]):
                     for group in self.groups:
                         group.start_stripe(x0, x1)
@@ -226,8 +257,8 @@ class Engine:
     def _run(self, sink: Sink, x0: int) -> None:
         """One stripe (starting at column ``x0``), top to bottom."""
         pending: dict[str, list[np.ndarray]] = {}
-        frontier = {id(g): 0 for g in self.groups}
-        written = 0
+        frontier = {id(g): self.first_row for g in self.groups}
+        written = self.first_row
         while not all(g.finished for g in self.groups):
             group = min((g for g in self.groups if not g.finished), key=lambda g: frontier[id(g)])
             _, hi, strips = self._advance(group)
@@ -314,7 +345,7 @@ class Engine:
             return self._prepare(group, index)
         if future is None:
             future = self._reader.submit(self._prepare, group, index)
-        if index + 1 < len(group.rows):
+        if index + 1 < group.end_index:
             self._ahead[id(group)] = self._reader.submit(self._prepare, group, index + 1)
         return future.result()  # re-raises the reader's error here
 
@@ -331,8 +362,17 @@ class Engine:
         if result is not None:
             lo = group.done_rows
             group.done_rows = lo + data.shape[1]
-            return lo, group.done_rows, result
-        return self._release(group, index)
+            return self._in_band(lo, group.done_rows, result)
+        return self._in_band(*self._release(group, index))
+
+    def _in_band(self, lo: int, hi: int, strips: dict[str, np.ndarray]) -> tuple[int, int, dict[str, np.ndarray]]:
+        """Only the band's rows of what a tile row finished (the tile rows at its edges
+        also finish rows of the neighbouring bands, which those bands give)."""
+        first = max(lo, self.first_row)
+        end = max(min(hi, self.end_row), first)
+        if (first, end) == (lo, hi):
+            return lo, hi, strips
+        return first, end, {name: s[first - lo:end - lo] for name, s in strips.items()}
 
     # -- pixel models: no context, so a strip is finished as soon as it is predicted
     def _pixel_rows(self, group: _Group, data: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
@@ -427,9 +467,12 @@ class Engine:
         rows = slice(r_lo - start, r_hi - start)
         for job in group.jobs:
             strip = prepared[job.key]
-            x = np.stack([strip[:, :, group.cols.starts[j] - first:group.cols.starts[j] - first + tile]
-                          for j in batch], axis=1)  # [bands, tiles, rows, cols]: bands first for scaling
-            x = np.ascontiguousarray(preprocess(job.model.card, x, self.offset).transpose(1, 0, 2, 3))
+            # The tiles cut straight into the network's float32 input (one pass over the
+            # pixels, not a stack, a cast and a transpose), then scaled in place.
+            x = np.empty((len(batch), strip.shape[0], tile, tile), dtype=np.float32)
+            for k, j in enumerate(batch):
+                x[k] = strip[:, :, group.cols.starts[j] - first:group.cols.starts[j] - first + tile]
+            preprocess(job.model.card, x.transpose(1, 0, 2, 3), self.offset, in_place=True)  # bands first
             cloud, shadow = run(job.model, x)
             for name, probs in ((f"{job.key}:cloud", cloud if job.cloud else None),
                                 (f"{job.key}:shadow", shadow if job.shadow else None)):
@@ -472,3 +515,73 @@ class Engine:
         group.acc = {name: acc[count:] for name, acc in group.acc.items()}
         group.acc_first = first + count
         return first, first + count, out
+
+
+# -- several row bands at once ----------------------------------------------------------
+def row_bands(height: int, count: int, align: int = 256) -> list[tuple[int, int]]:
+    """``count`` bands of rows of about equal height, split at multiples of ``align`` (the
+    outputs' block height), so that no output block is written by two bands."""
+    cuts = sorted({min(height, round(height * i / max(1, count) / align) * align) for i in range(count + 1)})
+    cuts = [c for c in cuts if 0 < c < height]
+    return list(zip([0] + cuts, cuts + [height]))
+
+
+class _BandFeedback(Feedback):
+    """One band's progress as its share of the whole; it stops when the user cancels or
+    another band failed."""
+
+    def __init__(self, parent: Feedback, lock: threading.Lock, shares: list[float], weights: list[float],
+                 index: int, stop: threading.Event):
+        self.parent, self.lock, self.shares, self.weights = parent, lock, shares, weights
+        self.index, self.stop = index, stop
+
+    def progress(self, fraction: float) -> None:
+        with self.lock:
+            self.shares[self.index] = fraction
+            self.parent.progress(sum(s * w for s, w in zip(self.shares, self.weights)))
+
+    def cancelled(self) -> bool:
+        return self.stop.is_set() or self.parent.cancelled()
+
+
+def run_in_bands(open_source: Callable[[], RowSource], height: int, jobs: list[Job],
+                 nodata: list[float | None], offset: float, settings: EngineSettings,
+                 feedback: Feedback, sink: Sink) -> None:
+    """Predict the whole raster as ``settings.workers`` bands of rows at once, each an
+    ``Engine`` with its own reader, on threads (numpy, GDAL and onnxruntime let go of
+    Python's lock while they work).
+
+    Why bands: with the network on a GPU, reading, scaling and blending on one CPU core
+    take many times the network's own time. Each band runs every tile row that touches
+    it, so the one or two tile rows at a seam are run by both bands (a few percent more
+    network work), and every pixel gets exactly the additions, in the same order, that a
+    one-band run gives it: the results are the same bit for bit. ``sink`` is called from
+    every band (each in row order, the bands interleaved) and must accept that.
+    """
+    bands = row_bands(height, 1 if settings.in_memory else settings.workers)
+    if len(bands) == 1:
+        source = open_source()
+        try:
+            Engine(source, jobs, nodata, offset, settings, feedback).run(sink)
+        finally:
+            source.close()
+        return
+    lock, stop = threading.Lock(), threading.Event()
+    shares, weights = [0.0] * len(bands), [(b - a) / height for a, b in bands]
+
+    def one(index: int, band: tuple[int, int]) -> None:
+        source = open_source()
+        try:
+            part = _BandFeedback(feedback, lock, shares, weights, index, stop)
+            Engine(source, jobs, nodata, offset, settings, part, rows=band).run(sink)
+        finally:
+            source.close()
+
+    errors: list[BaseException] = []
+    with ThreadPoolExecutor(len(bands), thread_name_prefix="cloudmask-band") as pool:
+        for future in as_completed([pool.submit(one, i, band) for i, band in enumerate(bands)]):
+            if future.exception() is not None:
+                stop.set()  # the other bands stop at their next tile
+                errors.append(future.exception())
+    if errors:  # the cause, not the other bands' stops
+        raise next((e for e in errors if not isinstance(e, Cancelled)), errors[0])

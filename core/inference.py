@@ -104,6 +104,16 @@ def cuda_batch(card: ModelCard, free_bytes: int | None, sharing: int = 1) -> tup
                f"{CUDA_BATCHES[-1]} tiles of '{card.id}' needs about {need / 2**20:.0f} MiB.")
 
 
+def cuda_workers(models: list[LoadedModel], free_bytes: int | None, most: int) -> int:
+    """How many batches of every network fit in the GPU's free memory at once (at most
+    ``most``): the row bands that may run on it together."""
+    if free_bytes is None:
+        return most
+    need = sum(CUDA_FIXED_BYTES + m.batch_size * m.card.tile ** 2 * CUDA_BYTES_PER_PIXEL
+               for m in models if not m.card.is_pixel_model)
+    return max(1, min(most, int(free_bytes * CUDA_MEMORY_SHARE // max(1, need))))
+
+
 def load_model(card: ModelCard, path: Path, provider: str = "auto", threads: int = 0,
                sharing: int = 1) -> LoadedModel:
     """The network in a (cached) session on the device ``provider`` allows, with the note that
@@ -191,7 +201,11 @@ class FallbackSession:
 
     After one successful batch an error is a real error (it is raised); before, it is
     taken as the GPU's (out of memory, a kernel the card lacks) and the batch is run
-    again on the CPU, in CPU-sized pieces, as is every later batch."""
+    again on the CPU, in CPU-sized pieces, as is every later batch.
+
+    Batches go to the GPU one at a time. Bands of rows (``engine.run_in_bands``) call from
+    several threads; the GPU runs their batches one after the other anyway, and each
+    concurrent run would hold working memory of its own."""
 
     def __init__(self, session, make_cpu, provider: str, gpu_name: str = "", key: tuple = ()):
         self.session, self.make_cpu, self.provider, self.gpu_name, self.key = (
@@ -199,6 +213,7 @@ class FallbackSession:
         self.proven = provider != "cuda"
         self.fallback_note = ""
         self._lock = threading.Lock()
+        self._gpu = threading.Lock()
 
     def get_inputs(self):
         return self.session.get_inputs()
@@ -213,7 +228,8 @@ class FallbackSession:
         if self.proven:
             return self._run(names, feeds)
         try:
-            out = self.session.run(names, feeds)
+            with self._gpu:
+                out = self.session.run(names, feeds)
         except Exception as err:  # noqa: BLE001 - any failure on the GPU falls back; onnxruntime's types are private
             with self._lock:
                 if self.provider == "cuda":
@@ -227,7 +243,8 @@ class FallbackSession:
 
     def _run(self, names, feeds):
         if self.provider == "cuda":
-            return self.session.run(names, feeds)
+            with self._gpu:
+                return self.session.run(names, feeds)
         (name, x), = feeds.items()
         if x.ndim != 4 or len(x) <= CPU_BATCH:  # image tiles: a GPU-sized batch in CPU-sized pieces
             return self.session.run(names, feeds)
@@ -327,9 +344,10 @@ def preprocess(card: ModelCard, data: np.ndarray, offset: float = 0.0, in_place:
 def activate(card: ModelCard, out: np.ndarray) -> np.ndarray:
     """Model output ``[N, C, ...]`` to per-class probabilities."""
     out = out.astype(np.float32, copy=False)
-    if card.activation == "softmax":
-        e = np.exp(out - out.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
+    if card.activation == "softmax":  # in place (the same operations as out of place, bit for bit)
+        e = np.subtract(out, out.max(axis=1, keepdims=True), out=out)
+        np.exp(e, out=e)
+        return np.divide(e, e.sum(axis=1, keepdims=True), out=e)
     if card.activation == "sigmoid":
         return 1.0 / (1.0 + np.exp(-out))
     return out
@@ -338,11 +356,19 @@ def activate(card: ModelCard, out: np.ndarray) -> np.ndarray:
 def run(model: LoadedModel, batch: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Cloud and shadow probability for a batch of preprocessed tiles (or pixels)."""
     card = model.card
+    fed = batch
+    if model.provider == "cuda" and batch.ndim == 4 and len(batch) < model.batch_size:
+        # One input shape on the GPU: cuDNN tries its kernels for every new shape it sees
+        # (seconds each), and a short batch (a tile row's last, nodata tiles left out)
+        # would be one. The padding's results are dropped.
+        fed = np.concatenate([batch, np.zeros((model.batch_size - len(batch),) + batch.shape[1:], batch.dtype)])
     try:
-        out = model.session.run(None, {model.input_name: batch})[card.output_index]
+        out = model.session.run(None, {model.input_name: fed})[card.output_index]
     except Exception as err:
         raise ModelError(f"Model '{card.id}' failed on a batch of shape {batch.shape}: "
                          f"{str(err).splitlines()[0][:300]}. Check that the card matches the model.") from err
+    if fed is not batch and len(out) == len(fed):
+        out = out[:len(batch)]
     if out.shape[:1] != batch.shape[:1] or (not card.is_pixel_model and out.shape[2:] != batch.shape[2:]):
         raise ModelError(f"Model '{card.id}' returned shape {out.shape} for input {batch.shape}; "
                          "its card expects one output per input pixel. Fix the card or the model.")
@@ -351,6 +377,13 @@ def run(model: LoadedModel, batch: np.ndarray) -> tuple[np.ndarray | None, np.nd
         raise ModelError(f"Model '{card.id}' returned {out.shape[1]} channels; its card reads channel "
                          f"{needed - 1}. Fix the card or the model.")
     probs = activate(card, out)
-    cloud = probs[:, list(card.cloud_channels)].sum(axis=1) if card.cloud_channels else None
-    shadow = probs[:, list(card.shadow_channels)].sum(axis=1) if card.shadow_channels else None
-    return cloud, shadow
+    return _channels(probs, card.cloud_channels), _channels(probs, card.shadow_channels)
+
+
+def _channels(probs: np.ndarray, channels) -> np.ndarray | None:
+    """The sum of some classes' probabilities; one class is its own channel (no copy)."""
+    if not channels:
+        return None
+    if len(channels) == 1:
+        return probs[:, channels[0]]
+    return probs[:, list(channels)].sum(axis=1)

@@ -46,6 +46,7 @@ class ProbabilityRequest:
     window_rows: int = EngineSettings.window_rows
     batch_size: int = 0  # tiles per network call; 0: what suits the device (CPU 4, GPU up to 64)
     stripe_cols: int = EngineSettings.stripe_cols
+    workers: int = 0  # bands of rows at once; 0: what suits the device (CPU 1, GPU several)
     threads: int = 0  # onnxruntime intra-op threads; 0: one per CPU
     ensemble: bool = False  # no cloud model given: every installed one of the level, not the best
     work_dir: str = ""  # where a product's VRT stack is written; empty: the system's temporary folder
@@ -211,7 +212,8 @@ def _probability_plan(request: ProbabilityRequest, outputs: ProbabilityOutputs, 
         union.extend(b for b in use.card.bands if b not in union)
     coarse = request.resolution if request.resolution and request.resolution > info.pixel_size * 1.001 else 0.0
     engine = EngineSettings(window_rows=request.window_rows, batch_size=request.batch_size,
-                            in_memory=request.in_memory, stripe_cols=request.stripe_cols)
+                            in_memory=request.in_memory, stripe_cols=request.stripe_cols,
+                            workers=request.workers)
     return ProbabilityPlan(
         raster=info, band_names=tuple(names), level=level, offset=radiometric_offset(info), models=uses,
         raster_bands=tuple(names.index(b) + 1 for b in union), outputs=outputs, resolution=coarse,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -12,12 +13,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from osgeo import gdal
 
-from . import deps
+from . import deps, gpu
 from .cards import ModelCard
-from .engine import Engine, EngineSettings, Feedback, Job, Sink
-from .inference import ModelError, fallback_note, load_model
+from .engine import EngineSettings, Feedback, Job, Sink, run_in_bands
+from .inference import ModelError, available_cores, cuda_workers, fallback_note, load_model
 from .plan import ModelUse, ProbabilityOutputs, ProbabilityPlan, recommended_thresholds
 from .raster import (
+    BLOCK_CACHE_BYTES,
     PROBABILITY_NODATA,
     RasterError,
     RasterInfo,
@@ -80,7 +82,9 @@ class ProbabilityWriter:
 
     def __call__(self, row: int, col: int, strips: dict[str, np.ndarray]) -> None:
         values = {}
-        if self.cloud_keys:
+        if len(self.cloud_keys) == 1 and "uncertainty" not in self.targets:
+            values["cloud"] = strips[self.cloud_keys[0]]  # the mean of one member: itself
+        elif self.cloud_keys:
             members = np.stack([strips[k] for k in self.cloud_keys])
             values["cloud"] = members.mean(axis=0)
             if "uncertainty" in self.targets:
@@ -88,8 +92,10 @@ class ProbabilityWriter:
         if self.shadow_key:
             values["shadow"] = strips[self.shadow_key]
         for name, ds in self.targets.items():
-            data = np.where(np.isfinite(values[name]), values[name], PROBABILITY_NODATA)
-            write_array(ds, data.astype(np.float32), col, row)
+            # In place: the engine hands over arrays it never touches again (float32).
+            data = values[name].astype(np.float32, copy=False)
+            np.copyto(data, PROBABILITY_NODATA, where=~np.isfinite(data))
+            write_array(ds, data, col, row)
 
     def close(self) -> None:
         for ds in self.targets.values():
@@ -97,14 +103,34 @@ class ProbabilityWriter:
         self.targets = {}
 
 
+# Bands of rows at once on a GPU (each takes about two cores: its own work and its reader).
+# Measured on a full tile on an H200 with 16 cores (scripts/gpu_check.py): see README.
+GPU_WORKERS = 4
+
+
 def device_settings(settings: EngineSettings, jobs: list[Job]) -> EngineSettings:
-    """The batch size the devices the networks landed on suit, unless the request set one
-    (0: per device; the smallest of the networks'); and on the GPU, stripes wide enough
-    that a tile row fills a batch (the engine batches within a row of a stripe: a 4096 px
-    stripe holds about 20 ukis tiles, a full tile's width 55)."""
+    """What the devices the networks landed on suit, where the request left it open (0):
+
+    - the batch size: per device, the smallest of the networks';
+    - on the GPU, stripes wide enough that a tile row fills a batch (the engine batches
+      within a row of a stripe: a 4096 px stripe holds about 20 ukis tiles, a full tile's
+      width 55);
+    - bands of rows at once: one on the CPU, where onnxruntime already keeps every core
+      busy; on the GPU as many as the cores and the GPU's memory allow, since there the
+      network waits for the reading, scaling and blending.
+    """
     batch = settings.batch_size or min((j.model.batch_size for j in jobs), default=EngineSettings.batch_size)
-    gpu_cols = [j.model.batch_size * j.model.card.tile for j in jobs if j.model.provider == "cuda"]
-    return replace(settings, batch_size=batch, stripe_cols=max([settings.stripe_cols, *gpu_cols]))
+    on_gpu = [j.model for j in jobs if j.model.provider == "cuda"]
+    gpu_cols = [m.batch_size * m.card.tile for m in on_gpu]
+    workers = settings.workers
+    if not workers:
+        workers = 1
+        if on_gpu:
+            device = gpu.gpu()
+            most = max(1, min(GPU_WORKERS, available_cores() // 2))
+            workers = cuda_workers(on_gpu, device.free_mb * 2**20 if device else None, most)
+    return replace(settings, batch_size=batch, stripe_cols=max([settings.stripe_cols, *gpu_cols]),
+                   workers=workers)
 
 
 class BackgroundWriter:
@@ -121,11 +147,13 @@ class BackgroundWriter:
         self.sink, self.depth = sink, depth
         self.pool: ThreadPoolExecutor | None = ThreadPoolExecutor(1, thread_name_prefix="cloudmask-writer")
         self.pending: deque[Future] = deque()
+        self.lock = threading.Lock()  # bands of rows hand over from their own threads
 
     def __call__(self, row: int, col: int, strips: dict[str, np.ndarray]) -> None:
-        while self.pending and (self.pending[0].done() or len(self.pending) >= self.depth):
-            self.pending.popleft().result()  # re-raises the writer's error here
-        self.pending.append(self.pool.submit(self.sink, row, col, strips))
+        with self.lock:
+            while self.pending and (self.pending[0].done() or len(self.pending) >= self.depth):
+                self.pending.popleft().result()  # re-raises the writer's error here
+            self.pending.append(self.pool.submit(self.sink, row, col, strips))
 
     def close(self, drop: bool = False) -> None:
         """Wait for every row to be written (``drop``: after an error, skip those not
@@ -140,12 +168,19 @@ class BackgroundWriter:
             self.pool, self.pending = None, deque()
 
 
-@limited_block_cache()  # also while warping coarse results back onto the 10 m grid
 def compute_probabilities(plan: ProbabilityPlan, paths: ProbabilityOutputs,
                           feedback: Feedback | None = None) -> RunReport:
     """Write the plan's probability rasters to ``paths`` (None: not written); the caller
     stages them (see ``staging.py``)."""
     jobs, notes = _jobs(plan)
+    settings = device_settings(plan.engine, jobs)
+    # Also while warping coarse results back onto the 10 m grid.
+    with limited_block_cache(BLOCK_CACHE_BYTES * settings.workers):
+        return _compute(plan, paths, jobs, notes, settings, feedback)
+
+
+def _compute(plan: ProbabilityPlan, paths: ProbabilityOutputs, jobs: list[Job], notes: list[str],
+             settings: EngineSettings, feedback: Feedback | None) -> RunReport:
     report = RunReport(notes=notes, cloud_models=list(plan.cloud_models), shadow_model=plan.shadow_model,
                        cards=plan.cards)
     info = plan.raster
@@ -161,17 +196,18 @@ def compute_probabilities(plan: ProbabilityPlan, paths: ProbabilityOutputs,
             done = None
             run_info = raster_info(source_path)
             run_paths = paths.in_folder(tmp)
-        source = RowSource(source_path, list(plan.raster_bands), plan.engine.window_rows, plan.engine.in_memory)
+        def open_source() -> RowSource:
+            return RowSource(source_path, list(plan.raster_bands), plan.engine.window_rows, plan.engine.in_memory)
+
         writer = ProbabilityWriter(run_info, jobs, run_paths)
-        background = BackgroundWriter(writer)
+        background = BackgroundWriter(writer, depth=2 * settings.workers)
         try:
-            Engine(source, jobs, plan.nodata, plan.offset, device_settings(plan.engine, jobs),
-                   feedback).run(background)
+            run_in_bands(open_source, run_info.height, jobs, plan.nodata, plan.offset, settings,
+                         feedback or Feedback(), background)
             background.close()
         finally:
             background.close(drop=True)  # after an error: stop writing, leave no thread
             writer.close()
-            source.close()
         report.notes.extend(dict.fromkeys(n for n in (fallback_note(j.model) for j in jobs) if n))
         if plan.resolution:
             for coarse_path, final in zip(run_paths.paths(), paths.paths()):

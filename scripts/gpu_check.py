@@ -109,20 +109,49 @@ class ModelClock:
         engine.run = self._run
 
 
-def improve(raster: str, mask: str, folder: Path, provider: str, name: str) -> dict:
+class StepClock:
+    """Wall time of the run's two steps: the probabilities (reading, the network, blending,
+    writing) and the merge (reading them back, thresholds, dilation, writing the mask)."""
+
+    STEPS = ("compute_probabilities", "merge_to_mask")
+
+    def __init__(self):
+        self.seconds = {}
+        self._real = {name: getattr(pipeline, name) for name in self.STEPS}
+
+    def __enter__(self):
+        for name, real in self._real.items():
+            def timed(*args, _name=name, _real=real, **kwargs):
+                start = time.perf_counter()
+                try:
+                    return _real(*args, **kwargs)
+                finally:
+                    self.seconds[_name] = time.perf_counter() - start
+            setattr(pipeline, name, timed)
+        return self
+
+    def __exit__(self, *exc):
+        for name, real in self._real.items():
+            setattr(pipeline, name, real)
+
+
+def improve(raster: str, mask: str, folder: Path, provider: str, name: str, workers: int = 0) -> dict:
     outputs = pipeline.ProbabilityOutputs(cloud=str(folder / f"{name}_cloud.tif"),
                                           shadow=str(folder / f"{name}_shadow.tif"))
     request = pipeline.ImproveRequest(
-        probability=pipeline.ProbabilityRequest(raster, [MODEL], MODEL, provider=provider),
+        probability=pipeline.ProbabilityRequest(raster, [MODEL], MODEL, provider=provider, workers=workers),
         product_mask=mask, settings=merge.MergeSettings(), mask=str(folder / f"{name}_mask.tif"),
         outputs=outputs)
-    with ModelClock() as clock:
+    with ModelClock() as clock, StepClock() as steps:
         start = time.perf_counter()
         report = pipeline.improve(request)
         wall = time.perf_counter() - start
     on_gpu = any(note.startswith("Running on the GPU") for note in report.notes) and not any(
         "finished on the CPU" in note for note in report.notes)
-    return {"provider": provider, "on_gpu": on_gpu, "wall_s": wall, "model_s": clock.seconds, "other_s": wall - clock.seconds,
+    return {"provider": provider, "workers": workers or "auto", "on_gpu": on_gpu, "wall_s": wall,
+            "probabilities_s": steps.seconds.get("compute_probabilities"), "merge_s": steps.seconds.get("merge_to_mask"),
+            # Summed over the bands of rows, which call the network at the same time.
+            "model_s": clock.seconds, "other_s": wall - clock.seconds,
             "model_calls": clock.calls, "tiles": clock.tiles,
             "tiles_per_batch": clock.tiles / max(1, clock.calls), "notes": report.notes,
             "fractions": report.fractions, "mask": request.mask, "cloud": outputs.cloud, "shadow": outputs.shadow}
@@ -165,13 +194,16 @@ def agreement(a: dict, b: dict) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=10980, help="raster side in pixels (10980: a full tile)")
-    parser.add_argument("--providers", default="cuda,cpu", help="runs to make, in order (the first is timed)")
+    parser.add_argument("--providers", default="cuda,cuda:1,cpu",
+                        help="runs to make, in order: provider[:bands of rows at once] (default: auto); "
+                             "agreement is of the first run against the last")
     parser.add_argument("--sample", type=Path, default=None, help="a 12-band uint16 scene to repeat")
     parser.add_argument("--work", type=Path, default=None, help="folder for the rasters (default: a temporary one)")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "out" / "gpu-check"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    providers = [p for p in args.providers.split(",") if p]
+    runs_asked = [p for p in args.providers.split(",") if p]
+    providers = list(dict.fromkeys(p.split(":")[0] for p in runs_asked))
     device = gpu.gpu()
     result = {"machine": f"{platform.machine()}, {inference.available_cores()} cores, Python {platform.python_version()}",
               "gpu": device.__dict__ if device else None, "size": args.size, "model": MODEL}
@@ -187,15 +219,22 @@ def main() -> int:
             print(f"gpu_check: bare {bare['provider']} batch {bare['batch']}: {bare['tiles_per_s']:.0f} tiles/s "
                   f"({bare['note']})", flush=True)
         runs = []
-        for provider in providers:
-            run = improve(raster, mask, folder, provider, provider)
+        for asked in runs_asked:
+            provider, _, workers = asked.partition(":")
+            run = improve(raster, mask, folder, provider, asked.replace(":", "_"), int(workers or 0))
             runs.append(run)
-            print(f"gpu_check: improve {provider}: {run['wall_s']:.1f} s wall, model {run['model_s']:.1f} s, "
-                  f"other {run['other_s']:.1f} s, {run['tiles']} tiles in {run['model_calls']} calls; "
-                  f"{' '.join(run['notes'])}", flush=True)
+            print(f"gpu_check: improve {asked} ({run['workers']} bands): {run['wall_s']:.1f} s wall "
+                  f"(probabilities {run['probabilities_s']:.1f} s, merge {run['merge_s']:.1f} s), "
+                  f"network {run['model_s']:.1f} s summed over bands, {run['tiles']} tiles in "
+                  f"{run['model_calls']} calls; {' '.join(run['notes'])}", flush=True)
+            result["runs"] = [{k: v for k, v in r.items() if k not in ("mask", "cloud", "shadow")} for r in runs]
+            (args.out / "gpu_check.json").write_text(json.dumps(result, indent=1, default=str))
         if len(runs) >= 2:
-            result["agreement"] = agreement(runs[0], runs[1])
-        result["runs"] = [{k: v for k, v in r.items() if k not in ("mask", "cloud", "shadow")} for r in runs]
+            result["agreement"] = agreement(runs[0], runs[-1])
+        same = [r for r in runs[1:] if r["provider"] == runs[0]["provider"]]
+        if same:  # bands of rows must not change a single bit
+            result["bands_exact"] = all(np.array_equal(read(runs[0][k]), read(r[k]), equal_nan=True)
+                                        for r in same for k in ("cloud", "shadow", "mask"))
     verdicts = []
     cuda_runs = [r for r in runs if r["provider"] == "cuda"]
     if cuda_runs and not cuda_runs[0]["on_gpu"]:
@@ -205,8 +244,10 @@ def main() -> int:
         verdicts.append(("full tile wall <= 6 s", cuda_runs[0]["wall_s"] <= 6.0))
     if "agreement" in result:
         verdicts.append(("argmax agreement >= 99.9 %", result["agreement"]["argmax_agreement"] >= 0.999))
-        print(f"gpu_check: agreement {providers[0]} vs {providers[1]}: argmax "
+        print(f"gpu_check: agreement {runs_asked[0]} vs {runs_asked[-1]}: argmax "
               f"{result['agreement']['argmax_agreement'] * 100:.3f} %, mask {result['agreement']['mask_agreement'] * 100:.3f} %")
+    if "bands_exact" in result:
+        verdicts.append(("bands of rows give the one-band result bit for bit", result["bands_exact"]))
     result["verdicts"] = {name: ok for name, ok in verdicts}
     for name, ok in verdicts:
         print(f"gpu_check: {name}: {'ok' if ok else 'MISSED'}")

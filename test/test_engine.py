@@ -1,5 +1,6 @@
 """The streaming engine against models whose exact output is known."""
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 from onnx_models import conv1x1_model, expected, write_card
 from rasters import random_scene, read, write_raster
 
-from cloud_mask_improver.core import pipeline
+from cloud_mask_improver.core import engine, pipeline
 from cloud_mask_improver.core.bands import FARMVIBES_BANDS
 from cloud_mask_improver.core.raster import RowSource
 
@@ -200,3 +201,91 @@ def test_column_stripes_are_exact_with_two_blended_grids(tmp_path, monkeypatch, 
     assert len(seen) >= 2  # it did split
     for a, b in zip(whole, striped):
         assert np.array_equal(a, b, equal_nan=True), f"{np.count_nonzero(a != b)} pixels differ"
+
+
+# -- bands of rows at once (the GPU's way of keeping the network fed) ---------------------
+def test_row_bands_split_at_output_block_rows():
+    bands = engine.row_bands(10980, 8)
+    assert len(bands) == 8 and bands[0][0] == 0 and bands[-1][1] == 10980
+    assert all(a[1] == b[0] for a, b in zip(bands, bands[1:]))
+    assert all(lo % 256 == 0 for lo, _ in bands)
+    assert engine.row_bands(300, 4) == [(0, 256), (256, 300)]
+    assert engine.row_bands(200, 4) == [(0, 200)]
+    assert engine.row_bands(10980, 1) == [(0, 10980)]
+
+
+def _readers(monkeypatch) -> set[int]:
+    """The threads that read the raster."""
+    names = set()
+    real = RowSource._read
+
+    def read_rows(self, lo, hi):
+        names.add(threading.get_ident())
+        return real(self, lo, hi)
+    monkeypatch.setattr(RowSource, "_read", read_rows)
+    return names
+
+
+@pytest.mark.parametrize("workers,stripe_cols", [(2, 100_000), (3, 700), (5, 450)])
+def test_bands_of_rows_give_the_same_probabilities_as_one_pass(tmp_path, monkeypatch, pixel_model,
+                                                               workers, stripe_cols):
+    """Three tile grids (two blended, one of centre-cropped chips) and a pixel model, nodata
+    across the seams between bands, with and without column stripes: every band size gives
+    the one-band result bit for bit."""
+    scene = random_scene(1200, 1100, bands=len(FARMVIBES_BANDS), seed=5)
+    scene[:, 230:300, 100:700] = 0  # across the first seam (row 256)
+    raster = write_raster(tmp_path / "s2.tif", scene, descriptions=list(FARMVIBES_BANDS))
+    seed_shadow, _, _ = seed_card_model(tmp_path, "shadow")
+    clouds = [blended_model(tmp_path, "small", 256, 0.2, 1), blended_model(tmp_path, "large", 512, 0.4, 2),
+              str(pixel_model[0])]
+    one = _probabilities(tmp_path, raster, clouds, str(seed_shadow), "one", stripe_cols=stripe_cols, workers=1)
+    readers = _readers(monkeypatch)
+    banded = _probabilities(tmp_path, raster, clouds, str(seed_shadow), f"bands{workers}",
+                            stripe_cols=stripe_cols, workers=workers)
+    assert len(readers) >= 2  # the bands read on threads of their own
+    for a, b in zip(one, banded):
+        assert np.array_equal(a, b, equal_nan=True), f"{np.count_nonzero(~((a == b) | (np.isnan(a) & np.isnan(b))))} pixels differ"
+
+
+def _band_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith(("cloudmask-band", "cloudmask-reader"))]
+
+
+def test_a_failing_band_fails_the_run_and_leaves_no_output(tmp_path, monkeypatch, pixel_model):
+    raster = write_raster(tmp_path / "s2.tif", random_scene(1200, 300, bands=len(FARMVIBES_BANDS)),
+                          descriptions=list(FARMVIBES_BANDS))
+    real = RowSource._read
+
+    def failing(self, lo, hi):
+        if lo >= 768:
+            raise OSError("Read error on the disk")
+        return real(self, lo, hi)
+    monkeypatch.setattr(RowSource, "_read", failing)
+    out = tmp_path / "cloud.tif"
+    request = pipeline.ProbabilityRequest(raster, [str(pixel_model[0])], workers=4, window_rows=32)
+    with pytest.raises(OSError, match="Read error"):
+        pipeline.probabilities(request, pipeline.ProbabilityOutputs(cloud=str(out)))
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.suffix not in (".onnx", ".json") and p.name != "s2.tif"]
+    assert _band_threads() == []
+
+
+def test_cancel_stops_every_band(tmp_path, pixel_model):
+    raster = write_raster(tmp_path / "s2.tif", random_scene(1200, 300, bands=len(FARMVIBES_BANDS)),
+                          descriptions=list(FARMVIBES_BANDS))
+
+    class CancelSoon(engine.Feedback):
+        calls = 0
+
+        def progress(self, fraction):
+            self.calls += 1
+
+        def cancelled(self):
+            return self.calls >= 3
+
+    feedback = CancelSoon()
+    out = tmp_path / "cloud.tif"
+    request = pipeline.ProbabilityRequest(raster, [str(pixel_model[0])], workers=4)
+    with pytest.raises(engine.Cancelled):
+        pipeline.probabilities(request, pipeline.ProbabilityOutputs(cloud=str(out)), feedback)
+    assert feedback.calls < 3 + 4  # each band stops at its next tile
+    assert not out.exists() and _band_threads() == []

@@ -1,6 +1,7 @@
 """The merge streamed over a raster in row windows: exact, and bounded whatever MIN_AREA is."""
 
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +65,22 @@ def test_min_area_needs_no_more_rows_than_the_dilation(tmp_path, monkeypatch):
     monkeypatch.setattr(gdal.Band, "ReadAsArray", spy)
     merged(tmp_path, cloud_p, mg.MergeSettings(dilation=5, min_area=1_000_000), window_rows=32)
     assert rows_read and max(rows_read) <= 32 + 2 * 5
+
+
+@settings(max_examples=40, deadline=None)
+@given(height=st.integers(1, 90), width=st.integers(1, 30), window_rows=st.integers(1, 25),
+       dilation=st.integers(0, 6), density=st.floats(0.3, 0.9), seed=st.integers(0, 2**16),
+       mode=st.sampled_from(mg.OUTPUT_MODES))
+def test_windows_read_on_threads_equal_the_whole_raster(height, width, window_rows, dilation, density,
+                                                        seed, mode):
+    """Without MIN_AREA (one pass), windows read ahead on several threads: the mask is the
+    whole raster's, and no reading thread is left."""
+    rng = np.random.default_rng(seed)
+    cloud_p = rng.random((height, width)).astype(np.float32)
+    cloud_p[rng.random((height, width)) < 0.05] = -1  # nodata
+    s = mg.MergeSettings(cloud_threshold=1 - density, dilation=dilation, min_area=0, output_mode=mode)
+    with tempfile.TemporaryDirectory() as tmp:
+        got = merged(Path(tmp), cloud_p, s, window_rows)
+    valid = cloud_p != -1
+    np.testing.assert_array_equal(got, mg.merge_block(np.where(valid, cloud_p, np.nan), None, valid, None, s))
+    assert not [t for t in threading.enumerate() if t.name.startswith("cloudmask-merge")]
