@@ -25,8 +25,9 @@ lint:
 	$(PY) -m ruff check .
 	.venv/bin/vermin -t=3.9- --violations --no-tips $$(git ls-files '*.py' ':!test' ':!scripts' ':!docs')
 
+# `make bench GPU=1` also measures a full tile on the GPU (figure 8), after setup installed GPU support.
 bench: setup
-	$(PY) scripts/bench.py
+	$(PY) scripts/bench.py $(if $(filter 1,$(GPU)),--gpu)
 
 zip: setup
 	@bash scripts/zip.sh

@@ -25,6 +25,10 @@
 7. Many products and areas (scripts/bench_batch.py, in its own process, no QGIS):
    products per hour with 1 and 2 Dask workers, the scheduling overhead per task,
    and a 1 km2 field against the whole sample scene.
+8. GPU (``--gpu``, or ``make bench GPU=1``; only where an NVIDIA GPU and GPU support
+   are installed): a full 10980^2 tile through the pipeline on CUDA with the bands of
+   rows the plugin chooses and with one band, and where the time goes (the
+   probabilities, the merge, the network); by scripts/gpu_check.py, in its own process.
 
 Synthetic rasters are generated once into ``bench/cache/`` (git-ignored; the
 full tile is 2.9 GB). Timings depend on what else runs on the machine: the
@@ -441,7 +445,8 @@ def table(r: dict) -> str:
              f"load average (1/5/15 min) at start: {r['load_start']}, at end: {r['load_end']}", ""]
     rows = []
     for key, make in (("overhead", _overhead_rows), ("ensemble", _ensemble_rows), ("memory", _memory_rows),
-                      ("scaling", _scaling_rows), ("merge", _merge_rows), ("batch", _batch_rows)):
+                      ("scaling", _scaling_rows), ("merge", _merge_rows), ("batch", _batch_rows),
+                      ("gpu", _gpu_rows)):
         if key in r:
             rows += make(r[key])
     widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
@@ -465,6 +470,33 @@ def batch_figure(folder: str) -> dict:
     return json.loads(out.read_text())
 
 
+def gpu_figure(folder: str) -> dict:
+    """Figure 8 in a process of its own (scripts/gpu_check.py), or why it cannot be measured."""
+    from cloud_mask_improver.core import gpu
+    if gpu.gpu() is None or deps.installed_runtime().kind != "gpu":
+        return {"skipped": "no NVIDIA GPU with GPU support here (make setup GPU=1 installs it)"}
+    out = Path(folder) / "gpu"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--providers", "cuda,cuda:1",
+                    "--out", str(out), "--sample", str(ROOT / "test" / "data" / "sample" / "s2_12band.tif")],
+                   check=True, env=_env())
+    return json.loads((out / "gpu_check.json").read_text())
+
+
+def _gpu_rows(g: dict) -> list[tuple]:
+    if "skipped" in g:
+        return [("8 GPU", "full tile 10980^2", "not measured: " + g["skipped"], "<= 6 s", None)]
+    rows = []
+    for k, run in enumerate(g["runs"]):
+        measured = (f"{run['wall_s']:.1f} s (probabilities {run['probabilities_s']:.1f} s, merge "
+                    f"{run['merge_s']:.1f} s; network {run['model_s']:.1f} s summed over bands)")
+        rows.append(("8 GPU" if k == 0 else "", f"full tile 10980^2, {run['workers']} band(s) of rows", measured,
+                     "<= 6 s", run["wall_s"] <= 6.0 if run["on_gpu"] else False))
+    bare = next((b for b in g["bare"] if b["provider"] == "cuda"), None)
+    if bare:
+        rows.append(("", f"the network alone, batch {bare['batch']}", f"{bare['tiles_per_s']:.0f} tiles/s", "", None))
+    return rows
+
+
 def _save(results: dict) -> None:
     (RESULTS / "results.json").write_text(json.dumps(results, indent=1, default=str))
 
@@ -475,8 +507,11 @@ def main() -> int:
     parser.add_argument("--no-in-memory", action="store_true", help="skip the IN_MEMORY runs")
     parser.add_argument("--figures", default="1,2,3,4,5,6,7",
                         help="which figures to measure, e.g. 1,2,5 (3 and 4 are measured together)")
+    parser.add_argument("--gpu", action="store_true", help="also figure 8: a full tile on the GPU")
     args = parser.parse_args()
     figures = set(args.figures.replace(" ", "").split(","))
+    if args.gpu:
+        figures.add("8")
     repeats = 1 if args.quick else 2
     if args.quick:
         sizes = {"overhead": 2048, "ensemble": 1024, "small": 1024, "full": 2745, "scaling": [512, 1024, 2048]}
@@ -518,6 +553,10 @@ def main() -> int:
         if "7" in figures:
             print("bench: 7 many products and areas ...", flush=True)
             results["batch"] = batch_figure(folder)
+            _save(results)
+        if "8" in figures:
+            print("bench: 8 full tile on the GPU ...", flush=True)
+            results["gpu"] = gpu_figure(folder)
             _save(results)
         if figures & {"3", "4"}:
             print("bench: 3 memory and 4 full tile ...", flush=True)
