@@ -142,8 +142,21 @@ def start(main) -> None:
         except Exception:  # noqa: BLE001 (any failure of the driver goes into the result)
             driver.result["error"] = traceback.format_exc()
             driver.screenshot("error")
+        # Background tasks still running when the driver is done (a run it did not wait for).
+        driver.result["tasks_at_exit"] = [t.description() for t in QgsApplication.taskManager().activeTasks()]
         driver.write()
-        QgsProject.instance().setDirty(False)  # no "save the project?" question on the way out
-        QApplication.exit(0)
+        quit_qgis()
 
     QTimer.singleShot(0, run)
+
+
+def quit_qgis() -> None:
+    """Close the project, then quit, as Project > Exit QGIS does.
+
+    Not ``QApplication.exit()`` alone: with layers still in the project, QGIS 3.40 and
+    3.44 then die on the way out (signal 11 in the main window's destructor, which
+    removes the layers after their layer tree view is gone); 3.22 does not.
+    """
+    QgsProject.instance().setDirty(False)  # no "save the project?" question on the way out
+    QgsProject.instance().clear()
+    QApplication.exit(0)

@@ -86,11 +86,18 @@ class DesktopRun:
         found += [m["text"] for m in self.result.get("messages", []) if "Traceback" in m["text"]]
         return found
 
+    @property
+    def crashed(self) -> bool:
+        """QGIS died (a signal, or QGIS's own "QGIS died on signal" report) instead of quitting."""
+        return not self.timed_out and (self.returncode != 0 or "QGIS died" in self.log)
+
     def problems(self) -> str:
         """Why the run is not clean, for an assertion message ('' when it is)."""
         lines = []
         if self.timed_out:
             lines.append(f"QGIS did not finish within the timeout ({self.seconds:.0f} s)")
+        if self.crashed:
+            lines.append(f"QGIS did not quit cleanly (exit status {self.returncode}; see qgis.log)")
         if not self.result.get("finished"):
             lines.append("the driver did not finish: " + (self.result.get("error") or "no result.json"))
         lines += [f"check failed: {name}: {detail}" for name, detail in self.failed_checks().items()]

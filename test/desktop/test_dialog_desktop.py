@@ -22,6 +22,7 @@ def test_the_session_ends_cleanly(session):
     assert session.result.get("finished"), session.problems()
     assert not session.tracebacks(), session.problems()
     assert not session.result.get("modal_dialogs"), session.problems()
+    assert not session.crashed, session.problems()
 
 
 @pytest.mark.parametrize("check", ["dialog on screen, fold-outs closed", "dialog on screen, fold-outs open",
@@ -67,6 +68,7 @@ def fresh(tmp_path_factory):
 def test_onnxruntime_is_installed_from_the_manager_and_the_dialog_then_runs(fresh):
     assert fresh.result.get("finished"), fresh.problems()
     assert not fresh.tracebacks(), fresh.problems()
+    assert not fresh.crashed, fresh.problems()
     assert "not installed" in fresh.facts["status_at_start"]
     failed = fresh.failed_checks()
     assert not failed, fresh.problems()
