@@ -521,7 +521,7 @@ class Engine:
 def row_bands(height: int, count: int, align: int = 256) -> list[tuple[int, int]]:
     """``count`` bands of rows of about equal height, split at multiples of ``align`` (the
     outputs' block height), so that no output block is written by two bands."""
-    cuts = sorted({min(height, round(height * i / max(1, count) / align) * align) for i in range(count + 1)})
+    cuts = sorted({round(height * i / count / align) * align for i in range(1, count)})
     cuts = [c for c in cuts if 0 < c < height]
     return list(zip([0] + cuts, cuts + [height]))
 
@@ -579,9 +579,13 @@ def run_in_bands(open_source: Callable[[], RowSource], height: int, jobs: list[J
 
     errors: list[BaseException] = []
     with ThreadPoolExecutor(len(bands), thread_name_prefix="cloudmask-band") as pool:
-        for future in as_completed([pool.submit(one, i, band) for i, band in enumerate(bands)]):
-            if future.exception() is not None:
-                stop.set()  # the other bands stop at their next tile
-                errors.append(future.exception())
+        try:
+            for future in as_completed([pool.submit(one, i, band) for i, band in enumerate(bands)]):
+                if future.exception() is not None:
+                    stop.set()  # the other bands stop at their next tile
+                    errors.append(future.exception())
+        except BaseException:  # Ctrl-C while waiting: the bands stop too, at their next tile
+            stop.set()
+            raise
     if errors:  # the cause, not the other bands' stops
         raise next((e for e in errors if not isinstance(e, Cancelled)), errors[0])

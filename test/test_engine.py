@@ -211,7 +211,9 @@ def test_row_bands_split_at_output_block_rows():
     assert all(lo % 256 == 0 for lo, _ in bands)
     assert engine.row_bands(300, 4) == [(0, 256), (256, 300)]
     assert engine.row_bands(200, 4) == [(0, 200)]
-    assert engine.row_bands(10980, 1) == [(0, 10980)]
+    assert engine.row_bands(10980, 1) == engine.row_bands(10980, 0) == [(0, 10980)]
+    assert engine.row_bands(600, 1) == [(0, 600)]  # one band is the whole raster, whatever its height
+    assert engine.row_bands(700, 2) == [(0, 256), (256, 700)]
 
 
 def _readers(monkeypatch) -> set[int]:
