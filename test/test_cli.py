@@ -125,8 +125,12 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(season, tmp_path, plugin_dir)
     out = tmp_path / "out"
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     args = ["batch", *season["good"], "--out", str(out), "--workers", "1", "--cloud-model", "ukis-6b-l2a"]
-    command = subprocess.Popen([sys.executable, "-c", NO_QGIS.format(plugins=str(plugin_dir)), *args],
-                               stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    # A terminal's Ctrl-C reaches a program whose SIGINT is Python's default: so it must be here
+    # too, also when the tests themselves run as a background job (a shell then ignores SIGINT
+    # for it, and Python keeps an inherited SIGINT ignored).
+    as_in_a_terminal = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    command = subprocess.Popen([sys.executable, "-c", as_in_a_terminal + NO_QGIS.format(plugins=str(plugin_dir)),
+                                *args], stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
     seen = ""
     for line in command.stderr:  # wait for the first product to finish
         seen += line
