@@ -141,7 +141,6 @@ class _Group:
     # The tile rows this engine runs: those that touch its row band (all of them: one band).
     first_index: int = 0
     end_index: int = 0
-    first_row: int = 0  # the band's first raster row
     next_row: int = 0  # the next tile row to run
     # Weighted sums and weight sums of the stripe's unfinished rows, from raster row acc_first.
     acc_first: int = 0
@@ -162,9 +161,10 @@ class _Group:
     def pixel(self) -> bool:
         return self.jobs[0].model.card.is_pixel_model
 
-    def start_stripe(self, first: int, end: int) -> None:
-        """Forget the previous stripe's rows; what it carried over becomes this one's input."""
-        self.next_row, self.acc_first = self.first_index, self.first_row
+    def start_stripe(self, first: int, end: int, first_row: int) -> None:
+        """Forget the previous stripe's rows; what it carried over becomes this one's input.
+        ``first_row``: the band's first raster row, where accumulating starts."""
+        self.next_row, self.acc_first = self.first_index, first_row
         self.done_rows = self.rows.starts[self.first_index] if self.pixel else 0
         self.acc, self.weight = {}, None
         self.weights_key, self.weights = (), {}
@@ -217,7 +217,6 @@ class Engine:
         groups = [_Group(js, plan_axis(h, *grid), plan_axis(w, *grid)) for grid, js in by_grid.items()]
         for g in groups:
             g.first_index, g.end_index = band_tile_rows(g.rows, g.pixel, self.first_row, self.end_row)
-            g.first_row = self.first_row
         return groups
 
     def _stripe_bounds(self) -> list[int]:
@@ -246,7 +245,7 @@ class Engine:
             with limited_block_cache(BLOCK_CACHE_BYTES * max(1, self.settings.workers)):
                 for x0, x1 in zip(self.bounds, self.bounds[1:]):
                     for group in self.groups:
-                        group.start_stripe(x0, x1)
+                        group.start_stripe(x0, x1, self.first_row)
                     self.source.window(x0, max(g.stripe.read_end for g in self.groups))
                     self._run(sink, x0)
         finally:

@@ -68,16 +68,14 @@ class _Flags:
         for lo in range(0, height, self.step):
             yield lo, min(height, lo + self.step)
 
-    def in_order(self, work=None) -> Iterator[tuple[int, int, object]]:
-        """Every window with ``work(lo, hi)`` (default: its flags), in order, done by a pool
-        of threads a few windows ahead (so memory stays bounded); none are left running
-        when this stops."""
-        work = work or self.read
+    def in_order(self) -> Iterator[tuple[int, int, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+        """Every window with its flags, in order, read by a pool of threads a few windows
+        ahead (so memory stays bounded); none are left running when this stops."""
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="cloudmask-merge")
         pending: deque = deque()
         try:
             for lo, hi in self.windows():
-                pending.append((lo, hi, pool.submit(work, lo, hi)))
+                pending.append((lo, hi, pool.submit(self.read, lo, hi)))
                 if len(pending) > 2 * self.workers:
                     lo, hi, future = pending.popleft()
                     yield lo, hi, future.result()

@@ -97,3 +97,14 @@ def _real_layer_tree_view(monkeypatch):
         _VIEWS.extend([view, model])
     monkeypatch.setattr(iface, "layerTreeView", lambda: _VIEWS[0])
     yield
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    """A 4-band per-pixel network with a 64 px ukis-style card (random weights)."""
+    import numpy as np
+    from onnx_models import conv1x1_model, write_card
+    rng = np.random.default_rng(3)
+    path = conv1x1_model(tmp_path / "tiny.onnx", rng.normal(size=(3, 4)), rng.normal(size=3), tile=64)
+    write_card(tmp_path / "tiny.json", id="tiny-test")
+    return path

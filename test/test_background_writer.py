@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 import pytest
-from onnx_models import conv1x1_model, write_card
 from rasters import random_scene, read, write_raster
 
 from cloud_mask_improver.core import engine, pipeline, probability
@@ -17,13 +16,6 @@ from cloud_mask_improver.core.probability import BackgroundWriter
 def writer_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("cloudmask-writer")]
 
-
-@pytest.fixture
-def tiny_model(tmp_path):
-    rng = np.random.default_rng(3)
-    path = conv1x1_model(tmp_path / "tiny.onnx", rng.normal(size=(3, 4)), rng.normal(size=3), tile=64)
-    write_card(tmp_path / "tiny.json", id="tiny-test")
-    return path
 
 
 def test_rows_arrive_in_order_with_a_bounded_queue():

@@ -7,22 +7,12 @@ import threading
 
 import numpy as np
 import pytest
-from onnx_models import conv1x1_model, write_card
 from rasters import random_scene, read, write_raster
 
 from cloud_mask_improver.core import models, pipeline
 from cloud_mask_improver.core.engine import Cancelled, Engine, Feedback, Job
 from cloud_mask_improver.core.inference import LoadedModel, load_model
 from cloud_mask_improver.core.raster import RasterError, RowSource
-
-
-@pytest.fixture
-def tiny_model(tmp_path):
-    """A 4-band per-pixel network with a 64 px ukis-style card."""
-    rng = np.random.default_rng(3)
-    path = conv1x1_model(tmp_path / "tiny.onnx", rng.normal(size=(3, 4)), rng.normal(size=3), tile=64)
-    write_card(tmp_path / "tiny.json", id="tiny-test")
-    return path
 
 
 def reader_threads() -> list[threading.Thread]:

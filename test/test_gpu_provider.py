@@ -15,7 +15,6 @@ import types
 import numpy as np
 import onnxruntime
 import pytest
-from onnx_models import conv1x1_model, write_card
 from rasters import random_scene, read, write_raster
 
 from cloud_mask_improver.core import gpu, inference, pipeline
@@ -23,13 +22,6 @@ from cloud_mask_improver.core.cards import parse_card
 
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 
-
-@pytest.fixture
-def tiny_model(tmp_path):
-    rng = np.random.default_rng(3)
-    path = conv1x1_model(tmp_path / "tiny.onnx", rng.normal(size=(3, 4)), rng.normal(size=3), tile=64)
-    write_card(tmp_path / "tiny.json", id="tiny-test")
-    return path
 
 
 @pytest.fixture
