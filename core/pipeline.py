@@ -4,7 +4,8 @@ This is what the Processing algorithms call; it knows nothing of QGIS. Follow
 one run here: :func:`improve` makes the plan (``plan.py``: every input checked
 and every choice made), computes the probabilities in one pass over the raster
 (``probability.py``, which drives ``engine.py``), merges them with the product
-mask into the mask (``windowed_merge.py``, applying ``merge.py``'s rules), and
+mask into the mask (``windowed_merge.py``, applying ``merge.py``'s rules; the
+probabilities are flagged for it as they are computed), and
 stages every output so that it appears only when the whole run succeeded
 (``staging.py``). :func:`probabilities` and :func:`merge` are the single steps.
 """
@@ -31,7 +32,7 @@ from .plan import (  # noqa: F401 - the requests are this module's public API
 )
 from .probability import RunReport, compute_probabilities, record_thresholds, recorded_thresholds  # noqa: F401
 from .staging import atomic_outputs, stage
-from .windowed_merge import merge_to_mask
+from .windowed_merge import FlagRecorder, merge_to_mask
 
 
 def _targets(probability: ProbabilityPlan, pending: list, tmp: str | None) -> ProbabilityOutputs:
@@ -53,14 +54,25 @@ def _targets(probability: ProbabilityPlan, pending: list, tmp: str | None) -> Pr
 
 
 def run(run_plan: RunPlan, feedback: Feedback | None = None) -> RunReport:
-    """Carry out an improve plan: probabilities in one pass, then the merge."""
+    """Carry out an improve plan: probabilities in one pass, then the merge.
+
+    On the raster's own grid the probabilities are flagged for the merge as they are
+    computed (``FlagRecorder``), so the merge reads a byte per pixel instead of the
+    probabilities, and those not kept are never written. At a processing resolution
+    they are warped back first, and the merge reads them from files."""
     feedback = feedback or Feedback()
     with atomic_outputs() as pending, tempfile.TemporaryDirectory(prefix="cloudmask-") as tmp:
-        paths = _targets(run_plan.probability, pending, tmp)
-        report = compute_probabilities(run_plan.probability, paths, Share(feedback, 0.0, 0.9))
+        recorder = None if run_plan.probability.resolution else FlagRecorder(run_plan.merge, tmp)
+        paths = _targets(run_plan.probability, pending, None if recorder else tmp)
+        try:
+            report = compute_probabilities(run_plan.probability, paths, Share(feedback, 0.0, 0.9), recorder)
+        finally:
+            if recorder:
+                recorder.close()
         record_thresholds(paths, run_plan.probability)
         mask = stage(pending, run_plan.mask)
-        fractions = merge_to_mask(run_plan.merge, paths.cloud, paths.shadow, mask, Share(feedback, 0.9, 1.0))
+        fractions = merge_to_mask(run_plan.merge, paths.cloud, paths.shadow, mask, Share(feedback, 0.9, 1.0),
+                                  flags=recorder.path if recorder else None)
     report.notes.extend(run_plan.notes)
     report.fractions = fractions.as_dict()
     report.valid_pixels = fractions.valid

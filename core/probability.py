@@ -69,11 +69,15 @@ def _jobs(plan: ProbabilityPlan) -> tuple[list[Job], list[str]]:
 
 
 class ProbabilityWriter:
-    """Combines members (mean and spread for ensembles) and writes finished rows."""
+    """Combines members (mean and spread for ensembles) and writes finished rows. Hands
+    the cloud and shadow blocks, exactly as written (float32, nodata PROBABILITY_NODATA),
+    to ``flags`` when given, also where no raster is kept (windowed_merge.FlagRecorder)."""
 
-    def __init__(self, info: RasterInfo, jobs: list[Job], paths: ProbabilityOutputs):
+    def __init__(self, info: RasterInfo, jobs: list[Job], paths: ProbabilityOutputs,
+                 flags: Sink | None = None):
         self.cloud_keys = [f"{j.key}:cloud" for j in jobs if j.cloud]
         self.shadow_key = next((f"{j.key}:shadow" for j in jobs if j.shadow), None)
+        self.flags = flags
         self.targets = {}
         for name, path in (("cloud", paths.cloud), ("shadow", paths.shadow),
                            ("uncertainty", paths.uncertainty)):
@@ -91,11 +95,17 @@ class ProbabilityWriter:
                 values["uncertainty"] = members.std(axis=0)
         if self.shadow_key:
             values["shadow"] = strips[self.shadow_key]
-        for name, ds in self.targets.items():
+        wanted = set(self.targets) | ({"cloud", "shadow"} if self.flags else set())
+        ready = {}
+        for name in wanted & set(values):
             # In place: the engine hands over arrays it never touches again (float32).
             data = values[name].astype(np.float32, copy=False)
             np.copyto(data, PROBABILITY_NODATA, where=~np.isfinite(data))
-            write_array(ds, data, col, row)
+            ready[name] = data
+        for name, ds in self.targets.items():
+            write_array(ds, ready[name], col, row)
+        if self.flags:
+            self.flags(row, col, {"cloud": ready.get("cloud"), "shadow": ready.get("shadow")})
 
     def close(self) -> None:
         for ds in self.targets.values():
@@ -169,18 +179,21 @@ class BackgroundWriter:
 
 
 def compute_probabilities(plan: ProbabilityPlan, paths: ProbabilityOutputs,
-                          feedback: Feedback | None = None) -> RunReport:
+                          feedback: Feedback | None = None, flags: Sink | None = None) -> RunReport:
     """Write the plan's probability rasters to ``paths`` (None: not written); the caller
-    stages them (see ``staging.py``)."""
+    stages them (see ``staging.py``). ``flags`` also gets every block, on the raster's
+    own grid: so not with a processing resolution (the results are warped back after)."""
+    if flags and plan.resolution:
+        raise ValueError("flags need the probabilities on the raster's grid: not with a processing resolution")
     jobs, notes = _jobs(plan)
     settings = device_settings(plan.engine, jobs)
     # Also while warping coarse results back onto the 10 m grid.
     with limited_block_cache(BLOCK_CACHE_BYTES * settings.workers):
-        return _compute(plan, paths, jobs, notes, settings, feedback)
+        return _compute(plan, paths, jobs, notes, settings, feedback, flags)
 
 
 def _compute(plan: ProbabilityPlan, paths: ProbabilityOutputs, jobs: list[Job], notes: list[str],
-             settings: EngineSettings, feedback: Feedback | None) -> RunReport:
+             settings: EngineSettings, feedback: Feedback | None, flags: Sink | None) -> RunReport:
     report = RunReport(notes=notes, cloud_models=list(plan.cloud_models), shadow_model=plan.shadow_model,
                        cards=plan.cards)
     info = plan.raster
@@ -199,14 +212,20 @@ def _compute(plan: ProbabilityPlan, paths: ProbabilityOutputs, jobs: list[Job], 
         def open_source() -> RowSource:
             return RowSource(source_path, list(plan.raster_bands), plan.engine.window_rows, plan.engine.in_memory)
 
-        writer = ProbabilityWriter(run_info, jobs, run_paths)
+        # Flagging on a thread of its own too: the writer's thread can be a run's floor on a GPU.
+        flagger = BackgroundWriter(flags, depth=2 * settings.workers) if flags else None
+        writer = ProbabilityWriter(run_info, jobs, run_paths, flagger)
         background = BackgroundWriter(writer, depth=2 * settings.workers)
         try:
             run_in_bands(open_source, run_info.height, jobs, plan.nodata, plan.offset, settings,
                          feedback or Feedback(), background)
             background.close()
+            if flagger:
+                flagger.close()
         finally:
             background.close(drop=True)  # after an error: stop writing, leave no thread
+            if flagger:
+                flagger.close(drop=True)
             writer.close()
         report.notes.extend(dict.fromkeys(n for n in (fallback_note(j.model) for j in jobs) if n))
         if plan.resolution:

@@ -214,10 +214,13 @@ def limited_block_cache(limit: int = BLOCK_CACHE_BYTES):
 
 def create_geotiff(path: str, like: RasterInfo, bands: int, data_type: int, nodata: float,
                    width: int | None = None, height: int | None = None,
-                   geotransform: tuple | None = None) -> gdal.Dataset:
+                   geotransform: tuple | None = None, options: list[str] | None = None) -> gdal.Dataset:
+    """A tiled GeoTIFF on ``like``'s grid; compressed as our outputs are, unless ``options``."""
+    if options is None:
+        options = FLOAT_OPTIONS if data_type == gdal.GDT_Float32 else GTIFF_OPTIONS
     driver = gdal.GetDriverByName("GTiff")
     ds, detail = gdal_try(driver.Create, path, width or like.width, height or like.height, bands, data_type,
-                          options=FLOAT_OPTIONS if data_type == gdal.GDT_Float32 else GTIFF_OPTIONS)
+                          options=options)
     if ds is None:
         raise RasterError(f"Cannot create '{path}': {detail}")
     ds.SetGeoTransform(geotransform or like.geotransform)

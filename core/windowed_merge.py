@@ -7,10 +7,18 @@ Memory and time stay bounded whatever the settings: the dilation needs
 (``MIN_AREA``) needs no context at all, because the patches' sizes come from a
 first pass that labels window by window and joins labels across the seams
 (``patches.py``). Without ``MIN_AREA`` there is one pass.
+
+In a whole run the probabilities need not be read back at all: a
+:class:`FlagRecorder` flags them (thresholds, product mask, validity) as the
+probability step hands them over, into a byte raster of flags, and the merge
+reads that instead. Reading back and decompressing about 1 GB of float32 on a
+full tile was most of the merge's time, and when the probabilities are not kept
+they are then never written.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import threading
 from collections import deque
@@ -42,7 +50,7 @@ def _probabilities(block: np.ndarray | None) -> np.ndarray | None:
     """Probability nodata as NaN, which thresholds to False."""
     if block is None:
         return None
-    return np.where(block == PROBABILITY_NODATA, np.nan, block).astype(np.float32)
+    return np.where(block == PROBABILITY_NODATA, np.float32(np.nan), block).astype(np.float32, copy=False)
 
 
 # Threads that read and flag windows ahead of the merge. Reading back the probabilities
@@ -50,10 +58,66 @@ def _probabilities(block: np.ndarray | None) -> np.ndarray | None:
 MERGE_READERS = 8
 
 
+def flag_block(plan: MergePlan, cloud: np.ndarray | None, shadow: np.ndarray | None,
+               product: np.ndarray | None, product_nodata: float | None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cloud, shadow, valid) flags of a block of probabilities as written (nodata
+    ``PROBABILITY_NODATA``) and of the product mask on their grid (None: no mask)."""
+    settings = plan.settings
+    cloud_p, shadow_p = _probabilities(cloud), _probabilities(shadow)
+    valid = np.isfinite(cloud_p if cloud_p is not None else shadow_p)
+    decoded = None
+    if product is not None:
+        decoded = mg.decode_product_mask(product, settings.product_kind, product_nodata,
+                                         settings.product_probability_threshold)
+    cloud_f, shadow_f = mg.flags(cloud_p, shadow_p, valid, decoded, settings)
+    return cloud_f, shadow_f, valid
+
+
+# The flags in one byte per pixel (FlagRecorder's raster).
+CLOUD_BIT, SHADOW_BIT, VALID_BIT = 1, 2, 4  # FlagRecorder.__call__ packs them in this order
+# Uncompressed: a temporary file read once or twice, written in pieces out of order
+# (bands of rows at once), where compressing would cost more than it saves.
+FLAG_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "BIGTIFF=IF_SAFER"]
+
+
+class FlagRecorder:
+    """Flags probabilities while they are still in memory, for :func:`merge_to_mask`'s
+    ``flags``: called with each block the probability step writes (its ``flags`` sink),
+    from one thread. The product mask is brought onto the grid once, here."""
+
+    def __init__(self, plan: MergePlan, folder: str):
+        self.plan = plan
+        self.path = os.path.join(folder, "flags.tif")
+        self.product, self.product_nodata = None, None
+        if plan.product_mask:
+            path, self.product_nodata = product_mask_on_grid(plan.product_mask, plan.grid, folder)
+            self.product = open_dataset(path, "product mask")
+        self.out = create_geotiff(self.path, plan.grid, 1, gdal.GDT_Byte, 0, options=FLAG_OPTIONS)
+
+    def __call__(self, row: int, col: int, blocks: dict[str, np.ndarray | None]) -> None:
+        cloud, shadow = blocks.get("cloud"), blocks.get("shadow")
+        rows, cols = (cloud if cloud is not None else shadow).shape
+        product = read_array(self.product, col, row, cols, rows) if self.product else None
+        cloud_f, shadow_f, valid = flag_block(self.plan, cloud, shadow, product, self.product_nodata)
+        # numpy's booleans are the bytes 0 and 1: shifting their views packs them.
+        packed = valid.view(np.uint8) << 2
+        packed |= cloud_f.view(np.uint8)
+        packed |= shadow_f.view(np.uint8) << 1
+        write_array(self.out, packed, col, row)
+
+    def close(self) -> None:
+        """Every flag on disk; call before the merge reads ``path``."""
+        if self.out is not None:
+            self.out.FlushCache()
+        self.out, self.product = None, None
+
+
 class _Flags:
     """Reads row windows of the inputs and flags cloud and shadow (thresholds, product mask,
-    validity). Several threads read ahead, each with its own GDAL datasets (one dataset
-    must not be read from two threads); the windows come out in order."""
+    validity), or reads the flags a :class:`FlagRecorder` made. Several threads read
+    ahead, each with its own GDAL datasets (one dataset must not be read from two
+    threads); the windows come out in order."""
 
     def __init__(self, plan: MergePlan, paths: dict[str, str | None], product_nodata: float | None):
         self.plan, self.paths, self.product_nodata = plan, paths, product_nodata
@@ -101,17 +165,13 @@ class _Flags:
 
     def read(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(cloud, shadow, valid) flags of rows [lo, hi)."""
-        width, settings = self.plan.grid.width, self.plan.settings
+        width = self.plan.grid.width
         block = {k: (read_array(ds, 0, lo, width, hi - lo) if ds else None)
                  for k, ds in self._readers().items()}
-        cloud_p, shadow_p = _probabilities(block["cloud"]), _probabilities(block["shadow"])
-        valid = np.isfinite(cloud_p if cloud_p is not None else shadow_p)
-        product = None
-        if block["product"] is not None:
-            product = mg.decode_product_mask(block["product"], settings.product_kind, self.product_nodata,
-                                             settings.product_probability_threshold)
-        cloud, shadow = mg.flags(cloud_p, shadow_p, valid, product, settings)
-        return cloud, shadow, valid
+        if "flags" in block:
+            packed = block["flags"]
+            return (packed & CLOUD_BIT) != 0, (packed & SHADOW_BIT) != 0, (packed & VALID_BIT) != 0
+        return flag_block(self.plan, block["cloud"], block["shadow"], block["product"], self.product_nodata)
 
 
 def _patch_areas(flags: _Flags, min_area: int, feedback: Feedback) -> tuple[PatchAreas, PatchAreas]:
@@ -135,18 +195,27 @@ def _step(feedback: Feedback, fraction: float) -> None:
 
 @limited_block_cache()  # bounded memory on a full tile: see core/raster.py
 def merge_to_mask(plan: MergePlan, cloud: str | None, shadow: str | None, mask_path: str,
-                  feedback: Feedback | None = None) -> mg.Fractions:
-    """Stream the merge in row windows: flags, small patches dropped, dilation, categories."""
+                  feedback: Feedback | None = None, flags: str | None = None) -> mg.Fractions:
+    """Stream the merge in row windows: flags, small patches dropped, dilation, categories.
+    ``flags``: a :class:`FlagRecorder`'s raster, read instead of the probabilities."""
     feedback = feedback or Feedback()
     with tempfile.TemporaryDirectory(prefix="cloudmask-") as tmp:
+        if flags:
+            return _merge(plan, {"flags": flags}, None, mask_path, feedback)
         product, product_nodata = None, None
         if plan.product_mask:
             product, product_nodata = product_mask_on_grid(plan.product_mask, plan.grid, tmp)
-        flags = _Flags(plan, {"cloud": cloud, "shadow": shadow, "product": product}, product_nodata)
-        try:
-            return _write_mask(plan, flags, mask_path, feedback)
-        finally:
-            flags.close()
+        return _merge(plan, {"cloud": cloud, "shadow": shadow, "product": product}, product_nodata,
+                      mask_path, feedback)
+
+
+def _merge(plan: MergePlan, paths: dict[str, str | None], product_nodata: float | None, mask_path: str,
+           feedback: Feedback) -> mg.Fractions:
+    flags = _Flags(plan, paths, product_nodata)
+    try:
+        return _write_mask(plan, flags, mask_path, feedback)
+    finally:
+        flags.close()
 
 
 def _write_mask(plan: MergePlan, flags: _Flags, mask_path: str, feedback: Feedback) -> mg.Fractions:

@@ -1,4 +1,4 @@
-"""Performance benchmark (``make bench``): prints one table of the six figures.
+"""Performance benchmark (``make bench``): prints one table of the figures below.
 
 1. Overhead: ``cloudmask:cloudprobability`` (ukis-6b-l2a) on a synthetic 12-band
    uint16 raster, run with ``processing.run`` in a QGIS application started once
@@ -29,6 +29,10 @@
    are installed): a full 10980^2 tile through the pipeline on CUDA with the bands of
    rows the plugin chooses and with one band, and where the time goes (the
    probabilities, the merge, the network); by scripts/gpu_check.py, in its own process.
+9. Besides the network (scripts/bench_floor.py, in its own process, no QGIS): the full
+   tile with the network replaced by a stand-in that costs nothing, set up as on a GPU,
+   with only the mask written and with the probabilities kept: what a GPU run's CPU side
+   costs, measurable on any machine.
 
 Synthetic rasters are generated once into ``bench/cache/`` (git-ignored; the
 full tile is 2.9 GB). Timings depend on what else runs on the machine: the
@@ -446,7 +450,7 @@ def table(r: dict) -> str:
     rows = []
     for key, make in (("overhead", _overhead_rows), ("ensemble", _ensemble_rows), ("memory", _memory_rows),
                       ("scaling", _scaling_rows), ("merge", _merge_rows), ("batch", _batch_rows),
-                      ("gpu", _gpu_rows)):
+                      ("floor", _floor_rows), ("gpu", _gpu_rows)):
         if key in r:
             rows += make(r[key])
     widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
@@ -470,13 +474,27 @@ def batch_figure(folder: str) -> dict:
     return json.loads(out.read_text())
 
 
+def floor_figure(raster: str, mask: str, folder: str) -> dict:
+    """Figure 9 in a process of its own (its stand-in network must not touch this one's)."""
+    out = Path(folder) / "floor.json"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_floor.py"), raster, mask, "--json", str(out)],
+                   check=True, env=_env())
+    return json.loads(out.read_text())
+
+
+def _floor_rows(f: dict) -> list[tuple]:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import bench_floor
+    return bench_floor.rows(f)
+
+
 def gpu_figure(folder: str) -> dict:
     """Figure 8 in a process of its own (scripts/gpu_check.py), or why it cannot be measured."""
     from cloud_mask_improver.core import gpu
     if gpu.gpu() is None or deps.installed_runtime().kind != "gpu":
         return {"skipped": "no NVIDIA GPU with GPU support here (make setup GPU=1 installs it)"}
     out = Path(folder) / "gpu"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--providers", "cuda,cuda:1",
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--providers", "cuda/mask,cuda,cuda:1",
                     "--out", str(out), "--sample", str(ROOT / "test" / "data" / "sample" / "s2_12band.tif")],
                    check=True, env=_env())
     return json.loads((out / "gpu_check.json").read_text())
@@ -489,7 +507,8 @@ def _gpu_rows(g: dict) -> list[tuple]:
     for k, run in enumerate(g["runs"]):
         measured = (f"{run['wall_s']:.1f} s (probabilities {run['probabilities_s']:.1f} s, merge "
                     f"{run['merge_s']:.1f} s; network {run['model_s']:.1f} s summed over bands)")
-        rows.append(("8 GPU" if k == 0 else "", f"full tile 10980^2, {run['workers']} band(s) of rows", measured,
+        what = "probabilities kept" if run.get("kept", True) else "mask only"
+        rows.append(("8 GPU" if k == 0 else "", f"full tile 10980^2, {run['workers']} band(s) of rows, {what}", measured,
                      "<= 6 s", run["wall_s"] <= 6.0 if run["on_gpu"] else False))
     bare = next((b for b in g["bare"] if b["provider"] == "cuda"), None)
     if bare:
@@ -505,7 +524,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, to try the benchmark out")
     parser.add_argument("--no-in-memory", action="store_true", help="skip the IN_MEMORY runs")
-    parser.add_argument("--figures", default="1,2,3,4,5,6,7",
+    parser.add_argument("--figures", default="1,2,3,4,5,6,7,9",
                         help="which figures to measure, e.g. 1,2,5 (3 and 4 are measured together)")
     parser.add_argument("--gpu", action="store_true", help="also figure 8: a full tile on the GPU")
     args = parser.parse_args()
@@ -553,6 +572,10 @@ def main() -> int:
         if "7" in figures:
             print("bench: 7 many products and areas ...", flush=True)
             results["batch"] = batch_figure(folder)
+            _save(results)
+        if "9" in figures:
+            print("bench: 9 besides the network ...", flush=True)
+            results["floor"] = floor_figure(s2_raster(sizes["full"]), product_mask(sizes["full"]), folder)
             _save(results)
         if "8" in figures:
             print("bench: 8 full tile on the GPU ...", flush=True)

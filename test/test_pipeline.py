@@ -1,11 +1,27 @@
 """A whole run's outputs, as a user opens them."""
 
+import os
+import threading
+from dataclasses import replace
+
 import numpy as np
+import pytest
+from onnx_models import conv1x1_model, write_card
 from osgeo import gdal
-from rasters import write_raster
+from rasters import read, write_raster
+from reliability import (  # noqa: F401 - system_tmp_fixture: a fixture
+    TINY_BANDS,
+    TINY_BIAS,
+    TINY_WEIGHTS,
+    leftovers,
+    system_tmp_fixture,
+    tiny_model,
+    tiny_scene,
+)
 
 from cloud_mask_improver.core import merge as mg
-from cloud_mask_improver.core import pipeline
+from cloud_mask_improver.core import pipeline, probability, windowed_merge
+from cloud_mask_improver.core.raster import RasterError
 
 
 def test_a_mask_too_big_for_the_block_cache_keeps_its_palette_and_logs_no_error(tmp_path, capfd):
@@ -44,3 +60,109 @@ def test_a_saved_mask_lists_only_its_classes(tmp_path):
         assert band.GetCategoryNames() == classes
         assert band.GetNoDataValue() == mg.NODATA
         assert set(np.unique(band.ReadAsArray())) == {mg.CLEAR, mg.CLOUD, mg.NODATA}
+
+
+# -- a whole run flags the probabilities as it computes them (windowed_merge.FlagRecorder)
+
+
+def _scene_and_masks(folder, kind: str):
+    """A 4-band scene with a nodata corner, and a product mask of ``kind`` with a nodata strip."""
+    # Patches of 5 x 5 px, every other pixel of the even rows from another patch: patches
+    # of many sizes, and clear pixels that outlast the dilation.
+    blocks = tiny_scene(60, 52, seed=7)
+    scene = np.kron(blocks, np.ones((1, 5, 5), np.uint16))
+    scene[:, ::2, ::2] = np.kron(blocks[:, :30, :26], np.ones((1, 5, 5), np.uint16))[:, :150, :130]
+    scene[:, 250:, 200:] = 0
+    s2 = write_raster(folder / "s2.tif", scene, descriptions=TINY_BANDS, nodata=0)
+    rng = np.random.default_rng(8)
+    values = {"nonzero": [0, 0, 0, 1], "scl": [1, 3, 4, 5, 8, 9, 10]}[kind]
+    product = np.kron(rng.choice(values, size=(30, 26)), np.ones((10, 10), int)).astype(np.uint8)
+    product[:, :15] = 255
+    return s2, write_raster(folder / "product.tif", product, nodata=255)
+
+
+# (merge settings, product mask kind or None, engine cuts, a second cloud model)
+RUNS = {
+    "defaults": (mg.MergeSettings(), "nonzero", {}, False),
+    "patches, binary, SCL": (mg.MergeSettings(min_area=6, dilation=2, product_kind="scl", output_mode="binary"),
+                             "scl", {}, False),
+    "bands, stripes, ensemble": (mg.MergeSettings(min_area=3, dilation=1), None,
+                                 {"workers": 3, "stripe_cols": 100, "window_rows": 37}, True),
+}
+
+
+@pytest.mark.parametrize("name", RUNS)
+def test_a_whole_run_gives_the_mask_of_its_steps_run_one_by_one(name, tmp_path):
+    """A whole run flags the probabilities while they are in memory and never reads them
+    back; the mask must be the modeler chain's (probabilities saved, then merged) byte
+    for byte, whatever the merge settings and however the work is cut."""
+    settings, kind, cuts, ensemble = RUNS[name]
+    s2, product = _scene_and_masks(tmp_path, kind or "nonzero")
+    product = product if kind else None
+    model = str(tiny_model(tmp_path / "model"))
+    clouds = [model]
+    if ensemble:
+        other = conv1x1_model(tmp_path / "model" / "other.onnx", TINY_WEIGHTS * 0.8, TINY_BIAS + 0.5, tile=64)
+        write_card(tmp_path / "model" / "other.json", id="other-test")
+        clouds.append(str(other))
+    request = pipeline.ProbabilityRequest(s2, clouds, model, **cuts)
+    report = pipeline.improve(pipeline.ImproveRequest(request, product, settings, 0.5, 0.4,
+                                                      mask=str(tmp_path / "whole.tif")))
+
+    kept = pipeline.ProbabilityOutputs(cloud=str(tmp_path / "cloud.tif"), shadow=str(tmp_path / "shadow.tif"))
+    pipeline.probabilities(request, kept)
+    steps = replace(settings, cloud_threshold=0.5, shadow_threshold=0.4)
+    pipeline.merge(pipeline.MergeRequest(kept.cloud, kept.shadow, product, steps), str(tmp_path / "steps.tif"))
+
+    whole, by_steps = read(tmp_path / "whole.tif"), read(tmp_path / "steps.tif")
+    assert np.array_equal(whole, by_steps)
+    classes = {mg.CLEAR, mg.CLOUD, mg.NODATA} | ({mg.SHADOW} if settings.output_mode != "binary" else set())
+    assert set(np.unique(whole)) == classes  # every class present: the comparison means something
+    assert report.valid_pixels == int((whole != mg.NODATA).sum())
+
+
+def test_probabilities_not_kept_are_never_written(tmp_path, monkeypatch):
+    """Without probability outputs a run writes no float rasters at all (about 1 GB on a
+    full tile), only the mask."""
+    s2, product = _scene_and_masks(tmp_path, "nonzero")
+    model = str(tiny_model(tmp_path / "model"))
+    created = []
+    real = probability.create_geotiff
+
+    def spy(path, *args, **kwargs):
+        created.append(path)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(probability, "create_geotiff", spy)
+    request = pipeline.ProbabilityRequest(s2, [model], model)
+    pipeline.improve(pipeline.ImproveRequest(request, product, mg.MergeSettings(), mask=str(tmp_path / "m.tif")))
+    assert created == []
+    assert (read(tmp_path / "m.tif") == mg.CLOUD).any()
+
+
+def test_a_failure_while_flagging_fails_the_run_and_leaves_nothing(tmp_path, monkeypatch, system_tmp):
+    """An error on the flagging thread (here: the product mask unreadable half way) stops
+    the run with that error: no mask, no kept probabilities, no thread left running."""
+    s2, product = _scene_and_masks(tmp_path, "nonzero")
+    model = str(tiny_model(tmp_path / "model"))
+    calls = []
+    real = windowed_merge.read_array
+
+    def failing(ds, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RasterError("Reading 'product.tif' failed: the disk went away")
+        return real(ds, *args)
+
+    monkeypatch.setattr(windowed_merge, "read_array", failing)
+    out = tmp_path / "out"
+    out.mkdir()
+    request = pipeline.ProbabilityRequest(s2, [model], model, window_rows=64)
+    kept = pipeline.ProbabilityOutputs(cloud=str(out / "cloud.tif"))
+    with pytest.raises(RasterError, match="disk went away"):
+        pipeline.improve(pipeline.ImproveRequest(request, product, mg.MergeSettings(), mask=str(out / "m.tif"),
+                                                 outputs=kept))
+    assert len(calls) == 3
+    assert os.listdir(out) == []
+    assert not leftovers(out, system_tmp)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("cloudmask-")]
