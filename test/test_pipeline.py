@@ -162,7 +162,7 @@ def test_a_failure_while_flagging_fails_the_run_and_leaves_nothing(tmp_path, mon
     with pytest.raises(RasterError, match="disk went away"):
         pipeline.improve(pipeline.ImproveRequest(request, product, mg.MergeSettings(), mask=str(out / "m.tif"),
                                                  outputs=kept))
-    assert len(calls) == 3
+    assert len(calls) >= 3  # rows already handed to the flag thread may still be read
     assert os.listdir(out) == []
     assert not leftovers(out, system_tmp)
     assert not [t.name for t in threading.enumerate() if t.name.startswith("cloudmask-")]
