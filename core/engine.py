@@ -496,24 +496,33 @@ class Engine:
         if group.weight is None:
             group.weight = np.zeros((0, width), dtype=np.float32)
             group.acc = {n: np.zeros((0, width), dtype=np.float32) for n in names}
-        have = group.acc_first + group.weight.shape[0]
-        if hi > have:
-            extra = np.zeros((hi - have, width), dtype=np.float32)
-            group.weight = np.concatenate([group.weight, extra])
-            group.acc = {n: np.concatenate([a, extra]) for n, a in group.acc.items()}
+        if hi > group.acc_first + group.weight.shape[0]:
+            group.weight = _grown(group.weight, hi - group.acc_first)
+            group.acc = {n: _grown(a, hi - group.acc_first) for n, a in group.acc.items()}
 
     def _release(self, group: _Group, index: int) -> tuple[int, int, dict[str, np.ndarray]]:
         first = group.acc_first
         count = max(0, group.rows.final_row(index) - first)  # rows no later tile changes
         weight = group.weight[:count]
         out = {}
+        unweighted = ~(weight > 0)
         with np.errstate(invalid="ignore", divide="ignore"):
             for name, acc in group.acc.items():
-                out[name] = np.where(weight > 0, acc[:count] / weight, np.nan).astype(np.float32)
+                out[name] = np.divide(acc[:count], weight)
+                np.copyto(out[name], np.float32(np.nan), where=unweighted)
         group.weight = group.weight[count:]
         group.acc = {name: acc[count:] for name, acc in group.acc.items()}
         group.acc_first = first + count
         return first, first + count, out
+
+
+def _grown(rows: np.ndarray, height: int) -> np.ndarray:
+    """``rows`` with zero rows below, ``height`` in all. A fresh zeroed array (the system
+    hands out zero pages) with the old rows copied in: cheaper than concatenating an
+    array of zeros, which writes every zero once more, once per tile row."""
+    grown = np.zeros((height, rows.shape[1]), dtype=rows.dtype)
+    grown[:len(rows)] = rows
+    return grown
 
 
 # -- several row bands at once ----------------------------------------------------------
