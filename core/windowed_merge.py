@@ -75,7 +75,7 @@ def flag_block(plan: MergePlan, cloud: np.ndarray | None, shadow: np.ndarray | N
 
 
 # The flags in one byte per pixel (FlagRecorder's raster).
-CLOUD_BIT, SHADOW_BIT, VALID_BIT = 1, 2, 4  # FlagRecorder.__call__ packs them in this order
+CLOUD_BIT, SHADOW_BIT, VALID_BIT = 1, 2, 4
 # Uncompressed: a temporary file read once or twice, written in pieces out of order
 # (bands of rows at once), where compressing would cost more than it saves.
 FLAG_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "BIGTIFF=IF_SAFER"]
@@ -100,10 +100,10 @@ class FlagRecorder:
         rows, cols = (cloud if cloud is not None else shadow).shape
         product = read_array(self.product, col, row, cols, rows) if self.product else None
         cloud_f, shadow_f, valid = flag_block(self.plan, cloud, shadow, product, self.product_nodata)
-        # numpy's booleans are the bytes 0 and 1: shifting their views packs them.
-        packed = valid.view(np.uint8) << 2
-        packed |= cloud_f.view(np.uint8)
-        packed |= shadow_f.view(np.uint8) << 1
+        # numpy's booleans are the bytes 0 and 1: their views times the bits pack them.
+        packed = valid.view(np.uint8) * np.uint8(VALID_BIT)
+        packed |= cloud_f.view(np.uint8) * np.uint8(CLOUD_BIT)
+        packed |= shadow_f.view(np.uint8) * np.uint8(SHADOW_BIT)
         write_array(self.out, packed, col, row)
 
     def close(self) -> None:

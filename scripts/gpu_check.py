@@ -111,7 +111,7 @@ class ModelClock:
 
 class StepClock:
     """Wall time of the run's two steps: the probabilities (reading, the network, blending,
-    writing) and the merge (reading them back, thresholds, dilation, writing the mask)."""
+    writing, flagging) and the merge (reading the flags, dilation, writing the mask)."""
 
     STEPS = ("compute_probabilities", "merge_to_mask")
 
@@ -172,24 +172,25 @@ class WriterClock:
 
 
 def improve(raster: str, mask: str, folder: Path, provider: str, name: str, workers: int = 0,
-            keep: bool = True) -> dict:
+            keep: bool = True, **options) -> dict:
     """One improve run; ``keep``: the probability rasters are written too (else only the
-    mask, as the toolbox does by default)."""
+    mask, as the toolbox does by default); ``options``: more ProbabilityRequest fields."""
     outputs = pipeline.ProbabilityOutputs()
     if keep:
         outputs = pipeline.ProbabilityOutputs(cloud=str(folder / f"{name}_cloud.tif"),
                                               shadow=str(folder / f"{name}_shadow.tif"))
     request = pipeline.ImproveRequest(
-        probability=pipeline.ProbabilityRequest(raster, [MODEL], MODEL, provider=provider, workers=workers),
+        probability=pipeline.ProbabilityRequest(raster, [MODEL], MODEL, provider=provider, workers=workers,
+                                                **options),
         product_mask=mask, settings=merge.MergeSettings(), mask=str(folder / f"{name}_mask.tif"),
         outputs=outputs)
     with ModelClock() as clock, StepClock() as steps, WriterClock() as writing:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         report = pipeline.improve(request)
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     on_gpu = any(note.startswith("Running on the GPU") for note in report.notes) and not any(
         "finished on the CPU" in note for note in report.notes)
-    return {"provider": provider, "workers": workers or "auto", "on_gpu": on_gpu, "kept": keep, "wall_s": wall,
+    return {"provider": provider, "workers": workers or "auto", "on_gpu": on_gpu, "kept": keep, "wall_s": wall, "cpu_s": cpu,
             "probabilities_s": steps.seconds.get("compute_probabilities"), "merge_s": steps.seconds.get("merge_to_mask"),
             # Summed over the bands of rows, which call the network at the same time.
             "model_s": clock.seconds, "other_s": wall - clock.seconds, **writing.seconds,
