@@ -1,7 +1,7 @@
 """The product chain as a graphical-modeler model (built by scripts/build_product_model.py):
 Prepare Sentinel-2 product, then Improve cloud mask with the product's SCL."""
 
-from .seed_model import ShippedModel
+from .workflow_model import ShippedModel
 
 
 class ProductChainModel(ShippedModel):

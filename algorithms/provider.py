@@ -35,8 +35,8 @@ def _algorithms():
     from .merge_cloud_masks import MergeCloudMasks
     from .prepare_s2_product import PrepareS2Product
     from .product_model import ProductChainModel
-    from .seed_model import SeedWorkflowModel
     from .shadow_probability import ShadowProbability
+    from .workflow_model import WorkflowModel
     return [ImproveCloudMask(), ImproveCloudMaskEnsemble(), CloudProbability(),
-            EnsembleCloudProbability(), ShadowProbability(), MergeCloudMasks(), SeedWorkflowModel(),
+            EnsembleCloudProbability(), ShadowProbability(), MergeCloudMasks(), WorkflowModel(),
             PrepareS2Product(), ProductChainModel(), ImproveCloudMaskBatch()]

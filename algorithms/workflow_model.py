@@ -33,7 +33,7 @@ class ShippedModel(QgsProcessingModelAlgorithm):
         return type(self)()
 
 
-class SeedWorkflowModel(ShippedModel):
+class WorkflowModel(ShippedModel):
     """FarmVibes.AI's workflow improve_cloud_mask, from the atomic algorithms."""
 
     file = "improve_cloud_mask.model3"

@@ -17,7 +17,7 @@ Two details make the converted file a faithful, pinnable copy:
   ``x <= t32`` equal ``x <= threshold`` for every float32 ``x``.
 * The graph name is fixed (onnxmltools otherwise uses a random UUID) and the
   opset domains are sorted (onnxmltools lists them in set order, which changes
-  with Python's hash seed), so two conversions give byte-identical files and a
+  with Python's string hashing, which differs per process), so two conversions give byte-identical files and a
   model card can pin the sha256.
 """
 

@@ -11,7 +11,7 @@ Schemes:
   tiles start at ``-margin`` and step by ``int(tile * (1 - overlap))`` until
   the raster is covered; overlaps are blended with a Tukey window of
   ``alpha = 2 * overlap`` (normalised by the sum of weights).
-- ``centre-crop`` (FarmVibes.AI; cards may still say ``seed-centre``): no
+- ``centre-crop`` (FarmVibes.AI's tiling; cards may still give its earlier name): no
   padding (except a raster smaller than a tile), the last tile aligned to the
   edge, each tile's output cropped to the central part of its overlaps (the
   boundary is the middle of each overlap).

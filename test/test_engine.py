@@ -103,7 +103,7 @@ def test_seed_contract_cloud_and_shadow(tmp_path):
     assert np.abs(read(shadow_path) - want_shadow).max() < 1e-5
 
 
-def test_seed_models_work_on_rasters_smaller_than_a_chip(tmp_path):
+def test_farmvibes_models_work_on_rasters_smaller_than_a_chip(tmp_path):
     scene = random_scene(40, 700)
     raster = write_raster(tmp_path / "s2.tif", scene)
     model, w, b = seed_card_model(tmp_path, "cloud")

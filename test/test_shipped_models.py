@@ -1,5 +1,5 @@
 """The shipped modeler models as the modeler sees them: valid, with the algorithms' defaults
-and the same pickers (algorithms/seed_model.py, algorithms/product_model.py)."""
+and the same pickers (algorithms/workflow_model.py, algorithms/product_model.py)."""
 
 import pytest
 from qgis.core import Qgis, QgsApplication, QgsProcessingModelChildParameterSource
