@@ -355,6 +355,13 @@ def activate(card: ModelCard, out: np.ndarray) -> np.ndarray:
 
 def run(model: LoadedModel, batch: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Cloud and shadow probability for a batch of preprocessed tiles (or pixels)."""
+    return probabilities(model.card, infer(model, batch))
+
+
+def infer(model: LoadedModel, batch: np.ndarray) -> np.ndarray:
+    """The network's raw output ``[N, C, ...]`` for a batch of preprocessed tiles (or
+    pixels), checked against the card. Apart from ``probabilities`` so that a caller can
+    turn it into probabilities one tile at a time, while the tile is still in the cache."""
     card = model.card
     fed = batch
     if model.provider == "cuda" and batch.ndim == 4 and len(batch) < model.batch_size:
@@ -376,6 +383,12 @@ def run(model: LoadedModel, batch: np.ndarray) -> tuple[np.ndarray | None, np.nd
     if out.shape[1] < needed:
         raise ModelError(f"Model '{card.id}' returned {out.shape[1]} channels; its card reads channel "
                          f"{needed - 1}. Fix the card or the model.")
+    return out
+
+
+def probabilities(card: ModelCard, out: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Cloud and shadow probability from the network's output ``[N, C, ...]`` (its
+    buffer is reused for them)."""
     probs = activate(card, out)
     return _channels(probs, card.cloud_channels), _channels(probs, card.shadow_channels)
 

@@ -87,26 +87,26 @@ def product_block() -> np.ndarray:
 
 # -- timing the model's own share ------------------------------------------------------
 class ModelClock:
-    """Time spent in the network (``inference.run`` as the engine calls it), and its calls."""
+    """Time spent in the network (``inference.infer`` as the engine calls it), and its calls."""
 
     def __init__(self):
         self.seconds, self.calls, self.tiles = 0.0, 0, 0
-        self._run = engine.run
+        self._infer = engine.infer
 
     def __enter__(self):
         def timed(model, batch):
             start = time.perf_counter()
             try:
-                return self._run(model, batch)
+                return self._infer(model, batch)
             finally:
                 self.seconds += time.perf_counter() - start
                 self.calls += 1
                 self.tiles += len(batch)
-        engine.run = timed
+        engine.infer = timed
         return self
 
     def __exit__(self, *exc):
-        engine.run = self._run
+        engine.infer = self._infer
 
 
 class StepClock:

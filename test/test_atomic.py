@@ -108,8 +108,8 @@ def test_model_failing_during_inference(job, system_tmp, monkeypatch):
         if len(calls) == 5:
             raise RuntimeError("simulated: the network crashed")
         return real(model, batch)
-    real = engine.run
-    monkeypatch.setattr(engine, "run", failing)
+    real = engine.infer
+    monkeypatch.setattr(engine, "infer", failing)
     message = refused(params, words=["simulated: the network crashed", "no output was written"])
     assert "Traceback" not in message
     assert_nothing_left(out, system_tmp, params)

@@ -1,10 +1,11 @@
 """Footprints in another CRS: a grid's edges are curves there, and their extremes count."""
 
 import numpy as np
-from osgeo import osr
+from osgeo import gdal, osr
 from rasters import write_raster
 
 from cloud_mask_improver.core import regrid
+from cloud_mask_improver.core.merge import decode_product_mask
 from cloud_mask_improver.core.raster import raster_info
 
 
@@ -26,3 +27,32 @@ def test_a_utm_footprint_in_degrees_reaches_the_middle_of_its_curved_top_edge(tm
     bounds = regrid.footprint(info, wgs84.ExportToWkt())
     assert np.isfinite(bounds).all()
     assert middle_top - 1e-9 <= bounds[3] < middle_top + 0.01
+
+
+def test_a_product_mask_on_the_grid_is_taken_pixel_for_pixel(tmp_path):
+    """Every value comes through, 254 and 255 included: a byte mask with no nodata has
+    no value to spare for the pixels a resampling leaves outside, and on its own grid
+    there are none."""
+    values = np.random.default_rng(7).integers(0, 256, size=(37, 53), dtype=np.uint8)
+    values[0, :2] = 254, 255
+    grid = raster_info(write_raster(tmp_path / "s2.tif", np.zeros((37, 53), np.uint16)))
+    product = write_raster(tmp_path / "mask.tif", values, nodata=None)
+    path, nodata = regrid.product_mask_on_grid(product, grid, str(tmp_path))
+    got = gdal.Open(path).ReadAsArray()
+    np.testing.assert_array_equal(got, values)
+    decoded = decode_product_mask(got, "nonzero", nodata)
+    np.testing.assert_array_equal(decoded.cloud, values != 0)
+    assert decoded.known.all()
+
+
+def test_a_product_mask_off_the_grid_by_part_of_a_pixel_is_resampled(tmp_path):
+    """Three quarters of a pixel east: each pixel of the grid takes the product pixel
+    under its centre."""
+    values = np.arange(12 * 9, dtype=np.uint8).reshape(12, 9) + 1
+    grid = raster_info(write_raster(tmp_path / "s2.tif", np.zeros((12, 9), np.uint16)))
+    product = write_raster(tmp_path / "mask.tif", values, nodata=0,
+                           transform=(500007.5, 10.0, 0.0, 5000000.0, 0.0, -10.0))
+    path, nodata = regrid.product_mask_on_grid(product, grid, str(tmp_path))
+    got = gdal.Open(path).ReadAsArray()
+    np.testing.assert_array_equal(got[:, 1:], values[:, :-1])
+    assert (got[:, 0] == nodata).all()  # left of the product mask: unknown
