@@ -46,7 +46,7 @@ def product_mask_on_grid(product: str, grid: RasterInfo, folder: str) -> tuple[s
     Band 1 is read from what this returns."""
     info = check_product_mask(product, grid)
     nodata = info.nodata[0]
-    if on_the_grid(info, grid):
+    if on_the_grid(info, grid) and _validity_is_its_nodata(product):
         # Nearest resampling onto its own grid copies every pixel: read the file itself.
         # Through GDAL's warper each block cost as much as flagging it (1.7 s on a full tile).
         return product, nodata
@@ -81,6 +81,15 @@ def on_the_grid(info: RasterInfo, grid: RasterInfo) -> bool:
     a.ImportFromWkt(info.projection)
     b.ImportFromWkt(grid.projection)
     return bool(a.IsSame(b))
+
+
+def _validity_is_its_nodata(path: str) -> bool:
+    """Whether band 1 marks its invalid pixels only by its nodata value (or has none):
+    an alpha band or a mask file, which the warper honours, would be lost when the
+    values are read as they are."""
+    ds = gdal.OpenEx(path, gdal.OF_RASTER)
+    flags = ds.GetRasterBand(1).GetMaskFlags() if ds is not None else None
+    return flags in (gdal.GMF_ALL_VALID, gdal.GMF_NODATA)
 
 
 def to_grid(path: str, info: RasterInfo, out_path: str, resample: str) -> None:

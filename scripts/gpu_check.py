@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))  # the plugin's core/ as a top-level package (it i
 
 from osgeo import gdal, osr
 
-from core import deps, engine, gpu, inference, merge, models, pipeline, probability
+from core import deps, engine, gpu, inference, merge, models, pipeline, probability, windowed_merge
 from core.bands import SEED_BANDS
 
 MODEL = "ukis-6b-l2a"
@@ -137,38 +137,34 @@ class StepClock:
 
 class WriterClock:
     """Where the probability step's writing goes: the writer thread's own time (combining,
-    handing blocks to GDAL, which compresses them on its threads), and the time the bands
-    of rows wait to hand rows over (when that grows, the writer is the run's floor)."""
+    handing blocks to GDAL, which compresses them on its threads, and to the flag thread),
+    the flag thread's (flagging, the product mask, writing the flags), and the time the
+    bands of rows wait to hand rows over (when that grows, the writer is the run's floor)."""
+
+    # (class, its call timed, into which figure; only calls whose sink is of that class)
+    TIMED = ((probability.ProbabilityWriter, "writer_s", None),
+             (windowed_merge.FlagRecorder, "flag_s", None),
+             (probability.BackgroundWriter, "handover_wait_s", probability.ProbabilityWriter))
 
     def __init__(self):
-        self.seconds = {"writer_s": 0.0, "handover_wait_s": 0.0}
-        self._write = probability.ProbabilityWriter.__call__
-        self._hand = probability.BackgroundWriter.__call__
+        self.seconds = {key: 0.0 for _, key, _ in self.TIMED}
+        self._real = [cls.__call__ for cls, _, _ in self.TIMED]
 
     def __enter__(self):
-        clock = self
-
-        def write(writer, *args):
-            start = time.perf_counter()
-            try:
-                return clock._write(writer, *args)
-            finally:
-                clock.seconds["writer_s"] += time.perf_counter() - start
-
-        def hand(background, *args):
-            start = time.perf_counter()
-            try:
-                return clock._hand(background, *args)
-            finally:
-                if isinstance(background.sink, probability.ProbabilityWriter):
-                    clock.seconds["handover_wait_s"] += time.perf_counter() - start
-        probability.ProbabilityWriter.__call__ = write
-        probability.BackgroundWriter.__call__ = hand
+        for (cls, key, sink), real in zip(self.TIMED, self._real):
+            def timed(obj, *args, _real=real, _key=key, _sink=sink):
+                start = time.perf_counter()
+                try:
+                    return _real(obj, *args)
+                finally:
+                    if _sink is None or isinstance(obj.sink, _sink):
+                        self.seconds[_key] += time.perf_counter() - start
+            cls.__call__ = timed
         return self
 
     def __exit__(self, *exc):
-        probability.ProbabilityWriter.__call__ = self._write
-        probability.BackgroundWriter.__call__ = self._hand
+        for (cls, _, _), real in zip(self.TIMED, self._real):
+            cls.__call__ = real
 
 
 def improve(raster: str, mask: str, folder: Path, provider: str, name: str, workers: int = 0,
@@ -273,7 +269,8 @@ def main() -> int:
                   f"{'kept' if run['kept'] else 'not kept'}): {run['wall_s']:.1f} s wall "
                   f"(probabilities {run['probabilities_s']:.1f} s, merge {run['merge_s']:.1f} s), "
                   f"network {run['model_s']:.1f} s summed over bands, {run['tiles']} tiles in "
-                  f"{run['model_calls']} calls; writer thread {run['writer_s']:.1f} s, bands waiting "
+                  f"{run['model_calls']} calls; writer thread {run['writer_s']:.1f} s, flag thread "
+                  f"{run['flag_s']:.1f} s, bands waiting "
                   f"for it {run['handover_wait_s']:.1f} s; {' '.join(run['notes'])}", flush=True)
             result["runs"] = [{k: v for k, v in r.items() if k not in ("mask", "cloud", "shadow")} for r in runs]
             (args.out / "gpu_check.json").write_text(json.dumps(result, indent=1, default=str))

@@ -56,3 +56,20 @@ def test_a_product_mask_off_the_grid_by_part_of_a_pixel_is_resampled(tmp_path):
     got = gdal.Open(path).ReadAsArray()
     np.testing.assert_array_equal(got[:, 1:], values[:, :-1])
     assert (got[:, 0] == nodata).all()  # left of the product mask: unknown
+
+
+def test_a_product_mask_on_the_grid_keeps_its_mask_file(tmp_path):
+    """Pixels its own mask band marks invalid stay unknown (as the warper takes them),
+    never the cloud their values say."""
+    grid = raster_info(write_raster(tmp_path / "s2.tif", np.zeros((8, 8), np.uint16)))
+    product = write_raster(tmp_path / "mask.tif", np.ones((8, 8), np.uint8), nodata=None)
+    ds = gdal.Open(product, gdal.GA_Update)
+    ds.CreateMaskBand(gdal.GMF_PER_DATASET)
+    invalid = np.zeros((8, 8), bool)
+    invalid[:, :3] = True
+    ds.GetRasterBand(1).GetMaskBand().WriteArray(np.where(invalid, 0, 255).astype(np.uint8))
+    ds = None
+    path, nodata = regrid.product_mask_on_grid(product, grid, str(tmp_path))
+    decoded = decode_product_mask(gdal.Open(path).ReadAsArray(), "nonzero", nodata)
+    np.testing.assert_array_equal(decoded.known, ~invalid)
+    np.testing.assert_array_equal(decoded.cloud, ~invalid)
