@@ -207,7 +207,7 @@ class Engine:
         self.done = 0
         self._reader: ThreadPoolExecutor | None = None
         self._ahead: dict[int, Future] = {}
-        self._inputs: dict[str, np.ndarray] = {}  # each job's batch buffer, reused
+        self._inputs: dict[tuple, np.ndarray] = {}  # batch buffers by shape (jobs take turns)
 
     def _group(self, jobs: list[Job]) -> list[_Group]:
         by_grid: dict[tuple, list[Job]] = {}
@@ -489,9 +489,9 @@ class Engine:
         fresh one costs the system a page fault per 4 KB, every batch)."""
         tile, first = group.cols.tile, group.cols.starts[group.stripe.tiles[0]]
         shape = (self.settings.batch_size, strip.shape[0], tile, tile)
-        buffer = self._inputs.get(job.key)
-        if buffer is None or buffer.shape != shape:
-            buffer = self._inputs[job.key] = np.empty(shape, dtype=np.float32)
+        buffer = self._inputs.get(shape)
+        if buffer is None:
+            buffer = self._inputs[shape] = np.empty(shape, dtype=np.float32)
         x = buffer[:len(batch)]
         for k, j in enumerate(batch):
             x[k] = strip[:, :, group.cols.starts[j] - first:group.cols.starts[j] - first + tile]
