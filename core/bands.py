@@ -18,7 +18,6 @@ ALL_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A",
              "B09", "B10", "B11", "B12")
 # FarmVibes.AI's stack: L2A has no B10.
 FARMVIBES_BANDS = tuple(b for b in ALL_BANDS if b != "B10")
-SEED_BANDS = FARMVIBES_BANDS  # its earlier name
 
 ALIASES = {
     "coastal": "B01", "aerosol": "B01", "blue": "B02", "green": "B03", "red": "B04",

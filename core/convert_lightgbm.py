@@ -16,9 +16,9 @@ Two details make the converted file a faithful, pinnable copy:
   every threshold *down* to the largest float32 not above it makes
   ``x <= t32`` equal ``x <= threshold`` for every float32 ``x``.
 * The graph name is fixed (onnxmltools otherwise uses a random UUID) and the
-  opset domains are sorted (onnxmltools lists them in set order, which changes
-  with Python's string hashing, which differs per process), so two conversions give byte-identical files and a
-  model card can pin the sha256.
+  opset domains are sorted (onnxmltools lists them in set order, which follows
+  Python's string hashing and so differs per process), so two conversions give
+  byte-identical files and a model card can pin the sha256.
 """
 
 from __future__ import annotations

@@ -199,9 +199,9 @@ def merge_to_mask(plan: MergePlan, cloud: str | None, shadow: str | None, mask_p
     """Stream the merge in row windows: flags, small patches dropped, dilation, categories.
     ``flags``: a :class:`FlagRecorder`'s raster, read instead of the probabilities."""
     feedback = feedback or Feedback()
+    if flags:
+        return _merge(plan, {"flags": flags}, None, mask_path, feedback)
     with tempfile.TemporaryDirectory(prefix="cloudmask-") as tmp:
-        if flags:
-            return _merge(plan, {"flags": flags}, None, mask_path, feedback)
         product, product_nodata = None, None
         if plan.product_mask:
             product, product_nodata = product_mask_on_grid(plan.product_mask, plan.grid, tmp)

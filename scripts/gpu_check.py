@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))  # the plugin's core/ as a top-level package (it i
 from osgeo import gdal, osr
 
 from core import deps, engine, gpu, inference, merge, models, pipeline, probability, windowed_merge
-from core.bands import SEED_BANDS
+from core.bands import FARMVIBES_BANDS
 
 MODEL = "ukis-6b-l2a"
 gdal.UseExceptions()
@@ -250,7 +250,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="cloudmask-gpu-check-", dir=args.work) as tmp:
         folder = Path(tmp)
         start = time.perf_counter()
-        raster = write_tiled(folder / "s2.tif", args.size, scene_block(args.sample), gdal.GDT_UInt16, 0, SEED_BANDS)
+        raster = write_tiled(folder / "s2.tif", args.size, scene_block(args.sample), gdal.GDT_UInt16, 0, FARMVIBES_BANDS)
         mask = write_tiled(folder / "product.tif", args.size, product_block(), gdal.GDT_Byte, 100)
         result["generate_s"] = time.perf_counter() - start
         print(f"gpu_check: {args.size}^2 rasters in {result['generate_s']:.1f} s", flush=True)
@@ -279,10 +279,10 @@ def main() -> int:
             result["agreement"] = agreement(kept[0], kept[-1])
         same = [r for r in runs[1:] if r["provider"] == runs[0]["provider"]]
         if same:  # bands of rows, and keeping the probabilities or not, must not change a single bit
+            first = runs[0]
             result["bands_exact"] = all(
-                np.array_equal(read(a[k]), read(b[k]), equal_nan=True)
-                for b in same for a in [runs[0]] for k in ("cloud", "shadow", "mask")
-                if k == "mask" or (a["kept"] and b["kept"]))
+                np.array_equal(read(first[k]), read(r[k]), equal_nan=True)
+                for r in same for k in ("cloud", "shadow", "mask") if k == "mask" or (first["kept"] and r["kept"]))
     verdicts = []
     cuda_runs = [r for r in runs if r["provider"] == "cuda"]
     if cuda_runs and not cuda_runs[0]["on_gpu"]:
