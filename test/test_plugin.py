@@ -4,6 +4,7 @@ import configparser
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -232,3 +233,19 @@ def test_qgis_process_enables_the_plugin_and_lists_the_provider(plugin_dir, tmp_
     listing = qgis_process("list")
     assert "\nCloud Mask Improver\n" in listing
     assert "\tcloudmask:" in listing
+
+
+def test_the_tests_run_in_a_checkout_whose_folder_name_is_no_python_name(tmp_path):
+    """``git clone …/cloud-mask-improver`` then ``make test``: pytest >= 8 imports the
+    repository's ``__init__.py`` on its own (the folder is a package of the test tree, and
+    'cloud-mask-improver' cannot be imported by name); that import must not fail, or every
+    test errors before it starts."""
+    checkout = tmp_path / "cloud-mask-improver"
+    (checkout / "test").mkdir(parents=True)
+    shutil.copy(ROOT / "__init__.py", checkout)
+    shutil.copy(ROOT / "pyproject.toml", checkout)
+    (checkout / "core").symlink_to(ROOT / "core")
+    (checkout / "test" / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test"],
+                         cwd=checkout, capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stdout[-2000:]
