@@ -335,6 +335,11 @@ class Engine:
             x[k, :, lo:hi] = rows[:, first + lo - x0:first + hi - x0]
             x[k, :, :lo] = rows[:, columns[:lo] - x0]
             x[k, :, hi:] = rows[:, columns[hi:] - x0]
+        if x.dtype.kind == "f":
+            # NaN (a float raster's usual nodata) would spread through a network's
+            # convolutions and void every pixel of the tile: give the model 0, as an
+            # integer raster's nodata border gives it. The pixels stay nodata.
+            np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         return x
 
     def _next_row(self, group: _Group) -> tuple[np.ndarray | None, np.ndarray, int, dict[str, np.ndarray]]:

@@ -6,7 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from onnx_models import conv1x1_model, expected, write_card
+from osgeo import gdal
 from rasters import random_scene, read, write_raster
+from samples import L1C_STACK, model_file, require
 
 from cloud_mask_improver.core import engine, pipeline
 from cloud_mask_improver.core.bands import FARMVIBES_BANDS
@@ -73,6 +75,31 @@ def test_nodata_pixels_come_out_as_nodata(tmp_path, pixel_model):
     assert (cloud[10:20, 5:9] == -1).all() and (cloud[50:] == -1).all()
     assert (cloud[:50][cloud[:50] != -1] >= 0).all()
     assert (cloud != -1).sum() == 90 * 80 - 40 - 40 * 80
+
+
+def test_nan_in_a_float_raster_is_nodata_there_only(tmp_path):
+    """A float32 raster of digital numbers with NaN where there is no data (no nodata value
+    set, as gdalwarp or the raster calculator leave it) gives the same probabilities as the
+    uint16 raster with nodata 0 there: NaN must not spread through the real network's
+    convolutions into the valid pixels of its tiles."""
+    model_file("ukis-6b-l1c")
+    require(L1C_STACK)
+    stack = gdal.Open(str(L1C_STACK))
+    scene = stack.ReadAsArray(100, 200, 200, 180)
+    descriptions = [stack.GetRasterBand(i + 1).GetDescription() for i in range(stack.RasterCount)]
+    holes = np.zeros(scene.shape[1:], dtype=bool)
+    holes[:, :30] = True                 # a swath edge
+    holes[90:100, 120:140] = True        # a hole
+    as_float = np.where(holes, np.nan, scene.astype(np.float32)).astype(np.float32)
+    as_dn = np.where(holes, 0, scene).astype(np.uint16)
+    results = []
+    for name, data, nodata in (("f", as_float, None), ("u", as_dn, 0)):
+        raster = write_raster(tmp_path / f"{name}.tif", data, descriptions=descriptions, nodata=nodata,
+                              metadata={"PROCESSING_LEVEL": "L1C"})
+        results.append(run_probabilities(tmp_path, raster, "ukis-6b-l1c", name=name))
+    for with_nan, with_zero in zip(*results):
+        assert np.array_equal(with_nan == -1, holes)
+        assert np.array_equal(with_nan, with_zero)
 
 
 def seed_card_model(folder: Path, kind: str):
