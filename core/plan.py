@@ -211,6 +211,9 @@ def _probability_plan(request: ProbabilityRequest, outputs: ProbabilityOutputs, 
     for use in uses:
         union.extend(b for b in use.card.bands if b not in union)
     coarse = request.resolution if request.resolution and request.resolution > info.pixel_size * 1.001 else 0.0
+    min_x, min_y, max_x, max_y = info.bounds
+    if min(max_x - min_x, max_y - min_y) < coarse:
+        coarse = 0.0  # a raster narrower than one coarse pixel has no coarse grid: run it as it is
     engine = EngineSettings(window_rows=request.window_rows, batch_size=request.batch_size,
                             in_memory=request.in_memory, stripe_cols=request.stripe_cols,
                             workers=request.workers)

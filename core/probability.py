@@ -30,7 +30,7 @@ from .raster import (
     raster_info,
     write_array,
 )
-from .regrid import to_grid
+from .regrid import coarse_grid, to_grid
 
 
 @dataclass
@@ -202,8 +202,9 @@ def _compute(plan: ProbabilityPlan, paths: ProbabilityOutputs, jobs: list[Job], 
         if plan.resolution:
             # The models run on an averaged VRT; their results are warped back below.
             source_path = os.path.join(tmp, "coarse.vrt")
-            done, detail = gdal_try(gdal.Warp, source_path, info.source, format="VRT", xRes=plan.resolution,
-                                    yRes=plan.resolution, resampleAlg="average")
+            bounds, width, height = coarse_grid(info, plan.resolution)
+            done, detail = gdal_try(gdal.Warp, source_path, info.source, format="VRT", outputBounds=bounds,
+                                    width=width, height=height, resampleAlg="average")
             if done is None:
                 raise RasterError(f"Could not resample {info.source} to {plan.resolution:g} m: {detail}")
             done = None

@@ -4,6 +4,7 @@ processing resolution (bilinear)."""
 
 from __future__ import annotations
 
+import math
 import os
 
 from osgeo import gdal, osr
@@ -90,6 +91,19 @@ def _validity_is_its_nodata(path: str) -> bool:
     ds = gdal.OpenEx(path, gdal.OF_RASTER)
     flags = ds.GetRasterBand(1).GetMaskFlags() if ds is not None else None
     return flags in (gdal.GMF_ALL_VALID, gdal.GMF_NODATA)
+
+
+def coarse_grid(info: RasterInfo, resolution: float) -> tuple[tuple[float, float, float, float], int, int]:
+    """Bounds, width and height of the grid of ``resolution`` metres the models run on:
+    anchored at the raster's top left corner and covering the whole raster, its last
+    coarse pixels reaching past the edge. GDAL's own choice rounds the size, which left the
+    last 10 m rows or columns uncovered (nodata in the mask) and a raster smaller than half
+    a coarse pixel with no grid at all."""
+    min_x, min_y, max_x, max_y = info.bounds
+    # Rounded first: 2570 m / 10 m pixels must stay 257, not become 258.
+    width = max(1, math.ceil(round((max_x - min_x) / resolution, 6)))
+    height = max(1, math.ceil(round((max_y - min_y) / resolution, 6)))
+    return (min_x, max_y - height * resolution, min_x + width * resolution, max_y), width, height
 
 
 def to_grid(path: str, info: RasterInfo, out_path: str, resample: str) -> None:

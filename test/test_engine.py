@@ -153,6 +153,19 @@ def test_processing_resolution_runs_coarse_and_returns_to_the_grid(tmp_path, pix
     assert np.abs(cloud[1::3, 1::3] - want[1::3, 1::3]).max() < 1e-5
 
 
+@pytest.mark.parametrize("shape, resolution", [((31, 22), 30.0), ((1, 1), 60.0), ((257, 259), 20.0)])
+def test_a_processing_resolution_covers_the_whole_raster(tmp_path, pixel_model, shape, resolution):
+    """Sizes that are no multiple of the coarse pixel: the last rows and columns have
+    probabilities too (they were nodata), and a raster smaller than a coarse pixel runs."""
+    raster = write_raster(tmp_path / "s2.tif", random_scene(*shape))
+    cloud_path = tmp_path / "c.tif"
+    request = pipeline.ProbabilityRequest(raster, [str(pixel_model[0])], resolution=resolution)
+    pipeline.probabilities(request, pipeline.ProbabilityOutputs(cloud=str(cloud_path)))
+    cloud = read(cloud_path)
+    assert cloud.shape == shape
+    assert ((cloud >= 0) & (cloud <= 1)).all()
+
+
 def _stripes_seen(monkeypatch) -> list[tuple[int, int]]:
     """Record the column windows the engine reads from, one per stripe."""
     seen = []
