@@ -7,7 +7,7 @@ import numpy as np
 from osgeo import gdal
 
 from . import bands as band_names
-from .raster import RasterError, RasterInfo, open_dataset, raster_info, require_georeference
+from .raster import RasterError, RasterInfo, open_dataset, raster_info, require_georeference, require_north_up
 
 LEVEL_KEYS = ("PROCESSING_LEVEL", "PRODUCT_TYPE")
 OFFSET_KEYS = ("BOA_ADD_OFFSET", "RADIO_ADD_OFFSET")
@@ -43,6 +43,7 @@ def read_sentinel2(source: str, bands: str = "") -> tuple[RasterInfo, list[str]]
     """Open and check the Sentinel-2 raster; its band names (given, else detected)."""
     info = raster_info(source, "Sentinel-2 raster")
     require_georeference(info, "Sentinel-2 raster")
+    require_north_up(info, "Sentinel-2 raster")
     require_measurements(info)
     return info, band_names.detect_bands(info.descriptions, bands)
 

@@ -27,7 +27,7 @@ from .cards import ModelCard
 from .engine import EngineSettings
 from .errors import SettingsError
 from .inputs import processing_level, radiometric_offset, read_sentinel2
-from .raster import RasterError, RasterInfo, raster_info
+from .raster import RasterError, RasterInfo, raster_info, require_north_up
 from .regrid import check_product_mask
 from .staging import check_destination, require_distinct
 
@@ -263,6 +263,7 @@ def plan_merge(request: MergeRequest, mask: str) -> MergePlan:
     if not grid_path:
         raise RasterError("The merge needs a cloud or a shadow probability raster.")
     grid = raster_info(grid_path, "probability raster")
+    require_north_up(grid, "probability raster")
     for other in (request.cloud_probability, request.shadow_probability):
         if other:
             o = raster_info(other, "probability raster")

@@ -129,6 +129,22 @@ def require_georeference(info: RasterInfo, what: str) -> None:
             "(e.g. Raster > Projections > Assign Projection, or gdal_translate -a_srs -a_ullr).")
 
 
+def require_north_up(info: RasterInfo, what: str) -> None:
+    """Refuse a grid that is rotated or whose rows run south to north (or columns east to
+    west). Sentinel-2 grids are north-up; the product mask, the extent and a processing
+    resolution are warped onto a north-up grid, so on any other they would come out
+    shifted or upside down."""
+    _, dx, row_rotation, _, column_rotation, dy = info.geotransform
+    if not info.has_geotransform:
+        return  # nothing to place: require_georeference says what is missing where it matters
+    if row_rotation or column_rotation or dx <= 0 or dy >= 0:
+        how = "rotated" if row_rotation or column_rotation else "flipped (rows from south to north)"
+        raise RasterError(
+            f"The {what} '{info.source}' is not north-up: its grid is {how}, so the other inputs "
+            "cannot be placed on it. Make a north-up copy first (Raster > Projections > Warp, or "
+            f"gdalwarp \"{info.source}\" north_up.tif) and use that.")
+
+
 class RowSource:
     """Reads rows of selected bands through a cache of row blocks, so each source row
     is read about once. Rows span the column window set by ``window`` (the whole
