@@ -335,10 +335,15 @@ class Engine:
             x[k, :, lo:hi] = rows[:, first + lo - x0:first + hi - x0]
             x[k, :, :lo] = rows[:, columns[:lo] - x0]
             x[k, :, hi:] = rows[:, columns[hi:] - x0]
+            # The model sees nodata as Sentinel-2's own nodata, 0, whatever value marks it
+            # here: a nodata of 65535 read as bright cloud made the valid pixels around the
+            # nodata border cloud. The pixels stay nodata.
+            nodata = self.nodata[band]
+            if nodata is not None and nodata != 0:
+                x[k][x[k] == nodata] = 0
         if x.dtype.kind == "f":
             # NaN (a float raster's usual nodata) would spread through a network's
-            # convolutions and void every pixel of the tile: give the model 0, as an
-            # integer raster's nodata border gives it. The pixels stay nodata.
+            # convolutions and void every pixel of the tile.
             np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         return x
 

@@ -132,8 +132,13 @@ class ProbabilityPlan:
 
     @property
     def nodata(self) -> list[float | None]:
-        """Nodata of each band read."""
-        return [self.raster.nodata[b - 1] for b in self.raster_bands]
+        """Nodata of each band read. Where digital numbers (unsigned integers) declare none,
+        0: ESA's value for no data, which no measurement takes. A stack of the product's own
+        files declares none (gdalbuildvrt -separate of the JP2s), and its tile edge would
+        otherwise be classified and counted in the fractions."""
+        default = 0.0 if self.raster.data_type.startswith("UInt") else None
+        declared = (self.raster.nodata[b - 1] for b in self.raster_bands)
+        return [default if value is None else value for value in declared]
 
 
 @dataclass(frozen=True)

@@ -203,8 +203,11 @@ def _compute(plan: ProbabilityPlan, paths: ProbabilityOutputs, jobs: list[Job], 
             # The models run on an averaged VRT; their results are warped back below.
             source_path = os.path.join(tmp, "coarse.vrt")
             bounds, width, height = coarse_grid(info, plan.resolution)
+            # Averaged without the pixels the run counts as nodata, also where the raster declares none.
+            undeclared = all(v is None for v in info.nodata) and plan.nodata[0] == 0
+            nodata = {"srcNodata": 0, "dstNodata": 0} if undeclared else {}
             done, detail = gdal_try(gdal.Warp, source_path, info.source, format="VRT", outputBounds=bounds,
-                                    width=width, height=height, resampleAlg="average")
+                                    width=width, height=height, resampleAlg="average", **nodata)
             if done is None:
                 raise RasterError(f"Could not resample {info.source} to {plan.resolution:g} m: {detail}")
             done = None

@@ -77,29 +77,35 @@ def test_nodata_pixels_come_out_as_nodata(tmp_path, pixel_model):
     assert (cloud != -1).sum() == 90 * 80 - 40 - 40 * 80
 
 
-def test_nan_in_a_float_raster_is_nodata_there_only(tmp_path):
-    """A float32 raster of digital numbers with NaN where there is no data (no nodata value
-    set, as gdalwarp or the raster calculator leave it) gives the same probabilities as the
-    uint16 raster with nodata 0 there: NaN must not spread through the real network's
-    convolutions into the valid pixels of its tiles."""
+@pytest.mark.parametrize("encoding", ["float32 NaN, no nodata value", "uint16 nodata 65535",
+                                      "uint16 0, no nodata value"])
+def test_nodata_gives_the_same_probabilities_whatever_marks_it(tmp_path, encoding):
+    """The same scene and the same holes (a swath edge, a hole) as the product stores them
+    (uint16, nodata 0) and as other tools leave them: float32 with NaN (gdalwarp, the raster
+    calculator), another nodata value, or 0 with no nodata declared (a stack of the JP2
+    files). The real network gives the same probabilities, and nodata exactly at the holes:
+    NaN spread through its convolutions over whole tiles, 65535 looked like bright cloud,
+    and undeclared zeros were classified."""
     model_file("ukis-6b-l1c")
     require(L1C_STACK)
     stack = gdal.Open(str(L1C_STACK))
     scene = stack.ReadAsArray(100, 200, 200, 180)
     descriptions = [stack.GetRasterBand(i + 1).GetDescription() for i in range(stack.RasterCount)]
     holes = np.zeros(scene.shape[1:], dtype=bool)
-    holes[:, :30] = True                 # a swath edge
-    holes[90:100, 120:140] = True        # a hole
-    as_float = np.where(holes, np.nan, scene.astype(np.float32)).astype(np.float32)
-    as_dn = np.where(holes, 0, scene).astype(np.uint16)
+    holes[:, :30] = True
+    holes[90:100, 120:140] = True
+    stored = {"float32 NaN, no nodata value": (np.float32(np.nan), None),
+              "uint16 nodata 65535": (np.uint16(65535), 65535), "uint16 0, no nodata value": (np.uint16(0), None)}
+    fill, nodata = stored[encoding]
     results = []
-    for name, data, nodata in (("f", as_float, None), ("u", as_dn, 0)):
-        raster = write_raster(tmp_path / f"{name}.tif", data, descriptions=descriptions, nodata=nodata,
+    for name, value, declared in (("product", np.uint16(0), 0), ("other", fill, nodata)):
+        data = np.where(holes, value, scene.astype(type(value))).astype(type(value))
+        raster = write_raster(tmp_path / f"{name}.tif", data, descriptions=descriptions, nodata=declared,
                               metadata={"PROCESSING_LEVEL": "L1C"})
         results.append(run_probabilities(tmp_path, raster, "ukis-6b-l1c", name=name))
-    for with_nan, with_zero in zip(*results):
-        assert np.array_equal(with_nan == -1, holes)
-        assert np.array_equal(with_nan, with_zero)
+    for as_product, as_other in zip(*results):
+        assert np.array_equal(as_other == -1, holes)
+        assert np.array_equal(as_other, as_product)
 
 
 def seed_card_model(folder: Path, kind: str):
@@ -164,6 +170,21 @@ def test_a_processing_resolution_covers_the_whole_raster(tmp_path, pixel_model, 
     cloud = read(cloud_path)
     assert cloud.shape == shape
     assert ((cloud >= 0) & (cloud <= 1)).all()
+
+
+def test_a_processing_resolution_leaves_undeclared_zeros_out_of_the_average(tmp_path, pixel_model):
+    """Digital numbers of 0 with no nodata declared are nodata at a coarser resolution too:
+    the coarse pixels are not darkened by averaging them in."""
+    scene = random_scene(90, 60)
+    scene[:, :, :20] = 0
+    results = []
+    for name, nodata in (("declared", 0), ("undeclared", None)):
+        raster = write_raster(tmp_path / f"{name}.tif", scene, nodata=nodata)
+        cloud_path = tmp_path / f"{name}_c.tif"
+        request = pipeline.ProbabilityRequest(raster, [str(pixel_model[0])], resolution=30.0)
+        pipeline.probabilities(request, pipeline.ProbabilityOutputs(cloud=str(cloud_path)))
+        results.append(read(cloud_path))
+    assert np.array_equal(results[0], results[1])
 
 
 def _stripes_seen(monkeypatch) -> list[tuple[int, int]]:
