@@ -17,15 +17,22 @@ OFFSET_KEYS = ("BOA_ADD_OFFSET", "RADIO_ADD_OFFSET")
 REFLECTANCE_CEILING = 3.0
 
 
-def processing_level(info: RasterInfo) -> str:
-    """L1C or L2A from the raster's metadata; L2A when it does not say (FarmVibes.AI's input)."""
+def processing_level(info: RasterInfo, names: list[str] | None = None) -> str:
+    """L1C or L2A from the raster's metadata. When it does not say: L1C if the raster has
+    B10 (L2A products have none, so a stack of all 13 bands is L1C), else L2A (FarmVibes.AI's
+    input). ``names``: the raster's band names (None: detected from the raster)."""
     for key in LEVEL_KEYS:
         value = str(info.metadata.get(key, "")).upper()
         if "1C" in value:
             return "L1C"
         if "2A" in value:
             return "L2A"
-    return "L2A"
+    if names is None:
+        try:
+            names = band_names.detect_bands(info.descriptions)
+        except band_names.BandError:
+            names = []
+    return "L1C" if "B10" in names else "L2A"
 
 
 def radiometric_offset(info: RasterInfo) -> float:

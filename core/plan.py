@@ -209,7 +209,7 @@ def _model_uses(clouds: list[str], shadow: str | None, names: list[str]) -> tupl
 def _probability_plan(request: ProbabilityRequest, outputs: ProbabilityOutputs, ensemble: bool,
                       cloud: bool, shadow: str) -> ProbabilityPlan:
     info, names = _sentinel2(request)
-    level = processing_level(info)
+    level = processing_level(info, names)
     clouds, shadow_ref = _model_refs(replace(request, ensemble=ensemble), level, cloud, shadow)
     uses = _model_uses(clouds, shadow_ref, names)
     union: list[str] = []

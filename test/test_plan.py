@@ -4,6 +4,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from osgeo import gdal
 from rasters import write_raster
 from samples import L1C_STACK, model_file, require
 
@@ -87,3 +88,20 @@ def test_the_default_shadow_model_is_the_cloud_model_when_it_gives_shadow(tmp_pa
     assert [m.card.id for m in plan.probability.models] == ["ukis-4b-l1c"]
     plan = pipeline.plan(improve_request(tmp_path, probability={"cloud_models": ["s2cloudless-l1c"]}))
     assert plan.probability.shadow_model == "ukis-6b-l1c"  # s2cloudless has no shadow: the best that has
+
+
+@pytest.mark.parametrize("descriptions", [None, "names"])
+def test_a_raster_with_b10_and_no_level_in_its_metadata_is_l1c(tmp_path, descriptions):
+    """A stack of all 13 bands made without our tools (no PROCESSING_LEVEL) is L1C: L2A
+    products have no B10. It gets the L1C model, as the same stack with the metadata does."""
+    model_file("ukis-6b-l1c")
+    require(L1C_STACK)
+    stack = gdal.Open(str(L1C_STACK))
+    names = [stack.GetRasterBand(i + 1).GetDescription() for i in range(stack.RasterCount)]
+    raster = write_raster(tmp_path / "s2.tif", stack.ReadAsArray(0, 0, 64, 64),
+                          descriptions=names if descriptions else None)
+    probability = pipeline.ProbabilityRequest(raster)
+    plan = pipeline.plan(pipeline.ImproveRequest(probability, None, mg.MergeSettings(),
+                                                 mask=str(tmp_path / "mask.tif")))
+    assert plan.probability.level == "L1C"
+    assert plan.probability.cloud_models == ("ukis-6b-l1c",)
