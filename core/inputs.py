@@ -7,7 +7,15 @@ import numpy as np
 from osgeo import gdal
 
 from . import bands as band_names
-from .raster import RasterError, RasterInfo, open_dataset, raster_info, require_georeference, require_north_up
+from .raster import (
+    RasterError,
+    RasterInfo,
+    is_alpha,
+    open_dataset,
+    raster_info,
+    require_georeference,
+    require_north_up,
+)
 
 LEVEL_KEYS = ("PROCESSING_LEVEL", "PRODUCT_TYPE")
 OFFSET_KEYS = ("BOA_ADD_OFFSET", "RADIO_ADD_OFFSET")
@@ -52,7 +60,10 @@ def read_sentinel2(source: str, bands: str = "") -> tuple[RasterInfo, list[str]]
     require_georeference(info, "Sentinel-2 raster")
     require_north_up(info, "Sentinel-2 raster")
     require_measurements(info)
-    return info, band_names.detect_bands(info.descriptions, bands)
+    descriptions = info.descriptions
+    if info.band_count > 1 and is_alpha(open_dataset(source), info.band_count):
+        descriptions = descriptions[:-1]  # an alpha band (gdalwarp -dstalpha) marks nodata: not a Sentinel-2 band
+    return info, band_names.detect_bands(descriptions, bands)
 
 
 def require_measurements(info: RasterInfo) -> None:

@@ -214,7 +214,8 @@ def _compute(plan: ProbabilityPlan, paths: ProbabilityOutputs, jobs: list[Job], 
             run_info = raster_info(source_path)
             run_paths = paths.in_folder(tmp)
         def open_source() -> RowSource:
-            return RowSource(source_path, list(plan.raster_bands), plan.engine.window_rows, plan.engine.in_memory)
+            return RowSource(source_path, list(plan.raster_bands), plan.engine.window_rows, plan.engine.in_memory,
+                             fill=plan.nodata)
 
         # Flagging on a thread of its own too: the writer's thread can be a run's floor on a GPU.
         flagger = BackgroundWriter(flags, depth=2 * settings.workers) if flags else None

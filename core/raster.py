@@ -94,6 +94,30 @@ def read_array(ds: gdal.Dataset, col: int, row: int, width: int, height: int) ->
     return data
 
 
+def read_array_of(band: gdal.Band, col: int, row: int, width: int, height: int) -> np.ndarray:
+    data, detail = gdal_try(band.ReadAsArray, col, row, width, height)
+    if data is None:
+        raise RasterError(f"Reading the mask of rows {row}-{row + height} failed: {detail}")
+    return data
+
+
+def validity_band(ds: gdal.Dataset, band: int = 1) -> gdal.Band | None:
+    """The band whose 0 marks the band's pixels without data, where a nodata value does not:
+    GDAL's mask (a .msk file, a GeoTIFF's internal mask, a byte alpha band), or a last band
+    that is alpha of another type (gdalwarp -dstalpha makes it uint16 for uint16 bands,
+    which GDAL does not take as a mask). None: nothing but nodata values marks them."""
+    flags = ds.GetRasterBand(band).GetMaskFlags()
+    if not flags & (gdal.GMF_ALL_VALID | gdal.GMF_NODATA):
+        return ds.GetRasterBand(band).GetMaskBand()
+    if ds.RasterCount > 1 and is_alpha(ds, ds.RasterCount):
+        return ds.GetRasterBand(ds.RasterCount)
+    return None
+
+
+def is_alpha(ds: gdal.Dataset, band: int) -> bool:
+    return ds.GetRasterBand(band).GetColorInterpretation() == gdal.GCI_AlphaBand
+
+
 def open_dataset(source: str, what: str = "raster") -> gdal.Dataset:
     flags = gdal.OF_RASTER | gdal.OF_VERBOSE_ERROR
     ds, detail = gdal_try(gdal.OpenEx, str(source), flags) if source else (None, "")
@@ -152,13 +176,17 @@ class RowSource:
     wide as a full Sentinel-2 tile."""
 
     def __init__(self, source: str, bands: list[int], window_rows: int = 256,
-                 in_memory: bool = False):
+                 in_memory: bool = False, fill: list[float | None] | None = None):
         self.ds = open_dataset(source)
         self.bands = bands
         self.width = self.ds.RasterXSize
         self.height = self.ds.RasterYSize
         self.window_rows = self.height if in_memory else max(1, window_rows)
         self.dtype = self._dtype()
+        # Where an alpha band or a mask says "no data", each band reads as its ``fill``
+        # (its nodata; NaN in float bands), so that the engine sees nodata there.
+        self.validity = validity_band(self.ds, bands[0]) if fill is not None else None
+        self.fill = fill
         self.window(0, self.width)
 
     def _dtype(self):
@@ -177,7 +205,17 @@ class RowSource:
                                 band_list=self.bands)
         if data is None:
             raise RasterError(f"Reading rows {lo}-{hi} failed: {detail}")
-        return data.reshape(len(self.bands), hi - lo, self.cols)
+        data = data.reshape(len(self.bands), hi - lo, self.cols)
+        if self.validity is not None:
+            self._fill_hidden(data, lo, hi)
+        return data
+
+    def _fill_hidden(self, data: np.ndarray, lo: int, hi: int) -> None:
+        hidden = read_array_of(self.validity, self.first_col, lo, self.cols, hi - lo) == 0
+        if hidden.any():
+            for plane, value in zip(data, self.fill):
+                if value is not None or data.dtype.kind == "f":
+                    plane[hidden] = np.nan if value is None else value
 
     def rows(self, lo: int, hi: int) -> np.ndarray:
         """Real rows ``[lo, hi)`` (inside the raster) of the window, as ``[bands, rows, cols]``."""
@@ -199,6 +237,7 @@ class RowSource:
         return self._block[:, lo - self._lo:hi - self._lo]
 
     def close(self) -> None:
+        self.validity = None
         self.ds = None
         self._block = None
 

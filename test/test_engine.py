@@ -108,6 +108,33 @@ def test_nodata_gives_the_same_probabilities_whatever_marks_it(tmp_path, encodin
         assert np.array_equal(as_other, as_product)
 
 
+@pytest.mark.parametrize("marking", ["alpha band", "mask"])
+def test_pixels_an_alpha_band_or_a_mask_hides_are_nodata(tmp_path, pixel_model, marking):
+    """gdalwarp -dstalpha adds an alpha band, and a GeoTIFF may carry a mask instead of a
+    nodata value: the raster is usable (an alpha band is not a Sentinel-2 band) and its
+    hidden pixels are nodata, as they would be with a nodata value."""
+    scene = random_scene(50, 40)
+    hidden = np.zeros((50, 40), dtype=bool)
+    hidden[:, :12] = True
+    hidden[30:35, 20:30] = True
+    path = str(tmp_path / "s2.tif")
+    descriptions = [FARMVIBES_BANDS[i] for i in range(12)]
+    if marking == "alpha band":
+        plain = write_raster(tmp_path / "plain.tif", scene, descriptions=descriptions, nodata=None)
+        gdal.Warp(path, plain, dstAlpha=True)  # a 13th band, alpha, as uint16
+        ds = gdal.Open(path, gdal.GA_Update)
+        ds.GetRasterBand(13).WriteArray(np.where(hidden, 0, 65535).astype(np.uint16))
+    else:
+        write_raster(path, scene, descriptions=descriptions, nodata=None)
+        ds = gdal.Open(path, gdal.GA_Update)
+        ds.CreateMaskBand(gdal.GMF_PER_DATASET)
+        ds.GetRasterBand(1).GetMaskBand().WriteArray(np.where(hidden, 0, 255).astype(np.uint8))
+    ds = None
+    cloud, shadow = run_probabilities(tmp_path, path, pixel_model[0])
+    for probability in (cloud, shadow):
+        assert np.array_equal(probability == -1, hidden)
+
+
 def seed_card_model(folder: Path, kind: str):
     """A generated model with the seed's shapes, saved under the seed's file name so the
     committed farmvibes card applies."""
