@@ -213,6 +213,8 @@ def _compute(plan: ProbabilityPlan, paths: ProbabilityOutputs, jobs: list[Job], 
             done = None
             run_info = raster_info(source_path)
             run_paths = paths.in_folder(tmp)
+        report.notes.extend(small_raster_notes(run_info, jobs))
+
         def open_source() -> RowSource:
             return RowSource(source_path, list(plan.raster_bands), plan.engine.window_rows, plan.engine.in_memory,
                              fill=plan.nodata)
@@ -238,6 +240,20 @@ def _compute(plan: ProbabilityPlan, paths: ProbabilityOutputs, jobs: list[Job], 
                 if final:
                     to_grid(coarse_path, info, final, "bilinear")
     return report
+
+
+def small_raster_notes(info: RasterInfo, jobs: list[Job]) -> list[str]:
+    """A word for a raster narrower than a model's tile: the network then sees a cloud
+    without its surroundings (the rest of its tile is the raster mirrored) and tends to
+    call everything clear. Not an error: the run is what was asked for."""
+    tiles = [f"{job.model.card.id}: {job.model.card.tile} px" for job in jobs
+             if not job.model.card.is_pixel_model and min(info.width, info.height) < job.model.card.tile]
+    if not tiles:
+        return []
+    note = (f"The raster is {info.width} x {info.height} pixels, smaller than the tiles the model "
+            f"looks at ({'; '.join(tiles)}): it sees clouds without their surroundings and may miss "
+            "them. For a small area, run on the whole scene and set Extent or Area to process.")
+    return [note]
 
 
 # Where a probability raster records the threshold its model recommends (GDAL metadata), so

@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 from osgeo import gdal
-from qgis.core import QgsProcessingException
+from qgis.core import QgsProcessingException, QgsProcessingFeedback
 from rasters import random_scene, read, write_raster
 from samples import L1C_STACK, PRODUCT_MASK, model_file, require
 
@@ -278,3 +278,33 @@ def test_loaded_mask_gets_the_paletted_style(provider, qgis_iface, monkeypatch, 
         assert labels == {0: "clear", 1: "cloud", 2: "cloud shadow"}
     finally:
         QgsProject.instance().removeAllMapLayers()
+
+
+
+class Recorder(QgsProcessingFeedback):
+    """What a run tells the user in its log."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def pushInfo(self, info):
+        self.lines.append(info)
+        super().pushInfo(info)
+
+
+@pytest.mark.parametrize("width, height, said", [(120, 300, True), (300, 300, False)])
+def test_a_raster_smaller_than_a_tile_is_said_to_lack_context(provider, tmp_path, width, height, said):
+    """A crop narrower than the model's tiles gives the model no surroundings (tiny crops
+    came out all clear): the log says so and points to Extent, which keeps the scene's."""
+    import processing
+    require(L1C_STACK)
+    ds = gdal.Open(str(L1C_STACK))
+    names = [ds.GetRasterBand(b + 1).GetDescription() for b in range(ds.RasterCount)]
+    raster = write_raster(tmp_path / "crop.tif", ds.ReadAsArray(0, 0, width, height), descriptions=names)
+    feedback = Recorder()
+    processing.run("cloudmask:improvecloudmask", {"S2_RASTER": raster, **SAMPLE_PARAMS,
+                                                  "MASK": str(tmp_path / "mask.tif")}, feedback=feedback)
+    log = " ".join(feedback.lines)
+    del feedback  # a QObject kept alive by a failure's traceback would outlive QGIS
+    assert ("smaller than the tiles" in log and "Extent" in log and f"{width} x {height}" in log) == said, log
