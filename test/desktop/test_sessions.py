@@ -30,8 +30,8 @@ def one_session(tmp_path_factory):
     model_file(MODEL)
     large = str(tmp_path_factory.mktemp("large") / "large.tif")  # a run long enough to cancel
     gdal.Translate(large, str(L1C_STACK), width=1712, height=1024, resampleAlg="bilinear")
-    return run_qgis("sessions", args=args(steps=["reload", "cancel", "extent", "extent_dialog"], large=large),
-                    timeout=400)
+    return run_qgis("sessions", args=args(steps=["reload", "reload_running", "cancel", "extent",
+                                                        "extent_dialog"], large=large), timeout=400)
 
 
 def test_one_session_ends_cleanly(one_session):
@@ -45,6 +45,21 @@ def test_disabled_enabled_and_reloaded_plugin_is_wired_once_and_runs(one_session
     for cycle in ("disable_enable", "reload"):
         assert reload[cycle] == one_session.facts["wiring_at_start"], reload[cycle]
         assert reload[f"{cycle}_run"]["ok"] and [r for _, r in reload[f"{cycle}_run"]["added"]] == ["paletted"]
+
+
+def test_reload_during_a_dialog_run_forgets_it_and_runs_again(one_session):
+    checks = [name for name in one_session.checks if name.startswith("reload running:")]
+    assert len(checks) == 6 and all(one_session.checks[n]["ok"] for n in checks), one_session.problems()
+
+
+def test_exit_qgis_during_a_dialog_run(tmp_path):
+    require(L1C_STACK, PRODUCT_MASK)
+    model_file(MODEL)
+    large = str(tmp_path / "large.tif")
+    gdal.Translate(large, str(L1C_STACK), width=1712, height=1024, resampleAlg="bilinear")
+    run = run_qgis("sessions", tmp_path / "out", args=args(steps=["quit_running"], large=large), timeout=120)
+    assert_clean(run)
+    assert "Improve cloud mask" in run.facts["quit_running_question"][0]  # QGIS asked to cancel our task
 
 
 def test_cancel_from_the_task_manager_then_run_again(one_session):

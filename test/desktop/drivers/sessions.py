@@ -26,7 +26,7 @@ from qgis.core import (
     QgsRasterLayer,
     QgsRectangle,
 )
-from qgis.PyQt.QtCore import QCoreApplication, QEvent
+from qgis.PyQt.QtCore import QCoreApplication, QEvent, QTimer
 from qgis.PyQt.QtWidgets import QTextEdit
 from qgis.utils import iface, plugins
 
@@ -139,6 +139,91 @@ def step_reload(d):
         if dialog is not None:
             dialog.close()
     d.fact("reload", cycles)
+
+
+def step_reload_running(d):
+    """Plugin Reloader pressed while the dialog's run goes on, with the model manager open."""
+    project = QgsProject.instance()
+    stack = QgsRasterLayer(d.args["large"], "large sample")
+    project.addMapLayer(stack)
+    iface.setActiveLayer(stack)
+    plugins[PACKAGE].improve()
+    plugins[PACKAGE].manage_models()
+    d.pump(1.0)
+    dialog = plugins[PACKAGE].dialogs["improve"]
+    dialog.form.s2_layer.setLayer(stack)
+    dialog.form.cloud_models.setValue(d.args["model"])
+    dialog.form.resolution.setValue(10)
+    layers_before = set(project.mapLayers())
+    run = dialog.run()
+    if not d.check("reload running: run starts", run is not None, dialog.message.text()):
+        return
+    output = run.parameters["MASK"]
+    d.wait_until(lambda: dialog.progress.value() >= 5 or run.done, 120, "the run makes progress")
+    d.fact("reload_running_progress", dialog.progress.value())
+    qgis.utils.reloadPlugin(PACKAGE)
+    d.wait_until(lambda: not QgsApplication.taskManager().activeTasks(), 60, "the run's task ends")
+    d.pump(1.0)
+    d.screenshot("reload_running_after")
+    d.fact("reload_running_wiring", wiring())
+    d.check("reload running: wired once", wiring()["providers"] == 1 and wiring()["toolbar_buttons"] == 1,
+            wiring())
+    d.check("reload running: the old run adds nothing", set(project.mapLayers()) == layers_before,
+            [lyr.name() for lyr in project.mapLayers().values()])
+    d.fact("reload_running_output_left", os.path.exists(output))
+    d.check("reload running: no half-written mask left", not os.path.exists(output), output)
+    plugins[PACKAGE].improve()
+    d.pump(1.0)
+    dialog = plugins[PACKAGE].dialogs["improve"]
+    dialog.form.s2_layer.setLayer(stack)
+    dialog.form.cloud_models.setValue(d.args["model"])
+    dialog.form.resolution.setValue(30)
+    again = dialog.run()
+    if d.check("reload running: a new run starts", again is not None, dialog.message.text()):
+        d.wait_until(lambda: again.done, 240, "the new run ends")
+        d.check("reload running: the new run succeeds and adds its mask", again.ok and bool(again.layers),
+                again.error)
+    d.screenshot("reload_running_again")
+    dialog.close()
+
+
+def step_quit_running(d):
+    """Project > Exit QGIS while the dialog's run goes on (QGIS asks to cancel the tasks: yes)."""
+    from qgis.PyQt.QtWidgets import QApplication, QMessageBox
+    project = QgsProject.instance()
+    stack = QgsRasterLayer(d.args["large"], "large sample")
+    project.addMapLayer(stack)
+    plugins[PACKAGE].improve()
+    d.pump(1.0)
+    dialog = plugins[PACKAGE].dialogs["improve"]
+    dialog.form.s2_layer.setLayer(stack)
+    dialog.form.cloud_models.setValue(d.args["model"])
+    dialog.form.resolution.setValue(10)
+    run = dialog.run()
+    if not d.check("quit running: run starts", run is not None, dialog.message.text()):
+        return
+    d.wait_until(lambda: dialog.progress.value() >= 5 or run.done, 120, "the run makes progress")
+    d.fact("quit_running_progress", dialog.progress.value())
+    project.setDirty(False)
+    d.keep_modals = True
+    asked = []
+
+    def answer():
+        box = next((w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox) and w.isVisible()), None)
+        if box is None:
+            QTimer.singleShot(200, answer)
+            return
+        asked.append(box.text())
+        d.fact("quit_running_question", asked)
+        d.write()
+        d.screenshot("quit_running_question")
+        box.button(QMessageBox.StandardButton.Yes).click() if box.button(QMessageBox.StandardButton.Yes) else \
+            box.accept()
+
+    QTimer.singleShot(300, answer)
+    d.result["finished"] = True  # QGIS exits inside the next call: what follows is its shutdown
+    d.write()
+    iface.actionExit().trigger()
 
 
 def step_cancel(d):
@@ -418,7 +503,7 @@ def step_profile(d):
         check_toolbox_run(d, "profile: run", run)
 
 
-STEPS = {"profile": step_profile, "reload": step_reload, "cancel": step_cancel, "extent": step_extent, "extent_dialog": step_extent_dialog, "save": step_save,
+STEPS = {"quit_running": step_quit_running, "profile": step_profile, "reload_running": step_reload_running, "reload": step_reload, "cancel": step_cancel, "extent": step_extent, "extent_dialog": step_extent_dialog, "save": step_save,
          "reopen": step_reopen, "fresh": step_fresh}
 
 
