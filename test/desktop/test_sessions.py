@@ -31,7 +31,7 @@ def one_session(tmp_path_factory):
     large = str(tmp_path_factory.mktemp("large") / "large.tif")  # a run long enough to cancel
     gdal.Translate(large, str(L1C_STACK), width=1712, height=1024, resampleAlg="bilinear")
     return run_qgis("sessions", args=args(steps=["reload", "reload_running", "cancel", "extent",
-                                                        "extent_dialog"], large=large), timeout=400)
+                                                        "extent_dialog", "new_project"], large=large), timeout=400)
 
 
 def test_one_session_ends_cleanly(one_session):
@@ -60,6 +60,12 @@ def test_exit_qgis_during_a_dialog_run(tmp_path):
     run = run_qgis("sessions", tmp_path / "out", args=args(steps=["quit_running"], large=large), timeout=120)
     assert_clean(run)
     assert "Improve cloud mask" in run.facts["quit_running_question"][0]  # QGIS asked to cancel our task
+
+
+def test_new_project_during_a_dialog_run(one_session):
+    """The run ends normally (QGIS's own toolbox runs do the same) and Run then says what is wrong."""
+    assert one_session.facts["new_project_run"]["ok"], one_session.facts["new_project_run"]
+    assert one_session.checks["new project: Run without a raster says what to do"]["ok"], one_session.problems()
 
 
 def test_cancel_from_the_task_manager_then_run_again(one_session):

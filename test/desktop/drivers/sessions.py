@@ -226,6 +226,41 @@ def step_quit_running(d):
     iface.actionExit().trigger()
 
 
+def step_new_project(d):
+    """Project > New while the dialog is open (and while its run goes on), then Run again."""
+    project = QgsProject.instance()
+    stack = QgsRasterLayer(d.args["large"], "large sample")
+    project.addMapLayer(stack)
+    plugins[PACKAGE].improve()
+    d.pump(1.0)
+    dialog = plugins[PACKAGE].dialogs["improve"]
+    dialog.form.s2_layer.setLayer(stack)
+    dialog.form.cloud_models.setValue(d.args["model"])
+    dialog.form.resolution.setValue(10)
+    run = dialog.run()
+    d.check("new project: run starts", run is not None, dialog.message.text())
+    d.wait_until(lambda: dialog.progress.value() >= 5 or run.done, 120, "the run makes progress")
+    project.setDirty(False)
+    iface.newProject(False)
+    d.pump(0.5)
+    d.fact("new_project_layers_right_after", [lyr.name() for lyr in project.mapLayers().values()])
+    d.wait_until(lambda: run.done, 240, "the run ends")
+    d.pump(0.5)
+    d.fact("new_project_run", {"ok": run.ok, "cancelled": run.cancelled, "error": run.error,
+                               "layers": [lyr.name() for lyr in project.mapLayers().values()],
+                               "message": dialog.message.text()})
+    d.screenshot("new_project_after_run")
+    d.fact("new_project_s2_layer", str(dialog.form.s2_layer.currentLayer()))
+    again = dialog.run()
+    d.fact("new_project_run_again", [again is not None, dialog.message.text()])
+    d.check("new project: Run without a raster says what to do", again is None and dialog.message.text(),
+            dialog.message.text())
+    d.screenshot("new_project_run_again")
+    if again is not None:
+        d.wait_until(lambda: again.done, 120, "the run ends")
+    dialog.close()
+
+
 def step_cancel(d):
     project = QgsProject.instance()
     stack = QgsRasterLayer(d.args["large"], "large sample")
@@ -452,7 +487,8 @@ def step_fresh(d):
     d.screenshot("fresh_dialog_run")
     dialog.close()
     result = toolbox_run(d, IMPROVE, {"S2_RASTER": d.args["sample"], "CLOUD_MODEL": d.args.get("fresh_model", ""),
-                                      "MASK": str(d.out / "fresh.tif")}, "fresh_toolbox_run")
+                                      "MASK": str(d.out / "fresh.tif")}, "fresh_toolbox_run",
+                         prepare=lambda dialog: d.screenshot("fresh_toolbox_open"))
     d.fact("fresh_toolbox", result)
     d.check("fresh: the toolbox run fails without a traceback", not result["ok"] and "Traceback" not in
             result["log_tail"] and not result["new_tracebacks"], result["log_tail"])
@@ -503,7 +539,7 @@ def step_profile(d):
         check_toolbox_run(d, "profile: run", run)
 
 
-STEPS = {"quit_running": step_quit_running, "profile": step_profile, "reload_running": step_reload_running, "reload": step_reload, "cancel": step_cancel, "extent": step_extent, "extent_dialog": step_extent_dialog, "save": step_save,
+STEPS = {"new_project": step_new_project, "quit_running": step_quit_running, "profile": step_profile, "reload_running": step_reload_running, "reload": step_reload, "cancel": step_cancel, "extent": step_extent, "extent_dialog": step_extent_dialog, "save": step_save,
          "reopen": step_reopen, "fresh": step_fresh}
 
 
