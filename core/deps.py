@@ -131,8 +131,8 @@ def runtime_status(home_dir: Path | None = None) -> RuntimeStatus:
         ort = importlib.import_module("onnxruntime")
     except ImportError as err:
         return RuntimeStatus(False, problem=(
-            f"onnxruntime is not installed for QGIS's Python ({err}). Install it with: "
-            + " ".join(install_command())))
+            f"onnxruntime is not installed for QGIS's Python ({err}). Install it with Raster > Cloud Mask "
+            "Improver > Manage models… > Install onnxruntime, or run: " + " ".join(install_command())))
     version = getattr(ort, "__version__", "0")
     restart = f"Restart QGIS to use {installed}, installed for the plugin" if installed and version != installed \
         else ""

@@ -252,14 +252,14 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def run_qgis(driver: str | Path, out: Path | None = None, *, args: dict | None = None,
              screen: tuple[int, int] = (1366, 768), timeout: float = 120, data_home: str | Path = "installed",
-             work: Path | None = None) -> DesktopRun:
+             work: Path | None = None, profile: str = PROFILE) -> DesktopRun:
     """Start QGIS under Xvfb with ``driver`` (a name in ``drivers/`` or a path) and return its run.
 
     out: where result.json, screenshots and qgis.log go (default ``out/desktop/<driver name>``;
     emptied first). data_home: "installed" (the models and onnxruntime ``make setup`` put
     in ``$CLOUDMASK_HOME``), "empty", or a folder to take them from. work: a scratch folder
     for the profile and HOME (default: a temporary folder, removed after the run unless
-    ``CMI_DESKTOP_KEEP`` is set).
+    ``CMI_DESKTOP_KEEP`` is set). profile: the profile's name (several may share ``work``).
     """
     driver = Path(driver) if str(driver).endswith(".py") else DRIVERS / f"{driver}.py"
     out = out or OUT / driver.stem
@@ -268,7 +268,7 @@ def run_qgis(driver: str | Path, out: Path | None = None, *, args: dict | None =
     out.mkdir(parents=True)
     scratch = work is None
     work = work or Path(tempfile.mkdtemp(prefix="cmi-desktop-"))
-    profile_dir = work / "profiles" / "profiles" / PROFILE
+    profile_dir = work / "profiles" / "profiles" / profile
     home_dir = work / "home"
     home_dir.mkdir(parents=True, exist_ok=True)
     install_plugin(build_zip(work / f"{PACKAGE}.zip"), profile_dir)
@@ -279,7 +279,7 @@ def run_qgis(driver: str | Path, out: Path | None = None, *, args: dict | None =
     start = time.monotonic()
     with _Screen(screen, out) as display, open(out / "qgis.log", "w") as log:
         proc = subprocess.Popen(
-            [QGIS, "--profiles-path", str(work / "profiles"), "--profile", PROFILE, "--nologo",
+            [QGIS, "--profiles-path", str(work / "profiles"), "--profile", profile, "--nologo",
              "--noversioncheck", "--code", str(driver)],
             env=qgis_environment(home_dir, display.display, out, args), stdout=log, stderr=subprocess.STDOUT,
             cwd=str(home_dir), start_new_session=True)
