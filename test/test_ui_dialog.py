@@ -335,3 +335,21 @@ def test_without_the_algorithm_the_dialog_says_so(project, qgis_iface):
     dialog = ImproveDialog(qgis_iface)
     assert dialog.run() is None
     assert "cloudmask:improvecloudmask is not available" in dialog.message.text()
+
+
+def test_with_no_sentinel2_stack_in_the_project_the_raster_box_stays_empty(qgis_new_project, qgis_iface):
+    """After Project > New only our own mask and a one-band raster are there: the dialog asks
+    for the Sentinel-2 raster instead of offering either (a run then failed on missing bands)."""
+    require(PRODUCT_MASK)
+    project = QgsProject.instance()
+    for name in ("elevation", "Improved cloud mask"):
+        layer = QgsRasterLayer(str(PRODUCT_MASK), name)
+        project.addMapLayer(layer)
+    layer.setCustomProperty(improve_form.RESULT_PROPERTY, True)
+    try:
+        form = ImproveDialog(qgis_iface).form
+        assert form.s2_layer.currentLayer() is None
+        assert form.problem() == "Choose the Sentinel-2 raster."
+        assert form.s2_layer.exceptedLayerList() == [layer]
+    finally:
+        project.removeAllMapLayers()

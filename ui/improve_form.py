@@ -304,8 +304,12 @@ class ImproveForm(QWidget):
 
     def choose_layers(self) -> None:
         s2, mask = guess_layers(self.project)
-        if s2 is not None:
-            self.s2_layer.setLayer(s2)
+        # Our own results are never the Sentinel-2 raster; with no stack in the project the
+        # box stays empty ("Choose the Sentinel-2 raster.") rather than showing any raster.
+        self.s2_layer.setExceptedLayerList([lyr for lyr in self.project.mapLayers().values()
+                                            if lyr.customProperty(RESULT_PROPERTY, False)])
+        self.s2_layer.setAllowEmptyLayer(s2 is None)
+        self.s2_layer.setLayer(s2)
         self.mask_layer.setLayer(mask)
         self._s2_changed(self.s2_layer.currentLayer())
         self._mask_changed(mask)
