@@ -201,9 +201,9 @@ def _looks_like_product(source: str) -> bool:
 def _stack(source: str, folder: str) -> tuple[str, str | None]:
     """The band stack the engine reads and the product's own mask, for a product or a raster."""
     if _looks_like_product(source) and not safe.is_product(source):
-        raise safe.ProductError(
+        raise safe.ProductError(safe.zip_problem(source) or (
             f"'{source}' is not a readable Sentinel-2 product: the zip is damaged (an interrupted download?) "
-            "or holds no MTD_MSIL2A.xml / MTD_MSIL1C.xml. Download the product again.")
+            "or holds no MTD_MSIL2A.xml / MTD_MSIL1C.xml. Download the product again."))
     if safe.is_product(source):
         stack, mask = os.path.join(folder, "stack.vrt"), os.path.join(folder, "product_mask.vrt")
         _, mask = safe.prepare(source, stack, mask, 10.0)
