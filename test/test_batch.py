@@ -70,6 +70,29 @@ def test_mixed_good_and_bad_inputs_each_get_a_row_and_the_good_ones_their_mask(p
     assert not list(tmp_path.glob(".*partial*"))
 
 
+def test_a_damaged_raster_in_the_season_gets_a_row_that_names_the_fix(products, tmp_path):
+    """A GeoTIFF cut short (a copy interrupted) opens but fails when its blocks are read:
+    its row said only GDAL's 'IReadBlock failed', not what is wrong or what to do."""
+    require(L1C_STACK)
+    cut = tmp_path / "in" / "T33TUK_20230701T100559_stack.tif"
+    cut.parent.mkdir()
+    gdal.Translate(str(cut), str(L1C_STACK), srcWin=[0, 0, 300, 300], creationOptions=GTIFF_OPTIONS)
+    cut.write_bytes(cut.read_bytes()[:5000])
+    (tmp_path / "out").mkdir()
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        rows = batch.run_sequential(batch.plan_items([str(products["new"].zip), str(cut)]), L2A,
+                                    str(tmp_path / "out"))
+    finally:
+        gdal.PopErrorHandler()
+    good, damaged = rows
+    assert good.ok and not damaged.ok
+    assert "failed" in damaged.error and "damaged or incomplete" in damaged.error, damaged.error
+    assert "copy or download it again" in damaged.error
+    left = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert not [n for n in left if "20230701" in n or "partial" in n], left  # nothing of the damaged one
+
+
 def test_resume_skips_unchanged_products_and_redoes_changed_ones(products, tmp_path):
     items = batch.plan_items([str(products["new"].zip)])
     first = batch.run_sequential(items, L2A, str(tmp_path))[0]
