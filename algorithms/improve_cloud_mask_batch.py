@@ -172,8 +172,12 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
         batch.clean_partials(out_dir, items)
         feedback.pushInfo(f"{len(items)} product(s) -> {out_dir}")
         rows: list[batch.Row] = []
+        said = [""]
 
         def report(row: batch.Row) -> None:
+            if row.notes and not row.reused and row.notes != said[0]:
+                said[0] = row.notes  # which models, on the CPU or the GPU and why: once, and when it changes
+                feedback.pushInfo(row.notes)
             if row.ok:
                 clear = row.area_clear_fraction if area is not None else row.clear_fraction
                 done = "kept from an earlier run" if row.reused else f"{row.seconds:.1f} s"

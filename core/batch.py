@@ -123,6 +123,7 @@ class Row:
     seconds: float = 0.0
     footprint: str = ""  # WGS 84 polygon (WKT)
     fields: list[FieldRow] = field(default_factory=list)
+    notes: str = ""  # for the log, as Improve cloud mask says it: models, CPU or GPU and why, thresholds
 
     @property
     def ok(self) -> bool:
@@ -271,12 +272,15 @@ def _request(stack: str, product_mask: str | None, mask: str, options: BatchOpti
 def _make_mask(request, run_plan, stack: str, options: BatchOptions, area: area_mod.Area | None, row: Row,
                feedback: Feedback | None) -> None:
     if area is None:
-        pipeline.run(run_plan, feedback)
+        report = pipeline.run(run_plan, feedback)
     else:
         if area_mod.area_window(area, stack) is None:
             raise area_mod.AreaError("The product does not overlap the area: no mask was made. "
                                      "Check that the area and the product cover the same place.")
-        area_mod.improve_in_area(request, area_mod.Selection(area, blank=options.blank_outside), feedback)
+        report = area_mod.improve_in_area(request, area_mod.Selection(area, blank=options.blank_outside),
+                                          feedback)
+    row.notes = (f"Cloud models: {', '.join(report.cloud_models)}; shadow model: {report.shadow_model or 'none'}. "
+                 + " ".join(report.notes))
     whole = area_mod.mask_fractions(request.mask, options.output_mode)
     row.clear_fraction, row.cloud_fraction, row.shadow_fraction = (
         whole.as_dict()[k] for k in ("CLEAR_FRACTION", "CLOUD_FRACTION", "SHADOW_FRACTION"))
