@@ -142,7 +142,7 @@ class Row:
 
 def plan_items(inputs: list[str], pattern: str = "") -> list[Item]:
     """The batch's products with their mask names (tile and sensing time; unique, stable)."""
-    sources = products.expand_inputs(inputs, pattern)
+    sources = [s for s in products.expand_inputs(inputs, pattern) if not _is_batch_mask(s)]
     names = []
     for source in sources:
         gdal.PushErrorHandler("CPLQuietErrorHandler")  # a bad input is reported in its row, not here
@@ -154,6 +154,15 @@ def plan_items(inputs: list[str], pattern: str = "") -> list[Item]:
             gdal.PopErrorHandler()
         names.append(products.mask_name(description, source))
     return [Item(s, n) for s, n in zip(sources, products.unique_names(names))]
+
+
+def _is_batch_mask(source: str) -> bool:
+    """A mask an earlier batch wrote (its record beside it). With the products' folder as the
+    output folder, a rerun took its own masks for products and reported each one failed."""
+    if not source.lower().endswith(".tif"):
+        return False
+    record = _read_record(record_path(source))
+    return isinstance(record, dict) and "format" in record and "row" in record
 
 
 # -- the record beside each mask

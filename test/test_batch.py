@@ -93,6 +93,20 @@ def test_a_damaged_raster_in_the_season_gets_a_row_that_names_the_fix(products, 
     assert not [n for n in left if "20230701" in n or "partial" in n], left  # nothing of the damaged one
 
 
+def test_masks_written_beside_the_products_are_not_taken_for_products(products, tmp_path):
+    """Output folder = the products' folder: a rerun took the earlier masks for band stacks
+    and reported each one failed ('8-bit ... picture')."""
+    folder = tmp_path / "season"
+    folder.mkdir()
+    shutil.copy(products["new"].zip, folder)
+    first = batch.run_sequential(batch.plan_items([str(folder)]), L2A, str(folder))
+    assert [r.ok for r in first] == [True]
+    again = batch.plan_items([str(folder)])
+    assert [i.source for i in again] == [str(folder / products["new"].zip.name)]
+    second = batch.run_sequential(again, L2A, str(folder))
+    assert [(r.ok, r.reused) for r in second] == [(True, True)]
+
+
 def test_resume_skips_unchanged_products_and_redoes_changed_ones(products, tmp_path):
     items = batch.plan_items([str(products["new"].zip)])
     first = batch.run_sequential(items, L2A, str(tmp_path))[0]
