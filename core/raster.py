@@ -129,7 +129,7 @@ def open_dataset(source: str, what: str = "raster") -> gdal.Dataset:
     flags = gdal.OF_RASTER | gdal.OF_VERBOSE_ERROR
     ds, detail = gdal_try(gdal.OpenEx, str(source), flags) if source else (None, "")
     if ds is None:
-        detail = detail or "not a raster GDAL can read"
+        detail = (detail or "not a raster GDAL can read").rstrip(". ")  # GDAL's own text may end in a full stop
         raise RasterError(f"Cannot open the {what} '{source}': {detail}. Check the path "
                           "and that the file is a raster (GeoTIFF, JP2, VRT ...).")
     return ds
