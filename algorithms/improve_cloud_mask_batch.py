@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from qgis.core import (
     QgsClassificationRange,
     QgsFillSymbol,
@@ -163,7 +161,7 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
         pattern = self.parameterAsString(parameters, "PATTERN", context)
 
         def plan(_):
-            os.makedirs(out_dir, exist_ok=True)
+            batch.prepare_output_folder(out_dir)
             options.settings().validate()
             return batch.plan_items(inputs, pattern)
         items = run_engine(plan, feedback)

@@ -32,6 +32,7 @@ from . import pipeline, products, safe
 from .engine import Cancelled, Feedback, Share
 from .errors import CloudMaskError
 from .fetch import sha256_of
+from .staging import OutputError, check_destination
 
 RECORD_FORMAT = 1
 METADATA_TXT = Path(__file__).resolve().parent.parent / "metadata.txt"
@@ -138,6 +139,18 @@ class Row:
         row = cls(**{k: v for k, v in values.items() if k in known})
         row.fields = [FieldRow(**f) for f in values.get("fields", [])]
         return row
+
+
+def prepare_output_folder(out_dir: str) -> None:
+    """Create the output folder and make sure it can be written, before any product runs: a
+    folder that could not be written failed every product, then the summary with a traceback."""
+    if not os.path.exists(out_dir):
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+        except OSError as err:
+            raise OutputError(f"Cannot create the output folder '{out_dir}' ({err.strerror or err}). "
+                              "Choose a folder you can write to.") from err
+    check_destination(os.path.join(out_dir, "summary.csv"), [])
 
 
 def plan_items(inputs: list[str], pattern: str = "") -> list[Item]:

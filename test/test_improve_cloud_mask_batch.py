@@ -130,3 +130,28 @@ def test_the_log_says_once_which_models_ran_and_on_which_device(season, tmp_path
     assert len(said) == 1, feedback.lines  # not once per product
     assert "Running on the" in said[0] and "Thresholds:" in said[0]
     assert sum("% clear" in line for line in feedback.lines) == 2
+
+
+class _Errors(QgsProcessingFeedback):
+    def __init__(self):
+        super().__init__()
+        self.errors = []
+
+    def reportError(self, error, fatalError=False):
+        super().reportError(error, fatalError)
+        self.errors.append(error)
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_product(season, provider):
+    """Every product failed on its own ('not writable'), then writing the summary ended in a
+    PermissionError traceback. /proc refuses new files to everyone, root included."""
+    from qgis.core import QgsProcessingException
+    fixture, _ = season
+    feedback = _Errors()
+    with pytest.raises(QgsProcessingException) as refused:
+        processing.run(ALG, {"INPUTS": [str(fixture.zip), str(fixture.safe)], "OUTPUT_FOLDER": "/proc", **MODEL},
+                       feedback=feedback)
+    message = str(refused.value)
+    assert "'/proc' is not writable" in message and "you can write to" in message, message
+    assert "Traceback" not in message and "PermissionError" not in message
+    assert not [e for e in feedback.errors if str(fixture.zip) in e]  # no product was tried
