@@ -156,6 +156,7 @@ def prepare_output_folder(out_dir: str) -> None:
 def plan_items(inputs: list[str], pattern: str = "") -> list[Item]:
     """The batch's products with their mask names (tile and sensing time; unique, stable)."""
     sources = [s for s in products.expand_inputs(inputs, pattern) if not _is_batch_mask(s)]
+    sources = _without_stack_masks(sources)
     names = []
     for source in sources:
         gdal.PushErrorHandler("CPLQuietErrorHandler")  # a bad input is reported in its row, not here
@@ -167,6 +168,19 @@ def plan_items(inputs: list[str], pattern: str = "") -> list[Item]:
             gdal.PopErrorHandler()
         names.append(products.mask_name(description, source))
     return [Item(s, n) for s, n in zip(sources, products.unique_names(names))]
+
+
+def _without_stack_masks(sources: list[str]) -> list[str]:
+    """Leave out the product mask of a stack among the inputs: Prepare Sentinel-2 product
+    writes it beside the stack, and a folder of prepared stacks had each mask taken for a
+    product and reported failed ('8-bit ... picture'). The stack itself uses it."""
+    rasters = [s for s in sources if s.lower().endswith((".tif", ".tiff", ".vrt"))]
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        masks = {os.path.abspath(m) for m in map(safe.product_mask_of, rasters) if m}
+    finally:
+        gdal.PopErrorHandler()
+    return [s for s in sources if s not in rasters or os.path.abspath(s) not in masks]
 
 
 def _is_batch_mask(source: str) -> bool:

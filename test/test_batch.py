@@ -4,6 +4,7 @@ Products are built by test/s2_product.py from the real sample scene."""
 
 import csv
 import json
+import os
 import shutil
 
 import numpy as np
@@ -13,7 +14,7 @@ from s2_product import build_product
 from samples import L1C_STACK, require
 
 from cloud_mask_improver.core import area as area_mod
-from cloud_mask_improver.core import batch, merge, pipeline, summary
+from cloud_mask_improver.core import batch, merge, pipeline, safe, summary
 from cloud_mask_improver.core.raster import GTIFF_OPTIONS
 
 L2A = batch.BatchOptions(cloud_models=("ukis-6b-l2a",))
@@ -105,6 +106,18 @@ def test_masks_written_beside_the_products_are_not_taken_for_products(products, 
     assert [i.source for i in again] == [str(folder / products["new"].zip.name)]
     second = batch.run_sequential(again, L2A, str(folder))
     assert [(r.ok, r.reused) for r in second] == [(True, True)]
+
+
+def test_a_folder_of_prepared_stacks_leaves_their_product_masks_out(products, tmp_path):
+    """Prepare Sentinel-2 product writes the stack and its product mask side by side: the
+    masks were taken for products and reported failed; each stack uses its own."""
+    folder = tmp_path / "stacks"
+    folder.mkdir()
+    safe.prepare(str(products["new"].zip), str(folder / "stack.vrt"), str(folder / "stack_SCL.tif"), 60.0)
+    items = batch.plan_items([str(folder)])
+    assert [os.path.basename(i.source) for i in items] == ["stack.vrt"]
+    (row,) = batch.run_sequential(items, L2A, str(tmp_path))
+    assert row.ok, row.error
 
 
 def test_resume_skips_unchanged_products_and_redoes_changed_ones(products, tmp_path):
