@@ -86,7 +86,8 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
             "baseline, clear/cloud/shadow fractions of its valid pixels (and within the area), the mask's "
             "path and a status. A product that cannot be used (damaged zip, outside the area...) gets its "
             "row with the reason; the others go on. Products already done with the same parameters are "
-            "kept, so a second run only does what is new or failed.\n"
+            "kept, so a second run only does what is new or failed. In a folder, the masks of an earlier run "
+            "and the product mask beside a prepared stack are not taken for products.\n"
             "The summary is styled by clear fraction: green dates are clear.")
 
     def initAlgorithm(self, config=None):
