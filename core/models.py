@@ -16,7 +16,7 @@ class ModelNotFound(CloudMaskError, LookupError):
 
 
 def _install_hint(models_dir: Path) -> str:
-    return (f"Install models with 'make setup' or Raster > Cloud Mask Improver > Manage models… "
+    return (f"Install models with Raster > Cloud Mask Improver > Manage models… or 'make setup' "
             f"(models folder: {models_dir}).")
 
 
