@@ -190,6 +190,8 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
             return _number_problem(label, value, definition.minimum(), definition.maximum())
         if isinstance(definition, QgsProcessingParameterRasterLayer) and isinstance(value, str) \
                 and self.parameterAsRasterLayer(parameters, name, context) is None:
+            if safe.zip_problem(value):
+                return f"{label}: {safe.zip_problem(value)}"
             return (f"{label}: '{value}' cannot be opened as a raster. Choose a raster layer or a raster "
                     "file GDAL can read (GeoTIFF, JP2, VRT ...).")
         return ""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from qgis.core import (
     QgsClassificationRange,
     QgsFillSymbol,
@@ -88,7 +86,8 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
             "baseline, clear/cloud/shadow fractions of its valid pixels (and within the area), the mask's "
             "path and a status. A product that cannot be used (damaged zip, outside the area...) gets its "
             "row with the reason; the others go on. Products already done with the same parameters are "
-            "kept, so a second run only does what is new or failed.\n"
+            "kept, so a second run only does what is new or failed. In a folder, the masks of an earlier run "
+            "and the product mask beside a prepared stack are not taken for products.\n"
             "The summary is styled by clear fraction: green dates are clear.")
 
     def initAlgorithm(self, config=None):
@@ -163,7 +162,7 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
         pattern = self.parameterAsString(parameters, "PATTERN", context)
 
         def plan(_):
-            os.makedirs(out_dir, exist_ok=True)
+            batch.prepare_output_folder(out_dir)
             options.settings().validate()
             return batch.plan_items(inputs, pattern)
         items = run_engine(plan, feedback)
@@ -172,8 +171,12 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
         batch.clean_partials(out_dir, items)
         feedback.pushInfo(f"{len(items)} product(s) -> {out_dir}")
         rows: list[batch.Row] = []
+        said = [""]
 
         def report(row: batch.Row) -> None:
+            if row.notes and not row.reused and row.notes != said[0]:
+                said[0] = row.notes  # which models, on the CPU or the GPU and why: once, and when it changes
+                feedback.pushInfo(row.notes)
             if row.ok:
                 clear = row.area_clear_fraction if area is not None else row.clear_fraction
                 done = "kept from an earlier run" if row.reused else f"{row.seconds:.1f} s"

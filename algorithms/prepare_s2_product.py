@@ -91,9 +91,9 @@ class PrepareS2Product(CloudMaskAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):
         source = self.parameterAsFile(parameters, "INPUT", context)
         if not safe.is_product(source):
-            raise QgsProcessingException(
+            raise QgsProcessingException(safe.zip_problem(source) or (
                 f"'{source}' is not a Sentinel-2 product: give the .zip, the .SAFE folder or the "
-                "MTD_MSIL2A.xml / MTD_MSIL1C.xml in it.")
+                "MTD_MSIL2A.xml / MTD_MSIL1C.xml in it."))
         resolution = self.parameterAsDouble(parameters, "RESOLUTION", context)
         bounds = None
         if parameters.get("EXTENT"):

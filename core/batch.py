@@ -32,6 +32,7 @@ from . import pipeline, products, safe
 from .engine import Cancelled, Feedback, Share
 from .errors import CloudMaskError
 from .fetch import sha256_of
+from .staging import OutputError, check_destination
 
 RECORD_FORMAT = 1
 METADATA_TXT = Path(__file__).resolve().parent.parent / "metadata.txt"
@@ -123,6 +124,7 @@ class Row:
     seconds: float = 0.0
     footprint: str = ""  # WGS 84 polygon (WKT)
     fields: list[FieldRow] = field(default_factory=list)
+    notes: str = ""  # for the log, as Improve cloud mask says it: models, CPU or GPU and why, thresholds
 
     @property
     def ok(self) -> bool:
@@ -139,9 +141,22 @@ class Row:
         return row
 
 
+def prepare_output_folder(out_dir: str) -> None:
+    """Create the output folder and make sure it can be written, before any product runs: a
+    folder that could not be written failed every product, then the summary with a traceback."""
+    if not os.path.exists(out_dir):
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+        except OSError as err:
+            raise OutputError(f"Cannot create the output folder '{out_dir}' ({err.strerror or err}). "
+                              "Choose a folder you can write to.") from err
+    check_destination(os.path.join(out_dir, "summary.csv"), [])
+
+
 def plan_items(inputs: list[str], pattern: str = "") -> list[Item]:
     """The batch's products with their mask names (tile and sensing time; unique, stable)."""
-    sources = products.expand_inputs(inputs, pattern)
+    sources = [s for s in products.expand_inputs(inputs, pattern) if not _is_batch_mask(s)]
+    sources = _without_stack_masks(sources)
     names = []
     for source in sources:
         gdal.PushErrorHandler("CPLQuietErrorHandler")  # a bad input is reported in its row, not here
@@ -153,6 +168,28 @@ def plan_items(inputs: list[str], pattern: str = "") -> list[Item]:
             gdal.PopErrorHandler()
         names.append(products.mask_name(description, source))
     return [Item(s, n) for s, n in zip(sources, products.unique_names(names))]
+
+
+def _without_stack_masks(sources: list[str]) -> list[str]:
+    """Leave out the product mask of a stack among the inputs: Prepare Sentinel-2 product
+    writes it beside the stack, and a folder of prepared stacks had each mask taken for a
+    product and reported failed ('8-bit ... picture'). The stack itself uses it."""
+    rasters = [s for s in sources if s.lower().endswith((".tif", ".tiff", ".vrt"))]
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        masks = {os.path.abspath(m) for m in map(safe.product_mask_of, rasters) if m}
+    finally:
+        gdal.PopErrorHandler()
+    return [s for s in sources if s not in rasters or os.path.abspath(s) not in masks]
+
+
+def _is_batch_mask(source: str) -> bool:
+    """A mask an earlier batch wrote (its record beside it). With the products' folder as the
+    output folder, a rerun took its own masks for products and reported each one failed."""
+    if not source.lower().endswith(".tif"):
+        return False
+    record = _read_record(record_path(source))
+    return isinstance(record, dict) and "format" in record and "row" in record
 
 
 # -- the record beside each mask
@@ -201,9 +238,9 @@ def _looks_like_product(source: str) -> bool:
 def _stack(source: str, folder: str) -> tuple[str, str | None]:
     """The band stack the engine reads and the product's own mask, for a product or a raster."""
     if _looks_like_product(source) and not safe.is_product(source):
-        raise safe.ProductError(
+        raise safe.ProductError(safe.zip_problem(source) or (
             f"'{source}' is not a readable Sentinel-2 product: the zip is damaged (an interrupted download?) "
-            "or holds no MTD_MSIL2A.xml / MTD_MSIL1C.xml. Download the product again.")
+            "or holds no MTD_MSIL2A.xml / MTD_MSIL1C.xml. Download the product again."))
     if safe.is_product(source):
         stack, mask = os.path.join(folder, "stack.vrt"), os.path.join(folder, "product_mask.vrt")
         _, mask = safe.prepare(source, stack, mask, 10.0)
@@ -271,12 +308,15 @@ def _request(stack: str, product_mask: str | None, mask: str, options: BatchOpti
 def _make_mask(request, run_plan, stack: str, options: BatchOptions, area: area_mod.Area | None, row: Row,
                feedback: Feedback | None) -> None:
     if area is None:
-        pipeline.run(run_plan, feedback)
+        report = pipeline.run(run_plan, feedback)
     else:
         if area_mod.area_window(area, stack) is None:
             raise area_mod.AreaError("The product does not overlap the area: no mask was made. "
                                      "Check that the area and the product cover the same place.")
-        area_mod.improve_in_area(request, area_mod.Selection(area, blank=options.blank_outside), feedback)
+        report = area_mod.improve_in_area(request, area_mod.Selection(area, blank=options.blank_outside),
+                                          feedback)
+    row.notes = (f"Cloud models: {', '.join(report.cloud_models)}; shadow model: {report.shadow_model or 'none'}. "
+                 + " ".join(report.notes))
     whole = area_mod.mask_fractions(request.mask, options.output_mode)
     row.clear_fraction, row.cloud_fraction, row.shadow_fraction = (
         whole.as_dict()[k] for k in ("CLEAR_FRACTION", "CLOUD_FRACTION", "SHADOW_FRACTION"))

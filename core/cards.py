@@ -249,4 +249,5 @@ def verify_file(card: ModelCard, onnx_path: Path) -> None:
     if _VERIFIED[key] != card.sha256:
         raise CardError(
             f"Model file {onnx_path} does not match its card '{card.id}' (sha256 differs): "
-            "the file is damaged or a different model. Reinstall the model, or fix the card.")
+            "the file is damaged or a different model. Reinstall the model (Raster > Cloud Mask Improver > "
+            "Manage models…, or 'make setup'), or fix the card.")

@@ -128,7 +128,7 @@ def _batch(args) -> int:
     from . import summary
     try:
         options = _options(args)
-        os.makedirs(args.out, exist_ok=True)
+        batch.prepare_output_folder(args.out)
         area = area_mod.read_area(args.area, args.area_layer) if args.area else None
         items = batch.plan_items(args.inputs, args.pattern)
     except (ValueError, OSError) as err:

@@ -9,6 +9,7 @@ inference, which QGIS's Python has.
 
 from __future__ import annotations
 
+import csv
 import importlib
 import os
 import shutil
@@ -104,7 +105,7 @@ def install_command(target: Path | None = None) -> list[str]:
 def install_onnxruntime(target: Path | None = None) -> RuntimeStatus:
     """Install the pinned onnxruntime into the private folder (no-op when present)."""
     folder = target or home.python_dir()
-    if installed_version(folder) == ONNXRUNTIME_VERSION:
+    if installed_version(folder) == ONNXRUNTIME_VERSION and runtime_files_complete(folder):
         return RuntimeStatus(True, ONNXRUNTIME_VERSION)
     folder.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(install_command(folder), check=False, capture_output=True, text=True)
@@ -118,6 +119,30 @@ def installed_version(folder: Path) -> str:
     for info in sorted(folder.glob("onnxruntime-*.dist-info")):
         return info.name[len("onnxruntime-"):-len(".dist-info")]
     return ""
+
+
+def runtime_files_complete(folder: Path) -> bool:
+    """Whether every file of the onnxruntime package pip recorded is there with its size.
+
+    An interrupted install or a deleted folder leaves the dist-info behind: by its version
+    alone setup said "ready" and never repaired it (a truncated library even crashes QGIS when
+    it loads). Sizes only: cheap enough for every setup, and what a cut-off copy changes."""
+    for info in sorted(folder.glob("onnxruntime-*.dist-info")):
+        try:
+            lines = (info / "RECORD").read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return (folder / "onnxruntime" / "__init__.py").is_file()
+        for entry in csv.reader(lines):  # path, sha256=..., size
+            path, size = (entry[0], entry[-1]) if len(entry) == 3 else ("", "")
+            if not path.startswith("onnxruntime/") or not size.isdigit():
+                continue
+            try:
+                if (folder / path).stat().st_size != int(size):
+                    return False
+            except OSError:
+                return False
+        return True
+    return False
 
 
 def runtime_status(home_dir: Path | None = None) -> RuntimeStatus:

@@ -325,4 +325,13 @@ def plan(request: ImproveRequest) -> RunPlan:
     cloud, shadow = thresholds(request, probability)
     settings = replace(_product_kind(product, request.settings), cloud_threshold=cloud, shadow_threshold=shadow)
     return RunPlan(probability, MergePlan(grid, product, settings), request.mask,
-                   notes=(f"Thresholds: cloud {cloud:g}, shadow {shadow:g}.",))
+                   notes=(f"Thresholds: cloud {cloud:g}, shadow {shadow:g}.", *_level_notes(probability)))
+
+
+def _level_notes(probability: ProbabilityPlan) -> tuple[str, ...]:
+    """A model chosen for another processing level runs, but says so: in a season of L1C and
+    L2A products with one model given, the products of the other level got it silently."""
+    return tuple(f"Model '{use.card.id}' is made for {use.card.level} products and this raster is "
+                 f"{probability.level}: its mask may be less accurate (leave the model empty for the "
+                 f"default of the raster's level)." for use in probability.models
+                 if use.card.level and probability.level and use.card.level != probability.level)

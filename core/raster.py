@@ -77,6 +77,13 @@ def gdal_try(call, *args, **kwargs) -> tuple[object | None, str]:
     return result, (gdal.GetLastErrorMsg() if result is None else "")
 
 
+def read_failed(what: str, detail: str) -> RasterError:
+    """A failed read as a user reads it: GDAL names the file and the block, not the cause or the fix."""
+    return RasterError(f"Reading {what} failed: {(detail or 'unknown GDAL error').rstrip('. ')}. The file is "
+                       "damaged or incomplete (an interrupted copy or download?), or its disk went away: "
+                       "copy or download it again.")
+
+
 def write_array(ds: gdal.Dataset, data: np.ndarray, col: int = 0, row: int = 0) -> None:
     """Write a block into band 1. A failed write (a full disk, a lost network drive) is a
     RasterError with exceptions on or off; off, GDAL would only return an error code."""
@@ -90,14 +97,14 @@ def read_array(ds: gdal.Dataset, col: int, row: int, width: int, height: int) ->
     """Read a block of band 1; a failed read is a RasterError with exceptions on or off."""
     data, detail = gdal_try(ds.GetRasterBand(1).ReadAsArray, col, row, width, height)
     if data is None:
-        raise RasterError(f"Reading '{ds.GetDescription()}' failed: {detail}")
+        raise read_failed(f"'{ds.GetDescription()}'", detail)
     return data
 
 
 def read_array_of(band: gdal.Band, col: int, row: int, width: int, height: int) -> np.ndarray:
     data, detail = gdal_try(band.ReadAsArray, col, row, width, height)
     if data is None:
-        raise RasterError(f"Reading the mask of rows {row}-{row + height} failed: {detail}")
+        raise read_failed(f"the mask of rows {row}-{row + height}", detail)
     return data
 
 
@@ -122,7 +129,7 @@ def open_dataset(source: str, what: str = "raster") -> gdal.Dataset:
     flags = gdal.OF_RASTER | gdal.OF_VERBOSE_ERROR
     ds, detail = gdal_try(gdal.OpenEx, str(source), flags) if source else (None, "")
     if ds is None:
-        detail = detail or "not a raster GDAL can read"
+        detail = (detail or "not a raster GDAL can read").rstrip(". ")  # GDAL's own text may end in a full stop
         raise RasterError(f"Cannot open the {what} '{source}': {detail}. Check the path "
                           "and that the file is a raster (GeoTIFF, JP2, VRT ...).")
     return ds
@@ -204,7 +211,7 @@ class RowSource:
         data, detail = gdal_try(self.ds.ReadAsArray, self.first_col, lo, self.cols, hi - lo,
                                 band_list=self.bands)
         if data is None:
-            raise RasterError(f"Reading rows {lo}-{hi} failed: {detail}")
+            raise read_failed(f"rows {lo}-{hi}", detail)
         data = data.reshape(len(self.bands), hi - lo, self.cols)
         if self.validity is not None:
             self._fill_hidden(data, lo, hi)

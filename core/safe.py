@@ -14,6 +14,7 @@ import os
 import re
 import tempfile
 import xml.etree.ElementTree as ET
+import zipfile
 from dataclasses import dataclass, field
 from xml.sax.saxutils import escape
 
@@ -128,6 +129,29 @@ def is_product(source: str) -> bool:
     if not source or not isinstance(source, str):
         return False
     return parse_uri(source) is not None or find_metadata(source) is not None
+
+
+def zip_problem(source: str) -> str:
+    """Why a ``.zip`` given as a product is none, in words a user can act on; "" when the
+    source is no zip file or is a product.
+
+    A half-downloaded zip lacks its central directory, so GDAL lists nothing in it and it
+    looked like "not a Sentinel-2 product" although the user gave exactly the .zip asked
+    for: say it is damaged and must be downloaded again. A whole zip without the metadata
+    file is another kind of product (Sentinel-1, Landsat, a Level-1B...)."""
+    if not str(source).lower().endswith(".zip") or not os.path.isfile(source):
+        return ""
+    try:
+        with zipfile.ZipFile(source) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return (f"'{source}' is damaged or incomplete: it is not a whole zip file (an interrupted "
+                "download?). Download the product again.")
+    if any(os.path.basename(name) in METADATA_FILES for name in names):
+        return ""
+    return (f"'{source}' is not a Sentinel-2 Level-1C or Level-2A product: the zip holds no "
+            "MTD_MSIL2A.xml or MTD_MSIL1C.xml (a product of another satellite or level?). "
+            "Give a Sentinel-2 L1C or L2A product, or leave this file out.")
 
 
 def _read_text(path: str) -> bytes:

@@ -4,6 +4,7 @@ Products are built by test/s2_product.py from the real sample scene."""
 
 import csv
 import json
+import os
 import shutil
 
 import numpy as np
@@ -13,7 +14,7 @@ from s2_product import build_product
 from samples import L1C_STACK, require
 
 from cloud_mask_improver.core import area as area_mod
-from cloud_mask_improver.core import batch, merge, pipeline, summary
+from cloud_mask_improver.core import batch, merge, pipeline, safe, summary
 from cloud_mask_improver.core.raster import GTIFF_OPTIONS
 
 L2A = batch.BatchOptions(cloud_models=("ukis-6b-l2a",))
@@ -68,6 +69,55 @@ def test_mixed_good_and_bad_inputs_each_get_a_row_and_the_good_ones_their_mask(p
     assert layer.GetFeatureCount() == 4
     assert {f["status"] for f in layer} == {"ok", "failed"}
     assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_a_damaged_raster_in_the_season_gets_a_row_that_names_the_fix(products, tmp_path):
+    """A GeoTIFF cut short (a copy interrupted) opens but fails when its blocks are read:
+    its row said only GDAL's 'IReadBlock failed', not what is wrong or what to do."""
+    require(L1C_STACK)
+    cut = tmp_path / "in" / "T33TUK_20230701T100559_stack.tif"
+    cut.parent.mkdir()
+    gdal.Translate(str(cut), str(L1C_STACK), srcWin=[0, 0, 300, 300], creationOptions=GTIFF_OPTIONS)
+    cut.write_bytes(cut.read_bytes()[:5000])
+    (tmp_path / "out").mkdir()
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        rows = batch.run_sequential(batch.plan_items([str(products["new"].zip), str(cut)]), L2A,
+                                    str(tmp_path / "out"))
+    finally:
+        gdal.PopErrorHandler()
+    good, damaged = rows
+    assert good.ok and not damaged.ok
+    assert "failed" in damaged.error and "damaged or incomplete" in damaged.error, damaged.error
+    assert "copy or download it again" in damaged.error
+    left = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert not [n for n in left if "20230701" in n or "partial" in n], left  # nothing of the damaged one
+
+
+def test_masks_written_beside_the_products_are_not_taken_for_products(products, tmp_path):
+    """Output folder = the products' folder: a rerun took the earlier masks for band stacks
+    and reported each one failed ('8-bit ... picture')."""
+    folder = tmp_path / "season"
+    folder.mkdir()
+    shutil.copy(products["new"].zip, folder)
+    first = batch.run_sequential(batch.plan_items([str(folder)]), L2A, str(folder))
+    assert [r.ok for r in first] == [True]
+    again = batch.plan_items([str(folder)])
+    assert [i.source for i in again] == [str(folder / products["new"].zip.name)]
+    second = batch.run_sequential(again, L2A, str(folder))
+    assert [(r.ok, r.reused) for r in second] == [(True, True)]
+
+
+def test_a_folder_of_prepared_stacks_leaves_their_product_masks_out(products, tmp_path):
+    """Prepare Sentinel-2 product writes the stack and its product mask side by side: the
+    masks were taken for products and reported failed; each stack uses its own."""
+    folder = tmp_path / "stacks"
+    folder.mkdir()
+    safe.prepare(str(products["new"].zip), str(folder / "stack.vrt"), str(folder / "stack_SCL.tif"), 60.0)
+    items = batch.plan_items([str(folder)])
+    assert [os.path.basename(i.source) for i in items] == ["stack.vrt"]
+    (row,) = batch.run_sequential(items, L2A, str(tmp_path))
+    assert row.ok, row.error
 
 
 def test_resume_skips_unchanged_products_and_redoes_changed_ones(products, tmp_path):

@@ -64,6 +64,9 @@ def test_usage_errors_exit_2_with_a_message(tmp_path, plugin_dir):
     assert done.returncode == 2 and "holds no file matching" in done.stderr
     done = _command(plugin_dir, "batch", "x.zip", "--out", str(tmp_path / "o"), "--cloud-threshold", "2")
     assert done.returncode == 2 and "outside 0..1" in done.stderr
+    # A folder nobody can write to (/proc, root included): refused at once, not after every product.
+    done = _command(plugin_dir, "batch", "x.zip", "--out", "/proc", "--sequential")
+    assert done.returncode == 2 and "'/proc' is not writable" in done.stderr, done.stderr
 
 
 def test_console_script_is_installed_by_setup():

@@ -122,3 +122,26 @@ def test_setup_keeps_gpu_support_unless_told(tmp_path, monkeypatch):
     status = script.install_runtime("")
     assert status.available and status.version == GPU_VERSION and called == []
     assert "GPU=1" in script.install_runtime("yes").problem
+
+
+def test_setup_repairs_an_onnxruntime_whose_files_are_gone_or_cut_short(tmp_path, index, monkeypatch):
+    """An interrupted install or a deleted package folder leaves the dist-info: setup (which
+    calls install_onnxruntime) said ready by its version and never repaired it."""
+    url, _ = index
+    monkeypatch.setenv("PIP_INDEX_URL", url)
+    folder = tmp_path / "home" / "python"
+    assert deps.install_onnxruntime(folder).available
+    package = folder / "onnxruntime" / "__init__.py"
+    assert imported_version(folder) == CPU_VERSION
+    assert deps.runtime_files_complete(folder)
+
+    package.write_text(package.read_text()[:10])  # cut short (a truncated library crashes QGIS)
+    assert not deps.runtime_files_complete(folder)
+    assert deps.install_onnxruntime(folder).available
+    assert imported_version(folder) == CPU_VERSION
+
+    shutil.rmtree(folder / "onnxruntime")  # the package gone, its dist-info left
+    assert deps.install_onnxruntime(folder).available
+    assert imported_version(folder) == CPU_VERSION
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/")  # whole again: nothing to fetch
+    assert deps.install_onnxruntime(folder).available

@@ -107,3 +107,51 @@ def test_cancel_keeps_finished_masks_and_their_summary(season, tmp_path, provide
                              **MODEL}, feedback=feedback)
     assert len(list(tmp_path.glob("*.tif"))) == 1 and not list(tmp_path.glob(".*partial*"))
     assert QgsVectorLayer(f"{tmp_path / 'summary.gpkg'}|layername=summary", "s", "ogr").featureCount() == 1
+
+
+class _Log(QgsProcessingFeedback):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def pushInfo(self, info):
+        super().pushInfo(info)
+        self.lines.append(info)
+
+
+def test_the_log_says_once_which_models_ran_and_on_which_device(season, tmp_path, provider):
+    """Improve cloud mask says which models ran, on the CPU or the GPU and why; the batch said
+    nothing of it, so a team could not tell that its season ran on the CPU."""
+    fixture, _ = season
+    feedback = _Log()
+    processing.run(ALG, {"INPUTS": [str(fixture.zip), str(fixture.safe)], "OUTPUT_FOLDER": str(tmp_path),
+                         "EXECUTION_PROVIDER": 0, **MODEL}, feedback=feedback)
+    said = [line for line in feedback.lines if line.startswith("Cloud models: ukis-6b-l2a; shadow model: ukis-6b-l2a.")]
+    assert len(said) == 1, feedback.lines  # not once per product
+    assert "Running on the" in said[0] and "Thresholds:" in said[0]
+    assert sum("% clear" in line for line in feedback.lines) == 2
+
+
+class _Errors(QgsProcessingFeedback):
+    def __init__(self):
+        super().__init__()
+        self.errors = []
+
+    def reportError(self, error, fatalError=False):
+        super().reportError(error, fatalError)
+        self.errors.append(error)
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_product(season, provider):
+    """Every product failed on its own ('not writable'), then writing the summary ended in a
+    PermissionError traceback. /proc refuses new files to everyone, root included."""
+    from qgis.core import QgsProcessingException
+    fixture, _ = season
+    feedback = _Errors()
+    with pytest.raises(QgsProcessingException) as refused:
+        processing.run(ALG, {"INPUTS": [str(fixture.zip), str(fixture.safe)], "OUTPUT_FOLDER": "/proc", **MODEL},
+                       feedback=feedback)
+    message = str(refused.value)
+    assert "'/proc' is not writable" in message and "you can write to" in message, message
+    assert "Traceback" not in message and "PermissionError" not in message
+    assert not [e for e in feedback.errors if str(fixture.zip) in e]  # no product was tried

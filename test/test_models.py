@@ -1,6 +1,7 @@
 """Finding models: ids, paths, and refusing a file that is not the one its card describes."""
 
 import hashlib
+from pathlib import Path
 
 import pytest
 from onnx_models import write_card
@@ -15,8 +16,23 @@ def test_an_installed_model_that_is_not_its_cards_file_is_refused(tmp_path):
     card, path = models.resolve("mine", tmp_path)
     assert card.id == "mine" and path == tmp_path / "mine.onnx"
     (tmp_path / "mine.onnx").write_bytes(b"a damaged or different file")
-    with pytest.raises(CardError, match="sha256 differs"):
+    with pytest.raises(CardError, match="sha256 differs") as refused:
         models.resolve("mine", tmp_path)
+    assert MANAGER in str(refused.value)  # where to reinstall it
+
+
+# The plugin's menu is under Raster (plugin.py adds it with addPluginToRasterMenu): the messages
+# must send users there, not to a Plugins menu where it is not.
+MANAGER = "Raster > Cloud Mask Improver > Manage models…"
+
+
+def test_a_missing_model_says_where_to_install_it(tmp_path):
+    write_card(tmp_path / "mine.json", id="mine", sha256="0" * 64)
+    with pytest.raises(models.ModelNotFound, match="is not installed") as missing:
+        models.resolve("mine", tmp_path)
+    assert MANAGER in str(missing.value) and "make setup" in str(missing.value)
+    source = (Path(models.__file__).parent.parent / "plugin.py").read_text(encoding="utf-8")
+    assert "addPluginToRasterMenu" in source and 'MENU = "Cloud Mask Improver"' in source
 
 
 def test_a_path_with_a_folder_is_a_file_not_an_id(tmp_path):

@@ -36,6 +36,19 @@ def test_the_plan_chooses_the_default_models_and_leaves_the_request_alone(tmp_pa
         plan.mask = "elsewhere.tif"
 
 
+def test_a_model_of_the_other_processing_level_runs_but_says_so(tmp_path):
+    """One model given for a season of L1C and L2A products: the products of the other level
+    got it without a word."""
+    model_file("ukis-6b-l2a")
+    model_file("ukis-6b-l1c")
+    other = pipeline.plan(improve_request(tmp_path, probability={"cloud_models": ("ukis-6b-l2a",)}))
+    assert other.probability.level == "L1C"
+    (said,) = [n for n in other.notes if "ukis-6b-l2a" in n]
+    assert "made for L2A products and this raster is L1C" in said and "leave the model empty" in said
+    own = pipeline.plan(improve_request(tmp_path, probability={"cloud_models": ("ukis-6b-l1c",)}))
+    assert not [n for n in own.notes if "made for" in n]
+
+
 def test_unset_thresholds_are_the_cards_and_given_ones_win(tmp_path):
     model_file("ukis-6b-l1c")
     plan = pipeline.plan(improve_request(tmp_path, probability={"cloud_models": ["ukis-6b-l1c"]}))

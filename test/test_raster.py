@@ -44,6 +44,7 @@ def test_open_refuses_what_is_not_a_raster_with_our_message(gdal_exceptions, tmp
             open_dataset(source, "Sentinel-2 raster")
         assert "Cannot open the Sentinel-2 raster" in str(err.value) and "Check the path" in str(err.value)
         assert detail in str(err.value)
+        assert ".. Check" not in str(err.value)  # GDAL's 'not recognized as a supported file format.' + ours
 
 
 def test_creating_in_a_missing_folder_is_our_error(gdal_exceptions, tmp_path):
