@@ -187,6 +187,9 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
             rows = batch.run_sequential(items, options, out_dir, area, force, QgisFeedback(feedback),
                                         on_row=lambda r: (rows.append(r), report(r)))
         except Cancelled:
+            if not rows:  # an earlier run's summary in the folder stays as it was
+                raise QgsProcessingException("Cancelled before the first product was done: nothing was "
+                                             "written. Run again to start.") from None
             written = summary.write_all(rows, out_dir)
             raise QgsProcessingException(
                 f"Cancelled after {len(rows)} of {len(items)} products: their masks and the summary "

@@ -109,6 +109,19 @@ def test_cancel_keeps_finished_masks_and_their_summary(season, tmp_path, provide
     assert QgsVectorLayer(f"{tmp_path / 'summary.gpkg'}|layername=summary", "s", "ogr").featureCount() == 1
 
 
+def test_cancel_before_the_first_product_leaves_an_earlier_summary_as_it_was(season, tmp_path, provider):
+    from qgis.core import QgsProcessingException
+    fixture, _ = season
+    params = {"INPUTS": [str(fixture.zip)], "OUTPUT_FOLDER": str(tmp_path), **MODEL}
+    processing.run(ALG, params)
+    before = (tmp_path / "summary.gpkg").read_bytes()
+    feedback = QgsProcessingFeedback()
+    feedback.cancel()
+    with pytest.raises(QgsProcessingException, match="Cancelled before the first product was done"):
+        processing.run(ALG, {**params, "INPUTS": [str(fixture.safe), str(fixture.zip)]}, feedback=feedback)
+    assert (tmp_path / "summary.gpkg").read_bytes() == before
+
+
 class _Log(QgsProcessingFeedback):
     def __init__(self):
         super().__init__()
