@@ -243,6 +243,38 @@ def test_product_mask_that_does_not_overlap(provider, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("name,format_name", [("m.gpkg", "GeoPackage"), ("m.png", "Portable Network Graphics"),
+                                              ("m.vrt", "Virtual Raster")])
+def test_an_output_named_for_another_format_is_refused(provider, tmp_path, name, format_name):
+    """The outputs are GeoTIFF: under such a name they were a GeoTIFF that GeoPackage tools
+    and image viewers cannot open. Refused before any work, nothing written."""
+    cloud = probability_raster(tmp_path / "c.tif", np.zeros((20, 20)))
+    out = tmp_path / "out"
+    out.mkdir()
+    expect_error("mergecloudmasks", {"CLOUD_PROBABILITY": cloud, "MERGED_CLOUD_MASK": str(out / name)},
+                 format_name, "GeoTIFF only", ".tif name")
+    assert os.listdir(out) == []
+
+
+def test_temporary_outputs_are_geotiff_whatever_the_default_raster_format(provider, tmp_path):
+    """A user whose default raster format is GeoPackage (Processing options) got a GeoTIFF
+    named MASK.gpkg from every run with a temporary output (the modeler's between steps)."""
+    from qgis.core import QgsProcessingUtils, QgsRasterFileWriter, QgsSettings
+    key = "Processing/Configuration/DefaultOutputRasterLayerExt"
+    settings = QgsSettings()
+    settings.setValue(key, QgsRasterFileWriter.supportedFormatExtensions().index("gpkg"))
+    try:
+        assert QgsProcessingUtils.defaultRasterExtension() == "gpkg"
+        cloud = probability_raster(tmp_path / "c.tif", np.full((20, 20), 0.9))
+        result = run("mergecloudmasks", {"CLOUD_PROBABILITY": cloud, "MERGED_CLOUD_MASK": "TEMPORARY_OUTPUT"})
+    finally:
+        settings.remove(key)
+    mask = result["MERGED_CLOUD_MASK"]
+    assert mask.endswith(".tif")
+    assert gdal.Open(mask).GetDriver().ShortName == "GTiff"
+    assert (read(mask) == 1).all()
+
+
 def test_raster_without_georeference(provider, tmp_path):
     raster = write_raster(tmp_path / "plain.tif", random_scene(30, 30), epsg=None, transform=None)
     expect_error("improvecloudmask", {"S2_RASTER": raster, "MASK": str(tmp_path / "m.tif")},
