@@ -78,6 +78,17 @@ def gdal_try(call, *args, **kwargs) -> tuple[object | None, str]:
     return result, (gdal.GetLastErrorMsg() if result is None else "")
 
 
+def opens_as_raster(source: str) -> bool:
+    """True when GDAL opens ``source`` as a raster: a file, or a source with GDAL's own
+    syntax (``/vsizip/archive.zip/scene.tif``, ``GPKG:file.gpkg:table``, a subdataset)."""
+    gdal.PushErrorHandler("CPLQuietErrorHandler")  # a "no" is an answer here, not an error
+    try:
+        ds, _ = gdal_try(gdal.OpenEx, source, gdal.OF_RASTER)
+    finally:
+        gdal.PopErrorHandler()
+    return ds is not None
+
+
 def read_failed(what: str, detail: str) -> RasterError:
     """A failed read as a user reads it: GDAL names the file and the block, not the cause or the fix."""
     return RasterError(f"Reading {what} failed: {(detail or 'unknown GDAL error').rstrip('. ')}. The file is "

@@ -182,6 +182,29 @@ def test_merge_keeps_nodata_out_of_the_clouds(provider, tmp_path):
     assert result["CLOUD_FRACTION"] == 1.0
 
 
+def test_rasters_given_in_gdal_syntax_are_read(provider, tmp_path):
+    """A tif inside a zip (/vsizip/) and a GeoPackage raster (GPKG:file:table): GDAL reads
+    them, QGIS 3.22 loads neither from a string and refused them as unreadable."""
+    import zipfile
+    values = np.zeros((40, 40), dtype=np.float32)
+    values[10:20, 10:20] = 0.9
+    cloud = probability_raster(tmp_path / "c.tif", values)
+    with zipfile.ZipFile(tmp_path / "c.zip", "w") as archive:
+        archive.write(cloud, "scene/c.tif")
+    product = np.zeros((40, 40), dtype=np.uint8)
+    product[30:, 30:] = 1
+    plain = write_raster(tmp_path / "p.tif", product, nodata=None)
+    gdal.Translate(str(tmp_path / "p.gpkg"), plain, format="GPKG", creationOptions=["RASTER_TABLE=mask"])
+    common = {"DILATION": 0, "PRODUCT_MASK_KIND": 0}
+    want = run("mergecloudmasks", {**common, "CLOUD_PROBABILITY": cloud, "PRODUCT_MASK": plain,
+                                   "MERGED_CLOUD_MASK": str(tmp_path / "want.tif")})
+    got = run("mergecloudmasks", {**common, "CLOUD_PROBABILITY": f"/vsizip/{tmp_path}/c.zip/scene/c.tif",
+                                  "PRODUCT_MASK": f"GPKG:{tmp_path}/p.gpkg:mask",
+                                  "MERGED_CLOUD_MASK": str(tmp_path / "got.tif")})
+    assert np.array_equal(read(got["MERGED_CLOUD_MASK"]), read(want["MERGED_CLOUD_MASK"]))
+    assert got["CLOUD_FRACTION"] == want["CLOUD_FRACTION"] > 0.1
+
+
 # -- bad input -------------------------------------------------------------------------
 
 def expect_error(alg, params, *words):
