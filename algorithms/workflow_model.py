@@ -9,6 +9,9 @@ import os
 
 from qgis.core import QgsProcessingModelAlgorithm
 
+from ..core import raster
+from ..core.errors import CloudMaskError
+
 MODELS_DIR = os.path.join(os.path.dirname(__file__), "models")
 
 
@@ -31,6 +34,18 @@ class ShippedModel(QgsProcessingModelAlgorithm):
 
     def createInstance(self):
         return type(self)()
+
+    def checkParameterValues(self, parameters, context):
+        """An output named for another format (mask.gpkg) is refused before the steps run:
+        the last step refused it only after the probabilities had been computed."""
+        for definition in self.destinationParameterDefinitions():
+            if parameters.get(definition.name()) in (None, ""):
+                continue
+            try:
+                raster.require_geotiff_name(self.parameterAsOutputLayer(parameters, definition.name(), context))
+            except CloudMaskError as err:
+                return False, f"{definition.description()} ({definition.name()}): {err}"
+        return super().checkParameterValues(parameters, context)
 
 
 class WorkflowModel(ShippedModel):

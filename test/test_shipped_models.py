@@ -1,6 +1,8 @@
 """The shipped modeler models as the modeler sees them: valid, with the algorithms' defaults
 and the same pickers (algorithms/workflow_model.py, algorithms/product_model.py)."""
 
+import os
+
 import pytest
 from qgis.core import Qgis, QgsApplication, QgsProcessingModelChildParameterSource
 
@@ -62,3 +64,21 @@ def test_the_model_with_its_defaults_gives_the_algorithms_mask(provider, tmp_pat
     a = gdal.Open(algorithm["MASK"]).ReadAsArray()
     m = gdal.Open(model["merge:MASK"]).ReadAsArray()
     assert np.array_equal(a, m), f"{np.mean(a != m):.2%} of the pixels differ"
+
+
+def test_an_output_named_for_another_format_is_refused_before_any_step_runs(provider, tmp_path):
+    """The merge step refused mask.gpkg only after the probabilities had been computed."""
+    import processing
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+    from samples import L1C_STACK, require
+
+    require(L1C_STACK)
+    out = tmp_path / "out"
+    out.mkdir()
+    feedback = QgsProcessingFeedback()
+    with pytest.raises(QgsProcessingException) as err:
+        processing.run("cloudmask:improvecloudmaskmodel", {
+            "S2_RASTER": str(L1C_STACK), "merge:MASK": str(out / "mask.gpkg")}, feedback=feedback)
+    assert "GeoPackage" in str(err.value) and ".tif name" in str(err.value)
+    assert "Models:" not in feedback.textLog()  # no step ran
+    assert os.listdir(out) == []
