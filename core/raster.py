@@ -175,7 +175,7 @@ def require_georeference(info: RasterInfo, what: str) -> None:
 def require_geotiff_name(path: str) -> None:
     """Refuse an output named for another format (mask.gpkg, mask.png, mask.vrt).
 
-    Masks and probabilities are always written as GeoTIFF: under such a name the file
+    Masks, probabilities and band stacks are written as GeoTIFF: under such a name the file
     would be a GeoTIFF that says it is something else (a GeoPackage no GeoPackage tool
     can open, a PNG no image viewer shows). A name without an extension, or one no GDAL
     format claims, stays a GeoTIFF.
@@ -190,7 +190,7 @@ def require_geotiff_name(path: str) -> None:
                 and extension in claimed:
             raise RasterError(
                 f"The output '{path}' has the extension of another format ({driver.LongName}), but "
-                "masks and probabilities are written as GeoTIFF only. Give it a .tif name (Raster > "
+                "it is written as GeoTIFF. Give it a .tif name (Raster > "
                 "Conversion > Translate converts the result to another format).")
 
 

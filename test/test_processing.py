@@ -275,7 +275,7 @@ def test_an_output_named_for_another_format_is_refused(provider, tmp_path, name,
     out = tmp_path / "out"
     out.mkdir()
     expect_error("mergecloudmasks", {"CLOUD_PROBABILITY": cloud, "MERGED_CLOUD_MASK": str(out / name)},
-                 format_name, "GeoTIFF only", ".tif name")
+                 format_name, "written as GeoTIFF", ".tif name")
     assert os.listdir(out) == []
 
 
