@@ -37,14 +37,19 @@ class ShippedModel(QgsProcessingModelAlgorithm):
 
     def checkParameterValues(self, parameters, context):
         """An output named for another format (mask.gpkg) is refused before the steps run:
-        the last step refused it only after the probabilities had been computed."""
-        for definition in self.destinationParameterDefinitions():
-            if parameters.get(definition.name()) in (None, ""):
-                continue
-            try:
-                raster.require_geotiff_name(self.parameterAsOutputLayer(parameters, definition.name(), context))
-            except CloudMaskError as err:
-                return False, f"{definition.description()} ({definition.name()}): {err}"
+        the last step refused it only after the probabilities had been computed.
+
+        Read from the steps' model outputs, not the parameter definitions: qgis_process asks
+        the registry's instance, whose destination parameters are not set up."""
+        for child_id, child in self.childAlgorithms().items():
+            for output in child.modelOutputs():
+                value = parameters.get(f"{child_id}:{output}")
+                sink = getattr(value, "sink", None)  # a QgsProcessingOutputLayerDefinition
+                path = str(sink.staticValue() if sink is not None else value or "")
+                try:
+                    raster.require_geotiff_name(path)
+                except CloudMaskError as err:
+                    return False, f"{child_id}:{output}: {err}"
         return super().checkParameterValues(parameters, context)
 
 
