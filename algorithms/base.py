@@ -27,7 +27,7 @@ from qgis.PyQt.QtCore import QCoreApplication, QThread
 from qgis.PyQt.QtGui import QIcon
 
 from ..core import merge as mg
-from ..core import safe
+from ..core import raster, safe
 from ..core.engine import Cancelled, Feedback
 from ..core.errors import CloudMaskError
 from ..core.inference import PROVIDERS
@@ -164,21 +164,30 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
                 safe.read_product(parameters[name])
             except CloudMaskError as err:
                 return False, f"{self.parameterDefinition(name).description()} ({name}): {err}"
+        passed_on = products | {k for k, v in parameters.items() if self._is_gdal_source(k, v, context)}
         for definition in self.parameterDefinitions():
-            problem = "" if definition.name() in products else self._value_problem(definition, parameters, context)
+            problem = "" if definition.name() in passed_on else self._value_problem(definition, parameters, context)
             if problem:
                 return False, problem
-        if not products:
+        if not passed_on:
             return super().checkParameterValues(parameters, context)
         for definition in self.parameterDefinitions():
             name = definition.name()
-            if name not in products and not definition.checkValueIsAcceptable(parameters.get(name), context):
+            if name not in passed_on and not definition.checkValueIsAcceptable(parameters.get(name), context):
                 return False, f"Incorrect parameter value for {definition.description()} ({name})."
         return True, ""
 
     def _is_product_value(self, name, value) -> bool:
         return isinstance(value, str) and isinstance(self.parameterDefinition(name),
                                                      QgsProcessingParameterRasterLayer) and safe.is_product(value)
+
+    def _is_gdal_source(self, name, value, context) -> bool:
+        """A raster GDAL opens but QGIS 3.22 does not load from a string: ``/vsizip/`` paths,
+        ``GPKG:file.gpkg:table``, subdatasets (later QGIS versions load them). Passed on to
+        core as it is, as a product is; QGIS's own check would refuse it as unreadable."""
+        return isinstance(value, str) and isinstance(self.parameterDefinition(name),
+                                                     QgsProcessingParameterRasterLayer) \
+            and self.parameterAsRasterLayer({name: value}, name, context) is None and raster.opens_as_raster(value)
 
     def _value_problem(self, definition, parameters, context) -> str:
         name = definition.name()
@@ -250,6 +259,8 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         if self._is_product_value(name, value):
             return value
         layer = self.parameterAsRasterLayer(parameters, name, context)
+        if layer is None and self._is_gdal_source(name, value, context):
+            return value
         if layer is None:
             if required:
                 raise QgsProcessingException(f"{name}: no raster given or it cannot be opened. "

@@ -21,6 +21,13 @@ class CloudMaskProvider(QgsProcessingProvider):
     def svgIconPath(self):
         return ICON
 
+    def supportedOutputRasterLayerExtensions(self):
+        """GeoTIFF, the format the algorithms write (and VRT, which 'Prepare Sentinel-2
+        product' can also write). The file pickers offer these only, and temporary outputs
+        are .tif even when the user's default raster format is another (a GeoTIFF named
+        MASK.gpkg before)."""
+        return ["tif", "vrt"]
+
     def loadAlgorithms(self):
         for algorithm in _algorithms():
             self.addAlgorithm(algorithm)

@@ -9,6 +9,9 @@ import os
 
 from qgis.core import QgsProcessingModelAlgorithm
 
+from ..core import raster
+from ..core.errors import CloudMaskError
+
 MODELS_DIR = os.path.join(os.path.dirname(__file__), "models")
 
 
@@ -31,6 +34,23 @@ class ShippedModel(QgsProcessingModelAlgorithm):
 
     def createInstance(self):
         return type(self)()
+
+    def checkParameterValues(self, parameters, context):
+        """An output named for another format (mask.gpkg) is refused before the steps run:
+        the last step refused it only after the probabilities had been computed.
+
+        Read from the steps' model outputs, not the parameter definitions: qgis_process asks
+        the registry's instance, whose destination parameters are not set up."""
+        for child_id, child in self.childAlgorithms().items():
+            for output in child.modelOutputs():
+                value = parameters.get(f"{child_id}:{output}")
+                sink = getattr(value, "sink", None)  # a QgsProcessingOutputLayerDefinition
+                path = str(sink.staticValue() if sink is not None else value or "")
+                try:
+                    raster.require_geotiff_name(path)
+                except CloudMaskError as err:
+                    return False, f"{child_id}:{output}: {err}"
+        return super().checkParameterValues(parameters, context)
 
 
 class WorkflowModel(ShippedModel):

@@ -27,7 +27,7 @@ from .cards import ModelCard
 from .engine import EngineSettings
 from .errors import SettingsError
 from .inputs import processing_level, radiometric_offset, read_sentinel2
-from .raster import RasterError, RasterInfo, raster_info, require_north_up
+from .raster import RasterError, RasterInfo, raster_info, require_geotiff_name, require_north_up
 from .regrid import check_product_mask
 from .staging import check_destination, require_distinct
 
@@ -238,6 +238,7 @@ def plan_probabilities(request: ProbabilityRequest, outputs: ProbabilityOutputs)
     finals = [p for p in outputs.paths() if p]
     for path in finals:
         check_destination(path, [request.s2_raster])
+        require_geotiff_name(path)
     require_distinct(finals)
     return _probability_plan(request, outputs, request.ensemble, cloud=bool(outputs.cloud),
                              shadow="required" if outputs.shadow else "no")
@@ -264,6 +265,7 @@ def plan_merge(request: MergeRequest, mask: str) -> MergePlan:
     request.settings.validate()
     inputs = [p or "" for p in (request.cloud_probability, request.shadow_probability, request.product_mask)]
     check_destination(mask, inputs)
+    require_geotiff_name(mask)
     grid_path = request.cloud_probability or request.shadow_probability
     if not grid_path:
         raise RasterError("The merge needs a cloud or a shadow probability raster.")
@@ -316,6 +318,7 @@ def plan(request: ImproveRequest) -> RunPlan:
     finals = [request.mask] + [p for p in request.outputs.paths() if p]
     for path in finals:
         check_destination(path, [prob.s2_raster, request.product_mask or ""])
+        require_geotiff_name(path)
     require_distinct(finals)
     probability = _probability_plan(prob, request.outputs, request.ensemble or prob.ensemble,
                                     cloud=True, shadow="optional")

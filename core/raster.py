@@ -9,6 +9,7 @@ the default) and 3.22 leaves it off. Calls that can fail go through
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -75,6 +76,17 @@ def gdal_try(call, *args, **kwargs) -> tuple[object | None, str]:
     except RuntimeError as err:
         return None, str(err) or gdal.GetLastErrorMsg()
     return result, (gdal.GetLastErrorMsg() if result is None else "")
+
+
+def opens_as_raster(source: str) -> bool:
+    """True when GDAL opens ``source`` as a raster: a file, or a source with GDAL's own
+    syntax (``/vsizip/archive.zip/scene.tif``, ``GPKG:file.gpkg:table``, a subdataset)."""
+    gdal.PushErrorHandler("CPLQuietErrorHandler")  # a "no" is an answer here, not an error
+    try:
+        ds, _ = gdal_try(gdal.OpenEx, source, gdal.OF_RASTER)
+    finally:
+        gdal.PopErrorHandler()
+    return ds is not None
 
 
 def read_failed(what: str, detail: str) -> RasterError:
@@ -158,6 +170,28 @@ def require_georeference(info: RasterInfo, what: str) -> None:
             f"The {what} '{info.source}' has no {missing}, so its pixels cannot be placed on "
             "the map or matched with the other inputs. Assign a CRS and georeference "
             "(e.g. Raster > Projections > Assign Projection, or gdal_translate -a_srs -a_ullr).")
+
+
+def require_geotiff_name(path: str) -> None:
+    """Refuse an output named for another format (mask.gpkg, mask.png, mask.vrt).
+
+    Masks, probabilities and band stacks are written as GeoTIFF: under such a name the file
+    would be a GeoTIFF that says it is something else (a GeoPackage no GeoPackage tool
+    can open, a PNG no image viewer shows). A name without an extension, or one no GDAL
+    format claims, stays a GeoTIFF.
+    """
+    extension = os.path.splitext(path)[1].lower().lstrip(".")
+    if extension in ("", "tif", "tiff"):
+        return
+    for i in range(gdal.GetDriverCount()):
+        driver = gdal.GetDriver(i)
+        claimed = (driver.GetMetadataItem(gdal.DMD_EXTENSIONS) or "").lower().split()
+        if driver.ShortName != "GTiff" and driver.GetMetadataItem(gdal.DCAP_RASTER) == "YES" \
+                and extension in claimed:
+            raise RasterError(
+                f"The output '{path}' has the extension of another format ({driver.LongName}), but "
+                "it is written as GeoTIFF. Give it a .tif name (Raster > "
+                "Conversion > Translate converts the result to another format).")
 
 
 def require_north_up(info: RasterInfo, what: str) -> None:

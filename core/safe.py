@@ -22,7 +22,7 @@ import numpy as np
 from osgeo import gdal
 
 from .bands import ALL_BANDS, FARMVIBES_BANDS
-from .raster import GTIFF_OPTIONS, RasterError, gdal_try, write_array
+from .raster import GTIFF_OPTIONS, RasterError, gdal_try, require_geotiff_name, write_array
 
 # Native resolution of each band (metres).
 NATIVE = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20,
@@ -453,6 +453,9 @@ def prepare(source: str, stack_path: str, mask_path: str | None = None, resoluti
     Returns the product and the mask's path, None when the product has no raster mask.
     The stack records the mask's path so the improve algorithms can default to it.
     """
+    for path in (stack_path, mask_path):
+        if path and not path.lower().endswith(".vrt"):  # a VRT is written as one
+            require_geotiff_name(path)
     product = read_product(source)
     grid = product_grid(product, resolution, bounds)
     if mask_path:

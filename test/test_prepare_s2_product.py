@@ -58,3 +58,19 @@ def test_an_unusable_zip_is_named_for_what_it_is(provider, tmp_path, unusable_zi
         processing.run(algorithm, {parameter: source, output: str(tmp_path / "out.tif")})
     assert problem in str(refused.value) and fix in str(refused.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stack_named_for_another_format_is_refused(provider, tmp_path):
+    """The stack is a VRT or a GeoTIFF: 'stack.gpkg' was a GeoTIFF under a GeoPackage name."""
+    import os
+
+    import processing
+    from qgis.core import QgsProcessingException
+    product = build_product(tmp_path / "products", "L2A", "04.00", zipped=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(QgsProcessingException) as err:
+        processing.run("cloudmask:prepares2product", {"INPUT": str(product.metadata), "RESOLUTION": 60,
+                                                       "S2_RASTER": str(out / "stack.gpkg")})
+    assert "GeoPackage" in str(err.value) and ".tif name" in str(err.value)
+    assert os.listdir(out) == []

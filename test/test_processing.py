@@ -182,6 +182,29 @@ def test_merge_keeps_nodata_out_of_the_clouds(provider, tmp_path):
     assert result["CLOUD_FRACTION"] == 1.0
 
 
+def test_rasters_given_in_gdal_syntax_are_read(provider, tmp_path):
+    """A tif inside a zip (/vsizip/) and a GeoPackage raster (GPKG:file:table): GDAL reads
+    them, QGIS 3.22 loads neither from a string and refused them as unreadable."""
+    import zipfile
+    values = np.zeros((40, 40), dtype=np.float32)
+    values[10:20, 10:20] = 0.9
+    cloud = probability_raster(tmp_path / "c.tif", values)
+    with zipfile.ZipFile(tmp_path / "c.zip", "w") as archive:
+        archive.write(cloud, "scene/c.tif")
+    product = np.zeros((40, 40), dtype=np.uint8)
+    product[30:, 30:] = 1
+    plain = write_raster(tmp_path / "p.tif", product, nodata=None)
+    gdal.Translate(str(tmp_path / "p.gpkg"), plain, format="GPKG", creationOptions=["RASTER_TABLE=mask"])
+    common = {"DILATION": 0, "PRODUCT_MASK_KIND": 0}
+    want = run("mergecloudmasks", {**common, "CLOUD_PROBABILITY": cloud, "PRODUCT_MASK": plain,
+                                   "MERGED_CLOUD_MASK": str(tmp_path / "want.tif")})
+    got = run("mergecloudmasks", {**common, "CLOUD_PROBABILITY": f"/vsizip/{tmp_path}/c.zip/scene/c.tif",
+                                  "PRODUCT_MASK": f"GPKG:{tmp_path}/p.gpkg:mask",
+                                  "MERGED_CLOUD_MASK": str(tmp_path / "got.tif")})
+    assert np.array_equal(read(got["MERGED_CLOUD_MASK"]), read(want["MERGED_CLOUD_MASK"]))
+    assert got["CLOUD_FRACTION"] == want["CLOUD_FRACTION"] > 0.1
+
+
 # -- bad input -------------------------------------------------------------------------
 
 def expect_error(alg, params, *words):
@@ -241,6 +264,38 @@ def test_product_mask_that_does_not_overlap(provider, tmp_path):
     expect_error("mergecloudmasks", {"CLOUD_PROBABILITY": cloud, "PRODUCT_MASK": far,
                                      "MERGED_CLOUD_MASK": str(out)}, "does not overlap")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name,format_name", [("m.gpkg", "GeoPackage"), ("m.png", "Portable Network Graphics"),
+                                              ("m.vrt", "Virtual Raster")])
+def test_an_output_named_for_another_format_is_refused(provider, tmp_path, name, format_name):
+    """The outputs are GeoTIFF: under such a name they were a GeoTIFF that GeoPackage tools
+    and image viewers cannot open. Refused before any work, nothing written."""
+    cloud = probability_raster(tmp_path / "c.tif", np.zeros((20, 20)))
+    out = tmp_path / "out"
+    out.mkdir()
+    expect_error("mergecloudmasks", {"CLOUD_PROBABILITY": cloud, "MERGED_CLOUD_MASK": str(out / name)},
+                 format_name, "written as GeoTIFF", ".tif name")
+    assert os.listdir(out) == []
+
+
+def test_temporary_outputs_are_geotiff_whatever_the_default_raster_format(provider, tmp_path):
+    """A user whose default raster format is GeoPackage (Processing options) got a GeoTIFF
+    named MASK.gpkg from every run with a temporary output (the modeler's between steps)."""
+    from qgis.core import QgsProcessingUtils, QgsRasterFileWriter, QgsSettings
+    key = "Processing/Configuration/DefaultOutputRasterLayerExt"
+    settings = QgsSettings()
+    settings.setValue(key, QgsRasterFileWriter.supportedFormatExtensions().index("gpkg"))
+    try:
+        assert QgsProcessingUtils.defaultRasterExtension() == "gpkg"
+        cloud = probability_raster(tmp_path / "c.tif", np.full((20, 20), 0.9))
+        result = run("mergecloudmasks", {"CLOUD_PROBABILITY": cloud, "MERGED_CLOUD_MASK": "TEMPORARY_OUTPUT"})
+    finally:
+        settings.remove(key)
+    mask = result["MERGED_CLOUD_MASK"]
+    assert mask.endswith(".tif")
+    assert gdal.Open(mask).GetDriver().ShortName == "GTiff"
+    assert (read(mask) == 1).all()
 
 
 def test_raster_without_georeference(provider, tmp_path):

@@ -1,6 +1,8 @@
 """The shipped modeler models as the modeler sees them: valid, with the algorithms' defaults
 and the same pickers (algorithms/workflow_model.py, algorithms/product_model.py)."""
 
+import os
+
 import pytest
 from qgis.core import Qgis, QgsApplication, QgsProcessingModelChildParameterSource
 
@@ -62,3 +64,43 @@ def test_the_model_with_its_defaults_gives_the_algorithms_mask(provider, tmp_pat
     a = gdal.Open(algorithm["MASK"]).ReadAsArray()
     m = gdal.Open(model["merge:MASK"]).ReadAsArray()
     assert np.array_equal(a, m), f"{np.mean(a != m):.2%} of the pixels differ"
+
+
+
+def run_with_qgis_process(plugin_dir, tmp_path, params):
+    """qgis_process checks the values on the registry's instance of the model (not a fresh one)."""
+    import shutil
+    import subprocess
+    exe = shutil.which("qgis_process.bin") or shutil.which("qgis_process")
+    env = dict(os.environ, QGIS_PLUGINPATH=str(plugin_dir), QT_QPA_PLATFORM="offscreen",
+               QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "profile"))
+    subprocess.run([exe, "plugins", "enable", "cloud_mask_improver"], env=env, capture_output=True, check=True)
+    done = subprocess.run([exe, "run", "cloudmask:improvecloudmaskmodel", "--",
+                           *(f"{k}={v}" for k, v in params.items())],
+                          check=False, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    return done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("how", ["processing.run", "qgis_process"])
+def test_an_output_named_for_another_format_is_refused_before_any_step_runs(provider, plugin_dir, tmp_path, how):
+    """The merge step refused mask.gpkg only after the probabilities had been computed, and
+    processing.run said only 'Error encountered while running Merge'."""
+    import processing
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+    from samples import L1C_STACK, require
+
+    require(L1C_STACK)
+    out = tmp_path / "out"
+    out.mkdir()
+    params = {"S2_RASTER": str(L1C_STACK), "merge:MASK": str(out / "mask.gpkg")}
+    if how == "qgis_process":
+        said = run_with_qgis_process(plugin_dir, tmp_path, params)
+    else:
+        feedback = QgsProcessingFeedback()
+        with pytest.raises(QgsProcessingException) as err:
+            processing.run("cloudmask:improvecloudmaskmodel", params, feedback=feedback)
+        said = str(err.value) + feedback.textLog()
+    assert "GeoPackage" in said and ".tif name" in said, said
+    assert "Models:" not in said  # no step ran
+    assert os.listdir(out) == []
