@@ -283,15 +283,18 @@ def test_temporary_outputs_are_geotiff_whatever_the_default_raster_format(provid
     """A user whose default raster format is GeoPackage (Processing options) got a GeoTIFF
     named MASK.gpkg from every run with a temporary output (the modeler's between steps)."""
     from qgis.core import QgsProcessingUtils, QgsRasterFileWriter, QgsSettings
-    key = "Processing/Configuration/DefaultOutputRasterLayerExt"
+    # Where Processing's options keep it: QGIS 3.22 an index into the formats, later releases the extension.
+    old_key, new_key = "Processing/Configuration/DefaultOutputRasterLayerExt", "qgis/configuration/default-output-raster-ext"
     settings = QgsSettings()
-    settings.setValue(key, QgsRasterFileWriter.supportedFormatExtensions().index("gpkg"))
+    settings.setValue(old_key, QgsRasterFileWriter.supportedFormatExtensions().index("gpkg"))
+    settings.setValue(new_key, "gpkg")
     try:
         assert QgsProcessingUtils.defaultRasterExtension() == "gpkg"
         cloud = probability_raster(tmp_path / "c.tif", np.full((20, 20), 0.9))
         result = run("mergecloudmasks", {"CLOUD_PROBABILITY": cloud, "MERGED_CLOUD_MASK": "TEMPORARY_OUTPUT"})
     finally:
-        settings.remove(key)
+        settings.remove(old_key)
+        settings.remove(new_key)
     mask = result["MERGED_CLOUD_MASK"]
     assert mask.endswith(".tif")
     assert gdal.Open(mask).GetDriver().ShortName == "GTiff"
