@@ -153,20 +153,12 @@ def test_cuda_request_without_cuda_runs_on_cpu_and_says_so(tmp_path, tiny_model)
 def test_cuda_fallback_note_reaches_processing_feedback(tmp_path, tiny_model, qgis_app, qgis_processing):
     import onnxruntime
     import processing
-    from qgis.core import QgsApplication, QgsProcessingFeedback
+    from log_feedback import LogFeedback
+    from qgis.core import QgsApplication
 
     from cloud_mask_improver.algorithms.provider import CloudMaskProvider
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("this onnxruntime has CUDA: nothing falls back")
-
-    class Recorder(QgsProcessingFeedback):
-        def __init__(self):
-            super().__init__()
-            self.infos = []
-
-        def pushInfo(self, info):
-            self.infos.append(info)
-            super().pushInfo(info)
 
     registry = QgsApplication.processingRegistry()
     added = registry.providerById("cloudmask") is None
@@ -175,7 +167,7 @@ def test_cuda_fallback_note_reaches_processing_feedback(tmp_path, tiny_model, qg
         registry.addProvider(provider)
     try:
         raster = write_raster(tmp_path / "s2.tif", random_scene(70, 90))
-        feedback = Recorder()
+        feedback = LogFeedback()
         result = processing.run("cloudmask:cloudprobability", {
             "SENTINEL_RASTER": raster, "MODEL_PATH": str(tiny_model), "EXECUTION_PROVIDER": 2,
             "CLOUD_PROBABILITY": str(tmp_path / "cloud.tif")}, feedback=feedback)
@@ -183,7 +175,7 @@ def test_cuda_fallback_note_reaches_processing_feedback(tmp_path, tiny_model, qg
         if added:
             registry.removeProvider("cloudmask")
     assert read(result["CLOUD_PROBABILITY"]).shape == (70, 90)
-    assert any("CUDA" in line and "CPU" in line for line in feedback.infos)
+    assert any("CUDA" in line and "CPU" in line for line in feedback.lines)
 
 
 def test_gdal_block_cache_is_capped_during_a_run_and_restored_after(tmp_path, tiny_model):

@@ -4,6 +4,7 @@ loads as a layer styled by clear fraction."""
 
 import processing
 import pytest
+from log_feedback import LogFeedback
 from qgis.core import (
     QgsFeature,
     QgsGeometry,
@@ -122,21 +123,11 @@ def test_cancel_before_the_first_product_leaves_an_earlier_summary_as_it_was(sea
     assert (tmp_path / "summary.gpkg").read_bytes() == before
 
 
-class _Log(QgsProcessingFeedback):
-    def __init__(self):
-        super().__init__()
-        self.lines = []
-
-    def pushInfo(self, info):
-        super().pushInfo(info)
-        self.lines.append(info)
-
-
 def test_the_log_says_once_which_models_ran_and_on_which_device(season, tmp_path, provider):
     """Improve cloud mask says which models ran, on the CPU or the GPU and why; the batch said
     nothing of it, so a team could not tell that its season ran on the CPU."""
     fixture, _ = season
-    feedback = _Log()
+    feedback = LogFeedback()
     processing.run(ALG, {"INPUTS": [str(fixture.zip), str(fixture.safe)], "OUTPUT_FOLDER": str(tmp_path),
                          "EXECUTION_PROVIDER": 0, **MODEL}, feedback=feedback)
     said = [line for line in feedback.lines if line.startswith("Cloud models: ukis-6b-l2a; shadow model: ukis-6b-l2a.")]

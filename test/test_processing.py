@@ -8,8 +8,9 @@ import subprocess
 
 import numpy as np
 import pytest
+from log_feedback import LogFeedback
 from osgeo import gdal
-from qgis.core import QgsProcessingException, QgsProcessingFeedback
+from qgis.core import QgsProcessingException
 from rasters import random_scene, read, write_raster
 from samples import L1C_STACK, PRODUCT_MASK, model_file, require
 
@@ -339,17 +340,6 @@ def test_loaded_mask_gets_the_paletted_style(provider, qgis_iface, monkeypatch, 
 
 
 
-class Recorder(QgsProcessingFeedback):
-    """What a run tells the user in its log."""
-
-    def __init__(self):
-        super().__init__()
-        self.lines = []
-
-    def pushInfo(self, info):
-        self.lines.append(info)
-        super().pushInfo(info)
-
 
 @pytest.mark.parametrize("width, height, said", [(120, 300, True), (300, 300, False)])
 def test_a_raster_smaller_than_a_tile_is_said_to_lack_context(provider, tmp_path, width, height, said):
@@ -360,7 +350,7 @@ def test_a_raster_smaller_than_a_tile_is_said_to_lack_context(provider, tmp_path
     ds = gdal.Open(str(L1C_STACK))
     names = [ds.GetRasterBand(b + 1).GetDescription() for b in range(ds.RasterCount)]
     raster = write_raster(tmp_path / "crop.tif", ds.ReadAsArray(0, 0, width, height), descriptions=names)
-    feedback = Recorder()
+    feedback = LogFeedback()
     processing.run("cloudmask:improvecloudmask", {"S2_RASTER": raster, **SAMPLE_PARAMS,
                                                   "MASK": str(tmp_path / "mask.tif")}, feedback=feedback)
     log = " ".join(feedback.lines)
