@@ -42,7 +42,6 @@ table header shows the load average. ``--quick`` runs small sizes to try it out.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -65,10 +64,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # headless, as under make
 # The plugin is imported under its installed name, from the plugins folder that
 # setup links to this checkout (the repository root itself must not be on
 # sys.path: our ``processing`` package would hide QGIS's).
-_spec = importlib.util.spec_from_file_location("_cloudmask_home", ROOT / "core" / "home.py")
-_home = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_home)
-PLUGINS = _home.data_home() / "plugins"
+PLUGINS = ROOT / ".venv" / "qgis-plugins"  # this checkout's, made by setup
 sys.path.insert(0, str(PLUGINS))
 
 from osgeo import gdal, osr

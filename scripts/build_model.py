@@ -14,10 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "algorithms" / "models" / "improve_cloud_mask.model3"
 # The plugin under its installed name, from the plugins folder setup links to this checkout:
 # the children's parameters (and their defaults) come from the real algorithms.
-sys.path.insert(0, str(ROOT / "core"))
-import home  # core/home.py imports nothing of ours
-
-sys.path.insert(0, str(home.data_home() / "plugins"))
+sys.path.insert(0, str(ROOT / ".venv" / "qgis-plugins"))
 
 from qgis.core import (
     QgsApplication,

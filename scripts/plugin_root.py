@@ -1,14 +1,18 @@
 """One import root for the scripts: the plugin is imported as ``cloud_mask_improver``,
-the name QGIS and the tests use, from the data home's plugins folder (a link to this
-checkout, made here when it is missing). Importing ``core`` as a top-level package
-too would load every module twice, under two names.
+the name QGIS and the tests use, from this checkout's plugins folder
+(``.venv/qgis-plugins``, a link to this checkout, made here when it is missing).
+Importing ``core`` as a top-level package too would load every module twice, under
+two names.
+
+The folder is per checkout, not in the shared data home: two clones on one machine
+each run their own code under ``qgis_process`` (one shared link ran whichever
+clone set up last).
 
 Run as a script, it prints the plugins folder (for ``QGIS_PLUGINPATH``).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -17,16 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "cloud_mask_improver"
 
 
-def _home():
-    """core/home.py has no imports of ours: loaded by path, it finds the data home."""
-    spec = importlib.util.spec_from_file_location("_cloudmask_home", ROOT / "core" / "home.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def plugins_dir() -> Path:
-    return _home().data_home() / "plugins"
+    return ROOT / ".venv" / "qgis-plugins"
 
 
 def link_plugin() -> Path:

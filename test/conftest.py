@@ -1,9 +1,9 @@
 """Shared test set-up.
 
 - The plugin is importable as the package ``cloud_mask_improver``, the name it
-  has when installed: ``<data home>/plugins/cloud_mask_improver`` is a symlink
+  has when installed: ``.venv/qgis-plugins/cloud_mask_improver`` is a symlink
   to the repository root (the folder ``scripts/install.py`` makes for
-  ``qgis_process``), and that plugins folder is on ``sys.path``.
+  ``qgis_process``, one per checkout), and that plugins folder is on ``sys.path``.
 - Qt runs headless. pytest-qgis starts QGIS before this file is read, so
   ``QT_QPA_PLATFORM=offscreen`` must already be in the environment (the
   Makefile exports it); setting it here covers the subprocesses.
@@ -38,7 +38,7 @@ _spec.loader.exec_module(_home)
 # keep the one data home that setup filled.
 os.environ.setdefault(_home.ENV_VAR, str(_home.data_home()))
 
-PLUGINS_DIR = _home.data_home() / "plugins"
+PLUGINS_DIR = ROOT / ".venv" / "qgis-plugins"  # per checkout: two clones never run each other's code
 PLUGINS_DIR.mkdir(parents=True, exist_ok=True)
 _link = PLUGINS_DIR / PACKAGE
 if _link.is_symlink() and _link.resolve() != ROOT:
