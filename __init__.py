@@ -5,7 +5,7 @@ imported where QGIS is absent (the ``cloudmask`` command, Dask workers).
 """
 
 if __package__:  # always, for QGIS and every import by name
-    from .core import deps, home
+    from .core.runtime import deps, home
 # else: pytest >= 8 imported this file alone, by path, while setting up the repository
 # folder as a package of the test tree; in a checkout whose folder name is no Python name
 # ("cloud-mask-improver") it has no package to be relative to. Nothing here is used then.

@@ -27,10 +27,11 @@ from qgis.PyQt.QtCore import QCoreApplication, QThread
 from qgis.PyQt.QtGui import QIcon
 
 from ..core import merge as mg
-from ..core import raster, safe
-from ..core.engine import Cancelled, Feedback
+from ..core import raster
 from ..core.errors import CloudMaskError
 from ..core.inference import PROVIDERS
+from ..core.progress import Cancelled, Feedback
+from ..core.sentinel2 import product as safe
 
 LOG_TAG = "Cloud Mask Improver"
 ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icons", "icon.svg")

@@ -22,8 +22,8 @@ from qgis.core import (
 from qgis.PyQt import sip
 
 from ..core import area as area_mod
-from ..core import batch, summary
-from ..core.engine import Cancelled
+from ..core.progress import Cancelled
+from ..core.season import batch, summary
 from .base import CloudMaskAlgorithm, QgisFeedback, run_engine
 from .widgets import use_widgets
 

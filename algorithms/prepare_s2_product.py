@@ -15,8 +15,8 @@ from qgis.core import (
     QgsRasterMinMaxOrigin,
 )
 
-from ..core import safe
 from ..core.raster import RasterError, raster_info
+from ..core.sentinel2 import product as safe
 from .base import CloudMaskAlgorithm, run_engine
 from .styling import style_on_load
 

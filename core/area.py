@@ -24,7 +24,7 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 
 from . import merge as mg
-from . import models
+from .modelstore import catalogue as models
 from .raster import FLOAT_OPTIONS, GTIFF_OPTIONS, RasterError, open_dataset, raster_info
 from .tiling import plan_axis
 

@@ -17,10 +17,10 @@ import sys
 import time
 from dataclasses import replace
 
-from . import batch
 from . import merge as mg
 from .errors import SettingsError
 from .inference import PROVIDERS
+from .season import batch
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -125,7 +125,7 @@ class _Bar:
 
 def _batch(args) -> int:
     from . import area as area_mod
-    from . import summary
+    from .season import summary
     try:
         options = _options(args)
         batch.prepare_output_folder(args.out)
@@ -166,7 +166,7 @@ def _batch(args) -> int:
 def _on_dask(items, options, args, area, bar):
     from distributed import Client
 
-    from . import scale
+    from .season import dask_cluster as scale
     if args.scheduler:
         client, cluster = Client(args.scheduler), None
         print(f"cloudmask: Dask scheduler {args.scheduler}", file=sys.stderr)
@@ -197,8 +197,9 @@ def _has_dashboard(client) -> bool:
 
 
 def _models(args) -> int:
-    from . import home, installer
-    from .cards import all_cards
+    from .modelstore import installer
+    from .modelstore.cards import all_cards
+    from .runtime import home
     folder = home.models_dir()
     if args.install is not None:
         wanted = set(args.install)
@@ -212,7 +213,7 @@ def _models(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import deps
+    from .runtime import deps
     deps.ensure_on_path()  # onnxruntime from the data home when this Python lacks it
     args = _parser().parse_args(argv)
     if args.command == "models":

@@ -31,12 +31,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .inference import LoadedModel, infer, preprocess, probabilities
+from .progress import Cancelled, Feedback
 from .raster import BLOCK_CACHE_BYTES, RowSource, limited_block_cache
 from .tiling import AxisPlan, plan_axis, reflect, stripe_bounds
-
-
-class Cancelled(RuntimeError):
-    """The user cancelled the run."""
 
 
 @dataclass(frozen=True)
@@ -73,29 +70,6 @@ class Job:
 
     def outputs(self) -> list[str]:
         return [f"{self.key}:cloud"] * self.cloud + [f"{self.key}:shadow"] * self.shadow
-
-
-class Feedback:
-    """Progress and cancellation; the Processing wrapper forwards QGIS feedback."""
-
-    def progress(self, fraction: float) -> None:  # pragma: no cover - default is silent
-        pass
-
-    def cancelled(self) -> bool:
-        return False
-
-
-class Share(Feedback):
-    """A stage's 0..1 progress as the slice [start, end] of its parent's; cancels with it."""
-
-    def __init__(self, parent: Feedback, start: float, end: float):
-        self.parent, self.start, self.end = parent, start, end
-
-    def progress(self, fraction: float) -> None:
-        self.parent.progress(self.start + (self.end - self.start) * fraction)
-
-    def cancelled(self) -> bool:
-        return self.parent.cancelled()
 
 
 # sink(first_row, first_col, {output: rows x cols}): finished pixels, in row order within a stripe.

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import gpu
-from .cards import ModelCard
-from .deps import runtime_status
 from .errors import CloudMaskError
+from .modelstore.cards import ModelCard
+from .runtime import gpu
+from .runtime.deps import runtime_status
 
 PROVIDERS = ("auto", "cpu", "cuda")
 CUDA = "CUDAExecutionProvider"

@@ -16,7 +16,6 @@ import os
 import tempfile
 
 from . import merge as mg
-from .engine import Feedback, Share
 from .inputs import processing_level, radiometric_offset  # noqa: F401 - public: the dialog shows the level
 from .plan import (  # noqa: F401 - the requests are this module's public API
     ImproveRequest,
@@ -31,6 +30,7 @@ from .plan import (  # noqa: F401 - the requests are this module's public API
     plan_probabilities,
 )
 from .probability import RunReport, compute_probabilities, record_thresholds, recorded_thresholds  # noqa: F401
+from .progress import Feedback, Share
 from .staging import atomic_outputs, stage
 from .windowed_merge import FlagRecorder, merge_to_mask
 

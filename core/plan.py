@@ -22,13 +22,14 @@ import numpy as np
 
 from . import bands as band_names
 from . import merge as mg
-from . import models, safe
-from .cards import ModelCard
 from .engine import EngineSettings
 from .errors import SettingsError
 from .inputs import processing_level, radiometric_offset, read_sentinel2
+from .modelstore import catalogue as models
+from .modelstore.cards import ModelCard
 from .raster import RasterError, RasterInfo, raster_info, require_geotiff_name, require_north_up
 from .regrid import check_product_mask
+from .sentinel2 import product as safe
 from .staging import check_destination, require_distinct
 
 # -- requests: what the caller asks for

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from osgeo import gdal
 
-from . import deps, gpu
-from .cards import ModelCard
-from .engine import EngineSettings, Feedback, Job, Sink, run_in_bands
+from .engine import EngineSettings, Job, Sink, run_in_bands
 from .inference import ModelError, available_cores, cuda_workers, fallback_note, load_model
+from .modelstore.cards import ModelCard
 from .plan import ModelUse, ProbabilityOutputs, ProbabilityPlan, recommended_thresholds
+from .progress import Feedback
 from .raster import (
     BLOCK_CACHE_BYTES,
     PROBABILITY_NODATA,
@@ -31,6 +31,7 @@ from .raster import (
     write_array,
 )
 from .regrid import coarse_grid, to_grid
+from .runtime import deps, gpu
 
 
 @dataclass

@@ -29,10 +29,10 @@ import numpy as np
 from osgeo import gdal
 
 from . import merge as mg
-from .engine import Cancelled, Feedback, Share
 from .inference import available_cores
 from .patches import PatchAreas
 from .plan import MergePlan
+from .progress import Cancelled, Feedback, Share
 from .raster import (
     PROBABILITY_NODATA,
     create_geotiff,

@@ -69,14 +69,15 @@ sys.path.insert(0, str(PLUGINS))
 
 from osgeo import gdal, osr
 
-from cloud_mask_improver.core import deps
+from cloud_mask_improver.core.runtime import deps
 
 deps.ensure_on_path()
 
-from cloud_mask_improver.core import models, pipeline
+from cloud_mask_improver.core import pipeline
 from cloud_mask_improver.core.bands import FARMVIBES_BANDS
 from cloud_mask_improver.core.engine import EngineSettings
 from cloud_mask_improver.core.inference import available_cores, load_model, preprocess
+from cloud_mask_improver.core.modelstore import catalogue as models
 from cloud_mask_improver.core.tiling import plan_axis, reflect
 
 BATCH = EngineSettings().batch_size
@@ -491,7 +492,7 @@ def _floor_rows(f: dict) -> list[tuple]:
 
 def gpu_figure(folder: str) -> dict:
     """Figure 8 in a process of its own (scripts/gpu_check.py), or why it cannot be measured."""
-    from cloud_mask_improver.core import gpu
+    from cloud_mask_improver.core.runtime import gpu
     if gpu.gpu() is None or deps.installed_runtime().kind != "gpu":
         return {"skipped": "no NVIDIA GPU with GPU support here (make setup GPU=1 installs it)"}
     out = Path(folder) / "gpu"

@@ -35,7 +35,10 @@ plugin_root.import_root()
 import numpy as np
 from osgeo import gdal
 
-from cloud_mask_improver.core import area, batch, deps, merge, pipeline, scale
+from cloud_mask_improver.core import area, merge, pipeline
+from cloud_mask_improver.core.runtime import deps
+from cloud_mask_improver.core.season import batch
+from cloud_mask_improver.core.season import dask_cluster as scale
 
 MODEL = "ukis-6b-l2a"
 PRODUCTS = 8

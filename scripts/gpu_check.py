@@ -36,8 +36,10 @@ sys.path.insert(0, str(ROOT))  # the plugin's core/ as a top-level package (it i
 
 from osgeo import gdal, osr
 
-from core import deps, engine, gpu, inference, merge, models, pipeline, probability, windowed_merge
+from core import engine, inference, merge, pipeline, probability, windowed_merge
 from core.bands import FARMVIBES_BANDS
+from core.modelstore import catalogue as models
+from core.runtime import deps, gpu
 
 MODEL = "ukis-6b-l2a"
 gdal.UseExceptions()

@@ -64,9 +64,9 @@ def download() -> tuple[Path, Path]:
 
 
 def data_home() -> Path:
-    """The data home as core/home.py finds it (core imports no QGIS)."""
+    """The data home as core/runtime/home.py finds it (core imports no QGIS)."""
     sys.path.insert(0, str(ROOT))
-    from core import home
+    from core.runtime import home
     return home.data_home()
 
 

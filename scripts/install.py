@@ -18,7 +18,8 @@ from osgeo import gdal
 plugin_root.import_root()  # the one import root: cloud_mask_improver, from the plugins folder
 import sample
 
-from cloud_mask_improver.core import deps, home, installer
+from cloud_mask_improver.core.modelstore import installer
+from cloud_mask_improver.core.runtime import deps, home
 
 gdal.UseExceptions()  # our own process: say so, or GDAL >= 3.9 warns that 4.0 will change the default
 

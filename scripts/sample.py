@@ -23,15 +23,15 @@ import numpy as np
 from osgeo import gdal, osr
 
 try:
-    from cloud_mask_improver.core import home
+    from cloud_mask_improver.core.runtime import home
 except ImportError:  # run as a script: the plugins folder on the path first
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import plugin_root
 
     plugin_root.import_root()
-from cloud_mask_improver.core import home
-from cloud_mask_improver.core.fetch import FetchError, PinnedRelease, fetch_release, sha256_of
+from cloud_mask_improver.core.modelstore.fetch import FetchError, PinnedRelease, fetch_release, sha256_of
 from cloud_mask_improver.core.raster import gdal_try
+from cloud_mask_improver.core.runtime import home
 from cloud_mask_improver.core.staging import replacing
 
 SDIST = PinnedRelease("s2cloudless", "1.2.2", "s2cloudless-1.2.2.tar.gz",

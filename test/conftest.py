@@ -28,8 +28,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, os.path.join(QgsApplication.pkgDataPath(), "python", "plugins"))
 import processing  # noqa: F401
 
-# core/home.py has no imports of ours: load it by path to find the data home.
-_spec = importlib.util.spec_from_file_location("_cloudmask_home", ROOT / "core" / "home.py")
+# core/runtime/home.py has no imports of ours: load it by path to find the data home.
+_spec = importlib.util.spec_from_file_location("_cloudmask_home", ROOT / "core" / "runtime" / "home.py")
 _home = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_home)
 
@@ -48,7 +48,7 @@ if not _link.is_symlink():
 if str(PLUGINS_DIR) not in sys.path:
     sys.path.insert(0, str(PLUGINS_DIR))
 
-from cloud_mask_improver.core import deps
+from cloud_mask_improver.core.runtime import deps
 
 deps.ensure_on_path()
 

@@ -14,7 +14,7 @@ from functools import partial
 
 import pytest
 
-from cloud_mask_improver.core import deps
+from cloud_mask_improver.core.runtime import deps
 
 GPU_VERSION, CPU_VERSION = deps.ONNXRUNTIME_GPU_VERSION, deps.ONNXRUNTIME_VERSION
 

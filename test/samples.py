@@ -6,7 +6,7 @@ from types import ModuleType
 
 import pytest
 
-from cloud_mask_improver.core import home
+from cloud_mask_improver.core.runtime import home
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "sample"
 L1C_STACK = SAMPLE / "s2_l1c_13band.tif"

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from s2_product import build_product
 
-from cloud_mask_improver.core import batch, scale
+from cloud_mask_improver.core.season import batch
+from cloud_mask_improver.core.season import dask_cluster as scale
 
 ROOT = Path(__file__).resolve().parent.parent
 OPTIONS = batch.BatchOptions(cloud_models=("ukis-6b-l2a",), threads=1)

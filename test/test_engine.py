@@ -10,7 +10,7 @@ from osgeo import gdal
 from rasters import random_scene, read, write_raster
 from samples import L1C_STACK, model_file, require
 
-from cloud_mask_improver.core import engine, pipeline
+from cloud_mask_improver.core import engine, pipeline, progress
 from cloud_mask_improver.core.bands import FARMVIBES_BANDS
 from cloud_mask_improver.core.raster import RowSource
 
@@ -363,7 +363,7 @@ def test_cancel_stops_every_band(tmp_path, pixel_model):
     raster = write_raster(tmp_path / "s2.tif", random_scene(1200, 300, bands=len(FARMVIBES_BANDS)),
                           descriptions=list(FARMVIBES_BANDS))
 
-    class CancelSoon(engine.Feedback):
+    class CancelSoon(progress.Feedback):
         calls = 0
 
         def progress(self, fraction):
@@ -375,7 +375,7 @@ def test_cancel_stops_every_band(tmp_path, pixel_model):
     feedback = CancelSoon()
     out = tmp_path / "cloud.tif"
     request = pipeline.ProbabilityRequest(raster, [str(pixel_model[0])], workers=4)
-    with pytest.raises(engine.Cancelled):
+    with pytest.raises(progress.Cancelled):
         pipeline.probabilities(request, pipeline.ProbabilityOutputs(cloud=str(out)), feedback)
     assert feedback.calls < 3 + 4  # each band stops at its next tile
     assert not out.exists() and _band_threads() == []

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from rasters import random_scene, read, write_raster
 
-from cloud_mask_improver.core import models, pipeline
-from cloud_mask_improver.core.engine import Cancelled, Engine, Feedback, Job
+from cloud_mask_improver.core import pipeline
+from cloud_mask_improver.core.engine import Engine, Job
 from cloud_mask_improver.core.inference import LoadedModel, load_model
+from cloud_mask_improver.core.modelstore import catalogue as models
+from cloud_mask_improver.core.progress import Cancelled, Feedback
 from cloud_mask_improver.core.raster import RasterError, RowSource
 
 

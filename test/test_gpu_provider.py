@@ -17,8 +17,9 @@ import onnxruntime
 import pytest
 from rasters import random_scene, read, write_raster
 
-from cloud_mask_improver.core import gpu, inference, pipeline
-from cloud_mask_improver.core.cards import parse_card
+from cloud_mask_improver.core import inference, pipeline
+from cloud_mask_improver.core.modelstore.cards import parse_card
+from cloud_mask_improver.core.runtime import gpu
 
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 

@@ -18,8 +18,10 @@ import pytest
 from onnx_models import conv1x1_model, write_card
 from qgis.PyQt.QtCore import QTimer
 
-from cloud_mask_improver.core import deps, home, installer, models
-from cloud_mask_improver.core.cards import load_card
+from cloud_mask_improver.core.modelstore import catalogue as models
+from cloud_mask_improver.core.modelstore import installer
+from cloud_mask_improver.core.modelstore.cards import load_card
+from cloud_mask_improver.core.runtime import deps, home
 from cloud_mask_improver.ui import download, model_manager, tasks
 from cloud_mask_improver.ui.model_manager import CardForm, ModelManagerDialog
 
@@ -93,7 +95,7 @@ def test_index_page_of_a_package_follows_pip_naming():
 
 
 def test_the_index_is_pips_own_when_not_configured(monkeypatch, tmp_path):
-    from cloud_mask_improver.core import fetch
+    from cloud_mask_improver.core.modelstore import fetch
     monkeypatch.delenv("PIP_INDEX_URL", raising=False)
     monkeypatch.setenv("PIP_CONFIG_FILE", str(tmp_path / "none.conf"))  # no configuration at all
     assert fetch.index_url() == "https://pypi.org/simple"

@@ -9,9 +9,10 @@ from rasters import write_raster
 from samples import L1C_STACK, model_file, require
 
 from cloud_mask_improver.core import merge as mg
-from cloud_mask_improver.core import pipeline, safe
+from cloud_mask_improver.core import pipeline
 from cloud_mask_improver.core.errors import CloudMaskError
 from cloud_mask_improver.core.raster import RasterError
+from cloud_mask_improver.core.sentinel2 import product as safe
 
 
 def improve_request(tmp_path, **kw):

@@ -15,7 +15,7 @@ from qgis.PyQt.QtGui import QIcon
 import cloud_mask_improver
 from cloud_mask_improver import plugin as plugin_module
 from cloud_mask_improver.algorithms.provider import CloudMaskProvider
-from cloud_mask_improver.core import home
+from cloud_mask_improver.core.runtime import home
 from cloud_mask_improver.ui.improve_dialog import ImproveDialog
 from cloud_mask_improver.ui.model_manager import ModelManagerDialog
 

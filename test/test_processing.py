@@ -109,7 +109,7 @@ def l2a_crop(tmp_path) -> str:
 def test_default_model_follows_the_processing_level(provider, tmp_path):
     """No model given: the ensemble is every installed cloud model of the raster's level
     (here L2A), not every installed cloud model."""
-    from cloud_mask_improver.core import models
+    from cloud_mask_improver.core.modelstore import catalogue as models
     raster = l2a_crop(tmp_path)
     installed = [c for c in models.installed() if c.has_cloud]
     l2a = [c.id for c in installed if c.level == "L2A"]

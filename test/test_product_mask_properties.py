@@ -42,7 +42,7 @@ def usable(grid) -> bool:
 
 
 def test_cards_refuse_an_overlap_too_small_to_blend(tmp_path):
-    from cloud_mask_improver.core.cards import CardError, load_card
+    from cloud_mask_improver.core.modelstore.cards import CardError, load_card
     card = write_card(tmp_path / "c.json", tiling={"scheme": "mirror-tukey", "tile": 8, "overlap": 0.1})
     with pytest.raises(CardError, match="under 2 px"):
         load_card(card)

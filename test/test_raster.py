@@ -11,7 +11,6 @@ from osgeo import gdal
 from rasters import gdal_exceptions_fixture, write_raster  # noqa: F401  (fixture)
 from samples import load_fetch_sample
 
-from cloud_mask_improver.core import safe
 from cloud_mask_improver.core.raster import (
     RasterError,
     create_geotiff,
@@ -21,6 +20,7 @@ from cloud_mask_improver.core.raster import (
     read_array,
     write_array,
 )
+from cloud_mask_improver.core.sentinel2 import product as safe
 
 
 def not_a_raster(tmp_path: Path) -> str:

@@ -14,7 +14,7 @@ import pytest
 from osgeo import gdal, osr
 from samples import load_fetch_sample
 
-from cloud_mask_improver.core.fetch import FetchError
+from cloud_mask_improver.core.modelstore.fetch import FetchError
 
 fetch_sample = load_fetch_sample()
 

@@ -21,7 +21,8 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QGuiApplication
 from samples import L1C_STACK, PRODUCT_MASK, require
 
-from cloud_mask_improver.core import deps, models
+from cloud_mask_improver.core.modelstore import catalogue as models
+from cloud_mask_improver.core.runtime import deps
 from cloud_mask_improver.ui import improve_dialog, improve_form, tasks
 from cloud_mask_improver.ui.improve_dialog import ImproveDialog
 

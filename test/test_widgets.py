@@ -6,7 +6,7 @@ import pytest
 from qgis.core import QgsApplication, QgsProcessingContext, QgsProject, QgsRasterLayer
 from samples import L1C_STACK, require
 
-from cloud_mask_improver.core import models
+from cloud_mask_improver.core.modelstore import catalogue as models
 from cloud_mask_improver.ui.processing_wrappers import BandsWrapper, ModelListWrapper, ModelWrapper
 from cloud_mask_improver.ui.widgets import BandMapping, ModelChecklist, ModelCombo
 

@@ -21,7 +21,7 @@ from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QObject, QUrl, pyqtSignal
 from qgis.PyQt.QtNetwork import QNetworkReply, QNetworkRequest
 
-from ..core.fetch import FetchError, PinnedRelease, index_url, sha256_of, verify
+from ..core.modelstore.fetch import FetchError, PinnedRelease, index_url, sha256_of, verify
 from ..core.staging import partial_path, remove
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from qgis.core import QgsApplication, QgsTask
 from qgis.PyQt.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
 
-from ..core import deps, home
+from ..core.runtime import deps, home
 
 
 class GpuSupportBox(QWidget):

@@ -25,7 +25,7 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
 )
 
-from ..core import deps, home
+from ..core.runtime import deps, home
 from . import tasks
 from .improve_form import ImproveForm
 from .improve_run import ImproveRun

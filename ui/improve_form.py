@@ -29,10 +29,10 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..core import models
-from ..core.cards import ModelCard
 from ..core.inference import PROVIDERS
 from ..core.merge import OUTPUT_MODES, PRODUCT_KINDS, MergeSettings
+from ..core.modelstore import catalogue as models
+from ..core.modelstore.cards import ModelCard
 from ..core.pipeline import processing_level
 from ..core.raster import RasterError, raster_info
 from .area_widget import AreaSection

@@ -37,10 +37,11 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..core import deps, home, installer
 from ..core.bands import BandError, parse_band_list
-from ..core.cards import LEVELS, CardError, ModelCard, all_cards, card_to_json, parse_card
-from ..core.fetch import sha256_of
+from ..core.modelstore import installer
+from ..core.modelstore.cards import LEVELS, CardError, ModelCard, all_cards, card_to_json, parse_card
+from ..core.modelstore.fetch import sha256_of
+from ..core.runtime import deps, home
 from . import tasks
 from .download import ReleaseDownload
 from .gpu_support import GpuSupportBox

@@ -15,7 +15,7 @@ from processing.gui.wrappers import DIALOG_BATCH, DIALOG_MODELER, WidgetWrapper
 from qgis.core import QgsMapLayer, QgsProject
 from qgis.PyQt.QtWidgets import QLineEdit
 
-from ..core import models
+from ..core.modelstore import catalogue as models
 from ..core.raster import RasterError, raster_info
 from .widgets import BandMapping, ModelChecklist, ModelCombo
 

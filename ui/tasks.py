@@ -20,9 +20,10 @@ from pathlib import Path
 from qgis.core import QgsApplication, QgsTask
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
-from ..core import deps, home, installer
-from ..core.cards import CardError, ModelCard
-from ..core.fetch import FetchError
+from ..core.modelstore import installer
+from ..core.modelstore.cards import CardError, ModelCard
+from ..core.modelstore.fetch import FetchError
+from ..core.runtime import deps, home
 
 
 class Events(QObject):

@@ -24,7 +24,7 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from ..core.bands import ALL_BANDS, BandError, detect_bands, normalise
-from ..core.cards import ModelCard
+from ..core.modelstore.cards import ModelCard
 
 AUTO_LABEL = "(best installed for the raster)"
 # Title bar and borders a window manager adds around a window not yet shown.

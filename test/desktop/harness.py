@@ -158,7 +158,7 @@ def setup_data_home() -> Path:
     env = os.environ.get("CLOUDMASK_HOME")
     if env:
         return Path(env)
-    from cloud_mask_improver.core import home
+    from cloud_mask_improver.core.runtime import home
     return home.data_home()
 
 

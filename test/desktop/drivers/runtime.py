@@ -11,7 +11,7 @@ from qgis.core import QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import QTimer
 from qgis.utils import iface, plugins
 
-from cloud_mask_improver.core import deps, home
+from cloud_mask_improver.core.runtime import deps, home
 from cloud_mask_improver.ui import tasks
 
 try:

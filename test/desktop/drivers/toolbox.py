@@ -241,7 +241,7 @@ def main(d):
     d.fact("plugin_loaded", PACKAGE in plugins)
     plugin_paths = [p for p in sys.path if PACKAGE in p]
     d.fact("plugin_paths_on_sys_path", plugin_paths)
-    from cloud_mask_improver.core import home
+    from cloud_mask_improver.core.runtime import home
     d.fact("data_home", str(home.data_home()))
     d.screenshot("started")
     only = d.args.get("only")  # a subset of the steps, while working on one

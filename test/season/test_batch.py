@@ -14,8 +14,10 @@ from s2_product import build_product
 from samples import L1C_STACK, require
 
 from cloud_mask_improver.core import area as area_mod
-from cloud_mask_improver.core import batch, merge, pipeline, safe, summary
+from cloud_mask_improver.core import merge, pipeline
 from cloud_mask_improver.core.raster import GTIFF_OPTIONS
+from cloud_mask_improver.core.season import batch, summary
+from cloud_mask_improver.core.sentinel2 import product as safe
 
 L2A = batch.BatchOptions(cloud_models=("ukis-6b-l2a",))
 

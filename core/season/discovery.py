@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from osgeo import gdal, ogr, osr
 
-from . import safe
-from .raster import RasterError, raster_info
+from ..raster import RasterError, raster_info
+from ..sentinel2 import product as safe
 
 # Files a folder is searched for when the user gives just the folder.
 FOLDER_PATTERNS = ("*.zip", "*.SAFE", "*.tif", "*.tiff", "*.vrt")

@@ -12,11 +12,11 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .bands import ALL_BANDS
-from .errors import CloudMaskError
+from ..bands import ALL_BANDS
+from ..errors import CloudMaskError
 from .fetch import PinnedRelease, sha256_of
 
-CARDS_DIR = Path(__file__).resolve().parent.parent / "models"
+CARDS_DIR = Path(__file__).resolve().parents[2] / "models"
 SCHEMES = ("mirror-tukey", "centre-crop", "pixel")
 # Earlier names of the schemes, still accepted in cards.
 SCHEME_ALIASES = {"seed-centre": "centre-crop"}

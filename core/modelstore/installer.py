@@ -16,7 +16,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from . import home
+from ..runtime import home
 from .cards import CardError, ModelCard, all_cards, verify_file
 from .fetch import FetchError, fetch_release
 
@@ -58,7 +58,7 @@ def install(card: ModelCard, models_dir: Path | None = None, cache: Path | None 
     with tempfile.TemporaryDirectory(dir=models_dir) as tmp:
         member = _extract(archive, src.member, Path(tmp))
         if src.convert == "lightgbm":
-            from .convert_lightgbm import lightgbm_text_to_onnx
+            from .lightgbm_to_onnx import lightgbm_text_to_onnx
             converted = Path(tmp) / "converted.onnx"
             lightgbm_text_to_onnx(member, converted, n_features=len(card.bands))
             member = converted

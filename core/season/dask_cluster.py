@@ -66,7 +66,7 @@ def size_cluster(products: int, workers: int = 0, threads: int = 0, cpus: int | 
 
 def _task(item: batch.Item, options: batch.BatchOptions, out_dir: str, area, force: bool) -> batch.Row:
     """What a worker runs: onnxruntime from the data home when the worker's Python lacks it."""
-    from . import deps
+    from ..runtime import deps
     deps.ensure_on_path()
     return batch.run_product(item, options, out_dir, area, force)
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .staging import replacing
+from ..staging import replacing
 
 TARGET_OPSET = 15
 INPUT_NAME = "input"

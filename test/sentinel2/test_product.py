@@ -10,8 +10,8 @@ from rasters import read
 from s2_product import OFFSET, build_product, downsample, scl_20m
 from samples import model_file
 
-from cloud_mask_improver.core import safe
 from cloud_mask_improver.core.bands import ALL_BANDS, FARMVIBES_BANDS
+from cloud_mask_improver.core.sentinel2 import product as safe
 
 L2A_PARAMS = {"CLOUD_MODEL": "ukis-6b-l2a", "SHADOW_MODEL": "ukis-6b-l2a"}
 

@@ -16,7 +16,7 @@ import os
 from osgeo import gdal, ogr
 
 from .batch import Row
-from .products import wgs84
+from .discovery import wgs84
 
 COLUMNS = ("sensed", "tile", "level", "baseline", "product", "status", "error", "reused",
            "clear_fraction", "cloud_fraction", "shadow_fraction", "valid_pixels",

@@ -16,8 +16,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .deps import python_executable
-from .errors import CloudMaskError
+from ..errors import CloudMaskError
+from ..runtime.deps import python_executable
 
 
 class FetchError(CloudMaskError, RuntimeError):

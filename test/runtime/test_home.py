@@ -2,7 +2,7 @@
 
 import pytest
 
-from cloud_mask_improver.core import home
+from cloud_mask_improver.core.runtime import home
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from collections import namedtuple
 
-from cloud_mask_improver.core import deps, gpu
+from cloud_mask_improver.core.runtime import deps, gpu
 
 pytest_plugins = ["fake_wheels"]  # its fixtures: index, nvidia_driver
 GPU_VERSION, CPU_VERSION = deps.ONNXRUNTIME_GPU_VERSION, deps.ONNXRUNTIME_VERSION
@@ -109,7 +109,7 @@ def test_setup_keeps_gpu_support_unless_told(tmp_path, monkeypatch):
     """``make setup`` after ``make setup GPU=1`` must not silently go back to the CPU."""
     import importlib.util
     from pathlib import Path
-    scripts = Path(__file__).resolve().parent.parent / "scripts"
+    scripts = Path(__file__).resolve().parents[2] / "scripts"
     monkeypatch.syspath_prepend(str(scripts))  # install.py imports its neighbours, as when run
     spec = importlib.util.spec_from_file_location("_install_script", scripts / "install.py")
     script = importlib.util.module_from_spec(spec)

@@ -5,7 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from cloud_mask_improver.core import cards, home, inference, models
+from cloud_mask_improver.core import inference
+from cloud_mask_improver.core.modelstore import cards
+from cloud_mask_improver.core.modelstore import catalogue as models
+from cloud_mask_improver.core.runtime import home
 
 INSTALLED_BY_SETUP = ["ukis-6b-l2a", "ukis-4b-l2a", "ukis-6b-l1c", "ukis-4b-l1c", "s2cloudless-l1c"]
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from onnx_models import write_card
 
-from cloud_mask_improver.core import models
-from cloud_mask_improver.core.cards import CardError
+from cloud_mask_improver.core.modelstore import catalogue as models
+from cloud_mask_improver.core.modelstore.cards import CardError
 
 
 def test_an_installed_model_that_is_not_its_cards_file_is_refused(tmp_path):
@@ -31,7 +31,7 @@ def test_a_missing_model_says_where_to_install_it(tmp_path):
     with pytest.raises(models.ModelNotFound, match="is not installed") as missing:
         models.resolve("mine", tmp_path)
     assert MANAGER in str(missing.value) and "make setup" in str(missing.value)
-    source = (Path(models.__file__).parent.parent / "plugin.py").read_text(encoding="utf-8")
+    source = (Path(models.__file__).parents[2] / "plugin.py").read_text(encoding="utf-8")
     assert "addPluginToRasterMenu" in source and 'MENU = "Cloud Mask Improver"' in source
 
 

@@ -22,9 +22,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from osgeo import gdal
 
-from cloud_mask_improver.core import deps, home
-from cloud_mask_improver.core.convert_lightgbm import float32_at_most, lightgbm_text_to_onnx
-from cloud_mask_improver.core.fetch import FetchError, PinnedRelease, fetch_release, sha256_of
+from cloud_mask_improver.core.modelstore.fetch import FetchError, PinnedRelease, fetch_release, sha256_of
+from cloud_mask_improver.core.modelstore.lightgbm_to_onnx import float32_at_most, lightgbm_text_to_onnx
+from cloud_mask_improver.core.runtime import deps, home
 
 # B01 B02 B04 B05 B08 B8A B09 B10 B11 B12 out of the 13 L1C bands.
 MODEL_BANDS = [0, 1, 3, 4, 7, 8, 9, 10, 11, 12]
@@ -33,7 +33,7 @@ INSTALLED = "s2cloudless-l1c.onnx"
 
 from samples import load_fetch_sample
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CARD = ROOT / "models" / "s2cloudless-l1c.json"
 
 
@@ -207,7 +207,7 @@ def test_opset_order_does_not_depend_on_the_converter():
     the converter sorts them so the pinned sha256 holds on every run."""
     from onnx import helper
 
-    from cloud_mask_improver.core.convert_lightgbm import sort_opsets
+    from cloud_mask_improver.core.modelstore.lightgbm_to_onnx import sort_opsets
     graph = helper.make_graph([], "g", [], [])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("ai.onnx.ml", 1),
                                                     helper.make_opsetid("", 9)])

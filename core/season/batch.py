@@ -26,16 +26,18 @@ from pathlib import Path
 
 from osgeo import gdal
 
-from . import area as area_mod
-from . import merge as mg
-from . import pipeline, products, safe
-from .engine import Cancelled, Feedback, Share
-from .errors import CloudMaskError
-from .fetch import sha256_of
-from .staging import OutputError, check_destination
+from .. import area as area_mod
+from .. import merge as mg
+from .. import pipeline
+from ..errors import CloudMaskError
+from ..modelstore.fetch import sha256_of
+from ..progress import Cancelled, Feedback, Share
+from ..sentinel2 import product as safe
+from ..staging import OutputError, check_destination
+from . import discovery as products
 
 RECORD_FORMAT = 1
-METADATA_TXT = Path(__file__).resolve().parent.parent / "metadata.txt"
+METADATA_TXT = Path(__file__).resolve().parents[2] / "metadata.txt"
 
 
 def plugin_version() -> str:

@@ -21,8 +21,8 @@ from xml.sax.saxutils import escape
 import numpy as np
 from osgeo import gdal
 
-from .bands import ALL_BANDS, FARMVIBES_BANDS
-from .raster import GTIFF_OPTIONS, RasterError, gdal_try, require_geotiff_name, write_array
+from ..bands import ALL_BANDS, FARMVIBES_BANDS
+from ..raster import GTIFF_OPTIONS, RasterError, gdal_try, require_geotiff_name, write_array
 
 # Native resolution of each band (metres).
 NATIVE = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20,

@@ -5,7 +5,7 @@ import types
 
 import pytest
 
-from cloud_mask_improver.core import deps, home
+from cloud_mask_improver.core.runtime import deps, home
 
 
 def touch(path):

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from . import home
+from ..errors import CloudMaskError
+from ..runtime import home
 from .cards import CardError, ModelCard, all_cards, broken_cards, committed_cards, load_card, verify_file
-from .errors import CloudMaskError
 
 
 class ModelNotFound(CloudMaskError, LookupError):
