@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from cloud_mask_improver.core import home
-from cloud_mask_improver.core.cards import all_cards
+from cloud_mask_improver.core.modelstore.cards import all_cards
+from cloud_mask_improver.core.runtime import home
 
 ROOT = Path(__file__).resolve().parent.parent
 JARGON = re.compile(r"\bseeds?\b|\bseed's\b|\bseed-", re.IGNORECASE)
@@ -22,6 +22,8 @@ def algorithm_texts(algorithm) -> str:
 
 def test_no_internal_jargon_in_what_users_read(provider):
     texts = {name: (ROOT / name).read_text(encoding="utf-8") for name in ("README.md", "metadata.txt")}
+    for path in sorted((ROOT / "docs").glob("*.md")):
+        texts[str(path.relative_to(ROOT))] = path.read_text(encoding="utf-8")
     for card in all_cards(home.models_dir()).values():
         texts[f"model card {card.id}"] = f"{card.title}\n{card.description}\n{card.credit}"
     for algorithm in provider.algorithms():
