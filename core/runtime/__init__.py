@@ -1,1 +1,1 @@
-"""runtime."""
+"""What the plugin needs at run time: its data home, onnxruntime, and the GPU."""
