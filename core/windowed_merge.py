@@ -35,22 +35,59 @@ from .plan import MergePlan
 from .progress import Cancelled, Feedback, Share
 from .raster import (
     PROBABILITY_NODATA,
+    RasterError,
     create_geotiff,
     limited_block_cache,
     list_only_the_classes,
     open_dataset,
+    raster_info,
     read_array,
+    read_array_of,
     set_categories,
+    validity_band,
     write_array,
 )
 from .regrid import product_mask_on_grid
 
 
-def _probabilities(block: np.ndarray | None) -> np.ndarray | None:
-    """Probability nodata as NaN, which thresholds to False."""
+def _probabilities(block: np.ndarray | None, nodata: float | None = PROBABILITY_NODATA,
+                   hidden: np.ndarray | None = None, name: str = "probability",
+                   check: bool = True) -> np.ndarray | None:
+    """A probability block with every kind of nodata as NaN (which thresholds to False).
+
+    ``nodata`` is the raster's declared value (ours is ``PROBABILITY_NODATA``;
+    FarmVibes.AI writes 100, other tools -9999), ``hidden`` where its mask or alpha
+    band says no data. Any other value outside 0..1 is refused: thresholding it would
+    make nonsense (100 would be cloud, -9999 clear) without a word; ``check`` False
+    skips that for the run's own probabilities, which its models made.
+    """
     if block is None:
         return None
-    return np.where(block == PROBABILITY_NODATA, np.float32(np.nan), block).astype(np.float32, copy=False)
+    block = np.array(block, dtype=np.float32)  # a copy: the reader's buffer stays as read
+    if nodata is not None and not np.isnan(nodata):
+        block[block == np.float32(nodata)] = np.nan
+    if hidden is not None:
+        block[hidden] = np.nan
+    if not check:
+        return block
+    with np.errstate(invalid="ignore"):
+        outside = (block < 0) | (block > 1)
+    if check and outside.any():
+        raise out_of_range(name, block[outside], nodata)
+    return block
+
+
+def out_of_range(name: str, values: np.ndarray, nodata: float | None) -> RasterError:
+    """The error for probabilities outside 0..1 that are not nodata: what was found and the fixes."""
+    low, high = float(values.min()), float(values.max())
+    found = f"{low:g}" if low == high else f"{low:g} to {high:g}"
+    declared = "declares no nodata value" if nodata is None or np.isnan(nodata) else f"its nodata is {nodata:g}"
+    return RasterError(
+        f"The {name} holds values outside 0..1 ({found}), and {declared}. A probability must be "
+        "between 0 and 1. If such a value marks pixels without data, declare it as the raster's "
+        "nodata (Raster > Conversion > Translate, 'Assign a specified nodata value to output "
+        "bands', or gdal_edit.py -a_nodata VALUE); if the raster holds percentages, divide it by "
+        "100 (Raster calculator) first.")
 
 
 # Threads that read and flag windows ahead of the merge. Reading back the probabilities
@@ -59,13 +96,20 @@ MERGE_READERS = 8
 
 
 def flag_block(plan: MergePlan, cloud: np.ndarray | None, shadow: np.ndarray | None,
-               product: np.ndarray | None, product_nodata: float | None
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               product: np.ndarray | None, product_nodata: float | None,
+               probabilities_ready: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(cloud, shadow, valid) flags of a block of probabilities as written (nodata
-    ``PROBABILITY_NODATA``) and of the product mask on their grid (None: no mask)."""
+    ``PROBABILITY_NODATA``; ``probabilities_ready``: already with NaN for nodata) and of
+    the product mask on their grid (None: no mask)."""
     settings = plan.settings
-    cloud_p, shadow_p = _probabilities(cloud), _probabilities(shadow)
-    valid = np.isfinite(cloud_p if cloud_p is not None else shadow_p)
+    if not probabilities_ready:
+        cloud, shadow = _probabilities(cloud, check=False), _probabilities(shadow, check=False)
+    cloud_p, shadow_p = cloud, shadow
+    # A pixel either probability has no data for is nodata: nothing says it is clear.
+    valid = np.ones((cloud_p if cloud_p is not None else shadow_p).shape, dtype=bool)
+    for p in (cloud_p, shadow_p):
+        if p is not None:
+            valid &= np.isfinite(p)
     decoded = None
     if product is not None:
         decoded = mg.decode_product_mask(product, settings.product_kind, product_nodata,
@@ -73,6 +117,8 @@ def flag_block(plan: MergePlan, cloud: np.ndarray | None, shadow: np.ndarray | N
     cloud_f, shadow_f = mg.flags(cloud_p, shadow_p, valid, decoded, settings)
     return cloud_f, shadow_f, valid
 
+
+PROBABILITY_KEYS = ("cloud", "shadow")
 
 # The flags in one byte per pixel (FlagRecorder's raster).
 CLOUD_BIT, SHADOW_BIT, VALID_BIT = 1, 2, 4
@@ -121,6 +167,8 @@ class _Flags:
 
     def __init__(self, plan: MergePlan, paths: dict[str, str | None], product_nodata: float | None):
         self.plan, self.paths, self.product_nodata = plan, paths, product_nodata
+        # Each probability raster's own declared nodata (ours -1, FarmVibes.AI's 100, ...).
+        self.nodata = {k: raster_info(paths[k]).nodata[0] for k in PROBABILITY_KEYS if paths.get(k)}
         self.step = max(1, plan.window_rows)
         self.workers = max(1, min(MERGE_READERS, available_cores()))
         self._local = threading.local()
@@ -153,6 +201,9 @@ class _Flags:
         readers = getattr(self._local, "readers", None)
         if readers is None:
             readers = {k: open_dataset(p) if p else None for k, p in self.paths.items()}
+            # A probability raster's mask or alpha band, where it has one, marks nodata too.
+            readers.update({f"{k} validity": validity_band(readers[k])
+                            for k in PROBABILITY_KEYS if readers.get(k) is not None})
             self._local.readers = readers
             with self._lock:
                 self._opened.append(readers)
@@ -166,12 +217,19 @@ class _Flags:
     def read(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(cloud, shadow, valid) flags of rows [lo, hi)."""
         width = self.plan.grid.width
-        block = {k: (read_array(ds, 0, lo, width, hi - lo) if ds else None)
-                 for k, ds in self._readers().items()}
+        readers = self._readers()
+        block = {k: (read_array(readers[k], 0, lo, width, hi - lo) if readers[k] else None)
+                 for k in self.paths}
         if "flags" in block:
             packed = block["flags"]
             return (packed & CLOUD_BIT) != 0, (packed & SHADOW_BIT) != 0, (packed & VALID_BIT) != 0
-        return flag_block(self.plan, block["cloud"], block["shadow"], block["product"], self.product_nodata)
+        for key in PROBABILITY_KEYS:
+            mask_band = readers.get(f"{key} validity")
+            hidden = None if mask_band is None else read_array_of(mask_band, 0, lo, width, hi - lo) == 0
+            block[key] = _probabilities(block[key], self.nodata.get(key), hidden,
+                                        f"{key} probability raster '{self.paths[key]}'")
+        return flag_block(self.plan, block["cloud"], block["shadow"], block["product"], self.product_nodata,
+                          probabilities_ready=True)
 
 
 def _patch_areas(flags: _Flags, min_area: int, feedback: Feedback) -> tuple[PatchAreas, PatchAreas]:
