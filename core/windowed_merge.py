@@ -3,10 +3,11 @@ onto their grid) through ``merge.py``'s rules in full-width row windows, and
 write the mask.
 
 Memory and time stay bounded whatever the settings: the dilation needs
-``dilation`` rows of context around each window, and dropping small patches
-(``MIN_AREA``) needs no context at all, because the patches' sizes come from a
-first pass that labels window by window and joins labels across the seams
-(``patches.py``). Without ``MIN_AREA`` there is one pass.
+``dilation`` rows of context around each window, and ``MIN_AREA`` (FarmVibes.AI's
+``min_area``, on the dilated mask) needs no context at all: the dilated mask is
+written to a temporary byte raster, and passes over it label window by window and
+join labels across the seams (``patches.py``) to learn every component's size.
+Without ``MIN_AREA`` there is one pass.
 
 In a whole run the probabilities need not be read back at all: a
 :class:`FlagRecorder` flags them (thresholds, product mask, validity) as the
@@ -232,19 +233,6 @@ class _Flags:
                           probabilities_ready=True)
 
 
-def _patch_areas(flags: _Flags, min_area: int, feedback: Feedback) -> tuple[PatchAreas, PatchAreas]:
-    """First pass: every cloud and shadow patch's size over the whole raster."""
-    areas = PatchAreas(), PatchAreas()
-    height = flags.plan.grid.height
-    for lo, hi, flagged in flags.in_order():
-        for area, mask in zip(areas, flagged[:2]):
-            area.add(mask)
-        _step(feedback, hi / height)
-    for area in areas:
-        area.finish(min_area)
-    return areas
-
-
 def _step(feedback: Feedback, fraction: float) -> None:
     feedback.progress(fraction)
     if feedback.cancelled():
@@ -254,7 +242,7 @@ def _step(feedback: Feedback, fraction: float) -> None:
 @limited_block_cache()  # bounded memory on a full tile: see core/raster.py
 def merge_to_mask(plan: MergePlan, cloud: str | None, shadow: str | None, mask_path: str,
                   feedback: Feedback | None = None, flags: str | None = None) -> mg.Fractions:
-    """Stream the merge in row windows: flags, small patches dropped, dilation, categories.
+    """Stream the merge in row windows: flags, dilation, categories, ``MIN_AREA``.
     ``flags``: a :class:`FlagRecorder`'s raster, read instead of the probabilities."""
     feedback = feedback or Feedback()
     if flags:
@@ -277,47 +265,109 @@ def _merge(plan: MergePlan, paths: dict[str, str | None], product_nodata: float 
 
 
 def _write_mask(plan: MergePlan, flags: _Flags, mask_path: str, feedback: Feedback) -> mg.Fractions:
-    grid, settings = plan.grid, plan.settings
-    fractions = mg.Fractions()
-    areas = None
-    if settings.min_area > 1:
-        areas = _patch_areas(flags, settings.min_area, Share(feedback, 0.0, 0.5))
-    out = create_geotiff(mask_path, grid, 1, gdal.GDT_Byte, mg.NODATA)
-    # Before any block is written: on a wide raster GDAL has flushed blocks by the end,
-    # and a GeoTIFF's palette tags can no longer be set then.
-    binary = settings.output_mode == "binary"
-    set_categories(out, mg.BINARY_CATEGORY_NAMES if binary else mg.CATEGORY_NAMES,
-                   mg.BINARY_CATEGORY_COLOURS if binary else mg.CATEGORY_COLOURS)
-    _write_windows(flags, areas, out, fractions, feedback)
+    settings = plan.settings
+    if settings.min_area <= 1:
+        out = _new_mask(mask_path, plan)
+        fractions = mg.Fractions()
+        _write_windows(flags, out, fractions, feedback)
+    else:
+        # MIN_AREA acts on the dilated mask: write that first, then clear and fill
+        # components in passes over it (a byte raster, quick to read again).
+        with tempfile.TemporaryDirectory(prefix="cloudmask-") as tmp:
+            dilated_path = os.path.join(tmp, "dilated.tif")
+            dilated = create_geotiff(dilated_path, plan.grid, 1, gdal.GDT_Byte, mg.NODATA, options=FLAG_OPTIONS)
+            _write_windows(flags, dilated, None, Share(feedback, 0.0, 0.5))
+            dilated.FlushCache()
+            dilated = None
+            out = _new_mask(mask_path, plan)
+            fractions = _apply_min_area(plan, dilated_path, out, Share(feedback, 0.5, 1.0))
     out.FlushCache()
     out = None
+    binary = settings.output_mode == "binary"
     list_only_the_classes(mask_path, mg.BINARY_CATEGORY_COLOURS if binary else mg.CATEGORY_COLOURS)
     return fractions
 
 
-def _write_windows(flags: _Flags, areas: tuple[PatchAreas, PatchAreas] | None, out: gdal.Dataset,
-                   fractions: mg.Fractions, feedback: Feedback) -> None:
+def _new_mask(mask_path: str, plan: MergePlan) -> gdal.Dataset:
+    out = create_geotiff(mask_path, plan.grid, 1, gdal.GDT_Byte, mg.NODATA)
+    # Before any block is written: on a wide raster GDAL has flushed blocks by the end,
+    # and a GeoTIFF's palette tags can no longer be set then.
+    binary = plan.settings.output_mode == "binary"
+    set_categories(out, mg.BINARY_CATEGORY_NAMES if binary else mg.CATEGORY_NAMES,
+                   mg.BINARY_CATEGORY_COLOURS if binary else mg.CATEGORY_COLOURS)
+    return out
+
+
+def _apply_min_area(plan: MergePlan, dilated_path: str, out: gdal.Dataset, feedback: Feedback) -> mg.Fractions:
+    """FarmVibes.AI's ``min_area`` (``merge.apply_min_area``) over the whole dilated mask, in
+    row windows: the flagged components' sizes (pass 1), then the sizes of the clear ones
+    left after the small flagged ones are cleared, and what they touch (pass 2), then the
+    mask (pass 3). Components are joined across window seams (``patches.py``)."""
+    settings = plan.settings
+    grid, min_area = plan.grid, settings.min_area
+    binary = settings.output_mode == "binary"
+    ds = open_dataset(dilated_path, "merged mask")
+    step = max(1, plan.window_rows)
+    windows = [(lo, min(grid.height, lo + step)) for lo in range(0, grid.height, step)]
+
+    def read(lo: int, hi: int) -> np.ndarray:
+        return read_array(ds, 0, lo, grid.width, hi - lo)
+
+    flagged = PatchAreas()
+    for k, (lo, hi) in enumerate(windows):
+        flagged.add(_flagged(read(lo, hi)))
+        _step(feedback, (k + 1) / (3 * len(windows)))
+    flagged.finish(min_area)
+    holes = PatchAreas(touch_masks=2)
+    for k, (lo, hi) in enumerate(windows):
+        values = _cleared(read(lo, hi), flagged, k)
+        holes.add(values == mg.CLEAR, [values == mg.CLOUD, values == mg.SHADOW])
+        _step(feedback, (len(windows) + k + 1) / (3 * len(windows)))
+    holes.finish(min_area)
+    fractions = mg.Fractions()
+    for k, (lo, hi) in enumerate(windows):
+        values = _cleared(read(lo, hi), flagged, k)
+        small, touches = holes.small(values == mg.CLEAR, k)
+        values[small] = mg.fill_value(touches[..., 0][small], touches[..., 1][small], binary)
+        write_array(out, values, 0, lo)
+        fractions.add(values, settings.output_mode)
+        _step(feedback, (2 * len(windows) + k + 1) / (3 * len(windows)))
+    return fractions
+
+
+def _flagged(values: np.ndarray) -> np.ndarray:
+    return (values == mg.CLOUD) | (values == mg.SHADOW)
+
+
+def _cleared(values: np.ndarray, flagged: PatchAreas, window: int) -> np.ndarray:
+    """A window of the dilated mask with its small flagged components made clear."""
+    mask = _flagged(values)
+    values[mask & ~flagged.kept(mask, window)] = mg.CLEAR
+    return values
+
+
+def _write_windows(flags: _Flags, out: gdal.Dataset, fractions: mg.Fractions | None,
+                   feedback: Feedback) -> None:
     """Finish the windows in order (dilation, categories), keeping the rows the next
-    window's dilation reaches. Only the reading is on the pool's threads: dilating the
-    windows there too made a full tile's merge slower (5.1 s against 2.8 s on 16 cores,
-    scripts/gpu_check.py), its many small steps taking turns on Python's lock."""
+    window's dilation reaches; ``fractions`` (None: not counted) counts them. Only the
+    reading is on the pool's threads: dilating the windows there too made a full tile's
+    merge slower (5.1 s against 2.8 s on 16 cores, scripts/gpu_check.py), its many small
+    steps taking turns on Python's lock."""
     grid, settings = flags.plan.grid, flags.plan.settings
-    first = 0.5 if areas is not None else 0.0
     rows = _Rows(grid.width)
     halo = settings.dilation
     written = 0
-    for index, (lo, hi, (cloud_f, shadow_f, valid)) in enumerate(flags.in_order()):
-        if areas is not None:
-            cloud_f, shadow_f = areas[0].kept(cloud_f, index), areas[1].kept(shadow_f, index)
+    for lo, hi, (cloud_f, shadow_f, valid) in flags.in_order():
         rows.append(cloud_f, shadow_f, valid)
         # Rows [written, ready) now have all the context their dilation needs.
         ready = grid.height if hi == grid.height else max(written, hi - halo)
         if ready > written:
             mask = rows.finish(written, ready, halo, settings, grid.height)
             write_array(out, mask, 0, written)
-            fractions.add(mask, settings.output_mode)
+            if fractions is not None:
+                fractions.add(mask, settings.output_mode)
             written = ready
-        _step(feedback, first + (1 - first) * hi / grid.height)
+        _step(feedback, hi / grid.height)
 
 
 class _Rows:
