@@ -1,5 +1,7 @@
 """The merge streamed over a raster in row windows: exact, and bounded whatever MIN_AREA is."""
 
+from __future__ import annotations
+
 import tempfile
 import threading
 from pathlib import Path
