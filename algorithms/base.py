@@ -239,9 +239,13 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         self.add_advanced(QgsProcessingParameterNumber(
             "DILATION", "Dilation radius (pixels)", QgsProcessingParameterNumber.Type.Integer,
             defaultValue=5, minValue=0))
-        self.add_advanced(QgsProcessingParameterNumber(
-            "MIN_AREA", "Drop patches smaller than (pixels)",
-            QgsProcessingParameterNumber.Type.Integer, defaultValue=0, minValue=0))
+        self.add_advanced(with_help(QgsProcessingParameterNumber(
+            "MIN_AREA", "Minimum area (pixels)",
+            QgsProcessingParameterNumber.Type.Integer, defaultValue=0, minValue=0),
+            "FarmVibes.AI's min_area, applied after the dilation: patches of cloud and shadow "
+            "together smaller than this become clear, then clear gaps smaller than this (holes, "
+            "also at the raster's edge) are filled; a filled gap shows as shadow when it borders "
+            "only shadow, else as cloud. 0: off."))
         self.add_advanced(QgsProcessingParameterEnum(
             "OUTPUT_MODE", "Output", options=["categorical (0 clear, 1 cloud, 2 shadow)",
                                               "binary (0 clear, 1 cloud or shadow)"], defaultValue=0))

@@ -43,6 +43,8 @@ class ImproveCloudMask(CloudMaskAlgorithm):
             "Thresholds: empty uses the model card's recommended value.\n"
             "Processing resolution (advanced): run the models at e.g. 20 or 30 m for speed; "
             "the result is brought back to the raster's grid.\n"
+            "Minimum area (advanced): FarmVibes.AI's min_area, after the dilation: patches of "
+            "cloud and shadow together smaller than it are cleared, smaller clear gaps filled.\n"
             "Extent / Area: optional; process only there (an extent, polygons such as your fields, or "
             "both: their intersection; 'selected features only' is honoured). Only the tiles the area "
             "needs are run, the pixels there are the same as for the whole scene, and the outputs "

@@ -22,9 +22,14 @@ class MergeCloudMasks(CloudMaskAlgorithm):
         return ("Thresholds cloud and shadow probabilities and merges them with the product's "
                 "cloud mask: cloud where cloud probability > threshold or the product says cloud, "
                 "shadow where shadow probability > threshold or the product says shadow, then a "
-                "dilation by a disk (default 5 px). Nodata stays nodata (255) and never counts as "
-                "cloud. The product mask may be in any CRS or resolution. Output: 0 clear, 1 cloud, "
-                "2 shadow (or binary 0/1).\n\nThresholds: empty uses the value recommended for the model "
+                "dilation by a disk (default 5 px), then the minimum area (advanced: small patches "
+                "cleared, small gaps filled, as FarmVibes.AI's min_area). Nodata stays nodata (255) "
+                "and never counts as cloud: the nodata value each probability raster declares "
+                "(e.g. FarmVibes.AI's 100), NaN, or a mask band; where only the product mask has "
+                "no data, the probabilities decide. Other "
+                "probabilities outside 0..1 are refused with a message. The product mask may be in "
+                "any CRS or resolution. Output: 0 clear, 1 cloud, 2 shadow (or binary 0/1, "
+                "FarmVibes.AI's output; see docs/farmvibes.md for how to reproduce it exactly).\n\nThresholds: empty uses the value recommended for the model "
                 "that computed the probability raster (recorded in it by this plugin's probability "
                 "algorithms), else 0.3 for cloud and 0.2 for shadow, FarmVibes.AI's defaults.")
 

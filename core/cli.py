@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--resolution", type=float, default=0.0, help="processing resolution in metres (0: native)")
     a.add_argument("--product-mask-kind", choices=mg.PRODUCT_KINDS, default="nonzero")
     a.add_argument("--dilation", type=int, default=5, help="dilation radius in pixels")
-    a.add_argument("--min-area", type=int, default=0, help="drop cloud/shadow patches smaller than this (pixels)")
+    a.add_argument("--min-area", type=int, default=0, help="FarmVibes.AI min_area: after the dilation, clear cloud/shadow patches and fill clear gaps smaller than this (pixels)")
     a.add_argument("--output-mode", choices=mg.OUTPUT_MODES, default="categorical")
     a.add_argument("--execution-provider", choices=PROVIDERS, default="auto")
     models_cmd = commands.add_parser("models", help="list the models, or install them into the data home")

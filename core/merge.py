@@ -8,9 +8,13 @@ and :func:`finish` on each; :func:`merge_block` does both on one block. Rules
 - cloud = (cloud probability > cloud threshold) | product cloud, shadow likewise,
   both only on valid pixels: nodata is never cloud, never starts or grows one,
   and comes out as 255 (FarmVibes.AI counted nodata 100 as cloud).
-- connected patches (8-connectivity) smaller than ``min_area`` pixels are
-  dropped from cloud and from shadow separately, then each is dilated with a
-  disk of radius ``dilation``.
+- cloud and shadow are each dilated with a disk of radius ``dilation``.
+- then ``min_area`` (FarmVibes.AI's): on the merged mask (cloud or shadow),
+  8-connected flagged components smaller than ``min_area`` pixels become clear,
+  then 8-connected clear components smaller than ``min_area`` (holes, small clear
+  areas at the raster's edge too) are filled. Nodata is neither: it separates
+  components. A filled hole is shown as shadow when it touches shadow and no
+  cloud, else as cloud (:func:`apply_min_area`).
 - categorical output: cloud wins over shadow, which wins over clear; binary
   output is FarmVibes.AI's 0/1 (cloud or shadow) plus 255 nodata.
 
@@ -93,17 +97,20 @@ class MergeSettings:
     product_kind: str = "nonzero"
     product_probability_threshold: float = 50.0  # MSK_CLDPRB is 0..100
     dilation: int = 5  # disk radius in px
-    min_area: int = 0  # px; smaller cloud/shadow patches are dropped
+    min_area: int = 0  # px; smaller flagged components are cleared, smaller clear ones filled
     output_mode: str = "categorical"
 
     def halo(self) -> int:
         """Rows/cols of context a window needs on each inner side for an exact core.
 
-        Dilation reaches ``dilation`` px. A patch kept for touching the block's
-        inner border must really be big: a pixel ``min_area`` px inside the
-        border links to it through at least ``min_area + 1`` pixels.
+        Dilation reaches ``dilation`` px. Whether a component is small, and so is
+        cleared or filled, is decided from ``min_area`` px around it (a bigger one
+        reaches further), and whether a hole at the core is small depends on the
+        flagged components around it, up to ``min_area`` px further: so twice
+        ``min_area`` beyond the dilation (once is too little: test_merge.py's
+        haloed-windows test finds cores that differ).
         """
-        return self.min_area + self.dilation
+        return self.dilation + (2 * self.min_area if self.min_area > 1 else 0)
 
     def validate(self) -> None:
         """Raise SettingsError naming the first bad value and what is allowed."""
@@ -216,24 +223,56 @@ def _or_shifted_rows(out: np.ndarray, src: np.ndarray, dy: int, height: int) -> 
         out[-dy:] |= src[:height + dy]
 
 
-def remove_small_patches(mask: np.ndarray, min_area: int, at_edge: Sides = (True,) * 4) -> np.ndarray:
-    """Drop 8-connected patches of fewer than ``min_area`` pixels.
+EIGHT = np.ones((3, 3), dtype=bool)
 
-    A patch touching a side of the block that is not the raster's edge may
-    continue outside the block, so it is kept: with a halo of ``min_area`` px
-    such a patch is provably large where it reaches the core (see ``halo``).
+
+def small_components(mask: np.ndarray, min_area: int, at_edge: Sides = (True,) * 4) -> np.ndarray:
+    """Pixels of 8-connected components of ``mask`` with fewer than ``min_area`` pixels.
+
+    A component touching a side of the block that is not the raster's edge may
+    continue outside the block, so it never counts as small: with the halo of
+    :meth:`MergeSettings.halo` such a component is provably large where it matters.
     """
     mask = np.asarray(mask, dtype=bool)
     if min_area <= 1 or not mask.any():
-        return mask.copy()
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
-    keep = np.bincount(labels.ravel(), minlength=count + 1) >= min_area
-    top, bottom, left, right = at_edge
-    for is_edge, border in ((top, labels[0]), (bottom, labels[-1]), (left, labels[:, 0]), (right, labels[:, -1])):
+        return np.zeros(mask.shape, dtype=bool)
+    labels, count = ndimage.label(mask, structure=EIGHT)
+    small = np.bincount(labels.ravel(), minlength=count + 1) < min_area
+    for is_edge, border in zip(at_edge, (labels[0], labels[-1], labels[:, 0], labels[:, -1])):
         if not is_edge:
-            keep[border] = True
-    keep[0] = False
-    return keep[labels]
+            small[border] = False
+    small[0] = False
+    return small[labels]
+
+
+def fill_value(touches_cloud: np.ndarray, touches_shadow: np.ndarray, binary: bool) -> np.ndarray:
+    """What a filled hole shows: shadow when it touches shadow and no cloud, else cloud
+    (a hole with no flagged neighbour at all, e.g. a small valid area amid nodata, is
+    cloud: FarmVibes.AI fills it as cloud-or-shadow). Binary: always 1."""
+    if binary:
+        return np.full(touches_cloud.shape, CLOUD, np.uint8)
+    return np.where(touches_shadow & ~touches_cloud, np.uint8(SHADOW), np.uint8(CLOUD))
+
+
+def apply_min_area(values: np.ndarray, min_area: int, binary: bool, at_edge: Sides = (True,) * 4) -> np.ndarray:
+    """FarmVibes.AI's ``min_area`` on an encoded (dilated) mask block.
+
+    Flagged components (cloud or shadow together) smaller than ``min_area`` become
+    clear, whatever classes they hold; then clear components smaller than
+    ``min_area`` are filled (:func:`fill_value`). Nodata stays and separates.
+    """
+    values = np.asarray(values, dtype=np.uint8)
+    out = values.copy()
+    if min_area <= 1:
+        return out
+    out[small_components((values == CLOUD) | (values == SHADOW), min_area, at_edge)] = CLEAR
+    holes = small_components(out == CLEAR, min_area, at_edge)
+    if holes.any():
+        labels, count = ndimage.label(holes, structure=EIGHT)
+        touches = [np.bincount(labels[ndimage.binary_dilation(out == c, EIGHT) & holes],
+                               minlength=count + 1) > 0 for c in (CLOUD, SHADOW)]
+        out[holes] = fill_value(*touches, binary)[labels[holes]]
+    return out
 
 
 def _threshold(probability: np.ndarray | None, threshold: float, shape: tuple[int, ...]) -> np.ndarray:
@@ -263,8 +302,8 @@ def _check_core(core: tuple[slice, slice], shape: tuple[int, ...], at_edge: Side
 
 def flags(cloud_p: np.ndarray | None, shadow_p: np.ndarray | None, valid: np.ndarray,
           product: ProductMask | None, settings: MergeSettings) -> tuple[np.ndarray, np.ndarray]:
-    """Cloud and shadow before patches are dropped and grown: probability over its
-    threshold or the product says so, and only where valid. Pixel by pixel."""
+    """Cloud and shadow before they are grown: probability over its threshold or the
+    product says so, and only where valid. Pixel by pixel."""
     shape = valid.shape
     cloud = _threshold(cloud_p, settings.cloud_threshold, shape)
     shadow = _threshold(shadow_p, settings.shadow_threshold, shape)
@@ -279,7 +318,8 @@ def flags(cloud_p: np.ndarray | None, shadow_p: np.ndarray | None, valid: np.nda
 
 def finish(cloud: np.ndarray, shadow: np.ndarray, valid_core: np.ndarray, settings: MergeSettings,
            core: tuple[slice, slice]) -> np.ndarray:
-    """Dilate the kept cloud and shadow, cut out the core and encode it as categories."""
+    """Dilate cloud and shadow, cut out the core and encode it as categories
+    (before ``min_area``: :func:`apply_min_area`)."""
     cloud = dilate_disk(cloud, settings.dilation)[core]
     shadow = dilate_disk(shadow, settings.dilation)[core]
     if settings.output_mode == "binary":
@@ -299,7 +339,7 @@ def merge_block(cloud_p: np.ndarray | None, shadow_p: np.ndarray | None, valid: 
     ``at_edge`` says which sides of the block (top, bottom, left, right) are the
     raster's edge; other sides must leave ``settings.halo()`` px around the core.
     (The raster driver, ``windowed_merge.py``, needs no ``min_area`` halo: it knows
-    every patch's whole size from a first pass.)
+    every component's whole size from passes over the raster.)
     """
     settings.validate()
     valid = np.asarray(valid, dtype=bool)
@@ -308,9 +348,9 @@ def merge_block(cloud_p: np.ndarray | None, shadow_p: np.ndarray | None, valid: 
     core = core or (slice(None), slice(None))
     _check_core(core, valid.shape, at_edge, settings.halo())
     cloud, shadow = flags(cloud_p, shadow_p, valid, product, settings)
-    cloud = remove_small_patches(cloud, settings.min_area, at_edge)
-    shadow = remove_small_patches(shadow, settings.min_area, at_edge)
-    return finish(cloud, shadow, valid[core], settings, core)
+    out = finish(cloud, shadow, valid, settings, (slice(None), slice(None)))
+    out = apply_min_area(out, settings.min_area, settings.output_mode == "binary", at_edge)
+    return out[core]
 
 
 @dataclass

@@ -11,10 +11,10 @@ Schemes:
   tiles start at ``-margin`` and step by ``int(tile * (1 - overlap))`` until
   the raster is covered; overlaps are blended with a Tukey window of
   ``alpha = 2 * overlap`` (normalised by the sum of weights).
-- ``centre-crop`` (FarmVibes.AI's tiling; cards may still give its earlier name): no
-  padding (except a raster smaller than a tile), the last tile aligned to the
-  edge, each tile's output cropped to the central part of its overlaps (the
-  boundary is the middle of each overlap).
+- ``centre-crop`` (FarmVibes.AI's tiling; cards may still give its earlier name):
+  FarmVibes.AI's chip starts (spread evenly, the last one at the edge) and crop
+  seams (the middle of each overlap); no padding, except a raster smaller than a
+  tile, which FarmVibes.AI refuses.
 - ``pixel``: pixel-wise models; tiles are just blocks, cropped at the edges.
 """
 
@@ -75,18 +75,34 @@ def _mirror_tukey(size: int, tile: int, overlap: float) -> AxisPlan:
 
 
 def _centre_crop(size: int, tile: int, overlap: float) -> AxisPlan:
-    step = max(1, int(tile * (1 - overlap)))
-    if size <= tile:
-        starts = [0]
-    else:
-        starts = list(range(0, size - tile, step)) + [size - tile]
-    bounds = [0] + [(a + tile + b) // 2 for a, b in zip(starts, starts[1:])] + [size]
+    """FarmVibes.AI's chips (:func:`chip_starts`), each owning the pixels between its seams."""
+    starts, bounds = chip_starts(size, tile, max(1, int(tile * (1 - overlap))))
     weights = []
     for k, start in enumerate(starts):
         w = np.zeros(tile)
         w[bounds[k] - start:bounds[k + 1] - start] = 1.0
         weights.append(w)
     return AxisPlan(size, tile, tuple(starts), tuple(weights), mirror=True)
+
+
+def chip_starts(size: int, tile: int, step: int) -> tuple[list[int], list[int]]:
+    """Chip starts along an axis and the seams between the chips' outputs, as FarmVibes.AI.
+
+    As its ``get_read_intervals``: ``n = ceil((size - tile) / step) + 1`` chips (at
+    least two when the axis is longer than a chip) at ``round(linspace(0, size - tile,
+    n))``, so no step is longer than ``step`` and the last chip ends at the edge.
+    numpy's rounding (half to even) is kept on purpose: it is what places their chips.
+    As its ``get_write_intervals``: chip k writes ``[seams[k], seams[k + 1])``, each
+    inner seam the middle of an overlap. An axis no longer than a chip gets one chip,
+    padded beyond the edge (FarmVibes.AI refuses such a raster).
+    """
+    if size <= tile:
+        starts = [0]
+    else:
+        count = max(2, -(-(size - tile) // step) + 1)
+        starts = [int(s) for s in np.round(np.linspace(0, size - tile, count))]
+    seams = [0] + [(a + tile + b) // 2 for a, b in zip(starts, starts[1:])] + [size]
+    return starts, seams
 
 
 def reflect(indices: np.ndarray, size: int) -> np.ndarray:

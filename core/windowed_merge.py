@@ -3,10 +3,11 @@ onto their grid) through ``merge.py``'s rules in full-width row windows, and
 write the mask.
 
 Memory and time stay bounded whatever the settings: the dilation needs
-``dilation`` rows of context around each window, and dropping small patches
-(``MIN_AREA``) needs no context at all, because the patches' sizes come from a
-first pass that labels window by window and joins labels across the seams
-(``patches.py``). Without ``MIN_AREA`` there is one pass.
+``dilation`` rows of context around each window, and ``MIN_AREA`` (FarmVibes.AI's
+``min_area``, on the dilated mask) needs no context at all: the dilated mask is
+written to a temporary byte raster, and passes over it label window by window and
+join labels across the seams (``patches.py``) to learn every component's size.
+Without ``MIN_AREA`` there is one pass.
 
 In a whole run the probabilities need not be read back at all: a
 :class:`FlagRecorder` flags them (thresholds, product mask, validity) as the
@@ -35,22 +36,59 @@ from .plan import MergePlan
 from .progress import Cancelled, Feedback, Share
 from .raster import (
     PROBABILITY_NODATA,
+    RasterError,
     create_geotiff,
     limited_block_cache,
     list_only_the_classes,
     open_dataset,
+    raster_info,
     read_array,
+    read_array_of,
     set_categories,
+    validity_band,
     write_array,
 )
 from .regrid import product_mask_on_grid
 
 
-def _probabilities(block: np.ndarray | None) -> np.ndarray | None:
-    """Probability nodata as NaN, which thresholds to False."""
+def _probabilities(block: np.ndarray | None, nodata: float | None = PROBABILITY_NODATA,
+                   hidden: np.ndarray | None = None, name: str = "probability",
+                   check: bool = True) -> np.ndarray | None:
+    """A probability block with every kind of nodata as NaN (which thresholds to False).
+
+    ``nodata`` is the raster's declared value (ours is ``PROBABILITY_NODATA``;
+    FarmVibes.AI writes 100, other tools -9999), ``hidden`` where its mask or alpha
+    band says no data. Any other value outside 0..1 is refused: thresholding it would
+    make nonsense (100 would be cloud, -9999 clear) without a word; ``check`` False
+    skips that for the run's own probabilities, which its models made.
+    """
     if block is None:
         return None
-    return np.where(block == PROBABILITY_NODATA, np.float32(np.nan), block).astype(np.float32, copy=False)
+    block = np.array(block, dtype=np.float32)  # a copy: the reader's buffer stays as read
+    if nodata is not None and not np.isnan(nodata):
+        block[block == np.float32(nodata)] = np.nan
+    if hidden is not None:
+        block[hidden] = np.nan
+    if not check:
+        return block
+    with np.errstate(invalid="ignore"):
+        outside = (block < 0) | (block > 1)
+    if check and outside.any():
+        raise out_of_range(name, block[outside], nodata)
+    return block
+
+
+def out_of_range(name: str, values: np.ndarray, nodata: float | None) -> RasterError:
+    """The error for probabilities outside 0..1 that are not nodata: what was found and the fixes."""
+    low, high = float(values.min()), float(values.max())
+    found = f"{low:g}" if low == high else f"{low:g} to {high:g}"
+    declared = "declares no nodata value" if nodata is None or np.isnan(nodata) else f"its nodata is {nodata:g}"
+    return RasterError(
+        f"The {name} holds values outside 0..1 ({found}), and {declared}. A probability must be "
+        "between 0 and 1. If such a value marks pixels without data, declare it as the raster's "
+        "nodata (Raster > Conversion > Translate, 'Assign a specified nodata value to output "
+        "bands', or gdal_edit.py -a_nodata VALUE); if the raster holds percentages, divide it by "
+        "100 (Raster calculator) first.")
 
 
 # Threads that read and flag windows ahead of the merge. Reading back the probabilities
@@ -59,13 +97,20 @@ MERGE_READERS = 8
 
 
 def flag_block(plan: MergePlan, cloud: np.ndarray | None, shadow: np.ndarray | None,
-               product: np.ndarray | None, product_nodata: float | None
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               product: np.ndarray | None, product_nodata: float | None,
+               probabilities_ready: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(cloud, shadow, valid) flags of a block of probabilities as written (nodata
-    ``PROBABILITY_NODATA``) and of the product mask on their grid (None: no mask)."""
+    ``PROBABILITY_NODATA``; ``probabilities_ready``: already with NaN for nodata) and of
+    the product mask on their grid (None: no mask)."""
     settings = plan.settings
-    cloud_p, shadow_p = _probabilities(cloud), _probabilities(shadow)
-    valid = np.isfinite(cloud_p if cloud_p is not None else shadow_p)
+    if not probabilities_ready:
+        cloud, shadow = _probabilities(cloud, check=False), _probabilities(shadow, check=False)
+    cloud_p, shadow_p = cloud, shadow
+    # A pixel either probability has no data for is nodata: nothing says it is clear.
+    valid = np.ones((cloud_p if cloud_p is not None else shadow_p).shape, dtype=bool)
+    for p in (cloud_p, shadow_p):
+        if p is not None:
+            valid &= np.isfinite(p)
     decoded = None
     if product is not None:
         decoded = mg.decode_product_mask(product, settings.product_kind, product_nodata,
@@ -73,6 +118,8 @@ def flag_block(plan: MergePlan, cloud: np.ndarray | None, shadow: np.ndarray | N
     cloud_f, shadow_f = mg.flags(cloud_p, shadow_p, valid, decoded, settings)
     return cloud_f, shadow_f, valid
 
+
+PROBABILITY_KEYS = ("cloud", "shadow")
 
 # The flags in one byte per pixel (FlagRecorder's raster).
 CLOUD_BIT, SHADOW_BIT, VALID_BIT = 1, 2, 4
@@ -121,6 +168,8 @@ class _Flags:
 
     def __init__(self, plan: MergePlan, paths: dict[str, str | None], product_nodata: float | None):
         self.plan, self.paths, self.product_nodata = plan, paths, product_nodata
+        # Each probability raster's own declared nodata (ours -1, FarmVibes.AI's 100, ...).
+        self.nodata = {k: raster_info(paths[k]).nodata[0] for k in PROBABILITY_KEYS if paths.get(k)}
         self.step = max(1, plan.window_rows)
         self.workers = max(1, min(MERGE_READERS, available_cores()))
         self._local = threading.local()
@@ -153,6 +202,9 @@ class _Flags:
         readers = getattr(self._local, "readers", None)
         if readers is None:
             readers = {k: open_dataset(p) if p else None for k, p in self.paths.items()}
+            # A probability raster's mask or alpha band, where it has one, marks nodata too.
+            readers.update({f"{k} validity": validity_band(readers[k])
+                            for k in PROBABILITY_KEYS if readers.get(k) is not None})
             self._local.readers = readers
             with self._lock:
                 self._opened.append(readers)
@@ -166,25 +218,19 @@ class _Flags:
     def read(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(cloud, shadow, valid) flags of rows [lo, hi)."""
         width = self.plan.grid.width
-        block = {k: (read_array(ds, 0, lo, width, hi - lo) if ds else None)
-                 for k, ds in self._readers().items()}
+        readers = self._readers()
+        block = {k: (read_array(readers[k], 0, lo, width, hi - lo) if readers[k] else None)
+                 for k in self.paths}
         if "flags" in block:
             packed = block["flags"]
             return (packed & CLOUD_BIT) != 0, (packed & SHADOW_BIT) != 0, (packed & VALID_BIT) != 0
-        return flag_block(self.plan, block["cloud"], block["shadow"], block["product"], self.product_nodata)
-
-
-def _patch_areas(flags: _Flags, min_area: int, feedback: Feedback) -> tuple[PatchAreas, PatchAreas]:
-    """First pass: every cloud and shadow patch's size over the whole raster."""
-    areas = PatchAreas(), PatchAreas()
-    height = flags.plan.grid.height
-    for lo, hi, flagged in flags.in_order():
-        for area, mask in zip(areas, flagged[:2]):
-            area.add(mask)
-        _step(feedback, hi / height)
-    for area in areas:
-        area.finish(min_area)
-    return areas
+        for key in PROBABILITY_KEYS:
+            mask_band = readers.get(f"{key} validity")
+            hidden = None if mask_band is None else read_array_of(mask_band, 0, lo, width, hi - lo) == 0
+            block[key] = _probabilities(block[key], self.nodata.get(key), hidden,
+                                        f"{key} probability raster '{self.paths[key]}'")
+        return flag_block(self.plan, block["cloud"], block["shadow"], block["product"], self.product_nodata,
+                          probabilities_ready=True)
 
 
 def _step(feedback: Feedback, fraction: float) -> None:
@@ -196,7 +242,7 @@ def _step(feedback: Feedback, fraction: float) -> None:
 @limited_block_cache()  # bounded memory on a full tile: see core/raster.py
 def merge_to_mask(plan: MergePlan, cloud: str | None, shadow: str | None, mask_path: str,
                   feedback: Feedback | None = None, flags: str | None = None) -> mg.Fractions:
-    """Stream the merge in row windows: flags, small patches dropped, dilation, categories.
+    """Stream the merge in row windows: flags, dilation, categories, ``MIN_AREA``.
     ``flags``: a :class:`FlagRecorder`'s raster, read instead of the probabilities."""
     feedback = feedback or Feedback()
     if flags:
@@ -219,47 +265,109 @@ def _merge(plan: MergePlan, paths: dict[str, str | None], product_nodata: float 
 
 
 def _write_mask(plan: MergePlan, flags: _Flags, mask_path: str, feedback: Feedback) -> mg.Fractions:
-    grid, settings = plan.grid, plan.settings
-    fractions = mg.Fractions()
-    areas = None
-    if settings.min_area > 1:
-        areas = _patch_areas(flags, settings.min_area, Share(feedback, 0.0, 0.5))
-    out = create_geotiff(mask_path, grid, 1, gdal.GDT_Byte, mg.NODATA)
-    # Before any block is written: on a wide raster GDAL has flushed blocks by the end,
-    # and a GeoTIFF's palette tags can no longer be set then.
-    binary = settings.output_mode == "binary"
-    set_categories(out, mg.BINARY_CATEGORY_NAMES if binary else mg.CATEGORY_NAMES,
-                   mg.BINARY_CATEGORY_COLOURS if binary else mg.CATEGORY_COLOURS)
-    _write_windows(flags, areas, out, fractions, feedback)
+    settings = plan.settings
+    if settings.min_area <= 1:
+        out = _new_mask(mask_path, plan)
+        fractions = mg.Fractions()
+        _write_windows(flags, out, fractions, feedback)
+    else:
+        # MIN_AREA acts on the dilated mask: write that first, then clear and fill
+        # components in passes over it (a byte raster, quick to read again).
+        with tempfile.TemporaryDirectory(prefix="cloudmask-") as tmp:
+            dilated_path = os.path.join(tmp, "dilated.tif")
+            dilated = create_geotiff(dilated_path, plan.grid, 1, gdal.GDT_Byte, mg.NODATA, options=FLAG_OPTIONS)
+            _write_windows(flags, dilated, None, Share(feedback, 0.0, 0.5))
+            dilated.FlushCache()
+            dilated = None
+            out = _new_mask(mask_path, plan)
+            fractions = _apply_min_area(plan, dilated_path, out, Share(feedback, 0.5, 1.0))
     out.FlushCache()
     out = None
+    binary = settings.output_mode == "binary"
     list_only_the_classes(mask_path, mg.BINARY_CATEGORY_COLOURS if binary else mg.CATEGORY_COLOURS)
     return fractions
 
 
-def _write_windows(flags: _Flags, areas: tuple[PatchAreas, PatchAreas] | None, out: gdal.Dataset,
-                   fractions: mg.Fractions, feedback: Feedback) -> None:
+def _new_mask(mask_path: str, plan: MergePlan) -> gdal.Dataset:
+    out = create_geotiff(mask_path, plan.grid, 1, gdal.GDT_Byte, mg.NODATA)
+    # Before any block is written: on a wide raster GDAL has flushed blocks by the end,
+    # and a GeoTIFF's palette tags can no longer be set then.
+    binary = plan.settings.output_mode == "binary"
+    set_categories(out, mg.BINARY_CATEGORY_NAMES if binary else mg.CATEGORY_NAMES,
+                   mg.BINARY_CATEGORY_COLOURS if binary else mg.CATEGORY_COLOURS)
+    return out
+
+
+def _apply_min_area(plan: MergePlan, dilated_path: str, out: gdal.Dataset, feedback: Feedback) -> mg.Fractions:
+    """FarmVibes.AI's ``min_area`` (``merge.apply_min_area``) over the whole dilated mask, in
+    row windows: the flagged components' sizes (pass 1), then the sizes of the clear ones
+    left after the small flagged ones are cleared, and what they touch (pass 2), then the
+    mask (pass 3). Components are joined across window seams (``patches.py``)."""
+    settings = plan.settings
+    grid, min_area = plan.grid, settings.min_area
+    binary = settings.output_mode == "binary"
+    ds = open_dataset(dilated_path, "merged mask")
+    step = max(1, plan.window_rows)
+    windows = [(lo, min(grid.height, lo + step)) for lo in range(0, grid.height, step)]
+
+    def read(lo: int, hi: int) -> np.ndarray:
+        return read_array(ds, 0, lo, grid.width, hi - lo)
+
+    flagged = PatchAreas()
+    for k, (lo, hi) in enumerate(windows):
+        flagged.add(_flagged(read(lo, hi)))
+        _step(feedback, (k + 1) / (3 * len(windows)))
+    flagged.finish(min_area)
+    holes = PatchAreas(touch_masks=2)
+    for k, (lo, hi) in enumerate(windows):
+        values = _cleared(read(lo, hi), flagged, k)
+        holes.add(values == mg.CLEAR, [values == mg.CLOUD, values == mg.SHADOW])
+        _step(feedback, (len(windows) + k + 1) / (3 * len(windows)))
+    holes.finish(min_area)
+    fractions = mg.Fractions()
+    for k, (lo, hi) in enumerate(windows):
+        values = _cleared(read(lo, hi), flagged, k)
+        small, touches = holes.small(values == mg.CLEAR, k)
+        values[small] = mg.fill_value(touches[..., 0][small], touches[..., 1][small], binary)
+        write_array(out, values, 0, lo)
+        fractions.add(values, settings.output_mode)
+        _step(feedback, (2 * len(windows) + k + 1) / (3 * len(windows)))
+    return fractions
+
+
+def _flagged(values: np.ndarray) -> np.ndarray:
+    return (values == mg.CLOUD) | (values == mg.SHADOW)
+
+
+def _cleared(values: np.ndarray, flagged: PatchAreas, window: int) -> np.ndarray:
+    """A window of the dilated mask with its small flagged components made clear."""
+    mask = _flagged(values)
+    values[mask & ~flagged.kept(mask, window)] = mg.CLEAR
+    return values
+
+
+def _write_windows(flags: _Flags, out: gdal.Dataset, fractions: mg.Fractions | None,
+                   feedback: Feedback) -> None:
     """Finish the windows in order (dilation, categories), keeping the rows the next
-    window's dilation reaches. Only the reading is on the pool's threads: dilating the
-    windows there too made a full tile's merge slower (5.1 s against 2.8 s on 16 cores,
-    scripts/gpu_check.py), its many small steps taking turns on Python's lock."""
+    window's dilation reaches; ``fractions`` (None: not counted) counts them. Only the
+    reading is on the pool's threads: dilating the windows there too made a full tile's
+    merge slower (5.1 s against 2.8 s on 16 cores, scripts/gpu_check.py), its many small
+    steps taking turns on Python's lock."""
     grid, settings = flags.plan.grid, flags.plan.settings
-    first = 0.5 if areas is not None else 0.0
     rows = _Rows(grid.width)
     halo = settings.dilation
     written = 0
-    for index, (lo, hi, (cloud_f, shadow_f, valid)) in enumerate(flags.in_order()):
-        if areas is not None:
-            cloud_f, shadow_f = areas[0].kept(cloud_f, index), areas[1].kept(shadow_f, index)
+    for lo, hi, (cloud_f, shadow_f, valid) in flags.in_order():
         rows.append(cloud_f, shadow_f, valid)
         # Rows [written, ready) now have all the context their dilation needs.
         ready = grid.height if hi == grid.height else max(written, hi - halo)
         if ready > written:
             mask = rows.finish(written, ready, halo, settings, grid.height)
             write_array(out, mask, 0, written)
-            fractions.add(mask, settings.output_mode)
+            if fractions is not None:
+                fractions.add(mask, settings.output_mode)
             written = ready
-        _step(feedback, first + (1 - first) * hi / grid.height)
+        _step(feedback, hi / grid.height)
 
 
 class _Rows:

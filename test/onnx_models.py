@@ -1,7 +1,8 @@
 """Small generated ONNX models for contract tests (shapes, scaling, errors).
 
-They are per-pixel (1x1 convolutions), so their exact output for any input is
-known in numpy, whatever the tiling.
+Most are per-pixel (1x1 convolutions), so their exact output for any input is
+known in numpy, whatever the tiling; :func:`tile_mean_model` depends on the whole
+tile, to check where tiles go.
 """
 
 from __future__ import annotations
@@ -51,3 +52,33 @@ def write_card(path: Path, **fields) -> Path:
     card.setdefault("file", path.with_suffix(".onnx").name)
     path.write_text(json.dumps(card))
     return path
+
+
+def tile_mean_model(path: Path, weights: np.ndarray, context: np.ndarray, bias: np.ndarray, tile: int,
+                    opset: int = 17) -> Path:
+    """A network whose output depends on the whole tile it sees: at every pixel,
+    ``weights @ x + context @ mean(x over the tile) + bias``. Where a tile is placed, and
+    which tile's output a pixel keeps, shows in every pixel (unlike the 1x1 models)."""
+    k, c = weights.shape
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", c, tile, tile])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", k, tile, tile])
+    w = numpy_helper.from_array(weights.reshape(k, c, 1, 1).astype(np.float32), "w")
+    v = numpy_helper.from_array(context.reshape(k, c, 1, 1).astype(np.float32), "v")
+    b = numpy_helper.from_array(bias.astype(np.float32), "b")
+    nodes = [helper.make_node("Conv", ["input", "w", "b"], ["local"]),
+             helper.make_node("ReduceMean", ["input"], ["mean"], axes=[2, 3], keepdims=1),
+             helper.make_node("Conv", ["mean", "v"], ["around"]),
+             helper.make_node("Add", ["local", "around"], ["output"])]
+    graph = helper.make_graph(nodes, "tile_mean", [x], [y], [w, v, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def tile_mean_expected(weights: np.ndarray, context: np.ndarray, bias: np.ndarray, tile: np.ndarray) -> np.ndarray:
+    """What :func:`tile_mean_model` returns for one tile [C, T, T]."""
+    tile = tile.astype(np.float64)
+    around = context.astype(np.float64) @ tile.mean(axis=(1, 2))
+    return expected(weights, bias, tile) + around[:, None, None]

@@ -43,23 +43,33 @@ def seed_rule(cloud_p, shadow_p, product_values, radius=5):
 
 
 def reference(cloud_p, shadow_p, valid, product, s: MergeSettings) -> np.ndarray:
-    """Whole-raster oracle built from scipy primitives, to check the fast paths."""
-    def clean(mask):
-        if s.min_area > 1 and mask.any():
-            labels, _ = ndimage.label(mask, structure=np.ones((3, 3)))
-            sizes = np.bincount(labels.ravel())
-            mask = (sizes >= s.min_area)[labels] & (labels > 0)
-        if s.dilation:
-            mask = ndimage.binary_dilation(mask, structure=disk(s.dilation))
-        return mask
+    """Whole-raster oracle built from scipy primitives, to check the fast paths: dilate,
+    then FarmVibes.AI's min_area on the merged mask (nodata separates components)."""
+    def grow(mask):
+        return ndimage.binary_dilation(mask, structure=disk(s.dilation)) if s.dilation else mask
+
+    def small(mask):
+        labels, _ = ndimage.label(mask, structure=np.ones((3, 3)))
+        return (np.bincount(labels.ravel()) < s.min_area)[labels] & (labels > 0)
 
     with np.errstate(invalid="ignore"):
-        cloud = clean(((cloud_p > s.cloud_threshold) | product.cloud) & valid)
-        shadow = clean(((shadow_p > s.shadow_threshold) | product.shadow) & valid)
+        cloud = grow(((cloud_p > s.cloud_threshold) | product.cloud) & valid) & valid
+        shadow = grow(((shadow_p > s.shadow_threshold) | product.shadow) & valid) & valid
     if s.output_mode == "binary":
-        out = (cloud | shadow).astype(np.uint8)
-    else:
-        out = np.select([cloud, shadow], [CLOUD, SHADOW], CLEAR).astype(np.uint8)
+        cloud, shadow = cloud | shadow, np.zeros_like(cloud)
+    if s.min_area > 1:
+        gone = small(cloud | shadow)
+        cloud, shadow = cloud & ~gone, shadow & ~gone & ~cloud
+        labels, count = ndimage.label(valid & ~cloud & ~shadow, structure=np.ones((3, 3)))
+        for hole in range(1, count + 1):
+            pixels = labels == hole
+            if pixels.sum() < s.min_area:
+                ring = ndimage.binary_dilation(pixels, structure=np.ones((3, 3)))
+                if (ring & shadow).any() and not (ring & cloud).any():
+                    shadow |= pixels
+                else:
+                    cloud |= pixels
+    out = np.select([cloud, shadow], [CLOUD, SHADOW], CLEAR).astype(np.uint8)
     out[~valid] = NODATA
     return out
 
@@ -246,12 +256,55 @@ def test_min_area_drops_small_patches_and_keeps_big_ones():
     assert cloudy(5) == set()
 
 
-def test_min_area_applies_to_cloud_and_shadow_separately():
-    cloud_p, shadow_p, _ = blank((10, 10))
-    cloud_p[2, 2:4] = 1.0    # 2 px of cloud
-    shadow_p[2, 4:6] = 1.0   # 2 px of shadow touching it
-    got = merge_block(cloud_p, shadow_p, np.ones((10, 10), bool), None, MergeSettings(dilation=0, min_area=3))
-    assert (got == CLEAR).all()
+def test_min_area_counts_the_dilated_patch():
+    """FarmVibes.AI dilates first: a 2x2 blob grown by a disk of 5 px has 104 px, so
+    MIN_AREA 30 keeps it (measured before the dilation it would have gone)."""
+    cloud_p = np.zeros((30, 30), np.float32)
+    cloud_p[14:16, 14:16] = 1.0
+    got = merge_block(cloud_p, None, np.ones((30, 30), bool), None, MergeSettings(dilation=5, min_area=30))
+    assert (got == CLOUD).sum() == 104
+    assert (merge_block(cloud_p, None, np.ones((30, 30), bool), None,
+                        MergeSettings(dilation=5, min_area=105)) == CLEAR).all()
+
+
+def test_min_area_counts_cloud_and_shadow_together_and_clears_both():
+    cloud_p, shadow_p, _ = blank((12, 12))
+    cloud_p[2:4, 2:4] = 1.0    # 4 px of cloud
+    shadow_p[2:4, 4:6] = 1.0   # 4 px of shadow touching it: one 8 px component
+    valid = np.ones((12, 12), bool)
+    kept = merge_block(cloud_p, shadow_p, valid, None, MergeSettings(dilation=0, min_area=8))
+    assert (kept == CLOUD).sum() == 4 and (kept == SHADOW).sum() == 4
+    gone = merge_block(cloud_p, shadow_p, valid, None, MergeSettings(dilation=0, min_area=9))
+    assert (gone == CLEAR).all()
+
+
+def test_min_area_fills_small_holes_with_the_class_around_them():
+    cloud_p, shadow_p, _ = blank((20, 30))
+    cloud_p[2:9, 2:9] = 1.0
+    cloud_p[5, 5] = 0.0            # a 1 px hole in cloud
+    shadow_p[2:9, 15:22] = 1.0
+    shadow_p[5, 18] = 0.0          # a 1 px hole in shadow
+    shadow_p[13:18, 2:9] = 1.0     # a 3 px clear gap between shadow ...
+    cloud_p[13:18, 10:17] = 1.0    # ... and cloud,
+    cloud_p[13, 9] = cloud_p[17, 9] = 1.0  # closed above and below
+    valid = np.ones((20, 30), bool)
+    got = merge_block(cloud_p, shadow_p, valid, None, MergeSettings(dilation=0, min_area=5))
+    assert got[5, 5] == CLOUD and got[5, 18] == SHADOW
+    assert (got[14:17, 9] == CLOUD).all()    # touches cloud: cloud
+    assert got[0, 0] == CLEAR                 # the big clear area stays
+    binary = merge_block(cloud_p, shadow_p, valid, None, MergeSettings(dilation=0, min_area=5, output_mode="binary"))
+    np.testing.assert_array_equal(binary, (got != CLEAR).astype(np.uint8))
+
+
+def test_nodata_is_never_filled_and_separates_components():
+    cloud_p = np.zeros((10, 10), np.float32)
+    valid = np.ones((10, 10), bool)
+    valid[:, 5] = False                # a nodata column: clear areas of 50 px (left) and 40 px (right)
+    for min_area, left, right in ((40, CLEAR, CLEAR), (41, CLEAR, CLOUD), (51, CLOUD, CLOUD)):
+        got = merge_block(cloud_p, None, valid, None, MergeSettings(dilation=0, min_area=min_area))
+        assert (got[:, 5] == NODATA).all()
+        # A clear area smaller than MIN_AREA is filled, as FarmVibes.AI would.
+        assert (got[:, :5] == left).all() and (got[:, 6:] == right).all()
 
 
 def test_cloud_wins_over_shadow():
@@ -315,12 +368,12 @@ def test_haloed_windows_equal_whole_raster(scene):
 
 
 def test_patch_cut_by_a_window_is_kept_not_dropped():
-    cloud_p = np.zeros((10, 40), np.float32)
-    cloud_p[5, 5:35] = 1.0                     # one 30 px line of cloud
-    valid = np.ones((10, 40), bool)
+    cloud_p = np.zeros((10, 80), np.float32)
+    cloud_p[5, 5:75] = 1.0                     # one 70 px line of cloud
+    valid = np.ones((10, 80), bool)
     s = MergeSettings(dilation=0, min_area=20)
-    assert (merge_block(cloud_p, None, valid, None, s)[5, 5:35] == CLOUD).all()
-    left = merge_block(cloud_p[:, :30], None, valid[:, :30], None, s,
+    assert (merge_block(cloud_p, None, valid, None, s)[5, 5:75] == CLOUD).all()
+    left = merge_block(cloud_p[:, :50], None, valid[:, :50], None, s,
                        core=(slice(None), slice(0, 10)), at_edge=(True, True, True, False))
     assert (left[5, 5:10] == CLOUD).all()
     # Were the cut side taken for the raster's edge, only the piece would be
@@ -395,7 +448,8 @@ def test_public_enum_order():
     assert PRODUCT_KINDS == ("nonzero", "scl", "qa60", "probability")
     assert OUTPUT_MODES == ("categorical", "binary")
     assert MergeSettings().halo() == 5
-    assert MergeSettings(dilation=3, min_area=10).halo() == 13
+    assert MergeSettings(dilation=3, min_area=10).halo() == 23
+    assert MergeSettings(dilation=3, min_area=1).halo() == 3
 
 
 @pytest.mark.parametrize(("change", "message"), [

@@ -1,10 +1,11 @@
 """Tile grids: coverage, weights, mirror padding, and independence from streaming."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_mask_improver.core.tiling import plan_axis, reflect
+from cloud_mask_improver.core.tiling import chip_starts, plan_axis, reflect
 
 SCHEMES = [("mirror-tukey", 256, 0.2), ("mirror-tukey", 64, 0.25), ("centre-crop", 512, 0.25),
            ("centre-crop", 64, 0.25), ("pixel", 128, 0.0)]
@@ -30,15 +31,36 @@ def test_ukis_grid_is_anchored_like_its_authors():
     assert plan.starts == (-51, 153, 357, 561, 765)
 
 
-def test_centre_crop_grid_aligns_the_last_chip_and_owns_centres():
+def test_centre_crop_grid_spreads_chips_evenly_and_owns_centres():
     plan = plan_axis(1300, "centre-crop", 512, 0.25)
-    assert plan.starts == (0, 384, 768, 788)
+    # FarmVibes.AI: ceil(788 / 384) + 1 = 4 chips at round(linspace(0, 788, 4)).
+    assert plan.starts == (0, 263, 525, 788)
     assert (weight_sum(plan) == 1).all()
     # Each chip keeps its pixels up to the middle of each overlap (FarmVibes.AI's crop).
     owned = [(s + int(np.argmax(w > 0)), s + len(w) - int(np.argmax(w[::-1] > 0)))
              for s, w in zip(plan.starts, plan.weights)]
-    assert owned == [(0, (512 + 384) // 2), (448, (384 + 512 + 768) // 2), (832, (768 + 512 + 788) // 2),
-                     (1034, 1300)]
+    assert owned == [(0, (512 + 263) // 2), (387, (263 + 512 + 525) // 2), (650, (525 + 512 + 788) // 2),
+                     (912, 1300)]
+
+
+@pytest.mark.parametrize("size", [500, 10000])
+@pytest.mark.parametrize("chip_ratio", [1, 2, 10, 100])
+@pytest.mark.parametrize("step_ratio", [0.3, 0.5, 1.0])
+def test_chips_meet_farmvibes_interval_expectations(size, chip_ratio, step_ratio):
+    """Every case of FarmVibes.AI's test_raster_chipping.py (its read and write interval
+    checks), on our chip starts and seams."""
+    tile = size // chip_ratio
+    step = int(step_ratio * tile)
+    starts, seams = chip_starts(size, tile, step)
+    read_start = np.array(starts)
+    read_end = read_start + tile
+    assert (read_start[1:] <= read_end[:-1]).all()             # no gap between reads
+    assert (np.diff(read_start) <= step).all()                  # the step never grows
+    assert read_start[0] == 0 and read_end[-1] == size          # the whole axis, last chip at the edge
+    write_start, write_end = np.array(seams[:-1]), np.array(seams[1:])
+    assert (write_end > write_start).all()
+    assert (write_start >= read_start).all() and (write_end <= read_end).all()
+    assert write_start[0] == 0 and write_end[-1] == size
 
 
 @settings(max_examples=60, deadline=None)

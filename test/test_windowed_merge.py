@@ -1,5 +1,7 @@
 """The merge streamed over a raster in row windows: exact, and bounded whatever MIN_AREA is."""
 
+from __future__ import annotations
+
 import tempfile
 import threading
 from pathlib import Path
@@ -14,9 +16,11 @@ from cloud_mask_improver.core import merge as mg
 from cloud_mask_improver.core import pipeline
 
 
-def merged(folder: Path, cloud_p: np.ndarray, s: mg.MergeSettings, window_rows: int) -> np.ndarray:
+def merged(folder: Path, cloud_p: np.ndarray, s: mg.MergeSettings, window_rows: int,
+           shadow_p: np.ndarray | None = None) -> np.ndarray:
     cloud = write_raster(folder / "cloud.tif", cloud_p.astype(np.float32), nodata=-1)
-    request = pipeline.MergeRequest(cloud, None, None, s, window_rows=window_rows)
+    shadow = None if shadow_p is None else write_raster(folder / "shadow.tif", shadow_p.astype(np.float32), nodata=-1)
+    request = pipeline.MergeRequest(cloud, shadow, None, s, window_rows=window_rows)
     pipeline.merge(request, str(folder / "mask.tif"))
     return read(folder / "mask.tif")
 
@@ -49,6 +53,25 @@ def test_windowed_merge_equals_the_whole_raster(height, width, window_rows, min_
         got = merged(Path(tmp), cloud_p, s, window_rows)
     valid = cloud_p != -1
     want = mg.merge_block(np.where(valid, cloud_p, np.nan), None, valid, None, s)
+    np.testing.assert_array_equal(got, want)
+
+
+@settings(max_examples=40, deadline=None)
+@given(height=st.integers(1, 60), width=st.integers(1, 30), window_rows=st.integers(1, 12),
+       min_area=st.integers(2, 40), dilation=st.integers(0, 2), seed=st.integers(0, 2**16))
+def test_holes_filled_across_window_seams_take_the_class_around_them(height, width, window_rows, min_area,
+                                                                    dilation, seed):
+    """MIN_AREA with cloud and shadow: which class a filled hole shows is decided from its
+    neighbours in every window it spans, as on the whole raster."""
+    rng = np.random.default_rng(seed)
+    cloud_p = (rng.random((height, width)) < 0.3).astype(np.float32)
+    shadow_p = (rng.random((height, width)) < 0.4).astype(np.float32)
+    cloud_p[rng.random((height, width)) < 0.05] = -1  # nodata
+    s = mg.MergeSettings(dilation=dilation, min_area=min_area)
+    with tempfile.TemporaryDirectory() as tmp:
+        got = merged(Path(tmp), cloud_p, s, window_rows, shadow_p)
+    valid = cloud_p != -1
+    want = mg.merge_block(np.where(valid, cloud_p, np.nan), shadow_p, valid, None, s)
     np.testing.assert_array_equal(got, want)
 
 

@@ -213,6 +213,9 @@ class ImproveForm(QWidget):
         self.min_area = QSpinBox(self)
         self.min_area.setRange(0, 1_000_000)
         self.min_area.setSuffix(" px")
+        self.min_area.setToolTip("After the dilation, patches of cloud and shadow smaller than this "
+                                 "become clear and smaller clear gaps are filled (FarmVibes.AI's "
+                                 "min_area). 0: off.")
         self.resolution = QDoubleSpinBox(self)
         self.resolution.setRange(0, 1000)
         self.resolution.setDecimals(0)
@@ -255,7 +258,7 @@ class ImproveForm(QWidget):
         self.advanced = QgsCollapsibleGroupBox("Advanced", self)
         form = QFormLayout(self.advanced)
         form.addRow("Dilation radius", self.dilation)
-        form.addRow("Drop patches smaller than", self.min_area)
+        form.addRow("Minimum area", self.min_area)
         form.addRow("Processing resolution", self.resolution)
         form.addRow("Output values", self.output_mode)
         form.addRow("Execution provider", self.provider)
