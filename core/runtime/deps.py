@@ -283,7 +283,7 @@ def runtime_status(home_dir: Path | None = None) -> RuntimeStatus:
 
 
 # What Python says when onnxruntime's files are there but its native library does not load.
-_LIBRARY_FAILURES = ("DLL load failed", "DLL initialization routine failed", "cannot open shared object file",
+_LIBRARY_FAILURES = ("DLL load failed", "initialization routine failed", "cannot open shared object file",
                      "Library not loaded", "incompatible architecture", "undefined symbol")
 
 
