@@ -48,12 +48,13 @@ VC_REDIST_URL = "https://aka.ms/vs/17/release/vc_redist.x64.exe"
 
 def choose_onnxruntime(platform: str, machine: str, mac_version: str, python: tuple[int, int]) -> str:
     """The onnxruntime release whose wheel installs and imports on this platform and Python."""
-    mac = _version_tuple(mac_version) if platform == "darwin" else ()
-    if python < (3, 10) or (mac and mac < (13,)):
+    is_mac = platform == "darwin"
+    mac = _version_tuple(mac_version) if is_mac and mac_version else (99,)  # unknown: assume recent
+    if python < (3, 10) or mac < (13,):
         return ONNXRUNTIME_FOR_PYTHON39
     if platform.startswith("win"):
         return ONNXRUNTIME_FOR_WINDOWS if python <= (3, 13) else ONNXRUNTIME_LATEST
-    if python < (3, 11) or (mac and (machine == "x86_64" or mac < (14,))):
+    if python < (3, 11) or (is_mac and (machine == "x86_64" or mac < (14,))):
         return ONNXRUNTIME_FOR_MACOS13
     return ONNXRUNTIME_LATEST
 
@@ -62,10 +63,10 @@ def no_wheel_reason(platform: str, machine: str, mac_version: str, python: tuple
     """Why no onnxruntime wheel exists for this platform and Python ('' when one does)."""
     if platform != "darwin":
         return ""
-    mac = _version_tuple(mac_version)
+    mac = _version_tuple(mac_version) if mac_version else (99,)  # unknown: assume recent
     newest_python = {ONNXRUNTIME_FOR_PYTHON39: (3, 12), ONNXRUNTIME_FOR_MACOS13: (3, 13)}.get(
         choose_onnxruntime(platform, machine, mac_version, python), (9, 9))
-    if mac and mac < (11,):
+    if mac < (11,):
         return f"onnxruntime has no build for macOS {mac_version} (it needs macOS 11 or newer)."
     if python > newest_python:
         return (f"onnxruntime has no build for Python {python[0]}.{python[1]} on macOS {mac_version} "

@@ -116,6 +116,7 @@ def fake_computer(monkeypatch, os_name: str, machine: str, mac: str, python: tup
     ("darwin", "arm64", "12.7", (3, 12), "1.19.2"),   # Apple Silicon, macOS 12
     ("darwin", "arm64", "14.5", (3, 12), "1.32.0"),
     ("darwin", "arm64", "15.1", (3, 10), "1.23.2"),   # conda or MacPorts Python 3.10
+    ("darwin", "x86_64", "", (3, 12), "1.23.2"),      # macOS version unknown: still an Intel Mac
     ("linux", "x86_64", "", (3, 9), "1.19.2"),        # Debian 11
     ("linux", "x86_64", "", (3, 10), "1.23.2"),       # Ubuntu 22.04
     ("linux", "x86_64", "", (3, 11), "1.32.0"),       # Debian 12
