@@ -57,7 +57,7 @@ def _load(use: ModelUse, plan: ProbabilityPlan):
         raise ModelError(
             f"Model '{use.card.id}' ({use.path}) needs a newer onnxruntime than "
             f"{deps.runtime_status().version}: it uses an operator set (opset) this one does not know. "
-            f"Upgrade onnxruntime for QGIS's Python with: {' '.join(deps.install_command())}") from err
+            f"Upgrade onnxruntime for QGIS's Python with: {deps.shown_command(deps.install_command())}") from err
 
 
 def _jobs(plan: ProbabilityPlan) -> tuple[list[Job], list[str]]:
@@ -137,7 +137,7 @@ def device_settings(settings: EngineSettings, jobs: list[Job]) -> EngineSettings
     if not workers:
         workers = 1
         if on_gpu:
-            device = gpu.gpu()
+            device = gpu.gpu(fresh=True)
             most = max(1, min(GPU_WORKERS, available_cores() // 2))
             workers = cuda_workers(on_gpu, device.free_mb * 2**20 if device else None, most)
     return replace(settings, batch_size=batch, stripe_cols=max([settings.stripe_cols, *gpu_cols]),
