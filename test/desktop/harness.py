@@ -110,7 +110,7 @@ class DesktopRun:
 
 def build_zip(dest: Path) -> Path:
     """The plugin zip, built from the working tree as ``make zip`` builds it."""
-    subprocess.run(["bash", str(ROOT / "scripts" / "zip.sh"), str(dest)], check=True, capture_output=True)
+    subprocess.run(["bash", str(ROOT / "scripts" / "zip.sh"), "--dev", str(dest)], check=True, capture_output=True)
     return dest
 
 
