@@ -125,7 +125,7 @@ def shipped_files(root: Path) -> list:
     return sorted(name for name in set(listing.split("\0")) if name and (root / name).is_file())
 
 
-def build(out: Path, release: bool = True, root: Path = ROOT, pyproject: Path = None) -> Path:
+def build(out: Path, release: bool = True, root: Path = ROOT, pyproject: Path | None = None) -> Path:
     """Write the plugin zip to ``out`` (atomically: a refused or failed build leaves no zip)."""
     addresses = release_addresses(pyproject or root / "pyproject.toml")
     missing = [key for key in ADDRESS_KEYS if key not in addresses]
@@ -161,10 +161,11 @@ def _entry(source: Path, name: str) -> zipfile.ZipInfo:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dev", action="store_true", help="build without the contact addresses (not for upload)")
+    parser.add_argument("--pyproject", type=Path, help="take the addresses from this file (default: pyproject.toml)")
     parser.add_argument("output", nargs="?", default=str(ROOT / "build" / f"{PACKAGE}.zip"))
     args = parser.parse_args(argv)
     try:
-        print(build(Path(args.output), release=not args.dev))
+        print(build(Path(args.output), release=not args.dev, pyproject=args.pyproject))
     except ReleaseRefused as refused:
         print(refused, file=sys.stderr)
         return 2

@@ -91,7 +91,8 @@ class RuntimeInstallTask(QgsTask):
 
     def _pip(self, command: list[str]) -> tuple[int, list[str]]:
         """Run pip, following its output for progress and stopping it on cancel."""
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # Bandit B603 is no risk here: deps.install_command's fixed argument list (pip, pinned onnxruntime), no shell
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,  # nosec B603
                                    stdin=subprocess.DEVNULL)
         lines: queue.Queue = queue.Queue()
         reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True)
