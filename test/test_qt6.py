@@ -200,8 +200,10 @@ def test_no_qt5_only_spelling(path):
 
 
 def test_no_compiled_resources():
-    """Icons load from their files: no .qrc to compile, no resources_rc.py, no pyrcc5 in setup or the zip."""
-    assert not list(ROOT.glob("*.qrc"))
+    """Icons load from their files: resources.qrc only lists them (test_resources.py); no
+    resources_rc.py, no pyrcc5 in setup or the zip."""
+    assert [p.name for p in ROOT.glob("*.qrc")] == ["resources.qrc"]
+    assert not list(ROOT.glob("*_rc.py"))
     for script in ("scripts/setup.sh", "scripts/zip.sh"):
         assert "pyrcc" not in (ROOT / script).read_text(), script
     assert "resources_rc" not in (ROOT / "scripts" / "zip.sh").read_text()
