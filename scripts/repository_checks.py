@@ -210,7 +210,8 @@ def secrets_findings(folder: Path, package: str) -> list:
     baseline = json.loads(baseline_path.read_text(encoding="utf-8")) if baseline_path.is_file() else {"results": {}}
     listed = {(path, item["hashed_secret"]) for path, items in baseline["results"].items() for item in items}
     found = [
-        f"detect-secrets {item['type']} {path}:{item['line_number']} (not in {BASELINE})"
+        f"detect-secrets {item['type']} {path}:{item['line_number']} (not in {BASELINE}; a new model"
+        " checksum? run scripts/repository_checks.py --update-baseline)"
         for path, items in secrets_scan(folder)["results"].items()
         for item in items
         if (path, item["hashed_secret"]) not in listed
