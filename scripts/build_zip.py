@@ -101,7 +101,7 @@ def metadata_for_zip(metadata: str, written: dict) -> str:
     """
     kept, skipping = [], False
     for line in metadata.splitlines():
-        key = re.match(r"^\s*([A-Za-z]+)\s*=", line)
+        key = re.match(r"^([A-Za-z]+)\s*=", line)  # continuation lines are indented
         if key:
             skipping = key.group(1) in WRITTEN_KEYS
         elif not (line.startswith((" ", "\t")) and line.strip()):
