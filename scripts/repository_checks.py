@@ -6,7 +6,9 @@ The QGIS plugin repository (github.com/qgis/QGIS-Plugins-Website) checks every u
 with the rules its administrators enabled (``plugins/management/commands/data/*_rules.json``)
 and blocks a version with critical findings. This script runs the same rules and tools, as
 the site calls them, at the commit below. Not checked here: the validator's test that each
-web address answers within 10 seconds (needs the network; only the address's form is checked).
+web address answers within 10 seconds (needs the network; only the address's form is checked),
+and the site's Qt6 check, which runs QGIS's ``pyqt5_to_pyqt6.py --dry_run`` in a QGIS 4
+container (not available offline; test/test_qt6.py checks the spellings that script rewrites).
 
 Two checks are stricter than the site's:
 - detect-secrets: the site passes ``--baseline`` when the zip ships ``.secrets.baseline``,
