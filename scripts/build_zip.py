@@ -88,8 +88,13 @@ def changelog_entries(changelog: Path, versions: int = CHANGELOG_VERSIONS) -> st
     lines = []
     for title, _kind, changes in [s for s in sections if s[2]][:versions]:
         lines.append(title)
-        lines.extend("- " + re.sub(r"[`*]", "", change) for change in changes)
+        lines.extend("- " + _plain(change) for change in changes)
     return "\n".join(lines)
+
+
+def _plain(markdown: str) -> str:
+    """Markdown's code marks and *emphasis* dropped; a lone * (as in MTD_*.xml) stays."""
+    return re.sub(r"(?<![\w*])\*([^*\s][^*]*?)\*(?![\w*])", r"\1", markdown.replace("`", ""))
 
 
 def metadata_for_zip(metadata: str, written: dict) -> str:
