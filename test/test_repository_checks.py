@@ -62,6 +62,9 @@ def test_release_zip_metadata_has_the_addresses_changelog_and_qgis4(release_zip)
     assert meta["repository"] == "https://example.org/cloud-mask-improver.git"
     assert meta["tracker"] == "https://example.org/cloud-mask-improver/issues"
     assert meta["qgisMaximumVersion"] == "4.99" and meta["supportsQt6"] == "True"
+    # Listed for every user; docs/platforms.md says why, and must say what metadata.txt says.
+    assert meta["experimental"] == "False"
+    assert "`metadata.txt` says `experimental=False`" in (ROOT / "docs" / "platforms.md").read_text(encoding="utf-8")
     changelog = meta["changelog"].splitlines()
     newest = next(line for line in (ROOT / "CHANGELOG.md").read_text(encoding="utf-8").splitlines()
                   if line.startswith("## ["))
