@@ -26,7 +26,7 @@ from .engine import EngineSettings
 from .errors import SettingsError
 from .inputs import processing_level, radiometric_offset, read_sentinel2
 from .modelstore import catalogue as models
-from .modelstore.cards import ModelCard
+from .modelstore.cards import ModelCard, install_models_hint
 from .raster import RasterError, RasterInfo, raster_info, require_geotiff_name, require_north_up
 from .regrid import check_product_mask
 from .sentinel2 import product as safe
@@ -183,8 +183,7 @@ def _model_refs(request: ProbabilityRequest, level: str, cloud: bool, shadow: st
     if chosen is None and shadow != "no":
         chosen = models.default_shadow_model(level, clouds)
         if chosen is None and shadow == "required":
-            raise models.ModelNotFound("No shadow model is installed. Install one with 'make setup' "
-                                       "or Manage models….")
+            raise models.ModelNotFound(f"No shadow model is installed. {install_models_hint('Install one')}.")
     return clouds, chosen
 
 

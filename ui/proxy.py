@@ -25,7 +25,7 @@ _SCHEMES = {
 
 
 def proxy_url() -> str:
-    """The proxy QGIS uses, as ``scheme://user:password@host:port``, or '' for none.
+    """The proxy QGIS uses, as a URL (scheme, then user name and password if any, host, port), or ''.
 
     Call it on QGIS's main thread: the network manager of another thread has no settings."""
     proxy = QgsNetworkAccessManager.instance().fallbackProxy()

@@ -139,7 +139,7 @@ def python_environment(executable: str | None = None) -> dict[str, str]:
 
 def pip_environment(proxy: str = "") -> dict[str, str]:
     """Variables for a pip subprocess: the interpreter's own, and QGIS's proxy (``proxy``, a URL
-    such as ``http://user:password@host:3128``, or '' for pip's own settings).
+    with the user name and password, if any, before the host; or '' for pip's own settings).
 
     The proxy goes in the environment, not as ``--proxy``: a password on a command line can
     be read by every user of the computer in its process list."""
