@@ -203,7 +203,7 @@ class FallbackSession:
     taken as the GPU's (out of memory, a kernel the card lacks) and the batch is run
     again on the CPU, in CPU-sized pieces, as is every later batch.
 
-    Batches go to the GPU one at a time. Bands of rows (``engine.run_in_bands``) call from
+    Batches go to the GPU one at a time. Blocks of rows (``engine.run_in_row_blocks``) call from
     several threads; the GPU runs their batches one after the other anyway, and each
     concurrent run would hold working memory of its own."""
 

@@ -47,7 +47,7 @@ class ProbabilityRequest:
     window_rows: int = EngineSettings.window_rows
     batch_size: int = 0  # tiles per network call; 0: what suits the device (CPU 4, GPU up to 64)
     stripe_cols: int = EngineSettings.stripe_cols
-    workers: int = 0  # bands of rows at once; 0: what suits the device (CPU 1, GPU several)
+    workers: int = 0  # blocks of rows at once; 0: what suits the device (CPU 1, GPU several)
     threads: int = 0  # onnxruntime intra-op threads; 0: one per CPU
     ensemble: bool = False  # no cloud model given: every installed one of the level, not the best
     work_dir: str = ""  # where a product's VRT stack is written; empty: the system's temporary folder

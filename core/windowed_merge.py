@@ -124,7 +124,7 @@ PROBABILITY_KEYS = ("cloud", "shadow")
 # The flags in one byte per pixel (FlagRecorder's raster).
 CLOUD_BIT, SHADOW_BIT, VALID_BIT = 1, 2, 4
 # Uncompressed: a temporary file read once or twice, written in pieces out of order
-# (bands of rows at once), where compressing would cost more than it saves.
+# (blocks of rows at once), where compressing would cost more than it saves.
 FLAG_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "BIGTIFF=IF_SAFER"]
 
 
