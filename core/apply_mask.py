@@ -61,6 +61,7 @@ CLASSES = ("cloud", "shadow", "nodata")  # index order is public API (the CLASSE
 WINDOW = 1024  # pixels per side of a window: 13 uint16 bands are 27 MB
 MASK_ROWS = 1024  # rows of the mask per window of the selection pass
 OUTSIDE = 255  # the warped selection's value where the raster lies outside the mask
+APPLIED_KEY = "CLOUD_MASK_APPLIED"  # metadata of the output: the mask's file name, classes and buffer
 
 
 class MaskInputError(RasterError):
@@ -188,8 +189,13 @@ def default_nodata(dtype: np.dtype) -> float:
 
 
 def apply_mask(raster: str, mask: str, output: str, classes: tuple[str, ...] = CLASSES, buffer_m: float = 0.0,
-               feedback: Feedback | None = None, work_dir: str | None = None) -> ApplyResult:
-    """Write ``output``: ``raster`` with the pixels of the chosen mask classes set to nodata."""
+               feedback: Feedback | None = None, work_dir: str | None = None, bands: tuple[int, ...] = (),
+               crop_to_mask: bool = False) -> ApplyResult:
+    """Write ``output``: ``raster`` with the pixels of the chosen mask classes set to nodata.
+
+    ``bands`` (1-based) keeps only those bands, in that order; ``crop_to_mask`` writes only
+    the part of the raster the mask covers (a batch's mask of an area of interest).
+    """
     feedback = feedback or Feedback()
     classes = tuple(dict.fromkeys(classes))
     grid, info = check_inputs(raster, mask, classes, buffer_m)
@@ -198,16 +204,42 @@ def apply_mask(raster: str, mask: str, output: str, classes: tuple[str, ...] = C
     kind = mask_kind(mask)
     radius = buffer_pixels(buffer_m, info)
     with limited_block_cache(), tempfile.TemporaryDirectory(prefix="cloudmask-apply-", dir=work_dir) as tmp:
+        if bands or crop_to_mask:
+            raster = _subset(raster, grid, info if crop_to_mask else None, bands, os.path.join(tmp, "subset.vrt"))
+            grid = raster_info(raster, "raster to mask")
         selection = os.path.join(tmp, "selection.tif")
         _write_selection(mask, info, kind, classes, radius, selection, Share(feedback, 0.0, 0.2))
         warped = not on_the_grid(info, grid)
         if warped:
             selection = _warp_selection(selection, grid, os.path.join(tmp, "selection_on_grid.vrt"))
         with atomic_outputs() as pending:
+            applied = f"{os.path.basename(mask)}: {', '.join(classes)}; buffer {buffer_m:g} m"
             counts = _copy_masked(raster, grid, selection, "nodata" in classes, stage(pending, output),
-                                  Share(feedback, 0.2, 1.0))
+                                  Share(feedback, 0.2, 1.0), applied)
     masked, nodata, clashes = counts
     return ApplyResult(masked, grid.width * grid.height, nodata, kind.binary, radius, warped, clashes)
+
+
+def _subset(raster: str, grid: RasterInfo, mask: RasterInfo | None, bands: tuple[int, ...], path: str) -> str:
+    """A VRT of the chosen bands and, with ``mask``, of the raster's pixels the mask covers."""
+    wrong = [b for b in bands if not 1 <= b <= grid.band_count]
+    if wrong:
+        raise MaskInputError(f"The raster '{raster}' has {grid.band_count} band(s): band(s) "
+                             f"{', '.join(map(str, wrong))} do not exist. Choose bands it has.")
+    window = [0, 0, grid.width, grid.height]
+    if mask is not None:
+        x0, dx, _, y0, _, dy = grid.geotransform
+        min_x, min_y, max_x, max_y = footprint(mask, grid.projection)
+        left, top = max(0, math.floor((min_x - x0) / dx)), max(0, math.floor((max_y - y0) / dy))
+        right = min(grid.width, math.ceil(round((max_x - x0) / dx, 6)))
+        bottom = min(grid.height, math.ceil(round((min_y - y0) / dy, 6)))
+        window = [left, top, right - left, bottom - top]
+    done, detail = gdal_try(gdal.Translate, path, raster, format="VRT", srcWin=window,
+                            bandList=list(bands) or None)
+    if done is None:
+        raise RasterError(f"Could not read the bands of '{raster}': {detail}")
+    done = None
+    return path
 
 
 # -- pass 1: the selection on the mask's grid
@@ -267,13 +299,14 @@ def _warp_selection(selection: str, grid: RasterInfo, path: str) -> str:
 # -- pass 2: the raster, copied with the selected pixels set to nodata
 
 def _copy_masked(raster: str, grid: RasterInfo, selection: str, outside_masked: bool, path: str,
-                 feedback: Feedback) -> tuple[int, tuple, int]:
+                 feedback: Feedback, applied: str) -> tuple[int, tuple, int]:
     src = open_dataset(raster, "raster to mask")
     dtype = np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(src.GetRasterBand(1).DataType))
     alpha = [src.GetRasterBand(i + 1).GetColorInterpretation() == gdal.GCI_AlphaBand for i in range(grid.band_count)]
     declared = [src.GetRasterBand(i + 1).GetNoDataValue() for i in range(grid.band_count)]
     fills = [None if a else (d if d is not None else default_nodata(dtype)) for a, d in zip(alpha, declared)]
     out = _create_like(src, grid, path, fills, dtype)
+    out.SetMetadataItem(APPLIED_KEY, applied)  # which mask made the holes, for whoever opens the file
     sel_ds = open_dataset(selection, "cloud mask")
     masked = clashes = 0
     windows = [(x, y) for y in range(0, grid.height, WINDOW) for x in range(0, grid.width, WINDOW)]
