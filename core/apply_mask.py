@@ -23,7 +23,9 @@ Rules (docs/usage.md, "Apply cloud mask"):
 - Output nodata: each band's declared nodata; where a band declares none, NaN for
   floating-point bands, the type's minimum for signed integers (-32768 for
   int16, GDAL's usual choice) and its maximum for unsigned ones (255, 65535,
-  ...), declared in the output. An alpha band gets 0 (transparent) instead.
+  ...), declared in the output. A raster with an alpha band gets alpha 0
+  (transparent) there instead, and its bands without a nodata value keep their
+  values: white must stay white in an RGBA picture.
 """
 
 from __future__ import annotations
@@ -92,7 +94,8 @@ class ApplyResult:
 
     masked_pixels: int
     total_pixels: int
-    nodata: tuple[float | None, ...]  # per band; None: an alpha band (0 where masked)
+    nodata: tuple[float | None, ...]  # per band, as declared in the output; None: none (the alpha band says)
+    alpha: bool  # the raster has an alpha band: 0 where masked
     binary_mask: bool
     radius_px: int
     warped: bool
@@ -217,7 +220,8 @@ def apply_mask(raster: str, mask: str, output: str, classes: tuple[str, ...] = C
             counts = _copy_masked(raster, grid, selection, "nodata" in classes, stage(pending, output),
                                   Share(feedback, 0.2, 1.0), applied)
     masked, nodata, clashes = counts
-    return ApplyResult(masked, grid.width * grid.height, nodata, kind.binary, radius, warped, clashes)
+    alpha = _has_alpha(raster)
+    return ApplyResult(masked, grid.width * grid.height, nodata, alpha, kind.binary, radius, warped, clashes)
 
 
 def _subset(raster: str, grid: RasterInfo, mask: RasterInfo | None, bands: tuple[int, ...], path: str) -> str:
@@ -302,10 +306,9 @@ def _copy_masked(raster: str, grid: RasterInfo, selection: str, outside_masked: 
                  feedback: Feedback, applied: str) -> tuple[int, tuple, int]:
     src = open_dataset(raster, "raster to mask")
     dtype = np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(src.GetRasterBand(1).DataType))
-    alpha = [src.GetRasterBand(i + 1).GetColorInterpretation() == gdal.GCI_AlphaBand for i in range(grid.band_count)]
+    writes, declares = _fills(src, dtype)
     declared = [src.GetRasterBand(i + 1).GetNoDataValue() for i in range(grid.band_count)]
-    fills = [None if a else (d if d is not None else default_nodata(dtype)) for a, d in zip(alpha, declared)]
-    out = _create_like(src, grid, path, fills, dtype)
+    out = _create_like(src, grid, path, declares, dtype)
     out.SetMetadataItem(APPLIED_KEY, applied)  # which mask made the holes, for whoever opens the file
     sel_ds = open_dataset(selection, "cloud mask")
     masked = clashes = 0
@@ -317,10 +320,12 @@ def _copy_masked(raster: str, grid: RasterInfo, selection: str, outside_masked: 
         data = _read(src, x, y, w, h, raster).reshape(grid.band_count, h, w)
         chosen = _read(sel_ds, x, y, w, h, "the cloud mask on the raster's grid")
         drop = (chosen == 1) | ((chosen == OUTSIDE) & outside_masked)
-        for plane, fill, was_declared in zip(data, fills, declared):
-            if fill is not None and was_declared is None and not math.isnan(fill):
+        for plane, fill, was_declared in zip(data, writes, declared):
+            if fill is None:
+                continue  # left to the alpha band
+            if was_declared is None and not math.isnan(fill):
                 clashes += int(np.count_nonzero(plane[~drop] == fill))
-            plane[drop] = 0 if fill is None else fill
+            plane[drop] = fill
         masked += int(np.count_nonzero(drop))
         code, detail = gdal_try(out.WriteArray, data, x, y)
         if code is None or code != gdal.CE_None:
@@ -329,7 +334,29 @@ def _copy_masked(raster: str, grid: RasterInfo, selection: str, outside_masked: 
         feedback.progress(done / len(windows))
     out.FlushCache()
     out = None
-    return masked, tuple(fills), clashes
+    return masked, tuple(declares), clashes
+
+
+def _fills(src: gdal.Dataset, dtype: np.dtype) -> tuple[list, list]:
+    """Per band: the value masked pixels get (None: unchanged) and the nodata value declared."""
+    bands = [src.GetRasterBand(i + 1) for i in range(src.RasterCount)]
+    alpha = [b.GetColorInterpretation() == gdal.GCI_AlphaBand for b in bands]
+    writes, declares = [], []
+    for band, is_alpha in zip(bands, alpha):
+        declared = band.GetNoDataValue()
+        if is_alpha:
+            writes.append(0)
+        elif declared is None and any(alpha):
+            writes.append(None)
+        else:
+            writes.append(declared if declared is not None else default_nodata(dtype))
+        declares.append(None if is_alpha else declared if declared is not None or any(alpha) else writes[-1])
+    return writes, declares
+
+
+def _has_alpha(raster: str) -> bool:
+    ds = open_dataset(raster, "raster to mask")
+    return any(ds.GetRasterBand(i + 1).GetColorInterpretation() == gdal.GCI_AlphaBand for i in range(ds.RasterCount))
 
 
 def _read(ds: gdal.Dataset, x: int, y: int, w: int, h: int, what: str) -> np.ndarray:
@@ -353,7 +380,7 @@ def _create_like(src: gdal.Dataset, grid: RasterInfo, path: str, fills: list, dt
 
 def _copy_band(band: gdal.Band, target: gdal.Band, fill: float | None) -> None:
     if fill is None:
-        target.DeleteNoDataValue()  # an alpha band: 0 is transparent, no nodata value
+        target.DeleteNoDataValue()  # the alpha band says which pixels are empty
     else:
         target.SetNoDataValue(fill)
     target.SetDescription(band.GetDescription() or "")
@@ -372,8 +399,8 @@ def _copy_band(band: gdal.Band, target: gdal.Band, fill: float | None) -> None:
 
 def describe(result: ApplyResult) -> str:
     """One line for the log: what was masked and how nodata is marked."""
-    kinds = {"nan" if v is not None and math.isnan(v) else v for v in result.nodata}
-    marked = ", ".join("alpha 0" if v is None else "NaN" if v == "nan" else f"{v:g}" for v in kinds)
+    kinds = {"NaN" if math.isnan(v) else f"{v:g}" for v in result.nodata if v is not None}
+    marked = ", ".join(sorted(kinds) + (["alpha 0 (transparent)"] if result.alpha else []))
     text = (f"Masked {result.masked_pixels} of {result.total_pixels} pixels ({100 * result.masked_fraction:.1f} %); "
             f"nodata value: {marked}.")
     if result.radius_px:
