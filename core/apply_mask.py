@@ -219,8 +219,8 @@ def apply_mask(raster: str, mask: str, output: str, classes: tuple[str, ...] = C
             applied = f"{os.path.basename(mask)}: {', '.join(classes)}; buffer {buffer_m:g} m"
             counts = _copy_masked(raster, grid, selection, "nodata" in classes, stage(pending, output),
                                   Share(feedback, 0.2, 1.0), applied)
+        alpha = _has_alpha(raster)  # before the subset's VRT goes with the temporary folder
     masked, nodata, clashes = counts
-    alpha = _has_alpha(raster)
     return ApplyResult(masked, grid.width * grid.height, nodata, alpha, kind.binary, radius, warped, clashes)
 
 

@@ -162,3 +162,20 @@ def test_the_algorithm_is_listed_with_its_public_parameters(provider):
     assert algorithm.displayName() == "Apply cloud mask"
     assert [p.name() for p in algorithm.parameterDefinitions()] == ["INPUT", "MASK", "CLASSES", "BUFFER", "OUTPUT"]
     assert algorithm.parameterDefinition("CLASSES").defaultValue() == [0, 1, 2]
+
+
+def test_the_batch_algorithm_writes_masked_imagery_when_asked(provider, tmp_path):
+    from s2_product import build_product
+    product = build_product(tmp_path / "products", "L2A", "04.00")
+    out = tmp_path / "out"
+    result = processing.run("cloudmask:improvecloudmaskbatch", {
+        "INPUTS": [str(product.zip)], "OUTPUT_FOLDER": str(out), "CLOUD_MODEL": "ukis-6b-l2a",
+        "WRITE_MASKED": True, "MASKED_BANDS": "B04,B03,B02"})
+    masked = out / "T33TUK_20230615T100559_L2A_masked.tif"
+    assert result["OUTPUT_FOLDER"] == str(out) and gdal.Open(str(masked)).RasterCount == 3
+    mask = read(out / "T33TUK_20230615T100559_L2A.tif")
+    assert (read(masked)[:, mask != 0] == 0).all()
+    with pytest.raises(QgsProcessingException, match="Unknown band name 'B4x'"):
+        processing.run("cloudmask:improvecloudmaskbatch", {
+            "INPUTS": [str(product.zip)], "OUTPUT_FOLDER": str(tmp_path / "o2"), "WRITE_MASKED": True,
+            "MASKED_BANDS": "B4x"})
