@@ -95,6 +95,15 @@ def test_the_toolbox_masks_the_sample_with_its_mask(toolbox):
     assert result["OUTPUT"] == out
 
 
+def test_the_classes_chosen_by_number_are_the_ones_masked(toolbox, tmp_path):
+    out = str(tmp_path / "shadow.tif")
+    processing.run("cloudmask:applymask", {"INPUT": str(L1C_STACK), "MASK": toolbox[0], "CLASSES": [1],
+                                           "OUTPUT": out})
+    values, before, after = read(toolbox[0]), read(L1C_STACK), read(out)
+    shadow = values == 2
+    assert (after[:, shadow] == 0).all() and np.array_equal(after[:, ~shadow], before[:, ~shadow])
+
+
 def test_a_model_from_improve_to_apply_gives_the_same_raster(toolbox, tmp_path):
     model = improve_then_apply()
     ok, problems = model.validate()
@@ -151,7 +160,7 @@ def test_cancel_in_the_toolbox_writes_nothing(toolbox, tmp_path, monkeypatch):
     monkeypatch.setattr(am, "WINDOW", 128)
     feedback = QgsProcessingFeedback()
     feedback.progressChanged.connect(lambda value: feedback.cancel() if value > 30 else None)
-    with pytest.raises(QgsProcessingException, match="Cancelled"):
+    with pytest.raises(QgsProcessingException, match="Cancelled: no output was written"):
         processing.run("cloudmask:applymask", {"INPUT": str(L1C_STACK), "MASK": toolbox[0],
                                                "OUTPUT": str(tmp_path / "out.tif")}, feedback=feedback)
     assert list(tmp_path.iterdir()) == []
