@@ -398,8 +398,9 @@ def _message(err: BaseException) -> str:
 def clean_partials(out_dir: str, items: list[Item]) -> None:
     """Remove the hidden partial files a killed run or worker left for these masks."""
     for item in items:
-        for path in Path(out_dir).glob(f".{item.name}.tif.partial-*"):
-            path.unlink(missing_ok=True)
+        for name in (item.name, item.name + MASKED_SUFFIX):
+            for path in Path(out_dir).glob(f".{name}.tif.partial-*"):
+                path.unlink(missing_ok=True)
 
 
 def run_sequential(items: list[Item], options: BatchOptions, out_dir: str, area: area_mod.Area | None = None,

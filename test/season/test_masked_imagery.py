@@ -136,3 +136,14 @@ def test_the_command_line_refuses_bad_input_with_exit_2(product, tmp_path, plugi
     assert not (tmp_path / "out.tif").exists()
     typo = _command(plugin_dir, "batch", str(product.zip), "--out", str(tmp_path / "o"), "--masked", "B4,Bx")
     assert typo.returncode == 2 and "Unknown band name 'Bx'" in typo.stderr
+
+
+def test_partial_files_a_killed_run_left_are_cleaned_for_the_imagery_too(tmp_path):
+    item = batch.Item("product.zip", "T33TUK_20230615T100559_L2A")
+    left = [tmp_path / ".T33TUK_20230615T100559_L2A.tif.partial-1a2b3c4d.tif",
+            tmp_path / ".T33TUK_20230615T100559_L2A_masked.tif.partial-5e6f7a8b.tif"]
+    other = tmp_path / ".T33TUK_20230620T100559_L2A_masked.tif.partial-00000000.tif"  # another product's
+    for path in (*left, other):
+        path.write_bytes(b"half")
+    batch.clean_partials(str(tmp_path), [item])
+    assert [p.name for p in tmp_path.iterdir()] == [other.name]
