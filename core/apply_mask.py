@@ -63,6 +63,8 @@ CLASSES = ("cloud", "shadow", "nodata")  # index order is public API (the CLASSE
 WINDOW = 1024  # pixels per side of a window: 13 uint16 bands are 27 MB
 MASK_ROWS = 1024  # rows of the mask per window of the selection pass
 OUTSIDE = 255  # the warped selection's value where the raster lies outside the mask
+# 64-bit whole numbers (GDAL >= 3.5): their nodata is set and read as an int.
+WIDE_INTEGERS = tuple(getattr(gdal, name) for name in ("GDT_Int64", "GDT_UInt64") if hasattr(gdal, name))
 APPLIED_KEY = "CLOUD_MASK_APPLIED"  # metadata of the output: the mask's file name, classes and buffer
 
 
@@ -183,12 +185,15 @@ def _check_data_types(raster: str) -> None:
                              "masked pixels. Mask a real-valued raster (e.g. its amplitude).")
 
 
-def default_nodata(dtype: np.dtype) -> float:
-    """A nodata value for a band that declares none (see the module's docstring)."""
+def default_nodata(dtype: np.dtype) -> float | int:
+    """A nodata value for a band that declares none (see the module's docstring).
+
+    Whole numbers stay Python ints: 2**64 - 1 has no exact float, and GDAL takes a 64-bit
+    band's nodata as an int only."""
     if dtype.kind == "f":
         return float("nan")
     limits = np.iinfo(dtype)
-    return float(limits.min if dtype.kind == "i" else limits.max)
+    return int(limits.min if dtype.kind == "i" else limits.max)
 
 
 def apply_mask(raster: str, mask: str, output: str, classes: tuple[str, ...] = CLASSES, buffer_m: float = 0.0,
@@ -381,6 +386,8 @@ def _create_like(src: gdal.Dataset, grid: RasterInfo, path: str, fills: list, dt
 def _copy_band(band: gdal.Band, target: gdal.Band, fill: float | None) -> None:
     if fill is None:
         target.DeleteNoDataValue()  # the alpha band says which pixels are empty
+    elif target.DataType in WIDE_INTEGERS:
+        target.SetNoDataValue(int(fill))  # GDAL refuses a float for a 64-bit band
     else:
         target.SetNoDataValue(fill)
     target.SetDescription(band.GetDescription() or "")
@@ -399,7 +406,8 @@ def _copy_band(band: gdal.Band, target: gdal.Band, fill: float | None) -> None:
 
 def describe(result: ApplyResult) -> str:
     """One line for the log: what was masked and how nodata is marked."""
-    kinds = {"NaN" if math.isnan(v) else f"{v:g}" for v in result.nodata if v is not None}
+    kinds = {"NaN" if math.isnan(v) else f"{v:g}" if isinstance(v, float) else str(v)
+             for v in result.nodata if v is not None}
     marked = ", ".join(sorted(kinds) + (["alpha 0 (transparent)"] if result.alpha else []))
     text = (f"Masked {result.masked_pixels} of {result.total_pixels} pixels ({100 * result.masked_fraction:.1f} %); "
             f"nodata value: {marked}.")

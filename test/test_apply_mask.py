@@ -146,6 +146,8 @@ def test_the_buffer_grows_cloud_and_shadow_by_a_disk_but_not_nodata(tmp_path):
 TYPES = [("Byte", None, 255), ("UInt16", None, 65535), ("Int16", None, -32768), ("UInt32", None, 4294967295),
          ("Int32", None, -2147483648), ("Float32", None, math.nan), ("Float64", None, math.nan),
          ("Float32", -9999.0, -9999.0), ("Int16", 0, 0)]
+if hasattr(gdal, "GDT_Int64"):  # GDAL >= 3.5
+    TYPES += [("Int64", None, -(2 ** 63)), ("UInt64", None, 2 ** 64 - 1)]
 
 
 @pytest.mark.parametrize("type_name, declared, expected", TYPES)
