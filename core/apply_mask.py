@@ -33,6 +33,8 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -204,8 +206,28 @@ def apply_mask(raster: str, mask: str, output: str, classes: tuple[str, ...] = C
     ``bands`` (1-based) keeps only those bands, in that order; ``crop_to_mask`` writes only
     the part of the raster the mask covers (a batch's mask of an area of interest).
     """
-    feedback = feedback or Feedback()
-    classes = tuple(dict.fromkeys(classes))
+    with _closing_files_on_failure():
+        return _apply(raster, mask, output, tuple(dict.fromkeys(classes)), buffer_m, feedback or Feedback(),
+                      work_dir, bands, crop_to_mask)
+
+
+@contextmanager
+def _closing_files_on_failure():
+    """Close the files a failed or cancelled run had open, at once.
+
+    The exception's traceback keeps the frames of the steps alive, with their GDAL datasets
+    open until Python gets round to collecting them: on Windows the partial output cannot be
+    removed while open, and a dataset collected late (after QGIS has shut GDAL down) crashed
+    the interpreter at exit."""
+    try:
+        yield
+    except BaseException as err:
+        traceback.clear_frames(err.__traceback__)
+        raise
+
+
+def _apply(raster: str, mask: str, output: str, classes: tuple[str, ...], buffer_m: float, feedback: Feedback,
+           work_dir: str | None, bands: tuple[int, ...], crop_to_mask: bool) -> ApplyResult:
     grid, info = check_inputs(raster, mask, classes, buffer_m)
     require_geotiff_name(output)
     check_destination(output, [raster, mask])

@@ -4,6 +4,7 @@ own grid and on others (20 m, EPSG:4326), every data type, the buffer, cancel an
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -233,10 +234,16 @@ def test_a_cancelled_run_leaves_nothing(real_mask, tmp_path, monkeypatch):
             return self.calls >= 3
 
     feedback = CancelMidway()
-    with pytest.raises(Cancelled):
+    with pytest.raises(Cancelled) as caught:  # kept, as a caller keeps the error to report it
         am.apply_mask(stack, mask, str(tmp_path / "out.tif"), feedback=feedback)
     assert feedback.calls == 3  # stopped at the first check after the request
     assert list(tmp_path.iterdir()) == []
+    # ... and no file is kept open (Windows could not remove it; Linux shows it in /proc).
+    if os.path.isdir("/proc/self/fd"):
+        held = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+                if os.path.exists(f"/proc/self/fd/{fd}")]
+        assert not [h for h in held if str(tmp_path) in h or "cloudmask-apply-" in h], held
+    assert caught.value.__traceback__ is not None
 
 
 def _refused(tmp_path, raster, mask, *words, **kwargs):
