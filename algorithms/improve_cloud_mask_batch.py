@@ -22,9 +22,10 @@ from qgis.core import (
 from qgis.PyQt import sip
 
 from ..core import area as area_mod
+from ..core.bands import parse_band_list
 from ..core.progress import Cancelled
 from ..core.season import batch, summary
-from .base import CloudMaskAlgorithm, QgisFeedback, run_engine
+from .base import CloudMaskAlgorithm, QgisFeedback, run_engine, with_help
 from .widgets import use_widgets
 
 # Clear fraction classes: the clear dates stand out in green.
@@ -88,6 +89,8 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
             "row with the reason; the others go on. Products already done with the same parameters are "
             "kept, so a second run only does what is new or failed. In a folder, the masks of an earlier run "
             "and the product mask beside a prepared stack are not taken for products.\n"
+            "Masked imagery: optionally, beside each mask, the product's bands (all, or those listed) with "
+            "cloud, shadow and nodata set to nodata, named <mask name>_masked.tif; kept on a rerun.\n"
             "The summary is styled by clear fraction: green dates are clear.")
 
     def initAlgorithm(self, config=None):
@@ -116,6 +119,13 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
             "NODATA_OUTSIDE_AREA", "Nodata outside the area's polygons", defaultValue=False))
         self.add_advanced(QgsProcessingParameterBoolean(
             "FORCE", "Redo products already done with the same parameters", defaultValue=False))
+        self.addParameter(with_help(QgsProcessingParameterBoolean(
+            "WRITE_MASKED", "Also write each product's imagery with its mask applied", defaultValue=False),
+            "Beside each mask, <mask name>_masked.tif: the product's bands with cloud, shadow and nodata "
+            "set to nodata (as Apply cloud mask does)."))
+        self.add_advanced(with_help(QgsProcessingParameterString(
+            "MASKED_BANDS", "Bands of the masked imagery (empty: all)", optional=True),
+            "Sentinel-2 band names, comma-separated, e.g. B02,B03,B04,B08."))
         self.addOutput(QgsProcessingOutputVectorLayer("SUMMARY", "Summary", QgsProcessing.SourceType.TypeVectorPolygon))
         use_widgets(self)  # the model and band pickers in the Processing dialogs
 
@@ -151,7 +161,9 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
             in_memory=self.parameterAsBool(parameters, "IN_MEMORY", context),
             product_kind=settings.product_kind, dilation=settings.dilation, min_area=settings.min_area,
             output_mode=settings.output_mode,
-            blank_outside=self.parameterAsBool(parameters, "NODATA_OUTSIDE_AREA", context))
+            blank_outside=self.parameterAsBool(parameters, "NODATA_OUTSIDE_AREA", context),
+            masked=self.parameterAsBool(parameters, "WRITE_MASKED", context),
+            masked_bands=self.parameterAsString(parameters, "MASKED_BANDS", context).strip())
 
     def processAlgorithm(self, parameters, context, feedback):
         inputs = self.parameterAsFileList(parameters, "INPUTS", context)
@@ -164,6 +176,7 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
         def plan(_):
             batch.prepare_output_folder(out_dir)
             options.settings().validate()
+            parse_band_list(options.masked_bands)  # a typo fails here, not in every product
             return batch.plan_items(inputs, pattern)
         items = run_engine(plan, feedback)
         if not items:
