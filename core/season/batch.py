@@ -99,6 +99,7 @@ class FieldRow:
     cloud_fraction: float = 0.0
     shadow_fraction: float = 0.0
     valid_pixels: int = 0
+    persistent_cloud_share: float | None = None  # of its cloud, on pixels cloudy on most dates (season layers)
 
 
 @dataclass
@@ -127,6 +128,8 @@ class Row:
     footprint: str = ""  # WGS 84 polygon (WKT)
     fields: list[FieldRow] = field(default_factory=list)
     notes: str = ""  # for the log, as Improve cloud mask says it: models, CPU or GPU and why, thresholds
+    # Of its cloud, the share on pixels cloudy on most dates of the season (season layers; None: no cloud).
+    persistent_cloud_share: float | None = None
 
     @property
     def ok(self) -> bool:
