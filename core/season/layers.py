@@ -340,13 +340,13 @@ def _large_shares(rows: list) -> list[str]:
     said = []
     for row in rows:
         share = getattr(row, "persistent_cloud_share", None)
-        if share is not None and share >= LARGE_SHARE and (row.cloud_fraction or 0) > 0:
+        if share is not None and share >= LARGE_SHARE:  # None: no cloud at all
             said.append(f"{row.sensed or row.product}: {100 * share:.0f} % of its cloud is on pixels called cloud on "
                         "most dates of the season (bright ground taken for cloud?): its clear fraction is likely "
                         "too low. See the persistent layer.")
         for field_row in row.fields:
             share = field_row.persistent_cloud_share
-            if share is not None and share >= LARGE_SHARE and field_row.cloud_fraction > 0:
+            if share is not None and share >= LARGE_SHARE:
                 said.append(f"{row.sensed or row.product}, field {field_row.name}: {100 * share:.0f} % of its cloud "
                             "is on pixels called cloud on most dates of the season.")
     return said
