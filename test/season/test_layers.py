@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from osgeo import gdal
 from rasters import write_raster
-from season_scene import build_season
 
 from cloud_mask_improver.core import area as area_mod
 from cloud_mask_improver.core import merge as mg
@@ -108,18 +107,6 @@ def test_bad_settings_are_refused_with_the_fix(share, dates, word):
 
 
 # -- the sample season: real clouds moving, a patch called cloud on every date
-
-@pytest.fixture(scope="module")
-def sample_season(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("sample_season")
-    season = build_season(folder / "stacks")
-    out = folder / "masks"
-    batch.prepare_output_folder(str(out))
-    items = batch.plan_items([str(p) for p in season.stacks])
-    rows = batch.run_sequential(items, batch.BatchOptions(cloud_models=("ukis-6b-l2a",)), str(out))
-    assert all(r.ok for r in rows), [r.error for r in rows if not r.ok]
-    return season, rows, out
-
 
 def test_default_finds_the_patch_and_no_moving_cloud(sample_season):
     season, rows, out = sample_season
