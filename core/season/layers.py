@@ -228,6 +228,7 @@ def _build_group(group: Group, out_dir: str, settings: SeasonSettings, area: are
                 _tally(season, valid, clear, cloudy, persistent)
                 ids = _field_ids(area, group.rows[0].mask, lo, width, rows_here)
                 _shares(masks, lo, rows_here, persistent == 1, ids, on_persistent, cloud, field_on, field_cloud)
+                _release(outputs, masks)
                 feedback.progress((lo + rows_here) / height)
         finally:
             _close(outputs)  # closed before the rename (and before removal on failure, for Windows)
@@ -258,6 +259,14 @@ def _create(path: str, like: gdal.Dataset, layer: str) -> gdal.Dataset:
         band.SetColorTable(colours)
         band.SetCategoryNames(["not persistent", "cloud on most dates"])
     return ds
+
+
+def _release(outputs: dict, masks: list) -> None:
+    """Write this window's blocks and drop the masks' from GDAL's cache: otherwise the cache (5 %
+    of the memory by default) fills with the whole season's layers and masks before anything is
+    written, and memory grows with the tile and the number of dates."""
+    for ds in (*outputs.values(), *masks):
+        ds.FlushCache()
 
 
 def _close(outputs: dict) -> None:

@@ -117,7 +117,9 @@ def _series(rows: list, area_used: bool) -> list[tuple[str, list, str]]:
     dated = [r for r in rows if r.sensed]
     for tile in sorted({r.tile for r in dated}):
         points = [(r.sensed, r.clear_fraction) for r in dated if r.tile == tile and r.clear_fraction is not None]
-        series.append((f"scene {tile}".strip(), points, "-"))
+        # With an area the masks cover the fields' bounding box only, not the scene.
+        label = f"{tile} (fields' bounding box)" if area_used else f"scene {tile}"
+        series.append((label.strip(), points, "-"))
     if area_used:
         series.append(("all fields", [(r.sensed, r.area_clear_fraction) for r in dated
                                       if r.area_clear_fraction is not None], "--"))
