@@ -17,16 +17,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "test")]
-import plugin_root  # noqa: E402
+import plugin_root
 
 plugin_root.import_root()
 
-from osgeo import osr  # noqa: E402
-from season_scene import PATCH, build_season  # noqa: E402
+from osgeo import osr
+from season_scene import PATCH, build_season
 
-from cloud_mask_improver.core import area as area_mod  # noqa: E402
-from cloud_mask_improver.core.runtime import deps  # noqa: E402
-from cloud_mask_improver.core.season import batch, report  # noqa: E402
+from cloud_mask_improver.core import area as area_mod
+from cloud_mask_improver.core.runtime import deps
+from cloud_mask_improver.core.season import batch, report
 
 
 def _square(gt, row: int, col: int, size: int) -> str:

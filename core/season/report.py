@@ -230,7 +230,11 @@ def _quicklook_png(row) -> str:
     width, height = _size(mask_ds.RasterXSize, mask_ds.RasterYSize)
     mask = mask_ds.GetRasterBand(1).ReadAsArray(buf_xsize=width, buf_ysize=height,
                                                 resample_alg=gdal.GRIORA_NearestNeighbour)
-    rgb = _true_colour(row.input, mask_ds, width, height)
+    gdal.PushErrorHandler("CPLQuietErrorHandler")  # an input moved since: the picture shows the mask only
+    try:
+        rgb = _true_colour(row.input, mask_ds, width, height)
+    finally:
+        gdal.PopErrorHandler()
     if rgb is None:
         rgb = np.full((height, width, 3), 200, dtype=np.uint8)
     overlay = _overlay(rgb, mask)
