@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 from qgis.core import (
     QgsClassificationRange,
     QgsFillSymbol,
@@ -10,11 +13,11 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingLayerPostProcessorInterface,
-    QgsProcessingOutputHtml,
     QgsProcessingOutputMultipleLayers,
     QgsProcessingOutputVectorLayer,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterFileDestination,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
@@ -26,6 +29,7 @@ from qgis.PyQt import sip
 from ..core import area as area_mod
 from ..core.progress import Cancelled
 from ..core.season import batch, layers, report, summary
+from ..core.staging import check_destination, replacing
 from .base import CloudMaskAlgorithm, QgisFeedback, run_engine
 from .widgets import use_widgets
 
@@ -98,7 +102,8 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
             "these are most likely bright ground taken for cloud (sand, snow, greenhouses, roofs). The "
             "summary's column persistent_cloud_share gives, per product and field, how much of its cloud "
             "lies on them; the log says when it is large, as that date's clear fraction is then too low.\n"
-            "Season report (season_report.html, opened in the Results Viewer): the clear fraction per date "
+            "Season report (season_report.html in the output folder, and where 'Season report' says; "
+            "opened in the Results Viewer): the clear fraction per date "
             "as a chart (needs matplotlib), the dates ranked by clear fraction in the fields, the season "
             "layers' figures and a small picture of each date with its mask. It is one file that opens "
             "offline.")
@@ -177,6 +182,7 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
 
         def plan(_):
             batch.prepare_output_folder(out_dir)
+            self._check_report(parameters, context)
             options.settings().validate()
             return batch.plan_items(inputs, pattern)
         items = run_engine(plan, feedback)
@@ -233,8 +239,18 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
         self.add_advanced(QgsProcessingParameterNumber(
             "PERSISTENT_MIN_DATES", "Persistent cloud: only pixels with at least this many dates with data",
             QgsProcessingParameterNumber.Type.Integer, defaultValue=layers.DEFAULT_MIN_DATES, minValue=1))
-        self.addOutput(QgsProcessingOutputHtml("REPORT", "Season report"))
+        # A file destination with .html: QGIS opens it in the Results Viewer, and a model can name it
+        # as its own output. Optional, so that runs and models made before it still run; the report
+        # is always in the output folder (REPORT is that one when no path is given).
+        self.addParameter(QgsProcessingParameterFileDestination(
+            "REPORT", "Season report", "HTML files (*.html)", optional=True, createByDefault=True))
         self.addOutput(QgsProcessingOutputMultipleLayers("SEASON_LAYERS", "Season layers"))
+
+    def _check_report(self, parameters, context) -> None:
+        """A report path that cannot be written is refused before any product runs."""
+        destination = self.parameterAsFileOutput(parameters, "REPORT", context)
+        if destination:
+            check_destination(destination, [])
 
     def _season(self, rows, out_dir, area, parameters, context, feedback) -> dict:
         settings = layers.SeasonSettings(
@@ -254,5 +270,9 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
                                                             "SEASON_LAYERS")
                 context.addLayerToLoadOnCompletion(tile.paths[key], details)
             paths += list(tile.paths.values())
+        destination = self.parameterAsFileOutput(parameters, "REPORT", context)
+        if destination and os.path.abspath(destination) != os.path.abspath(path):
+            with replacing(destination, ".html") as tmp:
+                shutil.copyfile(path, tmp)
         feedback.pushInfo(f"Season report: {path}")
-        return {"REPORT": path, "SEASON_LAYERS": paths}
+        return {"REPORT": destination or path, "SEASON_LAYERS": paths}
