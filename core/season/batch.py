@@ -35,6 +35,7 @@ from ..progress import Cancelled, Feedback, Share
 from ..sentinel2 import product as safe
 from ..staging import OutputError, check_destination
 from . import discovery as products
+from . import layers as season_layers
 
 RECORD_FORMAT = 1
 METADATA_TXT = Path(__file__).resolve().parents[2] / "metadata.txt"
@@ -160,7 +161,8 @@ def prepare_output_folder(out_dir: str) -> None:
 
 def plan_items(inputs: list[str], pattern: str = "") -> list[Item]:
     """The batch's products with their mask names (tile and sensing time; unique, stable)."""
-    sources = [s for s in products.expand_inputs(inputs, pattern) if not _is_batch_mask(s)]
+    sources = [s for s in products.expand_inputs(inputs, pattern)
+               if not _is_batch_mask(s) and not season_layers.is_season_layer(s)]
     sources = _without_stack_masks(sources)
     names = []
     for source in sources:

@@ -33,12 +33,12 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
-from osgeo import gdal
+from osgeo import gdal, osr
 
 from .. import area as area_mod
 from .. import merge as mg
 from ..errors import SettingsError
-from ..progress import Cancelled, Feedback
+from ..progress import Cancelled, Feedback, Share
 from ..raster import GTIFF_OPTIONS, RasterError, open_dataset
 from ..staging import atomic_outputs, stage
 
@@ -57,6 +57,9 @@ LARGE_SHARE = 0.25
 WINDOW_ROWS = 256  # the masks' block height: each window reads whole blocks
 LAYERS = ("valid", "clear", "cloud_frequency", "persistent")
 PERSISTENT_UNKNOWN = 255
+# Written into every season layer: a folder given as products may be the output folder, and a
+# rerun must not take the season layers for products (as it once took its own masks).
+SEASON_TAG = "CLOUDMASK_SEASON_LAYER"
 FREQUENCY_NODATA = -1.0
 
 
@@ -132,7 +135,6 @@ def _grid(path: str) -> tuple:
 
 def _crs_key(wkt: str) -> str:
     """The same CRS written two ways (a tool's WKT1, another's WKT2) is one CRS."""
-    from osgeo import osr
     if not wkt:
         return ""
     srs = osr.SpatialReference()
@@ -167,6 +169,19 @@ def group_masks(rows: list) -> tuple[list[Group], list[str]]:
     return groups, messages
 
 
+def is_season_layer(path: str) -> bool:
+    """A season layer an earlier batch wrote (named season_*.tif and tagged so)."""
+    name = os.path.basename(path).lower()
+    if not (name.startswith("season_") and name.endswith(".tif")):
+        return False
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    try:
+        ds = gdal.Open(path)
+        return ds is not None and ds.GetMetadataItem(SEASON_TAG) is not None
+    finally:
+        gdal.PopErrorHandler()
+
+
 def _safe_name(text: str) -> str:
     return re.sub(r"[^\w.-]+", "_", text)
 
@@ -183,21 +198,10 @@ def build(rows: list, out_dir: str, settings: SeasonSettings | None = None, area
     done = 0
     for group in groups:
         start, end = done / total, (done + len(group.rows)) / total
-        result.tiles.append(_build_group(group, out_dir, settings, area, _Span(feedback, start, end)))
+        result.tiles.append(_build_group(group, out_dir, settings, area, Share(feedback, start, end)))
         done += len(group.rows)
     result.messages.extend(_large_shares(rows))
     return result
-
-
-class _Span(Feedback):
-    def __init__(self, parent: Feedback, start: float, end: float):
-        self.parent, self.start, self.end = parent, start, end
-
-    def progress(self, fraction: float) -> None:
-        self.parent.progress(self.start + (self.end - self.start) * fraction)
-
-    def cancelled(self) -> bool:
-        return self.parent.cancelled()
 
 
 def _build_group(group: Group, out_dir: str, settings: SeasonSettings, area: area_mod.Area | None,
@@ -246,6 +250,7 @@ def _create(path: str, like: gdal.Dataset, layer: str) -> gdal.Dataset:
                           "Check the free disk space and that the output folder can be written.")
     ds.SetGeoTransform(like.GetGeoTransform())
     ds.SetProjection(like.GetProjection())
+    ds.SetMetadataItem(SEASON_TAG, layer)
     band = ds.GetRasterBand(1)
     band.SetDescription({"valid": "valid dates", "clear": "clear dates", "cloud_frequency": "cloudy / valid dates",
                          "persistent": "cloud on most dates"}[layer])

@@ -2,6 +2,8 @@
 and on a season built from the real sample scene (test/season_scene.py) the persistent
 layer finds the patch the model calls cloud on every date and none of the moving clouds."""
 
+import os
+
 import numpy as np
 import pytest
 from osgeo import gdal
@@ -132,3 +134,11 @@ def test_a_rerun_that_keeps_the_masks_builds_the_same_layers(sample_season, tmp_
     for key, path in second.tiles[0].paths.items():
         np.testing.assert_array_equal(_read(path), before[key], err_msg=key)
     assert [r.persistent_cloud_share for r in again] == [r.persistent_cloud_share for r in rows]
+
+
+def test_a_rerun_on_the_output_folder_does_not_take_the_season_layers_for_products(sample_season):
+    _, rows, out = sample_season
+    result = layers.build(rows, str(out))
+    assert all(os.path.exists(p) for p in result.tiles[0].paths.values())
+    # The folder holds the masks (with their records) and the season layers: nothing is a product.
+    assert batch.plan_items([str(out)], "*.tif") == []
