@@ -2,11 +2,12 @@
 
 The sample season (test/season_scene.py: 12 dates of the sample scene with real clouds
 moved about and a patch the model calls cloud on every date) runs through the batch with
-two fields, one around the patch; the report's chart and one date's quicklook are saved:
+two fields, one around the patch; the report's top and one date's quicklook are saved:
 
     .venv/bin/python docs/make_season_pictures.py
 
-season_chart.png: clear fraction per date, scene and fields; season_quicklook.png: one date.
+season_quicklook.png: one date;
+season_report.png: the top of the report as QGIS's web view (QtWebKit) draws it, offscreen.
 """
 
 import base64
@@ -35,6 +36,30 @@ def _square(gt, row: int, col: int, size: int) -> str:
     return f"POLYGON(({x0} {y0},{x1} {y0},{x1} {y1},{x0} {y1},{x0} {y0}))"
 
 
+def _screenshot(html: str, png: Path, width: int = 1000, height: int = 1250) -> None:
+    """The report's top as a web view draws it (QtWebKit, as QGIS's Python ships it)."""
+    import os
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from qgis.PyQt.QtCore import QSize, QUrl
+    from qgis.PyQt.QtGui import QImage, QPainter
+    from qgis.PyQt.QtWebKitWidgets import QWebPage
+    from qgis.PyQt.QtWidgets import QApplication
+    app = QApplication.instance() or QApplication([])
+    page, loaded = QWebPage(), []
+    page.loadFinished.connect(loaded.append)
+    page.mainFrame().load(QUrl.fromLocalFile(html))
+    while not loaded:
+        app.processEvents()
+    page.setViewportSize(QSize(width, height))
+    image = QImage(page.viewportSize(), QImage.Format.Format_RGB32)
+    image.fill(0xFFFFFFFF)
+    painter = QPainter(image)
+    page.mainFrame().render(painter)
+    painter.end()
+    image.save(str(png))
+    print("wrote", png)
+
+
 def main() -> None:
     deps.ensure_on_path()
     from osgeo import gdal
@@ -51,8 +76,9 @@ def main() -> None:
         rows = batch.run_sequential(items, batch.BatchOptions(cloud_models=("ukis-6b-l2a",)), str(out), area)
         _, path = report.season_outputs(rows, str(out), area=area)
         page = Path(path).read_text(encoding="utf-8")
+        _screenshot(path, ROOT / "docs" / "season_report.png")
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
-    for name, data in (("season_chart.png", images[0]), ("season_quicklook.png", images[3])):
+    for name, data in (("season_quicklook.png", images[3]),):
         (ROOT / "docs" / name).write_bytes(base64.b64decode(data))
         print("wrote", ROOT / "docs" / name)
 

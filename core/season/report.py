@@ -33,6 +33,7 @@ REPORT_NAME = "season_report.html"
 QUICKLOOK_PX = 160  # the longer side of each quicklook
 MAX_FIELD_LINES = 10  # more lines make the chart unreadable; the table has every field
 OVERLAY = 0.55  # how much the mask's colour covers the imagery
+MAX_NOTES = 10  # the log has them all; the ranking's column has the figures
 
 
 def write(rows: list, out_dir: str, season: SeasonResult | None = None, area_used: bool = False,
@@ -63,7 +64,7 @@ def render(rows: list, season: SeasonResult | None, area_used: bool) -> str:
 
 def _head() -> str:
     style = ("body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0}"
-             "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}th{background:#eee}"
+             "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}td{white-space:nowrap}th{background:#eee}"
              "td.t{text-align:left}.note{color:#8a4b00}figure{display:inline-block;margin:4px;font-size:85%}"
              "img{image-rendering:pixelated}")
     return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Cloud mask season report</title>"
@@ -164,7 +165,8 @@ def _ranking(rows: list, area_used: bool) -> str:
     names = list(dict.fromkeys(f.name for r in rows for f in r.fields)) if area_used else []
     ranked = sorted(rows, key=lambda r: -(_clear(r, area_used) or 0.0))
     header = ["rank", "date", "tile", "clear in the fields" if area_used else "clear", "cloud", "shadow"]
-    header += [f"clear in {n}" for n in names] + ["cloud on persistent pixels", "mask"]
+    share = "cloud on persistent pixels" + (" (whole mask)" if area_used else "")
+    header += [f"clear in {n}" for n in names] + [share, "mask"]
     body = []
     for rank, row in enumerate(ranked, start=1):
         cloud = row.area_cloud_fraction if area_used else row.cloud_fraction
@@ -193,7 +195,10 @@ def _season_table(season: SeasonResult | None) -> str:
         body.append([tile.tile or "-", str(tile.dates), f"{tile.mean_valid:.1f}", f"{tile.mean_clear:.1f}",
                      _pct(tile.cloud_frequency), f"{tile.persistent} px ({_pct(tile.persistent_fraction)})",
                      f"{undecided} px", f"{tile.name}_*.tif"])
-    notes = "".join(f"<p class='note'>{html.escape(m)}</p>" for m in season.messages)
+    shown = season.messages[:MAX_NOTES]
+    notes = "".join(f"<p class='note'>{html.escape(m)}</p>" for m in shown)
+    if len(season.messages) > len(shown):
+        notes += f"<p class='note'>... and {len(season.messages) - len(shown)} more in the batch's log.</p>"
     return intro + _table(header, body) + notes
 
 
