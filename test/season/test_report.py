@@ -57,3 +57,13 @@ def test_a_failed_product_is_listed_with_its_reason(sample_season, tmp_path):
     page = Path(report.write([*rows, broken], str(tmp_path))).read_text(encoding="utf-8")
     assert "Products that failed" in page and "Download the product again." in page
     assert f"{len(rows)} of {len(rows) + 1} product(s) masked" in page
+
+
+def test_many_notes_are_cut_to_ten_with_a_pointer_to_the_log(sample_season):
+    from cloud_mask_improver.core.season import layers
+    _, rows, _ = sample_season
+    season = layers.SeasonResult(tiles=[layers.TileSeason("season_T33TUK", "T33TUK", len(rows), pixels=4)],
+                                 messages=[f"date {k}: most of its cloud is persistent." for k in range(15)])
+    page = report.render(rows, season, area_used=False)
+    assert "date 9: most" in page and "date 10: most" not in page
+    assert "and 5 more in the batch's log" in page
