@@ -6,8 +6,8 @@
     cloudmask apply RASTER MASK OUTPUT [--classes cloud,shadow,nodata] [--buffer METRES]
     cloudmask models [--install [ID ...]]
 
-``batch`` writes one mask per product and ``summary.csv`` + ``summary.gpkg``
-into ``--out``; the exit status is 0 when every product succeeded, 1 when
+``batch`` writes one mask per product, ``summary.csv`` + ``summary.gpkg``, the
+season layers of each tile and ``season_report.html`` into ``--out``; the exit status is 0 when every product succeeded, 1 when
 some failed (they are listed), 2 for a usage error, 130 when interrupted.
 ``apply`` is Apply cloud mask: 0 when written, 2 for a bad input (nothing written).
 """
@@ -78,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--min-area", type=int, default=0, help="FarmVibes.AI min_area: after the dilation, clear cloud/shadow patches and fill clear gaps smaller than this (pixels)")
     a.add_argument("--output-mode", choices=mg.OUTPUT_MODES, default="categorical")
     a.add_argument("--execution-provider", choices=PROVIDERS, default="auto")
+    _season_arguments(b)
     ap = commands.add_parser(
         "apply", help="set the cloudy pixels of a raster to nodata with an improved cloud mask",
         description="Apply cloud mask: a copy of RASTER (any grid or CRS; all bands and the data type kept) with "
@@ -92,6 +93,36 @@ def _parser() -> argparse.ArgumentParser:
     models_cmd.add_argument("--install", nargs="*", metavar="ID",
                             help="install these models (default: all downloadable), checked by sha256")
     return parser
+
+
+def _season_arguments(parser: argparse.ArgumentParser) -> None:
+    from .season import layers
+    s = parser.add_argument_group("season layers and report (season_<tile>_*.tif, season_report.html)")
+    s.add_argument("--persistent-share", type=float, default=layers.DEFAULT_SHARE,
+                   help="persistent cloud: cloud on at least this share of a pixel's dates with data "
+                        f"(default {layers.DEFAULT_SHARE})")
+    s.add_argument("--persistent-min-dates", type=int, default=layers.DEFAULT_MIN_DATES,
+                   help="persistent cloud: only pixels with at least this many dates with data "
+                        f"(default {layers.DEFAULT_MIN_DATES})")
+
+
+def _season_settings(args):
+    from .season import layers
+    settings = layers.SeasonSettings(args.persistent_share, args.persistent_min_dates)
+    settings.validate()
+    return settings
+
+
+def _season(rows, args, settings, area) -> None:
+    """Season layers (they fill the rows' persistent cloud share) and the report, before the summary."""
+    from .season import report
+    season, path = report.season_outputs(rows, args.out, settings, area)
+    for message in season.messages:
+        print(f"cloudmask: {message}", file=sys.stderr)
+    for tile in season.tiles:
+        print(f"cloudmask: {tile.tile or 'season'}: {tile.dates} date(s), {tile.persistent} pixel(s) cloud on "
+              f"most dates; layers {os.path.join(args.out, tile.name)}_*.tif", file=sys.stderr)
+    print(f"cloudmask: season report {path}", file=sys.stderr)
 
 
 def _options(args) -> batch.BatchOptions:
@@ -149,6 +180,7 @@ def _batch(args) -> int:
     from .season import summary
     try:
         options = _options(args)
+        season_settings = _season_settings(args)
         batch.prepare_output_folder(args.out)
         area = area_mod.read_area(args.area, args.area_layer) if args.area else None
         items = batch.plan_items(args.inputs, args.pattern)
@@ -173,6 +205,7 @@ def _batch(args) -> int:
         print(f"\ncloudmask: interrupted; {len(rows)} of {len(items)} products finished (their masks are "
               "complete, no partial file is left). Run the same command again to do the rest.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    _season(rows, args, season_settings, area)
     written = summary.write_all(rows, args.out)
     print(f"cloudmask: summary {written['csv']} and {written['gpkg']}", file=sys.stderr)
     failed = [r for r in rows if not r.ok]

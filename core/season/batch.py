@@ -43,6 +43,7 @@ from ..raster import raster_info
 from ..sentinel2 import product as safe
 from ..staging import OutputError, check_destination
 from . import discovery as products
+from . import layers as season_layers
 
 RECORD_FORMAT = 1
 MASKED_SUFFIX = "_masked"  # <mask name>_masked.tif: the product's imagery with its mask applied
@@ -110,6 +111,7 @@ class FieldRow:
     cloud_fraction: float = 0.0
     shadow_fraction: float = 0.0
     valid_pixels: int = 0
+    persistent_cloud_share: float | None = None  # of its cloud, on pixels cloudy on most dates (season layers)
 
 
 @dataclass
@@ -139,6 +141,8 @@ class Row:
     footprint: str = ""  # WGS 84 polygon (WKT)
     fields: list[FieldRow] = field(default_factory=list)
     notes: str = ""  # for the log, as Improve cloud mask says it: models, CPU or GPU and why, thresholds
+    # Of its cloud, the share on pixels cloudy on most dates of the season (season layers; None: no cloud).
+    persistent_cloud_share: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -169,7 +173,8 @@ def prepare_output_folder(out_dir: str) -> None:
 
 def plan_items(inputs: list[str], pattern: str = "") -> list[Item]:
     """The batch's products with their mask names (tile and sensing time; unique, stable)."""
-    sources = [s for s in products.expand_inputs(inputs, pattern) if not _is_batch_mask(s)]
+    sources = [s for s in products.expand_inputs(inputs, pattern)
+               if not _is_batch_mask(s) and not season_layers.is_season_layer(s)]
     sources = _without_stack_masks(sources)
     names = []
     for source in sources:
