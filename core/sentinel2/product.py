@@ -311,11 +311,15 @@ def _source_xml(path: str, grid: Grid, resampling: str, nodata: float | None) ->
     # JPEG2000 files carry wavelet resolution levels that GDAL would read as overviews when
     # downsampling; OVERVIEW_LEVEL=NONE makes "average" a true block mean, as ESA's copies are.
     return (f'<ComplexSource resampling="{resampling}">'
-            f'<SourceFilename relativeToVRT="0">{escape(path)}</SourceFilename>'
+            f"{_source_name(path)}"
             '<OpenOptions><OOI key="OVERVIEW_LEVEL">NONE</OOI></OpenOptions><SourceBand>1</SourceBand>'
             f'<SrcRect xOff="{src[0]:.10g}" yOff="{src[1]:.10g}" xSize="{src[2]:.10g}" ySize="{src[3]:.10g}"/>'
             f'<DstRect xOff="0" yOff="0" xSize="{grid.width}" ySize="{grid.height}"/>{nodata_xml}'
             "</ComplexSource>")
+
+
+def _source_name(path: str) -> str:
+    return f'<SourceFilename relativeToVRT="0">{escape(path)}</SourceFilename>'
 
 
 def _vrt_xml(grid: Grid, bands: list[tuple[str, str, str]], data_type: str, nodata: float | None,
@@ -442,14 +446,17 @@ def write_product_mask(product: Product, out_path: str, grid: Grid, pending: lis
         # A VRT output reads the recoded mask at its final name beside it; a GeoTIFF copies it in,
         # so it is only a temporary file then.
         if out_path.lower().endswith(".vrt"):
-            source = os.path.splitext(out_path)[0] + "_classi.tif"
-            _coded_classi(classi, stage(pending, source) if pending is not None else source)
+            final = os.path.splitext(out_path)[0] + "_classi.tif"
+            source = stage(pending, final) if pending is not None else final
         else:
             source = classi_tmp = partial_path(out_path)
-            _coded_classi(classi, source)
+        _coded_classi(classi, source)
     metadata = {MASK_KIND_KEY: "scl", "S2_PRODUCT": product.metadata_path,
                 "PROCESSING_BASELINE": product.baseline}
     xml = _vrt_xml(grid, [("SCL", source, "nearest")], "Byte", SCL_NODATA, metadata)
+    if product.level == "L1C" and out_path.lower().endswith(".vrt"):
+        # Built from the staged file (it must be read), the VRT points at the name it will have.
+        xml = xml.replace(_source_name(source), _source_name(final))
     write_to = stage(pending, out_path) if pending is not None else out_path
     try:
         _write(xml, write_to)
