@@ -36,12 +36,13 @@ INSTALL_AGAIN = "Then install the model again (or restart QGIS first)."
 class FileInUseError(OutputError):
     """A file could not be replaced or deleted, typically because a program has it open."""
 
-    def __init__(self, path: str | os.PathLike, err: OSError, then: str = RUN_AGAIN):
+    def __init__(self, path: str | os.PathLike, err: OSError, then: str = RUN_AGAIN,
+                 what: str = "Cannot write the output"):
         self.path = str(path)
         self.reason = err.strerror or str(err)
         super().__init__(
-            f"'{self.path}' cannot be replaced or deleted: {self.reason}. On Windows a file that a "
-            "program has open cannot be replaced: if it is loaded in QGIS, remove that layer from the "
+            f"{what} '{self.path}': {self.reason}. On Windows a file that a program has open cannot be "
+            "replaced or deleted: if it is loaded in QGIS, remove that layer from the "
             "project; if another program has it open (a spreadsheet, an image viewer), close it there. "
             + then)
 
@@ -59,7 +60,7 @@ def remove(path: str | os.PathLike, then: str = RUN_AGAIN) -> None:
     except FileNotFoundError:
         pass
     except PermissionError as err:
-        raise FileInUseError(path, err, then) from err
+        raise FileInUseError(path, err, then, "Cannot delete") from err
 
 
 def discard(path: str | os.PathLike) -> None:
