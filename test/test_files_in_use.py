@@ -99,6 +99,7 @@ def test_a_run_onto_a_loaded_mask_names_it_before_running(provider, windows_file
     message = str(refused.value)
     assert str(mask) in message and WINDOWS_MESSAGE in message and REMOVE_LAYER in message, message
     assert "Traceback" not in " ".join(feedback.lines)
+    assert feedback.progress() == 0  # said before any pixel was processed
     assert {p: p.read_bytes() for p in out.iterdir()} == before  # no probability written either
     assert partials(out) == []
     project.removeMapLayer(layer.id())  # what the message says to do: then it runs
