@@ -10,7 +10,14 @@ import weakref
 from pathlib import Path
 
 import pytest
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
+from qgis.core import (
+    QgsApplication,
+    QgsProcessingAlgRunnerTask,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProject,
+    QgsRasterLayer,
+)
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QFile
 from qgis.PyQt.QtGui import QIcon
@@ -244,6 +251,27 @@ def test_unload_during_a_dialog_run_stops_it_and_keeps_what_its_task_uses(gui, q
         assert [lyr.name() for lyr in QgsProject.instance().mapLayers().values()] == ["S2 L1C sample"]
     finally:
         QgsProject.instance().removeAllMapLayers()
+
+
+def test_unload_cancels_a_toolbox_run_of_its_algorithms(gui, qtbot, tmp_path):
+    """A run started from the toolbox (QGIS's own task) cannot go on once the plugin is gone."""
+    require(L1C_STACK)
+    loaded = cloud_mask_improver.classFactory(gui.iface)
+    loaded.initGui()
+    algorithm = registry().createAlgorithmById("cloudmask:improvecloudmask")
+    context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
+    target = tmp_path / "mask.tif"
+    parameters = {"S2_RASTER": str(L1C_STACK), "CLOUD_MODEL": "ukis-6b-l1c", "SHADOW_MODEL": "ukis-6b-l1c",
+                  "MASK": str(target)}
+    task = QgsProcessingAlgRunnerTask(algorithm, parameters, context, feedback)
+    ended = []
+    task.executed.connect(lambda ok, _results: ended.append(ok))
+    QgsApplication.taskManager().addTask(task)
+    qtbot.waitUntil(lambda: feedback.progress() > 0, timeout=120_000)
+    loaded.unload()
+    assert base.running() == 0 and feedback.isCanceled()
+    qtbot.waitUntil(lambda: bool(ended), timeout=60_000)
+    assert ended == [False] and not target.exists() and list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.skipif(QGIS_PROCESS is None, reason="qgis_process is not installed")
