@@ -7,7 +7,7 @@ GUI, so ``qgis_process`` can load the plugin with ``iface`` None.
 
 import os
 
-from qgis.core import QgsApplication
+from qgis.core import Qgis, QgsApplication, QgsMessageLog
 from qgis.PyQt.QtGui import QIcon
 
 try:
@@ -15,6 +15,7 @@ try:
 except ImportError:
     from qgis.PyQt.QtWidgets import QAction  # Qt 5
 
+from .algorithms.base import LOG_TAG, stop_runs
 from .algorithms.provider import CloudMaskProvider
 from .ui.improve_dialog import ImproveDialog
 from .ui.model_manager import ModelManagerDialog
@@ -66,6 +67,12 @@ class CloudMaskImproverPlugin:
             dialog.close()
             dialog.deleteLater()
         self.dialogs = {}
+        # No run of ours may still be executing once this returns: QGIS deletes the provider next,
+        # and on Exit tears the process down while a task's thread could still be in our code
+        # (QGIS 3.40 crashed there, signal 11). Cancelled runs return at their next tile.
+        if not stop_runs(timeout=30.0):
+            QgsMessageLog.logMessage("A cancelled run had not ended after 30 s when the plugin was unloaded.",
+                                     LOG_TAG, Qgis.MessageLevel.Warning)
         if self.toolbar_action is not None:
             self.iface.removeToolBarIcon(self.toolbar_action)
             self.toolbar_action = None

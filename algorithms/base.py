@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import traceback
 
 from qgis.core import (
@@ -130,11 +131,54 @@ def with_help(parameter, text: str):
     return parameter
 
 
+# Our algorithms running now, in any thread: (thread id, feedback) by run. The plugin's unload
+# cancels them and waits until each has returned (``stop_runs``): QGIS deletes the provider right
+# after unload, and on Exit ends the process, while a task's thread may still be in our code.
+_RUNS: dict[object, tuple[int, object]] = {}
+_RUNS_CHANGED = threading.Condition()
+
+
+def _counted(process):
+    """Record the run while ``processAlgorithm`` executes (see ``stop_runs``)."""
+    def wrapper(self, parameters, context, feedback):
+        key = object()
+        with _RUNS_CHANGED:
+            _RUNS[key] = (threading.get_ident(), feedback)
+        try:
+            return process(self, parameters, context, feedback)
+        finally:
+            with _RUNS_CHANGED:
+                del _RUNS[key]
+                _RUNS_CHANGED.notify_all()
+    return wrapper
+
+
+def running() -> int:
+    """How many runs of our algorithms are executing now (any thread)."""
+    with _RUNS_CHANGED:
+        return len(_RUNS)
+
+
+def stop_runs(timeout: float = 30.0) -> bool:
+    """Cancel every run of our algorithms in other threads and wait until each has returned.
+
+    Waiting sleeps on a condition, which releases Python's lock, so the runs' threads can
+    reach their next cancellation check (a tile) and return. False when ``timeout`` seconds
+    passed first. A run in this thread (further up the stack) cannot be waited for.
+    """
+    here = threading.get_ident()
+    with _RUNS_CHANGED:
+        for thread, feedback in _RUNS.values():
+            if thread != here and feedback is not None:
+                feedback.cancel()
+        return _RUNS_CHANGED.wait_for(lambda: all(t == here for t, _ in _RUNS.values()), timeout)
+
+
 class CloudMaskAlgorithm(QgsProcessingAlgorithm):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "processAlgorithm" in cls.__dict__:
-            cls.processAlgorithm = _ends_quietly_when_cancelled(cls.__dict__["processAlgorithm"])
+            cls.processAlgorithm = _counted(_ends_quietly_when_cancelled(cls.__dict__["processAlgorithm"]))
 
     def createInstance(self):
         return type(self)()

@@ -71,6 +71,14 @@ class SummaryStyler(QgsProcessingLayerPostProcessorInterface):
             layer.triggerRepaint()
 
 
+def write_summary(rows: list[batch.Row], out_dir: str) -> dict:
+    """The summary files; one in use (on Windows: loaded in QGIS) ends the run with what to do."""
+    try:
+        return summary.write_all(rows, out_dir)
+    except summary.SummaryInUseError as err:
+        raise QgsProcessingException(str(err)) from err
+
+
 class ImproveCloudMaskBatch(CloudMaskAlgorithm):
     def name(self):
         return "improvecloudmaskbatch"
@@ -223,12 +231,12 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
             if not rows:  # an earlier run's summary in the folder stays as it was
                 raise QgsProcessingException("Cancelled before the first product was done: nothing was "
                                              "written. Run again to start.") from None
-            written = summary.write_all(rows, out_dir)
+            written = write_summary(rows, out_dir)
             raise QgsProcessingException(
                 f"Cancelled after {len(rows)} of {len(items)} products: their masks and the summary "
                 f"({written['gpkg']}) are kept. Run again to do the rest.") from None
         season_results = self._season(rows, out_dir, area, parameters, context, feedback)
-        written = summary.write_all(rows, out_dir)
+        written = write_summary(rows, out_dir)
         failed = [r for r in rows if not r.ok]
         if failed:
             feedback.reportError(f"{len(failed)} of {len(rows)} product(s) failed; see the status column of "

@@ -177,7 +177,6 @@ class _Bar:
 
 def _batch(args) -> int:
     from . import area as area_mod
-    from .season import summary
     try:
         options = _options(args)
         season_settings = _season_settings(args)
@@ -201,20 +200,30 @@ def _batch(args) -> int:
             rows = _on_dask(items, options, args, area, bar)
     except KeyboardInterrupt as err:
         rows = getattr(err, "rows", rows)
-        summary.write_all(rows, args.out)
+        _write_summary(rows, args.out)
         print(f"\ncloudmask: interrupted; {len(rows)} of {len(items)} products finished (their masks are "
               "complete, no partial file is left). Run the same command again to do the rest.", file=sys.stderr)
         return EXIT_INTERRUPTED
     _season(rows, args, season_settings, area)
-    written = summary.write_all(rows, args.out)
-    print(f"cloudmask: summary {written['csv']} and {written['gpkg']}", file=sys.stderr)
+    written = _write_summary(rows, args.out)
     failed = [r for r in rows if not r.ok]
     if failed:
         print(f"cloudmask: {len(failed)} of {len(rows)} product(s) failed:", file=sys.stderr)
         for row in failed:
             print(f"  {row.input}: {row.error}", file=sys.stderr)
-        return EXIT_FAILED
-    return 0
+    return EXIT_FAILED if failed or written is None else 0
+
+
+def _write_summary(rows: list[batch.Row], out: str) -> dict | None:
+    """Write the summary and say where; None when a summary file was in use (said why)."""
+    from .season import summary
+    try:
+        written = summary.write_all(rows, out)
+    except summary.SummaryInUseError as err:
+        print(f"cloudmask: {err}", file=sys.stderr)
+        return None
+    print(f"cloudmask: summary {written['csv']} and {written['gpkg']}", file=sys.stderr)
+    return written
 
 
 def _on_dask(items, options, args, area, bar):

@@ -5,6 +5,11 @@ the sample data) is first written under a hidden temporary name in the target's
 own folder and moved onto the target with ``os.replace``, which is atomic and
 overwrites: a reader sees the old file or the complete new one, never half of
 one, and a failed or cancelled run leaves nothing behind.
+
+Windows refuses to replace or delete a file that a program has open (a layer
+loaded in QGIS, a CSV open in a spreadsheet). :func:`swap` and :func:`remove`
+turn that refusal into a :class:`FileInUseError` that names the file and says
+what to do, instead of a bare ``PermissionError``.
 """
 
 from __future__ import annotations
@@ -23,18 +28,71 @@ class OutputError(CloudMaskError, ValueError):
     """An output path cannot be written; the message says why and what to do."""
 
 
+RUN_AGAIN = "Then run again, or choose another output path."
+IN_FOLDER = "Then run again, or choose another output folder."
+INSTALL_AGAIN = "Then install the model again (or restart QGIS first)."
+
+
+class FileInUseError(OutputError):
+    """A file could not be replaced or deleted, typically because a program has it open."""
+
+    def __init__(self, path: str | os.PathLike, err: OSError, then: str = RUN_AGAIN,
+                 what: str = "Cannot write the output"):
+        self.path = str(path)
+        self.reason = err.strerror or str(err)
+        super().__init__(
+            f"{what} '{self.path}': {self.reason}. On Windows a file that a program has open cannot be "
+            "replaced or deleted: if it is loaded in QGIS, remove that layer from the "
+            "project; if another program has it open (a spreadsheet, an image viewer), close it there. "
+            + then)
+
+
 def partial_path(destination: str | os.PathLike, suffix: str = ".tif") -> str:
     """A fresh hidden name beside the destination (same folder, so the rename is atomic)."""
     folder, name = os.path.split(os.path.abspath(destination))
     return os.path.join(folder, f".{name}.partial-{uuid.uuid4().hex[:8]}{suffix}")
 
 
-def remove(path: str | os.PathLike) -> None:
-    """Remove a file that may not exist."""
+def remove(path: str | os.PathLike, then: str = RUN_AGAIN) -> None:
+    """Remove a file that may not exist; one that a program holds open is named (FileInUseError)."""
     try:
         os.remove(path)
     except FileNotFoundError:
         pass
+    except PermissionError as err:
+        raise FileInUseError(path, err, then, "Cannot delete") from err
+
+
+def discard(path: str | os.PathLike) -> None:
+    """Remove our own temporary file if it is there; a failure must not hide the error being handled."""
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def swap(tmp: str | os.PathLike, target: str | os.PathLike, then: str = RUN_AGAIN) -> None:
+    """Move a complete temporary file onto ``target`` (atomic); a target in use is named."""
+    try:
+        os.replace(tmp, target)
+    except PermissionError as err:
+        raise FileInUseError(target, err, then) from err
+
+
+def check_replaceable(path: str | os.PathLike, then: str = RUN_AGAIN) -> None:
+    """Refuse, before any work, an existing file that could not be replaced at the end.
+
+    There is no portable way to ask whether a program holds a file open, so the file is
+    renamed to a hidden name and straight back: exactly what Windows refuses for a file in use.
+    """
+    if not os.path.isfile(path):
+        return
+    aside = partial_path(path, ".probe")
+    try:
+        os.rename(path, aside)
+    except PermissionError as err:
+        raise FileInUseError(path, err, then) from err
+    os.rename(aside, path)
 
 
 @contextmanager
@@ -46,9 +104,9 @@ def replacing(target: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     tmp = Path(partial_path(target, suffix))
     try:
         yield tmp
-        os.replace(tmp, target)
+        swap(tmp, target)
     finally:
-        remove(tmp)
+        discard(tmp)
 
 
 @contextmanager
@@ -68,29 +126,32 @@ def atomic_outputs() -> Iterator[list[tuple[str, str]]]:
             committed.append(final)
     except BaseException:
         for final in committed:
-            remove(final)
-            remove(final + ".aux.xml")
+            discard(final)
+            discard(final + ".aux.xml")
         raise
     finally:
         for tmp, _ in pending:
-            remove(tmp)
-            remove(tmp + ".aux.xml")
+            discard(tmp)
+            discard(tmp + ".aux.xml")
 
 
 def stage(pending: list[tuple[str, str]], final: str) -> str:
-    """Register ``final`` with :func:`atomic_outputs` and return its temporary path."""
-    pending.append((partial_path(final), final))
+    """Register ``final`` with :func:`atomic_outputs` and return its temporary path (same
+    extension: GDAL picks the format by it)."""
+    pending.append((partial_path(final, os.path.splitext(final)[1] or ".tif"), final))
     return pending[-1][0]
 
 
 def _commit(tmp: str, final: str) -> None:
     try:
-        os.replace(tmp, final)
+        swap(tmp, final)
         # A stale sidecar would describe the old raster (statistics, categories).
         if os.path.exists(tmp + ".aux.xml"):
-            os.replace(tmp + ".aux.xml", final + ".aux.xml")
+            swap(tmp + ".aux.xml", final + ".aux.xml")
         else:
             remove(final + ".aux.xml")
+    except FileInUseError:
+        raise
     except OSError as err:
         raise OutputError(f"Cannot write the output '{final}': {err.strerror or err}. If another program "
                           "has it open, close it there (or remove the layer from the project) and run "
@@ -119,6 +180,7 @@ def check_destination(destination: str, inputs: list[str]) -> None:
     except OSError as err:
         raise OutputError(f"The output folder '{folder}' is not writable ({err.strerror or err}). "
                           "Choose an output path you can write to.") from err
+    check_replaceable(destination)  # a file in use would fail only after the whole run
 
 
 def require_distinct(outputs: list[str]) -> None:

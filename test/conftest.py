@@ -72,6 +72,14 @@ def provider(qgis_app, qgis_processing):
     registry.removeProvider("cloudmask")
 
 
+@pytest.fixture
+def windows_files(monkeypatch):
+    """Windows file semantics (test/windows_files.py): files loaded in ``QgsProject.instance()``
+    and files ``hold``-ed refuse rename, delete and writing, as Windows does for files in use."""
+    import windows_files as emulation
+    return emulation.patch(monkeypatch)
+
+
 _VIEWS = []  # the real layer tree views handed out, kept alive for the session
 
 

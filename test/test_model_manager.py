@@ -297,3 +297,31 @@ def test_converter_command_keeps_the_numpy_qgis_has():
     """numpy 1.x on QGIS 3.22, 2.x on 3.40 and later: the command must not swap it for another."""
     command = model_manager.converter_command(["onnxmltools", "lightgbm"])
     assert f"numpy=={np.__version__}" in shlex.split(command) and "numpy<" not in command
+
+
+def test_a_model_in_use_is_named_when_removing_or_replacing_it(qgis_app, qtbot, index, folders, windows_files):
+    """On Windows a model file that a run has open cannot be deleted or replaced (emulated by
+    ``windows_files``): the manager and the installer name it and leave everything as it was."""
+    from cloud_mask_improver.core.modelstore.cards import load_card
+    from cloud_mask_improver.core.staging import FileInUseError
+    models_dir, cache = folders
+    card_file = downloadable_card(models_dir, "test-in-use", index["onnx"], sha256(index["wheel"]))
+    model = models_dir / "test-in-use.onnx"
+    manager = ModelManagerDialog(models_dir=models_dir, cache=cache)
+    install_and_wait(qtbot, manager, "test-in-use")
+    windows_files.hold(model)
+    manager.select("test-in-use")
+    manager.remove_button.click()
+    text = manager.message.text()
+    assert str(model) in text and "being used by another process" in text and "remove the model again" in text
+    assert model.exists() and manager.listed()["test-in-use"] == "Installed"
+    # A damaged copy that a run still has open, repaired by the installer (setup, the command line).
+    windows_files.release(model)
+    model.write_bytes(b"damaged")
+    windows_files.hold(model)
+    with pytest.raises(FileInUseError) as refused:
+        installer.install(load_card(card_file), models_dir, cache, log=lambda _text: None,
+                          archive=cache / WHEEL)
+    assert str(model) in str(refused.value) and "install the model again" in str(refused.value)
+    assert model.read_bytes() == b"damaged"
+    assert sorted(p.name for p in models_dir.iterdir()) == ["test-in-use.json", "test-in-use.onnx"]

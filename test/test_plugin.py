@@ -1,21 +1,34 @@
 """The plugin as QGIS sees it: metadata, classFactory, GUI wiring, unload, qgis_process."""
 
 import configparser
+import gc
 import os
 import shutil
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
-from qgis.core import QgsApplication
+from qgis.core import (
+    QgsApplication,
+    QgsProcessingAlgRunnerTask,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProject,
+    QgsRasterLayer,
+)
+from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QFile
 from qgis.PyQt.QtGui import QIcon
+from samples import L1C_STACK, require
 
 import cloud_mask_improver
 from cloud_mask_improver import plugin as plugin_module
+from cloud_mask_improver.algorithms import base
 from cloud_mask_improver.algorithms.provider import CloudMaskProvider
 from cloud_mask_improver.core.runtime import home
+from cloud_mask_improver.ui import improve_run
 from cloud_mask_improver.ui.improve_dialog import ImproveDialog
 from cloud_mask_improver.ui.model_manager import ModelManagerDialog
 
@@ -207,6 +220,58 @@ def test_unload_closes_the_dialogs(gui):
     loaded.unload()
     assert loaded.dialogs == {}
     assert not any(dialog.isVisible() for dialog in dialogs)
+
+
+def test_unload_during_a_dialog_run_stops_it_and_keeps_what_its_task_uses(gui, qtbot, tmp_path):
+    """QGIS's Exit (and Plugin Reloader) unloads the plugin while a dialog's run goes on; QGIS 3.40
+    then crashed (signal 11). Unload must return only once our algorithm has stopped running in
+    the task's thread (QGIS deletes the provider next, then the process), and the run's context
+    and feedback, which the C++ task points at, must live until the task has ended."""
+    require(L1C_STACK)
+    stack = QgsRasterLayer(str(L1C_STACK), "S2 L1C sample")
+    QgsProject.instance().addMapLayer(stack)
+    loaded = cloud_mask_improver.classFactory(gui.iface)
+    loaded.initGui()
+    loaded.improve()
+    dialog = loaded.dialogs["improve"]
+    dialog.form.s2_layer.setLayer(stack)
+    dialog.form.cloud_models.setValue("ukis-6b-l1c")  # native resolution: many tiles
+    target = tmp_path / "mask.tif"
+    dialog.form.output.setFilePath(str(target))
+    kept = weakref.ref(dialog.run())  # the dialog holds the run until unload disposes of it
+    qtbot.waitUntil(lambda: kept().feedback.progress() > 0 or kept().done, timeout=120_000)
+    assert not kept().done, "the run ended before the plugin was unloaded"
+    try:
+        loaded.unload()
+        assert base.running() == 0  # no run of ours left executing in another thread
+        gc.collect()
+        assert kept() is not None and not sip.isdeleted(kept().context) and not sip.isdeleted(kept().feedback)
+        qtbot.waitUntil(lambda: not improve_run._UNFINISHED, timeout=60_000)  # the task has ended
+        assert not target.exists() and list(tmp_path.iterdir()) == []
+        assert [lyr.name() for lyr in QgsProject.instance().mapLayers().values()] == ["S2 L1C sample"]
+    finally:
+        QgsProject.instance().removeAllMapLayers()
+
+
+def test_unload_cancels_a_toolbox_run_of_its_algorithms(gui, qtbot, tmp_path):
+    """A run started from the toolbox (QGIS's own task) cannot go on once the plugin is gone."""
+    require(L1C_STACK)
+    loaded = cloud_mask_improver.classFactory(gui.iface)
+    loaded.initGui()
+    algorithm = registry().createAlgorithmById("cloudmask:improvecloudmask")
+    context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
+    target = tmp_path / "mask.tif"
+    parameters = {"S2_RASTER": str(L1C_STACK), "CLOUD_MODEL": "ukis-6b-l1c", "SHADOW_MODEL": "ukis-6b-l1c",
+                  "MASK": str(target)}
+    task = QgsProcessingAlgRunnerTask(algorithm, parameters, context, feedback)
+    ended = []
+    task.executed.connect(lambda ok, _results: ended.append(ok))
+    QgsApplication.taskManager().addTask(task)
+    qtbot.waitUntil(lambda: feedback.progress() > 0, timeout=120_000)
+    loaded.unload()
+    assert base.running() == 0 and feedback.isCanceled()
+    qtbot.waitUntil(lambda: bool(ended), timeout=60_000)
+    assert ended == [False] and not target.exists() and list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.skipif(QGIS_PROCESS is None, reason="qgis_process is not installed")

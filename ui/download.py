@@ -12,7 +12,6 @@ before it is moved there, exactly as setup's downloads are.
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from html.parser import HTMLParser
@@ -25,7 +24,7 @@ from qgis.PyQt.QtCore import QObject, QUrl, pyqtSignal
 from qgis.PyQt.QtNetwork import QNetworkReply, QNetworkRequest
 
 from ..core.modelstore.fetch import FetchError, PinnedRelease, index_url, sha256_of, verify
-from ..core.staging import partial_path, remove
+from ..core.staging import INSTALL_AGAIN, FileInUseError, partial_path, remove, swap
 
 
 def project_page(index: str, package: str) -> str:
@@ -154,7 +153,12 @@ class ReleaseDownload(QObject):
             remove(self.partial)
             self._fail(str(err))
             return
-        os.replace(self.partial, self.target)
+        try:
+            swap(self.partial, self.target, INSTALL_AGAIN)
+        except FileInUseError as err:
+            remove(self.partial)
+            self._fail(str(err))
+            return
         self._finish(str(self.target))
 
     def _finish(self, path: str) -> None:

@@ -28,6 +28,11 @@ from .improve_form import RESULT_PROPERTY, TEMPORARY
 PROBABILITIES = (("CLOUD_PROBABILITY", "cloud probability"), ("SHADOW_PROBABILITY", "shadow probability"),
                  ("CLOUD_UNCERTAINTY", "cloud uncertainty"))
 
+# Every run whose task has not ended. QgsProcessingAlgRunnerTask keeps only raw pointers to the
+# context and the feedback, which this Python object owns: a run dropped by its dialog (the plugin
+# unloaded, QGIS exiting) must not be freed while its task can still use them.
+_UNFINISHED: set = set()
+
 
 class ImproveRun:
     """One queued or running task, with what it needs to outlive the dialog call.
@@ -45,6 +50,8 @@ class ImproveRun:
         self.feedback = QgsProcessingFeedback()
         self.task = QgsProcessingAlgRunnerTask(algorithm, self.parameters, self.context, self.feedback)
         self.task.executed.connect(self._executed)
+        self.task.taskCompleted.connect(self._ended)
+        self.task.taskTerminated.connect(self._ended)
         self._finished = finished
         self.layers: list[QgsRasterLayer] = []
         self.results: dict = {}
@@ -55,7 +62,11 @@ class ImproveRun:
 
     def start(self, description: str) -> None:
         self.task.setDescription(description)
+        _UNFINISHED.add(self)
         QgsApplication.taskManager().addTask(self.task)
+
+    def _ended(self) -> None:
+        _UNFINISHED.discard(self)
 
     def cancel(self) -> None:
         if not self.done:
@@ -63,9 +74,10 @@ class ImproveRun:
             self.task.cancel()
 
     def forget(self) -> None:
-        """Cancel, and add nothing when it ends (the plugin is being unloaded)."""
+        """Cancel, and add nothing when it ends (the plugin is being unloaded). The run stays
+        referenced (``_UNFINISHED``) until its task has ended."""
         if not self.done:
-            self.task.executed.disconnect()
+            self.task.executed.disconnect(self._executed)
             self.cancel()
 
     def _executed(self, ok: bool, results: dict) -> None:

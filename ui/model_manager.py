@@ -42,6 +42,7 @@ from ..core.modelstore import installer
 from ..core.modelstore.cards import LEVELS, CardError, ModelCard, all_cards, card_to_json, parse_card
 from ..core.modelstore.fetch import sha256_of
 from ..core.runtime import deps, home
+from ..core.staging import FileInUseError
 from . import tasks
 from .download import ReleaseDownload
 from .gpu_support import GpuSupportBox
@@ -333,10 +334,15 @@ class ModelManagerDialog(QDialog):
 
     def remove_selected(self) -> None:
         card = self.selected_card()
-        if card is not None:
+        if card is None:
+            return
+        try:
             installer.remove(card, self.models_dir)
-            self.show_message(f"Removed {card.title}.")
-            tasks.EVENTS.models_changed.emit()
+        except FileInUseError as err:  # Windows: a run has the model file open
+            self.show_message(str(err), error=True)
+            return
+        self.show_message(f"Removed {card.title}.")
+        tasks.EVENTS.models_changed.emit()
 
     def import_model(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Import an ONNX model", "", "ONNX models (*.onnx)")

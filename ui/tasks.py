@@ -23,6 +23,7 @@ from ..core.modelstore import installer
 from ..core.modelstore.cards import CardError, ModelCard
 from ..core.modelstore.fetch import FetchError
 from ..core.runtime import deps, home, processes
+from ..core.staging import INSTALL_AGAIN, FileInUseError, swap
 from .proxy import proxy_url
 
 
@@ -182,7 +183,11 @@ class ModelInstallTask(QgsTask):
                 self.message = f"Installing {self.card.title} was cancelled; nothing was installed."
                 return False
             self.setProgress(90)
-            os.replace(staged, self.models_dir / self.card.file)
+            try:
+                swap(staged, self.models_dir / self.card.file, INSTALL_AGAIN)
+            except FileInUseError as err:  # Windows: the model being replaced is open in a run
+                self.message = f"Installing {self.card.title} failed: {err}"
+                return False
         self.ok, self.message = True, f"Installed {self.card.title}."
         return True
 

@@ -8,7 +8,6 @@ by the plugin's model manager.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tarfile
 import tempfile
@@ -17,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..runtime import home
+from ..staging import INSTALL_AGAIN, swap
+from ..staging import remove as remove_file
 from .cards import CardError, ModelCard, all_cards, verify_file
 from .fetch import FetchError, fetch_release
 
@@ -65,7 +66,7 @@ def install(card: ModelCard, models_dir: Path | None = None, cache: Path | None 
         elif src.convert:
             raise CardError(f"Model card '{card.id}' asks for unknown conversion '{src.convert}'.")
         verify_file(card, member)
-        os.replace(member, target)
+        swap(member, target, INSTALL_AGAIN)  # a model in use is named, not a bare PermissionError
     log(f"Installed {card.id} -> {target}")
     return target
 
@@ -92,6 +93,5 @@ def downloadable(models_dir: Path | None = None) -> list[ModelCard]:
 
 
 def remove(card: ModelCard, models_dir: Path | None = None) -> None:
-    path = (models_dir or home.models_dir()) / card.file
-    if path.exists():
-        path.unlink()
+    """Delete an installed model; one in use (on Windows: a run has it open) is named."""
+    remove_file((models_dir or home.models_dir()) / card.file, "Then remove the model again.")

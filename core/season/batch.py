@@ -41,7 +41,7 @@ from ..modelstore.fetch import sha256_of
 from ..progress import Cancelled, Feedback, Share
 from ..raster import raster_info
 from ..sentinel2 import product as safe
-from ..staging import OutputError, check_destination
+from ..staging import IN_FOLDER, OutputError, check_destination, check_replaceable, discard, remove, swap
 from . import discovery as products
 from . import layers as season_layers
 
@@ -169,6 +169,10 @@ def prepare_output_folder(out_dir: str) -> None:
             raise OutputError(f"Cannot create the output folder '{out_dir}' ({err.strerror or err}). "
                               "Choose a folder you can write to.") from err
     check_destination(os.path.join(out_dir, "summary.csv"), [])
+    # A summary in use (on Windows: loaded in QGIS, open in a spreadsheet) is said now, not
+    # after every product has run.
+    for name in ("summary.gpkg", "summary_fields.csv"):
+        check_replaceable(os.path.join(out_dir, name), IN_FOLDER)
 
 
 def plan_items(inputs: list[str], pattern: str = "") -> list[Item]:
@@ -246,11 +250,16 @@ def _read_record(path: str) -> dict | None:
 def _write_json(path: str, values: dict) -> None:
     """Atomic: a record is whole or absent."""
     folder = os.path.dirname(os.path.abspath(path))
-    with tempfile.NamedTemporaryFile("w", dir=folder, prefix=".record-", suffix=".json", delete=False,
-                                     encoding="utf-8") as handle:
-        json.dump(values, handle, indent=1, default=str)
-    os.chmod(handle.name, 0o644)  # NamedTemporaryFile makes it private; a mask's record is not
-    os.replace(handle.name, path)
+    tmp = ""
+    try:
+        with tempfile.NamedTemporaryFile("w", dir=folder, prefix=".record-", suffix=".json", delete=False,
+                                         encoding="utf-8") as handle:
+            tmp = handle.name
+            json.dump(values, handle, indent=1, default=str)
+        os.chmod(tmp, 0o644)  # NamedTemporaryFile makes it private; a mask's record is not
+        swap(tmp, path, IN_FOLDER)
+    finally:
+        discard(tmp)  # gone after the swap; left only when something failed
 
 
 # -- one product
@@ -317,10 +326,13 @@ def run_product(item: Item, options: BatchOptions, out_dir: str, area: area_mod.
 
 
 def _remove_stale(mask: str) -> None:
-    """An outdated mask and record go before the new run: never a new record on an old mask."""
-    for path in (record_path(mask), mask, mask + ".aux.xml", masked_path(mask), masked_path(mask) + ".aux.xml"):
-        if os.path.exists(path):
-            os.remove(path)
+    """An outdated mask and record go before the new run: never a new record on an old mask.
+
+    The mask goes first: one in use (on Windows: loaded in QGIS) fails the product now, named,
+    with its record still describing it.
+    """
+    for path in (mask, mask + ".aux.xml", masked_path(mask), masked_path(mask) + ".aux.xml", record_path(mask)):
+        remove(path, IN_FOLDER)
 
 
 def masked_path(mask: str) -> str:

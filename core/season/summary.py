@@ -5,7 +5,9 @@ so products of several UTM zones share one layer) and, with an area of
 several polygons, ``fields`` (one row per product x polygon, no geometry; join
 on ``mask``). The CSV files carry the same columns (footprint as WKT). Both
 are written to a temporary name and renamed, so a reader never sees half a
-summary.
+summary. A summary file that cannot be replaced (on Windows: loaded in QGIS, open
+in a spreadsheet) does not stop the others: :func:`write_all` writes what it can,
+then names the files in use.
 """
 
 from __future__ import annotations
@@ -15,8 +17,24 @@ import os
 
 from osgeo import gdal, ogr
 
+from ..staging import IN_FOLDER, FileInUseError, OutputError, discard, partial_path, swap
 from .batch import Row
 from .discovery import wgs84
+
+NAMES = {"csv": "summary.csv", "gpkg": "summary.gpkg", "fields_csv": "summary_fields.csv"}
+
+
+class SummaryInUseError(OutputError):
+    """Summary files that could not be replaced; every other output of the batch is written."""
+
+    def __init__(self, errors: list[FileInUseError]):
+        self.paths = [e.path for e in errors]
+        names = ", ".join(f"'{p}'" for p in self.paths)
+        super().__init__(
+            f"The masks are written, but the summary could not replace {names}: {errors[0].reason}. On Windows a file that a program has open "
+            "cannot be replaced: if it is loaded in QGIS, remove that layer from the project; if a spreadsheet "
+            "has it open, close it there. Then run again (the masks already made are kept, so only the "
+            "summary is written), or choose another output folder.")
 
 COLUMNS = ("sensed", "tile", "level", "baseline", "product", "status", "error", "reused",
            "clear_fraction", "cloud_fraction", "shadow_fraction", "valid_pixels",
@@ -48,14 +66,17 @@ def field_rows(rows: list[Row]) -> list[dict]:
 
 
 def write_csv(rows: list[Row], path: str) -> str:
-    tmp = path + ".partial"
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow((*COLUMNS, "footprint"))
-        for row in sort_rows(rows):
-            values = row.as_dict()
-            writer.writerow([_cell(values[c]) for c in COLUMNS] + [row.footprint])
-    os.replace(tmp, path)
+    tmp = partial_path(path, ".csv")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow((*COLUMNS, "footprint"))
+            for row in sort_rows(rows):
+                values = row.as_dict()
+                writer.writerow([_cell(values[c]) for c in COLUMNS] + [row.footprint])
+        swap(tmp, path, IN_FOLDER)
+    finally:
+        discard(tmp)
     return path
 
 
@@ -63,13 +84,16 @@ def write_fields_csv(rows: list[Row], path: str) -> str | None:
     table = field_rows(sort_rows(rows))
     if not table:
         return None
-    tmp = path + ".partial"
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=FIELD_COLUMNS)
-        writer.writeheader()
-        for values in table:
-            writer.writerow({k: _cell(v) for k, v in values.items()})
-    os.replace(tmp, path)
+    tmp = partial_path(path, ".csv")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=FIELD_COLUMNS)
+            writer.writeheader()
+            for values in table:
+                writer.writerow({k: _cell(v) for k, v in values.items()})
+        swap(tmp, path, IN_FOLDER)
+    finally:
+        discard(tmp)
     return path
 
 
@@ -85,9 +109,16 @@ def _cell(value):
 
 def write_gpkg(rows: list[Row], path: str) -> str:
     """Layer ``summary`` (footprints) and, when there are per-field rows, layer ``fields``."""
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), "." + os.path.basename(path) + ".partial.gpkg")
-    if os.path.exists(tmp):
-        os.remove(tmp)
+    tmp = partial_path(path, ".gpkg")
+    try:
+        _write_layers(rows, path, tmp)
+        swap(tmp, path, IN_FOLDER)
+    finally:
+        discard(tmp)
+    return path
+
+
+def _write_layers(rows: list[Row], path: str, tmp: str) -> None:
     gdal.ErrorReset()
     ds = ogr.GetDriverByName("GPKG").CreateDataSource(tmp)
     if ds is None:
@@ -117,9 +148,7 @@ def write_gpkg(rows: list[Row], path: str) -> str:
                 _set(feature, column, values[column])
             per_field.CreateFeature(feature)
         per_field.CommitTransaction()
-    ds = None
-    os.replace(tmp, path)
-    return path
+    ds = None  # closed: the file is complete before it is renamed
 
 
 def _set(feature: ogr.Feature, column: str, value) -> None:
@@ -132,10 +161,21 @@ def _set(feature: ogr.Feature, column: str, value) -> None:
 
 
 def write_all(rows: list[Row], out_dir: str) -> dict[str, str]:
-    """summary.csv, summary.gpkg and (with per-field rows) summary_fields.csv in ``out_dir``."""
-    written = {"csv": write_csv(rows, os.path.join(out_dir, "summary.csv")),
-               "gpkg": write_gpkg(rows, os.path.join(out_dir, "summary.gpkg"))}
-    fields_csv = write_fields_csv(rows, os.path.join(out_dir, "summary_fields.csv"))
-    if fields_csv:
-        written["fields_csv"] = fields_csv
+    """summary.csv, summary.gpkg and (with per-field rows) summary_fields.csv in ``out_dir``.
+
+    Each is written on its own: one in use (SummaryInUseError, raised at the end) does not
+    keep the others from being written.
+    """
+    writers = {"csv": write_csv, "gpkg": write_gpkg, "fields_csv": write_fields_csv}
+    written, in_use = {}, []
+    for key, write in writers.items():
+        try:
+            path = write(rows, os.path.join(out_dir, NAMES[key]))
+        except FileInUseError as err:
+            in_use.append(err)
+            continue
+        if path:
+            written[key] = path
+    if in_use:
+        raise SummaryInUseError(in_use)
     return written

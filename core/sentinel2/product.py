@@ -24,6 +24,7 @@ from osgeo import gdal
 
 from ..bands import ALL_BANDS, FARMVIBES_BANDS
 from ..raster import GTIFF_OPTIONS, RasterError, gdal_try, require_geotiff_name, write_array
+from ..staging import atomic_outputs, check_replaceable, discard, partial_path, stage
 
 # Native resolution of each band (metres).
 NATIVE = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20,
@@ -353,11 +354,15 @@ def _source_xml(path: str, grid: Grid, resampling: str, nodata: float | None) ->
     # JPEG2000 files carry wavelet resolution levels that GDAL would read as overviews when
     # downsampling; OVERVIEW_LEVEL=NONE makes "average" a true block mean, as ESA's copies are.
     return (f'<ComplexSource resampling="{resampling}">'
-            f'<SourceFilename relativeToVRT="0">{escape(path)}</SourceFilename>'
+            f"{_source_name(path)}"
             '<OpenOptions><OOI key="OVERVIEW_LEVEL">NONE</OOI></OpenOptions><SourceBand>1</SourceBand>'
             f'<SrcRect xOff="{src[0]:.10g}" yOff="{src[1]:.10g}" xSize="{src[2]:.10g}" ySize="{src[3]:.10g}"/>'
             f'<DstRect xOff="0" yOff="0" xSize="{grid.width}" ySize="{grid.height}"/>{nodata_xml}'
             "</ComplexSource>")
+
+
+def _source_name(path: str) -> str:
+    return f'<SourceFilename relativeToVRT="0">{escape(path)}</SourceFilename>'
 
 
 def _vrt_xml(grid: Grid, bands: list[tuple[str, str, str]], data_type: str, nodata: float | None,
@@ -465,10 +470,15 @@ def _coded_classi(path: str, out_path: str) -> str:
     return out_path
 
 
-def write_product_mask(product: Product, out_path: str, grid: Grid) -> str:
+def write_product_mask(product: Product, out_path: str, grid: Grid, pending: list | None = None) -> str:
     """The product's mask on ``grid`` (nearest), coded as SCL: the L2A SCL itself; for L1C its
     MSK_CLASSI as 9 opaque cloud, 10 cirrus, 11 snow, 7 nothing flagged. Metadata item
-    ``PRODUCT_MASK_KIND=scl`` tells the improve algorithms how to read it."""
+    ``PRODUCT_MASK_KIND=scl`` tells the improve algorithms how to read it.
+
+    With ``pending`` (``staging.atomic_outputs``) every file is written beside its final name
+    and renamed into place with the run's other outputs; without it, straight to ``out_path``.
+    """
+    classi_tmp = ""
     if product.level == "L2A":
         source = _band_file(product, "SCL", max(grid.resolution, 20))[0]
     else:
@@ -476,14 +486,25 @@ def write_product_mask(product: Product, out_path: str, grid: Grid) -> str:
         if classi is None:
             raise NoProductMask("This L1C product has no raster cloud mask (MSK_CLASSI_B00.jp2 comes "
                                "with baseline 04.00 and later). Run without a product mask.")
-        # The recoded mask must be a file the VRT can point at: it stays beside a VRT output.
-        source = _coded_classi(classi, os.path.splitext(out_path)[0] + "_classi.tif")
+        # A VRT output reads the recoded mask at its final name beside it; a GeoTIFF copies it in,
+        # so it is only a temporary file then.
+        if out_path.lower().endswith(".vrt"):
+            final = os.path.splitext(out_path)[0] + "_classi.tif"
+            source = stage(pending, final) if pending is not None else final
+        else:
+            source = classi_tmp = partial_path(out_path)
+        _coded_classi(classi, source)
     metadata = {MASK_KIND_KEY: "scl", "S2_PRODUCT": product.metadata_path,
                 "PROCESSING_BASELINE": product.baseline}
     xml = _vrt_xml(grid, [("SCL", source, "nearest")], "Byte", SCL_NODATA, metadata)
-    _write(xml, out_path)
-    if product.level == "L1C" and not out_path.lower().endswith(".vrt"):
-        os.remove(source)  # copied into the GeoTIFF
+    if product.level == "L1C" and out_path.lower().endswith(".vrt"):
+        # Built from the staged file (it must be read), the VRT points at the name it will have.
+        xml = xml.replace(_source_name(source), _source_name(final))
+    write_to = stage(pending, out_path) if pending is not None else out_path
+    try:
+        _write(xml, write_to)
+    finally:
+        discard(classi_tmp)
     return out_path
 
 
@@ -499,15 +520,19 @@ def prepare(source: str, stack_path: str, mask_path: str | None = None, resoluti
     for path in (stack_path, mask_path):
         if path and not path.lower().endswith(".vrt"):  # a VRT is written as one
             require_geotiff_name(path)
+        if path:
+            check_replaceable(path)  # in use (on Windows: loaded in QGIS): said before any work
     product = read_product(source)
     grid = product_grid(product, resolution, bounds)
-    if mask_path:
-        try:
-            write_product_mask(product, mask_path, grid)
-        except NoProductMask:
-            mask_path = None
-    extra = {PRODUCT_MASK_KEY: os.path.abspath(mask_path)} if mask_path else {}
-    write_stack(product, stack_path, grid, source, extra)
+    # Both files appear together when both are complete, never one of them or half of one.
+    with atomic_outputs() as pending:
+        if mask_path:
+            try:
+                write_product_mask(product, mask_path, grid, pending)
+            except NoProductMask:
+                mask_path = None
+        extra = {PRODUCT_MASK_KEY: os.path.abspath(mask_path)} if mask_path else {}
+        write_stack(product, stage(pending, stack_path), grid, source, extra)
     return product, mask_path
 
 
