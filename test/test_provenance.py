@@ -193,3 +193,121 @@ def test_categories_of_a_small_block():
     assert pv.categories(bits, dilated, final).tolist() == [[
         pv.DILATION, pv.PRODUCT, pv.CLOUD_MODEL, pv.SHADOW_MODEL, pv.BOTH, pv.CLOUD_MODEL,
         pv.FILLED, pv.CLEARED, pv.NODATA]]
+
+
+# -- as users run it: toolbox, a model, qgis_process, the layer QGIS loads
+
+SAMPLE_PARAMS = {"CLOUD_MODEL": MODEL, "SHADOW_MODEL": MODEL, "CLOUD_THR": THR, "SHADOW_THR": THR}
+
+
+@pytest.fixture(scope="module")
+def toolbox(provider, tmp_path_factory):
+    import processing
+    require(L1C_STACK, PRODUCT_MASK)
+    folder = tmp_path_factory.mktemp("toolbox")
+    result = processing.run("cloudmask:improvecloudmask", {
+        "S2_RASTER": str(L1C_STACK), "PRODUCT_MASK": str(PRODUCT_MASK), "MASK": str(folder / "mask.tif"),
+        "SOURCE": str(folder / "source.tif"), **SAMPLE_PARAMS})
+    return folder, result
+
+
+def test_toolbox_writes_source_and_its_figures(toolbox):
+    folder, result = toolbox
+    assert result["SOURCE"] == str(folder / "source.tif")
+    source, mask = read(folder / "source.tif"), read(folder / "mask.tif")
+    assert set(np.unique(source)) == {pv.CLEAR, pv.BOTH, pv.CLOUD_MODEL, pv.PRODUCT, pv.SHADOW_MODEL, pv.DILATION}
+    assert np.array_equal(mask == mg.CLEAR, source == pv.CLEAR)
+    for name in pv.FIGURES:
+        assert 0.0 <= result[name] <= 1.0
+    assert result["MASKED_FRACTION"] == pytest.approx(result["CLOUD_FRACTION"] + result["SHADOW_FRACTION"])
+    assert result["PRODUCT_MASK_FRACTION"] == pytest.approx((read(PRODUCT_MASK) == 1).mean())
+
+
+def test_without_source_the_toolbox_gives_no_figures(provider, tmp_path):
+    import processing
+    result = processing.run("cloudmask:improvecloudmask", {
+        "S2_RASTER": str(L1C_STACK), "PRODUCT_MASK": str(PRODUCT_MASK), "MASK": str(tmp_path / "m.tif"),
+        **SAMPLE_PARAMS})
+    assert result.get("SOURCE") is None and result.get("MASKED_FRACTION") is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tif", "m.tif.aux.xml"]
+
+
+def test_ensemble_writes_source(provider, toolbox, tmp_path):
+    import processing
+    result = processing.run("cloudmask:improvecloudmaskensemble", {
+        "S2_RASTER": str(L1C_STACK), "PRODUCT_MASK": str(PRODUCT_MASK), "CLOUD_MODELS": "ukis-6b-l1c,ukis-4b-l1c",
+        "SHADOW_MODEL": MODEL, "CLOUD_THR": THR, "SHADOW_THR": THR, "MASK": str(tmp_path / "m.tif"),
+        "SOURCE": str(tmp_path / "s.tif")})
+    source, mask = read(tmp_path / "s.tif"), read(tmp_path / "m.tif")
+    assert np.array_equal(np.isin(mask, [mg.CLOUD, mg.SHADOW]), (source >= pv.BOTH) & (source <= pv.FILLED))
+    assert (source == pv.CLOUD_MODEL).any() and result["MODEL_ADDED_FRACTION"] > 0
+
+
+def test_a_model_with_the_source_output(provider, toolbox, tmp_path):
+    """The graphical modeler: SOURCE as a model output of an Improve cloud mask step."""
+    import processing
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelOutput,
+    )
+    model = QgsProcessingModelAlgorithm("provenance", "tests")
+    child = QgsProcessingModelChildAlgorithm("cloudmask:improvecloudmask")
+    child.setChildId("improve")
+    for name, value in {"S2_RASTER": str(L1C_STACK), "PRODUCT_MASK": str(PRODUCT_MASK), **SAMPLE_PARAMS}.items():
+        child.addParameterSources(name, [QgsProcessingModelChildParameterSource.fromStaticValue(value)])
+    outputs = {}
+    for name in ("MASK", "SOURCE"):
+        output = QgsProcessingModelOutput(name.lower(), name.lower())
+        output.setChildId("improve")
+        output.setChildOutputName(name)
+        outputs[name.lower()] = output
+    child.setModelOutputs(outputs)
+    model.addChildAlgorithm(child)
+    result = processing.run(model, {"improve:mask": str(tmp_path / "m.tif"), "improve:source": str(tmp_path / "s.tif")})
+    assert result["improve:source"] == str(tmp_path / "s.tif")
+    assert np.array_equal(read(tmp_path / "s.tif"), read(toolbox[0] / "source.tif"))
+
+
+def test_qgis_process_writes_the_same_source(plugin_dir, toolbox, tmp_path):
+    import json
+    import os
+    import shutil
+    import subprocess
+    exe = shutil.which("qgis_process.bin") or shutil.which("qgis_process")
+    env = dict(os.environ, QGIS_PLUGINPATH=str(plugin_dir), QT_QPA_PLATFORM="offscreen",
+               QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "profile"))
+    subprocess.run([exe, "plugins", "enable", "cloud_mask_improver"], env=env, capture_output=True, check=True)
+    args = [f"{k}={v}" for k, v in SAMPLE_PARAMS.items()]
+    done = subprocess.run([exe, "run", "cloudmask:improvecloudmask", "--json", "--", f"S2_RASTER={L1C_STACK}",
+                           f"PRODUCT_MASK={PRODUCT_MASK}", f"MASK={tmp_path / 'm.tif'}",
+                           f"SOURCE={tmp_path / 's.tif'}", *args],
+                          check=False, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    results = json.loads(done.stdout[done.stdout.index("{"):])["results"]
+    assert np.array_equal(read(tmp_path / "s.tif"), read(toolbox[0] / "source.tif"))
+    assert results["DILATION_FRACTION"] == pytest.approx(toolbox[1]["DILATION_FRACTION"])
+
+
+def test_the_loaded_source_layer_gets_its_legend(provider, qgis_iface, tmp_path):
+    import processing
+    from qgis.core import QgsPalettedRasterRenderer, QgsProject
+
+    from cloud_mask_improver.algorithms.styling import pending_stylers
+
+    for run in range(2):  # a new post-processor per output per run: the second run is styled too
+        result = processing.runAndLoadResults("cloudmask:improvecloudmask", {
+            "S2_RASTER": str(L1C_STACK), "PRODUCT_MASK": str(PRODUCT_MASK), "MASK": str(tmp_path / f"m{run}.tif"),
+            "SOURCE": str(tmp_path / f"s{run}.tif"), **SAMPLE_PARAMS})
+        layers = [lyr for lyr in QgsProject.instance().mapLayers().values() if lyr.source() == result["SOURCE"]]
+        try:
+            assert len(layers) == 1
+            renderer = layers[0].renderer()
+            assert isinstance(renderer, QgsPalettedRasterRenderer)
+            labels = {c.value: c.label for c in renderer.classes()}
+            assert labels == {v: pv.NAMES[v] for v in range(8)}
+            assert renderer.classes()[pv.CLEAR].color.alpha() == 0  # the imagery shows through clear
+        finally:
+            QgsProject.instance().removeAllMapLayers()
+    assert pending_stylers() == 0
