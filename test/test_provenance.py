@@ -311,3 +311,18 @@ def test_the_loaded_source_layer_gets_its_legend(provider, qgis_iface, tmp_path)
         finally:
             QgsProject.instance().removeAllMapLayers()
     assert pending_stylers() == 0
+
+
+def test_an_extent_gives_the_whole_scene_source_there(provider, toolbox, tmp_path):
+    """With an extent only the tiles it needs run; its SOURCE pixels equal the whole scene's,
+    and the figures are those of the extent."""
+    import processing
+    x0, y0 = 290040.0, 4985040.0
+    cols, rows = slice(100, 300), slice(200, 500)
+    extent = f"{x0 + 10 * cols.start},{x0 + 10 * cols.stop},{y0 - 10 * rows.stop},{y0 - 10 * rows.start} [EPSG:32633]"
+    result = processing.run("cloudmask:improvecloudmask", {
+        "S2_RASTER": str(L1C_STACK), "PRODUCT_MASK": str(PRODUCT_MASK), "EXTENT": extent,
+        "MASK": str(tmp_path / "m.tif"), "SOURCE": str(tmp_path / "s.tif"), **SAMPLE_PARAMS})
+    whole = read(toolbox[0] / "source.tif")[rows, cols]
+    assert np.array_equal(read(tmp_path / "s.tif"), whole)
+    assert result["DILATION_FRACTION"] == pytest.approx((whole == pv.DILATION).mean())
