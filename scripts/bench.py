@@ -33,6 +33,9 @@
    tile with the network replaced by a stand-in that costs nothing, set up as on a GPU,
    with only the mask written and with the probabilities kept: what a GPU run's CPU side
    costs, measurable on any machine.
+10. Provenance: the real sample scene (856 x 512, its product mask, the default L1C
+   model) through ``core.pipeline.improve`` with and without the ``SOURCE`` output,
+   alternated, best of 5 each: what writing which source flagged each pixel costs.
 
 Synthetic rasters are generated once into ``bench/cache/`` (git-ignored; the
 full tile is 2.9 GB). Timings depend on what else runs on the machine: the
@@ -73,6 +76,7 @@ from cloud_mask_improver.core.runtime import deps
 
 deps.ensure_on_path()
 
+from cloud_mask_improver.core import merge as mg
 from cloud_mask_improver.core import pipeline
 from cloud_mask_improver.core.bands import FARMVIBES_BANDS
 from cloud_mask_improver.core.engine import EngineSettings
@@ -447,7 +451,7 @@ def table(r: dict) -> str:
     rows = []
     for key, make in (("overhead", _overhead_rows), ("ensemble", _ensemble_rows), ("memory", _memory_rows),
                       ("scaling", _scaling_rows), ("merge", _merge_rows), ("batch", _batch_rows),
-                      ("floor", _floor_rows), ("gpu", _gpu_rows)):
+                      ("floor", _floor_rows), ("gpu", _gpu_rows), ("provenance", _provenance_rows)):
         if key in r:
             rows += make(r[key])
     widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
@@ -518,6 +522,35 @@ def _gpu_rows(g: dict) -> list[tuple]:
     return rows
 
 
+def provenance_figure(folder: str, repeats: int = 5) -> dict:
+    """Figure 10: the sample scene improved with and without SOURCE, alternated."""
+    sample = ROOT / "test" / "data" / "sample"
+
+    def one(source: bool) -> Clock:
+        name = os.path.join(folder, f"p{time.monotonic_ns()}")
+        request = pipeline.ImproveRequest(
+            pipeline.ProbabilityRequest(str(sample / "s2_l1c_13band.tif")), str(sample / "product_mask.tif"),
+            mg.MergeSettings(), mask=name + "_mask.tif", source=name + "_source.tif" if source else None)
+        with Clock() as clock:
+            pipeline.improve(request)
+        return clock
+
+    one(False)  # warm-up: the model loaded, the files cached
+    plain, with_source = [], []
+    for _ in range(repeats):
+        plain.append(one(False))
+        with_source.append(one(True))
+    (plain_s, plain_cpu), (source_s, source_cpu) = best(plain), best(with_source)
+    return {"plain_s": plain_s, "plain_cpu_s": plain_cpu, "source_s": source_s, "source_cpu_s": source_cpu}
+
+
+def _provenance_rows(p: dict) -> list[tuple]:
+    ratio = p["source_s"] / p["plain_s"]
+    return [("10 provenance", "sample 856 x 512, improve with SOURCE vs without",
+             (f"{p['source_s']:.2f} s vs {p['plain_s']:.2f} s (x{ratio:.3f}); cpu {p['source_cpu_s']:.2f} s vs "
+             f"{p['plain_cpu_s']:.2f} s"), "< 1.10x", ratio < 1.10)]
+
+
 def _save(results: dict) -> None:
     (RESULTS / "results.json").write_text(json.dumps(results, indent=1, default=str))
 
@@ -526,7 +559,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, to try the benchmark out")
     parser.add_argument("--no-in-memory", action="store_true", help="skip the IN_MEMORY runs")
-    parser.add_argument("--figures", default="1,2,3,4,5,6,7,9",
+    parser.add_argument("--figures", default="1,2,3,4,5,6,7,9,10",
                         help="which figures to measure, e.g. 1,2,5 (3 and 4 are measured together)")
     parser.add_argument("--gpu", action="store_true", help="also figure 8: a full tile on the GPU")
     args = parser.parse_args()
@@ -578,6 +611,10 @@ def main() -> int:
         if "9" in figures:
             print("bench: 9 besides the network ...", flush=True)
             results["floor"] = floor_figure(s2_raster(sizes["full"]), product_mask(sizes["full"]), folder)
+            _save(results)
+        if "10" in figures:
+            print("bench: 10 provenance ...", flush=True)
+            results["provenance"] = provenance_figure(folder)
             _save(results)
         if "8" in figures:
             print("bench: 8 full tile on the GPU ...", flush=True)
