@@ -545,10 +545,12 @@ def provenance_figure(folder: str, repeats: int = 5) -> dict:
 
 
 def _provenance_rows(p: dict) -> list[tuple]:
-    ratio = p["source_s"] / p["plain_s"]
+    # Judged on CPU time: on a shared machine the wall time of a 3 s run mostly says how
+    # busy the other programs were.
+    ratio, cpu_ratio = p["source_s"] / p["plain_s"], p["source_cpu_s"] / p["plain_cpu_s"]
     return [("10 provenance", "sample 856 x 512, improve with SOURCE vs without",
              (f"{p['source_s']:.2f} s vs {p['plain_s']:.2f} s (x{ratio:.3f}); cpu {p['source_cpu_s']:.2f} s vs "
-             f"{p['plain_cpu_s']:.2f} s"), "< 1.10x", ratio < 1.10)]
+              f"{p['plain_cpu_s']:.2f} s (x{cpu_ratio:.3f})"), "cpu < 1.10x", cpu_ratio < 1.10)]
 
 
 def _save(results: dict) -> None:
@@ -580,11 +582,12 @@ def main() -> int:
     app, provider = start_qgis()
     RESULTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cloudmask-bench-") as folder:
-        print("bench: generating rasters (once, into bench/cache/) ...", flush=True)
-        for size in {sizes["overhead"], sizes["ensemble"], sizes["small"], sizes["full"], *sizes["scaling"]}:
-            s2_raster(size)
-        for size in (sizes["small"], sizes["full"]):
-            product_mask(size)
+        if figures & {"1", "2", "3", "4", "5", "9"}:  # figure 10 alone needs none (2.9 GB for the full tile)
+            print("bench: generating rasters (once, into bench/cache/) ...", flush=True)
+            for size in {sizes["overhead"], sizes["ensemble"], sizes["small"], sizes["full"], *sizes["scaling"]}:
+                s2_raster(size)
+            for size in (sizes["small"], sizes["full"]):
+                product_mask(size)
         if "1" in figures:
             print("bench: 1 overhead ...", flush=True)
             results["overhead"] = overhead(sizes["overhead"], repeats + (0 if args.quick else 1), folder)
