@@ -85,9 +85,10 @@ def source_bits(valid: np.ndarray, product: mg.ProductMask | None, model_cloud: 
 def categories(bits: np.ndarray, dilated: np.ndarray, final: np.ndarray | None = None) -> np.ndarray:
     """SOURCE of a window: from its source bits, the mask after dilation and the final mask
     (after the minimum area; None: the same as ``dilated``, no minimum area)."""
-    final = dilated if final is None else final
-    flagged_before = _flagged(dilated)
-    out = np.where(flagged_before, _BY_BITS[(bits >> 3) & 7], np.uint8(CLEAR)).astype(np.uint8)
+    out = np.where(_flagged(dilated), _BY_BITS[(bits >> 3) & 7], np.uint8(CLEAR))
+    if final is None:  # nothing filled or cleared: only nodata to carry over
+        out[dilated == mg.NODATA] = NODATA
+        return out
     return adjust_for_min_area(out, dilated, final)
 
 
