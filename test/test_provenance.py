@@ -326,3 +326,14 @@ def test_an_extent_gives_the_whole_scene_source_there(provider, toolbox, tmp_pat
     whole = read(toolbox[0] / "source.tif")[rows, cols]
     assert np.array_equal(read(tmp_path / "s.tif"), whole)
     assert result["DILATION_FRACTION"] == pytest.approx((whole == pv.DILATION).mean())
+
+
+@pytest.mark.parametrize("name, said", [("source.gpkg", "GeoTIFF"), ("missing/source.tif", "does not exist")])
+def test_a_source_that_cannot_be_written_is_refused_before_any_work(provider, tmp_path, name, said):
+    import processing
+    from qgis.core import QgsProcessingException
+    with pytest.raises(QgsProcessingException, match=said):
+        processing.run("cloudmask:improvecloudmask", {
+            "S2_RASTER": str(L1C_STACK), "PRODUCT_MASK": str(PRODUCT_MASK), "MASK": str(tmp_path / "m.tif"),
+            "SOURCE": str(tmp_path / name), **SAMPLE_PARAMS})
+    assert not list(tmp_path.iterdir())  # no mask either: nothing was run
