@@ -29,5 +29,7 @@ lint:
 bench: setup
 	$(PY) scripts/bench.py $(if $(filter 1,$(GPU)),--gpu)
 
+# A release zip for plugins.qgis.org (refused while pyproject.toml lacks the contact addresses);
+# `make zip DEV=1` builds one without them, for a local *Install from ZIP*.
 zip: setup
-	@bash scripts/zip.sh
+	@bash scripts/zip.sh $(if $(filter 1,$(DEV)),--dev)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 from qgis.core import (
     QgsClassificationRange,
     QgsFillSymbol,
@@ -10,9 +13,11 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingOutputMultipleLayers,
     QgsProcessingOutputVectorLayer,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterFileDestination,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterNumber,
@@ -22,9 +27,11 @@ from qgis.core import (
 from qgis.PyQt import sip
 
 from ..core import area as area_mod
+from ..core.bands import parse_band_list
 from ..core.progress import Cancelled
-from ..core.season import batch, summary
-from .base import CloudMaskAlgorithm, QgisFeedback, run_engine
+from ..core.season import batch, layers, report, summary
+from ..core.staging import check_destination, replacing
+from .base import CloudMaskAlgorithm, QgisFeedback, run_engine, with_help
 from .widgets import use_widgets
 
 # Clear fraction classes: the clear dates stand out in green.
@@ -88,7 +95,21 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
             "row with the reason; the others go on. Products already done with the same parameters are "
             "kept, so a second run only does what is new or failed. In a folder, the masks of an earlier run "
             "and the product mask beside a prepared stack are not taken for products.\n"
-            "The summary is styled by clear fraction: green dates are clear.")
+            "Masked imagery: optionally, beside each mask, the product's bands (all, or those listed) with "
+            "cloud, shadow and nodata set to nodata, named <mask name>_masked.tif; kept on a rerun.\n"
+            "The summary is styled by clear fraction: green dates are clear.\n\n"
+            "Season layers, per tile (in the output folder): season_<tile>_valid.tif (dates with data), "
+            "_clear.tif (clear dates), _cloud_frequency.tif (cloudy dates / dates with data) and "
+            "_persistent.tif: pixels called cloud on nearly every date (at least the share of dates under "
+            "advanced parameters, 90 % by default, with at least 5 dates with data). Real clouds move, so "
+            "these are most likely bright ground taken for cloud (sand, snow, greenhouses, roofs). The "
+            "summary's column persistent_cloud_share gives, per product and field, how much of its cloud "
+            "lies on them; the log says when it is large, as that date's clear fraction is then too low.\n"
+            "Season report (season_report.html in the output folder, and where 'Season report' says; "
+            "opened in the Results Viewer): the clear fraction per date "
+            "as a chart (needs matplotlib), the dates ranked by clear fraction in the fields, the season "
+            "layers' figures and a small picture of each date with its mask. It is one file that opens "
+            "offline.")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterMultipleLayers(
@@ -116,7 +137,15 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
             "NODATA_OUTSIDE_AREA", "Nodata outside the area's polygons", defaultValue=False))
         self.add_advanced(QgsProcessingParameterBoolean(
             "FORCE", "Redo products already done with the same parameters", defaultValue=False))
+        self.addParameter(with_help(QgsProcessingParameterBoolean(
+            "WRITE_MASKED", "Also write each product's imagery with its mask applied", defaultValue=False),
+            "Beside each mask, <mask name>_masked.tif: the product's bands with cloud, shadow and nodata "
+            "set to nodata (as Apply cloud mask does)."))
+        self.add_advanced(with_help(QgsProcessingParameterString(
+            "MASKED_BANDS", "Bands of the masked imagery (empty: all)", optional=True),
+            "Sentinel-2 band names, comma-separated, e.g. B02,B03,B04,B08."))
         self.addOutput(QgsProcessingOutputVectorLayer("SUMMARY", "Summary", QgsProcessing.SourceType.TypeVectorPolygon))
+        self._add_season_parameters()
         use_widgets(self)  # the model and band pickers in the Processing dialogs
 
     def _area(self, parameters, context):
@@ -151,7 +180,9 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
             in_memory=self.parameterAsBool(parameters, "IN_MEMORY", context),
             product_kind=settings.product_kind, dilation=settings.dilation, min_area=settings.min_area,
             output_mode=settings.output_mode,
-            blank_outside=self.parameterAsBool(parameters, "NODATA_OUTSIDE_AREA", context))
+            blank_outside=self.parameterAsBool(parameters, "NODATA_OUTSIDE_AREA", context),
+            masked=self.parameterAsBool(parameters, "WRITE_MASKED", context),
+            masked_bands=self.parameterAsString(parameters, "MASKED_BANDS", context).strip())
 
     def processAlgorithm(self, parameters, context, feedback):
         inputs = self.parameterAsFileList(parameters, "INPUTS", context)
@@ -163,7 +194,9 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
 
         def plan(_):
             batch.prepare_output_folder(out_dir)
+            self._check_report(parameters, context)
             options.settings().validate()
+            parse_band_list(options.masked_bands)  # a typo fails here, not in every product
             return batch.plan_items(inputs, pattern)
         items = run_engine(plan, feedback)
         if not items:
@@ -194,6 +227,7 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
             raise QgsProcessingException(
                 f"Cancelled after {len(rows)} of {len(items)} products: their masks and the summary "
                 f"({written['gpkg']}) are kept. Run again to do the rest.") from None
+        season_results = self._season(rows, out_dir, area, parameters, context, feedback)
         written = summary.write_all(rows, out_dir)
         failed = [r for r in rows if not r.ok]
         if failed:
@@ -206,4 +240,52 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
         details = QgsProcessingContext.LayerDetails("Cloud mask summary", context.project(), "SUMMARY")
         details.setPostProcessor(styler)
         context.addLayerToLoadOnCompletion(layer, details)
-        return {"SUMMARY": layer, "OUTPUT_FOLDER": out_dir}
+        return {"SUMMARY": layer, "OUTPUT_FOLDER": out_dir, **season_results}
+
+    # -- season layers and report (issue 25): after every product, before the summary
+
+    def _add_season_parameters(self):
+        self.add_advanced(QgsProcessingParameterNumber(
+            "PERSISTENT_SHARE", "Persistent cloud: cloud on at least this share of a pixel's dates (0-1)",
+            QgsProcessingParameterNumber.Type.Double, defaultValue=layers.DEFAULT_SHARE, minValue=0.01,
+            maxValue=1.0))
+        self.add_advanced(QgsProcessingParameterNumber(
+            "PERSISTENT_MIN_DATES", "Persistent cloud: only pixels with at least this many dates with data",
+            QgsProcessingParameterNumber.Type.Integer, defaultValue=layers.DEFAULT_MIN_DATES, minValue=1))
+        # A file destination with .html: QGIS opens it in the Results Viewer, and a model can name it
+        # as its own output. Optional, so that runs and models made before it still run; the report
+        # is always in the output folder (REPORT is that one when no path is given).
+        self.addParameter(QgsProcessingParameterFileDestination(
+            "REPORT", "Season report", "HTML files (*.html)", optional=True, createByDefault=True))
+        self.addOutput(QgsProcessingOutputMultipleLayers("SEASON_LAYERS", "Season layers"))
+
+    def _check_report(self, parameters, context) -> None:
+        """A report path that cannot be written is refused before any product runs."""
+        destination = self.parameterAsFileOutput(parameters, "REPORT", context)
+        if destination:
+            check_destination(destination, [])
+
+    def _season(self, rows, out_dir, area, parameters, context, feedback) -> dict:
+        settings = layers.SeasonSettings(
+            self.parameterAsDouble(parameters, "PERSISTENT_SHARE", context),
+            self.parameterAsInt(parameters, "PERSISTENT_MIN_DATES", context))
+        feedback.pushInfo("Season layers and report...")
+        season, path = run_engine(
+            lambda engine_feedback: report.season_outputs(rows, out_dir, settings, area, engine_feedback), feedback)
+        for message in season.messages:
+            feedback.pushWarning(message)
+        paths = []
+        for tile in season.tiles:
+            feedback.pushInfo(f"{tile.tile or 'Season'}: {tile.dates} date(s); {tile.persistent} pixel(s) cloud on "
+                              f"most dates; layers {tile.name}_*.tif")
+            for key, label in (("cloud_frequency", "cloud frequency"), ("persistent", "persistent cloud")):
+                details = QgsProcessingContext.LayerDetails(f"{tile.tile or 'Season'} {label}", context.project(),
+                                                            "SEASON_LAYERS")
+                context.addLayerToLoadOnCompletion(tile.paths[key], details)
+            paths += list(tile.paths.values())
+        destination = self.parameterAsFileOutput(parameters, "REPORT", context)
+        if destination and os.path.abspath(destination) != os.path.abspath(path):
+            with replacing(destination, ".html") as tmp:
+                shutil.copyfile(path, tmp)
+        feedback.pushInfo(f"Season report: {path}")
+        return {"REPORT": destination or path, "SEASON_LAYERS": paths}

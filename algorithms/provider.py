@@ -34,6 +34,7 @@ class CloudMaskProvider(QgsProcessingProvider):
 
 
 def _algorithms():
+    from .apply_mask import ApplyMask
     from .cloud_probability import CloudProbability
     from .ensemble_cloud_probability import EnsembleCloudProbability
     from .improve_cloud_mask import ImproveCloudMask
@@ -46,4 +47,4 @@ def _algorithms():
     from .workflow_model import WorkflowModel
     return [ImproveCloudMask(), ImproveCloudMaskEnsemble(), CloudProbability(),
             EnsembleCloudProbability(), ShadowProbability(), MergeCloudMasks(), WorkflowModel(),
-            PrepareS2Product(), ProductChainModel(), ImproveCloudMaskBatch()]
+            PrepareS2Product(), ProductChainModel(), ImproveCloudMaskBatch(), ApplyMask()]

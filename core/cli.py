@@ -1,12 +1,15 @@
 """``cloudmask``: the command line, without QGIS (GDAL, numpy, onnxruntime, the models; Dask for batches).
 
     cloudmask batch INPUTS... --out DIR [--area fields.gpkg] [--workers N]
-                              [--scheduler tcp://host:8786] [--force] [model/threshold options]
+                              [--scheduler tcp://host:8786] [--force] [--masked [BANDS]]
+                              [model/threshold options]
+    cloudmask apply RASTER MASK OUTPUT [--classes cloud,shadow,nodata] [--buffer METRES]
     cloudmask models [--install [ID ...]]
 
-``batch`` writes one mask per product and ``summary.csv`` + ``summary.gpkg``
-into ``--out``; the exit status is 0 when every product succeeded, 1 when
+``batch`` writes one mask per product, ``summary.csv`` + ``summary.gpkg``, the
+season layers of each tile and ``season_report.html`` into ``--out``; the exit status is 0 when every product succeeded, 1 when
 some failed (they are listed), 2 for a usage error, 130 when interrupted.
+``apply`` is Apply cloud mask: 0 when written, 2 for a bad input (nothing written).
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ import sys
 import time
 from dataclasses import replace
 
+from . import apply_mask as am
 from . import merge as mg
-from .errors import SettingsError
+from .bands import parse_band_list
+from .errors import CloudMaskError, SettingsError
 from .inference import PROVIDERS
 from .season import batch
 
@@ -51,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
                                        "workers on this machine")
     b.add_argument("--sequential", action="store_true", help="no Dask: one product after the other in this process")
     b.add_argument("--force", action="store_true", help="redo every product, even those already done")
+    b.add_argument("--masked", nargs="?", const="", default=None, metavar="BANDS",
+                   help="also write each product's imagery with its mask applied (cloud, shadow and nodata set "
+                        "to nodata) beside the mask, as <mask name>_masked.tif; optionally only these bands, "
+                        "comma-separated (e.g. B02,B03,B04,B08)")
     m = b.add_argument_group("models and thresholds (as Improve cloud mask)")
     m.add_argument("--cloud-model", action="append", default=[],
                    help="installed model id or .onnx path; repeat for an ensemble (default: the best installed "
@@ -69,10 +78,51 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--min-area", type=int, default=0, help="FarmVibes.AI min_area: after the dilation, clear cloud/shadow patches and fill clear gaps smaller than this (pixels)")
     a.add_argument("--output-mode", choices=mg.OUTPUT_MODES, default="categorical")
     a.add_argument("--execution-provider", choices=PROVIDERS, default="auto")
+    _season_arguments(b)
+    ap = commands.add_parser(
+        "apply", help="set the cloudy pixels of a raster to nodata with an improved cloud mask",
+        description="Apply cloud mask: a copy of RASTER (any grid or CRS; all bands and the data type kept) with "
+                    "the chosen classes of MASK (a mask from Improve cloud mask) set to nodata.")
+    ap.add_argument("raster", help="the raster to mask (a Sentinel-2 stack, one band, an index...)")
+    ap.add_argument("mask", help="the improved cloud mask (0 clear, 1 cloud, 2 shadow, 255 nodata)")
+    ap.add_argument("output", help="the masked raster (GeoTIFF)")
+    ap.add_argument("--classes", default=",".join(am.CLASSES),
+                    help=f"classes to mask, comma-separated, among {', '.join(am.CLASSES)} (default: all)")
+    ap.add_argument("--buffer", type=float, default=0.0, help="grow cloud and shadow by this many metres first")
     models_cmd = commands.add_parser("models", help="list the models, or install them into the data home")
     models_cmd.add_argument("--install", nargs="*", metavar="ID",
                             help="install these models (default: all downloadable), checked by sha256")
     return parser
+
+
+def _season_arguments(parser: argparse.ArgumentParser) -> None:
+    from .season import layers
+    s = parser.add_argument_group("season layers and report (season_<tile>_*.tif, season_report.html)")
+    s.add_argument("--persistent-share", type=float, default=layers.DEFAULT_SHARE,
+                   help="persistent cloud: cloud on at least this share of a pixel's dates with data "
+                        f"(default {layers.DEFAULT_SHARE})")
+    s.add_argument("--persistent-min-dates", type=int, default=layers.DEFAULT_MIN_DATES,
+                   help="persistent cloud: only pixels with at least this many dates with data "
+                        f"(default {layers.DEFAULT_MIN_DATES})")
+
+
+def _season_settings(args):
+    from .season import layers
+    settings = layers.SeasonSettings(args.persistent_share, args.persistent_min_dates)
+    settings.validate()
+    return settings
+
+
+def _season(rows, args, settings, area) -> None:
+    """Season layers (they fill the rows' persistent cloud share) and the report, before the summary."""
+    from .season import report
+    season, path = report.season_outputs(rows, args.out, settings, area)
+    for message in season.messages:
+        print(f"cloudmask: {message}", file=sys.stderr)
+    for tile in season.tiles:
+        print(f"cloudmask: {tile.tile or 'season'}: {tile.dates} date(s), {tile.persistent} pixel(s) cloud on "
+              f"most dates; layers {os.path.join(args.out, tile.name)}_*.tif", file=sys.stderr)
+    print(f"cloudmask: season report {path}", file=sys.stderr)
 
 
 def _options(args) -> batch.BatchOptions:
@@ -82,11 +132,13 @@ def _options(args) -> batch.BatchOptions:
         cloud_threshold=args.cloud_threshold, shadow_threshold=args.shadow_threshold, bands=args.bands,
         resolution=args.resolution, provider=args.execution_provider, product_kind=args.product_mask_kind,
         dilation=args.dilation, min_area=args.min_area, output_mode=args.output_mode, threads=args.threads,
-        blank_outside=args.nodata_outside_area)
+        blank_outside=args.nodata_outside_area, masked=args.masked is not None, masked_bands=args.masked or "")
     for value, name in ((options.cloud_threshold, "--cloud-threshold"), (options.shadow_threshold, "--shadow-threshold")):
         if value is not None and not 0 <= value <= 1:
             raise SettingsError(f"{name} {value} is outside 0..1: give a probability, or leave it out.")
     options.settings().validate()
+    if options.masked_bands:
+        parse_band_list(options.masked_bands)  # a typo is a usage error, not a failure of every product
     return options
 
 
@@ -128,6 +180,7 @@ def _batch(args) -> int:
     from .season import summary
     try:
         options = _options(args)
+        season_settings = _season_settings(args)
         batch.prepare_output_folder(args.out)
         area = area_mod.read_area(args.area, args.area_layer) if args.area else None
         items = batch.plan_items(args.inputs, args.pattern)
@@ -152,6 +205,7 @@ def _batch(args) -> int:
         print(f"\ncloudmask: interrupted; {len(rows)} of {len(items)} products finished (their masks are "
               "complete, no partial file is left). Run the same command again to do the rest.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    _season(rows, args, season_settings, area)
     written = summary.write_all(rows, args.out)
     print(f"cloudmask: summary {written['csv']} and {written['gpkg']}", file=sys.stderr)
     failed = [r for r in rows if not r.ok]
@@ -196,6 +250,23 @@ def _has_dashboard(client) -> bool:
     return served and (client.cluster is None or importlib.util.find_spec("bokeh") is not None)
 
 
+def _apply(args) -> int:
+    from .progress import Feedback
+    classes = tuple(c.strip() for c in args.classes.split(",") if c.strip())
+    try:
+        result = am.apply_mask(args.raster, args.mask, args.output, classes, args.buffer, Feedback())
+    except CloudMaskError as err:
+        print(f"cloudmask: {err} Nothing was written.", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\ncloudmask: interrupted; nothing was written.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"cloudmask: {args.output}: {am.describe(result)}", file=sys.stderr)
+    for warning in am.warnings(result):
+        print(f"cloudmask: note: {warning}", file=sys.stderr)
+    return 0
+
+
 def _models(args) -> int:
     from .modelstore import installer
     from .modelstore.cards import all_cards
@@ -218,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "models":
         return _models(args)
+    if args.command == "apply":
+        return _apply(args)
     return _batch(args)
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ class EngineSettings:
     # square (scripts/bench.py, figure 3); the cost is reading the source blocks under
     # each split twice, unmeasurable in time. IN_MEMORY runs are one stripe.
     stripe_cols: int = 4096
-    # Bands of rows run at once (see run_in_bands); 0: what suits the device (see
+    # Blocks of rows run at once (see run_in_row_blocks); 0: what suits the device (see
     # probability.device_settings).
     workers: int = 1
 
@@ -112,7 +112,7 @@ class _Group:
     rows: AxisPlan
     cols: AxisPlan
     stripe: Stripe = field(default_factory=Stripe)
-    # The tile rows this engine runs: those that touch its row band (all of them: one band).
+    # The tile rows this engine runs: those that touch its block of rows (all of them: one block).
     first_index: int = 0
     end_index: int = 0
     next_row: int = 0  # the next tile row to run
@@ -137,7 +137,7 @@ class _Group:
 
     def start_stripe(self, first: int, end: int, first_row: int) -> None:
         """Forget the previous stripe's rows; what it carried over becomes this one's input.
-        ``first_row``: the band's first raster row, where accumulating starts."""
+        ``first_row``: the block's first raster row, where accumulating starts."""
         self.next_row, self.acc_first = self.first_index, first_row
         self.done_rows = self.rows.starts[self.first_index] if self.pixel else 0
         self.acc, self.weight = {}, None
@@ -149,7 +149,7 @@ class _Group:
 WEIGHT = ""  # key of the blending weight among the carried arrays
 
 
-def band_tile_rows(rows: AxisPlan, pixel: bool, first: int, end: int) -> tuple[int, int]:
+def block_tile_rows(rows: AxisPlan, pixel: bool, first: int, end: int) -> tuple[int, int]:
     """The tile rows that raster rows ``[first, end)`` need: every tile row that touches
     them (so each of their pixels gets every addition, in order, that a whole-raster run
     gives it), up to the one after which they are all final."""
@@ -161,7 +161,7 @@ def band_tile_rows(rows: AxisPlan, pixel: bool, first: int, end: int) -> tuple[i
 
 
 class Engine:
-    """One pass of the tile grids over a band of raster rows (all of them by default),
+    """One pass of the tile grids over a block of raster rows (all of them by default),
     stripe by stripe; finished rows go to a sink in order."""
 
     def __init__(self, source: RowSource, jobs: list[Job], nodata: list[float | None],
@@ -191,7 +191,7 @@ class Engine:
         h, w = self.source.height, self.source.width
         groups = [_Group(js, plan_axis(h, *grid), plan_axis(w, *grid)) for grid, js in by_grid.items()]
         for g in groups:
-            g.first_index, g.end_index = band_tile_rows(g.rows, g.pixel, self.first_row, self.end_row)
+            g.first_index, g.end_index = block_tile_rows(g.rows, g.pixel, self.first_row, self.end_row)
         return groups
 
     def _stripe_bounds(self) -> list[int]:
@@ -215,7 +215,7 @@ class Engine:
         """
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cloudmask-reader")
         try:
-            # Outputs are written as they finish, not kept in GDAL's cache; each band of
+            # Outputs are written as they finish, not kept in GDAL's cache; each block of
             # rows at work has its own row of output blocks in progress.
             with limited_block_cache(BLOCK_CACHE_BYTES * max(1, self.settings.workers)):
                 for x0, x1 in zip(self.bounds, self.bounds[1:]):
@@ -235,9 +235,9 @@ class Engine:
         written = self.first_row
         while not all(g.finished for g in self.groups):
             group = min((g for g in self.groups if not g.finished), key=lambda g: frontier[id(g)])
-            _, hi, strips = self._advance(group)
+            _, hi, finished = self._advance(group)
             frontier[id(group)] = hi
-            for name, strip in strips.items():
+            for name, strip in finished.items():
                 pending.setdefault(name, []).append(strip)
             ready = min(frontier.values())
             if ready > written:
@@ -346,17 +346,17 @@ class Engine:
         if result is not None:
             lo = group.done_rows
             group.done_rows = lo + data.shape[1]
-            return self._in_band(lo, group.done_rows, result)
-        return self._in_band(*self._release(group, index))
+            return self._in_block(lo, group.done_rows, result)
+        return self._in_block(*self._release(group, index))
 
-    def _in_band(self, lo: int, hi: int, strips: dict[str, np.ndarray]) -> tuple[int, int, dict[str, np.ndarray]]:
-        """Only the band's rows of what a tile row finished (the tile rows at its edges
-        also finish rows of the neighbouring bands, which those bands give)."""
+    def _in_block(self, lo: int, hi: int, finished: dict[str, np.ndarray]) -> tuple[int, int, dict[str, np.ndarray]]:
+        """Only the block's rows of what a tile row finished (the tile rows at its edges
+        also finish rows of the neighbouring blocks, which those blocks give)."""
         first = max(lo, self.first_row)
         end = max(min(hi, self.end_row), first)
         if (first, end) == (lo, hi):
-            return lo, hi, strips
-        return first, end, {name: s[first - lo:end - lo] for name, s in strips.items()}
+            return lo, hi, finished
+        return first, end, {name: s[first - lo:end - lo] for name, s in finished.items()}
 
     # -- pixel models: no context, so a strip is finished as soon as it is predicted
     def _pixel_rows(self, group: _Group, data: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
@@ -518,18 +518,18 @@ def _grown(rows: np.ndarray, height: int) -> np.ndarray:
     return grown
 
 
-# -- several row bands at once ----------------------------------------------------------
-def row_bands(height: int, count: int, align: int = 256) -> list[tuple[int, int]]:
-    """``count`` bands of rows of about equal height, split at multiples of ``align`` (the
-    outputs' block height), so that no output block is written by two bands."""
+# -- several blocks of rows at once ----------------------------------------------------------
+def row_blocks(height: int, count: int, align: int = 256) -> list[tuple[int, int]]:
+    """``count`` blocks of rows of about equal height, split at multiples of ``align`` (the
+    outputs' block height), so that no output block is written by two of them."""
     cuts = sorted({round(height * i / count / align) * align for i in range(1, count)})
     cuts = [c for c in cuts if 0 < c < height]
     return list(zip([0] + cuts, cuts + [height]))
 
 
-class _BandFeedback(Feedback):
-    """One band's progress as its share of the whole; it stops when the user cancels or
-    another band failed."""
+class _BlockFeedback(Feedback):
+    """One block's progress as its share of the whole; it stops when the user cancels or
+    another block failed."""
 
     def __init__(self, parent: Feedback, lock: threading.Lock, shares: list[float], weights: list[float],
                  index: int, stop: threading.Event):
@@ -545,22 +545,22 @@ class _BandFeedback(Feedback):
         return self.stop.is_set() or self.parent.cancelled()
 
 
-def run_in_bands(open_source: Callable[[], RowSource], height: int, jobs: list[Job],
+def run_in_row_blocks(open_source: Callable[[], RowSource], height: int, jobs: list[Job],
                  nodata: list[float | None], offset: float, settings: EngineSettings,
                  feedback: Feedback, sink: Sink) -> None:
-    """Predict the whole raster as ``settings.workers`` bands of rows at once, each an
+    """Predict the whole raster as ``settings.workers`` blocks of rows at once, each an
     ``Engine`` with its own reader, on threads (numpy, GDAL and onnxruntime let go of
     Python's lock while they work).
 
     Why bands: with the network on a GPU, reading, scaling and blending on one CPU core
-    take many times the network's own time. Each band runs every tile row that touches
-    it, so the one or two tile rows at a seam are run by both bands (a few percent more
+    take many times the network's own time. Each block runs every tile row that touches
+    it, so the one or two tile rows at a seam are run by both blocks (a few percent more
     network work), and every pixel gets exactly the additions, in the same order, that a
-    one-band run gives it: the results are the same bit for bit. ``sink`` is called from
-    every band (each in row order, the bands interleaved) and must accept that.
+    one-block run gives it: the results are the same bit for bit. ``sink`` is called from
+    every block (each in row order, the blocks interleaved) and must accept that.
     """
-    bands = row_bands(height, 1 if settings.in_memory else settings.workers)
-    if len(bands) == 1:
+    blocks = row_blocks(height, 1 if settings.in_memory else settings.workers)
+    if len(blocks) == 1:
         source = open_source()
         try:
             Engine(source, jobs, nodata, offset, settings, feedback).run(sink)
@@ -568,25 +568,25 @@ def run_in_bands(open_source: Callable[[], RowSource], height: int, jobs: list[J
             source.close()
         return
     lock, stop = threading.Lock(), threading.Event()
-    shares, weights = [0.0] * len(bands), [(b - a) / height for a, b in bands]
+    shares, weights = [0.0] * len(blocks), [(b - a) / height for a, b in blocks]
 
-    def one(index: int, band: tuple[int, int]) -> None:
+    def one(index: int, block: tuple[int, int]) -> None:
         source = open_source()
         try:
-            part = _BandFeedback(feedback, lock, shares, weights, index, stop)
-            Engine(source, jobs, nodata, offset, settings, part, rows=band).run(sink)
+            part = _BlockFeedback(feedback, lock, shares, weights, index, stop)
+            Engine(source, jobs, nodata, offset, settings, part, rows=block).run(sink)
         finally:
             source.close()
 
     errors: list[BaseException] = []
-    with ThreadPoolExecutor(len(bands), thread_name_prefix="cloudmask-band") as pool:
+    with ThreadPoolExecutor(len(blocks), thread_name_prefix="cloudmask-rows") as pool:
         try:
-            for future in as_completed([pool.submit(one, i, band) for i, band in enumerate(bands)]):
+            for future in as_completed([pool.submit(one, i, block) for i, block in enumerate(blocks)]):
                 if future.exception() is not None:
-                    stop.set()  # the other bands stop at their next tile
+                    stop.set()  # the other blocks stop at their next tile
                     errors.append(future.exception())
-        except BaseException:  # Ctrl-C while waiting: the bands stop too, at their next tile
+        except BaseException:  # Ctrl-C while waiting: the blocks stop too, at their next tile
             stop.set()
             raise
-    if errors:  # the cause, not the other bands' stops
+    if errors:  # the cause, not the other blocks' stops
         raise next((e for e in errors if not isinstance(e, Cancelled)), errors[0])

@@ -152,7 +152,7 @@ def _cuda_plan(card: ModelCard, base: tuple, sharing: int) -> tuple[int, str, li
     key = base + ((CUDA, CPU),)
     if key in _CUDA_FAILED:
         return CPU_BATCH, _CUDA_FAILED[key], [CPU]
-    device = gpu.gpu()
+    device = gpu.gpu(fresh=True)
     if device is None and not gpu.has_cuda_driver_library():  # onnxruntime-gpu, but no NVIDIA driver
         return CPU_BATCH, "Running on the CPU (no NVIDIA GPU found).", [CPU]
     batch, short = cuda_batch(card, device.free_mb * 2**20 if device else None, sharing)
@@ -203,7 +203,7 @@ class FallbackSession:
     taken as the GPU's (out of memory, a kernel the card lacks) and the batch is run
     again on the CPU, in CPU-sized pieces, as is every later batch.
 
-    Batches go to the GPU one at a time. Bands of rows (``engine.run_in_bands``) call from
+    Batches go to the GPU one at a time. Blocks of rows (``engine.run_in_row_blocks``) call from
     several threads; the GPU runs their batches one after the other anyway, and each
     concurrent run would hold working memory of its own."""
 

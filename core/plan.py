@@ -26,7 +26,7 @@ from .engine import EngineSettings
 from .errors import SettingsError
 from .inputs import processing_level, radiometric_offset, read_sentinel2
 from .modelstore import catalogue as models
-from .modelstore.cards import ModelCard
+from .modelstore.cards import ModelCard, install_models_hint
 from .raster import RasterError, RasterInfo, raster_info, require_geotiff_name, require_north_up
 from .regrid import check_product_mask
 from .sentinel2 import product as safe
@@ -47,7 +47,7 @@ class ProbabilityRequest:
     window_rows: int = EngineSettings.window_rows
     batch_size: int = 0  # tiles per network call; 0: what suits the device (CPU 4, GPU up to 64)
     stripe_cols: int = EngineSettings.stripe_cols
-    workers: int = 0  # bands of rows at once; 0: what suits the device (CPU 1, GPU several)
+    workers: int = 0  # blocks of rows at once; 0: what suits the device (CPU 1, GPU several)
     threads: int = 0  # onnxruntime intra-op threads; 0: one per CPU
     ensemble: bool = False  # no cloud model given: every installed one of the level, not the best
     work_dir: str = ""  # where a product's VRT stack is written; empty: the system's temporary folder
@@ -186,8 +186,7 @@ def _model_refs(request: ProbabilityRequest, level: str, cloud: bool, shadow: st
     if chosen is None and shadow != "no":
         chosen = models.default_shadow_model(level, clouds)
         if chosen is None and shadow == "required":
-            raise models.ModelNotFound("No shadow model is installed. Install one with 'make setup' "
-                                       "or Manage models….")
+            raise models.ModelNotFound(f"No shadow model is installed. {install_models_hint('Install one')}.")
     return clouds, chosen
 
 

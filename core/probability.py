@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from osgeo import gdal
 
-from .engine import EngineSettings, Job, Sink, run_in_bands
+from .engine import EngineSettings, Job, Sink, run_in_row_blocks
 from .inference import ModelError, available_cores, cuda_workers, fallback_note, load_model
 from .modelstore.cards import ModelCard
 from .plan import ModelUse, ProbabilityOutputs, ProbabilityPlan, recommended_thresholds
@@ -60,7 +60,7 @@ def _load(use: ModelUse, plan: ProbabilityPlan):
         raise ModelError(
             f"Model '{use.card.id}' ({use.path}) needs a newer onnxruntime than "
             f"{deps.runtime_status().version}: it uses an operator set (opset) this one does not know. "
-            f"Upgrade onnxruntime for QGIS's Python with: {' '.join(deps.install_command())}") from err
+            f"Upgrade onnxruntime for QGIS's Python with: {deps.shown_command(deps.install_command())}") from err
 
 
 def _jobs(plan: ProbabilityPlan) -> tuple[list[Job], list[str]]:
@@ -88,17 +88,17 @@ class ProbabilityWriter:
             if path:
                 self.targets[name] = create_geotiff(path, info, 1, gdal.GDT_Float32, PROBABILITY_NODATA)
 
-    def __call__(self, row: int, col: int, strips: dict[str, np.ndarray]) -> None:
+    def __call__(self, row: int, col: int, finished: dict[str, np.ndarray]) -> None:
         values = {}
         if len(self.cloud_keys) == 1 and "uncertainty" not in self.targets:
-            values["cloud"] = strips[self.cloud_keys[0]]  # the mean of one member: itself
+            values["cloud"] = finished[self.cloud_keys[0]]  # the mean of one member: itself
         elif self.cloud_keys:
-            members = np.stack([strips[k] for k in self.cloud_keys])
+            members = np.stack([finished[k] for k in self.cloud_keys])
             values["cloud"] = members.mean(axis=0)
             if "uncertainty" in self.targets:
                 values["uncertainty"] = members.std(axis=0)
         if self.shadow_key:
-            values["shadow"] = strips[self.shadow_key]
+            values["shadow"] = finished[self.shadow_key]
         wanted = set(self.targets) | ({"cloud", "shadow"} if self.flags else set())
         ready = {}
         for name in wanted & set(values):
@@ -117,7 +117,7 @@ class ProbabilityWriter:
         self.targets = {}
 
 
-# Bands of rows at once on a GPU (each takes about two cores: its own work and its reader).
+# Blocks of rows at once on a GPU (each takes about two cores: its own work and its reader).
 # Measured on a full tile on an H200 with 16 cores (scripts/gpu_check.py): see README.
 GPU_WORKERS = 4
 
@@ -129,7 +129,7 @@ def device_settings(settings: EngineSettings, jobs: list[Job]) -> EngineSettings
     - on the GPU, stripes wide enough that a tile row fills a batch (the engine batches
       within a row of a stripe: a 4096 px stripe holds about 20 ukis tiles, a full tile's
       width 55);
-    - bands of rows at once: one on the CPU, where onnxruntime already keeps every core
+    - blocks of rows at once: one on the CPU, where onnxruntime already keeps every core
       busy; on the GPU as many as the cores and the GPU's memory allow, since there the
       network waits for the reading, scaling and blending.
     """
@@ -140,7 +140,7 @@ def device_settings(settings: EngineSettings, jobs: list[Job]) -> EngineSettings
     if not workers:
         workers = 1
         if on_gpu:
-            device = gpu.gpu()
+            device = gpu.gpu(fresh=True)
             most = max(1, min(GPU_WORKERS, available_cores() // 2))
             workers = cuda_workers(on_gpu, device.free_mb * 2**20 if device else None, most)
     return replace(settings, batch_size=batch, stripe_cols=max([settings.stripe_cols, *gpu_cols]),
@@ -161,13 +161,13 @@ class BackgroundWriter:
         self.sink, self.depth = sink, depth
         self.pool: ThreadPoolExecutor | None = ThreadPoolExecutor(1, thread_name_prefix="cloudmask-writer")
         self.pending: deque[Future] = deque()
-        self.lock = threading.Lock()  # bands of rows hand over from their own threads
+        self.lock = threading.Lock()  # blocks of rows hand over from their own threads
 
-    def __call__(self, row: int, col: int, strips: dict[str, np.ndarray]) -> None:
+    def __call__(self, row: int, col: int, finished: dict[str, np.ndarray]) -> None:
         with self.lock:
             while self.pending and (self.pending[0].done() or len(self.pending) >= self.depth):
                 self.pending.popleft().result()  # re-raises the writer's error here
-            self.pending.append(self.pool.submit(self.sink, row, col, strips))
+            self.pending.append(self.pool.submit(self.sink, row, col, finished))
 
     def close(self, drop: bool = False) -> None:
         """Wait for every row to be written (``drop``: after an error, skip those not
@@ -228,7 +228,7 @@ def _compute(plan: ProbabilityPlan, paths: ProbabilityOutputs, jobs: list[Job], 
         writer = ProbabilityWriter(run_info, jobs, run_paths, flagger)
         background = BackgroundWriter(writer, depth=2 * settings.workers)
         try:
-            run_in_bands(open_source, run_info.height, jobs, plan.nodata, plan.offset, settings,
+            run_in_row_blocks(open_source, run_info.height, jobs, plan.nodata, plan.offset, settings,
                          feedback or Feedback(), background)
             background.close()
             if flagger:

@@ -136,7 +136,7 @@ PROBABILITY_KEYS = ("cloud", "shadow")
 CLOUD_BIT, SHADOW_BIT, VALID_BIT = 1, 2, 4
 SOURCE_BITS = pv.PRODUCT_BIT | pv.CLOUD_MODEL_BIT | pv.SHADOW_MODEL_BIT
 # Uncompressed: a temporary file read once or twice, written in pieces out of order
-# (bands of rows at once), where compressing would cost more than it saves.
+# (blocks of rows at once), where compressing would cost more than it saves.
 FLAG_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "BIGTIFF=IF_SAFER"]
 
 

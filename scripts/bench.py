@@ -33,7 +33,11 @@
    tile with the network replaced by a stand-in that costs nothing, set up as on a GPU,
    with only the mask written and with the probabilities kept: what a GPU run's CPU side
    costs, measurable on any machine.
-10. Provenance: the real sample scene (856 x 512, its product mask, the default L1C
+10. Apply cloud mask (optional: ``--figures 10``): ``core.apply_mask`` on the full tile's
+   12-band stack with a synthetic improved mask (0/1/2/255), each run in a fresh Python: on
+   the mask's grid, with a 50 m buffer, and on a 20 m version of the stack (a VRT: the
+   mask is warped onto it). Wall time and peak RSS: memory must not grow with the raster.
+11. Provenance: the real sample scene (856 x 512, its product mask, the default L1C
    model) through ``core.pipeline.improve`` with and without the ``SOURCE`` output,
    alternated, best of 5 each: what writing which source flagged each pixel costs.
 
@@ -144,6 +148,15 @@ def cloud_probability(size: int) -> str:
     block = np.kron(coarse, np.ones((32, 32), dtype=np.float32))
     block = (block + 0.3 * rng.random((512, 512), dtype=np.float32)) / 1.3
     return str(_write_tiled(CACHE / f"cloud_probability_{size}.tif", size, block[None], gdal.GDT_Float32, -1.0))
+
+
+def improved_mask(size: int) -> str:
+    """uint8 improved mask: 64 px cloud squares (1), shadow squares beside some (2), a nodata band (255)."""
+    rng = np.random.default_rng(size + 3)
+    coarse = np.where(rng.random((8, 8)) < 0.2, 1, np.where(rng.random((8, 8)) < 0.1, 2, 0)).astype(np.uint8)
+    block = np.kron(coarse, np.ones((64, 64), dtype=np.uint8))
+    block[:, :16] = 255
+    return str(_write_tiled(CACHE / f"improved_mask_{size}.tif", size, block[None], gdal.GDT_Byte, 255))
 
 
 # -- bare inference on the engine's own tiles -----------------------------------
@@ -281,6 +294,42 @@ def merge_subprocess(probability: str, min_area: int, folder: str) -> dict:
     if result.pop("rc") != 0:
         raise RuntimeError(f"the merge with MIN_AREA {min_area} failed")
     return result
+
+
+_APPLY = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from cloud_mask_improver.core import apply_mask
+apply_mask.apply_mask(sys.argv[2], sys.argv[3], sys.argv[4], buffer_m=float(sys.argv[5]))
+"""
+
+
+def apply_subprocess(raster: str, mask: str, buffer_m: float, folder: str) -> dict:
+    """Apply cloud mask alone, in a fresh Python: its wall time and its own peak RSS."""
+    measured, out = os.path.join(folder, "apply.json"), os.path.join(folder, "masked.tif")
+    command = [sys.executable, "-c", _APPLY, str(PLUGINS), raster, mask, out, str(buffer_m)]
+    subprocess.run([sys.executable, "-c", _MEASURE, measured, *command], env=_env(), check=True)
+    result = json.loads(Path(measured).read_text())
+    os.remove(out)
+    if result.pop("rc") != 0:
+        raise RuntimeError(f"apply_mask on {raster} failed")
+    return result
+
+
+def apply_figure(size: int, folder: str) -> dict:
+    raster, mask = s2_raster(size), improved_mask(size)
+    coarse = os.path.join(folder, "stack_20m.vrt")
+    gdal.Translate(coarse, raster, format="VRT", xRes=20, yRes=20, resampleAlg="average")
+    runs = {"on the mask's grid": apply_subprocess(raster, mask, 0.0, folder),
+            "50 m buffer": apply_subprocess(raster, mask, 50.0, folder),
+            "20 m raster (mask warped)": apply_subprocess(coarse, mask, 0.0, folder)}
+    return {"size": size, "runs": runs}
+
+
+def _apply_rows(a: dict) -> list[tuple]:
+    return [("10 apply mask" if k == 0 else "", f"applymask {a['size']}^2 x 12 bands, {name}",
+             f"{run['wall_s']:.1f} s, peak {run['peak_mb']:.0f} MB", "< 512 MB", run["peak_mb"] < 512)
+            for k, (name, run) in enumerate(a["runs"].items())]
 
 
 def merge_min_area(size: int, folder: str) -> dict:
@@ -451,7 +500,8 @@ def table(r: dict) -> str:
     rows = []
     for key, make in (("overhead", _overhead_rows), ("ensemble", _ensemble_rows), ("memory", _memory_rows),
                       ("scaling", _scaling_rows), ("merge", _merge_rows), ("batch", _batch_rows),
-                      ("floor", _floor_rows), ("gpu", _gpu_rows), ("provenance", _provenance_rows)):
+                      ("floor", _floor_rows), ("gpu", _gpu_rows), ("apply", _apply_rows),
+                      ("provenance", _provenance_rows)):
         if key in r:
             rows += make(r[key])
     widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
@@ -523,7 +573,7 @@ def _gpu_rows(g: dict) -> list[tuple]:
 
 
 def provenance_figure(folder: str, repeats: int = 5) -> dict:
-    """Figure 10: the sample scene improved with and without SOURCE, alternated."""
+    """Figure 11: the sample scene improved with and without SOURCE, alternated."""
     sample = ROOT / "test" / "data" / "sample"
 
     def one(source: bool) -> Clock:
@@ -548,7 +598,7 @@ def _provenance_rows(p: dict) -> list[tuple]:
     # Judged on CPU time: on a shared machine the wall time of a 3 s run mostly says how
     # busy the other programs were.
     ratio, cpu_ratio = p["source_s"] / p["plain_s"], p["source_cpu_s"] / p["plain_cpu_s"]
-    return [("10 provenance", "sample 856 x 512, improve with SOURCE vs without",
+    return [("11 provenance", "sample 856 x 512, improve with SOURCE vs without",
              (f"{p['source_s']:.2f} s vs {p['plain_s']:.2f} s (x{ratio:.3f}); cpu {p['source_cpu_s']:.2f} s vs "
               f"{p['plain_cpu_s']:.2f} s (x{cpu_ratio:.3f})"), "cpu < 1.10x", cpu_ratio < 1.10)]
 
@@ -561,8 +611,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, to try the benchmark out")
     parser.add_argument("--no-in-memory", action="store_true", help="skip the IN_MEMORY runs")
-    parser.add_argument("--figures", default="1,2,3,4,5,6,7,9,10",
-                        help="which figures to measure, e.g. 1,2,5 (3 and 4 are measured together)")
+    parser.add_argument("--figures", default="1,2,3,4,5,6,7,9,11",
+                        help="which figures to measure, e.g. 1,2,5 (3 and 4 are measured together; "
+                             "10, Apply cloud mask, only when named)")
     parser.add_argument("--gpu", action="store_true", help="also figure 8: a full tile on the GPU")
     args = parser.parse_args()
     figures = set(args.figures.replace(" ", "").split(","))
@@ -582,7 +633,7 @@ def main() -> int:
     app, provider = start_qgis()
     RESULTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cloudmask-bench-") as folder:
-        if figures & {"1", "2", "3", "4", "5", "9"}:  # figure 10 alone needs none (2.9 GB for the full tile)
+        if figures & {"1", "2", "3", "4", "5", "9"}:  # figures 10, 11 make their own or none
             print("bench: generating rasters (once, into bench/cache/) ...", flush=True)
             for size in {sizes["overhead"], sizes["ensemble"], sizes["small"], sizes["full"], *sizes["scaling"]}:
                 s2_raster(size)
@@ -616,7 +667,11 @@ def main() -> int:
             results["floor"] = floor_figure(s2_raster(sizes["full"]), product_mask(sizes["full"]), folder)
             _save(results)
         if "10" in figures:
-            print("bench: 10 provenance ...", flush=True)
+            print("bench: 10 apply cloud mask ...", flush=True)
+            results["apply"] = apply_figure(sizes["full"], folder)
+            _save(results)
+        if "11" in figures:
+            print("bench: 11 provenance ...", flush=True)
             results["provenance"] = provenance_figure(folder)
             _save(results)
         if "8" in figures:

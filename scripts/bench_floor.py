@@ -9,7 +9,7 @@ returns three of the input's channels as its logits, so everything around it run
 real (the softmax, blending, the probabilities written or not, the merge).
 
 The run is set up as on a GPU: batches of 64 tiles, tile rows as wide as the raster
-(no column stripes) and ``--workers`` bands of rows at once. It is run with only the
+(no column stripes) and ``--workers`` blocks of rows at once. It is run with only the
 mask written (the toolbox's default) and with both probability rasters kept.
 Printed: wall time, the two steps, and the process's CPU time (on a machine with few
 cores the CPU time says more: on 16 cores the work is spread, not reduced).
@@ -64,7 +64,7 @@ def main() -> int:
     parser.add_argument("raster", help="a 12-band uint16 raster (make bench: bench/cache/s2_12band_10980.tif)")
     parser.add_argument("mask", help="a product mask on its grid")
     parser.add_argument("--workers", type=int, default=max(1, min(probability.GPU_WORKERS, available_cores() // 2)),
-                        help="bands of rows at once (default: as on a GPU with this many cores)")
+                        help="blocks of rows at once (default: as on a GPU with this many cores)")
     parser.add_argument("--json", type=Path, help="write the result here too")
     args = parser.parse_args()
     result = measure(args.raster, args.mask, args.workers)

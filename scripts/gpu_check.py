@@ -141,7 +141,7 @@ class WriterClock:
     """Where the probability step's writing goes: the writer thread's own time (combining,
     handing blocks to GDAL, which compresses them on its threads, and to the flag thread),
     the flag thread's (flagging, the product mask, writing the flags), and the time the
-    bands of rows wait to hand rows over (when that grows, the writer is the run's floor)."""
+    blocks of rows wait to hand rows over (when that grows, the writer is the run's floor)."""
 
     # (class, its call timed, into which figure; only calls whose sink is of that class)
     TIMED = ((probability.ProbabilityWriter, "writer_s", None),
@@ -190,7 +190,7 @@ def improve(raster: str, mask: str, folder: Path, provider: str, name: str, work
         "finished on the CPU" in note for note in report.notes)
     return {"provider": provider, "workers": workers or "auto", "on_gpu": on_gpu, "kept": keep, "wall_s": wall, "cpu_s": cpu,
             "probabilities_s": steps.seconds.get("compute_probabilities"), "merge_s": steps.seconds.get("merge_to_mask"),
-            # Summed over the bands of rows, which call the network at the same time.
+            # Summed over the blocks of rows, which call the network at the same time.
             "model_s": clock.seconds, "other_s": wall - clock.seconds, **writing.seconds,
             "model_calls": clock.calls, "tiles": clock.tiles,
             "tiles_per_batch": clock.tiles / max(1, clock.calls), "notes": report.notes,
@@ -235,7 +235,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=10980, help="raster side in pixels (10980: a full tile)")
     parser.add_argument("--providers", default="cuda/mask,cuda,cuda:8,cpu",
-                        help="runs to make, in order: provider[:bands of rows at once][/mask] (bands "
+                        help="runs to make, in order: provider[:blocks of rows at once][/mask] (bands "
                              "default: auto; /mask: only the mask is written, as the toolbox does by "
                              "default); agreement is of the first run against the last that keep the "
                              "probabilities")
@@ -280,7 +280,7 @@ def main() -> int:
         if len(kept) >= 2:
             result["agreement"] = agreement(kept[0], kept[-1])
         same = [r for r in runs[1:] if r["provider"] == runs[0]["provider"]]
-        if same:  # bands of rows, and keeping the probabilities or not, must not change a single bit
+        if same:  # blocks of rows, and keeping the probabilities or not, must not change a single bit
             first = runs[0]
             result["bands_exact"] = all(
                 np.array_equal(read(first[k]), read(r[k]), equal_nan=True)
@@ -301,7 +301,7 @@ def main() -> int:
         print(f"gpu_check: agreement {kept[0]['asked']} vs {kept[-1]['asked']}: argmax "
               f"{result['agreement']['argmax_agreement'] * 100:.3f} %, mask {result['agreement']['mask_agreement'] * 100:.3f} %")
     if "bands_exact" in result:
-        verdicts.append(("bands of rows give the one-band result bit for bit", result["bands_exact"]))
+        verdicts.append(("blocks of rows give the one-block result bit for bit", result["bands_exact"]))
     result["verdicts"] = {name: ok for name, ok in verdicts}
     for name, ok in verdicts:
         print(f"gpu_check: {name}: {'ok' if ok else 'MISSED'}")

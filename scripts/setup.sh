@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PY=/usr/bin/python3
 
-# xvfb, openbox, x11-utils (xprop), imagemagick (import): the desktop tests run the real QGIS window.
-APT_PACKAGES="qgis python3-qgis qgis-providers python3-gdal gdal-bin python3-scipy python3-venv python3-pip
+# python3-matplotlib: the batch's season report draws its chart with it (QGIS's Windows and macOS
+# installers ship it). xvfb, openbox, x11-utils (xprop), imagemagick (import): the desktop tests run
+# the real QGIS window.
+APT_PACKAGES="qgis python3-qgis qgis-providers python3-gdal gdal-bin python3-scipy python3-venv python3-pip python3-matplotlib
   xvfb openbox x11-utils imagemagick"
 missing=""
 for pkg in $APT_PACKAGES; do

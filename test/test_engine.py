@@ -291,17 +291,17 @@ def test_column_stripes_are_exact_with_two_blended_grids(tmp_path, monkeypatch, 
         assert np.array_equal(a, b, equal_nan=True), f"{np.count_nonzero(a != b)} pixels differ"
 
 
-# -- bands of rows at once (the GPU's way of keeping the network fed) ---------------------
-def test_row_bands_split_at_output_block_rows():
-    bands = engine.row_bands(10980, 8)
+# -- blocks of rows at once (the GPU's way of keeping the network fed) ---------------------
+def test_row_blocks_split_at_output_block_rows():
+    bands = engine.row_blocks(10980, 8)
     assert len(bands) == 8 and bands[0][0] == 0 and bands[-1][1] == 10980
     assert all(a[1] == b[0] for a, b in zip(bands, bands[1:]))
     assert all(lo % 256 == 0 for lo, _ in bands)
-    assert engine.row_bands(300, 4) == [(0, 256), (256, 300)]
-    assert engine.row_bands(200, 4) == [(0, 200)]
-    assert engine.row_bands(10980, 1) == engine.row_bands(10980, 0) == [(0, 10980)]
-    assert engine.row_bands(600, 1) == [(0, 600)]  # one band is the whole raster, whatever its height
-    assert engine.row_bands(700, 2) == [(0, 256), (256, 700)]
+    assert engine.row_blocks(300, 4) == [(0, 256), (256, 300)]
+    assert engine.row_blocks(200, 4) == [(0, 200)]
+    assert engine.row_blocks(10980, 1) == engine.row_blocks(10980, 0) == [(0, 10980)]
+    assert engine.row_blocks(600, 1) == [(0, 600)]  # one block is the whole raster, whatever its height
+    assert engine.row_blocks(700, 2) == [(0, 256), (256, 700)]
 
 
 def _readers(monkeypatch) -> set[int]:
@@ -321,7 +321,7 @@ def test_bands_of_rows_give_the_same_probabilities_as_one_pass(tmp_path, monkeyp
                                                                workers, stripe_cols):
     """Three tile grids (two blended, one of centre-cropped chips) and a pixel model, nodata
     across the seams between bands, with and without column stripes: every band size gives
-    the one-band result bit for bit."""
+    the one-block result bit for bit."""
     scene = random_scene(1200, 1100, bands=len(FARMVIBES_BANDS), seed=5)
     scene[:, 230:300, 100:700] = 0  # across the first seam (row 256)
     raster = write_raster(tmp_path / "s2.tif", scene, descriptions=list(FARMVIBES_BANDS))
@@ -338,7 +338,7 @@ def test_bands_of_rows_give_the_same_probabilities_as_one_pass(tmp_path, monkeyp
 
 
 def _band_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith(("cloudmask-band", "cloudmask-reader"))]
+    return [t.name for t in threading.enumerate() if t.name.startswith(("cloudmask-rows", "cloudmask-reader"))]
 
 
 def test_a_failing_band_fails_the_run_and_leaves_no_output(tmp_path, monkeypatch, pixel_model):

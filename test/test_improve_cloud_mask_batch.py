@@ -61,7 +61,7 @@ def test_batch_goes_on_past_a_bad_product_and_loads_a_styled_summary(season, tmp
     assert (tmp_path / "T33TUK_20230615T100559_L2A.tif").exists()
     assert rows[str(fixture.zip)].hasGeometry()
     # Loaded on completion with the clear-fraction style.
-    details = context.layersToLoadOnCompletion()
+    details = {k: d for k, d in context.layersToLoadOnCompletion().items() if d.outputName == "SUMMARY"}
     assert len(details) == 1
     loaded = QgsVectorLayer(next(iter(details)), "summary", "ogr")
     next(iter(details.values())).postProcessor().postProcessLayer(loaded, context, feedback)

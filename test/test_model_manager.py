@@ -8,6 +8,8 @@ import hashlib
 import http.server
 import importlib.util
 import json
+import os
+import shlex
 import threading
 import time
 import zipfile
@@ -130,6 +132,26 @@ def test_installs_from_the_index_and_lists_it(qgis_app, qtbot, index, folders):
     assert manager.listed()["test-download"] == "Available"
 
 
+def test_pips_configuration_is_read_off_the_main_thread(qgis_app, qtbot, index, folders, monkeypatch, tmp_path):
+    """The index comes from pip's configuration (``pip config list`` starts a Python, a second or
+    more): read in a thread of its own, so the dialog never freezes while it looks."""
+    from cloud_mask_improver.core.runtime import processes
+    url = os.environ["PIP_INDEX_URL"]
+    monkeypatch.delenv("PIP_INDEX_URL")
+    (tmp_path / "pip.conf").write_text(f"[global]\nindex-url = {url}\n")
+    monkeypatch.setenv("PIP_CONFIG_FILE", str(tmp_path / "pip.conf"))
+    started = []
+    real_run = processes.run
+    monkeypatch.setattr(processes, "run", lambda args, **kw: started.append(
+        (args[1:4], threading.current_thread() is threading.main_thread())) or real_run(args, **kw))
+    models_dir, cache = folders
+    downloadable_card(models_dir, "test-config", index["onnx"], sha256(index["wheel"]))
+    manager = ModelManagerDialog(models_dir=models_dir, cache=cache)
+    install_and_wait(qtbot, manager, "test-config")
+    assert manager.listed()["test-config"] == "Installed", manager.message.text()
+    assert started == [(["-m", "pip", "config"], False)]
+
+
 def test_a_wrong_checksum_is_refused(qgis_app, qtbot, index, folders):
     models_dir, cache = folders
     downloadable_card(models_dir, "test-bad", index["onnx"], "0" * 64)
@@ -183,7 +205,7 @@ def test_missing_onnxruntime_is_installed_by_the_button_in_a_task(qgis_app, qtbo
     manager = ModelManagerDialog(models_dir=folders[0], cache=folders[1])
     assert not manager.runtime_box.isHidden()
     assert "Models cannot run yet" in manager.runtime_note.text()
-    assert manager.runtime_command.text() == " ".join(deps.install_command())
+    assert manager.runtime_command.text() == deps.shown_command(deps.install_command())
     ticks = []
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(tasks.runtime_install() is not None))
@@ -274,4 +296,4 @@ def test_the_card_form_writes_a_valid_card(qgis_app, tmp_path, folders):
 def test_converter_command_keeps_the_numpy_qgis_has():
     """numpy 1.x on QGIS 3.22, 2.x on 3.40 and later: the command must not swap it for another."""
     command = model_manager.converter_command(["onnxmltools", "lightgbm"])
-    assert f'"numpy=={np.__version__}"' in command and "numpy<" not in command
+    assert f"numpy=={np.__version__}" in shlex.split(command) and "numpy<" not in command

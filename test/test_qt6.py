@@ -18,6 +18,7 @@ old spellings on purpose), so code added later is covered too:
 from __future__ import annotations
 
 import ast
+import configparser
 import importlib
 import re
 from pathlib import Path
@@ -200,8 +201,10 @@ def test_no_qt5_only_spelling(path):
 
 
 def test_no_compiled_resources():
-    """Icons load from their files: no .qrc to compile, no resources_rc.py, no pyrcc5 in setup or the zip."""
-    assert not list(ROOT.glob("*.qrc"))
+    """Icons load from their files: resources.qrc only lists them (test_resources.py); no
+    resources_rc.py, no pyrcc5 in setup or the zip."""
+    assert [p.name for p in ROOT.glob("*.qrc")] == ["resources.qrc"]
+    assert not list(ROOT.glob("*_rc.py"))
     for script in ("scripts/setup.sh", "scripts/zip.sh"):
         assert "pyrcc" not in (ROOT / script).read_text(), script
     assert "resources_rc" not in (ROOT / "scripts" / "zip.sh").read_text()
@@ -210,3 +213,25 @@ def test_no_compiled_resources():
 def test_metadata_declares_qt6_support():
     lines = (ROOT / "metadata.txt").read_text(encoding="utf-8").splitlines()
     assert "supportsQt6=True" in lines
+
+
+def test_qgis_4_offers_and_loads_the_plugin_by_its_own_version_rule(qgis_app):
+    """QGIS's plugin installer (pyplugin_installer, the same code in 3.x and 4.x) takes an absent
+    qgisMaximumVersion as "<major of the minimum>.99", i.e. 3.99, and neither offers nor loads the
+    plugin on a newer QGIS. Run its own comparison on metadata.txt as it reads it."""
+    import sys
+
+    from qgis.core import QgsApplication
+
+    python = str(Path(QgsApplication.pkgDataPath()) / "python")  # where QGIS keeps pyplugin_installer
+    if python not in sys.path:
+        sys.path.append(python)
+    from pyplugin_installer.version_compare import isCompatible
+
+    meta = configparser.ConfigParser()
+    meta.read(ROOT / "metadata.txt", encoding="utf-8")
+    minimum = meta["general"]["qgisMinimumVersion"]
+    maximum = meta["general"].get("qgisMaximumVersion", "").strip() or minimum[0] + ".99"
+    for qgis in ("3.22.16", "3.40.6", "3.44.15", "4.0.0", "4.2.1"):
+        assert isCompatible(qgis, minimum, maximum), qgis
+    assert not isCompatible("3.16.0", minimum, maximum)

@@ -336,6 +336,17 @@ def test_missing_onnxruntime_is_said_when_the_dialog_opens(project, qgis_iface, 
     assert "Ready to run" in dialog.message.text()
 
 
+def test_a_runtime_that_does_not_load_gets_its_fix_not_the_install_button(project, qgis_iface, monkeypatch):
+    """Installing again cannot fix a library that does not load (Windows' VC++ runtime): no button."""
+    broken = deps.RuntimeStatus(False, "1.20.1", "onnxruntime 1.20.1 is installed but Windows could not load its "
+                                "library (…). Install the latest Microsoft Visual C++ Redistributable (x64)…",
+                                installable=False)
+    monkeypatch.setattr(deps, "runtime_status", lambda: broken)
+    dialog = ImproveDialog(qgis_iface)
+    assert not dialog.runtime_box.isHidden() and dialog.runtime_button.isHidden()
+    assert "Visual C++ Redistributable" in dialog.runtime_note.text()
+
+
 def test_without_the_algorithm_the_dialog_says_so(project, qgis_iface):
     # Last in the module: it unregisters the module's provider.
     QgsApplication.processingRegistry().removeProvider("cloudmask")

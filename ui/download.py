@@ -2,7 +2,9 @@
 
 The release is found the way pip finds it: on the simple-index page of the
 package, at the index the user's pip is configured for (``core.fetch.index_url``:
-``PIP_INDEX_URL``, pip's configuration, else pip's default). The release is the
+``PIP_INDEX_URL``, pip's configuration, else pip's default). Reading pip's
+configuration starts a Python, a second or more: that happens in a thread of its
+own, so the dialog never freezes while it looks. The release is the
 card's ``source`` (a ``core.fetch.PinnedRelease``); the file is streamed to a
 temporary name beside its place in the cache and verified by ``core.fetch``
 before it is moved there, exactly as setup's downloads are.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urldefrag, urljoin
@@ -62,6 +65,8 @@ class ReleaseDownload(QObject):
     progress = pyqtSignal(int, int)
     finished = pyqtSignal(str)
     failed = pyqtSignal(str)
+    # From the lookup thread to the main thread: the index page's URL, or why there is none.
+    _index_found = pyqtSignal(str, str)
 
     def __init__(self, source: PinnedRelease, cache: Path, parent=None):
         super().__init__(parent)
@@ -72,15 +77,31 @@ class ReleaseDownload(QObject):
         self.reply = None  # the index page request
         self.downloader = None  # the file's QgsFileDownloader
         self.done = False
+        self.cancelled = False
+        self._index_found.connect(self._request_page)
 
     def start(self) -> None:
         if self.target.exists() and sha256_of(self.target) == self.source.sha256:
             self._finish(str(self.target))  # cached and verified: no network needed
             return
+        threading.Thread(target=self._look_up_index, name="cloudmask-index", daemon=True).start()
+
+    def _look_up_index(self) -> None:
+        """In a thread of its own: which index (pip's configuration), then back to the main thread."""
         try:
-            page = project_page(index_url(), self.source.package)
+            page, problem = project_page(index_url(), self.source.package), ""
         except Exception as err:  # noqa: BLE001 - no pip at all: say so rather than crash
-            self._fail(f"Cannot tell which package index to use ({err}).")
+            page, problem = "", f"Cannot tell which package index to use ({err})."
+        try:
+            self._index_found.emit(page, problem)
+        except RuntimeError:  # the dialog, and this object with it, was closed meanwhile
+            pass
+
+    def _request_page(self, page: str, problem: str) -> None:
+        if self.done or self.cancelled:
+            return
+        if problem:
+            self._fail(problem)
             return
         self.reply = QgsNetworkAccessManager.instance().get(QNetworkRequest(QUrl(page)))
         self.reply.finished.connect(lambda: self._page_done(page))
@@ -88,6 +109,7 @@ class ReleaseDownload(QObject):
     def cancel(self) -> None:
         if self.done:
             return
+        self.cancelled = True
         if self.downloader is not None:
             self.downloader.cancelDownload()
         elif self.reply is not None:

@@ -6,21 +6,34 @@ list. Before offering the button the row checks what the install needs (an NVIDI
 driver, a supported Python and platform, disk space) and says plainly what is
 missing. A switch takes effect when QGIS restarts: the running QGIS keeps the
 onnxruntime it has loaded.
+
+Asking the driver starts ``nvidia-smi``, which takes a moment: the first time (the
+answer is kept for the session) it runs in a thread of its own while the row says
+it is checking, so opening the model manager never waits for it.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from qgis.core import QgsApplication, QgsTask
+from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
 
-from ..core.runtime import deps, home
+from ..core.runtime import deps, gpu, home
+from .proxy import proxy_url
+
+CHECKING = "Checking this computer for an NVIDIA GPU…"
 
 
 class GpuSupportBox(QWidget):
+    # From the driver-check thread to the main thread: the driver is known now.
+    _driver_checked = pyqtSignal()
+
     def __init__(self, parent=None, folder: Path | None = None, index_url: str | None = None):
         super().__init__(parent)
+        self._driver_checked.connect(self.refresh)
         self.folder = Path(folder or home.python_dir())
         self.index_url = index_url  # another package index (tests)
         self.task: QgsTask | None = None
@@ -37,6 +50,16 @@ class GpuSupportBox(QWidget):
         row.addWidget(self.cpu_button)
         self.refresh()
 
+    def _check_driver(self) -> None:
+        """Ask the driver in a thread (it starts nvidia-smi), then refresh on the main thread."""
+        def check():
+            gpu.driver_description()
+            try:
+                self._driver_checked.emit()
+            except RuntimeError:  # the dialog was closed meanwhile
+                pass
+        threading.Thread(target=check, name="cloudmask-gpu-check", daemon=True).start()
+
     def refresh(self, message: str = "") -> None:
         current = deps.installed_runtime(self.folder)
         busy = self.task is not None
@@ -47,6 +70,10 @@ class GpuSupportBox(QWidget):
             text = (f"GPU support is installed (onnxruntime-gpu {current.version}): models run on the NVIDIA "
                     "GPU when there is one, else on the CPU.")
             self.cpu_button.setEnabled(not busy)
+        elif not gpu.driver_known():
+            self.install_button.setEnabled(False)
+            self._check_driver()
+            text = CHECKING
         else:
             problems = deps.gpu_install_problems(self.folder)
             self.install_button.setEnabled(not problems and not busy)
@@ -65,7 +92,8 @@ class GpuSupportBox(QWidget):
 
     def _start(self, description: str, work) -> QgsTask:
         # The task is held here until QGIS has called on_finished (Python must keep it alive).
-        self.task = QgsTask.fromFunction(description, lambda _task: work(self.folder, self.index_url),
+        proxy = proxy_url()  # read here: the task's thread has no network settings
+        self.task = QgsTask.fromFunction(description, lambda _task: work(self.folder, self.index_url, proxy=proxy),
                                          on_finished=self._finished)
         self.install_button.setEnabled(False)
         self.cpu_button.setEnabled(False)

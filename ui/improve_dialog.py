@@ -132,7 +132,10 @@ class ImproveDialog(QDialog):
         installing = tasks.runtime_install() is not None
         self.runtime_box.setVisible(not status.available or installing)
         self.runtime_button.setEnabled(not installing)
-        if not status.available and status.version:
+        self.runtime_button.setVisible(status.installable or installing)
+        if not status.available and not status.installable:
+            self.runtime_note.setText(status.problem)  # installing again would not help: the fix instead
+        elif not status.available and status.version:
             self.runtime_note.setText(f"<b>onnxruntime {status.version}</b> is too old for the models. "
                                       "Install the version they need here (into this profile's plugin data).")
         return status

@@ -60,7 +60,8 @@ def missing_converters(card: ModelCard) -> list[str]:
 
 def converter_command(names: list[str]) -> str:
     # numpy stays the one QGIS's GDAL bindings were built against (1.x or 2.x; docs/architecture.md).
-    return " ".join([deps.python_executable(), "-m", "pip", "install", "--user", *names, f'"numpy=={numpy.__version__}"'])
+    return deps.shown_command([deps.python_executable(), "-m", "pip", "install", "--user", *names,
+                               f"numpy=={numpy.__version__}"])
 
 
 def status_text(card: ModelCard, models_dir: Path) -> str:
@@ -216,13 +217,19 @@ class ModelManagerDialog(QDialog):
 
     def _show_runtime(self, status: deps.RuntimeStatus) -> None:
         self.runtime_box.setVisible(not status.available)
-        if not status.available:
+        # When installing cannot help (its library does not load, or no build exists for this
+        # computer) the note says what to do instead, and no button invites a useless retry.
+        self.runtime_button.setVisible(status.installable)
+        self.runtime_command.setVisible(status.installable)
+        if not status.available and not status.installable:
+            self.runtime_note.setText(f"<b style='color:#b00020'>Models cannot run:</b> {status.problem}")
+        elif not status.available:
             what = (f"onnxruntime {status.version} is too old for the models." if status.version else
                     "onnxruntime, which runs the models, is not installed for QGIS's Python.")
             self.runtime_note.setText(f"<b style='color:#b00020'>Models cannot run yet:</b> {what} "
                                       "Install it with the button (about 15 MB, into this profile's plugin "
                                       "data; no admin rights needed), or run the command below in a shell.")
-            self.runtime_command.setText(" ".join(deps.install_command()))
+            self.runtime_command.setText(deps.shown_command(deps.install_command()))
         self.runtime_button.setEnabled(tasks.runtime_install() is None)
 
     def busy(self) -> bool:

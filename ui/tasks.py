@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import queue
 import shutil
-import subprocess
 import tempfile
 import threading
 from pathlib import Path
@@ -23,7 +22,8 @@ from qgis.PyQt.QtCore import QObject, pyqtSignal
 from ..core.modelstore import installer
 from ..core.modelstore.cards import CardError, ModelCard
 from ..core.modelstore.fetch import FetchError
-from ..core.runtime import deps, home
+from ..core.runtime import deps, home, processes
+from .proxy import proxy_url
 
 
 class Events(QObject):
@@ -59,11 +59,15 @@ PIP_STEPS = (("Looking in", 5), ("Collecting", 10), ("Downloading", 20), ("Insta
 
 
 class RuntimeInstallTask(QgsTask):
-    """``pip install --target`` of the pinned onnxruntime into the data home's private folder."""
+    """``pip install --target`` of the pinned onnxruntime into the data home's private folder.
+
+    pip runs without a console window (closing one would kill it) and through QGIS's proxy,
+    read here on the main thread when the task is made."""
 
     def __init__(self, target: Path | None = None):
         super().__init__("Installing onnxruntime for Cloud Mask Improver", QgsTask.Flag.CanCancel)
         self.target = Path(target or home.python_dir())
+        self.environment = processes.environment(deps.pip_environment(proxy_url()))
         self.ok = False
         self.message = ""
 
@@ -71,6 +75,10 @@ class RuntimeInstallTask(QgsTask):
         if deps.installed_version(self.target) == deps.ONNXRUNTIME_VERSION:
             self.ok, self.message = True, f"onnxruntime {deps.ONNXRUNTIME_VERSION} is installed."
             return True
+        missing = deps.no_wheel_reason(*deps.this_platform())
+        if missing:
+            self.message = f"onnxruntime cannot be installed here: {missing}"
+            return False
         self.target.mkdir(parents=True, exist_ok=True)
         before = set(os.listdir(self.target))
         command = deps.install_command(self.target)
@@ -83,7 +91,7 @@ class RuntimeInstallTask(QgsTask):
             _remove_new_entries(self.target, before)
             tail = "\n".join(output[-15:])
             self.message = (f"Installing onnxruntime failed (pip exit code {code}). The command was:\n"
-                            f"{' '.join(command)}\n{tail}")
+                            f"{deps.shown_command(command)}\n{tail}")
             return False
         version = deps.installed_version(self.target)
         self.ok, self.message = True, f"onnxruntime {version} installed in {self.target}."
@@ -91,8 +99,7 @@ class RuntimeInstallTask(QgsTask):
 
     def _pip(self, command: list[str]) -> tuple[int, list[str]]:
         """Run pip, following its output for progress and stopping it on cancel."""
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                   stdin=subprocess.DEVNULL)
+        process = processes.start(command, env=self.environment)
         lines: queue.Queue = queue.Queue()
         reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True)
         reader.start()

@@ -17,6 +17,9 @@ from ..errors import CloudMaskError
 from .fetch import PinnedRelease, sha256_of
 
 CARDS_DIR = Path(__file__).resolve().parents[2] / "models"
+# Only a source checkout has the developer setup; an installed plugin (the zip) does not.
+SETUP_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "setup.sh"
+MANAGER = "Raster > Cloud Mask Improver > Manage models…"
 SCHEMES = ("mirror-tukey", "centre-crop", "pixel")
 # Earlier names of the schemes, still accepted in cards.
 SCHEME_ALIASES = {"seed-centre": "centre-crop"}
@@ -238,6 +241,18 @@ def _user_cards(models_dir: Path) -> tuple[list[ModelCard], dict[str, str]]:
 _VERIFIED: dict[tuple[str, int, int], str] = {}
 
 
+def install_models_hint(action: str = "Install models") -> str:
+    """How a user installs models: the plugin's model manager, and 'make setup' only where it exists.
+
+    An installed plugin has no Makefile setup (it is a source checkout's), so naming it there
+    would send users looking for something they do not have.
+    """
+    hint = f"{action} with {MANAGER}"
+    if SETUP_SCRIPT.is_file():
+        hint += " (in this source checkout, 'make setup' does it too)"
+    return hint
+
+
 def verify_file(card: ModelCard, onnx_path: Path) -> None:
     """Check the model file's sha256 against the card (cached by size and mtime)."""
     if not card.sha256:
@@ -249,5 +264,5 @@ def verify_file(card: ModelCard, onnx_path: Path) -> None:
     if _VERIFIED[key] != card.sha256:
         raise CardError(
             f"Model file {onnx_path} does not match its card '{card.id}' (sha256 differs): "
-            "the file is damaged or a different model. Reinstall the model (Raster > Cloud Mask Improver > "
-            "Manage models…, or 'make setup'), or fix the card.")
+            f"the file is damaged or a different model. {install_models_hint('Reinstall the model')}, "
+            "or fix the card.")

@@ -8,7 +8,16 @@ from pathlib import Path
 
 from ..errors import CloudMaskError
 from ..runtime import home
-from .cards import CardError, ModelCard, all_cards, broken_cards, committed_cards, load_card, verify_file
+from .cards import (
+    CardError,
+    ModelCard,
+    all_cards,
+    broken_cards,
+    committed_cards,
+    install_models_hint,
+    load_card,
+    verify_file,
+)
 
 
 class ModelNotFound(CloudMaskError, LookupError):
@@ -16,8 +25,7 @@ class ModelNotFound(CloudMaskError, LookupError):
 
 
 def _install_hint(models_dir: Path) -> str:
-    return (f"Install models with Raster > Cloud Mask Improver > Manage models… or 'make setup' "
-            f"(models folder: {models_dir}).")
+    return f"{install_models_hint()} (models folder: {models_dir})."
 
 
 def resolve(ref: str, models_dir: Path | None = None) -> tuple[ModelCard, Path]:

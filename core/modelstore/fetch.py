@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CloudMaskError
-from ..runtime.deps import python_executable
+from ..runtime import processes
+from ..runtime.deps import pip_environment, python_executable
 
 
 class FetchError(CloudMaskError, RuntimeError):
@@ -48,11 +48,14 @@ def index_url() -> str:
 
 
 def _pip_config_index() -> str:
-    """``index-url`` from ``pip config list`` (download, install, then global), or ''."""
+    """``index-url`` from ``pip config list`` (download, install, then global), or ''.
+
+    It starts a Python (a second or more): never on QGIS's main thread (``ui/download.py``
+    asks from a thread of its own)."""
     try:
-        done = subprocess.run([python_executable(), "-m", "pip", "config", "list"], check=False,
-                              capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
+        done = processes.run([python_executable(), "-m", "pip", "config", "list"], timeout=60,
+                             env=processes.environment(pip_environment()))
+    except (OSError, processes.SubprocessError):
         return ""
     values = {}
     for line in done.stdout.splitlines():
@@ -97,7 +100,7 @@ def fetch_release(release: PinnedRelease, cache: Path) -> Path:
                    "--disable-pip-version-check", "-d", tmp,
                    f"{release.package}=={release.version}"]
         command += ["--no-binary", ":all:"] if release.sdist else ["--only-binary", ":all:"]
-        done = subprocess.run(command, check=False, capture_output=True, text=True)
+        done = processes.run(command, env=processes.environment(pip_environment()))
         got = Path(tmp) / release.filename
         if done.returncode != 0 or not got.exists():
             raise FetchError(

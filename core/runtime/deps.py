@@ -12,21 +12,78 @@ from __future__ import annotations
 import csv
 import importlib
 import os
+import platform as _platform
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import home
+from . import home, processes
 
-ONNXRUNTIME_VERSION = "1.32.0"
-# Oldest onnxruntime we accept: the first one that runs opset 21 graphs.
-ONNXRUNTIME_MINIMUM = (1, 20)
-if sys.version_info < (3, 10):
-    # QGIS 3.22-3.28 for Windows ship Python 3.9, for which 1.19.2 is the last release;
-    # it runs every model we install (a newer model's opset gets the "newer onnxruntime" answer).
-    ONNXRUNTIME_VERSION, ONNXRUNTIME_MINIMUM = "1.19.2", (1, 19)
+# -- which onnxruntime for this platform and Python -----------------------------------------
+#
+# The newest release where its wheel exists and works; older ones where it does not
+# (wheel tags read from PyPI, proven by test/runtime/test_onnxruntime_wheels.py):
+# - Python 3.9 (QGIS 3.22-3.28 for Windows, QGIS 3.22-3.40 for macOS): 1.19.2, the last
+#   release with cp39 wheels.
+# - Windows: 1.20.1. From 1.21 on, onnxruntime's Windows binaries need the Visual C++
+#   runtime msvcp140.dll 14.40 or newer. QGIS loads the msvcp140.dll of its own install or an
+#   older system copy (14.32 has been seen) before any plugin runs, and a DLL already loaded
+#   in the process is the one every later library gets: installing Microsoft's newer
+#   redistributable would not help while QGIS brings its own, and needs admin rights. 1.20.1
+#   imports with the older runtime, so the pin avoids the failure instead of explaining it.
+#   (Python 3.14, which 1.20.1 has no wheel for, gets the newest, and the message below.)
+# - macOS: 1.24 and later exist for Apple Silicon on macOS 14+ only; 1.23.2 is the last with
+#   wheels for Intel Macs and for macOS 13 (and the last for Python 3.10); macOS 11-12 get
+#   1.19.2 (macosx_11_0 universal2 wheels), the last before macOS 13 was required.
+# - Linux: the newest for Python 3.11+, 1.23.2 for 3.10 (Ubuntu 22.04).
+# 1.19 and 1.20 run every model we install; a model with a newer opset gets the "newer
+# onnxruntime" answer (core/probability.py).
+ONNXRUNTIME_LATEST = "1.32.0"
+ONNXRUNTIME_FOR_PYTHON39 = "1.19.2"
+ONNXRUNTIME_FOR_WINDOWS = "1.20.1"
+ONNXRUNTIME_FOR_MACOS13 = "1.23.2"
+VC_REDIST_URL = "https://aka.ms/vs/17/release/vc_redist.x64.exe"
+
+
+def choose_onnxruntime(platform: str, machine: str, mac_version: str, python: tuple[int, int]) -> str:
+    """The onnxruntime release whose wheel installs and imports on this platform and Python."""
+    is_mac = platform == "darwin"
+    mac = _version_tuple(mac_version) if is_mac and mac_version else (99,)  # unknown: assume recent
+    if python < (3, 10) or mac < (13,):
+        return ONNXRUNTIME_FOR_PYTHON39
+    if platform.startswith("win"):
+        return ONNXRUNTIME_FOR_WINDOWS if python <= (3, 13) else ONNXRUNTIME_LATEST
+    if python < (3, 11) or (is_mac and (machine == "x86_64" or mac < (14,))):
+        return ONNXRUNTIME_FOR_MACOS13
+    return ONNXRUNTIME_LATEST
+
+
+def no_wheel_reason(platform: str, machine: str, mac_version: str, python: tuple[int, int]) -> str:
+    """Why no onnxruntime wheel exists for this platform and Python ('' when one does)."""
+    if platform != "darwin":
+        return ""
+    mac = _version_tuple(mac_version) if mac_version else (99,)  # unknown: assume recent
+    newest_python = {ONNXRUNTIME_FOR_PYTHON39: (3, 12), ONNXRUNTIME_FOR_MACOS13: (3, 13)}.get(
+        choose_onnxruntime(platform, machine, mac_version, python), (9, 9))
+    if mac < (11,):
+        return f"onnxruntime has no build for macOS {mac_version} (it needs macOS 11 or newer)."
+    if python > newest_python:
+        return (f"onnxruntime has no build for Python {python[0]}.{python[1]} on macOS {mac_version} "
+                f"({machine}): use a QGIS with Python {newest_python[0]}.{newest_python[1]} or older, "
+                "or a newer macOS.")
+    return ""
+
+
+def this_platform() -> tuple[str, str, str, tuple[int, int]]:
+    """This computer's facts that decide the onnxruntime wheel: OS, machine, macOS version, Python."""
+    return sys.platform, _platform.machine(), _platform.mac_ver()[0], sys.version_info[:2]
+
+
+ONNXRUNTIME_VERSION = choose_onnxruntime(*this_platform())
+# Oldest onnxruntime we accept: the first one that runs opset 21 graphs (1.20), or the pin
+# where the pin is older (Python 3.9, macOS 11-12).
+ONNXRUNTIME_MINIMUM = min((1, 20), tuple(int(p) for p in ONNXRUNTIME_VERSION.split(".")[:2]))
 
 
 @dataclass(frozen=True)
@@ -34,6 +91,9 @@ class RuntimeStatus:
     available: bool
     version: str = ""
     problem: str = ""
+    # False when installing onnxruntime again would not help (its library does not load,
+    # and the pinned release is the one installed): the dialogs then offer no install button.
+    installable: bool = True
 
 
 def ensure_on_path(home_dir: Path | None = None) -> bool:
@@ -65,6 +125,30 @@ def python_executable() -> str:
                                 sys.platform) or shutil.which("python3") or "python3")
 
 
+def python_environment(executable: str | None = None) -> dict[str, str]:
+    """Variables QGIS's interpreter needs to start (empty almost everywhere).
+
+    A macOS app bundle's bare ``Contents/MacOS/python3.x`` finds its standard library only
+    with ``PYTHONHOME`` set to the bundle's Python (``sys.base_prefix``); ``Contents/MacOS/python``,
+    preferred, sets that itself."""
+    path = Path(executable or python_executable())
+    if sys.platform == "darwin" and path.parent.name == "MacOS" and path.name.startswith("python3."):
+        return {"PYTHONHOME": sys.base_prefix}
+    return {}
+
+
+def pip_environment(proxy: str = "") -> dict[str, str]:
+    """Variables for a pip subprocess: the interpreter's own, and QGIS's proxy (``proxy``, a URL
+    with the user name and password, if any, before the host; or '' for pip's own settings).
+
+    The proxy goes in the environment, not as ``--proxy``: a password on a command line can
+    be read by every user of the computer in its process list."""
+    extra = python_environment()
+    if proxy:
+        extra.update({"HTTP_PROXY": proxy, "HTTPS_PROXY": proxy})
+    return extra
+
+
 def find_qgis_python(executable: Path, base_prefix: Path, version: tuple[int, int], platform: str) -> Path | None:
     """QGIS's interpreter from the running Python's own facts (testable with fake folders).
 
@@ -81,10 +165,7 @@ def find_qgis_python(executable: Path, base_prefix: Path, version: tuple[int, in
         install = base_prefix.parent.parent  # <install>/apps/Python3x -> <install>
         folders = [base_prefix, install / "bin", executable.parent]
     elif platform == "darwin":
-        names = [f"python{major}.{minor}", "python3"]
-        bundle = next((p for p in [executable, *executable.parents] if p.suffix == ".app"), None)
-        folders = ([bundle / "Contents" / "MacOS" / "bin", bundle / "Contents" / "MacOS"] if bundle else []) + [
-            base_prefix / "bin"]
+        return _find_bundle_python(executable, base_prefix, version)
     else:
         names = [f"python{major}.{minor}", f"python{major}"]
         folders = [base_prefix / "bin"]
@@ -95,6 +176,24 @@ def find_qgis_python(executable: Path, base_prefix: Path, version: tuple[int, in
     return None
 
 
+def _find_bundle_python(executable: Path, base_prefix: Path, version: tuple[int, int]) -> Path | None:
+    """macOS: the interpreter of the QGIS app bundle that runs this Python.
+
+    QGIS 3.22-3.40 (QGIS-Mac-Packager, Python 3.9): ``Contents/MacOS/bin/python3``. QGIS 3.44
+    and 4 (vcpkg bundles, Python 3.12): ``Contents/MacOS/python``, which starts with the
+    bundle's standard library; beside it ``python3.12``, which needs ``PYTHONHOME``
+    (:func:`python_environment`), so it comes last. Outside a bundle (MacPorts, Homebrew,
+    conda): ``<base_prefix>/bin``."""
+    major, minor = version
+    bundle = next((p for p in [executable, *executable.parents] if p.suffix == ".app"), None)
+    macos = bundle / "Contents" / "MacOS" if bundle else None
+    candidates = ([macos / "python", macos / "bin" / "python3", macos / "bin" / f"python{major}.{minor}"]
+                  if macos else [])
+    candidates += [base_prefix / "bin" / f"python{major}.{minor}", base_prefix / "bin" / "python3"]
+    candidates += [macos / f"python{major}.{minor}"] if macos else []
+    return next((path for path in candidates if path.is_file()), None)
+
+
 def install_command(target: Path | None = None) -> list[str]:
     """The exact command that installs onnxruntime for QGIS's Python."""
     folder = target or home.python_dir()
@@ -102,13 +201,22 @@ def install_command(target: Path | None = None) -> list[str]:
             "--target", str(folder), f"onnxruntime=={ONNXRUNTIME_VERSION}"]
 
 
-def install_onnxruntime(target: Path | None = None) -> RuntimeStatus:
+def shown_command(args: list[str]) -> str:
+    """A command as the user would paste it into this platform's shell (quoted, with the
+    variables the interpreter needs; never the proxy password)."""
+    return processes.shell_text(args, env=python_environment(args[0]))
+
+
+def install_onnxruntime(target: Path | None = None, proxy: str = "") -> RuntimeStatus:
     """Install the pinned onnxruntime into the private folder (no-op when present)."""
     folder = target or home.python_dir()
     if installed_version(folder) == ONNXRUNTIME_VERSION and runtime_files_complete(folder):
         return RuntimeStatus(True, ONNXRUNTIME_VERSION)
+    missing = no_wheel_reason(*this_platform())
+    if missing:
+        return RuntimeStatus(False, problem=missing, installable=False)
     folder.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(install_command(folder), check=False, capture_output=True, text=True)
+    done = processes.run(install_command(folder), env=processes.environment(pip_environment(proxy)))
     if done.returncode != 0:
         return RuntimeStatus(False, problem=f"pip failed: {done.stderr.strip()[-2000:]}")
     return RuntimeStatus(True, installed_version(folder))
@@ -155,18 +263,61 @@ def runtime_status(home_dir: Path | None = None) -> RuntimeStatus:
     try:
         ort = importlib.import_module("onnxruntime")
     except ImportError as err:
+        if _library_failed(err):
+            return _load_failure(err, installed)
+        missing = no_wheel_reason(*this_platform())
+        if missing:
+            return RuntimeStatus(False, problem=f"onnxruntime is not installed for QGIS's Python, and {missing}",
+                                 installable=False)
         return RuntimeStatus(False, problem=(
             f"onnxruntime is not installed for QGIS's Python ({err}). Install it with Raster > Cloud Mask "
-            "Improver > Manage models… > Install onnxruntime, or run: " + " ".join(install_command())))
+            "Improver > Manage models… > Install onnxruntime, or run: " + shown_command(install_command())))
     version = getattr(ort, "__version__", "0")
     restart = f"Restart QGIS to use {installed}, installed for the plugin" if installed and version != installed \
         else ""
     if _version_tuple(version) < ONNXRUNTIME_MINIMUM:
-        upgrade = "upgrade it with: " + " ".join(install_command())
+        upgrade = "upgrade it with: " + shown_command(install_command())
         return RuntimeStatus(False, version, (
             f"onnxruntime {version} is too old (need {'.'.join(map(str, ONNXRUNTIME_MINIMUM))} or newer). "
             + (f"{restart}, or {upgrade}" if restart else upgrade[0].upper() + upgrade[1:])))
     return RuntimeStatus(True, version, f"onnxruntime {version} is loaded. {restart}." if restart else "")
+
+
+# What Python says when onnxruntime's files are there but its native library does not load.
+_LIBRARY_FAILURES = ("DLL load failed", "initialization routine failed", "cannot open shared object file",
+                     "Library not loaded", "incompatible architecture", "undefined symbol")
+
+
+def _library_failed(err: ImportError) -> bool:
+    """Whether onnxruntime is there but its native module (``onnxruntime.capi...``) failed to
+    load, as opposed to onnxruntime not being installed at all."""
+    if isinstance(err, ModuleNotFoundError) and err.name == "onnxruntime":
+        return False
+    text = str(err)
+    return (err.name or "").startswith("onnxruntime.") or any(sign in text for sign in _LIBRARY_FAILURES)
+
+
+def _load_failure(err: ImportError, installed: str) -> RuntimeStatus:
+    """What a library that does not load means, and the fix; never "install it" when that is
+    what is already there (installing again would fail the same way)."""
+    detail = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+    version = installed or "here"
+    if installed and installed != ONNXRUNTIME_VERSION:
+        return RuntimeStatus(False, installed, (
+            f"onnxruntime {installed} is installed but its library does not load on this computer ({detail}). "
+            f"Install onnxruntime {ONNXRUNTIME_VERSION}, the version for this system, with Raster > Cloud Mask "
+            "Improver > Manage models… > Install onnxruntime, then restart QGIS."))
+    if sys.platform.startswith("win"):
+        return RuntimeStatus(False, installed, (
+            f"onnxruntime {version} is installed but Windows could not load its library ({detail}). "
+            "This happens when the Microsoft Visual C++ runtime that QGIS loads is older than onnxruntime "
+            "needs. Install the latest Microsoft Visual C++ Redistributable (x64) from "
+            f"{VC_REDIST_URL}, then restart QGIS. Installing onnxruntime again does not help."),
+            installable=False)
+    return RuntimeStatus(False, installed, (
+        f"onnxruntime {version} is installed but its library could not be loaded ({detail}). Its files in "
+        f"{home.python_dir()} may be damaged or made for another system: delete that folder, restart QGIS "
+        "and install onnxruntime again."), installable=False)
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -249,11 +400,11 @@ def _free_bytes(folder: Path) -> int:
     return shutil.disk_usage(probe).free
 
 
-def _pip(args: list[str], index_url: str | None) -> subprocess.CompletedProcess:
+def _pip(args: list[str], index_url: str | None, proxy: str = "") -> processes.CompletedProcess:
     command = [python_executable(), "-m", "pip", "install", "--disable-pip-version-check", *args]
     if index_url:
         command[4:4] = ["--index-url", index_url]
-    return subprocess.run(command, check=False, capture_output=True, text=True)
+    return processes.run(command, env=processes.environment(pip_environment(proxy)))
 
 
 def extra_requirements(dist_info: Path, extras: tuple[str, ...] = GPU_EXTRAS) -> list[str]:
@@ -270,7 +421,7 @@ def extra_requirements(dist_info: Path, extras: tuple[str, ...] = GPU_EXTRAS) ->
 
 
 def install_gpu_runtime(target: Path | None = None, index_url: str | None = None,
-                        log=lambda _text: None) -> RuntimeStatus:
+                        log=lambda _text: None, proxy: str = "") -> RuntimeStatus:
     """Replace the private folder's onnxruntime by onnxruntime-gpu with CUDA and cuDNN.
 
     Checks first (64-bit Linux/Windows, Python, NVIDIA driver, disk) and says plainly what is
@@ -286,13 +437,13 @@ def install_gpu_runtime(target: Path | None = None, index_url: str | None = None
     try:
         log(f"Downloading onnxruntime-gpu {ONNXRUNTIME_GPU_VERSION} (about 250 MB)…")
         done = _pip(["--no-deps", "--target", str(staging), f"onnxruntime-gpu=={ONNXRUNTIME_GPU_VERSION}"],
-                    index_url)
+                    index_url, proxy)
         if done.returncode != 0:
             return RuntimeStatus(False, problem=f"pip could not install onnxruntime-gpu: {done.stderr.strip()[-2000:]}")
         info = next(staging.glob("onnxruntime_gpu-*.dist-info"))
         libraries = extra_requirements(info)
         log(f"Downloading NVIDIA's CUDA and cuDNN libraries (about 1.3 GB): {', '.join(libraries)}…")
-        done = _pip(["--target", str(staging), *libraries], index_url)
+        done = _pip(["--target", str(staging), *libraries], index_url, proxy)
         if done.returncode != 0:
             return RuntimeStatus(False, problem=f"pip could not install the CUDA libraries: {done.stderr.strip()[-2000:]}")
         _swap_runtime(staging, folder)
@@ -305,7 +456,7 @@ def install_gpu_runtime(target: Path | None = None, index_url: str | None = None
 
 
 def install_cpu_runtime(target: Path | None = None, index_url: str | None = None,
-                        log=lambda _text: None) -> RuntimeStatus:
+                        log=lambda _text: None, proxy: str = "") -> RuntimeStatus:
     """Back to the CPU: the pinned onnxruntime replaces onnxruntime-gpu and its NVIDIA libraries."""
     folder = target or home.python_dir()
     if installed_runtime(folder) == InstalledRuntime("cpu", ONNXRUNTIME_VERSION) and not (folder / "nvidia").exists():
@@ -313,7 +464,7 @@ def install_cpu_runtime(target: Path | None = None, index_url: str | None = None
     staging = _staging(folder)
     try:
         log(f"Downloading onnxruntime {ONNXRUNTIME_VERSION}…")
-        done = _pip(["--no-deps", "--target", str(staging), f"onnxruntime=={ONNXRUNTIME_VERSION}"], index_url)
+        done = _pip(["--no-deps", "--target", str(staging), f"onnxruntime=={ONNXRUNTIME_VERSION}"], index_url, proxy)
         if done.returncode != 0:
             return RuntimeStatus(False, problem=f"pip failed: {done.stderr.strip()[-2000:]}")
         _swap_runtime(staging, folder)

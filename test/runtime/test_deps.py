@@ -2,6 +2,7 @@
 
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -39,12 +40,62 @@ def test_windows_standalone_python_in_the_install_bin(tmp_path):
     assert found == bin_python
 
 
-def test_macos_app_bundle(tmp_path):
-    bundle = tmp_path / "QGIS-LTR.app"
-    bundled = touch(bundle / "Contents" / "MacOS" / "bin" / "python3")
-    qgis = touch(bundle / "Contents" / "MacOS" / "QGIS")
-    found = deps.find_qgis_python(qgis, bundle / "Contents" / "Frameworks" / "Python.framework", (3, 9), "darwin")
-    assert found == bundled
+def test_windows_standalone_with_spaces_and_qgis_as_sys_executable(tmp_path):
+    """QGIS 3.40 standalone in "Program Files": sys.executable is qgis-bin.exe, Python in apps/Python312."""
+    root = tmp_path / "Program Files" / "QGIS 3.40.4"
+    apps_python = touch(root / "apps" / "Python312" / "python.exe")
+    touch(root / "bin" / "python-qgis.bat")
+    qgis = touch(root / "bin" / "qgis-bin.exe")
+    assert deps.find_qgis_python(qgis, root / "apps" / "Python312", (3, 12), "win32") == apps_python
+
+
+def bundle_of(tmp_path, name: str, files: list[str]) -> tuple[Path, Path]:
+    """A fake QGIS app bundle with these files under Contents/; returns (QGIS binary, sys.base_prefix)."""
+    bundle = tmp_path / name
+    for file in files:
+        touch(bundle / "Contents" / file)
+    return touch(bundle / "Contents" / "MacOS" / "QGIS"), bundle / "Contents" / "Frameworks"
+
+
+# What each official macOS bundle holds (QGIS-Mac-Packager for 3.22-3.40, Python 3.9; the vcpkg
+# bundles of 3.44 and 4, Python 3.12, whose python3.12 needs PYTHONHOME: qgis/QGIS#64195).
+PACKAGER_BUNDLE = ["MacOS/bin/python3", "MacOS/bin/python3.9", "MacOS/bin/pip3",
+                   "Frameworks/Python.framework/Versions/3.9/bin/python3.9"]
+VCPKG_BUNDLE = ["MacOS/python", "MacOS/python3.12", "MacOS/gdalinfo", "Frameworks/lib/python3.12/os.py"]
+
+
+@pytest.mark.parametrize("qgis, files, version, expected", [
+    ("QGIS-LTR.app", PACKAGER_BUNDLE, (3, 9), "MacOS/bin/python3"),    # QGIS 3.22
+    ("QGIS 3.40.app", PACKAGER_BUNDLE, (3, 9), "MacOS/bin/python3"),   # QGIS 3.40
+    ("QGIS 3.44.app", VCPKG_BUNDLE, (3, 12), "MacOS/python"),          # QGIS 3.44
+    ("QGIS 4.0.app", VCPKG_BUNDLE, (3, 12), "MacOS/python"),           # QGIS 4
+])
+def test_macos_bundles_get_the_interpreter_that_starts_alone(tmp_path, monkeypatch, qgis, files, version, expected):
+    binary, base_prefix = bundle_of(tmp_path, qgis, files)
+    found = deps.find_qgis_python(binary, base_prefix, version, "darwin")
+    assert found == tmp_path / qgis / "Contents" / expected
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert deps.python_environment(str(found)) == {}  # nothing to set: it finds its own library
+
+
+def test_a_bare_python3_x_of_a_bundle_gets_its_home(tmp_path, monkeypatch):
+    """Only python3.12 there (no python): usable with PYTHONHOME, which pip's environment and the
+    command shown to the user both carry."""
+    binary, base_prefix = bundle_of(tmp_path, "QGIS.app", ["MacOS/python3.12"])
+    found = deps.find_qgis_python(binary, base_prefix, (3, 12), "darwin")
+    assert found == tmp_path / "QGIS.app" / "Contents" / "MacOS" / "python3.12"
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setattr(sys, "base_prefix", str(base_prefix))
+    monkeypatch.setattr(deps, "python_executable", lambda: str(found))
+    assert deps.pip_environment() == {"PYTHONHOME": str(base_prefix)}
+    assert deps.shown_command(deps.install_command(tmp_path / "t")).startswith(f"PYTHONHOME={base_prefix} ")
+
+
+def test_pip_gets_qgis_proxy_in_its_environment_not_on_its_command_line(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    environment = deps.pip_environment("http://ann:s%40cret@proxy.example:3128")
+    assert environment["HTTPS_PROXY"] == environment["HTTP_PROXY"] == "http://ann:s%40cret@proxy.example:3128"
+    assert "s%40cret" not in " ".join(deps.install_command())
 
 
 def test_the_pip_command_names_qgis_python_here():

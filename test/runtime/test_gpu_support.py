@@ -26,7 +26,7 @@ def test_install_gpu_support_and_back_with_one_click_each(qgis_app, qtbot, tmp_p
     box = GpuSupportBox(folder=folder, index_url=url)
     qtbot.addWidget(box)
     box.show()
-    assert "This computer has an NVIDIA GPU" in box.status.text()
+    qtbot.waitUntil(lambda: "This computer has an NVIDIA GPU" in box.status.text())  # asked in the background
     assert not box.cpu_button.isVisible()
 
     click_and_wait(qtbot, box, box.install_button)
@@ -49,6 +49,7 @@ def test_a_failed_install_is_said_in_the_row(qgis_app, qtbot, tmp_path, index, n
     box = GpuSupportBox(folder=folder, index_url=url)
     qtbot.addWidget(box)
     box.show()
+    qtbot.waitUntil(box.install_button.isEnabled)
     click_and_wait(qtbot, box, box.install_button)
     assert "It failed" in box.status.text() and "CUDA libraries" in box.status.text()
     assert deps.installed_runtime(folder).kind == "cpu"
@@ -71,3 +72,23 @@ def test_the_model_manager_has_the_gpu_row(qgis_app, qtbot, tmp_path, nvidia_dri
     manager.show()
     assert manager.gpu_box.isVisible()
     assert manager.gpu_box.install_button.text() in ("Install GPU support",) or manager.gpu_box.cpu_button.isVisible()
+
+
+def test_opening_the_model_manager_never_waits_for_nvidia_smi(qgis_app, qtbot, tmp_path, nvidia_driver, monkeypatch):
+    """nvidia-smi (and pip) start in threads of their own: QGIS's window never freezes for them,
+    and the driver is asked once, not at each opening."""
+    import threading
+
+    from cloud_mask_improver.core.runtime import processes
+    started = []
+    real_run = processes.run
+    monkeypatch.setattr(processes, "run", lambda args, **kw: started.append(
+        (args[0], threading.current_thread() is threading.main_thread())) or real_run(args, **kw))
+    for _ in range(2):
+        manager = ModelManagerDialog(models_dir=tmp_path / "models", cache=tmp_path / "cache")
+        qtbot.addWidget(manager)
+        manager.show()
+        qtbot.waitUntil(lambda m=manager: "This computer has an NVIDIA GPU" in m.gpu_box.status.text())
+        manager.close()
+    assert [program.endswith("nvidia-smi") for program, _ in started] == [True]
+    assert not any(on_main_thread for _, on_main_thread in started), started

@@ -2,6 +2,8 @@
 product mask, with the baseline's radiometric offset applied. The products are built by
 test/s2_product.py from the real sample scene (no download)."""
 
+import time
+
 import numpy as np
 import pytest
 from osgeo import gdal
@@ -228,3 +230,50 @@ def test_product_chain_model_runs_end_to_end(improved, provider, products, tmp_p
     run("improvefromproductmodel", {"INPUT": str(products["new"].zip), "RESOLUTION": 10,
                                     "improve:MASK": str(out), **L2A_PARAMS})
     assert np.array_equal(read(out), improved["zip"][0])
+
+
+def billion_laughs(levels: int = 12) -> str:
+    """A metadata file whose entities expand 10**levels times (a few hundred bytes on disk)."""
+    entities = ['<!ENTITY lol0 "lol">'] + [
+        f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, levels + 1)]
+    return ('<?xml version="1.0"?>\n<!DOCTYPE lolz [\n' + "\n".join(entities) + "\n]>\n"
+            f'<n1:Level-2A_User_Product xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-2A.xsd">'
+            f"<PROCESSING_BASELINE>&lol{levels};</PROCESSING_BASELINE></n1:Level-2A_User_Product>")
+
+
+def external_entity(target) -> str:
+    """A metadata file that asks the parser to paste another local file into it."""
+    return ('<?xml version="1.0"?>\n'
+            f'<!DOCTYPE product [<!ENTITY secret SYSTEM "file://{target}">]>\n'
+            "<Level-2A_User_Product><PROCESSING_BASELINE>&secret;</PROCESSING_BASELINE>"
+            "</Level-2A_User_Product>")
+
+
+@pytest.mark.parametrize("hostile", ["billion laughs", "external entity"])
+def test_hostile_metadata_is_refused_at_once_with_a_clear_message(provider, tmp_path, hostile):
+    """ESA's MTD files have no DTD; one that declares entities is refused before they expand."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("04.00 private words")
+    folder = tmp_path / "S2A_MSIL2A_20240101T000000_N0400_R000_T33UUU_20240101T000000.SAFE"
+    folder.mkdir()
+    text = billion_laughs() if hostile == "billion laughs" else external_entity(secret)
+    (folder / "MTD_MSIL2A.xml").write_text(text)
+    out = tmp_path / "stack.tif"
+    started = time.monotonic()
+    with pytest.raises(QgsProcessingException, match="declares a document type") as refused:
+        run("prepares2product", {"INPUT": str(folder), "S2_RASTER": str(out)})
+    assert time.monotonic() - started < 5
+    assert "Download the product again" in str(refused.value)
+    assert "private words" not in str(refused.value)
+    assert sorted(tmp_path.iterdir()) == sorted([secret, folder])  # no output, no leftovers
+
+
+def test_metadata_parser_keeps_namespaced_tags_as_elementtree_spells_them(products):
+    """The safe parser builds the same tree ElementTree's own parser would (tags, text, attributes)."""
+    import xml.etree.ElementTree as ET  # the reference parser, on a trusted test file
+
+    data = products["new"].metadata.read_bytes()
+    ours = safe.parse_metadata_xml(data, "MTD_MSIL2A.xml")
+    reference = ET.fromstring(data)  # nosec B314 - test fixture built by the test itself
+    assert [(e.tag, (e.text or "").strip(), e.attrib) for e in ours.iter()] == [
+        (e.tag, (e.text or "").strip(), e.attrib) for e in reference.iter()]
