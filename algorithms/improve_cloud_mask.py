@@ -12,10 +12,19 @@ from qgis.core import (
 from ..core import area, pipeline
 from .area_parameters import add_area_parameters, selection
 from .base import CloudMaskAlgorithm, run_engine, work_dir
-from .styling import MaskStyler, ProbabilityStyler, style_on_load
+from .styling import MaskStyler, ProbabilityStyler, SourceStyler, style_on_load
 from .widgets import use_widgets
 
 FRACTIONS = ("CLOUD_FRACTION", "SHADOW_FRACTION", "CLEAR_FRACTION")
+# With a SOURCE output: what each source contributed (fractions of valid pixels).
+SOURCE_FIGURES = {
+    "PRODUCT_MASK_FRACTION": "Product mask fraction (what the product mask flags)",
+    "MASKED_FRACTION": "Masked fraction (what the improved mask flags)",
+    "MODEL_ADDED_FRACTION": "Added by the models (the product mask missed it)",
+    "DILATION_FRACTION": "Added by the dilation",
+    "FILLED_FRACTION": "Filled by the minimum area",
+    "CLEARED_FRACTION": "Cleared by the minimum area",
+}
 
 
 class ImproveCloudMask(CloudMaskAlgorithm):
@@ -50,6 +59,13 @@ class ImproveCloudMask(CloudMaskAlgorithm):
             "needs are run, the pixels there are the same as for the whole scene, and the outputs "
             "cover the area's bounding box (nodata outside the polygons if asked); with an area the "
             "fractions are those within its polygons.\n"
+            "Which source flagged each pixel (optional output): 0 clear, 1 product mask and model, "
+            "2 cloud model only (the product mask missed it), 3 product mask only, 4 shadow model only "
+            "(the product mask missed it), 5 dilation, 6 small clear gap filled and 7 small patch "
+            "cleared (minimum area; 7 is clear in the mask), 255 nodata; it is flagged exactly where "
+            "the mask is cloud or shadow. With it the log and the outputs give what the product mask "
+            "flags, what the improved mask flags, and how much of that the models and the dilation "
+            "added.\n"
             "Fractions are of valid (not nodata) pixels.")
 
     def initAlgorithm(self, config=None):
@@ -72,6 +88,8 @@ class ImproveCloudMask(CloudMaskAlgorithm):
                 name, label, optional=True, createByDefault=False))
         for name in FRACTIONS:
             self.addOutput(QgsProcessingOutputNumber(name, name.replace("_", " ").capitalize()))
+        for name, label in SOURCE_FIGURES.items():
+            self.addOutput(QgsProcessingOutputNumber(name, label))
         use_widgets(self)  # the model and band pickers in the Processing dialogs
 
     def add_model_parameters(self):
@@ -81,7 +99,8 @@ class ImproveCloudMask(CloudMaskAlgorithm):
             "SHADOW_MODEL", "Shadow model", optional=True))
 
     def optional_outputs(self):
-        return [("CLOUD_PROBABILITY", "Cloud probability"), ("SHADOW_PROBABILITY", "Shadow probability")]
+        return [("CLOUD_PROBABILITY", "Cloud probability"), ("SHADOW_PROBABILITY", "Shadow probability"),
+                ("SOURCE", "Which source flagged each pixel")]
 
     def cloud_models(self, parameters, context) -> list[str]:
         model = self.parameterAsString(parameters, "CLOUD_MODEL", context).strip()
@@ -104,6 +123,7 @@ class ImproveCloudMask(CloudMaskAlgorithm):
             cloud_threshold=self.optional_number(parameters, "CLOUD_THR", context),
             shadow_threshold=self.optional_number(parameters, "SHADOW_THR", context),
             mask=mask, ensemble=self.ensemble,
+            source=self.optional_output(parameters, "SOURCE", context),
             outputs=pipeline.ProbabilityOutputs(
                 cloud=self.optional_output(parameters, "CLOUD_PROBABILITY", context),
                 shadow=self.optional_output(parameters, "SHADOW_PROBABILITY", context),
@@ -115,6 +135,8 @@ class ImproveCloudMask(CloudMaskAlgorithm):
         style_on_load(context, mask, MaskStyler(request.settings.output_mode == "binary"))
         for path in probabilities.values():
             style_on_load(context, path, ProbabilityStyler())
+        if request.source:
+            style_on_load(context, request.source, SourceStyler())
         where = selection(self, parameters, context)
         if where is None:
             report = run_engine(lambda fb: pipeline.improve(request, fb), feedback)
@@ -125,4 +147,5 @@ class ImproveCloudMask(CloudMaskAlgorithm):
         if report.valid_pixels == 0:
             feedback.reportError("The raster has no valid pixel: the mask is all nodata and "
                                  "the fractions are 0.", fatalError=False)
-        return {"MASK": mask, **report.fractions, **probabilities}
+        source = {"SOURCE": request.source} if request.source else {}
+        return {"MASK": mask, **report.fractions, **probabilities, **source, **report.provenance}

@@ -26,6 +26,7 @@ from qgis.PyQt import sip
 from qgis.PyQt.QtGui import QColor
 
 from ..core import merge as mg
+from ..core import provenance as pv
 
 
 def mask_renderer(layer, binary: bool = False):
@@ -35,6 +36,15 @@ def mask_renderer(layer, binary: bool = False):
     classes = [QgsPalettedRasterRenderer.Class(value, QColor(*colours[value][:3], 0 if value == mg.CLEAR else colours[value][3]),
                                                names[value])
                for value in sorted(names) if value != mg.NODATA]
+    return QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes)
+
+
+def source_renderer(layer):
+    """The SOURCE output as a legend of its categories; clear transparent, as the mask's."""
+    classes = [QgsPalettedRasterRenderer.Class(value, QColor(*pv.COLOURS[value][:3],
+                                                             0 if value == pv.CLEAR else pv.COLOURS[value][3]),
+                                               pv.NAMES[value])
+               for value in sorted(pv.NAMES) if value != pv.NODATA]
     return QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes)
 
 
@@ -55,6 +65,13 @@ class MaskStyler(QgsProcessingLayerPostProcessorInterface):
     def postProcessLayer(self, layer, context, feedback):
         if layer is not None and layer.isValid():
             layer.setRenderer(mask_renderer(layer, self.binary))
+            layer.triggerRepaint()
+
+
+class SourceStyler(QgsProcessingLayerPostProcessorInterface):
+    def postProcessLayer(self, layer, context, feedback):
+        if layer is not None and layer.isValid():
+            layer.setRenderer(source_renderer(layer))
             layer.triggerRepaint()
 
 

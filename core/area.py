@@ -24,6 +24,7 @@ import numpy as np
 from osgeo import gdal, ogr, osr
 
 from . import merge as mg
+from . import provenance
 from .modelstore import catalogue as models
 from .raster import FLOAT_OPTIONS, GTIFF_OPTIONS, RasterError, open_dataset, raster_info
 from .tiling import plan_axis
@@ -275,6 +276,15 @@ def mask_fractions(mask_path: str, output_mode: str = "categorical") -> mg.Fract
     return fractions
 
 
+def source_figures(source_path: str, area: Area | None) -> dict[str, float]:
+    """The provenance figures of a SOURCE raster, inside the area's polygons when given."""
+    ds = open_dataset(source_path, "source")
+    source = ds.GetRasterBand(1).ReadAsArray()
+    counts = provenance.SourceCounts()
+    counts.add(source if area is None else source[polygon_ids(area, source_path) > 0])
+    return counts.figures()
+
+
 def blank_outside(mask_path: str, area: Area) -> None:
     """Set pixels outside the polygons to nodata (255) in place."""
     ds = gdal.Open(mask_path, gdal.GA_Update)
@@ -366,23 +376,31 @@ def improve_in_area(request, selection: Selection, feedback=None):
     inner = Window(target.col - work.col, target.row - work.row, target.width, target.height)
     finals = {"mask": whole.mask, **{k: v for k, v in zip(("cloud", "shadow", "uncertainty"),
                                                           whole.probability.outputs.paths()) if v}}
+    if whole.source:
+        finals["source"] = whole.source
     with tempfile.TemporaryDirectory(prefix="cloudmask-area-") as tmp, atomic_outputs() as pending:
         staged = {k: os.path.join(tmp, f"{k}.tif") for k in finals}
         grid = raster_info(cut(info.source, work, os.path.join(tmp, "work.vrt")), "Sentinel-2 raster")
         outputs = replace(whole.probability.outputs, **{k: staged.get(k) for k in ("cloud", "shadow", "uncertainty")})
         part = replace(whole, probability=replace(whole.probability, raster=grid, outputs=outputs),
-                       merge=replace(whole.merge, grid=grid), mask=staged["mask"])
+                       merge=replace(whole.merge, grid=grid), mask=staged["mask"], source=staged.get("source"))
         report = pipeline.run(part, feedback)
         written = {k: stage(pending, final) for k, final in finals.items()}
         for key, path in written.items():
             _copy_window(staged[key], inner, path)
         if selection.blank and selection.area is not None:
             blank_outside(written["mask"], selection.area)
+            if "source" in written:  # its nodata is the mask's: 255
+                blank_outside(written["source"], selection.area)
         mode = whole.merge.settings.output_mode
         if selection.area is not None:
             fractions = area_fractions(written["mask"], selection.area, mode).total
         else:
             fractions = mask_fractions(written["mask"], mode)
+        if "source" in written:  # the figures of the box or the polygons, as the fractions
+            report.provenance = source_figures(written["source"], selection.area)
+            # pipeline.run's last note is the work window's summary: say the area's instead.
+            report.notes[-1] = provenance.summary(report.provenance)
     report.fractions, report.valid_pixels = fractions.as_dict(), fractions.valid
     report.notes.append(f"Area: {target.width} x {target.height} pixels from column {target.col}, row "
                         f"{target.row}; the models ran on {work.width} x {work.height} pixels.")

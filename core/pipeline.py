@@ -31,8 +31,9 @@ from .plan import (  # noqa: F401 - the requests are this module's public API
 )
 from .probability import RunReport, compute_probabilities, record_thresholds, recorded_thresholds  # noqa: F401
 from .progress import Feedback, Share
+from .provenance import summary
 from .staging import atomic_outputs, stage
-from .windowed_merge import FlagRecorder, merge_to_mask
+from .windowed_merge import FlagRecorder, SourceOutput, merge_to_mask
 
 
 def _targets(probability: ProbabilityPlan, pending: list, tmp: str | None) -> ProbabilityOutputs:
@@ -71,11 +72,15 @@ def run(run_plan: RunPlan, feedback: Feedback | None = None) -> RunReport:
                 recorder.close()
         record_thresholds(paths, run_plan.probability)
         mask = stage(pending, run_plan.mask)
+        source = SourceOutput(stage(pending, run_plan.source)) if run_plan.source else None
         fractions = merge_to_mask(run_plan.merge, paths.cloud, paths.shadow, mask, Share(feedback, 0.9, 1.0),
-                                  flags=recorder.path if recorder else None)
+                                  flags=recorder.path if recorder else None, source=source)
     report.notes.extend(run_plan.notes)
     report.fractions = fractions.as_dict()
     report.valid_pixels = fractions.valid
+    if source is not None:
+        report.provenance = source.counts.figures()
+        report.notes.append(summary(report.provenance))
     return report
 
 

@@ -90,6 +90,7 @@ class ImproveRequest:
     mask: str = ""
     outputs: ProbabilityOutputs = field(default_factory=ProbabilityOutputs)
     ensemble: bool = False  # no cloud model given: every installed one of the level
+    source: str | None = None  # the SOURCE output (provenance.py): which source flagged each pixel
 
 
 # -- plans: what will be done
@@ -148,6 +149,7 @@ class MergePlan:
     product_mask: str | None  # the raster to read (a product's mask already made)
     settings: mg.MergeSettings  # final: thresholds and product kind decided
     window_rows: int = 128
+    provenance: bool = False  # the flags carry who flagged each pixel, for a SOURCE output
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,7 @@ class RunPlan:
     merge: MergePlan
     mask: str
     notes: tuple[str, ...] = ()  # for the user, e.g. the thresholds chosen
+    source: str | None = None  # where the SOURCE output goes (None: not written)
 
 
 # -- planning
@@ -315,7 +318,7 @@ def plan(request: ImproveRequest) -> RunPlan:
     request.settings.validate()
     _check_thresholds(request)
     prob = request.probability
-    finals = [request.mask] + [p for p in request.outputs.paths() if p]
+    finals = [request.mask] + [p for p in (*request.outputs.paths(), request.source) if p]
     for path in finals:
         check_destination(path, [prob.s2_raster, request.product_mask or ""])
         require_geotiff_name(path)
@@ -327,8 +330,8 @@ def plan(request: ImproveRequest) -> RunPlan:
                             prob.work_dir)
     cloud, shadow = thresholds(request, probability)
     settings = replace(_product_kind(product, request.settings), cloud_threshold=cloud, shadow_threshold=shadow)
-    return RunPlan(probability, MergePlan(grid, product, settings), request.mask,
-                   notes=(f"Thresholds: cloud {cloud:g}, shadow {shadow:g}.", *_level_notes(probability)))
+    return RunPlan(probability, MergePlan(grid, product, settings, provenance=bool(request.source)),
+                   request.mask, source=request.source or None, notes=(f"Thresholds: cloud {cloud:g}, shadow {shadow:g}.", *_level_notes(probability)))
 
 
 def _level_notes(probability: ProbabilityPlan) -> tuple[str, ...]:

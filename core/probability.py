@@ -43,6 +43,9 @@ class RunReport:
     shadow_model: str | None = None
     # The cards the run used, by id: a model given as a path has no installed id to look up again.
     cards: dict[str, ModelCard] = field(default_factory=dict)
+    # With a SOURCE output: what the product mask, the models and the dilation each flag
+    # (provenance.FIGURES, fractions of valid pixels).
+    provenance: dict[str, float] = field(default_factory=dict)
 
 
 def _load(use: ModelUse, plan: ProbabilityPlan):

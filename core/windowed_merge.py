@@ -25,11 +25,13 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
 
 import numpy as np
 from osgeo import gdal
 
 from . import merge as mg
+from . import provenance as pv
 from .inference import available_cores
 from .patches import PatchAreas
 from .plan import MergePlan
@@ -96,12 +98,17 @@ def out_of_range(name: str, values: np.ndarray, nodata: float | None) -> RasterE
 MERGE_READERS = 8
 
 
+# (cloud, shadow, valid, sources) of a block: see flag_block.
+Flagged = tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray]]
+
+
 def flag_block(plan: MergePlan, cloud: np.ndarray | None, shadow: np.ndarray | None,
                product: np.ndarray | None, product_nodata: float | None,
-               probabilities_ready: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(cloud, shadow, valid) flags of a block of probabilities as written (nodata
+               probabilities_ready: bool = False) -> Flagged:
+    """(cloud, shadow, valid, sources) flags of a block of probabilities as written (nodata
     ``PROBABILITY_NODATA``; ``probabilities_ready``: already with NaN for nodata) and of
-    the product mask on their grid (None: no mask)."""
+    the product mask on their grid (None: no mask). ``sources``: provenance.py's bits of
+    who flagged each pixel where the plan asks for them, else None."""
     settings = plan.settings
     if not probabilities_ready:
         cloud, shadow = _probabilities(cloud, check=False), _probabilities(shadow, check=False)
@@ -116,13 +123,18 @@ def flag_block(plan: MergePlan, cloud: np.ndarray | None, shadow: np.ndarray | N
         decoded = mg.decode_product_mask(product, settings.product_kind, product_nodata,
                                          settings.product_probability_threshold)
     cloud_f, shadow_f = mg.flags(cloud_p, shadow_p, valid, decoded, settings)
-    return cloud_f, shadow_f, valid
+    sources = None
+    if plan.provenance:
+        # The models' own flags: the same rule as above without the product mask.
+        sources = pv.source_bits(valid, decoded, *mg.flags(cloud_p, shadow_p, valid, None, settings))
+    return cloud_f, shadow_f, valid, sources
 
 
 PROBABILITY_KEYS = ("cloud", "shadow")
 
 # The flags in one byte per pixel (FlagRecorder's raster).
 CLOUD_BIT, SHADOW_BIT, VALID_BIT = 1, 2, 4
+SOURCE_BITS = pv.PRODUCT_BIT | pv.CLOUD_MODEL_BIT | pv.SHADOW_MODEL_BIT
 # Uncompressed: a temporary file read once or twice, written in pieces out of order
 # (blocks of rows at once), where compressing would cost more than it saves.
 FLAG_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "BIGTIFF=IF_SAFER"]
@@ -146,11 +158,13 @@ class FlagRecorder:
         cloud, shadow = blocks.get("cloud"), blocks.get("shadow")
         rows, cols = (cloud if cloud is not None else shadow).shape
         product = read_array(self.product, col, row, cols, rows) if self.product else None
-        cloud_f, shadow_f, valid = flag_block(self.plan, cloud, shadow, product, self.product_nodata)
+        cloud_f, shadow_f, valid, sources = flag_block(self.plan, cloud, shadow, product, self.product_nodata)
         # numpy's booleans are the bytes 0 and 1: their views times the bits pack them.
         packed = valid.view(np.uint8) * np.uint8(VALID_BIT)
         packed |= cloud_f.view(np.uint8) * np.uint8(CLOUD_BIT)
         packed |= shadow_f.view(np.uint8) * np.uint8(SHADOW_BIT)
+        if sources is not None:  # provenance.py's bits are above these three
+            packed |= sources
         write_array(self.out, packed, col, row)
 
     def close(self) -> None:
@@ -215,15 +229,16 @@ class _Flags:
             self._opened.clear()
         self._local = threading.local()
 
-    def read(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(cloud, shadow, valid) flags of rows [lo, hi)."""
+    def read(self, lo: int, hi: int) -> Flagged:
+        """(cloud, shadow, valid, sources) flags of rows [lo, hi)."""
         width = self.plan.grid.width
         readers = self._readers()
         block = {k: (read_array(readers[k], 0, lo, width, hi - lo) if readers[k] else None)
                  for k in self.paths}
         if "flags" in block:
             packed = block["flags"]
-            return (packed & CLOUD_BIT) != 0, (packed & SHADOW_BIT) != 0, (packed & VALID_BIT) != 0
+            sources = packed & SOURCE_BITS if self.plan.provenance else None
+            return (packed & CLOUD_BIT) != 0, (packed & SHADOW_BIT) != 0, (packed & VALID_BIT) != 0, sources
         for key in PROBABILITY_KEYS:
             mask_band = readers.get(f"{key} validity")
             hidden = None if mask_band is None else read_array_of(mask_band, 0, lo, width, hi - lo) == 0
@@ -239,48 +254,94 @@ def _step(feedback: Feedback, fraction: float) -> None:
         raise Cancelled("Cancelled by the user.")
 
 
+class SourceOutput:
+    """The ``SOURCE`` raster of a merge (provenance.py) and its category counts.
+
+    Written window by window with the mask, from the source bits the flags carry; with
+    ``MIN_AREA`` the first pass keeps provisional categories in a temporary byte raster
+    and the last pass settles them against the final mask. No extra pass over the
+    probabilities, and memory bounded as the mask's."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.counts = pv.SourceCounts()
+        self.out: gdal.Dataset | None = None
+
+    def open(self, plan: MergePlan) -> None:
+        self.out = create_geotiff(self.path, plan.grid, 1, gdal.GDT_Byte, pv.NODATA)
+        # Before any block is written, as for the mask (_new_mask).
+        set_categories(self.out, pv.NAMES, pv.COLOURS)
+
+    def write(self, source: np.ndarray, row: int) -> None:
+        write_array(self.out, source, 0, row)
+        self.counts.add(source)
+
+    def close(self) -> None:
+        if self.out is not None:
+            self.out.FlushCache()
+            self.out = None
+            list_only_the_classes(self.path, pv.COLOURS)
+
+
 @limited_block_cache()  # bounded memory on a full tile: see core/raster.py
 def merge_to_mask(plan: MergePlan, cloud: str | None, shadow: str | None, mask_path: str,
-                  feedback: Feedback | None = None, flags: str | None = None) -> mg.Fractions:
+                  feedback: Feedback | None = None, flags: str | None = None,
+                  source: SourceOutput | None = None) -> mg.Fractions:
     """Stream the merge in row windows: flags, dilation, categories, ``MIN_AREA``.
-    ``flags``: a :class:`FlagRecorder`'s raster, read instead of the probabilities."""
+    ``flags``: a :class:`FlagRecorder`'s raster, read instead of the probabilities;
+    ``source``: also write which source flagged each pixel (the plan must have
+    ``provenance``, so that the flags carry the source bits)."""
     feedback = feedback or Feedback()
+    if source is not None and not plan.provenance:
+        raise ValueError("a SOURCE output needs a plan with provenance")
     if flags:
-        return _merge(plan, {"flags": flags}, None, mask_path, feedback)
+        return _merge(plan, {"flags": flags}, None, mask_path, feedback, source)
     with tempfile.TemporaryDirectory(prefix="cloudmask-") as tmp:
         product, product_nodata = None, None
         if plan.product_mask:
             product, product_nodata = product_mask_on_grid(plan.product_mask, plan.grid, tmp)
         return _merge(plan, {"cloud": cloud, "shadow": shadow, "product": product}, product_nodata,
-                      mask_path, feedback)
+                      mask_path, feedback, source)
 
 
 def _merge(plan: MergePlan, paths: dict[str, str | None], product_nodata: float | None, mask_path: str,
-           feedback: Feedback) -> mg.Fractions:
+           feedback: Feedback, source: SourceOutput | None) -> mg.Fractions:
     flags = _Flags(plan, paths, product_nodata)
     try:
-        return _write_mask(plan, flags, mask_path, feedback)
+        return _write_mask(plan, flags, mask_path, feedback, source)
     finally:
         flags.close()
+        if source is not None:
+            source.close()
 
 
-def _write_mask(plan: MergePlan, flags: _Flags, mask_path: str, feedback: Feedback) -> mg.Fractions:
+def _write_mask(plan: MergePlan, flags: _Flags, mask_path: str, feedback: Feedback,
+                source: SourceOutput | None) -> mg.Fractions:
     settings = plan.settings
+    if source is not None:
+        source.open(plan)
     if settings.min_area <= 1:
         out = _new_mask(mask_path, plan)
         fractions = mg.Fractions()
-        _write_windows(flags, out, fractions, feedback)
+        _write_windows(flags, out, fractions, feedback, source.write if source else None)
     else:
         # MIN_AREA acts on the dilated mask: write that first, then clear and fill
         # components in passes over it (a byte raster, quick to read again).
         with tempfile.TemporaryDirectory(prefix="cloudmask-") as tmp:
             dilated_path = os.path.join(tmp, "dilated.tif")
             dilated = create_geotiff(dilated_path, plan.grid, 1, gdal.GDT_Byte, mg.NODATA, options=FLAG_OPTIONS)
-            _write_windows(flags, dilated, None, Share(feedback, 0.0, 0.5))
+            provisional = None
+            if source is not None:  # the source categories of the dilated mask, settled in the last pass
+                provisional = create_geotiff(os.path.join(tmp, "source.tif"), plan.grid, 1, gdal.GDT_Byte,
+                                             pv.NODATA, options=FLAG_OPTIONS)
+            _write_windows(flags, dilated, None, Share(feedback, 0.0, 0.5),
+                           (lambda values, row: write_array(provisional, values, 0, row)) if provisional else None)
             dilated.FlushCache()
             dilated = None
             out = _new_mask(mask_path, plan)
-            fractions = _apply_min_area(plan, dilated_path, out, Share(feedback, 0.5, 1.0))
+            fractions = _apply_min_area(plan, dilated_path, out, Share(feedback, 0.5, 1.0),
+                                        (provisional, source) if source else None)
+            provisional = None
     out.FlushCache()
     out = None
     binary = settings.output_mode == "binary"
@@ -298,11 +359,13 @@ def _new_mask(mask_path: str, plan: MergePlan) -> gdal.Dataset:
     return out
 
 
-def _apply_min_area(plan: MergePlan, dilated_path: str, out: gdal.Dataset, feedback: Feedback) -> mg.Fractions:
+def _apply_min_area(plan: MergePlan, dilated_path: str, out: gdal.Dataset, feedback: Feedback,
+                    source: tuple[gdal.Dataset, SourceOutput] | None = None) -> mg.Fractions:
     """FarmVibes.AI's ``min_area`` (``merge.apply_min_area``) over the whole dilated mask, in
     row windows: the flagged components' sizes (pass 1), then the sizes of the clear ones
     left after the small flagged ones are cleared, and what they touch (pass 2), then the
-    mask (pass 3). Components are joined across window seams (``patches.py``)."""
+    mask (pass 3). Components are joined across window seams (``patches.py``). ``source``:
+    the provisional source categories, settled against the mask in pass 3 and written."""
     settings = plan.settings
     grid, min_area = plan.grid, settings.min_area
     binary = settings.output_mode == "binary"
@@ -326,10 +389,14 @@ def _apply_min_area(plan: MergePlan, dilated_path: str, out: gdal.Dataset, feedb
     holes.finish(min_area)
     fractions = mg.Fractions()
     for k, (lo, hi) in enumerate(windows):
-        values = _cleared(read(lo, hi), flagged, k)
+        dilated = read(lo, hi)
+        values = _cleared(dilated.copy(), flagged, k)
         small, touches = holes.small(values == mg.CLEAR, k)
         values[small] = mg.fill_value(touches[..., 0][small], touches[..., 1][small], binary)
         write_array(out, values, 0, lo)
+        if source is not None:
+            provisional = read_array(source[0], 0, lo, grid.width, hi - lo)
+            source[1].write(pv.adjust_for_min_area(provisional, dilated, values), lo)
         fractions.add(values, settings.output_mode)
         _step(feedback, (2 * len(windows) + k + 1) / (3 * len(windows)))
     return fractions
@@ -347,9 +414,10 @@ def _cleared(values: np.ndarray, flagged: PatchAreas, window: int) -> np.ndarray
 
 
 def _write_windows(flags: _Flags, out: gdal.Dataset, fractions: mg.Fractions | None,
-                   feedback: Feedback) -> None:
+                   feedback: Feedback, source=None) -> None:
     """Finish the windows in order (dilation, categories), keeping the rows the next
-    window's dilation reaches; ``fractions`` (None: not counted) counts them. Only the
+    window's dilation reaches; ``fractions`` (None: not counted) counts them; ``source``
+    (values, row), when given, takes each window's source categories. Only the
     reading is on the pool's threads: dilating the windows there too made a full tile's
     merge slower (5.1 s against 2.8 s on 16 cores, scripts/gpu_check.py), its many small
     steps taking turns on Python's lock."""
@@ -357,13 +425,15 @@ def _write_windows(flags: _Flags, out: gdal.Dataset, fractions: mg.Fractions | N
     rows = _Rows(grid.width)
     halo = settings.dilation
     written = 0
-    for lo, hi, (cloud_f, shadow_f, valid) in flags.in_order():
-        rows.append(cloud_f, shadow_f, valid)
+    for lo, hi, (cloud_f, shadow_f, valid, sources) in flags.in_order():
+        rows.append(cloud_f, shadow_f, valid, sources)
         # Rows [written, ready) now have all the context their dilation needs.
         ready = grid.height if hi == grid.height else max(written, hi - halo)
         if ready > written:
-            mask = rows.finish(written, ready, halo, settings, grid.height)
+            mask, bits = rows.finish(written, ready, halo, settings, grid.height)
             write_array(out, mask, 0, written)
+            if source is not None:
+                source(pv.categories(bits, mask), written)
             if fractions is not None:
                 fractions.add(mask, settings.output_mode)
             written = ready
@@ -371,28 +441,37 @@ def _write_windows(flags: _Flags, out: gdal.Dataset, fractions: mg.Fractions | N
 
 
 class _Rows:
-    """The flagged rows still needed as dilation context, from row ``lo`` on."""
+    """The flagged rows still needed as dilation context, from row ``lo`` on (and their
+    source bits, where the merge writes ``SOURCE``)."""
 
     def __init__(self, width: int):
         self.lo = 0
         self.cloud = np.zeros((0, width), bool)
         self.shadow = np.zeros((0, width), bool)
         self.valid = np.zeros((0, width), bool)
+        self.sources = np.zeros((0, width), np.uint8)
 
-    def append(self, cloud: np.ndarray, shadow: np.ndarray, valid: np.ndarray) -> None:
+    def append(self, cloud: np.ndarray, shadow: np.ndarray, valid: np.ndarray,
+               sources: np.ndarray | None = None) -> None:
         self.cloud = np.concatenate([self.cloud, cloud])
         self.shadow = np.concatenate([self.shadow, shadow])
         self.valid = np.concatenate([self.valid, valid])
+        if sources is not None:
+            self.sources = np.concatenate([self.sources, sources])
 
-    def finish(self, lo: int, hi: int, halo: int, settings: mg.MergeSettings, height: int) -> np.ndarray:
-        """The mask of rows [lo, hi); then forget the rows no later window needs."""
+    def finish(self, lo: int, hi: int, halo: int, settings: mg.MergeSettings,
+               height: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The mask of rows [lo, hi) and their source bits (None: not recorded); then
+        forget the rows no later window needs."""
         a = max(self.lo, lo - halo)
         b = self.lo + len(self.valid)
         rows = slice(a - self.lo, b - self.lo)
         core = slice(lo - a, hi - a)
         mask = mg.finish(self.cloud[rows], self.shadow[rows], self.valid[rows][core], settings,
                          (core, slice(None)))
+        bits = self.sources[rows][core] if len(self.sources) else None
         keep = max(0, hi - halo - self.lo)
         self.cloud, self.shadow, self.valid = self.cloud[keep:], self.shadow[keep:], self.valid[keep:]
+        self.sources = self.sources[keep:]
         self.lo += keep
-        return mask
+        return mask, bits

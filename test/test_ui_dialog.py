@@ -156,6 +156,7 @@ def test_a_run_adds_the_mask_on_top_styled_and_named(project, provider, qgis_ifa
     QgsApplication.taskManager().statusChanged.connect(task_complete_notice)
     dialog = ImproveDialog(qgis_iface)
     dialog.form.want_cloud_p.setChecked(True)
+    dialog.form.want_source.setChecked(True)
     before = set(project.mapLayers())
     try:
         run = quick_run(dialog, qtbot)
@@ -174,13 +175,18 @@ def test_a_run_adds_the_mask_on_top_styled_and_named(project, provider, qgis_ifa
     labels = {c.value: c.label for c in mask.renderer().classes()}
     assert labels[0] == "clear" and colours[0].alpha() == 0  # the image shows through
     assert labels[1].lower().startswith("cloud") and colours[1].alpha() == 255 and 2 in labels
-    probability = root.children()[1].layer()
+    source = root.children()[1].layer()  # which source flagged each pixel, under the mask
+    assert source in added and "which source flagged each pixel" in source.name()
+    assert isinstance(source.renderer(), QgsPalettedRasterRenderer)
+    assert {c.label for c in source.renderer().classes()} >= {"product mask and model", "product mask only"}
+    probability = root.children()[2].layer()
     assert probability in added and "cloud probability" in probability.name()
     assert isinstance(probability.renderer(), QgsSingleBandPseudoColorRenderer)
     # The fractions are the last word in the message bar, above QGIS's "Task complete".
     last = pushed[-1]
     assert last[0] == "Cloud Mask Improver" and all(w in last[1] for w in ("clear", "cloud", "shadow", "%"))
     assert last[1] == run.fraction_note() == dialog.message.text()
+    assert "points were added by the models" in last[1]
 
     again = quick_run(dialog, qtbot)
     assert again.layers[0].name() != mask.name()  # two runs, two names

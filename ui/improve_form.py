@@ -56,7 +56,7 @@ REMEMBERED = (("cloud_model", "cloud_models"), ("shadow_model", "shadow_model"),
               ("cloud_thr", "cloud_thr"), ("shadow_thr", "shadow_thr"), ("resolution", "resolution"),
               ("dilation", "dilation"), ("min_area", "min_area"), ("output_mode", "output_mode"),
               ("provider", "provider"), ("in_memory", "in_memory"), ("cloud_p", "want_cloud_p"),
-              ("shadow_p", "want_shadow_p"), ("uncertainty", "want_uncertainty"))
+              ("shadow_p", "want_shadow_p"), ("uncertainty", "want_uncertainty"), ("source", "want_source"))
 
 
 def layer_bands(layer) -> list[str]:
@@ -235,6 +235,9 @@ class ImproveForm(QWidget):
         self.want_shadow_p = QCheckBox("Shadow probability", self)
         self.want_uncertainty = QCheckBox("Cloud uncertainty", self)
         self.want_uncertainty.setVisible(self.ensemble)
+        self.want_source = QCheckBox("Which source flagged each pixel", self)
+        self.want_source.setToolTip("A layer that shows, for each masked pixel, whether the product mask, "
+                                    "the models or the dilation flagged it.")
 
     def _lay_out(self) -> None:
         inputs = QFormLayout()
@@ -270,7 +273,7 @@ class ImproveForm(QWidget):
         out_form = QFormLayout(outputs)
         out_form.addRow("Improved mask", self.output)
         extra = QHBoxLayout()
-        for box in (self.want_cloud_p, self.want_shadow_p, self.want_uncertainty):
+        for box in (self.want_cloud_p, self.want_shadow_p, self.want_uncertainty, self.want_source):
             extra.addWidget(box)
         extra.addStretch(1)
         out_form.addRow("Also add", extra)
@@ -427,7 +430,8 @@ class ImproveForm(QWidget):
             "EXECUTION_PROVIDER": self.provider.currentIndex(),
             "MASK": self.output.filePath().strip() or TEMPORARY,
         }
-        optional = [("CLOUD_PROBABILITY", self.want_cloud_p), ("SHADOW_PROBABILITY", self.want_shadow_p)]
+        optional = [("CLOUD_PROBABILITY", self.want_cloud_p), ("SHADOW_PROBABILITY", self.want_shadow_p),
+                    ("SOURCE", self.want_source)]
         if self.ensemble:
             optional.append(("CLOUD_UNCERTAINTY", self.want_uncertainty))
         for name, box in optional:

@@ -21,8 +21,9 @@ from qgis.core import (
     QgsRasterLayer,
 )
 
-from ..algorithms.styling import mask_renderer, probability_renderer
+from ..algorithms.styling import mask_renderer, probability_renderer, source_renderer
 from ..core.merge import OUTPUT_MODES
+from ..core.provenance import FIGURES, summary
 from .improve_form import RESULT_PROPERTY, TEMPORARY
 
 PROBABILITIES = (("CLOUD_PROBABILITY", "cloud probability"), ("SHADOW_PROBABILITY", "shadow probability"),
@@ -103,6 +104,11 @@ class ImproveRun:
         if mask.isValid():
             mask.setRenderer(mask_renderer(mask, binary))
             added.append(mask)
+        if self.results.get("SOURCE"):  # under the mask: the mask stays on top
+            layer = QgsRasterLayer(self.results["SOURCE"], f"{self.name} which source flagged each pixel ({self.label})")
+            if layer.isValid():
+                layer.setRenderer(source_renderer(layer))
+                added.append(layer)
         for key, label in PROBABILITIES:
             if self.results.get(key):
                 layer = QgsRasterLayer(self.results[key], f"{self.name} {label} ({self.label})")
@@ -140,4 +146,7 @@ def failure_text(feedback: QgsProcessingFeedback) -> str:
 def fraction_note(name: str, results: dict) -> str:
     parts = [f"{label} {100 * float(results.get(key, 0)):.1f} %" for label, key in
              (("clear", "CLEAR_FRACTION"), ("cloud", "CLOUD_FRACTION"), ("shadow", "SHADOW_FRACTION"))]
-    return f"Improved cloud mask of {name}: " + ", ".join(parts) + " of valid pixels."
+    note = f"Improved cloud mask of {name}: " + ", ".join(parts) + " of valid pixels."
+    if results.get("MASKED_FRACTION") is not None:  # with SOURCE: what the improvement was
+        note += " " + summary({key: float(results[key]) for key in FIGURES})
+    return note

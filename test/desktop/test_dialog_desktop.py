@@ -40,6 +40,9 @@ def test_the_run_completes_and_its_mask_is_on_top(session):
     assert re.search(r"\d\d:\d\d:\d\d", top)
     assert session.facts["mask_class_alpha"]["clear"] == 0
     assert session.facts["mask_class_alpha"]["cloud"] == 255
+    # Which source flagged each pixel, asked for in the dialog: under the mask, with its legend.
+    assert "which source flagged each pixel" in session.facts["second_layer"]
+    assert "cloud model only: the product mask missed it" in session.facts["source_legend"]
 
 
 def test_the_fractions_stay_visible(session):

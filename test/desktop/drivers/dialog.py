@@ -67,6 +67,7 @@ def main(d):
 
     form.cloud_models.setValue(d.args["model"])
     form.resolution.setValue(30)
+    form.want_source.setChecked(True)  # which source flagged each pixel: a layer under the mask
     d.fact("plan", form.plan_note.text())
     run = dialog.run()
     d.check("run starts", run is not None, dialog.message.text())
@@ -90,6 +91,13 @@ def main(d):
     iface.mapCanvas().refreshAllLayers()
     d.pump(2.0)
     d.screenshot("map_after_run")  # the mask over the image: clear is transparent
+    source = project.layerTreeRoot().children()[1].layer()
+    d.fact("second_layer", source.name())
+    d.fact("source_legend", [c.label for c in source.renderer().classes()])
+    project.layerTreeRoot().findLayer(top.id()).setItemVisibilityChecked(False)  # the source layer shows
+    iface.mapCanvas().refreshAllLayers()
+    d.pump(2.0)
+    d.screenshot("map_source")  # which source flagged each pixel, its legend in the layers panel
 
     toolbox = processing.createAlgorithmDialog("cloudmask:improvecloudmask")
     toolbox.show()
