@@ -29,7 +29,13 @@ from .plan import (  # noqa: F401 - the requests are this module's public API
     plan_merge,
     plan_probabilities,
 )
-from .probability import RunReport, compute_probabilities, record_thresholds, recorded_thresholds  # noqa: F401
+from .probability import (  # noqa: F401
+    RunReport,
+    compute_probabilities,
+    record_thresholds,
+    recorded,
+    recorded_thresholds,
+)
 from .progress import Feedback, Share
 from .staging import atomic_outputs, stage
 from .windowed_merge import FlagRecorder, merge_to_mask

@@ -6,8 +6,8 @@ the single steps) turns it into a plan in which every decision is taken: the
 Sentinel-2 raster checked once (a product becomes its VRT stack), its processing
 level and radiometric offset, the models (defaults chosen here and nowhere else)
 with their cards, the bands read, the product mask and its kind, the final
-thresholds and the outputs. Every problem a user can fix is found here, before
-the long work starts. Everything downstream only reads the plan; requests are
+decision (thresholds or the most likely class) and the outputs. Every problem a
+user can fix is found here, before the long work starts. Everything downstream only reads the plan; requests are
 never changed.
 """
 
@@ -18,9 +18,8 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
-
 from . import bands as band_names
+from . import decision as dc
 from . import merge as mg
 from .engine import EngineSettings
 from .errors import SettingsError
@@ -289,26 +288,25 @@ def _check_thresholds(request: ImproveRequest) -> None:
                                 "between 0 and 1, or leave it empty for the model's recommended value.")
 
 
+def recommended(probability: ProbabilityPlan) -> dc.Recommended:
+    """What the plan's model cards recommend: thresholds, and whether to decide by the most
+    likely class (one network for cloud and shadow whose card says so)."""
+    cards = probability.cards
+    shadow = cards[probability.shadow_model] if probability.shadow_model else None
+    return dc.recommended([cards[m] for m in probability.cloud_models], shadow)
+
+
 def recommended_thresholds(probability: ProbabilityPlan) -> tuple[float | None, float | None]:
     """The cards' recommended cloud threshold (the mean over an ensemble's cloud models)
     and shadow threshold; None where no card recommends one."""
-    cards = probability.cards
-    values = [cards[m].cloud_threshold for m in probability.cloud_models]
-    values = [v for v in values if v is not None]
-    cloud = float(np.mean(values)) if values else None
-    shadow = cards[probability.shadow_model].shadow_threshold if probability.shadow_model else None
-    return cloud, shadow
+    models = recommended(probability)
+    return models.cloud_threshold, models.shadow_threshold
 
 
-def thresholds(request: ImproveRequest, probability: ProbabilityPlan) -> tuple[float, float]:
-    """Given thresholds, else the cards' recommended values, else FarmVibes.AI's defaults."""
-    cloud, shadow = request.cloud_threshold, request.shadow_threshold
-    recommended_cloud, recommended_shadow = recommended_thresholds(probability)
-    if cloud is None:
-        cloud = recommended_cloud if recommended_cloud is not None else mg.MergeSettings.cloud_threshold
-    if shadow is None:
-        shadow = recommended_shadow if recommended_shadow is not None else mg.MergeSettings.shadow_threshold
-    return float(cloud), float(shadow)
+def decision(request: ImproveRequest, probability: ProbabilityPlan) -> dc.Decision:
+    """Given thresholds, else the cards' rule and recommended values, else FarmVibes.AI's
+    defaults (``decision.decide``, which the dialog and the merge on its own use too)."""
+    return dc.decide(request.cloud_threshold, request.shadow_threshold, recommended(probability))
 
 
 def plan(request: ImproveRequest) -> RunPlan:
@@ -326,10 +324,11 @@ def plan(request: ImproveRequest) -> RunPlan:
     grid = probability.raster
     product = _product_mask(request.product_mask or safe.product_mask_of(grid.source), grid,
                             prob.work_dir)
-    cloud, shadow = thresholds(request, probability)
-    settings = replace(_product_kind(product, request.settings), cloud_threshold=cloud, shadow_threshold=shadow)
+    decided = decision(request, probability)
+    settings = replace(_product_kind(product, request.settings), cloud_threshold=decided.cloud_threshold,
+                       shadow_threshold=decided.shadow_threshold, most_likely_class=decided.most_likely_class)
     return RunPlan(probability, MergePlan(grid, product, settings), request.mask,
-                   notes=(f"Thresholds: cloud {cloud:g}, shadow {shadow:g}.", *_level_notes(probability)))
+                   notes=(decided.note(), *_level_notes(probability)))
 
 
 def _level_notes(probability: ProbabilityPlan) -> tuple[str, ...]:

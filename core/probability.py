@@ -13,10 +13,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from osgeo import gdal
 
+from . import decision as dc
 from .engine import EngineSettings, Job, Sink, run_in_bands
 from .inference import ModelError, available_cores, cuda_workers, fallback_note, load_model
 from .modelstore.cards import ModelCard
-from .plan import ModelUse, ProbabilityOutputs, ProbabilityPlan, recommended_thresholds
+from .plan import ModelUse, ProbabilityOutputs, ProbabilityPlan, recommended
 from .progress import Feedback
 from .raster import (
     BLOCK_CACHE_BYTES,
@@ -258,29 +259,46 @@ def small_raster_notes(info: RasterInfo, jobs: list[Job]) -> list[str]:
 
 
 # Where a probability raster records the threshold its model recommends (GDAL metadata), so
-# that a merge run later on its own (the modeler's chain) thresholds it as one run would.
+# that a merge run later on its own (the modeler's chain) decides as one run would; and,
+# in both rasters, that their one network decides by the most likely class.
 THRESHOLD_KEYS = ("RECOMMENDED_CLOUD_THRESHOLD", "RECOMMENDED_SHADOW_THRESHOLD")
+DECISION_KEY = "RECOMMENDED_DECISION"
 
 
 def record_thresholds(paths: ProbabilityOutputs, plan: ProbabilityPlan) -> None:
-    """Write the cards' recommended thresholds into the probability rasters just computed."""
-    for path, key, value in zip((paths.cloud, paths.shadow), THRESHOLD_KEYS, recommended_thresholds(plan)):
-        if path and value is not None:
+    """Write the cards' recommendations into the probability rasters just computed."""
+    models = recommended(plan)
+    for path, key, value in zip((paths.cloud, paths.shadow), THRESHOLD_KEYS,
+                                (models.cloud_threshold, models.shadow_threshold)):
+        if path and (value is not None or models.most_likely_class):
             ds, detail = gdal_try(gdal.Open, path, gdal.GA_Update)
             if ds is None:
                 raise RasterError(f"Cannot update the probability raster '{path}': {detail}")
-            ds.SetMetadataItem(key, repr(float(value)))
+            if value is not None:
+                ds.SetMetadataItem(key, repr(float(value)))
+            if models.most_likely_class:
+                ds.SetMetadataItem(DECISION_KEY, dc.MOST_LIKELY_CLASS)
             ds = None
 
 
 def recorded_thresholds(cloud_probability: str | None,
                         shadow_probability: str | None) -> tuple[float | None, float | None]:
     """The thresholds :func:`record_thresholds` wrote (None where absent)."""
+    models = recorded(cloud_probability, shadow_probability)
+    return models.cloud_threshold, models.shadow_threshold
+
+
+def recorded(cloud_probability: str | None, shadow_probability: str | None) -> dc.Recommended:
+    """What :func:`record_thresholds` wrote: the thresholds, and the most likely class
+    where both rasters are given and both say their network decides by it."""
     found = []
+    rules = []
     for path, key in zip((cloud_probability, shadow_probability), THRESHOLD_KEYS):
-        value = raster_info(path).metadata.get(key) if path else None
+        metadata = raster_info(path).metadata if path else {}
+        rules.append(metadata.get(DECISION_KEY))
+        value = metadata.get(key)
         try:
             found.append(float(value) if value is not None else None)
         except ValueError:
             found.append(None)
-    return found[0], found[1]
+    return dc.Recommended(found[0], found[1], rules == [dc.MOST_LIKELY_CLASS] * 2)

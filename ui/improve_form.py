@@ -29,8 +29,9 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from ..core.decision import decide, recommended
 from ..core.inference import PROVIDERS
-from ..core.merge import OUTPUT_MODES, PRODUCT_KINDS, MergeSettings
+from ..core.merge import OUTPUT_MODES, PRODUCT_KINDS
 from ..core.modelstore import catalogue as models
 from ..core.modelstore.cards import ModelCard
 from ..core.pipeline import processing_level
@@ -95,6 +96,7 @@ class Plan:
     shadow_threshold: float
     cloud_chosen: bool  # False: the algorithm picks the models
     level: str
+    most_likely_class: bool = False  # decided by the most likely class, not the thresholds
 
     def summary(self, titles: dict[str, str]) -> str:
         """One sentence on what Run will do, in the words the dialog uses."""
@@ -111,6 +113,10 @@ class Plan:
             models = f"{cloud} for cloud and {name(self.shadow)} for shadow"
         if not self.cloud_chosen and len(self.cloud) == 1:
             models += " (the best installed for this raster)"
+        if self.most_likely_class:
+            return (f"<b>Will run</b> {models}. Each pixel gets its most likely class (clear, cloud "
+                    "or shadow), as the model's authors decide; set a threshold to decide by "
+                    "thresholds instead.")
         mean = " (mean of the models' values)" if len(self.cloud) > 1 else ""
         return (f"<b>Will run</b> {models}. Thresholds: cloud {self.cloud_threshold:.4g}{mean}, "
                 f"shadow {self.shadow_threshold:.4g}.")
@@ -356,18 +362,11 @@ class ImproveForm(QWidget):
                 cloud = []
         shadow = self.shadow_model.value() or (
             models.default_shadow_model(level, cloud, self.models_dir) if cloud else None)
-        defaults = MergeSettings()
-        cloud_thr = self._threshold(self.cloud_thr)
-        if cloud_thr is None:
-            values = [self.cards[m].cloud_threshold for m in cloud if m in self.cards]
-            values = [v for v in values if v is not None]
-            cloud_thr = sum(values) / len(values) if values else defaults.cloud_threshold
-        shadow_thr = self._threshold(self.shadow_thr)
-        if shadow_thr is None:
-            card = self.cards.get(shadow or "")
-            shadow_thr = card.shadow_threshold if card and card.shadow_threshold is not None \
-                else defaults.shadow_threshold
-        return Plan(tuple(cloud), shadow, float(cloud_thr), float(shadow_thr), bool(chosen), level)
+        cloud_cards = [self.cards[m] for m in cloud if m in self.cards]
+        decided = decide(self._threshold(self.cloud_thr), self._threshold(self.shadow_thr),
+                         recommended(cloud_cards, self.cards.get(shadow or "")))
+        return Plan(tuple(cloud), shadow, decided.cloud_threshold, decided.shadow_threshold, bool(chosen), level,
+                    decided.most_likely_class)
 
     def chosen_cards(self, plan: Plan | None = None) -> list[ModelCard]:
         plan = plan or self.plan()
@@ -383,10 +382,10 @@ class ImproveForm(QWidget):
                                  "No model is installed: use Manage models… to install one.")
         cloud_default = self._threshold(self.cloud_thr) is None
         shadow_default = self._threshold(self.shadow_thr) is None
-        self.cloud_thr.setSpecialValueText(f"model default ({plan.cloud_threshold:.4g})" if cloud_default
-                                           else "model default")
-        self.shadow_thr.setSpecialValueText(f"model default ({plan.shadow_threshold:.4g})" if shadow_default
-                                            else "model default")
+        for box, value, default in ((self.cloud_thr, plan.cloud_threshold, cloud_default),
+                                    (self.shadow_thr, plan.shadow_threshold, shadow_default)):
+            shown = "most likely class" if plan.most_likely_class else f"{value:.4g}"
+            box.setSpecialValueText(f"model default ({shown})" if default else "model default")
         same = self._same_layer()
         self.layer_note.setText(f"<span style='color:#b00020'>⚠ {same}</span>")
         self.layer_note.setVisible(bool(same))
