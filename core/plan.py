@@ -13,6 +13,7 @@ never changed.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -27,7 +28,7 @@ from .inputs import processing_level, radiometric_offset, read_sentinel2
 from .modelstore import catalogue as models
 from .modelstore.cards import ModelCard
 from .raster import RasterError, RasterInfo, raster_info, require_geotiff_name, require_north_up
-from .regrid import check_product_mask
+from .regrid import check_product_mask, in_metres
 from .sentinel2 import product as safe
 from .staging import check_destination, require_distinct
 
@@ -40,7 +41,8 @@ class ProbabilityRequest:
     cloud_models: tuple[str, ...] | list[str] = ()  # ids or .onnx paths; empty: the default
     shadow_model: str | None = None  # id or .onnx path; None: the default where a shadow is wanted
     bands: str = ""  # comma-separated band names, one per raster band; empty: detect
-    resolution: float = 0.0  # processing resolution in metres; 0: native
+    # Processing resolution in metres: None, the models' own (models_resolution); 0, the raster's.
+    resolution: float | None = None
     provider: str = "auto"
     in_memory: bool = False
     window_rows: int = EngineSettings.window_rows
@@ -215,10 +217,7 @@ def _probability_plan(request: ProbabilityRequest, outputs: ProbabilityOutputs, 
     union: list[str] = []
     for use in uses:
         union.extend(b for b in use.card.bands if b not in union)
-    coarse = request.resolution if request.resolution and request.resolution > info.pixel_size * 1.001 else 0.0
-    min_x, min_y, max_x, max_y = info.bounds
-    if min(max_x - min_x, max_y - min_y) < coarse:
-        coarse = 0.0  # a raster narrower than one coarse pixel has no coarse grid: run it as it is
+    coarse = processing_resolution(request.resolution, uses, info)
     engine = EngineSettings(window_rows=request.window_rows, batch_size=request.batch_size,
                             in_memory=request.in_memory, stripe_cols=request.stripe_cols,
                             workers=request.workers)
@@ -226,6 +225,29 @@ def _probability_plan(request: ProbabilityRequest, outputs: ProbabilityOutputs, 
         raster=info, band_names=tuple(names), level=level, offset=radiometric_offset(info), models=uses,
         raster_bands=tuple(names.index(b) + 1 for b in union), outputs=outputs, resolution=coarse,
         provider=request.provider, threads=request.threads, engine=engine)
+
+
+def models_resolution(uses: tuple[ModelUse, ...]) -> float:
+    """The resolution the run's models were made for: the finest their cards give, so that
+    no model runs coarser than its authors ran it (ukis at 30 m with FarmVibes.AI's 10 m
+    shadow model: 10 m); 0 (the raster's own) when a card gives none."""
+    own = [use.card.resolution for use in uses]
+    return 0.0 if not all(own) else min(own)
+
+
+def processing_resolution(wanted: float | None, uses: tuple[ModelUse, ...], info: RasterInfo) -> float:
+    """The coarser resolution the models run at, in metres; 0: the raster's own grid.
+    ``wanted``: None for the models' own, 0 for the raster's, else metres."""
+    if wanted is not None and not (wanted >= 0 and math.isfinite(wanted)):
+        raise SettingsError(f"The processing resolution {wanted} m is not valid. Give metres, 0 for the "
+                            "raster's own resolution, or leave it empty for the models' own.")
+    coarse = models_resolution(uses) if wanted is None else float(wanted)
+    if not coarse or coarse <= info.pixel_size * 1.001 or not in_metres(info):
+        return 0.0  # never finer than the raster; a grid in degrees has no metres to go by
+    min_x, min_y, max_x, max_y = info.bounds
+    if min(max_x - min_x, max_y - min_y) < coarse:
+        return 0.0  # a raster narrower than one coarse pixel has no coarse grid: run it as it is
+    return coarse
 
 
 def plan_probabilities(request: ProbabilityRequest, outputs: ProbabilityOutputs) -> ProbabilityPlan:
@@ -328,7 +350,18 @@ def plan(request: ImproveRequest) -> RunPlan:
     settings = replace(_product_kind(product, request.settings), cloud_threshold=decided.cloud_threshold,
                        shadow_threshold=decided.shadow_threshold, most_likely_class=decided.most_likely_class)
     return RunPlan(probability, MergePlan(grid, product, settings), request.mask,
-                   notes=(decided.note(), *_level_notes(probability)))
+                   notes=(decided.note(), *_resolution_notes(probability), *_level_notes(probability)))
+
+
+def _resolution_notes(probability: ProbabilityPlan) -> tuple[str, ...]:
+    """Say at which resolution the models ran, and how to get the raster's own."""
+    if not probability.resolution:
+        return ()
+    note = (f"Processing resolution: {probability.resolution:g} m (the raster's pixels are "
+            f"{probability.raster.pixel_size:g} m): the models ran on a coarser grid and each pixel "
+            "has the decision of the coarse pixel it lies in. Set the processing resolution to 0 "
+            "for the raster's own.")
+    return (note,)
 
 
 def _level_notes(probability: ProbabilityPlan) -> tuple[str, ...]:

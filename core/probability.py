@@ -31,7 +31,7 @@ from .raster import (
     raster_info,
     write_array,
 )
-from .regrid import coarse_grid, to_grid
+from .regrid import sample_coarse, to_grid
 from .runtime import deps, gpu
 
 
@@ -183,13 +183,11 @@ class BackgroundWriter:
 def compute_probabilities(plan: ProbabilityPlan, paths: ProbabilityOutputs,
                           feedback: Feedback | None = None, flags: Sink | None = None) -> RunReport:
     """Write the plan's probability rasters to ``paths`` (None: not written); the caller
-    stages them (see ``staging.py``). ``flags`` also gets every block, on the raster's
-    own grid: so not with a processing resolution (the results are warped back after)."""
-    if flags and plan.resolution:
-        raise ValueError("flags need the probabilities on the raster's grid: not with a processing resolution")
+    stages them (see ``staging.py``). ``flags`` also gets every block, on the grid the
+    models run on: at a processing resolution the coarse grid (``regrid.coarse_info``),
+    whose decisions the caller brings back onto the raster's grid."""
     jobs, notes = _jobs(plan)
     settings = device_settings(plan.engine, jobs)
-    # Also while warping coarse results back onto the 10 m grid.
     with limited_block_cache(BLOCK_CACHE_BYTES * settings.workers):
         return _compute(plan, paths, jobs, notes, settings, feedback, flags)
 
@@ -200,26 +198,18 @@ def _compute(plan: ProbabilityPlan, paths: ProbabilityOutputs, jobs: list[Job], 
                        cards=plan.cards)
     info = plan.raster
     with tempfile.TemporaryDirectory(prefix="cloudmask-") as tmp:
-        source_path, run_info, run_paths = info.source, info, paths
+        source_path, bands, run_info, run_paths = info.source, list(plan.raster_bands), info, paths
         if plan.resolution:
-            # The models run on an averaged VRT; their results are warped back below.
-            source_path = os.path.join(tmp, "coarse.vrt")
-            bounds, width, height = coarse_grid(info, plan.resolution)
-            # Averaged without the pixels the run counts as nodata, also where the raster declares none.
-            undeclared = all(v is None for v in info.nodata) and plan.nodata[0] == 0
-            nodata = {"srcNodata": 0, "dstNodata": 0} if undeclared else {}
-            done, detail = gdal_try(gdal.Warp, source_path, info.source, format="VRT", outputBounds=bounds,
-                                    width=width, height=height, resampleAlg="average", **nodata)
-            if done is None:
-                raise RasterError(f"Could not resample {info.source} to {plan.resolution:g} m: {detail}")
-            done = None
-            run_info = raster_info(source_path)
+            # The models run on the raster sampled at the coarse grid; their results are
+            # brought back below.
+            source_path = os.path.join(tmp, "coarse.tif")
+            run_info = sample_coarse(info, bands, plan.nodata, plan.resolution, source_path)
+            bands = list(range(1, len(bands) + 1))
             run_paths = paths.in_folder(tmp)
         report.notes.extend(small_raster_notes(run_info, jobs))
 
         def open_source() -> RowSource:
-            return RowSource(source_path, list(plan.raster_bands), plan.engine.window_rows, plan.engine.in_memory,
-                             fill=plan.nodata)
+            return RowSource(source_path, bands, plan.engine.window_rows, plan.engine.in_memory, fill=plan.nodata)
 
         # Flagging on a thread of its own too: the writer's thread can be a run's floor on a GPU.
         flagger = BackgroundWriter(flags, depth=2 * settings.workers) if flags else None
@@ -238,9 +228,11 @@ def _compute(plan: ProbabilityPlan, paths: ProbabilityOutputs, jobs: list[Job], 
             writer.close()
         report.notes.extend(dict.fromkeys(n for n in (fallback_note(j.model) for j in jobs) if n))
         if plan.resolution:
+            # Each pixel the probabilities of the coarse pixel it lies in, as the mask's
+            # decisions: merging these rasters later gives the same mask.
             for coarse_path, final in zip(run_paths.paths(), paths.paths()):
                 if final:
-                    to_grid(coarse_path, info, final, "bilinear")
+                    to_grid(coarse_path, info, final, "near")
     return report
 
 

@@ -43,7 +43,7 @@ from .raster import (
     set_categories,
     write_array,
 )
-from .regrid import product_mask_on_grid
+from .regrid import NearestRows, product_mask_on_grid
 
 
 def _probabilities(block: np.ndarray | None) -> np.ndarray | None:
@@ -152,11 +152,17 @@ class _Flags:
     def _readers(self) -> dict:
         readers = getattr(self._local, "readers", None)
         if readers is None:
-            readers = {k: open_dataset(p) if p else None for k, p in self.paths.items()}
+            readers = {k: self._open(k, p) if p else None for k, p in self.paths.items()}
             self._local.readers = readers
             with self._lock:
                 self._opened.append(readers)
         return readers
+
+    def _open(self, key: str, path: str):
+        ds = open_dataset(path)
+        if key == "flags" and (ds.RasterXSize, ds.RasterYSize) != (self.plan.grid.width, self.plan.grid.height):
+            return NearestRows(ds, self.plan.grid)  # a processing resolution's decisions
+        return ds
 
     def close(self) -> None:
         with self._lock:
@@ -166,11 +172,18 @@ class _Flags:
     def read(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(cloud, shadow, valid) flags of rows [lo, hi)."""
         width = self.plan.grid.width
-        block = {k: (read_array(ds, 0, lo, width, hi - lo) if ds else None)
-                 for k, ds in self._readers().items()}
+        block = {k: (ds.read(lo, hi) if isinstance(ds, NearestRows) else read_array(ds, 0, lo, width, hi - lo))
+                 if ds else None for k, ds in self._readers().items()}
         if "flags" in block:
             packed = block["flags"]
-            return (packed & CLOUD_BIT) != 0, (packed & SHADOW_BIT) != 0, (packed & VALID_BIT) != 0
+            cloud, shadow, valid = (packed & CLOUD_BIT) != 0, (packed & SHADOW_BIT) != 0, (packed & VALID_BIT) != 0
+            if block.get("product") is not None:  # coarse decisions: the product mask joins here
+                settings = self.plan.settings
+                product = mg.decode_product_mask(block["product"], settings.product_kind, self.product_nodata,
+                                                 settings.product_probability_threshold)
+                cloud |= product.cloud & valid
+                shadow |= product.shadow & valid
+            return cloud, shadow, valid
         return flag_block(self.plan, block["cloud"], block["shadow"], block["product"], self.product_nodata)
 
 
@@ -199,14 +212,22 @@ def merge_to_mask(plan: MergePlan, cloud: str | None, shadow: str | None, mask_p
     """Stream the merge in row windows: flags, small patches dropped, dilation, categories.
     ``flags``: a :class:`FlagRecorder`'s raster, read instead of the probabilities."""
     feedback = feedback or Feedback()
-    if flags:
+    coarse = bool(flags) and not _on_grid(flags, plan.grid)
+    if flags and not coarse:
         return _merge(plan, {"flags": flags}, None, mask_path, feedback)
     with tempfile.TemporaryDirectory(prefix="cloudmask-") as tmp:
         product, product_nodata = None, None
         if plan.product_mask:
             product, product_nodata = product_mask_on_grid(plan.product_mask, plan.grid, tmp)
-        return _merge(plan, {"cloud": cloud, "shadow": shadow, "product": product}, product_nodata,
-                      mask_path, feedback)
+        inputs = {"flags": flags} if coarse else {"cloud": cloud, "shadow": shadow}
+        return _merge(plan, {**inputs, "product": product}, product_nodata, mask_path, feedback)
+
+
+def _on_grid(flags: str, grid) -> bool:
+    """Whether a FlagRecorder's raster is on the grid (it then holds the product mask too),
+    or on a processing resolution's coarser grid (the models' decisions only)."""
+    ds = open_dataset(flags)
+    return (ds.RasterXSize, ds.RasterYSize) == (grid.width, grid.height)
 
 
 def _merge(plan: MergePlan, paths: dict[str, str | None], product_nodata: float | None, mask_path: str,
