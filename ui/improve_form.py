@@ -53,8 +53,10 @@ MODE_LABELS = {"categorical": "Categories: clear, cloud, shadow", "binary": "Bin
 # The model cards' text never grows the dialog: it scrolls within this height.
 FACTS_HEIGHT = 120
 # What the dialog remembers between sessions: settings key -> the form's widget attribute.
+# (The resolution's key is new with the models' own resolution as its default: a 0 kept
+# under the old key was that old default, not a choice.)
 REMEMBERED = (("cloud_model", "cloud_models"), ("shadow_model", "shadow_model"),
-              ("cloud_thr", "cloud_thr"), ("shadow_thr", "shadow_thr"), ("resolution", "resolution"),
+              ("cloud_thr", "cloud_thr"), ("shadow_thr", "shadow_thr"), ("processing_resolution", "resolution"),
               ("dilation", "dilation"), ("min_area", "min_area"), ("output_mode", "output_mode"),
               ("provider", "provider"), ("in_memory", "in_memory"), ("cloud_p", "want_cloud_p"),
               ("shadow_p", "want_shadow_p"), ("uncertainty", "want_uncertainty"))
@@ -219,11 +221,18 @@ class ImproveForm(QWidget):
         self.min_area = QSpinBox(self)
         self.min_area.setRange(0, 1_000_000)
         self.min_area.setSuffix(" px")
+        # The lowest value stands for "unset": the models' own resolution; one step up, 0,
+        # is the raster's own.
         self.resolution = QDoubleSpinBox(self)
-        self.resolution.setRange(0, 1000)
+        self.resolution.setRange(-1, 1000)
         self.resolution.setDecimals(0)
         self.resolution.setSuffix(" m")
-        self.resolution.setSpecialValueText("native")
+        self.resolution.setSpecialValueText("the models' own")
+        self.resolution.setValue(self.resolution.minimum())
+        self.resolution.setToolTip("Empty: the resolution the models were made for (30 m for the UKIS models). "
+                                   "0 m: the raster's own resolution. A coarser resolution is faster; each "
+                                   "pixel then gets the decision of the coarser pixel it lies in.")
+        self.resolution.valueChanged.connect(self._show_resolution)
         self.in_memory = QCheckBox("Load the whole raster in memory", self)
         self.provider = QComboBox(self)
         self.provider.addItems(list(PROVIDERS))
@@ -386,6 +395,7 @@ class ImproveForm(QWidget):
                                     (self.shadow_thr, plan.shadow_threshold, shadow_default)):
             shown = "most likely class" if plan.most_likely_class else f"{value:.4g}"
             box.setSpecialValueText(f"model default ({shown})" if default else "model default")
+        self._show_resolution()
         same = self._same_layer()
         self.layer_note.setText(f"<span style='color:#b00020'>⚠ {same}</span>")
         self.layer_note.setVisible(bool(same))
@@ -398,6 +408,16 @@ class ImproveForm(QWidget):
         return sorted({b for c in cards for b in c.bands})
 
     # -- parameters
+    def _resolution(self) -> float | None:
+        return None if self.resolution.value() <= self.resolution.minimum() else float(self.resolution.value())
+
+    def _show_resolution(self, *_) -> None:
+        """Name what "the models' own" is for the models chosen, and what 0 m is."""
+        own = [c.resolution for c in self.chosen_cards()]
+        text = f"the models' own ({min(own):g} m)" if own and all(own) else "the models' own"
+        self.resolution.setSpecialValueText(text)
+        self.resolution.setSuffix(" m (the raster's own)" if self.resolution.value() == 0 else " m")
+
     @staticmethod
     def _threshold(box: QDoubleSpinBox):
         return None if box.value() <= box.minimum() else round(box.value(), 4)
@@ -419,7 +439,7 @@ class ImproveForm(QWidget):
             "DILATION": self.dilation.value(),
             "MIN_AREA": self.min_area.value(),
             "OUTPUT_MODE": self.output_mode.currentIndex(),
-            "RESOLUTION": float(self.resolution.value()),
+            "RESOLUTION": self._resolution(),
             "EXECUTION_PROVIDER": self.provider.currentIndex(),
             "MASK": self.output.filePath().strip() or TEMPORARY,
         }
