@@ -206,7 +206,7 @@ def _compute(plan: ProbabilityPlan, paths: ProbabilityOutputs, jobs: list[Job], 
             run_info = sample_coarse(info, bands, plan.nodata, plan.resolution, source_path)
             bands = list(range(1, len(bands) + 1))
             run_paths = paths.in_folder(tmp)
-        report.notes.extend(small_raster_notes(run_info, jobs))
+        report.notes.extend(small_raster_notes(run_info, jobs, plan))
 
         def open_source() -> RowSource:
             return RowSource(source_path, bands, plan.engine.window_rows, plan.engine.in_memory, fill=plan.nodata)
@@ -236,17 +236,23 @@ def _compute(plan: ProbabilityPlan, paths: ProbabilityOutputs, jobs: list[Job], 
     return report
 
 
-def small_raster_notes(info: RasterInfo, jobs: list[Job]) -> list[str]:
+def small_raster_notes(info: RasterInfo, jobs: list[Job], plan: ProbabilityPlan | None = None) -> list[str]:
     """A word for a raster narrower than a model's tile: the network then sees a cloud
     without its surroundings (the rest of its tile is the raster mirrored) and tends to
-    call everything clear. Not an error: the run is what was asked for."""
+    call everything clear. Not an error: the run is what was asked for. ``info``: the grid
+    the models run on (``plan``'s coarse grid at a processing resolution)."""
     tiles = [f"{job.model.card.id}: {job.model.card.tile} px" for job in jobs
              if not job.model.card.is_pixel_model and min(info.width, info.height) < job.model.card.tile]
     if not tiles:
         return []
-    note = (f"The raster is {info.width} x {info.height} pixels, smaller than the tiles the model "
-            f"looks at ({'; '.join(tiles)}): it sees clouds without their surroundings and may miss "
-            "them. For a small area, run on the whole scene and set Extent or Area to process.")
+    size = f"The raster is {info.width} x {info.height} pixels"
+    if plan is not None and plan.resolution:
+        size = (f"At the processing resolution of {plan.resolution:g} m the raster is {info.width} x "
+                f"{info.height} pixels ({plan.raster.width} x {plan.raster.height} at its own)")
+    note = (f"{size}, smaller than the tiles the model looks at ({'; '.join(tiles)}): it sees clouds "
+            "without their surroundings and may miss them. For a small area, run on the whole scene "
+            "and set Extent or Area to process" + (", or set the processing resolution to 0."
+                                                   if plan is not None and plan.resolution else "."))
     return [note]
 
 

@@ -341,8 +341,12 @@ def test_loaded_mask_gets_the_paletted_style(provider, qgis_iface, monkeypatch, 
 
 
 
-@pytest.mark.parametrize("width, height, said", [(120, 300, True), (300, 300, False)])
-def test_a_raster_smaller_than_a_tile_is_said_to_lack_context(provider, tmp_path, width, height, said):
+@pytest.mark.parametrize("width, height, resolution, said", [
+    (120, 300, 0, True), (300, 300, 0, False),
+    (300, 300, None, True),  # at the model's own 30 m it is 100 x 100 pixels
+])
+def test_a_raster_smaller_than_a_tile_is_said_to_lack_context(provider, tmp_path, width, height, resolution,
+                                                              said):
     """A crop narrower than the model's tiles gives the model no surroundings (tiny crops
     came out all clear): the log says so and points to Extent, which keeps the scene's."""
     import processing
@@ -351,7 +355,7 @@ def test_a_raster_smaller_than_a_tile_is_said_to_lack_context(provider, tmp_path
     names = [ds.GetRasterBand(b + 1).GetDescription() for b in range(ds.RasterCount)]
     raster = write_raster(tmp_path / "crop.tif", ds.ReadAsArray(0, 0, width, height), descriptions=names)
     feedback = LogFeedback()
-    processing.run("cloudmask:improvecloudmask", {"S2_RASTER": raster, **SAMPLE_PARAMS,
+    processing.run("cloudmask:improvecloudmask", {"S2_RASTER": raster, **SAMPLE_PARAMS, "RESOLUTION": resolution,
                                                   "MASK": str(tmp_path / "mask.tif")}, feedback=feedback)
     log = " ".join(feedback.lines)
     del feedback  # a QObject kept alive by a failure's traceback would outlive QGIS
