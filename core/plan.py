@@ -41,7 +41,9 @@ class ProbabilityRequest:
     cloud_models: tuple[str, ...] | list[str] = ()  # ids or .onnx paths; empty: the default
     shadow_model: str | None = None  # id or .onnx path; None: the default where a shadow is wanted
     bands: str = ""  # comma-separated band names, one per raster band; empty: detect
-    # Processing resolution in metres: None, the models' own (models_resolution); 0, the raster's.
+    # Processing resolution in metres: 0, the raster's; None, the models' own (models_resolution)
+    # for a mask, the raster's for probabilities on their own (FarmVibes.AI's probability ops
+    # take no resolution, and a probability raster is read pixel by pixel).
     resolution: float | None = None
     provider: str = "auto"
     in_memory: bool = False
@@ -255,13 +257,15 @@ def plan_probabilities(request: ProbabilityRequest, outputs: ProbabilityOutputs)
 
     A cloud output without a cloud model takes the default for the raster's level;
     a shadow output without a shadow model takes the default shadow model, and
-    there must be one.
+    there must be one. Unless a resolution is given, on the raster's own grid.
     """
     finals = [p for p in outputs.paths() if p]
     for path in finals:
         check_destination(path, [request.s2_raster])
         require_geotiff_name(path)
     require_distinct(finals)
+    if request.resolution is None:
+        request = replace(request, resolution=0.0)
     return _probability_plan(request, outputs, request.ensemble, cloud=bool(outputs.cloud),
                              shadow="required" if outputs.shadow else "no")
 
