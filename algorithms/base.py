@@ -226,7 +226,7 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
 
     def add_resolution(self):
         self.add_advanced(with_help(QgsProcessingParameterNumber(
-            "RESOLUTION", "Processing resolution in metres (empty: the models' own; 0: the raster's)",
+            "RESOLUTION", "Resolution, m (0: the raster's)",
             QgsProcessingParameterNumber.Type.Double, optional=True, minValue=0.0),
             "Empty: the resolution the models were made for (30 m for the UKIS models, 10 m for "
             "FarmVibes.AI's and s2cloudless; with models of different resolutions, the finest). "
