@@ -257,25 +257,32 @@ def small_raster_notes(info: RasterInfo, jobs: list[Job], plan: ProbabilityPlan 
 
 
 # Where a probability raster records the threshold its model recommends (GDAL metadata), so
-# that a merge run later on its own (the modeler's chain) decides as one run would; and,
-# in both rasters, that their one network decides by the most likely class.
+# that a merge run later on its own (the modeler's chain) decides as one run would; and the
+# model, where it decides by the most likely class (a merge of a cloud and a shadow raster
+# from the same such model then does too).
 THRESHOLD_KEYS = ("RECOMMENDED_CLOUD_THRESHOLD", "RECOMMENDED_SHADOW_THRESHOLD")
 DECISION_KEY = "RECOMMENDED_DECISION"
+MODEL_KEY = "MODEL"
 
 
 def record_thresholds(paths: ProbabilityOutputs, plan: ProbabilityPlan) -> None:
     """Write the cards' recommendations into the probability rasters just computed."""
     models = recommended(plan)
-    for path, key, value in zip((paths.cloud, paths.shadow), THRESHOLD_KEYS,
-                                (models.cloud_threshold, models.shadow_threshold)):
-        if path and (value is not None or models.most_likely_class):
+    cards = plan.cards
+    cloud_cards = [cards[m] for m in plan.cloud_models]
+    deciders = (cloud_cards[0] if len(cloud_cards) == 1 else None,  # an ensemble's mean is no softmax
+                cards[plan.shadow_model] if plan.shadow_model else None)
+    for path, key, value, card in zip((paths.cloud, paths.shadow), THRESHOLD_KEYS,
+                                      (models.cloud_threshold, models.shadow_threshold), deciders):
+        items = {key: repr(float(value))} if value is not None else {}
+        if card is not None and card.decision == dc.MOST_LIKELY_CLASS:
+            items.update({DECISION_KEY: dc.MOST_LIKELY_CLASS, MODEL_KEY: card.id})
+        if path and items:
             ds, detail = gdal_try(gdal.Open, path, gdal.GA_Update)
             if ds is None:
                 raise RasterError(f"Cannot update the probability raster '{path}': {detail}")
-            if value is not None:
-                ds.SetMetadataItem(key, repr(float(value)))
-            if models.most_likely_class:
-                ds.SetMetadataItem(DECISION_KEY, dc.MOST_LIKELY_CLASS)
+            for name, text in items.items():
+                ds.SetMetadataItem(name, text)
             ds = None
 
 
@@ -288,15 +295,16 @@ def recorded_thresholds(cloud_probability: str | None,
 
 def recorded(cloud_probability: str | None, shadow_probability: str | None) -> dc.Recommended:
     """What :func:`record_thresholds` wrote: the thresholds, and the most likely class
-    where both rasters are given and both say their network decides by it."""
+    where both rasters are given and both come from the same model that decides by it."""
     found = []
     rules = []
     for path, key in zip((cloud_probability, shadow_probability), THRESHOLD_KEYS):
         metadata = raster_info(path).metadata if path else {}
-        rules.append(metadata.get(DECISION_KEY))
+        rules.append((metadata.get(DECISION_KEY), metadata.get(MODEL_KEY)))
         value = metadata.get(key)
         try:
             found.append(float(value) if value is not None else None)
         except ValueError:
             found.append(None)
-    return dc.Recommended(found[0], found[1], rules == [dc.MOST_LIKELY_CLASS] * 2)
+    same_model = rules[0] == rules[1] and rules[0][0] == dc.MOST_LIKELY_CLASS
+    return dc.Recommended(found[0], found[1], same_model)

@@ -94,3 +94,21 @@ def test_a_merge_of_the_kept_probabilities_gives_the_same_mask(tmp_path):
                                   mg.MergeSettings(dilation=2, most_likely_class=decided.most_likely_class))
     pipeline.merge(merge, str(tmp_path / "merged.tif"))
     assert np.array_equal(read(tmp_path / "merged.tif"), read(tmp_path / "run.tif"))
+
+
+@pytest.mark.parametrize("cloud_model, shadow_model, most_likely", [
+    ("ukis-6b-l1c", "ukis-6b-l1c", True),
+    ("ukis-6b-l1c", "ukis-4b-l1c", False),  # two networks: their classes do not add up to one softmax
+    ("ukis-6b-l1c", None, False),  # a raster without the rule (made elsewhere, or an ensemble's mean)
+])
+def test_the_merge_on_its_own_takes_the_rule_only_from_one_model(tmp_path, cloud_model, shadow_model, most_likely):
+    from rasters import write_raster
+
+    from cloud_mask_improver.core import probability as pr
+
+    def raster(name, model):
+        rule = {pr.DECISION_KEY: dc.MOST_LIKELY_CLASS, pr.MODEL_KEY: model} if model else {}
+        return write_raster(tmp_path / name, np.zeros((4, 4), np.float32), nodata=-1.0, metadata=rule)
+
+    recorded = pipeline.recorded(raster("c.tif", cloud_model), raster("s.tif", shadow_model))
+    assert recorded.most_likely_class == most_likely
