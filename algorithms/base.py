@@ -268,6 +268,15 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
             name, label, QgsProcessingParameterNumber.Type.Double, optional=True, minValue=0.0, maxValue=1.0),
             "Empty: the model's recommended value."))
 
+    def add_resolution(self):
+        self.add_advanced(with_help(QgsProcessingParameterNumber(
+            "RESOLUTION", "Resolution, m (0: the raster's)",
+            QgsProcessingParameterNumber.Type.Double, optional=True, minValue=0.0),
+            "Empty: the resolution the models were made for (30 m for the UKIS models, 10 m for "
+            "FarmVibes.AI's and s2cloudless; with models of different resolutions, the finest). "
+            "0: the raster's own resolution. A coarser resolution is faster; each pixel then gets "
+            "the decision of the coarser pixel it lies in."))
+
     def add_bands(self):
         self.add_advanced(with_help(QgsProcessingParameterString(
             "BANDS", "Band mapping (empty: detect)", optional=True),

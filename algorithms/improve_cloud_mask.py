@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from qgis.core import (
     QgsProcessingOutputNumber,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterString,
 )
@@ -49,9 +48,19 @@ class ImproveCloudMask(CloudMaskAlgorithm):
             "Models: an installed model id (see Manage models…) or the path to an .onnx with its "
             "card beside it. Empty: the best installed model for the raster's processing level; "
             "the shadow model defaults to the cloud model when that gives shadow too.\n"
-            "Thresholds: empty uses the model card's recommended value.\n"
-            "Processing resolution (advanced): run the models at e.g. 20 or 30 m for speed; "
-            "the result is brought back to the raster's grid.\n"
+            "Thresholds: empty uses the model's own rule. The UKIS models decide each pixel by "
+            "its most likely class, as their authors do: cloud where the cloud probability is "
+            "higher than both the shadow and the clear probability, shadow likewise (so a pixel "
+            "can be cloud at a probability under 0.5). Set a threshold to decide by thresholds "
+            "instead (cloud where its probability is over the cloud threshold, shadow likewise; "
+            "the other threshold then takes the model's recommended value). Other models use "
+            "their recommended thresholds.\n"
+            "Processing resolution (advanced): empty runs the models at the resolution they "
+            "were made for (30 m for the UKIS models: faster, and as their authors run them; "
+            "10 m for FarmVibes.AI's models and s2cloudless; with models of different "
+            "resolutions, the finest); 0 runs them on the raster's own pixels. Each pixel gets "
+            "the decision of the coarser pixel it lies in; the product mask is applied at the "
+            "raster's own resolution.\n"
             "Minimum area (advanced): FarmVibes.AI's min_area, after the dilation: patches of "
             "cloud and shadow together smaller than it are cleared, smaller clear gaps filled.\n"
             "Extent / Area: optional; process only there (an extent, polygons such as your fields, or "
@@ -77,9 +86,7 @@ class ImproveCloudMask(CloudMaskAlgorithm):
         self.add_model_parameters()
         self.add_bands()
         self.add_merge_options()
-        self.add_advanced(QgsProcessingParameterNumber(
-            "RESOLUTION", "Processing resolution in metres (0: native)",
-            QgsProcessingParameterNumber.Type.Double, defaultValue=0.0, minValue=0.0))
+        self.add_resolution()
         self.add_provider()
         add_area_parameters(self)
         self.addParameter(QgsProcessingParameterRasterDestination("MASK", "Improved cloud mask"))
@@ -114,7 +121,7 @@ class ImproveCloudMask(CloudMaskAlgorithm):
                 cloud_models=self.cloud_models(parameters, context),
                 shadow_model=self.parameterAsString(parameters, "SHADOW_MODEL", context).strip() or None,
                 bands=self.parameterAsString(parameters, "BANDS", context),
-                resolution=self.parameterAsDouble(parameters, "RESOLUTION", context),
+                resolution=self.optional_number(parameters, "RESOLUTION", context),
                 provider=self.provider_choice(parameters, context),
                 in_memory=self.parameterAsBool(parameters, "IN_MEMORY", context),
                 work_dir=work_dir()),

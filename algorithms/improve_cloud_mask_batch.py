@@ -134,9 +134,7 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
             "SHADOW_MODEL", "Shadow model (id or .onnx path; empty: default)", optional=True))
         self.add_bands()
         self.add_merge_options()
-        self.add_advanced(QgsProcessingParameterNumber(
-            "RESOLUTION", "Processing resolution in metres (0: native)",
-            QgsProcessingParameterNumber.Type.Double, defaultValue=0.0, minValue=0.0))
+        self.add_resolution()
         self.add_provider()
         self.add_advanced(QgsProcessingParameterString(
             "PATTERN", "File pattern for folders given as products (comma-separated)",
@@ -183,7 +181,7 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
             cloud_threshold=self.optional_number(parameters, "CLOUD_THR", context),
             shadow_threshold=self.optional_number(parameters, "SHADOW_THR", context),
             bands=self.parameterAsString(parameters, "BANDS", context),
-            resolution=self.parameterAsDouble(parameters, "RESOLUTION", context),
+            resolution=self.optional_number(parameters, "RESOLUTION", context),
             provider=self.provider_choice(parameters, context),
             in_memory=self.parameterAsBool(parameters, "IN_MEMORY", context),
             product_kind=settings.product_kind, dilation=settings.dilation, min_area=settings.min_area,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from qgis.core import QgsProcessingOutputNumber, QgsProcessingParameterRasterDestination
 
-from ..core import merge as mg
 from ..core import pipeline
+from ..core.decision import decide
 from .base import CloudMaskAlgorithm, run_engine, work_dir
 from .improve_cloud_mask import FRACTIONS
 from .styling import MaskStyler, style_on_load
@@ -31,7 +33,11 @@ class MergeCloudMasks(CloudMaskAlgorithm):
                 "any CRS or resolution. Output: 0 clear, 1 cloud, 2 shadow (or binary 0/1, "
                 "FarmVibes.AI's output; see docs/farmvibes.md for how to reproduce it exactly).\n\nThresholds: empty uses the value recommended for the model "
                 "that computed the probability raster (recorded in it by this plugin's probability "
-                "algorithms), else 0.3 for cloud and 0.2 for shadow, FarmVibes.AI's defaults.")
+                "algorithms), else 0.3 for cloud and 0.2 for shadow, FarmVibes.AI's defaults. When both "
+                "rasters come from one model that decides by the most likely class (the UKIS models: "
+                "a pixel is cloud when its cloud probability is higher than both its shadow and its "
+                "clear probability), both empty thresholds decide that way; setting either threshold "
+                "decides by thresholds instead.")
 
     def initAlgorithm(self, config=None):
         self.add_raster("CLOUD_PROBABILITY", "Cloud probability")
@@ -48,15 +54,14 @@ class MergeCloudMasks(CloudMaskAlgorithm):
         cloud = self.raster_source(parameters, "CLOUD_PROBABILITY", context)
         shadow = self.raster_source(parameters, "SHADOW_PROBABILITY", context, required=False) or None
         # Unset: what the models that made the probabilities recommend (as 'Improve cloud mask'
-        # does), else FarmVibes.AI's 0.3 / 0.2.
-        farmvibes = mg.MergeSettings()
-        given = (self.optional_number(parameters, "CLOUD_PROB_THRESHOLD", context),
-                 self.optional_number(parameters, "SHADOW_PROB_THRESHOLD", context))
-        recorded = run_engine(lambda _: pipeline.recorded_thresholds(cloud, shadow), None)
-        cloud_thr, shadow_thr = (next(v for v in values if v is not None) for values in zip(
-            given, recorded, (farmvibes.cloud_threshold, farmvibes.shadow_threshold)))
-        feedback.pushInfo(f"Thresholds: cloud {cloud_thr:g}, shadow {shadow_thr:g}.")
-        settings = self.merge_settings(parameters, context, cloud_thr, shadow_thr)
+        # does: the same rule decides), else FarmVibes.AI's 0.3 / 0.2.
+        recorded = run_engine(lambda _: pipeline.recorded(cloud, shadow), None)
+        decided = decide(self.optional_number(parameters, "CLOUD_PROB_THRESHOLD", context),
+                         self.optional_number(parameters, "SHADOW_PROB_THRESHOLD", context), recorded)
+        feedback.pushInfo(decided.note())
+        settings = replace(self.merge_settings(parameters, context, decided.cloud_threshold,
+                                               decided.shadow_threshold),
+                           most_likely_class=decided.most_likely_class)
         request = pipeline.MergeRequest(
             cloud, shadow, self.raster_source(parameters, "PRODUCT_MASK", context, required=False) or None,
             settings, work_dir=work_dir())

@@ -72,7 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--shadow-threshold", type=float, help="0..1 (default: the model's recommended value)")
     a = b.add_argument_group("advanced")
     a.add_argument("--bands", default="", help="Sentinel-2 band of each raster band, comma-separated")
-    a.add_argument("--resolution", type=float, default=0.0, help="processing resolution in metres (0: native)")
+    a.add_argument("--resolution", type=float, default=None,
+                   help="processing resolution in metres (default: the models' own, 30 m for the UKIS "
+                        "models; 0: each raster's own)")
     a.add_argument("--product-mask-kind", choices=mg.PRODUCT_KINDS, default="nonzero")
     a.add_argument("--dilation", type=int, default=5, help="dilation radius in pixels")
     a.add_argument("--min-area", type=int, default=0, help="FarmVibes.AI min_area: after the dilation, clear cloud/shadow patches and fill clear gaps smaller than this (pixels)")

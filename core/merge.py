@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from .decision import FARMVIBES_CLOUD_THRESHOLD, FARMVIBES_SHADOW_THRESHOLD
 from .errors import SettingsError
 
 CLEAR, CLOUD, SHADOW, NODATA = 0, 1, 2, 255
@@ -92,8 +93,11 @@ def _check_int(name: str, value: int) -> None:
 class MergeSettings:
     """How probabilities and the product mask become one mask (defaults = FarmVibes.AI's)."""
 
-    cloud_threshold: float = 0.3
-    shadow_threshold: float = 0.2
+    cloud_threshold: float = FARMVIBES_CLOUD_THRESHOLD
+    shadow_threshold: float = FARMVIBES_SHADOW_THRESHOLD
+    # Decide by the most likely of clear, cloud and shadow instead of the thresholds (the
+    # ukis models' rule: see decision.py). Needs both probabilities from one softmax.
+    most_likely_class: bool = False
     product_kind: str = "nonzero"
     product_probability_threshold: float = 50.0  # MSK_CLDPRB is 0..100
     dilation: int = 5  # disk radius in px
@@ -285,6 +289,26 @@ def _threshold(probability: np.ndarray | None, threshold: float, shape: tuple[in
         return probability > threshold
 
 
+def most_likely(cloud_p: np.ndarray | None, shadow_p: np.ndarray | None,
+                shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Cloud and shadow where each is the most likely class of clear, cloud and shadow,
+    ties going to the first of that order, as ukis-csmask's argmax does. Clear is what
+    the two leave of 1, in float32: on the sample and a second scene this decides every
+    pixel as ukis-csmask does (test_fidelity.py), whose own blended clear channel can
+    differ from it in the last bit only where two classes are within about 1e-7, which
+    no pixel there is. NaN (nodata) is neither."""
+    if cloud_p is None or shadow_p is None:
+        raise ValueError("the most likely class needs both the cloud and the shadow probability")
+    cloud_p, shadow_p = np.asarray(cloud_p, dtype=np.float32), np.asarray(shadow_p, dtype=np.float32)
+    _check_shape("probability", cloud_p.shape, shape)
+    _check_shape("probability", shadow_p.shape, shape)
+    clear = np.float32(1) - cloud_p - shadow_p
+    with np.errstate(invalid="ignore"):
+        cloud = (cloud_p > clear) & (cloud_p >= shadow_p)
+        shadow = (shadow_p > clear) & (shadow_p > cloud_p)
+    return cloud, shadow
+
+
 def _check_shape(name: str, got: tuple[int, ...], want: tuple[int, ...]) -> None:
     if got != want:
         raise ValueError(f"{name} block has shape {got}, expected {want} (the valid mask's shape)")
@@ -305,8 +329,11 @@ def flags(cloud_p: np.ndarray | None, shadow_p: np.ndarray | None, valid: np.nda
     """Cloud and shadow before they are grown: probability over its threshold or the
     product says so, and only where valid. Pixel by pixel."""
     shape = valid.shape
-    cloud = _threshold(cloud_p, settings.cloud_threshold, shape)
-    shadow = _threshold(shadow_p, settings.shadow_threshold, shape)
+    if settings.most_likely_class:
+        cloud, shadow = most_likely(cloud_p, shadow_p, shape)
+    else:
+        cloud = _threshold(cloud_p, settings.cloud_threshold, shape)
+        shadow = _threshold(shadow_p, settings.shadow_threshold, shape)
     if product is not None:
         _check_shape("product mask", product.cloud.shape, shape)
         cloud |= product.cloud & product.known

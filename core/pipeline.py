@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import replace
 
 from . import merge as mg
 from .inputs import processing_level, radiometric_offset  # noqa: F401 - public: the dialog shows the level
-from .plan import (  # noqa: F401 - the requests are this module's public API
+from .plan import (
     ImproveRequest,
     MergePlan,
     MergeRequest,
@@ -29,9 +30,16 @@ from .plan import (  # noqa: F401 - the requests are this module's public API
     plan_merge,
     plan_probabilities,
 )
-from .probability import RunReport, compute_probabilities, record_thresholds, recorded_thresholds  # noqa: F401
+from .probability import (  # noqa: F401
+    RunReport,
+    compute_probabilities,
+    record_thresholds,
+    recorded,
+    recorded_thresholds,
+)
 from .progress import Feedback, Share
 from .provenance import summary
+from .regrid import coarse_info
 from .staging import atomic_outputs, stage
 from .windowed_merge import FlagRecorder, SourceOutput, merge_to_mask
 
@@ -57,24 +65,24 @@ def _targets(probability: ProbabilityPlan, pending: list, tmp: str | None) -> Pr
 def run(run_plan: RunPlan, feedback: Feedback | None = None) -> RunReport:
     """Carry out an improve plan: probabilities in one pass, then the merge.
 
-    On the raster's own grid the probabilities are flagged for the merge as they are
-    computed (``FlagRecorder``), so the merge reads a byte per pixel instead of the
-    probabilities, and those not kept are never written. At a processing resolution
-    they are warped back first, and the merge reads them from files."""
+    The probabilities are flagged for the merge as they are computed (``FlagRecorder``),
+    so the merge reads a byte per pixel instead of the probabilities, and those not kept
+    are never written. At a processing resolution the flags are the models' decisions on
+    the coarse grid; the merge brings them onto the raster's grid (each pixel the decision
+    of the coarse pixel it lies in) and adds the product mask there."""
     feedback = feedback or Feedback()
     with atomic_outputs() as pending, tempfile.TemporaryDirectory(prefix="cloudmask-") as tmp:
-        recorder = None if run_plan.probability.resolution else FlagRecorder(run_plan.merge, tmp)
-        paths = _targets(run_plan.probability, pending, None if recorder else tmp)
+        recorder = FlagRecorder(_flag_plan(run_plan), tmp)
+        paths = _targets(run_plan.probability, pending, None)
         try:
             report = compute_probabilities(run_plan.probability, paths, Share(feedback, 0.0, 0.9), recorder)
         finally:
-            if recorder:
-                recorder.close()
+            recorder.close()
         record_thresholds(paths, run_plan.probability)
         mask = stage(pending, run_plan.mask)
         source = SourceOutput(stage(pending, run_plan.source)) if run_plan.source else None
         fractions = merge_to_mask(run_plan.merge, paths.cloud, paths.shadow, mask, Share(feedback, 0.9, 1.0),
-                                  flags=recorder.path if recorder else None, source=source)
+                                  flags=recorder.path, source=source)
     report.notes.extend(run_plan.notes)
     report.fractions = fractions.as_dict()
     report.valid_pixels = fractions.valid
@@ -82,6 +90,15 @@ def run(run_plan: RunPlan, feedback: Feedback | None = None) -> RunReport:
         report.provenance = source.counts.figures()
         report.notes.append(summary(report.provenance))
     return report
+
+
+def _flag_plan(run_plan: RunPlan) -> MergePlan:
+    """Where the models' decisions are recorded: on the raster's grid, with the product mask;
+    at a processing resolution on the coarse grid the models ran on, without it."""
+    resolution = run_plan.probability.resolution
+    if not resolution:
+        return run_plan.merge
+    return replace(run_plan.merge, grid=coarse_info(run_plan.merge.grid, resolution), product_mask=None)
 
 
 def improve(request: ImproveRequest, feedback: Feedback | None = None) -> RunReport:

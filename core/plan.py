@@ -6,21 +6,21 @@ the single steps) turns it into a plan in which every decision is taken: the
 Sentinel-2 raster checked once (a product becomes its VRT stack), its processing
 level and radiometric offset, the models (defaults chosen here and nowhere else)
 with their cards, the bands read, the product mask and its kind, the final
-thresholds and the outputs. Every problem a user can fix is found here, before
-the long work starts. Everything downstream only reads the plan; requests are
+decision (thresholds or the most likely class) and the outputs. Every problem a
+user can fix is found here, before the long work starts. Everything downstream only reads the plan; requests are
 never changed.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
-
 from . import bands as band_names
+from . import decision as dc
 from . import merge as mg
 from .engine import EngineSettings
 from .errors import SettingsError
@@ -28,7 +28,7 @@ from .inputs import processing_level, radiometric_offset, read_sentinel2
 from .modelstore import catalogue as models
 from .modelstore.cards import ModelCard, install_models_hint
 from .raster import RasterError, RasterInfo, raster_info, require_geotiff_name, require_north_up
-from .regrid import check_product_mask
+from .regrid import check_product_mask, in_metres
 from .sentinel2 import product as safe
 from .staging import check_destination, require_distinct
 
@@ -41,7 +41,10 @@ class ProbabilityRequest:
     cloud_models: tuple[str, ...] | list[str] = ()  # ids or .onnx paths; empty: the default
     shadow_model: str | None = None  # id or .onnx path; None: the default where a shadow is wanted
     bands: str = ""  # comma-separated band names, one per raster band; empty: detect
-    resolution: float = 0.0  # processing resolution in metres; 0: native
+    # Processing resolution in metres: 0, the raster's; None, the models' own (models_resolution)
+    # for a mask, the raster's for probabilities on their own (FarmVibes.AI's probability ops
+    # take no resolution, and a probability raster is read pixel by pixel).
+    resolution: float | None = None
     provider: str = "auto"
     in_memory: bool = False
     window_rows: int = EngineSettings.window_rows
@@ -218,10 +221,7 @@ def _probability_plan(request: ProbabilityRequest, outputs: ProbabilityOutputs, 
     union: list[str] = []
     for use in uses:
         union.extend(b for b in use.card.bands if b not in union)
-    coarse = request.resolution if request.resolution and request.resolution > info.pixel_size * 1.001 else 0.0
-    min_x, min_y, max_x, max_y = info.bounds
-    if min(max_x - min_x, max_y - min_y) < coarse:
-        coarse = 0.0  # a raster narrower than one coarse pixel has no coarse grid: run it as it is
+    coarse = processing_resolution(request.resolution, uses, info)
     engine = EngineSettings(window_rows=request.window_rows, batch_size=request.batch_size,
                             in_memory=request.in_memory, stripe_cols=request.stripe_cols,
                             workers=request.workers)
@@ -231,18 +231,43 @@ def _probability_plan(request: ProbabilityRequest, outputs: ProbabilityOutputs, 
         provider=request.provider, threads=request.threads, engine=engine)
 
 
+def models_resolution(uses: tuple[ModelUse, ...]) -> float:
+    """The resolution the run's models were made for: the finest their cards give, so that
+    no model runs coarser than its authors ran it (ukis at 30 m with FarmVibes.AI's 10 m
+    shadow model: 10 m); 0 (the raster's own) when a card gives none."""
+    own = [use.card.resolution for use in uses]
+    return 0.0 if not all(own) else min(own)
+
+
+def processing_resolution(wanted: float | None, uses: tuple[ModelUse, ...], info: RasterInfo) -> float:
+    """The coarser resolution the models run at, in metres; 0: the raster's own grid.
+    ``wanted``: None for the models' own, 0 for the raster's, else metres."""
+    if wanted is not None and not (wanted >= 0 and math.isfinite(wanted)):
+        raise SettingsError(f"The processing resolution {wanted} m is not valid. Give metres, 0 for the "
+                            "raster's own resolution, or leave it empty for the models' own.")
+    coarse = models_resolution(uses) if wanted is None else float(wanted)
+    if not coarse or coarse <= info.pixel_size * 1.001 or not in_metres(info):
+        return 0.0  # never finer than the raster; a grid in degrees has no metres to go by
+    min_x, min_y, max_x, max_y = info.bounds
+    if min(max_x - min_x, max_y - min_y) < coarse:
+        return 0.0  # a raster narrower than one coarse pixel has no coarse grid: run it as it is
+    return coarse
+
+
 def plan_probabilities(request: ProbabilityRequest, outputs: ProbabilityOutputs) -> ProbabilityPlan:
     """The probability rasters on their own (the cloud, ensemble and shadow probability ops).
 
     A cloud output without a cloud model takes the default for the raster's level;
     a shadow output without a shadow model takes the default shadow model, and
-    there must be one.
+    there must be one. Unless a resolution is given, on the raster's own grid.
     """
     finals = [p for p in outputs.paths() if p]
     for path in finals:
         check_destination(path, [request.s2_raster])
         require_geotiff_name(path)
     require_distinct(finals)
+    if request.resolution is None:
+        request = replace(request, resolution=0.0)
     return _probability_plan(request, outputs, request.ensemble, cloud=bool(outputs.cloud),
                              shadow="required" if outputs.shadow else "no")
 
@@ -291,26 +316,25 @@ def _check_thresholds(request: ImproveRequest) -> None:
                                 "between 0 and 1, or leave it empty for the model's recommended value.")
 
 
+def recommended(probability: ProbabilityPlan) -> dc.Recommended:
+    """What the plan's model cards recommend: thresholds, and whether to decide by the most
+    likely class (one network for cloud and shadow whose card says so)."""
+    cards = probability.cards
+    shadow = cards[probability.shadow_model] if probability.shadow_model else None
+    return dc.recommended([cards[m] for m in probability.cloud_models], shadow)
+
+
 def recommended_thresholds(probability: ProbabilityPlan) -> tuple[float | None, float | None]:
     """The cards' recommended cloud threshold (the mean over an ensemble's cloud models)
     and shadow threshold; None where no card recommends one."""
-    cards = probability.cards
-    values = [cards[m].cloud_threshold for m in probability.cloud_models]
-    values = [v for v in values if v is not None]
-    cloud = float(np.mean(values)) if values else None
-    shadow = cards[probability.shadow_model].shadow_threshold if probability.shadow_model else None
-    return cloud, shadow
+    models = recommended(probability)
+    return models.cloud_threshold, models.shadow_threshold
 
 
-def thresholds(request: ImproveRequest, probability: ProbabilityPlan) -> tuple[float, float]:
-    """Given thresholds, else the cards' recommended values, else FarmVibes.AI's defaults."""
-    cloud, shadow = request.cloud_threshold, request.shadow_threshold
-    recommended_cloud, recommended_shadow = recommended_thresholds(probability)
-    if cloud is None:
-        cloud = recommended_cloud if recommended_cloud is not None else mg.MergeSettings.cloud_threshold
-    if shadow is None:
-        shadow = recommended_shadow if recommended_shadow is not None else mg.MergeSettings.shadow_threshold
-    return float(cloud), float(shadow)
+def decision(request: ImproveRequest, probability: ProbabilityPlan) -> dc.Decision:
+    """Given thresholds, else the cards' rule and recommended values, else FarmVibes.AI's
+    defaults (``decision.decide``, which the dialog and the merge on its own use too)."""
+    return dc.decide(request.cloud_threshold, request.shadow_threshold, recommended(probability))
 
 
 def plan(request: ImproveRequest) -> RunPlan:
@@ -328,10 +352,23 @@ def plan(request: ImproveRequest) -> RunPlan:
     grid = probability.raster
     product = _product_mask(request.product_mask or safe.product_mask_of(grid.source), grid,
                             prob.work_dir)
-    cloud, shadow = thresholds(request, probability)
-    settings = replace(_product_kind(product, request.settings), cloud_threshold=cloud, shadow_threshold=shadow)
+    decided = decision(request, probability)
+    settings = replace(_product_kind(product, request.settings), cloud_threshold=decided.cloud_threshold,
+                       shadow_threshold=decided.shadow_threshold, most_likely_class=decided.most_likely_class)
     return RunPlan(probability, MergePlan(grid, product, settings, provenance=bool(request.source)),
-                   request.mask, source=request.source or None, notes=(f"Thresholds: cloud {cloud:g}, shadow {shadow:g}.", *_level_notes(probability)))
+                   request.mask, source=request.source or None,
+                   notes=(decided.note(), *_resolution_notes(probability), *_level_notes(probability)))
+
+
+def _resolution_notes(probability: ProbabilityPlan) -> tuple[str, ...]:
+    """Say at which resolution the models ran, and how to get the raster's own."""
+    if not probability.resolution:
+        return ()
+    note = (f"Processing resolution: {probability.resolution:g} m (the raster's pixels are "
+            f"{probability.raster.pixel_size:g} m): the models ran on a coarser grid and each pixel "
+            "has the decision of the coarse pixel it lies in. Set the processing resolution to 0 "
+            "for the raster's own.")
+    return (note,)
 
 
 def _level_notes(probability: ProbabilityPlan) -> tuple[str, ...]:

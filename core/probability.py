@@ -13,10 +13,11 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from osgeo import gdal
 
+from . import decision as dc
 from .engine import EngineSettings, Job, Sink, run_in_row_blocks
 from .inference import ModelError, available_cores, cuda_workers, fallback_note, load_model
 from .modelstore.cards import ModelCard
-from .plan import ModelUse, ProbabilityOutputs, ProbabilityPlan, recommended_thresholds
+from .plan import ModelUse, ProbabilityOutputs, ProbabilityPlan, recommended
 from .progress import Feedback
 from .raster import (
     BLOCK_CACHE_BYTES,
@@ -30,7 +31,7 @@ from .raster import (
     raster_info,
     write_array,
 )
-from .regrid import coarse_grid, to_grid
+from .regrid import sample_coarse, to_grid
 from .runtime import deps, gpu
 
 
@@ -185,13 +186,11 @@ class BackgroundWriter:
 def compute_probabilities(plan: ProbabilityPlan, paths: ProbabilityOutputs,
                           feedback: Feedback | None = None, flags: Sink | None = None) -> RunReport:
     """Write the plan's probability rasters to ``paths`` (None: not written); the caller
-    stages them (see ``staging.py``). ``flags`` also gets every block, on the raster's
-    own grid: so not with a processing resolution (the results are warped back after)."""
-    if flags and plan.resolution:
-        raise ValueError("flags need the probabilities on the raster's grid: not with a processing resolution")
+    stages them (see ``staging.py``). ``flags`` also gets every block, on the grid the
+    models run on: at a processing resolution the coarse grid (``regrid.coarse_info``),
+    whose decisions the caller brings back onto the raster's grid."""
     jobs, notes = _jobs(plan)
     settings = device_settings(plan.engine, jobs)
-    # Also while warping coarse results back onto the 10 m grid.
     with limited_block_cache(BLOCK_CACHE_BYTES * settings.workers):
         return _compute(plan, paths, jobs, notes, settings, feedback, flags)
 
@@ -202,26 +201,18 @@ def _compute(plan: ProbabilityPlan, paths: ProbabilityOutputs, jobs: list[Job], 
                        cards=plan.cards)
     info = plan.raster
     with tempfile.TemporaryDirectory(prefix="cloudmask-") as tmp:
-        source_path, run_info, run_paths = info.source, info, paths
+        source_path, bands, run_info, run_paths = info.source, list(plan.raster_bands), info, paths
         if plan.resolution:
-            # The models run on an averaged VRT; their results are warped back below.
-            source_path = os.path.join(tmp, "coarse.vrt")
-            bounds, width, height = coarse_grid(info, plan.resolution)
-            # Averaged without the pixels the run counts as nodata, also where the raster declares none.
-            undeclared = all(v is None for v in info.nodata) and plan.nodata[0] == 0
-            nodata = {"srcNodata": 0, "dstNodata": 0} if undeclared else {}
-            done, detail = gdal_try(gdal.Warp, source_path, info.source, format="VRT", outputBounds=bounds,
-                                    width=width, height=height, resampleAlg="average", **nodata)
-            if done is None:
-                raise RasterError(f"Could not resample {info.source} to {plan.resolution:g} m: {detail}")
-            done = None
-            run_info = raster_info(source_path)
+            # The models run on the raster sampled at the coarse grid; their results are
+            # brought back below.
+            source_path = os.path.join(tmp, "coarse.tif")
+            run_info = sample_coarse(info, bands, plan.nodata, plan.resolution, source_path)
+            bands = list(range(1, len(bands) + 1))
             run_paths = paths.in_folder(tmp)
-        report.notes.extend(small_raster_notes(run_info, jobs))
+        report.notes.extend(small_raster_notes(run_info, jobs, plan))
 
         def open_source() -> RowSource:
-            return RowSource(source_path, list(plan.raster_bands), plan.engine.window_rows, plan.engine.in_memory,
-                             fill=plan.nodata)
+            return RowSource(source_path, bands, plan.engine.window_rows, plan.engine.in_memory, fill=plan.nodata)
 
         # Flagging on a thread of its own too: the writer's thread can be a run's floor on a GPU.
         flagger = BackgroundWriter(flags, depth=2 * settings.workers) if flags else None
@@ -240,50 +231,83 @@ def _compute(plan: ProbabilityPlan, paths: ProbabilityOutputs, jobs: list[Job], 
             writer.close()
         report.notes.extend(dict.fromkeys(n for n in (fallback_note(j.model) for j in jobs) if n))
         if plan.resolution:
+            # Each pixel the probabilities of the coarse pixel it lies in, as the mask's
+            # decisions: merging these rasters later gives the same mask.
             for coarse_path, final in zip(run_paths.paths(), paths.paths()):
                 if final:
-                    to_grid(coarse_path, info, final, "bilinear")
+                    to_grid(coarse_path, info, final, "near")
     return report
 
 
-def small_raster_notes(info: RasterInfo, jobs: list[Job]) -> list[str]:
+def small_raster_notes(info: RasterInfo, jobs: list[Job], plan: ProbabilityPlan | None = None) -> list[str]:
     """A word for a raster narrower than a model's tile: the network then sees a cloud
     without its surroundings (the rest of its tile is the raster mirrored) and tends to
-    call everything clear. Not an error: the run is what was asked for."""
+    call everything clear. Not an error: the run is what was asked for. ``info``: the grid
+    the models run on (``plan``'s coarse grid at a processing resolution)."""
     tiles = [f"{job.model.card.id}: {job.model.card.tile} px" for job in jobs
              if not job.model.card.is_pixel_model and min(info.width, info.height) < job.model.card.tile]
     if not tiles:
         return []
-    note = (f"The raster is {info.width} x {info.height} pixels, smaller than the tiles the model "
-            f"looks at ({'; '.join(tiles)}): it sees clouds without their surroundings and may miss "
-            "them. For a small area, run on the whole scene and set Extent or Area to process.")
+    size = f"The raster is {info.width} x {info.height} pixels"
+    if plan is not None and plan.resolution:
+        size = (f"At the processing resolution of {plan.resolution:g} m the raster is {info.width} x "
+                f"{info.height} pixels ({plan.raster.width} x {plan.raster.height} at its own)")
+    note = (f"{size}, smaller than the tiles the model looks at ({'; '.join(tiles)}): it sees clouds "
+            "without their surroundings and may miss them. For a small area, run on the whole scene "
+            "and set Extent or Area to process" + (", or set the processing resolution to 0."
+                                                   if plan is not None and plan.resolution else "."))
     return [note]
 
 
 # Where a probability raster records the threshold its model recommends (GDAL metadata), so
-# that a merge run later on its own (the modeler's chain) thresholds it as one run would.
+# that a merge run later on its own (the modeler's chain) decides as one run would; and the
+# model, where it decides by the most likely class (a merge of a cloud and a shadow raster
+# from the same such model then does too).
 THRESHOLD_KEYS = ("RECOMMENDED_CLOUD_THRESHOLD", "RECOMMENDED_SHADOW_THRESHOLD")
+DECISION_KEY = "RECOMMENDED_DECISION"
+MODEL_KEY = "MODEL"
 
 
 def record_thresholds(paths: ProbabilityOutputs, plan: ProbabilityPlan) -> None:
-    """Write the cards' recommended thresholds into the probability rasters just computed."""
-    for path, key, value in zip((paths.cloud, paths.shadow), THRESHOLD_KEYS, recommended_thresholds(plan)):
-        if path and value is not None:
+    """Write the cards' recommendations into the probability rasters just computed."""
+    models = recommended(plan)
+    cards = plan.cards
+    cloud_cards = [cards[m] for m in plan.cloud_models]
+    deciders = (cloud_cards[0] if len(cloud_cards) == 1 else None,  # an ensemble's mean is no softmax
+                cards[plan.shadow_model] if plan.shadow_model else None)
+    for path, key, value, card in zip((paths.cloud, paths.shadow), THRESHOLD_KEYS,
+                                      (models.cloud_threshold, models.shadow_threshold), deciders):
+        items = {key: repr(float(value))} if value is not None else {}
+        if card is not None and card.decision == dc.MOST_LIKELY_CLASS:
+            items.update({DECISION_KEY: dc.MOST_LIKELY_CLASS, MODEL_KEY: card.id})
+        if path and items:
             ds, detail = gdal_try(gdal.Open, path, gdal.GA_Update)
             if ds is None:
                 raise RasterError(f"Cannot update the probability raster '{path}': {detail}")
-            ds.SetMetadataItem(key, repr(float(value)))
+            for name, text in items.items():
+                ds.SetMetadataItem(name, text)
             ds = None
 
 
 def recorded_thresholds(cloud_probability: str | None,
                         shadow_probability: str | None) -> tuple[float | None, float | None]:
     """The thresholds :func:`record_thresholds` wrote (None where absent)."""
+    models = recorded(cloud_probability, shadow_probability)
+    return models.cloud_threshold, models.shadow_threshold
+
+
+def recorded(cloud_probability: str | None, shadow_probability: str | None) -> dc.Recommended:
+    """What :func:`record_thresholds` wrote: the thresholds, and the most likely class
+    where both rasters are given and both come from the same model that decides by it."""
     found = []
+    rules = []
     for path, key in zip((cloud_probability, shadow_probability), THRESHOLD_KEYS):
-        value = raster_info(path).metadata.get(key) if path else None
+        metadata = raster_info(path).metadata if path else {}
+        rules.append((metadata.get(DECISION_KEY), metadata.get(MODEL_KEY)))
+        value = metadata.get(key)
         try:
             found.append(float(value) if value is not None else None)
         except ValueError:
             found.append(None)
-    return found[0], found[1]
+    same_model = rules[0] == rules[1] and rules[0][0] == dc.MOST_LIKELY_CLASS
+    return dc.Recommended(found[0], found[1], same_model)

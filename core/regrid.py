@@ -1,15 +1,32 @@
 """Rasters brought onto the Sentinel-2 raster's grid: the product mask (nearest,
-from any CRS, resolution or extent) and probabilities computed at a coarser
-processing resolution (bilinear)."""
+from any CRS, resolution or extent); and the coarser grid of a processing
+resolution, both ways, by nearest.
+
+At a processing resolution each coarse pixel takes the raster's pixel at its centre
+(the nearest neighbour: how ukis-csmask's README resamples to 30 m, so that its models
+decide on the coarse grid exactly as there), and each of the raster's pixels gets the
+decision of the coarse pixel it lies in: the honest answer at that resolution, with no
+blending that would invent detail the models never saw."""
 
 from __future__ import annotations
 
 import math
 import os
+from dataclasses import replace
 
-from osgeo import gdal, osr
+import numpy as np
+from osgeo import gdal, gdal_array, osr
 
-from .raster import FLOAT_OPTIONS, RasterError, RasterInfo, gdal_try, raster_info, require_georeference
+from .raster import (
+    FLOAT_OPTIONS,
+    RasterError,
+    RasterInfo,
+    RowSource,
+    gdal_try,
+    raster_info,
+    read_array,
+    require_georeference,
+)
 
 # Points per edge when a footprint is carried into another CRS: edges of a UTM grid are
 # curves in EPSG:4326, and their extreme may lie between the corners.
@@ -104,6 +121,105 @@ def coarse_grid(info: RasterInfo, resolution: float) -> tuple[tuple[float, float
     width = max(1, math.ceil(round((max_x - min_x) / resolution, 6)))
     height = max(1, math.ceil(round((max_y - min_y) / resolution, 6)))
     return (min_x, max_y - height * resolution, min_x + width * resolution, max_y), width, height
+
+
+def in_metres(info: RasterInfo) -> bool:
+    """Whether the raster's grid is in metres (a processing resolution is given in metres).
+    A raster without a CRS is taken to be: its pixel size is all there is to go by."""
+    if not info.projection:
+        return True
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(info.projection)
+    return bool(srs.IsProjected()) and abs(srs.GetLinearUnits() - 1.0) < 1e-9
+
+
+def coarse_info(info: RasterInfo, resolution: float) -> RasterInfo:
+    """The coarse grid of ``resolution`` metres (see :func:`coarse_grid`) as a grid to write on."""
+    (min_x, _, _, max_y), width, height = coarse_grid(info, resolution)
+    return replace(info, source="", width=width, height=height,
+                   geotransform=(min_x, resolution, 0.0, max_y, 0.0, -resolution))
+
+
+def centre_pixels(coarse_size: int, resolution: float, pixel: float, size: int) -> np.ndarray:
+    """Along one axis, the raster's pixel at the centre of each coarse pixel (GDAL's nearest
+    neighbour); a last coarse pixel reaching past the edge takes the last pixel, so that it
+    is not nodata where the raster has data."""
+    centres = np.floor((np.arange(coarse_size) + 0.5) * (resolution / pixel)).astype(np.int64)
+    return np.minimum(centres, size - 1)
+
+
+def containing_pixels(size: int, pixel: float, resolution: float) -> np.ndarray:
+    """Along one axis, the coarse pixel each of the raster's pixels lies in (the one its
+    centre falls in)."""
+    return np.floor((np.arange(size) + 0.5) * (pixel / resolution)).astype(np.int64)
+
+
+# Coarse rows sampled per read: the raster's rows under them are read at once.
+SAMPLE_ROWS = 64
+SAMPLE_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "BIGTIFF=IF_SAFER"]
+
+
+def sample_coarse(info: RasterInfo, bands: list[int], fill: list[float | None], resolution: float,
+                  path: str) -> RasterInfo:
+    """Write ``bands`` of the raster on the coarse grid, each coarse pixel the raster's pixel
+    at its centre, as a GeoTIFF at ``path`` (band k is ``bands[k]``; each band's nodata
+    ``fill``). Uncompressed: written once and read once, by the models.
+
+    Done here with numpy rather than by GDAL's warper, which left the coarse pixels past the
+    raster's edge empty (their centre is outside) and cost several times the reading."""
+    grid = coarse_info(info, resolution)
+    rows = centre_pixels(grid.height, resolution, abs(info.geotransform[5]), info.height)
+    cols = centre_pixels(grid.width, resolution, abs(info.geotransform[1]), info.width)
+    source = RowSource(info.source, bands, window_rows=1, fill=fill)
+    out = _create_stack(path, grid, source.dtype, fill)
+    try:
+        for lo in range(0, grid.height, SAMPLE_ROWS):
+            wanted = rows[lo:lo + SAMPLE_ROWS]
+            first = int(wanted[0])
+            block = source.rows(first, int(wanted[-1]) + 1)
+            sampled = block[:, wanted - first][:, :, cols]
+            done, detail = gdal_try(out.WriteRaster, 0, lo, grid.width, len(wanted), sampled.tobytes(),
+                                    band_list=list(range(1, len(bands) + 1)))
+            if done is None:
+                raise RasterError(f"Could not write the raster at {resolution:g} m: {detail}")
+        out.FlushCache()
+    finally:
+        source.close()
+        out = None
+    return raster_info(path)
+
+
+def _create_stack(path: str, grid: RasterInfo, dtype: np.dtype, fill: list[float | None]):
+    code = gdal_array.NumericTypeCodeToGDALTypeCode(dtype)
+    ds, detail = gdal_try(gdal.GetDriverByName("GTiff").Create, path, grid.width, grid.height, len(fill), code,
+                          options=SAMPLE_OPTIONS)
+    if ds is None:
+        raise RasterError(f"Cannot create '{path}': {detail}")
+    ds.SetGeoTransform(grid.geotransform)
+    if grid.projection:
+        ds.SetProjection(grid.projection)
+    for k, value in enumerate(fill):
+        if value is not None:
+            ds.GetRasterBand(k + 1).SetNoDataValue(value)
+    return ds
+
+
+class NearestRows:
+    """Rows of a coarse byte raster on the raster's grid: each pixel the coarse pixel it
+    lies in. Reads only the coarse rows a window needs."""
+
+    def __init__(self, ds: gdal.Dataset, grid: RasterInfo):
+        self.ds = ds
+        self.rows = containing_pixels(grid.height, abs(grid.geotransform[5]), abs(ds.GetGeoTransform()[5]))
+        self.cols = containing_pixels(grid.width, abs(grid.geotransform[1]), ds.GetGeoTransform()[1])
+        self.cols = np.minimum(self.cols, ds.RasterXSize - 1)
+        self.rows = np.minimum(self.rows, ds.RasterYSize - 1)
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        wanted = self.rows[lo:hi]
+        first = int(wanted[0])
+        coarse = read_array(self.ds, 0, first, self.ds.RasterXSize, int(wanted[-1]) + 1 - first)
+        return coarse[wanted - first][:, self.cols]
 
 
 def to_grid(path: str, info: RasterInfo, out_path: str, resample: str) -> None:

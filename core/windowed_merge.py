@@ -50,7 +50,7 @@ from .raster import (
     validity_band,
     write_array,
 )
-from .regrid import product_mask_on_grid
+from .regrid import NearestRows, product_mask_on_grid
 
 
 def _probabilities(block: np.ndarray | None, nodata: float | None = PROBABILITY_NODATA,
@@ -215,7 +215,7 @@ class _Flags:
     def _readers(self) -> dict:
         readers = getattr(self._local, "readers", None)
         if readers is None:
-            readers = {k: open_dataset(p) if p else None for k, p in self.paths.items()}
+            readers = {k: self._open(k, p) if p else None for k, p in self.paths.items()}
             # A probability raster's mask or alpha band, where it has one, marks nodata too.
             readers.update({f"{k} validity": validity_band(readers[k])
                             for k in PROBABILITY_KEYS if readers.get(k) is not None})
@@ -223,6 +223,12 @@ class _Flags:
             with self._lock:
                 self._opened.append(readers)
         return readers
+
+    def _open(self, key: str, path: str):
+        ds = open_dataset(path)
+        if key == "flags" and (ds.RasterXSize, ds.RasterYSize) != (self.plan.grid.width, self.plan.grid.height):
+            return NearestRows(ds, self.plan.grid)  # a processing resolution's decisions
+        return ds
 
     def close(self) -> None:
         with self._lock:
@@ -233,12 +239,21 @@ class _Flags:
         """(cloud, shadow, valid, sources) flags of rows [lo, hi)."""
         width = self.plan.grid.width
         readers = self._readers()
-        block = {k: (read_array(readers[k], 0, lo, width, hi - lo) if readers[k] else None)
-                 for k in self.paths}
+        block = {k: (_read_rows(readers[k], lo, hi, width) if readers[k] else None) for k in self.paths}
         if "flags" in block:
             packed = block["flags"]
+            cloud, shadow, valid = (packed & CLOUD_BIT) != 0, (packed & SHADOW_BIT) != 0, (packed & VALID_BIT) != 0
             sources = packed & SOURCE_BITS if self.plan.provenance else None
-            return (packed & CLOUD_BIT) != 0, (packed & SHADOW_BIT) != 0, (packed & VALID_BIT) != 0, sources
+            if block.get("product") is not None:  # coarse decisions: the product mask joins here
+                settings = self.plan.settings
+                product = mg.decode_product_mask(block["product"], settings.product_kind, self.product_nodata,
+                                                 settings.product_probability_threshold)
+                cloud |= product.cloud & valid
+                shadow |= product.shadow & valid
+                if sources is not None:  # the models' bits came with the flags; the product's join here
+                    no_model = np.zeros_like(valid)
+                    sources |= pv.source_bits(valid, product, no_model, no_model)
+            return cloud, shadow, valid, sources
         for key in PROBABILITY_KEYS:
             mask_band = readers.get(f"{key} validity")
             hidden = None if mask_band is None else read_array_of(mask_band, 0, lo, width, hi - lo) == 0
@@ -246,6 +261,11 @@ class _Flags:
                                         f"{key} probability raster '{self.paths[key]}'")
         return flag_block(self.plan, block["cloud"], block["shadow"], block["product"], self.product_nodata,
                           probabilities_ready=True)
+
+
+def _read_rows(ds, lo: int, hi: int, width: int) -> np.ndarray:
+    """Rows ``lo:hi`` of a raster on the grid, or of a coarse one brought onto it (nearest)."""
+    return ds.read(lo, hi) if isinstance(ds, NearestRows) else read_array(ds, 0, lo, width, hi - lo)
 
 
 def _step(feedback: Feedback, fraction: float) -> None:
@@ -294,14 +314,22 @@ def merge_to_mask(plan: MergePlan, cloud: str | None, shadow: str | None, mask_p
     feedback = feedback or Feedback()
     if source is not None and not plan.provenance:
         raise ValueError("a SOURCE output needs a plan with provenance")
-    if flags:
+    coarse = bool(flags) and not _on_grid(flags, plan.grid)
+    if flags and not coarse:
         return _merge(plan, {"flags": flags}, None, mask_path, feedback, source)
     with tempfile.TemporaryDirectory(prefix="cloudmask-") as tmp:
         product, product_nodata = None, None
         if plan.product_mask:
             product, product_nodata = product_mask_on_grid(plan.product_mask, plan.grid, tmp)
-        return _merge(plan, {"cloud": cloud, "shadow": shadow, "product": product}, product_nodata,
-                      mask_path, feedback, source)
+        inputs = {"flags": flags} if coarse else {"cloud": cloud, "shadow": shadow}
+        return _merge(plan, {**inputs, "product": product}, product_nodata, mask_path, feedback, source)
+
+
+def _on_grid(flags: str, grid) -> bool:
+    """Whether a FlagRecorder's raster is on the grid (it then holds the product mask too),
+    or on a processing resolution's coarser grid (the models' decisions only)."""
+    ds = open_dataset(flags)
+    return (ds.RasterXSize, ds.RasterYSize) == (grid.width, grid.height)
 
 
 def _merge(plan: MergePlan, paths: dict[str, str | None], product_nodata: float | None, mask_path: str,

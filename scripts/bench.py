@@ -395,7 +395,8 @@ def memory_and_full_tile(small: int, full: int, resolutions: list[int], in_memor
     subprocess.run([qgis_process(), "plugins", "enable", "cloud_mask_improver"], env=_env(),
                    capture_output=True, check=False)  # "already enabled" exits 1: fine
     result = {"small": small, "full": full, "runs": {}}
-    jobs = [("small", small, {}), ("full_10m", full, {})]
+    # RESOLUTION=0: the raster's own 10 m (empty is now the model's own, 30 m for ukis: full_30m).
+    jobs = [("small", small, {"RESOLUTION": 0}), ("full_10m", full, {"RESOLUTION": 0})]
     jobs += [(f"full_{r}m", full, {"RESOLUTION": r}) for r in resolutions if r != 10]
     if in_memory:  # last: the full tile in memory is the longest run and only informative
         jobs += [("small_in_memory", small, {"IN_MEMORY": "true"}),
@@ -404,7 +405,7 @@ def memory_and_full_tile(small: int, full: int, resolutions: list[int], in_memor
         raster, mask = s2_raster(size), product_mask(size)
         print(f"bench: improvecloudmask {name} ({size}^2) ...", flush=True)
         run = improve_subprocess(raster, mask, folder, **params)
-        resolution = float(params.get("RESOLUTION", 10))
+        resolution = float(params.get("RESOLUTION") or 10)
         grid = round(size * 10.0 / resolution)
         run.update(size=size, resolution_m=resolution, tiles=tiles_for(grid))
         run["tiles_per_s"] = run["tiles"] / run["wall_s"]

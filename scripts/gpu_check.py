@@ -173,6 +173,7 @@ def improve(raster: str, mask: str, folder: Path, provider: str, name: str, work
             keep: bool = True, **options) -> dict:
     """One improve run; ``keep``: the probability rasters are written too (else only the
     mask, as the toolbox does by default); ``options``: more ProbabilityRequest fields."""
+    options.setdefault("resolution", 0)  # the raster's own 10 m: every figure here is of 10 m runs
     outputs = pipeline.ProbabilityOutputs()
     if keep:
         outputs = pipeline.ProbabilityOutputs(cloud=str(folder / f"{name}_cloud.tif"),

@@ -18,7 +18,8 @@ from cloud_mask_improver.core.season import batch
 from cloud_mask_improver.core.season import dask_cluster as scale
 
 ROOT = Path(__file__).resolve().parent.parent
-OPTIONS = batch.BatchOptions(cloud_models=("ukis-6b-l2a",), threads=1)
+# At the raster's own resolution: a product takes seconds, long enough to be killed midway.
+OPTIONS = batch.BatchOptions(cloud_models=("ukis-6b-l2a",), threads=1, resolution=0)
 # Run the command in a Python where ``import qgis`` fails, as on a worker machine.
 NO_QGIS = ("import sys; sys.modules['qgis'] = None; sys.path.insert(0, {plugins!r}); "
            "from cloud_mask_improver.core import cli; sys.exit(cli.main(sys.argv[1:]))")

@@ -132,7 +132,8 @@ def test_the_log_says_once_which_models_ran_and_on_which_device(season, tmp_path
                          "EXECUTION_PROVIDER": 0, **MODEL}, feedback=feedback)
     said = [line for line in feedback.lines if line.startswith("Cloud models: ukis-6b-l2a; shadow model: ukis-6b-l2a.")]
     assert len(said) == 1, feedback.lines  # not once per product
-    assert "Running on the" in said[0] and "Thresholds:" in said[0]
+    # ...and how it decides: ukis's own rule, the most likely class, with no threshold given.
+    assert "Running on the" in said[0] and "Decision: the most likely class" in said[0]
     assert sum("% clear" in line for line in feedback.lines) == 2
 
 

@@ -58,11 +58,16 @@ def test_mask_is_categorical_with_nodata_colours_and_names(toolbox_mask):
     assert ds.GetGeoTransform() == gdal.Open(str(L1C_STACK)).GetGeoTransform()
 
 
-def test_modeler_model_gives_the_same_mask(provider, toolbox_mask, tmp_path):
+def test_modeler_model_gives_the_same_mask(provider, tmp_path):
+    """FarmVibes.AI's workflow as a chain of the probability ops, which work on the raster's
+    own grid: the algorithm's mask at RESOLUTION 0."""
     out = tmp_path / "model_mask.tif"
     run("improvecloudmaskmodel", {"S2_RASTER": str(L1C_STACK), "PRODUCT_MASK": str(PRODUCT_MASK),
                                   "merge:MASK": str(out), **SAMPLE_PARAMS})
-    assert np.array_equal(read(out), read(toolbox_mask[0]))
+    native = tmp_path / "mask.tif"
+    run("improvecloudmask", {"S2_RASTER": str(L1C_STACK), "PRODUCT_MASK": str(PRODUCT_MASK), "RESOLUTION": 0,
+                             "MASK": str(native), **SAMPLE_PARAMS})
+    assert np.array_equal(read(out), read(native))
 
 
 def test_qgis_process_gives_the_same_mask(plugin_dir, toolbox_mask, tmp_path):
@@ -86,7 +91,7 @@ def test_ensemble_writes_mean_and_uncertainty(provider, tmp_path):
     model_file("ukis-4b-l1c")
     out = {k: str(tmp_path / f"{k}.tif") for k in ("MASK", "CLOUD_PROBABILITY", "CLOUD_UNCERTAINTY")}
     run("improvecloudmaskensemble", {"S2_RASTER": str(L1C_STACK), "CLOUD_MODELS": "ukis-6b-l1c,ukis-4b-l1c",
-                                     "SHADOW_MODEL": "ukis-6b-l1c", **out})
+                                     "SHADOW_MODEL": "ukis-6b-l1c", "RESOLUTION": 0, **out})
     singles = []
     for model in ("ukis-6b-l1c", "ukis-4b-l1c"):
         path = str(tmp_path / f"{model}.tif")
@@ -341,8 +346,12 @@ def test_loaded_mask_gets_the_paletted_style(provider, qgis_iface, monkeypatch, 
 
 
 
-@pytest.mark.parametrize("width, height, said", [(120, 300, True), (300, 300, False)])
-def test_a_raster_smaller_than_a_tile_is_said_to_lack_context(provider, tmp_path, width, height, said):
+@pytest.mark.parametrize("width, height, resolution, said", [
+    (120, 300, 0, True), (300, 300, 0, False),
+    (300, 300, None, True),  # at the model's own 30 m it is 100 x 100 pixels
+])
+def test_a_raster_smaller_than_a_tile_is_said_to_lack_context(provider, tmp_path, width, height, resolution,
+                                                              said):
     """A crop narrower than the model's tiles gives the model no surroundings (tiny crops
     came out all clear): the log says so and points to Extent, which keeps the scene's."""
     import processing
@@ -351,7 +360,7 @@ def test_a_raster_smaller_than_a_tile_is_said_to_lack_context(provider, tmp_path
     names = [ds.GetRasterBand(b + 1).GetDescription() for b in range(ds.RasterCount)]
     raster = write_raster(tmp_path / "crop.tif", ds.ReadAsArray(0, 0, width, height), descriptions=names)
     feedback = LogFeedback()
-    processing.run("cloudmask:improvecloudmask", {"S2_RASTER": raster, **SAMPLE_PARAMS,
+    processing.run("cloudmask:improvecloudmask", {"S2_RASTER": raster, **SAMPLE_PARAMS, "RESOLUTION": resolution,
                                                   "MASK": str(tmp_path / "mask.tif")}, feedback=feedback)
     log = " ".join(feedback.lines)
     del feedback  # a QObject kept alive by a failure's traceback would outlive QGIS

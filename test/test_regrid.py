@@ -73,3 +73,28 @@ def test_a_product_mask_on_the_grid_keeps_its_mask_file(tmp_path):
     decoded = decode_product_mask(gdal.Open(path).ReadAsArray(), "nonzero", nodata)
     np.testing.assert_array_equal(decoded.known, ~invalid)
     np.testing.assert_array_equal(decoded.cloud, ~invalid)
+
+
+def test_the_coarse_grid_takes_the_pixel_at_each_centre_and_the_last_one_past_the_edge(tmp_path):
+    """30 m from 10 m: each coarse pixel is the raster's pixel at its centre (rows and columns
+    1, 4, ...), as GDAL's nearest neighbour; the last coarse column reaches past a raster
+    7 px wide and takes its last pixel instead of nodata."""
+    data = (np.arange(5 * 7, dtype=np.uint16).reshape(5, 7) + 1)
+    raster = write_raster(tmp_path / "r.tif", np.stack([data, data * 2]))
+    info = raster_info(raster)
+    coarse = regrid.sample_coarse(info, [2, 1], [0.0, 0.0], 30.0, str(tmp_path / "coarse.tif"))
+    assert (coarse.width, coarse.height) == (3, 2)
+    assert coarse.geotransform == (500000.0, 30.0, 0.0, 5000000.0, 0.0, -30.0)
+    sampled = gdal.Open(str(tmp_path / "coarse.tif")).ReadAsArray()
+    assert np.array_equal(sampled[1], data[[1, 4]][:, [1, 4, 6]])
+    assert np.array_equal(sampled[0], 2 * data[[1, 4]][:, [1, 4, 6]])  # bands in the order asked
+
+
+def test_each_pixel_gets_the_coarse_pixel_it_lies_in(tmp_path):
+    coarse = np.array([[1, 2, 3], [4, 5, 6]], dtype=np.uint8)
+    path = write_raster(tmp_path / "c.tif", coarse, transform=(500000.0, 30.0, 0.0, 5000000.0, 0.0, -30.0))
+    grid = raster_info(write_raster(tmp_path / "g.tif", np.zeros((5, 7), np.uint8)))
+    rows = regrid.NearestRows(gdal.Open(path), grid)
+    expected = coarse[[0, 0, 0, 1, 1]][:, [0, 0, 0, 1, 1, 1, 2]]
+    assert np.array_equal(rows.read(0, 5), expected)
+    assert np.array_equal(rows.read(2, 4), expected[2:4])  # a window reads only its rows

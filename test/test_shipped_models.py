@@ -45,8 +45,10 @@ def test_model_inputs_get_the_installed_model_picker(model):
 
 
 def test_the_model_with_its_defaults_gives_the_algorithms_mask(provider, tmp_path):
-    """Left at their defaults, the model's thresholds are the models' recommended values, as
-    in 'Improve cloud mask' (they were the seed's 0.3 / 0.2, which gave another mask)."""
+    """Left at their defaults, the model decides as 'Improve cloud mask' does: by the UKIS
+    model's most likely class, the rule recorded in the probability rasters (the thresholds
+    were the seed's 0.3 / 0.2, which gave another mask). Its probability steps run on the
+    raster's own grid: the algorithm's RESOLUTION 0."""
     import numpy as np
     import processing
     from osgeo import gdal
@@ -59,7 +61,8 @@ def test_the_model_with_its_defaults_gives_the_algorithms_mask(provider, tmp_pat
     gdal.Translate(product, str(PRODUCT_MASK), srcWin=[0, 0, 512, 256])
     common = {"S2_RASTER": sample, "PRODUCT_MASK": product, "CLOUD_MODEL": "ukis-4b-l1c",
               "SHADOW_MODEL": "ukis-4b-l1c"}
-    algorithm = processing.run("cloudmask:improvecloudmask", {**common, "MASK": str(tmp_path / "a.tif")})
+    algorithm = processing.run("cloudmask:improvecloudmask", {**common, "RESOLUTION": 0,
+                                                              "MASK": str(tmp_path / "a.tif")})
     model = processing.run("cloudmask:improvecloudmaskmodel", {**common, "merge:MASK": str(tmp_path / "m.tif")})
     a = gdal.Open(algorithm["MASK"]).ReadAsArray()
     m = gdal.Open(model["merge:MASK"]).ReadAsArray()

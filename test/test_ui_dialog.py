@@ -93,6 +93,23 @@ def test_parameters_are_exactly_what_the_algorithm_takes(project, provider, qgis
     assert ok, message
 
 
+def test_ukis_decides_by_the_most_likely_class_at_its_own_resolution_by_default(project, qgis_iface):
+    """What Run will do is said before it runs: the UKIS model's own rule and resolution, with
+    the raster's own resolution one step away and a threshold switching to thresholds."""
+    form = ImproveDialog(qgis_iface).form
+    form.cloud_models.setValue("ukis-6b-l1c")
+    form.update_facts()
+    assert "most likely class" in form.plan_note.text()
+    assert form.cloud_thr.specialValueText() == "model default (most likely class)"
+    assert form.resolution.specialValueText() == "the models' own (30 m)"
+    assert form.parameters()["RESOLUTION"] is None
+    form.resolution.stepUp()
+    assert form.parameters()["RESOLUTION"] == 0.0 and "raster's own" in form.resolution.suffix()
+    form.shadow_thr.setValue(0.3)
+    assert "Thresholds: cloud 0.5, shadow 0.3" in form.plan_note.text()
+    assert form.cloud_thr.specialValueText() == "model default (0.5)"
+
+
 def test_ensemble_dialog_lists_checkable_models(project, provider, qgis_iface):
     dialog = ImproveDialog(qgis_iface, ensemble=True)
     assert dialog.form.cloud_models.ids() == [c.id for c in models.installed() if c.has_cloud]
@@ -197,7 +214,8 @@ def test_a_run_adds_the_mask_on_top_styled_and_named(project, provider, qgis_ifa
 
 def test_cancel_stops_the_run_and_leaves_nothing(project, provider, qgis_iface, qtbot, tmp_path):
     dialog = ImproveDialog(qgis_iface)
-    dialog.form.cloud_models.setValue("ukis-6b-l1c")  # native resolution: many tiles, time to cancel
+    dialog.form.cloud_models.setValue("ukis-6b-l1c")
+    dialog.form.resolution.setValue(0)  # the raster's own resolution: many tiles, time to cancel
     target = tmp_path / "mask.tif"
     dialog.form.output.setFilePath(str(target))
     before = set(project.mapLayers())

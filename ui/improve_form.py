@@ -29,8 +29,9 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from ..core.decision import decide, recommended
 from ..core.inference import PROVIDERS
-from ..core.merge import OUTPUT_MODES, PRODUCT_KINDS, MergeSettings
+from ..core.merge import OUTPUT_MODES, PRODUCT_KINDS
 from ..core.modelstore import catalogue as models
 from ..core.modelstore.cards import ModelCard
 from ..core.pipeline import processing_level
@@ -52,8 +53,10 @@ MODE_LABELS = {"categorical": "Categories: clear, cloud, shadow", "binary": "Bin
 # The model cards' text never grows the dialog: it scrolls within this height.
 FACTS_HEIGHT = 120
 # What the dialog remembers between sessions: settings key -> the form's widget attribute.
+# (The resolution's key is new with the models' own resolution as its default: a 0 kept
+# under the old key was that old default, not a choice.)
 REMEMBERED = (("cloud_model", "cloud_models"), ("shadow_model", "shadow_model"),
-              ("cloud_thr", "cloud_thr"), ("shadow_thr", "shadow_thr"), ("resolution", "resolution"),
+              ("cloud_thr", "cloud_thr"), ("shadow_thr", "shadow_thr"), ("processing_resolution", "resolution"),
               ("dilation", "dilation"), ("min_area", "min_area"), ("output_mode", "output_mode"),
               ("provider", "provider"), ("in_memory", "in_memory"), ("cloud_p", "want_cloud_p"),
               ("shadow_p", "want_shadow_p"), ("uncertainty", "want_uncertainty"), ("source", "want_source"))
@@ -95,6 +98,7 @@ class Plan:
     shadow_threshold: float
     cloud_chosen: bool  # False: the algorithm picks the models
     level: str
+    most_likely_class: bool = False  # decided by the most likely class, not the thresholds
 
     def summary(self, titles: dict[str, str]) -> str:
         """One sentence on what Run will do, in the words the dialog uses."""
@@ -111,6 +115,10 @@ class Plan:
             models = f"{cloud} for cloud and {name(self.shadow)} for shadow"
         if not self.cloud_chosen and len(self.cloud) == 1:
             models += " (the best installed for this raster)"
+        if self.most_likely_class:
+            return (f"<b>Will run</b> {models}. Each pixel gets its most likely class (clear, cloud "
+                    "or shadow), as the model's authors decide; set a threshold to decide by "
+                    "thresholds instead.")
         mean = " (mean of the models' values)" if len(self.cloud) > 1 else ""
         return (f"<b>Will run</b> {models}. Thresholds: cloud {self.cloud_threshold:.4g}{mean}, "
                 f"shadow {self.shadow_threshold:.4g}.")
@@ -216,11 +224,18 @@ class ImproveForm(QWidget):
         self.min_area.setToolTip("After the dilation, patches of cloud and shadow smaller than this "
                                  "become clear and smaller clear gaps are filled (FarmVibes.AI's "
                                  "min_area). 0: off.")
+        # The lowest value stands for "unset": the models' own resolution; one step up, 0,
+        # is the raster's own.
         self.resolution = QDoubleSpinBox(self)
-        self.resolution.setRange(0, 1000)
+        self.resolution.setRange(-1, 1000)
         self.resolution.setDecimals(0)
         self.resolution.setSuffix(" m")
-        self.resolution.setSpecialValueText("native")
+        self.resolution.setSpecialValueText("the models' own")
+        self.resolution.setValue(self.resolution.minimum())
+        self.resolution.setToolTip("Empty: the resolution the models were made for (30 m for the UKIS models). "
+                                   "0 m: the raster's own resolution. A coarser resolution is faster; each "
+                                   "pixel then gets the decision of the coarser pixel it lies in.")
+        self.resolution.valueChanged.connect(self._show_resolution)
         self.in_memory = QCheckBox("Load the whole raster in memory", self)
         self.provider = QComboBox(self)
         self.provider.addItems(list(PROVIDERS))
@@ -362,18 +377,11 @@ class ImproveForm(QWidget):
                 cloud = []
         shadow = self.shadow_model.value() or (
             models.default_shadow_model(level, cloud, self.models_dir) if cloud else None)
-        defaults = MergeSettings()
-        cloud_thr = self._threshold(self.cloud_thr)
-        if cloud_thr is None:
-            values = [self.cards[m].cloud_threshold for m in cloud if m in self.cards]
-            values = [v for v in values if v is not None]
-            cloud_thr = sum(values) / len(values) if values else defaults.cloud_threshold
-        shadow_thr = self._threshold(self.shadow_thr)
-        if shadow_thr is None:
-            card = self.cards.get(shadow or "")
-            shadow_thr = card.shadow_threshold if card and card.shadow_threshold is not None \
-                else defaults.shadow_threshold
-        return Plan(tuple(cloud), shadow, float(cloud_thr), float(shadow_thr), bool(chosen), level)
+        cloud_cards = [self.cards[m] for m in cloud if m in self.cards]
+        decided = decide(self._threshold(self.cloud_thr), self._threshold(self.shadow_thr),
+                         recommended(cloud_cards, self.cards.get(shadow or "")))
+        return Plan(tuple(cloud), shadow, decided.cloud_threshold, decided.shadow_threshold, bool(chosen), level,
+                    decided.most_likely_class)
 
     def chosen_cards(self, plan: Plan | None = None) -> list[ModelCard]:
         plan = plan or self.plan()
@@ -389,10 +397,11 @@ class ImproveForm(QWidget):
                                  "No model is installed: use Manage models… to install one.")
         cloud_default = self._threshold(self.cloud_thr) is None
         shadow_default = self._threshold(self.shadow_thr) is None
-        self.cloud_thr.setSpecialValueText(f"model default ({plan.cloud_threshold:.4g})" if cloud_default
-                                           else "model default")
-        self.shadow_thr.setSpecialValueText(f"model default ({plan.shadow_threshold:.4g})" if shadow_default
-                                            else "model default")
+        for box, value, default in ((self.cloud_thr, plan.cloud_threshold, cloud_default),
+                                    (self.shadow_thr, plan.shadow_threshold, shadow_default)):
+            shown = "most likely class" if plan.most_likely_class else f"{value:.4g}"
+            box.setSpecialValueText(f"model default ({shown})" if default else "model default")
+        self._show_resolution()
         same = self._same_layer()
         self.layer_note.setText(f"<span style='color:#b00020'>⚠ {same}</span>")
         self.layer_note.setVisible(bool(same))
@@ -405,6 +414,16 @@ class ImproveForm(QWidget):
         return sorted({b for c in cards for b in c.bands})
 
     # -- parameters
+    def _resolution(self) -> float | None:
+        return None if self.resolution.value() <= self.resolution.minimum() else float(self.resolution.value())
+
+    def _show_resolution(self, *_) -> None:
+        """Name what "the models' own" is for the models chosen, and what 0 m is."""
+        own = [c.resolution for c in self.chosen_cards()]
+        text = f"the models' own ({min(own):g} m)" if own and all(own) else "the models' own"
+        self.resolution.setSpecialValueText(text)
+        self.resolution.setSuffix(" m (the raster's own)" if self.resolution.value() == 0 else " m")
+
     @staticmethod
     def _threshold(box: QDoubleSpinBox):
         return None if box.value() <= box.minimum() else round(box.value(), 4)
@@ -426,7 +445,7 @@ class ImproveForm(QWidget):
             "DILATION": self.dilation.value(),
             "MIN_AREA": self.min_area.value(),
             "OUTPUT_MODE": self.output_mode.currentIndex(),
-            "RESOLUTION": float(self.resolution.value()),
+            "RESOLUTION": self._resolution(),
             "EXECUTION_PROVIDER": self.provider.currentIndex(),
             "MASK": self.output.filePath().strip() or TEMPORARY,
         }

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..bands import ALL_BANDS
+from ..decision import RULES, THRESHOLDS
 from ..errors import CloudMaskError
 from .fetch import PinnedRelease, sha256_of
 
@@ -65,6 +66,7 @@ class ModelCard:
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
     resolution: float = 0.0
+    decision: str = THRESHOLDS  # how its authors decide a pixel (decision.RULES)
     rank: int = 100
     sha256: str = ""
     description: str = ""
@@ -131,6 +133,7 @@ def parse_card(data: dict, where: str = "(card)") -> ModelCard:
             mean=tuple(float(v) for v in scaling.get("mean", [])),
             std=tuple(float(v) for v in scaling.get("std", [])),
             resolution=float(data.get("resolution", 0) or 0),
+            decision=str(data.get("decision") or THRESHOLDS),
             rank=int(data.get("rank", 100)),
             sha256=str(data.get("sha256") or ""),
             description=str(data.get("description", "")),
@@ -172,8 +175,22 @@ def _check(card: ModelCard, where: str) -> None:
     for name, value in (("cloud", card.cloud_threshold), ("shadow", card.shadow_threshold)):
         if value is not None and not 0 <= float(value) <= 1:
             problems.append(f"{name} threshold {value} (must be in 0..1)")
+    problems.extend(_decision_problems(card))
     if problems:
         raise CardError(f"Model card {where} is invalid: " + "; ".join(problems) + ".")
+
+
+def _decision_problems(card: ModelCard) -> list[str]:
+    """The most likely class is taken over clear, cloud and shadow, clear being what the
+    other two leave: so one softmax of exactly those three classes."""
+    if card.decision not in RULES:
+        return [f"decision '{card.decision}' (use one of {', '.join(RULES)})"]
+    if card.decision == THRESHOLDS:
+        return []
+    three = (card.activation == "softmax" and card.channels_out == 3 and len(card.cloud_channels) == 1
+             and len(card.shadow_channels) == 1 and card.cloud_channels != card.shadow_channels)
+    needs = "decision by the most likely class (needs a softmax of 3 channels: clear, one cloud and one shadow)"
+    return [] if three else [needs]
 
 
 def load_card(path: Path) -> ModelCard:
@@ -192,6 +209,7 @@ def card_to_json(card: ModelCard) -> dict:
         "licence": card.licence, "credit": card.credit, "level": card.level,
         "bands": list(card.bands), "file": card.file, "sha256": card.sha256 or None,
         "input_name": card.input_name, "rank": card.rank, "resolution": card.resolution,
+        "decision": card.decision,
         "scaling": {"factor": card.scale, "apply_offset": card.apply_offset,
                     "mean": list(card.mean), "std": list(card.std)},
         "tiling": {"scheme": card.scheme, "tile": card.tile, "overlap": card.overlap},

@@ -69,7 +69,7 @@ class BatchOptions:
     cloud_threshold: float | None = None  # None: the model card's recommended value
     shadow_threshold: float | None = None
     bands: str = ""
-    resolution: float = 0.0
+    resolution: float | None = None  # None: the models' own; 0: each raster's own
     provider: str = "auto"
     in_memory: bool = False
     product_kind: str = "nonzero"  # a product's own mask (SCL-coded) is read as scl whatever this says
@@ -234,7 +234,8 @@ def _record(identity: products.Identity, options: BatchOptions, area: area_mod.A
             "resolved": {"cloud_models": list(run_plan.probability.cloud_models),
                          "shadow_model": run_plan.probability.shadow_model,
                          "cloud_threshold": settings.cloud_threshold, "shadow_threshold": settings.shadow_threshold,
-                         "product_kind": settings.product_kind},
+                         "most_likely_class": settings.most_likely_class,
+                         "resolution": run_plan.probability.resolution, "product_kind": settings.product_kind},
             "area": area.fingerprint() if area is not None else None, "models": models_used,
             "plugin_version": plugin_version()}
 

@@ -58,6 +58,9 @@ def test_a_damaged_model_file_is_refused(tmp_path):
     ({"tiling": {"scheme": "diagonal"}}, "tiling scheme"),
     ({"output": {"activation": "relu", "cloud": [1]}}, "activation"),
     ({"thresholds": {"cloud": 3}}, "threshold"),
+    ({"decision": "vote"}, "decision 'vote'"),
+    # FarmVibes.AI's cloud model has two classes: no most likely of clear, cloud and shadow.
+    ({"decision": "most-likely-class"}, "most likely class"),
 ])
 def test_malformed_cards_are_refused_with_the_field_named(tmp_path, change, words):
     data = cards.card_to_json(cards.committed_cards()[0])
