@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup demo test test-matrix lint bench zip
+.PHONY: setup demo test test-fast test-matrix lint bench zip
 
 setup:
 	@GPU="$(GPU)" bash scripts/setup.sh
@@ -13,6 +13,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest test -q
+
+# The suite without the desktop sessions and the slow tests (QGIS in a subprocess, model
+# conversion, long runs): for the edit-test loop. `make test` stays the whole suite.
+test-fast: setup
+	$(PY) -m pytest test -q -m "not desktop and not slow"
 
 # The README's test command on QGIS 3.40 (Debian 13) and 3.44 (forky), each in a Debian root
 # filesystem (built once under /var/cache/cloudmask-matrix; needs root, mmdebstrap, network).

@@ -53,6 +53,13 @@ from cloud_mask_improver.core.runtime import deps
 deps.ensure_on_path()
 
 
+def pytest_collection_modifyitems(items):
+    """Every test of test/desktop/ drives the real QGIS window: mark it, for `make test-fast`."""
+    for item in items:
+        if "desktop" in Path(str(item.fspath)).relative_to(ROOT / "test").parts[:1]:
+            item.add_marker(pytest.mark.desktop)
+
+
 @pytest.fixture(scope="session")
 def plugin_dir():
     """The plugins folder that holds ``cloud_mask_improver`` (for QGIS_PLUGINPATH)."""

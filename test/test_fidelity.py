@@ -9,6 +9,8 @@ from samples import ARRAYS, L1C_STACK, model_file, require
 from cloud_mask_improver.core import merge as mg
 from cloud_mask_improver.core import pipeline
 
+pytestmark = pytest.mark.slow  # left out of make test-fast
+
 UKIS_BANDS = [1, 2, 3, 7, 11, 12]  # B02 B03 B04 B08 B11 B12 of the 13-band stack
 UKIS_BAND_ORDER = ["blue", "green", "red", "nir", "swir16", "swir22"]
 

@@ -5,10 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import PLUGINS_DIR, ROOT
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_a_second_clone_links_its_own_plugin_folder_and_leaves_ours_alone(tmp_path):
+def test_a_second_clone_links_its_own_plugin_folder_and_leaves_ours_alone(tmp_path, plugin_dir):
     clone = tmp_path / "second-clone"
     (clone / "scripts").mkdir(parents=True)
     shutil.copy(ROOT / "scripts" / "plugin_root.py", clone / "scripts")
@@ -19,4 +19,4 @@ def test_a_second_clone_links_its_own_plugin_folder_and_leaves_ours_alone(tmp_pa
     assert (theirs / "cloud_mask_improver").resolve() == clone.resolve()
     assert theirs.resolve().is_relative_to(clone.resolve())
     # ours still runs this checkout's code under qgis_process
-    assert (PLUGINS_DIR / "cloud_mask_improver").resolve() == ROOT
+    assert (plugin_dir / "cloud_mask_improver").resolve() == ROOT

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from osgeo import gdal
 from rasters import read
 from reliability import collect_qgis_objects_fixture  # noqa: F401  (fixture)
 from samples import L1C_STACK, PRODUCT_MASK, model_file, require
+
+pytestmark = pytest.mark.slow  # left out of make test-fast
 
 MODEL = "ukis-6b-l1c"
 RUNS = 30

@@ -27,6 +27,8 @@ from cloud_mask_improver.core.modelstore.lightgbm_to_onnx import float32_at_most
 from cloud_mask_improver.core.runtime import deps, home
 
 # B01 B02 B04 B05 B08 B8A B09 B10 B11 B12 out of the 13 L1C bands.
+pytestmark = pytest.mark.slow  # left out of make test-fast
+
 MODEL_BANDS = [0, 1, 3, 4, 7, 8, 9, 10, 11, 12]
 TOLERANCE = 1e-4
 INSTALLED = "s2cloudless-l1c.onnx"

@@ -9,7 +9,11 @@ import subprocess
 import sys
 from collections import namedtuple
 
+import pytest
+
 from cloud_mask_improver.core.runtime import deps, gpu
+
+pytestmark = pytest.mark.slow  # left out of make test-fast
 
 pytest_plugins = ["fake_wheels"]  # its fixtures: index, nvidia_driver
 GPU_VERSION, CPU_VERSION = deps.ONNXRUNTIME_GPU_VERSION, deps.ONNXRUNTIME_VERSION

@@ -5,9 +5,13 @@ The clicks run the real install (real pip) against the fake package index of
 fake_wheels.py on 127.0.0.1, with a fake ``nvidia-smi`` standing in for the driver.
 """
 
+import pytest
+
 from cloud_mask_improver.core.runtime import deps, gpu
 from cloud_mask_improver.ui.gpu_support import GpuSupportBox
 from cloud_mask_improver.ui.model_manager import ModelManagerDialog
+
+pytestmark = pytest.mark.slow  # left out of make test-fast
 
 pytest_plugins = ["fake_wheels"]  # its fixtures: index, nvidia_driver
 

@@ -15,7 +15,7 @@ import pytest
 
 from cloud_mask_improver.core.runtime import deps
 
-pytestmark = pytest.mark.network
+pytestmark = [pytest.mark.network, pytest.mark.slow]  # slow: left out of make test-fast
 
 # (who ships it, sys.platform, platform.machine(), macOS version, Python, pip's platform tag)
 COMPUTERS = [
