@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from qgis.core import (
     QgsClassificationRange,
     QgsFillSymbol,
@@ -21,11 +23,12 @@ from qgis.core import (
 )
 from qgis.PyQt import sip
 
-from ..core import area as area_mod
 from ..core.progress import Cancelled
-from ..core.season import batch, summary
 from .base import CloudMaskAlgorithm, QgisFeedback, run_engine
 from .widgets import use_widgets
+
+if TYPE_CHECKING:  # the engine is imported when a run needs it (see base.py)
+    from ..core.season import batch
 
 # Clear fraction classes: the clear dates stand out in green.
 CLASSES = ((0.0, 0.25, "#d7191c", "mostly cloudy (< 25 % clear)"), (0.25, 0.5, "#fdae61", "25-50 % clear"),
@@ -120,6 +123,7 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
         use_widgets(self)  # the model and band pickers in the Processing dialogs
 
     def _area(self, parameters, context):
+        from ..core import area as area_mod
         source = self.parameterAsSource(parameters, "AREA", context)
         if source is None:
             return None
@@ -138,6 +142,7 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
         return area_mod.Area(tuple(wkts), source.sourceCrs().toWkt(), tuple(names), "AREA")
 
     def _options(self, parameters, context) -> batch.BatchOptions:
+        from ..core.season import batch
         settings = self.merge_settings(parameters, context)
         cloud = self.parameterAsString(parameters, "CLOUD_MODEL", context).strip()
         return batch.BatchOptions(
@@ -154,6 +159,7 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
             blank_outside=self.parameterAsBool(parameters, "NODATA_OUTSIDE_AREA", context))
 
     def processAlgorithm(self, parameters, context, feedback):
+        from ..core.season import batch, summary
         inputs = self.parameterAsFileList(parameters, "INPUTS", context)
         out_dir = self.parameterAsString(parameters, "OUTPUT_FOLDER", context)
         options = self._options(parameters, context)

@@ -25,10 +25,9 @@ from qgis.core import (
 from qgis.PyQt import sip
 from qgis.PyQt.QtGui import QColor
 
-from ..core import merge as mg
-
 
 def mask_renderer(layer, binary: bool = False):
+    from ..core import merge as mg  # after a run only: see base.py
     names = mg.BINARY_CATEGORY_NAMES if binary else mg.CATEGORY_NAMES
     colours = mg.BINARY_CATEGORY_COLOURS if binary else mg.CATEGORY_COLOURS
     # Clear is transparent: the image shows through (a user may give it a colour).

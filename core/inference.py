@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .choices import PROVIDERS  # noqa: F401  (inference.PROVIDERS, as before)
 from .errors import CloudMaskError
 from .modelstore.cards import ModelCard
 from .runtime import gpu
 from .runtime.deps import runtime_status
 
-PROVIDERS = ("auto", "cpu", "cuda")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 

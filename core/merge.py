@@ -26,11 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from .choices import OUTPUT_MODES, PRODUCT_KINDS
 from .errors import SettingsError
 
 CLEAR, CLOUD, SHADOW, NODATA = 0, 1, 2, 255
-PRODUCT_KINDS = ("nonzero", "scl", "qa60", "probability")  # index order is public API
-OUTPUT_MODES = ("categorical", "binary")  # index order is public API
 
 CATEGORY_NAMES = {CLEAR: "clear", CLOUD: "cloud", SHADOW: "cloud shadow", NODATA: "nodata"}
 BINARY_CATEGORY_NAMES = {CLEAR: "clear", CLOUD: "cloud or shadow", NODATA: "nodata"}
