@@ -14,7 +14,6 @@ window plus an array of one integer per patch.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -37,6 +36,7 @@ class PatchAreas:
         self._last_row = labels[-1].copy()
 
     def _label(self, mask: np.ndarray, window: int, register: bool) -> np.ndarray:
+        from scipy import ndimage  # only runs that drop small patches need it (see merge.py)
         local, count = ndimage.label(mask, structure=EIGHT)
         if register:
             self.offsets.append(len(self.parent) - 1)

@@ -79,3 +79,5 @@ def test_a_headless_run_imports_the_engine_but_no_dialog(plugin_dir, tmp_path):
     assert "MASK" in result["outputs"] and mask.exists()
     assert {"numpy", "onnxruntime"} <= set(result["modules"])  # imported when the run needed them
     assert loaded(result["modules"], DIALOGS) == []
+    # SciPy labels patches only for MIN_AREA > 1 (default 0); the blend window is numpy's.
+    assert loaded(result["modules"], "scipy") == []
