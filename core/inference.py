@@ -293,7 +293,7 @@ def _new_session(ort, path: Path, providers: list[str], threads: int, card: Mode
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     try:
-        if providers == [CPU]:
+        if providers == [CPU] and _installed(path):
             return _cpu_session(ort, path, options)
         return ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as err:  # onnxruntime raises several private exception types
@@ -307,8 +307,8 @@ def _new_session(ort, path: Path, providers: list[str], threads: int, card: Mode
 
 
 def _cpu_session(ort, path: Path, options):
-    """A CPU session from the network as optimised by an earlier run, else optimised now
-    and kept for the next run.
+    """A CPU session from the installed network as optimised by an earlier run, else
+    optimised now and kept for the next run.
 
     Optimising the graph was most of a session's creation (1.9 s against 0.4 s from the
     optimised file, ukis-6b-l1c on this 2-core machine under load), paid by every
@@ -340,6 +340,12 @@ def _cpu_session(ort, path: Path, options):
     with contextlib.suppress(OSError):  # whole or not at all: two runs may write it at once
         os.replace(partial, cached)
     return session
+
+
+def _installed(path: Path) -> bool:
+    """Only installed models get an optimised copy: an .onnx anywhere else may be a
+    scratch file, and its copies would pile up in the data home."""
+    return path.resolve().parent == home.models_dir().resolve()
 
 
 def optimized_model_path(path: Path, version: str) -> Path:

@@ -1,10 +1,14 @@
-"""The optimised copy of a network that later runs load instead of optimising again.
+"""The optimised copy of an installed network that later runs load instead of
+optimising again.
 
 Its output must equal a freshly optimised session's to the bit, on the real model and
-the real sample scene; a damaged copy is replaced, never used.
+the real sample scene; a damaged copy is replaced, never used; a network that is not
+installed gets none.
 """
 
 from __future__ import annotations
+
+import shutil
 
 import numpy as np
 import onnxruntime as ort
@@ -15,17 +19,21 @@ from samples import SEED_STACK, require
 from cloud_mask_improver.core import inference
 from cloud_mask_improver.core.bands import FARMVIBES_BANDS
 from cloud_mask_improver.core.modelstore import catalogue
+from cloud_mask_improver.core.runtime import home
 
 MODEL = "ukis-6b-l2a"
 
 
 @pytest.fixture(name="network")
 def network_fixture(tmp_path, monkeypatch):
-    """The installed model, a data home of the test's own for the copies, no cached sessions."""
+    """The real model installed in a data home of the test's own; no cached sessions."""
     require(SEED_STACK)
-    card, path = catalogue.resolve(MODEL)  # from the real data home, before it is moved
+    card, installed = catalogue.resolve(MODEL)  # from the real data home, before it is moved
     monkeypatch.setenv("CLOUDMASK_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(inference, "_SESSIONS", {})
+    path = home.models_dir() / installed.name
+    path.parent.mkdir(parents=True)
+    shutil.copy(installed, path)
     return card, path
 
 
@@ -79,6 +87,17 @@ def test_a_damaged_copy_is_replaced(network):
     session, feed = load(card, path)
     assert np.array_equal(session.run(None, {feed: batch})[0], reference(path, batch))
     assert copy.stat().st_size > 1000  # optimised again, and kept
+
+
+def test_a_network_that_is_not_installed_gets_no_copy(network, tmp_path):
+    card, installed = network
+    path = tmp_path / "elsewhere" / installed.name
+    path.parent.mkdir()
+    shutil.copy(installed, path)
+    session, feed = load(card, path)
+    batch = sample_batch(card)
+    assert np.array_equal(session.run(None, {feed: batch})[0], reference(path, batch))
+    assert not (home.data_home() / "optimized").exists()
 
 
 def test_another_onnxruntime_or_a_changed_network_gets_its_own_copy(network, tmp_path):
