@@ -14,9 +14,10 @@
    product mask) on 2745^2 and 10980^2, each run by ``qgis_process`` in its own
    subprocess (``os.wait4`` gives that child's own peak), with and without
    ``IN_MEMORY``.
-4. Full Sentinel-2 tile: wall time of the default single-model run at 10, 20
-   and 30 m processing resolution (``RESOLUTION``), with tiles per second.
-   The 10 m run is the same subprocess as the memory figure.
+4. Full Sentinel-2 tile: wall time of the default single-model run at the
+   default processing resolution (``RESOLUTION`` unset: whatever the plugin's
+   default is), and at 10, 20 and 30 m, with tiles per second. The 10 m run is
+   the same subprocess as the memory figure.
 5. Scaling: figure 1's algorithm on 1024^2, 2048^2 and 4096^2.
 6. Merge: ``core.pipeline.merge`` (the mergecloudmasks op) on a 4000^2 cloud
    probability raster with MIN_AREA 0, 2000 and 1,000,000 px (the most the
@@ -33,6 +34,19 @@
    tile with the network replaced by a stand-in that costs nothing, set up as on a GPU,
    with only the mask written and with the probabilities kept: what a GPU run's CPU side
    costs, measurable on any machine.
+
+10. Start-up (scripts/bench_startup.py): what enabling the plugin adds to
+   ``qgis_process list`` (time, memory), and a run's fixed costs (imports,
+   session creation, first batch).
+11. Against the reference packages (scripts/bench_reference.py): qgis_process
+   and ``cloudmask batch`` against ukis-csmask's CSmask, cloudprobability against
+   s2cloudless, at 2048^2 and 4096^2, with peak memory, and qgis_process against
+   bare onnxruntime on the same tiles; ukis-csmask and s2cloudless run from a
+   venv of their own (bench/.refvenv), made here once.
+
+``--new`` measures figures 10, 11 and the full tile at the default resolution
+and at 10 m only (about 40 minutes on 2 cores; with ``--quick`` 2048^2 only,
+once each, and a 2745^2 "tile").
 
 Synthetic rasters are generated once into ``bench/cache/`` (git-ignored; the
 full tile is 2.9 GB). Timings depend on what else runs on the machine: the
@@ -337,12 +351,14 @@ def ensemble(size: int, repeats: int, folder: str) -> dict:
             "one_pass_vs_bare_cpu": one_cpu / bare_cpu}
 
 
-def memory_and_full_tile(small: int, full: int, resolutions: list[int], in_memory: bool,
+def memory_and_full_tile(small: int | None, full: int, resolutions: list[int], in_memory: bool,
                          folder: str) -> dict:
     subprocess.run([qgis_process(), "plugins", "enable", "cloud_mask_improver"], env=_env(),
                    capture_output=True, check=False)  # "already enabled" exits 1: fine
     result = {"small": small, "full": full, "runs": {}}
-    jobs = [("small", small, {}), ("full_10m", full, {})]
+    # 10 m named explicitly: the default resolution may be the model's own (coarser).
+    jobs = [("small", small, {})] if small else []
+    jobs += [("full_default", full, {}), ("full_10m", full, {"RESOLUTION": 10})]
     jobs += [(f"full_{r}m", full, {"RESOLUTION": r}) for r in resolutions if r != 10]
     if in_memory:  # last: the full tile in memory is the longest run and only informative
         jobs += [("small_in_memory", small, {"IN_MEMORY": "true"}),
@@ -351,10 +367,11 @@ def memory_and_full_tile(small: int, full: int, resolutions: list[int], in_memor
         raster, mask = s2_raster(size), product_mask(size)
         print(f"bench: improvecloudmask {name} ({size}^2) ...", flush=True)
         run = improve_subprocess(raster, mask, folder, **params)
-        resolution = float(params.get("RESOLUTION", 10))
-        grid = round(size * 10.0 / resolution)
-        run.update(size=size, resolution_m=resolution, tiles=tiles_for(grid))
-        run["tiles_per_s"] = run["tiles"] / run["wall_s"]
+        resolution = float(params.get("RESOLUTION", 0))  # 0: the default, whatever it is
+        run.update(size=size, resolution_m=resolution)
+        if resolution:
+            run["tiles"] = tiles_for(round(size * 10.0 / resolution))
+            run["tiles_per_s"] = run["tiles"] / run["wall_s"]
         result["runs"][name] = run
         print(f"bench:   {run['wall_s']:.1f} s, peak {run['peak_mb']:.0f} MB", flush=True)
         (RESULTS / "memory_runs.json").write_text(json.dumps(result, indent=1))  # partial results
@@ -408,7 +425,12 @@ def _memory_rows(m: dict) -> list[tuple]:
                          f"{runs[name]['peak_mb']:.0f} MB ({runs[name]['wall_s']:.1f} s)", "", None))
     first = True
     for name, run in runs.items():
-        if name.startswith("full_") and name.endswith("m"):
+        if name == "full_default":
+            rows.append(("4 full tile" if first else "",
+                         f"improvecloudmask {run['size']}^2 at the default resolution (RESOLUTION unset)",
+                         f"{run['wall_s']:.1f} s, peak {run['peak_mb']:.0f} MB", "", None))
+            first = False
+        elif name.startswith("full_") and name.endswith("m"):
             rows.append(("4 full tile" if first else "",
                          f"improvecloudmask {run['size']}^2 at {run['resolution_m']:.0f} m, {run['tiles']} tiles",
                          f"{run['wall_s']:.1f} s, {run['tiles_per_s']:.1f} tiles/s, peak {run['peak_mb']:.0f} MB",
@@ -447,7 +469,8 @@ def table(r: dict) -> str:
     rows = []
     for key, make in (("overhead", _overhead_rows), ("ensemble", _ensemble_rows), ("memory", _memory_rows),
                       ("scaling", _scaling_rows), ("merge", _merge_rows), ("batch", _batch_rows),
-                      ("floor", _floor_rows), ("gpu", _gpu_rows)):
+                      ("floor", _floor_rows), ("gpu", _gpu_rows), ("startup", _startup_rows),
+                      ("reference", _reference_rows)):
         if key in r:
             rows += make(r[key])
     widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
@@ -455,6 +478,32 @@ def table(r: dict) -> str:
         verdict = "" if row[4] is None else ("ok" if row[4] else "MISSED")
         lines.append("  ".join(str(c).ljust(w) for c, w in zip(row[:4], widths)) + "  " + verdict)
     return "\n".join(lines)
+
+
+def _startup_rows(s: dict) -> list[tuple]:
+    import bench_startup
+    return bench_startup.rows(s)
+
+
+def _reference_rows(r: dict) -> list[tuple]:
+    import bench_reference
+    return bench_reference.rows(r)
+
+
+def startup_figure(folder: str, repeats: int) -> dict:
+    """Figure 10 in processes of its own (each measures fresh QGIS starts)."""
+    out = Path(folder) / "startup.json"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_startup.py"), "--repeats", str(repeats),
+                    "--json", str(out)], check=True, env=_env())
+    return json.loads(out.read_text())
+
+
+def reference_figure(sizes: list[int], repeats: dict) -> dict:
+    """Figure 11: each side in a process of its own; bare onnxruntime here."""
+    import bench_reference
+
+    from cloud_mask_improver.core.runtime import home
+    return bench_reference.measure(sizes, repeats, home.data_home(), bare_run)
 
 
 def _batch_rows(b: dict) -> list[tuple]:
@@ -529,16 +578,26 @@ def main() -> int:
     parser.add_argument("--figures", default="1,2,3,4,5,6,7,9",
                         help="which figures to measure, e.g. 1,2,5 (3 and 4 are measured together)")
     parser.add_argument("--gpu", action="store_true", help="also figure 8: a full tile on the GPU")
+    parser.add_argument("--new", action="store_true",
+                        help="only the start-up, the reference packages and the full tile at the default "
+                             "resolution and at 10 m (figures 10, 11 and 4)")
+    parser.add_argument("--reference-repeats", default="3,2",
+                        help="pairs per size in figure 11, at 2048^2 and 4096^2 (default 3,2)")
     args = parser.parse_args()
     figures = set(args.figures.replace(" ", "").split(","))
+    if args.new:
+        figures = {"4", "10", "11"}
     if args.gpu:
         figures.add("8")
     repeats = 1 if args.quick else 2
     if args.quick:
-        sizes = {"overhead": 2048, "ensemble": 1024, "small": 1024, "full": 2745, "scaling": [512, 1024, 2048]}
+        sizes = {"overhead": 2048, "ensemble": 1024, "small": 1024, "full": 2745, "scaling": [512, 1024, 2048],
+                 "reference": [2048]}
+        reference_repeats = {2048: 1}
     else:
         sizes = {"overhead": 4096, "ensemble": 2048, "small": 2745, "full": FULL_TILE,
-                 "scaling": [1024, 2048, 4096]}
+                 "scaling": [1024, 2048, 4096], "reference": [2048, 4096]}
+        reference_repeats = dict(zip((2048, 4096), (int(n) for n in args.reference_repeats.split(","))))
     results = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                "machine": f"{platform.machine()}, {available_cores()} cores, "
                           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB, "
@@ -548,10 +607,12 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cloudmask-bench-") as folder:
         print("bench: generating rasters (once, into bench/cache/) ...", flush=True)
-        for size in {sizes["overhead"], sizes["ensemble"], sizes["small"], sizes["full"], *sizes["scaling"]}:
+        generate = {sizes["full"]} if args.new else {sizes["overhead"], sizes["ensemble"], sizes["small"],
+                                                     sizes["full"], *sizes["scaling"]}
+        for size in generate:
             s2_raster(size)
-        for size in (sizes["small"], sizes["full"]):
-            product_mask(size)
+            if size in (sizes["small"], sizes["full"]):
+                product_mask(size)
         if "1" in figures:
             print("bench: 1 overhead ...", flush=True)
             results["overhead"] = overhead(sizes["overhead"], repeats + (0 if args.quick else 1), folder)
@@ -583,10 +644,20 @@ def main() -> int:
             print("bench: 8 full tile on the GPU ...", flush=True)
             results["gpu"] = gpu_figure(folder)
             _save(results)
+        if "10" in figures:
+            print("bench: 10 start-up ...", flush=True)
+            results["startup"] = startup_figure(folder, 3 if args.quick else 7)
+            _save(results)
+        if "11" in figures:
+            results["reference"] = reference_figure(sizes["reference"], reference_repeats)
+            _save(results)
         if figures & {"3", "4"}:
             print("bench: 3 memory and 4 full tile ...", flush=True)
-            results["memory"] = memory_and_full_tile(sizes["small"], sizes["full"], [10, 20, 30],
-                                                     not args.no_in_memory, folder)
+            if args.new:  # the default resolution and 10 m only
+                results["memory"] = memory_and_full_tile(None, sizes["full"], [10], False, folder)
+            else:
+                results["memory"] = memory_and_full_tile(sizes["small"], sizes["full"], [10, 20, 30],
+                                                         not args.no_in_memory, folder)
     results["load_end"] = " ".join(f"{v:.1f}" for v in os.getloadavg())
     _save(results)
     print()
