@@ -646,7 +646,7 @@ def main() -> int:
             _save(results)
         if "10" in figures:
             print("bench: 10 start-up ...", flush=True)
-            results["startup"] = startup_figure(folder, 3 if args.quick else 7)
+            results["startup"] = startup_figure(folder, 5 if args.quick else 7)
             _save(results)
         if "11" in figures:
             results["reference"] = reference_figure(sizes["reference"], reference_repeats)
