@@ -31,8 +31,10 @@ lint:
 	.venv/bin/vermin -t=3.9- --violations --no-tips $$(git ls-files '*.py' ':!test' ':!scripts' ':!docs')
 
 # `make bench GPU=1` also measures a full tile on the GPU (figure 8), after setup installed GPU support.
+# `make bench NEW=1`: only the start-up, the reference packages (ukis-csmask, s2cloudless, in a venv
+# of the benchmark's own) and the full tile at the default resolution and at 10 m; QUICK=1: shorter.
 bench: setup
-	$(PY) scripts/bench.py $(if $(filter 1,$(GPU)),--gpu)
+	$(PY) scripts/bench.py $(if $(filter 1,$(GPU)),--gpu) $(if $(filter 1,$(NEW)),--new) $(if $(filter 1,$(QUICK)),--quick)
 
 # A release zip for plugins.qgis.org (refused while pyproject.toml lacks the contact addresses);
 # `make zip DEV=1` builds one without them, for a local *Install from ZIP*.

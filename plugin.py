@@ -2,7 +2,9 @@
 
 Everything runs through the Processing algorithms: the plugin's dialog only
 collects parameters and runs them as a QgsTask. ``initProcessing`` needs no
-GUI, so ``qgis_process`` can load the plugin with ``iface`` None.
+GUI, so ``qgis_process`` can load the plugin with ``iface`` None. The dialogs'
+modules are imported when the user first opens one: every QGIS start (and
+every ``qgis_process`` run) loads the plugin, few open a dialog.
 """
 
 import os
@@ -17,8 +19,6 @@ except ImportError:
 
 from .algorithms.base import LOG_TAG, stop_runs
 from .algorithms.provider import CloudMaskProvider
-from .ui.improve_dialog import ImproveDialog
-from .ui.model_manager import ModelManagerDialog
 
 # From its file: compiled Qt resources (pyrcc5) do not exist in PyQt6 (QGIS 4).
 ICON = os.path.join(os.path.dirname(__file__), "icons", "icon.svg")
@@ -85,12 +85,15 @@ class CloudMaskImproverPlugin:
             self.provider = None
 
     def improve(self):
+        from .ui.improve_dialog import ImproveDialog
         self._show("improve", lambda: ImproveDialog(self.iface, ensemble=False))
 
     def improve_ensemble(self):
+        from .ui.improve_dialog import ImproveDialog
         self._show("ensemble", lambda: ImproveDialog(self.iface, ensemble=True))
 
     def manage_models(self):
+        from .ui.model_manager import ModelManagerDialog
         self._show("models", lambda: ModelManagerDialog(self.iface.mainWindow()))
 
     def edit_model(self, algorithm_id):

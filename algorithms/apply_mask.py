@@ -11,11 +11,11 @@ from qgis.core import (
     QgsProject,
 )
 
-from ..core import apply_mask as am
+from ..core.choices import MASKED_CLASSES
 from .base import CloudMaskAlgorithm, run_engine, with_help, work_dir
 from .styling import style_on_load
 
-CLASS_LABELS = ("cloud", "cloud shadow", "nodata (no data in the mask, or outside it)")  # order of am.CLASSES
+CLASS_LABELS = ("cloud", "cloud shadow", "nodata (no data in the mask, or outside it)")  # order of MASKED_CLASSES
 
 
 class SourceStyler(QgsProcessingLayerPostProcessorInterface):
@@ -69,7 +69,7 @@ class ApplyMask(CloudMaskAlgorithm):
         self.add_raster("MASK", "Cloud mask (from Improve cloud mask)")
         self.addParameter(with_help(QgsProcessingParameterEnum(
             "CLASSES", "Classes to mask", options=list(CLASS_LABELS), allowMultiple=True,
-            defaultValue=list(range(len(am.CLASSES)))),
+            defaultValue=list(range(len(MASKED_CLASSES)))),
             "Pixels of these classes become nodata in the output."))
         self.addParameter(with_help(QgsProcessingParameterNumber(
             "BUFFER", "Buffer around clouds and shadows (metres)", QgsProcessingParameterNumber.Type.Double,
@@ -79,6 +79,7 @@ class ApplyMask(CloudMaskAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("MASKED_FRACTION", "Masked fraction"))
 
     def processAlgorithm(self, parameters, context, feedback):
+        from ..core import apply_mask as am  # a run's imports: see base.py
         raster = self.raster_source(parameters, "INPUT", context)
         mask = self.raster_source(parameters, "MASK", context)
         chosen = self.parameterAsEnums(parameters, "CLASSES", context)

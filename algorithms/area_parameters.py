@@ -8,6 +8,8 @@ there equal a whole-scene run) and the outputs cover the area's bounding box.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
@@ -16,8 +18,10 @@ from qgis.core import (
     QgsProcessingParameterFeatureSource,
 )
 
-from ..core import area as area_mod
 from .base import with_help
+
+if TYPE_CHECKING:  # the engine is imported when a run needs it (see base.py)
+    from ..core import area as area_mod
 
 
 def add_area_parameters(algorithm) -> None:
@@ -34,6 +38,7 @@ def add_area_parameters(algorithm) -> None:
 def area_from_source(source, what: str = "AREA") -> area_mod.Area | None:
     """The polygons of a feature source (selected ones when the user asked), labelled by their
     first text field."""
+    from ..core import area as area_mod
     if source is None:
         return None
     label = next((f.name() for f in source.fields() if f.typeName().lower() in ("string", "text")), None)
@@ -52,6 +57,7 @@ def area_from_source(source, what: str = "AREA") -> area_mod.Area | None:
 
 def selection(algorithm, parameters, context) -> area_mod.Selection | None:
     """What EXTENT, AREA and NODATA_OUTSIDE_AREA ask for; None: the whole raster."""
+    from ..core import area as area_mod
     area = area_from_source(algorithm.parameterAsSource(parameters, "AREA", context))
     bounds, crs = None, ""
     if parameters.get("EXTENT") not in (None, ""):

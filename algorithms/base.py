@@ -3,6 +3,12 @@
 The algorithms are thin: they read parameters and call ``core``. Engine
 errors become ``QgsProcessingException`` with the engine's message, which
 names the problem and the fix; nothing reaches the user as a traceback.
+
+QGIS imports the algorithms and builds their parameters at every start (the
+toolbox, ``qgis_process list``), whether or not anyone runs them. So the
+engine's modules (numpy, SciPy, GDAL's arrays, onnxruntime come with them)
+are imported inside the methods that run, and the parameters take their
+choices from ``core.choices``: enabling the plugin must not slow QGIS's start.
 """
 
 from __future__ import annotations
@@ -27,12 +33,9 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication, QThread
 from qgis.PyQt.QtGui import QIcon
 
-from ..core import merge as mg
-from ..core import raster
+from ..core.choices import OUTPUT_MODES, PRODUCT_KINDS, PROVIDERS
 from ..core.errors import CloudMaskError
-from ..core.inference import PROVIDERS
 from ..core.progress import Cancelled, Feedback
-from ..core.sentinel2 import product as safe
 
 LOG_TAG = "Cloud Mask Improver"
 ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icons", "icon.svg")
@@ -203,6 +206,7 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         its metadata is checked here (cheap), and core makes its stack when the run is
         planned; QGIS's own check sees the other parameters only.
         """
+        from ..core.sentinel2 import product as safe
         products = {k for k, v in parameters.items() if self._is_product_value(k, v)}
         for name in products:
             try:
@@ -223,6 +227,7 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         return True, ""
 
     def _is_product_value(self, name, value) -> bool:
+        from ..core.sentinel2 import product as safe
         return isinstance(value, str) and isinstance(self.parameterDefinition(name),
                                                      QgsProcessingParameterRasterLayer) and safe.is_product(value)
 
@@ -230,6 +235,7 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         """A raster GDAL opens but QGIS 3.22 does not load from a string: ``/vsizip/`` paths,
         ``GPKG:file.gpkg:table``, subdatasets (later QGIS versions load them). Passed on to
         core as it is, as a product is; QGIS's own check would refuse it as unreadable."""
+        from ..core import raster
         return isinstance(value, str) and isinstance(self.parameterDefinition(name),
                                                      QgsProcessingParameterRasterLayer) \
             and self.parameterAsRasterLayer({name: value}, name, context) is None and raster.opens_as_raster(value)
@@ -244,6 +250,7 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
             return _number_problem(label, value, definition.minimum(), definition.maximum())
         if isinstance(definition, QgsProcessingParameterRasterLayer) and isinstance(value, str) \
                 and self.parameterAsRasterLayer(parameters, name, context) is None:
+            from ..core.sentinel2 import product as safe
             if safe.zip_problem(value):
                 return f"{label}: {safe.zip_problem(value)}"
             return (f"{label}: '{value}' cannot be opened as a raster. Choose a raster layer or a raster "
@@ -288,7 +295,7 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
 
     def add_merge_options(self):
         self.add_advanced(QgsProcessingParameterEnum(
-            "PRODUCT_MASK_KIND", "Product mask kind", options=list(mg.PRODUCT_KINDS), defaultValue=0))
+            "PRODUCT_MASK_KIND", "Product mask kind", options=list(PRODUCT_KINDS), defaultValue=0))
         self.add_advanced(QgsProcessingParameterNumber(
             "DILATION", "Dilation radius (pixels)", QgsProcessingParameterNumber.Type.Integer,
             defaultValue=5, minValue=0))
@@ -327,12 +334,13 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         return source_path(layer)
 
     def merge_settings(self, parameters, context, cloud_thr=0.3, shadow_thr=0.2):
+        from ..core import merge as mg
         return mg.MergeSettings(
             cloud_threshold=cloud_thr, shadow_threshold=shadow_thr,
-            product_kind=mg.PRODUCT_KINDS[self.parameterAsEnum(parameters, "PRODUCT_MASK_KIND", context)],
+            product_kind=PRODUCT_KINDS[self.parameterAsEnum(parameters, "PRODUCT_MASK_KIND", context)],
             dilation=self.parameterAsInt(parameters, "DILATION", context),
             min_area=self.parameterAsInt(parameters, "MIN_AREA", context),
-            output_mode=mg.OUTPUT_MODES[self.parameterAsEnum(parameters, "OUTPUT_MODE", context)])
+            output_mode=OUTPUT_MODES[self.parameterAsEnum(parameters, "OUTPUT_MODE", context)])
 
     def provider_choice(self, parameters, context):
         return PROVIDERS[self.parameterAsEnum(parameters, "EXECUTION_PROVIDER", context)]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from qgis.core import QgsProcessingParameterRasterDestination, QgsProcessingParameterString
 
-from ..core import pipeline
 from .base import CloudMaskAlgorithm, run_engine, work_dir
 from .styling import ProbabilityStyler, style_on_load
 from .widgets import use_widgets
+
+if TYPE_CHECKING:  # the engine is imported when a run needs it (see base.py)
+    from ..core import pipeline
 
 
 class CloudProbability(CloudMaskAlgorithm):
@@ -45,6 +49,7 @@ class CloudProbability(CloudMaskAlgorithm):
         return {"cloud_models": [model] if model else []}
 
     def request(self, parameters, context) -> pipeline.ProbabilityRequest:
+        from ..core import pipeline
         return pipeline.ProbabilityRequest(
             s2_raster=self.raster_source(parameters, "SENTINEL_RASTER", context),
             bands=self.parameterAsString(parameters, "BANDS", context),
@@ -53,9 +58,11 @@ class CloudProbability(CloudMaskAlgorithm):
             work_dir=work_dir(), **self.models(parameters, context))
 
     def outputs(self, path: str) -> pipeline.ProbabilityOutputs:
+        from ..core import pipeline
         return pipeline.ProbabilityOutputs(cloud=path)
 
     def processAlgorithm(self, parameters, context, feedback):
+        from ..core import pipeline
         path = self.parameterAsOutputLayer(parameters, self.output, context)
 
         def work(fb):

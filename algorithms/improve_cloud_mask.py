@@ -8,7 +8,6 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..core import area, pipeline
 from .area_parameters import add_area_parameters, selection
 from .base import CloudMaskAlgorithm, run_engine, work_dir
 from .styling import MaskStyler, ProbabilityStyler, SourceStyler, style_on_load
@@ -114,6 +113,7 @@ class ImproveCloudMask(CloudMaskAlgorithm):
         return [model] if model else []
 
     def processAlgorithm(self, parameters, context, feedback):
+        from ..core import area, pipeline  # here, not at import: see base.py
         mask = self.parameterAsOutputLayer(parameters, "MASK", context)
         request = pipeline.ImproveRequest(
             probability=pipeline.ProbabilityRequest(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import TYPE_CHECKING
 
 from qgis.core import (
     QgsClassificationRange,
@@ -26,13 +27,13 @@ from qgis.core import (
 )
 from qgis.PyQt import sip
 
-from ..core import area as area_mod
-from ..core.bands import parse_band_list
+from ..core.choices import PERSISTENT_MIN_DATES, PERSISTENT_SHARE
 from ..core.progress import Cancelled
-from ..core.season import batch, layers, report, summary
-from ..core.staging import check_destination, replacing
 from .base import CloudMaskAlgorithm, QgisFeedback, run_engine, with_help
 from .widgets import use_widgets
+
+if TYPE_CHECKING:  # the engine is imported when a run needs it (see base.py)
+    from ..core.season import batch
 
 # Clear fraction classes: the clear dates stand out in green.
 CLASSES = ((0.0, 0.25, "#d7191c", "mostly cloudy (< 25 % clear)"), (0.25, 0.5, "#fdae61", "25-50 % clear"),
@@ -73,6 +74,7 @@ class SummaryStyler(QgsProcessingLayerPostProcessorInterface):
 
 def write_summary(rows: list[batch.Row], out_dir: str) -> dict:
     """The summary files; one in use (on Windows: loaded in QGIS) ends the run with what to do."""
+    from ..core.season import summary
     try:
         return summary.write_all(rows, out_dir)
     except summary.SummaryInUseError as err:
@@ -155,6 +157,7 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
         use_widgets(self)  # the model and band pickers in the Processing dialogs
 
     def _area(self, parameters, context):
+        from ..core import area as area_mod
         source = self.parameterAsSource(parameters, "AREA", context)
         if source is None:
             return None
@@ -173,6 +176,7 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
         return area_mod.Area(tuple(wkts), source.sourceCrs().toWkt(), tuple(names), "AREA")
 
     def _options(self, parameters, context) -> batch.BatchOptions:
+        from ..core.season import batch
         settings = self.merge_settings(parameters, context)
         cloud = self.parameterAsString(parameters, "CLOUD_MODEL", context).strip()
         return batch.BatchOptions(
@@ -191,6 +195,8 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
             masked_bands=self.parameterAsString(parameters, "MASKED_BANDS", context).strip())
 
     def processAlgorithm(self, parameters, context, feedback):
+        from ..core.bands import parse_band_list
+        from ..core.season import batch
         inputs = self.parameterAsFileList(parameters, "INPUTS", context)
         out_dir = self.parameterAsString(parameters, "OUTPUT_FOLDER", context)
         options = self._options(parameters, context)
@@ -253,11 +259,11 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
     def _add_season_parameters(self):
         self.add_advanced(QgsProcessingParameterNumber(
             "PERSISTENT_SHARE", "Persistent cloud: cloud on at least this share of a pixel's dates (0-1)",
-            QgsProcessingParameterNumber.Type.Double, defaultValue=layers.DEFAULT_SHARE, minValue=0.01,
+            QgsProcessingParameterNumber.Type.Double, defaultValue=PERSISTENT_SHARE, minValue=0.01,
             maxValue=1.0))
         self.add_advanced(QgsProcessingParameterNumber(
             "PERSISTENT_MIN_DATES", "Persistent cloud: only pixels with at least this many dates with data",
-            QgsProcessingParameterNumber.Type.Integer, defaultValue=layers.DEFAULT_MIN_DATES, minValue=1))
+            QgsProcessingParameterNumber.Type.Integer, defaultValue=PERSISTENT_MIN_DATES, minValue=1))
         # A file destination with .html: QGIS opens it in the Results Viewer, and a model can name it
         # as its own output. Optional, so that runs and models made before it still run; the report
         # is always in the output folder (REPORT is that one when no path is given).
@@ -266,12 +272,15 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
         self.addOutput(QgsProcessingOutputMultipleLayers("SEASON_LAYERS", "Season layers"))
 
     def _check_report(self, parameters, context) -> None:
+        from ..core.staging import check_destination
         """A report path that cannot be written is refused before any product runs."""
         destination = self.parameterAsFileOutput(parameters, "REPORT", context)
         if destination:
             check_destination(destination, [])
 
     def _season(self, rows, out_dir, area, parameters, context, feedback) -> dict:
+        from ..core.season import layers, report
+        from ..core.staging import replacing
         settings = layers.SeasonSettings(
             self.parameterAsDouble(parameters, "PERSISTENT_SHARE", context),
             self.parameterAsInt(parameters, "PERSISTENT_MIN_DATES", context))

@@ -6,8 +6,6 @@ from dataclasses import replace
 
 from qgis.core import QgsProcessingOutputNumber, QgsProcessingParameterRasterDestination
 
-from ..core import pipeline
-from ..core.decision import decide
 from .base import CloudMaskAlgorithm, run_engine, work_dir
 from .improve_cloud_mask import FRACTIONS
 from .styling import MaskStyler, style_on_load
@@ -51,6 +49,8 @@ class MergeCloudMasks(CloudMaskAlgorithm):
             self.addOutput(QgsProcessingOutputNumber(name, name.replace("_", " ").capitalize()))
 
     def processAlgorithm(self, parameters, context, feedback):
+        from ..core import pipeline
+        from ..core.decision import decide
         cloud = self.raster_source(parameters, "CLOUD_PROBABILITY", context)
         shadow = self.raster_source(parameters, "SHADOW_PROBABILITY", context, required=False) or None
         # Unset: what the models that made the probabilities recommend (as 'Improve cloud mask'

@@ -15,8 +15,6 @@ from qgis.core import (
     QgsRasterMinMaxOrigin,
 )
 
-from ..core.raster import RasterError, raster_info
-from ..core.sentinel2 import product as safe
 from .base import CloudMaskAlgorithm, run_engine
 from .styling import style_on_load
 
@@ -30,6 +28,7 @@ class TrueColourStyler(QgsProcessingLayerPostProcessorInterface):
     def postProcessLayer(self, layer, context, feedback):
         if layer is None or not layer.isValid():
             return
+        from ..core.raster import RasterError, raster_info
         try:
             descriptions = list(raster_info(layer.source().split("|")[0]).descriptions)
         except RasterError:
@@ -89,6 +88,7 @@ class PrepareS2Product(CloudMaskAlgorithm):
             "PRODUCT_MASK", "Product mask (SCL)", optional=True, createByDefault=True))
 
     def processAlgorithm(self, parameters, context, feedback):
+        from ..core.sentinel2 import product as safe  # here, not at import: see base.py
         source = self.parameterAsFile(parameters, "INPUT", context)
         if not safe.is_product(source):
             raise QgsProcessingException(safe.zip_problem(source) or (

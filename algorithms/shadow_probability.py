@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ..core import pipeline
 from .cloud_probability import CloudProbability
 
 
@@ -26,4 +25,5 @@ class ShadowProbability(CloudProbability):
         return {"shadow_model": model or None}
 
     def outputs(self, path):
+        from ..core import pipeline
         return pipeline.ProbabilityOutputs(shadow=path)

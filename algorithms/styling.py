@@ -25,11 +25,9 @@ from qgis.core import (
 from qgis.PyQt import sip
 from qgis.PyQt.QtGui import QColor
 
-from ..core import merge as mg
-from ..core import provenance as pv
-
 
 def mask_renderer(layer, binary: bool = False):
+    from ..core import merge as mg  # after a run only: see base.py
     names = mg.BINARY_CATEGORY_NAMES if binary else mg.CATEGORY_NAMES
     colours = mg.BINARY_CATEGORY_COLOURS if binary else mg.CATEGORY_COLOURS
     # Clear is transparent: the image shows through (a user may give it a colour).
@@ -40,6 +38,7 @@ def mask_renderer(layer, binary: bool = False):
 
 
 def source_renderer(layer):
+    from ..core import provenance as pv  # after a run only: see base.py
     """The SOURCE output as a legend of its categories; clear transparent, as the mask's."""
     classes = [QgsPalettedRasterRenderer.Class(value, QColor(*pv.COLOURS[value][:3],
                                                              0 if value == pv.CLEAR else pv.COLOURS[value][3]),

@@ -9,7 +9,6 @@ import os
 
 from qgis.core import QgsProcessingModelAlgorithm
 
-from ..core import raster
 from ..core.errors import CloudMaskError
 
 MODELS_DIR = os.path.join(os.path.dirname(__file__), "models")
@@ -41,6 +40,7 @@ class ShippedModel(QgsProcessingModelAlgorithm):
 
         Read from the steps' model outputs, not the parameter definitions: qgis_process asks
         the registry's instance, whose destination parameters are not set up."""
+        from ..core import raster  # a run's import, not QGIS start-up's: see base.py
         for child_id, child in self.childAlgorithms().items():
             for output in child.modelOutputs():
                 value = parameters.get(f"{child_id}:{output}")

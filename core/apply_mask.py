@@ -41,6 +41,7 @@ import numpy as np
 from osgeo import gdal, gdal_array, osr
 
 from . import merge as mg
+from .choices import MASKED_CLASSES
 from .errors import SettingsError
 from .progress import Cancelled, Feedback, Share
 from .raster import (
@@ -61,7 +62,7 @@ from .raster import (
 from .regrid import footprint, on_the_grid
 from .staging import atomic_outputs, check_destination, stage
 
-CLASSES = ("cloud", "shadow", "nodata")  # index order is public API (the CLASSES parameter)
+CLASSES = MASKED_CLASSES  # index order is public API (the CLASSES parameter)
 WINDOW = 1024  # pixels per side of a window: 13 uint16 bands are 27 MB
 MASK_ROWS = 1024  # rows of the mask per window of the selection pass
 OUTSIDE = 255  # the warped selection's value where the raster lies outside the mask

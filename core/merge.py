@@ -28,14 +28,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
+from .choices import OUTPUT_MODES, PRODUCT_KINDS
 from .decision import FARMVIBES_CLOUD_THRESHOLD, FARMVIBES_SHADOW_THRESHOLD
 from .errors import SettingsError
 
 CLEAR, CLOUD, SHADOW, NODATA = 0, 1, 2, 255
-PRODUCT_KINDS = ("nonzero", "scl", "qa60", "probability")  # index order is public API
-OUTPUT_MODES = ("categorical", "binary")  # index order is public API
 
 CATEGORY_NAMES = {CLEAR: "clear", CLOUD: "cloud", SHADOW: "cloud shadow", NODATA: "nodata"}
 BINARY_CATEGORY_NAMES = {CLEAR: "clear", CLOUD: "cloud or shadow", NODATA: "nodata"}
@@ -240,6 +238,9 @@ def small_components(mask: np.ndarray, min_area: int, at_edge: Sides = (True,) *
     mask = np.asarray(mask, dtype=bool)
     if min_area <= 1 or not mask.any():
         return np.zeros(mask.shape, dtype=bool)
+    # Here, not at import: SciPy's ndimage took 0.2-0.3 s to import, paid by every run,
+    # and only runs with a minimum area label components.
+    from scipy import ndimage
     labels, count = ndimage.label(mask, structure=EIGHT)
     small = np.bincount(labels.ravel(), minlength=count + 1) < min_area
     for is_edge, border in zip(at_edge, (labels[0], labels[-1], labels[:, 0], labels[:, -1])):
@@ -272,6 +273,7 @@ def apply_min_area(values: np.ndarray, min_area: int, binary: bool, at_edge: Sid
     out[small_components((values == CLOUD) | (values == SHADOW), min_area, at_edge)] = CLEAR
     holes = small_components(out == CLEAR, min_area, at_edge)
     if holes.any():
+        from scipy import ndimage  # see small_components
         labels, count = ndimage.label(holes, structure=EIGHT)
         touches = [np.bincount(labels[ndimage.binary_dilation(out == c, EIGHT) & holes],
                                minlength=count + 1) > 0 for c in (CLOUD, SHADOW)]

@@ -16,7 +16,6 @@ patch.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -39,6 +38,7 @@ class PatchAreas:
         ``touch``: the window's rows of each other mask whose touching is recorded."""
         labels = self._label(mask, len(self.offsets), register=True)
         for k, other in enumerate(touch):
+            from scipy import ndimage  # only runs with a minimum area need it (see merge.py)
             near = ndimage.binary_dilation(np.asarray(other, dtype=bool), structure=EIGHT)
             self.touch[labels[near], k] = True
             if self._last_row is not None:  # across the seam, both ways
@@ -50,6 +50,7 @@ class PatchAreas:
         self._last_touch = [np.asarray(other[-1], dtype=bool).copy() for other in touch]
 
     def _label(self, mask: np.ndarray, window: int, register: bool) -> np.ndarray:
+        from scipy import ndimage  # only runs that drop small patches need it (see merge.py)
         local, count = ndimage.label(mask, structure=EIGHT)
         if register:
             self.offsets.append(len(self.parent) - 1)

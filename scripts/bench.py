@@ -14,9 +14,10 @@
    product mask) on 2745^2 and 10980^2, each run by ``qgis_process`` in its own
    subprocess (``os.wait4`` gives that child's own peak), with and without
    ``IN_MEMORY``.
-4. Full Sentinel-2 tile: wall time of the default single-model run at 10, 20
-   and 30 m processing resolution (``RESOLUTION``), with tiles per second.
-   The 10 m run is the same subprocess as the memory figure.
+4. Full Sentinel-2 tile: wall time of the default single-model run at the
+   default processing resolution (``RESOLUTION`` unset: whatever the plugin's
+   default is), and at 10, 20 and 30 m, with tiles per second. The 10 m run is
+   the same subprocess as the memory figure.
 5. Scaling: figure 1's algorithm on 1024^2, 2048^2 and 4096^2.
 6. Merge: ``core.pipeline.merge`` (the mergecloudmasks op) on a 4000^2 cloud
    probability raster with MIN_AREA 0, 2000 and 1,000,000 px (the most the
@@ -33,13 +34,26 @@
    tile with the network replaced by a stand-in that costs nothing, set up as on a GPU,
    with only the mask written and with the probabilities kept: what a GPU run's CPU side
    costs, measurable on any machine.
-10. Apply cloud mask (optional: ``--figures 10``): ``core.apply_mask`` on the full tile's
+10. Start-up (scripts/bench_startup.py): what enabling the plugin adds to
+   ``qgis_process list`` (time, memory), and a run's fixed costs (imports,
+   session creation, first batch).
+11. Against the reference packages (scripts/bench_reference.py): qgis_process
+   and ``cloudmask batch`` against ukis-csmask's CSmask, cloudprobability against
+   s2cloudless, at 2048^2 and 4096^2, with peak memory, and qgis_process against
+   bare onnxruntime on the same tiles; ukis-csmask and s2cloudless run from a
+   venv of their own (bench/.refvenv), made here once.
+
+12. Apply cloud mask (optional: ``--figures 12``): ``core.apply_mask`` on the full tile's
    12-band stack with a synthetic improved mask (0/1/2/255), each run in a fresh Python: on
    the mask's grid, with a 50 m buffer, and on a 20 m version of the stack (a VRT: the
    mask is warped onto it). Wall time and peak RSS: memory must not grow with the raster.
-11. Provenance: the real sample scene (856 x 512, its product mask, the default L1C
+13. Provenance: the real sample scene (856 x 512, its product mask, the default L1C
    model) through ``core.pipeline.improve`` with and without the ``SOURCE`` output,
    alternated, best of 5 each: what writing which source flagged each pixel costs.
+
+``--new`` measures figures 10, 11 and the full tile at the default resolution
+and at 10 m only (about 40 minutes on 2 cores; with ``--quick`` 2048^2 only,
+once each, and a 2745^2 "tile").
 
 Synthetic rasters are generated once into ``bench/cache/`` (git-ignored; the
 full tile is 2.9 GB). Timings depend on what else runs on the machine: the
@@ -327,7 +341,7 @@ def apply_figure(size: int, folder: str) -> dict:
 
 
 def _apply_rows(a: dict) -> list[tuple]:
-    return [("10 apply mask" if k == 0 else "", f"applymask {a['size']}^2 x 12 bands, {name}",
+    return [("12 apply mask" if k == 0 else "", f"applymask {a['size']}^2 x 12 bands, {name}",
              f"{run['wall_s']:.1f} s, peak {run['peak_mb']:.0f} MB", "< 512 MB", run["peak_mb"] < 512)
             for k, (name, run) in enumerate(a["runs"].items())]
 
@@ -390,13 +404,15 @@ def ensemble(size: int, repeats: int, folder: str) -> dict:
             "one_pass_vs_bare_cpu": one_cpu / bare_cpu}
 
 
-def memory_and_full_tile(small: int, full: int, resolutions: list[int], in_memory: bool,
+def memory_and_full_tile(small: int | None, full: int, resolutions: list[int], in_memory: bool,
                          folder: str) -> dict:
     subprocess.run([qgis_process(), "plugins", "enable", "cloud_mask_improver"], env=_env(),
                    capture_output=True, check=False)  # "already enabled" exits 1: fine
     result = {"small": small, "full": full, "runs": {}}
-    # RESOLUTION=0: the raster's own 10 m (empty is now the model's own, 30 m for ukis: full_30m).
-    jobs = [("small", small, {"RESOLUTION": 0}), ("full_10m", full, {"RESOLUTION": 0})]
+    # The default (empty: the model's own, 30 m for the ukis models) and the raster's own 10 m
+    # (RESOLUTION=0), named explicitly.
+    jobs = [("small", small, {"RESOLUTION": 0})] if small else []
+    jobs += [("full_default", full, {}), ("full_10m", full, {"RESOLUTION": 0})]
     jobs += [(f"full_{r}m", full, {"RESOLUTION": r}) for r in resolutions if r != 10]
     if in_memory:  # last: the full tile in memory is the longest run and only informative
         jobs += [("small_in_memory", small, {"IN_MEMORY": "true"}),
@@ -405,9 +421,9 @@ def memory_and_full_tile(small: int, full: int, resolutions: list[int], in_memor
         raster, mask = s2_raster(size), product_mask(size)
         print(f"bench: improvecloudmask {name} ({size}^2) ...", flush=True)
         run = improve_subprocess(raster, mask, folder, **params)
-        resolution = float(params.get("RESOLUTION") or 10)
-        grid = round(size * 10.0 / resolution)
-        run.update(size=size, resolution_m=resolution, tiles=tiles_for(grid))
+        given = params.get("RESOLUTION")  # absent: the model's own (its card's), 0: the raster's 10 m
+        resolution = float(models.resolve(MODEL)[0].resolution or 10) if given is None else float(given or 10)
+        run.update(size=size, resolution_m=resolution, tiles=tiles_for(round(size * 10.0 / resolution)))
         run["tiles_per_s"] = run["tiles"] / run["wall_s"]
         result["runs"][name] = run
         print(f"bench:   {run['wall_s']:.1f} s, peak {run['peak_mb']:.0f} MB", flush=True)
@@ -462,7 +478,12 @@ def _memory_rows(m: dict) -> list[tuple]:
                          f"{runs[name]['peak_mb']:.0f} MB ({runs[name]['wall_s']:.1f} s)", "", None))
     first = True
     for name, run in runs.items():
-        if name.startswith("full_") and name.endswith("m"):
+        if name == "full_default":
+            rows.append(("4 full tile" if first else "",
+                         f"improvecloudmask {run['size']}^2 at the default resolution (RESOLUTION unset)",
+                         f"{run['wall_s']:.1f} s, peak {run['peak_mb']:.0f} MB", "", None))
+            first = False
+        elif name.startswith("full_") and name.endswith("m"):
             rows.append(("4 full tile" if first else "",
                          f"improvecloudmask {run['size']}^2 at {run['resolution_m']:.0f} m, {run['tiles']} tiles",
                          f"{run['wall_s']:.1f} s, {run['tiles_per_s']:.1f} tiles/s, peak {run['peak_mb']:.0f} MB",
@@ -501,8 +522,8 @@ def table(r: dict) -> str:
     rows = []
     for key, make in (("overhead", _overhead_rows), ("ensemble", _ensemble_rows), ("memory", _memory_rows),
                       ("scaling", _scaling_rows), ("merge", _merge_rows), ("batch", _batch_rows),
-                      ("floor", _floor_rows), ("gpu", _gpu_rows), ("apply", _apply_rows),
-                      ("provenance", _provenance_rows)):
+                      ("floor", _floor_rows), ("gpu", _gpu_rows), ("startup", _startup_rows),
+                      ("reference", _reference_rows), ("apply", _apply_rows), ("provenance", _provenance_rows)):
         if key in r:
             rows += make(r[key])
     widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
@@ -510,6 +531,32 @@ def table(r: dict) -> str:
         verdict = "" if row[4] is None else ("ok" if row[4] else "MISSED")
         lines.append("  ".join(str(c).ljust(w) for c, w in zip(row[:4], widths)) + "  " + verdict)
     return "\n".join(lines)
+
+
+def _startup_rows(s: dict) -> list[tuple]:
+    import bench_startup
+    return bench_startup.rows(s)
+
+
+def _reference_rows(r: dict) -> list[tuple]:
+    import bench_reference
+    return bench_reference.rows(r)
+
+
+def startup_figure(folder: str, repeats: int) -> dict:
+    """Figure 10 in processes of its own (each measures fresh QGIS starts)."""
+    out = Path(folder) / "startup.json"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_startup.py"), "--repeats", str(repeats),
+                    "--json", str(out)], check=True, env=_env())
+    return json.loads(out.read_text())
+
+
+def reference_figure(sizes: list[int], repeats: dict) -> dict:
+    """Figure 11: each side in a process of its own; bare onnxruntime here."""
+    import bench_reference
+
+    from cloud_mask_improver.core.runtime import home
+    return bench_reference.measure(sizes, repeats, home.data_home(), bare_run)
 
 
 def _batch_rows(b: dict) -> list[tuple]:
@@ -574,7 +621,7 @@ def _gpu_rows(g: dict) -> list[tuple]:
 
 
 def provenance_figure(folder: str, repeats: int = 5) -> dict:
-    """Figure 11: the sample scene improved with and without SOURCE, alternated."""
+    """Figure 13: the sample scene improved with and without SOURCE, alternated."""
     sample = ROOT / "test" / "data" / "sample"
 
     def one(source: bool) -> Clock:
@@ -599,7 +646,7 @@ def _provenance_rows(p: dict) -> list[tuple]:
     # Judged on CPU time: on a shared machine the wall time of a 3 s run mostly says how
     # busy the other programs were.
     ratio, cpu_ratio = p["source_s"] / p["plain_s"], p["source_cpu_s"] / p["plain_cpu_s"]
-    return [("11 provenance", "sample 856 x 512, improve with SOURCE vs without",
+    return [("13 provenance", "sample 856 x 512, improve with SOURCE vs without",
              (f"{p['source_s']:.2f} s vs {p['plain_s']:.2f} s (x{ratio:.3f}); cpu {p['source_cpu_s']:.2f} s vs "
               f"{p['plain_cpu_s']:.2f} s (x{cpu_ratio:.3f})"), "cpu < 1.10x", cpu_ratio < 1.10)]
 
@@ -612,20 +659,30 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, to try the benchmark out")
     parser.add_argument("--no-in-memory", action="store_true", help="skip the IN_MEMORY runs")
-    parser.add_argument("--figures", default="1,2,3,4,5,6,7,9,11",
+    parser.add_argument("--figures", default="1,2,3,4,5,6,7,9,10,11,13",
                         help="which figures to measure, e.g. 1,2,5 (3 and 4 are measured together; "
-                             "10, Apply cloud mask, only when named)")
+                             "12, Apply cloud mask, only when named)")
     parser.add_argument("--gpu", action="store_true", help="also figure 8: a full tile on the GPU")
+    parser.add_argument("--new", action="store_true",
+                        help="only the start-up, the reference packages and the full tile at the default "
+                             "resolution and at 10 m (figures 10, 11 and 4)")
+    parser.add_argument("--reference-repeats", default="3,2",
+                        help="pairs per size in figure 11, at 2048^2 and 4096^2 (default 3,2)")
     args = parser.parse_args()
     figures = set(args.figures.replace(" ", "").split(","))
+    if args.new:
+        figures = {"4", "10", "11"}
     if args.gpu:
         figures.add("8")
     repeats = 1 if args.quick else 2
     if args.quick:
-        sizes = {"overhead": 2048, "ensemble": 1024, "small": 1024, "full": 2745, "scaling": [512, 1024, 2048]}
+        sizes = {"overhead": 2048, "ensemble": 1024, "small": 1024, "full": 2745, "scaling": [512, 1024, 2048],
+                 "reference": [2048]}
+        reference_repeats = {2048: 1}
     else:
         sizes = {"overhead": 4096, "ensemble": 2048, "small": 2745, "full": FULL_TILE,
-                 "scaling": [1024, 2048, 4096]}
+                 "scaling": [1024, 2048, 4096], "reference": [2048, 4096]}
+        reference_repeats = dict(zip((2048, 4096), (int(n) for n in args.reference_repeats.split(","))))
     results = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                "machine": f"{platform.machine()}, {available_cores()} cores, "
                           f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB, "
@@ -634,11 +691,13 @@ def main() -> int:
     app, provider = start_qgis()
     RESULTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cloudmask-bench-") as folder:
-        if figures & {"1", "2", "3", "4", "5", "9"}:  # figures 10, 11 make their own or none
+        if figures & {"1", "2", "3", "4", "5", "9"}:  # the other figures make their own rasters or none
             print("bench: generating rasters (once, into bench/cache/) ...", flush=True)
-            for size in {sizes["overhead"], sizes["ensemble"], sizes["small"], sizes["full"], *sizes["scaling"]}:
+            generate = {sizes["full"]} if args.new else {sizes["overhead"], sizes["ensemble"], sizes["small"],
+                                                         sizes["full"], *sizes["scaling"]}
+            for size in generate:
                 s2_raster(size)
-            for size in (sizes["small"], sizes["full"]):
+            for size in generate & {sizes["small"], sizes["full"]}:
                 product_mask(size)
         if "1" in figures:
             print("bench: 1 overhead ...", flush=True)
@@ -667,22 +726,32 @@ def main() -> int:
             print("bench: 9 besides the network ...", flush=True)
             results["floor"] = floor_figure(s2_raster(sizes["full"]), product_mask(sizes["full"]), folder)
             _save(results)
-        if "10" in figures:
-            print("bench: 10 apply cloud mask ...", flush=True)
+        if "12" in figures:
+            print("bench: 12 apply cloud mask ...", flush=True)
             results["apply"] = apply_figure(sizes["full"], folder)
             _save(results)
-        if "11" in figures:
-            print("bench: 11 provenance ...", flush=True)
+        if "13" in figures:
+            print("bench: 13 provenance ...", flush=True)
             results["provenance"] = provenance_figure(folder)
             _save(results)
         if "8" in figures:
             print("bench: 8 full tile on the GPU ...", flush=True)
             results["gpu"] = gpu_figure(folder)
             _save(results)
+        if "10" in figures:
+            print("bench: 10 start-up ...", flush=True)
+            results["startup"] = startup_figure(folder, 5 if args.quick else 7)
+            _save(results)
+        if "11" in figures:
+            results["reference"] = reference_figure(sizes["reference"], reference_repeats)
+            _save(results)
         if figures & {"3", "4"}:
             print("bench: 3 memory and 4 full tile ...", flush=True)
-            results["memory"] = memory_and_full_tile(sizes["small"], sizes["full"], [10, 20, 30],
-                                                     not args.no_in_memory, folder)
+            if args.new:  # the default resolution and 10 m only
+                results["memory"] = memory_and_full_tile(None, sizes["full"], [10], False, folder)
+            else:
+                results["memory"] = memory_and_full_tile(sizes["small"], sizes["full"], [10, 20, 30],
+                                                         not args.no_in_memory, folder)
     results["load_end"] = " ".join(f"{v:.1f}" for v in os.getloadavg())
     _save(results)
     print()

@@ -61,7 +61,7 @@ class FakeCudaOrt:
         self.fail = fail
         self.events: list[str] = []
         self.batches: dict[str, list[int]] = {"cuda": [], "cpu": []}
-        for name in ("SessionOptions", "ExecutionMode", "GraphOptimizationLevel"):
+        for name in ("SessionOptions", "ExecutionMode", "GraphOptimizationLevel", "__version__"):
             setattr(self, name, getattr(onnxruntime, name))
 
     def get_available_providers(self):

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from cloud_mask_improver.core.tiling import chip_starts, plan_axis, reflect
+from cloud_mask_improver.core.tiling import chip_starts, plan_axis, reflect, tukey
 
 SCHEMES = [("mirror-tukey", 256, 0.2), ("mirror-tukey", 64, 0.25), ("centre-crop", 512, 0.25),
            ("centre-crop", 64, 0.25), ("pixel", 128, 0.0)]
@@ -85,3 +85,16 @@ def test_released_rows_are_never_touched_again(size, scheme):
             touched = np.flatnonzero(plan.weights[j] > 0) + start
             touched = touched[(touched >= 0) & (touched < size)]
             assert touched.size == 0 or touched.min() >= done
+
+
+@given(st.integers(5, 600), st.floats(0.0, 0.4999))
+@settings(max_examples=300, deadline=None)
+def test_tukey_window_is_scipys_to_the_last_bit(tile, overlap):
+    """The blend weights are computed without SciPy (its import cost every run 0.2-0.4 s);
+    SciPy's window stays the reference, over every tile and overlap a card may give,
+    to the bit: the probabilities must not change."""
+    from scipy.signal import windows
+    assume(overlap == 0 or tile * overlap >= 2)  # what a card may give (cards.validate)
+    assert np.array_equal(tukey(tile, 2 * overlap), windows.tukey(tile, 2 * overlap))
+    assert np.array_equal(plan_axis(1000, "mirror-tukey", tile, overlap).weights[0],
+                          windows.tukey(tile, 2 * overlap))

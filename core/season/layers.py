@@ -37,6 +37,7 @@ from osgeo import gdal, osr
 
 from .. import area as area_mod
 from .. import merge as mg
+from ..choices import PERSISTENT_MIN_DATES, PERSISTENT_SHARE
 from ..errors import SettingsError
 from ..progress import Cancelled, Feedback, Share
 from ..raster import GTIFF_OPTIONS, RasterError, open_dataset
@@ -49,8 +50,8 @@ from ..staging import atomic_outputs, stage
 # the first n dates, n = 4..9 and 12 flag no moving cloud, n = 10 and 11 flag 172 px
 # (0.5 %) at 9/10 and 10/11. Below 5 valid dates (3 dates flag 71 px) one or two unlucky
 # dates decide, so those pixels are left undecided (255).
-DEFAULT_SHARE = 0.9
-DEFAULT_MIN_DATES = 5
+DEFAULT_SHARE = PERSISTENT_SHARE  # in choices.py: the toolbox offers them without the engine
+DEFAULT_MIN_DATES = PERSISTENT_MIN_DATES
 # Above this share of a product's cloud on persistent pixels, the log says its clear
 # fraction is likely too low (a quarter of the cloud being ground changes a date's ranking).
 LARGE_SHARE = 0.25
