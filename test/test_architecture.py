@@ -12,8 +12,10 @@ import_graph = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(import_graph)
 
 # What each side package may import. The base modules are what every part of the engine
-# shares (errors, progress, band names, raster I/O, staged outputs).
-BASE = {"core.errors", "core.progress", "core.bands", "core.raster", "core.staging"}
+# shares (errors, progress, band names, raster I/O, staged outputs, the parameters' choices,
+# and the rules that decide a pixel, which model cards name).
+BASE = {"core.errors", "core.progress", "core.bands", "core.raster", "core.staging", "core.choices",
+        "core.decision"}
 ALLOWED = {
     "core.runtime": set(),
     "core.modelstore": {"core.runtime"} | BASE,
