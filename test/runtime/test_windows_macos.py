@@ -9,6 +9,7 @@ macOS machines (docs/platforms.md lists what is checked how).
 import ast
 import platform
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -195,6 +196,7 @@ def test_the_model_manager_offers_the_fix_not_the_install_button(qgis_app, qtbot
                                                                    monkeypatch):
     fake_onnxruntime(broken_runtime, deps.ONNXRUNTIME_VERSION, DLL_ERROR)
     monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(shutil, "which", lambda *_a, **_k: None)  # 3.13's which() calls Windows' API on win32
     manager = ModelManagerDialog(models_dir=tmp_path / "models", cache=tmp_path / "cache")
     qtbot.addWidget(manager)
     manager.show()
@@ -206,6 +208,7 @@ def test_installing_again_stops_at_once_and_says_the_fix(qgis_app, qtbot, broken
     """The install task sees the pinned release in place: no pip, and the message is the fix."""
     fake_onnxruntime(broken_runtime, deps.ONNXRUNTIME_VERSION, DLL_ERROR)
     monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(shutil, "which", lambda *_a, **_k: None)  # 3.13's which() calls Windows' API on win32
     started = []
     monkeypatch.setattr(processes, "start", lambda *a, **k: started.append(a))
     finished = []
