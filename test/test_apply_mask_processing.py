@@ -110,8 +110,8 @@ def test_a_model_from_improve_to_apply_gives_the_same_raster(toolbox, tmp_path):
     assert ok, problems
     out = str(tmp_path / "model.tif")
     context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
-    # "apply:masked" on QGIS 3.22; QGIS 3.40 names a model built in code by the output alone
-    masked = next(p.name() for p in model.destinationParameterDefinitions() if p.name().endswith("masked"))
+    # "apply:masked" on QGIS 3.22; QGIS 3.40 names it after the description ("cloudfree_scene")
+    masked = next(p.name() for p in model.destinationParameterDefinitions() if p.description() == "Cloud-free scene")
     results, ok = model.run({"S2": str(L1C_STACK), "PRODUCT": str(PRODUCT_MASK), masked: out}, context, feedback)
     assert ok and results[masked] == out
     assert np.array_equal(read(out), read(toolbox[1]))

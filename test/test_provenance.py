@@ -268,7 +268,7 @@ def test_a_model_with_the_source_output(provider, toolbox, tmp_path):
         outputs[name.lower()] = output
     child.setModelOutputs(outputs)
     model.addChildAlgorithm(child)
-    # "improve:mask" on QGIS 3.22; QGIS 3.40 names a model built in code by the output alone
+    # "improve:mask" on QGIS 3.22; QGIS 3.40 names it after the description (here "mask")
     names = {p.name().split(":")[-1]: p.name() for p in model.destinationParameterDefinitions()}
     result = processing.run(model, {names["mask"]: str(tmp_path / "m.tif"), names["source"]: str(tmp_path / "s.tif")})
     assert result[names["source"]] == str(tmp_path / "s.tif")

@@ -23,7 +23,8 @@ ENGINE = ("numpy", "scipy", "onnxruntime", "osgeo.gdal_array", "dask", "distribu
 DIALOGS = "cloud_mask_improver.ui"
 
 # Loads the plugin as qgis_process does (argv: plugins folder), then runs the
-# algorithm given as JSON in argv[2] (if any); prints the modules then loaded.
+# algorithm given as JSON in argv[2] (if any); prints the modules loaded since QGIS's own
+# Processing started.
 _QGIS_PROCESS_LIKE = """
 import json, os, sys
 from qgis.core import QgsApplication
@@ -32,6 +33,7 @@ app.initQgis()
 sys.path.insert(0, os.path.join(QgsApplication.pkgDataPath(), "python", "plugins"))
 from processing.core.Processing import Processing
 Processing.initialize()
+before = set(sys.modules)  # QGIS's own (3.40's Processing imports numpy itself)
 import qgis.utils
 qgis.utils.plugin_paths = [sys.argv[1]]
 sys.path.insert(0, sys.argv[1])
@@ -44,7 +46,8 @@ if len(sys.argv) > 2:
     import processing
     algorithm, parameters = json.loads(sys.argv[2])
     result["outputs"] = sorted(processing.run(algorithm, parameters))
-result["modules"] = sorted(sys.modules)
+result["modules"] = sorted(set(sys.modules) - before)  # what the plugin (and its run) imported
+result["qgis_modules"] = sorted(before)
 print("RESULT " + json.dumps(result))
 """
 
@@ -77,7 +80,8 @@ def test_a_headless_run_imports_the_engine_but_no_dialog(plugin_dir, tmp_path):
     result = load_like_qgis_process(plugin_dir, ["cloudmask:improvecloudmask", {
         "S2_RASTER": raster, "CLOUD_MODEL": "ukis-6b-l2a", "MASK": str(mask)}])
     assert "MASK" in result["outputs"] and mask.exists()
-    assert {"numpy", "onnxruntime"} <= set(result["modules"])  # imported when the run needed them
+    assert {"numpy", "onnxruntime"} <= set(result["modules"] + result["qgis_modules"])  # when the run needed them
+    assert "onnxruntime" in result["modules"]
     assert loaded(result["modules"], DIALOGS) == []
     # SciPy labels patches only for MIN_AREA > 1 (default 0); the blend window is numpy's.
     assert loaded(result["modules"], "scipy") == []
