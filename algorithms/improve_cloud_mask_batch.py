@@ -272,8 +272,8 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
         self.addOutput(QgsProcessingOutputMultipleLayers("SEASON_LAYERS", "Season layers"))
 
     def _check_report(self, parameters, context) -> None:
-        from ..core.staging import check_destination
         """A report path that cannot be written is refused before any product runs."""
+        from ..core.staging import check_destination
         destination = self.parameterAsFileOutput(parameters, "REPORT", context)
         if destination:
             check_destination(destination, [])
