@@ -39,7 +39,10 @@ class SummaryInUseError(OutputError):
 COLUMNS = ("sensed", "tile", "level", "baseline", "product", "status", "error", "reused",
            "clear_fraction", "cloud_fraction", "shadow_fraction", "valid_pixels",
            "area_clear_fraction", "area_cloud_fraction", "area_shadow_fraction", "area_valid_pixels",
-           "mask", "input", "seconds", "persistent_cloud_share")
+           "mask", "input", "seconds", "persistent_cloud_share",
+           # the SOURCE raster's figures (empty without it), as Improve cloud mask's outputs name them
+           "product_mask_fraction", "masked_fraction", "model_added_fraction", "dilation_fraction",
+           "filled_fraction", "cleared_fraction")
 FIELD_COLUMNS = ("sensed", "tile", "product", "field", "clear_fraction", "cloud_fraction", "shadow_fraction",
                  "valid_pixels", "mask", "persistent_cloud_share")
 OGR_TYPES = {"reused": ogr.OFTInteger, "valid_pixels": ogr.OFTInteger64, "area_valid_pixels": ogr.OFTInteger64,
