@@ -7,11 +7,12 @@ import csv
 import filecmp
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from osgeo import gdal
 from s2_product import build_product
-from test_masked_imagery import _command
 
 from cloud_mask_improver.core import area as area_mod
 from cloud_mask_improver.core import merge as mg
@@ -23,6 +24,8 @@ MODEL = ("ukis-6b-l2a",)
 PLAIN = batch.BatchOptions(cloud_models=MODEL)
 SOURCE = batch.BatchOptions(cloud_models=MODEL, source=True)
 NAME = "T33TUK_20230615T100559_L2A"
+NO_QGIS = ("import sys; sys.modules['qgis'] = None; sys.path.insert(0, {plugins!r}); "
+           "from cloud_mask_improver.core import cli; sys.exit(cli.main(sys.argv[1:]))")
 FIGURE_COLUMNS = ["product_mask_fraction", "masked_fraction", "model_added_fraction", "dilation_fraction",
                   "filled_fraction", "cleared_fraction"]
 
@@ -133,6 +136,12 @@ def test_with_an_area_the_source_covers_the_masks_box(product, tmp_path):
     assert source.GetGeoTransform() == mask.GetGeoTransform()
     figures = area_mod.source_figures(row.source, area)
     assert row.masked_fraction == figures["MASKED_FRACTION"]
+
+
+def _command(plugin_dir, *args):
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    return subprocess.run([sys.executable, "-c", NO_QGIS.format(plugins=str(plugin_dir)), *args],
+                          check=False, capture_output=True, text=True, env=env, timeout=600)
 
 
 def test_the_command_line_writes_the_source(product, single, tmp_path, plugin_dir):
