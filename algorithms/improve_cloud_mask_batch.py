@@ -208,6 +208,7 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):
         from ..core.bands import parse_band_list
+        from ..core.provenance import summary as summary_sentence
         from ..core.season import batch
         inputs = self.parameterAsFileList(parameters, "INPUTS", context)
         out_dir = self.parameterAsString(parameters, "OUTPUT_FOLDER", context)
@@ -238,6 +239,8 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
                 clear = row.area_clear_fraction if area is not None else row.clear_fraction
                 done = "kept from an earlier run" if row.reused else f"{row.seconds:.1f} s"
                 feedback.pushInfo(f"{row.sensed or row.product}: {100 * (clear or 0):.0f} % clear ({done})")
+                if row.provenance():  # with the source raster: what the improvement was, as a single run says
+                    feedback.pushInfo(f"  {summary_sentence(row.provenance())}")
             else:
                 feedback.reportError(f"{row.input}: {row.error}", fatalError=False)
         try:

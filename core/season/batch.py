@@ -161,6 +161,12 @@ class Row:
     filled_fraction: float | None = None
     cleared_fraction: float | None = None
 
+    def provenance(self) -> dict | None:
+        """The SOURCE figures with the single run's (upper-case) keys; None without them."""
+        if self.masked_fraction is None:
+            return None
+        return {name: getattr(self, name.lower()) for name in provenance.FIGURES}
+
     def set_provenance(self, figures: dict | None) -> None:
         """The SOURCE figures (upper-case keys, as the single run's outputs); None clears them."""
         for name in provenance.FIGURES:
@@ -454,8 +460,11 @@ def _make_mask(request, run_plan, options: BatchOptions, area: area_mod.Area | N
     if request.source:
         row.source = request.source
         row.set_provenance(report.provenance)
+    # The notes are logged once and again when they change: not the SOURCE figures, which differ
+    # for every product (the algorithm logs them with each product's line).
+    said = provenance.summary(report.provenance) if report.provenance else None
     row.notes = (f"Cloud models: {', '.join(report.cloud_models)}; shadow model: {report.shadow_model or 'none'}. "
-                 + " ".join(report.notes))
+                 + " ".join(n for n in report.notes if n != said))
     whole = area_mod.mask_fractions(request.mask, options.output_mode)
     row.clear_fraction, row.cloud_fraction, row.shadow_fraction = (
         whole.as_dict()[k] for k in ("CLEAR_FRACTION", "CLOUD_FRACTION", "SHADOW_FRACTION"))

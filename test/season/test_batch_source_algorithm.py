@@ -43,8 +43,9 @@ def test_the_toolbox_writes_the_source_and_its_figures(provider, product, tmp_pa
     definition = QgsApplication.processingRegistry().algorithmById(ALG).parameterDefinition("WRITE_SOURCE")
     assert definition.defaultValue() is False
     out = tmp_path / "out"
+    feedback = LogFeedback()
     result = processing.run(ALG, {"INPUTS": [str(product.zip)], "OUTPUT_FOLDER": str(out),
-                                  "WRITE_SOURCE": True, **BATCH})
+                                  "WRITE_SOURCE": True, **BATCH}, feedback=feedback)
     source = out / f"{NAME}_source.tif"
     ds = gdal.Open(str(source))
     assert (ds.RasterXSize, ds.RasterYSize) == (240, 240)
@@ -52,6 +53,13 @@ def test_the_toolbox_writes_the_source_and_its_figures(provider, product, tmp_pa
     assert 0 < feature["model_added_fraction"] < feature["masked_fraction"] <= 1
     record = batch._read_record(batch.record_path(str(out / f"{NAME}.tif")))
     assert feature["model_added_fraction"] == pytest.approx(record["source"]["figures"]["model_added_fraction"])
+    # The log says what the improvement was with the product's line, and once more on a rerun.
+    sentence = "points were added by the models (the product mask missed them)"
+    assert sum(sentence in line for line in feedback.lines) == 1
+    again = LogFeedback()
+    processing.run(ALG, {"INPUTS": [str(product.zip)], "OUTPUT_FOLDER": str(out), "WRITE_SOURCE": True, **BATCH},
+                   feedback=again)
+    assert sum(sentence in line for line in again.lines) == 1 and "kept from an earlier run" in " ".join(again.lines)
     # Without the option: no source, and the columns are empty.
     plain = processing.run(ALG, {"INPUTS": [str(product.zip)], "OUTPUT_FOLDER": str(tmp_path / "plain"), **BATCH})
     assert not list((tmp_path / "plain").glob("*_source.tif"))
