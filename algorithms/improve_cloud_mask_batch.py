@@ -107,6 +107,12 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
             "and the product mask beside a prepared stack are not taken for products.\n"
             "Masked imagery: optionally, beside each mask, the product's bands (all, or those listed) with "
             "cloud, shadow and nodata set to nodata, named <mask name>_masked.tif; kept on a rerun.\n"
+            "Source: optionally, beside each mask, <mask name>_source.tif: which source flagged each pixel "
+            "(the product mask, the cloud model, the shadow model, the dilation), as Improve cloud mask's "
+            "Source output; the summary then gives, per product, what the product mask alone flags "
+            "(product_mask_fraction), what the improved mask flags (masked_fraction) and how much of that "
+            "the models added (model_added_fraction) and the dilation grew (dilation_fraction). Kept on a "
+            "rerun; turned on for products already done, it is made without replacing their masks.\n"
             "The summary is styled by clear fraction: green dates are clear.\n\n"
             "Season layers, per tile (in the output folder): season_<tile>_valid.tif (dates with data), "
             "_clear.tif (clear dates), _cloud_frequency.tif (cloudy dates / dates with data) and "
@@ -152,6 +158,11 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
         self.add_advanced(with_help(QgsProcessingParameterString(
             "MASKED_BANDS", "Bands of the masked imagery (empty: all)", optional=True),
             "Sentinel-2 band names, comma-separated, e.g. B02,B03,B04,B08."))
+        self.addParameter(with_help(QgsProcessingParameterBoolean(
+            "WRITE_SOURCE", "Also write each product's source raster (which source flagged each pixel)",
+            defaultValue=False),
+            "Beside each mask, <mask name>_source.tif, as Improve cloud mask's Source output; the summary "
+            "gets its figures (product_mask_fraction, model_added_fraction, dilation_fraction...)."))
         self.addOutput(QgsProcessingOutputVectorLayer("SUMMARY", "Summary", QgsProcessing.SourceType.TypeVectorPolygon))
         self._add_season_parameters()
         use_widgets(self)  # the model and band pickers in the Processing dialogs
@@ -192,10 +203,12 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
             output_mode=settings.output_mode,
             blank_outside=self.parameterAsBool(parameters, "NODATA_OUTSIDE_AREA", context),
             masked=self.parameterAsBool(parameters, "WRITE_MASKED", context),
-            masked_bands=self.parameterAsString(parameters, "MASKED_BANDS", context).strip())
+            masked_bands=self.parameterAsString(parameters, "MASKED_BANDS", context).strip(),
+            source=self.parameterAsBool(parameters, "WRITE_SOURCE", context))
 
     def processAlgorithm(self, parameters, context, feedback):
         from ..core.bands import parse_band_list
+        from ..core.provenance import summary as summary_sentence
         from ..core.season import batch
         inputs = self.parameterAsFileList(parameters, "INPUTS", context)
         out_dir = self.parameterAsString(parameters, "OUTPUT_FOLDER", context)
@@ -226,6 +239,8 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
                 clear = row.area_clear_fraction if area is not None else row.clear_fraction
                 done = "kept from an earlier run" if row.reused else f"{row.seconds:.1f} s"
                 feedback.pushInfo(f"{row.sensed or row.product}: {100 * (clear or 0):.0f} % clear ({done})")
+                if row.provenance():  # with the source raster: what the improvement was, as a single run says
+                    feedback.pushInfo(f"  {summary_sentence(row.provenance())}")
             else:
                 feedback.reportError(f"{row.input}: {row.error}", fatalError=False)
         try:

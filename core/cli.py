@@ -1,7 +1,7 @@
 """``cloudmask``: the command line, without QGIS (GDAL, numpy, onnxruntime, the models; Dask for batches).
 
     cloudmask batch INPUTS... --out DIR [--area fields.gpkg] [--workers N]
-                              [--scheduler tcp://host:8786] [--force] [--masked [BANDS]]
+                              [--scheduler tcp://host:8786] [--force] [--masked [BANDS]] [--source]
                               [model/threshold options]
     cloudmask apply RASTER MASK OUTPUT [--classes cloud,shadow,nodata] [--buffer METRES]
     cloudmask models [--install [ID ...]]
@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="also write each product's imagery with its mask applied (cloud, shadow and nodata set "
                         "to nodata) beside the mask, as <mask name>_masked.tif; optionally only these bands, "
                         "comma-separated (e.g. B02,B03,B04,B08)")
+    b.add_argument("--source", action="store_true",
+                   help="also write each product's SOURCE raster beside its mask, as <mask name>_source.tif: "
+                        "which source flagged each pixel (product mask, cloud model, shadow model, dilation); "
+                        "the summary gets its figures")
     m = b.add_argument_group("models and thresholds (as Improve cloud mask)")
     m.add_argument("--cloud-model", action="append", default=[],
                    help="installed model id or .onnx path; repeat for an ensemble (default: the best installed "
@@ -134,7 +138,8 @@ def _options(args) -> batch.BatchOptions:
         cloud_threshold=args.cloud_threshold, shadow_threshold=args.shadow_threshold, bands=args.bands,
         resolution=args.resolution, provider=args.execution_provider, product_kind=args.product_mask_kind,
         dilation=args.dilation, min_area=args.min_area, output_mode=args.output_mode, threads=args.threads,
-        blank_outside=args.nodata_outside_area, masked=args.masked is not None, masked_bands=args.masked or "")
+        blank_outside=args.nodata_outside_area, masked=args.masked is not None, masked_bands=args.masked or "",
+        source=args.source)
     for value, name in ((options.cloud_threshold, "--cloud-threshold"), (options.shadow_threshold, "--shadow-threshold")):
         if value is not None and not 0 <= value <= 1:
             raise SettingsError(f"{name} {value} is outside 0..1: give a probability, or leave it out.")

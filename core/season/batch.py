@@ -16,6 +16,12 @@ With ``masked`` on, each product's imagery with its mask applied (Apply cloud
 mask: cloud, shadow and nodata set to nodata) is written beside its mask as
 ``<mask name>_masked.tif``; the record says which bands it holds, so a rerun
 keeps it, and a folder of outputs given as input is not taken for products.
+
+With ``source`` on, each product's SOURCE raster (which source flagged each
+pixel: ``provenance.py``) is written beside its mask as ``<mask name>_source.tif``
+by the same run that makes the mask, and its figures go into the summary row.
+Turned on for products already done, it is made by a run whose mask is thrown
+away: the kept mask is not rewritten (it would be the same, byte for byte).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import re
 import tempfile
 import time
 import traceback
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from osgeo import gdal
@@ -34,7 +40,7 @@ from osgeo import gdal
 from .. import apply_mask as am
 from .. import area as area_mod
 from .. import merge as mg
-from .. import pipeline
+from .. import pipeline, provenance
 from ..bands import BandError, detect_bands, parse_band_list
 from ..errors import CloudMaskError
 from ..modelstore.fetch import sha256_of
@@ -47,6 +53,8 @@ from . import layers as season_layers
 
 RECORD_FORMAT = 1
 MASKED_SUFFIX = "_masked"  # <mask name>_masked.tif: the product's imagery with its mask applied
+SOURCE_SUFFIX = "_source"  # <mask name>_source.tif: which source flagged each pixel of the mask
+SUFFIXES = (MASKED_SUFFIX, SOURCE_SUFFIX)  # files beside a mask that are no products
 METADATA_TXT = Path(__file__).resolve().parents[2] / "metadata.txt"
 
 
@@ -80,6 +88,7 @@ class BatchOptions:
     blank_outside: bool = False  # with an area: nodata outside its polygons
     masked: bool = False  # also write each product's imagery with its mask applied
     masked_bands: str = ""  # of that imagery: these Sentinel-2 bands (comma-separated); empty: all
+    source: bool = False  # also write each product's SOURCE raster (which source flagged each pixel)
 
     def settings(self) -> mg.MergeSettings:
         return mg.MergeSettings(product_kind=self.product_kind, dilation=self.dilation,
@@ -88,7 +97,7 @@ class BatchOptions:
     def recorded(self) -> dict:
         """What decides the mask's pixels (threads and the execution provider do not)."""
         values = asdict(self)
-        for key in ("threads", "provider", "in_memory", "masked", "masked_bands"):
+        for key in ("threads", "provider", "in_memory", "masked", "masked_bands", "source"):
             values.pop(key)
         values["cloud_models"] = list(self.cloud_models)
         return values
@@ -143,6 +152,25 @@ class Row:
     notes: str = ""  # for the log, as Improve cloud mask says it: models, CPU or GPU and why, thresholds
     # Of its cloud, the share on pixels cloudy on most dates of the season (season layers; None: no cloud).
     persistent_cloud_share: float | None = None
+    source: str = ""  # the SOURCE raster, when asked for
+    # Its figures (provenance.FIGURES, lower-case), fractions of the valid pixels; None: not asked for.
+    product_mask_fraction: float | None = None
+    masked_fraction: float | None = None
+    model_added_fraction: float | None = None
+    dilation_fraction: float | None = None
+    filled_fraction: float | None = None
+    cleared_fraction: float | None = None
+
+    def provenance(self) -> dict | None:
+        """The SOURCE figures with the single run's (upper-case) keys; None without them."""
+        if self.masked_fraction is None:
+            return None
+        return {name: getattr(self, name.lower()) for name in provenance.FIGURES}
+
+    def set_provenance(self, figures: dict | None) -> None:
+        """The SOURCE figures (upper-case keys, as the single run's outputs); None clears them."""
+        for name in provenance.FIGURES:
+            setattr(self, name.lower(), None if figures is None else figures[name])
 
     @property
     def ok(self) -> bool:
@@ -207,15 +235,17 @@ def _without_stack_masks(sources: list[str]) -> list[str]:
 
 
 def _is_batch_mask(source: str) -> bool:
-    """A mask an earlier batch wrote (its record beside it), or its masked imagery. With the
-    products' folder as the output folder, a rerun took its own masks for products and reported
-    each one failed (and the masked imagery, which describes itself as the product, would
-    have been done again as one)."""
+    """A mask an earlier batch wrote (its record beside it), its masked imagery or its SOURCE
+    raster. With the products' folder as the output folder, a rerun took its own masks for
+    products and reported each one failed (and the masked imagery, which describes itself as
+    the product, would have been done again as one)."""
     if not source.lower().endswith(".tif"):
         return False
     stem = source[:-len(".tif")]
-    if stem.endswith(MASKED_SUFFIX):
-        source = stem[:-len(MASKED_SUFFIX)] + source[-len(".tif"):]
+    for suffix in SUFFIXES:
+        if stem.endswith(suffix):
+            source = stem[:-len(suffix)] + source[-len(".tif"):]
+            break
     record = _read_record(record_path(source))
     return isinstance(record, dict) and "format" in record and "row" in record
 
@@ -304,17 +334,21 @@ def run_product(item: Item, options: BatchOptions, out_dir: str, area: area_mod.
             old = _read_record(record_path(mask))
             if not force and old and os.path.exists(mask) and {k: old.get(k) for k in record} == record:
                 kept = Row.from_dict(old["row"])
+                kept.source, figures = _kept_source(request, options, area, old, tmp, feedback)
+                kept.set_provenance(figures)
                 kept.masked = _masked_imagery(stack, mask, options, area, old, feedback)
                 kept.reused, kept.seconds = True, round(time.perf_counter() - started, 3)
                 return kept
             _remove_stale(mask)
             row.footprint = products.footprint_wkt(stack)
             step = Share(feedback, 0.0, 0.8) if options.masked and feedback else feedback
-            _make_mask(request, run_plan, stack, options, area, row, step)
+            _make_mask(request, run_plan, options, area, row, step)
             row.masked = _masked_imagery(stack, mask, options, area, None, feedback and Share(feedback, 0.8, 1.0))
         row.mask, row.status = mask, "ok"
-        masked = {"masked": {"path": row.masked, "bands": options.masked_bands}} if row.masked else {}
-        _write_json(record_path(mask), {**record, "row": row.as_dict(), **masked})
+        extra = {"masked": {"path": row.masked, "bands": options.masked_bands}} if row.masked else {}
+        if row.source:
+            extra["source"] = _source_entry(row.source, row.as_dict())
+        _write_json(record_path(mask), {**record, "row": row.as_dict(), **extra})
     except Cancelled:
         raise
     except Exception as err:  # noqa: BLE001 - the row carries it; the batch goes on
@@ -332,12 +366,44 @@ def _remove_stale(mask: str) -> None:
     The mask goes first: one in use (on Windows: loaded in QGIS) fails the product now, named,
     with its record still describing it.
     """
-    for path in (mask, mask + ".aux.xml", masked_path(mask), masked_path(mask) + ".aux.xml", record_path(mask)):
+    beside = [p for path in (masked_path(mask), source_path(mask)) for p in (path, path + ".aux.xml")]
+    for path in (mask, mask + ".aux.xml", *beside, record_path(mask)):
         remove(path, IN_FOLDER)
 
 
 def masked_path(mask: str) -> str:
     return os.path.splitext(mask)[0] + MASKED_SUFFIX + ".tif"
+
+
+def source_path(mask: str) -> str:
+    return os.path.splitext(mask)[0] + SOURCE_SUFFIX + ".tif"
+
+
+def _source_entry(path: str, figures: dict) -> dict:
+    """The record's entry for a SOURCE raster: its path and its figures (lower-case keys)."""
+    return {"path": path, "figures": {k.lower(): figures[k.lower()] for k in provenance.FIGURES}}
+
+
+def _kept_source(request: pipeline.ImproveRequest, options: BatchOptions, area: area_mod.Area | None,
+                 old: dict, tmp: str, feedback: Feedback | None) -> tuple[str, dict | None]:
+    """For a kept mask: its SOURCE raster and figures, with the option on ("", None off).
+
+    Kept when the record says an earlier run wrote it; else made now by a run whose mask
+    goes to ``tmp`` (the kept mask is not rewritten), and the record updated."""
+    if not options.source:
+        return "", None
+    path = request.source
+    entry = old.get("source")
+    if isinstance(entry, dict) and entry.get("path") == path and os.path.exists(path):
+        return path, {k: entry["figures"][k.lower()] for k in provenance.FIGURES}
+    scratch = replace(request, mask=os.path.join(tmp, "mask.tif"))
+    step = Share(feedback, 0.0, 0.8) if options.masked and feedback else feedback
+    figures = _improve(scratch, options, area, step).provenance
+    lower = {k.lower(): v for k, v in figures.items()}
+    updated = {**old, "row": {**old["row"], **lower, "source": path}, "source": _source_entry(path, lower)}
+    _write_json(record_path(request.mask), updated)
+    old.update(updated)  # the masked imagery, next, writes the record from it
+    return path, figures
 
 
 def _masked_imagery(stack: str, mask: str, options: BatchOptions, area: area_mod.Area | None, old: dict | None,
@@ -373,21 +439,32 @@ def _request(stack: str, product_mask: str | None, mask: str, options: BatchOpti
             bands=options.bands, resolution=options.resolution, provider=options.provider,
             in_memory=options.in_memory, threads=options.threads),
         product_mask=product_mask, settings=options.settings(), cloud_threshold=options.cloud_threshold,
-        shadow_threshold=options.shadow_threshold, mask=mask, ensemble=options.ensemble)
+        shadow_threshold=options.shadow_threshold, mask=mask, ensemble=options.ensemble,
+        source=source_path(mask) if options.source else None)
 
 
-def _make_mask(request, run_plan, stack: str, options: BatchOptions, area: area_mod.Area | None, row: Row,
-               feedback: Feedback | None) -> None:
+def _improve(request: pipeline.ImproveRequest, options: BatchOptions, area: area_mod.Area | None,
+             feedback: Feedback | None, run_plan=None):
+    """The single run's improve (in the area when there is one): its report."""
     if area is None:
-        report = pipeline.run(run_plan, feedback)
-    else:
-        if area_mod.area_window(area, stack) is None:
-            raise area_mod.AreaError("The product does not overlap the area: no mask was made. "
-                                     "Check that the area and the product cover the same place.")
-        report = area_mod.improve_in_area(request, area_mod.Selection(area, blank=options.blank_outside),
-                                          feedback)
+        return pipeline.run(run_plan or pipeline.plan(request), feedback)
+    if area_mod.area_window(area, request.probability.s2_raster) is None:
+        raise area_mod.AreaError("The product does not overlap the area: no mask was made. "
+                                 "Check that the area and the product cover the same place.")
+    return area_mod.improve_in_area(request, area_mod.Selection(area, blank=options.blank_outside), feedback)
+
+
+def _make_mask(request, run_plan, options: BatchOptions, area: area_mod.Area | None, row: Row,
+               feedback: Feedback | None) -> None:
+    report = _improve(request, options, area, feedback, run_plan)
+    if request.source:
+        row.source = request.source
+        row.set_provenance(report.provenance)
+    # The notes are logged once and again when they change: not the SOURCE figures, which differ
+    # for every product (the algorithm logs them with each product's line).
+    said = provenance.summary(report.provenance) if report.provenance else None
     row.notes = (f"Cloud models: {', '.join(report.cloud_models)}; shadow model: {report.shadow_model or 'none'}. "
-                 + " ".join(report.notes))
+                 + " ".join(n for n in report.notes if n != said))
     whole = area_mod.mask_fractions(request.mask, options.output_mode)
     row.clear_fraction, row.cloud_fraction, row.shadow_fraction = (
         whole.as_dict()[k] for k in ("CLEAR_FRACTION", "CLOUD_FRACTION", "SHADOW_FRACTION"))
@@ -416,7 +493,7 @@ def _message(err: BaseException) -> str:
 def clean_partials(out_dir: str, items: list[Item]) -> None:
     """Remove the hidden partial files a killed run or worker left for these masks."""
     for item in items:
-        for name in (item.name, item.name + MASKED_SUFFIX):
+        for name in (item.name, *(item.name + suffix for suffix in SUFFIXES)):
             for path in Path(out_dir).glob(f".{name}.tif.partial-*"):
                 path.unlink(missing_ok=True)
 

@@ -5,7 +5,8 @@ so products of several UTM zones share one layer) and, with an area of
 several polygons, ``fields`` (one row per product x polygon, no geometry; join
 on ``mask``). The CSV files carry the same columns (footprint as WKT). Both
 are written to a temporary name and renamed, so a reader never sees half a
-summary. A summary file that cannot be replaced (on Windows: loaded in QGIS, open
+summary. The last columns are the SOURCE raster's figures (empty when the batch
+did not write it), named as Improve cloud mask's outputs in lower case. A summary file that cannot be replaced (on Windows: loaded in QGIS, open
 in a spreadsheet) does not stop the others: :func:`write_all` writes what it can,
 then names the files in use.
 """
@@ -39,7 +40,10 @@ class SummaryInUseError(OutputError):
 COLUMNS = ("sensed", "tile", "level", "baseline", "product", "status", "error", "reused",
            "clear_fraction", "cloud_fraction", "shadow_fraction", "valid_pixels",
            "area_clear_fraction", "area_cloud_fraction", "area_shadow_fraction", "area_valid_pixels",
-           "mask", "input", "seconds", "persistent_cloud_share")
+           "mask", "input", "seconds", "persistent_cloud_share",
+           # the SOURCE raster's figures (empty without it), as Improve cloud mask's outputs name them
+           "product_mask_fraction", "masked_fraction", "model_added_fraction", "dilation_fraction",
+           "filled_fraction", "cleared_fraction")
 FIELD_COLUMNS = ("sensed", "tile", "product", "field", "clear_fraction", "cloud_fraction", "shadow_fraction",
                  "valid_pixels", "mask", "persistent_cloud_share")
 OGR_TYPES = {"reused": ogr.OFTInteger, "valid_pixels": ogr.OFTInteger64, "area_valid_pixels": ogr.OFTInteger64,
