@@ -74,6 +74,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from plugin_root import qgis_process
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "bench" / "cache"
@@ -247,14 +248,6 @@ def algorithm_run(raster: str, folder: str) -> Clock:
 
 
 # -- qgis_process in a subprocess -----------------------------------------------
-def qgis_process() -> str:
-    for name in ("qgis_process.bin", "qgis_process"):
-        for folder in os.environ.get("PATH", "").split(os.pathsep):
-            if os.access(os.path.join(folder, name), os.X_OK):
-                return os.path.join(folder, name)
-    raise SystemExit("qgis_process not found: install QGIS (make setup).")
-
-
 def _env() -> dict:
     return {**os.environ, "QGIS_PLUGINPATH": str(PLUGINS), "QT_QPA_PLATFORM": "offscreen"}
 

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 from osgeo import gdal
+from plugin_root import qgis_process
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "bench" / "cache"
@@ -134,14 +135,6 @@ def _flip(data: np.ndarray, row: int, col: int) -> np.ndarray:
 
 
 # -- the runs -----------------------------------------------------------------
-def qgis_process() -> str:
-    for name in ("qgis_process.bin", "qgis_process"):
-        for folder in os.environ.get("PATH", "").split(os.pathsep):
-            if os.access(os.path.join(folder, name), os.X_OK):
-                return os.path.join(folder, name)
-    raise SystemExit("qgis_process not found: install QGIS (make setup).")
-
-
 def _measure(command: list[str], env: dict, log: Path) -> dict:
     done = subprocess.run([sys.executable, "-c", _MEASURE, str(log), *command], env=env,
                           capture_output=True, text=True, check=True)

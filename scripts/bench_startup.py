@@ -26,6 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from plugin_root import qgis_process
+
 ROOT = Path(__file__).resolve().parent.parent
 PLUGINS = ROOT / ".venv" / "qgis-plugins"
 MODEL = "ukis-6b-l1c"
@@ -74,14 +76,6 @@ for name in ("first_batch_s", "second_batch_s"):
 print(json.dumps(times))
 app.exitQgis()
 """
-
-
-def qgis_process() -> str:
-    for name in ("qgis_process.bin", "qgis_process"):
-        for folder in os.environ.get("PATH", "").split(os.pathsep):
-            if os.access(os.path.join(folder, name), os.X_OK):
-                return os.path.join(folder, name)
-    raise SystemExit("qgis_process not found: install QGIS (make setup).")
 
 
 def _profile(folder: Path, plugins: Path, enabled: bool) -> dict:

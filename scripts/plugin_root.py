@@ -46,5 +46,15 @@ def import_root() -> Path:
     return plugins
 
 
+def qgis_process() -> str:
+    """The qgis_process to run: Debian's wrapper passes an option QGIS 3.22 rejects, so the
+    binary itself where it exists."""
+    for name in ("qgis_process.bin", "qgis_process"):
+        for folder in os.environ.get("PATH", "").split(os.pathsep):
+            if os.access(os.path.join(folder, name), os.X_OK):
+                return os.path.join(folder, name)
+    raise SystemExit("qgis_process not found: install QGIS (make setup).")
+
+
 if __name__ == "__main__":
     print(plugins_dir())
