@@ -162,6 +162,20 @@ def test_a_batch_rerun_with_a_mask_loaded_fails_that_product_only(provider, wind
     assert "Traceback" not in " ".join(feedback.lines) and partials(out) == []
 
 
+def test_a_batch_rerun_keeps_an_up_to_date_mask_that_is_loaded(provider, windows_files, project, rerun):
+    """The most common rerun on Windows: the masks of the last run are on the map. Those that
+    are up to date are kept, not failed for being in use."""
+    import processing
+    inputs, out, (loaded, other) = rerun
+    before = loaded.read_bytes()
+    load(project, str(loaded))
+    result = processing.run("cloudmask:improvecloudmaskbatch", {"INPUTS": inputs, "OUTPUT_FOLDER": str(out),
+                                                                **BATCH}, feedback=LogFeedback())
+    rows = [(f["status"], f["reused"], f["error"]) for f in QgsVectorLayer(result["SUMMARY"], "s", "ogr").getFeatures()]
+    assert rows == [("ok", 1, ""), ("ok", 1, "")], rows
+    assert loaded.read_bytes() == before and partials(out) == []
+
+
 def test_a_batch_rerun_with_the_summary_loaded_says_so_before_any_product(provider, windows_files, project,
                                                                           rerun):
     import processing

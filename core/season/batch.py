@@ -329,8 +329,10 @@ def run_product(item: Item, options: BatchOptions, out_dir: str, area: area_mod.
         with tempfile.TemporaryDirectory(prefix="cloudmask-batch-") as tmp:
             stack, product_mask = _stack(item.source, tmp)
             request = _request(stack, product_mask, mask, options)
-            run_plan = pipeline.plan(request)  # every check and choice, before any pixel is read
-            record = _record(identity, options, area, run_plan)
+            # Every choice resolved before any pixel is read, on scratch output names: the plan
+            # also checks that its outputs can be replaced, and on Windows a mask loaded in QGIS
+            # cannot be, though an up-to-date one is only kept.
+            record = _record(identity, options, area, pipeline.plan(_scratch(request, tmp)))
             old = _read_record(record_path(mask))
             if not force and old and os.path.exists(mask) and {k: old.get(k) for k in record} == record:
                 kept = Row.from_dict(old["row"])
@@ -339,6 +341,7 @@ def run_product(item: Item, options: BatchOptions, out_dir: str, area: area_mod.
                 kept.masked = _masked_imagery(stack, mask, options, area, old, feedback)
                 kept.reused, kept.seconds = True, round(time.perf_counter() - started, 3)
                 return kept
+            run_plan = pipeline.plan(request)  # the real outputs' checks, before anything goes
             _remove_stale(mask)
             row.footprint = products.footprint_wkt(stack)
             step = Share(feedback, 0.0, 0.8) if options.masked and feedback else feedback
@@ -441,6 +444,12 @@ def _request(stack: str, product_mask: str | None, mask: str, options: BatchOpti
         product_mask=product_mask, settings=options.settings(), cloud_threshold=options.cloud_threshold,
         shadow_threshold=options.shadow_threshold, mask=mask, ensemble=options.ensemble,
         source=source_path(mask) if options.source else None)
+
+
+def _scratch(request: pipeline.ImproveRequest, folder: str) -> pipeline.ImproveRequest:
+    """The same request with its outputs in ``folder``: for deciding, not for writing."""
+    return replace(request, mask=os.path.join(folder, "planned.tif"),
+                   source=os.path.join(folder, "planned_source.tif") if request.source else None)
 
 
 def _improve(request: pipeline.ImproveRequest, options: BatchOptions, area: area_mod.Area | None,
