@@ -166,7 +166,7 @@ def test_a_batch_rerun_keeps_an_up_to_date_mask_that_is_loaded(provider, windows
     """The most common rerun on Windows: the masks of the last run are on the map. Those that
     are up to date are kept, not failed for being in use."""
     import processing
-    inputs, out, (loaded, other) = rerun
+    inputs, out, (loaded, _other) = rerun
     before = loaded.read_bytes()
     load(project, str(loaded))
     result = processing.run("cloudmask:improvecloudmaskbatch", {"INPUTS": inputs, "OUTPUT_FOLDER": str(out),
