@@ -12,7 +12,6 @@ import sys
 
 import pytest
 from osgeo import gdal
-from s2_product import build_product
 
 from cloud_mask_improver.core import area as area_mod
 from cloud_mask_improver.core import merge as mg
@@ -29,10 +28,6 @@ NO_QGIS = ("import sys; sys.modules['qgis'] = None; sys.path.insert(0, {plugins!
 FIGURE_COLUMNS = ["product_mask_fraction", "masked_fraction", "model_added_fraction", "dilation_fraction",
                   "filled_fraction", "cleared_fraction"]
 
-
-@pytest.fixture(scope="module")
-def product(tmp_path_factory):
-    return build_product(tmp_path_factory.mktemp("source"), "L2A", "04.00")
 
 
 @pytest.fixture(scope="module")
@@ -121,13 +116,8 @@ def test_a_stale_mask_takes_its_source_with_it(product, tmp_path):
     assert not os.path.exists(row.source)
 
 
-def test_with_an_area_the_source_covers_the_masks_box(product, tmp_path):
-    stack = str(tmp_path / "stack.vrt")
-    safe.prepare(str(product.zip), stack, str(tmp_path / "m.vrt"), 10.0)
-    x0, _, _, y0, _, _ = gdal.Open(stack).GetGeoTransform()
-    square = f"POLYGON (({x0 + 500} {y0 - 1500},{x0 + 1200} {y0 - 1500},{x0 + 1200} {y0 - 600}," \
-             f"{x0 + 500} {y0 - 600},{x0 + 500} {y0 - 1500}))"
-    area = area_mod.Area((square,), gdal.Open(stack).GetProjection(), ("field",), "test")
+def test_with_an_area_the_source_covers_the_masks_box(product, product_field, tmp_path):
+    area = product_field
     (tmp_path / "out").mkdir()
     (row,) = batch.run_sequential(batch.plan_items([str(product.zip)]), SOURCE, str(tmp_path / "out"), area)
     assert row.ok, row.error

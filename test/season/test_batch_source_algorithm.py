@@ -9,7 +9,6 @@ import pytest
 from log_feedback import LogFeedback
 from osgeo import gdal
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
-from s2_product import build_product
 
 from cloud_mask_improver.core.season import batch
 
@@ -18,10 +17,6 @@ NAME = "T33TUK_20230615T100559_L2A"
 BATCH = {"CLOUD_MODEL": "ukis-6b-l2a", "SHADOW_MODEL": "ukis-6b-l2a"}
 REMOVE_LAYER = "remove that layer from the project"
 
-
-@pytest.fixture(scope="module")
-def product(tmp_path_factory):
-    return build_product(tmp_path_factory.mktemp("source_alg"), "L2A", "04.00")
 
 
 @pytest.fixture

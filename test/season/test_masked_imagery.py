@@ -7,11 +7,8 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 from osgeo import gdal
-from s2_product import build_product
 
-from cloud_mask_improver.core import area as area_mod
 from cloud_mask_improver.core.season import batch
 from cloud_mask_improver.core.sentinel2 import product as safe
 
@@ -20,10 +17,6 @@ RGBN = batch.BatchOptions(cloud_models=MODEL, masked=True, masked_bands="B02,B03
 NO_QGIS = ("import sys; sys.modules['qgis'] = None; sys.path.insert(0, {plugins!r}); "
            "from cloud_mask_improver.core import cli; sys.exit(cli.main(sys.argv[1:]))")
 
-
-@pytest.fixture(scope="module")
-def product(tmp_path_factory):
-    return build_product(tmp_path_factory.mktemp("masked"), "L2A", "04.00")
 
 
 def read(path) -> np.ndarray:
@@ -82,13 +75,8 @@ def test_asking_for_it_later_keeps_the_mask_and_adds_the_imagery(product, tmp_pa
     assert second.reused and os.path.exists(second.masked)
 
 
-def test_with_an_area_the_imagery_covers_the_masks_box(product, tmp_path):
-    stack = str(tmp_path / "stack.vrt")
-    safe.prepare(str(product.zip), stack, str(tmp_path / "m.vrt"), 10.0)
-    x0, _, _, y0, _, _ = gdal.Open(stack).GetGeoTransform()
-    square = f"POLYGON (({x0 + 500} {y0 - 1500},{x0 + 1200} {y0 - 1500},{x0 + 1200} {y0 - 600}," \
-             f"{x0 + 500} {y0 - 600},{x0 + 500} {y0 - 1500}))"
-    area = area_mod.Area((square,), gdal.Open(stack).GetProjection(), ("field",), "test")
+def test_with_an_area_the_imagery_covers_the_masks_box(product, product_field, tmp_path):
+    area = product_field
     (tmp_path / "out").mkdir()
     (row,) = batch.run_sequential(batch.plan_items([str(product.zip)]), RGBN, str(tmp_path / "out"), area)
     assert row.ok, row.error
