@@ -60,6 +60,14 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.desktop)
 
 
+@pytest.fixture
+def project():
+    """QGIS's project, emptied of its layers after the test."""
+    from qgis.core import QgsProject
+    yield QgsProject.instance()
+    QgsProject.instance().removeAllMapLayers()
+
+
 @pytest.fixture(scope="session")
 def plugin_dir():
     """The plugins folder that holds ``cloud_mask_improver`` (for QGIS_PLUGINPATH)."""

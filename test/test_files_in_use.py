@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from log_feedback import LogFeedback
 from osgeo import gdal
-from qgis.core import QgsProcessingException, QgsProject, QgsRasterLayer, QgsVectorLayer
+from qgis.core import QgsProcessingException, QgsRasterLayer, QgsVectorLayer
 from rasters import write_raster
 from s2_product import build_product
 from samples import L1C_STACK, require
@@ -30,12 +30,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = {"CLOUD_MODEL": "ukis-6b-l1c", "SHADOW_MODEL": "ukis-6b-l1c"}
 BATCH = {"CLOUD_MODEL": "ukis-6b-l2a", "SHADOW_MODEL": "ukis-6b-l2a"}
 REMOVE_LAYER = "remove that layer from the project"
-
-
-@pytest.fixture
-def project():
-    yield QgsProject.instance()
-    QgsProject.instance().removeAllMapLayers()
 
 
 def load(project, source: str, provider: str = "gdal"):

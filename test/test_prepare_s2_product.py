@@ -1,14 +1,8 @@
 """A prepared stack, loaded into QGIS, shows in true colour (B04, B03, B02), not as bands 1-3."""
 
 import pytest
-from qgis.core import QgsMultiBandColorRenderer, QgsProject
+from qgis.core import QgsMultiBandColorRenderer
 from s2_product import build_product
-
-
-@pytest.fixture
-def project():
-    yield QgsProject.instance()
-    QgsProject.instance().removeAllMapLayers()
 
 
 @pytest.mark.parametrize(("level", "extension"), [("L2A", "tif"), ("L1C", "vrt")])

@@ -6,12 +6,6 @@ from qgis.core import QgsPalettedRasterRenderer, QgsProject, QgsSingleBandPseudo
 from rasters import write_raster
 
 
-@pytest.fixture
-def project():
-    yield QgsProject.instance()
-    QgsProject.instance().removeAllMapLayers()
-
-
 def loaded(result, name):
     return [layer for layer in QgsProject.instance().mapLayers().values() if layer.source() == result[name]]
 

@@ -8,7 +8,7 @@ import processing
 import pytest
 from log_feedback import LogFeedback
 from osgeo import gdal
-from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
+from qgis.core import QgsApplication, QgsRasterLayer, QgsVectorLayer
 
 from cloud_mask_improver.core.season import batch
 
@@ -16,13 +16,6 @@ ALG = "cloudmask:improvecloudmaskbatch"
 NAME = "T33TUK_20230615T100559_L2A"
 BATCH = {"CLOUD_MODEL": "ukis-6b-l2a", "SHADOW_MODEL": "ukis-6b-l2a"}
 REMOVE_LAYER = "remove that layer from the project"
-
-
-
-@pytest.fixture
-def project():
-    yield QgsProject.instance()
-    QgsProject.instance().removeAllMapLayers()
 
 
 def summary_features(result) -> list:
