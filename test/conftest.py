@@ -95,6 +95,17 @@ def windows_files(monkeypatch):
     return emulation.patch(monkeypatch)
 
 
+@pytest.fixture(autouse=True)
+def _driver_checks_end_with_their_test():
+    """The GPU row asks the driver in a thread that reads PATH when it starts; one left running
+    would start the next test's fake nvidia-smi and count there."""
+    yield
+    import threading
+    for thread in threading.enumerate():
+        if thread.name == "cloudmask-gpu-check":
+            thread.join(timeout=30)
+
+
 _VIEWS = []  # the real layer tree views handed out, kept alive for the session
 
 
