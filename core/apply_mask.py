@@ -42,7 +42,7 @@ from osgeo import gdal, gdal_array, osr
 
 from . import merge as mg
 from .choices import MASKED_CLASSES
-from .errors import SettingsError
+from .errors import MaskInputError, SettingsError
 from .progress import Cancelled, Feedback, Share
 from .raster import (
     FLOAT_OPTIONS,
@@ -69,10 +69,6 @@ OUTSIDE = 255  # the warped selection's value where the raster lies outside the 
 # 64-bit whole numbers (GDAL >= 3.5): their nodata is set and read as an int.
 WIDE_INTEGERS = tuple(getattr(gdal, name) for name in ("GDT_Int64", "GDT_UInt64") if hasattr(gdal, name))
 APPLIED_KEY = "CLOUD_MASK_APPLIED"  # metadata of the output: the mask's file name, classes and buffer
-
-
-class MaskInputError(RasterError):
-    """The mask or the raster cannot be used for masking; the message says why and what to do."""
 
 
 @dataclass(frozen=True)

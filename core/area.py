@@ -25,13 +25,10 @@ from osgeo import gdal, ogr, osr
 
 from . import merge as mg
 from . import provenance
+from .errors import AreaError
 from .modelstore import catalogue as models
 from .raster import FLOAT_OPTIONS, GTIFF_OPTIONS, RasterError, open_dataset, raster_info
 from .tiling import plan_axis
-
-
-class AreaError(RasterError):
-    """The area cannot be used (unreadable, no polygons, outside the raster); the message says why."""
 
 
 @dataclass(frozen=True)

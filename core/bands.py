@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .errors import CloudMaskError
+from .errors import BandError
 
 # In the order of the all-bands (13) stack: B8A after B08.
 ALL_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A",
@@ -26,10 +26,6 @@ ALIASES = {
     "watervapor": "B09", "cirrus": "B10", "swir1": "B11", "swir16": "B11",
     "swir2": "B12", "swir22": "B12",
 }
-
-
-class BandError(CloudMaskError, ValueError):
-    """The raster's bands cannot feed the model; the message says what to do."""
 
 
 def normalise(name: str) -> str | None:

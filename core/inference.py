@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .choices import PROVIDERS  # noqa: F401  (inference.PROVIDERS, as before)
-from .errors import CloudMaskError
+from .errors import ModelError
 from .modelstore.cards import ModelCard
 from .runtime import gpu, home
 from .runtime.deps import runtime_status
@@ -45,10 +45,6 @@ CUDA_BATCHES = (64, 32, 16, 8)
 CUDA_BYTES_PER_PIXEL = 900
 CUDA_FIXED_BYTES = 1 << 30
 CUDA_MEMORY_SHARE = 0.8  # of the free memory: other programs allocate too
-
-
-class ModelError(CloudMaskError, RuntimeError):
-    """A model file cannot be loaded or does not behave as its card says."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from osgeo import gdal, gdal_array
 
-from .errors import CloudMaskError
+from .errors import RasterError
 
 # Blocks are compressed on every core: a full tile's two probability rasters are about a
 # gigabyte of float32, which one thread compresses slower than a GPU computes them. The
@@ -28,10 +28,6 @@ GTIFF_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFL
 # smaller (4096^2 of ukis output: 0.57 s CPU, 50 MB vs 0.76 s, 60 MB).
 FLOAT_OPTIONS = GTIFF_OPTIONS + ["PREDICTOR=3", "ZLEVEL=1"]
 PROBABILITY_NODATA = -1.0
-
-
-class RasterError(CloudMaskError, ValueError):
-    """A raster cannot be used as given; the message says why and what to do."""
 
 
 @dataclass(frozen=True)

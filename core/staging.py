@@ -21,30 +21,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import CloudMaskError
+from .errors import RUN_AGAIN, FileInUseError, OutputError
 
-
-class OutputError(CloudMaskError, ValueError):
-    """An output path cannot be written; the message says why and what to do."""
-
-
-RUN_AGAIN = "Then run again, or choose another output path."
 IN_FOLDER = "Then run again, or choose another output folder."
 INSTALL_AGAIN = "Then install the model again (or restart QGIS first)."
-
-
-class FileInUseError(OutputError):
-    """A file could not be replaced or deleted, typically because a program has it open."""
-
-    def __init__(self, path: str | os.PathLike, err: OSError, then: str = RUN_AGAIN,
-                 what: str = "Cannot write the output"):
-        self.path = str(path)
-        self.reason = err.strerror or str(err)
-        super().__init__(
-            f"{what} '{self.path}': {self.reason}. On Windows a file that a program has open cannot be "
-            "replaced or deleted: if it is loaded in QGIS, remove that layer from the "
-            "project; if another program has it open (a spreadsheet, an image viewer), close it there. "
-            + then)
 
 
 def partial_path(destination: str | os.PathLike, suffix: str = ".tif") -> str:

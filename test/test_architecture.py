@@ -58,3 +58,22 @@ def test_only_the_command_line_uses_the_season_package():
     users = {m for m, targets in import_graph.graph().items()
              if package(m) != "core.season" and any(package(t) == "core.season" for t in targets)}
     assert users == {"core.cli"}
+
+
+def test_every_error_a_user_can_fix_is_declared_in_errors_py():
+    """errors.py is the list of what can go wrong for a user: no module declares its own."""
+    classes = []  # (name, its base names, file)
+    for path in sorted((ROOT / "core").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                bases = {getattr(b, "id", getattr(b, "attr", "")) for b in node.bases}
+                classes.append((node.name, bases, str(path.relative_to(ROOT))))
+    user_errors = {"CloudMaskError": "core/errors.py"}
+    while True:
+        more = {name: file for name, bases, file in classes if bases & set(user_errors) and name not in user_errors}
+        if not more:
+            break
+        user_errors.update(more)
+    elsewhere = {name: file for name, file in user_errors.items() if file != "core/errors.py"}
+    assert not elsewhere
+    assert {"RasterError", "ModelError", "AreaError", "OutputError", "SummaryInUseError"} <= set(user_errors)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..bands import ALL_BANDS
 from ..decision import RULES, THRESHOLDS
-from ..errors import CloudMaskError
+from ..errors import CardError
 from .fetch import PinnedRelease, sha256_of
 
 CARDS_DIR = Path(__file__).resolve().parents[2] / "models"
@@ -26,10 +26,6 @@ SCHEMES = ("mirror-tukey", "centre-crop", "pixel")
 SCHEME_ALIASES = {"seed-centre": "centre-crop"}
 ACTIVATIONS = ("softmax", "sigmoid", "probabilities")
 LEVELS = ("L1C", "L2A")
-
-
-class CardError(CloudMaskError, ValueError):
-    """A card is malformed, or does not match its model file."""
 
 
 @dataclass(frozen=True)

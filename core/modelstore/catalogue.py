@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from ..errors import CloudMaskError
+from ..errors import ModelNotFound
 from ..runtime import home
 from .cards import (
     CardError,
@@ -18,10 +18,6 @@ from .cards import (
     load_card,
     verify_file,
 )
-
-
-class ModelNotFound(CloudMaskError, LookupError):
-    """No such model is installed; the message says how to install it."""
 
 
 def _install_hint(models_dir: Path) -> str:

@@ -15,14 +15,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import CloudMaskError
+from ..errors import FetchError
 from ..runtime import processes
 from ..runtime.deps import pip_environment, python_executable
-
-
-class FetchError(CloudMaskError, RuntimeError):
-    """A pinned file could not be had, or its checksum did not match."""
-
 
 PYPI_SIMPLE = "https://pypi.org/simple"  # pip's own default index
 

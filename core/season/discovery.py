@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from osgeo import gdal, ogr, osr
 
-from ..raster import RasterError, raster_info
+from ..errors import InputError
+from ..raster import raster_info
 from ..sentinel2 import product as safe
 
 # Files a folder is searched for when the user gives just the folder.
@@ -26,10 +27,6 @@ FOLDER_PATTERNS = ("*.zip", "*.SAFE", "*.tif", "*.tiff", "*.vrt")
 PRODUCT_NAME = re.compile(r"MSI(L1C|L2A)_(\d{8}T\d{6})_N(\d{4})_R\d{3}_(T\d{2}[A-Z]{3})_", re.IGNORECASE)
 TILE_ONLY = re.compile(r"(?:^|_)(T\d{2}[A-Z]{3})(?:_|$)")
 DATE_ONLY = re.compile(r"(?:^|_)(\d{8}T\d{6})(?:_|$)")
-
-
-class InputError(RasterError):
-    """An input names nothing that can be processed; the message says what was given."""
 
 
 def expand_inputs(inputs: list[str], pattern: str = "") -> list[str]:

@@ -18,24 +18,13 @@ import os
 
 from osgeo import gdal, ogr
 
-from ..staging import IN_FOLDER, FileInUseError, OutputError, discard, partial_path, swap
+from ..errors import SummaryInUseError
+from ..staging import IN_FOLDER, FileInUseError, discard, partial_path, swap
 from .batch import Row
 from .discovery import wgs84
 
 NAMES = {"csv": "summary.csv", "gpkg": "summary.gpkg", "fields_csv": "summary_fields.csv"}
 
-
-class SummaryInUseError(OutputError):
-    """Summary files that could not be replaced; every other output of the batch is written."""
-
-    def __init__(self, errors: list[FileInUseError]):
-        self.paths = [e.path for e in errors]
-        names = ", ".join(f"'{p}'" for p in self.paths)
-        super().__init__(
-            f"The masks are written, but the summary could not replace {names}: {errors[0].reason}. On Windows a file that a program has open "
-            "cannot be replaced: if it is loaded in QGIS, remove that layer from the project; if a spreadsheet "
-            "has it open, close it there. Then run again (the masks already made are kept, so only the "
-            "summary is written), or choose another output folder.")
 
 COLUMNS = ("sensed", "tile", "level", "baseline", "product", "status", "error", "reused",
            "clear_fraction", "cloud_fraction", "shadow_fraction", "valid_pixels",

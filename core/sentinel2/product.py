@@ -23,7 +23,8 @@ import numpy as np
 from osgeo import gdal
 
 from ..bands import ALL_BANDS, FARMVIBES_BANDS
-from ..raster import GTIFF_OPTIONS, RasterError, gdal_try, require_geotiff_name, write_array
+from ..errors import NoProductMask, ProductError
+from ..raster import GTIFF_OPTIONS, gdal_try, require_geotiff_name, write_array
 from ..staging import atomic_outputs, check_replaceable, discard, partial_path, stage
 
 # Native resolution of each band (metres).
@@ -39,14 +40,6 @@ MASK_KIND_KEY = "PRODUCT_MASK_KIND"
 PRODUCT_MASK_KEY = "S2_PRODUCT_MASK"
 URI = re.compile(r"^SENTINEL2_L(1C|2A):(.+):(\w+):(EPSG_\d+|\w+)$", re.IGNORECASE)
 IMAGE_NAME = re.compile(r"_(B\d{2}|B8A|SCL|AOT|WVP|TCI)(?:_(\d{2})m)?$")
-
-
-class ProductError(RasterError):
-    """A path looks like a Sentinel-2 product but cannot be used; the message says why."""
-
-
-class NoProductMask(ProductError):
-    """The product has no raster mask (L1C before baseline 04.00 has only a GML one)."""
 
 
 @dataclass
