@@ -14,6 +14,11 @@ additions in the same order as in an unsplit run, so the results equal it bit fo
 bit for any set of tile grids (floating-point addition is not associative, so a
 pre-summed carry would not).
 
+The parts: a kind of grid (``GRID_KINDS``, one per card scheme: ``TiledGrid`` for
+overlapping tiles, ``PixelGrid`` for per-pixel models) prepares, runs and releases
+its tile rows; ``ReadAhead`` is the reader thread; ``Engine`` cuts the stripes,
+chooses which grid goes next, keeps the progress and hands finished rows to the sink.
+
 Speed: onnxruntime is the floor, so everything else is kept off its path. One
 background thread reads and scales the next tile row of each grid while the
 network runs on the current one (one row ahead, so memory stays bounded); the
@@ -27,6 +32,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -74,6 +80,8 @@ class Job:
 
 # sink(first_row, first_col, {output: rows x cols}): finished pixels, in row order within a stripe.
 Sink = Callable[[int, int, dict[str, np.ndarray]], None]
+# What a grid releases: its first and end raster row, and {output: rows x stripe columns}.
+Released = tuple[int, int, dict[str, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -91,73 +99,442 @@ class Stripe:
     def width(self) -> int:
         return self.end - self.first
 
-    @classmethod
-    def of(cls, cols: AxisPlan, first: int, end: int, pixel: bool) -> Stripe:
-        if pixel:
-            return cls(first, end, end)
-        tiles = tuple(j for j in range(len(cols)) if first <= cols.span(j)[0] < end)
-        return cls(first, end, max([end] + [cols.span(j)[1] for j in tiles]), tiles)
-
 
 # What a stripe's tiles added past its end, for the next stripe: {tile row: {tile column:
 # {output or WEIGHT: rows x columns}}}, tiles in the order they were added.
 Carried = dict[int, dict[int, dict[str, np.ndarray]]]
 
+WEIGHT = ""  # key of the blending weight among the carried arrays
+
 
 @dataclass
-class _Group:
-    """One tile grid's jobs and its progress down the current stripe."""
+class RunContext:
+    """What the grids of one engine share.
+
+    The rows, the bands' nodata, the offset, the settings, and the engine's progress:
+    ``tick`` counts steps done and raises ``Cancelled`` when the user cancels, so a grid
+    needs no engine of its own."""
+
+    source: RowSource
+    nodata: list[float | None]
+    offset: float
+    settings: EngineSettings
+    tick: Callable[[int], None]
+    check_cancel: Callable[[], None]
+    # Batch input buffers by shape, shared: the grids' jobs take turns.
+    buffers: dict[tuple, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class Grid:
+    """One tile grid's jobs and its progress down the current stripe.
+
+    A kind of grid (see ``GRID_KINDS``) says which tile rows a block of rows needs, how a
+    tile row is prepared (in the reader thread), run, and which rows it then releases; the
+    engine only chooses which grid goes next."""
 
     jobs: list[Job]
     rows: AxisPlan
     cols: AxisPlan
+    context: RunContext
     stripe: Stripe = field(default_factory=Stripe)
     # The tile rows this engine runs: those that touch its block of rows (all of them: one block).
     first_index: int = 0
     end_index: int = 0
     next_row: int = 0  # the next tile row to run
-    # Weighted sums and weight sums of the stripe's unfinished rows, from raster row acc_first.
-    acc_first: int = 0
-    acc: dict[str, np.ndarray] = field(default_factory=dict)
-    weight: np.ndarray | None = None
-    done_rows: int = 0  # pixel models: rows handed out so far
-    # Blending weights of the current tile row, per tile column (see Engine._tile_weight).
-    weights_key: tuple = ()
-    weights: dict[int, np.ndarray] = field(default_factory=dict)
-    carry_out: Carried = field(default_factory=dict)
-    carry_in: Carried = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
         return self.next_row >= self.end_index
 
+    def tile_rows(self, first: int, end: int) -> tuple[int, int]:
+        """The tile rows that raster rows ``[first, end)`` need."""
+        raise NotImplementedError
+
+    def units(self, stripes: int) -> int:
+        """Progress steps (tiles or blocks) of the whole run, over ``stripes`` stripes."""
+        raise NotImplementedError
+
+    def stripe_cuts(self) -> list[int] | None:
+        """Columns where stripes should split (``None``: anywhere)."""
+        raise NotImplementedError
+
     @property
-    def pixel(self) -> bool:
-        return self.jobs[0].model.card.is_pixel_model
+    def narrowest_stripe(self) -> int:
+        """The narrowest stripe this grid allows."""
+        raise NotImplementedError
+
+    def stripe_of(self, first: int, end: int) -> Stripe:
+        raise NotImplementedError
 
     def start_stripe(self, first: int, end: int, first_row: int) -> None:
-        """Forget the previous stripe's rows; what it carried over becomes this one's input.
-        ``first_row``: the block's first raster row, where accumulating starts."""
-        self.next_row, self.acc_first = self.first_index, first_row
-        self.done_rows = self.rows.starts[self.first_index] if self.pixel else 0
+        """Forget the previous stripe's rows. ``first_row``: the block's first raster row."""
+        self.next_row = self.first_index
+        self.stripe = self.stripe_of(first, end)
+
+    def prepare(self, index: int) -> Any:
+        """Everything tile row ``index`` needs before the network: runs in the reader thread,
+        which is the only thread that touches the ``RowSource``."""
+        raise NotImplementedError
+
+    def run(self, prepared: Any) -> None:
+        """Run the networks on tile row ``next_row`` (as ``prepare`` gave it) and go to the next."""
+        raise NotImplementedError
+
+    def release(self) -> Released:
+        """The rows the tile row just run finished."""
+        raise NotImplementedError
+
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Rows of tile row ``index`` (mirrored past the edges), the validity of its real
+        rows, and the first real row it covers."""
+        source, nodata = self.context.source, self.context.nodata
+        start = self.rows.starts[index]
+        tile = self.rows.tile
+        if self.rows.mirror:
+            wanted = reflect(np.arange(start, start + tile), source.height)
+        else:
+            wanted = np.arange(max(start, 0), min(start + tile, source.height))
+        lo, hi = int(wanted.min()), int(wanted.max()) + 1
+        data = source.rows(lo, hi)
+        if not np.array_equal(wanted, np.arange(lo, hi)):  # mirrored at an edge: gather the rows
+            data = data[:, wanted - lo, :]
+        # Inside the raster it stays a view: the RowSource never writes into a block it handed out.
+        invalid = np.zeros(data.shape[1:], dtype=bool)
+        for b, nd in enumerate(nodata):
+            if nd is not None:
+                invalid |= data[b] == nd
+            if data.dtype.kind == "f":
+                invalid |= ~np.isfinite(data[b])
+        return data, ~invalid, start
+
+
+@dataclass
+class TiledGrid(Grid):
+    """Image models: overlapping tiles, blended by their weights.
+
+    The networks see context, so a row is released only once no later tile changes it;
+    what a tile adds past the stripe's end is carried over to the next stripe."""
+
+    # Weighted sums and weight sums of the stripe's unfinished rows, from raster row acc_first.
+    acc_first: int = 0
+    acc: dict[str, np.ndarray] = field(default_factory=dict)
+    weight: np.ndarray | None = None
+    # Blending weights of the current tile row, per tile column (see _tile_weight).
+    weights_key: tuple = ()
+    weights: dict[int, np.ndarray] = field(default_factory=dict)
+    carry_out: Carried = field(default_factory=dict)
+    carry_in: Carried = field(default_factory=dict)
+
+    def tile_rows(self, first: int, end: int) -> tuple[int, int]:
+        """Every tile row that touches them (so each of their pixels gets every addition, in
+        order, that a whole-raster run gives it), up to the one after which they are all final."""
+        rows = self.rows
+        lo = next(j for j in range(len(rows)) if rows.span(j)[1] > first)
+        hi = next((k for k in range(lo, len(rows)) if rows.final_row(k) >= end), len(rows) - 1)
+        return lo, hi + 1
+
+    def units(self, stripes: int) -> int:
+        return (self.end_index - self.first_index) * len(self.cols)  # each tile is in one stripe
+
+    def stripe_cuts(self) -> list[int] | None:
+        return [s for s in self.cols.starts if s > 0]  # at a tile column: few tiles reach across
+
+    @property
+    def narrowest_stripe(self) -> int:
+        return self.cols.tile  # what a tile carries across a split must end inside the next stripe
+
+    def stripe_of(self, first: int, end: int) -> Stripe:
+        cols = self.cols
+        tiles = tuple(j for j in range(len(cols)) if first <= cols.span(j)[0] < end)
+        return Stripe(first, end, max([end] + [cols.span(j)[1] for j in tiles]), tiles)
+
+    def start_stripe(self, first: int, end: int, first_row: int) -> None:
+        """Also: accumulating starts at ``first_row``; what the previous stripe carried over
+        becomes this one's input."""
+        super().start_stripe(first, end, first_row)
+        self.acc_first = first_row
         self.acc, self.weight = {}, None
         self.weights_key, self.weights = (), {}
         self.carry_in, self.carry_out = self.carry_out, {}
-        self.stripe = Stripe.of(self.cols, first, end, self.pixel)
+
+    def prepare(self, index: int) -> tuple[np.ndarray, int, dict[str, np.ndarray]]:
+        data, valid, start = self.read(index)
+        # Mirror-pad the stripe's columns once for the whole row so that every tile is a slice.
+        tiles = self.stripe.tiles
+        first = self.cols.starts[tiles[0]]
+        columns = reflect(np.arange(first, self.cols.starts[tiles[-1]] + self.cols.tile),
+                          self.context.source.width)
+        prepared = {job.key: self._padded(job, data, first, columns, self.stripe.first) for job in self.jobs}
+        return valid, start, prepared  # the raw strip is not needed any more: free it now
+
+    def _padded(self, job: Job, data: np.ndarray, first: int, columns: np.ndarray, x0: int) -> np.ndarray:
+        """The job's bands over ``columns`` (raster columns ``first``, ``first + 1``, ...
+        mirrored past the edges; ``data`` starts at raster column ``x0``), still as digital
+        numbers: the tiles are cut from it and scaled per batch, so the row read ahead
+        costs half what float32 would. The inside is copied as a slice (gathering every
+        column was most of the reader's time); only the mirrored margins are gathered."""
+        x = np.empty((len(job.bands), data.shape[1], len(columns)), dtype=data.dtype)
+        lo = max(0, -first)
+        hi = max(lo, min(len(columns), self.context.source.width - first))
+        for k, band in enumerate(job.bands):
+            rows = data[band]
+            x[k, :, lo:hi] = rows[:, first + lo - x0:first + hi - x0]
+            x[k, :, :lo] = rows[:, columns[:lo] - x0]
+            x[k, :, hi:] = rows[:, columns[hi:] - x0]
+            # The model sees nodata as Sentinel-2's own nodata, 0, whatever value marks it
+            # here: a nodata of 65535 read as bright cloud made the valid pixels around the
+            # nodata border cloud. The pixels stay nodata.
+            nodata = self.context.nodata[band]
+            if nodata is not None and nodata != 0:
+                x[k][x[k] == nodata] = 0
+        if x.dtype.kind == "f":
+            # NaN (a float raster's usual nodata) would spread through a network's
+            # convolutions and void every pixel of the tile.
+            np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        return x
+
+    def run(self, prepared: tuple[np.ndarray, int, dict[str, np.ndarray]]) -> None:
+        """Weighted accumulation of the row's tiles, in batches."""
+        valid, start, padded = prepared
+        index = self.next_row
+        r_lo, r_hi = self.rows.span(index)
+        # Rows already released get zero weight from this tile (the window's edge is 0).
+        r_lo = max(r_lo, self.acc_first)
+        self._extend(r_hi)
+        row_weights = self.rows.weights[index][r_lo - start:r_hi - start]
+        real_valid = valid[r_lo - start:r_hi - start]
+        key = (index, r_lo, r_hi)
+        if self.weights_key != key:
+            self.weights_key, self.weights = key, {}
+        acc_rows = slice(r_lo - self.acc_first, r_hi - self.acc_first)
+        self._add_carried(index, acc_rows)
+        first = self.stripe.first
+        batch: list[int] = []
+        for j in self.stripe.tiles:
+            c_lo, c_hi = self.cols.span(j)
+            if not real_valid[:, c_lo - first:c_hi - first].any():
+                self.context.tick(1)
+                continue
+            batch.append(j)
+            if len(batch) == self.context.settings.batch_size:
+                self._run_batch(batch, padded, start, row_weights, r_lo, r_hi)
+                batch = []
+        if batch:
+            self._run_batch(batch, padded, start, row_weights, r_lo, r_hi)
+        invalid = ~real_valid[:, :self.stripe.width]
+        for name in self.acc:
+            self.acc[name][acc_rows][invalid] = np.nan
+        self.next_row += 1
+
+    def _add_carried(self, index: int, acc_rows: slice) -> None:
+        """Before this stripe's tiles: what the previous stripe's tiles added to the same
+        rows, one tile at a time and in their order (as an unsplit run adds them)."""
+        for carried in self.carry_in.pop(index, {}).values():
+            for name, values in carried.items():
+                target = self.weight if name == WEIGHT else self.acc[name]
+                target[acc_rows, :values.shape[1]] += values
+
+    def _add(self, name: str, j: int, rows: slice, c_lo: int, values: np.ndarray) -> None:
+        """Add tile ``j``'s ``values`` (its columns from ``c_lo``) to an accumulator; the
+        part past the stripe's end is kept for the next stripe instead."""
+        inside = min(values.shape[1], self.stripe.end - c_lo)
+        target = self.weight if name == WEIGHT else self.acc[name]
+        at = c_lo - self.stripe.first
+        target[rows, at:at + inside] += values[:, :inside]
+        if inside < values.shape[1]:
+            self.carry_out.setdefault(self.next_row, {}).setdefault(j, {})[name] = values[:, inside:].copy()
+
+    def _tile_weight(self, j: int, row_weights: np.ndarray) -> np.ndarray:
+        """Weight of tile column ``j`` over its real pixels in the current tile row,
+        computed once per row (it used to be recomputed per output and per tile).
+        Computed exactly as before (float64 outer product, then float32) so that
+        results stay byte-identical."""
+        w = self.weights.get(j)
+        if w is None:
+            c_lo, c_hi = self.cols.span(j)
+            c0 = self.cols.starts[j]
+            w = np.outer(row_weights, self.cols.weights[j][c_lo - c0:c_hi - c0]).astype(np.float32)
+            self.weights[j] = w
+        return w
+
+    def _run_batch(self, batch, padded, start, row_weights, r_lo, r_hi) -> None:
+        # Each tile is cut, scaled, and later turned into probabilities and blended while
+        # it is in the CPU's cache: a pass over the whole batch for each step was slower.
+        acc_rows = slice(r_lo - self.acc_first, r_hi - self.acc_first)
+        rows = slice(r_lo - start, r_hi - start)
+        for job in self.jobs:
+            out = infer(job.model, self._batch_input(job, batch, padded[job.key]))
+            for k, j in enumerate(batch):
+                cloud, shadow = probabilities(job.model.card, out[k:k + 1])
+                c_lo, c_hi = self.cols.span(j)
+                c0 = self.cols.starts[j]
+                w = self._tile_weight(j, row_weights)
+                for name, probs in ((f"{job.key}:cloud", cloud if job.cloud else None),
+                                    (f"{job.key}:shadow", shadow if job.shadow else None)):
+                    if probs is not None:
+                        # In place: w * p into the probabilities' own buffer, then add.
+                        tile = probs[0, rows, c_lo - c0:c_hi - c0]
+                        self._add(name, j, acc_rows, c_lo, np.multiply(w, tile, out=tile))
+        for j in batch:
+            self._add(WEIGHT, j, acc_rows, self.cols.span(j)[0], self._tile_weight(j, row_weights))
+        self.context.tick(len(batch))
+
+    def _batch_input(self, job: Job, batch: list[int], strip: np.ndarray) -> np.ndarray:
+        """The network's float32 input for ``batch``: each tile cut straight from the row's
+        digital numbers and scaled in place, in one buffer kept from batch to batch (a
+        fresh one costs the system a page fault per 4 KB, every batch)."""
+        tile, first = self.cols.tile, self.cols.starts[self.stripe.tiles[0]]
+        shape = (self.context.settings.batch_size, strip.shape[0], tile, tile)
+        buffer = self.context.buffers.get(shape)
+        if buffer is None:
+            buffer = self.context.buffers[shape] = np.empty(shape, dtype=np.float32)
+        x = buffer[:len(batch)]
+        for k, j in enumerate(batch):
+            x[k] = strip[:, :, self.cols.starts[j] - first:self.cols.starts[j] - first + tile]
+            preprocess(job.model.card, x[k], self.context.offset, in_place=True)
+        return x
+
+    def _extend(self, hi: int) -> None:
+        """Grow the accumulators (the columns the stripe finishes) down to row ``hi``."""
+        width = self.stripe.width
+        names = [n for job in self.jobs for n in job.outputs()]
+        if self.weight is None:
+            self.weight = np.zeros((0, width), dtype=np.float32)
+            self.acc = {n: np.zeros((0, width), dtype=np.float32) for n in names}
+        if hi > self.acc_first + self.weight.shape[0]:
+            self.weight = _grown(self.weight, hi - self.acc_first)
+            self.acc = {n: _grown(a, hi - self.acc_first) for n, a in self.acc.items()}
+
+    def release(self) -> Released:
+        """The rows no tile after the one just run changes, blended."""
+        first = self.acc_first
+        count = max(0, self.rows.final_row(self.next_row - 1) - first)
+        weight = self.weight[:count]
+        out = {}
+        unweighted = ~(weight > 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for name, acc in self.acc.items():
+                out[name] = np.divide(acc[:count], weight)
+                np.copyto(out[name], np.float32(np.nan), where=unweighted)
+        self.weight = self.weight[count:]
+        self.acc = {name: acc[count:] for name, acc in self.acc.items()}
+        self.acc_first = first + count
+        return first, first + count, out
 
 
-WEIGHT = ""  # key of the blending weight among the carried arrays
+@dataclass
+class PixelGrid(Grid):
+    """Per-pixel models (s2cloudless): a tile row is a block of rows, finished when predicted.
+
+    Without context there are no weights and nothing to carry between stripes."""
+
+    done_rows: int = 0  # rows handed out so far
+    finished_rows: Released = (0, 0, {})  # what the row just run gives
+
+    def tile_rows(self, first: int, end: int) -> tuple[int, int]:
+        return first // self.rows.tile, -(-end // self.rows.tile)
+
+    def units(self, stripes: int) -> int:
+        return (self.end_index - self.first_index) * stripes  # one step per block, per stripe
+
+    def stripe_cuts(self) -> list[int] | None:
+        return None
+
+    @property
+    def narrowest_stripe(self) -> int:
+        return 1
+
+    def stripe_of(self, first: int, end: int) -> Stripe:
+        return Stripe(first, end, end)
+
+    def start_stripe(self, first: int, end: int, first_row: int) -> None:
+        super().start_stripe(first, end, first_row)
+        self.done_rows = self.rows.starts[self.first_index]
+
+    def prepare(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        data, valid, _ = self.read(index)
+        return data, valid
+
+    def run(self, prepared: tuple[np.ndarray, np.ndarray]) -> None:
+        data, valid = prepared
+        width = self.stripe.width
+        out = self._predict(data[:, :, :width], valid[:, :width])
+        lo = self.done_rows
+        self.done_rows = lo + data.shape[1]
+        self.finished_rows = (lo, self.done_rows, out)
+        self.next_row += 1
+
+    def release(self) -> Released:
+        released, self.finished_rows = self.finished_rows, (0, 0, {})
+        return released
+
+    def _predict(self, data: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
+        """Each job's probabilities of the valid pixels, in batches of ``pixel_batch``; NaN elsewhere."""
+        context = self.context
+        out = {}
+        flat_valid = valid.reshape(-1)
+        idx = np.flatnonzero(flat_valid)
+        for job in self.jobs:
+            x = data[job.bands].reshape(len(job.bands), -1)[:, idx]
+            x = preprocess(job.model.card, x, context.offset).T.copy()
+            cloud = np.full(flat_valid.shape, np.nan, dtype=np.float32)
+            shadow = cloud.copy()
+            step = context.settings.pixel_batch
+            for a in range(0, len(idx), step):
+                c, s = probabilities(job.model.card, infer(job.model, x[a:a + step]))
+                if c is not None:
+                    cloud[idx[a:a + step]] = c
+                if s is not None:
+                    shadow[idx[a:a + step]] = s
+                context.check_cancel()
+            if job.cloud:
+                out[f"{job.key}:cloud"] = cloud.reshape(valid.shape)
+            if job.shadow:
+                out[f"{job.key}:shadow"] = shadow.reshape(valid.shape)
+        context.tick(1)
+        return out
 
 
-def block_tile_rows(rows: AxisPlan, pixel: bool, first: int, end: int) -> tuple[int, int]:
-    """The tile rows that raster rows ``[first, end)`` need: every tile row that touches
-    them (so each of their pixels gets every addition, in order, that a whole-raster run
-    gives it), up to the one after which they are all final."""
-    if pixel:
-        return first // rows.tile, -(-end // rows.tile)
-    lo = next(j for j in range(len(rows)) if rows.span(j)[1] > first)
-    hi = next((k for k in range(lo, len(rows)) if rows.final_row(k) >= end), len(rows) - 1)
-    return lo, hi + 1
+# The kind of grid each tiling scheme of the cards (modelstore.cards.SCHEMES) runs as.
+GRID_KINDS: dict[str, type[Grid]] = {
+    "mirror-tukey": TiledGrid,
+    "centre-crop": TiledGrid,
+    "pixel": PixelGrid,
+}
+
+
+class ReadAhead:
+    """The reader thread: prepares each grid's next tile row while the network runs.
+
+    One row ahead, so memory stays bounded. Between ``start`` and ``stop`` only: ``stop`` (the engine calls it on any exit: done,
+    cancelled, an error in the run or in the reader) drops the queued read, waits for the
+    one in flight (a single tile row), and leaves no thread behind."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._ahead: dict[int, Future] = {}
+
+    def start(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cloudmask-reader")
+
+    def next(self, grid: Grid) -> Any:
+        """The grid's next tile row, prepared (read ahead when it was), and start preparing
+        the one after."""
+        if self._pool is None:
+            raise RuntimeError("ReadAhead.next before start")
+        index = grid.next_row
+        future = self._ahead.pop(id(grid), None)
+        if future is None:
+            future = self._pool.submit(grid.prepare, index)
+        if index + 1 < grid.end_index:
+            self._ahead[id(grid)] = self._pool.submit(grid.prepare, index + 1)
+        return future.result()  # re-raises the reader's error here
+
+    def stop(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool, self._ahead = None, {}
 
 
 class Engine:
@@ -168,75 +545,64 @@ class Engine:
                  offset: float = 0.0, settings: EngineSettings | None = None,
                  feedback: Feedback | None = None, rows: tuple[int, int] | None = None):
         self.source = source
-        self.nodata = nodata
-        self.offset = offset
         self.settings = settings or EngineSettings()
         self.feedback = feedback or Feedback()
         self.first_row, self.end_row = rows or (0, source.height)
-        self.groups = self._group(jobs)
+        context = RunContext(source, nodata, offset, self.settings, self._tick, self._check_cancel)
+        self.grids = self._grids(jobs, context)
         self.bounds = self._stripe_bounds()
-        stripes = len(self.bounds) - 1
-        self.total = sum((g.end_index - g.first_index) * (stripes if g.pixel else len(g.cols))
-                         for g in self.groups)
+        self.total = sum(g.units(len(self.bounds) - 1) for g in self.grids)
         self.done = 0
-        self._reader: ThreadPoolExecutor | None = None
-        self._ahead: dict[int, Future] = {}
-        self._inputs: dict[tuple, np.ndarray] = {}  # batch buffers by shape (jobs take turns)
 
-    def _group(self, jobs: list[Job]) -> list[_Group]:
+    def _grids(self, jobs: list[Job], context: RunContext) -> list[Grid]:
         by_grid: dict[tuple, list[Job]] = {}
         for job in jobs:
             c = job.model.card
             by_grid.setdefault((c.scheme, c.tile, c.overlap), []).append(job)
         h, w = self.source.height, self.source.width
-        groups = [_Group(js, plan_axis(h, *grid), plan_axis(w, *grid)) for grid, js in by_grid.items()]
-        for g in groups:
-            g.first_index, g.end_index = block_tile_rows(g.rows, g.pixel, self.first_row, self.end_row)
-        return groups
+        grids = [GRID_KINDS[grid[0]](js, plan_axis(h, *grid), plan_axis(w, *grid), context)
+                 for grid, js in by_grid.items()]
+        for g in grids:
+            g.first_index, g.end_index = g.tile_rows(self.first_row, self.end_row)
+        return grids
 
     def _stripe_bounds(self) -> list[int]:
         width = self.source.width
-        image = [g for g in self.groups if not g.pixel]
         if self.settings.in_memory or width <= self.settings.stripe_cols:
             return [0, width]
-        if image:  # split at tile columns of the first grid: few tiles reach across
-            candidates = [s for s in image[0].cols.starts if s > 0]
-        else:
-            candidates = list(range(256, width, 256))
-        narrowest = max([g.cols.tile for g in image], default=1)
-        return stripe_bounds(width, self.settings.stripe_cols, candidates, narrowest)
+        # Split where the first grid with a preference wants; per-pixel grids split anywhere.
+        cuts = next((c for c in (g.stripe_cuts() for g in self.grids) if c is not None),
+                    list(range(256, width, 256)))
+        narrowest = max(g.narrowest_stripe for g in self.grids)
+        return stripe_bounds(width, self.settings.stripe_cols, cuts, narrowest)
 
     def run(self, sink: Sink) -> None:
         """Predict the whole raster, handing finished rows to ``sink`` in order.
 
-        The reader thread lives only inside this call: on any exit (done, cancelled,
-        an error here or in the reader) the queued read is dropped, the one in flight
-        (a single tile row) is waited for, and no thread is left behind.
-        """
-        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cloudmask-reader")
+        The reader thread lives only inside this call."""
+        reader = ReadAhead()
+        reader.start()
         try:
             # Outputs are written as they finish, not kept in GDAL's cache; each block of
             # rows at work has its own row of output blocks in progress.
             with limited_block_cache(BLOCK_CACHE_BYTES * max(1, self.settings.workers)):
                 for x0, x1 in zip(self.bounds, self.bounds[1:]):
-                    for group in self.groups:
-                        group.start_stripe(x0, x1, self.first_row)
-                    self.source.window(x0, max(g.stripe.read_end for g in self.groups))
-                    self._run(sink, x0)
+                    for grid in self.grids:
+                        grid.start_stripe(x0, x1, self.first_row)
+                    self.source.window(x0, max(g.stripe.read_end for g in self.grids))
+                    self._run(sink, x0, reader)
         finally:
-            self._reader.shutdown(wait=True, cancel_futures=True)
-            self._reader = None
-            self._ahead = {}
+            reader.stop()
 
-    def _run(self, sink: Sink, x0: int) -> None:
+    def _run(self, sink: Sink, x0: int, reader: ReadAhead) -> None:
         """One stripe (starting at column ``x0``), top to bottom."""
         pending: dict[str, list[np.ndarray]] = {}
-        frontier = {id(g): self.first_row for g in self.groups}
+        frontier = {id(g): self.first_row for g in self.grids}
         written = self.first_row
-        while not all(g.finished for g in self.groups):
-            group = min((g for g in self.groups if not g.finished), key=lambda g: frontier[id(g)])
-            _, hi, finished = self._advance(group)
-            frontier[id(group)] = hi
+        while not all(g.finished for g in self.grids):
+            grid = min((g for g in self.grids if not g.finished), key=lambda g: frontier[id(g)])
+            _, hi, finished = self._advance(grid, reader)
+            frontier[id(grid)] = hi
             for name, strip in finished.items():
                 pending.setdefault(name, []).append(strip)
             ready = min(frontier.values())
@@ -250,6 +616,11 @@ class Engine:
                 sink(written, x0, out)
                 written = ready
 
+    def _advance(self, grid: Grid, reader: ReadAhead) -> Released:
+        """Run the grid's next tile row; the block's rows it finished."""
+        grid.run(reader.next(grid))
+        return self._in_block(*grid.release())
+
     def _check_cancel(self) -> None:
         if self.feedback.cancelled():
             raise Cancelled("Cancelled by the user.")
@@ -259,97 +630,7 @@ class Engine:
         self.feedback.progress(min(1.0, self.done / max(1, self.total)))
         self._check_cancel()
 
-    def _strip(self, group: _Group, index: int) -> tuple[np.ndarray, np.ndarray, int]:
-        """Rows of tile row ``index`` (mirrored past the edges), the validity of its real
-        rows, and the first real row it covers."""
-        start = group.rows.starts[index]
-        tile = group.rows.tile
-        if group.rows.mirror:
-            wanted = reflect(np.arange(start, start + tile), self.source.height)
-        else:
-            wanted = np.arange(max(start, 0), min(start + tile, self.source.height))
-        lo, hi = int(wanted.min()), int(wanted.max()) + 1
-        data = self.source.rows(lo, hi)
-        if not np.array_equal(wanted, np.arange(lo, hi)):  # mirrored at an edge: gather the rows
-            data = data[:, wanted - lo, :]
-        # Inside the raster it stays a view: the RowSource never writes into a block it handed out.
-        invalid = np.zeros(data.shape[1:], dtype=bool)
-        for b, nd in enumerate(self.nodata):
-            if nd is not None:
-                invalid |= data[b] == nd
-            if data.dtype.kind == "f":
-                invalid |= ~np.isfinite(data[b])
-        return data, ~invalid, start
-
-    def _prepare(self, group: _Group, index: int) -> tuple[np.ndarray | None, np.ndarray, int, dict[str, np.ndarray]]:
-        """Everything a tile row needs before the network: runs in the reader thread,
-        which is the only thread that touches the ``RowSource``."""
-        data, valid, start = self._strip(group, index)
-        if group.pixel:
-            return data, valid, start, {}
-        # Mirror-pad the stripe's columns once for the whole row so that every tile is a slice.
-        tiles = group.stripe.tiles
-        first = group.cols.starts[tiles[0]]
-        columns = reflect(np.arange(first, group.cols.starts[tiles[-1]] + group.cols.tile),
-                          self.source.width)
-        prepared = {job.key: self._padded(job, data, first, columns, group.stripe.first) for job in group.jobs}
-        return None, valid, start, prepared  # the raw strip is not needed any more: free it now
-
-    def _padded(self, job: Job, data: np.ndarray, first: int, columns: np.ndarray, x0: int) -> np.ndarray:
-        """The job's bands over ``columns`` (raster columns ``first``, ``first + 1``, ...
-        mirrored past the edges; ``data`` starts at raster column ``x0``), still as digital
-        numbers: the tiles are cut from it and scaled per batch, so the row read ahead
-        costs half what float32 would. The inside is copied as a slice (gathering every
-        column was most of the reader's time); only the mirrored margins are gathered."""
-        x = np.empty((len(job.bands), data.shape[1], len(columns)), dtype=data.dtype)
-        lo = max(0, -first)
-        hi = max(lo, min(len(columns), self.source.width - first))
-        for k, band in enumerate(job.bands):
-            rows = data[band]
-            x[k, :, lo:hi] = rows[:, first + lo - x0:first + hi - x0]
-            x[k, :, :lo] = rows[:, columns[:lo] - x0]
-            x[k, :, hi:] = rows[:, columns[hi:] - x0]
-            # The model sees nodata as Sentinel-2's own nodata, 0, whatever value marks it
-            # here: a nodata of 65535 read as bright cloud made the valid pixels around the
-            # nodata border cloud. The pixels stay nodata.
-            nodata = self.nodata[band]
-            if nodata is not None and nodata != 0:
-                x[k][x[k] == nodata] = 0
-        if x.dtype.kind == "f":
-            # NaN (a float raster's usual nodata) would spread through a network's
-            # convolutions and void every pixel of the tile.
-            np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-        return x
-
-    def _next_row(self, group: _Group) -> tuple[np.ndarray | None, np.ndarray, int, dict[str, np.ndarray]]:
-        """This tile row (read ahead when possible), and start reading the next one."""
-        index = group.next_row
-        future = self._ahead.pop(id(group), None)
-        if self._reader is None:  # not inside run(): read in this thread
-            return self._prepare(group, index)
-        if future is None:
-            future = self._reader.submit(self._prepare, group, index)
-        if index + 1 < group.end_index:
-            self._ahead[id(group)] = self._reader.submit(self._prepare, group, index + 1)
-        return future.result()  # re-raises the reader's error here
-
-    def _advance(self, group: _Group) -> tuple[int, int, dict[str, np.ndarray]]:
-        index = group.next_row
-        data, valid, start, prepared = self._next_row(group)
-        if group.pixel:
-            width = group.stripe.width
-            result = self._pixel_rows(group, data[:, :, :width], valid[:, :width])
-        else:
-            self._accumulate(group, index, prepared, valid, start)
-            result = None
-        group.next_row += 1
-        if result is not None:
-            lo = group.done_rows
-            group.done_rows = lo + data.shape[1]
-            return self._in_block(lo, group.done_rows, result)
-        return self._in_block(*self._release(group, index))
-
-    def _in_block(self, lo: int, hi: int, finished: dict[str, np.ndarray]) -> tuple[int, int, dict[str, np.ndarray]]:
+    def _in_block(self, lo: int, hi: int, finished: dict[str, np.ndarray]) -> Released:
         """Only the block's rows of what a tile row finished (the tile rows at its edges
         also finish rows of the neighbouring blocks, which those blocks give)."""
         first = max(lo, self.first_row)
@@ -357,156 +638,6 @@ class Engine:
         if (first, end) == (lo, hi):
             return lo, hi, finished
         return first, end, {name: s[first - lo:end - lo] for name, s in finished.items()}
-
-    # -- pixel models: no context, so a strip is finished as soon as it is predicted
-    def _pixel_rows(self, group: _Group, data: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
-        out = {}
-        flat_valid = valid.reshape(-1)
-        idx = np.flatnonzero(flat_valid)
-        for job in group.jobs:
-            x = data[job.bands].reshape(len(job.bands), -1)[:, idx]
-            x = preprocess(job.model.card, x, self.offset).T.copy()
-            cloud = np.full(flat_valid.shape, np.nan, dtype=np.float32)
-            shadow = cloud.copy()
-            step = self.settings.pixel_batch
-            for a in range(0, len(idx), step):
-                c, s = probabilities(job.model.card, infer(job.model, x[a:a + step]))
-                if c is not None:
-                    cloud[idx[a:a + step]] = c
-                if s is not None:
-                    shadow[idx[a:a + step]] = s
-                self._check_cancel()
-            if job.cloud:
-                out[f"{job.key}:cloud"] = cloud.reshape(valid.shape)
-            if job.shadow:
-                out[f"{job.key}:shadow"] = shadow.reshape(valid.shape)
-        self._tick(1)
-        return out
-
-    # -- image models: weighted accumulation over overlapping tiles
-    def _accumulate(self, group: _Group, index: int, prepared: dict[str, np.ndarray], valid,
-                    start: int) -> None:
-        r_lo, r_hi = group.rows.span(index)
-        # Rows already released get zero weight from this tile (the window's edge is 0).
-        r_lo = max(r_lo, group.acc_first)
-        self._extend(group, r_hi)
-        row_weights = group.rows.weights[index][r_lo - start:r_hi - start]
-        real_valid = valid[r_lo - start:r_hi - start]
-        key = (index, r_lo, r_hi)
-        if group.weights_key != key:
-            group.weights_key, group.weights = key, {}
-        acc_rows = slice(r_lo - group.acc_first, r_hi - group.acc_first)
-        self._add_carried(group, index, acc_rows)
-        first = group.stripe.first
-        batch: list[int] = []
-        for j in group.stripe.tiles:
-            c_lo, c_hi = group.cols.span(j)
-            if not real_valid[:, c_lo - first:c_hi - first].any():
-                self._tick(1)
-                continue
-            batch.append(j)
-            if len(batch) == self.settings.batch_size:
-                self._run_batch(group, batch, prepared, start, row_weights, r_lo, r_hi)
-                batch = []
-        if batch:
-            self._run_batch(group, batch, prepared, start, row_weights, r_lo, r_hi)
-        invalid = ~real_valid[:, :group.stripe.width]
-        for name in group.acc:
-            group.acc[name][acc_rows][invalid] = np.nan
-
-    def _add_carried(self, group: _Group, index: int, acc_rows: slice) -> None:
-        """Before this stripe's tiles: what the previous stripe's tiles added to the same
-        rows, one tile at a time and in their order (as an unsplit run adds them)."""
-        for carried in group.carry_in.pop(index, {}).values():
-            for name, values in carried.items():
-                target = group.weight if name == WEIGHT else group.acc[name]
-                target[acc_rows, :values.shape[1]] += values
-
-    def _add(self, group: _Group, name: str, j: int, rows: slice, c_lo: int, values: np.ndarray) -> None:
-        """Add tile ``j``'s ``values`` (its columns from ``c_lo``) to an accumulator; the
-        part past the stripe's end is kept for the next stripe instead."""
-        inside = min(values.shape[1], group.stripe.end - c_lo)
-        target = group.weight if name == WEIGHT else group.acc[name]
-        at = c_lo - group.stripe.first
-        target[rows, at:at + inside] += values[:, :inside]
-        if inside < values.shape[1]:
-            group.carry_out.setdefault(group.next_row, {}).setdefault(j, {})[name] = values[:, inside:].copy()
-
-    def _tile_weight(self, group: _Group, j: int, row_weights: np.ndarray) -> np.ndarray:
-        """Weight of tile column ``j`` over its real pixels in the current tile row,
-        computed once per row (it used to be recomputed per output and per tile).
-        Computed exactly as before (float64 outer product, then float32) so that
-        results stay byte-identical."""
-        w = group.weights.get(j)
-        if w is None:
-            c_lo, c_hi = group.cols.span(j)
-            c0 = group.cols.starts[j]
-            w = np.outer(row_weights, group.cols.weights[j][c_lo - c0:c_hi - c0]).astype(np.float32)
-            group.weights[j] = w
-        return w
-
-    def _run_batch(self, group, batch, prepared, start, row_weights, r_lo, r_hi) -> None:
-        # Each tile is cut, scaled, and later turned into probabilities and blended while
-        # it is in the CPU's cache: a pass over the whole batch for each step was slower.
-        acc_rows = slice(r_lo - group.acc_first, r_hi - group.acc_first)
-        rows = slice(r_lo - start, r_hi - start)
-        for job in group.jobs:
-            out = infer(job.model, self._batch_input(group, job, batch, prepared[job.key]))
-            for k, j in enumerate(batch):
-                cloud, shadow = probabilities(job.model.card, out[k:k + 1])
-                c_lo, c_hi = group.cols.span(j)
-                c0 = group.cols.starts[j]
-                w = self._tile_weight(group, j, row_weights)
-                for name, probs in ((f"{job.key}:cloud", cloud if job.cloud else None),
-                                    (f"{job.key}:shadow", shadow if job.shadow else None)):
-                    if probs is not None:
-                        # In place: w * p into the probabilities' own buffer, then add.
-                        tile = probs[0, rows, c_lo - c0:c_hi - c0]
-                        self._add(group, name, j, acc_rows, c_lo, np.multiply(w, tile, out=tile))
-        for j in batch:
-            self._add(group, WEIGHT, j, acc_rows, group.cols.span(j)[0], self._tile_weight(group, j, row_weights))
-        self._tick(len(batch))
-
-    def _batch_input(self, group: _Group, job: Job, batch: list[int], strip: np.ndarray) -> np.ndarray:
-        """The network's float32 input for ``batch``: each tile cut straight from the row's
-        digital numbers and scaled in place, in one buffer kept from batch to batch (a
-        fresh one costs the system a page fault per 4 KB, every batch)."""
-        tile, first = group.cols.tile, group.cols.starts[group.stripe.tiles[0]]
-        shape = (self.settings.batch_size, strip.shape[0], tile, tile)
-        buffer = self._inputs.get(shape)
-        if buffer is None:
-            buffer = self._inputs[shape] = np.empty(shape, dtype=np.float32)
-        x = buffer[:len(batch)]
-        for k, j in enumerate(batch):
-            x[k] = strip[:, :, group.cols.starts[j] - first:group.cols.starts[j] - first + tile]
-            preprocess(job.model.card, x[k], self.offset, in_place=True)
-        return x
-
-    def _extend(self, group: _Group, hi: int) -> None:
-        """Grow the accumulators (the columns the stripe finishes) down to row ``hi``."""
-        width = group.stripe.width
-        names = [n for job in group.jobs for n in job.outputs()]
-        if group.weight is None:
-            group.weight = np.zeros((0, width), dtype=np.float32)
-            group.acc = {n: np.zeros((0, width), dtype=np.float32) for n in names}
-        if hi > group.acc_first + group.weight.shape[0]:
-            group.weight = _grown(group.weight, hi - group.acc_first)
-            group.acc = {n: _grown(a, hi - group.acc_first) for n, a in group.acc.items()}
-
-    def _release(self, group: _Group, index: int) -> tuple[int, int, dict[str, np.ndarray]]:
-        first = group.acc_first
-        count = max(0, group.rows.final_row(index) - first)  # rows no later tile changes
-        weight = group.weight[:count]
-        out = {}
-        unweighted = ~(weight > 0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            for name, acc in group.acc.items():
-                out[name] = np.divide(acc[:count], weight)
-                np.copyto(out[name], np.float32(np.nan), where=unweighted)
-        group.weight = group.weight[count:]
-        group.acc = {name: acc[count:] for name, acc in group.acc.items()}
-        group.acc_first = first + count
-        return first, first + count, out
 
 
 def _grown(rows: np.ndarray, height: int) -> np.ndarray:

@@ -87,6 +87,14 @@ def providers_for(choice: str, available: list[str]) -> tuple[list[str], str]:
     return [CPU], note
 
 
+def _tile_pixels(card: ModelCard) -> int:
+    """Pixels in one input of the network: a tile's, or 0 for a per-pixel model.
+
+    The GPU memory estimates count tiles: a per-pixel model's inputs (single pixels) are
+    too small to count."""
+    return 0 if card.is_pixel_model else card.tile * card.tile
+
+
 def cuda_batch(card: ModelCard, free_bytes: int | None, sharing: int = 1) -> tuple[int, str]:
     """The largest batch whose estimated GPU memory fits, and a note when none does (0).
 
@@ -94,7 +102,7 @@ def cuda_batch(card: ModelCard, free_bytes: int | None, sharing: int = 1) -> tup
     if free_bytes is None:
         return CUDA_BATCHES[0], ""
     budget = free_bytes * CUDA_MEMORY_SHARE / max(1, sharing)
-    per_tile = 0 if card.is_pixel_model else card.tile * card.tile * CUDA_BYTES_PER_PIXEL
+    per_tile = _tile_pixels(card) * CUDA_BYTES_PER_PIXEL
     for batch in CUDA_BATCHES:
         if CUDA_FIXED_BYTES + batch * per_tile <= budget:
             return batch, ""
@@ -108,8 +116,8 @@ def cuda_workers(models: list[LoadedModel], free_bytes: int | None, most: int) -
     ``most``): the row bands that may run on it together."""
     if free_bytes is None:
         return most
-    need = sum(CUDA_FIXED_BYTES + m.batch_size * m.card.tile ** 2 * CUDA_BYTES_PER_PIXEL
-               for m in models if not m.card.is_pixel_model)
+    need = sum(CUDA_FIXED_BYTES + m.batch_size * _tile_pixels(m.card) * CUDA_BYTES_PER_PIXEL
+               for m in models if _tile_pixels(m.card))
     return max(1, min(most, int(free_bytes * CUDA_MEMORY_SHARE // max(1, need))))
 
 
@@ -440,7 +448,7 @@ def infer(model: LoadedModel, batch: np.ndarray) -> np.ndarray:
                          f"{str(err).splitlines()[0][:300]}. Check that the card matches the model.") from err
     if fed is not batch and len(out) == len(fed):
         out = out[:len(batch)]
-    if out.shape[:1] != batch.shape[:1] or (not card.is_pixel_model and out.shape[2:] != batch.shape[2:]):
+    if out.shape[:1] != batch.shape[:1] or out.shape[2:] != batch.shape[2:]:  # [N, C] per pixel: both ()
         raise ModelError(f"Model '{card.id}' returned shape {out.shape} for input {batch.shape}; "
                          "its card expects one output per input pixel. Fix the card or the model.")
     needed = max(card.cloud_channels + card.shadow_channels) + 1

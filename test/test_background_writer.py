@@ -67,14 +67,14 @@ def test_writing_overlaps_the_network(tmp_path, tiny_model, monkeypatch):
         original(self, row, col, strips)
         writing.clear()
 
-    real_run = engine.Engine._run_batch
+    real_run = engine.TiledGrid._run_batch
 
     def run_batch(self, *args):
         overlapped.append(writing.is_set())
         return real_run(self, *args)
 
     monkeypatch.setattr(probability.ProbabilityWriter, "__call__", slow_write)
-    monkeypatch.setattr(engine.Engine, "_run_batch", run_batch)
+    monkeypatch.setattr(engine.TiledGrid, "_run_batch", run_batch)
     out = tmp_path / "cloud.tif"
     request = pipeline.ProbabilityRequest(raster, [str(tiny_model)], window_rows=64)
     pipeline.probabilities(request, pipeline.ProbabilityOutputs(cloud=str(out)))

@@ -12,6 +12,7 @@ from samples import L1C_STACK, model_file, require
 
 from cloud_mask_improver.core import engine, pipeline, progress
 from cloud_mask_improver.core.bands import FARMVIBES_BANDS
+from cloud_mask_improver.core.modelstore.cards import SCHEMES
 from cloud_mask_improver.core.raster import RowSource
 
 
@@ -292,6 +293,10 @@ def test_column_stripes_are_exact_with_two_blended_grids(tmp_path, monkeypatch, 
 
 
 # -- blocks of rows at once (the GPU's way of keeping the network fed) ---------------------
+def test_every_tiling_scheme_a_card_may_name_has_a_kind_of_grid():
+    assert set(engine.GRID_KINDS) == set(SCHEMES)
+
+
 def test_row_blocks_split_at_output_block_rows():
     bands = engine.row_blocks(10980, 8)
     assert len(bands) == 8 and bands[0][0] == 0 and bands[-1][1] == 10980

@@ -10,7 +10,7 @@ import pytest
 from rasters import random_scene, read, write_raster
 
 from cloud_mask_improver.core import pipeline
-from cloud_mask_improver.core.engine import Engine, Job
+from cloud_mask_improver.core.engine import Engine, Job, TiledGrid
 from cloud_mask_improver.core.inference import LoadedModel, load_model
 from cloud_mask_improver.core.modelstore import catalogue as models
 from cloud_mask_improver.core.progress import Cancelled, Feedback
@@ -101,9 +101,9 @@ def test_tiles_with_only_nodata_are_not_given_to_the_model(tmp_path, tiny_model)
     strips = []
     engine.run(lambda row, col, out: strips.append(out["tiny-test:cloud"]))
     cloud = np.concatenate(strips)
-    touching = [j for j in range(len(engine.groups[0].cols))
-                if engine.groups[0].cols.span(j)[0] < 200]
-    assert counting.tiles == len(engine.groups[0].rows) * len(touching)
+    touching = [j for j in range(len(engine.grids[0].cols))
+                if engine.grids[0].cols.span(j)[0] < 200]
+    assert counting.tiles == len(engine.grids[0].rows) * len(touching)
     assert np.isnan(cloud[:, 200:]).all() and np.isfinite(cloud[:, :200]).all()
 
 
@@ -113,22 +113,22 @@ def test_the_reader_reads_the_next_row_while_the_model_runs(tmp_path, tiny_model
     raster = write_raster(tmp_path / "s2.tif", random_scene(300, 100, bands=4))
     started = {}
     threads = set()
-    original = Engine._prepare
+    original = TiledGrid.prepare
 
-    def prepare(self, group, index):
+    def prepare(self, index):
         threads.add(threading.current_thread().name)
         started.setdefault(index, threading.Event()).set()
-        return original(self, group, index)
+        return original(self, index)
 
-    monkeypatch.setattr(Engine, "_prepare", prepare)
+    monkeypatch.setattr(TiledGrid, "prepare", prepare)
     job = _job(tiny_model)
     waited = []
 
     class Waiting(CountingSession):
         def run(self, outputs, feeds):
-            group = engine.groups[0]
-            following = group.next_row + 1
-            if following < len(group.rows):
+            grid = engine.grids[0]
+            following = grid.next_row + 1
+            if following < len(grid.rows):
                 waited.append(started.setdefault(following, threading.Event()).wait(10))
             return super().run(outputs, feeds)
 
