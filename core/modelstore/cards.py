@@ -21,6 +21,7 @@ CARDS_DIR = Path(__file__).resolve().parents[2] / "models"
 # Only a source checkout has the developer setup; an installed plugin (the zip) does not.
 SETUP_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "setup.sh"
 MANAGER = "Raster > Cloud Mask Improver > Manage models…"
+# Each scheme is run by the kind of grid that engine.GRID_KINDS names for it (a test keeps the two in step).
 SCHEMES = ("mirror-tukey", "centre-crop", "pixel")
 # Earlier names of the schemes, still accepted in cards.
 SCHEME_ALIASES = {"seed-centre": "centre-crop"}
