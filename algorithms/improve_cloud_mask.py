@@ -113,7 +113,7 @@ class ImproveCloudMask(CloudMaskAlgorithm):
         return [model] if model else []
 
     def processAlgorithm(self, parameters, context, feedback):
-        from ..core import area, pipeline  # here, not at import: see base.py
+        from ..core import pipeline  # here, not at import: see base.py
         mask = self.parameterAsOutputLayer(parameters, "MASK", context)
         request = pipeline.ImproveRequest(
             probability=pipeline.ProbabilityRequest(
@@ -145,10 +145,8 @@ class ImproveCloudMask(CloudMaskAlgorithm):
         if request.source:
             style_on_load(context, request.source, SourceStyler())
         where = selection(self, parameters, context)
-        if where is None:
-            report = run_engine(lambda fb: pipeline.improve(request, fb), feedback)
-        else:  # only the tiles the area needs; its pixels equal a whole-scene run
-            report = run_engine(lambda fb: area.improve_in_area(request, where, fb), feedback)
+        # With an area: only the tiles it needs; its pixels equal a whole-scene run's.
+        report = run_engine(lambda fb: pipeline.improve(request, fb, where), feedback)
         feedback.pushInfo(f"Cloud models: {', '.join(report.cloud_models)}; shadow model: "
                           f"{report.shadow_model or 'none'}. " + " ".join(report.notes))
         if report.valid_pixels == 0:

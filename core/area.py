@@ -17,8 +17,8 @@ when nothing smaller qualifies it is the whole axis.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 from osgeo import gdal, ogr, osr
@@ -350,58 +350,74 @@ def cut(source: str, window: Window, out_path: str) -> str:
     return out_path
 
 
-def improve_in_area(request, selection: Selection, feedback=None):
-    """The improve run of ``request`` over only the tiles the selection needs, with outputs for the
-    selection's bounding box: the same pixels there as a whole-scene run, for a fraction of the work.
+@dataclass(frozen=True)
+class AreaCounts:
+    """What an area-limited run counts on its outputs: the mask's fractions and the SOURCE
+    figures (None without it) within the box or the polygons, and a note on the window."""
 
-    The request is planned as for the whole raster (every check and choice made once, models and
-    thresholds included); the plan is then pointed at a cut-out of the raster chosen by
-    ``work_window`` for the plan's models, run, and its outputs cut to the box. With polygons the
-    report's fractions are those within them.
-    """
-    from . import pipeline
-    from .staging import atomic_outputs, stage
-    whole = pipeline.plan(request)
-    info = whole.probability.raster
-    target = target_window(selection, info)
-    if whole.probability.resolution:
-        # The coarse grid is laid from the raster's corner: only a whole-scene run reproduces it.
-        work = Window(0, 0, info.width, info.height)
-    else:
-        schemes = [(m.card.scheme, m.card.tile, m.card.overlap) for m in whole.probability.models]
-        work = work_window(target, info.width, info.height, schemes, whole.merge.settings.halo())
-    inner = Window(target.col - work.col, target.row - work.row, target.width, target.height)
-    finals = {"mask": whole.mask, **{k: v for k, v in zip(("cloud", "shadow", "uncertainty"),
-                                                          whole.probability.outputs.paths()) if v}}
-    if whole.source:
-        finals["source"] = whole.source
-    with tempfile.TemporaryDirectory(prefix="cloudmask-area-") as tmp, atomic_outputs() as pending:
-        staged = {k: os.path.join(tmp, f"{k}.tif") for k in finals}
-        grid = raster_info(cut(info.source, work, os.path.join(tmp, "work.vrt")), "Sentinel-2 raster")
-        outputs = replace(whole.probability.outputs, **{k: staged.get(k) for k in ("cloud", "shadow", "uncertainty")})
+    fractions: mg.Fractions
+    figures: dict[str, float] | None
+    note: str
+
+
+@dataclass(frozen=True)
+class AreaRun:
+    """A whole-scene run plan pointed at the cut-out of the raster that a selection needs.
+
+    The plan is made for the whole raster (every check and choice made once, models and
+    thresholds included); ``plan`` is that plan over a cut-out chosen by ``work_window`` for
+    its models, with its outputs in a temporary folder (``staged``). The pipeline runs it,
+    then :meth:`finish` cuts the outputs to the selection's bounding box: the same pixels
+    there as a whole-scene run, for a fraction of the work."""
+
+    plan: Any  # plan.RunPlan
+    selection: Selection
+    target: Window  # the selection's pixels on the raster
+    work: Window  # the cut-out the models run on
+    finals: dict[str, str]  # output name -> the path the caller asked for
+    staged: dict[str, str]  # output name -> where ``plan`` writes it
+
+    @classmethod
+    def of(cls, whole, selection: Selection, folder: str) -> AreaRun:
+        """``whole`` (a RunPlan) over the part of its raster ``selection`` needs; files in ``folder``."""
+        info = whole.probability.raster
+        target = target_window(selection, info)
+        if whole.probability.resolution:
+            # The coarse grid is laid from the raster's corner: only a whole-scene run reproduces it.
+            work = Window(0, 0, info.width, info.height)
+        else:
+            schemes = [(m.card.scheme, m.card.tile, m.card.overlap) for m in whole.probability.models]
+            work = work_window(target, info.width, info.height, schemes, whole.merge.settings.halo())
+        names = ("cloud", "shadow", "uncertainty")
+        finals = {"mask": whole.mask, **{k: v for k, v in zip(names, whole.probability.outputs.paths()) if v}}
+        if whole.source:
+            finals["source"] = whole.source
+        staged = {k: os.path.join(folder, f"{k}.tif") for k in finals}
+        grid = raster_info(cut(info.source, work, os.path.join(folder, "work.vrt")), "Sentinel-2 raster")
+        outputs = replace(whole.probability.outputs, **{k: staged.get(k) for k in names})
         part = replace(whole, probability=replace(whole.probability, raster=grid, outputs=outputs),
                        merge=replace(whole.merge, grid=grid), mask=staged["mask"], source=staged.get("source"))
-        report = pipeline.run(part, feedback)
-        written = {k: stage(pending, final) for k, final in finals.items()}
+        return cls(part, selection, target, work, finals, staged)
+
+    def finish(self, written: dict[str, str]) -> AreaCounts:
+        """Cut each output of the run to the selection's box into ``written`` (name -> path),
+        blank outside the polygons when asked, and count within the box or the polygons."""
+        inner = Window(self.target.col - self.work.col, self.target.row - self.work.row,
+                       self.target.width, self.target.height)
         for key, path in written.items():
-            _copy_window(staged[key], inner, path)
-        if selection.blank and selection.area is not None:
-            blank_outside(written["mask"], selection.area)
+            _copy_window(self.staged[key], inner, path)
+        area = self.selection.area
+        if self.selection.blank and area is not None:
+            blank_outside(written["mask"], area)
             if "source" in written:  # its nodata is the mask's: 255
-                blank_outside(written["source"], selection.area)
-        mode = whole.merge.settings.output_mode
-        if selection.area is not None:
-            fractions = area_fractions(written["mask"], selection.area, mode).total
-        else:
-            fractions = mask_fractions(written["mask"], mode)
-        if "source" in written:  # the figures of the box or the polygons, as the fractions
-            report.provenance = source_figures(written["source"], selection.area)
-            # pipeline.run's last note is the work window's summary: say the area's instead.
-            report.notes[-1] = provenance.summary(report.provenance)
-    report.fractions, report.valid_pixels = fractions.as_dict(), fractions.valid
-    report.notes.append(f"Area: {target.width} x {target.height} pixels from column {target.col}, row "
-                        f"{target.row}; the models ran on {work.width} x {work.height} pixels.")
-    return report
+                blank_outside(written["source"], area)
+        mode = self.plan.merge.settings.output_mode
+        fractions = area_fractions(written["mask"], area, mode).total if area is not None else \
+            mask_fractions(written["mask"], mode)
+        figures = source_figures(written["source"], area) if "source" in written else None
+        note = (f"Area: {self.target.width} x {self.target.height} pixels from column {self.target.col}, row "
+                f"{self.target.row}; the models ran on {self.work.width} x {self.work.height} pixels.")
+        return AreaCounts(fractions, figures, note)
 
 
 def _copy_window(path: str, window: Window, out_path: str) -> None:

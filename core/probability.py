@@ -8,7 +8,7 @@ import tempfile
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 from osgeo import gdal
@@ -16,8 +16,7 @@ from osgeo import gdal
 from . import decision as dc
 from .engine import EngineSettings, Job, Sink, run_in_row_blocks
 from .inference import ModelError, available_cores, cuda_workers, fallback_note, load_model
-from .modelstore.cards import ModelCard
-from .plan import ModelUse, ProbabilityOutputs, ProbabilityPlan, recommended
+from .plan import ModelUse, ProbabilityOutputs, ProbabilityPlan
 from .progress import Feedback
 from .raster import (
     BLOCK_CACHE_BYTES,
@@ -33,20 +32,6 @@ from .raster import (
 )
 from .regrid import sample_coarse, to_grid
 from .runtime import deps, gpu
-
-
-@dataclass
-class RunReport:
-    fractions: dict[str, float] = field(default_factory=dict)
-    valid_pixels: int = 0
-    notes: list[str] = field(default_factory=list)
-    cloud_models: list[str] = field(default_factory=list)
-    shadow_model: str | None = None
-    # The cards the run used, by id: a model given as a path has no installed id to look up again.
-    cards: dict[str, ModelCard] = field(default_factory=dict)
-    # With a SOURCE output: what the product mask, the models and the dilation each flag
-    # (provenance.FIGURES, fractions of valid pixels).
-    provenance: dict[str, float] = field(default_factory=dict)
 
 
 def _load(use: ModelUse, plan: ProbabilityPlan):
@@ -184,21 +169,24 @@ class BackgroundWriter:
 
 
 def compute_probabilities(plan: ProbabilityPlan, paths: ProbabilityOutputs,
-                          feedback: Feedback | None = None, flags: Sink | None = None) -> RunReport:
-    """Write the plan's probability rasters to ``paths`` (None: not written); the caller
-    stages them (see ``staging.py``). ``flags`` also gets every block, on the grid the
-    models run on: at a processing resolution the coarse grid (``regrid.coarse_info``),
-    whose decisions the caller brings back onto the raster's grid."""
+                          feedback: Feedback | None = None, flags: Sink | None = None) -> tuple[str, ...]:
+    """Write the plan's probability rasters to ``paths`` (None: not written), with the
+    thresholds their models recommend (:func:`record_thresholds`); the caller stages them
+    (see ``staging.py``). ``flags`` also gets every block, on the grid the models run on:
+    at a processing resolution the coarse grid (``regrid.coarse_info``), whose decisions
+    the caller brings back onto the raster's grid. Returns the notes for the user."""
     jobs, notes = _jobs(plan)
     settings = device_settings(plan.engine, jobs)
     with limited_block_cache(BLOCK_CACHE_BYTES * settings.workers):
-        return _compute(plan, paths, jobs, notes, settings, feedback, flags)
+        notes += _compute(plan, paths, jobs, settings, feedback, flags)
+    record_thresholds(paths, plan)
+    return tuple(notes)
 
 
-def _compute(plan: ProbabilityPlan, paths: ProbabilityOutputs, jobs: list[Job], notes: list[str],
-             settings: EngineSettings, feedback: Feedback | None, flags: Sink | None) -> RunReport:
-    report = RunReport(notes=notes, cloud_models=list(plan.cloud_models), shadow_model=plan.shadow_model,
-                       cards=plan.cards)
+def _compute(plan: ProbabilityPlan, paths: ProbabilityOutputs, jobs: list[Job], settings: EngineSettings,
+             feedback: Feedback | None, flags: Sink | None) -> list[str]:
+    """The engine's run and the rasters' writing; the notes they give."""
+    notes = []
     info = plan.raster
     with tempfile.TemporaryDirectory(prefix="cloudmask-") as tmp:
         source_path, bands, run_info, run_paths = info.source, list(plan.raster_bands), info, paths
@@ -209,7 +197,7 @@ def _compute(plan: ProbabilityPlan, paths: ProbabilityOutputs, jobs: list[Job], 
             run_info = sample_coarse(info, bands, plan.nodata, plan.resolution, source_path)
             bands = list(range(1, len(bands) + 1))
             run_paths = paths.in_folder(tmp)
-        report.notes.extend(small_raster_notes(run_info, jobs, plan))
+        notes.extend(small_raster_notes(run_info, jobs, plan))
 
         def open_source() -> RowSource:
             return RowSource(source_path, bands, plan.engine.window_rows, plan.engine.in_memory, fill=plan.nodata)
@@ -229,14 +217,14 @@ def _compute(plan: ProbabilityPlan, paths: ProbabilityOutputs, jobs: list[Job], 
             if flagger:
                 flagger.close(drop=True)
             writer.close()
-        report.notes.extend(dict.fromkeys(n for n in (fallback_note(j.model) for j in jobs) if n))
+        notes.extend(dict.fromkeys(n for n in (fallback_note(j.model) for j in jobs) if n))
         if plan.resolution:
             # Each pixel the probabilities of the coarse pixel it lies in, as the mask's
             # decisions: merging these rasters later gives the same mask.
             for coarse_path, final in zip(run_paths.paths(), paths.paths()):
                 if final:
                     to_grid(coarse_path, info, final, "near")
-    return report
+    return notes
 
 
 def small_raster_notes(info: RasterInfo, jobs: list[Job], plan: ProbabilityPlan | None = None) -> list[str]:
@@ -270,9 +258,9 @@ MODEL_KEY = "MODEL"
 
 def record_thresholds(paths: ProbabilityOutputs, plan: ProbabilityPlan) -> None:
     """Write the cards' recommendations into the probability rasters just computed."""
-    models = recommended(plan)
     cards = plan.cards
     cloud_cards = [cards[m] for m in plan.cloud_models]
+    models = dc.recommended(cloud_cards, cards[plan.shadow_model] if plan.shadow_model else None)
     deciders = (cloud_cards[0] if len(cloud_cards) == 1 else None,  # an ensemble's mean is no softmax
                 cards[plan.shadow_model] if plan.shadow_model else None)
     for path, key, value, card in zip((paths.cloud, paths.shadow), THRESHOLD_KEYS,

@@ -115,7 +115,7 @@ def area_figure(folder: Path, repeats: int = 2) -> dict:
         pipeline.improve(request(folder / "whole.tif"))
         whole_s.append(time.perf_counter() - start)
         start = time.perf_counter()
-        area.improve_in_area(request(folder / "field.tif"), field)
+        pipeline.improve(request(folder / "field.tif"), selection=field)
         part_s.append(time.perf_counter() - start)
     whole = gdal.Open(str(folder / "whole.tif")).ReadAsArray()[400:500, 300:400]
     field = gdal.Open(str(folder / "field.tif")).ReadAsArray()

@@ -2,7 +2,7 @@
 
 import os
 import threading
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, replace
 
 import numpy as np
 import pytest
@@ -19,8 +19,8 @@ from reliability import (  # noqa: F401 - system_tmp_fixture: a fixture
     tiny_scene,
 )
 
+from cloud_mask_improver.core import area, pipeline, probability, provenance, windowed_merge
 from cloud_mask_improver.core import merge as mg
-from cloud_mask_improver.core import pipeline, probability, windowed_merge
 from cloud_mask_improver.core.raster import RasterError
 
 
@@ -166,3 +166,44 @@ def test_a_failure_while_flagging_fails_the_run_and_leaves_nothing(tmp_path, mon
     assert os.listdir(out) == []
     assert not leftovers(out, system_tmp)
     assert not [t.name for t in threading.enumerate() if t.name.startswith("cloudmask-")]
+
+
+# -- the pipeline owns the run: an area through the same entry point, one report
+
+
+def test_an_area_runs_through_improve_and_its_report_speaks_of_the_area(tmp_path):
+    """``improve`` with a selection runs only the tiles the box needs; the mask there is the
+    whole scene's, and the report (built once, frozen) counts the box, not the cut-out the
+    models ran on: its fractions, its SOURCE figures and their summary, then the area's note."""
+    s2, product = _scene_and_masks(tmp_path, "nonzero")
+    model = str(tiny_model(tmp_path / "model"))
+
+    def request(name):
+        return pipeline.ImproveRequest(pipeline.ProbabilityRequest(s2, [model], model), product,
+                                       mg.MergeSettings(min_area=3), mask=str(tmp_path / f"{name}.tif"),
+                                       source=str(tmp_path / f"{name}_source.tif"))
+    pipeline.improve(request("whole"))
+    box = area.Selection(bounds=(501000.0, 4998600.0, 501600.0, 4999200.0))  # columns 100-160, rows 80-140
+    report = pipeline.improve(request("part"), selection=box)
+
+    part = read(tmp_path / "part.tif")
+    assert np.array_equal(part, read(tmp_path / "whole.tif")[80:140, 100:160])
+    assert report.fractions == area.mask_fractions(str(tmp_path / "part.tif")).as_dict()
+    assert report.valid_pixels == int((part != mg.NODATA).sum())
+    assert report.provenance == area.source_figures(str(tmp_path / "part_source.tif"), None)
+    assert report.notes[-2] == provenance.summary(report.provenance)
+    assert report.notes[-1].startswith("Area: 60 x 60 pixels from column 100, row 80;")
+    with pytest.raises(FrozenInstanceError):
+        report.notes = ()
+
+
+def test_the_probability_step_records_the_thresholds_it_was_run_for(tmp_path):
+    """The step that writes a probability raster also records the card's recommended
+    threshold in it, so a merge run later on its own decides as one run would."""
+    s2, _ = _scene_and_masks(tmp_path, "nonzero")
+    model = str(tiny_model(tmp_path / "model", thresholds={"cloud": 0.45, "shadow": 0.35}))
+    outputs = pipeline.ProbabilityOutputs(cloud=str(tmp_path / "cloud.tif"), shadow=str(tmp_path / "shadow.tif"))
+    plan = pipeline.plan_probabilities(pipeline.ProbabilityRequest(s2, [model], model), outputs)
+    notes = probability.compute_probabilities(plan, outputs)
+    assert isinstance(notes, tuple)
+    assert pipeline.recorded_thresholds(outputs.cloud, outputs.shadow) == (0.45, 0.35)

@@ -460,7 +460,7 @@ def _improve(request: pipeline.ImproveRequest, options: BatchOptions, area: area
     if area_mod.area_window(area, request.probability.s2_raster) is None:
         raise area_mod.AreaError("The product does not overlap the area: no mask was made. "
                                  "Check that the area and the product cover the same place.")
-    return area_mod.improve_in_area(request, area_mod.Selection(area, blank=options.blank_outside), feedback)
+    return pipeline.improve(request, feedback, area_mod.Selection(area, blank=options.blank_outside))
 
 
 def _make_mask(request, run_plan, options: BatchOptions, area: area_mod.Area | None, row: Row,

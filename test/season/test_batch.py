@@ -286,7 +286,7 @@ def test_area_limited_run_equals_the_whole_scene_inside_the_area(tmp_path, min_a
     gt = gdal.Open(str(L1C_STACK)).GetGeoTransform()
     x0, y1 = gt[0] + 300 * 10, gt[3] - 400 * 10  # columns 300-399, rows 400-499
     field = area_mod.Selection(bounds=(x0, y1 - 1000, x0 + 1000, y1), bounds_crs=_utm())
-    report = area_mod.improve_in_area(request(tmp_path / "part.tif"), field)
+    report = pipeline.improve(request(tmp_path / "part.tif"), selection=field)
     window = (slice(400, 500), slice(300, 400))
     for name in ("", "_cloud"):
         whole = gdal.Open(str(tmp_path / f"whole{name}.tif")).ReadAsArray()[window]
