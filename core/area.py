@@ -374,14 +374,13 @@ def improve_in_area(request, selection: Selection, feedback=None):
         schemes = [(m.card.scheme, m.card.tile, m.card.overlap) for m in whole.probability.models]
         work = work_window(target, info.width, info.height, schemes, whole.merge.settings.halo())
     inner = Window(target.col - work.col, target.row - work.row, target.width, target.height)
-    finals = {"mask": whole.mask, **{k: v for k, v in zip(("cloud", "shadow", "uncertainty"),
-                                                          whole.probability.outputs.paths()) if v}}
+    finals = {"mask": whole.mask, **{k: v for k, v in whole.probability.outputs.as_dict().items() if v}}
     if whole.source:
         finals["source"] = whole.source
     with tempfile.TemporaryDirectory(prefix="cloudmask-area-") as tmp, atomic_outputs() as pending:
         staged = {k: os.path.join(tmp, f"{k}.tif") for k in finals}
         grid = raster_info(cut(info.source, work, os.path.join(tmp, "work.vrt")), "Sentinel-2 raster")
-        outputs = replace(whole.probability.outputs, **{k: staged.get(k) for k in ("cloud", "shadow", "uncertainty")})
+        outputs = replace(whole.probability.outputs, **{k: staged.get(k) for k in whole.probability.outputs.as_dict()})
         part = replace(whole, probability=replace(whole.probability, raster=grid, outputs=outputs),
                        merge=replace(whole.merge, grid=grid), mask=staged["mask"], source=staged.get("source"))
         report = pipeline.run(part, feedback)
