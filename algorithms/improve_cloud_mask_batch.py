@@ -133,7 +133,8 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
         self.addParameter(QgsProcessingParameterMultipleLayers(
             "INPUTS", "Sentinel-2 products (.zip, .SAFE, MTD files or band stacks)", QgsProcessing.SourceType.TypeFile))
         self.addParameter(QgsProcessingParameterFeatureSource(
-            choices.AREA, "Area (polygons, e.g. your fields)", [QgsProcessing.SourceType.TypeVectorPolygon], optional=True))
+            choices.AREA, "Area (polygons, e.g. your fields)", [QgsProcessing.SourceType.TypeVectorPolygon],
+            optional=True))
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_FOLDER", "Output folder"))
         self.add_threshold(choices.CLOUD_THR, "Cloud probability threshold")
         self.add_threshold(choices.SHADOW_THR, "Shadow probability threshold")

@@ -112,7 +112,8 @@ def test_a_stale_mask_takes_its_source_with_it(product, tmp_path):
     (row,) = batch.run_sequential(items, SOURCE, str(tmp_path))
     assert os.path.exists(row.source)
     # Other settings, without the source: the mask is made again and the old source is gone.
-    (new,) = batch.run_sequential(items, batch.BatchOptions(replace(PLAIN.request, settings=mg.MergeSettings(dilation=2))), str(tmp_path))
+    wider = batch.BatchOptions(replace(PLAIN.request, settings=mg.MergeSettings(dilation=2)))
+    (new,) = batch.run_sequential(items, wider, str(tmp_path))
     assert new.ok and not new.reused, new.error
     assert not os.path.exists(row.source)
 
