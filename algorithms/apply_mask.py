@@ -11,6 +11,7 @@ from qgis.core import (
     QgsProject,
 )
 
+from ..core import choices
 from ..core.choices import MASKED_CLASSES
 from .base import CloudMaskAlgorithm, run_engine, with_help, work_dir
 from .styling import style_on_load
@@ -66,7 +67,7 @@ class ApplyMask(CloudMaskAlgorithm):
 
     def initAlgorithm(self, config=None):
         self.add_raster("INPUT", "Raster to mask")
-        self.add_raster("MASK", "Cloud mask (from Improve cloud mask)")
+        self.add_raster(choices.MASK, "Cloud mask (from Improve cloud mask)")
         self.addParameter(with_help(QgsProcessingParameterEnum(
             "CLASSES", "Classes to mask", options=list(CLASS_LABELS), allowMultiple=True,
             defaultValue=list(range(len(MASKED_CLASSES)))),
@@ -81,7 +82,7 @@ class ApplyMask(CloudMaskAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):
         from ..core import apply_mask as am  # a run's imports: see base.py
         raster = self.raster_source(parameters, "INPUT", context)
-        mask = self.raster_source(parameters, "MASK", context)
+        mask = self.raster_source(parameters, choices.MASK, context)
         chosen = self.parameterAsEnums(parameters, "CLASSES", context)
         classes = tuple(am.CLASSES[i] for i in sorted(chosen))
         buffer_m = self.parameterAsDouble(parameters, "BUFFER", context)

@@ -18,6 +18,7 @@ from qgis.core import (
     QgsProcessingParameterFeatureSource,
 )
 
+from ..core import choices
 from .base import with_help
 
 if TYPE_CHECKING:  # the engine is imported when a run needs it (see base.py)
@@ -26,16 +27,16 @@ if TYPE_CHECKING:  # the engine is imported when a run needs it (see base.py)
 
 def add_area_parameters(algorithm) -> None:
     algorithm.addParameter(with_help(QgsProcessingParameterExtent(
-        "EXTENT", "Extent to process", optional=True), "Empty: the whole raster."))
+        choices.EXTENT, "Extent to process", optional=True), "Empty: the whole raster."))
     algorithm.addParameter(with_help(QgsProcessingParameterFeatureSource(
-        "AREA", "Area to process", [QgsProcessing.SourceType.TypeVectorPolygon], optional=True),
+        choices.AREA, "Area to process", [QgsProcessing.SourceType.TypeVectorPolygon], optional=True),
         "Polygons (selected features only where asked); empty: the whole raster. With an extent too: "
         "the part of the polygons inside the extent."))
     algorithm.add_advanced(QgsProcessingParameterBoolean(
-        "NODATA_OUTSIDE_AREA", "Nodata outside the area's polygons", defaultValue=False))
+        choices.NODATA_OUTSIDE_AREA, "Nodata outside the area's polygons", defaultValue=False))
 
 
-def area_from_source(source, what: str = "AREA") -> area_mod.Area | None:
+def area_from_source(source, what: str = choices.AREA) -> area_mod.Area | None:
     """The polygons of a feature source (selected ones when the user asked), labelled by their
     first text field."""
     from ..core import area as area_mod
@@ -58,15 +59,15 @@ def area_from_source(source, what: str = "AREA") -> area_mod.Area | None:
 def selection(algorithm, parameters, context) -> area_mod.Selection | None:
     """What EXTENT, AREA and NODATA_OUTSIDE_AREA ask for; None: the whole raster."""
     from ..core import area as area_mod
-    area = area_from_source(algorithm.parameterAsSource(parameters, "AREA", context))
+    area = area_from_source(algorithm.parameterAsSource(parameters, choices.AREA, context))
     bounds, crs = None, ""
-    if parameters.get("EXTENT") not in (None, ""):
-        extent = algorithm.parameterAsExtent(parameters, "EXTENT", context)
-        extent_crs = algorithm.parameterAsExtentCrs(parameters, "EXTENT", context)
+    if parameters.get(choices.EXTENT) not in (None, ""):
+        extent = algorithm.parameterAsExtent(parameters, choices.EXTENT, context)
+        extent_crs = algorithm.parameterAsExtentCrs(parameters, choices.EXTENT, context)
         if not extent.isNull():
             bounds = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
             crs = extent_crs.toWkt() if extent_crs.isValid() else ""
     if area is None and bounds is None:
         return None
-    blank = algorithm.parameterAsBool(parameters, "NODATA_OUTSIDE_AREA", context)
+    blank = algorithm.parameterAsBool(parameters, choices.NODATA_OUTSIDE_AREA, context)
     return area_mod.Selection(area, bounds, crs, blank)

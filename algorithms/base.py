@@ -33,7 +33,9 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication, QThread
 from qgis.PyQt.QtGui import QIcon
 
-from ..core.choices import OUTPUT_MODES, PRODUCT_KINDS, PROVIDERS
+from ..core import choices
+from ..core.choices import DEFAULTS, OUTPUT_MODES, PRODUCT_KINDS, PROVIDERS
+from ..core.decision import FARMVIBES_CLOUD_THRESHOLD, FARMVIBES_SHADOW_THRESHOLD
 from ..core.errors import CloudMaskError
 from ..core.progress import Cancelled, Feedback
 
@@ -267,7 +269,7 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
 
     def add_in_memory(self):
         self.addParameter(with_help(QgsProcessingParameterBoolean(
-            "IN_MEMORY", "Load the whole raster in memory", defaultValue=False),
+            choices.IN_MEMORY, "Load the whole raster in memory", defaultValue=False),
             "Faster for fast models; uses about as much memory as the raster."))
 
     def add_threshold(self, name, label):
@@ -277,7 +279,7 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
 
     def add_resolution(self):
         self.add_advanced(with_help(QgsProcessingParameterNumber(
-            "RESOLUTION", "Resolution, m (0: the raster's)",
+            choices.RESOLUTION, "Resolution, m (0: the raster's)",
             QgsProcessingParameterNumber.Type.Double, optional=True, minValue=0.0),
             "Empty: the resolution the models were made for (30 m for the UKIS models, 10 m for "
             "FarmVibes.AI's and s2cloudless; with models of different resolutions, the finest). "
@@ -286,29 +288,31 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
 
     def add_bands(self):
         self.add_advanced(with_help(QgsProcessingParameterString(
-            "BANDS", "Band mapping (empty: detect)", optional=True),
+            choices.BANDS, "Band mapping (empty: detect)", optional=True),
             "The Sentinel-2 band of each raster band, comma-separated, e.g. B02,B03,B04,B08."))
 
     def add_provider(self):
         self.add_advanced(QgsProcessingParameterEnum(
-            "EXECUTION_PROVIDER", "Execution provider", options=list(PROVIDERS), defaultValue=0))
+            choices.EXECUTION_PROVIDER, "Execution provider", options=list(PROVIDERS), defaultValue=0))
 
     def add_merge_options(self):
         self.add_advanced(QgsProcessingParameterEnum(
-            "PRODUCT_MASK_KIND", "Product mask kind", options=list(PRODUCT_KINDS), defaultValue=0))
+            choices.PRODUCT_MASK_KIND, "Product mask kind", options=list(PRODUCT_KINDS),
+            defaultValue=PRODUCT_KINDS.index(DEFAULTS.product_kind)))
         self.add_advanced(QgsProcessingParameterNumber(
-            "DILATION", "Dilation radius (pixels)", QgsProcessingParameterNumber.Type.Integer,
-            defaultValue=5, minValue=0))
+            choices.DILATION, "Dilation radius (pixels)", QgsProcessingParameterNumber.Type.Integer,
+            defaultValue=DEFAULTS.dilation, minValue=0))
         self.add_advanced(with_help(QgsProcessingParameterNumber(
-            "MIN_AREA", "Minimum area (pixels)",
-            QgsProcessingParameterNumber.Type.Integer, defaultValue=0, minValue=0),
+            choices.MIN_AREA, "Minimum area (pixels)",
+            QgsProcessingParameterNumber.Type.Integer, defaultValue=DEFAULTS.min_area, minValue=0),
             "FarmVibes.AI's min_area, applied after the dilation: patches of cloud and shadow "
             "together smaller than this become clear, then clear gaps smaller than this (holes, "
             "also at the raster's edge) are filled; a filled gap shows as shadow when it borders "
             "only shadow, else as cloud. 0: off."))
         self.add_advanced(QgsProcessingParameterEnum(
-            "OUTPUT_MODE", "Output", options=["categorical (0 clear, 1 cloud, 2 shadow)",
-                                              "binary (0 clear, 1 cloud or shadow)"], defaultValue=0))
+            choices.OUTPUT_MODE, "Output", options=["categorical (0 clear, 1 cloud, 2 shadow)",
+                                              "binary (0 clear, 1 cloud or shadow)"],
+            defaultValue=OUTPUT_MODES.index(DEFAULTS.output_mode)))
 
     # -- reading
     def optional_number(self, parameters, name, context):
@@ -333,17 +337,18 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
             return ""
         return source_path(layer)
 
-    def merge_settings(self, parameters, context, cloud_thr=0.3, shadow_thr=0.2):
+    def merge_settings(self, parameters, context, cloud_thr=FARMVIBES_CLOUD_THRESHOLD,
+                       shadow_thr=FARMVIBES_SHADOW_THRESHOLD):
         from ..core import merge as mg
         return mg.MergeSettings(
             cloud_threshold=cloud_thr, shadow_threshold=shadow_thr,
-            product_kind=PRODUCT_KINDS[self.parameterAsEnum(parameters, "PRODUCT_MASK_KIND", context)],
-            dilation=self.parameterAsInt(parameters, "DILATION", context),
-            min_area=self.parameterAsInt(parameters, "MIN_AREA", context),
-            output_mode=OUTPUT_MODES[self.parameterAsEnum(parameters, "OUTPUT_MODE", context)])
+            product_kind=PRODUCT_KINDS[self.parameterAsEnum(parameters, choices.PRODUCT_MASK_KIND, context)],
+            dilation=self.parameterAsInt(parameters, choices.DILATION, context),
+            min_area=self.parameterAsInt(parameters, choices.MIN_AREA, context),
+            output_mode=OUTPUT_MODES[self.parameterAsEnum(parameters, choices.OUTPUT_MODE, context)])
 
     def provider_choice(self, parameters, context):
-        return PROVIDERS[self.parameterAsEnum(parameters, "EXECUTION_PROVIDER", context)]
+        return PROVIDERS[self.parameterAsEnum(parameters, choices.EXECUTION_PROVIDER, context)]
 
     def optional_output(self, parameters, name, context):
         """Path of an optional raster output, or None when the user skipped it."""

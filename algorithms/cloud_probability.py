@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from qgis.core import QgsProcessingParameterRasterDestination, QgsProcessingParameterString
 
+from ..core import choices
 from .base import CloudMaskAlgorithm, run_engine, work_dir
 from .styling import ProbabilityStyler, style_on_load
 from .widgets import use_widgets
@@ -15,7 +16,7 @@ if TYPE_CHECKING:  # the engine is imported when a run needs it (see base.py)
 
 
 class CloudProbability(CloudMaskAlgorithm):
-    output = "CLOUD_PROBABILITY"
+    output = choices.CLOUD_PROBABILITY
     output_label = "Cloud probability"
 
     def name(self):
@@ -52,9 +53,9 @@ class CloudProbability(CloudMaskAlgorithm):
         from ..core import pipeline
         return pipeline.ProbabilityRequest(
             s2_raster=self.raster_source(parameters, "SENTINEL_RASTER", context),
-            bands=self.parameterAsString(parameters, "BANDS", context),
+            bands=self.parameterAsString(parameters, choices.BANDS, context),
             provider=self.provider_choice(parameters, context),
-            in_memory=self.parameterAsBool(parameters, "IN_MEMORY", context),
+            in_memory=self.parameterAsBool(parameters, choices.IN_MEMORY, context),
             work_dir=work_dir(), **self.models(parameters, context))
 
     def outputs(self, path: str) -> pipeline.ProbabilityOutputs:

@@ -8,6 +8,8 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from ..core import choices
+from ..core.choices import MASK, OptionalOutput, optional_outputs
 from .area_parameters import add_area_parameters, selection
 from .base import CloudMaskAlgorithm, run_engine, work_dir
 from .styling import MaskStyler, ProbabilityStyler, SourceStyler, style_on_load
@@ -77,10 +79,10 @@ class ImproveCloudMask(CloudMaskAlgorithm):
             "Fractions are of valid (not nodata) pixels.")
 
     def initAlgorithm(self, config=None):
-        self.add_raster("S2_RASTER", "Sentinel-2 raster")
-        self.add_raster("PRODUCT_MASK", "Product cloud mask", optional=True)
-        self.add_threshold("CLOUD_THR", "Cloud probability threshold")
-        self.add_threshold("SHADOW_THR", "Shadow probability threshold")
+        self.add_raster(choices.S2_RASTER, "Sentinel-2 raster")
+        self.add_raster(choices.PRODUCT_MASK, "Product cloud mask", optional=True)
+        self.add_threshold(choices.CLOUD_THR, "Cloud probability threshold")
+        self.add_threshold(choices.SHADOW_THR, "Shadow probability threshold")
         self.add_in_memory()
         self.add_model_parameters()
         self.add_bands()
@@ -88,10 +90,10 @@ class ImproveCloudMask(CloudMaskAlgorithm):
         self.add_resolution()
         self.add_provider()
         add_area_parameters(self)
-        self.addParameter(QgsProcessingParameterRasterDestination("MASK", "Improved cloud mask"))
-        for name, label in self.optional_outputs():
+        self.addParameter(QgsProcessingParameterRasterDestination(MASK, "Improved cloud mask"))
+        for output in self.optional_outputs():
             self.addParameter(QgsProcessingParameterRasterDestination(
-                name, label, optional=True, createByDefault=False))
+                output.name, output.label, optional=True, createByDefault=False))
         for name in FRACTIONS:
             self.addOutput(QgsProcessingOutputNumber(name, name.replace("_", " ").capitalize()))
         for name, label in SOURCE_FIGURES.items():
@@ -100,50 +102,43 @@ class ImproveCloudMask(CloudMaskAlgorithm):
 
     def add_model_parameters(self):
         self.addParameter(QgsProcessingParameterString(
-            "CLOUD_MODEL", "Cloud model", optional=True))
+            choices.CLOUD_MODEL, "Cloud model", optional=True))
         self.addParameter(QgsProcessingParameterString(
-            "SHADOW_MODEL", "Shadow model", optional=True))
+            choices.SHADOW_MODEL, "Shadow model", optional=True))
 
-    def optional_outputs(self):
-        return [("CLOUD_PROBABILITY", "Cloud probability"), ("SHADOW_PROBABILITY", "Shadow probability"),
-                ("SOURCE", "Which source flagged each pixel")]
+    def optional_outputs(self) -> tuple[OptionalOutput, ...]:
+        return optional_outputs(self.ensemble)
 
     def cloud_models(self, parameters, context) -> list[str]:
-        model = self.parameterAsString(parameters, "CLOUD_MODEL", context).strip()
+        model = self.parameterAsString(parameters, choices.CLOUD_MODEL, context).strip()
         return [model] if model else []
 
     def processAlgorithm(self, parameters, context, feedback):
         from ..core import pipeline  # here, not at import: see base.py
-        mask = self.parameterAsOutputLayer(parameters, "MASK", context)
+        mask = self.parameterAsOutputLayer(parameters, MASK, context)
+        wanted = {o: self.optional_output(parameters, o.name, context) for o in self.optional_outputs()}
+        fields = {o.field: path for o, path in wanted.items()}
         request = pipeline.ImproveRequest(
             probability=pipeline.ProbabilityRequest(
-                s2_raster=self.raster_source(parameters, "S2_RASTER", context),
+                s2_raster=self.raster_source(parameters, choices.S2_RASTER, context),
                 cloud_models=self.cloud_models(parameters, context),
-                shadow_model=self.parameterAsString(parameters, "SHADOW_MODEL", context).strip() or None,
-                bands=self.parameterAsString(parameters, "BANDS", context),
-                resolution=self.optional_number(parameters, "RESOLUTION", context),
+                shadow_model=self.parameterAsString(parameters, choices.SHADOW_MODEL, context).strip() or None,
+                bands=self.parameterAsString(parameters, choices.BANDS, context),
+                resolution=self.optional_number(parameters, choices.RESOLUTION, context),
                 provider=self.provider_choice(parameters, context),
-                in_memory=self.parameterAsBool(parameters, "IN_MEMORY", context),
+                in_memory=self.parameterAsBool(parameters, choices.IN_MEMORY, context),
                 work_dir=work_dir()),
-            product_mask=self.raster_source(parameters, "PRODUCT_MASK", context, required=False) or None,
+            product_mask=self.raster_source(parameters, choices.PRODUCT_MASK, context, required=False) or None,
             settings=self.merge_settings(parameters, context),
-            cloud_threshold=self.optional_number(parameters, "CLOUD_THR", context),
-            shadow_threshold=self.optional_number(parameters, "SHADOW_THR", context),
-            mask=mask, ensemble=self.ensemble,
-            source=self.optional_output(parameters, "SOURCE", context),
-            outputs=pipeline.ProbabilityOutputs(
-                cloud=self.optional_output(parameters, "CLOUD_PROBABILITY", context),
-                shadow=self.optional_output(parameters, "SHADOW_PROBABILITY", context),
-                uncertainty=self.optional_output(parameters, "CLOUD_UNCERTAINTY", context)))
-        outputs = request.outputs
-        probabilities = {name: path for name, path in (
-            ("CLOUD_PROBABILITY", outputs.cloud), ("SHADOW_PROBABILITY", outputs.shadow),
-            ("CLOUD_UNCERTAINTY", outputs.uncertainty)) if path}
+            cloud_threshold=self.optional_number(parameters, choices.CLOUD_THR, context),
+            shadow_threshold=self.optional_number(parameters, choices.SHADOW_THR, context),
+            mask=mask, ensemble=self.ensemble, source=fields.pop("source", None),
+            outputs=pipeline.ProbabilityOutputs(**fields))
+        written = {o.name: path for o, path in wanted.items() if path}
         style_on_load(context, mask, MaskStyler(request.settings.output_mode == "binary"))
-        for path in probabilities.values():
-            style_on_load(context, path, ProbabilityStyler())
-        if request.source:
-            style_on_load(context, request.source, SourceStyler())
+        for output, path in wanted.items():
+            if path:
+                style_on_load(context, path, ProbabilityStyler() if output.probability else SourceStyler())
         where = selection(self, parameters, context)
         # With an area: only the tiles it needs; its pixels equal a whole-scene run's.
         report = run_engine(lambda fb: pipeline.improve(request, fb, where), feedback)
@@ -152,5 +147,4 @@ class ImproveCloudMask(CloudMaskAlgorithm):
         if report.valid_pixels == 0:
             feedback.reportError("The raster has no valid pixel: the mask is all nodata and "
                                  "the fractions are 0.", fatalError=False)
-        source = {"SOURCE": request.source} if request.source else {}
-        return {"MASK": mask, **report.fractions, **probabilities, **source, **report.provenance}
+        return {MASK: mask, **report.fractions, **written, **report.provenance}

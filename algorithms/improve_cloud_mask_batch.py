@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from qgis.core import (
@@ -27,6 +28,7 @@ from qgis.core import (
 )
 from qgis.PyQt import sip
 
+from ..core import choices
 from ..core.choices import PERSISTENT_MIN_DATES, PERSISTENT_SHARE
 from ..core.progress import Cancelled
 from .base import CloudMaskAlgorithm, QgisFeedback, run_engine, with_help
@@ -131,15 +133,16 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
         self.addParameter(QgsProcessingParameterMultipleLayers(
             "INPUTS", "Sentinel-2 products (.zip, .SAFE, MTD files or band stacks)", QgsProcessing.SourceType.TypeFile))
         self.addParameter(QgsProcessingParameterFeatureSource(
-            "AREA", "Area (polygons, e.g. your fields)", [QgsProcessing.SourceType.TypeVectorPolygon], optional=True))
+            choices.AREA, "Area (polygons, e.g. your fields)", [QgsProcessing.SourceType.TypeVectorPolygon],
+            optional=True))
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_FOLDER", "Output folder"))
-        self.add_threshold("CLOUD_THR", "Cloud probability threshold")
-        self.add_threshold("SHADOW_THR", "Shadow probability threshold")
+        self.add_threshold(choices.CLOUD_THR, "Cloud probability threshold")
+        self.add_threshold(choices.SHADOW_THR, "Shadow probability threshold")
         self.add_in_memory()
         self.addParameter(QgsProcessingParameterString(
-            "CLOUD_MODEL", "Cloud model (id or .onnx path; empty: best installed)", optional=True))
+            choices.CLOUD_MODEL, "Cloud model (id or .onnx path; empty: best installed)", optional=True))
         self.addParameter(QgsProcessingParameterString(
-            "SHADOW_MODEL", "Shadow model (id or .onnx path; empty: default)", optional=True))
+            choices.SHADOW_MODEL, "Shadow model (id or .onnx path; empty: default)", optional=True))
         self.add_bands()
         self.add_merge_options()
         self.add_resolution()
@@ -148,7 +151,7 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
             "PATTERN", "File pattern for folders given as products (comma-separated)",
             defaultValue="*.zip,*.SAFE,*.tif,*.tiff,*.vrt", optional=True))
         self.add_advanced(QgsProcessingParameterBoolean(
-            "NODATA_OUTSIDE_AREA", "Nodata outside the area's polygons", defaultValue=False))
+            choices.NODATA_OUTSIDE_AREA, "Nodata outside the area's polygons", defaultValue=False))
         self.add_advanced(QgsProcessingParameterBoolean(
             "FORCE", "Redo products already done with the same parameters", defaultValue=False))
         self.addParameter(with_help(QgsProcessingParameterBoolean(
@@ -169,7 +172,7 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
 
     def _area(self, parameters, context):
         from ..core import area as area_mod
-        source = self.parameterAsSource(parameters, "AREA", context)
+        source = self.parameterAsSource(parameters, choices.AREA, context)
         if source is None:
             return None
         fields = source.fields()
@@ -184,24 +187,25 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
         if not wkts:
             raise QgsProcessingException("The area holds no polygon (or none is selected). Choose a polygon "
                                          "layer, or turn off 'Selected features only'.")
-        return area_mod.Area(tuple(wkts), source.sourceCrs().toWkt(), tuple(names), "AREA")
+        return area_mod.Area(tuple(wkts), source.sourceCrs().toWkt(), tuple(names), choices.AREA)
 
     def _options(self, parameters, context) -> batch.BatchOptions:
         from ..core.season import batch
-        settings = self.merge_settings(parameters, context)
-        cloud = self.parameterAsString(parameters, "CLOUD_MODEL", context).strip()
+        cloud = self.parameterAsString(parameters, choices.CLOUD_MODEL, context).strip()
+        request = replace(
+            batch.template(
+                cloud_models=(cloud,) if cloud else (),
+                shadow_model=self.parameterAsString(parameters, choices.SHADOW_MODEL, context).strip() or None,
+                bands=self.parameterAsString(parameters, choices.BANDS, context),
+                resolution=self.optional_number(parameters, choices.RESOLUTION, context),
+                provider=self.provider_choice(parameters, context),
+                in_memory=self.parameterAsBool(parameters, choices.IN_MEMORY, context)),
+            settings=self.merge_settings(parameters, context),
+            cloud_threshold=self.optional_number(parameters, choices.CLOUD_THR, context),
+            shadow_threshold=self.optional_number(parameters, choices.SHADOW_THR, context))
         return batch.BatchOptions(
-            cloud_models=(cloud,) if cloud else (),
-            shadow_model=self.parameterAsString(parameters, "SHADOW_MODEL", context).strip(),
-            cloud_threshold=self.optional_number(parameters, "CLOUD_THR", context),
-            shadow_threshold=self.optional_number(parameters, "SHADOW_THR", context),
-            bands=self.parameterAsString(parameters, "BANDS", context),
-            resolution=self.optional_number(parameters, "RESOLUTION", context),
-            provider=self.provider_choice(parameters, context),
-            in_memory=self.parameterAsBool(parameters, "IN_MEMORY", context),
-            product_kind=settings.product_kind, dilation=settings.dilation, min_area=settings.min_area,
-            output_mode=settings.output_mode,
-            blank_outside=self.parameterAsBool(parameters, "NODATA_OUTSIDE_AREA", context),
+            request,
+            blank_outside=self.parameterAsBool(parameters, choices.NODATA_OUTSIDE_AREA, context),
             masked=self.parameterAsBool(parameters, "WRITE_MASKED", context),
             masked_bands=self.parameterAsString(parameters, "MASKED_BANDS", context).strip(),
             source=self.parameterAsBool(parameters, "WRITE_SOURCE", context))
@@ -220,7 +224,7 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
         def plan(_):
             batch.prepare_output_folder(out_dir)
             self._check_report(parameters, context)
-            options.settings().validate()
+            options.request.settings.validate()
             parse_band_list(options.masked_bands)  # a typo fails here, not in every product
             return batch.plan_items(inputs, pattern)
         items = run_engine(plan, feedback)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from qgis.core import QgsProcessingParameterString
 
+from ..core import choices
 from .improve_cloud_mask import ImproveCloudMask
 
 
@@ -25,14 +26,11 @@ class ImproveCloudMaskEnsemble(ImproveCloudMask):
 
     def add_model_parameters(self):
         self.addParameter(QgsProcessingParameterString(
-            "CLOUD_MODELS", "Cloud models",
+            choices.CLOUD_MODELS, "Cloud models",
             optional=True))
         self.addParameter(QgsProcessingParameterString(
-            "SHADOW_MODEL", "Shadow model", optional=True))
-
-    def optional_outputs(self):
-        return super().optional_outputs() + [("CLOUD_UNCERTAINTY", "Cloud uncertainty")]
+            choices.SHADOW_MODEL, "Shadow model", optional=True))
 
     def cloud_models(self, parameters, context) -> list[str]:
-        text = self.parameterAsString(parameters, "CLOUD_MODELS", context)
+        text = self.parameterAsString(parameters, choices.CLOUD_MODELS, context)
         return [m.strip() for m in text.split(",") if m.strip()]

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from qgis.core import QgsProcessingOutputNumber, QgsProcessingParameterRasterDestination
 
+from ..core import choices
 from .base import CloudMaskAlgorithm, run_engine, work_dir
 from .improve_cloud_mask import FRACTIONS
 from .styling import MaskStyler, style_on_load
@@ -22,8 +23,9 @@ class MergeCloudMasks(CloudMaskAlgorithm):
         return ("Thresholds cloud and shadow probabilities and merges them with the product's "
                 "cloud mask: cloud where cloud probability > threshold or the product says cloud, "
                 "shadow where shadow probability > threshold or the product says shadow, then a "
-                "dilation by a disk (default 5 px), then the minimum area (advanced: small patches "
-                "cleared, small gaps filled, as FarmVibes.AI's min_area). Nodata stays nodata (255) "
+                f"dilation by a disk (default {choices.DEFAULTS.dilation} px), then the minimum area "
+                "(advanced: small patches cleared, small gaps filled, as FarmVibes.AI's min_area). "
+                "Nodata stays nodata (255) "
                 "and never counts as cloud: the nodata value each probability raster declares "
                 "(e.g. FarmVibes.AI's 100), NaN, or a mask band; where only the product mask has "
                 "no data, the probabilities decide. Other "
@@ -38,9 +40,9 @@ class MergeCloudMasks(CloudMaskAlgorithm):
                 "decides by thresholds instead.")
 
     def initAlgorithm(self, config=None):
-        self.add_raster("CLOUD_PROBABILITY", "Cloud probability")
-        self.add_raster("SHADOW_PROBABILITY", "Shadow probability", optional=True)
-        self.add_raster("PRODUCT_MASK", "Product cloud mask", optional=True)
+        self.add_raster(choices.CLOUD_PROBABILITY, "Cloud probability")
+        self.add_raster(choices.SHADOW_PROBABILITY, "Shadow probability", optional=True)
+        self.add_raster(choices.PRODUCT_MASK, "Product cloud mask", optional=True)
         self.add_threshold("CLOUD_PROB_THRESHOLD", "Cloud probability threshold")
         self.add_threshold("SHADOW_PROB_THRESHOLD", "Shadow probability threshold")
         self.add_merge_options()
@@ -51,8 +53,8 @@ class MergeCloudMasks(CloudMaskAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):
         from ..core import pipeline
         from ..core.decision import decide
-        cloud = self.raster_source(parameters, "CLOUD_PROBABILITY", context)
-        shadow = self.raster_source(parameters, "SHADOW_PROBABILITY", context, required=False) or None
+        cloud = self.raster_source(parameters, choices.CLOUD_PROBABILITY, context)
+        shadow = self.raster_source(parameters, choices.SHADOW_PROBABILITY, context, required=False) or None
         # Unset: what the models that made the probabilities recommend (as 'Improve cloud mask'
         # does: the same rule decides), else FarmVibes.AI's 0.3 / 0.2.
         recorded = run_engine(lambda _: pipeline.recorded(cloud, shadow), None)
@@ -63,7 +65,7 @@ class MergeCloudMasks(CloudMaskAlgorithm):
                                                decided.shadow_threshold),
                            most_likely_class=decided.most_likely_class)
         request = pipeline.MergeRequest(
-            cloud, shadow, self.raster_source(parameters, "PRODUCT_MASK", context, required=False) or None,
+            cloud, shadow, self.raster_source(parameters, choices.PRODUCT_MASK, context, required=False) or None,
             settings, work_dir=work_dir())
         mask = self.parameterAsOutputLayer(parameters, "MERGED_CLOUD_MASK", context)
         style_on_load(context, mask, MaskStyler(settings.output_mode == "binary"))

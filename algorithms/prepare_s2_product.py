@@ -15,6 +15,7 @@ from qgis.core import (
     QgsRasterMinMaxOrigin,
 )
 
+from ..core import choices
 from .base import CloudMaskAlgorithm, run_engine
 from .styling import style_on_load
 
@@ -79,13 +80,13 @@ class PrepareS2Product(CloudMaskAlgorithm):
             behavior=QgsProcessingParameterFile.Behavior.File,
             fileFilter="Sentinel-2 product (*.zip *.ZIP MTD_MSIL2A.xml MTD_MSIL1C.xml);;All files (*)"))
         self.addParameter(QgsProcessingParameterNumber(
-            "RESOLUTION", "Resolution in metres (10, 20 or 60)", QgsProcessingParameterNumber.Type.Double,
+            choices.RESOLUTION, "Resolution in metres (10, 20 or 60)", QgsProcessingParameterNumber.Type.Double,
             defaultValue=10.0, minValue=10.0))
-        self.addParameter(QgsProcessingParameterExtent("EXTENT", "Extent to cut (empty: whole tile)",
+        self.addParameter(QgsProcessingParameterExtent(choices.EXTENT, "Extent to cut (empty: whole tile)",
                                                        optional=True))
-        self.addParameter(QgsProcessingParameterRasterDestination("S2_RASTER", "Sentinel-2 band stack"))
+        self.addParameter(QgsProcessingParameterRasterDestination(choices.S2_RASTER, "Sentinel-2 band stack"))
         self.addParameter(QgsProcessingParameterRasterDestination(
-            "PRODUCT_MASK", "Product mask (SCL)", optional=True, createByDefault=True))
+            choices.PRODUCT_MASK, "Product mask (SCL)", optional=True, createByDefault=True))
 
     def processAlgorithm(self, parameters, context, feedback):
         from ..core.sentinel2 import product as safe  # here, not at import: see base.py
@@ -94,24 +95,24 @@ class PrepareS2Product(CloudMaskAlgorithm):
             raise QgsProcessingException(safe.zip_problem(source) or (
                 f"'{source}' is not a Sentinel-2 product: give the .zip, the .SAFE folder or the "
                 "MTD_MSIL2A.xml / MTD_MSIL1C.xml in it."))
-        resolution = self.parameterAsDouble(parameters, "RESOLUTION", context)
+        resolution = self.parameterAsDouble(parameters, choices.RESOLUTION, context)
         bounds = None
-        if parameters.get("EXTENT"):
+        if parameters.get(choices.EXTENT):
             crs = QgsCoordinateReferenceSystem.fromWkt(run_engine(lambda _: safe.product_crs(source), feedback))
-            extent = self.parameterAsExtent(parameters, "EXTENT", context, crs)
+            extent = self.parameterAsExtent(parameters, choices.EXTENT, context, crs)
             if not extent.isNull() and not extent.isEmpty():
                 bounds = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
-        stack = self.parameterAsOutputLayer(parameters, "S2_RASTER", context)
+        stack = self.parameterAsOutputLayer(parameters, choices.S2_RASTER, context)
         style_on_load(context, stack, TrueColourStyler())
-        mask = self.optional_output(parameters, "PRODUCT_MASK", context)
+        mask = self.optional_output(parameters, choices.PRODUCT_MASK, context)
         product, mask = run_engine(lambda _: safe.prepare(source, stack, mask, resolution, bounds), feedback)
         offset = safe.stack_metadata(product, source).get(product.offset_key, "none")
         feedback.pushInfo(f"{product.level} product, baseline {product.baseline}, radiometric offset "
                           f"{offset}, {len(product.bands)} bands at {resolution:g} m.")
-        results = {"S2_RASTER": stack}
+        results = {choices.S2_RASTER: stack}
         if mask:
-            results["PRODUCT_MASK"] = mask
-        elif self.optional_output(parameters, "PRODUCT_MASK", context):
+            results[choices.PRODUCT_MASK] = mask
+        elif self.optional_output(parameters, choices.PRODUCT_MASK, context):
             feedback.reportError("The product has no raster cloud mask (L1C before baseline 04.00): "
                                  "no product mask was written.", fatalError=False)
         return results

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from ..core import choices
 from .cloud_probability import CloudProbability
 
 
 class ShadowProbability(CloudProbability):
-    output = "SHADOW_PROBABILITY"
+    output = choices.SHADOW_PROBABILITY
     output_label = "Shadow probability"
 
     def name(self):

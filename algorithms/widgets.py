@@ -8,9 +8,12 @@ The values stay plain strings whichever widget produced them.
 
 from __future__ import annotations
 
+from ..core import choices
+
 WRAPPERS = f"{__package__.rsplit('.', 1)[0]}.ui.processing_wrappers"
-BY_PARAMETER = {"CLOUD_MODEL": "ModelWrapper", "SHADOW_MODEL": "ModelWrapper", "MODEL_PATH": "ModelWrapper",
-                "CLOUD_MODELS": "ModelListWrapper", "MODEL_PATHS": "ModelListWrapper", "BANDS": "BandsWrapper"}
+BY_PARAMETER = {choices.CLOUD_MODEL: "ModelWrapper", choices.SHADOW_MODEL: "ModelWrapper",
+                "MODEL_PATH": "ModelWrapper", choices.CLOUD_MODELS: "ModelListWrapper",
+                "MODEL_PATHS": "ModelListWrapper", choices.BANDS: "BandsWrapper"}
 
 
 def wrapper_metadata(name: str, shadow: bool = False) -> dict:
@@ -23,9 +26,9 @@ def wrapper_metadata(name: str, shadow: bool = False) -> dict:
 
 def use_widgets(algorithm) -> None:
     """Attach the pickers to whichever of the model and band parameters the algorithm has."""
-    gives_shadow = getattr(algorithm, "output", "") == "SHADOW_PROBABILITY"
+    gives_shadow = getattr(algorithm, "output", "") == choices.SHADOW_PROBABILITY
     for name in BY_PARAMETER:
         parameter = algorithm.parameterDefinition(name)
         if parameter is not None:
-            shadow = name == "SHADOW_MODEL" or (name == "MODEL_PATH" and gives_shadow)
+            shadow = name == choices.SHADOW_MODEL or (name == "MODEL_PATH" and gives_shadow)
             parameter.setMetadata({**parameter.metadata(), **wrapper_metadata(name, shadow)})

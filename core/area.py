@@ -388,13 +388,13 @@ class AreaRun:
         else:
             schemes = [(m.card.scheme, m.card.tile, m.card.overlap) for m in whole.probability.models]
             work = work_window(target, info.width, info.height, schemes, whole.merge.settings.halo())
-        names = ("cloud", "shadow", "uncertainty")
-        finals = {"mask": whole.mask, **{k: v for k, v in zip(names, whole.probability.outputs.paths()) if v}}
+        finals = {"mask": whole.mask, **{k: v for k, v in whole.probability.outputs.as_dict().items() if v}}
         if whole.source:
             finals["source"] = whole.source
         staged = {k: os.path.join(folder, f"{k}.tif") for k in finals}
         grid = raster_info(cut(info.source, work, os.path.join(folder, "work.vrt")), "Sentinel-2 raster")
-        outputs = replace(whole.probability.outputs, **{k: staged.get(k) for k in names})
+        outputs = replace(whole.probability.outputs,
+                          **{k: staged.get(k) for k in whole.probability.outputs.as_dict()})
         part = replace(whole, probability=replace(whole.probability, raster=grid, outputs=outputs),
                        merge=replace(whole.merge, grid=grid), mask=staged["mask"], source=staged.get("source"))
         return cls(part, selection, target, work, finals, staged)

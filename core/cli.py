@@ -79,10 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--resolution", type=float, default=None,
                    help="processing resolution in metres (default: the models' own, 30 m for the UKIS "
                         "models; 0: each raster's own)")
-    a.add_argument("--product-mask-kind", choices=mg.PRODUCT_KINDS, default="nonzero")
-    a.add_argument("--dilation", type=int, default=5, help="dilation radius in pixels")
-    a.add_argument("--min-area", type=int, default=0, help="FarmVibes.AI min_area: after the dilation, clear cloud/shadow patches and fill clear gaps smaller than this (pixels)")
-    a.add_argument("--output-mode", choices=mg.OUTPUT_MODES, default="categorical")
+    a.add_argument("--product-mask-kind", choices=mg.PRODUCT_KINDS, default=mg.MergeSettings.product_kind)
+    a.add_argument("--dilation", type=int, default=mg.MergeSettings.dilation, help="dilation radius in pixels")
+    a.add_argument("--min-area", type=int, default=mg.MergeSettings.min_area, help="FarmVibes.AI min_area: after the dilation, clear cloud/shadow patches and fill clear gaps smaller than this (pixels)")
+    a.add_argument("--output-mode", choices=mg.OUTPUT_MODES, default=mg.MergeSettings.output_mode)
     a.add_argument("--execution-provider", choices=PROVIDERS, default="auto")
     _season_arguments(b)
     ap = commands.add_parser(
@@ -133,17 +133,19 @@ def _season(rows, args, settings, area) -> None:
 
 def _options(args) -> batch.BatchOptions:
     cloud = tuple(m.strip() for value in args.cloud_model for m in value.split(",") if m.strip())
-    options = batch.BatchOptions(
-        cloud_models=cloud, shadow_model=args.shadow_model.strip(), ensemble=args.ensemble or len(cloud) > 1,
-        cloud_threshold=args.cloud_threshold, shadow_threshold=args.shadow_threshold, bands=args.bands,
-        resolution=args.resolution, provider=args.execution_provider, product_kind=args.product_mask_kind,
-        dilation=args.dilation, min_area=args.min_area, output_mode=args.output_mode, threads=args.threads,
-        blank_outside=args.nodata_outside_area, masked=args.masked is not None, masked_bands=args.masked or "",
-        source=args.source)
-    for value, name in ((options.cloud_threshold, "--cloud-threshold"), (options.shadow_threshold, "--shadow-threshold")):
+    settings = mg.MergeSettings(product_kind=args.product_mask_kind, dilation=args.dilation, min_area=args.min_area,
+                                output_mode=args.output_mode)
+    request = replace(
+        batch.template(cloud_models=cloud, shadow_model=args.shadow_model.strip() or None, bands=args.bands,
+                       resolution=args.resolution, provider=args.execution_provider, threads=args.threads),
+        settings=settings, cloud_threshold=args.cloud_threshold, shadow_threshold=args.shadow_threshold,
+        ensemble=args.ensemble or len(cloud) > 1)
+    options = batch.BatchOptions(request, blank_outside=args.nodata_outside_area, masked=args.masked is not None,
+                                 masked_bands=args.masked or "", source=args.source)
+    for value, name in ((args.cloud_threshold, "--cloud-threshold"), (args.shadow_threshold, "--shadow-threshold")):
         if value is not None and not 0 <= value <= 1:
             raise SettingsError(f"{name} {value} is outside 0..1: give a probability, or leave it out.")
-    options.settings().validate()
+    settings.validate()
     if options.masked_bands:
         parse_band_list(options.masked_bands)  # a typo is a usage error, not a failure of every product
     return options
@@ -242,7 +244,9 @@ def _on_dask(items, options, args, area, bar):
         print(f"cloudmask: Dask scheduler {args.scheduler}", file=sys.stderr)
     else:
         sizing = scale.size_cluster(len(items), args.workers, args.threads)
-        options = replace(options, threads=sizing.threads)
+        asked = options.request
+        options = replace(options, request=replace(asked, probability=replace(asked.probability,
+                                                                              threads=sizing.threads)))
         cluster = scale.local_cluster(sizing)
         client = Client(cluster)
         print(f"cloudmask: {sizing.describe()}", file=sys.stderr)

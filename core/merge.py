@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .choices import OUTPUT_MODES, PRODUCT_KINDS
+from .choices import DEFAULTS, OUTPUT_MODES, PRODUCT_KINDS
 from .decision import FARMVIBES_CLOUD_THRESHOLD, FARMVIBES_SHADOW_THRESHOLD
 from .errors import SettingsError
 
@@ -96,11 +96,11 @@ class MergeSettings:
     # Decide by the most likely of clear, cloud and shadow instead of the thresholds (the
     # ukis models' rule: see decision.py). Needs both probabilities from one softmax.
     most_likely_class: bool = False
-    product_kind: str = "nonzero"
+    product_kind: str = DEFAULTS.product_kind
     product_probability_threshold: float = 50.0  # MSK_CLDPRB is 0..100
-    dilation: int = 5  # disk radius in px
-    min_area: int = 0  # px; smaller flagged components are cleared, smaller clear ones filled
-    output_mode: str = "categorical"
+    dilation: int = DEFAULTS.dilation  # disk radius in px
+    min_area: int = DEFAULTS.min_area  # px; smaller flagged components are cleared, smaller clear ones filled
+    output_mode: str = DEFAULTS.output_mode
 
     def halo(self) -> int:
         """Rows/cols of context a window needs on each inner side for an exact core.

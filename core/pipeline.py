@@ -80,9 +80,8 @@ def _targets(probability: ProbabilityPlan, pending: list, tmp: str | None) -> Pr
     """Where each computed probability raster is written: a staged final path when the
     caller keeps it, else a file in ``tmp`` (None: not written at all)."""
     kept = probability.outputs
-    computed = (bool(probability.cloud_models), bool(probability.shadow_model),
-                bool(kept.uncertainty and probability.cloud_models))
-    names = ("cloud.tif", "shadow.tif", "uncertainty.tif")
+    computed = probability.computed
+    names = [f"{name}.tif" for name in kept.as_dict()]
     paths = []
     for final, wanted, name in zip(kept.paths(), computed, names):
         if wanted and final:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from . import bands as band_names
@@ -58,17 +58,24 @@ class ProbabilityRequest:
 
 @dataclass(frozen=True)
 class ProbabilityOutputs:
+    """Where the probability rasters go (None: not kept); ``choices.OPTIONAL_OUTPUTS`` names
+    each field's Processing output."""
+
     cloud: str | None = None
     shadow: str | None = None
     uncertainty: str | None = None
 
-    def paths(self) -> tuple[str | None, str | None, str | None]:
-        return self.cloud, self.shadow, self.uncertainty
+    def as_dict(self) -> dict[str, str | None]:
+        """Each output's path by its field's name (cloud, shadow, uncertainty)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def paths(self) -> tuple[str | None, ...]:
+        return tuple(self.as_dict().values())
 
     def in_folder(self, folder: str) -> ProbabilityOutputs:
-        """The same set of outputs, as files in ``folder``."""
-        names = ("cloud.tif", "shadow.tif", "uncertainty.tif")
-        return ProbabilityOutputs(*(os.path.join(folder, n) if p else None for n, p in zip(names, self.paths())))
+        """The same set of outputs, as files in ``folder`` named after their fields (cloud.tif ...)."""
+        return ProbabilityOutputs(**{name: os.path.join(folder, f"{name}.tif") if path else None
+                                     for name, path in self.as_dict().items()})
 
 
 @dataclass(frozen=True)
@@ -84,10 +91,10 @@ class MergeRequest:
 @dataclass(frozen=True)
 class ImproveRequest:
     probability: ProbabilityRequest
-    product_mask: str | None  # None: the mask recorded in a stack made from a product, if any
+    product_mask: str | None = None  # None: the mask recorded in a stack made from a product, if any
     # How to merge: product kind, dilation, minimum area, output mode. Its thresholds are
     # not read: the plan's come from cloud_threshold / shadow_threshold or the model cards.
-    settings: mg.MergeSettings
+    settings: mg.MergeSettings = field(default_factory=mg.MergeSettings)
     cloud_threshold: float | None = None  # None: the cloud models' recommended value
     shadow_threshold: float | None = None  # None: the shadow model's recommended value
     mask: str = ""
@@ -130,6 +137,13 @@ class ProbabilityPlan:
     @property
     def shadow_model(self) -> str | None:
         return next((m.card.id for m in self.models if m.shadow), None)
+
+    @property
+    def computed(self) -> tuple[bool, ...]:
+        """Which probability rasters the run computes, in ``ProbabilityOutputs``' order: the cloud
+        and the shadow probability where a model gives them (the merge needs them, kept or not),
+        the uncertainty only when it is kept."""
+        return (bool(self.cloud_models), bool(self.shadow_model), bool(self.outputs.uncertainty and self.cloud_models))
 
     @property
     def cards(self) -> dict[str, ModelCard]:
@@ -179,15 +193,23 @@ def _sentinel2(request: ProbabilityRequest) -> tuple[RasterInfo, list[str]]:
     return read_sentinel2(source, request.bands)
 
 
-def _model_refs(request: ProbabilityRequest, level: str, cloud: bool, shadow: str) -> tuple[list[str], str | None]:
-    """The models to run. ``cloud``: a cloud probability is wanted; ``shadow``: 'no',
-    'optional' (the default if one is installed) or 'required'."""
-    clouds = list(request.cloud_models)
+def choose_models(level: str, cloud_models, shadow_model: str | None, ensemble: bool = False, cloud: bool = True,
+                  shadow: str = "optional", models_dir: Path | None = None) -> tuple[list[str], str | None]:
+    """The models a run uses: those given, else the defaults for the raster's ``level``.
+
+    The single place that picks default models: the plan and the dialog (which shows
+    what will run) both call it. ``cloud``: a cloud probability is wanted (none given:
+    the best installed cloud model, or with ``ensemble`` all of the level); ``shadow``:
+    'no', 'optional' (the default if one is installed: a cloud model that gives shadow
+    too, else the best shadow model) or 'required'. Raises ``ModelNotFound`` when a
+    needed model is not installed.
+    """
+    clouds = list(cloud_models)
     if cloud and not clouds:
-        clouds = models.default_cloud_models(level, ensemble=request.ensemble)
-    chosen = request.shadow_model
+        clouds = models.default_cloud_models(level, ensemble, models_dir)
+    chosen = shadow_model
     if chosen is None and shadow != "no":
-        chosen = models.default_shadow_model(level, clouds)
+        chosen = models.default_shadow_model(level, clouds, models_dir)
         if chosen is None and shadow == "required":
             raise models.ModelNotFound(f"No shadow model is installed. {install_models_hint('Install one')}.")
     return clouds, chosen
@@ -216,7 +238,7 @@ def _probability_plan(request: ProbabilityRequest, outputs: ProbabilityOutputs, 
                       cloud: bool, shadow: str) -> ProbabilityPlan:
     info, names = _sentinel2(request)
     level = processing_level(info, names)
-    clouds, shadow_ref = _model_refs(replace(request, ensemble=ensemble), level, cloud, shadow)
+    clouds, shadow_ref = choose_models(level, request.cloud_models, request.shadow_model, ensemble, cloud, shadow)
     uses = _model_uses(clouds, shadow_ref, names)
     union: list[str] = []
     for use in uses:

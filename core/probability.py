@@ -69,8 +69,7 @@ class ProbabilityWriter:
         self.shadow_key = next((f"{j.key}:shadow" for j in jobs if j.shadow), None)
         self.flags = flags
         self.targets = {}
-        for name, path in (("cloud", paths.cloud), ("shadow", paths.shadow),
-                           ("uncertainty", paths.uncertainty)):
+        for name, path in paths.as_dict().items():
             if path:
                 self.targets[name] = create_geotiff(path, info, 1, gdal.GDT_Float32, PROBABILITY_NODATA)
 

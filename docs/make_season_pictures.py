@@ -73,7 +73,8 @@ def main() -> None:
         out = Path(tmp) / "out"
         batch.prepare_output_folder(str(out))
         items = batch.plan_items([str(p) for p in season.stacks])
-        rows = batch.run_sequential(items, batch.BatchOptions(cloud_models=("ukis-6b-l2a",)), str(out), area)
+        options = batch.BatchOptions(batch.template(cloud_models=("ukis-6b-l2a",)))
+        rows = batch.run_sequential(items, options, str(out), area)
         _, path = report.season_outputs(rows, str(out), area=area)
         page = Path(path).read_text(encoding="utf-8")
         _screenshot(path, ROOT / "docs" / "season_report.png")

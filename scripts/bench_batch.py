@@ -64,7 +64,7 @@ def _products(folder: Path) -> list[str]:
 def _dask_run(items, out: Path, workers: int) -> dict:
     from distributed import Client
     sizing = scale.size_cluster(len(items), workers=workers)
-    options = batch.BatchOptions(cloud_models=(MODEL,), threads=sizing.threads)
+    options = batch.BatchOptions(batch.template(cloud_models=(MODEL,), threads=sizing.threads))
     with scale.local_cluster(sizing, dashboard=None) as cluster, Client(cluster) as client:
         client.wait_for_workers(workers)
         overhead = scale.overhead_seconds(client)
@@ -82,8 +82,8 @@ def throughput(folder: Path) -> dict:
     sequential = folder / "sequential"
     sequential.mkdir()
     start = time.perf_counter()
-    rows = batch.run_sequential(items, batch.BatchOptions(cloud_models=(MODEL,), threads=os.cpu_count() or 1),
-                                str(sequential), force=True)
+    options = batch.BatchOptions(batch.template(cloud_models=(MODEL,), threads=os.cpu_count() or 1))
+    rows = batch.run_sequential(items, options, str(sequential), force=True)
     seq_wall = time.perf_counter() - start
     runs = []
     for workers in (1, 2):
@@ -137,7 +137,7 @@ def season_figure(folder: Path) -> dict:
     batch.prepare_output_folder(str(out))
     items = batch.plan_items([str(p) for p in season.stacks])
     start = time.perf_counter()
-    rows = batch.run_sequential(items, batch.BatchOptions(cloud_models=(MODEL,)), str(out), force=True)
+    rows = batch.run_sequential(items, batch.BatchOptions(batch.template(cloud_models=(MODEL,))), str(out), force=True)
     plain = time.perf_counter() - start
     start = time.perf_counter()
     result = layers.build(rows, str(out))

@@ -54,6 +54,21 @@ def test_side_packages_import_only_what_lies_below_them():
     assert not wrong
 
 
+def test_the_algorithms_and_the_dialog_name_parameters_by_their_constants():
+    """Parameter and output names are written once, in core/choices.py: a literal elsewhere
+    in algorithms/ or ui/ could drift from what the dialog fills in or the algorithm reads."""
+    names = [node.value.value for node in ast.parse((ROOT / "core" / "choices.py").read_text(encoding="utf-8")).body
+             if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+             and isinstance(node.value.value, str) and node.value.value.isupper()]
+    assert "DILATION" in names and "CLOUD_UNCERTAINTY" in names
+    literals = []
+    for path in sorted([*(ROOT / "algorithms").glob("*.py"), *(ROOT / "ui").glob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value in names:
+                literals.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value}")
+    assert not literals
+
+
 def test_only_the_command_line_uses_the_season_package():
     users = {m for m, targets in import_graph.graph().items()
              if package(m) != "core.season" and any(package(t) == "core.season" for t in targets)}

@@ -19,7 +19,7 @@ from cloud_mask_improver.core.season import dask_cluster as scale
 
 ROOT = Path(__file__).resolve().parent.parent
 # At the raster's own resolution: a product takes seconds, long enough to be killed midway.
-OPTIONS = batch.BatchOptions(cloud_models=("ukis-6b-l2a",), threads=1, resolution=0)
+OPTIONS = batch.BatchOptions(batch.template(cloud_models=("ukis-6b-l2a",), threads=1, resolution=0))
 # Run the command in a Python where ``import qgis`` fails, as on a worker machine.
 NO_QGIS = ("import sys; sys.modules['qgis'] = None; sys.path.insert(0, {plugins!r}); "
            "from cloud_mask_improver.core import cli; sys.exit(cli.main(sys.argv[1:]))")
@@ -75,6 +75,21 @@ def test_console_script_is_installed_by_setup():
     done = subprocess.run([str(ROOT / ".venv" / "bin" / "cloudmask"), "batch", "--help"], check=False,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "--scheduler" in done.stdout
+
+
+def test_the_command_lines_defaults_are_the_merges():
+    """The defaults are declared once (MergeSettings, from choices.DEFAULTS): the command line
+    offers the same, and its request for every product is a plain improve request."""
+    from cloud_mask_improver.core import cli, pipeline
+    from cloud_mask_improver.core.merge import MergeSettings
+    args = cli._parser().parse_args(["batch", "in.zip", "--out", "out"])
+    options = cli._options(args)
+    assert options.request.settings == MergeSettings()
+    assert options.request == pipeline.ImproveRequest(pipeline.ProbabilityRequest(""))
+    args = cli._parser().parse_args(["batch", "in.zip", "--out", "out", "--dilation", "2", "--cloud-model", "a,b"])
+    options = cli._options(args)
+    assert options.request.settings.dilation == 2 and options.request.probability.cloud_models == ("a", "b")
+    assert options.request.ensemble
 
 
 def test_sizing_fits_cores_and_memory():

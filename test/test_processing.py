@@ -33,6 +33,26 @@ def test_provider_lists_the_contract_algorithms(provider):
         assert alg.shortHelpString()
 
 
+def test_the_merge_parameters_default_to_the_merge_settings(provider):
+    """Every algorithm that merges offers the defaults of ``MergeSettings`` (declared once, in
+    choices.DEFAULTS), and the improve algorithms offer exactly the declared optional outputs."""
+    from cloud_mask_improver.core.choices import OUTPUT_MODES, PRODUCT_KINDS, optional_outputs
+    from cloud_mask_improver.core.merge import MergeSettings
+    settings = MergeSettings()
+    merging = [a for a in provider.algorithms() if a.parameterDefinition("DILATION") is not None]
+    assert {a.name() for a in merging} >= {"improvecloudmask", "improvecloudmaskensemble", "mergecloudmasks",
+                                           "improvecloudmaskbatch"}
+    for alg in merging:
+        defaults = {p.name(): p.defaultValue() for p in alg.parameterDefinitions()}
+        assert defaults["DILATION"] == settings.dilation and defaults["MIN_AREA"] == settings.min_area, alg.name()
+        assert PRODUCT_KINDS[defaults["PRODUCT_MASK_KIND"]] == settings.product_kind
+        assert OUTPUT_MODES[defaults["OUTPUT_MODE"]] == settings.output_mode
+    for name, ensemble in (("improvecloudmask", False), ("improvecloudmaskensemble", True)):
+        alg = provider.algorithm(name)
+        optional = [p.name() for p in alg.destinationParameterDefinitions() if p.name() != "MASK"]
+        assert optional == [o.name for o in optional_outputs(ensemble)]
+
+
 @pytest.fixture(scope="module")
 def toolbox_mask(provider, tmp_path_factory):
     require(L1C_STACK, PRODUCT_MASK)

@@ -21,6 +21,7 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QGuiApplication
 from samples import L1C_STACK, PRODUCT_MASK, require
 
+from cloud_mask_improver.core.choices import optional_outputs
 from cloud_mask_improver.core.modelstore import catalogue as models
 from cloud_mask_improver.core.runtime import deps
 from cloud_mask_improver.ui import improve_dialog, improve_form, tasks
@@ -75,7 +76,7 @@ def test_parameters_are_exactly_what_the_algorithm_takes(project, provider, qgis
     dialog.form.cloud_thr.setValue(0.4)
     dialog.form.resolution.setValue(30)
     dialog.form.dilation.setValue(2)
-    dialog.form.want_cloud_p.setChecked(True)
+    dialog.form.wanted["CLOUD_PROBABILITY"].setChecked(True)
     dialog.form.output.setFilePath(str(tmp_path / "mask.tif"))
     params = dialog.form.parameters()
     assert params == {
@@ -91,6 +92,26 @@ def test_parameters_are_exactly_what_the_algorithm_takes(project, provider, qgis
     assert set(params) <= names
     ok, message = algorithm.checkParameterValues(params, QgsProcessingContext())
     assert ok, message
+
+
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_the_dialog_shows_the_models_and_defaults_the_run_uses(project, provider, qgis_iface, ensemble, tmp_path):
+    """One function picks the default models (``plan.choose_models``): what the dialog says
+    will run is what the plan runs; its merge defaults are the algorithm's."""
+    from cloud_mask_improver.core import pipeline
+    from cloud_mask_improver.core.merge import MergeSettings
+    form = ImproveDialog(qgis_iface, ensemble=ensemble).form
+    shown = form.plan()
+    request = pipeline.ImproveRequest(pipeline.ProbabilityRequest(str(L1C_STACK)), ensemble=ensemble,
+                                      mask=str(tmp_path / "mask.tif"))
+    planned = pipeline.plan(request).probability
+    assert shown.cloud == planned.cloud_models and shown.shadow == planned.shadow_model
+    assert len(shown.cloud) == (len([c for c in models.installed() if c.has_cloud and c.level == "L1C"])
+                                if ensemble else 1)
+    params = form.parameters()
+    settings = MergeSettings()
+    assert (params["DILATION"], params["MIN_AREA"]) == (settings.dilation, settings.min_area)
+    assert list(form.wanted) == [o.name for o in sorted(optional_outputs(ensemble), key=lambda o: not o.probability)]
 
 
 def test_ukis_decides_by_the_most_likely_class_at_its_own_resolution_by_default(project, qgis_iface):
@@ -172,8 +193,8 @@ def test_a_run_adds_the_mask_on_top_styled_and_named(project, provider, qgis_ifa
             bar.pushMessage("Task complete", "Improve cloud mask", Qgis.MessageLevel.Info, 5)
     QgsApplication.taskManager().statusChanged.connect(task_complete_notice)
     dialog = ImproveDialog(qgis_iface)
-    dialog.form.want_cloud_p.setChecked(True)
-    dialog.form.want_source.setChecked(True)
+    dialog.form.wanted["CLOUD_PROBABILITY"].setChecked(True)
+    dialog.form.wanted["SOURCE"].setChecked(True)
     before = set(project.mapLayers())
     try:
         run = quick_run(dialog, qtbot)

@@ -10,6 +10,8 @@ from qgis.core import QgsMapLayerProxyModel, QgsProcessingFeatureSourceDefinitio
 from qgis.gui import QgsMapLayerComboBox
 from qgis.PyQt.QtWidgets import QButtonGroup, QCheckBox, QGroupBox, QHBoxLayout, QRadioButton, QVBoxLayout
 
+from ..core import choices
+
 WHOLE, CANVAS, LAYER = range(3)
 
 
@@ -60,10 +62,10 @@ class AreaSection(QGroupBox):
         if choice == CANVAS and self.canvas is not None:
             extent = self.canvas.extent()
             crs = self.canvas.mapSettings().destinationCrs().authid()
-            return {"EXTENT": f"{extent.xMinimum()},{extent.xMaximum()},{extent.yMinimum()},"
+            return {choices.EXTENT: f"{extent.xMinimum()},{extent.xMaximum()},{extent.yMinimum()},"
                               f"{extent.yMaximum()} [{crs}]"}
         layer = self.layer.currentLayer()
         if choice == LAYER and layer is not None:
-            return {"AREA": QgsProcessingFeatureSourceDefinition(layer.id(), self.selected_only.isChecked()),
-                    "NODATA_OUTSIDE_AREA": self.outside_nodata.isChecked()}
+            return {choices.AREA: QgsProcessingFeatureSourceDefinition(layer.id(), self.selected_only.isChecked()),
+                    choices.NODATA_OUTSIDE_AREA: self.outside_nodata.isChecked()}
         return {}

@@ -29,12 +29,13 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from ..core import choices
+from ..core.choices import DEFAULTS, OUTPUT_MODES, PRODUCT_KINDS, PROVIDERS, optional_outputs
 from ..core.decision import decide, recommended
-from ..core.inference import PROVIDERS
-from ..core.merge import OUTPUT_MODES, PRODUCT_KINDS
 from ..core.modelstore import catalogue as models
 from ..core.modelstore.cards import ModelCard
 from ..core.pipeline import processing_level
+from ..core.plan import choose_models
 from ..core.raster import RasterError, raster_info
 from .area_widget import AreaSection
 from .widgets import BandMapping, ModelChecklist, ModelCombo, card_tooltip
@@ -55,11 +56,11 @@ FACTS_HEIGHT = 120
 # What the dialog remembers between sessions: settings key -> the form's widget attribute.
 # (The resolution's key is new with the models' own resolution as its default: a 0 kept
 # under the old key was that old default, not a choice.)
+# The optional outputs' check boxes are remembered too, under their own keys (``OptionalOutput.setting``).
 REMEMBERED = (("cloud_model", "cloud_models"), ("shadow_model", "shadow_model"),
               ("cloud_thr", "cloud_thr"), ("shadow_thr", "shadow_thr"), ("processing_resolution", "resolution"),
               ("dilation", "dilation"), ("min_area", "min_area"), ("output_mode", "output_mode"),
-              ("provider", "provider"), ("in_memory", "in_memory"), ("cloud_p", "want_cloud_p"),
-              ("shadow_p", "want_shadow_p"), ("uncertainty", "want_uncertainty"), ("source", "want_source"))
+              ("provider", "provider"), ("in_memory", "in_memory"))
 
 
 def layer_bands(layer) -> list[str]:
@@ -183,6 +184,7 @@ class ImproveForm(QWidget):
         self.product_kind = QComboBox(self)
         for kind in PRODUCT_KINDS:
             self.product_kind.addItem(PRODUCT_KIND_LABELS[kind], kind)
+        self.product_kind.setCurrentIndex(PRODUCT_KINDS.index(DEFAULTS.product_kind))
         self.bands = BandMapping(self)
         if self.ensemble:
             self.cloud_models = ModelChecklist(parent=self)
@@ -216,10 +218,11 @@ class ImproveForm(QWidget):
     def _build_options(self) -> None:
         self.dilation = QSpinBox(self)
         self.dilation.setRange(0, 100)
-        self.dilation.setValue(5)
+        self.dilation.setValue(DEFAULTS.dilation)
         self.dilation.setSuffix(" px")
         self.min_area = QSpinBox(self)
         self.min_area.setRange(0, 1_000_000)
+        self.min_area.setValue(DEFAULTS.min_area)
         self.min_area.setSuffix(" px")
         self.min_area.setToolTip("After the dilation, patches of cloud and shadow smaller than this "
                                  "become clear and smaller clear gaps are filled (FarmVibes.AI's "
@@ -242,17 +245,16 @@ class ImproveForm(QWidget):
         self.output_mode = QComboBox(self)
         for mode in OUTPUT_MODES:
             self.output_mode.addItem(MODE_LABELS[mode], mode)
+        self.output_mode.setCurrentIndex(OUTPUT_MODES.index(DEFAULTS.output_mode))
         self.output = QgsFileWidget(self)
         self.output.setStorageMode(QgsFileWidget.StorageMode.SaveFile)
         self.output.setFilter("GeoTIFF (*.tif *.tiff)")
         self.output.lineEdit().setPlaceholderText("[Save to temporary layer]")
-        self.want_cloud_p = QCheckBox("Cloud probability", self)
-        self.want_shadow_p = QCheckBox("Shadow probability", self)
-        self.want_uncertainty = QCheckBox("Cloud uncertainty", self)
-        self.want_uncertainty.setVisible(self.ensemble)
-        self.want_source = QCheckBox("Which source flagged each pixel", self)
-        self.want_source.setToolTip("A layer that shows, for each masked pixel, whether the product mask, "
-                                    "the models or the dilation flagged it.")
+        # The algorithm's optional outputs, by name; the probabilities first, as they are loaded.
+        self.wanted: dict[str, QCheckBox] = {}
+        for output in sorted(optional_outputs(self.ensemble), key=lambda o: not o.probability):
+            box = self.wanted[output.name] = QCheckBox(output.label, self)
+            box.setToolTip(output.tooltip)
 
     def _lay_out(self) -> None:
         inputs = QFormLayout()
@@ -288,7 +290,7 @@ class ImproveForm(QWidget):
         out_form = QFormLayout(outputs)
         out_form.addRow("Improved mask", self.output)
         extra = QHBoxLayout()
-        for box in (self.want_cloud_p, self.want_shadow_p, self.want_uncertainty, self.want_source):
+        for box in self.wanted.values():
             extra.addWidget(box)
         extra.addStretch(1)
         out_form.addRow("Also add", extra)
@@ -365,18 +367,15 @@ class ImproveForm(QWidget):
             return "L2A"
 
     def plan(self) -> Plan:
-        """The models and thresholds the algorithm will use, by its own rules (core.models, and
-        the engine's: an unset cloud threshold is the mean of the cloud models' recommendations)."""
+        """The models and thresholds the algorithm will use, by its own rules (``plan.choose_models``
+        and ``decision.decide``, which the run calls too)."""
         level = self.level()
         chosen = [m for m in self.cloud_models.value().split(",") if m]
-        cloud = chosen
-        if not cloud:
-            try:
-                cloud = models.default_cloud_models(level, self.ensemble, self.models_dir)
-            except models.ModelNotFound:
-                cloud = []
-        shadow = self.shadow_model.value() or (
-            models.default_shadow_model(level, cloud, self.models_dir) if cloud else None)
+        try:
+            cloud, shadow = choose_models(level, chosen, self.shadow_model.value() or None, self.ensemble,
+                                          models_dir=self.models_dir)
+        except models.ModelNotFound:  # no cloud model installed: problem() says so
+            cloud, shadow = [], self.shadow_model.value() or None
         cloud_cards = [self.cards[m] for m in cloud if m in self.cards]
         decided = decide(self._threshold(self.cloud_thr), self._threshold(self.shadow_thr),
                          recommended(cloud_cards, self.cards.get(shadow or "")))
@@ -433,27 +432,23 @@ class ImproveForm(QWidget):
         s2 = self.s2_layer.currentLayer()
         mask = self.mask_layer.currentLayer()
         params = {
-            "S2_RASTER": s2.source() if s2 else None,
-            "PRODUCT_MASK": mask.source() if mask else None,
-            "CLOUD_THR": self._threshold(self.cloud_thr),
-            "SHADOW_THR": self._threshold(self.shadow_thr),
-            "IN_MEMORY": self.in_memory.isChecked(),
-            "CLOUD_MODELS" if self.ensemble else "CLOUD_MODEL": self.cloud_models.value(),
-            "SHADOW_MODEL": self.shadow_model.value(),
-            "BANDS": self.bands.value(),
-            "PRODUCT_MASK_KIND": self.product_kind.currentIndex(),
-            "DILATION": self.dilation.value(),
-            "MIN_AREA": self.min_area.value(),
-            "OUTPUT_MODE": self.output_mode.currentIndex(),
-            "RESOLUTION": self._resolution(),
-            "EXECUTION_PROVIDER": self.provider.currentIndex(),
-            "MASK": self.output.filePath().strip() or TEMPORARY,
+            choices.S2_RASTER: s2.source() if s2 else None,
+            choices.PRODUCT_MASK: mask.source() if mask else None,
+            choices.CLOUD_THR: self._threshold(self.cloud_thr),
+            choices.SHADOW_THR: self._threshold(self.shadow_thr),
+            choices.IN_MEMORY: self.in_memory.isChecked(),
+            choices.CLOUD_MODELS if self.ensemble else choices.CLOUD_MODEL: self.cloud_models.value(),
+            choices.SHADOW_MODEL: self.shadow_model.value(),
+            choices.BANDS: self.bands.value(),
+            choices.PRODUCT_MASK_KIND: self.product_kind.currentIndex(),
+            choices.DILATION: self.dilation.value(),
+            choices.MIN_AREA: self.min_area.value(),
+            choices.OUTPUT_MODE: self.output_mode.currentIndex(),
+            choices.RESOLUTION: self._resolution(),
+            choices.EXECUTION_PROVIDER: self.provider.currentIndex(),
+            choices.MASK: self.output.filePath().strip() or TEMPORARY,
         }
-        optional = [("CLOUD_PROBABILITY", self.want_cloud_p), ("SHADOW_PROBABILITY", self.want_shadow_p),
-                    ("SOURCE", self.want_source)]
-        if self.ensemble:
-            optional.append(("CLOUD_UNCERTAINTY", self.want_uncertainty))
-        for name, box in optional:
+        for name, box in self.wanted.items():
             if box.isChecked():
                 params[name] = TEMPORARY
         params.update(self.area.parameters())  # EXTENT or AREA: only where the user asks
@@ -483,17 +478,23 @@ class ImproveForm(QWidget):
         # The ensemble's members and the single model are different choices.
         return SETTINGS_PREFIX + ("cloud_models" if key == "cloud_model" and self.ensemble else key)
 
+    def remembered(self) -> list[tuple[str, QWidget]]:
+        """What the dialog remembers between sessions: (settings key, widget)."""
+        boxes = {o.name: o.setting for o in optional_outputs(self.ensemble)}
+        return ([(key, getattr(self, attribute)) for key, attribute in REMEMBERED]
+                + [(boxes[name], box) for name, box in self.wanted.items()])
+
     def save_settings(self) -> None:
         settings = QgsSettings()
-        for key, attribute in REMEMBERED:
-            settings.setValue(self._settings_key(key), widget_value(getattr(self, attribute)))
+        for key, widget in self.remembered():
+            settings.setValue(self._settings_key(key), widget_value(widget))
 
     def restore_settings(self) -> None:
         settings = QgsSettings()
-        for key, attribute in REMEMBERED:
+        for key, widget in self.remembered():
             value = settings.value(self._settings_key(key), None)
             if value is not None:
                 try:
-                    set_widget_value(getattr(self, attribute), value)
+                    set_widget_value(widget, value)
                 except (TypeError, ValueError):
                     pass  # a setting from another version: keep the default

@@ -22,12 +22,12 @@ from qgis.core import (
 )
 
 from ..algorithms.styling import mask_renderer, probability_renderer, source_renderer
-from ..core.merge import OUTPUT_MODES
+from ..core.choices import MASK, OPTIONAL_OUTPUTS, OUTPUT_MODE, OUTPUT_MODES
 from ..core.provenance import FIGURES, summary
 from .improve_form import RESULT_PROPERTY, TEMPORARY
 
-PROBABILITIES = (("CLOUD_PROBABILITY", "cloud probability"), ("SHADOW_PROBABILITY", "shadow probability"),
-                 ("CLOUD_UNCERTAINTY", "cloud uncertainty"))
+# The optional outputs a run loads: the SOURCE raster first (under the mask), then the probabilities.
+LOADED = sorted(OPTIONAL_OUTPUTS, key=lambda o: o.probability)
 
 # Every run whose task has not ended. QgsProcessingAlgRunnerTask keeps only raw pointers to the
 # context and the feedback, which this Python object owns: a run dropped by its dialog (the plugin
@@ -94,26 +94,21 @@ class ImproveRun:
 
     def add_results(self) -> list[QgsRasterLayer]:
         """Load the mask (styled) and the probabilities, the mask on top of every layer."""
-        binary = self.parameters.get("OUTPUT_MODE") == OUTPUT_MODES.index("binary")
+        binary = self.parameters.get(OUTPUT_MODE) == OUTPUT_MODES.index("binary")
         taken = {layer.name() for layer in self.project.mapLayers().values()}
         base, count = self.label, 2
         while f"{self.name} improved cloud mask ({self.label})" in taken:  # two runs in one second
             self.label, count = f"{base} #{count}", count + 1
         added = []
-        mask = QgsRasterLayer(self.results["MASK"], f"{self.name} improved cloud mask ({self.label})")
+        mask = QgsRasterLayer(self.results[MASK], f"{self.name} improved cloud mask ({self.label})")
         if mask.isValid():
             mask.setRenderer(mask_renderer(mask, binary))
             added.append(mask)
-        if self.results.get("SOURCE"):  # under the mask: the mask stays on top
-            layer = QgsRasterLayer(self.results["SOURCE"], f"{self.name} which source flagged each pixel ({self.label})")
-            if layer.isValid():
-                layer.setRenderer(source_renderer(layer))
-                added.append(layer)
-        for key, label in PROBABILITIES:
-            if self.results.get(key):
-                layer = QgsRasterLayer(self.results[key], f"{self.name} {label} ({self.label})")
+        for output in LOADED:
+            if self.results.get(output.name):
+                layer = QgsRasterLayer(self.results[output.name], f"{self.name} {output.label.lower()} ({self.label})")
                 if layer.isValid():
-                    layer.setRenderer(probability_renderer(layer))
+                    layer.setRenderer(probability_renderer(layer) if output.probability else source_renderer(layer))
                     added.append(layer)
         root = self.project.layerTreeRoot()
         for layer in added:

@@ -15,11 +15,12 @@ from processing.gui.wrappers import DIALOG_BATCH, DIALOG_MODELER, WidgetWrapper
 from qgis.core import QgsMapLayer, QgsProject
 from qgis.PyQt.QtWidgets import QLineEdit
 
+from ..core import choices
 from ..core.modelstore import catalogue as models
 from ..core.raster import RasterError, raster_info
 from .widgets import BandMapping, ModelChecklist, ModelCombo
 
-RASTER_PARAMETERS = ("S2_RASTER", "SENTINEL_RASTER")
+RASTER_PARAMETERS = (choices.S2_RASTER, "SENTINEL_RASTER")
 
 
 def installed_cards(shadow: bool):

@@ -39,7 +39,6 @@ from osgeo import gdal
 
 from .. import apply_mask as am
 from .. import area as area_mod
-from .. import merge as mg
 from .. import pipeline, provenance
 from ..bands import BandError, detect_bands, parse_band_list
 from ..errors import CloudMaskError
@@ -67,40 +66,37 @@ def plugin_version() -> str:
     return match.group(1) if match else "unknown"
 
 
+def template(**probability) -> pipeline.ImproveRequest:
+    """An Improve cloud mask request for every product, with these fields of its probability
+    request (models, bands, resolution, threads ...); its raster is each product's own."""
+    return pipeline.ImproveRequest(pipeline.ProbabilityRequest(s2_raster="", **probability))
+
+
 @dataclass(frozen=True)
 class BatchOptions:
-    """The model, threshold and advanced parameters of Improve cloud mask, for every product."""
+    """What Improve cloud mask is asked for every product, and the batch's own options.
 
-    cloud_models: tuple[str, ...] = ()  # empty: the best installed model of each product's level
-    shadow_model: str = ""  # empty: the default for the cloud models
-    ensemble: bool = False
-    cloud_threshold: float | None = None  # None: the model card's recommended value
-    shadow_threshold: float | None = None
-    bands: str = ""
-    resolution: float | None = None  # None: the models' own; 0: each raster's own
-    provider: str = "auto"
-    in_memory: bool = False
-    product_kind: str = "nonzero"  # a product's own mask (SCL-coded) is read as scl whatever this says
-    dilation: int = 5
-    min_area: int = 0
-    output_mode: str = "categorical"
-    threads: int = 0  # onnxruntime threads per product; 0: one per CPU
+    The request is a template: its models, thresholds, merge settings and advanced options
+    hold for every product; its raster, product mask and outputs are each product's own
+    (``_request``). Empty models: the defaults of each product's level.
+    """
+
+    request: pipeline.ImproveRequest = field(default_factory=template)
     blank_outside: bool = False  # with an area: nodata outside its polygons
     masked: bool = False  # also write each product's imagery with its mask applied
     masked_bands: str = ""  # of that imagery: these Sentinel-2 bands (comma-separated); empty: all
     source: bool = False  # also write each product's SOURCE raster (which source flagged each pixel)
 
-    def settings(self) -> mg.MergeSettings:
-        return mg.MergeSettings(product_kind=self.product_kind, dilation=self.dilation,
-                                min_area=self.min_area, output_mode=self.output_mode)
-
     def recorded(self) -> dict:
-        """What decides the mask's pixels (threads and the execution provider do not)."""
-        values = asdict(self)
-        for key in ("threads", "provider", "in_memory", "masked", "masked_bands", "source"):
-            values.pop(key)
-        values["cloud_models"] = list(self.cloud_models)
-        return values
+        """What decides the mask's pixels (threads and the execution provider do not), under
+        the names a product's record has always used: a rerun keeps the masks it made."""
+        request, probability, settings = self.request, self.request.probability, self.request.settings
+        return {"cloud_models": list(probability.cloud_models), "shadow_model": probability.shadow_model or "",
+                "ensemble": request.ensemble or probability.ensemble, "cloud_threshold": request.cloud_threshold,
+                "shadow_threshold": request.shadow_threshold, "bands": probability.bands,
+                "resolution": probability.resolution, "product_kind": settings.product_kind,
+                "dilation": settings.dilation, "min_area": settings.min_area, "output_mode": settings.output_mode,
+                "blank_outside": self.blank_outside}
 
 
 @dataclass(frozen=True)
@@ -422,7 +418,7 @@ def _masked_imagery(stack: str, mask: str, options: BatchOptions, area: area_mod
         return path
     bands = ()
     if options.masked_bands.strip():
-        names = detect_bands(raster_info(stack).descriptions, options.bands)
+        names = detect_bands(raster_info(stack).descriptions, options.request.probability.bands)
         wanted = parse_band_list(options.masked_bands)
         missing = [b for b in wanted if b not in names]
         if missing:
@@ -436,14 +432,10 @@ def _masked_imagery(stack: str, mask: str, options: BatchOptions, area: area_mod
 
 
 def _request(stack: str, product_mask: str | None, mask: str, options: BatchOptions) -> pipeline.ImproveRequest:
-    return pipeline.ImproveRequest(
-        probability=pipeline.ProbabilityRequest(
-            s2_raster=stack, cloud_models=tuple(options.cloud_models), shadow_model=options.shadow_model or None,
-            bands=options.bands, resolution=options.resolution, provider=options.provider,
-            in_memory=options.in_memory, threads=options.threads),
-        product_mask=product_mask, settings=options.settings(), cloud_threshold=options.cloud_threshold,
-        shadow_threshold=options.shadow_threshold, mask=mask, ensemble=options.ensemble,
-        source=source_path(mask) if options.source else None)
+    """The options' request template, for one product."""
+    asked = options.request
+    return replace(asked, probability=replace(asked.probability, s2_raster=stack),
+                   product_mask=product_mask, mask=mask, source=source_path(mask) if options.source else None)
 
 
 def _scratch(request: pipeline.ImproveRequest, folder: str) -> pipeline.ImproveRequest:
@@ -474,12 +466,12 @@ def _make_mask(request, run_plan, options: BatchOptions, area: area_mod.Area | N
     said = provenance.summary(report.provenance) if report.provenance else None
     row.notes = (f"Cloud models: {', '.join(report.cloud_models)}; shadow model: {report.shadow_model or 'none'}. "
                  + " ".join(n for n in report.notes if n != said))
-    whole = area_mod.mask_fractions(request.mask, options.output_mode)
+    whole = area_mod.mask_fractions(request.mask, request.settings.output_mode)
     row.clear_fraction, row.cloud_fraction, row.shadow_fraction = (
         whole.as_dict()[k] for k in ("CLEAR_FRACTION", "CLOUD_FRACTION", "SHADOW_FRACTION"))
     row.valid_pixels = whole.valid
     if area is not None:
-        counted = area_mod.area_fractions(request.mask, area, options.output_mode)
+        counted = area_mod.area_fractions(request.mask, area, request.settings.output_mode)
         total = counted.total.as_dict()
         row.area_clear_fraction = total["CLEAR_FRACTION"]
         row.area_cloud_fraction = total["CLOUD_FRACTION"]

@@ -18,7 +18,7 @@ def sample_season(tmp_path_factory):
     out = folder / "masks"
     batch.prepare_output_folder(str(out))
     items = batch.plan_items([str(p) for p in season.stacks])
-    rows = batch.run_sequential(items, batch.BatchOptions(cloud_models=("ukis-6b-l2a",)), str(out))
+    rows = batch.run_sequential(items, batch.BatchOptions(batch.template(cloud_models=("ukis-6b-l2a",))), str(out))
     assert all(r.ok for r in rows), [r.error for r in rows if not r.ok]
     return season, rows, out
 

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from cloud_mask_improver.core.raster import GTIFF_OPTIONS
 from cloud_mask_improver.core.season import batch, summary
 from cloud_mask_improver.core.sentinel2 import product as safe
 
-L2A = batch.BatchOptions(cloud_models=("ukis-6b-l2a",))
+L2A = batch.BatchOptions(batch.template(cloud_models=("ukis-6b-l2a",)))
 
 
 @pytest.fixture(scope="module")
@@ -134,13 +135,29 @@ def test_resume_skips_unchanged_products_and_redoes_changed_ones(products, tmp_p
     assert again.reused and again.clear_fraction == first.clear_fraction
     assert (tmp_path / f"{items[0].name}.tif").stat().st_mtime_ns == mtime
 
-    stricter = batch.BatchOptions(cloud_models=("ukis-6b-l2a",), cloud_threshold=0.9)
+    stricter = batch.BatchOptions(replace(L2A.request, cloud_threshold=0.9))
     redone = batch.run_sequential(items, stricter, str(tmp_path))[0]
     assert not redone.reused and redone.ok and redone.clear_fraction > first.clear_fraction
     assert json.loads((tmp_path / f"{items[0].name}.json").read_text())["parameters"]["cloud_threshold"] == 0.9
 
     forced = batch.run_sequential(items, stricter, str(tmp_path), force=True)[0]
     assert not forced.reused and forced.clear_fraction == redone.clear_fraction
+
+
+def test_the_record_keeps_its_parameter_names_so_a_rerun_keeps_older_masks():
+    """A product's record compares parameters by name: the names and values of a plain run
+    stay what records written before the options held a request have, or every mask is redone."""
+    default = merge.MergeSettings()
+    assert batch.BatchOptions().recorded() == {
+        "cloud_models": [], "shadow_model": "", "ensemble": False, "cloud_threshold": None,
+        "shadow_threshold": None, "bands": "", "resolution": None, "product_kind": default.product_kind,
+        "dilation": default.dilation, "min_area": default.min_area, "output_mode": default.output_mode,
+        "blank_outside": False}
+    given = batch.BatchOptions(replace(batch.template(cloud_models=("a", "b"), shadow_model="s", threads=3),
+                                       ensemble=True, settings=merge.MergeSettings(dilation=2)), masked=True)
+    recorded = given.recorded()
+    assert recorded["cloud_models"] == ["a", "b"] and recorded["shadow_model"] == "s" and recorded["ensemble"]
+    assert recorded["dilation"] == 2 and "threads" not in recorded and "masked" not in recorded
 
 
 def test_a_changed_input_is_redone(products, tmp_path):

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 from osgeo import gdal
@@ -20,8 +21,8 @@ from cloud_mask_improver.core.season import batch, summary
 from cloud_mask_improver.core.sentinel2 import product as safe
 
 MODEL = ("ukis-6b-l2a",)
-PLAIN = batch.BatchOptions(cloud_models=MODEL)
-SOURCE = batch.BatchOptions(cloud_models=MODEL, source=True)
+PLAIN = batch.BatchOptions(batch.template(cloud_models=MODEL))
+SOURCE = replace(PLAIN, source=True)
 NAME = "T33TUK_20230615T100559_L2A"
 NO_QGIS = ("import sys; sys.modules['qgis'] = None; sys.path.insert(0, {plugins!r}); "
            "from cloud_mask_improver.core import cli; sys.exit(cli.main(sys.argv[1:]))")
@@ -111,7 +112,8 @@ def test_a_stale_mask_takes_its_source_with_it(product, tmp_path):
     (row,) = batch.run_sequential(items, SOURCE, str(tmp_path))
     assert os.path.exists(row.source)
     # Other settings, without the source: the mask is made again and the old source is gone.
-    (new,) = batch.run_sequential(items, batch.BatchOptions(cloud_models=MODEL, dilation=2), str(tmp_path))
+    wider = batch.BatchOptions(replace(PLAIN.request, settings=mg.MergeSettings(dilation=2)))
+    (new,) = batch.run_sequential(items, wider, str(tmp_path))
     assert new.ok and not new.reused, new.error
     assert not os.path.exists(row.source)
 

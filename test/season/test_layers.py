@@ -128,7 +128,7 @@ def test_a_rerun_that_keeps_the_masks_builds_the_same_layers(sample_season, tmp_
     first = layers.build(rows, str(out))
     before = {k: _read(p) for k, p in first.tiles[0].paths.items()}
     items = batch.plan_items([str(p) for p in season.stacks])
-    again = batch.run_sequential(items, batch.BatchOptions(cloud_models=("ukis-6b-l2a",)), str(out))
+    again = batch.run_sequential(items, batch.BatchOptions(batch.template(cloud_models=("ukis-6b-l2a",))), str(out))
     assert all(r.reused for r in again)
     second = layers.build(again, str(out))
     for key, path in second.tiles[0].paths.items():

@@ -5,6 +5,7 @@ beside its mask, kept on a rerun, never taken for a product; and the command lin
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 from osgeo import gdal
@@ -13,7 +14,8 @@ from cloud_mask_improver.core.season import batch
 from cloud_mask_improver.core.sentinel2 import product as safe
 
 MODEL = ("ukis-6b-l2a",)
-RGBN = batch.BatchOptions(cloud_models=MODEL, masked=True, masked_bands="B02,B03,B04,B08")
+PLAIN = batch.BatchOptions(batch.template(cloud_models=MODEL))
+RGBN = replace(PLAIN, masked=True, masked_bands="B02,B03,B04,B08")
 NO_QGIS = ("import sys; sys.modules['qgis'] = None; sys.path.insert(0, {plugins!r}); "
            "from cloud_mask_improver.core import cli; sys.exit(cli.main(sys.argv[1:]))")
 
@@ -61,7 +63,7 @@ def test_each_product_gets_its_masked_imagery_kept_on_a_rerun(product, tmp_path)
     assert [os.stat(p).st_mtime_ns for p in (row.mask, row.masked)] == stamps
 
     # Other bands: the mask is kept, the imagery is made again with all of them.
-    every = batch.BatchOptions(cloud_models=MODEL, masked=True)
+    every = replace(PLAIN, masked=True)
     (third,) = batch.run_sequential(items, every, str(folder))
     assert third.reused and os.stat(row.mask).st_mtime_ns == stamps[0]
     assert read(third.masked).shape == (12, *mask.shape)
@@ -69,7 +71,7 @@ def test_each_product_gets_its_masked_imagery_kept_on_a_rerun(product, tmp_path)
 
 def test_asking_for_it_later_keeps_the_mask_and_adds_the_imagery(product, tmp_path):
     items = batch.plan_items([str(product.zip)])
-    (first,) = batch.run_sequential(items, batch.BatchOptions(cloud_models=MODEL), str(tmp_path))
+    (first,) = batch.run_sequential(items, PLAIN, str(tmp_path))
     assert first.masked == "" and not list(tmp_path.glob("*_masked.tif"))
     (second,) = batch.run_sequential(items, RGBN, str(tmp_path))
     assert second.reused and os.path.exists(second.masked)
@@ -86,7 +88,7 @@ def test_with_an_area_the_imagery_covers_the_masks_box(product, product_field, t
 
 
 def test_a_band_the_product_lacks_fails_its_row_with_the_fix(product, tmp_path):
-    options = batch.BatchOptions(cloud_models=MODEL, masked=True, masked_bands="B04,B10")
+    options = replace(PLAIN, masked=True, masked_bands="B04,B10")
     (row,) = batch.run_sequential(batch.plan_items([str(product.zip)]), options, str(tmp_path))
     assert not row.ok and "no band B10" in row.error and "Leave those bands out" in row.error
 

@@ -67,7 +67,7 @@ def main(d):
 
     form.cloud_models.setValue(d.args["model"])
     form.resolution.setValue(30)
-    form.want_source.setChecked(True)  # which source flagged each pixel: a layer under the mask
+    form.wanted["SOURCE"].setChecked(True)  # which source flagged each pixel: a layer under the mask
     d.fact("plan", form.plan_note.text())
     run = dialog.run()
     d.check("run starts", run is not None, dialog.message.text())
