@@ -7,8 +7,8 @@
     cloudmask models [--install [ID ...]]
 
 ``batch`` writes one mask per product, ``summary.csv`` + ``summary.gpkg``, the
-season layers of each tile and ``season_report.html`` into ``--out``; the exit status is 0 when every product succeeded, 1 when
-some failed (they are listed), 2 for a usage error, 130 when interrupted.
+season layers of each tile and ``season_report.html`` into ``--out``; the exit status is 0
+when every product succeeded, 1 when some failed (they are listed), 2 for a usage error, 130 when interrupted.
 ``apply`` is Apply cloud mask: 0 when written, 2 for a bad input (nothing written).
 """
 
@@ -81,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
                         "models; 0: each raster's own)")
     a.add_argument("--product-mask-kind", choices=mg.PRODUCT_KINDS, default="nonzero")
     a.add_argument("--dilation", type=int, default=5, help="dilation radius in pixels")
-    a.add_argument("--min-area", type=int, default=0, help="FarmVibes.AI min_area: after the dilation, clear cloud/shadow patches and fill clear gaps smaller than this (pixels)")
+    a.add_argument("--min-area", type=int, default=0, help="FarmVibes.AI min_area: after the dilation, clear "
+                   "cloud/shadow patches and fill clear gaps smaller than this (pixels)")
     a.add_argument("--output-mode", choices=mg.OUTPUT_MODES, default="categorical")
     a.add_argument("--execution-provider", choices=PROVIDERS, default="auto")
     _season_arguments(b)
@@ -140,7 +141,8 @@ def _options(args) -> batch.BatchOptions:
         dilation=args.dilation, min_area=args.min_area, output_mode=args.output_mode, threads=args.threads,
         blank_outside=args.nodata_outside_area, masked=args.masked is not None, masked_bands=args.masked or "",
         source=args.source)
-    for value, name in ((options.cloud_threshold, "--cloud-threshold"), (options.shadow_threshold, "--shadow-threshold")):
+    for value, name in ((options.cloud_threshold, "--cloud-threshold"),
+                        (options.shadow_threshold, "--shadow-threshold")):
         if value is not None and not 0 <= value <= 1:
             raise SettingsError(f"{name} {value} is outside 0..1: give a probability, or leave it out.")
     options.settings().validate()

@@ -199,10 +199,8 @@ class Engine:
         image = [g for g in self.groups if not g.pixel]
         if self.settings.in_memory or width <= self.settings.stripe_cols:
             return [0, width]
-        if image:  # split at tile columns of the first grid: few tiles reach across
-            candidates = [s for s in image[0].cols.starts if s > 0]
-        else:
-            candidates = list(range(256, width, 256))
+        # Split at tile columns of the first grid: few tiles reach across.
+        candidates = [s for s in image[0].cols.starts if s > 0] if image else list(range(256, width, 256))
         narrowest = max([g.cols.tile for g in image], default=1)
         return stripe_bounds(width, self.settings.stripe_cols, candidates, narrowest)
 

@@ -140,10 +140,7 @@ class ProductMask:
 
 def _unknown(values: np.ndarray, nodata: float | None) -> np.ndarray:
     """NaN, and the declared nodata, carry no information whatever the kind."""
-    if values.dtype.kind == "f":
-        unknown = np.isnan(values)
-    else:
-        unknown = np.zeros(values.shape, dtype=bool)
+    unknown = np.isnan(values) if values.dtype.kind == "f" else np.zeros(values.shape, dtype=bool)
     if nodata is not None and not math.isnan(nodata):
         unknown |= values == nodata
     return unknown

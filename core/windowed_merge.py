@@ -453,7 +453,7 @@ def _write_windows(flags: _Flags, out: gdal.Dataset, fractions: mg.Fractions | N
     rows = _Rows(grid.width)
     halo = settings.dilation
     written = 0
-    for lo, hi, (cloud_f, shadow_f, valid, sources) in flags.in_order():
+    for _lo, hi, (cloud_f, shadow_f, valid, sources) in flags.in_order():
         rows.append(cloud_f, shadow_f, valid, sources)
         # Rows [written, ready) now have all the context their dilation needs.
         ready = grid.height if hi == grid.height else max(written, hi - halo)

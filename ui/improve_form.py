@@ -493,7 +493,7 @@ class ImproveForm(QWidget):
         for key, attribute in REMEMBERED:
             value = settings.value(self._settings_key(key), None)
             if value is not None:
-                try:
+                try:  # noqa: SIM105
                     set_widget_value(getattr(self, attribute), value)
                 except (TypeError, ValueError):
                     pass  # a setting from another version: keep the default

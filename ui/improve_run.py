@@ -105,7 +105,8 @@ class ImproveRun:
             mask.setRenderer(mask_renderer(mask, binary))
             added.append(mask)
         if self.results.get("SOURCE"):  # under the mask: the mask stays on top
-            layer = QgsRasterLayer(self.results["SOURCE"], f"{self.name} which source flagged each pixel ({self.label})")
+            layer = QgsRasterLayer(self.results["SOURCE"],
+                                   f"{self.name} which source flagged each pixel ({self.label})")
             if layer.isValid():
                 layer.setRenderer(source_renderer(layer))
                 added.append(layer)

@@ -371,7 +371,8 @@ def _vrt_xml(grid: Grid, bands: list[tuple[str, str, str]], data_type: str, noda
     items = "".join(f'<MDI key="{escape(k)}">{escape(str(v))}</MDI>' for k, v in metadata.items())
     parts = [f'<VRTDataset rasterXSize="{grid.width}" rasterYSize="{grid.height}">',
              f"<SRS>{escape(grid.projection)}</SRS>",
-             f"<GeoTransform>{grid.xmin!r}, {grid.resolution!r}, 0, {grid.ymax!r}, 0, {-grid.resolution!r}</GeoTransform>",
+             f"<GeoTransform>{grid.xmin!r}, {grid.resolution!r}, 0, "
+             f"{grid.ymax!r}, 0, {-grid.resolution!r}</GeoTransform>",
              f"<Metadata>{items}</Metadata>"]
     for index, (name, path, resampling) in enumerate(bands, start=1):
         own = "".join(f'<MDI key="{escape(k)}">{escape(str(v))}</MDI>'
