@@ -335,13 +335,15 @@ class Engine:
         index = group.next_row
         data, valid, start, prepared = self._next_row(group)
         if group.pixel:
+            if data is None:
+                raise RuntimeError("a pixel model's rows were not read")
             width = group.stripe.width
             result = self._pixel_rows(group, data[:, :, :width], valid[:, :width])
         else:
             self._accumulate(group, index, prepared, valid, start)
             result = None
         group.next_row += 1
-        if result is not None:
+        if result is not None and data is not None:  # the pixel model's rows
             lo = group.done_rows
             group.done_rows = lo + data.shape[1]
             return self._in_block(lo, group.done_rows, result)
@@ -418,6 +420,8 @@ class Engine:
         for carried in group.carry_in.pop(index, {}).values():
             for name, values in carried.items():
                 target = group.weight if name == WEIGHT else group.acc[name]
+                if target is None:
+                    raise RuntimeError("carried-over tiles before the stripe's accumulators")
                 target[acc_rows, :values.shape[1]] += values
 
     def _add(self, group: _Group, name: str, j: int, rows: slice, c_lo: int, values: np.ndarray) -> None:
@@ -425,6 +429,8 @@ class Engine:
         part past the stripe's end is kept for the next stripe instead."""
         inside = min(values.shape[1], group.stripe.end - c_lo)
         target = group.weight if name == WEIGHT else group.acc[name]
+        if target is None:
+            raise RuntimeError("a tile added before the stripe's accumulators")
         at = c_lo - group.stripe.first
         target[rows, at:at + inside] += values[:, :inside]
         if inside < values.shape[1]:
@@ -494,6 +500,8 @@ class Engine:
     def _release(self, group: _Group, index: int) -> tuple[int, int, dict[str, np.ndarray]]:
         first = group.acc_first
         count = max(0, group.rows.final_row(index) - first)  # rows no later tile changes
+        if group.weight is None:
+            raise RuntimeError("rows released before any tile row was accumulated")
         weight = group.weight[:count]
         out = {}
         unweighted = ~(weight > 0)
@@ -580,9 +588,10 @@ def run_in_row_blocks(open_source: Callable[[], RowSource], height: int, jobs: l
     with ThreadPoolExecutor(len(blocks), thread_name_prefix="cloudmask-rows") as pool:
         try:
             for future in as_completed([pool.submit(one, i, block) for i, block in enumerate(blocks)]):
-                if future.exception() is not None:
+                error = future.exception()
+                if error is not None:
                     stop.set()  # the other blocks stop at their next tile
-                    errors.append(future.exception())
+                    errors.append(error)
         except BaseException:  # Ctrl-C while waiting: the blocks stop too, at their next tile
             stop.set()
             raise

@@ -272,9 +272,9 @@ def apply_min_area(values: np.ndarray, min_area: int, binary: bool, at_edge: Sid
     if holes.any():
         from scipy import ndimage  # see small_components
         labels, count = ndimage.label(holes, structure=EIGHT)
-        touches = [np.bincount(labels[ndimage.binary_dilation(out == c, EIGHT) & holes],
-                               minlength=count + 1) > 0 for c in (CLOUD, SHADOW)]
-        out[holes] = fill_value(*touches, binary)[labels[holes]]
+        touches_cloud, touches_shadow = (np.bincount(labels[ndimage.binary_dilation(out == c, EIGHT) & holes],
+                                                     minlength=count + 1) > 0 for c in (CLOUD, SHADOW))
+        out[holes] = fill_value(touches_cloud, touches_shadow, binary)[labels[holes]]
     return out
 
 

@@ -51,7 +51,7 @@ def _targets(probability: ProbabilityPlan, pending: list, tmp: str | None) -> Pr
     computed = (bool(probability.cloud_models), bool(probability.shadow_model),
                 bool(kept.uncertainty and probability.cloud_models))
     names = ("cloud.tif", "shadow.tif", "uncertainty.tif")
-    paths = []
+    paths: list[str | None] = []
     for final, wanted, name in zip(kept.paths(), computed, names):
         if wanted and final:
             paths.append(stage(pending, final))

@@ -17,6 +17,7 @@ import xml.etree.ElementTree as ET  # nosec B405 - holds the tree only: parse_me
 import zipfile
 from dataclasses import dataclass, field
 from html import escape as html_escape
+from typing import NoReturn
 from xml.parsers import expat
 
 import numpy as np
@@ -173,7 +174,7 @@ class _DocumentType(Exception):
     """Raised from inside expat when the document declares a DTD (stops it at once)."""
 
 
-def _refuse_document_type(*_args) -> None:
+def _refuse_document_type(*_args) -> NoReturn:
     raise _DocumentType()
 
 
@@ -225,8 +226,9 @@ def _offsets(root: ET.Element, level: str, baseline: str) -> dict[str, float]:
     tag = "BOA_ADD_OFFSET" if level == "L2A" else "RADIO_ADD_OFFSET"
     offsets = {}
     for element in root.iter():
-        if _local(element.tag) == tag and element.get("band_id") is not None and element.text:
-            offsets[ALL_BANDS[int(element.get("band_id"))]] = float(element.text)
+        band_id = element.get("band_id")
+        if _local(element.tag) == tag and band_id is not None and element.text:
+            offsets[ALL_BANDS[int(band_id)]] = float(element.text)
     if not offsets and _baseline_number(baseline) >= 4.0:
         offsets = {band: DEFAULT_OFFSET for band in ALL_BANDS}
     return offsets
