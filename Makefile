@@ -24,10 +24,12 @@ test-fast: setup
 test-matrix:
 	@bash scripts/test_matrix.sh
 
-# ruff, and the Python floor: the shipped code (what `make zip` packs) runs on Python 3.9,
-# which QGIS 3.22-3.28 for Windows ship (metadata.txt: qgisMinimumVersion=3.22).
+# ruff, mypy on core/ (the part that runs without QGIS; settings in pyproject.toml), and the
+# Python floor: the shipped code (what `make zip` packs) runs on Python 3.9, which QGIS
+# 3.22-3.28 for Windows ship (metadata.txt: qgisMinimumVersion=3.22).
 lint:
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	.venv/bin/vermin -t=3.9- --violations --no-tips $$(git ls-files '*.py' ':!test' ':!scripts' ':!docs')
 
 # `make bench GPU=1` also measures a full tile on the GPU (figure 8), after setup installed GPU support.

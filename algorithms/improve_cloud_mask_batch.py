@@ -51,8 +51,9 @@ def summary_renderer(field: str) -> QgsGraduatedSymbolRenderer:
     return QgsGraduatedSymbolRenderer(field, ranges)
 
 
-# QGIS takes a post-processor by raw pointer and deletes it after use (docs/architecture.md, platform facts): each run gets a
-# new one, kept alive here until QGIS has deleted it (the algorithm instance may go first).
+# QGIS takes a post-processor by raw pointer and deletes it after use (docs/architecture.md,
+# platform facts): each run gets a new one, kept alive here until QGIS has deleted it (the
+# algorithm instance may go first).
 _pending: list = []
 
 

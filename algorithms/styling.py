@@ -31,7 +31,8 @@ def mask_renderer(layer, binary: bool = False):
     names = mg.BINARY_CATEGORY_NAMES if binary else mg.CATEGORY_NAMES
     colours = mg.BINARY_CATEGORY_COLOURS if binary else mg.CATEGORY_COLOURS
     # Clear is transparent: the image shows through (a user may give it a colour).
-    classes = [QgsPalettedRasterRenderer.Class(value, QColor(*colours[value][:3], 0 if value == mg.CLEAR else colours[value][3]),
+    classes = [QgsPalettedRasterRenderer.Class(value, QColor(*colours[value][:3],
+                                                             0 if value == mg.CLEAR else colours[value][3]),
                                                names[value])
                for value in sorted(names) if value != mg.NODATA]
     return QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes)

@@ -365,7 +365,8 @@ def _fills(src: gdal.Dataset, dtype: np.dtype) -> tuple[list, list]:
     """Per band: the value masked pixels get (None: unchanged) and the nodata value declared."""
     bands = [src.GetRasterBand(i + 1) for i in range(src.RasterCount)]
     alpha = [b.GetColorInterpretation() == gdal.GCI_AlphaBand for b in bands]
-    writes, declares = [], []
+    writes: list[float | None] = []
+    declares: list[float | None] = []
     for band, is_alpha in zip(bands, alpha):
         declared = band.GetNoDataValue()
         if is_alpha:

@@ -311,17 +311,19 @@ def target_window(selection: Selection, info) -> Window:
     window = Window(0, 0, info.width, info.height)
     if selection.bounds is not None:
         bounds = _to_crs(selection.bounds, selection.bounds_crs, info.projection)
-        window = bounds_window(bounds, info.geotransform, info.width, info.height)
-        if window is None:
+        found = bounds_window(bounds, info.geotransform, info.width, info.height)
+        if found is None:
             raise AreaError("The extent does not overlap the Sentinel-2 raster. Choose an extent inside the "
                             "scene (any CRS: it is reprojected to the raster's).")
+        window = found
     if selection.area is not None:
         box = area_window(selection.area, info.source)
-        window = _intersection(window, box) if box else None
-        if window is None:
+        found = _intersection(window, box) if box else None
+        if found is None:
             raise AreaError("The raster does not overlap the area" + (" within the extent" if selection.bounds
                                                                      else "") +
                             ": nothing to do. Check that the area and the raster cover the same place.")
+        window = found
     return window
 
 

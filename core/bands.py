@@ -77,9 +77,10 @@ def detect_bands(descriptions: Sequence[str], user_bands: str = "") -> list[str]
                 f"The band list names {len(mapped)} bands but the raster has {count}. "
                 "Give one Sentinel-2 name per raster band, in order.")
         return mapped
-    from_names = [normalise(d) if d else None for d in descriptions]
-    if all(from_names) and len(set(from_names)) == count:
-        return list(from_names)
+    # Every description must name a band, each a different one.
+    from_names = [name for name in (normalise(d) for d in descriptions if d) if name]
+    if len(set(from_names)) == count:
+        return from_names
     if count == len(FARMVIBES_BANDS):
         return list(FARMVIBES_BANDS)
     if count == len(ALL_BANDS):

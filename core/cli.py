@@ -7,8 +7,8 @@
     cloudmask models [--install [ID ...]]
 
 ``batch`` writes one mask per product, ``summary.csv`` + ``summary.gpkg``, the
-season layers of each tile and ``season_report.html`` into ``--out``; the exit status is 0 when every product succeeded, 1 when
-some failed (they are listed), 2 for a usage error, 130 when interrupted.
+season layers of each tile and ``season_report.html`` into ``--out``; the exit status is 0
+when every product succeeded, 1 when some failed (they are listed), 2 for a usage error, 130 when interrupted.
 ``apply`` is Apply cloud mask: 0 when written, 2 for a bad input (nothing written).
 """
 
@@ -81,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
                         "models; 0: each raster's own)")
     a.add_argument("--product-mask-kind", choices=mg.PRODUCT_KINDS, default=mg.MergeSettings.product_kind)
     a.add_argument("--dilation", type=int, default=mg.MergeSettings.dilation, help="dilation radius in pixels")
-    a.add_argument("--min-area", type=int, default=mg.MergeSettings.min_area, help="FarmVibes.AI min_area: after the dilation, clear cloud/shadow patches and fill clear gaps smaller than this (pixels)")
+    a.add_argument("--min-area", type=int, default=mg.MergeSettings.min_area,
+                   help="FarmVibes.AI min_area: after the dilation, clear cloud/shadow patches and fill "
+                   "clear gaps smaller than this (pixels)")
     a.add_argument("--output-mode", choices=mg.OUTPUT_MODES, default=mg.MergeSettings.output_mode)
     a.add_argument("--execution-provider", choices=PROVIDERS, default="auto")
     _season_arguments(b)

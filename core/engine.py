@@ -333,6 +333,8 @@ class TiledGrid(Grid):
         for carried in self.carry_in.pop(index, {}).values():
             for name, values in carried.items():
                 target = self.weight if name == WEIGHT else self.acc[name]
+                if target is None:
+                    raise RuntimeError("carried-over tiles before the stripe's accumulators")
                 target[acc_rows, :values.shape[1]] += values
 
     def _add(self, name: str, j: int, rows: slice, c_lo: int, values: np.ndarray) -> None:
@@ -340,6 +342,8 @@ class TiledGrid(Grid):
         part past the stripe's end is kept for the next stripe instead."""
         inside = min(values.shape[1], self.stripe.end - c_lo)
         target = self.weight if name == WEIGHT else self.acc[name]
+        if target is None:
+            raise RuntimeError("a tile added before the stripe's accumulators")
         at = c_lo - self.stripe.first
         target[rows, at:at + inside] += values[:, :inside]
         if inside < values.shape[1]:
@@ -410,6 +414,8 @@ class TiledGrid(Grid):
         """The rows no tile after the one just run changes, blended."""
         first = self.acc_first
         count = max(0, self.rows.final_row(self.next_row - 1) - first)
+        if self.weight is None:
+            raise RuntimeError("rows released before any tile row was accumulated")
         weight = self.weight[:count]
         out = {}
         unweighted = ~(weight > 0)
@@ -507,9 +513,10 @@ GRID_KINDS: dict[str, type[Grid]] = {
 class ReadAhead:
     """The reader thread: prepares each grid's next tile row while the network runs.
 
-    One row ahead, so memory stays bounded. Between ``start`` and ``stop`` only: ``stop`` (the engine calls it on any exit: done,
-    cancelled, an error in the run or in the reader) drops the queued read, waits for the
-    one in flight (a single tile row), and leaves no thread behind."""
+    One row ahead, so memory stays bounded. Between ``start`` and ``stop`` only: ``stop``
+    (the engine calls it on any exit: done, cancelled, an error in the run or in the reader)
+    drops the queued read, waits for the one in flight (a single tile row), and leaves no
+    thread behind."""
 
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
@@ -713,9 +720,10 @@ def run_in_row_blocks(open_source: Callable[[], RowSource], height: int, jobs: l
     with ThreadPoolExecutor(len(blocks), thread_name_prefix="cloudmask-rows") as pool:
         try:
             for future in as_completed([pool.submit(one, i, block) for i, block in enumerate(blocks)]):
-                if future.exception() is not None:
+                error = future.exception()
+                if error is not None:
                     stop.set()  # the other blocks stop at their next tile
-                    errors.append(future.exception())
+                    errors.append(error)
         except BaseException:  # Ctrl-C while waiting: the blocks stop too, at their next tile
             stop.set()
             raise

@@ -107,7 +107,8 @@ class SummaryInUseError(OutputError):
         self.paths = [e.path for e in errors]
         names = ", ".join(f"'{p}'" for p in self.paths)
         super().__init__(
-            f"The masks are written, but the summary could not replace {names}: {errors[0].reason}. On Windows a file that a program has open "
-            "cannot be replaced: if it is loaded in QGIS, remove that layer from the project; if a spreadsheet "
-            "has it open, close it there. Then run again (the masks already made are kept, so only the "
-            "summary is written), or choose another output folder.")
+            f"The masks are written, but the summary could not replace {names}: {errors[0].reason}. "
+            "On Windows a file that a program has open cannot be replaced: if it is loaded in QGIS, "
+            "remove that layer from the project; if a spreadsheet has it open, close it there. Then run "
+            "again (the masks already made are kept, so only the summary is written), or choose another "
+            "output folder.")

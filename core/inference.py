@@ -21,6 +21,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,14 +52,14 @@ CUDA_MEMORY_SHARE = 0.8  # of the free memory: other programs allocate too
 class LoadedModel:
     card: ModelCard
     path: Path
-    session: object
+    session: Any  # onnxruntime's InferenceSession (no type information) or a FallbackSession
     input_name: str
     provider: str
     note: str = ""  # which device runs it and why (e.g. CUDA asked for but not there): the caller tells the user
     batch_size: int = CPU_BATCH  # tiles per call that suit the device it runs on
 
 
-_SESSIONS: dict[tuple, object] = {}
+_SESSIONS: dict[tuple, Any] = {}
 _LOCK = threading.Lock()
 
 

@@ -140,10 +140,7 @@ class ProductMask:
 
 def _unknown(values: np.ndarray, nodata: float | None) -> np.ndarray:
     """NaN, and the declared nodata, carry no information whatever the kind."""
-    if values.dtype.kind == "f":
-        unknown = np.isnan(values)
-    else:
-        unknown = np.zeros(values.shape, dtype=bool)
+    unknown = np.isnan(values) if values.dtype.kind == "f" else np.zeros(values.shape, dtype=bool)
     if nodata is not None and not math.isnan(nodata):
         unknown |= values == nodata
     return unknown
@@ -275,9 +272,9 @@ def apply_min_area(values: np.ndarray, min_area: int, binary: bool, at_edge: Sid
     if holes.any():
         from scipy import ndimage  # see small_components
         labels, count = ndimage.label(holes, structure=EIGHT)
-        touches = [np.bincount(labels[ndimage.binary_dilation(out == c, EIGHT) & holes],
-                               minlength=count + 1) > 0 for c in (CLOUD, SHADOW)]
-        out[holes] = fill_value(*touches, binary)[labels[holes]]
+        touches_cloud, touches_shadow = (np.bincount(labels[ndimage.binary_dilation(out == c, EIGHT) & holes],
+                                                     minlength=count + 1) > 0 for c in (CLOUD, SHADOW))
+        out[holes] = fill_value(touches_cloud, touches_shadow, binary)[labels[holes]]
     return out
 
 

@@ -15,6 +15,8 @@ patch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 EIGHT = np.ones((3, 3), dtype=bool)
@@ -33,7 +35,7 @@ class PatchAreas:
         self._keep: np.ndarray | None = None
         self._touches: np.ndarray | None = None
 
-    def add(self, mask: np.ndarray, touch: list[np.ndarray] = ()) -> None:
+    def add(self, mask: np.ndarray, touch: Sequence[np.ndarray] = ()) -> None:
         """Label the next window (rows right below the previous one) and join it to it;
         ``touch``: the window's rows of each other mask whose touching is recorded."""
         labels = self._label(mask, len(self.offsets), register=True)
@@ -100,11 +102,15 @@ class PatchAreas:
     def kept(self, mask: np.ndarray, window: int) -> np.ndarray:
         """The window's pixels that belong to patches of at least ``min_area`` pixels
         (the same window, in the same order, as given to :meth:`add`)."""
+        if self._keep is None:
+            raise RuntimeError("kept() before finish()")
         return self._keep[self._label(mask, window, register=False)]
 
     def small(self, mask: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
         """The window's pixels in patches of fewer than ``min_area`` pixels, and for each
         pixel whether its patch touches each of the other masks ([rows, cols, masks])."""
+        if self._keep is None or self._touches is None:
+            raise RuntimeError("small() before finish()")
         labels = self._label(mask, window, register=False)
         return ~self._keep[labels] & (labels > 0), self._touches[labels]
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from . import area
 from . import merge as mg
@@ -70,7 +71,7 @@ def _report(probability: ProbabilityPlan, notes: tuple[str, ...], fractions: mg.
             figures: dict[str, float] | None = None, last: tuple[str, ...] = ()) -> RunReport:
     """The report of a run of ``probability``'s models: its notes, the SOURCE figures' summary, ``last``."""
     notes = (*notes, *([summary(figures)] if figures is not None else []), *last)
-    counted = {"fractions": fractions.as_dict(), "valid_pixels": fractions.valid} if fractions else {}
+    counted: dict[str, Any] = {"fractions": fractions.as_dict(), "valid_pixels": fractions.valid} if fractions else {}
     return RunReport(notes=notes, cloud_models=tuple(probability.cloud_models),
                      shadow_model=probability.shadow_model, cards=probability.cards,
                      provenance=figures or {}, **counted)
@@ -82,7 +83,7 @@ def _targets(probability: ProbabilityPlan, pending: list, tmp: str | None) -> Pr
     kept = probability.outputs
     computed = probability.computed
     names = [f"{name}.tif" for name in kept.as_dict()]
-    paths = []
+    paths: list[str | None] = []
     for final, wanted, name in zip(kept.paths(), computed, names):
         if wanted and final:
             paths.append(stage(pending, final))

@@ -94,7 +94,7 @@ class ProbabilityWriter:
         for name, ds in self.targets.items():
             write_array(ds, ready[name], col, row)
         if self.flags:
-            self.flags(row, col, {"cloud": ready.get("cloud"), "shadow": ready.get("shadow")})
+            self.flags(row, col, {name: ready[name] for name in ("cloud", "shadow") if name in ready})
 
     def close(self) -> None:
         for ds in self.targets.values():
@@ -152,6 +152,8 @@ class BackgroundWriter:
         with self.lock:
             while self.pending and (self.pending[0].done() or len(self.pending) >= self.depth):
                 self.pending.popleft().result()  # re-raises the writer's error here
+            if self.pool is None:
+                raise RuntimeError("rows handed over after close()")
             self.pending.append(self.pool.submit(self.sink, row, col, finished))
 
     def close(self, drop: bool = False) -> None:
@@ -222,6 +224,8 @@ def _compute(plan: ProbabilityPlan, paths: ProbabilityOutputs, jobs: list[Job], 
             # decisions: merging these rasters later gives the same mask.
             for coarse_path, final in zip(run_paths.paths(), paths.paths()):
                 if final:
+                    if coarse_path is None:
+                        raise RuntimeError(f"{final} is kept but was not computed")
                     to_grid(coarse_path, info, final, "near")
     return notes
 

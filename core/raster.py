@@ -10,8 +10,10 @@ the default) and 3.22 leaves it off. Calls that can fail go through
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 from osgeo import gdal, gdal_array
@@ -59,7 +61,10 @@ class RasterInfo:
         return min(xs), min(ys), max(xs), max(ys)
 
 
-def gdal_try(call, *args, **kwargs) -> tuple[object | None, str]:
+_Result = TypeVar("_Result")
+
+
+def gdal_try(call: Callable[..., _Result], *args, **kwargs) -> tuple[_Result | None, str]:
     """Run one GDAL call; return ``(result, "")``, or ``(None, GDAL's message)`` when it failed.
 
     The same with GDAL's exceptions on (a failure raises RuntimeError) or off (it
@@ -216,8 +221,8 @@ class RowSource:
                  in_memory: bool = False, fill: list[float | None] | None = None):
         self.ds = open_dataset(source)
         self.bands = bands
-        self.width = self.ds.RasterXSize
-        self.height = self.ds.RasterYSize
+        self.width: int = self.ds.RasterXSize
+        self.height: int = self.ds.RasterYSize
         self.window_rows = self.height if in_memory else max(1, window_rows)
         self.dtype = self._dtype()
         # Where an alpha band or a mask says "no data", each band reads as its ``fill``
@@ -234,7 +239,8 @@ class RowSource:
         """Read columns ``[first_col, end_col)`` from now on (drops the cached rows)."""
         self.first_col, self.cols = first_col, end_col - first_col
         self._lo = 0
-        self._block = np.empty((len(self.bands), 0, self.cols), dtype=self.dtype)
+        # None only while rows() swaps blocks (so the old rows are freed first) and after close().
+        self._block: np.ndarray | None = np.empty((len(self.bands), 0, self.cols), dtype=self.dtype)
 
     def _read(self, lo: int, hi: int) -> np.ndarray:
         # All bands in one call: pixel-interleaved files decompress each block once.
@@ -248,6 +254,8 @@ class RowSource:
         return data
 
     def _fill_hidden(self, data: np.ndarray, lo: int, hi: int) -> None:
+        if self.fill is None:
+            raise RuntimeError("a validity band without fill values")
         hidden = read_array_of(self.validity, self.first_col, lo, self.cols, hi - lo) == 0
         if hidden.any():
             for plane, value in zip(data, self.fill):
@@ -256,6 +264,8 @@ class RowSource:
 
     def rows(self, lo: int, hi: int) -> np.ndarray:
         """Real rows ``[lo, hi)`` (inside the raster) of the window, as ``[bands, rows, cols]``."""
+        if self._block is None:
+            raise RuntimeError("rows() after close()")
         cached_hi = self._lo + self._block.shape[1]
         if lo < self._lo or hi > cached_hi:
             new_hi = min(self.height, max(hi, lo + self.window_rows))

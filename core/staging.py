@@ -18,7 +18,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from .errors import RUN_AGAIN, FileInUseError, OutputError
@@ -45,10 +45,8 @@ def remove(path: str | os.PathLike, then: str = RUN_AGAIN) -> None:
 
 def discard(path: str | os.PathLike) -> None:
     """Remove our own temporary file if it is there; a failure must not hide the error being handled."""
-    try:
+    with suppress(OSError):
         os.remove(path)
-    except OSError:
-        pass
 
 
 def swap(tmp: str | os.PathLike, target: str | os.PathLike, then: str = RUN_AGAIN) -> None:

@@ -114,7 +114,10 @@ def flag_block(plan: MergePlan, cloud: np.ndarray | None, shadow: np.ndarray | N
         cloud, shadow = _probabilities(cloud, check=False), _probabilities(shadow, check=False)
     cloud_p, shadow_p = cloud, shadow
     # A pixel either probability has no data for is nodata: nothing says it is clear.
-    valid = np.ones((cloud_p if cloud_p is not None else shadow_p).shape, dtype=bool)
+    either = cloud_p if cloud_p is not None else shadow_p
+    if either is None:
+        raise ValueError("flag_block needs a cloud or a shadow probability block")
+    valid = np.ones(either.shape, dtype=bool)
     for p in (cloud_p, shadow_p):
         if p is not None:
             valid &= np.isfinite(p)
@@ -154,9 +157,12 @@ class FlagRecorder:
             self.product = open_dataset(path, "product mask")
         self.out = create_geotiff(self.path, plan.grid, 1, gdal.GDT_Byte, 0, options=FLAG_OPTIONS)
 
-    def __call__(self, row: int, col: int, blocks: dict[str, np.ndarray | None]) -> None:
+    def __call__(self, row: int, col: int, blocks: dict[str, np.ndarray]) -> None:
         cloud, shadow = blocks.get("cloud"), blocks.get("shadow")
-        rows, cols = (cloud if cloud is not None else shadow).shape
+        either = cloud if cloud is not None else shadow
+        if either is None:
+            raise ValueError("the flags need a cloud or a shadow probability block")
+        rows, cols = either.shape
         product = read_array(self.product, col, row, cols, rows) if self.product else None
         cloud_f, shadow_f, valid, sources = flag_block(self.plan, cloud, shadow, product, self.product_nodata)
         # numpy's booleans are the bytes 0 and 1: their views times the bits pack them.
@@ -183,7 +189,7 @@ class _Flags:
     def __init__(self, plan: MergePlan, paths: dict[str, str | None], product_nodata: float | None):
         self.plan, self.paths, self.product_nodata = plan, paths, product_nodata
         # Each probability raster's own declared nodata (ours -1, FarmVibes.AI's 100, ...).
-        self.nodata = {k: raster_info(paths[k]).nodata[0] for k in PROBABILITY_KEYS if paths.get(k)}
+        self.nodata = {k: raster_info(path).nodata[0] for k in PROBABILITY_KEYS if (path := paths.get(k))}
         self.step = max(1, plan.window_rows)
         self.workers = max(1, min(MERGE_READERS, available_cores()))
         self._local = threading.local()
@@ -195,7 +201,7 @@ class _Flags:
         for lo in range(0, height, self.step):
             yield lo, min(height, lo + self.step)
 
-    def in_order(self) -> Iterator[tuple[int, int, tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    def in_order(self) -> Iterator[tuple[int, int, Flagged]]:
         """Every window with its flags, in order, read by a pool of threads a few windows
         ahead (so memory stays bounded); none are left running when this stops."""
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="cloudmask-merge")
@@ -242,11 +248,14 @@ class _Flags:
         block = {k: (_read_rows(readers[k], lo, hi, width) if readers[k] else None) for k in self.paths}
         if "flags" in block:
             packed = block["flags"]
+            if packed is None:
+                raise RuntimeError("the flags raster was not read")
             cloud, shadow, valid = (packed & CLOUD_BIT) != 0, (packed & SHADOW_BIT) != 0, (packed & VALID_BIT) != 0
             sources = packed & SOURCE_BITS if self.plan.provenance else None
-            if block.get("product") is not None:  # coarse decisions: the product mask joins here
+            product_rows = block.get("product")
+            if product_rows is not None:  # coarse decisions: the product mask joins here
                 settings = self.plan.settings
-                product = mg.decode_product_mask(block["product"], settings.product_kind, self.product_nodata,
+                product = mg.decode_product_mask(product_rows, settings.product_kind, self.product_nodata,
                                                  settings.product_probability_threshold)
                 cloud |= product.cloud & valid
                 shadow |= product.shadow & valid
@@ -314,7 +323,7 @@ def merge_to_mask(plan: MergePlan, cloud: str | None, shadow: str | None, mask_p
     feedback = feedback or Feedback()
     if source is not None and not plan.provenance:
         raise ValueError("a SOURCE output needs a plan with provenance")
-    coarse = bool(flags) and not _on_grid(flags, plan.grid)
+    coarse = bool(flags and not _on_grid(flags, plan.grid))
     if flags and not coarse:
         return _merge(plan, {"flags": flags}, None, mask_path, feedback, source)
     with tempfile.TemporaryDirectory(prefix="cloudmask-") as tmp:
@@ -453,7 +462,7 @@ def _write_windows(flags: _Flags, out: gdal.Dataset, fractions: mg.Fractions | N
     rows = _Rows(grid.width)
     halo = settings.dilation
     written = 0
-    for lo, hi, (cloud_f, shadow_f, valid, sources) in flags.in_order():
+    for _lo, hi, (cloud_f, shadow_f, valid, sources) in flags.in_order():
         rows.append(cloud_f, shadow_f, valid, sources)
         # Rows [written, ready) now have all the context their dilation needs.
         ready = grid.height if hi == grid.height else max(written, hi - halo)
@@ -461,6 +470,8 @@ def _write_windows(flags: _Flags, out: gdal.Dataset, fractions: mg.Fractions | N
             mask, bits = rows.finish(written, ready, halo, settings, grid.height)
             write_array(out, mask, 0, written)
             if source is not None:
+                if bits is None:  # merge_to_mask refuses a SOURCE output without provenance
+                    raise RuntimeError("a SOURCE output without the flags' source bits")
                 source(pv.categories(bits, mask), written)
             if fractions is not None:
                 fractions.add(mask, settings.output_mode)

@@ -503,7 +503,8 @@ def _scaling_rows(s: dict) -> list[tuple]:
     rows = []
     for k, (size, row) in enumerate(s.items()):
         rows.append(("5 scaling" if k == 0 else "", f"cloudprobability {size}^2, {row['tiles']} tiles",
-                     (f"{row['seconds']:.1f} s, {row['us_per_px']:.2f} us/px (x{row['us_per_px'] / base['us_per_px']:.2f}); "
+                     (f"{row['seconds']:.1f} s, {row['us_per_px']:.2f} us/px "
+                      f"(x{row['us_per_px'] / base['us_per_px']:.2f}); "
                       f"cpu {row['cpu_us_per_px']:.2f} us/px (x{row['cpu_us_per_px'] / base['cpu_us_per_px']:.2f})"),
                      "linear", None))
     return rows
@@ -605,7 +606,8 @@ def _gpu_rows(g: dict) -> list[tuple]:
         measured = (f"{run['wall_s']:.1f} s (probabilities {run['probabilities_s']:.1f} s, merge "
                     f"{run['merge_s']:.1f} s; network {run['model_s']:.1f} s summed over bands)")
         what = "probabilities kept" if run.get("kept", True) else "mask only"
-        rows.append(("8 GPU" if k == 0 else "", f"full tile 10980^2, {run['workers']} band(s) of rows, {what}", measured,
+        rows.append(("8 GPU" if k == 0 else "", f"full tile 10980^2, {run['workers']} band(s) of rows, {what}",
+                     measured,
                      "<= 6 s", run["wall_s"] <= 6.0 if run["on_gpu"] else False))
     bare = next((b for b in g["bare"] if b["provider"] == "cuda"), None)
     if bare:

@@ -85,7 +85,8 @@ def _profile(folder: Path, plugins: Path, enabled: bool) -> dict:
     if enabled:
         subprocess.run([qgis_process(), "plugins", "enable", "cloud_mask_improver"], env=env,
                        capture_output=True, check=False)
-    subprocess.run([qgis_process(), "list"], env=env, capture_output=True, check=False)  # first start: makes the profile
+    # The first start makes the profile.
+    subprocess.run([qgis_process(), "list"], env=env, capture_output=True, check=False)
     return env
 
 

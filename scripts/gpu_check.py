@@ -189,8 +189,10 @@ def improve(raster: str, mask: str, folder: Path, provider: str, name: str, work
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     on_gpu = any(note.startswith("Running on the GPU") for note in report.notes) and not any(
         "finished on the CPU" in note for note in report.notes)
-    return {"provider": provider, "workers": workers or "auto", "on_gpu": on_gpu, "kept": keep, "wall_s": wall, "cpu_s": cpu,
-            "probabilities_s": steps.seconds.get("compute_probabilities"), "merge_s": steps.seconds.get("merge_to_mask"),
+    return {"provider": provider, "workers": workers or "auto", "on_gpu": on_gpu, "kept": keep,
+            "wall_s": wall, "cpu_s": cpu,
+            "probabilities_s": steps.seconds.get("compute_probabilities"),
+            "merge_s": steps.seconds.get("merge_to_mask"),
             # Summed over the blocks of rows, which call the network at the same time.
             "model_s": clock.seconds, "other_s": wall - clock.seconds, **writing.seconds,
             "model_calls": clock.calls, "tiles": clock.tiles,
@@ -248,12 +250,14 @@ def main() -> int:
     runs_asked = [p for p in args.providers.split(",") if p]
     providers = list(dict.fromkeys(p.split("/")[0].split(":")[0] for p in runs_asked))
     device = gpu.gpu()
-    result = {"machine": f"{platform.machine()}, {inference.available_cores()} cores, Python {platform.python_version()}",
+    machine = f"{platform.machine()}, {inference.available_cores()} cores, Python {platform.python_version()}"
+    result = {"machine": machine,
               "gpu": device.__dict__ if device else None, "size": args.size, "model": MODEL}
     with tempfile.TemporaryDirectory(prefix="cloudmask-gpu-check-", dir=args.work) as tmp:
         folder = Path(tmp)
         start = time.perf_counter()
-        raster = write_tiled(folder / "s2.tif", args.size, scene_block(args.sample), gdal.GDT_UInt16, 0, FARMVIBES_BANDS)
+        raster = write_tiled(folder / "s2.tif", args.size, scene_block(args.sample), gdal.GDT_UInt16, 0,
+                             FARMVIBES_BANDS)
         mask = write_tiled(folder / "product.tif", args.size, product_block(), gdal.GDT_Byte, 100)
         result["generate_s"] = time.perf_counter() - start
         print(f"gpu_check: {args.size}^2 rasters in {result['generate_s']:.1f} s", flush=True)
@@ -300,7 +304,8 @@ def main() -> int:
     if "agreement" in result:
         verdicts.append(("argmax agreement >= 99.9 %", result["agreement"]["argmax_agreement"] >= 0.999))
         print(f"gpu_check: agreement {kept[0]['asked']} vs {kept[-1]['asked']}: argmax "
-              f"{result['agreement']['argmax_agreement'] * 100:.3f} %, mask {result['agreement']['mask_agreement'] * 100:.3f} %")
+              f"{result['agreement']['argmax_agreement'] * 100:.3f} %, "
+              f"mask {result['agreement']['mask_agreement'] * 100:.3f} %")
     if "bands_exact" in result:
         verdicts.append(("blocks of rows give the one-block result bit for bit", result["bands_exact"]))
     result["verdicts"] = {name: ok for name, ok in verdicts}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -73,10 +74,8 @@ def _use_exceptions(wanted: list[bool]) -> None:
     for _ in EXCEPTION_MODULES:
         for module in EXCEPTION_MODULES:
             if module.GetUseExceptions():
-                try:
+                with contextlib.suppress(RuntimeError):  # not on top yet
                     module.DontUseExceptions()
-                except RuntimeError:  # not on top yet
-                    pass
     for module, on in zip(EXCEPTION_MODULES, wanted):
         if on:
             module.UseExceptions()

@@ -186,7 +186,8 @@ def _tile_xml(level: str, projection_epsg: int, origin: tuple, size: int) -> str
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <n1:Level-{level[1:]}_Tile_ID xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/S2_PDI_Level-{level[1:]}_Tile_Metadata.xsd">
 <n1:Geometric_Info><Tile_Geocoding metadataLevel="Brief">
-<HORIZONTAL_CS_NAME>WGS84 / UTM zone 33N</HORIZONTAL_CS_NAME><HORIZONTAL_CS_CODE>EPSG:{projection_epsg}</HORIZONTAL_CS_CODE>
+<HORIZONTAL_CS_NAME>WGS84 / UTM zone 33N</HORIZONTAL_CS_NAME>\
+<HORIZONTAL_CS_CODE>EPSG:{projection_epsg}</HORIZONTAL_CS_CODE>
 {sizes}{positions}
 </Tile_Geocoding></n1:Geometric_Info>
 </n1:Level-{level[1:]}_Tile_ID>

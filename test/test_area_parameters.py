@@ -38,8 +38,9 @@ def test_extent_of_one_square_kilometre_equals_the_whole_scene_there(whole, tmp_
     out = tmp_path / "field.tif"
     r = _rect(300, 400, 100, 100)
     extent = f"{r.xMinimum()},{r.xMaximum()},{r.yMinimum()},{r.yMaximum()} [EPSG:32633]"
-    result = processing.run("cloudmask:improvecloudmask", {"S2_RASTER": str(L1C_STACK), "PRODUCT_MASK": str(PRODUCT_MASK),
-                                                           "EXTENT": extent, "MASK": str(out), **BASE})
+    result = processing.run("cloudmask:improvecloudmask",
+                            {"S2_RASTER": str(L1C_STACK), "PRODUCT_MASK": str(PRODUCT_MASK),
+                             "EXTENT": extent, "MASK": str(out), **BASE})
     mask = gdal.Open(str(out))
     assert mask.GetGeoTransform()[:4] == (r.xMinimum(), 10.0, 0.0, r.yMaximum())
     part = mask.ReadAsArray()

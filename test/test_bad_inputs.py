@@ -396,7 +396,8 @@ def test_bad_input(case, gdal_exceptions, provider, tmp_path, system_tmp, monkey
         with pytest.raises(QgsProcessingException) as err:
             processing.run(f"cloudmask:{case.alg}", params)
         message = str(err.value)
-        print(f"\nMATRIX | {case.id} | {' / '.join(message.splitlines())}")  # `pytest -s` prints the matrix for the record
+        # `pytest -s` prints the matrix for the record.
+        print(f"\nMATRIX | {case.id} | {' / '.join(message.splitlines())}")
         no_traceback(message)
         for word in case.error:
             assert word in message, message

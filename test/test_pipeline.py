@@ -51,7 +51,8 @@ def test_a_saved_mask_lists_only_its_classes(tmp_path):
     probabilities[10:30, 10:30] = 0.9
     probabilities[50:, 50:] = -1  # nodata
     cloud = write_raster(tmp_path / "cloud.tif", probabilities, nodata=-1)
-    for mode, classes in (("categorical", ["clear", "cloud", "cloud shadow"]), ("binary", ["clear", "cloud or shadow"])):
+    for mode, classes in (("categorical", ["clear", "cloud", "cloud shadow"]),
+                          ("binary", ["clear", "cloud or shadow"])):
         mask = str(tmp_path / f"{mode}.tif")
         pipeline.merge(pipeline.MergeRequest(cloud, None, None, mg.MergeSettings(dilation=0, output_mode=mode)), mask)
         ds = gdal.Open(mask)

@@ -310,7 +310,8 @@ def test_temporary_outputs_are_geotiff_whatever_the_default_raster_format(provid
     named MASK.gpkg from every run with a temporary output (the modeler's between steps)."""
     from qgis.core import QgsProcessingUtils, QgsRasterFileWriter, QgsSettings
     # Where Processing's options keep it: QGIS 3.22 an index into the formats, later releases the extension.
-    old_key, new_key = "Processing/Configuration/DefaultOutputRasterLayerExt", "qgis/configuration/default-output-raster-ext"
+    old_key = "Processing/Configuration/DefaultOutputRasterLayerExt"
+    new_key = "qgis/configuration/default-output-raster-ext"
     settings = QgsSettings()
     settings.setValue(old_key, QgsRasterFileWriter.supportedFormatExtensions().index("gpkg"))
     settings.setValue(new_key, "gpkg")

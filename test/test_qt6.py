@@ -178,7 +178,8 @@ def test_each_removed_spelling_is_found(snippet, expected):
     found = removed_spellings(snippet)
     assert found and expected in found[0], found
     scoped = removed_spellings(snippet.replace("Qgis.Success", "Qgis.MessageLevel.Success")
-                               .replace(".Double", ".Type.Double").replace("Qt.AlignLeft", "Qt.AlignmentFlag.AlignLeft"))
+                               .replace(".Double", ".Type.Double")
+                               .replace("Qt.AlignLeft", "Qt.AlignmentFlag.AlignLeft"))
     if "Success" in snippet or "Double" in snippet or "AlignLeft" in snippet:
         assert not scoped, scoped
 

@@ -83,7 +83,8 @@ def test_release_zip_metadata_has_the_addresses_changelog_and_qgis4(release_zip)
 def test_changelog_is_the_newest_versions_in_plain_text(tmp_path):
     changelog = tmp_path / "CHANGELOG.md"
     changelog.write_text(
-        "# Changelog\n\nIntro.\n\n## [Unreleased]\n\n### Fixed\n- A hostile `MTD_*.xml` is refused (1.2 % faster); see\n"
+        "# Changelog\n\nIntro.\n\n## [Unreleased]\n\n"
+        "### Fixed\n- A hostile `MTD_*.xml` is refused (1.2 % faster); see\n"
         "  *Raster > Cloud Mask Improver*.\n\n## [0.3.0] - 2027-02-01\n\n### Added\n- Three.\n\n"
         "## [0.2.0] - 2027-01-01\n\n### Changed\n- Two.\n\n## [0.1.0] - 2026-12-01\n\n### Added\n- One.\n",
         encoding="utf-8")

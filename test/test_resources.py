@@ -54,4 +54,5 @@ def test_every_icon_the_plugin_loads_is_listed():
     assert "icons/icon.svg" in used  # the scan does find the icon plugin.py and the provider load
     assert used <= set(listed()), f"loaded but not in resources.qrc: {sorted(used - set(listed()))}"
     shipped_images = {p.relative_to(ROOT).as_posix() for p in (ROOT / "icons").rglob("*") if IMAGE.search(p.name)}
-    assert shipped_images <= set(listed()), f"in icons/ but not in resources.qrc: {sorted(shipped_images - set(listed()))}"
+    unlisted = sorted(shipped_images - set(listed()))
+    assert not unlisted, f"in icons/ but not in resources.qrc: {unlisted}"

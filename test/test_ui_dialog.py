@@ -66,7 +66,8 @@ def test_defaults_come_from_the_project(project, qgis_iface):
     assert "ukis-4b-l1c" in listed
     # The tooltip carries the card facts a user chooses by.
     dialog.form.cloud_models.setValue("ukis-4b-l1c")
-    assert "B02 B03 B04 B08" in dialog.form.cloud_models.toolTip() and "Apache-2.0" in dialog.form.cloud_models.toolTip()
+    tooltip = dialog.form.cloud_models.toolTip()
+    assert "B02 B03 B04 B08" in tooltip and "Apache-2.0" in tooltip
     assert dialog.form.problem() == ""
 
 
@@ -242,7 +243,10 @@ def test_cancel_stops_the_run_and_leaves_nothing(project, provider, qgis_iface, 
     before = set(project.mapLayers())
     logged = []
     log = QgsApplication.messageLog()
-    record = lambda text, tag, level: logged.append((text, tag, level))
+
+    def record(text, tag, level):
+        logged.append((text, tag, level))
+
     log.messageReceived.connect(record)
     run = dialog.run()
     qtbot.waitUntil(lambda: run.feedback.progress() > 0 or run.done, timeout=120_000)

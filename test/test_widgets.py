@@ -89,7 +89,8 @@ def test_the_toolbox_dialog_shows_the_pickers_and_runs_plain_strings(provider, s
     wrappers = panel.wrappers
     assert isinstance(wrappers["CLOUD_MODEL"], ModelWrapper)
     assert isinstance(wrappers["CLOUD_MODEL"].widget, ModelCombo)
-    shadow_ids = [wrappers["SHADOW_MODEL"].widget.itemData(i) for i in range(1, wrappers["SHADOW_MODEL"].widget.count())]
+    shadow_combo = wrappers["SHADOW_MODEL"].widget
+    shadow_ids = [shadow_combo.itemData(i) for i in range(1, shadow_combo.count())]
     assert shadow_ids == [c.id for c in models.installed() if c.has_shadow]
     wrappers["S2_RASTER"].setParameterValue(s2_layer, QgsProcessingContext())
     bands = wrappers["BANDS"].widget

@@ -100,7 +100,8 @@ def _patches(files: FilesInUse) -> dict:
         return call
 
     driver = gdal.Driver
-    return {(builtins, "open"): open_file, (io, "open"): open_file, (os, "replace"): replace, (os, "rename"): rename, (os, "remove"): remove, (os, "unlink"): remove,
+    return {(builtins, "open"): open_file, (io, "open"): open_file, (os, "replace"): replace,
+            (os, "rename"): rename, (os, "remove"): remove, (os, "unlink"): remove,
             (gdal, "Unlink"): gdal_call("delete", gdal.Unlink, 0),
             (gdal, "Rename"): gdal_call("rename", gdal.Rename, 0, 1),
             (driver, "Delete"): gdal_call("delete", driver.Delete, 1),

@@ -91,7 +91,7 @@ class ReleaseDownload(QObject):
             page, problem = project_page(index_url(), self.source.package), ""
         except Exception as err:  # noqa: BLE001 - no pip at all: say so rather than crash
             page, problem = "", f"Cannot tell which package index to use ({err})."
-        try:
+        try:  # noqa: SIM105
             self._index_found.emit(page, problem)
         except RuntimeError:  # the dialog, and this object with it, was closed meanwhile
             pass

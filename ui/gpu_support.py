@@ -54,7 +54,7 @@ class GpuSupportBox(QWidget):
         """Ask the driver in a thread (it starts nvidia-smi), then refresh on the main thread."""
         def check():
             gpu.driver_description()
-            try:
+            try:  # noqa: SIM105
                 self._driver_checked.emit()
             except RuntimeError:  # the dialog was closed meanwhile
                 pass

@@ -494,7 +494,7 @@ class ImproveForm(QWidget):
         for key, widget in self.remembered():
             value = settings.value(self._settings_key(key), None)
             if value is not None:
-                try:
+                try:  # noqa: SIM105
                     set_widget_value(widget, value)
                 except (TypeError, ValueError):
                     pass  # a setting from another version: keep the default

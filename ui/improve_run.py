@@ -106,7 +106,8 @@ class ImproveRun:
             added.append(mask)
         for output in LOADED:
             if self.results.get(output.name):
-                layer = QgsRasterLayer(self.results[output.name], f"{self.name} {output.label.lower()} ({self.label})")
+                layer = QgsRasterLayer(self.results[output.name],
+                                       f"{self.name} {output.label.lower()} ({self.label})")
                 if layer.isValid():
                     layer.setRenderer(probability_renderer(layer) if output.probability else source_renderer(layer))
                     added.append(layer)

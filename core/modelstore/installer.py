@@ -81,7 +81,10 @@ def _extract(archive: Path, member: str, folder: Path) -> Path:
             names = [n for n in tf.getnames() if n == member or n.endswith("/" + member)]
             if not names:
                 raise FetchError(f"{archive.name} has no member {member}.")
-            with tf.extractfile(names[0]) as src, open(out, "wb") as dst:
+            extracted = tf.extractfile(names[0])
+            if extracted is None:  # a folder or a link of that name
+                raise FetchError(f"{archive.name}: {member} is not a file.")
+            with extracted as src, open(out, "wb") as dst:
                 shutil.copyfileobj(src, dst, CHUNK)
     return out
 

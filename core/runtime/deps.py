@@ -445,7 +445,8 @@ def install_gpu_runtime(target: Path | None = None, index_url: str | None = None
         log(f"Downloading NVIDIA's CUDA and cuDNN libraries (about 1.3 GB): {', '.join(libraries)}…")
         done = _pip(["--target", str(staging), *libraries], index_url, proxy)
         if done.returncode != 0:
-            return RuntimeStatus(False, problem=f"pip could not install the CUDA libraries: {done.stderr.strip()[-2000:]}")
+            return RuntimeStatus(False,
+                                 problem=f"pip could not install the CUDA libraries: {done.stderr.strip()[-2000:]}")
         _swap_runtime(staging, folder)
     except OSError as err:
         return RuntimeStatus(False, problem=f"Could not put GPU support in place in {folder}: {err}. "

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from . import processes
 
 # Windows drivers put nvidia-smi here, not always on PATH.
-_WINDOWS_SMI = os.path.join(os.environ.get("SystemRoot", r"C:\Windows"), "System32", "nvidia-smi.exe")
+_WINDOWS_SMI = os.path.join(os.environ.get("SYSTEMROOT", r"C:\Windows"), "System32", "nvidia-smi.exe")
 
 
 @dataclass(frozen=True)

@@ -303,8 +303,8 @@ def _stack(source: str, folder: str) -> tuple[str, str | None]:
             "or holds no MTD_MSIL2A.xml / MTD_MSIL1C.xml. Download the product again."))
     if safe.is_product(source):
         stack, mask = os.path.join(folder, "stack.vrt"), os.path.join(folder, "product_mask.vrt")
-        _, mask = safe.prepare(source, stack, mask, 10.0)
-        return stack, mask
+        _, written = safe.prepare(source, stack, mask, 10.0)
+        return stack, written
     return source, safe.product_mask_of(source)
 
 
@@ -392,6 +392,8 @@ def _kept_source(request: pipeline.ImproveRequest, options: BatchOptions, area: 
     if not options.source:
         return "", None
     path = request.source
+    if path is None:
+        raise RuntimeError("the SOURCE option is on but the request has no SOURCE output")
     entry = old.get("source")
     if isinstance(entry, dict) and entry.get("path") == path and os.path.exists(path):
         return path, {k: entry["figures"][k.lower()] for k in provenance.FIGURES}
@@ -416,7 +418,7 @@ def _masked_imagery(stack: str, mask: str, options: BatchOptions, area: area_mod
     entry = {"path": path, "bands": options.masked_bands}
     if old and old.get("masked") == entry and os.path.exists(path):
         return path
-    bands = ()
+    bands: tuple[int, ...] = ()
     if options.masked_bands.strip():
         names = detect_bands(raster_info(stack).descriptions, options.request.probability.bands)
         wanted = parse_band_list(options.masked_bands)

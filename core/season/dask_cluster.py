@@ -109,7 +109,7 @@ def run(items: list[batch.Item], options: batch.BatchOptions, out_dir: str, clie
                 on_row(row)
     except KeyboardInterrupt as err:
         client.cancel(list(futures))
-        err.rows = rows
+        err.rows = rows  # type: ignore[attr-defined]  # the rows so far, for cli.py (getattr)
         raise
     finally:
         batch.clean_partials(out_dir, items)

@@ -257,8 +257,9 @@ def _true_colour(source: str, mask_ds, width: int, height: int) -> np.ndarray | 
     from ..sentinel2 import product as safe
     with tempfile.TemporaryDirectory(prefix="cloudmask-quicklook-") as tmp:
         stack = source
-        if safe.is_product(source):
-            stack, _ = safe.prepare(source, os.path.join(tmp, "stack.vrt"), os.path.join(tmp, "mask.vrt"), 10.0)
+        if safe.is_product(source):  # its bands as one stack; its mask is not needed here
+            stack = os.path.join(tmp, "stack.vrt")
+            safe.prepare(source, stack, resolution=10.0)
         ds = gdal.Open(stack)
         if ds is None:
             return None

@@ -6,8 +6,9 @@ several polygons, ``fields`` (one row per product x polygon, no geometry; join
 on ``mask``). The CSV files carry the same columns (footprint as WKT). Both
 are written to a temporary name and renamed, so a reader never sees half a
 summary. The last columns are the SOURCE raster's figures (empty when the batch
-did not write it), named as Improve cloud mask's outputs in lower case. A summary file that cannot be replaced (on Windows: loaded in QGIS, open
-in a spreadsheet) does not stop the others: :func:`write_all` writes what it can,
+did not write it), named as Improve cloud mask's outputs in lower case. A
+summary file that cannot be replaced (on Windows: loaded in QGIS, open in a
+spreadsheet) does not stop the others: :func:`write_all` writes what it can,
 then names the files in use.
 """
 

@@ -17,6 +17,7 @@ import xml.etree.ElementTree as ET  # nosec B405 - holds the tree only: parse_me
 import zipfile
 from dataclasses import dataclass, field
 from html import escape as html_escape
+from typing import NoReturn
 from xml.parsers import expat
 
 import numpy as np
@@ -166,7 +167,7 @@ class _DocumentType(Exception):
     """Raised from inside expat when the document declares a DTD (stops it at once)."""
 
 
-def _refuse_document_type(*_args) -> None:
+def _refuse_document_type(*_args) -> NoReturn:
     raise _DocumentType()
 
 
@@ -218,8 +219,9 @@ def _offsets(root: ET.Element, level: str, baseline: str) -> dict[str, float]:
     tag = "BOA_ADD_OFFSET" if level == "L2A" else "RADIO_ADD_OFFSET"
     offsets = {}
     for element in root.iter():
-        if _local(element.tag) == tag and element.get("band_id") is not None and element.text:
-            offsets[ALL_BANDS[int(element.get("band_id"))]] = float(element.text)
+        band_id = element.get("band_id")
+        if _local(element.tag) == tag and band_id is not None and element.text:
+            offsets[ALL_BANDS[int(band_id)]] = float(element.text)
     if not offsets and _baseline_number(baseline) >= 4.0:
         offsets = {band: DEFAULT_OFFSET for band in ALL_BANDS}
     return offsets
@@ -364,7 +366,8 @@ def _vrt_xml(grid: Grid, bands: list[tuple[str, str, str]], data_type: str, noda
     items = "".join(f'<MDI key="{escape(k)}">{escape(str(v))}</MDI>' for k, v in metadata.items())
     parts = [f'<VRTDataset rasterXSize="{grid.width}" rasterYSize="{grid.height}">',
              f"<SRS>{escape(grid.projection)}</SRS>",
-             f"<GeoTransform>{grid.xmin!r}, {grid.resolution!r}, 0, {grid.ymax!r}, 0, {-grid.resolution!r}</GeoTransform>",
+             f"<GeoTransform>{grid.xmin!r}, {grid.resolution!r}, 0, "
+             f"{grid.ymax!r}, 0, {-grid.resolution!r}</GeoTransform>",
              f"<Metadata>{items}</Metadata>"]
     for index, (name, path, resampling) in enumerate(bands, start=1):
         own = "".join(f'<MDI key="{escape(k)}">{escape(str(v))}</MDI>'

@@ -37,6 +37,7 @@ last screenshot of the screen is taken first) and the result says so.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -243,10 +244,8 @@ def _stop(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=5)
     except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait(timeout=5)
 
 

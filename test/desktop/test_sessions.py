@@ -75,7 +75,8 @@ def test_cancel_from_the_task_manager_then_run_again(one_session):
 
 @pytest.mark.parametrize("label", ["extent", "extent dialog"])
 def test_canvas_extent_in_another_crs_is_the_raster_area_it_shows(one_session, label):
-    assert one_session.facts[f"{label}_canvas_crs"][0] == "EPSG:4326" and one_session.facts["raster_crs"] == "EPSG:32633"
+    assert one_session.facts[f"{label}_canvas_crs"][0] == "EPSG:4326"
+    assert one_session.facts["raster_crs"] == "EPSG:32633"
     assert one_session.checks[f"{label}: the mask covers the canvas's area, in the raster's CRS"]["ok"], \
         one_session.facts[f"{label}_bounds"]
 

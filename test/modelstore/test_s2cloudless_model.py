@@ -21,6 +21,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from osgeo import gdal
+from samples import load_fetch_sample
 
 from cloud_mask_improver.core.modelstore.fetch import FetchError, PinnedRelease, fetch_release, sha256_of
 from cloud_mask_improver.core.modelstore.lightgbm_to_onnx import float32_at_most, lightgbm_text_to_onnx
@@ -33,7 +34,6 @@ MODEL_BANDS = [0, 1, 3, 4, 7, 8, 9, 10, 11, 12]
 TOLERANCE = 1e-4
 INSTALLED = "s2cloudless-l1c.onnx"
 
-from samples import load_fetch_sample
 
 ROOT = Path(__file__).resolve().parents[2]
 CARD = ROOT / "models" / "s2cloudless-l1c.json"

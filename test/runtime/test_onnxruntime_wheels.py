@@ -59,7 +59,8 @@ def pip_download(folder, tag: str, python: tuple[int, int], version: str) -> sub
                    if k not in ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_NO_INDEX")}
     return subprocess.run(
         [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
-         "--only-binary=:all:", *[f"--platform={p}" for p in platforms(tag)], "--python-version", f"{python[0]}.{python[1]}",
+         "--only-binary=:all:", *[f"--platform={p}" for p in platforms(tag)],
+         "--python-version", f"{python[0]}.{python[1]}",
          "--index-url", "https://pypi.org/simple", "-d", str(folder), f"onnxruntime=={version}"],
         capture_output=True, text=True, timeout=600, check=False, env=environment)
 

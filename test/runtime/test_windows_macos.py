@@ -151,7 +151,8 @@ def fake_onnxruntime(folder: Path, version: str, error: str) -> Path:
     (package / "capi").mkdir(parents=True)
     (package / "capi" / "__init__.py").write_text("")
     (package / "capi" / "onnxruntime_pybind11_state.py").write_text(f"raise ImportError({error!r})\n")
-    (package / "__init__.py").write_text(f"__version__ = {version!r}\nfrom onnxruntime.capi import onnxruntime_pybind11_state\n")
+    (package / "__init__.py").write_text(f"__version__ = {version!r}\n"
+                                         "from onnxruntime.capi import onnxruntime_pybind11_state\n")
     (folder / f"onnxruntime-{version}.dist-info").mkdir()
     return folder
 
@@ -221,4 +222,4 @@ def test_installing_again_stops_at_once_and_says_the_fix(qgis_app, qtbot, broken
 
 def test_this_computer_gets_the_pin_chosen_for_it():
     """The pin is decided at import from this computer's facts (nothing started, nothing asked)."""
-    assert deps.ONNXRUNTIME_VERSION == deps.choose_onnxruntime(*deps.this_platform())
+    assert deps.choose_onnxruntime(*deps.this_platform()) == deps.ONNXRUNTIME_VERSION

@@ -67,3 +67,13 @@ def test_many_notes_are_cut_to_ten_with_a_pointer_to_the_log(sample_season):
     page = report.render(rows, season, area_used=False)
     assert "date 9: most" in page and "date 10: most" not in page
     assert "and 5 more in the batch's log" in page
+
+
+def test_a_product_quicklook_shows_its_true_colour(product, tmp_path):
+    """A product's imagery (not only a band stack's) makes the quicklook's picture."""
+    from cloud_mask_improver.core.sentinel2 import product as safe
+    stack = str(tmp_path / "stack.vrt")
+    safe.prepare(str(product.zip), stack)
+    grid = gdal.Open(stack)  # the mask's grid is the stack's
+    rgb = report._true_colour(str(product.zip), grid, 32, 32)
+    assert rgb is not None and rgb.shape == (32, 32, 3) and rgb.any()

@@ -113,7 +113,8 @@ def test_scl_lands_on_the_right_pixels(products, tmp_path):
         safe.prepare(str(new.zip), str(tmp_path / f"stack{resolution}.vrt"), str(mask), resolution)
         assert np.array_equal(read(mask), expected), resolution
         assert metadata(mask)["PRODUCT_MASK_KIND"] == "scl"
-        assert gdal.Open(str(mask)).GetGeoTransform() == gdal.Open(str(tmp_path / f"stack{resolution}.vrt")).GetGeoTransform()
+        stack = gdal.Open(str(tmp_path / f"stack{resolution}.vrt"))
+        assert gdal.Open(str(mask)).GetGeoTransform() == stack.GetGeoTransform()
 
 
 def test_zip_and_folder_give_identical_results(products, tmp_path):

@@ -538,8 +538,9 @@ def step_profile(d):
         check_toolbox_run(d, "profile: run", run)
 
 
-STEPS = {"new_project": step_new_project, "quit_running": step_quit_running, "profile": step_profile, "reload_running": step_reload_running, "reload": step_reload, "cancel": step_cancel, "extent": step_extent, "extent_dialog": step_extent_dialog, "save": step_save,
-         "reopen": step_reopen, "fresh": step_fresh}
+STEPS = {"new_project": step_new_project, "quit_running": step_quit_running, "profile": step_profile,
+         "reload_running": step_reload_running, "reload": step_reload, "cancel": step_cancel, "extent": step_extent,
+         "extent_dialog": step_extent_dialog, "save": step_save, "reopen": step_reopen, "fresh": step_fresh}
 
 
 def main(d):
