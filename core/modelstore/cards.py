@@ -31,8 +31,9 @@ LEVELS = ("L1C", "L2A")
 
 @dataclass(frozen=True)
 class Source(PinnedRelease):
-    """Where the pinned model comes from (None for models users bring): the release,
-    the archive member that is the model, and an optional conversion."""
+    """Where the pinned model comes from (None for models users bring).
+
+    The release, the archive member that is the model, and an optional conversion."""
 
     member: str = ""
     convert: str = ""
@@ -178,8 +179,10 @@ def _check(card: ModelCard, where: str) -> None:
 
 
 def _decision_problems(card: ModelCard) -> list[str]:
-    """The most likely class is taken over clear, cloud and shadow, clear being what the
-    other two leave: so one softmax of exactly those three classes."""
+    """What is wrong with a card's decision rule (nothing when it is fine).
+
+    Deciding by the most likely class takes it over clear, cloud and shadow, clear being what the
+    other two leave: so it needs one softmax of exactly those three classes."""
     if card.decision not in RULES:
         return [f"decision '{card.decision}' (use one of {', '.join(RULES)})"]
     if card.decision == THRESHOLDS:

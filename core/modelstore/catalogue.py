@@ -1,5 +1,6 @@
-"""Finding models: an installed id or a path to an ``.onnx`` with its card,
-and the default models for a processing level."""
+"""Finding models and the default models for a processing level.
+
+A model is an installed id or a path to an ``.onnx`` with its card."""
 
 from __future__ import annotations
 

@@ -35,8 +35,10 @@ class PinnedRelease:
 
 
 def index_url() -> str:
-    """The package index pip would use here: ``PIP_INDEX_URL``, then pip's configuration
-    (read through pip's command line, not its private modules), then pip's default."""
+    """The package index pip would use here.
+
+    ``PIP_INDEX_URL``, then pip's configuration (read through pip's command line, not its
+    private modules), then pip's default."""
     if os.environ.get("PIP_INDEX_URL"):
         return os.environ["PIP_INDEX_URL"]
     return _pip_config_index() or PYPI_SIMPLE

@@ -108,8 +108,9 @@ def _converter_modules() -> tuple[Any, Any, Any]:
 
 
 def _reject_categorical(dump: dict) -> None:
-    """Refuse categorical splits: onnxmltools rewrites them into extra nodes,
-    so our node-by-node threshold fix would no longer line up."""
+    """Refuse categorical splits.
+
+    onnxmltools rewrites them into extra nodes, so our node-by-node threshold fix would not line up."""
     stack = [tree["tree_structure"] for tree in dump["tree_info"]]
     while stack:
         node = stack.pop()

@@ -97,9 +97,9 @@ class RuntimeStatus:
 
 
 def ensure_on_path(home_dir: Path | None = None) -> bool:
-    """Put the private dependency folder FIRST on ``sys.path``, so that the onnxruntime we
-    installed wins over an older one elsewhere in QGIS's Python.
+    """Put the private dependency folder FIRST on ``sys.path``.
 
+    That way the onnxruntime we installed wins over an older one elsewhere in QGIS's Python.
     Returns True when the folder was (newly) put first. Called when the plugin loads and
     after an install. An onnxruntime that was already imported stays loaded until QGIS
     restarts: :func:`runtime_status` says so.
@@ -138,8 +138,10 @@ def python_environment(executable: str | None = None) -> dict[str, str]:
 
 
 def pip_environment(proxy: str = "") -> dict[str, str]:
-    """Variables for a pip subprocess: the interpreter's own, and QGIS's proxy (``proxy``, a URL
-    with the user name and password, if any, before the host; or '' for pip's own settings).
+    """Variables for a pip subprocess: the interpreter's own, and QGIS's proxy.
+
+    ``proxy`` is a URL with the user name and password, if any, before the host; or '' for
+    pip's own settings.
 
     The proxy goes in the environment, not as ``--proxy``: a password on a command line can
     be read by every user of the computer in its process list."""
@@ -202,8 +204,9 @@ def install_command(target: Path | None = None) -> list[str]:
 
 
 def shown_command(args: list[str]) -> str:
-    """A command as the user would paste it into this platform's shell (quoted, with the
-    variables the interpreter needs; never the proxy password)."""
+    """A command as the user would paste it into this platform's shell.
+
+    Quoted, with the variables the interpreter needs; never the proxy password."""
     return processes.shell_text(args, env=python_environment(args[0]))
 
 
@@ -289,8 +292,9 @@ _LIBRARY_FAILURES = ("DLL load failed", "initialization routine failed", "cannot
 
 
 def _library_failed(err: ImportError) -> bool:
-    """Whether onnxruntime is there but its native module (``onnxruntime.capi...``) failed to
-    load, as opposed to onnxruntime not being installed at all."""
+    """Whether onnxruntime is there but its native module (``onnxruntime.capi...``) failed to load.
+
+    As opposed to onnxruntime not being installed at all."""
     if isinstance(err, ModuleNotFoundError) and err.name == "onnxruntime":
         return False
     text = str(err)
@@ -298,8 +302,9 @@ def _library_failed(err: ImportError) -> bool:
 
 
 def _load_failure(err: ImportError, installed: str) -> RuntimeStatus:
-    """What a library that does not load means, and the fix; never "install it" when that is
-    what is already there (installing again would fail the same way)."""
+    """What a library that does not load means, and the fix.
+
+    Never "install it" when that is what is already there (installing again would fail the same way)."""
     detail = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
     version = installed or "here"
     if installed and installed != ONNXRUNTIME_VERSION:

@@ -135,8 +135,9 @@ def driver_description() -> str:
 
 
 def driver_known() -> bool:
-    """Whether :func:`driver_description` can answer without starting nvidia-smi (the GUI asks
-    this first, and has the driver looked up in the background when it cannot)."""
+    """Whether :func:`driver_description` can answer without starting nvidia-smi.
+
+    The GUI asks this first, and has the driver looked up in the background when it cannot."""
     smi = _smi()
     with _LOCK:
         return smi is None or smi in _DRIVERS

@@ -24,8 +24,9 @@ _session_profile: Path | None = None  # the running QGIS profile, set by the plu
 
 
 def set_session_profile(profile_dir: str | Path | None) -> Path:
-    """Record the QGIS profile of this session (``QgsApplication.qgisSettingsDirPath()``);
-    returns the data home that every later :func:`data_home` call gives."""
+    """Record the QGIS profile of this session (``QgsApplication.qgisSettingsDirPath()``).
+
+    Returns the data home that every later :func:`data_home` call gives."""
     global _session_profile
     _session_profile = Path(profile_dir) if profile_dir else None
     return data_home()
@@ -43,8 +44,10 @@ def default_profile_dir() -> Path:
 
 
 def data_home(profile_dir: str | Path | None = None) -> Path:
-    """The data home: ``$CLOUDMASK_HOME``, else ``<profile>/cloud_mask_improver`` for
-    ``profile_dir``, else the session's profile, else QGIS's default profile."""
+    """The folder where the plugin keeps its data.
+
+    ``$CLOUDMASK_HOME``, else ``<profile>/cloud_mask_improver`` for ``profile_dir``, else the
+    session's profile, else QGIS's default profile."""
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env).expanduser()

@@ -67,8 +67,9 @@ def plugin_version() -> str:
 
 
 def template(**probability) -> pipeline.ImproveRequest:
-    """An Improve cloud mask request for every product, with these fields of its probability
-    request (models, bands, resolution, threads ...); its raster is each product's own."""
+    """An Improve cloud mask request for every product, with these fields of its probability request.
+
+    The fields are models, bands, resolution, threads ...; its raster is each product's own."""
     return pipeline.ImproveRequest(pipeline.ProbabilityRequest(s2_raster="", **probability))
 
 
@@ -88,8 +89,9 @@ class BatchOptions:
     source: bool = False  # also write each product's SOURCE raster (which source flagged each pixel)
 
     def recorded(self) -> dict:
-        """What decides the mask's pixels (threads and the execution provider do not), under
-        the names a product's record has always used: a rerun keeps the masks it made."""
+        """What decides the mask's pixels (threads and the execution provider do not).
+
+        Under the names of a product's record, which stay the same so that a rerun keeps the masks it made."""
         request, probability, settings = self.request, self.request.probability, self.request.settings
         return {"cloud_models": list(probability.cloud_models), "shadow_model": probability.shadow_model or "",
                 "ensemble": request.ensemble or probability.ensemble, "cloud_threshold": request.cloud_threshold,
@@ -184,8 +186,9 @@ class Row:
 
 
 def prepare_output_folder(out_dir: str) -> None:
-    """Create the output folder and make sure it can be written, before any product runs: a
-    folder that could not be written failed every product, then the summary with a traceback."""
+    """Create the output folder and make sure it can be written, before any product runs.
+
+    Otherwise a folder that cannot be written fails every product, then the summary with a traceback."""
     if not os.path.exists(out_dir):
         try:
             os.makedirs(out_dir, exist_ok=True)
@@ -218,9 +221,10 @@ def plan_items(inputs: list[str], pattern: str = "") -> list[Item]:
 
 
 def _without_stack_masks(sources: list[str]) -> list[str]:
-    """Leave out the product mask of a stack among the inputs: Prepare Sentinel-2 product
-    writes it beside the stack, and a folder of prepared stacks had each mask taken for a
-    product and reported failed ('8-bit ... picture'). The stack itself uses it."""
+    """Leave out the product mask of a stack among the inputs (the stack itself uses it).
+
+    Prepare Sentinel-2 product writes it beside the stack; in a folder of prepared stacks each
+    mask would otherwise be taken for a product and reported failed ('8-bit ... picture')."""
     rasters = [s for s in sources if s.lower().endswith((".tif", ".tiff", ".vrt"))]
     gdal.PushErrorHandler("CPLQuietErrorHandler")
     try:
@@ -231,10 +235,11 @@ def _without_stack_masks(sources: list[str]) -> list[str]:
 
 
 def _is_batch_mask(source: str) -> bool:
-    """A mask an earlier batch wrote (its record beside it), its masked imagery or its SOURCE
-    raster. With the products' folder as the output folder, a rerun took its own masks for
-    products and reported each one failed (and the masked imagery, which describes itself as
-    the product, would have been done again as one)."""
+    """Whether ``source`` is a mask an earlier batch wrote (its record beside it), its masked imagery or SOURCE.
+
+    With the products' folder as the output folder, a rerun would otherwise take its own masks for
+    products and report each one failed (and do the masked imagery, which describes itself as
+    the product, again as one)."""
     if not source.lower().endswith(".tif"):
         return False
     stem = source[:-len(".tif")]
@@ -310,8 +315,9 @@ def _stack(source: str, folder: str) -> tuple[str, str | None]:
 
 def run_product(item: Item, options: BatchOptions, out_dir: str, area: area_mod.Area | None = None,
                 force: bool = False, feedback: Feedback | None = None) -> Row:
-    """Make one product's mask (or keep an up-to-date one) and its summary row; never raises
-    for a bad product (its row says why), only when cancelled."""
+    """Make one product's mask (or keep an up-to-date one) and its summary row.
+
+    Never raises for a bad product (its row says why), only when cancelled."""
     started = time.perf_counter()
     row = Row(input=item.source)
     mask = os.path.join(out_dir, f"{item.name}.tif")
@@ -409,8 +415,9 @@ def _kept_source(request: pipeline.ImproveRequest, options: BatchOptions, area: 
 
 def _masked_imagery(stack: str, mask: str, options: BatchOptions, area: area_mod.Area | None, old: dict | None,
                     feedback: Feedback | None) -> str:
-    """With the option on, the product's imagery with its mask applied, beside the mask (only
-    the area's part with an area); kept when an earlier run wrote it with the same bands
+    """With the option on, the product's imagery with its mask applied, beside the mask.
+
+    Only the area's part with an area; kept when an earlier run wrote it with the same bands
     (``old``: that run's record, which this updates). Its path, or "" when the option is off."""
     if not options.masked:
         return ""

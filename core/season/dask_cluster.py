@@ -72,8 +72,10 @@ def _task(item: batch.Item, options: batch.BatchOptions, out_dir: str, area, for
 
 
 def local_cluster(sizing: Sizing, dashboard: str | None = ":0"):
-    """Worker processes that ignore Ctrl-C: the terminal sends it to the whole process group, and
-    only this process should act on it (cancel, write the summary, close the cluster)."""
+    """Worker processes that ignore Ctrl-C.
+
+    The terminal sends it to the whole process group, and only this process should act on it
+    (cancel, write the summary, close the cluster)."""
     import signal
 
     from distributed import LocalCluster

@@ -162,8 +162,9 @@ def mask_name(description: Description, source: str) -> str:
 
 
 def unique_names(names: list[str]) -> list[str]:
-    """Two inputs of the same tile and time (a reprocessed product) get ``_2``, ``_3``...
-    in input order, so names stay the same from one run to the next."""
+    """Two inputs of the same tile and time (a reprocessed product) get ``_2``, ``_3``... in input order.
+
+    So names stay the same from one run to the next."""
     seen: dict[str, int] = {}
     result = []
     for name in names:

@@ -268,9 +268,10 @@ def _create(path: str, like: gdal.Dataset, layer: str) -> gdal.Dataset:
 
 
 def _release(outputs: dict, masks: list) -> None:
-    """Write this window's blocks and drop the masks' from GDAL's cache: otherwise the cache (5 %
-    of the memory by default) fills with the whole season's layers and masks before anything is
-    written, and memory grows with the tile and the number of dates."""
+    """Write this window's blocks and drop the masks' from GDAL's cache.
+
+    Otherwise the cache (5 % of the memory by default) fills with the whole season's layers and
+    masks before anything is written, and memory grows with the tile and the number of dates."""
     for ds in (*outputs.values(), *masks):
         ds.FlushCache()
 

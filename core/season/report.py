@@ -309,8 +309,9 @@ def _png(rgb: np.ndarray) -> str:
 
 
 def season_outputs(rows: list, out_dir: str, settings=None, area=None, feedback=None) -> tuple[SeasonResult, str]:
-    """The batch's last step, the same in QGIS and on the command line: the season layers
-    (which fill each row's persistent cloud share, so before the summary) and the report."""
+    """The batch's last step, the same in QGIS and on the command line: the season layers and the report.
+
+    The season layers fill each row's persistent cloud share, so they come before the summary."""
     from .layers import build
     season = build(rows, out_dir, settings, area, feedback)
     return season, write(rows, out_dir, season, area_used=area is not None)

@@ -1,5 +1,7 @@
-"""Sentinel-2 products as users download them: ``.SAFE`` folders, their ``.zip``,
-their ``MTD_MSIL2A.xml`` / ``MTD_MSIL1C.xml``, and GDAL's SENTINEL2 subdataset URIs.
+"""Sentinel-2 products as users download them, turned into what the engine reads.
+
+Products are ``.SAFE`` folders, their ``.zip``, their ``MTD_MSIL2A.xml`` / ``MTD_MSIL1C.xml``,
+and GDAL's SENTINEL2 subdataset URIs.
 
 A product becomes what the engine reads: a band stack on one grid (band
 descriptions = band names, metadata items for the processing level, baseline
@@ -128,11 +130,11 @@ def is_product(source: str) -> bool:
 
 
 def zip_problem(source: str) -> str:
-    """Why a ``.zip`` given as a product is none, in words a user can act on; "" when the
-    source is no zip file or is a product.
+    """Why a ``.zip`` given as a product is none, in words a user can act on.
 
+    "" when the source is no zip file or is a product.
     A half-downloaded zip lacks its central directory, so GDAL lists nothing in it and it
-    looked like "not a Sentinel-2 product" although the user gave exactly the .zip asked
+    would look like "not a Sentinel-2 product" although the user gave exactly the .zip asked
     for: say it is damaged and must be downloaded again. A whole zip without the metadata
     file is another kind of product (Sentinel-1, Landsat, a Level-1B...)."""
     if not str(source).lower().endswith(".zip") or not os.path.isfile(source):
@@ -307,8 +309,10 @@ def _open(path: str, what: str) -> gdal.Dataset:
 
 def product_grid(product: Product, resolution: float,
                  bounds: tuple[float, float, float, float] | None = None) -> Grid:
-    """The tile's grid at ``resolution``, cut to ``bounds`` (xmin, ymin, xmax, ymax in the
-    product's CRS) snapped outward onto the grid, so pixels stay aligned with the product's."""
+    """The tile's grid at ``resolution``, cut to ``bounds`` snapped outward onto the grid.
+
+    ``bounds`` is xmin, ymin, xmax, ymax in the product's CRS; snapping outward keeps the pixels
+    aligned with the product's."""
     if resolution <= 0:
         raise ProductError(f"The resolution must be positive, got {resolution}.")
     reference = next(p for (b, r), p in sorted(product.images.items(), key=lambda kv: kv[0][1])
@@ -334,8 +338,10 @@ def product_grid(product: Product, resolution: float,
 
 
 def escape(text: str) -> str:
-    """Text for the VRT's XML: & < > as entities (what xml.sax.saxutils.escape did; its module
-    is one security scanners flag for parsing, which this code does not use it for)."""
+    """Text for the VRT's XML: & < > as entities.
+
+    As xml.sax.saxutils.escape does, without importing its module: security scanners flag it
+    for parsing, which this code does not use it for."""
     return html_escape(text, quote=False)
 
 
@@ -467,9 +473,10 @@ def _coded_classi(path: str, out_path: str) -> str:
 
 
 def write_product_mask(product: Product, out_path: str, grid: Grid, pending: list | None = None) -> str:
-    """The product's mask on ``grid`` (nearest), coded as SCL: the L2A SCL itself; for L1C its
-    MSK_CLASSI as 9 opaque cloud, 10 cirrus, 11 snow, 7 nothing flagged. Metadata item
-    ``PRODUCT_MASK_KIND=scl`` tells the improve algorithms how to read it.
+    """The product's mask on ``grid`` (nearest), coded as SCL.
+
+    The L2A SCL itself; for L1C its MSK_CLASSI as 9 opaque cloud, 10 cirrus, 11 snow, 7 nothing
+    flagged. Metadata item ``PRODUCT_MASK_KIND=scl`` tells the improve algorithms how to read it.
 
     With ``pending`` (``staging.atomic_outputs``) every file is written beside its final name
     and renamed into place with the run's other outputs; without it, straight to ``out_path``.
@@ -539,8 +546,9 @@ def product_crs(source: str) -> str:
 
 
 def resolve(source: str, folder: str, mask: bool = False) -> str:
-    """A product path or SENTINEL2 URI becomes a VRT stack (or, with ``mask``, its SCL-coded
-    mask) in ``folder``; any other source is returned unchanged. VRTs cost nothing to build."""
+    """A product path or SENTINEL2 URI becomes a VRT stack (or, with ``mask``, its SCL-coded mask) in ``folder``.
+
+    Any other source is returned unchanged. VRTs cost nothing to build."""
     if not is_product(source):
         return source
     uri = parse_uri(source)
