@@ -100,6 +100,7 @@ def ensure_on_path(home_dir: Path | None = None) -> bool:
     """Put the private dependency folder FIRST on ``sys.path``.
 
     That way the onnxruntime we installed wins over an older one elsewhere in QGIS's Python.
+
     Returns True when the folder was (newly) put first. Called when the plugin loads and
     after an install. An onnxruntime that was already imported stays loaded until QGIS
     restarts: :func:`runtime_status` says so.

@@ -133,6 +133,7 @@ def zip_problem(source: str) -> str:
     """Why a ``.zip`` given as a product is none, in words a user can act on.
 
     "" when the source is no zip file or is a product.
+
     A half-downloaded zip lacks its central directory, so GDAL lists nothing in it and it
     would look like "not a Sentinel-2 product" although the user gave exactly the .zip asked
     for: say it is damaged and must be downloaded again. A whole zip without the metadata
