@@ -73,8 +73,9 @@ APPLIED_KEY = "CLOUD_MASK_APPLIED"  # metadata of the output: the mask's file na
 
 @dataclass(frozen=True)
 class MaskKind:
-    """Which values of a cloud mask mean what: categorical (0 clear, 1 cloud, 2 shadow)
-    or binary (0 clear, 1 cloud or shadow); and its nodata value."""
+    """Which values of a cloud mask mean what, and its nodata value.
+
+    Categorical (0 clear, 1 cloud, 2 shadow) or binary (0 clear, 1 cloud or shadow)."""
 
     binary: bool
     nodata: int
@@ -274,8 +275,9 @@ def _subset(raster: str, grid: RasterInfo, mask: RasterInfo | None, bands: tuple
 
 def _write_selection(mask: str, info: RasterInfo, kind: MaskKind, classes: tuple[str, ...], radius: int,
                      path: str, feedback: Feedback) -> None:
-    """1 where the mask's pixel is to be removed, 0 where it is kept; rows in windows with
-    ``radius`` rows of context so that the buffer is the same as on the whole mask."""
+    """Write the selection: 1 where the mask's pixel is to be removed, 0 where it is kept.
+
+    Rows go in windows with ``radius`` rows of context so that the buffer is the same as on the whole mask."""
     grown, drop_nodata = kind.values(classes), "nodata" in classes
     src = open_dataset(mask, "cloud mask")
     band = src.GetRasterBand(1)
@@ -313,8 +315,9 @@ def _check_values(values: np.ndarray, kind: MaskKind, mask: str) -> None:
 
 
 def _warp_selection(selection: str, grid: RasterInfo, path: str) -> str:
-    """The selection on the raster's grid (a VRT read window by window): ``max`` resampling
-    masks a raster pixel when any selected mask pixel overlaps it; outside the mask, OUTSIDE."""
+    """The selection on the raster's grid (a VRT read window by window).
+
+    ``max`` resampling masks a raster pixel when any selected mask pixel overlaps it; outside the mask, OUTSIDE."""
     done, detail = gdal_try(gdal.Warp, path, selection, format="VRT", outputBounds=grid.bounds,
                             width=grid.width, height=grid.height, dstSRS=grid.projection, resampleAlg="max",
                             dstNodata=OUTSIDE)

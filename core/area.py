@@ -82,8 +82,9 @@ def _srs(wkt: str) -> osr.SpatialReference | None:
 
 
 def read_area(path: str, layer: str | None = None) -> Area:
-    """Polygons of a vector file (GeoPackage, Shapefile, GeoJSON ...): its first layer
-    unless ``layer`` is given. Each feature is labelled with its first text field, else its id."""
+    """Polygons of a vector file (GeoPackage, Shapefile, GeoJSON ...).
+
+    Its first layer unless ``layer`` is given. Each feature is labelled with its first text field, else its id."""
     gdal.ErrorReset()
     ds = ogr.Open(str(path))
     if ds is None:
@@ -132,7 +133,8 @@ class Window:
 
 def bounds_window(bounds: tuple[float, float, float, float], geotransform: tuple, width: int,
                   height: int) -> Window | None:
-    """The raster's pixels whose area meets ``bounds`` (xmin, ymin, xmax, ymax in its CRS);
+    """The raster's pixels whose area meets ``bounds`` (xmin, ymin, xmax, ymax in its CRS).
+
     None when the bounds miss the raster."""
     gt = geotransform
     cols = sorted(((bounds[0] - gt[0]) / gt[1], (bounds[2] - gt[0]) / gt[1]))
@@ -223,8 +225,9 @@ def schemes_of(model_refs: list[str]) -> list[tuple[str, int, float]]:
 # -- pixels inside the polygons
 
 def polygon_ids(area: Area, source: str, window: Window | None = None) -> np.ndarray:
-    """For each pixel of ``source`` (or of its ``window``): 1 + the index of the polygon its
-    centre lies in, 0 outside all of them (a later polygon wins where they overlap)."""
+    """For each pixel of ``source`` (or of its ``window``), which polygon its centre lies in.
+
+    1 + the index of that polygon, 0 outside all of them (a later polygon wins where they overlap)."""
     info = raster_info(source)
     window = window or Window(0, 0, info.width, info.height)
     gt = info.geotransform
@@ -297,8 +300,9 @@ def blank_outside(mask_path: str, area: Area) -> None:
 
 @dataclass(frozen=True)
 class Selection:
-    """Where to work: polygons, a box (xmin, ymin, xmax, ymax in ``bounds_crs``), or both
-    (their intersection). ``blank``: nodata outside the polygons."""
+    """Where to work: polygons, a box, or both (their intersection).
+
+    The box is xmin, ymin, xmax, ymax in ``bounds_crs``. ``blank``: nodata outside the polygons."""
 
     area: Area | None = None
     bounds: tuple[float, float, float, float] | None = None
@@ -354,8 +358,10 @@ def cut(source: str, window: Window, out_path: str) -> str:
 
 @dataclass(frozen=True)
 class AreaCounts:
-    """What an area-limited run counts on its outputs: the mask's fractions and the SOURCE
-    figures (None without it) within the box or the polygons, and a note on the window."""
+    """What an area-limited run counts on its outputs.
+
+    The mask's fractions and the SOURCE figures (None without it) within the box or the
+    polygons, and a note on the window."""
 
     fractions: mg.Fractions
     figures: dict[str, float] | None
@@ -402,8 +408,9 @@ class AreaRun:
         return cls(part, selection, target, work, finals, staged)
 
     def finish(self, written: dict[str, str]) -> AreaCounts:
-        """Cut each output of the run to the selection's box into ``written`` (name -> path),
-        blank outside the polygons when asked, and count within the box or the polygons."""
+        """Cut each output of the run to the selection's box into ``written`` (name -> path).
+
+        Blank outside the polygons when asked, and count within the box or the polygons."""
         inner = Window(self.target.col - self.work.col, self.target.row - self.work.row,
                        self.target.width, self.target.height)
         for key, path in written.items():

@@ -35,8 +35,10 @@ class Recommended:
 
 @dataclass(frozen=True)
 class Decision:
-    """The rule a run applies: thresholds, or the most likely class (the thresholds are
-    then not used, but kept for the record and for a later change of mind)."""
+    """The rule a run applies: thresholds, or the most likely class.
+
+    With the most likely class the thresholds are not used, but kept for the record and for a
+    later change of mind."""
 
     cloud_threshold: float
     shadow_threshold: float
@@ -51,7 +53,9 @@ class Decision:
 
 
 def recommended(cloud_cards: Sequence, shadow_card) -> Recommended:
-    """The cards' recommendations: the mean of the cloud models' cloud thresholds (an
+    """The cards' recommended thresholds and rule.
+
+    The mean of the cloud models' cloud thresholds (an
     ensemble), the shadow model's shadow threshold, and the most likely class where one
     network gives both cloud and shadow and its card decides by it. (Cards are
     ``modelstore.cards.ModelCard``; any object with their fields will do.)"""
@@ -65,8 +69,9 @@ def recommended(cloud_cards: Sequence, shadow_card) -> Recommended:
 
 
 def decide(cloud_threshold: float | None, shadow_threshold: float | None, models: Recommended) -> Decision:
-    """Given thresholds, else the models' rule and recommended values, else FarmVibes.AI's
-    defaults. Any threshold the user sets means thresholds for both classes (the other
+    """Given thresholds, else the models' rule and recommended values, else FarmVibes.AI's defaults.
+
+    Any threshold the user sets means thresholds for both classes (the other
     one the recommended value): a threshold is a request to decide by thresholds, and a
     mix of rules per class would be hard to explain."""
     given = cloud_threshold is not None or shadow_threshold is not None

@@ -86,8 +86,9 @@ Released = tuple[int, int, dict[str, np.ndarray]]
 
 @dataclass(frozen=True)
 class Stripe:
-    """The columns one pass of a tile grid covers: it finishes ``[first, end)``; its tiles
-    (those that start there) read up to ``read_end``, past ``end`` where they reach across
+    """The columns one pass of a tile grid covers: it finishes ``[first, end)``.
+
+    Its tiles (those that start there) read up to ``read_end``, past ``end`` where they reach across
     the split into the next stripe."""
 
     first: int = 0
@@ -173,8 +174,9 @@ class Grid:
         self.stripe = self.stripe_of(first, end)
 
     def prepare(self, index: int) -> Any:
-        """Everything tile row ``index`` needs before the network: runs in the reader thread,
-        which is the only thread that touches the ``RowSource``."""
+        """Everything tile row ``index`` needs before the network.
+
+        Runs in the reader thread, which is the only thread that touches the ``RowSource``."""
         raise NotImplementedError
 
     def run(self, prepared: Any) -> None:
@@ -186,8 +188,9 @@ class Grid:
         raise NotImplementedError
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray, int]:
-        """Rows of tile row ``index`` (mirrored past the edges), the validity of its real
-        rows, and the first real row it covers."""
+        """Rows of tile row ``index`` (mirrored past the edges).
+
+        Also the validity of its real rows, and the first real row it covers."""
         source, nodata = self.context.source, self.context.nodata
         start = self.rows.starts[index]
         tile = self.rows.tile
@@ -227,7 +230,9 @@ class TiledGrid(Grid):
     carry_in: Carried = field(default_factory=dict)
 
     def tile_rows(self, first: int, end: int) -> tuple[int, int]:
-        """Every tile row that touches them (so each of their pixels gets every addition, in
+        """The tile rows to run for raster rows ``[first, end)``, as (first, last) tile row.
+
+        Every tile row that touches them (so each of their pixels gets every addition, in
         order, that a whole-raster run gives it), up to the one after which they are all final."""
         rows = self.rows
         lo = next(j for j in range(len(rows)) if rows.span(j)[1] > first)
@@ -250,8 +255,9 @@ class TiledGrid(Grid):
         return Stripe(first, end, max([end] + [cols.span(j)[1] for j in tiles]), tiles)
 
     def start_stripe(self, first: int, end: int, first_row: int) -> None:
-        """Also: accumulating starts at ``first_row``; what the previous stripe carried over
-        becomes this one's input."""
+        """Start a stripe, and the accumulating for it at ``first_row``.
+
+        What the previous stripe carried over becomes this one's input."""
         super().start_stripe(first, end, first_row)
         self.acc_first = first_row
         self.acc, self.weight = {}, None
@@ -269,11 +275,13 @@ class TiledGrid(Grid):
         return valid, start, prepared  # the raw strip is not needed any more: free it now
 
     def _padded(self, job: Job, data: np.ndarray, first: int, columns: np.ndarray, x0: int) -> np.ndarray:
-        """The job's bands over ``columns`` (raster columns ``first``, ``first + 1``, ...
-        mirrored past the edges; ``data`` starts at raster column ``x0``), still as digital
-        numbers: the tiles are cut from it and scaled per batch, so the row read ahead
-        costs half what float32 would. The inside is copied as a slice (gathering every
-        column was most of the reader's time); only the mirrored margins are gathered."""
+        """The job's bands over ``columns``, still as digital numbers.
+
+        ``columns`` are raster columns ``first``, ``first + 1``, ... mirrored past the edges;
+        ``data`` starts at raster column ``x0``. Digital numbers because the tiles are cut from
+        it and scaled per batch, so the row read ahead costs half what float32 would. The inside
+        is copied as a slice (gathering every column would be most of the reader's time); only
+        the mirrored margins are gathered."""
         x = np.empty((len(job.bands), data.shape[1], len(columns)), dtype=data.dtype)
         lo = max(0, -first)
         hi = max(lo, min(len(columns), self.context.source.width - first))
@@ -328,8 +336,9 @@ class TiledGrid(Grid):
         self.next_row += 1
 
     def _add_carried(self, index: int, acc_rows: slice) -> None:
-        """Before this stripe's tiles: what the previous stripe's tiles added to the same
-        rows, one tile at a time and in their order (as an unsplit run adds them)."""
+        """Add what the previous stripe's tiles added to the same rows, before this stripe's tiles.
+
+        One tile at a time and in their order (as an unsplit run adds them)."""
         for carried in self.carry_in.pop(index, {}).values():
             for name, values in carried.items():
                 target = self.weight if name == WEIGHT else self.acc[name]
@@ -338,8 +347,9 @@ class TiledGrid(Grid):
                 target[acc_rows, :values.shape[1]] += values
 
     def _add(self, name: str, j: int, rows: slice, c_lo: int, values: np.ndarray) -> None:
-        """Add tile ``j``'s ``values`` (its columns from ``c_lo``) to an accumulator; the
-        part past the stripe's end is kept for the next stripe instead."""
+        """Add tile ``j``'s ``values`` (its columns from ``c_lo``) to an accumulator.
+
+        The part past the stripe's end is kept for the next stripe instead."""
         inside = min(values.shape[1], self.stripe.end - c_lo)
         target = self.weight if name == WEIGHT else self.acc[name]
         if target is None:
@@ -350,10 +360,10 @@ class TiledGrid(Grid):
             self.carry_out.setdefault(self.next_row, {}).setdefault(j, {})[name] = values[:, inside:].copy()
 
     def _tile_weight(self, j: int, row_weights: np.ndarray) -> np.ndarray:
-        """Weight of tile column ``j`` over its real pixels in the current tile row,
-        computed once per row (it used to be recomputed per output and per tile).
-        Computed exactly as before (float64 outer product, then float32) so that
-        results stay byte-identical."""
+        """Weight of tile column ``j`` over its real pixels in the current tile row.
+
+        Computed once per row, not per output and per tile. Computed as a float64 outer
+        product, then float32: the masks depend on that order to the bit."""
         w = self.weights.get(j)
         if w is None:
             c_lo, c_hi = self.cols.span(j)
@@ -364,7 +374,7 @@ class TiledGrid(Grid):
 
     def _run_batch(self, batch, padded, start, row_weights, r_lo, r_hi) -> None:
         # Each tile is cut, scaled, and later turned into probabilities and blended while
-        # it is in the CPU's cache: a pass over the whole batch for each step was slower.
+        # it is in the CPU's cache: a pass over the whole batch for each step is slower.
         acc_rows = slice(r_lo - self.acc_first, r_hi - self.acc_first)
         rows = slice(r_lo - start, r_hi - start)
         for job in self.jobs:
@@ -385,9 +395,11 @@ class TiledGrid(Grid):
         self.context.tick(len(batch))
 
     def _batch_input(self, job: Job, batch: list[int], strip: np.ndarray) -> np.ndarray:
-        """The network's float32 input for ``batch``: each tile cut straight from the row's
-        digital numbers and scaled in place, in one buffer kept from batch to batch (a
-        fresh one costs the system a page fault per 4 KB, every batch)."""
+        """The network's float32 input for ``batch``.
+
+        Each tile is cut straight from the row's digital numbers and scaled in place, in one
+        buffer kept from batch to batch (a fresh one costs the system a page fault per 4 KB,
+        every batch)."""
         tile, first = self.cols.tile, self.cols.starts[self.stripe.tiles[0]]
         shape = (self.context.settings.batch_size, strip.shape[0], tile, tile)
         buffer = self.context.buffers.get(shape)
@@ -526,8 +538,9 @@ class ReadAhead:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cloudmask-reader")
 
     def next(self, grid: Grid) -> Any:
-        """The grid's next tile row, prepared (read ahead when it was), and start preparing
-        the one after."""
+        """The grid's next tile row, prepared; and start preparing the one after.
+
+        It was read ahead when an earlier call started it; else it is prepared now."""
         if self._pool is None:
             raise RuntimeError("ReadAhead.next before start")
         index = grid.next_row
@@ -545,8 +558,9 @@ class ReadAhead:
 
 
 class Engine:
-    """One pass of the tile grids over a block of raster rows (all of them by default),
-    stripe by stripe; finished rows go to a sink in order."""
+    """One pass of the tile grids over a block of raster rows (all of them by default).
+
+    It goes stripe by stripe; finished rows go to a sink in order."""
 
     def __init__(self, source: RowSource, jobs: list[Job], nodata: list[float | None],
                  offset: float = 0.0, settings: EngineSettings | None = None,
@@ -638,8 +652,9 @@ class Engine:
         self._check_cancel()
 
     def _in_block(self, lo: int, hi: int, finished: dict[str, np.ndarray]) -> Released:
-        """Only the block's rows of what a tile row finished (the tile rows at its edges
-        also finish rows of the neighbouring blocks, which those blocks give)."""
+        """Only the block's rows of what a tile row finished.
+
+        The tile rows at its edges also finish rows of the neighbouring blocks, which those blocks give."""
         first = max(lo, self.first_row)
         end = max(min(hi, self.end_row), first)
         if (first, end) == (lo, hi):
@@ -648,9 +663,10 @@ class Engine:
 
 
 def _grown(rows: np.ndarray, height: int) -> np.ndarray:
-    """``rows`` with zero rows below, ``height`` in all. A fresh zeroed array (the system
-    hands out zero pages) with the old rows copied in: cheaper than concatenating an
-    array of zeros, which writes every zero once more, once per tile row."""
+    """``rows`` with zero rows below, ``height`` in all.
+
+    A fresh zeroed array (the system hands out zero pages) with the old rows copied in: cheaper
+    than concatenating an array of zeros, which writes every zero once more, once per tile row."""
     grown = np.zeros((height, rows.shape[1]), dtype=rows.dtype)
     grown[:len(rows)] = rows
     return grown
@@ -658,16 +674,18 @@ def _grown(rows: np.ndarray, height: int) -> np.ndarray:
 
 # -- several blocks of rows at once ----------------------------------------------------------
 def row_blocks(height: int, count: int, align: int = 256) -> list[tuple[int, int]]:
-    """``count`` blocks of rows of about equal height, split at multiples of ``align`` (the
-    outputs' block height), so that no output block is written by two of them."""
+    """``count`` blocks of rows of about equal height, split at multiples of ``align``.
+
+    ``align`` is the outputs' block height, so that no output block is written by two of them."""
     cuts = sorted({round(height * i / count / align) * align for i in range(1, count)})
     cuts = [c for c in cuts if 0 < c < height]
     return list(zip([0] + cuts, cuts + [height]))
 
 
 class _BlockFeedback(Feedback):
-    """One block's progress as its share of the whole; it stops when the user cancels or
-    another block failed."""
+    """One block's progress as its share of the whole.
+
+    It stops when the user cancels or another block failed."""
 
     def __init__(self, parent: Feedback, lock: threading.Lock, shares: list[float], weights: list[float],
                  index: int, stop: threading.Event):
@@ -686,11 +704,12 @@ class _BlockFeedback(Feedback):
 def run_in_row_blocks(open_source: Callable[[], RowSource], height: int, jobs: list[Job],
                  nodata: list[float | None], offset: float, settings: EngineSettings,
                  feedback: Feedback, sink: Sink) -> None:
-    """Predict the whole raster as ``settings.workers`` blocks of rows at once, each an
-    ``Engine`` with its own reader, on threads (numpy, GDAL and onnxruntime let go of
-    Python's lock while they work).
+    """Predict the whole raster as ``settings.workers`` blocks of rows at once, on threads.
 
-    Why bands: with the network on a GPU, reading, scaling and blending on one CPU core
+    Each block is an ``Engine`` with its own reader; threads suffice because numpy, GDAL and
+    onnxruntime let go of Python's lock while they work.
+
+    Why row blocks: with the network on a GPU, reading, scaling and blending on one CPU core
     take many times the network's own time. Each block runs every tile row that touches
     it, so the one or two tile rows at a seam are run by both blocks (a few percent more
     network work), and every pixel gets exactly the additions, in the same order, that a

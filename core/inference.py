@@ -113,8 +113,9 @@ def cuda_batch(card: ModelCard, free_bytes: int | None, sharing: int = 1) -> tup
 
 
 def cuda_workers(models: list[LoadedModel], free_bytes: int | None, most: int) -> int:
-    """How many batches of every network fit in the GPU's free memory at once (at most
-    ``most``): the row bands that may run on it together."""
+    """How many batches of every network fit in the GPU's free memory at once (at most ``most``).
+
+    That is the number of row blocks that may run on it together."""
     if free_bytes is None:
         return most
     need = sum(CUDA_FIXED_BYTES + m.batch_size * _tile_pixels(m.card) * CUDA_BYTES_PER_PIXEL
@@ -124,8 +125,9 @@ def cuda_workers(models: list[LoadedModel], free_bytes: int | None, most: int) -
 
 def load_model(card: ModelCard, path: Path, provider: str = "auto", threads: int = 0,
                sharing: int = 1) -> LoadedModel:
-    """The network in a (cached) session on the device ``provider`` allows, with the note that
-    says where it runs. ``sharing``: networks of the run that share the GPU's memory."""
+    """The network in a (cached) session on the device ``provider`` allows.
+
+    With the note that says where it runs. ``sharing``: networks of the run that share the GPU's memory."""
     ort = _ort()
     chosen, note = providers_for(provider, ort.get_available_providers())
     stat = path.stat()
@@ -170,8 +172,9 @@ def _cuda_plan(card: ModelCard, base: tuple, sharing: int) -> tuple[int, str, li
 
 
 def _preload(ort) -> str:
-    """Load the CUDA and cuDNN libraries from NVIDIA's pip packages beside onnxruntime, so
-    that no system CUDA is needed. onnxruntime prints what it cannot load: keep that text
+    """Load the CUDA and cuDNN libraries from NVIDIA's pip packages beside onnxruntime.
+
+    That way no system CUDA is needed. onnxruntime prints what it cannot load: keep that text
     for the note in case the CUDA session then fails."""
     if not hasattr(ort, "preload_dlls"):
         return ""
@@ -185,8 +188,10 @@ def _preload(ort) -> str:
 
 
 def _new_cuda_session(ort, path: Path, threads: int, card: ModelCard, key: tuple) -> FallbackSession:
-    """A session on the GPU that can fall back to the CPU; on the CPU at once when the GPU
-    cannot load the network (the reason is kept in ``_CUDA_FAILED`` for the note)."""
+    """A session on the GPU that can fall back to the CPU.
+
+    On the CPU at once when the GPU cannot load the network (the reason is kept in
+    ``_CUDA_FAILED`` for the note)."""
     missing = _preload(ort)
     device = gpu.gpu()
     name = device.name if device else ""
@@ -282,7 +287,7 @@ def _new_session(ort, path: Path, providers: list[str], threads: int, card: Mode
     - All graph optimisations (fusions, constant folding, layout changes): done once
       per session, and sessions are cached.
     - The CPU memory arena stays on: every call has the same shapes, so buffers are
-      reused instead of allocated per batch (turning it off was slower, more so at
+      reused instead of allocated per batch (turning it off is slower, more so at
       larger batches).
     - No spinning: each session has its own thread pool, and in a one-pass ensemble
       the idle pool of one network kept spinning while the next ran, taking its
@@ -312,12 +317,13 @@ def _new_session(ort, path: Path, providers: list[str], threads: int, card: Mode
 
 
 def _cpu_session(ort, path: Path, options):
-    """A CPU session from the installed network as optimised by an earlier run, else
-    optimised now and kept for the next run.
+    """A CPU session from the installed network as optimised by an earlier run.
 
-    Optimising the graph was most of a session's creation (1.9 s against 0.4 s from the
-    optimised file, ukis-6b-l1c on this 2-core machine under load), paid by every
-    ``qgis_process`` run and every product of a batch. The optimised graph computes the
+    Else the network is optimised now and kept for the next run.
+
+    Optimising the graph is most of a session's creation (1.9 s against 0.4 s from the
+    optimised file, ukis-6b-l1c on this 2-core machine under load), which every
+    ``qgis_process`` run and every product of a batch would pay. The optimised graph computes the
     same operations with the same kernels: its output equals the original's to the bit
     (test_inference_cache.py). Its layout depends on the CPU and the onnxruntime
     version, so the file is kept per both (see ``optimized_model_path``).
@@ -348,14 +354,16 @@ def _cpu_session(ort, path: Path, options):
 
 
 def _installed(path: Path) -> bool:
-    """Only installed models get an optimised copy: an .onnx anywhere else may be a
-    scratch file, and its copies would pile up in the data home."""
+    """Whether ``path`` is an installed model: only those get an optimised copy.
+
+    An .onnx anywhere else may be a scratch file, and its copies would pile up in the data home."""
     return path.resolve().parent == home.models_dir().resolve()
 
 
 def optimized_model_path(path: Path, version: str) -> Path:
-    """Where the optimised copy of the network at ``path`` is kept in the data home: named
-    by the file (path, size, time), the onnxruntime version and the CPU, so that a changed
+    """Where the optimised copy of the network at ``path`` is kept in the data home.
+
+    Named by the file (path, size, time), the onnxruntime version and the CPU, so that a changed
     network, another onnxruntime or a data home moved to another machine never reuses it."""
     stat = path.stat()
     key = "|".join((str(path.resolve()), str(stat.st_size), str(stat.st_mtime_ns), version,
@@ -399,7 +407,9 @@ def check_against_card(model: LoadedModel) -> None:
 
 
 def preprocess(card: ModelCard, data: np.ndarray, offset: float = 0.0, in_place: bool = False) -> np.ndarray:
-    """Scale raw digital numbers as the card says. ``data`` is ``[bands, ...]`` in card order.
+    """Scale raw digital numbers as the card says.
+
+    ``data`` is ``[bands, ...]`` in card order.
     ``in_place``: ``data`` is a float32 array of the caller's own, scaled without a copy."""
     x = data if in_place and data.dtype == np.float32 else data.astype(np.float32)
     if card.apply_offset and offset:
@@ -432,8 +442,9 @@ def run(model: LoadedModel, batch: np.ndarray) -> tuple[np.ndarray | None, np.nd
 
 
 def infer(model: LoadedModel, batch: np.ndarray) -> np.ndarray:
-    """The network's raw output ``[N, C, ...]`` for a batch of preprocessed tiles (or
-    pixels), checked against the card. Apart from ``probabilities`` so that a caller can
+    """The network's raw output ``[N, C, ...]`` for a batch of preprocessed tiles or pixels.
+
+    Checked against the card. Apart from ``probabilities`` so that a caller can
     turn it into probabilities one tile at a time, while the tile is still in the cache."""
     card = model.card
     fed = batch
@@ -460,8 +471,9 @@ def infer(model: LoadedModel, batch: np.ndarray) -> np.ndarray:
 
 
 def probabilities(card: ModelCard, out: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Cloud and shadow probability from the network's output ``[N, C, ...]`` (its
-    buffer is reused for them)."""
+    """Cloud and shadow probability from the network's output ``[N, C, ...]``.
+
+    Its buffer is reused for them."""
     probs = activate(card, out)
     return _channels(probs, card.cloud_channels), _channels(probs, card.shadow_channels)
 

@@ -1,5 +1,6 @@
-"""The Sentinel-2 raster as a run sees it: checked once, with its processing level,
-radiometric offset and band names."""
+"""The Sentinel-2 raster as a run sees it.
+
+It is checked once, with its processing level, radiometric offset and band names."""
 
 from __future__ import annotations
 
@@ -26,9 +27,11 @@ REFLECTANCE_CEILING = 3.0
 
 
 def processing_level(info: RasterInfo, names: list[str] | None = None) -> str:
-    """L1C or L2A from the raster's metadata. When it does not say: L1C if the raster has
-    B10 (L2A products have none, so a stack of all 13 bands is L1C), else L2A (FarmVibes.AI's
-    input). ``names``: the raster's band names (None: detected from the raster)."""
+    """L1C or L2A from the raster's metadata.
+
+    When it does not say: L1C if the raster has B10 (L2A products have none, so a stack of all
+    13 bands is L1C), else L2A (FarmVibes.AI's input). ``names``: the raster's band names
+    (None: detected from the raster)."""
     for key in LEVEL_KEYS:
         value = str(info.metadata.get(key, "")).upper()
         if "1C" in value:
@@ -67,9 +70,11 @@ def read_sentinel2(source: str, bands: str = "") -> tuple[RasterInfo, list[str]]
 
 
 def require_measurements(info: RasterInfo) -> None:
-    """Refuse 8-bit rasters: Sentinel-2 values (0..10000 and more) do not fit in a byte,
-    so an 8-bit raster is a picture (an RGB rendering, a quicklook) and any mask from it
-    would be silently wrong. Refuse reflectance (0..1) too: the models read digital numbers."""
+    """Refuse 8-bit rasters and reflectance (0..1).
+
+    Sentinel-2 values (0..10000 and more) do not fit in a byte, so an 8-bit raster is a picture
+    (an RGB rendering, a quicklook) and any mask from it would be silently wrong. Reflectance is
+    refused because the models read digital numbers."""
     if info.data_type == "Byte":
         raise RasterError(
             f"The Sentinel-2 raster '{info.source}' is 8-bit ({info.band_count} bands of Byte): that is a "
@@ -85,8 +90,9 @@ def require_measurements(info: RasterInfo) -> None:
 
 
 def _largest_value(source: str) -> float:
-    """The first band's largest value, from GDAL's quick sample (inf when unknown:
-    an all-nodata raster is valid and gets an all-nodata mask)."""
+    """The first band's largest value, from GDAL's quick sample (inf when unknown).
+
+    Unknown is not an error: an all-nodata raster is valid and gets an all-nodata mask."""
     ds = open_dataset(source)  # kept referenced while its band is used
     gdal.PushErrorHandler("CPLQuietErrorHandler")  # "no valid pixels" is an answer here, not an error
     try:

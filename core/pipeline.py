@@ -78,8 +78,9 @@ def _report(probability: ProbabilityPlan, notes: tuple[str, ...], fractions: mg.
 
 
 def _targets(probability: ProbabilityPlan, pending: list, tmp: str | None) -> ProbabilityOutputs:
-    """Where each computed probability raster is written: a staged final path when the
-    caller keeps it, else a file in ``tmp`` (None: not written at all)."""
+    """Where each computed probability raster is written.
+
+    A staged final path when the caller keeps it, else a file in ``tmp`` (None: not written at all)."""
     kept = probability.outputs
     computed = probability.computed
     names = [f"{name}.tif" for name in kept.as_dict()]
@@ -95,8 +96,9 @@ def _targets(probability: ProbabilityPlan, pending: list, tmp: str | None) -> Pr
 
 
 def run(run_plan: RunPlan, feedback: Feedback | None = None, selection: area.Selection | None = None) -> RunReport:
-    """Carry out an improve plan: probabilities in one pass, then the merge; with a
-    ``selection``, over only the part of the raster it needs (:func:`_run_in_area`).
+    """Carry out an improve plan: probabilities in one pass, then the merge.
+
+    With a ``selection``, over only the part of the raster it needs (:func:`_run_in_area`).
 
     The probabilities are flagged for the merge as they are computed (``FlagRecorder``),
     so the merge reads a byte per pixel instead of the probabilities, and those not kept
@@ -112,8 +114,9 @@ def run(run_plan: RunPlan, feedback: Feedback | None = None, selection: area.Sel
 
 
 def _run_in_area(run_plan: RunPlan, feedback: Feedback, selection: area.Selection) -> RunReport:
-    """The plan run over the cut-out of the raster the selection needs (``area.AreaRun``),
-    its outputs cut to the selection's box: the same pixels there as a whole-scene run.
+    """The plan run over the cut-out of the raster the selection needs (``area.AreaRun``).
+
+    Its outputs are cut to the selection's box: the same pixels there as a whole-scene run.
     The report counts the box (or the polygons), not the cut-out."""
     with tempfile.TemporaryDirectory(prefix="cloudmask-area-") as tmp, atomic_outputs() as pending:
         part = area.AreaRun.of(run_plan, selection, tmp)
@@ -126,8 +129,9 @@ def _run_in_area(run_plan: RunPlan, feedback: Feedback, selection: area.Selectio
 
 @dataclass(frozen=True)
 class _Done:
-    """What the steps of a run found: the probability step's notes, the mask's fractions,
-    and the SOURCE figures (None without that output)."""
+    """What the steps of a run found.
+
+    The probability step's notes, the mask's fractions, and the SOURCE figures (None without that output)."""
 
     notes: tuple[str, ...]
     fractions: mg.Fractions
@@ -151,8 +155,10 @@ def _steps(run_plan: RunPlan, feedback: Feedback, pending: list) -> _Done:
 
 
 def _flag_plan(run_plan: RunPlan) -> MergePlan:
-    """Where the models' decisions are recorded: on the raster's grid, with the product mask;
-    at a processing resolution on the coarse grid the models ran on, without it."""
+    """Where the models' decisions are recorded.
+
+    On the raster's grid, with the product mask; at a processing resolution on the coarse
+    grid the models ran on, without it."""
     resolution = run_plan.probability.resolution
     if not resolution:
         return run_plan.merge
@@ -161,8 +167,9 @@ def _flag_plan(run_plan: RunPlan) -> MergePlan:
 
 def improve(request: ImproveRequest, feedback: Feedback | None = None,
             selection: area.Selection | None = None) -> RunReport:
-    """FarmVibes.AI's improve_cloud_mask workflow: probabilities, thresholds, merge; with a
-    ``selection``, only its pixels (the same as a whole-scene run's there)."""
+    """FarmVibes.AI's improve_cloud_mask workflow: probabilities, thresholds, merge.
+
+    With a ``selection``, only its pixels (the same as a whole-scene run's there)."""
     return run(plan(request), feedback, selection)
 
 

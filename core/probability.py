@@ -1,5 +1,7 @@
-"""The probability step of a run: load the plan's networks, stream the raster
-through the engine once, and write the cloud, shadow and uncertainty rasters."""
+"""The probability step of a run.
+
+Load the plan's networks, stream the raster through the engine once, and write the cloud,
+shadow and uncertainty rasters."""
 
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from .runtime import deps, gpu
 
 def _load(use: ModelUse, plan: ProbabilityPlan):
     """Load a network; when it needs a newer onnxruntime, say exactly how to get one.
+
     On the GPU, the run's networks share its memory (each gets its part for its batch)."""
     try:
         return load_model(use.card, use.path, plan.provider, plan.threads, sharing=len(plan.models))
@@ -50,8 +53,9 @@ def _load(use: ModelUse, plan: ProbabilityPlan):
 
 
 def _jobs(plan: ProbabilityPlan) -> tuple[list[Job], list[str]]:
-    """An engine job per network, with its bands as indices into the bands read; and the
-    loading notes (e.g. CUDA fell back to the CPU)."""
+    """An engine job per network, with its bands as indices into the bands read; and the loading notes.
+
+    A loading note says, for example, that CUDA fell back to the CPU."""
     union = [plan.band_names[b - 1] for b in plan.raster_bands]
     loaded = [(_load(use, plan), use) for use in plan.models]
     jobs = [Job(m, [union.index(b) for b in m.card.bands], use.cloud, use.shadow) for m, use in loaded]
@@ -59,8 +63,9 @@ def _jobs(plan: ProbabilityPlan) -> tuple[list[Job], list[str]]:
 
 
 class ProbabilityWriter:
-    """Combines members (mean and spread for ensembles) and writes finished rows. Hands
-    the cloud and shadow blocks, exactly as written (float32, nodata PROBABILITY_NODATA),
+    """Combines members (mean and spread for ensembles) and writes finished rows.
+
+    Hands the cloud and shadow blocks, exactly as written (float32, nodata PROBABILITY_NODATA),
     to ``flags`` when given, also where no raster is kept (windowed_merge.FlagRecorder)."""
 
     def __init__(self, info: RasterInfo, jobs: list[Job], paths: ProbabilityOutputs,
@@ -133,9 +138,11 @@ def device_settings(settings: EngineSettings, jobs: list[Job]) -> EngineSettings
 
 
 class BackgroundWriter:
-    """Hands finished rows to ``sink`` in a thread of its own, so that writing (combining
-    ensemble members, compressing the GeoTIFF blocks) overlaps the network's work on the
-    next rows instead of stalling it (on a GPU the writing would decide the time).
+    """Hands finished rows to ``sink`` in a thread of its own.
+
+    That way writing (combining ensemble members, compressing the GeoTIFF blocks) overlaps the
+    network's work on the next rows instead of stalling it (on a GPU the writing would decide
+    the time).
 
     The rows keep their order (one writer thread) and at most ``depth`` hand-overs wait,
     so memory stays bounded. An error in the writer is raised in the engine's thread at
@@ -157,8 +164,9 @@ class BackgroundWriter:
             self.pending.append(self.pool.submit(self.sink, row, col, finished))
 
     def close(self, drop: bool = False) -> None:
-        """Wait for every row to be written (``drop``: after an error, skip those not
-        started and raise nothing); then no writer thread is left."""
+        """Wait for every row to be written; then no writer thread is left.
+
+        ``drop``: after an error, skip those not started and raise nothing."""
         if self.pool is None:
             return
         try:
@@ -171,9 +179,10 @@ class BackgroundWriter:
 
 def compute_probabilities(plan: ProbabilityPlan, paths: ProbabilityOutputs,
                           feedback: Feedback | None = None, flags: Sink | None = None) -> tuple[str, ...]:
-    """Write the plan's probability rasters to ``paths`` (None: not written), with the
-    thresholds their models recommend (:func:`record_thresholds`); the caller stages them
-    (see ``staging.py``). ``flags`` also gets every block, on the grid the models run on:
+    """Write the plan's probability rasters to ``paths`` (None: not written).
+
+    With the thresholds their models recommend (:func:`record_thresholds`); the caller stages
+    them (see ``staging.py``). ``flags`` also gets every block, on the grid the models run on:
     at a processing resolution the coarse grid (``regrid.coarse_info``), whose decisions
     the caller brings back onto the raster's grid. Returns the notes for the user."""
     jobs, notes = _jobs(plan)
@@ -231,10 +240,11 @@ def _compute(plan: ProbabilityPlan, paths: ProbabilityOutputs, jobs: list[Job], 
 
 
 def small_raster_notes(info: RasterInfo, jobs: list[Job], plan: ProbabilityPlan | None = None) -> list[str]:
-    """A word for a raster narrower than a model's tile: the network then sees a cloud
-    without its surroundings (the rest of its tile is the raster mirrored) and tends to
-    call everything clear. Not an error: the run is what was asked for. ``info``: the grid
-    the models run on (``plan``'s coarse grid at a processing resolution)."""
+    """A word for a raster narrower than a model's tile.
+
+    The network then sees a cloud without its surroundings (the rest of its tile is the raster
+    mirrored) and tends to call everything clear. Not an error: the run is what was asked for.
+    ``info``: the grid the models run on (``plan``'s coarse grid at a processing resolution)."""
     tiles = [f"{job.model.card.id}: {job.model.card.tile} px" for job in jobs
              if not job.model.card.is_pixel_model and min(info.width, info.height) < job.model.card.tile]
     if not tiles:
@@ -288,8 +298,10 @@ def recorded_thresholds(cloud_probability: str | None,
 
 
 def recorded(cloud_probability: str | None, shadow_probability: str | None) -> dc.Recommended:
-    """What :func:`record_thresholds` wrote: the thresholds, and the most likely class
-    where both rasters are given and both come from the same model that decides by it."""
+    """What :func:`record_thresholds` wrote.
+
+    The thresholds, and the most likely class where both rasters are given and both come from
+    the same model that decides by it."""
     found = []
     rules = []
     for path, key in zip((cloud_probability, shadow_probability), THRESHOLD_KEYS):

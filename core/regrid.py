@@ -1,6 +1,7 @@
-"""Rasters brought onto the Sentinel-2 raster's grid: the product mask (nearest,
-from any CRS, resolution or extent); and the coarser grid of a processing
-resolution, both ways, by nearest.
+"""Rasters brought onto the Sentinel-2 raster's grid, and onto the coarser grid of a processing resolution.
+
+The product mask comes onto the raster's grid by nearest, from any CRS, resolution or extent;
+the coarser grid of a processing resolution is crossed both ways, by nearest.
 
 At a processing resolution each coarse pixel takes the raster's pixel at its centre
 (the nearest neighbour: how ukis-csmask's README resamples to 30 m, so that its models
@@ -61,6 +62,7 @@ def check_product_mask(product: str, grid: RasterInfo) -> RasterInfo:
 
 def product_mask_on_grid(product: str, grid: RasterInfo, folder: str) -> tuple[str, float | None]:
     """The product mask resampled (nearest) onto the grid, as a VRT; and its nodata.
+
     Band 1 is read from what this returns."""
     info = check_product_mask(product, grid)
     nodata = info.nodata[0]
@@ -86,8 +88,9 @@ def product_mask_on_grid(product: str, grid: RasterInfo, folder: str) -> tuple[s
 
 
 def on_the_grid(info: RasterInfo, grid: RasterInfo) -> bool:
-    """Whether ``info``'s pixels are the grid's: same size, same geotransform (to a
-    millionth of a pixel) and the same CRS."""
+    """Whether ``info``'s pixels are the grid's.
+
+    Same size, same geotransform (to a millionth of a pixel) and the same CRS."""
     if (info.width, info.height) != (grid.width, grid.height):
         return False
     pixel = max(abs(grid.geotransform[1]), abs(grid.geotransform[5]))
@@ -102,8 +105,9 @@ def on_the_grid(info: RasterInfo, grid: RasterInfo) -> bool:
 
 
 def _validity_is_its_nodata(path: str) -> bool:
-    """Whether band 1 marks its invalid pixels only by its nodata value (or has none):
-    an alpha band or a mask file, which the warper honours, would be lost when the
+    """Whether band 1 marks its invalid pixels only by its nodata value (or has none).
+
+    An alpha band or a mask file, which the warper honours, would be lost when the
     values are read as they are."""
     ds = gdal.OpenEx(path, gdal.OF_RASTER)
     flags = ds.GetRasterBand(1).GetMaskFlags() if ds is not None else None
@@ -111,9 +115,10 @@ def _validity_is_its_nodata(path: str) -> bool:
 
 
 def coarse_grid(info: RasterInfo, resolution: float) -> tuple[tuple[float, float, float, float], int, int]:
-    """Bounds, width and height of the grid of ``resolution`` metres the models run on:
-    anchored at the raster's top left corner and covering the whole raster, its last
-    coarse pixels reaching past the edge. GDAL's own choice rounds the size, which left the
+    """Bounds, width and height of the grid of ``resolution`` metres the models run on.
+
+    The grid is anchored at the raster's top left corner and covers the whole raster, its last
+    coarse pixels reaching past the edge. GDAL's own choice rounds the size, which would leave the
     last 10 m rows or columns uncovered (nodata in the mask) and a raster smaller than half
     a coarse pixel with no grid at all."""
     min_x, min_y, max_x, max_y = info.bounds
@@ -125,6 +130,7 @@ def coarse_grid(info: RasterInfo, resolution: float) -> tuple[tuple[float, float
 
 def in_metres(info: RasterInfo) -> bool:
     """Whether the raster's grid is in metres (a processing resolution is given in metres).
+
     A raster without a CRS is taken to be: its pixel size is all there is to go by."""
     if not info.projection:
         return True
@@ -141,16 +147,18 @@ def coarse_info(info: RasterInfo, resolution: float) -> RasterInfo:
 
 
 def centre_pixels(coarse_size: int, resolution: float, pixel: float, size: int) -> np.ndarray:
-    """Along one axis, the raster's pixel at the centre of each coarse pixel (GDAL's nearest
-    neighbour); a last coarse pixel reaching past the edge takes the last pixel, so that it
+    """Along one axis, the raster's pixel at the centre of each coarse pixel (GDAL's nearest neighbour).
+
+    A last coarse pixel reaching past the edge takes the last pixel, so that it
     is not nodata where the raster has data."""
     centres = np.floor((np.arange(coarse_size) + 0.5) * (resolution / pixel)).astype(np.int64)
     return np.minimum(centres, size - 1)
 
 
 def containing_pixels(size: int, pixel: float, resolution: float) -> np.ndarray:
-    """Along one axis, the coarse pixel each of the raster's pixels lies in (the one its
-    centre falls in)."""
+    """Along one axis, the coarse pixel each of the raster's pixels lies in.
+
+    That is the coarse pixel its centre falls in."""
     return np.floor((np.arange(size) + 0.5) * (pixel / resolution)).astype(np.int64)
 
 
@@ -161,12 +169,13 @@ SAMPLE_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "BIGTIFF=IF_S
 
 def sample_coarse(info: RasterInfo, bands: list[int], fill: list[float | None], resolution: float,
                   path: str) -> RasterInfo:
-    """Write ``bands`` of the raster on the coarse grid, each coarse pixel the raster's pixel
-    at its centre, as a GeoTIFF at ``path`` (band k is ``bands[k]``; each band's nodata
-    ``fill``). Uncompressed: written once and read once, by the models.
+    """Write ``bands`` of the raster on the coarse grid as a GeoTIFF at ``path``.
 
-    Done here with numpy rather than by GDAL's warper, which left the coarse pixels past the
-    raster's edge empty (their centre is outside) and cost several times the reading."""
+    Each coarse pixel is the raster's pixel at its centre (band k is ``bands[k]``; each band's
+    nodata ``fill``). Uncompressed: written once and read once, by the models.
+
+    Done here with numpy rather than by GDAL's warper, which leaves the coarse pixels past the
+    raster's edge empty (their centre is outside) and costs several times the reading."""
     grid = coarse_info(info, resolution)
     rows = centre_pixels(grid.height, resolution, abs(info.geotransform[5]), info.height)
     cols = centre_pixels(grid.width, resolution, abs(info.geotransform[1]), info.width)
@@ -205,8 +214,9 @@ def _create_stack(path: str, grid: RasterInfo, dtype: np.dtype, fill: list[float
 
 
 class NearestRows:
-    """Rows of a coarse byte raster on the raster's grid: each pixel the coarse pixel it
-    lies in. Reads only the coarse rows a window needs."""
+    """Rows of a coarse byte raster on the raster's grid: each pixel the coarse pixel it lies in.
+
+    Reads only the coarse rows a window needs."""
 
     def __init__(self, ds: gdal.Dataset, grid: RasterInfo):
         self.ds = ds

@@ -76,8 +76,8 @@ def _mirror_tukey(size: int, tile: int, overlap: float) -> AxisPlan:
 def tukey(length: int, alpha: float) -> np.ndarray:
     """The symmetric Tukey window the ukis authors blend with (SciPy's ``windows.tukey``).
 
-    Computed here, not by SciPy: ``scipy.signal`` took 0.2-0.4 s to import, paid by
-    every run for these few values. Flat in the middle, a raised cosine over the
+    Computed here, not by SciPy: ``scipy.signal`` takes 0.2-0.4 s to import, which
+    every run would pay for these few values. Flat in the middle, a raised cosine over the
     ``alpha / 2`` of the length at each end; ``alpha`` 0 is all ones, 1 (or more) a
     Hann window. The cards allow ``alpha`` in [0, 1) and tiles of 5 px or more.
     """
@@ -125,8 +125,9 @@ def chip_starts(size: int, tile: int, step: int) -> tuple[list[int], list[int]]:
 
 
 def reflect(indices: np.ndarray, size: int) -> np.ndarray:
-    """Map indices outside ``[0, size)`` by mirror reflection that repeats the edge
-    pixel (numpy's ``symmetric`` padding), for any distance from the raster."""
+    """Map indices outside ``[0, size)`` by mirror reflection that repeats the edge pixel.
+
+    That is numpy's ``symmetric`` padding, for any distance from the raster."""
     period = 2 * size
     k = np.mod(indices, period)
     return np.where(k < size, k, period - 1 - k)
