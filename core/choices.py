@@ -25,8 +25,10 @@ MASKED_CLASSES = ("cloud", "shadow", "nodata")  # index order is public API
 
 @dataclass(frozen=True)
 class MergeDefaults:
-    """The merge's defaults (FarmVibes.AI's), which the algorithms, the dialog, the command line
-    and ``merge.MergeSettings`` offer; the thresholds' are in ``decision.py``."""
+    """The merge's defaults, FarmVibes.AI's.
+
+    The algorithms, the dialog, the command line and ``merge.MergeSettings`` offer these;
+    the thresholds' defaults are in ``decision.py``."""
 
     product_kind: str = "nonzero"
     dilation: int = 5  # disk radius in px
@@ -66,8 +68,10 @@ CLOUD_UNCERTAINTY = "CLOUD_UNCERTAINTY"
 
 @dataclass(frozen=True)
 class OptionalOutput:
-    """A raster an improve run writes only when asked: declared here once, the algorithms'
-    parameters, the dialog's check boxes and the layers it loads all come from it."""
+    """A raster an improve run writes only when asked.
+
+    Declared here once: the algorithms' parameters, the dialog's check boxes and the layers
+    the dialog loads all come from it."""
 
     name: str  # the Processing parameter and result (public API)
     label: str  # the parameter's description and the dialog's check box; its layer's name in lower case
