@@ -23,8 +23,8 @@ from dataclasses import replace
 from . import apply_mask as am
 from . import merge as mg
 from .bands import parse_band_list
+from .choices import PROVIDERS
 from .errors import CloudMaskError, SettingsError
-from .inference import PROVIDERS
 from .season import batch
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130

@@ -39,26 +39,7 @@ import numpy as np
 from .inference import LoadedModel, infer, preprocess, probabilities
 from .progress import Cancelled, Feedback
 from .raster import BLOCK_CACHE_BYTES, RowSource, limited_block_cache
-from .tiling import AxisPlan, plan_axis, reflect, stripe_bounds
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    window_rows: int = 256
-    # Tiles per onnxruntime call. On CPU the time per tile hardly changes from 1 to 8
-    # (measured: scripts/bench.py); 4 keeps the batch (4 x 6 x 256 x 256 float32, 6 MB)
-    # small and a tile row of the ukis grid (54 tiles on a full S2 tile) evenly split.
-    batch_size: int = 4
-    pixel_batch: int = 1 << 18
-    in_memory: bool = False
-    # Columns per stripe. Peak memory grows with it (about 30 KB per column with the
-    # default model): with 4096 a full tile (three stripes) peaks 8 % above a 2745 px
-    # square (scripts/bench.py, figure 3); the cost is reading the source blocks under
-    # each split twice, unmeasurable in time. IN_MEMORY runs are one stripe.
-    stripe_cols: int = 4096
-    # Blocks of rows run at once (see run_in_row_blocks); 0: what suits the device (see
-    # probability.device_settings).
-    workers: int = 1
+from .tiling import AxisPlan, EngineSettings, plan_axis, reflect, stripe_bounds
 
 
 @dataclass

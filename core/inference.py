@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from .choices import PROVIDERS  # noqa: F401  (inference.PROVIDERS, as before)
 from .errors import ModelError
 from .modelstore.cards import ModelCard
 from .runtime import gpu, home
+from .runtime.cpu import available_cores
 from .runtime.deps import runtime_status
 
 CUDA = "CUDAExecutionProvider"
@@ -268,14 +268,6 @@ class FallbackSession:
 def fallback_note(model: LoadedModel) -> str:
     """What happened on the GPU during the run, if it had to finish on the CPU."""
     return getattr(model.session, "fallback_note", "")
-
-
-def available_cores() -> int:
-    """Cores this process may run on (a container or ``taskset`` may allow fewer than the machine has)."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _new_session(ort, path: Path, providers: list[str], threads: int, card: ModelCard):

@@ -26,7 +26,6 @@ from .inputs import processing_level, radiometric_offset  # noqa: F401 - public:
 from .modelstore.cards import ModelCard
 from .plan import (
     ImproveRequest,
-    MergePlan,
     MergeRequest,
     ProbabilityOutputs,
     ProbabilityPlan,
@@ -45,7 +44,7 @@ from .progress import Feedback, Share
 from .provenance import summary
 from .regrid import coarse_info
 from .staging import atomic_outputs, stage
-from .windowed_merge import FlagRecorder, SourceOutput, merge_to_mask
+from .windowed_merge import FlagRecorder, MergePlan, SourceOutput, merge_to_mask
 
 
 @dataclass(frozen=True)

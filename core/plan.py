@@ -22,7 +22,6 @@ from pathlib import Path
 from . import bands as band_names
 from . import decision as dc
 from . import merge as mg
-from .engine import EngineSettings
 from .errors import SettingsError
 from .inputs import processing_level, radiometric_offset, read_sentinel2
 from .modelstore import catalogue as models
@@ -31,6 +30,8 @@ from .raster import RasterError, RasterInfo, raster_info, require_geotiff_name, 
 from .regrid import check_product_mask, in_metres
 from .sentinel2 import product as safe
 from .staging import check_destination, require_distinct
+from .tiling import EngineSettings
+from .windowed_merge import MergePlan
 
 # -- requests: what the caller asks for
 
@@ -158,15 +159,6 @@ class ProbabilityPlan:
         default = 0.0 if self.raster.data_type.startswith("UInt") else None
         declared = (self.raster.nodata[b - 1] for b in self.raster_bands)
         return [default if value is None else value for value in declared]
-
-
-@dataclass(frozen=True)
-class MergePlan:
-    grid: RasterInfo  # the grid of the probabilities and of the mask
-    product_mask: str | None  # the raster to read (a product's mask already made)
-    settings: mg.MergeSettings  # final: thresholds and product kind decided
-    window_rows: int = 128
-    provenance: bool = False  # the flags carry who flagged each pixel, for a SOURCE output
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ import numpy as np
 from osgeo import gdal
 
 from . import decision as dc
-from .engine import EngineSettings, Job, Sink, run_in_row_blocks
-from .inference import ModelError, available_cores, cuda_workers, fallback_note, load_model
+from .engine import Job, Sink, run_in_row_blocks
+from .inference import ModelError, cuda_workers, fallback_note, load_model
 from .plan import ModelUse, ProbabilityOutputs, ProbabilityPlan
 from .progress import Feedback
 from .raster import (
@@ -34,6 +34,8 @@ from .raster import (
 )
 from .regrid import sample_coarse, to_grid
 from .runtime import deps, gpu
+from .runtime.cpu import available_cores
+from .tiling import EngineSettings
 
 
 def _load(use: ModelUse, plan: ProbabilityPlan):

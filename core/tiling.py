@@ -16,6 +16,9 @@ Schemes:
   seams (the middle of each overlap); no padding, except a raster smaller than a
   tile, which FarmVibes.AI refuses.
 - ``pixel``: pixel-wise models; tiles are just blocks, cropped at the edges.
+
+``EngineSettings`` sizes the rest of the cutting: rows per window, columns per
+stripe (``stripe_bounds``) and tiles per network call.
 """
 
 from __future__ import annotations
@@ -155,3 +158,26 @@ def stripe_bounds(width: int, widest: int, candidates: list[int], narrowest: int
         if best is not None and best - bounds[-1] >= narrowest and width - best >= narrowest:
             bounds.append(best)
     return bounds + [width]
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """How the engine cuts and batches a run: rows per window, columns per stripe, tiles per call.
+
+    Kept beside the tile grids it sizes, so that a plan can carry it without importing the engine."""
+
+    window_rows: int = 256
+    # Tiles per onnxruntime call. On CPU the time per tile hardly changes from 1 to 8
+    # (measured: scripts/bench.py); 4 keeps the batch (4 x 6 x 256 x 256 float32, 6 MB)
+    # small and a tile row of the ukis grid (54 tiles on a full S2 tile) evenly split.
+    batch_size: int = 4
+    pixel_batch: int = 1 << 18
+    in_memory: bool = False
+    # Columns per stripe. Peak memory grows with it (about 30 KB per column with the
+    # default model): with 4096 a full tile (three stripes) peaks 8 % above a 2745 px
+    # square (scripts/bench.py, figure 3); the cost is reading the source blocks under
+    # each split twice, unmeasurable in time. IN_MEMORY runs are one stripe.
+    stripe_cols: int = 4096
+    # Blocks of rows run at once (see engine.run_in_row_blocks); 0: what suits the device (see
+    # probability.device_settings).
+    workers: int = 1

@@ -25,6 +25,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -32,13 +33,12 @@ from osgeo import gdal
 
 from . import merge as mg
 from . import provenance as pv
-from .inference import available_cores
 from .patches import PatchAreas
-from .plan import MergePlan
 from .progress import Cancelled, Feedback, Share
 from .raster import (
     PROBABILITY_NODATA,
     RasterError,
+    RasterInfo,
     create_geotiff,
     limited_block_cache,
     list_only_the_classes,
@@ -51,6 +51,18 @@ from .raster import (
     write_array,
 )
 from .regrid import NearestRows, product_mask_on_grid
+from .runtime.cpu import available_cores
+
+
+@dataclass(frozen=True)
+class MergePlan:
+    """What the merge reads and how it decides: the plan's part for this step (``plan.plan_merge``)."""
+
+    grid: RasterInfo  # the grid of the probabilities and of the mask
+    product_mask: str | None  # the raster to read (a product's mask already made)
+    settings: mg.MergeSettings  # final: thresholds and product kind decided
+    window_rows: int = 128
+    provenance: bool = False  # the flags carry who flagged each pixel, for a SOURCE output
 
 
 def _probabilities(block: np.ndarray | None, nodata: float | None = PROBABILITY_NODATA,

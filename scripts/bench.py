@@ -98,10 +98,10 @@ deps.ensure_on_path()
 from cloud_mask_improver.core import merge as mg
 from cloud_mask_improver.core import pipeline
 from cloud_mask_improver.core.bands import FARMVIBES_BANDS
-from cloud_mask_improver.core.engine import EngineSettings
-from cloud_mask_improver.core.inference import available_cores, load_model, preprocess
+from cloud_mask_improver.core.inference import load_model, preprocess
 from cloud_mask_improver.core.modelstore import catalogue as models
-from cloud_mask_improver.core.tiling import plan_axis, reflect
+from cloud_mask_improver.core.runtime.cpu import available_cores
+from cloud_mask_improver.core.tiling import EngineSettings, plan_axis, reflect
 
 BATCH = EngineSettings().batch_size
 

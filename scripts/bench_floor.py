@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu_check  # it puts the plugin's core/ on the path, as a top-level package
 
 from core import probability
-from core.inference import available_cores
 from core.raster import raster_info
+from core.runtime.cpu import available_cores
 
 
 class StandIn:

@@ -39,7 +39,7 @@ from osgeo import gdal, osr
 from core import engine, inference, merge, pipeline, probability, windowed_merge
 from core.bands import FARMVIBES_BANDS
 from core.modelstore import catalogue as models
-from core.runtime import deps, gpu
+from core.runtime import cpu, deps, gpu
 
 MODEL = "ukis-6b-l2a"
 gdal.UseExceptions()
@@ -250,7 +250,7 @@ def main() -> int:
     runs_asked = [p for p in args.providers.split(",") if p]
     providers = list(dict.fromkeys(p.split("/")[0].split(":")[0] for p in runs_asked))
     device = gpu.gpu()
-    machine = f"{platform.machine()}, {inference.available_cores()} cores, Python {platform.python_version()}"
+    machine = f"{platform.machine()}, {cpu.available_cores()} cores, Python {platform.python_version()}"
     result = {"machine": machine,
               "gpu": device.__dict__ if device else None, "size": args.size, "model": MODEL}
     with tempfile.TemporaryDirectory(prefix="cloudmask-gpu-check-", dir=args.work) as tmp:

