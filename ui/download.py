@@ -23,8 +23,18 @@ from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QObject, QUrl, pyqtSignal
 from qgis.PyQt.QtNetwork import QNetworkReply, QNetworkRequest
 
-from ..core.modelstore.fetch import FetchError, PinnedRelease, index_url, sha256_of, verify
-from ..core.staging import INSTALL_AGAIN, FileInUseError, partial_path, remove, swap
+from ..core import (
+    INSTALL_AGAIN,
+    FetchError,
+    FileInUseError,
+    PinnedRelease,
+    index_url,
+    partial_path,
+    remove_file,
+    sha256_of,
+    swap,
+    verify_download,
+)
 
 
 def project_page(index: str, package: str) -> str:
@@ -142,21 +152,21 @@ class ReleaseDownload(QObject):
 
     def _file_failed(self, url: str, errors) -> None:
         self.downloader = None
-        remove(self.partial)
+        remove_file(self.partial)
         self._fail(f"Download of {url} failed: {'; '.join(errors)}")
 
     def _file_done(self, *_) -> None:
         self.downloader = None
         try:
-            verify(self.partial, self.source.sha256, self.source.filename, "nothing was installed")
+            verify_download(self.partial, self.source.sha256, self.source.filename, "nothing was installed")
         except FetchError as err:
-            remove(self.partial)
+            remove_file(self.partial)
             self._fail(str(err))
             return
         try:
             swap(self.partial, self.target, INSTALL_AGAIN)
         except FileInUseError as err:
-            remove(self.partial)
+            remove_file(self.partial)
             self._fail(str(err))
             return
         self._finish(str(self.target))
