@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import threading
+from contextlib import suppress
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urldefrag, urljoin
@@ -101,10 +102,8 @@ class ReleaseDownload(QObject):
             page, problem = project_page(index_url(), self.source.package), ""
         except Exception as err:  # noqa: BLE001 - no pip at all: say so rather than crash
             page, problem = "", f"Cannot tell which package index to use ({err})."
-        try:  # noqa: SIM105
+        with suppress(RuntimeError):  # the dialog, and this object with it, was closed meanwhile
             self._index_found.emit(page, problem)
-        except RuntimeError:  # the dialog, and this object with it, was closed meanwhile
-            pass
 
     def _request_page(self, page: str, problem: str) -> None:
         if self.done or self.cancelled:

@@ -15,6 +15,7 @@ it is checking, so opening the model manager never waits for it.
 from __future__ import annotations
 
 import threading
+from contextlib import suppress
 from pathlib import Path
 
 from qgis.core import QgsApplication, QgsTask
@@ -54,10 +55,8 @@ class GpuSupportBox(QWidget):
         """Ask the driver in a thread (it starts nvidia-smi), then refresh on the main thread."""
         def check():
             core.driver_description()
-            try:  # noqa: SIM105
+            with suppress(RuntimeError):  # the dialog was closed meanwhile
                 self._driver_checked.emit()
-            except RuntimeError:  # the dialog was closed meanwhile
-                pass
         threading.Thread(target=check, name="cloudmask-gpu-check", daemon=True).start()
 
     def refresh(self, message: str = "") -> None:

@@ -8,6 +8,7 @@ is the dialog's business (``improve_dialog``).
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -502,7 +503,5 @@ class ImproveForm(QWidget):
         for key, widget in self.remembered():
             value = settings.value(self._settings_key(key), None)
             if value is not None:
-                try:  # noqa: SIM105
+                with suppress(TypeError, ValueError):  # a setting from another version: keep the default
                     set_widget_value(widget, value)
-                except (TypeError, ValueError):
-                    pass  # a setting from another version: keep the default
