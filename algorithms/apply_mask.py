@@ -11,8 +11,8 @@ from qgis.core import (
     QgsProject,
 )
 
-from ..core import choices
-from ..core.choices import MASKED_CLASSES
+from .. import core
+from ..core import MASKED_CLASSES, choices
 from .base import CloudMaskAlgorithm, run_engine, with_help, work_dir
 from .styling import style_on_load
 
@@ -80,20 +80,19 @@ class ApplyMask(CloudMaskAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("MASKED_FRACTION", "Masked fraction"))
 
     def processAlgorithm(self, parameters, context, feedback):
-        from ..core import apply_mask as am  # a run's imports: see base.py
         raster = self.raster_source(parameters, "INPUT", context)
         mask = self.raster_source(parameters, choices.MASK, context)
         chosen = self.parameterAsEnums(parameters, "CLASSES", context)
-        classes = tuple(am.CLASSES[i] for i in sorted(chosen))
+        classes = tuple(core.MASKED_CLASSES[i] for i in sorted(chosen))
         buffer_m = self.parameterAsDouble(parameters, "BUFFER", context)
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         layer = self.parameterAsRasterLayer(parameters, "INPUT", context)
         project = context.project()
         if layer is not None and project is not None and project.mapLayer(layer.id()) is not None:
             style_on_load(context, output, SourceStyler(layer.id()))  # a layer of the project: keep its look
-        result = run_engine(lambda fb: am.apply_mask(raster, mask, output, classes, buffer_m, fb, work_dir()),
+        result = run_engine(lambda fb: core.apply_cloud_mask(raster, mask, output, classes, buffer_m, fb, work_dir()),
                             feedback)
-        feedback.pushInfo(am.describe(result))
-        for warning in am.warnings(result):
+        feedback.pushInfo(core.describe_applied_mask(result))
+        for warning in core.applied_mask_warnings(result):
             feedback.reportError(warning, fatalError=False)
         return {"OUTPUT": output, "MASKED_FRACTION": result.masked_fraction}

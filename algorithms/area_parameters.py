@@ -8,8 +8,6 @@ there equal a whole-scene run) and the outputs cover the area's bounding box.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
@@ -18,11 +16,9 @@ from qgis.core import (
     QgsProcessingParameterFeatureSource,
 )
 
+from .. import core
 from ..core import choices
 from .base import with_help
-
-if TYPE_CHECKING:  # the engine is imported when a run needs it (see base.py)
-    from ..core import area as area_mod
 
 
 def add_area_parameters(algorithm) -> None:
@@ -36,10 +32,9 @@ def add_area_parameters(algorithm) -> None:
         choices.NODATA_OUTSIDE_AREA, "Nodata outside the area's polygons", defaultValue=False))
 
 
-def area_from_source(source, what: str = choices.AREA) -> area_mod.Area | None:
+def area_from_source(source, what: str = choices.AREA) -> core.Area | None:
     """The polygons of a feature source (selected ones when the user asked), labelled by their
     first text field."""
-    from ..core import area as area_mod
     if source is None:
         return None
     label = next((f.name() for f in source.fields() if f.typeName().lower() in ("string", "text")), None)
@@ -53,12 +48,11 @@ def area_from_source(source, what: str = choices.AREA) -> area_mod.Area | None:
     if not wkts:
         raise QgsProcessingException(f"{what}: the layer holds no polygon (or none is selected). Choose a "
                                      "polygon layer, or turn off 'Selected features only'.")
-    return area_mod.Area(tuple(wkts), source.sourceCrs().toWkt(), tuple(names), what)
+    return core.Area(tuple(wkts), source.sourceCrs().toWkt(), tuple(names), what)
 
 
-def selection(algorithm, parameters, context) -> area_mod.Selection | None:
+def selection(algorithm, parameters, context) -> core.Selection | None:
     """What EXTENT, AREA and NODATA_OUTSIDE_AREA ask for; None: the whole raster."""
-    from ..core import area as area_mod
     area = area_from_source(algorithm.parameterAsSource(parameters, choices.AREA, context))
     bounds, crs = None, ""
     if parameters.get(choices.EXTENT) not in (None, ""):
@@ -70,4 +64,4 @@ def selection(algorithm, parameters, context) -> area_mod.Selection | None:
     if area is None and bounds is None:
         return None
     blank = algorithm.parameterAsBool(parameters, choices.NODATA_OUTSIDE_AREA, context)
-    return area_mod.Selection(area, bounds, crs, blank)
+    return core.Selection(area, bounds, crs, blank)

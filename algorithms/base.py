@@ -6,9 +6,11 @@ names the problem and the fix; nothing reaches the user as a traceback.
 
 QGIS imports the algorithms and builds their parameters at every start (the
 toolbox, ``qgis_process list``), whether or not anyone runs them. So the
-engine's modules (numpy, SciPy, GDAL's arrays, onnxruntime come with them)
-are imported inside the methods that run, and the parameters take their
-choices from ``core.choices``: enabling the plugin must not slow QGIS's start.
+engine's names are read as ``core.X`` inside the methods that run (``core``, the
+public API, imports a name's module on its first use: numpy, SciPy, GDAL's arrays,
+onnxruntime come with them), and what a module takes at import comes from
+numpy-free modules only (``choices``, ``decision``, ``errors``, ``progress``):
+enabling the plugin must not slow QGIS's start.
 """
 
 from __future__ import annotations
@@ -33,11 +35,19 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication, QThread
 from qgis.PyQt.QtGui import QIcon
 
-from ..core import choices
-from ..core.choices import DEFAULTS, OUTPUT_MODES, PRODUCT_KINDS, PROVIDERS
-from ..core.decision import FARMVIBES_CLOUD_THRESHOLD, FARMVIBES_SHADOW_THRESHOLD
-from ..core.errors import CloudMaskError
-from ..core.progress import Cancelled, Feedback
+from .. import core
+from ..core import (
+    DEFAULTS,
+    FARMVIBES_CLOUD_THRESHOLD,
+    FARMVIBES_SHADOW_THRESHOLD,
+    OUTPUT_MODES,
+    PRODUCT_KINDS,
+    PROVIDERS,
+    Cancelled,
+    CloudMaskError,
+    Feedback,
+    choices,
+)
 
 LOG_TAG = "Cloud Mask Improver"
 ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icons", "icon.svg")
@@ -208,11 +218,10 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         its metadata is checked here (cheap), and core makes its stack when the run is
         planned; QGIS's own check sees the other parameters only.
         """
-        from ..core.sentinel2 import product as safe
         products = {k for k, v in parameters.items() if self._is_product_value(k, v)}
         for name in products:
             try:
-                safe.read_product(parameters[name])
+                core.read_product(parameters[name])
             except CloudMaskError as err:
                 return False, f"{self.parameterDefinition(name).description()} ({name}): {err}"
         passed_on = products | {k for k, v in parameters.items() if self._is_gdal_source(k, v, context)}
@@ -229,18 +238,16 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         return True, ""
 
     def _is_product_value(self, name, value) -> bool:
-        from ..core.sentinel2 import product as safe
         return isinstance(value, str) and isinstance(self.parameterDefinition(name),
-                                                     QgsProcessingParameterRasterLayer) and safe.is_product(value)
+                                                     QgsProcessingParameterRasterLayer) and core.is_product(value)
 
     def _is_gdal_source(self, name, value, context) -> bool:
         """A raster GDAL opens but QGIS 3.22 does not load from a string: ``/vsizip/`` paths,
         ``GPKG:file.gpkg:table``, subdatasets (later QGIS versions load them). Passed on to
         core as it is, as a product is; QGIS's own check would refuse it as unreadable."""
-        from ..core import raster
         return isinstance(value, str) and isinstance(self.parameterDefinition(name),
                                                      QgsProcessingParameterRasterLayer) \
-            and self.parameterAsRasterLayer({name: value}, name, context) is None and raster.opens_as_raster(value)
+            and self.parameterAsRasterLayer({name: value}, name, context) is None and core.opens_as_raster(value)
 
     def _value_problem(self, definition, parameters, context) -> str:
         name = definition.name()
@@ -252,9 +259,8 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
             return _number_problem(label, value, definition.minimum(), definition.maximum())
         if isinstance(definition, QgsProcessingParameterRasterLayer) and isinstance(value, str) \
                 and self.parameterAsRasterLayer(parameters, name, context) is None:
-            from ..core.sentinel2 import product as safe
-            if safe.zip_problem(value):
-                return f"{label}: {safe.zip_problem(value)}"
+            if core.zip_problem(value):
+                return f"{label}: {core.zip_problem(value)}"
             return (f"{label}: '{value}' cannot be opened as a raster. Choose a raster layer or a raster "
                     "file GDAL can read (GeoTIFF, JP2, VRT ...).")
         return ""
@@ -339,8 +345,7 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
 
     def merge_settings(self, parameters, context, cloud_thr=FARMVIBES_CLOUD_THRESHOLD,
                        shadow_thr=FARMVIBES_SHADOW_THRESHOLD):
-        from ..core import merge as mg
-        return mg.MergeSettings(
+        return core.MergeSettings(
             cloud_threshold=cloud_thr, shadow_threshold=shadow_thr,
             product_kind=PRODUCT_KINDS[self.parameterAsEnum(parameters, choices.PRODUCT_MASK_KIND, context)],
             dilation=self.parameterAsInt(parameters, choices.DILATION, context),

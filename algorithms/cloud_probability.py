@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from qgis.core import QgsProcessingParameterRasterDestination, QgsProcessingParameterString
 
+from .. import core
 from ..core import choices
 from .base import CloudMaskAlgorithm, run_engine, work_dir
 from .styling import ProbabilityStyler, style_on_load
 from .widgets import use_widgets
-
-if TYPE_CHECKING:  # the engine is imported when a run needs it (see base.py)
-    from ..core import pipeline
 
 
 class CloudProbability(CloudMaskAlgorithm):
@@ -49,26 +45,23 @@ class CloudProbability(CloudMaskAlgorithm):
         model = self.parameterAsString(parameters, "MODEL_PATH", context).strip()
         return {"cloud_models": [model] if model else []}
 
-    def request(self, parameters, context) -> pipeline.ProbabilityRequest:
-        from ..core import pipeline
-        return pipeline.ProbabilityRequest(
+    def request(self, parameters, context) -> core.ProbabilityRequest:
+        return core.ProbabilityRequest(
             s2_raster=self.raster_source(parameters, "SENTINEL_RASTER", context),
             bands=self.parameterAsString(parameters, choices.BANDS, context),
             provider=self.provider_choice(parameters, context),
             in_memory=self.parameterAsBool(parameters, choices.IN_MEMORY, context),
             work_dir=work_dir(), **self.models(parameters, context))
 
-    def outputs(self, path: str) -> pipeline.ProbabilityOutputs:
-        from ..core import pipeline
-        return pipeline.ProbabilityOutputs(cloud=path)
+    def outputs(self, path: str) -> core.ProbabilityOutputs:
+        return core.ProbabilityOutputs(cloud=path)
 
     def processAlgorithm(self, parameters, context, feedback):
-        from ..core import pipeline
         path = self.parameterAsOutputLayer(parameters, self.output, context)
 
         def work(fb):
             request = self.request(parameters, context)
-            return pipeline.probabilities(request, self.outputs(path), fb)
+            return core.probabilities(request, self.outputs(path), fb)
         style_on_load(context, path, ProbabilityStyler())
         report = run_engine(work, feedback)
         feedback.pushInfo(f"Models: {', '.join(report.cloud_models) or report.shadow_model}")

@@ -8,8 +8,8 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..core import choices
-from ..core.choices import MASK, OptionalOutput, optional_outputs
+from .. import core
+from ..core import MASK, OptionalOutput, choices, optional_outputs
 from .area_parameters import add_area_parameters, selection
 from .base import CloudMaskAlgorithm, run_engine, work_dir
 from .styling import MaskStyler, ProbabilityStyler, SourceStyler, style_on_load
@@ -114,12 +114,11 @@ class ImproveCloudMask(CloudMaskAlgorithm):
         return [model] if model else []
 
     def processAlgorithm(self, parameters, context, feedback):
-        from ..core import pipeline  # here, not at import: see base.py
         mask = self.parameterAsOutputLayer(parameters, MASK, context)
         wanted = {o: self.optional_output(parameters, o.name, context) for o in self.optional_outputs()}
         fields = {o.field: path for o, path in wanted.items()}
-        request = pipeline.ImproveRequest(
-            probability=pipeline.ProbabilityRequest(
+        request = core.ImproveRequest(
+            probability=core.ProbabilityRequest(
                 s2_raster=self.raster_source(parameters, choices.S2_RASTER, context),
                 cloud_models=self.cloud_models(parameters, context),
                 shadow_model=self.parameterAsString(parameters, choices.SHADOW_MODEL, context).strip() or None,
@@ -133,7 +132,7 @@ class ImproveCloudMask(CloudMaskAlgorithm):
             cloud_threshold=self.optional_number(parameters, choices.CLOUD_THR, context),
             shadow_threshold=self.optional_number(parameters, choices.SHADOW_THR, context),
             mask=mask, ensemble=self.ensemble, source=fields.pop("source", None),
-            outputs=pipeline.ProbabilityOutputs(**fields))
+            outputs=core.ProbabilityOutputs(**fields))
         written = {o.name: path for o, path in wanted.items() if path}
         style_on_load(context, mask, MaskStyler(request.settings.output_mode == "binary"))
         for output, path in wanted.items():
@@ -141,7 +140,7 @@ class ImproveCloudMask(CloudMaskAlgorithm):
                 style_on_load(context, path, ProbabilityStyler() if output.probability else SourceStyler())
         where = selection(self, parameters, context)
         # With an area: only the tiles it needs; its pixels equal a whole-scene run's.
-        report = run_engine(lambda fb: pipeline.improve(request, fb, where), feedback)
+        report = run_engine(lambda fb: core.improve(request, fb, where), feedback)
         feedback.pushInfo(f"Cloud models: {', '.join(report.cloud_models)}; shadow model: "
                           f"{report.shadow_model or 'none'}. " + " ".join(report.notes))
         if report.valid_pixels == 0:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from qgis.core import (
     QgsClassificationRange,
@@ -28,14 +27,10 @@ from qgis.core import (
 )
 from qgis.PyQt import sip
 
-from ..core import choices
-from ..core.choices import PERSISTENT_MIN_DATES, PERSISTENT_SHARE
-from ..core.progress import Cancelled
+from .. import core
+from ..core import PERSISTENT_MIN_DATES, PERSISTENT_SHARE, Cancelled, choices
 from .base import CloudMaskAlgorithm, QgisFeedback, run_engine, with_help
 from .widgets import use_widgets
-
-if TYPE_CHECKING:  # the engine is imported when a run needs it (see base.py)
-    from ..core.season import batch
 
 # Clear fraction classes: the clear dates stand out in green.
 CLASSES = ((0.0, 0.25, "#d7191c", "mostly cloudy (< 25 % clear)"), (0.25, 0.5, "#fdae61", "25-50 % clear"),
@@ -75,12 +70,11 @@ class SummaryStyler(QgsProcessingLayerPostProcessorInterface):
             layer.triggerRepaint()
 
 
-def write_summary(rows: list[batch.Row], out_dir: str) -> dict:
+def write_summary(rows: list[core.BatchRow], out_dir: str) -> dict:
     """The summary files; one in use (on Windows: loaded in QGIS) ends the run with what to do."""
-    from ..core.season import summary
     try:
-        return summary.write_all(rows, out_dir)
-    except summary.SummaryInUseError as err:
+        return core.write_summary(rows, out_dir)
+    except core.SummaryInUseError as err:
         raise QgsProcessingException(str(err)) from err
 
 
@@ -172,7 +166,6 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
         use_widgets(self)  # the model and band pickers in the Processing dialogs
 
     def _area(self, parameters, context):
-        from ..core import area as area_mod
         source = self.parameterAsSource(parameters, choices.AREA, context)
         if source is None:
             return None
@@ -188,13 +181,12 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
         if not wkts:
             raise QgsProcessingException("The area holds no polygon (or none is selected). Choose a polygon "
                                          "layer, or turn off 'Selected features only'.")
-        return area_mod.Area(tuple(wkts), source.sourceCrs().toWkt(), tuple(names), choices.AREA)
+        return core.Area(tuple(wkts), source.sourceCrs().toWkt(), tuple(names), choices.AREA)
 
-    def _options(self, parameters, context) -> batch.BatchOptions:
-        from ..core.season import batch
+    def _options(self, parameters, context) -> core.BatchOptions:
         cloud = self.parameterAsString(parameters, choices.CLOUD_MODEL, context).strip()
         request = replace(
-            batch.template(
+            core.batch_template(
                 cloud_models=(cloud,) if cloud else (),
                 shadow_model=self.parameterAsString(parameters, choices.SHADOW_MODEL, context).strip() or None,
                 bands=self.parameterAsString(parameters, choices.BANDS, context),
@@ -204,7 +196,7 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
             settings=self.merge_settings(parameters, context),
             cloud_threshold=self.optional_number(parameters, choices.CLOUD_THR, context),
             shadow_threshold=self.optional_number(parameters, choices.SHADOW_THR, context))
-        return batch.BatchOptions(
+        return core.BatchOptions(
             request,
             blank_outside=self.parameterAsBool(parameters, choices.NODATA_OUTSIDE_AREA, context),
             masked=self.parameterAsBool(parameters, "WRITE_MASKED", context),
@@ -212,9 +204,6 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
             source=self.parameterAsBool(parameters, "WRITE_SOURCE", context))
 
     def processAlgorithm(self, parameters, context, feedback):
-        from ..core.bands import parse_band_list
-        from ..core.provenance import summary as summary_sentence
-        from ..core.season import batch
         inputs = self.parameterAsFileList(parameters, "INPUTS", context)
         out_dir = self.parameterAsString(parameters, "OUTPUT_FOLDER", context)
         options = self._options(parameters, context)
@@ -223,20 +212,20 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
         pattern = self.parameterAsString(parameters, "PATTERN", context)
 
         def plan(_):
-            batch.prepare_output_folder(out_dir)
+            core.prepare_output_folder(out_dir)
             self._check_report(parameters, context)
             options.request.settings.validate()
-            parse_band_list(options.masked_bands)  # a typo fails here, not in every product
-            return batch.plan_items(inputs, pattern)
+            core.parse_band_list(options.masked_bands)  # a typo fails here, not in every product
+            return core.plan_items(inputs, pattern)
         items = run_engine(plan, feedback)
         if not items:
             raise QgsProcessingException("No product was given. Add products (or a folder of them) to the list.")
-        batch.clean_partials(out_dir, items)
+        core.clean_partials(out_dir, items)
         feedback.pushInfo(f"{len(items)} product(s) -> {out_dir}")
-        rows: list[batch.Row] = []
+        rows: list[core.BatchRow] = []
         said = [""]
 
-        def report(row: batch.Row) -> None:
+        def report(row: core.BatchRow) -> None:
             if row.notes and not row.reused and row.notes != said[0]:
                 said[0] = row.notes  # which models, on the CPU or the GPU and why: once, and when it changes
                 feedback.pushInfo(row.notes)
@@ -245,11 +234,11 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
                 done = "kept from an earlier run" if row.reused else f"{row.seconds:.1f} s"
                 feedback.pushInfo(f"{row.sensed or row.product}: {100 * (clear or 0):.0f} % clear ({done})")
                 if row.provenance():  # with the source raster: what the improvement was, as a single run says
-                    feedback.pushInfo(f"  {summary_sentence(row.provenance())}")
+                    feedback.pushInfo(f"  {core.figures_summary(row.provenance())}")
             else:
                 feedback.reportError(f"{row.input}: {row.error}", fatalError=False)
         try:
-            rows = batch.run_sequential(items, options, out_dir, area, force, QgisFeedback(feedback),
+            rows = core.run_sequential(items, options, out_dir, area, force, QgisFeedback(feedback),
                                         on_row=lambda r: (rows.append(r), report(r)))
         except Cancelled:
             if not rows:  # an earlier run's summary in the folder stays as it was
@@ -293,20 +282,17 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
 
     def _check_report(self, parameters, context) -> None:
         """A report path that cannot be written is refused before any product runs."""
-        from ..core.staging import check_destination
         destination = self.parameterAsFileOutput(parameters, "REPORT", context)
         if destination:
-            check_destination(destination, [])
+            core.check_destination(destination, [])
 
     def _season(self, rows, out_dir, area, parameters, context, feedback) -> dict:
-        from ..core.season import layers, report
-        from ..core.staging import replacing
-        settings = layers.SeasonSettings(
+        settings = core.SeasonSettings(
             self.parameterAsDouble(parameters, "PERSISTENT_SHARE", context),
             self.parameterAsInt(parameters, "PERSISTENT_MIN_DATES", context))
         feedback.pushInfo("Season layers and report...")
         season, path = run_engine(
-            lambda engine_feedback: report.season_outputs(rows, out_dir, settings, area, engine_feedback), feedback)
+            lambda engine_feedback: core.season_outputs(rows, out_dir, settings, area, engine_feedback), feedback)
         for message in season.messages:
             feedback.pushWarning(message)
         paths = []
@@ -320,7 +306,7 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
             paths += list(tile.paths.values())
         destination = self.parameterAsFileOutput(parameters, "REPORT", context)
         if destination and os.path.abspath(destination) != os.path.abspath(path):
-            with replacing(destination, ".html") as tmp:
+            with core.replacing(destination, ".html") as tmp:
                 shutil.copyfile(path, tmp)
         feedback.pushInfo(f"Season report: {path}")
         return {"REPORT": destination or path, "SEASON_LAYERS": paths}

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from qgis.core import QgsProcessingOutputNumber, QgsProcessingParameterRasterDestination
 
+from .. import core
 from ..core import choices
 from .base import CloudMaskAlgorithm, run_engine, work_dir
 from .improve_cloud_mask import FRACTIONS
@@ -52,23 +53,21 @@ class MergeCloudMasks(CloudMaskAlgorithm):
             self.addOutput(QgsProcessingOutputNumber(name, name.replace("_", " ").capitalize()))
 
     def processAlgorithm(self, parameters, context, feedback):
-        from ..core import pipeline
-        from ..core.decision import decide
         cloud = self.raster_source(parameters, choices.CLOUD_PROBABILITY, context)
         shadow = self.raster_source(parameters, choices.SHADOW_PROBABILITY, context, required=False) or None
         # Unset: what the models that made the probabilities recommend (as 'Improve cloud mask'
         # does: the same rule decides), else FarmVibes.AI's 0.3 / 0.2.
-        recorded = run_engine(lambda _: pipeline.recorded(cloud, shadow), None)
-        decided = decide(self.optional_number(parameters, "CLOUD_PROB_THRESHOLD", context),
+        recorded = run_engine(lambda _: core.recorded(cloud, shadow), None)
+        decided = core.decide(self.optional_number(parameters, "CLOUD_PROB_THRESHOLD", context),
                          self.optional_number(parameters, "SHADOW_PROB_THRESHOLD", context), recorded)
         feedback.pushInfo(decided.note())
         settings = replace(self.merge_settings(parameters, context, decided.cloud_threshold,
                                                decided.shadow_threshold),
                            most_likely_class=decided.most_likely_class)
-        request = pipeline.MergeRequest(
+        request = core.MergeRequest(
             cloud, shadow, self.raster_source(parameters, choices.PRODUCT_MASK, context, required=False) or None,
             settings, work_dir=work_dir())
         mask = self.parameterAsOutputLayer(parameters, "MERGED_CLOUD_MASK", context)
         style_on_load(context, mask, MaskStyler(settings.output_mode == "binary"))
-        fractions = run_engine(lambda fb: pipeline.merge(request, mask, fb), feedback)
+        fractions = run_engine(lambda fb: core.merge_masks(request, mask, fb), feedback)
         return {"MERGED_CLOUD_MASK": mask, **fractions.as_dict()}

@@ -15,6 +15,7 @@ from qgis.core import (
     QgsRasterMinMaxOrigin,
 )
 
+from .. import core
 from ..core import choices
 from .base import CloudMaskAlgorithm, run_engine
 from .styling import style_on_load
@@ -29,10 +30,9 @@ class TrueColourStyler(QgsProcessingLayerPostProcessorInterface):
     def postProcessLayer(self, layer, context, feedback):
         if layer is None or not layer.isValid():
             return
-        from ..core.raster import RasterError, raster_info
         try:
-            descriptions = list(raster_info(layer.source().split("|")[0]).descriptions)
-        except RasterError:
+            descriptions = list(core.raster_info(layer.source().split("|")[0]).descriptions)
+        except core.RasterError:
             return
         if not all(band in descriptions for band in TRUE_COLOUR):
             return  # not a stack we can tell the colours of: leave QGIS's default
@@ -89,24 +89,23 @@ class PrepareS2Product(CloudMaskAlgorithm):
             choices.PRODUCT_MASK, "Product mask (SCL)", optional=True, createByDefault=True))
 
     def processAlgorithm(self, parameters, context, feedback):
-        from ..core.sentinel2 import product as safe  # here, not at import: see base.py
         source = self.parameterAsFile(parameters, "INPUT", context)
-        if not safe.is_product(source):
-            raise QgsProcessingException(safe.zip_problem(source) or (
+        if not core.is_product(source):
+            raise QgsProcessingException(core.zip_problem(source) or (
                 f"'{source}' is not a Sentinel-2 product: give the .zip, the .SAFE folder or the "
                 "MTD_MSIL2A.xml / MTD_MSIL1C.xml in it."))
         resolution = self.parameterAsDouble(parameters, choices.RESOLUTION, context)
         bounds = None
         if parameters.get(choices.EXTENT):
-            crs = QgsCoordinateReferenceSystem.fromWkt(run_engine(lambda _: safe.product_crs(source), feedback))
+            crs = QgsCoordinateReferenceSystem.fromWkt(run_engine(lambda _: core.product_crs(source), feedback))
             extent = self.parameterAsExtent(parameters, choices.EXTENT, context, crs)
             if not extent.isNull() and not extent.isEmpty():
                 bounds = (extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum())
         stack = self.parameterAsOutputLayer(parameters, choices.S2_RASTER, context)
         style_on_load(context, stack, TrueColourStyler())
         mask = self.optional_output(parameters, choices.PRODUCT_MASK, context)
-        product, mask = run_engine(lambda _: safe.prepare(source, stack, mask, resolution, bounds), feedback)
-        offset = safe.stack_metadata(product, source).get(product.offset_key, "none")
+        product, mask = run_engine(lambda _: core.prepare_product(source, stack, mask, resolution, bounds), feedback)
+        offset = core.stack_metadata(product, source).get(product.offset_key, "none")
         feedback.pushInfo(f"{product.level} product, baseline {product.baseline}, radiometric offset "
                           f"{offset}, {len(product.bands)} bands at {resolution:g} m.")
         results = {choices.S2_RASTER: stack}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .. import core
 from ..core import choices
 from .cloud_probability import CloudProbability
 
@@ -26,5 +27,4 @@ class ShadowProbability(CloudProbability):
         return {"shadow_model": model or None}
 
     def outputs(self, path):
-        from ..core import pipeline
-        return pipeline.ProbabilityOutputs(shadow=path)
+        return core.ProbabilityOutputs(shadow=path)

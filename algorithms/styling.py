@@ -25,26 +25,27 @@ from qgis.core import (
 from qgis.PyQt import sip
 from qgis.PyQt.QtGui import QColor
 
+from .. import core
+
 
 def mask_renderer(layer, binary: bool = False):
-    from ..core import merge as mg  # after a run only: see base.py
-    names = mg.BINARY_CATEGORY_NAMES if binary else mg.CATEGORY_NAMES
-    colours = mg.BINARY_CATEGORY_COLOURS if binary else mg.CATEGORY_COLOURS
+    names = core.BINARY_CATEGORY_NAMES if binary else core.CATEGORY_NAMES
+    colours = core.BINARY_CATEGORY_COLOURS if binary else core.CATEGORY_COLOURS
     # Clear is transparent: the image shows through (a user may give it a colour).
     classes = [QgsPalettedRasterRenderer.Class(value, QColor(*colours[value][:3],
-                                                             0 if value == mg.CLEAR else colours[value][3]),
+                                                             0 if value == core.CLEAR else colours[value][3]),
                                                names[value])
-               for value in sorted(names) if value != mg.NODATA]
+               for value in sorted(names) if value != core.NODATA]
     return QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes)
 
 
 def source_renderer(layer):
-    from ..core import provenance as pv  # after a run only: see base.py
     """The SOURCE output as a legend of its categories; clear transparent, as the mask's."""
-    classes = [QgsPalettedRasterRenderer.Class(value, QColor(*pv.COLOURS[value][:3],
-                                                             0 if value == pv.CLEAR else pv.COLOURS[value][3]),
-                                               pv.NAMES[value])
-               for value in sorted(pv.NAMES) if value != pv.NODATA]
+    names, colours = core.SOURCE_NAMES, core.SOURCE_COLOURS
+    classes = [QgsPalettedRasterRenderer.Class(value, QColor(*colours[value][:3],
+                                                             0 if value == core.SOURCE_CLEAR else colours[value][3]),
+                                               names[value])
+               for value in sorted(names) if value != core.SOURCE_NODATA]
     return QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes)
 
 

@@ -9,7 +9,8 @@ import os
 
 from qgis.core import QgsProcessingModelAlgorithm
 
-from ..core.errors import CloudMaskError
+from .. import core
+from ..core import CloudMaskError
 
 MODELS_DIR = os.path.join(os.path.dirname(__file__), "models")
 
@@ -40,14 +41,13 @@ class ShippedModel(QgsProcessingModelAlgorithm):
 
         Read from the steps' model outputs, not the parameter definitions: qgis_process asks
         the registry's instance, whose destination parameters are not set up."""
-        from ..core import raster  # a run's import, not QGIS start-up's: see base.py
         for child_id, child in self.childAlgorithms().items():
             for output in child.modelOutputs():
                 value = parameters.get(f"{child_id}:{output}")
                 sink = getattr(value, "sink", None)  # a QgsProcessingOutputLayerDefinition
                 path = str(sink.staticValue() if sink is not None else value or "")
                 try:
-                    raster.require_geotiff_name(path)
+                    core.require_geotiff_name(path)
                 except CloudMaskError as err:
                     return False, f"{child_id}:{output}: {err}"
         return super().checkParameterValues(parameters, context)

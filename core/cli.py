@@ -20,12 +20,27 @@ import sys
 import time
 from dataclasses import replace
 
-from . import apply_mask as am
-from . import merge as mg
-from .bands import parse_band_list
-from .choices import PROVIDERS
-from .errors import CloudMaskError, SettingsError
-from .season import batch
+# The public API (__init__.py), as every front-end. What only one command needs is imported in it.
+from . import (
+    MASKED_CLASSES,
+    OUTPUT_MODES,
+    PRODUCT_KINDS,
+    PROVIDERS,
+    BatchOptions,
+    BatchRow,
+    CloudMaskError,
+    MergeSettings,
+    SettingsError,
+    applied_mask_warnings,
+    apply_cloud_mask,
+    batch_template,
+    clean_partials,
+    describe_applied_mask,
+    parse_band_list,
+    plan_items,
+    prepare_output_folder,
+    run_sequential,
+)
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -79,12 +94,12 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--resolution", type=float, default=None,
                    help="processing resolution in metres (default: the models' own, 30 m for the UKIS "
                         "models; 0: each raster's own)")
-    a.add_argument("--product-mask-kind", choices=mg.PRODUCT_KINDS, default=mg.MergeSettings.product_kind)
-    a.add_argument("--dilation", type=int, default=mg.MergeSettings.dilation, help="dilation radius in pixels")
-    a.add_argument("--min-area", type=int, default=mg.MergeSettings.min_area,
+    a.add_argument("--product-mask-kind", choices=PRODUCT_KINDS, default=MergeSettings.product_kind)
+    a.add_argument("--dilation", type=int, default=MergeSettings.dilation, help="dilation radius in pixels")
+    a.add_argument("--min-area", type=int, default=MergeSettings.min_area,
                    help="FarmVibes.AI min_area: after the dilation, clear cloud/shadow patches and fill "
                    "clear gaps smaller than this (pixels)")
-    a.add_argument("--output-mode", choices=mg.OUTPUT_MODES, default=mg.MergeSettings.output_mode)
+    a.add_argument("--output-mode", choices=OUTPUT_MODES, default=MergeSettings.output_mode)
     a.add_argument("--execution-provider", choices=PROVIDERS, default="auto")
     _season_arguments(b)
     ap = commands.add_parser(
@@ -94,8 +109,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("raster", help="the raster to mask (a Sentinel-2 stack, one band, an index...)")
     ap.add_argument("mask", help="the improved cloud mask (0 clear, 1 cloud, 2 shadow, 255 nodata)")
     ap.add_argument("output", help="the masked raster (GeoTIFF)")
-    ap.add_argument("--classes", default=",".join(am.CLASSES),
-                    help=f"classes to mask, comma-separated, among {', '.join(am.CLASSES)} (default: all)")
+    ap.add_argument("--classes", default=",".join(MASKED_CLASSES),
+                    help=f"classes to mask, comma-separated, among {', '.join(MASKED_CLASSES)} (default: all)")
     ap.add_argument("--buffer", type=float, default=0.0, help="grow cloud and shadow by this many metres first")
     models_cmd = commands.add_parser("models", help="list the models, or install them into the data home")
     models_cmd.add_argument("--install", nargs="*", metavar="ID",
@@ -104,27 +119,27 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _season_arguments(parser: argparse.ArgumentParser) -> None:
-    from .season import layers
+    from . import DEFAULT_MIN_DATES, DEFAULT_SHARE
     s = parser.add_argument_group("season layers and report (season_<tile>_*.tif, season_report.html)")
-    s.add_argument("--persistent-share", type=float, default=layers.DEFAULT_SHARE,
+    s.add_argument("--persistent-share", type=float, default=DEFAULT_SHARE,
                    help="persistent cloud: cloud on at least this share of a pixel's dates with data "
-                        f"(default {layers.DEFAULT_SHARE})")
-    s.add_argument("--persistent-min-dates", type=int, default=layers.DEFAULT_MIN_DATES,
+                        f"(default {DEFAULT_SHARE})")
+    s.add_argument("--persistent-min-dates", type=int, default=DEFAULT_MIN_DATES,
                    help="persistent cloud: only pixels with at least this many dates with data "
-                        f"(default {layers.DEFAULT_MIN_DATES})")
+                        f"(default {DEFAULT_MIN_DATES})")
 
 
 def _season_settings(args):
-    from .season import layers
-    settings = layers.SeasonSettings(args.persistent_share, args.persistent_min_dates)
+    from . import SeasonSettings
+    settings = SeasonSettings(args.persistent_share, args.persistent_min_dates)
     settings.validate()
     return settings
 
 
 def _season(rows, args, settings, area) -> None:
     """Season layers (they fill the rows' persistent cloud share) and the report, before the summary."""
-    from .season import report
-    season, path = report.season_outputs(rows, args.out, settings, area)
+    from . import season_outputs
+    season, path = season_outputs(rows, args.out, settings, area)
     for message in season.messages:
         print(f"cloudmask: {message}", file=sys.stderr)
     for tile in season.tiles:
@@ -133,16 +148,16 @@ def _season(rows, args, settings, area) -> None:
     print(f"cloudmask: season report {path}", file=sys.stderr)
 
 
-def _options(args) -> batch.BatchOptions:
+def _options(args) -> BatchOptions:
     cloud = tuple(m.strip() for value in args.cloud_model for m in value.split(",") if m.strip())
-    settings = mg.MergeSettings(product_kind=args.product_mask_kind, dilation=args.dilation, min_area=args.min_area,
+    settings = MergeSettings(product_kind=args.product_mask_kind, dilation=args.dilation, min_area=args.min_area,
                                 output_mode=args.output_mode)
     request = replace(
-        batch.template(cloud_models=cloud, shadow_model=args.shadow_model.strip() or None, bands=args.bands,
+        batch_template(cloud_models=cloud, shadow_model=args.shadow_model.strip() or None, bands=args.bands,
                        resolution=args.resolution, provider=args.execution_provider, threads=args.threads),
         settings=settings, cloud_threshold=args.cloud_threshold, shadow_threshold=args.shadow_threshold,
         ensemble=args.ensemble or len(cloud) > 1)
-    options = batch.BatchOptions(request, blank_outside=args.nodata_outside_area, masked=args.masked is not None,
+    options = BatchOptions(request, blank_outside=args.nodata_outside_area, masked=args.masked is not None,
                                  masked_bands=args.masked or "", source=args.source)
     for value, name in ((args.cloud_threshold, "--cloud-threshold"), (args.shadow_threshold, "--shadow-threshold")):
         if value is not None and not 0 <= value <= 1:
@@ -187,26 +202,26 @@ class _Bar:
 
 
 def _batch(args) -> int:
-    from . import area as area_mod
+    from . import read_area
     try:
         options = _options(args)
         season_settings = _season_settings(args)
-        batch.prepare_output_folder(args.out)
-        area = area_mod.read_area(args.area, args.area_layer) if args.area else None
-        items = batch.plan_items(args.inputs, args.pattern)
+        prepare_output_folder(args.out)
+        area = read_area(args.area, args.area_layer) if args.area else None
+        items = plan_items(args.inputs, args.pattern)
     except (ValueError, OSError) as err:
         print(f"cloudmask: {err}", file=sys.stderr)
         return EXIT_USAGE
     if not items:
         print("cloudmask: no product found in the inputs.", file=sys.stderr)
         return EXIT_USAGE
-    batch.clean_partials(args.out, items)  # left by an earlier run that was killed
+    clean_partials(args.out, items)  # left by an earlier run that was killed
     bar = _Bar(len(items))
     print(f"cloudmask: {len(items)} product(s) -> {os.path.abspath(args.out)}", file=sys.stderr)
-    rows: list[batch.Row] = []
+    rows: list[BatchRow] = []
     try:
         if args.sequential:
-            rows = batch.run_sequential(items, options, args.out, area, args.force, on_row=bar)
+            rows = run_sequential(items, options, args.out, area, args.force, on_row=bar)
         else:
             rows = _on_dask(items, options, args, area, bar)
     except KeyboardInterrupt as err:
@@ -225,12 +240,12 @@ def _batch(args) -> int:
     return EXIT_FAILED if failed or written is None else 0
 
 
-def _write_summary(rows: list[batch.Row], out: str) -> dict | None:
+def _write_summary(rows: list[BatchRow], out: str) -> dict | None:
     """Write the summary and say where; None when a summary file was in use (said why)."""
-    from .season import summary
+    from . import SummaryInUseError, write_summary
     try:
-        written = summary.write_all(rows, out)
-    except summary.SummaryInUseError as err:
+        written = write_summary(rows, out)
+    except SummaryInUseError as err:
         print(f"cloudmask: {err}", file=sys.stderr)
         return None
     print(f"cloudmask: summary {written['csv']} and {written['gpkg']}", file=sys.stderr)
@@ -240,22 +255,23 @@ def _write_summary(rows: list[batch.Row], out: str) -> dict | None:
 def _on_dask(items, options, args, area, bar):
     from distributed import Client
 
-    from .season import dask_cluster as scale
+    from . import local_cluster, run_on_cluster, size_cluster
+
     if args.scheduler:
         client, cluster = Client(args.scheduler), None
         print(f"cloudmask: Dask scheduler {args.scheduler}", file=sys.stderr)
     else:
-        sizing = scale.size_cluster(len(items), args.workers, args.threads)
+        sizing = size_cluster(len(items), args.workers, args.threads)
         asked = options.request
         options = replace(options, request=replace(asked, probability=replace(asked.probability,
                                                                               threads=sizing.threads)))
-        cluster = scale.local_cluster(sizing)
+        cluster = local_cluster(sizing)
         client = Client(cluster)
         print(f"cloudmask: {sizing.describe()}", file=sys.stderr)
     try:
         link = client.dashboard_link if _has_dashboard(client) else "none (install bokeh for a dashboard)"
         print(f"cloudmask: scheduler {client.scheduler.address}; dashboard {link}", file=sys.stderr)
-        return scale.run(items, options, args.out, client, area, args.force, on_row=bar)
+        return run_on_cluster(items, options, args.out, client, area, args.force, on_row=bar)
     finally:
         client.close()
         if cluster is not None:
@@ -273,41 +289,39 @@ def _has_dashboard(client) -> bool:
 
 
 def _apply(args) -> int:
-    from .progress import Feedback
+    from . import Feedback
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip())
     try:
-        result = am.apply_mask(args.raster, args.mask, args.output, classes, args.buffer, Feedback())
+        result = apply_cloud_mask(args.raster, args.mask, args.output, classes, args.buffer, Feedback())
     except CloudMaskError as err:
         print(f"cloudmask: {err} Nothing was written.", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("\ncloudmask: interrupted; nothing was written.", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(f"cloudmask: {args.output}: {am.describe(result)}", file=sys.stderr)
-    for warning in am.warnings(result):
+    print(f"cloudmask: {args.output}: {describe_applied_mask(result)}", file=sys.stderr)
+    for warning in applied_mask_warnings(result):
         print(f"cloudmask: note: {warning}", file=sys.stderr)
     return 0
 
 
 def _models(args) -> int:
-    from .modelstore import installer
-    from .modelstore.cards import all_cards
-    from .runtime import home
-    folder = home.models_dir()
+    from . import all_cards, downloadable_models, install_model, is_installed, models_dir
+    folder = models_dir()
     if args.install is not None:
         wanted = set(args.install)
-        for card in installer.downloadable(folder):
+        for card in downloadable_models(folder):
             if not wanted or card.id in wanted:
-                installer.install(card, folder, log=lambda text: print(text, file=sys.stderr))
+                install_model(card, folder, log=lambda text: print(text, file=sys.stderr))
     for card in sorted(all_cards(folder).values(), key=lambda c: c.id):
-        state = "installed" if installer.is_installed(card, folder) else "not installed"
+        state = "installed" if is_installed(card, folder) else "not installed"
         print(f"{card.id:20} {card.level:4} {state:14} sha256 {card.sha256[:16] or '-'}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .runtime import deps
-    deps.ensure_on_path()  # onnxruntime from the data home when this Python lacks it
+    from . import ensure_on_path
+    ensure_on_path()  # onnxruntime from the data home when this Python lacks it
     args = _parser().parse_args(argv)
     if args.command == "models":
         return _models(args)

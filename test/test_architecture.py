@@ -69,10 +69,72 @@ def test_the_algorithms_and_the_dialog_name_parameters_by_their_constants():
     assert not literals
 
 
-def test_only_the_command_line_uses_the_season_package():
+def test_no_core_module_imports_the_season_package():
+    """The season package is the batch's: the command line and the batch algorithm reach it through
+    the public API (``core/__init__.py``), and no part of the single run depends on it."""
     users = {m for m, targets in import_graph.graph().items()
              if package(m) != "core.season" and any(package(t) == "core.season" for t in targets)}
-    assert users == {"core.cli"}
+    assert users == set()
+
+
+# -- the public API (core/__init__.py): what the front-ends use
+
+# The front-ends: they take what they need from ``core`` (the public API), never from a module behind it.
+FRONT_ENDS = sorted([*(ROOT / "algorithms").glob("*.py"), *(ROOT / "ui").glob("*.py"), ROOT / "core" / "cli.py"])
+
+
+def core_imports(path: Path) -> list[tuple[int, str, list[str]]]:
+    """(line, module, names) of each import of ``path`` that reaches into this plugin's ``core``,
+    module-level and inside functions; module is relative to the repository root ("core",
+    "core.season.batch"), names those ``from module import`` takes (empty for ``import module``)."""
+    package = list(path.relative_to(ROOT).parent.parts)
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                module = package[: len(package) - node.level + 1] + (node.module.split(".") if node.module else [])
+            else:
+                absolute = (node.module or "").split(".")
+                module = absolute[1:] if absolute[0] == "cloud_mask_improver" else []
+            names = [a.name for a in node.names]
+            if module == [] and "core" in names:  # from .. import core
+                found.append((node.lineno, "core", []))
+            elif module[:1] == ["core"]:
+                found.append((node.lineno, ".".join(module), names))
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, a.name.split(".", 1)[1], []) for a in node.names
+                      if a.name.startswith("cloud_mask_improver.core")]
+    return found
+
+
+def test_the_front_ends_import_only_the_public_api():
+    import cloud_mask_improver.core as core
+    wrong = []
+    for path in FRONT_ENDS:
+        for line, module, names in core_imports(path):
+            if module != "core" or set(names) - set(core.__all__):
+                wrong.append(f"{path.relative_to(ROOT)}:{line}: {module} {names}")
+    assert not wrong, "import these from core (add them to core/__init__.py): " + "; ".join(wrong)
+
+
+def test_every_public_name_resolves_and_no_core_module_uses_the_public_api():
+    """Each name of ``core.__all__`` is found in its module. The public API is for the front-ends:
+    a core module that imported it would hide an import from the import graph (and could close a
+    cycle through it); a public name that equals a submodule's would be replaced by that submodule
+    once it is imported."""
+    import cloud_mask_improver.core as core
+    missing = [name for name in core.__all__ if getattr(core, name, None) is None]
+    assert not missing
+    assert sorted(core.__all__) == sorted(set(dir(core)) & set(core.__all__))
+    submodules = set(import_graph.modules())
+    # choices is the submodule itself: the namespace of the parameter names
+    assert not [n for n in core.__all__ if f"core.{n}" in submodules and n != "choices"]
+    users = []  # ``from . import area`` imports a module; ``from . import Area`` the public API
+    for name, path in import_graph.modules().items():
+        if name != "core.cli" and path.name != "__init__.py":
+            users += [f"{name}:{line}" for line, module, names in core_imports(path)
+                      if module == "core" and (not names or any(f"core.{n}" not in submodules for n in names))]
+    assert not users
 
 
 def test_every_error_a_user_can_fix_is_declared_in_errors_py():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import threading
+from contextlib import suppress
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urldefrag, urljoin
@@ -23,8 +24,18 @@ from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QObject, QUrl, pyqtSignal
 from qgis.PyQt.QtNetwork import QNetworkReply, QNetworkRequest
 
-from ..core.modelstore.fetch import FetchError, PinnedRelease, index_url, sha256_of, verify
-from ..core.staging import INSTALL_AGAIN, FileInUseError, partial_path, remove, swap
+from ..core import (
+    INSTALL_AGAIN,
+    FetchError,
+    FileInUseError,
+    PinnedRelease,
+    index_url,
+    partial_path,
+    remove_file,
+    sha256_of,
+    swap,
+    verify_download,
+)
 
 
 def project_page(index: str, package: str) -> str:
@@ -91,10 +102,8 @@ class ReleaseDownload(QObject):
             page, problem = project_page(index_url(), self.source.package), ""
         except Exception as err:  # noqa: BLE001 - no pip at all: say so rather than crash
             page, problem = "", f"Cannot tell which package index to use ({err})."
-        try:  # noqa: SIM105
+        with suppress(RuntimeError):  # the dialog, and this object with it, was closed meanwhile
             self._index_found.emit(page, problem)
-        except RuntimeError:  # the dialog, and this object with it, was closed meanwhile
-            pass
 
     def _request_page(self, page: str, problem: str) -> None:
         if self.done or self.cancelled:
@@ -142,21 +151,21 @@ class ReleaseDownload(QObject):
 
     def _file_failed(self, url: str, errors) -> None:
         self.downloader = None
-        remove(self.partial)
+        remove_file(self.partial)
         self._fail(f"Download of {url} failed: {'; '.join(errors)}")
 
     def _file_done(self, *_) -> None:
         self.downloader = None
         try:
-            verify(self.partial, self.source.sha256, self.source.filename, "nothing was installed")
+            verify_download(self.partial, self.source.sha256, self.source.filename, "nothing was installed")
         except FetchError as err:
-            remove(self.partial)
+            remove_file(self.partial)
             self._fail(str(err))
             return
         try:
             swap(self.partial, self.target, INSTALL_AGAIN)
         except FileInUseError as err:
-            remove(self.partial)
+            remove_file(self.partial)
             self._fail(str(err))
             return
         self._finish(str(self.target))

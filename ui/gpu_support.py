@@ -15,13 +15,14 @@ it is checking, so opening the model manager never waits for it.
 from __future__ import annotations
 
 import threading
+from contextlib import suppress
 from pathlib import Path
 
 from qgis.core import QgsApplication, QgsTask
 from qgis.PyQt.QtCore import pyqtSignal
 from qgis.PyQt.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
 
-from ..core.runtime import deps, gpu, home
+from .. import core
 from .proxy import proxy_url
 
 CHECKING = "Checking this computer for an NVIDIA GPU…"
@@ -34,7 +35,7 @@ class GpuSupportBox(QWidget):
     def __init__(self, parent=None, folder: Path | None = None, index_url: str | None = None):
         super().__init__(parent)
         self._driver_checked.connect(self.refresh)
-        self.folder = Path(folder or home.python_dir())
+        self.folder = Path(folder or core.python_dir())
         self.index_url = index_url  # another package index (tests)
         self.task: QgsTask | None = None
         self.status = QLabel(self)
@@ -53,15 +54,13 @@ class GpuSupportBox(QWidget):
     def _check_driver(self) -> None:
         """Ask the driver in a thread (it starts nvidia-smi), then refresh on the main thread."""
         def check():
-            gpu.driver_description()
-            try:  # noqa: SIM105
+            core.driver_description()
+            with suppress(RuntimeError):  # the dialog was closed meanwhile
                 self._driver_checked.emit()
-            except RuntimeError:  # the dialog was closed meanwhile
-                pass
         threading.Thread(target=check, name="cloudmask-gpu-check", daemon=True).start()
 
     def refresh(self, message: str = "") -> None:
-        current = deps.installed_runtime(self.folder)
+        current = core.installed_runtime(self.folder)
         busy = self.task is not None
         gpu_installed = current.kind == "gpu"
         self.cpu_button.setVisible(gpu_installed)
@@ -70,12 +69,12 @@ class GpuSupportBox(QWidget):
             text = (f"GPU support is installed (onnxruntime-gpu {current.version}): models run on the NVIDIA "
                     "GPU when there is one, else on the CPU.")
             self.cpu_button.setEnabled(not busy)
-        elif not gpu.driver_known():
+        elif not core.driver_known():
             self.install_button.setEnabled(False)
             self._check_driver()
             text = CHECKING
         else:
-            problems = deps.gpu_install_problems(self.folder)
+            problems = core.gpu_install_problems(self.folder)
             self.install_button.setEnabled(not problems and not busy)
             if problems:
                 text = "Models run on the CPU. GPU support cannot be installed here: " + " ".join(problems)
@@ -85,10 +84,10 @@ class GpuSupportBox(QWidget):
         self.status.setText(f"{message} {text}".strip() if message else text)
 
     def install_gpu(self) -> QgsTask:
-        return self._start("Installing GPU support for Cloud Mask Improver", deps.install_gpu_runtime)
+        return self._start("Installing GPU support for Cloud Mask Improver", core.install_gpu_runtime)
 
     def use_cpu(self) -> QgsTask:
-        return self._start("Cloud Mask Improver: back to the CPU", deps.install_cpu_runtime)
+        return self._start("Cloud Mask Improver: back to the CPU", core.install_cpu_runtime)
 
     def _start(self, description: str, work) -> QgsTask:
         # The task is held here until QGIS has called on_finished (Python must keep it alive).
@@ -101,7 +100,7 @@ class GpuSupportBox(QWidget):
         QgsApplication.taskManager().addTask(self.task)
         return self.task
 
-    def _finished(self, exception, status: deps.RuntimeStatus | None = None) -> None:
+    def _finished(self, exception, status: core.RuntimeStatus | None = None) -> None:
         self.task = None
         if exception is not None or status is None:
             self.refresh(f"<b style='color:#b00020'>It failed:</b> {exception}.")

@@ -25,7 +25,7 @@ from qgis.PyQt.QtWidgets import (
     QVBoxLayout,
 )
 
-from ..core.runtime import deps, home
+from .. import core
 from . import tasks
 from .improve_form import ImproveForm
 from .improve_run import ImproveRun
@@ -49,7 +49,7 @@ class ImproveDialog(QDialog):
         self.manager = None
         self.setWindowTitle("Improve cloud mask" + (" (ensemble)" if ensemble else ""))
         canvas = iface.mapCanvas() if iface else None
-        self.form = ImproveForm(ensemble, Path(models_dir or home.models_dir()), self.project, self, canvas)
+        self.form = ImproveForm(ensemble, Path(models_dir or core.models_dir()), self.project, self, canvas)
         self._build()
         tasks.EVENTS.models_changed.connect(self.refresh_models)
         tasks.EVENTS.runtime_started.connect(self._runtime_started)
@@ -126,9 +126,9 @@ class ImproveDialog(QDialog):
         fit_on_screen(self)
 
     # -- onnxruntime and models
-    def check_runtime(self) -> deps.RuntimeStatus:
+    def check_runtime(self) -> core.RuntimeStatus:
         """Say now, not at Run, when the models cannot run; offer the install."""
-        status = deps.runtime_status()
+        status = core.runtime_status()
         installing = tasks.runtime_install() is not None
         self.runtime_box.setVisible(not status.available or installing)
         self.runtime_button.setEnabled(not installing)

@@ -8,6 +8,7 @@ is the dialog's business (``improve_dialog``).
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,14 +30,22 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..core import choices
-from ..core.choices import DEFAULTS, OUTPUT_MODES, PRODUCT_KINDS, PROVIDERS, optional_outputs
-from ..core.decision import decide, recommended
-from ..core.modelstore import catalogue as models
-from ..core.modelstore.cards import ModelCard
-from ..core.pipeline import processing_level
-from ..core.plan import choose_models
-from ..core.raster import RasterError, raster_info
+from .. import core
+from ..core import (
+    DEFAULTS,
+    OUTPUT_MODES,
+    PRODUCT_KINDS,
+    PROVIDERS,
+    ModelCard,
+    RasterError,
+    choices,
+    choose_models,
+    decide,
+    optional_outputs,
+    processing_level,
+    raster_info,
+    recommended,
+)
 from .area_widget import AreaSection
 from .widgets import BandMapping, ModelChecklist, ModelCombo, card_tooltip
 
@@ -319,7 +328,7 @@ class ImproveForm(QWidget):
     # -- filling in
     def refresh_models(self) -> None:
         """List the models installed now (they change while the dialog is open)."""
-        cards = models.installed(self.models_dir)
+        cards = core.installed_models(self.models_dir)
         self.cards = {c.id: c for c in cards}
         self.cloud_models.set_cards([c for c in cards if c.has_cloud])
         self.shadow_model.set_cards([c for c in cards if c.has_shadow])
@@ -374,7 +383,7 @@ class ImproveForm(QWidget):
         try:
             cloud, shadow = choose_models(level, chosen, self.shadow_model.value() or None, self.ensemble,
                                           models_dir=self.models_dir)
-        except models.ModelNotFound:  # no cloud model installed: problem() says so
+        except core.ModelNotFound:  # no cloud model installed: problem() says so
             cloud, shadow = [], self.shadow_model.value() or None
         cloud_cards = [self.cards[m] for m in cloud if m in self.cards]
         decided = decide(self._threshold(self.cloud_thr), self._threshold(self.shadow_thr),
@@ -494,7 +503,5 @@ class ImproveForm(QWidget):
         for key, widget in self.remembered():
             value = settings.value(self._settings_key(key), None)
             if value is not None:
-                try:  # noqa: SIM105
+                with suppress(TypeError, ValueError):  # a setting from another version: keep the default
                     set_widget_value(widget, value)
-                except (TypeError, ValueError):
-                    pass  # a setting from another version: keep the default

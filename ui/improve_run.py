@@ -22,8 +22,7 @@ from qgis.core import (
 )
 
 from ..algorithms.styling import mask_renderer, probability_renderer, source_renderer
-from ..core.choices import MASK, OPTIONAL_OUTPUTS, OUTPUT_MODE, OUTPUT_MODES
-from ..core.provenance import FIGURES, summary
+from ..core import FIGURES, MASK, OPTIONAL_OUTPUTS, OUTPUT_MODE, OUTPUT_MODES, figures_summary
 from .improve_form import RESULT_PROPERTY, TEMPORARY
 
 # The optional outputs a run loads: the SOURCE raster first (under the mask), then the probabilities.
@@ -144,5 +143,5 @@ def fraction_note(name: str, results: dict) -> str:
              (("clear", "CLEAR_FRACTION"), ("cloud", "CLOUD_FRACTION"), ("shadow", "SHADOW_FRACTION"))]
     note = f"Improved cloud mask of {name}: " + ", ".join(parts) + " of valid pixels."
     if results.get("MASKED_FRACTION") is not None:  # with SOURCE: what the improvement was
-        note += " " + summary({key: float(results[key]) for key in FIGURES})
+        note += " " + figures_summary({key: float(results[key]) for key in FIGURES})
     return note

@@ -37,12 +37,19 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..core.bands import BandError, parse_band_list
-from ..core.modelstore import installer
-from ..core.modelstore.cards import LEVELS, CardError, ModelCard, all_cards, card_to_json, parse_card
-from ..core.modelstore.fetch import sha256_of
-from ..core.runtime import deps, home
-from ..core.staging import FileInUseError
+from .. import core
+from ..core import (
+    MODEL_LEVELS,
+    BandError,
+    CardError,
+    FileInUseError,
+    ModelCard,
+    all_cards,
+    card_to_json,
+    parse_band_list,
+    parse_card,
+    sha256_of,
+)
 from . import tasks
 from .download import ReleaseDownload
 from .gpu_support import GpuSupportBox
@@ -61,12 +68,12 @@ def missing_converters(card: ModelCard) -> list[str]:
 
 def converter_command(names: list[str]) -> str:
     # numpy stays the one QGIS's GDAL bindings were built against (1.x or 2.x; docs/architecture.md).
-    return deps.shown_command([deps.python_executable(), "-m", "pip", "install", "--user", *names,
+    return core.shown_command([core.python_executable(), "-m", "pip", "install", "--user", *names,
                                f"numpy=={numpy.__version__}"])
 
 
 def status_text(card: ModelCard, models_dir: Path) -> str:
-    if installer.is_installed(card, models_dir):
+    if core.is_installed(card, models_dir):
         return "Installed"
     if (models_dir / card.file).exists():
         return "Damaged (reinstall)"
@@ -80,8 +87,8 @@ def status_text(card: ModelCard, models_dir: Path) -> str:
 class ModelManagerDialog(QDialog):
     def __init__(self, parent=None, models_dir: Path | None = None, cache: Path | None = None):
         super().__init__(parent)
-        self.models_dir = Path(models_dir or home.models_dir())
-        self.cache = Path(cache or home.cache_dir())
+        self.models_dir = Path(models_dir or core.models_dir())
+        self.cache = Path(cache or core.cache_dir())
         self.download: ReleaseDownload | None = None
         self.install_task: tasks.ModelInstallTask | None = None
         self.cards: list[ModelCard] = []
@@ -168,7 +175,7 @@ class ModelManagerDialog(QDialog):
 
     # -- listing
     def refresh(self) -> None:
-        self._show_runtime(deps.runtime_status())
+        self._show_runtime(core.runtime_status())
         self.cards = sorted(all_cards(self.models_dir).values(), key=lambda c: (c.rank, c.id))
         keep = self.selected_card().id if self.selected_card() else None
         self.table.setRowCount(0)
@@ -216,7 +223,7 @@ class ModelManagerDialog(QDialog):
                      f"<code>{converter_command(missing)}</code>")
         self.details.setText(text)
 
-    def _show_runtime(self, status: deps.RuntimeStatus) -> None:
+    def _show_runtime(self, status: core.RuntimeStatus) -> None:
         self.runtime_box.setVisible(not status.available)
         # When installing cannot help (its library does not load, or no build exists for this
         # computer) the note says what to do instead, and no button invites a useless retry.
@@ -230,7 +237,7 @@ class ModelManagerDialog(QDialog):
             self.runtime_note.setText(f"<b style='color:#b00020'>Models cannot run yet:</b> {what} "
                                       "Install it with the button (about 15 MB, into this profile's plugin "
                                       "data; no admin rights needed), or run the command below in a shell.")
-            self.runtime_command.setText(deps.shown_command(deps.install_command()))
+            self.runtime_command.setText(core.shown_command(core.install_command()))
         self.runtime_button.setEnabled(tasks.runtime_install() is None)
 
     def busy(self) -> bool:
@@ -251,13 +258,13 @@ class ModelManagerDialog(QDialog):
         self.progress.setVisible(True)
         if task is not None:
             task.progressChanged.connect(lambda value: self.progress.setValue(int(value)))
-        self.show_message(f"Installing onnxruntime {deps.ONNXRUNTIME_VERSION} (a download of about 15 MB)…")
+        self.show_message(f"Installing onnxruntime {core.ONNXRUNTIME_VERSION} (a download of about 15 MB)…")
 
     def _runtime_finished(self, ok: bool, message: str) -> None:
         self.progress.setVisible(False)
         self.cancel_button.setEnabled(self.busy())
         self.show_message(message, error=not ok)
-        self._show_runtime(deps.runtime_status())
+        self._show_runtime(core.runtime_status())
 
     def install_selected(self) -> ReleaseDownload | None:
         card = self.selected_card()
@@ -337,7 +344,7 @@ class ModelManagerDialog(QDialog):
         if card is None:
             return
         try:
-            installer.remove(card, self.models_dir)
+            core.remove_model(card, self.models_dir)
         except FileInUseError as err:  # Windows: a run has the model file open
             self.show_message(str(err), error=True)
             return
@@ -394,7 +401,7 @@ class CardForm(QDialog):
         self.title = QLineEdit(onnx_path.stem, self)
         self.licence = QLineEdit("unknown", self)
         self.level = QComboBox(self)
-        self.level.addItems(list(LEVELS))
+        self.level.addItems(list(MODEL_LEVELS))
         self.bands = QLineEdit("B02,B03,B04,B08", self)
         self.scale = QDoubleSpinBox(self)
         self.scale.setDecimals(6)

@@ -15,9 +15,8 @@ from processing.gui.wrappers import DIALOG_BATCH, DIALOG_MODELER, WidgetWrapper
 from qgis.core import QgsMapLayer, QgsProject
 from qgis.PyQt.QtWidgets import QLineEdit
 
-from ..core import choices
-from ..core.modelstore import catalogue as models
-from ..core.raster import RasterError, raster_info
+from .. import core
+from ..core import RasterError, choices, raster_info
 from .widgets import BandMapping, ModelChecklist, ModelCombo
 
 RASTER_PARAMETERS = (choices.S2_RASTER, "SENTINEL_RASTER")
@@ -26,7 +25,7 @@ RASTER_PARAMETERS = (choices.S2_RASTER, "SENTINEL_RASTER")
 def installed_cards(shadow: bool):
     """Installed models that give what the parameter asks for (cloud, or shadow)."""
     try:
-        cards = models.installed()
+        cards = core.installed_models()
     except Exception:  # noqa: BLE001 - a broken user card must not stop the dialog from opening
         return []
     return [c for c in cards if (c.has_shadow if shadow else c.has_cloud)]

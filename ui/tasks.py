@@ -19,11 +19,8 @@ from pathlib import Path
 from qgis.core import QgsApplication, QgsTask
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
-from ..core.modelstore import installer
-from ..core.modelstore.cards import CardError, ModelCard
-from ..core.modelstore.fetch import FetchError
-from ..core.runtime import deps, home, processes
-from ..core.staging import INSTALL_AGAIN, FileInUseError, swap
+from .. import core
+from ..core import INSTALL_AGAIN, CardError, FetchError, FileInUseError, ModelCard, swap
 from .proxy import proxy_url
 
 
@@ -67,22 +64,22 @@ class RuntimeInstallTask(QgsTask):
 
     def __init__(self, target: Path | None = None):
         super().__init__("Installing onnxruntime for Cloud Mask Improver", QgsTask.Flag.CanCancel)
-        self.target = Path(target or home.python_dir())
-        self.environment = processes.environment(deps.pip_environment(proxy_url()))
+        self.target = Path(target or core.python_dir())
+        self.environment = core.process_environment(core.pip_environment(proxy_url()))
         self.ok = False
         self.message = ""
 
     def run(self) -> bool:
-        if deps.installed_version(self.target) == deps.ONNXRUNTIME_VERSION:
-            self.ok, self.message = True, f"onnxruntime {deps.ONNXRUNTIME_VERSION} is installed."
+        if core.installed_version(self.target) == core.ONNXRUNTIME_VERSION:
+            self.ok, self.message = True, f"onnxruntime {core.ONNXRUNTIME_VERSION} is installed."
             return True
-        missing = deps.no_wheel_reason(*deps.this_platform())
+        missing = core.no_wheel_reason(*core.this_platform())
         if missing:
             self.message = f"onnxruntime cannot be installed here: {missing}"
             return False
         self.target.mkdir(parents=True, exist_ok=True)
         before = set(os.listdir(self.target))
-        command = deps.install_command(self.target)
+        command = core.install_command(self.target)
         code, output = self._pip(command)
         if self.isCanceled():
             _remove_new_entries(self.target, before)  # a cancelled install leaves nothing half-done
@@ -92,15 +89,15 @@ class RuntimeInstallTask(QgsTask):
             _remove_new_entries(self.target, before)
             tail = "\n".join(output[-15:])
             self.message = (f"Installing onnxruntime failed (pip exit code {code}). The command was:\n"
-                            f"{deps.shown_command(command)}\n{tail}")
+                            f"{core.shown_command(command)}\n{tail}")
             return False
-        version = deps.installed_version(self.target)
+        version = core.installed_version(self.target)
         self.ok, self.message = True, f"onnxruntime {version} installed in {self.target}."
         return True
 
     def _pip(self, command: list[str]) -> tuple[int, list[str]]:
         """Run pip, following its output for progress and stopping it on cancel."""
-        process = processes.start(command, env=self.environment)
+        process = core.start_process(command, env=self.environment)
         lines: queue.Queue = queue.Queue()
         reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True)
         reader.start()
@@ -121,8 +118,8 @@ class RuntimeInstallTask(QgsTask):
     def finished(self, result: bool) -> None:
         _release(self)
         if self.ok:
-            deps.ensure_on_path()
-            status = deps.runtime_status()
+            core.ensure_on_path()
+            status = core.runtime_status()
             self.ok = status.available
             if not status.available:
                 self.message = status.problem
@@ -174,7 +171,7 @@ class ModelInstallTask(QgsTask):
         self.setProgress(10)
         with tempfile.TemporaryDirectory(prefix=".installing-", dir=self.models_dir) as staging:
             try:
-                staged = installer.install(self.card, Path(staging), self.cache, log=lambda _text: None,
+                staged = core.install_model(self.card, Path(staging), self.cache, log=lambda _text: None,
                                            archive=self.archive)
             except (FetchError, CardError, OSError, ValueError) as err:
                 self.message = f"Installing {self.card.title} failed: {err}"

@@ -23,8 +23,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from ..core.bands import ALL_BANDS, BandError, detect_bands, normalise
-from ..core.modelstore.cards import ModelCard
+from ..core import ALL_BANDS, BandError, ModelCard, detect_bands, normalise_band
 
 AUTO_LABEL = "(best installed for the raster)"
 # Title bar and borders a window manager adds around a window not yet shown.
@@ -197,7 +196,7 @@ class BandMapping(QWidget):
     @staticmethod
     def named(descriptions: Sequence[str]) -> bool:
         """Whether every band description names a Sentinel-2 band (the surest sign of an S2 stack)."""
-        return bool(descriptions) and all(d and normalise(d) for d in descriptions)
+        return bool(descriptions) and all(d and normalise_band(d) for d in descriptions)
 
     def set_raster_bands(self, descriptions: Sequence[str]) -> None:
         """Show one row per raster band, filled in from the detection when it succeeds."""
@@ -205,8 +204,8 @@ class BandMapping(QWidget):
             self.detected = detect_bands(list(descriptions)) if descriptions else None
         except BandError:
             self.detected = None
-        names = self.detected or [normalise(d) if d else None for d in descriptions]
-        pending = [normalise(p) for p in self.pending.split(",") if p.strip()]
+        names = self.detected or [normalise_band(d) if d else None for d in descriptions]
+        pending = [normalise_band(p) for p in self.pending.split(",") if p.strip()]
         if len(pending) == len(descriptions) and all(pending):
             names = pending  # a list given before the raster was known
         self.table.setRowCount(0)
@@ -242,7 +241,7 @@ class BandMapping(QWidget):
         kept and applied when a raster with that many bands is chosen.
         """
         self.pending = (value or "").strip()
-        given = [normalise(p) or "" for p in self.pending.split(",") if p.strip()]
+        given = [normalise_band(p) or "" for p in self.pending.split(",") if p.strip()]
         if not given:
             given = list(self.detected or self.names())
         if len(given) == self.table.rowCount() and self.table.rowCount():
