@@ -30,9 +30,23 @@ def modules() -> dict[str, Path]:
     return {module_name(p): p for p in sorted(CORE.rglob("*.py"))}
 
 
+def public_api() -> dict[str, str]:
+    """The public API's table (``core/__init__.py``): public name -> the core module defining it."""
+    tree = ast.parse((CORE / "__init__.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "_API" for t in node.targets):
+            table = ast.literal_eval(node.value)
+            return {k: "core." + (v.partition(":")[0] or k) for k, v in table.items()}
+    return {}
+
+
 def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
-    """The core modules ``name`` imports (``from . import x`` counts x when x is a module)."""
+    """The core modules ``name`` imports (``from . import x`` counts x when x is a module).
+
+    A name taken from the public API (``from . import X`` in ``core/``) counts as an import of
+    the module that defines X: going through ``core/__init__.py`` hides no dependency."""
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    api = public_api()
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.level:
@@ -40,7 +54,12 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
             target = ".".join(base + ([node.module] if node.module else []))
             for alias in node.names:
                 sub = f"{target}.{alias.name}"
-                found.add(sub if sub in known else target)
+                if sub in known:
+                    found.add(sub)
+                elif target == "core" and alias.name in api:
+                    found.add(api[alias.name])
+                else:
+                    found.add(target)
     return {m for m in found if m in known and m != name and not known_package(m, known)}
 
 
