@@ -26,10 +26,10 @@ from .errors import SettingsError
 from .inputs import processing_level, radiometric_offset, read_sentinel2
 from .modelstore import catalogue as models
 from .modelstore.cards import ModelCard, install_models_hint
-from .raster import RasterError, RasterInfo, raster_info, require_geotiff_name, require_north_up
+from .raster import RasterError, RasterInfo, raster_info, require_north_up
 from .regrid import check_product_mask, in_metres
 from .sentinel2 import product as safe
-from .staging import check_destination, require_distinct
+from .staging import check_outputs
 from .tiling import EngineSettings
 from .windowed_merge import MergePlan
 
@@ -126,6 +126,7 @@ class ProbabilityPlan:
     models: tuple[ModelUse, ...]  # each network once, in the order given
     raster_bands: tuple[int, ...]  # 1-based raster bands read: the union of the models' bands
     outputs: ProbabilityOutputs  # the final paths the caller keeps (None: not kept)
+    recommended: dc.Recommended  # what the models' cards recommend: recorded with the probabilities
     resolution: float = 0.0  # coarser processing resolution in metres; 0: the raster's own
     provider: str = "auto"
     threads: int = 0
@@ -179,10 +180,29 @@ def _work_dir(folder: str) -> str:
     return folder or tempfile.gettempdir()
 
 
-def _sentinel2(request: ProbabilityRequest) -> tuple[RasterInfo, list[str]]:
-    """The raster to read: a product becomes its VRT stack (which records its mask)."""
-    source = safe.resolve(request.s2_raster, _work_dir(request.work_dir))
-    return read_sentinel2(source, request.bands)
+@dataclass(frozen=True)
+class _Sentinel2:
+    """What the Sentinel-2 raster says of itself, read once: its grid, band names, level and offset."""
+
+    info: RasterInfo
+    names: list[str]
+    level: str
+    offset: float
+
+
+def _sentinel2(source: str, bands: str) -> _Sentinel2:
+    """Open and check the raster (a product's VRT stack already made) and read what it says."""
+    info, names = read_sentinel2(source, bands)
+    return _Sentinel2(info, names, processing_level(info, names), radiometric_offset(info))
+
+
+def _product_mask(given: str | None, work_dir: str) -> tuple[str | None, bool]:
+    """The product mask to read (a product gives its own mask), and whether it is SCL-coded
+    (a mask made here from a product is)."""
+    if not given:
+        return None, False
+    path = safe.resolve(given, _work_dir(work_dir), mask=True)
+    return path, safe.is_scl_coded(path)
 
 
 def choose_models(level: str, cloud_models, shadow_model: str | None, ensemble: bool = False, cloud: bool = True,
@@ -226,11 +246,13 @@ def _model_uses(clouds: list[str], shadow: str | None, names: list[str]) -> tupl
     return tuple(uses)
 
 
-def _probability_plan(request: ProbabilityRequest, outputs: ProbabilityOutputs, ensemble: bool,
-                      cloud: bool, shadow: str) -> ProbabilityPlan:
-    info, names = _sentinel2(request)
-    level = processing_level(info, names)
-    clouds, shadow_ref = choose_models(level, request.cloud_models, request.shadow_model, ensemble, cloud, shadow)
+def _probability_plan(request: ProbabilityRequest, raster: _Sentinel2, outputs: ProbabilityOutputs,
+                      ensemble: bool, cloud: bool, shadow: str) -> ProbabilityPlan:
+    """The models for ``raster`` (given, else the defaults of its level), the bands they read
+    and what their cards recommend."""
+    info, names = raster.info, raster.names
+    clouds, shadow_ref = choose_models(raster.level, request.cloud_models, request.shadow_model, ensemble,
+                                       cloud, shadow)
     uses = _model_uses(clouds, shadow_ref, names)
     union: list[str] = []
     for use in uses:
@@ -240,9 +262,17 @@ def _probability_plan(request: ProbabilityRequest, outputs: ProbabilityOutputs, 
                             in_memory=request.in_memory, stripe_cols=request.stripe_cols,
                             workers=request.workers)
     return ProbabilityPlan(
-        raster=info, band_names=tuple(names), level=level, offset=radiometric_offset(info), models=uses,
-        raster_bands=tuple(names.index(b) + 1 for b in union), outputs=outputs, resolution=coarse,
+        raster=info, band_names=tuple(names), level=raster.level, offset=raster.offset, models=uses,
+        raster_bands=tuple(names.index(b) + 1 for b in union), outputs=outputs,
+        recommended=_recommended(uses), resolution=coarse,
         provider=request.provider, threads=request.threads, engine=engine)
+
+
+def _recommended(uses: tuple[ModelUse, ...]) -> dc.Recommended:
+    """What the models' cards recommend: thresholds, and whether to decide by the most likely
+    class (one network for cloud and shadow whose card says so)."""
+    shadow = next((use.card for use in uses if use.shadow), None)
+    return dc.recommended([use.card for use in uses if use.cloud], shadow)
 
 
 def models_resolution(uses: tuple[ModelUse, ...]) -> float:
@@ -275,39 +305,26 @@ def plan_probabilities(request: ProbabilityRequest, outputs: ProbabilityOutputs)
     a shadow output without a shadow model takes the default shadow model, and
     there must be one. Unless a resolution is given, on the raster's own grid.
     """
-    finals = [p for p in outputs.paths() if p]
-    for path in finals:
-        check_destination(path, [request.s2_raster])
-        require_geotiff_name(path)
-    require_distinct(finals)
+    check_outputs([p for p in outputs.paths() if p], [request.s2_raster])
     if request.resolution is None:
         request = replace(request, resolution=0.0)
-    return _probability_plan(request, outputs, request.ensemble, cloud=bool(outputs.cloud),
+    raster = _sentinel2(safe.resolve(request.s2_raster, _work_dir(request.work_dir)), request.bands)
+    return _probability_plan(request, raster, outputs, request.ensemble, cloud=bool(outputs.cloud),
                              shadow="required" if outputs.shadow else "no")
 
 
-def _product_kind(product: str | None, settings: mg.MergeSettings) -> mg.MergeSettings:
+def _product_kind(scl_coded: bool, settings: mg.MergeSettings) -> mg.MergeSettings:
     """A mask made here from a product is SCL-coded: read it so unless told otherwise."""
-    if product and settings.product_kind == "nonzero" and safe.is_scl_coded(product):
+    if scl_coded and settings.product_kind == "nonzero":
         return replace(settings, product_kind="scl")
     return settings
-
-
-def _product_mask(given: str | None, grid: RasterInfo, work_dir: str) -> str | None:
-    """The product mask to read: a product gives its own (SCL-coded) mask; checked against the grid."""
-    if not given:
-        return None
-    path = safe.resolve(given, _work_dir(work_dir), mask=True)
-    check_product_mask(path, grid)
-    return path
 
 
 def plan_merge(request: MergeRequest, mask: str) -> MergePlan:
     """The merge op on its own: probabilities (already on one grid) and the product mask."""
     request.settings.validate()
     inputs = [p or "" for p in (request.cloud_probability, request.shadow_probability, request.product_mask)]
-    check_destination(mask, inputs)
-    require_geotiff_name(mask)
+    check_outputs([mask], inputs)
     grid_path = request.cloud_probability or request.shadow_probability
     if not grid_path:
         raise RasterError("The merge needs a cloud or a shadow probability raster.")
@@ -319,8 +336,10 @@ def plan_merge(request: MergeRequest, mask: str) -> MergePlan:
             if (o.width, o.height) != (grid.width, grid.height) or o.geotransform != grid.geotransform:
                 raise RasterError("The cloud and shadow probability rasters are not on the same grid. "
                                   "Compute both from the same Sentinel-2 raster.")
-    product = _product_mask(request.product_mask, grid, request.work_dir)
-    return MergePlan(grid, product, _product_kind(product, request.settings), request.window_rows)
+    product, scl_coded = _product_mask(request.product_mask, request.work_dir)
+    if product:
+        check_product_mask(product, grid)
+    return MergePlan(grid, product, _product_kind(scl_coded, request.settings), request.window_rows)
 
 
 def _check_thresholds(request: ImproveRequest) -> None:
@@ -330,44 +349,34 @@ def _check_thresholds(request: ImproveRequest) -> None:
                                 "between 0 and 1, or leave it empty for the model's recommended value.")
 
 
-def recommended(probability: ProbabilityPlan) -> dc.Recommended:
-    """What the plan's model cards recommend: thresholds, and whether to decide by the most
-    likely class (one network for cloud and shadow whose card says so)."""
-    cards = probability.cards
-    shadow = cards[probability.shadow_model] if probability.shadow_model else None
-    return dc.recommended([cards[m] for m in probability.cloud_models], shadow)
-
-
-def recommended_thresholds(probability: ProbabilityPlan) -> tuple[float | None, float | None]:
-    """The cards' recommended cloud threshold (the mean over an ensemble's cloud models)
-    and shadow threshold; None where no card recommends one."""
-    models = recommended(probability)
-    return models.cloud_threshold, models.shadow_threshold
-
-
 def decision(request: ImproveRequest, probability: ProbabilityPlan) -> dc.Decision:
     """Given thresholds, else the cards' rule and recommended values, else FarmVibes.AI's
     defaults (``decision.decide``, which the dialog and the merge on its own use too)."""
-    return dc.decide(request.cloud_threshold, request.shadow_threshold, recommended(probability))
+    return dc.decide(request.cloud_threshold, request.shadow_threshold, probability.recommended)
 
 
 def plan(request: ImproveRequest) -> RunPlan:
-    """The improve run: every input checked, every choice made; nothing computed yet."""
+    """The improve run: every input checked, every choice made; nothing computed yet.
+
+    In this order: the settings and the outputs; the inputs, each resolved and read once
+    (a Sentinel-2 product becomes its stack, which records the product's mask for when none
+    is given); the models for the raster; the decision, from what their cards recommend.
+    """
     request.settings.validate()
     _check_thresholds(request)
     prob = request.probability
     finals = [request.mask] + [p for p in (*request.outputs.paths(), request.source) if p]
-    for path in finals:
-        check_destination(path, [prob.s2_raster, request.product_mask or ""])
-        require_geotiff_name(path)
-    require_distinct(finals)
-    probability = _probability_plan(prob, request.outputs, request.ensemble or prob.ensemble,
+    check_outputs(finals, [prob.s2_raster, request.product_mask or ""])
+    source = safe.resolve(prob.s2_raster, _work_dir(prob.work_dir))
+    product, scl_coded = _product_mask(request.product_mask or safe.product_mask_of(source), prob.work_dir)
+    raster = _sentinel2(source, prob.bands)
+    if product:
+        check_product_mask(product, raster.info)
+    probability = _probability_plan(prob, raster, request.outputs, request.ensemble or prob.ensemble,
                                     cloud=True, shadow="optional")
     grid = probability.raster
-    product = _product_mask(request.product_mask or safe.product_mask_of(grid.source), grid,
-                            prob.work_dir)
     decided = decision(request, probability)
-    settings = replace(_product_kind(product, request.settings), cloud_threshold=decided.cloud_threshold,
+    settings = replace(_product_kind(scl_coded, request.settings), cloud_threshold=decided.cloud_threshold,
                        shadow_threshold=decided.shadow_threshold, most_likely_class=decided.most_likely_class)
     return RunPlan(probability, MergePlan(grid, product, settings, provenance=bool(request.source)),
                    request.mask, source=request.source or None,

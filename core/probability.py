@@ -275,7 +275,7 @@ def record_thresholds(paths: ProbabilityOutputs, plan: ProbabilityPlan) -> None:
     """Write the cards' recommendations into the probability rasters just computed."""
     cards = plan.cards
     cloud_cards = [cards[m] for m in plan.cloud_models]
-    models = dc.recommended(cloud_cards, cards[plan.shadow_model] if plan.shadow_model else None)
+    models = plan.recommended
     deciders = (cloud_cards[0] if len(cloud_cards) == 1 else None,  # an ensemble's mean is no softmax
                 cards[plan.shadow_model] if plan.shadow_model else None)
     for path, key, value, card in zip((paths.cloud, paths.shadow), THRESHOLD_KEYS,

@@ -10,7 +10,7 @@ the default) and 3.22 leaves it off. Calls that can fail go through
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -365,3 +365,54 @@ def _class_table(band, colours: dict[int, tuple]) -> gdal.ColorTable:
     for value in sorted(v for v in colours if v != band.GetNoDataValue()):
         table.SetColorEntry(int(value), tuple(int(c) for c in colours[value]))
     return table
+
+
+@dataclass(frozen=True)
+class Classes:
+    """The classes of a category raster: their names and colours (see :func:`set_categories`)."""
+
+    names: dict[int, str]
+    colours: dict[int, tuple]
+
+
+class RowRasters:
+    """One-band byte rasters on one grid, written together one full-width row window at a time.
+
+    A windowed step writes several rasters window by window (the merge: the mask and its
+    SOURCE raster, or the dilated mask and its source bits for later passes to read back):
+    here they are created, written, read back and closed, in one place. A raster with
+    ``Classes`` gets them before any block is written (on a wide raster GDAL has flushed
+    blocks by the end, and a GeoTIFF's palette tags can no longer be set then) and, once
+    closed, a table of only those classes (:func:`list_only_the_classes`).
+    """
+
+    def __init__(self, grid: RasterInfo, paths: Sequence[str], nodata: Sequence[float],
+                 classes: Sequence[Classes | None] = (), options: list[str] | None = None):
+        self.paths = paths
+        self.classes = classes or [None] * len(paths)
+        self.datasets = [create_geotiff(path, grid, 1, gdal.GDT_Byte, value, options=options)
+                         for path, value in zip(paths, nodata)]
+        self.width = grid.width
+        for ds, found in zip(self.datasets, self.classes):
+            if found is not None:
+                set_categories(ds, found.names, found.colours)
+
+    def write(self, row: int, *windows: np.ndarray) -> None:
+        """A window of each raster, in the order of their paths, from ``row`` down."""
+        for ds, values in zip(self.datasets, windows):
+            write_array(ds, values, 0, row)
+
+    def read(self, lo: int, hi: int) -> list[np.ndarray]:
+        """Rows ``lo:hi`` of each raster, as written so far."""
+        return [read_array(ds, 0, lo, self.width, hi - lo) for ds in self.datasets]
+
+    def close(self, listed: bool = True) -> None:
+        """Every window on disk and the rasters closed; then, unless ``listed`` is False (a
+        run that failed), the classes of each category raster listed."""
+        for ds in self.datasets:
+            ds.FlushCache()
+        self.datasets = []
+        if listed:
+            for path, found in zip(self.paths, self.classes):
+                if found is not None:
+                    list_only_the_classes(path, found.colours)

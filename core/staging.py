@@ -22,6 +22,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from .errors import RUN_AGAIN, FileInUseError, OutputError
+from .raster import require_geotiff_name
 
 IN_FOLDER = "Then run again, or choose another output folder."
 INSTALL_AGAIN = "Then install the model again (or restart QGIS first)."
@@ -169,3 +170,14 @@ def require_distinct(outputs: list[str]) -> None:
         if key in seen:
             raise OutputError(f"Two outputs are the same file '{path}'. Give each output its own path.")
         seen[key] = path
+
+
+def check_outputs(outputs: list[str], inputs: list[str]) -> None:
+    """Refuse, before any work, outputs that cannot all be written as this run's GeoTIFFs.
+
+    Each must be writable, must not overwrite an input, must have a GeoTIFF's name, and no
+    two may share a path: the checks every run makes of its outputs, in one place."""
+    for path in outputs:
+        check_destination(path, inputs)
+        require_geotiff_name(path)
+    require_distinct(outputs)

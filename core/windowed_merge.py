@@ -37,16 +37,16 @@ from .patches import PatchAreas
 from .progress import Cancelled, Feedback, Share
 from .raster import (
     PROBABILITY_NODATA,
+    Classes,
     RasterError,
     RasterInfo,
+    RowRasters,
     create_geotiff,
     limited_block_cache,
-    list_only_the_classes,
     open_dataset,
     raster_info,
     read_array,
     read_array_of,
-    set_categories,
     validity_band,
     write_array,
 )
@@ -203,7 +203,6 @@ class _Flags:
         # Each probability raster's own declared nodata (ours -1, FarmVibes.AI's 100, ...).
         self.nodata = {k: raster_info(path).nodata[0] for k in PROBABILITY_KEYS if (path := paths.get(k))}
         self.step = max(1, plan.window_rows)
-        self.workers = max(1, min(MERGE_READERS, available_cores()))
         self._local = threading.local()
         self._opened: list[dict] = []  # every thread's datasets, dropped by close()
         self._lock = threading.Lock()
@@ -216,12 +215,13 @@ class _Flags:
     def in_order(self) -> Iterator[tuple[int, int, Flagged]]:
         """Every window with its flags, in order, read by a pool of threads a few windows
         ahead (so memory stays bounded); none are left running when this stops."""
-        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="cloudmask-merge")
+        workers = max(1, min(MERGE_READERS, available_cores()))
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="cloudmask-merge")
         pending: deque = deque()
         try:
             for lo, hi in self.windows():
                 pending.append((lo, hi, pool.submit(self.read, lo, hi)))
-                if len(pending) > 2 * self.workers:
+                if len(pending) > 2 * workers:
                     lo, hi, future = pending.popleft()
                     yield lo, hi, future.result()
             while pending:
@@ -299,29 +299,13 @@ class SourceOutput:
     """The ``SOURCE`` raster of a merge (provenance.py) and its category counts.
 
     Written window by window with the mask, from the source bits the flags carry; with
-    ``MIN_AREA`` the first pass keeps provisional categories in a temporary byte raster
-    and the last pass settles them against the final mask. No extra pass over the
-    probabilities, and memory bounded as the mask's."""
+    ``MIN_AREA`` the first pass keeps the bits with the dilated mask in temporary byte
+    rasters and the last pass settles the categories against the final mask. No extra
+    pass over the probabilities, and memory bounded as the mask's."""
 
     def __init__(self, path: str):
         self.path = path
         self.counts = pv.SourceCounts()
-        self.out: gdal.Dataset | None = None
-
-    def open(self, plan: MergePlan) -> None:
-        self.out = create_geotiff(self.path, plan.grid, 1, gdal.GDT_Byte, pv.NODATA)
-        # Before any block is written, as for the mask (_new_mask).
-        set_categories(self.out, pv.NAMES, pv.COLOURS)
-
-    def write(self, source: np.ndarray, row: int) -> None:
-        write_array(self.out, source, 0, row)
-        self.counts.add(source)
-
-    def close(self) -> None:
-        if self.out is not None:
-            self.out.FlushCache()
-            self.out = None
-            list_only_the_classes(self.path, pv.COLOURS)
 
 
 @limited_block_cache()  # bounded memory on a full tile: see core/raster.py
@@ -360,95 +344,116 @@ def _merge(plan: MergePlan, paths: dict[str, str | None], product_nodata: float 
         return _write_mask(plan, flags, mask_path, feedback, source)
     finally:
         flags.close()
-        if source is not None:
-            source.close()
 
 
 def _write_mask(plan: MergePlan, flags: _Flags, mask_path: str, feedback: Feedback,
                 source: SourceOutput | None) -> mg.Fractions:
-    settings = plan.settings
-    if source is not None:
-        source.open(plan)
-    if settings.min_area <= 1:
-        out = _new_mask(mask_path, plan)
-        fractions = mg.Fractions()
-        _write_windows(flags, out, fractions, feedback, source.write if source else None)
-    else:
-        # MIN_AREA acts on the dilated mask: write that first, then clear and fill
-        # components in passes over it (a byte raster, quick to read again).
-        with tempfile.TemporaryDirectory(prefix="cloudmask-") as tmp:
-            dilated_path = os.path.join(tmp, "dilated.tif")
-            dilated = create_geotiff(dilated_path, plan.grid, 1, gdal.GDT_Byte, mg.NODATA, options=FLAG_OPTIONS)
-            provisional = None
-            if source is not None:  # the source categories of the dilated mask, settled in the last pass
-                provisional = create_geotiff(os.path.join(tmp, "source.tif"), plan.grid, 1, gdal.GDT_Byte,
-                                             pv.NODATA, options=FLAG_OPTIONS)
-            _write_windows(flags, dilated, None, Share(feedback, 0.0, 0.5),
-                           (lambda values, row: write_array(provisional, values, 0, row)) if provisional else None)
-            dilated.FlushCache()
-            dilated = None
-            out = _new_mask(mask_path, plan)
-            fractions = _apply_min_area(plan, dilated_path, out, Share(feedback, 0.5, 1.0),
-                                        (provisional, source) if source else None)
-            provisional = None
-    out.FlushCache()
-    out = None
-    binary = settings.output_mode == "binary"
-    list_only_the_classes(mask_path, mg.BINARY_CATEGORY_COLOURS if binary else mg.CATEGORY_COLOURS)
-    return fractions
+    """The windows the flags give, finished into the mask and SOURCE (:class:`_Final`); with
+    ``MIN_AREA`` through the dilated mask first (:class:`_MinArea`), as it acts on that."""
+    final = _Final(plan, mask_path, source)
+    done = False
+    try:
+        if plan.settings.min_area <= 1:
+            _write_windows(flags, final, feedback)
+        else:
+            with tempfile.TemporaryDirectory(prefix="cloudmask-") as tmp:
+                min_area = _MinArea(plan, tmp)
+                try:
+                    _write_windows(flags, min_area, Share(feedback, 0.0, 0.5))
+                    min_area.apply(final, Share(feedback, 0.5, 1.0))
+                finally:
+                    min_area.dilated.close(listed=False)
+        done = True
+    finally:
+        final.rasters.close(listed=done)  # a failed run's outputs are discarded: nothing to list
+    return final.fractions
 
 
-def _new_mask(mask_path: str, plan: MergePlan) -> gdal.Dataset:
-    out = create_geotiff(mask_path, plan.grid, 1, gdal.GDT_Byte, mg.NODATA)
-    # Before any block is written: on a wide raster GDAL has flushed blocks by the end,
-    # and a GeoTIFF's palette tags can no longer be set then.
-    binary = plan.settings.output_mode == "binary"
-    set_categories(out, mg.BINARY_CATEGORY_NAMES if binary else mg.CATEGORY_NAMES,
-                   mg.BINARY_CATEGORY_COLOURS if binary else mg.CATEGORY_COLOURS)
-    return out
+class _Final:
+    """The mask and, with ``SOURCE``, its source categories: written window by window and
+    counted (the mask's fractions, the SOURCE categories' pixels)."""
+
+    def __init__(self, plan: MergePlan, mask_path: str, source: SourceOutput | None):
+        self.mode = plan.settings.output_mode
+        self.fractions = mg.Fractions()
+        self.source = source
+        binary = self.mode == "binary"
+        mask = Classes(mg.BINARY_CATEGORY_NAMES if binary else mg.CATEGORY_NAMES,
+                       mg.BINARY_CATEGORY_COLOURS if binary else mg.CATEGORY_COLOURS)
+        if source is None:
+            self.rasters = RowRasters(plan.grid, [mask_path], [mg.NODATA], [mask])
+        else:
+            self.rasters = RowRasters(plan.grid, [mask_path, source.path], [mg.NODATA, pv.NODATA],
+                                      [mask, Classes(pv.NAMES, pv.COLOURS)])
+
+    def write(self, row: int, mask: np.ndarray, bits: np.ndarray | None,
+              dilated: np.ndarray | None = None) -> None:
+        """A window of the final mask from ``row`` down; ``bits``: its source bits (None: no
+        SOURCE), ``dilated``: the mask before the minimum area (None: the same)."""
+        self.fractions.add(mask, self.mode)
+        if self.source is None:
+            self.rasters.write(row, mask)
+            return
+        if bits is None:  # merge_to_mask refuses a SOURCE output without provenance
+            raise RuntimeError("a SOURCE output without the flags' source bits")
+        categories = pv.categories(bits, mask) if dilated is None else pv.categories(bits, dilated, mask)
+        self.source.counts.add(categories)
+        self.rasters.write(row, mask, categories)
 
 
-def _apply_min_area(plan: MergePlan, dilated_path: str, out: gdal.Dataset, feedback: Feedback,
-                    source: tuple[gdal.Dataset, SourceOutput] | None = None) -> mg.Fractions:
-    """FarmVibes.AI's ``min_area`` (``merge.apply_min_area``) over the whole dilated mask, in
-    row windows: the flagged components' sizes (pass 1), then the sizes of the clear ones
-    left after the small flagged ones are cleared, and what they touch (pass 2), then the
-    mask (pass 3). Components are joined across window seams (``patches.py``). ``source``:
-    the provisional source categories, settled against the mask in pass 3 and written."""
-    settings = plan.settings
-    grid, min_area = plan.grid, settings.min_area
-    binary = settings.output_mode == "binary"
-    ds = open_dataset(dilated_path, "merged mask")
-    step = max(1, plan.window_rows)
-    windows = [(lo, min(grid.height, lo + step)) for lo in range(0, grid.height, step)]
+class _MinArea:
+    """FarmVibes.AI's ``min_area`` (``merge.apply_min_area``) on the dilated mask, which the
+    first pass writes here (with its source bits, for SOURCE) and :meth:`apply` reads back
+    in row windows: the flagged components' sizes (pass 1), then the sizes of the clear
+    ones left after the small flagged ones are cleared, and what they touch (pass 2), then
+    the final windows (pass 3). Components are joined across window seams (``patches.py``)."""
 
-    def read(lo: int, hi: int) -> np.ndarray:
-        return read_array(ds, 0, lo, grid.width, hi - lo)
+    def __init__(self, plan: MergePlan, folder: str):
+        self.plan = plan
+        paths, nodata = [os.path.join(folder, "dilated.tif")], [float(mg.NODATA)]
+        if plan.provenance:  # the source bits as the flags carry them (0: none)
+            paths.append(os.path.join(folder, "source_bits.tif"))
+            nodata.append(0)
+        self.dilated = RowRasters(plan.grid, paths, nodata, options=FLAG_OPTIONS)
+        self.flagged = PatchAreas()
+        self.holes = PatchAreas(touch_masks=2)
 
-    flagged = PatchAreas()
-    for k, (lo, hi) in enumerate(windows):
-        flagged.add(_flagged(read(lo, hi)))
-        _step(feedback, (k + 1) / (3 * len(windows)))
-    flagged.finish(min_area)
-    holes = PatchAreas(touch_masks=2)
-    for k, (lo, hi) in enumerate(windows):
-        values = _cleared(read(lo, hi), flagged, k)
-        holes.add(values == mg.CLEAR, [values == mg.CLOUD, values == mg.SHADOW])
-        _step(feedback, (len(windows) + k + 1) / (3 * len(windows)))
-    holes.finish(min_area)
-    fractions = mg.Fractions()
-    for k, (lo, hi) in enumerate(windows):
-        dilated = read(lo, hi)
-        values = _cleared(dilated.copy(), flagged, k)
-        small, touches = holes.small(values == mg.CLEAR, k)
-        values[small] = mg.fill_value(touches[..., 0][small], touches[..., 1][small], binary)
-        write_array(out, values, 0, lo)
-        if source is not None:
-            provisional = read_array(source[0], 0, lo, grid.width, hi - lo)
-            source[1].write(pv.adjust_for_min_area(provisional, dilated, values), lo)
-        fractions.add(values, settings.output_mode)
-        _step(feedback, (2 * len(windows) + k + 1) / (3 * len(windows)))
-    return fractions
+    def write(self, row: int, mask: np.ndarray, bits: np.ndarray | None) -> None:
+        """A window of the dilated mask from ``row`` down, and its source bits (None: no SOURCE)."""
+        if bits is None:
+            self.dilated.write(row, mask)
+        else:
+            self.dilated.write(row, mask, bits)
+
+    def apply(self, final: _Final, feedback: Feedback) -> None:
+        """The three passes over the dilated mask, the last writing ``final``."""
+        settings = self.plan.settings
+        grid, min_area = self.plan.grid, settings.min_area
+        binary = settings.output_mode == "binary"
+        step = max(1, self.plan.window_rows)
+        windows = [(lo, min(grid.height, lo + step)) for lo in range(0, grid.height, step)]
+        flagged, holes = self.flagged, self.holes
+        for k, (lo, hi) in enumerate(windows):
+            flagged.add(_flagged(self._read(lo, hi)[0]))
+            _step(feedback, (k + 1) / (3 * len(windows)))
+        flagged.finish(min_area)
+        for k, (lo, hi) in enumerate(windows):
+            values = _cleared(self._read(lo, hi)[0], flagged, k)
+            holes.add(values == mg.CLEAR, [values == mg.CLOUD, values == mg.SHADOW])
+            _step(feedback, (len(windows) + k + 1) / (3 * len(windows)))
+        holes.finish(min_area)
+        for k, (lo, hi) in enumerate(windows):
+            dilated, bits = self._read(lo, hi)
+            values = _cleared(dilated.copy(), flagged, k)
+            small, touches = holes.small(values == mg.CLEAR, k)
+            values[small] = mg.fill_value(touches[..., 0][small], touches[..., 1][small], binary)
+            final.write(lo, values, bits, dilated)
+            _step(feedback, (2 * len(windows) + k + 1) / (3 * len(windows)))
+
+    def _read(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Rows ``lo:hi`` of the dilated mask, and their source bits (None without SOURCE)."""
+        dilated, *bits = self.dilated.read(lo, hi)
+        return dilated, bits[0] if bits else None
 
 
 def _flagged(values: np.ndarray) -> np.ndarray:
@@ -462,11 +467,10 @@ def _cleared(values: np.ndarray, flagged: PatchAreas, window: int) -> np.ndarray
     return values
 
 
-def _write_windows(flags: _Flags, out: gdal.Dataset, fractions: mg.Fractions | None,
-                   feedback: Feedback, source=None) -> None:
+def _write_windows(flags: _Flags, out: _Final | _MinArea, feedback: Feedback) -> None:
     """Finish the windows in order (dilation, categories), keeping the rows the next
-    window's dilation reaches; ``fractions`` (None: not counted) counts them; ``source``
-    (values, row), when given, takes each window's source categories. Only the
+    window's dilation reaches, and hand each to ``out`` with its source bits: the final
+    mask, or (with ``MIN_AREA``) the dilated mask for :class:`_MinArea`. Only the
     reading is on the pool's threads: dilating the windows there too made a full tile's
     merge slower (5.1 s against 2.8 s on 16 cores, scripts/gpu_check.py), its many small
     steps taking turns on Python's lock."""
@@ -480,13 +484,7 @@ def _write_windows(flags: _Flags, out: gdal.Dataset, fractions: mg.Fractions | N
         ready = grid.height if hi == grid.height else max(written, hi - halo)
         if ready > written:
             mask, bits = rows.finish(written, ready, halo, settings, grid.height)
-            write_array(out, mask, 0, written)
-            if source is not None:
-                if bits is None:  # merge_to_mask refuses a SOURCE output without provenance
-                    raise RuntimeError("a SOURCE output without the flags' source bits")
-                source(pv.categories(bits, mask), written)
-            if fractions is not None:
-                fractions.add(mask, settings.output_mode)
+            out.write(written, mask, bits)
             written = ready
         _step(feedback, hi / grid.height)
 

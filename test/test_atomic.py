@@ -21,7 +21,7 @@ from reliability import (  # noqa: F401  (fixtures)
     tiny_scene,
 )
 
-from cloud_mask_improver.core import engine, probability, staging, windowed_merge
+from cloud_mask_improver.core import engine, probability, raster, staging, windowed_merge
 
 
 class CancelWhen(QgsProcessingFeedback):
@@ -148,7 +148,7 @@ def test_failure_while_writing_probabilities(job, system_tmp, monkeypatch):
 def test_failure_while_writing_the_mask(job, system_tmp, monkeypatch):
     def failing(*args):
         raise OSError(5, "Input/output error")
-    monkeypatch.setattr(windowed_merge, "set_categories", failing)
+    monkeypatch.setattr(raster, "set_categories", failing)  # the mask's classes: raster.RowRasters
     params, _, out = job
     refused(params, words=["Input/output error"])
     assert_nothing_left(out, system_tmp, params)

@@ -1,8 +1,11 @@
 """A whole run's outputs, as a user opens them."""
 
+import importlib.util
 import os
 import threading
+from collections import Counter
 from dataclasses import FrozenInstanceError, replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -208,3 +211,18 @@ def test_the_probability_step_records_the_thresholds_it_was_run_for(tmp_path):
     notes = probability.compute_probabilities(plan, outputs)
     assert isinstance(notes, tuple)
     assert pipeline.recorded_thresholds(outputs.cloud, outputs.shadow) == (0.45, 0.35)
+
+
+# -- the run's journey (issue 26): how often it goes back to a file it left
+
+
+def test_a_run_returns_to_a_file_it_left_at_most_15_times(tmp_path):
+    """scripts/journey.py's count for its small run (SOURCE output, MIN_AREA): the plan asks
+    each module once and the merge's loops read, compute and write in one place each."""
+    path = Path(__file__).resolve().parent.parent / "scripts" / "journey.py"
+    spec = importlib.util.spec_from_file_location("journey", path)
+    journey = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(journey)
+    stops = journey.stops(journey.trace(journey._request(tmp_path), depth=2))
+    visits = Counter(file for file, _ in stops)
+    assert sum(n - 1 for n in visits.values()) <= 15, stops
