@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 from osgeo import gdal, gdal_array, osr
 
-from . import merge as mg
+from . import merge
 from .choices import MASKED_CLASSES
 from .errors import MaskInputError, SettingsError
 from .progress import Cancelled, Feedback, Share
@@ -83,11 +83,13 @@ class MaskKind:
     def values(self, classes: tuple[str, ...]) -> tuple[int, ...]:
         """The values of the cloud and shadow classes chosen (nodata apart)."""
         if self.binary:  # cloud and shadow are one class: either choice removes it
-            return (mg.CLOUD,) if {"cloud", "shadow"} & set(classes) else ()
-        return tuple(v for name, v in (("cloud", mg.CLOUD), ("shadow", mg.SHADOW)) if name in classes)
+            return (merge.CLOUD,) if {"cloud", "shadow"} & set(classes) else ()
+        return tuple(v for name, v in (("cloud", merge.CLOUD), ("shadow", merge.SHADOW)) if name in classes)
 
     def allowed(self) -> tuple[int, ...]:
-        return (mg.CLEAR, mg.CLOUD, self.nodata) if self.binary else (mg.CLEAR, mg.CLOUD, mg.SHADOW, self.nodata)
+        if self.binary:
+            return (merge.CLEAR, merge.CLOUD, self.nodata)
+        return (merge.CLEAR, merge.CLOUD, merge.SHADOW, self.nodata)
 
 
 @dataclass(frozen=True)
@@ -118,10 +120,10 @@ def mask_kind(mask: str) -> MaskKind:
             f"{gdal.GetDataTypeName(band.DataType)}, where a mask made by Improve cloud mask has one band of "
             "bytes (0 clear, 1 cloud, 2 shadow, 255 nodata). Give the mask Improve cloud mask wrote.")
     nodata = band.GetNoDataValue()
-    nodata = mg.NODATA if nodata is None else int(nodata)
+    nodata = merge.NODATA if nodata is None else int(nodata)
     names = [n.strip().lower() for n in (band.GetCategoryNames() or [])]
-    categorical = [mg.CATEGORY_NAMES[v] for v in (mg.CLEAR, mg.CLOUD, mg.SHADOW)]
-    binary = [mg.BINARY_CATEGORY_NAMES[v] for v in (mg.CLEAR, mg.CLOUD)]
+    categorical = [merge.CATEGORY_NAMES[v] for v in (merge.CLEAR, merge.CLOUD, merge.SHADOW)]
+    binary = [merge.BINARY_CATEGORY_NAMES[v] for v in (merge.CLEAR, merge.CLOUD)]
     if not names or names[:3] == categorical:
         return MaskKind(binary=False, nodata=nodata)  # no names: our encoding, checked value by value
     if names[:2] == binary:
@@ -293,7 +295,7 @@ def _write_selection(mask: str, info: RasterInfo, kind: MaskKind, classes: tuple
             raise read_failed(f"the cloud mask '{mask}'", detail)
         _check_values(values, kind, mask)
         flagged = np.isin(values, grown) if grown else np.zeros(values.shape, bool)
-        selected = mg.dilate_disk(flagged, radius)[top - lo:top - lo + bottom - top]
+        selected = merge.dilate_disk(flagged, radius)[top - lo:top - lo + bottom - top]
         if drop_nodata:
             selected |= values[top - lo:top - lo + bottom - top] == kind.nodata
         code, detail = gdal_try(out.GetRasterBand(1).WriteArray, selected.astype(np.uint8), 0, top)

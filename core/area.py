@@ -23,10 +23,9 @@ from typing import Any
 import numpy as np
 from osgeo import gdal, ogr, osr
 
-from . import merge as mg
-from . import provenance
+from . import merge, provenance
 from .errors import AreaError
-from .modelstore import catalogue as models
+from .modelstore import catalogue
 from .raster import FLOAT_OPTIONS, GTIFF_OPTIONS, RasterError, open_dataset, raster_info
 from .tiling import plan_axis
 
@@ -217,7 +216,7 @@ def schemes_of(model_refs: list[str]) -> list[tuple[str, int, float]]:
     """The tile grids of the models a run uses (ids or paths)."""
     out = []
     for ref in dict.fromkeys(model_refs):
-        card, _ = models.resolve(ref)
+        card, _ = catalogue.resolve(ref)
         out.append((card.scheme, card.tile, card.overlap))
     return out
 
@@ -251,8 +250,8 @@ def polygon_ids(area: Area, source: str, window: Window | None = None) -> np.nda
 class AreaFractions:
     """Clear/cloud/shadow of the valid pixels inside the whole area and inside each polygon."""
 
-    total: mg.Fractions = field(default_factory=mg.Fractions)
-    per_polygon: list[mg.Fractions] = field(default_factory=list)
+    total: merge.Fractions = field(default_factory=merge.Fractions)
+    per_polygon: list[merge.Fractions] = field(default_factory=list)
 
 
 def area_fractions(mask_path: str, area: Area, output_mode: str = "categorical") -> AreaFractions:
@@ -260,16 +259,16 @@ def area_fractions(mask_path: str, area: Area, output_mode: str = "categorical")
     ds = open_dataset(mask_path, "mask")
     mask = ds.GetRasterBand(1).ReadAsArray()
     ids = polygon_ids(area, mask_path)
-    result = AreaFractions(per_polygon=[mg.Fractions() for _ in area.wkts])
+    result = AreaFractions(per_polygon=[merge.Fractions() for _ in area.wkts])
     result.total.add(mask[ids > 0], output_mode)
     for index, fractions in enumerate(result.per_polygon, start=1):
         fractions.add(mask[ids == index], output_mode)
     return result
 
 
-def mask_fractions(mask_path: str, output_mode: str = "categorical") -> mg.Fractions:
+def mask_fractions(mask_path: str, output_mode: str = "categorical") -> merge.Fractions:
     """Clear/cloud/shadow of a whole mask's valid pixels."""
-    fractions = mg.Fractions()
+    fractions = merge.Fractions()
     ds = open_dataset(mask_path, "mask")
     fractions.add(ds.GetRasterBand(1).ReadAsArray(), output_mode)
     ds = None
@@ -290,7 +289,7 @@ def blank_outside(mask_path: str, area: Area) -> None:
     ds = gdal.Open(mask_path, gdal.GA_Update)
     band = ds.GetRasterBand(1)
     mask = band.ReadAsArray()
-    mask[polygon_ids(area, mask_path) == 0] = mg.NODATA
+    mask[polygon_ids(area, mask_path) == 0] = merge.NODATA
     band.WriteArray(mask)
     ds.FlushCache()
     ds = None
@@ -363,7 +362,7 @@ class AreaCounts:
     The mask's fractions and the SOURCE figures (None without it) within the box or the
     polygons, and a note on the window."""
 
-    fractions: mg.Fractions
+    fractions: merge.Fractions
     figures: dict[str, float] | None
     note: str
 

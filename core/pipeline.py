@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import area
-from . import merge as mg
+from . import merge as merge_rules
 from .inputs import processing_level, radiometric_offset  # noqa: F401 - public: the dialog shows the level
 from .modelstore.cards import ModelCard
 from .plan import (
@@ -66,7 +66,7 @@ class RunReport:
     provenance: dict[str, float] = field(default_factory=dict)
 
 
-def _report(probability: ProbabilityPlan, notes: tuple[str, ...], fractions: mg.Fractions | None = None,
+def _report(probability: ProbabilityPlan, notes: tuple[str, ...], fractions: merge_rules.Fractions | None = None,
             figures: dict[str, float] | None = None, last: tuple[str, ...] = ()) -> RunReport:
     """The report of a run of ``probability``'s models: its notes, the SOURCE figures' summary, ``last``."""
     notes = (*notes, *([summary(figures)] if figures is not None else []), *last)
@@ -133,7 +133,7 @@ class _Done:
     The probability step's notes, the mask's fractions, and the SOURCE figures (None without that output)."""
 
     notes: tuple[str, ...]
-    fractions: mg.Fractions
+    fractions: merge_rules.Fractions
     figures: dict[str, float] | None
 
 
@@ -181,7 +181,7 @@ def probabilities(request: ProbabilityRequest, outputs: ProbabilityOutputs,
     return _report(probability, notes)
 
 
-def merge(request: MergeRequest, mask: str, feedback: Feedback | None = None) -> mg.Fractions:
+def merge(request: MergeRequest, mask: str, feedback: Feedback | None = None) -> merge_rules.Fractions:
     """The merge op on its own, written atomically."""
     merge_plan = plan_merge(request, mask)
     with atomic_outputs() as pending:

@@ -20,15 +20,15 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from . import bands as band_names
-from . import decision as dc
-from . import merge as mg
+from . import decision as decisions
+from . import merge as merge_rules
 from .errors import SettingsError
 from .inputs import processing_level, radiometric_offset, read_sentinel2
 from .modelstore import catalogue as models
 from .modelstore.cards import ModelCard, install_models_hint
 from .raster import RasterError, RasterInfo, raster_info, require_north_up
 from .regrid import check_product_mask, in_metres
-from .sentinel2 import product as safe
+from .sentinel2 import product as s2_product
 from .staging import check_outputs
 from .tiling import EngineSettings
 from .windowed_merge import MergePlan
@@ -84,7 +84,7 @@ class MergeRequest:
     cloud_probability: str | None
     shadow_probability: str | None
     product_mask: str | None  # a raster, or a Sentinel-2 product (its own mask is used)
-    settings: mg.MergeSettings
+    settings: merge_rules.MergeSettings
     window_rows: int = 128  # full-width float windows: the merge's share of memory
     work_dir: str = ""
 
@@ -95,7 +95,7 @@ class ImproveRequest:
     product_mask: str | None = None  # None: the mask recorded in a stack made from a product, if any
     # How to merge: product kind, dilation, minimum area, output mode. Its thresholds are
     # not read: the plan's come from cloud_threshold / shadow_threshold or the model cards.
-    settings: mg.MergeSettings = field(default_factory=mg.MergeSettings)
+    settings: merge_rules.MergeSettings = field(default_factory=merge_rules.MergeSettings)
     cloud_threshold: float | None = None  # None: the cloud models' recommended value
     shadow_threshold: float | None = None  # None: the shadow model's recommended value
     mask: str = ""
@@ -126,7 +126,7 @@ class ProbabilityPlan:
     models: tuple[ModelUse, ...]  # each network once, in the order given
     raster_bands: tuple[int, ...]  # 1-based raster bands read: the union of the models' bands
     outputs: ProbabilityOutputs  # the final paths the caller keeps (None: not kept)
-    recommended: dc.Recommended  # what the models' cards recommend: recorded with the probabilities
+    recommended: decisions.Recommended  # what the models' cards recommend: recorded with the probabilities
     resolution: float = 0.0  # coarser processing resolution in metres; 0: the raster's own
     provider: str = "auto"
     threads: int = 0
@@ -201,8 +201,8 @@ def _product_mask(given: str | None, work_dir: str) -> tuple[str | None, bool]:
     (a mask made here from a product is)."""
     if not given:
         return None, False
-    path = safe.resolve(given, _work_dir(work_dir), mask=True)
-    return path, safe.is_scl_coded(path)
+    path = s2_product.resolve(given, _work_dir(work_dir), mask=True)
+    return path, s2_product.is_scl_coded(path)
 
 
 def choose_models(level: str, cloud_models, shadow_model: str | None, ensemble: bool = False, cloud: bool = True,
@@ -268,11 +268,11 @@ def _probability_plan(request: ProbabilityRequest, raster: _Sentinel2, outputs: 
         provider=request.provider, threads=request.threads, engine=engine)
 
 
-def _recommended(uses: tuple[ModelUse, ...]) -> dc.Recommended:
+def _recommended(uses: tuple[ModelUse, ...]) -> decisions.Recommended:
     """What the models' cards recommend: thresholds, and whether to decide by the most likely
     class (one network for cloud and shadow whose card says so)."""
     shadow = next((use.card for use in uses if use.shadow), None)
-    return dc.recommended([use.card for use in uses if use.cloud], shadow)
+    return decisions.recommended([use.card for use in uses if use.cloud], shadow)
 
 
 def models_resolution(uses: tuple[ModelUse, ...]) -> float:
@@ -308,12 +308,12 @@ def plan_probabilities(request: ProbabilityRequest, outputs: ProbabilityOutputs)
     check_outputs([p for p in outputs.paths() if p], [request.s2_raster])
     if request.resolution is None:
         request = replace(request, resolution=0.0)
-    raster = _sentinel2(safe.resolve(request.s2_raster, _work_dir(request.work_dir)), request.bands)
+    raster = _sentinel2(s2_product.resolve(request.s2_raster, _work_dir(request.work_dir)), request.bands)
     return _probability_plan(request, raster, outputs, request.ensemble, cloud=bool(outputs.cloud),
                              shadow="required" if outputs.shadow else "no")
 
 
-def _product_kind(scl_coded: bool, settings: mg.MergeSettings) -> mg.MergeSettings:
+def _product_kind(scl_coded: bool, settings: merge_rules.MergeSettings) -> merge_rules.MergeSettings:
     """A mask made here from a product is SCL-coded: read it so unless told otherwise."""
     if scl_coded and settings.product_kind == "nonzero":
         return replace(settings, product_kind="scl")
@@ -349,10 +349,10 @@ def _check_thresholds(request: ImproveRequest) -> None:
                                 "between 0 and 1, or leave it empty for the model's recommended value.")
 
 
-def decision(request: ImproveRequest, probability: ProbabilityPlan) -> dc.Decision:
+def decision(request: ImproveRequest, probability: ProbabilityPlan) -> decisions.Decision:
     """Given thresholds, else the cards' rule and recommended values, else FarmVibes.AI's
     defaults (``decision.decide``, which the dialog and the merge on its own use too)."""
-    return dc.decide(request.cloud_threshold, request.shadow_threshold, probability.recommended)
+    return decisions.decide(request.cloud_threshold, request.shadow_threshold, probability.recommended)
 
 
 def plan(request: ImproveRequest) -> RunPlan:
@@ -367,8 +367,8 @@ def plan(request: ImproveRequest) -> RunPlan:
     prob = request.probability
     finals = [request.mask] + [p for p in (*request.outputs.paths(), request.source) if p]
     check_outputs(finals, [prob.s2_raster, request.product_mask or ""])
-    source = safe.resolve(prob.s2_raster, _work_dir(prob.work_dir))
-    product, scl_coded = _product_mask(request.product_mask or safe.product_mask_of(source), prob.work_dir)
+    source = s2_product.resolve(prob.s2_raster, _work_dir(prob.work_dir))
+    product, scl_coded = _product_mask(request.product_mask or s2_product.product_mask_of(source), prob.work_dir)
     raster = _sentinel2(source, prob.bands)
     if product:
         check_product_mask(product, raster.info)

@@ -15,7 +15,7 @@ from dataclasses import replace
 import numpy as np
 from osgeo import gdal
 
-from . import decision as dc
+from . import decision
 from .engine import Job, Sink, run_in_row_blocks
 from .inference import ModelError, cuda_workers, fallback_note, load_model
 from .plan import ModelUse, ProbabilityOutputs, ProbabilityPlan
@@ -281,8 +281,8 @@ def record_thresholds(paths: ProbabilityOutputs, plan: ProbabilityPlan) -> None:
     for path, key, value, card in zip((paths.cloud, paths.shadow), THRESHOLD_KEYS,
                                       (models.cloud_threshold, models.shadow_threshold), deciders):
         items = {key: repr(float(value))} if value is not None else {}
-        if card is not None and card.decision == dc.MOST_LIKELY_CLASS:
-            items.update({DECISION_KEY: dc.MOST_LIKELY_CLASS, MODEL_KEY: card.id})
+        if card is not None and card.decision == decision.MOST_LIKELY_CLASS:
+            items.update({DECISION_KEY: decision.MOST_LIKELY_CLASS, MODEL_KEY: card.id})
         if path and items:
             ds, detail = gdal_try(gdal.Open, path, gdal.GA_Update)
             if ds is None:
@@ -299,7 +299,7 @@ def recorded_thresholds(cloud_probability: str | None,
     return models.cloud_threshold, models.shadow_threshold
 
 
-def recorded(cloud_probability: str | None, shadow_probability: str | None) -> dc.Recommended:
+def recorded(cloud_probability: str | None, shadow_probability: str | None) -> decision.Recommended:
     """What :func:`record_thresholds` wrote.
 
     The thresholds, and the most likely class where both rasters are given and both come from
@@ -314,5 +314,5 @@ def recorded(cloud_probability: str | None, shadow_probability: str | None) -> d
             found.append(float(value) if value is not None else None)
         except ValueError:
             found.append(None)
-    same_model = rules[0] == rules[1] and rules[0][0] == dc.MOST_LIKELY_CLASS
-    return dc.Recommended(found[0], found[1], same_model)
+    same_model = rules[0] == rules[1] and rules[0][0] == decision.MOST_LIKELY_CLASS
+    return decision.Recommended(found[0], found[1], same_model)

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import merge as mg
+from . import merge
 
 # Source bits, packed with windowed_merge's CLOUD/SHADOW/VALID bits (1, 2, 4) in one byte.
 PRODUCT_BIT, CLOUD_MODEL_BIT, SHADOW_MODEL_BIT = 8, 16, 32
 
 CLEAR, BOTH, CLOUD_MODEL, PRODUCT, SHADOW_MODEL, DILATION, FILLED, CLEARED = range(8)
-NODATA = mg.NODATA
+NODATA = merge.NODATA
 
 NAMES = {
     CLEAR: "clear",
@@ -67,7 +67,7 @@ for _bits in range(1, 8):
         _BY_BITS[_bits] = SHADOW_MODEL
 
 
-def source_bits(valid: np.ndarray, product: mg.ProductMask | None, model_cloud: np.ndarray,
+def source_bits(valid: np.ndarray, product: merge.ProductMask | None, model_cloud: np.ndarray,
                 model_shadow: np.ndarray) -> np.ndarray:
     """The source bits of a block: who flagged each valid pixel before any growing.
 
@@ -87,7 +87,7 @@ def categories(bits: np.ndarray, dilated: np.ndarray, final: np.ndarray | None =
     (after the minimum area; None: the same as ``dilated``, no minimum area)."""
     out = np.where(_flagged(dilated), _BY_BITS[(bits >> 3) & 7], np.uint8(CLEAR))
     if final is None:  # nothing filled or cleared: only nodata to carry over
-        out[dilated == mg.NODATA] = NODATA
+        out[dilated == merge.NODATA] = NODATA
         return out
     return adjust_for_min_area(out, dilated, final)
 
@@ -99,12 +99,12 @@ def adjust_for_min_area(provisional: np.ndarray, dilated: np.ndarray, final: np.
     before, after = _flagged(dilated), _flagged(final)
     out[after & ~before] = FILLED
     out[before & ~after] = CLEARED
-    out[final == mg.NODATA] = NODATA
+    out[final == merge.NODATA] = NODATA
     return out
 
 
 def _flagged(mask: np.ndarray) -> np.ndarray:
-    return (mask == mg.CLOUD) | (mask == mg.SHADOW)
+    return (mask == merge.CLOUD) | (mask == merge.SHADOW)
 
 
 FIGURES = ("PRODUCT_MASK_FRACTION", "MASKED_FRACTION", "MODEL_ADDED_FRACTION", "DILATION_FRACTION",

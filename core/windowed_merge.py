@@ -31,7 +31,7 @@ from typing import Optional
 import numpy as np
 from osgeo import gdal
 
-from . import merge as mg
+from . import merge
 from . import provenance as pv
 from .patches import PatchAreas
 from .progress import Cancelled, Feedback, Share
@@ -60,7 +60,7 @@ class MergePlan:
 
     grid: RasterInfo  # the grid of the probabilities and of the mask
     product_mask: str | None  # the raster to read (a product's mask already made)
-    settings: mg.MergeSettings  # final: thresholds and product kind decided
+    settings: merge.MergeSettings  # final: thresholds and product kind decided
     window_rows: int = 128
     provenance: bool = False  # the flags carry who flagged each pixel, for a SOURCE output
 
@@ -135,13 +135,13 @@ def flag_block(plan: MergePlan, cloud: np.ndarray | None, shadow: np.ndarray | N
             valid &= np.isfinite(p)
     decoded = None
     if product is not None:
-        decoded = mg.decode_product_mask(product, settings.product_kind, product_nodata,
+        decoded = merge.decode_product_mask(product, settings.product_kind, product_nodata,
                                          settings.product_probability_threshold)
-    cloud_f, shadow_f = mg.flags(cloud_p, shadow_p, valid, decoded, settings)
+    cloud_f, shadow_f = merge.flags(cloud_p, shadow_p, valid, decoded, settings)
     sources = None
     if plan.provenance:
         # The models' own flags: the same rule as above without the product mask.
-        sources = pv.source_bits(valid, decoded, *mg.flags(cloud_p, shadow_p, valid, None, settings))
+        sources = pv.source_bits(valid, decoded, *merge.flags(cloud_p, shadow_p, valid, None, settings))
     return cloud_f, shadow_f, valid, sources
 
 
@@ -267,7 +267,7 @@ class _Flags:
             product_rows = block.get("product")
             if product_rows is not None:  # coarse decisions: the product mask joins here
                 settings = self.plan.settings
-                product = mg.decode_product_mask(product_rows, settings.product_kind, self.product_nodata,
+                product = merge.decode_product_mask(product_rows, settings.product_kind, self.product_nodata,
                                                  settings.product_probability_threshold)
                 cloud |= product.cloud & valid
                 shadow |= product.shadow & valid
@@ -311,7 +311,7 @@ class SourceOutput:
 @limited_block_cache()  # bounded memory on a full tile: see core/raster.py
 def merge_to_mask(plan: MergePlan, cloud: str | None, shadow: str | None, mask_path: str,
                   feedback: Feedback | None = None, flags: str | None = None,
-                  source: SourceOutput | None = None) -> mg.Fractions:
+                  source: SourceOutput | None = None) -> merge.Fractions:
     """Stream the merge in row windows: flags, dilation, categories, ``MIN_AREA``.
     ``flags``: a :class:`FlagRecorder`'s raster, read instead of the probabilities;
     ``source``: also write which source flagged each pixel (the plan must have
@@ -338,7 +338,7 @@ def _on_grid(flags: str, grid) -> bool:
 
 
 def _merge(plan: MergePlan, paths: dict[str, str | None], product_nodata: float | None, mask_path: str,
-           feedback: Feedback, source: SourceOutput | None) -> mg.Fractions:
+           feedback: Feedback, source: SourceOutput | None) -> merge.Fractions:
     flags = _Flags(plan, paths, product_nodata)
     try:
         return _write_mask(plan, flags, mask_path, feedback, source)
@@ -347,7 +347,7 @@ def _merge(plan: MergePlan, paths: dict[str, str | None], product_nodata: float 
 
 
 def _write_mask(plan: MergePlan, flags: _Flags, mask_path: str, feedback: Feedback,
-                source: SourceOutput | None) -> mg.Fractions:
+                source: SourceOutput | None) -> merge.Fractions:
     """The windows the flags give, finished into the mask and SOURCE (:class:`_Final`); with
     ``MIN_AREA`` through the dilated mask first (:class:`_MinArea`), as it acts on that."""
     final = _Final(plan, mask_path, source)
@@ -375,15 +375,15 @@ class _Final:
 
     def __init__(self, plan: MergePlan, mask_path: str, source: SourceOutput | None):
         self.mode = plan.settings.output_mode
-        self.fractions = mg.Fractions()
+        self.fractions = merge.Fractions()
         self.source = source
         binary = self.mode == "binary"
-        mask = Classes(mg.BINARY_CATEGORY_NAMES if binary else mg.CATEGORY_NAMES,
-                       mg.BINARY_CATEGORY_COLOURS if binary else mg.CATEGORY_COLOURS)
+        mask = Classes(merge.BINARY_CATEGORY_NAMES if binary else merge.CATEGORY_NAMES,
+                       merge.BINARY_CATEGORY_COLOURS if binary else merge.CATEGORY_COLOURS)
         if source is None:
-            self.rasters = RowRasters(plan.grid, [mask_path], [mg.NODATA], [mask])
+            self.rasters = RowRasters(plan.grid, [mask_path], [merge.NODATA], [mask])
         else:
-            self.rasters = RowRasters(plan.grid, [mask_path, source.path], [mg.NODATA, pv.NODATA],
+            self.rasters = RowRasters(plan.grid, [mask_path, source.path], [merge.NODATA, pv.NODATA],
                                       [mask, Classes(pv.NAMES, pv.COLOURS)])
 
     def write(self, row: int, mask: np.ndarray, bits: np.ndarray | None,
@@ -410,7 +410,7 @@ class _MinArea:
 
     def __init__(self, plan: MergePlan, folder: str):
         self.plan = plan
-        paths, nodata = [os.path.join(folder, "dilated.tif")], [float(mg.NODATA)]
+        paths, nodata = [os.path.join(folder, "dilated.tif")], [float(merge.NODATA)]
         if plan.provenance:  # the source bits as the flags carry them (0: none)
             paths.append(os.path.join(folder, "source_bits.tif"))
             nodata.append(0)
@@ -439,14 +439,14 @@ class _MinArea:
         flagged.finish(min_area)
         for k, (lo, hi) in enumerate(windows):
             values = _cleared(self._read(lo, hi)[0], flagged, k)
-            holes.add(values == mg.CLEAR, [values == mg.CLOUD, values == mg.SHADOW])
+            holes.add(values == merge.CLEAR, [values == merge.CLOUD, values == merge.SHADOW])
             _step(feedback, (len(windows) + k + 1) / (3 * len(windows)))
         holes.finish(min_area)
         for k, (lo, hi) in enumerate(windows):
             dilated, bits = self._read(lo, hi)
             values = _cleared(dilated.copy(), flagged, k)
-            small, touches = holes.small(values == mg.CLEAR, k)
-            values[small] = mg.fill_value(touches[..., 0][small], touches[..., 1][small], binary)
+            small, touches = holes.small(values == merge.CLEAR, k)
+            values[small] = merge.fill_value(touches[..., 0][small], touches[..., 1][small], binary)
             final.write(lo, values, bits, dilated)
             _step(feedback, (2 * len(windows) + k + 1) / (3 * len(windows)))
 
@@ -457,13 +457,13 @@ class _MinArea:
 
 
 def _flagged(values: np.ndarray) -> np.ndarray:
-    return (values == mg.CLOUD) | (values == mg.SHADOW)
+    return (values == merge.CLOUD) | (values == merge.SHADOW)
 
 
 def _cleared(values: np.ndarray, flagged: PatchAreas, window: int) -> np.ndarray:
     """A window of the dilated mask with its small flagged components made clear."""
     mask = _flagged(values)
-    values[mask & ~flagged.kept(mask, window)] = mg.CLEAR
+    values[mask & ~flagged.kept(mask, window)] = merge.CLEAR
     return values
 
 
@@ -508,7 +508,7 @@ class _Rows:
         if sources is not None:
             self.sources = np.concatenate([self.sources, sources])
 
-    def finish(self, lo: int, hi: int, halo: int, settings: mg.MergeSettings,
+    def finish(self, lo: int, hi: int, halo: int, settings: merge.MergeSettings,
                height: int) -> tuple[np.ndarray, np.ndarray | None]:
         """The mask of rows [lo, hi) and their source bits (None: not recorded); then
         forget the rows no later window needs."""
@@ -516,7 +516,7 @@ class _Rows:
         b = self.lo + len(self.valid)
         rows = slice(a - self.lo, b - self.lo)
         core = slice(lo - a, hi - a)
-        mask = mg.finish(self.cloud[rows], self.shadow[rows], self.valid[rows][core], settings,
+        mask = merge.finish(self.cloud[rows], self.shadow[rows], self.valid[rows][core], settings,
                          (core, slice(None)))
         bits = self.sources[rows][core] if len(self.sources) else None
         keep = max(0, hi - halo - self.lo)

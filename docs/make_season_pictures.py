@@ -25,7 +25,7 @@ plugin_root.import_root()
 from osgeo import osr
 from season_scene import PATCH, build_season
 
-from cloud_mask_improver.core import area as area_mod
+from cloud_mask_improver.core import area as areas
 from cloud_mask_improver.core.runtime import deps
 from cloud_mask_improver.core.season import batch, report
 
@@ -68,7 +68,7 @@ def main() -> None:
         ds = gdal.Open(str(season.stacks[0]))
         gt, srs = ds.GetGeoTransform(), osr.SpatialReference(ds.GetProjection())
         row, col, size = PATCH
-        area = area_mod.Area((_square(gt, row - 4, col - 4, size + 8), _square(gt, 140, 140, size + 8)),
+        area = areas.Area((_square(gt, row - 4, col - 4, size + 8), _square(gt, 140, 140, size + 8)),
                              srs.ExportToWkt(), ("patch", "plain"), "fields")
         out = Path(tmp) / "out"
         batch.prepare_output_folder(str(out))

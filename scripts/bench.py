@@ -95,11 +95,10 @@ from cloud_mask_improver.core.runtime import deps
 
 deps.ensure_on_path()
 
-from cloud_mask_improver.core import merge as mg
-from cloud_mask_improver.core import pipeline
+from cloud_mask_improver.core import merge, pipeline
 from cloud_mask_improver.core.bands import FARMVIBES_BANDS
 from cloud_mask_improver.core.inference import load_model, preprocess
-from cloud_mask_improver.core.modelstore import catalogue as models
+from cloud_mask_improver.core.modelstore import catalogue
 from cloud_mask_improver.core.runtime.cpu import available_cores
 from cloud_mask_improver.core.tiling import EngineSettings, plan_axis, reflect
 
@@ -178,7 +177,7 @@ def improved_mask(size: int) -> str:
 def engine_batches(raster: str, model_id: str) -> tuple[object, list[np.ndarray]]:
     """The tiles the engine feeds the model, cut from the whole raster in memory and
     grouped as the engine groups them (per tile row, ``BATCH`` at a time)."""
-    card, path = models.resolve(model_id)
+    card, path = catalogue.resolve(model_id)
     model = load_model(card, path)  # the cached session the algorithm used
     ds = gdal.Open(raster)
     bands = [list(FARMVIBES_BANDS).index(b) + 1 for b in card.bands]
@@ -346,7 +345,7 @@ def merge_min_area(size: int, folder: str) -> dict:
 
 # -- the figures ----------------------------------------------------------------
 def tiles_for(size: int, model_id: str = MODEL) -> int:
-    card, _ = models.resolve(model_id)
+    card, _ = catalogue.resolve(model_id)
     return len(plan_axis(size, card.scheme, card.tile, card.overlap)) ** 2
 
 
@@ -365,8 +364,8 @@ def overhead(size: int, repeats: int, folder: str) -> dict:
 
 def ensemble(size: int, repeats: int, folder: str) -> dict:
     raster = s2_raster(size)
-    cloud_ids = [c.id for c in models.installed() if c.level == "L2A" and c.has_cloud]
-    shadow_id = models.default_shadow_model("L2A", cloud_ids)
+    cloud_ids = [c.id for c in catalogue.installed() if c.level == "L2A" and c.has_cloud]
+    shadow_id = catalogue.default_shadow_model("L2A", cloud_ids)
 
     networks = list(dict.fromkeys(cloud_ids + ([shadow_id] if shadow_id else [])))
 
@@ -415,7 +414,7 @@ def memory_and_full_tile(small: int | None, full: int, resolutions: list[int], i
         print(f"bench: improvecloudmask {name} ({size}^2) ...", flush=True)
         run = improve_subprocess(raster, mask, folder, **params)
         given = params.get("RESOLUTION")  # absent: the model's own (its card's), 0: the raster's 10 m
-        resolution = float(models.resolve(MODEL)[0].resolution or 10) if given is None else float(given or 10)
+        resolution = float(catalogue.resolve(MODEL)[0].resolution or 10) if given is None else float(given or 10)
         run.update(size=size, resolution_m=resolution, tiles=tiles_for(round(size * 10.0 / resolution)))
         run["tiles_per_s"] = run["tiles"] / run["wall_s"]
         result["runs"][name] = run
@@ -623,7 +622,7 @@ def provenance_figure(folder: str, repeats: int = 5) -> dict:
         name = os.path.join(folder, f"p{time.monotonic_ns()}")
         request = pipeline.ImproveRequest(
             pipeline.ProbabilityRequest(str(sample / "s2_l1c_13band.tif")), str(sample / "product_mask.tif"),
-            mg.MergeSettings(), mask=name + "_mask.tif", source=name + "_source.tif" if source else None)
+            merge.MergeSettings(), mask=name + "_mask.tif", source=name + "_source.tif" if source else None)
         with Clock() as clock:
             pipeline.improve(request)
         return clock

@@ -42,8 +42,7 @@ from osgeo import gdal
 
 from cloud_mask_improver.core import area, merge, pipeline
 from cloud_mask_improver.core.runtime import deps
-from cloud_mask_improver.core.season import batch
-from cloud_mask_improver.core.season import dask_cluster as scale
+from cloud_mask_improver.core.season import batch, dask_cluster
 
 MODEL = "ukis-6b-l2a"
 PRODUCTS = 8
@@ -63,13 +62,13 @@ def _products(folder: Path) -> list[str]:
 
 def _dask_run(items, out: Path, workers: int) -> dict:
     from distributed import Client
-    sizing = scale.size_cluster(len(items), workers=workers)
+    sizing = dask_cluster.size_cluster(len(items), workers=workers)
     options = batch.BatchOptions(batch.template(cloud_models=(MODEL,), threads=sizing.threads))
-    with scale.local_cluster(sizing, dashboard=None) as cluster, Client(cluster) as client:
+    with dask_cluster.local_cluster(sizing, dashboard=None) as cluster, Client(cluster) as client:
         client.wait_for_workers(workers)
-        overhead = scale.overhead_seconds(client)
+        overhead = dask_cluster.overhead_seconds(client)
         start = time.perf_counter()
-        rows = scale.run(items, options, str(out), client, force=True)
+        rows = dask_cluster.run(items, options, str(out), client, force=True)
         wall = time.perf_counter() - start
     assert all(r.ok for r in rows), [r.error for r in rows if not r.ok]
     return {"workers": workers, "threads": sizing.threads, "wall_s": wall,

@@ -38,7 +38,7 @@ from osgeo import gdal, osr
 
 from core import engine, inference, merge, pipeline, probability, windowed_merge
 from core.bands import FARMVIBES_BANDS
-from core.modelstore import catalogue as models
+from core.modelstore import catalogue
 from core.runtime import cpu, deps, gpu
 
 MODEL = "ukis-6b-l2a"
@@ -202,7 +202,7 @@ def improve(raster: str, mask: str, folder: Path, provider: str, name: str, work
 
 def bare_throughput(provider: str, seconds: float = 5.0) -> dict:
     """The network alone on random tiles in memory, at the batch the plugin chose."""
-    card, path = models.resolve(MODEL)
+    card, path = catalogue.resolve(MODEL)
     model = inference.load_model(card, path, provider)
     batch = model.batch_size
     x = np.random.default_rng(0).normal(size=(batch, len(card.bands), card.tile, card.tile)).astype(np.float32)

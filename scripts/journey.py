@@ -55,8 +55,7 @@ deps.ensure_on_path()
 from onnx_models import conv1x1_model, write_card
 from rasters import write_raster
 
-from cloud_mask_improver.core import merge as mg
-from cloud_mask_improver.core import pipeline
+from cloud_mask_improver.core import merge, pipeline
 
 CORE = Path(pipeline.__file__).parent  # as the code's file names give it: through the plugins folder
 
@@ -77,7 +76,7 @@ def _request(folder: Path) -> pipeline.ImproveRequest:
     model = conv1x1_model(folder / "tiny.onnx", WEIGHTS, BIAS, tile=64)
     write_card(folder / "tiny.json", id="tiny-test")
     probability = pipeline.ProbabilityRequest(str(s2), [str(model)], str(model))
-    return pipeline.ImproveRequest(probability, product_path, mg.MergeSettings(min_area=3),
+    return pipeline.ImproveRequest(probability, product_path, merge.MergeSettings(min_area=3),
                                    mask=str(folder / "mask.tif"), source=str(folder / "source.tif"))
 
 

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import plugin_root
 
 plugin_root.import_root()
-from cloud_mask_improver.core import merge as mg
+from cloud_mask_improver.core import merge
 from cloud_mask_improver.core.bands import detect_bands
 
 gdal.UseExceptions()  # our own process: say so, or GDAL >= 3.9 warns that 4.0 will change the default
@@ -30,8 +30,8 @@ def true_colour(path: str) -> np.ndarray:
 def main(s2: str, mask_path: str, out: str) -> None:
     rgb = true_colour(s2)
     mask = gdal.Open(mask_path).ReadAsArray()
-    for value, alpha in ((mg.CLOUD, 0.45), (mg.SHADOW, 0.45)):
-        colour = np.asarray(mg.CATEGORY_COLOURS[value][:3], dtype=np.float32).reshape(3, 1)
+    for value, alpha in ((merge.CLOUD, 0.45), (merge.SHADOW, 0.45)):
+        colour = np.asarray(merge.CATEGORY_COLOURS[value][:3], dtype=np.float32).reshape(3, 1)
         where = mask == value
         rgb[:, where] = (1 - alpha) * rgb[:, where] + alpha * colour
     mem = gdal.GetDriverByName("MEM").Create("", rgb.shape[2], rgb.shape[1], 3, gdal.GDT_Byte)

@@ -21,7 +21,7 @@ import numpy as np
 from osgeo import gdal
 from samples import PRODUCT_MASK, SEED_STACK, require
 
-from cloud_mask_improver.core.sentinel2 import product as safe
+from cloud_mask_improver.core.sentinel2 import product
 
 SIZE = 192
 GROUND = (448, 224)  # row, col of a window the product mask and the model call clear
@@ -67,7 +67,7 @@ def build_season(folder: Path, dates: int = len(CLOUD_WINDOWS), windows=CLOUD_WI
         product_mask = folder / f"{TILE}_{stamp}_product_mask.tif"
         _write(product_mask, cloud[None].astype(np.uint8), origin, ds.GetProjection(), ["product mask"])
         _write(stack, pixels, origin, ds.GetProjection(), names,
-               {safe.PRODUCT_MASK_KEY: str(product_mask), "PROCESSING_LEVEL": "Level-2A"})
+               {product.PRODUCT_MASK_KEY: str(product_mask), "PROCESSING_LEVEL": "Level-2A"})
         stacks.append(stack)
         clouds.append(cloud)
     return Season(stacks, patch, clouds)

@@ -12,9 +12,7 @@ from osgeo import gdal, gdal_array, osr
 from rasters import write_raster
 from samples import L1C_STACK, PRODUCT_MASK, require
 
-from cloud_mask_improver.core import apply_mask as am
-from cloud_mask_improver.core import merge as mg
-from cloud_mask_improver.core import pipeline
+from cloud_mask_improver.core import apply_mask, merge, pipeline
 from cloud_mask_improver.core.errors import CloudMaskError
 from cloud_mask_improver.core.progress import Cancelled, Feedback
 
@@ -36,7 +34,7 @@ def real_mask(tmp_path_factory):
     copy = None
     mask = str(folder / "mask.tif")
     request = pipeline.ImproveRequest(pipeline.ProbabilityRequest(stack, (MODEL,), MODEL), str(PRODUCT_MASK),
-                                      mg.MergeSettings(), mask=mask)
+                                      merge.MergeSettings(), mask=mask)
     pipeline.run(pipeline.plan(request))
     values = gdal.Open(mask).ReadAsArray()
     assert {0, 1, 2, 255} <= set(np.unique(values))  # every class is there to be tested
@@ -51,9 +49,9 @@ def read(path) -> np.ndarray:
 def test_the_sample_on_its_own_grid_loses_exactly_the_masked_classes(real_mask, tmp_path):
     stack, mask, values = real_mask
     out = tmp_path / "masked.tif"
-    result = am.apply_mask(stack, mask, str(out))
+    result = apply_mask.apply_mask(stack, mask, str(out))
     before, after = read(stack), read(out)
-    dropped = values != mg.CLEAR
+    dropped = values != merge.CLEAR
     assert after.dtype == before.dtype and after.shape == before.shape
     assert (after[:, dropped] == 0).all()  # the stack's own nodata
     assert np.array_equal(after[:, ~dropped], before[:, ~dropped])
@@ -63,17 +61,17 @@ def test_the_sample_on_its_own_grid_loses_exactly_the_masked_classes(real_mask, 
         [src.GetRasterBand(i + 1).GetDescription() for i in range(13)]
     assert ds.GetRasterBand(1).GetNoDataValue() == 0
     assert ds.GetMetadataItem("BOA_ADD_OFFSET") == "-1000"
-    assert ds.GetMetadataItem(am.APPLIED_KEY) == "mask.tif: cloud, shadow, nodata; buffer 0 m"
+    assert ds.GetMetadataItem(apply_mask.APPLIED_KEY) == "mask.tif: cloud, shadow, nodata; buffer 0 m"
     assert ds.GetGeoTransform() == src.GetGeoTransform()
 
 
 def test_only_the_chosen_classes_are_masked(real_mask, tmp_path):
     stack, mask, values = real_mask
     out = tmp_path / "cloud_only.tif"
-    am.apply_mask(stack, mask, str(out), ("cloud",))
+    apply_mask.apply_mask(stack, mask, str(out), ("cloud",))
     before, after = read(stack), read(out)
-    assert (after[:, values == mg.CLOUD] == 0).all()
-    kept = values != mg.CLOUD
+    assert (after[:, values == merge.CLOUD] == 0).all()
+    kept = values != merge.CLOUD
     assert np.array_equal(after[:, kept], before[:, kept])  # shadow and the nodata corner as they were
 
 
@@ -82,8 +80,8 @@ def test_a_coarser_raster_on_an_aligned_grid_is_masked_where_any_of_its_mask_pix
     coarse = str(tmp_path / "20m.tif")
     gdal.Translate(coarse, stack, xRes=20, yRes=20, resampleAlg="average", bandList=[2, 3, 4])
     out = tmp_path / "masked20.tif"
-    result = am.apply_mask(coarse, mask, str(out), ("cloud", "shadow"))
-    blocks = (values != mg.CLEAR) & (values != mg.NODATA)
+    result = apply_mask.apply_mask(coarse, mask, str(out), ("cloud", "shadow"))
+    blocks = (values != merge.CLEAR) & (values != merge.NODATA)
     expected = blocks.reshape(values.shape[0] // 2, 2, values.shape[1] // 2, 2).any(axis=(1, 3))
     after = read(out)
     assert result.warped and after.shape == (3, *expected.shape)
@@ -97,9 +95,9 @@ def test_a_raster_in_another_crs_lets_no_cloudy_pixel_through(real_mask, tmp_pat
     geographic = str(tmp_path / "wgs84.tif")
     gdal.Warp(geographic, stack, dstSRS="EPSG:4326", resampleAlg="near")
     out = tmp_path / "masked_wgs84.tif"
-    am.apply_mask(geographic, mask, str(out), ("cloud", "shadow"))
+    apply_mask.apply_mask(geographic, mask, str(out), ("cloud", "shadow"))
     after = gdal.Open(str(out))
-    rows, cols = np.nonzero((values == mg.CLOUD) | (values == mg.SHADOW))
+    rows, cols = np.nonzero((values == merge.CLOUD) | (values == merge.SHADOW))
     gt = gdal.Open(mask).GetGeoTransform()
     xs, ys = gt[0] + (cols + 0.5) * gt[1], gt[3] + (rows + 0.5) * gt[5]
     utm, wgs84 = osr.SpatialReference(), osr.SpatialReference()
@@ -121,8 +119,8 @@ def test_pixels_outside_the_mask_are_nodata_only_when_nodata_is_chosen(tmp_path)
     mask = write_raster(tmp_path / "mask.tif", np.zeros((10, 10), np.uint8), nodata=255)
     bigger = write_raster(tmp_path / "big.tif", np.full((20, 20), 7, np.uint16), nodata=0,
                           transform=(499950.0, 10.0, 0.0, 5000050.0, 0.0, -10.0))
-    am.apply_mask(bigger, mask, str(tmp_path / "all.tif"))
-    am.apply_mask(bigger, mask, str(tmp_path / "cloud.tif"), ("cloud", "shadow"))
+    apply_mask.apply_mask(bigger, mask, str(tmp_path / "all.tif"))
+    apply_mask.apply_mask(bigger, mask, str(tmp_path / "cloud.tif"), ("cloud", "shadow"))
     inside = np.zeros((20, 20), bool)
     inside[5:15, 5:15] = True
     assert np.array_equal(read(tmp_path / "all.tif") == 7, inside)
@@ -131,14 +129,14 @@ def test_pixels_outside_the_mask_are_nodata_only_when_nodata_is_chosen(tmp_path)
 
 def test_the_buffer_grows_cloud_and_shadow_by_a_disk_but_not_nodata(tmp_path):
     values = np.zeros((41, 41), np.uint8)
-    values[20, 20] = mg.CLOUD
-    values[:, :3] = mg.NODATA
+    values[20, 20] = merge.CLOUD
+    values[:, :3] = merge.NODATA
     mask = write_raster(tmp_path / "mask.tif", values, nodata=255)
     raster = write_raster(tmp_path / "r.tif", np.full((41, 41), 5.0, np.float32), nodata=None)
-    result = am.apply_mask(raster, mask, str(tmp_path / "out.tif"), buffer_m=25.0)  # 10 m pixels: 3 px
+    result = apply_mask.apply_mask(raster, mask, str(tmp_path / "out.tif"), buffer_m=25.0)  # 10 m pixels: 3 px
     masked = np.isnan(read(tmp_path / "out.tif"))
     expected = np.zeros_like(masked)
-    for dy, dx in mg.disk_offsets(3):
+    for dy, dx in merge.disk_offsets(3):
         expected[20 + dy, 20 + dx] = True
     expected[:, :3] = True
     assert result.radius_px == 3 and np.array_equal(masked, expected)
@@ -154,7 +152,7 @@ if hasattr(gdal, "GDT_Int64"):  # GDAL >= 3.5
 @pytest.mark.parametrize("type_name, declared, expected", TYPES)
 def test_every_data_type_is_kept_and_its_nodata_declared(tmp_path, type_name, declared, expected):
     values = np.zeros((30, 30), np.uint8)
-    values[5:10, 5:10] = mg.CLOUD
+    values[5:10, 5:10] = merge.CLOUD
     mask = write_raster(tmp_path / "mask.tif", values, nodata=255)
     code = gdal.GetDataTypeByName(type_name)
     data = (np.arange(2 * 30 * 30).reshape(2, 30, 30) % 200 + 1).astype(gdal_array.GDALTypeCodeToNumericTypeCode(code))
@@ -166,7 +164,7 @@ def test_every_data_type_is_kept_and_its_nodata_declared(tmp_path, type_name, de
             ds.GetRasterBand(i + 1).SetNoDataValue(declared)
         ds.GetRasterBand(i + 1).WriteArray(data[i])
     ds = None
-    am.apply_mask(str(tmp_path / "r.tif"), mask, str(tmp_path / "out.tif"))
+    apply_mask.apply_mask(str(tmp_path / "r.tif"), mask, str(tmp_path / "out.tif"))
     out = gdal.Open(str(tmp_path / "out.tif"))
     after = out.ReadAsArray()
     assert gdal.GetDataTypeName(out.GetRasterBand(2).DataType) == type_name
@@ -181,14 +179,14 @@ def test_every_data_type_is_kept_and_its_nodata_declared(tmp_path, type_name, de
 def test_a_kept_value_equal_to_the_chosen_nodata_is_reported(tmp_path):
     mask = write_raster(tmp_path / "mask.tif", np.ones((10, 10), np.uint8) * np.eye(10, dtype=np.uint8), nodata=255)
     picture = write_raster(tmp_path / "p.tif", np.full((10, 10), 255, np.uint8), nodata=None)
-    result = am.apply_mask(picture, mask, str(tmp_path / "out.tif"))
+    result = apply_mask.apply_mask(picture, mask, str(tmp_path / "out.tif"))
     assert result.nodata_clashes == 90
-    assert "90 kept pixel value(s)" in " ".join(am.warnings(result))
+    assert "90 kept pixel value(s)" in " ".join(apply_mask.warnings(result))
 
 
 def test_an_rgba_picture_gets_transparent_holes_and_keeps_its_colours(tmp_path):
     values = np.zeros((20, 20), np.uint8)
-    values[:10] = mg.CLOUD
+    values[:10] = merge.CLOUD
     mask = write_raster(tmp_path / "mask.tif", values, nodata=255)
     rgba = np.full((4, 20, 20), 255, np.uint8)
     path = write_raster(tmp_path / "rgba.tif", rgba, nodata=None)
@@ -196,7 +194,7 @@ def test_an_rgba_picture_gets_transparent_holes_and_keeps_its_colours(tmp_path):
     for i, interp in enumerate((gdal.GCI_RedBand, gdal.GCI_GreenBand, gdal.GCI_BlueBand, gdal.GCI_AlphaBand)):
         ds.GetRasterBand(i + 1).SetColorInterpretation(interp)
     ds = None
-    result = am.apply_mask(path, mask, str(tmp_path / "out.tif"))
+    result = apply_mask.apply_mask(path, mask, str(tmp_path / "out.tif"))
     out = gdal.Open(str(tmp_path / "out.tif"))
     after = out.ReadAsArray()
     assert (after[3, :10] == 0).all() and (after[3, 10:] == 255).all()
@@ -214,14 +212,14 @@ def test_a_binary_mask_is_read_from_its_class_names(tmp_path):
     ds.GetRasterBand(1).SetCategoryNames(["clear", "cloud or shadow"])
     ds = None
     raster = write_raster(tmp_path / "r.tif", np.full((10, 10), 9, np.uint16), nodata=0)
-    result = am.apply_mask(raster, path, str(tmp_path / "out.tif"), ("shadow",))
+    result = apply_mask.apply_mask(raster, path, str(tmp_path / "out.tif"), ("shadow",))
     assert result.binary_mask and read(tmp_path / "out.tif")[2, 2] == 0  # cloud or shadow: shadow asked
     assert (read(tmp_path / "out.tif") == 9).sum() == 99
 
 
 def test_a_cancelled_run_leaves_nothing(real_mask, tmp_path, monkeypatch):
     stack, mask, _ = real_mask
-    monkeypatch.setattr(am, "WINDOW", 128)  # several windows on the sample
+    monkeypatch.setattr(apply_mask, "WINDOW", 128)  # several windows on the sample
 
     class CancelMidway(Feedback):
         def __init__(self):
@@ -235,7 +233,7 @@ def test_a_cancelled_run_leaves_nothing(real_mask, tmp_path, monkeypatch):
 
     feedback = CancelMidway()
     with pytest.raises(Cancelled) as caught:  # kept, as a caller keeps the error to report it
-        am.apply_mask(stack, mask, str(tmp_path / "out.tif"), feedback=feedback)
+        apply_mask.apply_mask(stack, mask, str(tmp_path / "out.tif"), feedback=feedback)
     assert feedback.calls == 3  # stopped at the first check after the request
     assert list(tmp_path.iterdir()) == []
     # ... and no file is kept open (Windows could not remove it; Linux shows it in /proc).
@@ -249,7 +247,7 @@ def test_a_cancelled_run_leaves_nothing(real_mask, tmp_path, monkeypatch):
 def _refused(tmp_path, raster, mask, *words, **kwargs):
     out = tmp_path / "out.tif"
     with pytest.raises(CloudMaskError) as err:
-        am.apply_mask(str(raster), str(mask), str(kwargs.pop("output", out)), **kwargs)
+        apply_mask.apply_mask(str(raster), str(mask), str(kwargs.pop("output", out)), **kwargs)
     for word in words:
         assert word in str(err.value), str(err.value)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(("out", ".out"))]

@@ -29,7 +29,7 @@ from qgis.core import (
 )
 from samples import L1C_STACK, PRODUCT_MASK, require
 
-from cloud_mask_improver.core import apply_mask as am
+from cloud_mask_improver.core import apply_mask
 
 MODEL = {"CLOUD_MODEL": "ukis-6b-l1c", "SHADOW_MODEL": "ukis-6b-l1c"}
 
@@ -158,7 +158,7 @@ def test_a_raster_that_is_not_a_mask_is_refused_with_its_fix(provider, tmp_path)
 
 
 def test_cancel_in_the_toolbox_writes_nothing(toolbox, tmp_path, monkeypatch):
-    monkeypatch.setattr(am, "WINDOW", 128)
+    monkeypatch.setattr(apply_mask, "WINDOW", 128)
     feedback = QgsProcessingFeedback()
     feedback.progressChanged.connect(lambda value: feedback.cancel() if value > 30 else None)
     with pytest.raises(QgsProcessingException, match="Cancelled: no output was written"):

@@ -117,7 +117,7 @@ def test_model_failing_during_inference(job, system_tmp, monkeypatch):
 
 def test_failure_during_merge(job, system_tmp, monkeypatch):
     params, _, out = job
-    real = windowed_merge.mg.finish
+    real = windowed_merge.merge.finish
     calls = []
 
     def failing(*args, **kwargs):
@@ -125,7 +125,7 @@ def test_failure_during_merge(job, system_tmp, monkeypatch):
         if len(calls) == 2:
             raise MemoryError
         return real(*args, **kwargs)
-    monkeypatch.setattr(windowed_merge.mg, "finish", failing)
+    monkeypatch.setattr(windowed_merge.merge, "finish", failing)
     refused(params, words=["Out of memory", "no output was written"])
     assert_nothing_left(out, system_tmp, params)
 

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 from s2_product import build_product
 
-from cloud_mask_improver.core.season import batch
-from cloud_mask_improver.core.season import dask_cluster as scale
+from cloud_mask_improver.core.season import batch, dask_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 # At the raster's own resolution: a product takes seconds, long enough to be killed midway.
@@ -94,11 +93,11 @@ def test_the_command_lines_defaults_are_the_merges():
 
 def test_sizing_fits_cores_and_memory():
     gb = 1024**3
-    assert scale.size_cluster(40, cpus=16, memory=64 * gb) == scale.Sizing(8, 2, 8 * gb)
-    small = scale.size_cluster(40, cpus=16, memory=4 * gb)  # memory bounds the workers
+    assert dask_cluster.size_cluster(40, cpus=16, memory=64 * gb) == dask_cluster.Sizing(8, 2, 8 * gb)
+    small = dask_cluster.size_cluster(40, cpus=16, memory=4 * gb)  # memory bounds the workers
     assert small.workers == 2 and small.threads == 8
-    assert scale.size_cluster(1, cpus=16, memory=64 * gb).workers == 1  # never more than products
-    assert scale.size_cluster(8, workers=2, cpus=2, memory=24 * gb).threads == 1
+    assert dask_cluster.size_cluster(1, cpus=16, memory=64 * gb).workers == 1  # never more than products
+    assert dask_cluster.size_cluster(8, workers=2, cpus=2, memory=24 * gb).threads == 1
 
 
 def _kill_first_busy_worker(client, killed: list):
@@ -132,7 +131,7 @@ def test_a_worker_killed_mid_product_changes_nothing(season, tmp_path):
         killed: list = []
         killer = threading.Thread(target=_kill_first_busy_worker, args=(client, killed))
         killer.start()
-        rows = scale.run(items, OPTIONS, str(out), client)
+        rows = dask_cluster.run(items, OPTIONS, str(out), client)
         killer.join()
     assert killed, "no worker was killed: the test proved nothing"
     assert len(rows) == 4 and sum(r.ok for r in rows) == 3

@@ -8,9 +8,8 @@ import pytest
 from rasters import read
 from samples import L1C_STACK, model_file, require
 
-from cloud_mask_improver.core import decision as dc
-from cloud_mask_improver.core import merge as mg
-from cloud_mask_improver.core import pipeline
+from cloud_mask_improver.core import decision, pipeline
+from cloud_mask_improver.core import merge as merge_rules
 from cloud_mask_improver.core.modelstore import cards
 from cloud_mask_improver.core.plan import ModelUse, models_resolution
 
@@ -23,21 +22,22 @@ def test_most_likely_class_flags_what_thresholds_at_half_leave_clear():
     cloud = np.array([[0.45, 0.4, 0.4, 0.3, 0.1, np.nan]], dtype=np.float32)
     shadow = np.array([[0.25, 0.4, 0.2, 0.4, 0.45, np.nan]], dtype=np.float32)
     valid = np.ones(cloud.shape, dtype=bool)
-    c, s = mg.flags(cloud, shadow, valid, None, mg.MergeSettings(most_likely_class=True))
+    c, s = merge_rules.flags(cloud, shadow, valid, None, merge_rules.MergeSettings(most_likely_class=True))
     #       c>clear  tie c=s  tie c=clear  s wins  clear wins  nodata
     assert c.tolist() == [[True, True, False, False, False, False]]
     assert s.tolist() == [[False, False, False, True, False, False]]
-    c, s = mg.flags(cloud, shadow, valid, None, mg.MergeSettings(cloud_threshold=0.5, shadow_threshold=0.5))
+    settings = merge_rules.MergeSettings(cloud_threshold=0.5, shadow_threshold=0.5)
+    c, s = merge_rules.flags(cloud, shadow, valid, None, settings)
     assert not c[0, 0] and not s[0, 0]
 
 
 def test_one_ukis_network_decides_by_the_most_likely_class_unless_a_threshold_is_given():
     ukis = CARDS["ukis-6b-l1c"]
-    own = dc.recommended([ukis], ukis)
-    assert dc.decide(None, None, own) == dc.Decision(0.5, 0.5, most_likely_class=True)
+    own = decision.recommended([ukis], ukis)
+    assert decision.decide(None, None, own) == decision.Decision(0.5, 0.5, most_likely_class=True)
     # A threshold given: thresholds for both, the other the card's.
-    assert dc.decide(None, 0.3, own) == dc.Decision(0.5, 0.3, most_likely_class=False)
-    assert dc.decide(0.4, None, own) == dc.Decision(0.4, 0.5, most_likely_class=False)
+    assert decision.decide(None, 0.3, own) == decision.Decision(0.5, 0.3, most_likely_class=False)
+    assert decision.decide(0.4, None, own) == decision.Decision(0.4, 0.5, most_likely_class=False)
 
 
 @pytest.mark.parametrize("cloud, shadow", [
@@ -47,14 +47,14 @@ def test_one_ukis_network_decides_by_the_most_likely_class_unless_a_threshold_is
     (["ukis-6b-l1c"], None),  # no shadow: no clear either
 ])
 def test_other_models_and_mixes_decide_by_thresholds(cloud, shadow):
-    models = dc.recommended([CARDS[c] for c in cloud], CARDS[shadow] if shadow else None)
-    decided = dc.decide(None, None, models)
+    models = decision.recommended([CARDS[c] for c in cloud], CARDS[shadow] if shadow else None)
+    decided = decision.decide(None, None, models)
     assert not decided.most_likely_class
     assert decided.note().startswith("Thresholds:")
 
 
 def test_without_recommendations_farmvibes_defaults_apply():
-    assert dc.decide(None, None, dc.Recommended()) == dc.Decision(0.3, 0.2)
+    assert decision.decide(None, None, decision.Recommended()) == decision.Decision(0.3, 0.2)
 
 
 def _uses(*ids):
@@ -74,7 +74,7 @@ def test_the_plan_runs_ukis_at_30_m_unless_told(tmp_path, given, expected):
     require(L1C_STACK)
     request = pipeline.ImproveRequest(pipeline.ProbabilityRequest(str(L1C_STACK), ["ukis-6b-l1c"],
                                                                   resolution=given),
-                                      None, mg.MergeSettings(), mask=str(tmp_path / "m.tif"))
+                                      None, merge_rules.MergeSettings(), mask=str(tmp_path / "m.tif"))
     assert pipeline.plan(request).probability.resolution == expected
 
 
@@ -84,14 +84,14 @@ def test_a_merge_of_the_kept_probabilities_gives_the_same_mask(tmp_path):
     model_file("ukis-6b-l1c")
     require(L1C_STACK)
     outputs = pipeline.ProbabilityOutputs(str(tmp_path / "cloud.tif"), str(tmp_path / "shadow.tif"))
-    settings = mg.MergeSettings(dilation=2)
+    settings = merge_rules.MergeSettings(dilation=2)
     pipeline.improve(pipeline.ImproveRequest(pipeline.ProbabilityRequest(str(L1C_STACK), ["ukis-6b-l1c"]), None,
                                              settings, mask=str(tmp_path / "run.tif"), outputs=outputs))
     recorded = pipeline.recorded(outputs.cloud, outputs.shadow)
-    decided = dc.decide(None, None, recorded)
+    decided = decision.decide(None, None, recorded)
     assert decided.most_likely_class
     merge = pipeline.MergeRequest(outputs.cloud, outputs.shadow, None,
-                                  mg.MergeSettings(dilation=2, most_likely_class=decided.most_likely_class))
+                                  merge_rules.MergeSettings(dilation=2, most_likely_class=decided.most_likely_class))
     pipeline.merge(merge, str(tmp_path / "merged.tif"))
     assert np.array_equal(read(tmp_path / "merged.tif"), read(tmp_path / "run.tif"))
 
@@ -107,7 +107,7 @@ def test_the_merge_on_its_own_takes_the_rule_only_from_one_model(tmp_path, cloud
     from cloud_mask_improver.core import probability as pr
 
     def raster(name, model):
-        rule = {pr.DECISION_KEY: dc.MOST_LIKELY_CLASS, pr.MODEL_KEY: model} if model else {}
+        rule = {pr.DECISION_KEY: decision.MOST_LIKELY_CLASS, pr.MODEL_KEY: model} if model else {}
         return write_raster(tmp_path / name, np.zeros((4, 4), np.float32), nodata=-1.0, metadata=rule)
 
     recorded = pipeline.recorded(raster("c.tif", cloud_model), raster("s.tif", shadow_model))

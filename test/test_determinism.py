@@ -10,7 +10,7 @@ from rasters import read
 from reliability import collect_qgis_objects_fixture  # noqa: F401  (fixture)
 from samples import L1C_STACK, PRODUCT_MASK, model_file, require
 
-from cloud_mask_improver.core import merge as mg
+from cloud_mask_improver.core import merge as merge_rules
 from cloud_mask_improver.core import pipeline
 
 MODEL = "ukis-6b-l1c"
@@ -52,7 +52,7 @@ def probabilities_and_mask(crop: str, folder, window_rows: int, batch_size: int,
                                           batch_size=batch_size, threads=threads)
     outputs = pipeline.ProbabilityOutputs(cloud=str(folder / "c.tif"), shadow=str(folder / "s.tif"))
     pipeline.probabilities(request, outputs)
-    settings = mg.MergeSettings(cloud_threshold=0.5, shadow_threshold=0.5)
+    settings = merge_rules.MergeSettings(cloud_threshold=0.5, shadow_threshold=0.5)
     merge = pipeline.MergeRequest(outputs.cloud, outputs.shadow, None, settings, window_rows)
     pipeline.merge(merge, str(folder / "m.tif"))
     return read(outputs.cloud), read(outputs.shadow), read(folder / "m.tif")

@@ -12,7 +12,7 @@ from rasters import random_scene, read, write_raster
 from cloud_mask_improver.core import pipeline
 from cloud_mask_improver.core.engine import Engine, Job, TiledGrid
 from cloud_mask_improver.core.inference import LoadedModel, load_model
-from cloud_mask_improver.core.modelstore import catalogue as models
+from cloud_mask_improver.core.modelstore import catalogue
 from cloud_mask_improver.core.progress import Cancelled, Feedback
 from cloud_mask_improver.core.raster import RasterError, RowSource
 
@@ -60,7 +60,7 @@ class FailingSource(RowSource):
 
 
 def _job(model_path) -> Job:
-    card, path = models.resolve(str(model_path))
+    card, path = catalogue.resolve(str(model_path))
     return Job(load_model(card, path, "cpu"), [0, 1, 2, 3], cloud=True, shadow=True)
 
 

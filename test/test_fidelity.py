@@ -6,8 +6,7 @@ from osgeo import gdal
 from rasters import read, write_raster
 from samples import ARRAYS, L1C_STACK, model_file, require
 
-from cloud_mask_improver.core import merge as mg
-from cloud_mask_improver.core import pipeline
+from cloud_mask_improver.core import merge, pipeline
 
 pytestmark = pytest.mark.slow  # left out of make test-fast
 
@@ -42,7 +41,7 @@ def default_ukis_mask(stack, folder, resolution) -> tuple[np.ndarray, list[str]]
     model_file("ukis-6b-l1c")
     request = pipeline.ImproveRequest(
         pipeline.ProbabilityRequest(str(stack), ["ukis-6b-l1c"], resolution=resolution), None,
-        mg.MergeSettings(dilation=0), mask=str(folder / "mask.tif"))
+        merge.MergeSettings(dilation=0), mask=str(folder / "mask.tif"))
     report = pipeline.improve(request)
     return read(folder / "mask.tif"), report.notes
 

@@ -20,8 +20,7 @@ import pytest
 from onnx_models import conv1x1_model, write_card
 from qgis.PyQt.QtCore import QTimer
 
-from cloud_mask_improver.core.modelstore import catalogue as models
-from cloud_mask_improver.core.modelstore import installer
+from cloud_mask_improver.core.modelstore import catalogue, installer
 from cloud_mask_improver.core.modelstore.cards import load_card
 from cloud_mask_improver.core.runtime import deps, home
 from cloud_mask_improver.ui import download, model_manager, tasks
@@ -121,7 +120,7 @@ def test_installs_from_the_index_and_lists_it(qgis_app, qtbot, index, folders):
     assert "Installed" in manager.message.text(), manager.message.text()
     assert manager.listed()["test-download"] == "Installed"
     assert (models_dir / "test-download.onnx").read_bytes() == index["onnx"].read_bytes()
-    assert "test-download" in [c.id for c in models.installed(models_dir)]
+    assert "test-download" in [c.id for c in catalogue.installed(models_dir)]
     assert (cache / WHEEL).exists()  # kept: reinstalling needs no network
     assert progress and progress[-1][0] == index["wheel"].stat().st_size
 
@@ -275,7 +274,7 @@ def test_import_copies_model_and_card(qgis_app, tmp_path, folders):
     assert manager.listed()["my-model"] == "Installed"
     saved = load_card(models_dir / "my-model.json")
     assert saved.sha256 == sha256(onnx_file)
-    assert models.resolve("my-model", models_dir)[1] == models_dir / "my-model.onnx"
+    assert catalogue.resolve("my-model", models_dir)[1] == models_dir / "my-model.onnx"
 
 
 def test_the_card_form_writes_a_valid_card(qgis_app, tmp_path, folders):
@@ -287,7 +286,7 @@ def test_the_card_form_writes_a_valid_card(qgis_app, tmp_path, folders):
     form.activation.setCurrentText("softmax")
     card = model_manager.write_imported(form.card(), onnx_file, models_dir)
     assert card.bands == ("B02", "B03", "B04", "B08")
-    assert models.resolve("bare-net", models_dir)[0].cloud_channels == (1,)
+    assert catalogue.resolve("bare-net", models_dir)[0].cloud_channels == (1,)
     form.bands.setText("B02, B99")
     with pytest.raises(ValueError, match="B99"):
         form.card()

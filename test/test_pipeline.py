@@ -22,8 +22,7 @@ from reliability import (  # noqa: F401 - system_tmp_fixture: a fixture
     tiny_scene,
 )
 
-from cloud_mask_improver.core import area, pipeline, probability, provenance, windowed_merge
-from cloud_mask_improver.core import merge as mg
+from cloud_mask_improver.core import area, merge, pipeline, probability, provenance, windowed_merge
 from cloud_mask_improver.core.raster import RasterError
 
 
@@ -35,7 +34,7 @@ def test_a_mask_too_big_for_the_block_cache_keeps_its_palette_and_logs_no_error(
     before = gdal.GetCacheMax()
     gdal.SetCacheMax(256 << 10)  # 256 KB: far less than the mask (1.4 MB)
     try:
-        request = pipeline.MergeRequest(cloud, None, None, mg.MergeSettings(dilation=0))
+        request = pipeline.MergeRequest(cloud, None, None, merge.MergeSettings(dilation=0))
         pipeline.merge(request, str(tmp_path / "mask.tif"))
     finally:
         gdal.SetCacheMax(before)
@@ -43,8 +42,8 @@ def test_a_mask_too_big_for_the_block_cache_keeps_its_palette_and_logs_no_error(
     ds = gdal.Open(str(tmp_path / "mask.tif"))
     band = ds.GetRasterBand(1)
     assert band.GetColorInterpretation() == gdal.GCI_PaletteIndex
-    assert band.GetColorTable().GetColorEntry(mg.CLOUD) == mg.CATEGORY_COLOURS[mg.CLOUD]
-    assert band.GetCategoryNames()[:3] == [mg.CATEGORY_NAMES[k] for k in range(3)]
+    assert band.GetColorTable().GetColorEntry(merge.CLOUD) == merge.CATEGORY_COLOURS[merge.CLOUD]
+    assert band.GetCategoryNames()[:3] == [merge.CATEGORY_NAMES[k] for k in range(3)]
 
 
 def test_a_saved_mask_lists_only_its_classes(tmp_path):
@@ -57,13 +56,14 @@ def test_a_saved_mask_lists_only_its_classes(tmp_path):
     for mode, classes in (("categorical", ["clear", "cloud", "cloud shadow"]),
                           ("binary", ["clear", "cloud or shadow"])):
         mask = str(tmp_path / f"{mode}.tif")
-        pipeline.merge(pipeline.MergeRequest(cloud, None, None, mg.MergeSettings(dilation=0, output_mode=mode)), mask)
+        settings = merge.MergeSettings(dilation=0, output_mode=mode)
+        pipeline.merge(pipeline.MergeRequest(cloud, None, None, settings), mask)
         ds = gdal.Open(mask)
         band = ds.GetRasterBand(1)
         assert band.GetColorTable().GetCount() == len(classes)
         assert band.GetCategoryNames() == classes
-        assert band.GetNoDataValue() == mg.NODATA
-        assert set(np.unique(band.ReadAsArray())) == {mg.CLEAR, mg.CLOUD, mg.NODATA}
+        assert band.GetNoDataValue() == merge.NODATA
+        assert set(np.unique(band.ReadAsArray())) == {merge.CLEAR, merge.CLOUD, merge.NODATA}
 
 
 # -- a whole run flags the probabilities as it computes them (windowed_merge.FlagRecorder)
@@ -87,10 +87,10 @@ def _scene_and_masks(folder, kind: str):
 
 # (merge settings, product mask kind or None, engine cuts, a second cloud model)
 RUNS = {
-    "defaults": (mg.MergeSettings(), "nonzero", {}, False),
-    "patches, binary, SCL": (mg.MergeSettings(min_area=6, dilation=2, product_kind="scl", output_mode="binary"),
+    "defaults": (merge.MergeSettings(), "nonzero", {}, False),
+    "patches, binary, SCL": (merge.MergeSettings(min_area=6, dilation=2, product_kind="scl", output_mode="binary"),
                              "scl", {}, False),
-    "bands, stripes, ensemble": (mg.MergeSettings(min_area=3, dilation=1), None,
+    "bands, stripes, ensemble": (merge.MergeSettings(min_area=3, dilation=1), None,
                                  {"workers": 3, "stripe_cols": 100, "window_rows": 37}, True),
 }
 
@@ -120,9 +120,9 @@ def test_a_whole_run_gives_the_mask_of_its_steps_run_one_by_one(name, tmp_path):
 
     whole, by_steps = read(tmp_path / "whole.tif"), read(tmp_path / "steps.tif")
     assert np.array_equal(whole, by_steps)
-    classes = {mg.CLEAR, mg.CLOUD, mg.NODATA} | ({mg.SHADOW} if settings.output_mode != "binary" else set())
+    classes = {merge.CLEAR, merge.CLOUD, merge.NODATA} | ({merge.SHADOW} if settings.output_mode != "binary" else set())
     assert set(np.unique(whole)) == classes  # every class present: the comparison means something
-    assert report.valid_pixels == int((whole != mg.NODATA).sum())
+    assert report.valid_pixels == int((whole != merge.NODATA).sum())
 
 
 def test_probabilities_not_kept_are_never_written(tmp_path, monkeypatch):
@@ -139,9 +139,9 @@ def test_probabilities_not_kept_are_never_written(tmp_path, monkeypatch):
 
     monkeypatch.setattr(probability, "create_geotiff", spy)
     request = pipeline.ProbabilityRequest(s2, [model], model)
-    pipeline.improve(pipeline.ImproveRequest(request, product, mg.MergeSettings(), mask=str(tmp_path / "m.tif")))
+    pipeline.improve(pipeline.ImproveRequest(request, product, merge.MergeSettings(), mask=str(tmp_path / "m.tif")))
     assert created == []
-    assert (read(tmp_path / "m.tif") == mg.CLOUD).any()
+    assert (read(tmp_path / "m.tif") == merge.CLOUD).any()
 
 
 def test_a_failure_while_flagging_fails_the_run_and_leaves_nothing(tmp_path, monkeypatch, system_tmp):
@@ -164,7 +164,7 @@ def test_a_failure_while_flagging_fails_the_run_and_leaves_nothing(tmp_path, mon
     request = pipeline.ProbabilityRequest(s2, [model], model, window_rows=64)
     kept = pipeline.ProbabilityOutputs(cloud=str(out / "cloud.tif"))
     with pytest.raises(RasterError, match="disk went away"):
-        pipeline.improve(pipeline.ImproveRequest(request, product, mg.MergeSettings(), mask=str(out / "m.tif"),
+        pipeline.improve(pipeline.ImproveRequest(request, product, merge.MergeSettings(), mask=str(out / "m.tif"),
                                                  outputs=kept))
     assert len(calls) >= 3  # rows already handed to the flag thread may still be read
     assert os.listdir(out) == []
@@ -184,7 +184,7 @@ def test_an_area_runs_through_improve_and_its_report_speaks_of_the_area(tmp_path
 
     def request(name):
         return pipeline.ImproveRequest(pipeline.ProbabilityRequest(s2, [model], model), product,
-                                       mg.MergeSettings(min_area=3), mask=str(tmp_path / f"{name}.tif"),
+                                       merge.MergeSettings(min_area=3), mask=str(tmp_path / f"{name}.tif"),
                                        source=str(tmp_path / f"{name}_source.tif"))
     pipeline.improve(request("whole"))
     box = area.Selection(bounds=(501000.0, 4998600.0, 501600.0, 4999200.0))  # columns 100-160, rows 80-140
@@ -193,7 +193,7 @@ def test_an_area_runs_through_improve_and_its_report_speaks_of_the_area(tmp_path
     part = read(tmp_path / "part.tif")
     assert np.array_equal(part, read(tmp_path / "whole.tif")[80:140, 100:160])
     assert report.fractions == area.mask_fractions(str(tmp_path / "part.tif")).as_dict()
-    assert report.valid_pixels == int((part != mg.NODATA).sum())
+    assert report.valid_pixels == int((part != merge.NODATA).sum())
     assert report.provenance == area.source_figures(str(tmp_path / "part_source.tif"), None)
     assert report.notes[-2] == provenance.summary(report.provenance)
     assert report.notes[-1].startswith("Area: 60 x 60 pixels from column 100, row 80;")

@@ -8,17 +8,16 @@ from osgeo import gdal
 from rasters import write_raster
 from samples import L1C_STACK, model_file, require
 
-from cloud_mask_improver.core import merge as mg
-from cloud_mask_improver.core import pipeline
+from cloud_mask_improver.core import merge, pipeline
 from cloud_mask_improver.core.errors import CloudMaskError
 from cloud_mask_improver.core.raster import RasterError
-from cloud_mask_improver.core.sentinel2 import product as safe
+from cloud_mask_improver.core.sentinel2 import product
 
 
 def improve_request(tmp_path, **kw):
     require(L1C_STACK)
     probability = pipeline.ProbabilityRequest(str(L1C_STACK), **kw.pop("probability", {}))
-    return pipeline.ImproveRequest(probability, kw.pop("product_mask", None), mg.MergeSettings(),
+    return pipeline.ImproveRequest(probability, kw.pop("product_mask", None), merge.MergeSettings(),
                                    mask=str(tmp_path / "mask.tif"), **kw)
 
 
@@ -65,7 +64,7 @@ def test_a_product_made_mask_is_read_as_scl_by_core_callers_too(tmp_path):
     """The SCL decision lives in the plan, so a script calling core gets it as well."""
     model_file("ukis-6b-l1c")
     scl = write_raster(tmp_path / "scl.tif", np.full((50, 50), 4, np.uint8), transform=(
-        289000.0, 200.0, 0.0, 4986000.0, 0.0, -200.0), metadata={safe.MASK_KIND_KEY: "scl"})
+        289000.0, 200.0, 0.0, 4986000.0, 0.0, -200.0), metadata={product.MASK_KIND_KEY: "scl"})
     plan = pipeline.plan(improve_request(tmp_path, product_mask=scl))
     assert plan.merge.settings.product_kind == "scl"
     plain = write_raster(tmp_path / "plain.tif", np.zeros((50, 50), np.uint8), transform=(
@@ -89,7 +88,7 @@ def test_every_error_a_user_can_fix_is_a_cloudmask_error(tmp_path):
     with pytest.raises(CloudMaskError, match="threshold 1.5 is outside"):
         pipeline.plan(improve_request(tmp_path, cloud_threshold=1.5))
     with pytest.raises(CloudMaskError, match="dilation"):
-        pipeline.plan(dataclasses.replace(improve_request(tmp_path), settings=mg.MergeSettings(dilation=-1)))
+        pipeline.plan(dataclasses.replace(improve_request(tmp_path), settings=merge.MergeSettings(dilation=-1)))
     with pytest.raises(CloudMaskError, match="Unknown model"):
         pipeline.plan(improve_request(tmp_path, probability={"cloud_models": ["no-such-model"]}))
 
@@ -115,7 +114,7 @@ def test_a_raster_with_b10_and_no_level_in_its_metadata_is_l1c(tmp_path, descrip
     raster = write_raster(tmp_path / "s2.tif", stack.ReadAsArray(0, 0, 64, 64),
                           descriptions=names if descriptions else None)
     probability = pipeline.ProbabilityRequest(raster)
-    plan = pipeline.plan(pipeline.ImproveRequest(probability, None, mg.MergeSettings(),
+    plan = pipeline.plan(pipeline.ImproveRequest(probability, None, merge.MergeSettings(),
                                                  mask=str(tmp_path / "mask.tif")))
     assert plan.probability.level == "L1C"
     assert plan.probability.cloud_models == ("ukis-6b-l1c",)

@@ -134,9 +134,9 @@ def l2a_crop(tmp_path) -> str:
 def test_default_model_follows_the_processing_level(provider, tmp_path):
     """No model given: the ensemble is every installed cloud model of the raster's level
     (here L2A), not every installed cloud model."""
-    from cloud_mask_improver.core.modelstore import catalogue as models
+    from cloud_mask_improver.core.modelstore import catalogue
     raster = l2a_crop(tmp_path)
-    installed = [c for c in models.installed() if c.has_cloud]
+    installed = [c for c in catalogue.installed() if c.has_cloud]
     l2a = [c.id for c in installed if c.level == "L2A"]
     assert l2a and len(l2a) < len(installed), "needs installed cloud models of both levels"
     out = run("ensemblecloudprobability", {"SENTINEL_RASTER": raster, "CLOUD_PROBABILITY": str(tmp_path / "d.tif")})
@@ -158,7 +158,7 @@ def test_an_internal_error_is_reported_as_a_bug_with_its_traceback_in_the_log(pr
 
     def broken(*args, **kwargs):
         raise ValueError("index 3 is out of bounds for axis 0")
-    monkeypatch.setattr(windowed_merge.mg, "finish", broken)
+    monkeypatch.setattr(windowed_merge.merge, "finish", broken)
     logged = []
     log = QgsApplication.messageLog()
     log.messageReceived.connect(lambda message, tag, level: logged.append(message))

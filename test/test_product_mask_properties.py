@@ -24,8 +24,7 @@ from onnx import TensorProto, helper
 from onnx_models import conv1x1_model, write_card
 from rasters import read, write_raster
 
-from cloud_mask_improver.core import merge as mg
-from cloud_mask_improver.core import pipeline, regrid
+from cloud_mask_improver.core import merge, pipeline, regrid
 from cloud_mask_improver.core.raster import raster_info
 
 # -- the tile grid through the engine -----------------------------------------------------
@@ -177,7 +176,7 @@ def reference_decode(value, kind: str, nodata, threshold: float) -> tuple[bool, 
 @st.composite
 def product_values(draw):
     dtype = draw(st.sampled_from(["uint8", "uint16", "float32"]))
-    kind = draw(st.sampled_from(mg.PRODUCT_KINDS))
+    kind = draw(st.sampled_from(merge.PRODUCT_KINDS))
     shape = (draw(st.integers(1, 12)), draw(st.integers(1, 12)))
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     if kind == "qa60" and dtype != "uint8":
@@ -196,7 +195,7 @@ def product_values(draw):
 @given(product_values())
 def test_decoders_agree_with_the_value_by_value_reference(case):
     values, kind, nodata, threshold = case
-    decoded = mg.decode_product_mask(values, kind, nodata, threshold)
+    decoded = merge.decode_product_mask(values, kind, nodata, threshold)
     want = np.array([reference_decode(v, kind, nodata, threshold) for v in values.ravel()]).reshape(
         values.shape + (3,))
     np.testing.assert_array_equal(decoded.cloud, want[..., 0])
@@ -214,8 +213,8 @@ def test_decoding_a_window_is_the_window_of_the_decoding(case, data):
     r0 = data.draw(st.integers(0, rows - 1))
     c0 = data.draw(st.integers(0, cols - 1))
     window = (slice(r0, data.draw(st.integers(r0 + 1, rows))), slice(c0, data.draw(st.integers(c0 + 1, cols))))
-    whole = mg.decode_product_mask(values, kind, nodata, threshold)
-    part = mg.decode_product_mask(values[window], kind, nodata, threshold)
+    whole = merge.decode_product_mask(values, kind, nodata, threshold)
+    part = merge.decode_product_mask(values[window], kind, nodata, threshold)
     for name in ("cloud", "shadow", "known"):
         np.testing.assert_array_equal(getattr(part, name), getattr(whole, name)[window])
 
@@ -247,7 +246,7 @@ def test_a_coarser_shifted_product_mask_lands_on_the_right_pixels(factor, offset
     inside = (rows[:, None] >= 0) & (rows[:, None] < shape[0]) & (cols >= 0) & (cols < shape[1])
     want = np.zeros((20, 20), np.uint8)
     want[inside] = scl[np.clip(rows, 0, shape[0] - 1)[:, None], np.clip(cols, 0, shape[1] - 1)][inside]
-    got = mg.decode_product_mask(values, "scl", fill)
-    expected = mg.decode_product_mask(want, "scl", 0)
+    got = merge.decode_product_mask(values, "scl", fill)
+    expected = merge.decode_product_mask(want, "scl", 0)
     for name in ("cloud", "shadow", "known"):
         np.testing.assert_array_equal(getattr(got, name), getattr(expected, name))

@@ -10,9 +10,7 @@ from osgeo import gdal
 from rasters import read
 from samples import L1C_STACK, PRODUCT_MASK, model_file, require
 
-from cloud_mask_improver.core import merge as mg
-from cloud_mask_improver.core import pipeline
-from cloud_mask_improver.core import provenance as pv
+from cloud_mask_improver.core import merge, pipeline, provenance
 
 MODEL = "ukis-6b-l1c"
 THR = 0.5
@@ -56,7 +54,7 @@ def request(stack, product, folder, name, source=True, **settings):
     # these pixel-by-pixel checks are about. The toolbox tests below run at the default.
     probability = pipeline.ProbabilityRequest(str(stack), cloud_models=(MODEL,), shadow_model=MODEL, resolution=0)
     return pipeline.ImproveRequest(
-        probability, str(product), mg.MergeSettings(**settings), THR, THR, mask=str(folder / f"{name}_mask.tif"),
+        probability, str(product), merge.MergeSettings(**settings), THR, THR, mask=str(folder / f"{name}_mask.tif"),
         source=str(folder / f"{name}_source.tif") if source else None,
         outputs=pipeline.ProbabilityOutputs(cloud=str(folder / f"{name}_cloud.tif"),
                                             shadow=str(folder / f"{name}_shadow.tif")))
@@ -79,11 +77,11 @@ def test_the_mask_is_the_same_byte_for_byte_with_or_without_source(scene, runs):
 def test_source_agrees_with_the_mask_pixel_by_pixel(scene, runs):
     folder = scene[0]
     mask, source = read(folder / "with_mask.tif"), read(folder / "with_source.tif")
-    flagged = (mask == mg.CLOUD) | (mask == mg.SHADOW)
-    assert np.array_equal(flagged, (source >= pv.BOTH) & (source <= pv.FILLED))
-    assert np.array_equal(mask == mg.CLEAR, (source == pv.CLEAR) | (source == pv.CLEARED))
-    assert np.array_equal(mask == mg.NODATA, source == pv.NODATA)
-    assert (source[NO_DATA] == pv.NODATA).all()
+    flagged = (mask == merge.CLOUD) | (mask == merge.SHADOW)
+    assert np.array_equal(flagged, (source >= provenance.BOTH) & (source <= provenance.FILLED))
+    assert np.array_equal(mask == merge.CLEAR, (source == provenance.CLEAR) | (source == provenance.CLEARED))
+    assert np.array_equal(mask == merge.NODATA, source == provenance.NODATA)
+    assert (source[NO_DATA] == provenance.NODATA).all()
 
 
 def test_each_source_is_named_where_it_flagged(scene, runs):
@@ -96,38 +94,38 @@ def test_each_source_is_named_where_it_flagged(scene, runs):
     missed = np.zeros(source.shape, bool)
     missed[MISSED] = True
     assert (missed & model_cloud).sum() > 1000  # the sample's cloud is there
-    assert (source[missed & model_cloud] == pv.CLOUD_MODEL).all()
+    assert (source[missed & model_cloud] == provenance.CLOUD_MODEL).all()
     # The cloud it invents on clear ground: "product mask only" where no model flags.
     invented = np.zeros(source.shape, bool)
     invented[INVENTED] = True
     alone = invented & ~model_cloud & ~model_shadow
     assert alone.sum() > 1500
-    assert (source[alone] == pv.PRODUCT).all()
+    assert (source[alone] == provenance.PRODUCT).all()
     # Both agree elsewhere on the real cloud; the shadow model where nothing else flags.
-    assert (source[product_cloud & model_cloud & ~missed] == pv.BOTH).all()
+    assert (source[product_cloud & model_cloud & ~missed] == provenance.BOTH).all()
     assert (source[product_cloud & model_cloud & ~missed]).size > 10000
-    shadow_only = model_shadow & ~model_cloud & ~product_cloud & (source != pv.NODATA)
-    assert shadow_only.sum() > 1000 and (source[shadow_only] == pv.SHADOW_MODEL).all()
+    shadow_only = model_shadow & ~model_cloud & ~product_cloud & (source != provenance.NODATA)
+    assert shadow_only.sum() > 1000 and (source[shadow_only] == provenance.SHADOW_MODEL).all()
     # Nothing flagged these pixels themselves: the dilation grew them, within its radius.
-    grown = source == pv.DILATION
+    grown = source == provenance.DILATION
     assert grown.sum() > 1000
     assert not (grown & (model_cloud | model_shadow | product_cloud)).any()
-    sources = (source >= pv.BOTH) & (source <= pv.SHADOW_MODEL)
-    assert not (grown & ~mg.dilate_disk(sources, mg.MergeSettings().dilation)).any()
+    sources = (source >= provenance.BOTH) & (source <= provenance.SHADOW_MODEL)
+    assert not (grown & ~merge.dilate_disk(sources, merge.MergeSettings().dilation)).any()
 
 
 def test_the_figures_say_what_each_source_added(scene, runs):
     folder, _, _, product = scene
     report = runs[1]
     source = read(folder / "with_source.tif")
-    valid = source != pv.NODATA
+    valid = source != provenance.NODATA
     figures = report.provenance
     assert figures["PRODUCT_MASK_FRACTION"] == pytest.approx(((product == 1) & valid).sum() / valid.sum())
     assert figures["MASKED_FRACTION"] == pytest.approx(
         report.fractions["CLOUD_FRACTION"] + report.fractions["SHADOW_FRACTION"])
     assert figures["MODEL_ADDED_FRACTION"] == pytest.approx(
-        np.isin(source, [pv.CLOUD_MODEL, pv.SHADOW_MODEL]).sum() / valid.sum())
-    assert figures["DILATION_FRACTION"] == pytest.approx((source == pv.DILATION).sum() / valid.sum())
+        np.isin(source, [provenance.CLOUD_MODEL, provenance.SHADOW_MODEL]).sum() / valid.sum())
+    assert figures["DILATION_FRACTION"] == pytest.approx((source == provenance.DILATION).sum() / valid.sum())
     assert figures["MODEL_ADDED_FRACTION"] > 0.05 and figures["DILATION_FRACTION"] > 0.05
     assert f"{100 * figures['MASKED_FRACTION']:.1f} %" in report.notes[-1]
     assert runs[0].provenance == {}  # a run without SOURCE counts nothing more
@@ -136,10 +134,10 @@ def test_the_figures_say_what_each_source_added(scene, runs):
 def test_the_raster_names_and_colours_its_categories(scene, runs):
     ds = gdal.Open(str(scene[0] / "with_source.tif"))
     band = ds.GetRasterBand(1)
-    assert band.DataType == gdal.GDT_Byte and band.GetNoDataValue() == pv.NODATA
-    assert band.GetCategoryNames()[:8] == [pv.NAMES[v] for v in range(8)]
+    assert band.DataType == gdal.GDT_Byte and band.GetNoDataValue() == provenance.NODATA
+    assert band.GetCategoryNames()[:8] == [provenance.NAMES[v] for v in range(8)]
     assert band.GetColorTable().GetCount() == 8  # one legend row per category
-    assert band.GetColorTable().GetColorEntry(pv.CLOUD_MODEL) == pv.COLOURS[pv.CLOUD_MODEL]
+    assert band.GetColorTable().GetColorEntry(provenance.CLOUD_MODEL) == provenance.COLOURS[provenance.CLOUD_MODEL]
     assert ds.GetGeoTransform() == gdal.Open(str(scene[0] / "with_mask.tif")).GetGeoTransform()
 
 
@@ -154,10 +152,10 @@ def test_minimum_area_fills_and_clears_are_named_and_windows_do_not_show(scene):
     mask, source = read(folder / "ma_mask.tif"), read(folder / "ma_source.tif")
     assert filecmp.cmp(folder / "ma_plain_mask.tif", folder / "ma_mask.tif", shallow=False)
     assert plain.fractions == report.fractions
-    assert (source == pv.FILLED).sum() > 0 and (source == pv.CLEARED).sum() > 0
-    assert not (source == pv.DILATION).any()  # no dilation
-    assert (mask[source == pv.CLEARED] == mg.CLEAR).all()
-    assert np.isin(mask[source == pv.FILLED], [mg.CLOUD, mg.SHADOW]).all()
+    assert (source == provenance.FILLED).sum() > 0 and (source == provenance.CLEARED).sum() > 0
+    assert not (source == provenance.DILATION).any()  # no dilation
+    assert (mask[source == provenance.CLEARED] == merge.CLEAR).all()
+    assert np.isin(mask[source == provenance.FILLED], [merge.CLOUD, merge.SHADOW]).all()
     assert report.provenance["FILLED_FRACTION"] > 0 and report.provenance["CLEARED_FRACTION"] > 0
     one = replace(run_plan, merge=replace(run_plan.merge, window_rows=4096), mask=str(folder / "one_mask.tif"),
                   source=str(folder / "one_source.tif"))
@@ -188,14 +186,13 @@ def test_source_on_the_path_of_another_output_is_refused(scene, tmp_path):
 
 def test_categories_of_a_small_block():
     """The rules on a hand-made block: precedence and the minimum area's settling."""
-    bits = np.array([[0, pv.PRODUCT_BIT, pv.CLOUD_MODEL_BIT, pv.SHADOW_MODEL_BIT,
-                      pv.PRODUCT_BIT | pv.SHADOW_MODEL_BIT, pv.CLOUD_MODEL_BIT | pv.SHADOW_MODEL_BIT, 0, 0, 0]],
-                    np.uint8)
+    product, cloud, shadow = provenance.PRODUCT_BIT, provenance.CLOUD_MODEL_BIT, provenance.SHADOW_MODEL_BIT
+    bits = np.array([[0, product, cloud, shadow, product | shadow, cloud | shadow, 0, 0, 0]], np.uint8)
     dilated = np.array([[1, 1, 1, 2, 2, 1, 0, 1, 255]], np.uint8)
     final = np.array([[1, 1, 1, 2, 2, 1, 1, 0, 255]], np.uint8)
-    assert pv.categories(bits, dilated, final).tolist() == [[
-        pv.DILATION, pv.PRODUCT, pv.CLOUD_MODEL, pv.SHADOW_MODEL, pv.BOTH, pv.CLOUD_MODEL,
-        pv.FILLED, pv.CLEARED, pv.NODATA]]
+    assert provenance.categories(bits, dilated, final).tolist() == [[
+        provenance.DILATION, provenance.PRODUCT, provenance.CLOUD_MODEL, provenance.SHADOW_MODEL, provenance.BOTH,
+        provenance.CLOUD_MODEL, provenance.FILLED, provenance.CLEARED, provenance.NODATA]]
 
 
 # -- as users run it: toolbox, a model, qgis_process, the layer QGIS loads
@@ -218,9 +215,10 @@ def test_toolbox_writes_source_and_its_figures(toolbox):
     folder, result = toolbox
     assert result["SOURCE"] == str(folder / "source.tif")
     source, mask = read(folder / "source.tif"), read(folder / "mask.tif")
-    assert set(np.unique(source)) == {pv.CLEAR, pv.BOTH, pv.CLOUD_MODEL, pv.PRODUCT, pv.SHADOW_MODEL, pv.DILATION}
-    assert np.array_equal(mask == mg.CLEAR, source == pv.CLEAR)
-    for name in pv.FIGURES:
+    assert set(np.unique(source)) == {provenance.CLEAR, provenance.BOTH, provenance.CLOUD_MODEL, provenance.PRODUCT,
+                                      provenance.SHADOW_MODEL, provenance.DILATION}
+    assert np.array_equal(mask == merge.CLEAR, source == provenance.CLEAR)
+    for name in provenance.FIGURES:
         assert 0.0 <= result[name] <= 1.0
     assert result["MASKED_FRACTION"] == pytest.approx(result["CLOUD_FRACTION"] + result["SHADOW_FRACTION"])
     assert result["PRODUCT_MASK_FRACTION"] == pytest.approx((read(PRODUCT_MASK) == 1).mean())
@@ -242,8 +240,9 @@ def test_ensemble_writes_source(provider, toolbox, tmp_path):
         "SHADOW_MODEL": MODEL, "CLOUD_THR": THR, "SHADOW_THR": THR, "MASK": str(tmp_path / "m.tif"),
         "SOURCE": str(tmp_path / "s.tif")})
     source, mask = read(tmp_path / "s.tif"), read(tmp_path / "m.tif")
-    assert np.array_equal(np.isin(mask, [mg.CLOUD, mg.SHADOW]), (source >= pv.BOTH) & (source <= pv.FILLED))
-    assert (source == pv.CLOUD_MODEL).any() and result["MODEL_ADDED_FRACTION"] > 0
+    flagged = (source >= provenance.BOTH) & (source <= provenance.FILLED)
+    assert np.array_equal(np.isin(mask, [merge.CLOUD, merge.SHADOW]), flagged)
+    assert (source == provenance.CLOUD_MODEL).any() and result["MODEL_ADDED_FRACTION"] > 0
 
 
 def test_a_model_with_the_source_output(provider, toolbox, tmp_path):
@@ -311,8 +310,8 @@ def test_the_loaded_source_layer_gets_its_legend(provider, qgis_iface, tmp_path)
             renderer = layers[0].renderer()
             assert isinstance(renderer, QgsPalettedRasterRenderer)
             labels = {c.value: c.label for c in renderer.classes()}
-            assert labels == {v: pv.NAMES[v] for v in range(8)}
-            assert renderer.classes()[pv.CLEAR].color.alpha() == 0  # the imagery shows through clear
+            assert labels == {v: provenance.NAMES[v] for v in range(8)}
+            assert renderer.classes()[provenance.CLEAR].color.alpha() == 0  # the imagery shows through clear
         finally:
             QgsProject.instance().removeAllMapLayers()
     assert pending_stylers() == 0
@@ -330,7 +329,7 @@ def test_an_extent_gives_the_whole_scene_source_there(provider, toolbox, tmp_pat
         "MASK": str(tmp_path / "m.tif"), "SOURCE": str(tmp_path / "s.tif"), **SAMPLE_PARAMS})
     whole = read(toolbox[0] / "source.tif")[rows, cols]
     assert np.array_equal(read(tmp_path / "s.tif"), whole)
-    assert result["DILATION_FRACTION"] == pytest.approx((whole == pv.DILATION).mean())
+    assert result["DILATION_FRACTION"] == pytest.approx((whole == provenance.DILATION).mean())
 
 
 @pytest.mark.parametrize("name, said", [("source.gpkg", "GeoTIFF"), ("missing/source.tif", "does not exist")])

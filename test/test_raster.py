@@ -20,7 +20,7 @@ from cloud_mask_improver.core.raster import (
     read_array,
     write_array,
 )
-from cloud_mask_improver.core.sentinel2 import product as safe
+from cloud_mask_improver.core.sentinel2 import product
 
 
 def not_a_raster(tmp_path: Path) -> str:
@@ -55,12 +55,12 @@ def test_creating_in_a_missing_folder_is_our_error(gdal_exceptions, tmp_path):
 
 def test_product_helpers_answer_the_same(gdal_exceptions, tmp_path):
     junk = not_a_raster(tmp_path)
-    with pytest.raises(safe.ProductError, match="Is the product complete"):
-        safe._open(junk, "band B02")
-    assert safe.is_scl_coded(junk) is False and safe.is_scl_coded(str(tmp_path / "gone.tif")) is False
-    assert safe.product_mask_of(junk) is None
-    with pytest.raises(safe.ProductError, match="Cannot read the product metadata"):
-        safe._read_text(str(tmp_path / "gone.xml"))
+    with pytest.raises(product.ProductError, match="Is the product complete"):
+        product._open(junk, "band B02")
+    assert product.is_scl_coded(junk) is False and product.is_scl_coded(str(tmp_path / "gone.tif")) is False
+    assert product.product_mask_of(junk) is None
+    with pytest.raises(product.ProductError, match="Cannot read the product metadata"):
+        product._read_text(str(tmp_path / "gone.xml"))
 
 
 def test_a_damaged_sample_file_is_rebuilt_not_a_crash(gdal_exceptions, tmp_path):

@@ -22,7 +22,7 @@ from qgis.PyQt.QtGui import QGuiApplication
 from samples import L1C_STACK, PRODUCT_MASK, require
 
 from cloud_mask_improver.core.choices import optional_outputs
-from cloud_mask_improver.core.modelstore import catalogue as models
+from cloud_mask_improver.core.modelstore import catalogue
 from cloud_mask_improver.core.runtime import deps
 from cloud_mask_improver.ui import improve_dialog, improve_form, tasks
 from cloud_mask_improver.ui.improve_dialog import ImproveDialog
@@ -62,7 +62,7 @@ def test_defaults_come_from_the_project(project, qgis_iface):
     assert dialog.form.bands.names()[8] == "B8A" and dialog.form.bands.names()[10] == "B10"
     assert dialog.form.bands.value() == ""
     listed = [dialog.form.cloud_models.itemData(i) for i in range(1, dialog.form.cloud_models.count())]
-    assert listed == [c.id for c in models.installed() if c.has_cloud]
+    assert listed == [c.id for c in catalogue.installed() if c.has_cloud]
     assert "ukis-4b-l1c" in listed
     # The tooltip carries the card facts a user chooses by.
     dialog.form.cloud_models.setValue("ukis-4b-l1c")
@@ -107,7 +107,7 @@ def test_the_dialog_shows_the_models_and_defaults_the_run_uses(project, provider
                                       mask=str(tmp_path / "mask.tif"))
     planned = pipeline.plan(request).probability
     assert shown.cloud == planned.cloud_models and shown.shadow == planned.shadow_model
-    assert len(shown.cloud) == (len([c for c in models.installed() if c.has_cloud and c.level == "L1C"])
+    assert len(shown.cloud) == (len([c for c in catalogue.installed() if c.has_cloud and c.level == "L1C"])
                                 if ensemble else 1)
     params = form.parameters()
     settings = MergeSettings()
@@ -134,7 +134,7 @@ def test_ukis_decides_by_the_most_likely_class_at_its_own_resolution_by_default(
 
 def test_ensemble_dialog_lists_checkable_models(project, provider, qgis_iface):
     dialog = ImproveDialog(qgis_iface, ensemble=True)
-    assert dialog.form.cloud_models.ids() == [c.id for c in models.installed() if c.has_cloud]
+    assert dialog.form.cloud_models.ids() == [c.id for c in catalogue.installed() if c.has_cloud]
     dialog.form.cloud_models.setValue("ukis-4b-l1c,ukis-6b-l1c")
     params = dialog.form.parameters()
     assert sorted(params["CLOUD_MODELS"].split(",")) == ["ukis-4b-l1c", "ukis-6b-l1c"]
@@ -312,7 +312,7 @@ def test_the_ensemble_dialog_shows_what_will_run_before_it_runs(project, provide
     dialog = ImproveDialog(qgis_iface, ensemble=True)
     form = dialog.form
     assert form.cloud_models.value() == ""  # none ticked: the algorithm runs every L1C cloud model
-    expected = models.default_cloud_models("L1C", ensemble=True)
+    expected = catalogue.default_cloud_models("L1C", ensemble=True)
     assert len(expected) > 1
     plan = form.plan()
     assert plan.cloud == tuple(expected)

@@ -6,7 +6,7 @@ import pytest
 from qgis.core import QgsApplication, QgsProcessingContext, QgsProject, QgsRasterLayer
 from samples import L1C_STACK, require
 
-from cloud_mask_improver.core.modelstore import catalogue as models
+from cloud_mask_improver.core.modelstore import catalogue
 from cloud_mask_improver.ui.processing_wrappers import BandsWrapper, ModelListWrapper, ModelWrapper
 from cloud_mask_improver.ui.widgets import BandMapping, ModelChecklist, ModelCombo
 
@@ -40,7 +40,7 @@ def toolbox_iface(qgis_iface, monkeypatch):
 
 
 def test_model_combo_gives_ids_and_paths(qgis_app):
-    cards = models.installed()
+    cards = catalogue.installed()
     combo = ModelCombo(cards)
     assert combo.value() == ""
     combo.setValue(cards[0].id)
@@ -51,7 +51,7 @@ def test_model_combo_gives_ids_and_paths(qgis_app):
 
 
 def test_checklist_round_trips_a_comma_list(qgis_app):
-    cards = [c for c in models.installed() if c.has_cloud]
+    cards = [c for c in catalogue.installed() if c.has_cloud]
     checklist = ModelChecklist(cards)
     assert checklist.value() == ""  # none ticked: the algorithm takes all installed
     checklist.setValue(f" {cards[1].id} ,{cards[0].id}")
@@ -91,7 +91,7 @@ def test_the_toolbox_dialog_shows_the_pickers_and_runs_plain_strings(provider, s
     assert isinstance(wrappers["CLOUD_MODEL"].widget, ModelCombo)
     shadow_combo = wrappers["SHADOW_MODEL"].widget
     shadow_ids = [shadow_combo.itemData(i) for i in range(1, shadow_combo.count())]
-    assert shadow_ids == [c.id for c in models.installed() if c.has_shadow]
+    assert shadow_ids == [c.id for c in catalogue.installed() if c.has_shadow]
     wrappers["S2_RASTER"].setParameterValue(s2_layer, QgsProcessingContext())
     bands = wrappers["BANDS"].widget
     assert isinstance(bands, BandMapping) and bands.names()[8] == "B8A"  # filled from the chosen raster

@@ -37,17 +37,16 @@ from pathlib import Path
 
 from osgeo import gdal
 
-from .. import apply_mask as am
-from .. import area as area_mod
-from .. import pipeline, provenance
+from .. import apply_mask, pipeline, provenance
+from .. import area as areas
 from ..bands import BandError, detect_bands, parse_band_list
 from ..errors import CloudMaskError
 from ..modelstore.cards import sha256_of
 from ..progress import Cancelled, Feedback, Share
 from ..raster import raster_info
-from ..sentinel2 import product as safe
+from ..sentinel2 import product
 from ..staging import IN_FOLDER, OutputError, check_destination, check_replaceable, discard, remove, swap
-from . import discovery as products
+from . import discovery
 from . import layers as season_layers
 from .summary import FieldRow, Row
 
@@ -129,20 +128,20 @@ def prepare_output_folder(out_dir: str) -> None:
 
 def plan_items(inputs: list[str], pattern: str = "") -> list[Item]:
     """The batch's products with their mask names (tile and sensing time; unique, stable)."""
-    sources = [s for s in products.expand_inputs(inputs, pattern)
+    sources = [s for s in discovery.expand_inputs(inputs, pattern)
                if not _is_batch_mask(s) and not season_layers.is_season_layer(s)]
     sources = _without_stack_masks(sources)
     names = []
     for source in sources:
         gdal.PushErrorHandler("CPLQuietErrorHandler")  # a bad input is reported in its row, not here
         try:
-            description = products.describe(source)
+            description = discovery.describe(source)
         except Exception:  # noqa: BLE001 - a bad input still gets a name; its run reports the problem
-            description = products.describe_by_name(source)
+            description = discovery.describe_by_name(source)
         finally:
             gdal.PopErrorHandler()
-        names.append(products.mask_name(description, source))
-    return [Item(s, n) for s, n in zip(sources, products.unique_names(names))]
+        names.append(discovery.mask_name(description, source))
+    return [Item(s, n) for s, n in zip(sources, discovery.unique_names(names))]
 
 
 def _without_stack_masks(sources: list[str]) -> list[str]:
@@ -153,7 +152,7 @@ def _without_stack_masks(sources: list[str]) -> list[str]:
     rasters = [s for s in sources if s.lower().endswith((".tif", ".tiff", ".vrt"))]
     gdal.PushErrorHandler("CPLQuietErrorHandler")
     try:
-        masks = {os.path.abspath(m) for m in map(safe.product_mask_of, rasters) if m}
+        masks = {os.path.abspath(m) for m in map(product.product_mask_of, rasters) if m}
     finally:
         gdal.PopErrorHandler()
     return [s for s in sources if s not in rasters or os.path.abspath(s) not in masks]
@@ -182,7 +181,7 @@ def record_path(mask: str) -> str:
     return os.path.splitext(mask)[0] + ".json"
 
 
-def _record(identity: products.Identity, options: BatchOptions, area: area_mod.Area | None, run_plan) -> dict:
+def _record(identity: discovery.Identity, options: BatchOptions, area: areas.Area | None, run_plan) -> dict:
     """What the mask depends on, as the plan resolved it: models (with their sha256) and thresholds."""
     models_used = {m.card.id: m.card.sha256 or sha256_of(Path(m.path)) for m in run_plan.probability.models}
     settings = run_plan.merge.settings
@@ -222,23 +221,23 @@ def _write_json(path: str, values: dict) -> None:
 # -- one product
 
 def _looks_like_product(source: str) -> bool:
-    return source.lower().endswith((".zip", ".safe", ".safe/")) or os.path.basename(source) in safe.METADATA_FILES
+    return source.lower().endswith((".zip", ".safe", ".safe/")) or os.path.basename(source) in product.METADATA_FILES
 
 
 def _stack(source: str, folder: str) -> tuple[str, str | None]:
     """The band stack the engine reads and the product's own mask, for a product or a raster."""
-    if _looks_like_product(source) and not safe.is_product(source):
-        raise safe.ProductError(safe.zip_problem(source) or (
+    if _looks_like_product(source) and not product.is_product(source):
+        raise product.ProductError(product.zip_problem(source) or (
             f"'{source}' is not a readable Sentinel-2 product: the zip is damaged (an interrupted download?) "
             "or holds no MTD_MSIL2A.xml / MTD_MSIL1C.xml. Download the product again."))
-    if safe.is_product(source):
+    if product.is_product(source):
         stack, mask = os.path.join(folder, "stack.vrt"), os.path.join(folder, "product_mask.vrt")
-        _, written = safe.prepare(source, stack, mask, 10.0)
+        _, written = product.prepare(source, stack, mask, 10.0)
         return stack, written
-    return source, safe.product_mask_of(source)
+    return source, product.product_mask_of(source)
 
 
-def run_product(item: Item, options: BatchOptions, out_dir: str, area: area_mod.Area | None = None,
+def run_product(item: Item, options: BatchOptions, out_dir: str, area: areas.Area | None = None,
                 force: bool = False, feedback: Feedback | None = None) -> Row:
     """Make one product's mask (or keep an up-to-date one) and its summary row.
 
@@ -247,10 +246,10 @@ def run_product(item: Item, options: BatchOptions, out_dir: str, area: area_mod.
     row = Row(input=item.source)
     mask = os.path.join(out_dir, f"{item.name}.tif")
     try:
-        identity = products.identity(item.source)
-        if _looks_like_product(item.source) and not safe.is_product(item.source):
+        identity = discovery.identity(item.source)
+        if _looks_like_product(item.source) and not product.is_product(item.source):
             _stack(item.source, "")  # raises with the message a user can act on
-        description = products.describe(item.source)
+        description = discovery.describe(item.source)
         row.product, row.tile, row.sensed = description.product, description.tile, description.sensed
         row.level, row.baseline = description.level, description.baseline
         with tempfile.TemporaryDirectory(prefix="cloudmask-batch-") as tmp:
@@ -270,7 +269,7 @@ def run_product(item: Item, options: BatchOptions, out_dir: str, area: area_mod.
                 return kept
             run_plan = pipeline.plan(request)  # the real outputs' checks, before anything goes
             _remove_stale(mask)
-            row.footprint = products.footprint_wkt(stack)
+            row.footprint = discovery.footprint_wkt(stack)
             step = Share(feedback, 0.0, 0.8) if options.masked and feedback else feedback
             _make_mask(request, run_plan, options, area, row, step)
             row.masked = _masked_imagery(stack, mask, options, area, None, feedback and Share(feedback, 0.8, 1.0))
@@ -284,7 +283,7 @@ def run_product(item: Item, options: BatchOptions, out_dir: str, area: area_mod.
     except Exception as err:  # noqa: BLE001 - the row carries it; the batch goes on
         row.status, row.error = "failed", _message(err)
         if not row.product:
-            named = products.describe_by_name(item.source)
+            named = discovery.describe_by_name(item.source)
             row.product, row.tile, row.sensed, row.level = named.product, named.tile, named.sensed, named.level
     row.seconds = round(time.perf_counter() - started, 3)
     return row
@@ -314,7 +313,7 @@ def _source_entry(path: str, figures: dict) -> dict:
     return {"path": path, "figures": {k.lower(): figures[k.lower()] for k in provenance.FIGURES}}
 
 
-def _kept_source(request: pipeline.ImproveRequest, options: BatchOptions, area: area_mod.Area | None,
+def _kept_source(request: pipeline.ImproveRequest, options: BatchOptions, area: areas.Area | None,
                  old: dict, tmp: str, feedback: Feedback | None) -> tuple[str, dict | None]:
     """For a kept mask: its SOURCE raster and figures, with the option on ("", None off).
 
@@ -338,7 +337,7 @@ def _kept_source(request: pipeline.ImproveRequest, options: BatchOptions, area: 
     return path, figures
 
 
-def _masked_imagery(stack: str, mask: str, options: BatchOptions, area: area_mod.Area | None, old: dict | None,
+def _masked_imagery(stack: str, mask: str, options: BatchOptions, area: areas.Area | None, old: dict | None,
                     feedback: Feedback | None) -> str:
     """With the option on, the product's imagery with its mask applied, beside the mask.
 
@@ -359,7 +358,7 @@ def _masked_imagery(stack: str, mask: str, options: BatchOptions, area: area_mod
             raise BandError(f"The product has no band {', '.join(missing)} for its masked imagery (it has "
                             f"{', '.join(names)}). Leave those bands out of the masked imagery's bands.")
         bands = tuple(names.index(b) + 1 for b in wanted)
-    am.apply_mask(stack, mask, path, feedback=feedback, bands=bands, crop_to_mask=area is not None)
+    apply_mask.apply_mask(stack, mask, path, feedback=feedback, bands=bands, crop_to_mask=area is not None)
     if old:
         _write_json(record_path(mask), {**old, "masked": entry})
     return path
@@ -378,18 +377,18 @@ def _scratch(request: pipeline.ImproveRequest, folder: str) -> pipeline.ImproveR
                    source=os.path.join(folder, "planned_source.tif") if request.source else None)
 
 
-def _improve(request: pipeline.ImproveRequest, options: BatchOptions, area: area_mod.Area | None,
+def _improve(request: pipeline.ImproveRequest, options: BatchOptions, area: areas.Area | None,
              feedback: Feedback | None, run_plan=None):
     """The single run's improve (in the area when there is one): its report."""
     if area is None:
         return pipeline.run(run_plan or pipeline.plan(request), feedback)
-    if area_mod.area_window(area, request.probability.s2_raster) is None:
-        raise area_mod.AreaError("The product does not overlap the area: no mask was made. "
+    if areas.area_window(area, request.probability.s2_raster) is None:
+        raise areas.AreaError("The product does not overlap the area: no mask was made. "
                                  "Check that the area and the product cover the same place.")
-    return pipeline.improve(request, feedback, area_mod.Selection(area, blank=options.blank_outside))
+    return pipeline.improve(request, feedback, areas.Selection(area, blank=options.blank_outside))
 
 
-def _make_mask(request, run_plan, options: BatchOptions, area: area_mod.Area | None, row: Row,
+def _make_mask(request, run_plan, options: BatchOptions, area: areas.Area | None, row: Row,
                feedback: Feedback | None) -> None:
     report = _improve(request, options, area, feedback, run_plan)
     if request.source:
@@ -400,12 +399,12 @@ def _make_mask(request, run_plan, options: BatchOptions, area: area_mod.Area | N
     said = provenance.summary(report.provenance) if report.provenance else None
     row.notes = (f"Cloud models: {', '.join(report.cloud_models)}; shadow model: {report.shadow_model or 'none'}. "
                  + " ".join(n for n in report.notes if n != said))
-    whole = area_mod.mask_fractions(request.mask, request.settings.output_mode)
+    whole = areas.mask_fractions(request.mask, request.settings.output_mode)
     row.clear_fraction, row.cloud_fraction, row.shadow_fraction = (
         whole.as_dict()[k] for k in ("CLEAR_FRACTION", "CLOUD_FRACTION", "SHADOW_FRACTION"))
     row.valid_pixels = whole.valid
     if area is not None:
-        counted = area_mod.area_fractions(request.mask, area, request.settings.output_mode)
+        counted = areas.area_fractions(request.mask, area, request.settings.output_mode)
         total = counted.total.as_dict()
         row.area_clear_fraction = total["CLEAR_FRACTION"]
         row.area_cloud_fraction = total["CLOUD_FRACTION"]
@@ -433,7 +432,7 @@ def clean_partials(out_dir: str, items: list[Item]) -> None:
                 path.unlink(missing_ok=True)
 
 
-def run_sequential(items: list[Item], options: BatchOptions, out_dir: str, area: area_mod.Area | None = None,
+def run_sequential(items: list[Item], options: BatchOptions, out_dir: str, area: areas.Area | None = None,
                    force: bool = False, feedback: Feedback | None = None, on_row=None) -> list[Row]:
     """Every product in turn, in this process (the QGIS algorithm and the reference for tests)."""
     feedback = feedback or Feedback()

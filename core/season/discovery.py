@@ -19,7 +19,7 @@ from osgeo import gdal, ogr, osr
 
 from ..errors import InputError
 from ..raster import raster_info
-from ..sentinel2 import product as safe
+from ..sentinel2 import product as s2_product
 
 # Files a folder is searched for when the user gives just the folder.
 FOLDER_PATTERNS = ("*.zip", "*.SAFE", "*.tif", "*.tiff", "*.vrt")
@@ -59,7 +59,7 @@ def expand_inputs(inputs: list[str], pattern: str = "") -> list[str]:
 def _product_folder(folder: str) -> bool:
     """A ``.SAFE`` folder (or one holding the metadata file); not a folder that holds products."""
     return folder.rstrip("/").upper().endswith(".SAFE") or any(
-        os.path.exists(os.path.join(folder, name)) for name in safe.METADATA_FILES)
+        os.path.exists(os.path.join(folder, name)) for name in s2_product.METADATA_FILES)
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def identity(source: str) -> Identity:
     """Size and time of the file itself, or of the metadata file of a ``.SAFE`` folder."""
     path = os.path.abspath(source)
     if os.path.isdir(path):
-        metadata = safe.find_metadata(path)
+        metadata = s2_product.find_metadata(path)
         stat_path = metadata if metadata and os.path.exists(metadata) else path
     else:
         stat_path = path
@@ -127,15 +127,15 @@ def describe(source: str) -> Description:
     A stack made from a product records the product (``S2_PRODUCT``), so it is
     described like the product; any other raster by its file name and metadata.
     """
-    if safe.is_product(source):
-        product = safe.read_product(source)
+    if s2_product.is_product(source):
+        product = s2_product.read_product(source)
         name = product.name.removesuffix(".SAFE")
         found = {**fields_from_name(name), "level": product.level, "baseline": product.baseline}
         return Description(product=name, **found)
     info = raster_info(source, "Sentinel-2 raster")
     origin = str(info.metadata.get("S2_PRODUCT", ""))
     name = os.path.basename(origin.rstrip("/")) if origin else os.path.basename(source)
-    if name in safe.METADATA_FILES:
+    if name in s2_product.METADATA_FILES:
         name = os.path.basename(os.path.dirname(origin))
     name = re.sub(r"\.(SAFE|zip|tif|tiff|vrt)$", "", name, flags=re.IGNORECASE)
     found = fields_from_name(name) or fields_from_name(os.path.basename(source))

@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from osgeo import gdal, osr
 
-from .. import area as area_mod
-from .. import merge as mg
+from .. import area as areas
+from .. import merge
 from ..choices import PERSISTENT_MIN_DATES, PERSISTENT_SHARE
 from ..errors import SettingsError
 from ..progress import Cancelled, Feedback, Share
@@ -187,7 +187,7 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^\w.-]+", "_", text)
 
 
-def build(rows: list, out_dir: str, settings: SeasonSettings | None = None, area: area_mod.Area | None = None,
+def build(rows: list, out_dir: str, settings: SeasonSettings | None = None, area: areas.Area | None = None,
           feedback: Feedback | None = None) -> SeasonResult:
     """Write every group's season layers and fill each row's (and field's) persistent cloud share."""
     settings = settings or SeasonSettings()
@@ -205,7 +205,7 @@ def build(rows: list, out_dir: str, settings: SeasonSettings | None = None, area
     return result
 
 
-def _build_group(group: Group, out_dir: str, settings: SeasonSettings, area: area_mod.Area | None,
+def _build_group(group: Group, out_dir: str, settings: SeasonSettings, area: areas.Area | None,
                  feedback: Feedback) -> TileSeason:
     masks = [open_dataset(r.mask, "mask") for r in group.rows]
     first = masks[0]
@@ -288,9 +288,9 @@ def _count(masks: list, lo: int, rows: int) -> tuple[np.ndarray, np.ndarray, np.
     valid, clear, cloudy = (np.zeros(shape, dtype=np.uint16) for _ in range(3))
     for ds in masks:
         block = ds.GetRasterBand(1).ReadAsArray(0, lo, shape[1], rows)
-        valid += block != mg.NODATA
-        clear += block == mg.CLEAR
-        cloudy += block == mg.CLOUD
+        valid += block != merge.NODATA
+        clear += block == merge.CLEAR
+        cloudy += block == merge.CLOUD
     return valid, clear, cloudy
 
 
@@ -321,7 +321,7 @@ def _tally(season: TileSeason, valid, clear, cloudy, persistent) -> None:
 def _field_ids(area, mask: str, lo: int, width: int, rows: int) -> np.ndarray | None:
     if area is None:
         return None
-    return area_mod.polygon_ids(area, mask, area_mod.Window(0, lo, width, rows))
+    return areas.polygon_ids(area, mask, areas.Window(0, lo, width, rows))
 
 
 def _shares(masks: list, lo: int, rows: int, persistent: np.ndarray, ids, on_persistent, cloud,
@@ -329,7 +329,7 @@ def _shares(masks: list, lo: int, rows: int, persistent: np.ndarray, ids, on_per
     """Count each product's cloud pixels, and those on persistent pixels (per field with an area)."""
     width = masks[0].RasterXSize
     for index, ds in enumerate(masks):
-        is_cloud = ds.GetRasterBand(1).ReadAsArray(0, lo, width, rows) == mg.CLOUD
+        is_cloud = ds.GetRasterBand(1).ReadAsArray(0, lo, width, rows) == merge.CLOUD
         cloud[index] += int(is_cloud.sum())
         on_persistent[index] += int((is_cloud & persistent).sum())
         if ids is not None:

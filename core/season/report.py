@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 import numpy as np
 from osgeo import gdal
 
-from .. import merge as mg
+from .. import merge
 from ..bands import detect_bands
 from ..staging import replacing
 from .layers import SeasonResult
@@ -212,8 +212,8 @@ def _failed_table(rows: list) -> str:
 def _quicklooks(rows: list) -> str:
     if not rows:
         return "<p>No product was masked.</p>"
-    legend = " ".join(f"<span style='background:rgb{mg.CATEGORY_COLOURS[c][:3]};padding:0 8px'>&nbsp;</span> "
-                      f"{html.escape(mg.CATEGORY_NAMES[c])}" for c in (mg.CLOUD, mg.SHADOW))
+    legend = " ".join(f"<span style='background:rgb{merge.CATEGORY_COLOURS[c][:3]};padding:0 8px'>&nbsp;</span> "
+                      f"{html.escape(merge.CATEGORY_NAMES[c])}" for c in (merge.CLOUD, merge.SHADOW))
     figures = []
     for row in rows:
         caption = html.escape(f"{_date(row)} {row.tile}: {_pct(row.clear_fraction)} clear")
@@ -254,12 +254,12 @@ def _size(width: int, height: int) -> tuple[int, int]:
 
 def _true_colour(source: str, mask_ds, width: int, height: int) -> np.ndarray | None:
     """Bands B04, B03, B02 of the input on the mask's extent, 0..255 (None when they cannot be read)."""
-    from ..sentinel2 import product as safe
+    from ..sentinel2 import product
     with tempfile.TemporaryDirectory(prefix="cloudmask-quicklook-") as tmp:
         stack = source
-        if safe.is_product(source):  # its bands as one stack; its mask is not needed here
+        if product.is_product(source):  # its bands as one stack; its mask is not needed here
             stack = os.path.join(tmp, "stack.vrt")
-            safe.prepare(source, stack, resolution=10.0)
+            product.prepare(source, stack, resolution=10.0)
         ds = gdal.Open(stack)
         if ds is None:
             return None
@@ -280,11 +280,11 @@ def _true_colour(source: str, mask_ds, width: int, height: int) -> np.ndarray | 
 
 def _overlay(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     out = rgb.astype(np.float32)
-    for category in (mg.CLOUD, mg.SHADOW):
+    for category in (merge.CLOUD, merge.SHADOW):
         where = mask == category
-        colour = np.array(mg.CATEGORY_COLOURS[category][:3], dtype=np.float32)
+        colour = np.array(merge.CATEGORY_COLOURS[category][:3], dtype=np.float32)
         out[where] = (1 - OVERLAY) * out[where] + OVERLAY * colour
-    out[mask == mg.NODATA] = 0
+    out[mask == merge.NODATA] = 0
     return out.astype(np.uint8)
 
 

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from cloud_mask_improver.core import inference
-from cloud_mask_improver.core.modelstore import cards
-from cloud_mask_improver.core.modelstore import catalogue as models
+from cloud_mask_improver.core.modelstore import cards, catalogue
 from cloud_mask_improver.core.runtime import home
 
 INSTALLED_BY_SETUP = ["ukis-6b-l2a", "ukis-4b-l2a", "ukis-6b-l1c", "ukis-4b-l1c", "s2cloudless-l1c"]
@@ -25,7 +24,7 @@ def test_committed_cards_parse_and_name_their_licence():
 
 @pytest.mark.parametrize("model_id", INSTALLED_BY_SETUP)
 def test_installed_model_matches_its_card(model_id):
-    card, path = models.resolve(model_id)  # verifies the sha256
+    card, path = catalogue.resolve(model_id)  # verifies the sha256
     assert path == home.models_dir() / card.file
     model = inference.load_model(card, path, "cpu")
     session = model.session
@@ -49,7 +48,7 @@ def test_a_damaged_model_file_is_refused(tmp_path):
     damaged.write_bytes(b"not the model")
     (tmp_path / "ukis-4b-l1c.json").write_text(json.dumps(cards.card_to_json(card)))
     with pytest.raises(cards.CardError, match="sha256"):
-        models.resolve(str(damaged))
+        catalogue.resolve(str(damaged))
 
 
 @pytest.mark.parametrize("change, words", [

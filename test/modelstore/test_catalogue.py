@@ -6,18 +6,18 @@ from pathlib import Path
 import pytest
 from onnx_models import write_card
 
-from cloud_mask_improver.core.modelstore import catalogue as models
+from cloud_mask_improver.core.modelstore import catalogue
 from cloud_mask_improver.core.modelstore.cards import CardError
 
 
 def test_an_installed_model_that_is_not_its_cards_file_is_refused(tmp_path):
     (tmp_path / "mine.onnx").write_bytes(b"the file as published")
     write_card(tmp_path / "mine.json", id="mine", sha256=hashlib.sha256(b"the file as published").hexdigest())
-    card, path = models.resolve("mine", tmp_path)
+    card, path = catalogue.resolve("mine", tmp_path)
     assert card.id == "mine" and path == tmp_path / "mine.onnx"
     (tmp_path / "mine.onnx").write_bytes(b"a damaged or different file")
     with pytest.raises(CardError, match="sha256 differs") as refused:
-        models.resolve("mine", tmp_path)
+        catalogue.resolve("mine", tmp_path)
     assert MANAGER in str(refused.value)  # where to reinstall it
 
 
@@ -28,16 +28,16 @@ MANAGER = "Raster > Cloud Mask Improver > Manage models…"
 
 def test_a_missing_model_says_where_to_install_it(tmp_path):
     write_card(tmp_path / "mine.json", id="mine", sha256="0" * 64)
-    with pytest.raises(models.ModelNotFound, match="is not installed") as missing:
-        models.resolve("mine", tmp_path)
+    with pytest.raises(catalogue.ModelNotFound, match="is not installed") as missing:
+        catalogue.resolve("mine", tmp_path)
     assert MANAGER in str(missing.value) and "make setup" in str(missing.value)
-    source = (Path(models.__file__).parents[2] / "plugin.py").read_text(encoding="utf-8")
+    source = (Path(catalogue.__file__).parents[2] / "plugin.py").read_text(encoding="utf-8")
     assert "addPluginToRasterMenu" in source and 'MENU = "Cloud Mask Improver"' in source
 
 
 def test_a_path_with_a_folder_is_a_file_not_an_id(tmp_path):
-    with pytest.raises(models.ModelNotFound, match="does not exist"):
-        models.resolve(str(tmp_path / "nothing" / "here"), tmp_path)
+    with pytest.raises(catalogue.ModelNotFound, match="does not exist"):
+        catalogue.resolve(str(tmp_path / "nothing" / "here"), tmp_path)
 
 
 INSTALLED_MESSAGES = r"""

@@ -6,9 +6,9 @@ from osgeo import gdal
 from s2_product import build_product
 from season_scene import build_season
 
-from cloud_mask_improver.core import area as area_mod
+from cloud_mask_improver.core import area
 from cloud_mask_improver.core.season import batch
-from cloud_mask_improver.core.sentinel2 import product as safe
+from cloud_mask_improver.core.sentinel2 import product as s2_product
 
 
 @pytest.fixture(scope="session")
@@ -33,8 +33,8 @@ def product(tmp_path_factory):
 def product_field(product, tmp_path):
     """A 700 x 900 m field inside ``product``: its mask's box is 70 x 90 pixels."""
     stack = str(tmp_path / "stack.vrt")
-    safe.prepare(str(product.zip), stack, str(tmp_path / "m.vrt"), 10.0)
+    s2_product.prepare(str(product.zip), stack, str(tmp_path / "m.vrt"), 10.0)
     x0, _, _, y0, _, _ = gdal.Open(stack).GetGeoTransform()
     square = f"POLYGON (({x0 + 500} {y0 - 1500},{x0 + 1200} {y0 - 1500},{x0 + 1200} {y0 - 600}," \
              f"{x0 + 500} {y0 - 600},{x0 + 500} {y0 - 1500}))"
-    return area_mod.Area((square,), gdal.Open(stack).GetProjection(), ("field",), "test")
+    return area.Area((square,), gdal.Open(stack).GetProjection(), ("field",), "test")

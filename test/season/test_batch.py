@@ -14,11 +14,11 @@ from osgeo import gdal, ogr, osr
 from s2_product import build_product
 from samples import L1C_STACK, require
 
-from cloud_mask_improver.core import area as area_mod
+from cloud_mask_improver.core import area as areas
 from cloud_mask_improver.core import merge, pipeline
 from cloud_mask_improver.core.raster import GTIFF_OPTIONS
 from cloud_mask_improver.core.season import batch, summary
-from cloud_mask_improver.core.sentinel2 import product as safe
+from cloud_mask_improver.core.sentinel2 import product
 
 L2A = batch.BatchOptions(batch.template(cloud_models=("ukis-6b-l2a",)))
 
@@ -116,7 +116,7 @@ def test_a_folder_of_prepared_stacks_leaves_their_product_masks_out(products, tm
     masks were taken for products and reported failed; each stack uses its own."""
     folder = tmp_path / "stacks"
     folder.mkdir()
-    safe.prepare(str(products["new"].zip), str(folder / "stack.vrt"), str(folder / "stack_SCL.tif"), 60.0)
+    product.prepare(str(products["new"].zip), str(folder / "stack.vrt"), str(folder / "stack_SCL.tif"), 60.0)
     items = batch.plan_items([str(folder)])
     assert [os.path.basename(i.source) for i in items] == ["stack.vrt"]
     (row,) = batch.run_sequential(items, L2A, str(tmp_path))
@@ -198,8 +198,8 @@ def test_area_fractions_match_a_hand_count(tmp_path):
     ds.GetRasterBand(1).SetNoDataValue(255)
     ds = None
     # Field A: rows 0-4, cols 0-4 (25 px); field B: rows 5-9, cols 5-9 (25 px).
-    area = area_mod.Area((_square(500000, 5000050, 50), _square(500050, 5000000, 50)), _utm(), ("A", "B"))
-    counted = area_mod.area_fractions(str(path), area)
+    area = areas.Area((_square(500000, 5000050, 50), _square(500050, 5000000, 50)), _utm(), ("A", "B"))
+    counted = areas.area_fractions(str(path), area)
     a, b = (f.as_dict() for f in counted.per_polygon)
     assert counted.per_polygon[0].valid == 24
     assert a["CLOUD_FRACTION"] == pytest.approx(4 / 24) and a["SHADOW_FRACTION"] == pytest.approx(1 / 24)
@@ -207,8 +207,8 @@ def test_area_fractions_match_a_hand_count(tmp_path):
     assert b["CLEAR_FRACTION"] == pytest.approx(1 / 25) and b["CLOUD_FRACTION"] == pytest.approx(24 / 25)
     assert counted.total.as_dict()["CLEAR_FRACTION"] == pytest.approx(20 / 49)
     # The same field given in lon/lat gives the same pixels.
-    lonlat = area_mod.Area(tuple(g.ExportToWkt() for g in _to_wgs84(area)), _wgs84(), ("A", "B"))
-    assert area_mod.area_fractions(str(path), lonlat).per_polygon[0].valid == 24
+    lonlat = areas.Area(tuple(g.ExportToWkt() for g in _to_wgs84(area)), _wgs84(), ("A", "B"))
+    assert areas.area_fractions(str(path), lonlat).per_polygon[0].valid == 24
 
 
 def _wgs84():
@@ -255,7 +255,7 @@ def test_batch_with_an_area_writes_its_box_and_per_field_fractions(products, tmp
     # A 40 x 40 px field (rows 140-179, cols 60-99) and a 20 x 20 px one (rows 60-79, cols 160-179).
     wkts = (_square(x0, y0, 400), _square(x0 + 1000, y0 + 1000, 200))
     fields = _fields_file(tmp_path / "fields.gpkg", wkts, ("north", "south"), _utm())
-    area = area_mod.read_area(str(fields))
+    area = areas.read_area(str(fields))
     assert area.names == ("north", "south")
     out = tmp_path / "out"
     out.mkdir()
@@ -265,7 +265,7 @@ def test_batch_with_an_area_writes_its_box_and_per_field_fractions(products, tmp
     mask = gdal.Open(row.mask)
     assert (mask.RasterXSize, mask.RasterYSize) == (120, 120)  # the two fields' bounding box
     values = mask.ReadAsArray()
-    ids = area_mod.polygon_ids(area, row.mask)
+    ids = areas.polygon_ids(area, row.mask)
     inside = values[(ids == 1) & (values != 255)]
     assert row.fields[0].name == "north" and row.fields[0].valid_pixels == inside.size == 40 * 40
     assert row.fields[0].clear_fraction == pytest.approx(np.mean(inside == 0))
@@ -280,7 +280,7 @@ def test_batch_with_an_area_writes_its_box_and_per_field_fractions(products, tmp
 
 
 def test_a_product_outside_the_area_fails_with_a_reason(products, tmp_path):
-    far = area_mod.Area((_square(100000, 100000, 100),), _utm())
+    far = areas.Area((_square(100000, 100000, 100),), _utm())
     row = batch.run_sequential(batch.plan_items([str(products["new"].zip)]), L2A, str(tmp_path), far)[0]
     assert not row.ok and "does not overlap the area" in row.error
     assert not list(tmp_path.glob("*.tif"))
@@ -302,7 +302,7 @@ def test_area_limited_run_equals_the_whole_scene_inside_the_area(tmp_path, min_a
     pipeline.improve(request(tmp_path / "whole.tif"))
     gt = gdal.Open(str(L1C_STACK)).GetGeoTransform()
     x0, y1 = gt[0] + 300 * 10, gt[3] - 400 * 10  # columns 300-399, rows 400-499
-    field = area_mod.Selection(bounds=(x0, y1 - 1000, x0 + 1000, y1), bounds_crs=_utm())
+    field = areas.Selection(bounds=(x0, y1 - 1000, x0 + 1000, y1), bounds_crs=_utm())
     report = pipeline.improve(request(tmp_path / "part.tif"), selection=field)
     window = (slice(400, 500), slice(300, 400))
     for name in ("", "_cloud"):
@@ -321,10 +321,10 @@ def test_work_window_keeps_every_tile_of_the_target_as_in_the_whole_plan(scheme)
         size = int(rng.integers(300, 3000))
         a0 = int(rng.integers(0, size - 1))
         a1 = int(rng.integers(a0 + 1, min(size, a0 + 300) + 1))
-        lo, hi = area_mod._axis_cut(size, a0, a1, [scheme])
+        lo, hi = areas._axis_cut(size, a0, a1, [scheme])
         full, cut = plan_axis(size, *scheme), plan_axis(hi - lo, *scheme)
-        touching = [(s, w) for s, w in zip(full.starts, full.weights) if area_mod._touches(w, s, a0, a1)]
-        mine = {s + lo: w for s, w in zip(cut.starts, cut.weights) if area_mod._touches(w, s + lo, a0, a1)}
+        touching = [(s, w) for s, w in zip(full.starts, full.weights) if areas._touches(w, s, a0, a1)]
+        mine = {s + lo: w for s, w in zip(cut.starts, cut.weights) if areas._touches(w, s + lo, a0, a1)}
         assert [s for s, _ in touching] == sorted(mine)
         assert all(np.array_equal(w, mine[s]) for s, w in touching)
         assert lo <= a0 and hi >= a1

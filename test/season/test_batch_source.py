@@ -14,11 +14,10 @@ from dataclasses import replace
 import pytest
 from osgeo import gdal
 
-from cloud_mask_improver.core import area as area_mod
-from cloud_mask_improver.core import merge as mg
-from cloud_mask_improver.core import pipeline
+from cloud_mask_improver.core import area as areas
+from cloud_mask_improver.core import merge, pipeline
 from cloud_mask_improver.core.season import batch, summary
-from cloud_mask_improver.core.sentinel2 import product as safe
+from cloud_mask_improver.core.sentinel2 import product as s2_product
 
 MODEL = ("ukis-6b-l2a",)
 PLAIN = batch.BatchOptions(batch.template(cloud_models=MODEL))
@@ -36,9 +35,9 @@ def single(product, tmp_path_factory):
     """Improve cloud mask's own run on the product, with its SOURCE output: the reference."""
     folder = tmp_path_factory.mktemp("single")
     stack, mask = str(folder / "stack.vrt"), str(folder / "product_mask.vrt")
-    _, mask = safe.prepare(str(product.zip), stack, mask, 10.0)
+    _, mask = s2_product.prepare(str(product.zip), stack, mask, 10.0)
     request = pipeline.ImproveRequest(pipeline.ProbabilityRequest(stack, cloud_models=MODEL), mask,
-                                      mg.MergeSettings(), mask=str(folder / "mask.tif"),
+                                      merge.MergeSettings(), mask=str(folder / "mask.tif"),
                                       source=str(folder / "source.tif"))
     report = pipeline.improve(request)
     return folder, report, stack
@@ -112,7 +111,7 @@ def test_a_stale_mask_takes_its_source_with_it(product, tmp_path):
     (row,) = batch.run_sequential(items, SOURCE, str(tmp_path))
     assert os.path.exists(row.source)
     # Other settings, without the source: the mask is made again and the old source is gone.
-    wider = batch.BatchOptions(replace(PLAIN.request, settings=mg.MergeSettings(dilation=2)))
+    wider = batch.BatchOptions(replace(PLAIN.request, settings=merge.MergeSettings(dilation=2)))
     (new,) = batch.run_sequential(items, wider, str(tmp_path))
     assert new.ok and not new.reused, new.error
     assert not os.path.exists(row.source)
@@ -126,7 +125,7 @@ def test_with_an_area_the_source_covers_the_masks_box(product, product_field, tm
     mask, source = gdal.Open(row.mask), gdal.Open(row.source)
     assert (source.RasterXSize, source.RasterYSize) == (mask.RasterXSize, mask.RasterYSize) == (70, 90)
     assert source.GetGeoTransform() == mask.GetGeoTransform()
-    figures = area_mod.source_figures(row.source, area)
+    figures = areas.source_figures(row.source, area)
     assert row.masked_fraction == figures["MASKED_FRACTION"]
 
 

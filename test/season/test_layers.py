@@ -9,12 +9,12 @@ import pytest
 from osgeo import gdal
 from rasters import write_raster
 
-from cloud_mask_improver.core import area as area_mod
-from cloud_mask_improver.core import merge as mg
+from cloud_mask_improver.core import area as areas
+from cloud_mask_improver.core import merge
 from cloud_mask_improver.core.errors import SettingsError
 from cloud_mask_improver.core.season import batch, layers
 
-C, K, S, N = mg.CLEAR, mg.CLOUD, mg.SHADOW, mg.NODATA
+C, K, S, N = merge.CLEAR, merge.CLOUD, merge.SHADOW, merge.NODATA
 
 
 def _masks(tmp_path, stack: np.ndarray, tile="T33TUK", origin=(500000.0, 10.0, 0.0, 5000000.0, 0.0, -10.0)):
@@ -92,7 +92,7 @@ def test_per_field_share_and_the_log_names_a_field_whose_cloud_is_persistent(tmp
     east = "POLYGON((500100 5000000,500200 5000000,500200 4999900,500100 4999900,500100 5000000))"
     for row in rows:
         row.fields = [batch.FieldRow("west"), batch.FieldRow("east")]
-    area = area_mod.Area((west, east), "EPSG:32633", ("west", "east"), "fields")
+    area = areas.Area((west, east), "EPSG:32633", ("west", "east"), "fields")
     result = layers.build(rows, str(tmp_path), area=area)
     assert [f.persistent_cloud_share for f in rows[0].fields] == [1.0, 0.0]
     assert [f.persistent_cloud_share for f in rows[1].fields] == [1.0, None]  # no cloud in the east field
@@ -117,7 +117,7 @@ def test_default_finds_the_patch_and_no_moving_cloud(sample_season):
     # 95 % of the patch: where a date's moving cloud passes over it, its thin edge or its
     # shadow may replace the patch's cloud on a date or two.
     assert (persistent[season.patch] == 1).mean() > 0.9
-    near = mg.dilate_disk(season.patch, 5 + 3)  # the mask's dilation around the patch, and a margin
+    near = merge.dilate_disk(season.patch, 5 + 3)  # the mask's dilation around the patch, and a margin
     assert not (persistent[~near] == 1).any()
     # Every date's cloud partly lies on the patch; the moving clouds hold most of it.
     assert all(0.02 < r.persistent_cloud_share < 0.25 for r in rows)

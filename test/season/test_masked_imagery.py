@@ -11,7 +11,7 @@ import numpy as np
 from osgeo import gdal
 
 from cloud_mask_improver.core.season import batch
-from cloud_mask_improver.core.sentinel2 import product as safe
+from cloud_mask_improver.core.sentinel2 import product as s2_product
 
 MODEL = ("ukis-6b-l2a",)
 PLAIN = batch.BatchOptions(batch.template(cloud_models=MODEL))
@@ -34,7 +34,7 @@ def band_names(path) -> list:
 def stack_of(product_zip, folder) -> np.ndarray:
     """The band stack the batch reads from the product (all 12 bands, offset applied)."""
     stack = str(folder / "stack.vrt")
-    safe.prepare(str(product_zip), stack, str(folder / "mask.vrt"), 10.0)
+    s2_product.prepare(str(product_zip), stack, str(folder / "mask.vrt"), 10.0)
     return read(stack), band_names(stack)
 
 
@@ -108,7 +108,7 @@ def test_the_command_line_applies_a_mask_and_writes_masked_imagery(product, tmp_
     assert gdal.Open(str(masked)).RasterCount == 3
     # cloudmask apply: the same pixels as the batch's, from the stack and its mask.
     stack = str(tmp_path / "stack.vrt")
-    safe.prepare(str(product.zip), stack, str(tmp_path / "m.vrt"), 10.0)
+    s2_product.prepare(str(product.zip), stack, str(tmp_path / "m.vrt"), 10.0)
     applied = tmp_path / "applied.tif"
     done = _command(plugin_dir, "apply", stack, str(out / "T33TUK_20230615T100559_L2A.tif"), str(applied))
     assert done.returncode == 0, done.stderr
@@ -120,7 +120,7 @@ def test_the_command_line_applies_a_mask_and_writes_masked_imagery(product, tmp_
 
 def test_the_command_line_refuses_bad_input_with_exit_2(product, tmp_path, plugin_dir):
     stack = str(tmp_path / "stack.vrt")
-    safe.prepare(str(product.zip), stack, str(tmp_path / "m.vrt"), 10.0)
+    s2_product.prepare(str(product.zip), stack, str(tmp_path / "m.vrt"), 10.0)
     done = _command(plugin_dir, "apply", stack, stack, str(tmp_path / "out.tif"))
     assert done.returncode == 2 and "is not a cloud mask" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out.tif").exists()

@@ -71,9 +71,9 @@ def test_many_notes_are_cut_to_ten_with_a_pointer_to_the_log(sample_season):
 
 def test_a_product_quicklook_shows_its_true_colour(product, tmp_path):
     """A product's imagery (not only a band stack's) makes the quicklook's picture."""
-    from cloud_mask_improver.core.sentinel2 import product as safe
+    from cloud_mask_improver.core.sentinel2 import product as s2_product
     stack = str(tmp_path / "stack.vrt")
-    safe.prepare(str(product.zip), stack)
+    s2_product.prepare(str(product.zip), stack)
     grid = gdal.Open(stack)  # the mask's grid is the stack's
     rgb = report._true_colour(str(product.zip), grid, 32, 32)
     assert rgb is not None and rgb.shape == (32, 32, 3) and rgb.any()

@@ -13,7 +13,7 @@ from s2_product import OFFSET, build_product, downsample, scl_20m
 from samples import model_file
 
 from cloud_mask_improver.core.bands import ALL_BANDS, FARMVIBES_BANDS
-from cloud_mask_improver.core.sentinel2 import product as safe
+from cloud_mask_improver.core.sentinel2 import product as s2_product
 
 L2A_PARAMS = {"CLOUD_MODEL": "ukis-6b-l2a", "SHADOW_MODEL": "ukis-6b-l2a"}
 
@@ -40,13 +40,13 @@ def test_product_is_found_from_folder_zip_metadata_file_and_uri(products):
     new = products["new"]
     uri = f"SENTINEL2_L2A:/vsizip/{new.zip}/{new.safe.name}/MTD_MSIL2A.xml:20m:EPSG_32633"
     for source in (new.safe, new.zip, new.metadata, uri):
-        product = safe.read_product(str(source))
+        product = s2_product.read_product(str(source))
         assert product.level == "L2A" and product.baseline == "04.00"
         assert product.bands == FARMVIBES_BANDS
         assert set(product.offsets.values()) == {-OFFSET}
-    assert safe.read_product(str(products["old"].safe)).offsets == {}
-    assert safe.parse_uri(uri)[1] == 20.0
-    assert not safe.is_product(str(new.safe / "GRANULE"))
+    assert s2_product.read_product(str(products["old"].safe)).offsets == {}
+    assert s2_product.parse_uri(uri)[1] == 20.0
+    assert not s2_product.is_product(str(new.safe / "GRANULE"))
 
 
 def test_gdal_sentinel2_driver_reads_the_fixture_as_a_product(products):
@@ -59,7 +59,7 @@ def test_gdal_sentinel2_driver_reads_the_fixture_as_a_product(products):
 def test_prepared_stack_matches_the_product_pixels_band_for_band(products, tmp_path, resolution):
     new = products["new"]
     stack = tmp_path / "stack.tif"
-    safe.prepare(str(new.zip), str(stack), None, resolution)
+    s2_product.prepare(str(new.zip), str(stack), None, resolution)
     ds = gdal.Open(str(stack))
     assert [ds.GetRasterBand(i + 1).GetDescription() for i in range(ds.RasterCount)] == list(FARMVIBES_BANDS)
     gt = ds.GetGeoTransform()
@@ -94,8 +94,8 @@ def bilinear_up2(x: np.ndarray) -> np.ndarray:
 
 
 def test_offset_recorded_for_baseline_04_and_not_for_02(products, tmp_path):
-    safe.prepare(str(products["new"].zip), str(tmp_path / "new.vrt"))
-    safe.prepare(str(products["old"].safe), str(tmp_path / "old.vrt"))
+    s2_product.prepare(str(products["new"].zip), str(tmp_path / "new.vrt"))
+    s2_product.prepare(str(products["old"].safe), str(tmp_path / "old.vrt"))
     new, old = metadata(tmp_path / "new.vrt"), metadata(tmp_path / "old.vrt")
     assert new["BOA_ADD_OFFSET"] == "-1000" and new["PROCESSING_BASELINE"] == "04.00"
     assert "BOA_ADD_OFFSET" not in old and old["PROCESSING_BASELINE"] == "02.14"
@@ -110,7 +110,7 @@ def test_scl_lands_on_the_right_pixels(products, tmp_path):
     for resolution, expected in ((10, np.kron(scl_20m(), np.ones((2, 2), np.uint8))), (20, scl_20m()),
                                  (60, new.pixels[("SCL", 60)])):
         mask = tmp_path / f"scl{resolution}.tif"
-        safe.prepare(str(new.zip), str(tmp_path / f"stack{resolution}.vrt"), str(mask), resolution)
+        s2_product.prepare(str(new.zip), str(tmp_path / f"stack{resolution}.vrt"), str(mask), resolution)
         assert np.array_equal(read(mask), expected), resolution
         assert metadata(mask)["PRODUCT_MASK_KIND"] == "scl"
         stack = gdal.Open(str(tmp_path / f"stack{resolution}.vrt"))
@@ -120,33 +120,33 @@ def test_scl_lands_on_the_right_pixels(products, tmp_path):
 def test_zip_and_folder_give_identical_results(products, tmp_path):
     new = products["new"]
     for name, source in (("zip", new.zip), ("folder", new.safe)):
-        safe.prepare(str(source), str(tmp_path / f"{name}.tif"), str(tmp_path / f"{name}_scl.tif"), 20)
+        s2_product.prepare(str(source), str(tmp_path / f"{name}.tif"), str(tmp_path / f"{name}_scl.tif"), 20)
     assert np.array_equal(read(tmp_path / "zip.tif"), read(tmp_path / "folder.tif"))
     assert np.array_equal(read(tmp_path / "zip_scl.tif"), read(tmp_path / "folder_scl.tif"))
     # The zip is read in place: its VRT points into it, nothing was unpacked beside it.
-    safe.prepare(str(new.zip), str(tmp_path / "zip.vrt"))
+    s2_product.prepare(str(new.zip), str(tmp_path / "zip.vrt"))
     assert "/vsizip/" in (tmp_path / "zip.vrt").read_text()
 
 
 def test_l1c_product_gives_13_bands_radio_offset_and_its_cloud_mask(products, tmp_path):
     l1c = products["l1c"]
-    _, mask = safe.prepare(str(l1c.safe), str(tmp_path / "l1c.tif"), str(tmp_path / "mask.tif"), 60)
+    _, mask = s2_product.prepare(str(l1c.safe), str(tmp_path / "l1c.tif"), str(tmp_path / "mask.tif"), 60)
     ds = gdal.Open(str(tmp_path / "l1c.tif"))
     assert [ds.GetRasterBand(i + 1).GetDescription() for i in range(ds.RasterCount)] == list(ALL_BANDS)
     assert ds.GetMetadataItem("RADIO_ADD_OFFSET") == "-1000" and ds.GetMetadataItem("PROCESSING_LEVEL") == "L1C"
     classi = l1c.pixels[("MSK_CLASSI", 60)]
     coded = read(mask)
-    assert np.array_equal(coded == safe.SCL_CLOUD_HIGH, classi[0] == 1)
-    assert np.array_equal(coded == safe.SCL_CIRRUS, (classi[1] == 1) & (classi[0] == 0))
-    assert set(np.unique(coded)) <= {safe.SCL_UNCLASSIFIED, safe.SCL_CLOUD_HIGH, safe.SCL_CIRRUS}
+    assert np.array_equal(coded == s2_product.SCL_CLOUD_HIGH, classi[0] == 1)
+    assert np.array_equal(coded == s2_product.SCL_CIRRUS, (classi[1] == 1) & (classi[0] == 0))
+    assert set(np.unique(coded)) <= {s2_product.SCL_UNCLASSIFIED, s2_product.SCL_CLOUD_HIGH, s2_product.SCL_CIRRUS}
 
 
 
 def test_old_l1c_without_raster_mask_still_gives_the_stack(products, tmp_path):
-    _, mask = safe.prepare(str(products["l1c_old"].safe), str(tmp_path / "s.vrt"), str(tmp_path / "m.vrt"))
+    _, mask = s2_product.prepare(str(products["l1c_old"].safe), str(tmp_path / "s.vrt"), str(tmp_path / "m.vrt"))
     assert mask is None and not (tmp_path / "m.vrt").exists()
     assert "RADIO_ADD_OFFSET" not in metadata(tmp_path / "s.vrt")
-    assert safe.product_mask_of(str(tmp_path / "s.vrt")) is None
+    assert s2_product.product_mask_of(str(tmp_path / "s.vrt")) is None
 
 
 def test_improve_on_an_l1c_product_uses_its_cloud_mask(provider, products, tmp_path):
@@ -179,7 +179,7 @@ def test_offset_is_applied_so_old_and_new_baselines_give_the_same_mask(improved,
     assert 0.05 < np.mean(mask == 1) < 0.95
     # Without the recorded offset the same stack reads 0.1 brighter: the result changes.
     stack = tmp_path / "stack.vrt"
-    safe.prepare(str(products["new"].zip), str(stack))
+    s2_product.prepare(str(products["new"].zip), str(stack))
     stack.write_text(stack.read_text().replace('<MDI key="BOA_ADD_OFFSET">-1000</MDI>', ""))
     run("improvecloudmask", {"S2_RASTER": str(stack), "MASK": str(tmp_path / "m.tif"),
                              "CLOUD_PROBABILITY": str(tmp_path / "c.tif"), **L2A_PARAMS})
@@ -274,7 +274,7 @@ def test_metadata_parser_keeps_namespaced_tags_as_elementtree_spells_them(produc
     import xml.etree.ElementTree as ET  # the reference parser, on a trusted test file
 
     data = products["new"].metadata.read_bytes()
-    ours = safe.parse_metadata_xml(data, "MTD_MSIL2A.xml")
+    ours = s2_product.parse_metadata_xml(data, "MTD_MSIL2A.xml")
     reference = ET.fromstring(data)  # nosec B314 - test fixture built by the test itself
     assert [(e.tag, (e.text or "").strip(), e.attrib) for e in ours.iter()] == [
         (e.tag, (e.text or "").strip(), e.attrib) for e in reference.iter()]

@@ -517,13 +517,13 @@ def step_profile(d):
     """What this profile's session uses: its own data home, models and onnxruntime, nothing of another's."""
     import sys
 
-    from cloud_mask_improver.core.modelstore import catalogue as models
+    from cloud_mask_improver.core.modelstore import catalogue
     from cloud_mask_improver.core.runtime import deps, home
     d.fact("profile_data_home", str(home.data_home()))
     d.fact("profile_plugin_paths", [p for p in sys.path if PACKAGE in p])
     status = deps.runtime_status()
     d.fact("profile_runtime", [status.available, status.version, status.problem])
-    d.fact("profile_models", sorted(card.id for card in models.installed()))
+    d.fact("profile_models", sorted(card.id for card in catalogue.installed()))
     plugins[PACKAGE].improve()
     d.pump(1.0)
     dialog = plugins[PACKAGE].dialogs["improve"]
