@@ -26,8 +26,10 @@ ICON = os.path.join(os.path.dirname(__file__), "icons", "icon.svg")
 MENU = "Cloud Mask Improver"
 # The shipped modeler models, opened from the Raster menu: QGIS's toolbox offers "Edit Model…"
 # only for the user's own models.
-SHIPPED_MODELS = {"cloudmask:improvecloudmaskmodel": "Improve cloud mask (model)",
-                  "cloudmask:improvefromproductmodel": "Improve cloud mask from product (model)"}
+SHIPPED_MODELS = {
+    "cloudmask:improvecloudmaskmodel": "Improve cloud mask (model)",
+    "cloudmask:improvefromproductmodel": "Improve cloud mask from product (model)",
+}
 
 
 class CloudMaskImproverPlugin:
@@ -50,12 +52,14 @@ class CloudMaskImproverPlugin:
     def initGui(self):
         self.initProcessing()
         self._add_action("Improve cloud mask…", "CloudMaskImproverImprove", self.improve)
-        self._add_action("Improve cloud mask (ensemble)…", "CloudMaskImproverImproveEnsemble",
-                         self.improve_ensemble)
+        self._add_action("Improve cloud mask (ensemble)…", "CloudMaskImproverImproveEnsemble", self.improve_ensemble)
         self._add_action("Manage models…", "CloudMaskImproverManageModels", self.manage_models)
         for algorithm_id, title in SHIPPED_MODELS.items():
-            self._add_action(f"Open “{title}” in the modeler…", f"CloudMaskImproverEdit_{algorithm_id[10:]}",
-                             lambda _=False, a=algorithm_id: self.edit_model(a))
+            self._add_action(
+                f"Open “{title}” in the modeler…",
+                f"CloudMaskImproverEdit_{algorithm_id[10:]}",
+                lambda _=False, a=algorithm_id: self.edit_model(a),
+            )
         self.toolbar_action = self.actions[0]
         self.iface.addToolBarIcon(self.toolbar_action)
 
@@ -71,8 +75,11 @@ class CloudMaskImproverPlugin:
         # and on Exit tears the process down while a task's thread could still be in our code
         # (QGIS 3.40 crashed there, signal 11). Cancelled runs return at their next tile.
         if not stop_runs(timeout=30.0):
-            QgsMessageLog.logMessage("A cancelled run had not ended after 30 s when the plugin was unloaded.",
-                                     LOG_TAG, Qgis.MessageLevel.Warning)
+            QgsMessageLog.logMessage(
+                "A cancelled run had not ended after 30 s when the plugin was unloaded.",
+                LOG_TAG,
+                Qgis.MessageLevel.Warning,
+            )
         if self.toolbar_action is not None:
             self.iface.removeToolBarIcon(self.toolbar_action)
             self.toolbar_action = None
@@ -86,14 +93,17 @@ class CloudMaskImproverPlugin:
 
     def improve(self):
         from .ui.improve_dialog import ImproveDialog
+
         self._show("improve", lambda: ImproveDialog(self.iface, ensemble=False))
 
     def improve_ensemble(self):
         from .ui.improve_dialog import ImproveDialog
+
         self._show("ensemble", lambda: ImproveDialog(self.iface, ensemble=True))
 
     def manage_models(self):
         from .ui.model_manager import ModelManagerDialog
+
         self._show("models", lambda: ModelManagerDialog(self.iface.mainWindow()))
 
     def edit_model(self, algorithm_id):

@@ -63,19 +63,36 @@ class ApplyMask(CloudMaskAlgorithm):
             "mask pixels) before masking, for the hazy edges around clouds.\n"
             "Output nodata: the raster's own nodata value; for a band without one, NaN for decimal numbers, "
             "the lowest value for signed whole numbers (-32768 for 16 bits) and the highest for unsigned "
-            "ones (255 for bytes, 65535 for 16 bits). An alpha band becomes transparent instead.")
+            "ones (255 for bytes, 65535 for 16 bits). An alpha band becomes transparent instead."
+        )
 
     def initAlgorithm(self, config=None):
         self.add_raster("INPUT", "Raster to mask")
         self.add_raster(choices.MASK, "Cloud mask (from Improve cloud mask)")
-        self.addParameter(with_help(QgsProcessingParameterEnum(
-            "CLASSES", "Classes to mask", options=list(CLASS_LABELS), allowMultiple=True,
-            defaultValue=list(range(len(MASKED_CLASSES)))),
-            "Pixels of these classes become nodata in the output."))
-        self.addParameter(with_help(QgsProcessingParameterNumber(
-            "BUFFER", "Buffer around clouds and shadows (metres)", QgsProcessingParameterNumber.Type.Double,
-            defaultValue=0.0, minValue=0.0),
-            "Grow cloud and shadow by this distance before masking (0: as in the mask)."))
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterEnum(
+                    "CLASSES",
+                    "Classes to mask",
+                    options=list(CLASS_LABELS),
+                    allowMultiple=True,
+                    defaultValue=list(range(len(MASKED_CLASSES))),
+                ),
+                "Pixels of these classes become nodata in the output.",
+            )
+        )
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterNumber(
+                    "BUFFER",
+                    "Buffer around clouds and shadows (metres)",
+                    QgsProcessingParameterNumber.Type.Double,
+                    defaultValue=0.0,
+                    minValue=0.0,
+                ),
+                "Grow cloud and shadow by this distance before masking (0: as in the mask).",
+            )
+        )
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Masked raster"))
         self.addOutput(QgsProcessingOutputNumber("MASKED_FRACTION", "Masked fraction"))
 
@@ -90,8 +107,9 @@ class ApplyMask(CloudMaskAlgorithm):
         project = context.project()
         if layer is not None and project is not None and project.mapLayer(layer.id()) is not None:
             style_on_load(context, output, SourceStyler(layer.id()))  # a layer of the project: keep its look
-        result = run_engine(lambda fb: core.apply_cloud_mask(raster, mask, output, classes, buffer_m, fb, work_dir()),
-                            feedback)
+        result = run_engine(
+            lambda fb: core.apply_cloud_mask(raster, mask, output, classes, buffer_m, fb, work_dir()), feedback
+        )
         feedback.pushInfo(core.describe_applied_mask(result))
         for warning in core.applied_mask_warnings(result):
             feedback.reportError(warning, fatalError=False)

@@ -22,14 +22,25 @@ from .base import with_help
 
 
 def add_area_parameters(algorithm) -> None:
-    algorithm.addParameter(with_help(QgsProcessingParameterExtent(
-        choices.EXTENT, "Extent to process", optional=True), "Empty: the whole raster."))
-    algorithm.addParameter(with_help(QgsProcessingParameterFeatureSource(
-        choices.AREA, "Area to process", [QgsProcessing.SourceType.TypeVectorPolygon], optional=True),
-        "Polygons (selected features only where asked); empty: the whole raster. With an extent too: "
-        "the part of the polygons inside the extent."))
-    algorithm.add_advanced(QgsProcessingParameterBoolean(
-        choices.NODATA_OUTSIDE_AREA, "Nodata outside the area's polygons", defaultValue=False))
+    algorithm.addParameter(
+        with_help(
+            QgsProcessingParameterExtent(choices.EXTENT, "Extent to process", optional=True), "Empty: the whole raster."
+        )
+    )
+    algorithm.addParameter(
+        with_help(
+            QgsProcessingParameterFeatureSource(
+                choices.AREA, "Area to process", [QgsProcessing.SourceType.TypeVectorPolygon], optional=True
+            ),
+            "Polygons (selected features only where asked); empty: the whole raster. With an extent too: "
+            "the part of the polygons inside the extent.",
+        )
+    )
+    algorithm.add_advanced(
+        QgsProcessingParameterBoolean(
+            choices.NODATA_OUTSIDE_AREA, "Nodata outside the area's polygons", defaultValue=False
+        )
+    )
 
 
 def area_from_source(source, what: str = choices.AREA) -> core.Area | None:
@@ -46,8 +57,10 @@ def area_from_source(source, what: str = choices.AREA) -> core.Area | None:
         value = feature[label] if label else None
         names.append(str(value) if value not in (None, "") else str(feature.id()))
     if not wkts:
-        raise QgsProcessingException(f"{what}: the layer holds no polygon (or none is selected). Choose a "
-                                     "polygon layer, or turn off 'Selected features only'.")
+        raise QgsProcessingException(
+            f"{what}: the layer holds no polygon (or none is selected). Choose a "
+            "polygon layer, or turn off 'Selected features only'."
+        )
     return core.Area(tuple(wkts), source.sourceCrs().toWkt(), tuple(names), what)
 
 

@@ -78,6 +78,7 @@ def _ends_quietly_when_cancelled(process):
     (the task reports itself cancelled). Called directly (``processing.run``,
     ``qgis_process``) it raises, as a script expects.
     """
+
     def wrapper(self, parameters, context, feedback):
         try:
             return process(self, parameters, context, feedback)
@@ -88,6 +89,7 @@ def _ends_quietly_when_cancelled(process):
                 feedback.pushInfo(CANCELLED)
             context.setLayersToLoadOnCompletion({})  # nothing was written: nothing to load
             return {}
+
     return wrapper
 
 
@@ -105,16 +107,21 @@ def run_engine(call, feedback):
     except CloudMaskError as err:  # a problem the user can fix: the message says how
         raise QgsProcessingException(str(err)) from err
     except MemoryError as err:
-        raise QgsProcessingException("Out of memory; no output was written. Turn off 'Load the whole raster "
-                                     "in memory' or use a coarser processing resolution.") from err
+        raise QgsProcessingException(
+            "Out of memory; no output was written. Turn off 'Load the whole raster "
+            "in memory' or use a coarser processing resolution."
+        ) from err
     except OSError as err:
-        raise QgsProcessingException(f"Cannot read or write a file: {err}. No output was written. Check the "
-                                     "paths, the free disk space and the permissions.") from err
+        raise QgsProcessingException(
+            f"Cannot read or write a file: {err}. No output was written. Check the "
+            "paths, the free disk space and the permissions."
+        ) from err
     except Exception as err:
         QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, Qgis.MessageLevel.Critical)
         raise QgsProcessingException(
             f"Unexpected error ({type(err).__name__}: {err}); no output was written. Please report it with "
-            f"the details from View > Panels > Log Messages, tab '{LOG_TAG}'.") from err
+            f"the details from View > Panels > Log Messages, tab '{LOG_TAG}'."
+        ) from err
 
 
 def _number_problem(label: str, value, low: float, high: float) -> str:
@@ -137,6 +144,7 @@ def source_path(layer) -> str:
 def work_dir() -> str:
     """Where core writes a product's VRT stack: the Processing temporary folder."""
     from qgis.core import QgsProcessingUtils
+
     return QgsProcessingUtils.tempFolder()
 
 
@@ -155,6 +163,7 @@ _RUNS_CHANGED = threading.Condition()
 
 def _counted(process):
     """Record the run while ``processAlgorithm`` executes (see ``stop_runs``)."""
+
     def wrapper(self, parameters, context, feedback):
         key = object()
         with _RUNS_CHANGED:
@@ -165,6 +174,7 @@ def _counted(process):
             with _RUNS_CHANGED:
                 del _RUNS[key]
                 _RUNS_CHANGED.notify_all()
+
     return wrapper
 
 
@@ -238,16 +248,22 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         return True, ""
 
     def _is_product_value(self, name, value) -> bool:
-        return isinstance(value, str) and isinstance(self.parameterDefinition(name),
-                                                     QgsProcessingParameterRasterLayer) and core.is_product(value)
+        return (
+            isinstance(value, str)
+            and isinstance(self.parameterDefinition(name), QgsProcessingParameterRasterLayer)
+            and core.is_product(value)
+        )
 
     def _is_gdal_source(self, name, value, context) -> bool:
         """A raster GDAL opens but QGIS 3.22 does not load from a string: ``/vsizip/`` paths,
         ``GPKG:file.gpkg:table``, subdatasets (later QGIS versions load them). Passed on to
         core as it is, as a product is; QGIS's own check would refuse it as unreadable."""
-        return isinstance(value, str) and isinstance(self.parameterDefinition(name),
-                                                     QgsProcessingParameterRasterLayer) \
-            and self.parameterAsRasterLayer({name: value}, name, context) is None and core.opens_as_raster(value)
+        return (
+            isinstance(value, str)
+            and isinstance(self.parameterDefinition(name), QgsProcessingParameterRasterLayer)
+            and self.parameterAsRasterLayer({name: value}, name, context) is None
+            and core.opens_as_raster(value)
+        )
 
     def _value_problem(self, definition, parameters, context) -> str:
         name = definition.name()
@@ -257,12 +273,17 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         label = f"{definition.description()} ({name})"
         if isinstance(definition, QgsProcessingParameterNumber):
             return _number_problem(label, value, definition.minimum(), definition.maximum())
-        if isinstance(definition, QgsProcessingParameterRasterLayer) and isinstance(value, str) \
-                and self.parameterAsRasterLayer(parameters, name, context) is None:
+        if (
+            isinstance(definition, QgsProcessingParameterRasterLayer)
+            and isinstance(value, str)
+            and self.parameterAsRasterLayer(parameters, name, context) is None
+        ):
             if core.zip_problem(value):
                 return f"{label}: {core.zip_problem(value)}"
-            return (f"{label}: '{value}' cannot be opened as a raster. Choose a raster layer or a raster "
-                    "file GDAL can read (GeoTIFF, JP2, VRT ...).")
+            return (
+                f"{label}: '{value}' cannot be opened as a raster. Choose a raster layer or a raster "
+                "file GDAL can read (GeoTIFF, JP2, VRT ...)."
+            )
         return ""
 
     # -- parameter helpers
@@ -274,51 +295,96 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(name, label, optional=optional))
 
     def add_in_memory(self):
-        self.addParameter(with_help(QgsProcessingParameterBoolean(
-            choices.IN_MEMORY, "Load the whole raster in memory", defaultValue=False),
-            "Faster for fast models; uses about as much memory as the raster."))
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterBoolean(choices.IN_MEMORY, "Load the whole raster in memory", defaultValue=False),
+                "Faster for fast models; uses about as much memory as the raster.",
+            )
+        )
 
     def add_threshold(self, name, label):
-        self.addParameter(with_help(QgsProcessingParameterNumber(
-            name, label, QgsProcessingParameterNumber.Type.Double, optional=True, minValue=0.0, maxValue=1.0),
-            "Empty: the model's recommended value."))
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterNumber(
+                    name, label, QgsProcessingParameterNumber.Type.Double, optional=True, minValue=0.0, maxValue=1.0
+                ),
+                "Empty: the model's recommended value.",
+            )
+        )
 
     def add_resolution(self):
-        self.add_advanced(with_help(QgsProcessingParameterNumber(
-            choices.RESOLUTION, "Resolution, m (0: the raster's)",
-            QgsProcessingParameterNumber.Type.Double, optional=True, minValue=0.0),
-            "Empty: the resolution the models were made for (30 m for the UKIS models, 10 m for "
-            "FarmVibes.AI's and s2cloudless; with models of different resolutions, the finest). "
-            "0: the raster's own resolution. A coarser resolution is faster; each pixel then gets "
-            "the decision of the coarser pixel it lies in."))
+        self.add_advanced(
+            with_help(
+                QgsProcessingParameterNumber(
+                    choices.RESOLUTION,
+                    "Resolution, m (0: the raster's)",
+                    QgsProcessingParameterNumber.Type.Double,
+                    optional=True,
+                    minValue=0.0,
+                ),
+                "Empty: the resolution the models were made for (30 m for the UKIS models, 10 m for "
+                "FarmVibes.AI's and s2cloudless; with models of different resolutions, the finest). "
+                "0: the raster's own resolution. A coarser resolution is faster; each pixel then gets "
+                "the decision of the coarser pixel it lies in.",
+            )
+        )
 
     def add_bands(self):
-        self.add_advanced(with_help(QgsProcessingParameterString(
-            choices.BANDS, "Band mapping (empty: detect)", optional=True),
-            "The Sentinel-2 band of each raster band, comma-separated, e.g. B02,B03,B04,B08."))
+        self.add_advanced(
+            with_help(
+                QgsProcessingParameterString(choices.BANDS, "Band mapping (empty: detect)", optional=True),
+                "The Sentinel-2 band of each raster band, comma-separated, e.g. B02,B03,B04,B08.",
+            )
+        )
 
     def add_provider(self):
-        self.add_advanced(QgsProcessingParameterEnum(
-            choices.EXECUTION_PROVIDER, "Execution provider", options=list(PROVIDERS), defaultValue=0))
+        self.add_advanced(
+            QgsProcessingParameterEnum(
+                choices.EXECUTION_PROVIDER, "Execution provider", options=list(PROVIDERS), defaultValue=0
+            )
+        )
 
     def add_merge_options(self):
-        self.add_advanced(QgsProcessingParameterEnum(
-            choices.PRODUCT_MASK_KIND, "Product mask kind", options=list(PRODUCT_KINDS),
-            defaultValue=PRODUCT_KINDS.index(DEFAULTS.product_kind)))
-        self.add_advanced(QgsProcessingParameterNumber(
-            choices.DILATION, "Dilation radius (pixels)", QgsProcessingParameterNumber.Type.Integer,
-            defaultValue=DEFAULTS.dilation, minValue=0))
-        self.add_advanced(with_help(QgsProcessingParameterNumber(
-            choices.MIN_AREA, "Minimum area (pixels)",
-            QgsProcessingParameterNumber.Type.Integer, defaultValue=DEFAULTS.min_area, minValue=0),
-            "FarmVibes.AI's min_area, applied after the dilation: patches of cloud and shadow "
-            "together smaller than this become clear, then clear gaps smaller than this (holes, "
-            "also at the raster's edge) are filled; a filled gap shows as shadow when it borders "
-            "only shadow, else as cloud. 0: off."))
-        self.add_advanced(QgsProcessingParameterEnum(
-            choices.OUTPUT_MODE, "Output", options=["categorical (0 clear, 1 cloud, 2 shadow)",
-                                              "binary (0 clear, 1 cloud or shadow)"],
-            defaultValue=OUTPUT_MODES.index(DEFAULTS.output_mode)))
+        self.add_advanced(
+            QgsProcessingParameterEnum(
+                choices.PRODUCT_MASK_KIND,
+                "Product mask kind",
+                options=list(PRODUCT_KINDS),
+                defaultValue=PRODUCT_KINDS.index(DEFAULTS.product_kind),
+            )
+        )
+        self.add_advanced(
+            QgsProcessingParameterNumber(
+                choices.DILATION,
+                "Dilation radius (pixels)",
+                QgsProcessingParameterNumber.Type.Integer,
+                defaultValue=DEFAULTS.dilation,
+                minValue=0,
+            )
+        )
+        self.add_advanced(
+            with_help(
+                QgsProcessingParameterNumber(
+                    choices.MIN_AREA,
+                    "Minimum area (pixels)",
+                    QgsProcessingParameterNumber.Type.Integer,
+                    defaultValue=DEFAULTS.min_area,
+                    minValue=0,
+                ),
+                "FarmVibes.AI's min_area, applied after the dilation: patches of cloud and shadow "
+                "together smaller than this become clear, then clear gaps smaller than this (holes, "
+                "also at the raster's edge) are filled; a filled gap shows as shadow when it borders "
+                "only shadow, else as cloud. 0: off.",
+            )
+        )
+        self.add_advanced(
+            QgsProcessingParameterEnum(
+                choices.OUTPUT_MODE,
+                "Output",
+                options=["categorical (0 clear, 1 cloud, 2 shadow)", "binary (0 clear, 1 cloud or shadow)"],
+                defaultValue=OUTPUT_MODES.index(DEFAULTS.output_mode),
+            )
+        )
 
     # -- reading
     def optional_number(self, parameters, name, context):
@@ -338,19 +404,23 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
             return value
         if layer is None:
             if required:
-                raise QgsProcessingException(f"{name}: no raster given or it cannot be opened. "
-                                             "Choose a raster layer or a raster file.")
+                raise QgsProcessingException(
+                    f"{name}: no raster given or it cannot be opened. Choose a raster layer or a raster file."
+                )
             return ""
         return source_path(layer)
 
-    def merge_settings(self, parameters, context, cloud_thr=FARMVIBES_CLOUD_THRESHOLD,
-                       shadow_thr=FARMVIBES_SHADOW_THRESHOLD):
+    def merge_settings(
+        self, parameters, context, cloud_thr=FARMVIBES_CLOUD_THRESHOLD, shadow_thr=FARMVIBES_SHADOW_THRESHOLD
+    ):
         return core.MergeSettings(
-            cloud_threshold=cloud_thr, shadow_threshold=shadow_thr,
+            cloud_threshold=cloud_thr,
+            shadow_threshold=shadow_thr,
             product_kind=PRODUCT_KINDS[self.parameterAsEnum(parameters, choices.PRODUCT_MASK_KIND, context)],
             dilation=self.parameterAsInt(parameters, choices.DILATION, context),
             min_area=self.parameterAsInt(parameters, choices.MIN_AREA, context),
-            output_mode=OUTPUT_MODES[self.parameterAsEnum(parameters, choices.OUTPUT_MODE, context)])
+            output_mode=OUTPUT_MODES[self.parameterAsEnum(parameters, choices.OUTPUT_MODE, context)],
+        )
 
     def provider_choice(self, parameters, context):
         return PROVIDERS[self.parameterAsEnum(parameters, choices.EXECUTION_PROVIDER, context)]

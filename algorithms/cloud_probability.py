@@ -22,10 +22,12 @@ class CloudProbability(CloudMaskAlgorithm):
         return "Cloud probability"
 
     def shortHelpString(self):
-        return ("Computes the cloud probability (0..1, float32, nodata -1) of a Sentinel-2 raster "
-                "with one segmentation model, in tiles streamed from the raster. Model: an "
-                "installed model id or an .onnx path with its card beside it; empty: the best "
-                "installed cloud model for the raster's processing level.")
+        return (
+            "Computes the cloud probability (0..1, float32, nodata -1) of a Sentinel-2 raster "
+            "with one segmentation model, in tiles streamed from the raster. Model: an "
+            "installed model id or an .onnx path with its card beside it; empty: the best "
+            "installed cloud model for the raster's processing level."
+        )
 
     def initAlgorithm(self, config=None):
         self.add_raster("SENTINEL_RASTER", "Sentinel-2 raster")
@@ -37,8 +39,7 @@ class CloudProbability(CloudMaskAlgorithm):
         use_widgets(self)  # the model and band pickers in the Processing dialogs
 
     def add_model_parameter(self):
-        self.addParameter(QgsProcessingParameterString(
-            "MODEL_PATH", "Model", optional=True))
+        self.addParameter(QgsProcessingParameterString("MODEL_PATH", "Model", optional=True))
 
     def models(self, parameters, context) -> dict:
         """The model fields of the request (empty: core picks the default for the raster)."""
@@ -51,7 +52,9 @@ class CloudProbability(CloudMaskAlgorithm):
             bands=self.parameterAsString(parameters, choices.BANDS, context),
             provider=self.provider_choice(parameters, context),
             in_memory=self.parameterAsBool(parameters, choices.IN_MEMORY, context),
-            work_dir=work_dir(), **self.models(parameters, context))
+            work_dir=work_dir(),
+            **self.models(parameters, context),
+        )
 
     def outputs(self, path: str) -> core.ProbabilityOutputs:
         return core.ProbabilityOutputs(cloud=path)
@@ -62,6 +65,7 @@ class CloudProbability(CloudMaskAlgorithm):
         def work(fb):
             request = self.request(parameters, context)
             return core.probabilities(request, self.outputs(path), fb)
+
         style_on_load(context, path, ProbabilityStyler())
         report = run_engine(work, feedback)
         feedback.pushInfo(f"Models: {', '.join(report.cloud_models) or report.shadow_model}")

@@ -15,14 +15,14 @@ class EnsembleCloudProbability(CloudProbability):
         return "Ensemble cloud probability"
 
     def shortHelpString(self):
-        return ("The unweighted mean of the cloud probabilities of several models, all run in "
-                "one pass over the raster. Models: comma-separated ids or .onnx paths; empty: "
-                "every installed cloud model of the raster's processing level.")
+        return (
+            "The unweighted mean of the cloud probabilities of several models, all run in "
+            "one pass over the raster. Models: comma-separated ids or .onnx paths; empty: "
+            "every installed cloud model of the raster's processing level."
+        )
 
     def add_model_parameter(self):
-        self.addParameter(QgsProcessingParameterString(
-            "MODEL_PATHS", "Models",
-            optional=True))
+        self.addParameter(QgsProcessingParameterString("MODEL_PATHS", "Models", optional=True))
 
     def models(self, parameters, context) -> dict:
         text = self.parameterAsString(parameters, "MODEL_PATHS", context)

@@ -76,7 +76,8 @@ class ImproveCloudMask(CloudMaskAlgorithm):
             "the mask is cloud or shadow. With it the log and the outputs give what the product mask "
             "flags, what the improved mask flags, and how much of that the models and the dilation "
             "added.\n"
-            "Fractions are of valid (not nodata) pixels.")
+            "Fractions are of valid (not nodata) pixels."
+        )
 
     def initAlgorithm(self, config=None):
         self.add_raster(choices.S2_RASTER, "Sentinel-2 raster")
@@ -92,8 +93,9 @@ class ImproveCloudMask(CloudMaskAlgorithm):
         add_area_parameters(self)
         self.addParameter(QgsProcessingParameterRasterDestination(MASK, "Improved cloud mask"))
         for output in self.optional_outputs():
-            self.addParameter(QgsProcessingParameterRasterDestination(
-                output.name, output.label, optional=True, createByDefault=False))
+            self.addParameter(
+                QgsProcessingParameterRasterDestination(output.name, output.label, optional=True, createByDefault=False)
+            )
         for name in FRACTIONS:
             self.addOutput(QgsProcessingOutputNumber(name, name.replace("_", " ").capitalize()))
         for name, label in SOURCE_FIGURES.items():
@@ -101,10 +103,8 @@ class ImproveCloudMask(CloudMaskAlgorithm):
         use_widgets(self)  # the model and band pickers in the Processing dialogs
 
     def add_model_parameters(self):
-        self.addParameter(QgsProcessingParameterString(
-            choices.CLOUD_MODEL, "Cloud model", optional=True))
-        self.addParameter(QgsProcessingParameterString(
-            choices.SHADOW_MODEL, "Shadow model", optional=True))
+        self.addParameter(QgsProcessingParameterString(choices.CLOUD_MODEL, "Cloud model", optional=True))
+        self.addParameter(QgsProcessingParameterString(choices.SHADOW_MODEL, "Shadow model", optional=True))
 
     def optional_outputs(self) -> tuple[OptionalOutput, ...]:
         return optional_outputs(self.ensemble)
@@ -126,13 +126,17 @@ class ImproveCloudMask(CloudMaskAlgorithm):
                 resolution=self.optional_number(parameters, choices.RESOLUTION, context),
                 provider=self.provider_choice(parameters, context),
                 in_memory=self.parameterAsBool(parameters, choices.IN_MEMORY, context),
-                work_dir=work_dir()),
+                work_dir=work_dir(),
+            ),
             product_mask=self.raster_source(parameters, choices.PRODUCT_MASK, context, required=False) or None,
             settings=self.merge_settings(parameters, context),
             cloud_threshold=self.optional_number(parameters, choices.CLOUD_THR, context),
             shadow_threshold=self.optional_number(parameters, choices.SHADOW_THR, context),
-            mask=mask, ensemble=self.ensemble, source=fields.pop("source", None),
-            outputs=core.ProbabilityOutputs(**fields))
+            mask=mask,
+            ensemble=self.ensemble,
+            source=fields.pop("source", None),
+            outputs=core.ProbabilityOutputs(**fields),
+        )
         written = {o.name: path for o, path in wanted.items() if path}
         style_on_load(context, mask, MaskStyler(request.settings.output_mode == "binary"))
         for output, path in wanted.items():
@@ -141,9 +145,12 @@ class ImproveCloudMask(CloudMaskAlgorithm):
         where = selection(self, parameters, context)
         # With an area: only the tiles it needs; its pixels equal a whole-scene run's.
         report = run_engine(lambda fb: core.improve(request, fb, where), feedback)
-        feedback.pushInfo(f"Cloud models: {', '.join(report.cloud_models)}; shadow model: "
-                          f"{report.shadow_model or 'none'}. " + " ".join(report.notes))
+        feedback.pushInfo(
+            f"Cloud models: {', '.join(report.cloud_models)}; shadow model: "
+            f"{report.shadow_model or 'none'}. " + " ".join(report.notes)
+        )
         if report.valid_pixels == 0:
-            feedback.reportError("The raster has no valid pixel: the mask is all nodata and "
-                                 "the fractions are 0.", fatalError=False)
+            feedback.reportError(
+                "The raster has no valid pixel: the mask is all nodata and the fractions are 0.", fatalError=False
+            )
         return {MASK: mask, **report.fractions, **written, **report.provenance}

@@ -33,8 +33,12 @@ from .base import CloudMaskAlgorithm, QgisFeedback, run_engine, with_help
 from .widgets import use_widgets
 
 # Clear fraction classes: the clear dates stand out in green.
-CLASSES = ((0.0, 0.25, "#d7191c", "mostly cloudy (< 25 % clear)"), (0.25, 0.5, "#fdae61", "25-50 % clear"),
-           (0.5, 0.75, "#a6d96a", "50-75 % clear"), (0.75, 1.0, "#1a9641", "clear (> 75 %)"))
+CLASSES = (
+    (0.0, 0.25, "#d7191c", "mostly cloudy (< 25 % clear)"),
+    (0.25, 0.5, "#fdae61", "25-50 % clear"),
+    (0.5, 0.75, "#a6d96a", "50-75 % clear"),
+    (0.75, 1.0, "#1a9641", "clear (> 75 %)"),
+)
 
 
 def summary_renderer(field: str) -> QgsGraduatedSymbolRenderer:
@@ -122,45 +126,87 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
             "opened in the Results Viewer): the clear fraction per date "
             "as a chart (needs matplotlib), the dates ranked by clear fraction in the fields, the season "
             "layers' figures and a small picture of each date with its mask. It is one file that opens "
-            "offline.")
+            "offline."
+        )
 
     def initAlgorithm(self, config=None):
-        self.addParameter(QgsProcessingParameterMultipleLayers(
-            "INPUTS", "Sentinel-2 products (.zip, .SAFE, MTD files or band stacks)", QgsProcessing.SourceType.TypeFile))
-        self.addParameter(QgsProcessingParameterFeatureSource(
-            choices.AREA, "Area (polygons, e.g. your fields)", [QgsProcessing.SourceType.TypeVectorPolygon],
-            optional=True))
+        self.addParameter(
+            QgsProcessingParameterMultipleLayers(
+                "INPUTS",
+                "Sentinel-2 products (.zip, .SAFE, MTD files or band stacks)",
+                QgsProcessing.SourceType.TypeFile,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFeatureSource(
+                choices.AREA,
+                "Area (polygons, e.g. your fields)",
+                [QgsProcessing.SourceType.TypeVectorPolygon],
+                optional=True,
+            )
+        )
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_FOLDER", "Output folder"))
         self.add_threshold(choices.CLOUD_THR, "Cloud probability threshold")
         self.add_threshold(choices.SHADOW_THR, "Shadow probability threshold")
         self.add_in_memory()
-        self.addParameter(QgsProcessingParameterString(
-            choices.CLOUD_MODEL, "Cloud model (id or .onnx path; empty: best installed)", optional=True))
-        self.addParameter(QgsProcessingParameterString(
-            choices.SHADOW_MODEL, "Shadow model (id or .onnx path; empty: default)", optional=True))
+        self.addParameter(
+            QgsProcessingParameterString(
+                choices.CLOUD_MODEL, "Cloud model (id or .onnx path; empty: best installed)", optional=True
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterString(
+                choices.SHADOW_MODEL, "Shadow model (id or .onnx path; empty: default)", optional=True
+            )
+        )
         self.add_bands()
         self.add_merge_options()
         self.add_resolution()
         self.add_provider()
-        self.add_advanced(QgsProcessingParameterString(
-            "PATTERN", "File pattern for folders given as products (comma-separated)",
-            defaultValue="*.zip,*.SAFE,*.tif,*.tiff,*.vrt", optional=True))
-        self.add_advanced(QgsProcessingParameterBoolean(
-            choices.NODATA_OUTSIDE_AREA, "Nodata outside the area's polygons", defaultValue=False))
-        self.add_advanced(QgsProcessingParameterBoolean(
-            "FORCE", "Redo products already done with the same parameters", defaultValue=False))
-        self.addParameter(with_help(QgsProcessingParameterBoolean(
-            "WRITE_MASKED", "Also write each product's imagery with its mask applied", defaultValue=False),
-            "Beside each mask, <mask name>_masked.tif: the product's bands with cloud, shadow and nodata "
-            "set to nodata (as Apply cloud mask does)."))
-        self.add_advanced(with_help(QgsProcessingParameterString(
-            "MASKED_BANDS", "Bands of the masked imagery (empty: all)", optional=True),
-            "Sentinel-2 band names, comma-separated, e.g. B02,B03,B04,B08."))
-        self.addParameter(with_help(QgsProcessingParameterBoolean(
-            "WRITE_SOURCE", "Also write each product's source raster (which source flagged each pixel)",
-            defaultValue=False),
-            "Beside each mask, <mask name>_source.tif, as Improve cloud mask's Source output; the summary "
-            "gets its figures (product_mask_fraction, model_added_fraction, dilation_fraction...)."))
+        self.add_advanced(
+            QgsProcessingParameterString(
+                "PATTERN",
+                "File pattern for folders given as products (comma-separated)",
+                defaultValue="*.zip,*.SAFE,*.tif,*.tiff,*.vrt",
+                optional=True,
+            )
+        )
+        self.add_advanced(
+            QgsProcessingParameterBoolean(
+                choices.NODATA_OUTSIDE_AREA, "Nodata outside the area's polygons", defaultValue=False
+            )
+        )
+        self.add_advanced(
+            QgsProcessingParameterBoolean(
+                "FORCE", "Redo products already done with the same parameters", defaultValue=False
+            )
+        )
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterBoolean(
+                    "WRITE_MASKED", "Also write each product's imagery with its mask applied", defaultValue=False
+                ),
+                "Beside each mask, <mask name>_masked.tif: the product's bands with cloud, shadow and nodata "
+                "set to nodata (as Apply cloud mask does).",
+            )
+        )
+        self.add_advanced(
+            with_help(
+                QgsProcessingParameterString("MASKED_BANDS", "Bands of the masked imagery (empty: all)", optional=True),
+                "Sentinel-2 band names, comma-separated, e.g. B02,B03,B04,B08.",
+            )
+        )
+        self.addParameter(
+            with_help(
+                QgsProcessingParameterBoolean(
+                    "WRITE_SOURCE",
+                    "Also write each product's source raster (which source flagged each pixel)",
+                    defaultValue=False,
+                ),
+                "Beside each mask, <mask name>_source.tif, as Improve cloud mask's Source output; the summary "
+                "gets its figures (product_mask_fraction, model_added_fraction, dilation_fraction...).",
+            )
+        )
         self.addOutput(QgsProcessingOutputVectorLayer("SUMMARY", "Summary", QgsProcessing.SourceType.TypeVectorPolygon))
         self._add_season_parameters()
         use_widgets(self)  # the model and band pickers in the Processing dialogs
@@ -179,8 +225,10 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
             value = feature[label] if label else None
             names.append(str(value) if value not in (None, "") else str(feature.id()))
         if not wkts:
-            raise QgsProcessingException("The area holds no polygon (or none is selected). Choose a polygon "
-                                         "layer, or turn off 'Selected features only'.")
+            raise QgsProcessingException(
+                "The area holds no polygon (or none is selected). Choose a polygon "
+                "layer, or turn off 'Selected features only'."
+            )
         return core.Area(tuple(wkts), source.sourceCrs().toWkt(), tuple(names), choices.AREA)
 
     def _options(self, parameters, context) -> core.BatchOptions:
@@ -192,16 +240,19 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
                 bands=self.parameterAsString(parameters, choices.BANDS, context),
                 resolution=self.optional_number(parameters, choices.RESOLUTION, context),
                 provider=self.provider_choice(parameters, context),
-                in_memory=self.parameterAsBool(parameters, choices.IN_MEMORY, context)),
+                in_memory=self.parameterAsBool(parameters, choices.IN_MEMORY, context),
+            ),
             settings=self.merge_settings(parameters, context),
             cloud_threshold=self.optional_number(parameters, choices.CLOUD_THR, context),
-            shadow_threshold=self.optional_number(parameters, choices.SHADOW_THR, context))
+            shadow_threshold=self.optional_number(parameters, choices.SHADOW_THR, context),
+        )
         return core.BatchOptions(
             request,
             blank_outside=self.parameterAsBool(parameters, choices.NODATA_OUTSIDE_AREA, context),
             masked=self.parameterAsBool(parameters, "WRITE_MASKED", context),
             masked_bands=self.parameterAsString(parameters, "MASKED_BANDS", context).strip(),
-            source=self.parameterAsBool(parameters, "WRITE_SOURCE", context))
+            source=self.parameterAsBool(parameters, "WRITE_SOURCE", context),
+        )
 
     def processAlgorithm(self, parameters, context, feedback):
         inputs = self.parameterAsFileList(parameters, "INPUTS", context)
@@ -217,6 +268,7 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
             options.request.settings.validate()
             core.parse_band_list(options.masked_bands)  # a typo fails here, not in every product
             return core.plan_items(inputs, pattern)
+
         items = run_engine(plan, feedback)
         if not items:
             raise QgsProcessingException("No product was given. Add products (or a folder of them) to the list.")
@@ -237,23 +289,35 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
                     feedback.pushInfo(f"  {core.figures_summary(row.provenance())}")
             else:
                 feedback.reportError(f"{row.input}: {row.error}", fatalError=False)
+
         try:
-            rows = core.run_sequential(items, options, out_dir, area, force, QgisFeedback(feedback),
-                                        on_row=lambda r: (rows.append(r), report(r)))
+            rows = core.run_sequential(
+                items,
+                options,
+                out_dir,
+                area,
+                force,
+                QgisFeedback(feedback),
+                on_row=lambda r: (rows.append(r), report(r)),
+            )
         except Cancelled:
             if not rows:  # an earlier run's summary in the folder stays as it was
-                raise QgsProcessingException("Cancelled before the first product was done: nothing was "
-                                             "written. Run again to start.") from None
+                raise QgsProcessingException(
+                    "Cancelled before the first product was done: nothing was written. Run again to start."
+                ) from None
             written = write_summary(rows, out_dir)
             raise QgsProcessingException(
                 f"Cancelled after {len(rows)} of {len(items)} products: their masks and the summary "
-                f"({written['gpkg']}) are kept. Run again to do the rest.") from None
+                f"({written['gpkg']}) are kept. Run again to do the rest."
+            ) from None
         season_results = self._season(rows, out_dir, area, parameters, context, feedback)
         written = write_summary(rows, out_dir)
         failed = [r for r in rows if not r.ok]
         if failed:
-            feedback.reportError(f"{len(failed)} of {len(rows)} product(s) failed; see the status column of "
-                                 "the summary.", fatalError=False)
+            feedback.reportError(
+                f"{len(failed)} of {len(rows)} product(s) failed; see the status column of the summary.",
+                fatalError=False,
+            )
         layer = f"{written['gpkg']}|layername=summary"
         field = "area_clear_fraction" if area is not None else "clear_fraction"
         styler = SummaryStyler(field)
@@ -266,18 +330,33 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
     # -- season layers and report (issue 25): after every product, before the summary
 
     def _add_season_parameters(self):
-        self.add_advanced(QgsProcessingParameterNumber(
-            "PERSISTENT_SHARE", "Persistent cloud: cloud on at least this share of a pixel's dates (0-1)",
-            QgsProcessingParameterNumber.Type.Double, defaultValue=PERSISTENT_SHARE, minValue=0.01,
-            maxValue=1.0))
-        self.add_advanced(QgsProcessingParameterNumber(
-            "PERSISTENT_MIN_DATES", "Persistent cloud: only pixels with at least this many dates with data",
-            QgsProcessingParameterNumber.Type.Integer, defaultValue=PERSISTENT_MIN_DATES, minValue=1))
+        self.add_advanced(
+            QgsProcessingParameterNumber(
+                "PERSISTENT_SHARE",
+                "Persistent cloud: cloud on at least this share of a pixel's dates (0-1)",
+                QgsProcessingParameterNumber.Type.Double,
+                defaultValue=PERSISTENT_SHARE,
+                minValue=0.01,
+                maxValue=1.0,
+            )
+        )
+        self.add_advanced(
+            QgsProcessingParameterNumber(
+                "PERSISTENT_MIN_DATES",
+                "Persistent cloud: only pixels with at least this many dates with data",
+                QgsProcessingParameterNumber.Type.Integer,
+                defaultValue=PERSISTENT_MIN_DATES,
+                minValue=1,
+            )
+        )
         # A file destination with .html: QGIS opens it in the Results Viewer, and a model can name it
         # as its own output. Optional, so that runs and models made before it still run; the report
         # is always in the output folder (REPORT is that one when no path is given).
-        self.addParameter(QgsProcessingParameterFileDestination(
-            "REPORT", "Season report", "HTML files (*.html)", optional=True, createByDefault=True))
+        self.addParameter(
+            QgsProcessingParameterFileDestination(
+                "REPORT", "Season report", "HTML files (*.html)", optional=True, createByDefault=True
+            )
+        )
         self.addOutput(QgsProcessingOutputMultipleLayers("SEASON_LAYERS", "Season layers"))
 
     def _check_report(self, parameters, context) -> None:
@@ -289,19 +368,24 @@ class ImproveCloudMaskBatch(CloudMaskAlgorithm):
     def _season(self, rows, out_dir, area, parameters, context, feedback) -> dict:
         settings = core.SeasonSettings(
             self.parameterAsDouble(parameters, "PERSISTENT_SHARE", context),
-            self.parameterAsInt(parameters, "PERSISTENT_MIN_DATES", context))
+            self.parameterAsInt(parameters, "PERSISTENT_MIN_DATES", context),
+        )
         feedback.pushInfo("Season layers and report...")
         season, path = run_engine(
-            lambda engine_feedback: core.season_outputs(rows, out_dir, settings, area, engine_feedback), feedback)
+            lambda engine_feedback: core.season_outputs(rows, out_dir, settings, area, engine_feedback), feedback
+        )
         for message in season.messages:
             feedback.pushWarning(message)
         paths = []
         for tile in season.tiles:
-            feedback.pushInfo(f"{tile.tile or 'Season'}: {tile.dates} date(s); {tile.persistent} pixel(s) cloud on "
-                              f"most dates; layers {tile.name}_*.tif")
+            feedback.pushInfo(
+                f"{tile.tile or 'Season'}: {tile.dates} date(s); {tile.persistent} pixel(s) cloud on "
+                f"most dates; layers {tile.name}_*.tif"
+            )
             for key, label in (("cloud_frequency", "cloud frequency"), ("persistent", "persistent cloud")):
-                details = QgsProcessingContext.LayerDetails(f"{tile.tile or 'Season'} {label}", context.project(),
-                                                            "SEASON_LAYERS")
+                details = QgsProcessingContext.LayerDetails(
+                    f"{tile.tile or 'Season'} {label}", context.project(), "SEASON_LAYERS"
+                )
                 context.addLayerToLoadOnCompletion(tile.paths[key], details)
             paths += list(tile.paths.values())
         destination = self.parameterAsFileOutput(parameters, "REPORT", context)

@@ -38,8 +38,10 @@ class TrueColourStyler(QgsProcessingLayerPostProcessorInterface):
             return  # not a stack we can tell the colours of: leave QGIS's default
         bands = [descriptions.index(band) + 1 for band in TRUE_COLOUR]
         layer.setRenderer(QgsMultiBandColorRenderer(layer.dataProvider(), *bands))
-        layer.setContrastEnhancement(QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum,
-                                     QgsRasterMinMaxOrigin.Limits.CumulativeCut)
+        layer.setContrastEnhancement(
+            QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum,
+            QgsRasterMinMaxOrigin.Limits.CumulativeCut,
+        )
         layer.triggerRepaint()
 
 
@@ -70,30 +72,49 @@ class PrepareS2Product(CloudMaskAlgorithm):
             "products before baseline 04.00 have no raster mask and this output is skipped. "
             "Use product mask kind 'scl' with it (the improve algorithms pick that by themselves).\n"
             "Output format follows the extension: .vrt is instant and small but refers to the "
-            "product's files (keep the product where it is); .tif is a self-contained copy.")
+            "product's files (keep the product where it is); .tif is a self-contained copy."
+        )
 
     def initAlgorithm(self, config=None):
         # A File parameter (not Folder): a product is usually a .zip or picked by its MTD
         # file, and the value is only a string, so a typed .SAFE folder path works too.
-        self.addParameter(QgsProcessingParameterFile(
-            "INPUT", "Sentinel-2 product",
-            behavior=QgsProcessingParameterFile.Behavior.File,
-            fileFilter="Sentinel-2 product (*.zip *.ZIP MTD_MSIL2A.xml MTD_MSIL1C.xml);;All files (*)"))
-        self.addParameter(QgsProcessingParameterNumber(
-            choices.RESOLUTION, "Resolution in metres (10, 20 or 60)", QgsProcessingParameterNumber.Type.Double,
-            defaultValue=10.0, minValue=10.0))
-        self.addParameter(QgsProcessingParameterExtent(choices.EXTENT, "Extent to cut (empty: whole tile)",
-                                                       optional=True))
+        self.addParameter(
+            QgsProcessingParameterFile(
+                "INPUT",
+                "Sentinel-2 product",
+                behavior=QgsProcessingParameterFile.Behavior.File,
+                fileFilter="Sentinel-2 product (*.zip *.ZIP MTD_MSIL2A.xml MTD_MSIL1C.xml);;All files (*)",
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                choices.RESOLUTION,
+                "Resolution in metres (10, 20 or 60)",
+                QgsProcessingParameterNumber.Type.Double,
+                defaultValue=10.0,
+                minValue=10.0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterExtent(choices.EXTENT, "Extent to cut (empty: whole tile)", optional=True)
+        )
         self.addParameter(QgsProcessingParameterRasterDestination(choices.S2_RASTER, "Sentinel-2 band stack"))
-        self.addParameter(QgsProcessingParameterRasterDestination(
-            choices.PRODUCT_MASK, "Product mask (SCL)", optional=True, createByDefault=True))
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(
+                choices.PRODUCT_MASK, "Product mask (SCL)", optional=True, createByDefault=True
+            )
+        )
 
     def processAlgorithm(self, parameters, context, feedback):
         source = self.parameterAsFile(parameters, "INPUT", context)
         if not core.is_product(source):
-            raise QgsProcessingException(core.zip_problem(source) or (
-                f"'{source}' is not a Sentinel-2 product: give the .zip, the .SAFE folder or the "
-                "MTD_MSIL2A.xml / MTD_MSIL1C.xml in it."))
+            raise QgsProcessingException(
+                core.zip_problem(source)
+                or (
+                    f"'{source}' is not a Sentinel-2 product: give the .zip, the .SAFE folder or the "
+                    "MTD_MSIL2A.xml / MTD_MSIL1C.xml in it."
+                )
+            )
         resolution = self.parameterAsDouble(parameters, choices.RESOLUTION, context)
         bounds = None
         if parameters.get(choices.EXTENT):
@@ -106,12 +127,16 @@ class PrepareS2Product(CloudMaskAlgorithm):
         mask = self.optional_output(parameters, choices.PRODUCT_MASK, context)
         product, mask = run_engine(lambda _: core.prepare_product(source, stack, mask, resolution, bounds), feedback)
         offset = core.stack_metadata(product, source).get(product.offset_key, "none")
-        feedback.pushInfo(f"{product.level} product, baseline {product.baseline}, radiometric offset "
-                          f"{offset}, {len(product.bands)} bands at {resolution:g} m.")
+        feedback.pushInfo(
+            f"{product.level} product, baseline {product.baseline}, radiometric offset "
+            f"{offset}, {len(product.bands)} bands at {resolution:g} m."
+        )
         results = {choices.S2_RASTER: stack}
         if mask:
             results[choices.PRODUCT_MASK] = mask
         elif self.optional_output(parameters, choices.PRODUCT_MASK, context):
-            feedback.reportError("The product has no raster cloud mask (L1C before baseline 04.00): "
-                                 "no product mask was written.", fatalError=False)
+            feedback.reportError(
+                "The product has no raster cloud mask (L1C before baseline 04.00): no product mask was written.",
+                fatalError=False,
+            )
         return results

@@ -45,6 +45,17 @@ def _algorithms():
     from .product_model import ProductChainModel
     from .shadow_probability import ShadowProbability
     from .workflow_model import WorkflowModel
-    return [ImproveCloudMask(), ImproveCloudMaskEnsemble(), CloudProbability(),
-            EnsembleCloudProbability(), ShadowProbability(), MergeCloudMasks(), WorkflowModel(),
-            PrepareS2Product(), ProductChainModel(), ImproveCloudMaskBatch(), ApplyMask()]
+
+    return [
+        ImproveCloudMask(),
+        ImproveCloudMaskEnsemble(),
+        CloudProbability(),
+        EnsembleCloudProbability(),
+        ShadowProbability(),
+        MergeCloudMasks(),
+        WorkflowModel(),
+        PrepareS2Product(),
+        ProductChainModel(),
+        ImproveCloudMaskBatch(),
+        ApplyMask(),
+    ]

@@ -18,9 +18,11 @@ class ShadowProbability(CloudProbability):
         return "Shadow probability"
 
     def shortHelpString(self):
-        return ("Computes the cloud-shadow probability (0..1, float32, nodata -1) of a Sentinel-2 "
-                "raster with one model that gives shadow. Model: an installed id or an .onnx path "
-                "with its card; empty: the best installed shadow model for the raster's level.")
+        return (
+            "Computes the cloud-shadow probability (0..1, float32, nodata -1) of a Sentinel-2 "
+            "raster with one model that gives shadow. Model: an installed id or an .onnx path "
+            "with its card; empty: the best installed shadow model for the raster's level."
+        )
 
     def models(self, parameters, context) -> dict:
         model = self.parameterAsString(parameters, "MODEL_PATH", context).strip()

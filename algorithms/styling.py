@@ -32,20 +32,26 @@ def mask_renderer(layer, binary: bool = False):
     names = core.BINARY_CATEGORY_NAMES if binary else core.CATEGORY_NAMES
     colours = core.BINARY_CATEGORY_COLOURS if binary else core.CATEGORY_COLOURS
     # Clear is transparent: the image shows through (a user may give it a colour).
-    classes = [QgsPalettedRasterRenderer.Class(value, QColor(*colours[value][:3],
-                                                             0 if value == core.CLEAR else colours[value][3]),
-                                               names[value])
-               for value in sorted(names) if value != core.NODATA]
+    classes = [
+        QgsPalettedRasterRenderer.Class(
+            value, QColor(*colours[value][:3], 0 if value == core.CLEAR else colours[value][3]), names[value]
+        )
+        for value in sorted(names)
+        if value != core.NODATA
+    ]
     return QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes)
 
 
 def source_renderer(layer):
     """The SOURCE output as a legend of its categories; clear transparent, as the mask's."""
     names, colours = core.SOURCE_NAMES, core.SOURCE_COLOURS
-    classes = [QgsPalettedRasterRenderer.Class(value, QColor(*colours[value][:3],
-                                                             0 if value == core.SOURCE_CLEAR else colours[value][3]),
-                                               names[value])
-               for value in sorted(names) if value != core.SOURCE_NODATA]
+    classes = [
+        QgsPalettedRasterRenderer.Class(
+            value, QColor(*colours[value][:3], 0 if value == core.SOURCE_CLEAR else colours[value][3]), names[value]
+        )
+        for value in sorted(names)
+        if value != core.SOURCE_NODATA
+    ]
     return QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes)
 
 

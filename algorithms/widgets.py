@@ -11,9 +11,14 @@ from __future__ import annotations
 from ..core import choices
 
 WRAPPERS = f"{__package__.rsplit('.', 1)[0]}.ui.processing_wrappers"
-BY_PARAMETER = {choices.CLOUD_MODEL: "ModelWrapper", choices.SHADOW_MODEL: "ModelWrapper",
-                "MODEL_PATH": "ModelWrapper", choices.CLOUD_MODELS: "ModelListWrapper",
-                "MODEL_PATHS": "ModelListWrapper", choices.BANDS: "BandsWrapper"}
+BY_PARAMETER = {
+    choices.CLOUD_MODEL: "ModelWrapper",
+    choices.SHADOW_MODEL: "ModelWrapper",
+    "MODEL_PATH": "ModelWrapper",
+    choices.CLOUD_MODELS: "ModelListWrapper",
+    "MODEL_PATHS": "ModelListWrapper",
+    choices.BANDS: "BandsWrapper",
+}
 
 
 def wrapper_metadata(name: str, shadow: bool = False) -> dict:

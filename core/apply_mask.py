@@ -118,7 +118,8 @@ def mask_kind(mask: str) -> MaskKind:
         raise MaskInputError(
             f"'{mask}' is not a cloud mask: it has {ds.RasterCount} band(s) of type "
             f"{gdal.GetDataTypeName(band.DataType)}, where a mask made by Improve cloud mask has one band of "
-            "bytes (0 clear, 1 cloud, 2 shadow, 255 nodata). Give the mask Improve cloud mask wrote.")
+            "bytes (0 clear, 1 cloud, 2 shadow, 255 nodata). Give the mask Improve cloud mask wrote."
+        )
     nodata = band.GetNoDataValue()
     nodata = merge.NODATA if nodata is None else int(nodata)
     names = [n.strip().lower() for n in (band.GetCategoryNames() or [])]
@@ -131,7 +132,8 @@ def mask_kind(mask: str) -> MaskKind:
     shown = ", ".join(f"{i} {n}" for i, n in enumerate(names) if n)
     raise MaskInputError(
         f"'{mask}' is not a cloud mask made by Improve cloud mask: its classes are {shown}. Give the "
-        "improved mask (0 clear, 1 cloud, 2 shadow, 255 nodata), or make one with Improve cloud mask.")
+        "improved mask (0 clear, 1 cloud, 2 shadow, 255 nodata), or make one with Improve cloud mask."
+    )
 
 
 def buffer_pixels(buffer_m: float, mask: RasterInfo) -> int:
@@ -144,7 +146,8 @@ def buffer_pixels(buffer_m: float, mask: RasterInfo) -> int:
         raise MaskInputError(
             f"The buffer is in metres, but the mask '{mask.source}' is in a geographic CRS (degrees). "
             "Set the buffer to 0, or use a mask in a projected CRS (Improve cloud mask writes it in the "
-            "Sentinel-2 raster's UTM zone).")
+            "Sentinel-2 raster's UTM zone)."
+        )
     metres = mask.pixel_size * srs.GetLinearUnits()
     return math.ceil(round(buffer_m / metres, 6))
 
@@ -153,8 +156,10 @@ def check_inputs(raster: str, mask: str, classes: tuple[str, ...], buffer_m: flo
     """Every refusal, before any pixel is read."""
     unknown = [c for c in classes if c not in CLASSES]
     if unknown or not classes:
-        raise SettingsError(f"Choose at least one class to mask among {', '.join(CLASSES)}"
-                            f"{'; unknown: ' + ', '.join(unknown) if unknown else ''}.")
+        raise SettingsError(
+            f"Choose at least one class to mask among {', '.join(CLASSES)}"
+            f"{'; unknown: ' + ', '.join(unknown) if unknown else ''}."
+        )
     if not (buffer_m >= 0) or math.isinf(buffer_m):
         raise SettingsError(f"The buffer must be 0 or more metres, got {buffer_m!r}.")
     grid = raster_info(raster, "raster to mask")
@@ -169,8 +174,10 @@ def check_inputs(raster: str, mask: str, classes: tuple[str, ...], buffer_m: flo
     mask_kind(mask)
     a, b = footprint(info, grid.projection), grid.bounds
     if a[0] >= b[2] or a[2] <= b[0] or a[1] >= b[3] or a[3] <= b[1]:
-        raise MaskInputError(f"The cloud mask '{mask}' does not overlap the raster '{raster}'. Use the mask of "
-                             "the same scene (or of a scene that covers the raster).")
+        raise MaskInputError(
+            f"The cloud mask '{mask}' does not overlap the raster '{raster}'. Use the mask of "
+            "the same scene (or of a scene that covers the raster)."
+        )
     return grid, info
 
 
@@ -178,13 +185,17 @@ def _check_data_types(raster: str) -> None:
     ds = open_dataset(raster, "raster to mask")
     types = {ds.GetRasterBand(i + 1).DataType for i in range(ds.RasterCount)}
     if len(types) > 1:
-        raise MaskInputError(f"The bands of '{raster}' have different data types "
-                             f"({', '.join(sorted(gdal.GetDataTypeName(t) for t in types))}); a GeoTIFF holds "
-                             "one. Convert them to one type first (Raster > Conversion > Translate).")
+        raise MaskInputError(
+            f"The bands of '{raster}' have different data types "
+            f"({', '.join(sorted(gdal.GetDataTypeName(t) for t in types))}); a GeoTIFF holds "
+            "one. Convert them to one type first (Raster > Conversion > Translate)."
+        )
     kind = gdal.GetDataTypeName(types.pop())
     if kind.startswith("C"):
-        raise MaskInputError(f"'{raster}' holds complex numbers ({kind}), which have no nodata value to mark "
-                             "masked pixels. Mask a real-valued raster (e.g. its amplitude).")
+        raise MaskInputError(
+            f"'{raster}' holds complex numbers ({kind}), which have no nodata value to mark "
+            "masked pixels. Mask a real-valued raster (e.g. its amplitude)."
+        )
 
 
 def default_nodata(dtype: np.dtype) -> float | int:
@@ -198,17 +209,34 @@ def default_nodata(dtype: np.dtype) -> float | int:
     return int(limits.min if dtype.kind == "i" else limits.max)
 
 
-def apply_mask(raster: str, mask: str, output: str, classes: tuple[str, ...] = CLASSES, buffer_m: float = 0.0,
-               feedback: Feedback | None = None, work_dir: str | None = None, bands: tuple[int, ...] = (),
-               crop_to_mask: bool = False) -> ApplyResult:
+def apply_mask(
+    raster: str,
+    mask: str,
+    output: str,
+    classes: tuple[str, ...] = CLASSES,
+    buffer_m: float = 0.0,
+    feedback: Feedback | None = None,
+    work_dir: str | None = None,
+    bands: tuple[int, ...] = (),
+    crop_to_mask: bool = False,
+) -> ApplyResult:
     """Write ``output``: ``raster`` with the pixels of the chosen mask classes set to nodata.
 
     ``bands`` (1-based) keeps only those bands, in that order; ``crop_to_mask`` writes only
     the part of the raster the mask covers (a batch's mask of an area of interest).
     """
     with _closing_files_on_failure():
-        return _apply(raster, mask, output, tuple(dict.fromkeys(classes)), buffer_m, feedback or Feedback(),
-                      work_dir, bands, crop_to_mask)
+        return _apply(
+            raster,
+            mask,
+            output,
+            tuple(dict.fromkeys(classes)),
+            buffer_m,
+            feedback or Feedback(),
+            work_dir,
+            bands,
+            crop_to_mask,
+        )
 
 
 @contextmanager
@@ -226,8 +254,17 @@ def _closing_files_on_failure():
         raise
 
 
-def _apply(raster: str, mask: str, output: str, classes: tuple[str, ...], buffer_m: float, feedback: Feedback,
-           work_dir: str | None, bands: tuple[int, ...], crop_to_mask: bool) -> ApplyResult:
+def _apply(
+    raster: str,
+    mask: str,
+    output: str,
+    classes: tuple[str, ...],
+    buffer_m: float,
+    feedback: Feedback,
+    work_dir: str | None,
+    bands: tuple[int, ...],
+    crop_to_mask: bool,
+) -> ApplyResult:
     grid, info = check_inputs(raster, mask, classes, buffer_m)
     require_geotiff_name(output)
     check_destination(output, [raster, mask])
@@ -244,8 +281,9 @@ def _apply(raster: str, mask: str, output: str, classes: tuple[str, ...], buffer
             selection = _warp_selection(selection, grid, os.path.join(tmp, "selection_on_grid.vrt"))
         with atomic_outputs() as pending:
             applied = f"{os.path.basename(mask)}: {', '.join(classes)}; buffer {buffer_m:g} m"
-            counts = _copy_masked(raster, grid, selection, "nodata" in classes, stage(pending, output),
-                                  Share(feedback, 0.2, 1.0), applied)
+            counts = _copy_masked(
+                raster, grid, selection, "nodata" in classes, stage(pending, output), Share(feedback, 0.2, 1.0), applied
+            )
         alpha = _has_alpha(raster)  # before the subset's VRT goes with the temporary folder
     masked, nodata, clashes = counts
     return ApplyResult(masked, grid.width * grid.height, nodata, alpha, kind.binary, radius, warped, clashes)
@@ -255,8 +293,10 @@ def _subset(raster: str, grid: RasterInfo, mask: RasterInfo | None, bands: tuple
     """A VRT of the chosen bands and, with ``mask``, of the raster's pixels the mask covers."""
     wrong = [b for b in bands if not 1 <= b <= grid.band_count]
     if wrong:
-        raise MaskInputError(f"The raster '{raster}' has {grid.band_count} band(s): band(s) "
-                             f"{', '.join(map(str, wrong))} do not exist. Choose bands it has.")
+        raise MaskInputError(
+            f"The raster '{raster}' has {grid.band_count} band(s): band(s) "
+            f"{', '.join(map(str, wrong))} do not exist. Choose bands it has."
+        )
     window = [0, 0, grid.width, grid.height]
     if mask is not None:
         x0, dx, _, y0, _, dy = grid.geotransform
@@ -265,8 +305,7 @@ def _subset(raster: str, grid: RasterInfo, mask: RasterInfo | None, bands: tuple
         right = min(grid.width, math.ceil(round((max_x - x0) / dx, 6)))
         bottom = min(grid.height, math.ceil(round((min_y - y0) / dy, 6)))
         window = [left, top, right - left, bottom - top]
-    done, detail = gdal_try(gdal.Translate, path, raster, format="VRT", srcWin=window,
-                            bandList=list(bands) or None)
+    done, detail = gdal_try(gdal.Translate, path, raster, format="VRT", srcWin=window, bandList=list(bands) or None)
     if done is None:
         raise RasterError(f"Could not read the bands of '{raster}': {detail}")
     done = None
@@ -275,8 +314,10 @@ def _subset(raster: str, grid: RasterInfo, mask: RasterInfo | None, bands: tuple
 
 # -- pass 1: the selection on the mask's grid
 
-def _write_selection(mask: str, info: RasterInfo, kind: MaskKind, classes: tuple[str, ...], radius: int,
-                     path: str, feedback: Feedback) -> None:
+
+def _write_selection(
+    mask: str, info: RasterInfo, kind: MaskKind, classes: tuple[str, ...], radius: int, path: str, feedback: Feedback
+) -> None:
     """Write the selection: 1 where the mask's pixel is to be removed, 0 where it is kept.
 
     Rows go in windows with ``radius`` rows of context so that the buffer is the same as on the whole mask."""
@@ -295,9 +336,9 @@ def _write_selection(mask: str, info: RasterInfo, kind: MaskKind, classes: tuple
             raise read_failed(f"the cloud mask '{mask}'", detail)
         _check_values(values, kind, mask)
         flagged = np.isin(values, grown) if grown else np.zeros(values.shape, bool)
-        selected = merge.dilate_disk(flagged, radius)[top - lo:top - lo + bottom - top]
+        selected = merge.dilate_disk(flagged, radius)[top - lo : top - lo + bottom - top]
         if drop_nodata:
-            selected |= values[top - lo:top - lo + bottom - top] == kind.nodata
+            selected |= values[top - lo : top - lo + bottom - top] == kind.nodata
         code, detail = gdal_try(out.GetRasterBand(1).WriteArray, selected.astype(np.uint8), 0, top)
         if code is None or code != gdal.CE_None:
             raise RasterError(f"Writing a temporary file failed: {detail}. Check the free disk space.")
@@ -313,16 +354,26 @@ def _check_values(values: np.ndarray, kind: MaskKind, mask: str) -> None:
         raise MaskInputError(
             f"'{mask}' is not a cloud mask made by Improve cloud mask: it holds the value(s) {found}, where a "
             f"mask has only {', '.join(map(str, kind.allowed()))}. A product's scene classification (SCL) "
-            "or cloud probability is not an improved mask: run Improve cloud mask on the scene first.")
+            "or cloud probability is not an improved mask: run Improve cloud mask on the scene first."
+        )
 
 
 def _warp_selection(selection: str, grid: RasterInfo, path: str) -> str:
     """The selection on the raster's grid (a VRT read window by window).
 
     ``max`` resampling masks a raster pixel when any selected mask pixel overlaps it; outside the mask, OUTSIDE."""
-    done, detail = gdal_try(gdal.Warp, path, selection, format="VRT", outputBounds=grid.bounds,
-                            width=grid.width, height=grid.height, dstSRS=grid.projection, resampleAlg="max",
-                            dstNodata=OUTSIDE)
+    done, detail = gdal_try(
+        gdal.Warp,
+        path,
+        selection,
+        format="VRT",
+        outputBounds=grid.bounds,
+        width=grid.width,
+        height=grid.height,
+        dstSRS=grid.projection,
+        resampleAlg="max",
+        dstNodata=OUTSIDE,
+    )
     if done is None:
         raise RasterError(f"Could not bring the cloud mask onto the raster's grid: {detail}")
     done = None
@@ -331,8 +382,10 @@ def _warp_selection(selection: str, grid: RasterInfo, path: str) -> str:
 
 # -- pass 2: the raster, copied with the selected pixels set to nodata
 
-def _copy_masked(raster: str, grid: RasterInfo, selection: str, outside_masked: bool, path: str,
-                 feedback: Feedback, applied: str) -> tuple[int, tuple, int]:
+
+def _copy_masked(
+    raster: str, grid: RasterInfo, selection: str, outside_masked: bool, path: str, feedback: Feedback, applied: str
+) -> tuple[int, tuple, int]:
     src = open_dataset(raster, "raster to mask")
     dtype = np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(src.GetRasterBand(1).DataType))
     writes, declares = _fills(src, dtype)
@@ -358,8 +411,10 @@ def _copy_masked(raster: str, grid: RasterInfo, selection: str, outside_masked: 
         masked += int(np.count_nonzero(drop))
         code, detail = gdal_try(out.WriteArray, data, x, y)
         if code is None or code != gdal.CE_None:
-            raise RasterError(f"Writing '{path}' failed: {detail or gdal.GetLastErrorMsg()}. Check that the disk "
-                              "has free space and the output folder is still there.")
+            raise RasterError(
+                f"Writing '{path}' failed: {detail or gdal.GetLastErrorMsg()}. Check that the disk "
+                "has free space and the output folder is still there."
+            )
         feedback.progress(done / len(windows))
     out.FlushCache()
     out = None
@@ -431,11 +486,14 @@ def _copy_band(band: gdal.Band, target: gdal.Band, fill: float | None) -> None:
 
 def describe(result: ApplyResult) -> str:
     """One line for the log: what was masked and how nodata is marked."""
-    kinds = {"NaN" if math.isnan(v) else f"{v:g}" if isinstance(v, float) else str(v)
-             for v in result.nodata if v is not None}
+    kinds = {
+        "NaN" if math.isnan(v) else f"{v:g}" if isinstance(v, float) else str(v) for v in result.nodata if v is not None
+    }
     marked = ", ".join(sorted(kinds) + (["alpha 0 (transparent)"] if result.alpha else []))
-    text = (f"Masked {result.masked_pixels} of {result.total_pixels} pixels ({100 * result.masked_fraction:.1f} %); "
-            f"nodata value: {marked}.")
+    text = (
+        f"Masked {result.masked_pixels} of {result.total_pixels} pixels ({100 * result.masked_fraction:.1f} %); "
+        f"nodata value: {marked}."
+    )
     if result.radius_px:
         text += f" Buffer: {result.radius_px} mask pixel(s)."
     if result.warped:
@@ -447,10 +505,11 @@ def warnings(result: ApplyResult) -> list[str]:
     """What a user must know about the output (empty when nothing)."""
     said = []
     if result.nodata_clashes:
-        said.append(f"{result.nodata_clashes} kept pixel value(s) equal the nodata value chosen for bands that "
-                    "declared none, so they read as nodata too. Declare the raster's nodata value (layer "
-                    "Properties > Transparency, or gdal_edit -a_nodata) and run again to keep them.")
+        said.append(
+            f"{result.nodata_clashes} kept pixel value(s) equal the nodata value chosen for bands that "
+            "declared none, so they read as nodata too. Declare the raster's nodata value (layer "
+            "Properties > Transparency, or gdal_edit -a_nodata) and run again to keep them."
+        )
     if result.binary_mask:
         said.append("The mask is binary (cloud or shadow in one class): choosing cloud or shadow masks both.")
     return said
-

@@ -41,8 +41,10 @@ class Area:
 
     def __post_init__(self):
         if not self.wkts:
-            raise AreaError(f"The area {self.source or ''} holds no polygon. Give a polygon layer with at "
-                            "least one feature (or selected feature).".replace("  ", " "))
+            raise AreaError(
+                f"The area {self.source or ''} holds no polygon. Give a polygon layer with at "
+                "least one feature (or selected feature).".replace("  ", " ")
+            )
         if not self.names:
             object.__setattr__(self, "names", tuple(str(i + 1) for i in range(len(self.wkts))))
 
@@ -64,6 +66,7 @@ class Area:
     def fingerprint(self) -> str:
         """Changes when the polygons or their CRS change (recorded with each mask to resume)."""
         import hashlib
+
         digest = hashlib.sha256(self.crs_wkt.encode())
         for wkt in self.wkts:
             digest.update(wkt.encode())
@@ -87,30 +90,42 @@ def read_area(path: str, layer: str | None = None) -> Area:
     gdal.ErrorReset()
     ds = ogr.Open(str(path))
     if ds is None:
-        raise AreaError(f"Cannot open the area '{path}' as a vector file: {gdal.GetLastErrorMsg() or 'unknown format'}."
-                        " Give a polygon layer (GeoPackage, Shapefile, GeoJSON ...).")
+        raise AreaError(
+            f"Cannot open the area '{path}' as a vector file: {gdal.GetLastErrorMsg() or 'unknown format'}."
+            " Give a polygon layer (GeoPackage, Shapefile, GeoJSON ...)."
+        )
     lyr = ds.GetLayerByName(layer) if layer else ds.GetLayer(0)
     if lyr is None:
         raise AreaError(f"The area '{path}' has no layer {layer or ''}.".replace("  ", " "))
     definition = lyr.GetLayerDefn()
-    label = next((definition.GetFieldDefn(i).GetName() for i in range(definition.GetFieldCount())
-                  if definition.GetFieldDefn(i).GetType() == ogr.OFTString), None)
+    label = next(
+        (
+            definition.GetFieldDefn(i).GetName()
+            for i in range(definition.GetFieldCount())
+            if definition.GetFieldDefn(i).GetType() == ogr.OFTString
+        ),
+        None,
+    )
     wkts, names = [], []
     for feature in lyr:
         geometry = feature.GetGeometryRef()
         if geometry is None or geometry.IsEmpty():
             continue
         if ogr.GT_Flatten(geometry.GetGeometryType()) not in (ogr.wkbPolygon, ogr.wkbMultiPolygon):
-            raise AreaError(f"The area '{path}' holds a {geometry.GetGeometryName().lower()}, not polygons. "
-                            "Give the fields as polygons.")
+            raise AreaError(
+                f"The area '{path}' holds a {geometry.GetGeometryName().lower()}, not polygons. "
+                "Give the fields as polygons."
+            )
         wkts.append(geometry.ExportToWkt())
-        names.append(str(feature.GetField(label)) if label and feature.GetField(label) is not None
-                     else str(feature.GetFID()))
+        names.append(
+            str(feature.GetField(label)) if label and feature.GetField(label) is not None else str(feature.GetFID())
+        )
     srs = lyr.GetSpatialRef()
     return Area(tuple(wkts), srs.ExportToWkt() if srs else "", tuple(names), str(path))
 
 
 # -- where the area falls on a raster
+
 
 @dataclass(frozen=True)
 class Window:
@@ -130,8 +145,9 @@ class Window:
         return self.row, self.row + self.height
 
 
-def bounds_window(bounds: tuple[float, float, float, float], geotransform: tuple, width: int,
-                  height: int) -> Window | None:
+def bounds_window(
+    bounds: tuple[float, float, float, float], geotransform: tuple, width: int, height: int
+) -> Window | None:
     """The raster's pixels whose area meets ``bounds`` (xmin, ymin, xmax, ymax in its CRS).
 
     None when the bounds miss the raster."""
@@ -149,8 +165,12 @@ def area_window(area: Area, source: str) -> Window | None:
     """The bounding box of the area's polygons on the raster's pixels (None: no overlap)."""
     info = raster_info(source)
     envelopes = [g.GetEnvelope() for g in area.geometries(info.projection)]  # (minx, maxx, miny, maxy)
-    bounds = (min(e[0] for e in envelopes), min(e[2] for e in envelopes),
-              max(e[1] for e in envelopes), max(e[3] for e in envelopes))
+    bounds = (
+        min(e[0] for e in envelopes),
+        min(e[2] for e in envelopes),
+        max(e[1] for e in envelopes),
+        max(e[3] for e in envelopes),
+    )
     window = bounds_window(bounds, info.geotransform, info.width, info.height)
     if window is None:
         return None
@@ -162,10 +182,12 @@ def _axis_ok(plans: list, lo: int, hi: int, a0: int, a1: int) -> bool:
     """True when a run over ``[lo, hi)`` gives pixels ``[a0, a1)`` exactly as the whole axis does."""
     for full, (scheme, tile, overlap) in plans:
         cut = plan_axis(hi - lo, scheme, tile, overlap)
-        ours = {s: w for s, w in zip(full.starts, full.weights)
-                if min(s + tile, full.size) > a0 and max(s, 0) < a1 and _touches(w, s, a0, a1)}
-        theirs = {s + lo: w for s, w in zip(cut.starts, cut.weights)
-                  if _touches(w, s + lo, a0, a1)}
+        ours = {
+            s: w
+            for s, w in zip(full.starts, full.weights)
+            if min(s + tile, full.size) > a0 and max(s, 0) < a1 and _touches(w, s, a0, a1)
+        }
+        theirs = {s + lo: w for s, w in zip(cut.starts, cut.weights) if _touches(w, s + lo, a0, a1)}
         if ours.keys() != theirs.keys():
             return False
         for start, weights in ours.items():
@@ -188,10 +210,11 @@ def _axis_cut(size: int, a0: int, a1: int, schemes: list[tuple[str, int, float]]
     # A cut-out's first tile starts where its scheme starts tiles (e.g. a margin before its
     # first pixel): a cut-out may begin at a tile's start or that far after it.
     leads = {-plan_axis(4 * s[1], *s).starts[0] for s in schemes} | {0}
-    lows = sorted({0, *(max(0, s + lead) for full, _ in plans for s in full.starts for lead in leads
-                        if s + lead <= a0)}, reverse=True)
-    highs = sorted({size, *(min(size, s + full.tile) for full, _ in plans for s in full.starts
-                            if s + full.tile >= a1)})
+    lows = sorted(
+        {0, *(max(0, s + lead) for full, _ in plans for s in full.starts for lead in leads if s + lead <= a0)},
+        reverse=True,
+    )
+    highs = sorted({size, *(min(size, s + full.tile) for full, _ in plans for s in full.starts if s + full.tile >= a1)})
     for lo in lows:
         for hi in highs:
             if hi > lo and _axis_ok(plans, lo, hi, a0, a1):
@@ -199,8 +222,7 @@ def _axis_cut(size: int, a0: int, a1: int, schemes: list[tuple[str, int, float]]
     return 0, size
 
 
-def work_window(target: Window, width: int, height: int, schemes: list[tuple[str, int, float]],
-                halo: int) -> Window:
+def work_window(target: Window, width: int, height: int, schemes: list[tuple[str, int, float]], halo: int) -> Window:
     """The smallest cut-out whose run gives the ``target`` pixels exactly as a whole-scene run.
 
     ``schemes`` are the (scheme, tile, overlap) of every model in the run; ``halo`` the
@@ -222,6 +244,7 @@ def schemes_of(model_refs: list[str]) -> list[tuple[str, int, float]]:
 
 
 # -- pixels inside the polygons
+
 
 def polygon_ids(area: Area, source: str, window: Window | None = None) -> np.ndarray:
     """For each pixel of ``source`` (or of its ``window``), which polygon its centre lies in.
@@ -297,6 +320,7 @@ def blank_outside(mask_path: str, area: Area) -> None:
 
 # -- a run limited to a window
 
+
 @dataclass(frozen=True)
 class Selection:
     """Where to work: polygons, a box, or both (their intersection).
@@ -316,16 +340,20 @@ def target_window(selection: Selection, info) -> Window:
         bounds = _to_crs(selection.bounds, selection.bounds_crs, info.projection)
         found = bounds_window(bounds, info.geotransform, info.width, info.height)
         if found is None:
-            raise AreaError("The extent does not overlap the Sentinel-2 raster. Choose an extent inside the "
-                            "scene (any CRS: it is reprojected to the raster's).")
+            raise AreaError(
+                "The extent does not overlap the Sentinel-2 raster. Choose an extent inside the "
+                "scene (any CRS: it is reprojected to the raster's)."
+            )
         window = found
     if selection.area is not None:
         box = area_window(selection.area, info.source)
         found = _intersection(window, box) if box else None
         if found is None:
-            raise AreaError("The raster does not overlap the area" + (" within the extent" if selection.bounds
-                                                                     else "") +
-                            ": nothing to do. Check that the area and the raster cover the same place.")
+            raise AreaError(
+                "The raster does not overlap the area"
+                + (" within the extent" if selection.bounds else "")
+                + ": nothing to do. Check that the area and the raster cover the same place."
+            )
         window = found
     return window
 
@@ -347,8 +375,7 @@ def _intersection(a: Window, b: Window) -> Window | None:
 
 def cut(source: str, window: Window, out_path: str) -> str:
     """A VRT of ``window`` of ``source`` (keeps band names, nodata and metadata)."""
-    done = gdal.Translate(out_path, source, format="VRT",
-                          srcWin=[window.col, window.row, window.width, window.height])
+    done = gdal.Translate(out_path, source, format="VRT", srcWin=[window.col, window.row, window.width, window.height])
     if done is None:
         raise RasterError(f"Could not cut {source} to the area: {gdal.GetLastErrorMsg()}")
     done = None
@@ -400,18 +427,23 @@ class AreaRun:
             finals["source"] = whole.source
         staged = {k: os.path.join(folder, f"{k}.tif") for k in finals}
         grid = raster_info(cut(info.source, work, os.path.join(folder, "work.vrt")), "Sentinel-2 raster")
-        outputs = replace(whole.probability.outputs,
-                          **{k: staged.get(k) for k in whole.probability.outputs.as_dict()})
-        part = replace(whole, probability=replace(whole.probability, raster=grid, outputs=outputs),
-                       merge=replace(whole.merge, grid=grid), mask=staged["mask"], source=staged.get("source"))
+        outputs = replace(whole.probability.outputs, **{k: staged.get(k) for k in whole.probability.outputs.as_dict()})
+        part = replace(
+            whole,
+            probability=replace(whole.probability, raster=grid, outputs=outputs),
+            merge=replace(whole.merge, grid=grid),
+            mask=staged["mask"],
+            source=staged.get("source"),
+        )
         return cls(part, selection, target, work, finals, staged)
 
     def finish(self, written: dict[str, str]) -> AreaCounts:
         """Cut each output of the run to the selection's box into ``written`` (name -> path).
 
         Blank outside the polygons when asked, and count within the box or the polygons."""
-        inner = Window(self.target.col - self.work.col, self.target.row - self.work.row,
-                       self.target.width, self.target.height)
+        inner = Window(
+            self.target.col - self.work.col, self.target.row - self.work.row, self.target.width, self.target.height
+        )
         for key, path in written.items():
             _copy_window(self.staged[key], inner, path)
         area = self.selection.area
@@ -420,19 +452,29 @@ class AreaRun:
             if "source" in written:  # its nodata is the mask's: 255
                 blank_outside(written["source"], area)
         mode = self.plan.merge.settings.output_mode
-        fractions = area_fractions(written["mask"], area, mode).total if area is not None else \
-            mask_fractions(written["mask"], mode)
+        fractions = (
+            area_fractions(written["mask"], area, mode).total
+            if area is not None
+            else mask_fractions(written["mask"], mode)
+        )
         figures = source_figures(written["source"], area) if "source" in written else None
-        note = (f"Area: {self.target.width} x {self.target.height} pixels from column {self.target.col}, row "
-                f"{self.target.row}; the models ran on {self.work.width} x {self.work.height} pixels.")
+        note = (
+            f"Area: {self.target.width} x {self.target.height} pixels from column {self.target.col}, row "
+            f"{self.target.row}; the models ran on {self.work.width} x {self.work.height} pixels."
+        )
         return AreaCounts(fractions, figures, note)
 
 
 def _copy_window(path: str, window: Window, out_path: str) -> None:
     ds = open_dataset(path)
     floating = ds.GetRasterBand(1).DataType == gdal.GDT_Float32
-    done = gdal.Translate(out_path, ds, format="GTiff", srcWin=[window.col, window.row, window.width, window.height],
-                          creationOptions=FLOAT_OPTIONS if floating else GTIFF_OPTIONS)
+    done = gdal.Translate(
+        out_path,
+        ds,
+        format="GTiff",
+        srcWin=[window.col, window.row, window.width, window.height],
+        creationOptions=FLOAT_OPTIONS if floating else GTIFF_OPTIONS,
+    )
     if done is None:
         raise RasterError(f"Could not write '{out_path}': {gdal.GetLastErrorMsg()}")
     done = None

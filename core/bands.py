@@ -14,17 +14,30 @@ from collections.abc import Sequence
 from .errors import BandError
 
 # In the order of the all-bands (13) stack: B8A after B08.
-ALL_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A",
-             "B09", "B10", "B11", "B12")
+ALL_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
 # FarmVibes.AI's stack: L2A has no B10.
 FARMVIBES_BANDS = tuple(b for b in ALL_BANDS if b != "B10")
 
 ALIASES = {
-    "coastal": "B01", "aerosol": "B01", "blue": "B02", "green": "B03", "red": "B04",
-    "rededge1": "B05", "rededge2": "B06", "rededge3": "B07", "nir": "B08",
-    "nir08": "B8A", "narrownir": "B8A", "rededge4": "B8A", "watervapour": "B09",
-    "watervapor": "B09", "cirrus": "B10", "swir1": "B11", "swir16": "B11",
-    "swir2": "B12", "swir22": "B12",
+    "coastal": "B01",
+    "aerosol": "B01",
+    "blue": "B02",
+    "green": "B03",
+    "red": "B04",
+    "rededge1": "B05",
+    "rededge2": "B06",
+    "rededge3": "B07",
+    "nir": "B08",
+    "nir08": "B8A",
+    "narrownir": "B8A",
+    "rededge4": "B8A",
+    "watervapour": "B09",
+    "watervapor": "B09",
+    "cirrus": "B10",
+    "swir1": "B11",
+    "swir16": "B11",
+    "swir2": "B12",
+    "swir22": "B12",
 }
 
 
@@ -54,12 +67,15 @@ def parse_band_list(text: str) -> list[str]:
         if canonical is None:
             raise BandError(
                 f"Unknown band name '{name}' in the band list. Use Sentinel-2 names "
-                f"({', '.join(ALL_BANDS)}) or aliases such as blue, red, nir, swir16.")
+                f"({', '.join(ALL_BANDS)}) or aliases such as blue, red, nir, swir16."
+            )
         mapped.append(canonical)
     duplicates = sorted({b for b in mapped if mapped.count(b) > 1})
     if duplicates:
-        raise BandError(f"Band {', '.join(duplicates)} is listed twice in the band list; "
-                        "give each raster band its own Sentinel-2 name.")
+        raise BandError(
+            f"Band {', '.join(duplicates)} is listed twice in the band list; "
+            "give each raster band its own Sentinel-2 name."
+        )
     return mapped
 
 
@@ -75,7 +91,8 @@ def detect_bands(descriptions: Sequence[str], user_bands: str = "") -> list[str]
         if len(mapped) != count:
             raise BandError(
                 f"The band list names {len(mapped)} bands but the raster has {count}. "
-                "Give one Sentinel-2 name per raster band, in order.")
+                "Give one Sentinel-2 name per raster band, in order."
+            )
         return mapped
     # Every description must name a band, each a different one.
     from_names = [name for name in (normalise(d) for d in descriptions if d) if name]
@@ -89,7 +106,8 @@ def detect_bands(descriptions: Sequence[str], user_bands: str = "") -> list[str]
         f"Cannot tell which Sentinel-2 band each of the raster's {count} bands is: "
         "the band descriptions do not name them and the count is neither 12 (B01-B12 "
         "without B10) nor 13 (B01-B12 with B8A after B08). Give the band list "
-        "(parameter BANDS), e.g. 'B02,B03,B04,B08'.")
+        "(parameter BANDS), e.g. 'B02,B03,B04,B08'."
+    )
 
 
 def band_indices(raster_bands: Sequence[str], wanted: Sequence[str], model: str = "") -> list[int]:
@@ -100,5 +118,6 @@ def band_indices(raster_bands: Sequence[str], wanted: Sequence[str], model: str 
         raise BandError(
             f"{who} needs band {', '.join(missing)}, which the raster does not have "
             f"(it has {', '.join(raster_bands)}). Choose a model that reads only these "
-            "bands, or give a raster that includes the missing band.")
+            "bands, or give a raster that includes the missing band."
+        )
     return [list(raster_bands).index(b) for b in wanted]

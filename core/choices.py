@@ -90,9 +90,14 @@ class OptionalOutput:
 OPTIONAL_OUTPUTS = (
     OptionalOutput(CLOUD_PROBABILITY, "Cloud probability", "cloud_p", "cloud"),
     OptionalOutput(SHADOW_PROBABILITY, "Shadow probability", "shadow_p", "shadow"),
-    OptionalOutput(SOURCE, "Which source flagged each pixel", "source", "source",
-                   tooltip="A layer that shows, for each masked pixel, whether the product mask, "
-                           "the models or the dilation flagged it."),
+    OptionalOutput(
+        SOURCE,
+        "Which source flagged each pixel",
+        "source",
+        "source",
+        tooltip="A layer that shows, for each masked pixel, whether the product mask, "
+        "the models or the dilation flagged it.",
+    ),
     OptionalOutput(CLOUD_UNCERTAINTY, "Cloud uncertainty", "uncertainty", "uncertainty", ensemble=True),
 )
 

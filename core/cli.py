@@ -49,88 +49,146 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cloudmask", description="Cloud Mask Improver without QGIS.")
     commands = parser.add_subparsers(dest="command", required=True)
     b = commands.add_parser(
-        "batch", help="improve the cloud masks of many Sentinel-2 products",
+        "batch",
+        help="improve the cloud masks of many Sentinel-2 products",
         description="One improved cloud mask per product (named <tile>_<sensing time>_<level>.tif) and a "
-                    "summary (summary.csv, summary.gpkg) in --out. Products already done with the same "
-                    "input and parameters are skipped (see --force).")
-    b.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="products (.zip, .SAFE folder, MTD_MSIL*.xml), band stacks (.tif/.vrt), folders "
-                        "or file patterns such as '2025/*.zip'")
+        "summary (summary.csv, summary.gpkg) in --out. Products already done with the same "
+        "input and parameters are skipped (see --force).",
+    )
+    b.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="products (.zip, .SAFE folder, MTD_MSIL*.xml), band stacks (.tif/.vrt), folders "
+        "or file patterns such as '2025/*.zip'",
+    )
     b.add_argument("--out", required=True, help="folder for the masks and the summary (created if missing)")
-    b.add_argument("--pattern", default="", help="file pattern(s) for folder inputs, comma-separated "
-                                                 "(default: *.zip,*.SAFE,*.tif,*.tiff,*.vrt)")
-    b.add_argument("--area", help="polygon file (GeoPackage, Shapefile, GeoJSON...): work only where it is; "
-                                  "fractions per polygon")
+    b.add_argument(
+        "--pattern",
+        default="",
+        help="file pattern(s) for folder inputs, comma-separated (default: *.zip,*.SAFE,*.tif,*.tiff,*.vrt)",
+    )
+    b.add_argument(
+        "--area", help="polygon file (GeoPackage, Shapefile, GeoJSON...): work only where it is; fractions per polygon"
+    )
     b.add_argument("--area-layer", help="layer of --area (default: its first)")
     b.add_argument("--nodata-outside-area", action="store_true", help="mask pixels outside the polygons as nodata")
-    b.add_argument("--workers", type=int, default=0, help="products at once on this machine (default: as many as "
-                                                          "the cores and memory allow)")
-    b.add_argument("--threads", type=int, default=0, help="onnxruntime threads per product (default: the "
-                                                          "cores shared among the workers)")
-    b.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:8786) instead of "
-                                       "workers on this machine")
+    b.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="products at once on this machine (default: as many as the cores and memory allow)",
+    )
+    b.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="onnxruntime threads per product (default: the cores shared among the workers)",
+    )
+    b.add_argument(
+        "--scheduler", help="address of a running Dask scheduler (tcp://host:8786) instead of workers on this machine"
+    )
     b.add_argument("--sequential", action="store_true", help="no Dask: one product after the other in this process")
     b.add_argument("--force", action="store_true", help="redo every product, even those already done")
-    b.add_argument("--masked", nargs="?", const="", default=None, metavar="BANDS",
-                   help="also write each product's imagery with its mask applied (cloud, shadow and nodata set "
-                        "to nodata) beside the mask, as <mask name>_masked.tif; optionally only these bands, "
-                        "comma-separated (e.g. B02,B03,B04,B08)")
-    b.add_argument("--source", action="store_true",
-                   help="also write each product's SOURCE raster beside its mask, as <mask name>_source.tif: "
-                        "which source flagged each pixel (product mask, cloud model, shadow model, dilation); "
-                        "the summary gets its figures")
+    b.add_argument(
+        "--masked",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="BANDS",
+        help="also write each product's imagery with its mask applied (cloud, shadow and nodata set "
+        "to nodata) beside the mask, as <mask name>_masked.tif; optionally only these bands, "
+        "comma-separated (e.g. B02,B03,B04,B08)",
+    )
+    b.add_argument(
+        "--source",
+        action="store_true",
+        help="also write each product's SOURCE raster beside its mask, as <mask name>_source.tif: "
+        "which source flagged each pixel (product mask, cloud model, shadow model, dilation); "
+        "the summary gets its figures",
+    )
     m = b.add_argument_group("models and thresholds (as Improve cloud mask)")
-    m.add_argument("--cloud-model", action="append", default=[],
-                   help="installed model id or .onnx path; repeat for an ensemble (default: the best installed "
-                        "model of each product's level)")
-    m.add_argument("--ensemble", action="store_true", help="mean of every installed cloud model of the level "
-                                                           "(when no --cloud-model is given)")
-    m.add_argument("--shadow-model", default="", help="model id or .onnx path (default: the cloud model when "
-                                                      "it gives shadow too)")
+    m.add_argument(
+        "--cloud-model",
+        action="append",
+        default=[],
+        help="installed model id or .onnx path; repeat for an ensemble (default: the best installed "
+        "model of each product's level)",
+    )
+    m.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="mean of every installed cloud model of the level (when no --cloud-model is given)",
+    )
+    m.add_argument(
+        "--shadow-model", default="", help="model id or .onnx path (default: the cloud model when it gives shadow too)"
+    )
     m.add_argument("--cloud-threshold", type=float, help="0..1 (default: the model's recommended value)")
     m.add_argument("--shadow-threshold", type=float, help="0..1 (default: the model's recommended value)")
     a = b.add_argument_group("advanced")
     a.add_argument("--bands", default="", help="Sentinel-2 band of each raster band, comma-separated")
-    a.add_argument("--resolution", type=float, default=None,
-                   help="processing resolution in metres (default: the models' own, 30 m for the UKIS "
-                        "models; 0: each raster's own)")
+    a.add_argument(
+        "--resolution",
+        type=float,
+        default=None,
+        help="processing resolution in metres (default: the models' own, 30 m for the UKIS "
+        "models; 0: each raster's own)",
+    )
     a.add_argument("--product-mask-kind", choices=PRODUCT_KINDS, default=MergeSettings.product_kind)
     a.add_argument("--dilation", type=int, default=MergeSettings.dilation, help="dilation radius in pixels")
-    a.add_argument("--min-area", type=int, default=MergeSettings.min_area,
-                   help="FarmVibes.AI min_area: after the dilation, clear cloud/shadow patches and fill "
-                   "clear gaps smaller than this (pixels)")
+    a.add_argument(
+        "--min-area",
+        type=int,
+        default=MergeSettings.min_area,
+        help="FarmVibes.AI min_area: after the dilation, clear cloud/shadow patches and fill "
+        "clear gaps smaller than this (pixels)",
+    )
     a.add_argument("--output-mode", choices=OUTPUT_MODES, default=MergeSettings.output_mode)
     a.add_argument("--execution-provider", choices=PROVIDERS, default="auto")
     _season_arguments(b)
     ap = commands.add_parser(
-        "apply", help="set the cloudy pixels of a raster to nodata with an improved cloud mask",
+        "apply",
+        help="set the cloudy pixels of a raster to nodata with an improved cloud mask",
         description="Apply cloud mask: a copy of RASTER (any grid or CRS; all bands and the data type kept) with "
-                    "the chosen classes of MASK (a mask from Improve cloud mask) set to nodata.")
+        "the chosen classes of MASK (a mask from Improve cloud mask) set to nodata.",
+    )
     ap.add_argument("raster", help="the raster to mask (a Sentinel-2 stack, one band, an index...)")
     ap.add_argument("mask", help="the improved cloud mask (0 clear, 1 cloud, 2 shadow, 255 nodata)")
     ap.add_argument("output", help="the masked raster (GeoTIFF)")
-    ap.add_argument("--classes", default=",".join(MASKED_CLASSES),
-                    help=f"classes to mask, comma-separated, among {', '.join(MASKED_CLASSES)} (default: all)")
+    ap.add_argument(
+        "--classes",
+        default=",".join(MASKED_CLASSES),
+        help=f"classes to mask, comma-separated, among {', '.join(MASKED_CLASSES)} (default: all)",
+    )
     ap.add_argument("--buffer", type=float, default=0.0, help="grow cloud and shadow by this many metres first")
     models_cmd = commands.add_parser("models", help="list the models, or install them into the data home")
-    models_cmd.add_argument("--install", nargs="*", metavar="ID",
-                            help="install these models (default: all downloadable), checked by sha256")
+    models_cmd.add_argument(
+        "--install", nargs="*", metavar="ID", help="install these models (default: all downloadable), checked by sha256"
+    )
     return parser
 
 
 def _season_arguments(parser: argparse.ArgumentParser) -> None:
     from . import DEFAULT_MIN_DATES, DEFAULT_SHARE
+
     s = parser.add_argument_group("season layers and report (season_<tile>_*.tif, season_report.html)")
-    s.add_argument("--persistent-share", type=float, default=DEFAULT_SHARE,
-                   help="persistent cloud: cloud on at least this share of a pixel's dates with data "
-                        f"(default {DEFAULT_SHARE})")
-    s.add_argument("--persistent-min-dates", type=int, default=DEFAULT_MIN_DATES,
-                   help="persistent cloud: only pixels with at least this many dates with data "
-                        f"(default {DEFAULT_MIN_DATES})")
+    s.add_argument(
+        "--persistent-share",
+        type=float,
+        default=DEFAULT_SHARE,
+        help=f"persistent cloud: cloud on at least this share of a pixel's dates with data (default {DEFAULT_SHARE})",
+    )
+    s.add_argument(
+        "--persistent-min-dates",
+        type=int,
+        default=DEFAULT_MIN_DATES,
+        help=f"persistent cloud: only pixels with at least this many dates with data (default {DEFAULT_MIN_DATES})",
+    )
 
 
 def _season_settings(args):
     from . import SeasonSettings
+
     settings = SeasonSettings(args.persistent_share, args.persistent_min_dates)
     settings.validate()
     return settings
@@ -139,26 +197,48 @@ def _season_settings(args):
 def _season(rows, args, settings, area) -> None:
     """Season layers (they fill the rows' persistent cloud share) and the report, before the summary."""
     from . import season_outputs
+
     season, path = season_outputs(rows, args.out, settings, area)
     for message in season.messages:
         print(f"cloudmask: {message}", file=sys.stderr)
     for tile in season.tiles:
-        print(f"cloudmask: {tile.tile or 'season'}: {tile.dates} date(s), {tile.persistent} pixel(s) cloud on "
-              f"most dates; layers {os.path.join(args.out, tile.name)}_*.tif", file=sys.stderr)
+        print(
+            f"cloudmask: {tile.tile or 'season'}: {tile.dates} date(s), {tile.persistent} pixel(s) cloud on "
+            f"most dates; layers {os.path.join(args.out, tile.name)}_*.tif",
+            file=sys.stderr,
+        )
     print(f"cloudmask: season report {path}", file=sys.stderr)
 
 
 def _options(args) -> BatchOptions:
     cloud = tuple(m.strip() for value in args.cloud_model for m in value.split(",") if m.strip())
-    settings = MergeSettings(product_kind=args.product_mask_kind, dilation=args.dilation, min_area=args.min_area,
-                                output_mode=args.output_mode)
+    settings = MergeSettings(
+        product_kind=args.product_mask_kind,
+        dilation=args.dilation,
+        min_area=args.min_area,
+        output_mode=args.output_mode,
+    )
     request = replace(
-        batch_template(cloud_models=cloud, shadow_model=args.shadow_model.strip() or None, bands=args.bands,
-                       resolution=args.resolution, provider=args.execution_provider, threads=args.threads),
-        settings=settings, cloud_threshold=args.cloud_threshold, shadow_threshold=args.shadow_threshold,
-        ensemble=args.ensemble or len(cloud) > 1)
-    options = BatchOptions(request, blank_outside=args.nodata_outside_area, masked=args.masked is not None,
-                                 masked_bands=args.masked or "", source=args.source)
+        batch_template(
+            cloud_models=cloud,
+            shadow_model=args.shadow_model.strip() or None,
+            bands=args.bands,
+            resolution=args.resolution,
+            provider=args.execution_provider,
+            threads=args.threads,
+        ),
+        settings=settings,
+        cloud_threshold=args.cloud_threshold,
+        shadow_threshold=args.shadow_threshold,
+        ensemble=args.ensemble or len(cloud) > 1,
+    )
+    options = BatchOptions(
+        request,
+        blank_outside=args.nodata_outside_area,
+        masked=args.masked is not None,
+        masked_bands=args.masked or "",
+        source=args.source,
+    )
     for value, name in ((args.cloud_threshold, "--cloud-threshold"), (args.shadow_threshold, "--shadow-threshold")):
         if value is not None and not 0 <= value <= 1:
             raise SettingsError(f"{name} {value} is outside 0..1: give a probability, or leave it out.")
@@ -189,8 +269,10 @@ class _Bar:
         filled = int(width * self.done / max(1, self.total))
         elapsed = time.monotonic() - self.start
         left = elapsed / self.done * (self.total - self.done) if self.done else 0
-        text = (f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} products"
-                f" ({self.failed} failed, {self.reused} already done) {elapsed:.0f} s, about {left:.0f} s left")
+        text = (
+            f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} products"
+            f" ({self.failed} failed, {self.reused} already done) {elapsed:.0f} s, about {left:.0f} s left"
+        )
         self._line(text, final=not self.tty or self.done == self.total)
 
     def _line(self, text: str, final: bool) -> None:
@@ -203,6 +285,7 @@ class _Bar:
 
 def _batch(args) -> int:
     from . import read_area
+
     try:
         options = _options(args)
         season_settings = _season_settings(args)
@@ -227,8 +310,11 @@ def _batch(args) -> int:
     except KeyboardInterrupt as err:
         rows = getattr(err, "rows", rows)
         _write_summary(rows, args.out)
-        print(f"\ncloudmask: interrupted; {len(rows)} of {len(items)} products finished (their masks are "
-              "complete, no partial file is left). Run the same command again to do the rest.", file=sys.stderr)
+        print(
+            f"\ncloudmask: interrupted; {len(rows)} of {len(items)} products finished (their masks are "
+            "complete, no partial file is left). Run the same command again to do the rest.",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     _season(rows, args, season_settings, area)
     written = _write_summary(rows, args.out)
@@ -243,6 +329,7 @@ def _batch(args) -> int:
 def _write_summary(rows: list[BatchRow], out: str) -> dict | None:
     """Write the summary and say where; None when a summary file was in use (said why)."""
     from . import SummaryInUseError, write_summary
+
     try:
         written = write_summary(rows, out)
     except SummaryInUseError as err:
@@ -263,8 +350,9 @@ def _on_dask(items, options, args, area, bar):
     else:
         sizing = size_cluster(len(items), args.workers, args.threads)
         asked = options.request
-        options = replace(options, request=replace(asked, probability=replace(asked.probability,
-                                                                              threads=sizing.threads)))
+        options = replace(
+            options, request=replace(asked, probability=replace(asked.probability, threads=sizing.threads))
+        )
         cluster = local_cluster(sizing)
         client = Client(cluster)
         print(f"cloudmask: {sizing.describe()}", file=sys.stderr)
@@ -281,6 +369,7 @@ def _on_dask(items, options, args, area, bar):
 def _has_dashboard(client) -> bool:
     """A dashboard is served (Dask's needs bokeh: a remote scheduler may have it, this venv has not)."""
     import importlib.util
+
     try:
         served = "dashboard" in client.scheduler_info().get("services", {})
     except Exception:  # noqa: BLE001 - no dashboard to show is not an error
@@ -290,6 +379,7 @@ def _has_dashboard(client) -> bool:
 
 def _apply(args) -> int:
     from . import Feedback
+
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip())
     try:
         result = apply_cloud_mask(args.raster, args.mask, args.output, classes, args.buffer, Feedback())
@@ -307,6 +397,7 @@ def _apply(args) -> int:
 
 def _models(args) -> int:
     from . import all_cards, downloadable_models, install_model, is_installed, models_dir
+
     folder = models_dir()
     if args.install is not None:
         wanted = set(args.install)
@@ -321,6 +412,7 @@ def _models(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from . import ensure_on_path
+
     ensure_on_path()  # onnxruntime from the data home when this Python lacks it
     args = _parser().parse_args(argv)
     if args.command == "models":
@@ -328,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "apply":
         return _apply(args)
     return _batch(args)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -47,8 +47,10 @@ class Decision:
     def note(self) -> str:
         """One sentence for the log."""
         if self.most_likely_class:
-            return ("Decision: the most likely class of clear, cloud and shadow, as the model's "
-                    "authors decide (set a threshold to use thresholds instead).")
+            return (
+                "Decision: the most likely class of clear, cloud and shadow, as the model's "
+                "authors decide (set a threshold to use thresholds instead)."
+            )
         return f"Thresholds: cloud {self.cloud_threshold:g}, shadow {self.shadow_threshold:g}."
 
 
@@ -62,8 +64,7 @@ def recommended(cloud_cards: Sequence, shadow_card) -> Recommended:
     values = [c.cloud_threshold for c in cloud_cards if c.cloud_threshold is not None]
     cloud = sum(values) / len(values) if values else None
     shadow = shadow_card.shadow_threshold if shadow_card is not None else None
-    one_network = (shadow_card is not None and len(cloud_cards) == 1
-                   and cloud_cards[0].id == shadow_card.id)
+    one_network = shadow_card is not None and len(cloud_cards) == 1 and cloud_cards[0].id == shadow_card.id
     most_likely = one_network and getattr(shadow_card, "decision", THRESHOLDS) == MOST_LIKELY_CLASS
     return Recommended(cloud, shadow, most_likely)
 
@@ -76,6 +77,5 @@ def decide(cloud_threshold: float | None, shadow_threshold: float | None, models
     mix of rules per class would be hard to explain."""
     given = cloud_threshold is not None or shadow_threshold is not None
     cloud = next(v for v in (cloud_threshold, models.cloud_threshold, FARMVIBES_CLOUD_THRESHOLD) if v is not None)
-    shadow = next(v for v in (shadow_threshold, models.shadow_threshold, FARMVIBES_SHADOW_THRESHOLD)
-                  if v is not None)
+    shadow = next(v for v in (shadow_threshold, models.shadow_threshold, FARMVIBES_SHADOW_THRESHOLD) if v is not None)
     return Decision(float(cloud), float(shadow), models.most_likely_class and not given)

@@ -47,7 +47,7 @@ class Job:
     """One network in the run and which of its outputs are wanted."""
 
     model: LoadedModel
-    bands: list[int]          # indices into the RowSource's band list, in card order
+    bands: list[int]  # indices into the RowSource's band list, in card order
     cloud: bool = True
     shadow: bool = False
 
@@ -250,8 +250,7 @@ class TiledGrid(Grid):
         # Mirror-pad the stripe's columns once for the whole row so that every tile is a slice.
         tiles = self.stripe.tiles
         first = self.cols.starts[tiles[0]]
-        columns = reflect(np.arange(first, self.cols.starts[tiles[-1]] + self.cols.tile),
-                          self.context.source.width)
+        columns = reflect(np.arange(first, self.cols.starts[tiles[-1]] + self.cols.tile), self.context.source.width)
         prepared = {job.key: self._padded(job, data, first, columns, self.stripe.first) for job in self.jobs}
         return valid, start, prepared  # the raw strip is not needed any more: free it now
 
@@ -268,7 +267,7 @@ class TiledGrid(Grid):
         hi = max(lo, min(len(columns), self.context.source.width - first))
         for k, band in enumerate(job.bands):
             rows = data[band]
-            x[k, :, lo:hi] = rows[:, first + lo - x0:first + hi - x0]
+            x[k, :, lo:hi] = rows[:, first + lo - x0 : first + hi - x0]
             x[k, :, :lo] = rows[:, columns[:lo] - x0]
             x[k, :, hi:] = rows[:, columns[hi:] - x0]
             # The model sees nodata as Sentinel-2's own nodata, 0, whatever value marks it
@@ -291,8 +290,8 @@ class TiledGrid(Grid):
         # Rows already released get zero weight from this tile (the window's edge is 0).
         r_lo = max(r_lo, self.acc_first)
         self._extend(r_hi)
-        row_weights = self.rows.weights[index][r_lo - start:r_hi - start]
-        real_valid = valid[r_lo - start:r_hi - start]
+        row_weights = self.rows.weights[index][r_lo - start : r_hi - start]
+        real_valid = valid[r_lo - start : r_hi - start]
         key = (index, r_lo, r_hi)
         if self.weights_key != key:
             self.weights_key, self.weights = key, {}
@@ -302,7 +301,7 @@ class TiledGrid(Grid):
         batch: list[int] = []
         for j in self.stripe.tiles:
             c_lo, c_hi = self.cols.span(j)
-            if not real_valid[:, c_lo - first:c_hi - first].any():
+            if not real_valid[:, c_lo - first : c_hi - first].any():
                 self.context.tick(1)
                 continue
             batch.append(j)
@@ -311,7 +310,7 @@ class TiledGrid(Grid):
                 batch = []
         if batch:
             self._run_batch(batch, padded, start, row_weights, r_lo, r_hi)
-        invalid = ~real_valid[:, :self.stripe.width]
+        invalid = ~real_valid[:, : self.stripe.width]
         for name in self.acc:
             self.acc[name][acc_rows][invalid] = np.nan
         self.next_row += 1
@@ -325,7 +324,7 @@ class TiledGrid(Grid):
                 target = self.weight if name == WEIGHT else self.acc[name]
                 if target is None:
                     raise RuntimeError("carried-over tiles before the stripe's accumulators")
-                target[acc_rows, :values.shape[1]] += values
+                target[acc_rows, : values.shape[1]] += values
 
     def _add(self, name: str, j: int, rows: slice, c_lo: int, values: np.ndarray) -> None:
         """Add tile ``j``'s ``values`` (its columns from ``c_lo``) to an accumulator.
@@ -336,7 +335,7 @@ class TiledGrid(Grid):
         if target is None:
             raise RuntimeError("a tile added before the stripe's accumulators")
         at = c_lo - self.stripe.first
-        target[rows, at:at + inside] += values[:, :inside]
+        target[rows, at : at + inside] += values[:, :inside]
         if inside < values.shape[1]:
             self.carry_out.setdefault(self.next_row, {}).setdefault(j, {})[name] = values[:, inside:].copy()
 
@@ -349,7 +348,7 @@ class TiledGrid(Grid):
         if w is None:
             c_lo, c_hi = self.cols.span(j)
             c0 = self.cols.starts[j]
-            w = np.outer(row_weights, self.cols.weights[j][c_lo - c0:c_hi - c0]).astype(np.float32)
+            w = np.outer(row_weights, self.cols.weights[j][c_lo - c0 : c_hi - c0]).astype(np.float32)
             self.weights[j] = w
         return w
 
@@ -361,15 +360,17 @@ class TiledGrid(Grid):
         for job in self.jobs:
             out = infer(job.model, self._batch_input(job, batch, padded[job.key]))
             for k, j in enumerate(batch):
-                cloud, shadow = probabilities(job.model.card, out[k:k + 1])
+                cloud, shadow = probabilities(job.model.card, out[k : k + 1])
                 c_lo, c_hi = self.cols.span(j)
                 c0 = self.cols.starts[j]
                 w = self._tile_weight(j, row_weights)
-                for name, probs in ((f"{job.key}:cloud", cloud if job.cloud else None),
-                                    (f"{job.key}:shadow", shadow if job.shadow else None)):
+                for name, probs in (
+                    (f"{job.key}:cloud", cloud if job.cloud else None),
+                    (f"{job.key}:shadow", shadow if job.shadow else None),
+                ):
                     if probs is not None:
                         # In place: w * p into the probabilities' own buffer, then add.
-                        tile = probs[0, rows, c_lo - c0:c_hi - c0]
+                        tile = probs[0, rows, c_lo - c0 : c_hi - c0]
                         self._add(name, j, acc_rows, c_lo, np.multiply(w, tile, out=tile))
         for j in batch:
             self._add(WEIGHT, j, acc_rows, self.cols.span(j)[0], self._tile_weight(j, row_weights))
@@ -386,9 +387,9 @@ class TiledGrid(Grid):
         buffer = self.context.buffers.get(shape)
         if buffer is None:
             buffer = self.context.buffers[shape] = np.empty(shape, dtype=np.float32)
-        x = buffer[:len(batch)]
+        x = buffer[: len(batch)]
         for k, j in enumerate(batch):
-            x[k] = strip[:, :, self.cols.starts[j] - first:self.cols.starts[j] - first + tile]
+            x[k] = strip[:, :, self.cols.starts[j] - first : self.cols.starts[j] - first + tile]
             preprocess(job.model.card, x[k], self.context.offset, in_place=True)
         return x
 
@@ -481,11 +482,11 @@ class PixelGrid(Grid):
             shadow = cloud.copy()
             step = context.settings.pixel_batch
             for a in range(0, len(idx), step):
-                c, s = probabilities(job.model.card, infer(job.model, x[a:a + step]))
+                c, s = probabilities(job.model.card, infer(job.model, x[a : a + step]))
                 if c is not None:
-                    cloud[idx[a:a + step]] = c
+                    cloud[idx[a : a + step]] = c
                 if s is not None:
-                    shadow[idx[a:a + step]] = s
+                    shadow[idx[a : a + step]] = s
                 context.check_cancel()
             if job.cloud:
                 out[f"{job.key}:cloud"] = cloud.reshape(valid.shape)
@@ -543,9 +544,16 @@ class Engine:
 
     It goes stripe by stripe; finished rows go to a sink in order."""
 
-    def __init__(self, source: RowSource, jobs: list[Job], nodata: list[float | None],
-                 offset: float = 0.0, settings: EngineSettings | None = None,
-                 feedback: Feedback | None = None, rows: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        source: RowSource,
+        jobs: list[Job],
+        nodata: list[float | None],
+        offset: float = 0.0,
+        settings: EngineSettings | None = None,
+        feedback: Feedback | None = None,
+        rows: tuple[int, int] | None = None,
+    ):
         self.source = source
         self.settings = settings or EngineSettings()
         self.feedback = feedback or Feedback()
@@ -562,8 +570,9 @@ class Engine:
             c = job.model.card
             by_grid.setdefault((c.scheme, c.tile, c.overlap), []).append(job)
         h, w = self.source.height, self.source.width
-        grids = [GRID_KINDS[grid[0]](js, plan_axis(h, *grid), plan_axis(w, *grid), context)
-                 for grid, js in by_grid.items()]
+        grids = [
+            GRID_KINDS[grid[0]](js, plan_axis(h, *grid), plan_axis(w, *grid), context) for grid, js in by_grid.items()
+        ]
         for g in grids:
             g.first_index, g.end_index = g.tile_rows(self.first_row, self.end_row)
         return grids
@@ -573,8 +582,7 @@ class Engine:
         if self.settings.in_memory or width <= self.settings.stripe_cols:
             return [0, width]
         # Split where the first grid with a preference wants; per-pixel grids split anywhere.
-        cuts = next((c for c in (g.stripe_cuts() for g in self.grids) if c is not None),
-                    list(range(256, width, 256)))
+        cuts = next((c for c in (g.stripe_cuts() for g in self.grids) if c is not None), list(range(256, width, 256)))
         narrowest = max(g.narrowest_stripe for g in self.grids)
         return stripe_bounds(width, self.settings.stripe_cols, cuts, narrowest)
 
@@ -613,8 +621,8 @@ class Engine:
                 for name, parts in pending.items():
                     parts = [p for p in parts if len(p)]
                     whole = np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
-                    out[name] = whole[:ready - written]
-                    pending[name] = [whole[ready - written:]]
+                    out[name] = whole[: ready - written]
+                    pending[name] = [whole[ready - written :]]
                 sink(written, x0, out)
                 written = ready
 
@@ -640,7 +648,7 @@ class Engine:
         end = max(min(hi, self.end_row), first)
         if (first, end) == (lo, hi):
             return lo, hi, finished
-        return first, end, {name: s[first - lo:end - lo] for name, s in finished.items()}
+        return first, end, {name: s[first - lo : end - lo] for name, s in finished.items()}
 
 
 def _grown(rows: np.ndarray, height: int) -> np.ndarray:
@@ -649,7 +657,7 @@ def _grown(rows: np.ndarray, height: int) -> np.ndarray:
     A fresh zeroed array (the system hands out zero pages) with the old rows copied in: cheaper
     than concatenating an array of zeros, which writes every zero once more, once per tile row."""
     grown = np.zeros((height, rows.shape[1]), dtype=rows.dtype)
-    grown[:len(rows)] = rows
+    grown[: len(rows)] = rows
     return grown
 
 
@@ -668,8 +676,15 @@ class _BlockFeedback(Feedback):
 
     It stops when the user cancels or another block failed."""
 
-    def __init__(self, parent: Feedback, lock: threading.Lock, shares: list[float], weights: list[float],
-                 index: int, stop: threading.Event):
+    def __init__(
+        self,
+        parent: Feedback,
+        lock: threading.Lock,
+        shares: list[float],
+        weights: list[float],
+        index: int,
+        stop: threading.Event,
+    ):
         self.parent, self.lock, self.shares, self.weights = parent, lock, shares, weights
         self.index, self.stop = index, stop
 
@@ -682,9 +697,16 @@ class _BlockFeedback(Feedback):
         return self.stop.is_set() or self.parent.cancelled()
 
 
-def run_in_row_blocks(open_source: Callable[[], RowSource], height: int, jobs: list[Job],
-                 nodata: list[float | None], offset: float, settings: EngineSettings,
-                 feedback: Feedback, sink: Sink) -> None:
+def run_in_row_blocks(
+    open_source: Callable[[], RowSource],
+    height: int,
+    jobs: list[Job],
+    nodata: list[float | None],
+    offset: float,
+    settings: EngineSettings,
+    feedback: Feedback,
+    sink: Sink,
+) -> None:
     """Predict the whole raster as ``settings.workers`` blocks of rows at once, on threads.
 
     Each block is an ``Engine`` with its own reader; threads suffice because numpy, GDAL and

@@ -89,15 +89,16 @@ class OutputError(CloudMaskError, ValueError):
 class FileInUseError(OutputError):
     """A file could not be replaced or deleted, typically because a program has it open."""
 
-    def __init__(self, path: str | os.PathLike, err: OSError, then: str = RUN_AGAIN,
-                 what: str = "Cannot write the output"):
+    def __init__(
+        self, path: str | os.PathLike, err: OSError, then: str = RUN_AGAIN, what: str = "Cannot write the output"
+    ):
         self.path = str(path)
         self.reason = err.strerror or str(err)
         super().__init__(
             f"{what} '{self.path}': {self.reason}. On Windows a file that a program has open cannot be "
             "replaced or deleted: if it is loaded in QGIS, remove that layer from the "
-            "project; if another program has it open (a spreadsheet, an image viewer), close it there. "
-            + then)
+            "project; if another program has it open (a spreadsheet, an image viewer), close it there. " + then
+        )
 
 
 class SummaryInUseError(OutputError):
@@ -111,4 +112,5 @@ class SummaryInUseError(OutputError):
             "On Windows a file that a program has open cannot be replaced: if it is loaded in QGIS, "
             "remove that layer from the project; if a spreadsheet has it open, close it there. Then run "
             "again (the masks already made are kept, so only the summary is written), or choose another "
-            "output folder.")
+            "output folder."
+        )

@@ -68,6 +68,7 @@ def _ort():
     if not status.available:
         raise ModelError(status.problem)
     import onnxruntime
+
     return onnxruntime
 
 
@@ -77,12 +78,16 @@ def providers_for(choice: str, available: list[str]) -> tuple[list[str], str]:
         return [CUDA, CPU], ""
     note = ""
     if choice == "cuda":
-        note = ("CUDA was requested but this onnxruntime has no CUDA execution provider "
-                "(Manage models… → Install GPU support adds it); running on the CPU.")
+        note = (
+            "CUDA was requested but this onnxruntime has no CUDA execution provider "
+            "(Manage models… → Install GPU support adds it); running on the CPU."
+        )
     elif choice == "auto":
         if gpu.driver_description():
-            note = ("Running on the CPU: an NVIDIA GPU is present but this onnxruntime has no CUDA "
-                    "support (Manage models… → Install GPU support adds it).")
+            note = (
+                "Running on the CPU: an NVIDIA GPU is present but this onnxruntime has no CUDA "
+                "support (Manage models… → Install GPU support adds it)."
+            )
         else:
             note = "Running on the CPU (no NVIDIA GPU found)."
     return [CPU], note
@@ -108,8 +113,10 @@ def cuda_batch(card: ModelCard, free_bytes: int | None, sharing: int = 1) -> tup
         if CUDA_FIXED_BYTES + batch * per_tile <= budget:
             return batch, ""
     need = (CUDA_FIXED_BYTES + CUDA_BATCHES[-1] * per_tile) * max(1, sharing) / CUDA_MEMORY_SHARE
-    return 0, (f"Running on the CPU: the GPU has {free_bytes / 2**20:.0f} MiB free, and a batch of "
-               f"{CUDA_BATCHES[-1]} tiles of '{card.id}' needs about {need / 2**20:.0f} MiB.")
+    return 0, (
+        f"Running on the CPU: the GPU has {free_bytes / 2**20:.0f} MiB free, and a batch of "
+        f"{CUDA_BATCHES[-1]} tiles of '{card.id}' needs about {need / 2**20:.0f} MiB."
+    )
 
 
 def cuda_workers(models: list[LoadedModel], free_bytes: int | None, most: int) -> int:
@@ -118,13 +125,15 @@ def cuda_workers(models: list[LoadedModel], free_bytes: int | None, most: int) -
     That is the number of row blocks that may run on it together."""
     if free_bytes is None:
         return most
-    need = sum(CUDA_FIXED_BYTES + m.batch_size * _tile_pixels(m.card) * CUDA_BYTES_PER_PIXEL
-               for m in models if _tile_pixels(m.card))
+    need = sum(
+        CUDA_FIXED_BYTES + m.batch_size * _tile_pixels(m.card) * CUDA_BYTES_PER_PIXEL
+        for m in models
+        if _tile_pixels(m.card)
+    )
     return max(1, min(most, int(free_bytes * CUDA_MEMORY_SHARE // max(1, need))))
 
 
-def load_model(card: ModelCard, path: Path, provider: str = "auto", threads: int = 0,
-               sharing: int = 1) -> LoadedModel:
+def load_model(card: ModelCard, path: Path, provider: str = "auto", threads: int = 0, sharing: int = 1) -> LoadedModel:
     """The network in a (cached) session on the device ``provider`` allows.
 
     With the note that says where it runs. ``sharing``: networks of the run that share the GPU's memory."""
@@ -139,16 +148,18 @@ def load_model(card: ModelCard, path: Path, provider: str = "auto", threads: int
     with _LOCK:
         session = _SESSIONS.get(key)
         if session is None:
-            session = (_new_cuda_session(ort, path, threads, card, key) if chosen[0] == CUDA
-                       else _new_session(ort, path, chosen, threads, card))
+            session = (
+                _new_cuda_session(ort, path, threads, card, key)
+                if chosen[0] == CUDA
+                else _new_session(ort, path, chosen, threads, card)
+            )
             _SESSIONS[key] = session
     on_gpu = chosen[0] == CUDA and session.provider == "cuda"
     if on_gpu:
         note = f"Running on the GPU ({session.gpu_name or 'CUDA'}), {batch} tiles per batch."
     elif chosen[0] == CUDA:
         note, batch = _CUDA_FAILED.get(key, note), CPU_BATCH
-    model = LoadedModel(card, path, session, session.get_inputs()[0].name,
-                        "cuda" if on_gpu else "cpu", note, batch)
+    model = LoadedModel(card, path, session, session.get_inputs()[0].name, "cuda" if on_gpu else "cpu", note, batch)
     check_against_card(model)
     return model
 
@@ -222,7 +233,12 @@ class FallbackSession:
 
     def __init__(self, session, make_cpu, provider: str, gpu_name: str = "", key: tuple = ()):
         self.session, self.make_cpu, self.provider, self.gpu_name, self.key = (
-            session, make_cpu, provider, gpu_name, key)
+            session,
+            make_cpu,
+            provider,
+            gpu_name,
+            key,
+        )
         self.proven = provider != "cuda"
         self.fallback_note = ""
         self._lock = threading.Lock()
@@ -258,10 +274,10 @@ class FallbackSession:
         if self.provider == "cuda":
             with self._gpu:
                 return self.session.run(names, feeds)
-        (name, x), = feeds.items()
+        ((name, x),) = feeds.items()
         if x.ndim != 4 or len(x) <= CPU_BATCH:  # image tiles: a GPU-sized batch in CPU-sized pieces
             return self.session.run(names, feeds)
-        parts = [self.session.run(names, {name: x[k:k + CPU_BATCH]}) for k in range(0, len(x), CPU_BATCH)]
+        parts = [self.session.run(names, {name: x[k : k + CPU_BATCH]}) for k in range(0, len(x), CPU_BATCH)]
         return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
 
 
@@ -300,11 +316,12 @@ def _new_session(ort, path: Path, providers: list[str], threads: int, card: Mode
         return ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as err:  # onnxruntime raises several private exception types
         text = str(err)
-        hint = ("The file is not a valid ONNX model: reinstall it, or check that the path points "
-                "at the .onnx file.")
+        hint = "The file is not a valid ONNX model: reinstall it, or check that the path points at the .onnx file."
         if "opset" in text.lower() or "version" in text.lower():
-            hint = ("The model needs a newer onnxruntime than this one: upgrade onnxruntime "
-                    "for QGIS's Python (Manage models… shows the command).")
+            hint = (
+                "The model needs a newer onnxruntime than this one: upgrade onnxruntime "
+                "for QGIS's Python (Manage models… shows the command)."
+            )
         raise ModelError(f"Cannot load model '{card.id}' from {path}: {text.splitlines()[0][:300]}. {hint}") from err
 
 
@@ -358,8 +375,9 @@ def optimized_model_path(path: Path, version: str) -> Path:
     Named by the file (path, size, time), the onnxruntime version and the CPU, so that a changed
     network, another onnxruntime or a data home moved to another machine never reuses it."""
     stat = path.stat()
-    key = "|".join((str(path.resolve()), str(stat.st_size), str(stat.st_mtime_ns), version,
-                    platform.machine(), _cpu_identity()))
+    key = "|".join(
+        (str(path.resolve()), str(stat.st_size), str(stat.st_mtime_ns), version, platform.machine(), _cpu_identity())
+    )
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     return home.data_home() / "optimized" / f"{path.stem}-{digest}.onnx"
 
@@ -394,8 +412,10 @@ def check_against_card(model: LoadedModel) -> None:
     if not problem and card.output_index >= len(outputs):
         problem = f"it has {len(outputs)} outputs, the card reads output {card.output_index}"
     if problem:
-        raise ModelError(f"Model '{card.id}' ({model.path.name}) does not match its card: {problem}. "
-                         "Fix the card or use the model file it describes.")
+        raise ModelError(
+            f"Model '{card.id}' ({model.path.name}) does not match its card: {problem}. "
+            "Fix the card or use the model file it describes."
+        )
 
 
 def preprocess(card: ModelCard, data: np.ndarray, offset: float = 0.0, in_place: bool = False) -> np.ndarray:
@@ -448,17 +468,23 @@ def infer(model: LoadedModel, batch: np.ndarray) -> np.ndarray:
     try:
         out = model.session.run(None, {model.input_name: fed})[card.output_index]
     except Exception as err:
-        raise ModelError(f"Model '{card.id}' failed on a batch of shape {batch.shape}: "
-                         f"{str(err).splitlines()[0][:300]}. Check that the card matches the model.") from err
+        raise ModelError(
+            f"Model '{card.id}' failed on a batch of shape {batch.shape}: "
+            f"{str(err).splitlines()[0][:300]}. Check that the card matches the model."
+        ) from err
     if fed is not batch and len(out) == len(fed):
-        out = out[:len(batch)]
+        out = out[: len(batch)]
     if out.shape[:1] != batch.shape[:1] or out.shape[2:] != batch.shape[2:]:  # [N, C] per pixel: both ()
-        raise ModelError(f"Model '{card.id}' returned shape {out.shape} for input {batch.shape}; "
-                         "its card expects one output per input pixel. Fix the card or the model.")
+        raise ModelError(
+            f"Model '{card.id}' returned shape {out.shape} for input {batch.shape}; "
+            "its card expects one output per input pixel. Fix the card or the model."
+        )
     needed = max(card.cloud_channels + card.shadow_channels) + 1
     if out.shape[1] < needed:
-        raise ModelError(f"Model '{card.id}' returned {out.shape[1]} channels; its card reads channel "
-                         f"{needed - 1}. Fix the card or the model.")
+        raise ModelError(
+            f"Model '{card.id}' returned {out.shape[1]} channels; its card reads channel "
+            f"{needed - 1}. Fix the card or the model."
+        )
     return out
 
 

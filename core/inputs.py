@@ -80,13 +80,15 @@ def require_measurements(info: RasterInfo) -> None:
             f"The Sentinel-2 raster '{info.source}' is 8-bit ({info.band_count} bands of Byte): that is a "
             "picture such as an RGB rendering, not Sentinel-2 measurements, and the models would give a "
             "wrong mask. Use the Sentinel-2 bands themselves: digital numbers (uint16, as in the .SAFE "
-            "product).")
+            "product)."
+        )
     if info.data_type.startswith("Float") and _largest_value(info.source) <= REFLECTANCE_CEILING:
         raise RasterError(
             f"The Sentinel-2 raster '{info.source}' holds values of at most {REFLECTANCE_CEILING:g}: that "
             "is reflectance (0..1), but the models read Sentinel-2 digital numbers (reflectance x 10000), "
             "so the mask would be wrong. Multiply the bands by 10000 (e.g. Raster Calculator or "
-            "gdal_calc.py) and run again.")
+            "gdal_calc.py) and run again."
+        )
 
 
 def _largest_value(source: str) -> float:

@@ -122,11 +122,9 @@ class MergeSettings:
         _check_int("dilation", self.dilation)
         _check_int("min_area", self.min_area)
         if self.product_kind not in PRODUCT_KINDS:
-            raise SettingsError(f"product_kind must be one of {', '.join(PRODUCT_KINDS)}, "
-                                f"got {self.product_kind!r}")
+            raise SettingsError(f"product_kind must be one of {', '.join(PRODUCT_KINDS)}, got {self.product_kind!r}")
         if self.output_mode not in OUTPUT_MODES:
-            raise SettingsError(f"output_mode must be one of {', '.join(OUTPUT_MODES)}, "
-                                f"got {self.output_mode!r}")
+            raise SettingsError(f"output_mode must be one of {', '.join(OUTPUT_MODES)}, got {self.output_mode!r}")
 
 
 @dataclass(frozen=True)
@@ -146,8 +144,9 @@ def _unknown(values: np.ndarray, nodata: float | None) -> np.ndarray:
     return unknown
 
 
-def decode_product_mask(values: np.ndarray, kind: str, nodata: float | None = None,
-                        probability_threshold: float = 50.0) -> ProductMask:
+def decode_product_mask(
+    values: np.ndarray, kind: str, nodata: float | None = None, probability_threshold: float = 50.0
+) -> ProductMask:
     """Turn a product mask's raw values into cloud / shadow / known flags.
 
     Each kind encodes cloud differently (README, product mask kinds); decoding here keeps
@@ -217,9 +216,9 @@ def _or_shifted_rows(out: np.ndarray, src: np.ndarray, dy: int, height: int) -> 
     if abs(dy) >= height:
         return
     if dy >= 0:
-        out[:height - dy] |= src[dy:]
+        out[: height - dy] |= src[dy:]
     else:
-        out[-dy:] |= src[:height + dy]
+        out[-dy:] |= src[: height + dy]
 
 
 EIGHT = np.ones((3, 3), dtype=bool)
@@ -238,6 +237,7 @@ def small_components(mask: np.ndarray, min_area: int, at_edge: Sides = (True,) *
     # Here, not at import: SciPy's ndimage took 0.2-0.3 s to import, paid by every run,
     # and only runs with a minimum area label components.
     from scipy import ndimage
+
     labels, count = ndimage.label(mask, structure=EIGHT)
     small = np.bincount(labels.ravel(), minlength=count + 1) < min_area
     for is_edge, border in zip(at_edge, (labels[0], labels[-1], labels[:, 0], labels[:, -1])):
@@ -271,9 +271,12 @@ def apply_min_area(values: np.ndarray, min_area: int, binary: bool, at_edge: Sid
     holes = small_components(out == CLEAR, min_area, at_edge)
     if holes.any():
         from scipy import ndimage  # see small_components
+
         labels, count = ndimage.label(holes, structure=EIGHT)
-        touches_cloud, touches_shadow = (np.bincount(labels[ndimage.binary_dilation(out == c, EIGHT) & holes],
-                                                     minlength=count + 1) > 0 for c in (CLOUD, SHADOW))
+        touches_cloud, touches_shadow = (
+            np.bincount(labels[ndimage.binary_dilation(out == c, EIGHT) & holes], minlength=count + 1) > 0
+            for c in (CLOUD, SHADOW)
+        )
         out[holes] = fill_value(touches_cloud, touches_shadow, binary)[labels[holes]]
     return out
 
@@ -288,8 +291,9 @@ def _threshold(probability: np.ndarray | None, threshold: float, shape: tuple[in
         return probability > threshold
 
 
-def most_likely(cloud_p: np.ndarray | None, shadow_p: np.ndarray | None,
-                shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+def most_likely(
+    cloud_p: np.ndarray | None, shadow_p: np.ndarray | None, shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
     """Cloud and shadow where each is the most likely class of clear, cloud and shadow,
     ties going to the first of that order, as ukis-csmask's argmax does. Clear is what
     the two leave of 1, in float32: on the sample and a second scene this decides every
@@ -319,12 +323,19 @@ def _check_core(core: tuple[slice, slice], shape: tuple[int, ...], at_edge: Side
     margins = (top, shape[0] - bottom, left, shape[1] - right)
     for side, margin, is_edge in zip(("top", "bottom", "left", "right"), margins, at_edge):
         if not is_edge and margin < halo:
-            raise ValueError(f"core is {margin} px from the block's {side} side, which is not the "
-                             f"raster's edge; it needs a halo of {halo} px")
+            raise ValueError(
+                f"core is {margin} px from the block's {side} side, which is not the "
+                f"raster's edge; it needs a halo of {halo} px"
+            )
 
 
-def flags(cloud_p: np.ndarray | None, shadow_p: np.ndarray | None, valid: np.ndarray,
-          product: ProductMask | None, settings: MergeSettings) -> tuple[np.ndarray, np.ndarray]:
+def flags(
+    cloud_p: np.ndarray | None,
+    shadow_p: np.ndarray | None,
+    valid: np.ndarray,
+    product: ProductMask | None,
+    settings: MergeSettings,
+) -> tuple[np.ndarray, np.ndarray]:
     """Cloud and shadow before they are grown: probability over its threshold or the
     product says so, and only where valid. Pixel by pixel."""
     shape = valid.shape
@@ -342,8 +353,9 @@ def flags(cloud_p: np.ndarray | None, shadow_p: np.ndarray | None, valid: np.nda
     return cloud, shadow
 
 
-def finish(cloud: np.ndarray, shadow: np.ndarray, valid_core: np.ndarray, settings: MergeSettings,
-           core: tuple[slice, slice]) -> np.ndarray:
+def finish(
+    cloud: np.ndarray, shadow: np.ndarray, valid_core: np.ndarray, settings: MergeSettings, core: tuple[slice, slice]
+) -> np.ndarray:
     """Dilate cloud and shadow, cut out the core and encode it as categories
     (before ``min_area``: :func:`apply_min_area`)."""
     cloud = dilate_disk(cloud, settings.dilation)[core]
@@ -356,10 +368,15 @@ def finish(cloud: np.ndarray, shadow: np.ndarray, valid_core: np.ndarray, settin
     return out
 
 
-def merge_block(cloud_p: np.ndarray | None, shadow_p: np.ndarray | None, valid: np.ndarray,
-                product: ProductMask | None, settings: MergeSettings,
-                core: tuple[slice, slice] | None = None,
-                at_edge: Sides = (True, True, True, True)) -> np.ndarray:
+def merge_block(
+    cloud_p: np.ndarray | None,
+    shadow_p: np.ndarray | None,
+    valid: np.ndarray,
+    product: ProductMask | None,
+    settings: MergeSettings,
+    core: tuple[slice, slice] | None = None,
+    at_edge: Sides = (True, True, True, True),
+) -> np.ndarray:
     """Merged uint8 mask of the ``core`` part of a block (the whole block when None).
 
     ``at_edge`` says which sides of the block (top, bottom, left, right) are the
@@ -414,5 +431,8 @@ class Fractions:
         total = self.valid
         if total == 0:
             return {"CLEAR_FRACTION": 0.0, "CLOUD_FRACTION": 0.0, "SHADOW_FRACTION": 0.0}
-        return {"CLEAR_FRACTION": self.clear / total, "CLOUD_FRACTION": self.cloud / total,
-                "SHADOW_FRACTION": self.shadow / total}
+        return {
+            "CLEAR_FRACTION": self.clear / total,
+            "CLOUD_FRACTION": self.cloud / total,
+            "SHADOW_FRACTION": self.shadow / total,
+        }

@@ -41,6 +41,7 @@ class PatchAreas:
         labels = self._label(mask, len(self.offsets), register=True)
         for k, other in enumerate(touch):
             from scipy import ndimage  # only runs with a minimum area need it (see merge.py)
+
             near = ndimage.binary_dilation(np.asarray(other, dtype=bool), structure=EIGHT)
             self.touch[labels[near], k] = True
             if self._last_row is not None:  # across the seam, both ways
@@ -53,6 +54,7 @@ class PatchAreas:
 
     def _label(self, mask: np.ndarray, window: int, register: bool) -> np.ndarray:
         from scipy import ndimage  # only runs that drop small patches need it (see merge.py)
+
         local, count = ndimage.label(mask, structure=EIGHT)
         if register:
             self.offsets.append(len(self.parent) - 1)

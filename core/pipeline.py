@@ -66,14 +66,24 @@ class RunReport:
     provenance: dict[str, float] = field(default_factory=dict)
 
 
-def _report(probability: ProbabilityPlan, notes: tuple[str, ...], fractions: merge_rules.Fractions | None = None,
-            figures: dict[str, float] | None = None, last: tuple[str, ...] = ()) -> RunReport:
+def _report(
+    probability: ProbabilityPlan,
+    notes: tuple[str, ...],
+    fractions: merge_rules.Fractions | None = None,
+    figures: dict[str, float] | None = None,
+    last: tuple[str, ...] = (),
+) -> RunReport:
     """The report of a run of ``probability``'s models: its notes, the SOURCE figures' summary, ``last``."""
     notes = (*notes, *([summary(figures)] if figures is not None else []), *last)
     counted: dict[str, Any] = {"fractions": fractions.as_dict(), "valid_pixels": fractions.valid} if fractions else {}
-    return RunReport(notes=notes, cloud_models=tuple(probability.cloud_models),
-                     shadow_model=probability.shadow_model, cards=probability.cards,
-                     provenance=figures or {}, **counted)
+    return RunReport(
+        notes=notes,
+        cloud_models=tuple(probability.cloud_models),
+        shadow_model=probability.shadow_model,
+        cards=probability.cards,
+        provenance=figures or {},
+        **counted,
+    )
 
 
 def _targets(probability: ProbabilityPlan, pending: list, tmp: str | None) -> ProbabilityOutputs:
@@ -122,8 +132,9 @@ def _run_in_area(run_plan: RunPlan, feedback: Feedback, selection: area.Selectio
         with atomic_outputs() as part_pending:
             done = _steps(part.plan, feedback, part_pending)
         counted = part.finish({key: stage(pending, final) for key, final in part.finals.items()})
-    return _report(run_plan.probability, (*done.notes, *run_plan.notes), counted.fractions, counted.figures,
-                   (counted.note,))
+    return _report(
+        run_plan.probability, (*done.notes, *run_plan.notes), counted.fractions, counted.figures, (counted.note,)
+    )
 
 
 @dataclass(frozen=True)
@@ -148,8 +159,15 @@ def _steps(run_plan: RunPlan, feedback: Feedback, pending: list) -> _Done:
             notes = compute_probabilities(run_plan.probability, paths, Share(feedback, 0.0, 0.9), recorder)
         finally:
             recorder.close()
-        fractions = merge_to_mask(run_plan.merge, paths.cloud, paths.shadow, mask, Share(feedback, 0.9, 1.0),
-                                  flags=recorder.path, source=source)
+        fractions = merge_to_mask(
+            run_plan.merge,
+            paths.cloud,
+            paths.shadow,
+            mask,
+            Share(feedback, 0.9, 1.0),
+            flags=recorder.path,
+            source=source,
+        )
     return _Done(notes, fractions, source.counts.figures() if source is not None else None)
 
 
@@ -164,16 +182,18 @@ def _flag_plan(run_plan: RunPlan) -> MergePlan:
     return replace(run_plan.merge, grid=coarse_info(run_plan.merge.grid, resolution), product_mask=None)
 
 
-def improve(request: ImproveRequest, feedback: Feedback | None = None,
-            selection: area.Selection | None = None) -> RunReport:
+def improve(
+    request: ImproveRequest, feedback: Feedback | None = None, selection: area.Selection | None = None
+) -> RunReport:
     """FarmVibes.AI's improve_cloud_mask workflow: probabilities, thresholds, merge.
 
     With a ``selection``, only its pixels (the same as a whole-scene run's there)."""
     return run(plan(request), feedback, selection)
 
 
-def probabilities(request: ProbabilityRequest, outputs: ProbabilityOutputs,
-                  feedback: Feedback | None = None) -> RunReport:
+def probabilities(
+    request: ProbabilityRequest, outputs: ProbabilityOutputs, feedback: Feedback | None = None
+) -> RunReport:
     """Cloud and/or shadow probability rasters, written atomically."""
     probability = plan_probabilities(request, outputs)
     with atomic_outputs() as pending:
@@ -185,5 +205,6 @@ def merge(request: MergeRequest, mask: str, feedback: Feedback | None = None) ->
     """The merge op on its own, written atomically."""
     merge_plan = plan_merge(request, mask)
     with atomic_outputs() as pending:
-        return merge_to_mask(merge_plan, request.cloud_probability, request.shadow_probability,
-                             stage(pending, mask), feedback)
+        return merge_to_mask(
+            merge_plan, request.cloud_probability, request.shadow_probability, stage(pending, mask), feedback
+        )

@@ -75,8 +75,9 @@ class ProbabilityOutputs:
 
     def in_folder(self, folder: str) -> ProbabilityOutputs:
         """The same set of outputs, as files in ``folder`` named after their fields (cloud.tif ...)."""
-        return ProbabilityOutputs(**{name: os.path.join(folder, f"{name}.tif") if path else None
-                                     for name, path in self.as_dict().items()})
+        return ProbabilityOutputs(
+            **{name: os.path.join(folder, f"{name}.tif") if path else None for name, path in self.as_dict().items()}
+        )
 
 
 @dataclass(frozen=True)
@@ -205,8 +206,15 @@ def _product_mask(given: str | None, work_dir: str) -> tuple[str | None, bool]:
     return path, s2_product.is_scl_coded(path)
 
 
-def choose_models(level: str, cloud_models, shadow_model: str | None, ensemble: bool = False, cloud: bool = True,
-                  shadow: str = "optional", models_dir: Path | None = None) -> tuple[list[str], str | None]:
+def choose_models(
+    level: str,
+    cloud_models,
+    shadow_model: str | None,
+    ensemble: bool = False,
+    cloud: bool = True,
+    shadow: str = "optional",
+    models_dir: Path | None = None,
+) -> tuple[list[str], str | None]:
     """The models a run uses: those given, else the defaults for the raster's ``level``.
 
     The single place that picks default models: the plan and the dialog (which shows
@@ -246,26 +254,46 @@ def _model_uses(clouds: list[str], shadow: str | None, names: list[str]) -> tupl
     return tuple(uses)
 
 
-def _probability_plan(request: ProbabilityRequest, raster: _Sentinel2, outputs: ProbabilityOutputs,
-                      ensemble: bool, cloud: bool, shadow: str) -> ProbabilityPlan:
+def _probability_plan(
+    request: ProbabilityRequest,
+    raster: _Sentinel2,
+    outputs: ProbabilityOutputs,
+    ensemble: bool,
+    cloud: bool,
+    shadow: str,
+) -> ProbabilityPlan:
     """The models for ``raster`` (given, else the defaults of its level), the bands they read
     and what their cards recommend."""
     info, names = raster.info, raster.names
-    clouds, shadow_ref = choose_models(raster.level, request.cloud_models, request.shadow_model, ensemble,
-                                       cloud, shadow)
+    clouds, shadow_ref = choose_models(
+        raster.level, request.cloud_models, request.shadow_model, ensemble, cloud, shadow
+    )
     uses = _model_uses(clouds, shadow_ref, names)
     union: list[str] = []
     for use in uses:
         union.extend(b for b in use.card.bands if b not in union)
     coarse = processing_resolution(request.resolution, uses, info)
-    engine = EngineSettings(window_rows=request.window_rows, batch_size=request.batch_size,
-                            in_memory=request.in_memory, stripe_cols=request.stripe_cols,
-                            workers=request.workers)
+    engine = EngineSettings(
+        window_rows=request.window_rows,
+        batch_size=request.batch_size,
+        in_memory=request.in_memory,
+        stripe_cols=request.stripe_cols,
+        workers=request.workers,
+    )
     return ProbabilityPlan(
-        raster=info, band_names=tuple(names), level=raster.level, offset=raster.offset, models=uses,
-        raster_bands=tuple(names.index(b) + 1 for b in union), outputs=outputs,
-        recommended=_recommended(uses), resolution=coarse,
-        provider=request.provider, threads=request.threads, engine=engine)
+        raster=info,
+        band_names=tuple(names),
+        level=raster.level,
+        offset=raster.offset,
+        models=uses,
+        raster_bands=tuple(names.index(b) + 1 for b in union),
+        outputs=outputs,
+        recommended=_recommended(uses),
+        resolution=coarse,
+        provider=request.provider,
+        threads=request.threads,
+        engine=engine,
+    )
 
 
 def _recommended(uses: tuple[ModelUse, ...]) -> decisions.Recommended:
@@ -287,8 +315,10 @@ def processing_resolution(wanted: float | None, uses: tuple[ModelUse, ...], info
     """The coarser resolution the models run at, in metres; 0: the raster's own grid.
     ``wanted``: None for the models' own, 0 for the raster's, else metres."""
     if wanted is not None and not (wanted >= 0 and math.isfinite(wanted)):
-        raise SettingsError(f"The processing resolution {wanted} m is not valid. Give metres, 0 for the "
-                            "raster's own resolution, or leave it empty for the models' own.")
+        raise SettingsError(
+            f"The processing resolution {wanted} m is not valid. Give metres, 0 for the "
+            "raster's own resolution, or leave it empty for the models' own."
+        )
     coarse = models_resolution(uses) if wanted is None else float(wanted)
     if not coarse or coarse <= info.pixel_size * 1.001 or not in_metres(info):
         return 0.0  # never finer than the raster; a grid in degrees has no metres to go by
@@ -309,8 +339,14 @@ def plan_probabilities(request: ProbabilityRequest, outputs: ProbabilityOutputs)
     if request.resolution is None:
         request = replace(request, resolution=0.0)
     raster = _sentinel2(s2_product.resolve(request.s2_raster, _work_dir(request.work_dir)), request.bands)
-    return _probability_plan(request, raster, outputs, request.ensemble, cloud=bool(outputs.cloud),
-                             shadow="required" if outputs.shadow else "no")
+    return _probability_plan(
+        request,
+        raster,
+        outputs,
+        request.ensemble,
+        cloud=bool(outputs.cloud),
+        shadow="required" if outputs.shadow else "no",
+    )
 
 
 def _product_kind(scl_coded: bool, settings: merge_rules.MergeSettings) -> merge_rules.MergeSettings:
@@ -334,8 +370,10 @@ def plan_merge(request: MergeRequest, mask: str) -> MergePlan:
         if other:
             o = raster_info(other, "probability raster")
             if (o.width, o.height) != (grid.width, grid.height) or o.geotransform != grid.geotransform:
-                raise RasterError("The cloud and shadow probability rasters are not on the same grid. "
-                                  "Compute both from the same Sentinel-2 raster.")
+                raise RasterError(
+                    "The cloud and shadow probability rasters are not on the same grid. "
+                    "Compute both from the same Sentinel-2 raster."
+                )
     product, scl_coded = _product_mask(request.product_mask, request.work_dir)
     if product:
         check_product_mask(product, grid)
@@ -345,8 +383,10 @@ def plan_merge(request: MergeRequest, mask: str) -> MergePlan:
 def _check_thresholds(request: ImproveRequest) -> None:
     for value, name in ((request.cloud_threshold, "cloud"), (request.shadow_threshold, "shadow")):
         if value is not None and not 0 <= value <= 1:
-            raise SettingsError(f"The {name} threshold {value} is outside 0..1. Give a probability "
-                                "between 0 and 1, or leave it empty for the model's recommended value.")
+            raise SettingsError(
+                f"The {name} threshold {value} is outside 0..1. Give a probability "
+                "between 0 and 1, or leave it empty for the model's recommended value."
+            )
 
 
 def decision(request: ImproveRequest, probability: ProbabilityPlan) -> decisions.Decision:
@@ -372,32 +412,46 @@ def plan(request: ImproveRequest) -> RunPlan:
     raster = _sentinel2(source, prob.bands)
     if product:
         check_product_mask(product, raster.info)
-    probability = _probability_plan(prob, raster, request.outputs, request.ensemble or prob.ensemble,
-                                    cloud=True, shadow="optional")
+    probability = _probability_plan(
+        prob, raster, request.outputs, request.ensemble or prob.ensemble, cloud=True, shadow="optional"
+    )
     grid = probability.raster
     decided = decision(request, probability)
-    settings = replace(_product_kind(scl_coded, request.settings), cloud_threshold=decided.cloud_threshold,
-                       shadow_threshold=decided.shadow_threshold, most_likely_class=decided.most_likely_class)
-    return RunPlan(probability, MergePlan(grid, product, settings, provenance=bool(request.source)),
-                   request.mask, source=request.source or None,
-                   notes=(decided.note(), *_resolution_notes(probability), *_level_notes(probability)))
+    settings = replace(
+        _product_kind(scl_coded, request.settings),
+        cloud_threshold=decided.cloud_threshold,
+        shadow_threshold=decided.shadow_threshold,
+        most_likely_class=decided.most_likely_class,
+    )
+    return RunPlan(
+        probability,
+        MergePlan(grid, product, settings, provenance=bool(request.source)),
+        request.mask,
+        source=request.source or None,
+        notes=(decided.note(), *_resolution_notes(probability), *_level_notes(probability)),
+    )
 
 
 def _resolution_notes(probability: ProbabilityPlan) -> tuple[str, ...]:
     """Say at which resolution the models ran, and how to get the raster's own."""
     if not probability.resolution:
         return ()
-    note = (f"Processing resolution: {probability.resolution:g} m (the raster's pixels are "
-            f"{probability.raster.pixel_size:g} m): the models ran on a coarser grid and each pixel "
-            "has the decision of the coarse pixel it lies in. Set the processing resolution to 0 "
-            "for the raster's own.")
+    note = (
+        f"Processing resolution: {probability.resolution:g} m (the raster's pixels are "
+        f"{probability.raster.pixel_size:g} m): the models ran on a coarser grid and each pixel "
+        "has the decision of the coarse pixel it lies in. Set the processing resolution to 0 "
+        "for the raster's own."
+    )
     return (note,)
 
 
 def _level_notes(probability: ProbabilityPlan) -> tuple[str, ...]:
     """A model chosen for another processing level runs, but says so: in a season of L1C and
     L2A products with one model given, the products of the other level got it silently."""
-    return tuple(f"Model '{use.card.id}' is made for {use.card.level} products and this raster is "
-                 f"{probability.level}: its mask may be less accurate (leave the model empty for the "
-                 f"default of the raster's level)." for use in probability.models
-                 if use.card.level and probability.level and use.card.level != probability.level)
+    return tuple(
+        f"Model '{use.card.id}' is made for {use.card.level} products and this raster is "
+        f"{probability.level}: its mask may be less accurate (leave the model empty for the "
+        f"default of the raster's level)."
+        for use in probability.models
+        if use.card.level and probability.level and use.card.level != probability.level
+    )

@@ -51,7 +51,8 @@ def _load(use: ModelUse, plan: ProbabilityPlan):
         raise ModelError(
             f"Model '{use.card.id}' ({use.path}) needs a newer onnxruntime than "
             f"{deps.runtime_status().version}: it uses an operator set (opset) this one does not know. "
-            f"Upgrade onnxruntime for QGIS's Python with: {deps.shown_command(deps.install_command())}") from err
+            f"Upgrade onnxruntime for QGIS's Python with: {deps.shown_command(deps.install_command())}"
+        ) from err
 
 
 def _jobs(plan: ProbabilityPlan) -> tuple[list[Job], list[str]]:
@@ -70,8 +71,7 @@ class ProbabilityWriter:
     Hands the cloud and shadow blocks, exactly as written (float32, nodata PROBABILITY_NODATA),
     to ``flags`` when given, also where no raster is kept (windowed_merge.FlagRecorder)."""
 
-    def __init__(self, info: RasterInfo, jobs: list[Job], paths: ProbabilityOutputs,
-                 flags: Sink | None = None):
+    def __init__(self, info: RasterInfo, jobs: list[Job], paths: ProbabilityOutputs, flags: Sink | None = None):
         self.cloud_keys = [f"{j.key}:cloud" for j in jobs if j.cloud]
         self.shadow_key = next((f"{j.key}:shadow" for j in jobs if j.shadow), None)
         self.flags = flags
@@ -135,8 +135,7 @@ def device_settings(settings: EngineSettings, jobs: list[Job]) -> EngineSettings
             device = gpu.gpu(fresh=True)
             most = max(1, min(GPU_WORKERS, available_cores() // 2))
             workers = cuda_workers(on_gpu, device.free_mb * 2**20 if device else None, most)
-    return replace(settings, batch_size=batch, stripe_cols=max([settings.stripe_cols, *gpu_cols]),
-                   workers=workers)
+    return replace(settings, batch_size=batch, stripe_cols=max([settings.stripe_cols, *gpu_cols]), workers=workers)
 
 
 class BackgroundWriter:
@@ -179,8 +178,9 @@ class BackgroundWriter:
             self.pool, self.pending = None, deque()
 
 
-def compute_probabilities(plan: ProbabilityPlan, paths: ProbabilityOutputs,
-                          feedback: Feedback | None = None, flags: Sink | None = None) -> tuple[str, ...]:
+def compute_probabilities(
+    plan: ProbabilityPlan, paths: ProbabilityOutputs, feedback: Feedback | None = None, flags: Sink | None = None
+) -> tuple[str, ...]:
     """Write the plan's probability rasters to ``paths`` (None: not written).
 
     With the thresholds their models recommend (:func:`record_thresholds`); the caller stages
@@ -195,8 +195,14 @@ def compute_probabilities(plan: ProbabilityPlan, paths: ProbabilityOutputs,
     return tuple(notes)
 
 
-def _compute(plan: ProbabilityPlan, paths: ProbabilityOutputs, jobs: list[Job], settings: EngineSettings,
-             feedback: Feedback | None, flags: Sink | None) -> list[str]:
+def _compute(
+    plan: ProbabilityPlan,
+    paths: ProbabilityOutputs,
+    jobs: list[Job],
+    settings: EngineSettings,
+    feedback: Feedback | None,
+    flags: Sink | None,
+) -> list[str]:
     """The engine's run and the rasters' writing; the notes they give."""
     notes = []
     info = plan.raster
@@ -219,8 +225,16 @@ def _compute(plan: ProbabilityPlan, paths: ProbabilityOutputs, jobs: list[Job], 
         writer = ProbabilityWriter(run_info, jobs, run_paths, flagger)
         background = BackgroundWriter(writer, depth=2 * settings.workers)
         try:
-            run_in_row_blocks(open_source, run_info.height, jobs, plan.nodata, plan.offset, settings,
-                         feedback or Feedback(), background)
+            run_in_row_blocks(
+                open_source,
+                run_info.height,
+                jobs,
+                plan.nodata,
+                plan.offset,
+                settings,
+                feedback or Feedback(),
+                background,
+            )
             background.close()
             if flagger:
                 flagger.close()
@@ -247,18 +261,25 @@ def small_raster_notes(info: RasterInfo, jobs: list[Job], plan: ProbabilityPlan 
     The network then sees a cloud without its surroundings (the rest of its tile is the raster
     mirrored) and tends to call everything clear. Not an error: the run is what was asked for.
     ``info``: the grid the models run on (``plan``'s coarse grid at a processing resolution)."""
-    tiles = [f"{job.model.card.id}: {job.model.card.tile} px" for job in jobs
-             if not job.model.card.is_pixel_model and min(info.width, info.height) < job.model.card.tile]
+    tiles = [
+        f"{job.model.card.id}: {job.model.card.tile} px"
+        for job in jobs
+        if not job.model.card.is_pixel_model and min(info.width, info.height) < job.model.card.tile
+    ]
     if not tiles:
         return []
     size = f"The raster is {info.width} x {info.height} pixels"
     if plan is not None and plan.resolution:
-        size = (f"At the processing resolution of {plan.resolution:g} m the raster is {info.width} x "
-                f"{info.height} pixels ({plan.raster.width} x {plan.raster.height} at its own)")
-    note = (f"{size}, smaller than the tiles the model looks at ({'; '.join(tiles)}): it sees clouds "
-            "without their surroundings and may miss them. For a small area, run on the whole scene "
-            "and set Extent or Area to process" + (", or set the processing resolution to 0."
-                                                   if plan is not None and plan.resolution else "."))
+        size = (
+            f"At the processing resolution of {plan.resolution:g} m the raster is {info.width} x "
+            f"{info.height} pixels ({plan.raster.width} x {plan.raster.height} at its own)"
+        )
+    note = (
+        f"{size}, smaller than the tiles the model looks at ({'; '.join(tiles)}): it sees clouds "
+        "without their surroundings and may miss them. For a small area, run on the whole scene "
+        "and set Extent or Area to process"
+        + (", or set the processing resolution to 0." if plan is not None and plan.resolution else ".")
+    )
     return [note]
 
 
@@ -276,10 +297,13 @@ def record_thresholds(paths: ProbabilityOutputs, plan: ProbabilityPlan) -> None:
     cards = plan.cards
     cloud_cards = [cards[m] for m in plan.cloud_models]
     models = plan.recommended
-    deciders = (cloud_cards[0] if len(cloud_cards) == 1 else None,  # an ensemble's mean is no softmax
-                cards[plan.shadow_model] if plan.shadow_model else None)
-    for path, key, value, card in zip((paths.cloud, paths.shadow), THRESHOLD_KEYS,
-                                      (models.cloud_threshold, models.shadow_threshold), deciders):
+    deciders = (
+        cloud_cards[0] if len(cloud_cards) == 1 else None,  # an ensemble's mean is no softmax
+        cards[plan.shadow_model] if plan.shadow_model else None,
+    )
+    for path, key, value, card in zip(
+        (paths.cloud, paths.shadow), THRESHOLD_KEYS, (models.cloud_threshold, models.shadow_threshold), deciders
+    ):
         items = {key: repr(float(value))} if value is not None else {}
         if card is not None and card.decision == decision.MOST_LIKELY_CLASS:
             items.update({DECISION_KEY: decision.MOST_LIKELY_CLASS, MODEL_KEY: card.id})
@@ -292,8 +316,9 @@ def record_thresholds(paths: ProbabilityOutputs, plan: ProbabilityPlan) -> None:
             ds = None
 
 
-def recorded_thresholds(cloud_probability: str | None,
-                        shadow_probability: str | None) -> tuple[float | None, float | None]:
+def recorded_thresholds(
+    cloud_probability: str | None, shadow_probability: str | None
+) -> tuple[float | None, float | None]:
     """The thresholds :func:`record_thresholds` wrote (None where absent)."""
     models = recorded(cloud_probability, shadow_probability)
     return models.cloud_threshold, models.shadow_threshold

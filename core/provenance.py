@@ -67,8 +67,9 @@ for _bits in range(1, 8):
         _BY_BITS[_bits] = SHADOW_MODEL
 
 
-def source_bits(valid: np.ndarray, product: merge.ProductMask | None, model_cloud: np.ndarray,
-                model_shadow: np.ndarray) -> np.ndarray:
+def source_bits(
+    valid: np.ndarray, product: merge.ProductMask | None, model_cloud: np.ndarray, model_shadow: np.ndarray
+) -> np.ndarray:
     """The source bits of a block: who flagged each valid pixel before any growing.
 
     ``model_cloud`` / ``model_shadow`` are the models' own flags (``merge.flags`` without
@@ -107,8 +108,14 @@ def _flagged(mask: np.ndarray) -> np.ndarray:
     return (mask == merge.CLOUD) | (mask == merge.SHADOW)
 
 
-FIGURES = ("PRODUCT_MASK_FRACTION", "MASKED_FRACTION", "MODEL_ADDED_FRACTION", "DILATION_FRACTION",
-           "FILLED_FRACTION", "CLEARED_FRACTION")
+FIGURES = (
+    "PRODUCT_MASK_FRACTION",
+    "MASKED_FRACTION",
+    "MODEL_ADDED_FRACTION",
+    "DILATION_FRACTION",
+    "FILLED_FRACTION",
+    "CLEARED_FRACTION",
+)
 
 
 @dataclass
@@ -140,11 +147,12 @@ class SourceCounts:
 def summary(figures: dict[str, float]) -> str:
     """The figures in one sentence for the log, in percent of valid pixels."""
     f = {k: 100.0 * v for k, v in figures.items()}
-    text = (f"The product mask flags {f['PRODUCT_MASK_FRACTION']:.1f} % of the valid pixels as cloud or "
-            f"shadow, the improved mask {f['MASKED_FRACTION']:.1f} %: of these, "
-            f"{f['MODEL_ADDED_FRACTION']:.1f} points were added by the models (the product mask missed "
-            f"them) and {f['DILATION_FRACTION']:.1f} by the dilation")
+    text = (
+        f"The product mask flags {f['PRODUCT_MASK_FRACTION']:.1f} % of the valid pixels as cloud or "
+        f"shadow, the improved mask {f['MASKED_FRACTION']:.1f} %: of these, "
+        f"{f['MODEL_ADDED_FRACTION']:.1f} points were added by the models (the product mask missed "
+        f"them) and {f['DILATION_FRACTION']:.1f} by the dilation"
+    )
     if f["FILLED_FRACTION"] or f["CLEARED_FRACTION"]:
-        text += (f"; the minimum area filled {f['FILLED_FRACTION']:.1f} points and cleared "
-                 f"{f['CLEARED_FRACTION']:.1f}")
+        text += f"; the minimum area filled {f['FILLED_FRACTION']:.1f} points and cleared {f['CLEARED_FRACTION']:.1f}"
     return text + "."

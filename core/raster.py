@@ -23,8 +23,14 @@ from .errors import RasterError
 # Blocks are compressed on every core: a full tile's two probability rasters are about a
 # gigabyte of float32, which one thread compresses slower than a GPU computes them. The
 # files stay the same byte for byte (measured: a full tile's mask with 2 and 8 threads).
-GTIFF_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE",
-                 "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS"]
+GTIFF_OPTIONS = [
+    "TILED=YES",
+    "BLOCKXSIZE=256",
+    "BLOCKYSIZE=256",
+    "COMPRESS=DEFLATE",
+    "BIGTIFF=IF_SAFER",
+    "NUM_THREADS=ALL_CPUS",
+]
 # Probabilities hardly compress (their low bits are noise): DEFLATE's fastest level with
 # the floating-point predictor is 25 % cheaper than the default level and the files 17 %
 # smaller (4096^2 of ukis output: 0.57 s CPU, 50 MB vs 0.76 s, 60 MB).
@@ -92,9 +98,11 @@ def opens_as_raster(source: str) -> bool:
 
 def read_failed(what: str, detail: str) -> RasterError:
     """A failed read as a user reads it: GDAL names the file and the block, not the cause or the fix."""
-    return RasterError(f"Reading {what} failed: {(detail or 'unknown GDAL error').rstrip('. ')}. The file is "
-                       "damaged or incomplete (an interrupted copy or download?), or its disk went away: "
-                       "copy or download it again.")
+    return RasterError(
+        f"Reading {what} failed: {(detail or 'unknown GDAL error').rstrip('. ')}. The file is "
+        "damaged or incomplete (an interrupted copy or download?), or its disk went away: "
+        "copy or download it again."
+    )
 
 
 def write_array(ds: gdal.Dataset, data: np.ndarray, col: int = 0, row: int = 0) -> None:
@@ -102,8 +110,10 @@ def write_array(ds: gdal.Dataset, data: np.ndarray, col: int = 0, row: int = 0) 
     RasterError with exceptions on or off; off, GDAL would only return an error code."""
     code, detail = gdal_try(ds.GetRasterBand(1).WriteArray, data, col, row)
     if code is None or code != gdal.CE_None:
-        raise RasterError(f"Writing '{ds.GetDescription()}' failed: {detail or gdal.GetLastErrorMsg()}. "
-                          "Check that the disk has free space and the output folder is still there.")
+        raise RasterError(
+            f"Writing '{ds.GetDescription()}' failed: {detail or gdal.GetLastErrorMsg()}. "
+            "Check that the disk has free space and the output folder is still there."
+        )
 
 
 def read_array(ds: gdal.Dataset, col: int, row: int, width: int, height: int) -> np.ndarray:
@@ -143,8 +153,10 @@ def open_dataset(source: str, what: str = "raster") -> gdal.Dataset:
     ds, detail = gdal_try(gdal.OpenEx, str(source), flags) if source else (None, "")
     if ds is None:
         detail = (detail or "not a raster GDAL can read").rstrip(". ")  # GDAL's own text may end in a full stop
-        raise RasterError(f"Cannot open the {what} '{source}': {detail}. Check the path "
-                          "and that the file is a raster (GeoTIFF, JP2, VRT ...).")
+        raise RasterError(
+            f"Cannot open the {what} '{source}': {detail}. Check the path "
+            "and that the file is a raster (GeoTIFF, JP2, VRT ...)."
+        )
     return ds
 
 
@@ -152,7 +164,9 @@ def raster_info(source: str, what: str = "raster") -> RasterInfo:
     ds = open_dataset(source, what)
     bands = [ds.GetRasterBand(i + 1) for i in range(ds.RasterCount)]
     info = RasterInfo(
-        source=str(source), width=ds.RasterXSize, height=ds.RasterYSize,
+        source=str(source),
+        width=ds.RasterXSize,
+        height=ds.RasterYSize,
         band_count=ds.RasterCount,
         descriptions=tuple(b.GetDescription() or "" for b in bands),
         nodata=tuple(b.GetNoDataValue() for b in bands),
@@ -170,7 +184,8 @@ def require_georeference(info: RasterInfo, what: str) -> None:
         raise RasterError(
             f"The {what} '{info.source}' has no {missing}, so its pixels cannot be placed on "
             "the map or matched with the other inputs. Assign a CRS and georeference "
-            "(e.g. Raster > Projections > Assign Projection, or gdal_translate -a_srs -a_ullr).")
+            "(e.g. Raster > Projections > Assign Projection, or gdal_translate -a_srs -a_ullr)."
+        )
 
 
 def require_geotiff_name(path: str) -> None:
@@ -187,12 +202,12 @@ def require_geotiff_name(path: str) -> None:
     for i in range(gdal.GetDriverCount()):
         driver = gdal.GetDriver(i)
         claimed = (driver.GetMetadataItem(gdal.DMD_EXTENSIONS) or "").lower().split()
-        if driver.ShortName != "GTiff" and driver.GetMetadataItem(gdal.DCAP_RASTER) == "YES" \
-                and extension in claimed:
+        if driver.ShortName != "GTiff" and driver.GetMetadataItem(gdal.DCAP_RASTER) == "YES" and extension in claimed:
             raise RasterError(
                 f"The output '{path}' has the extension of another format ({driver.LongName}), but "
                 "it is written as GeoTIFF. Give it a .tif name (Raster > "
-                "Conversion > Translate converts the result to another format).")
+                "Conversion > Translate converts the result to another format)."
+            )
 
 
 def require_north_up(info: RasterInfo, what: str) -> None:
@@ -208,7 +223,8 @@ def require_north_up(info: RasterInfo, what: str) -> None:
         raise RasterError(
             f"The {what} '{info.source}' is not north-up: its grid is {how}, so the other inputs "
             "cannot be placed on it. Make a north-up copy first (Raster > Projections > Warp, or "
-            f"gdalwarp \"{info.source}\" north_up.tif) and use that.")
+            f'gdalwarp "{info.source}" north_up.tif) and use that.'
+        )
 
 
 class RowSource:
@@ -217,8 +233,14 @@ class RowSource:
     width until then): the engine works in column stripes so that no buffer is as
     wide as a full Sentinel-2 tile."""
 
-    def __init__(self, source: str, bands: list[int], window_rows: int = 256,
-                 in_memory: bool = False, fill: list[float | None] | None = None):
+    def __init__(
+        self,
+        source: str,
+        bands: list[int],
+        window_rows: int = 256,
+        in_memory: bool = False,
+        fill: list[float | None] | None = None,
+    ):
         self.ds = open_dataset(source)
         self.bands = bands
         self.width: int = self.ds.RasterXSize
@@ -244,8 +266,7 @@ class RowSource:
 
     def _read(self, lo: int, hi: int) -> np.ndarray:
         # All bands in one call: pixel-interleaved files decompress each block once.
-        data, detail = gdal_try(self.ds.ReadAsArray, self.first_col, lo, self.cols, hi - lo,
-                                band_list=self.bands)
+        data, detail = gdal_try(self.ds.ReadAsArray, self.first_col, lo, self.cols, hi - lo, band_list=self.bands)
         if data is None:
             raise read_failed(f"rows {lo}-{hi}", detail)
         data = data.reshape(len(self.bands), hi - lo, self.cols)
@@ -272,16 +293,16 @@ class RowSource:
             keep_lo, keep_hi = max(lo, self._lo), min(new_hi, cached_hi)
             if keep_lo < keep_hi and keep_lo == lo:
                 block = np.empty((len(self.bands), new_hi - lo, self.cols), self.dtype)
-                block[:, :keep_hi - lo] = self._block[:, keep_lo - self._lo:keep_hi - self._lo]
+                block[:, : keep_hi - lo] = self._block[:, keep_lo - self._lo : keep_hi - self._lo]
                 self._block = None  # free the old rows before reading the new ones
                 if keep_hi < new_hi:
-                    block[:, keep_hi - lo:] = self._read(keep_hi, new_hi)
+                    block[:, keep_hi - lo :] = self._read(keep_hi, new_hi)
                 self._block = block
             else:
                 self._block = None
                 self._block = self._read(lo, new_hi)
             self._lo = lo
-        return self._block[:, lo - self._lo:hi - self._lo]
+        return self._block[:, lo - self._lo : hi - self._lo]
 
     def close(self) -> None:
         self.validity = None
@@ -314,15 +335,24 @@ def limited_block_cache(limit: int = BLOCK_CACHE_BYTES):
             gdal.SetCacheMax(before)
 
 
-def create_geotiff(path: str, like: RasterInfo, bands: int, data_type: int, nodata: float,
-                   width: int | None = None, height: int | None = None,
-                   geotransform: tuple | None = None, options: list[str] | None = None) -> gdal.Dataset:
+def create_geotiff(
+    path: str,
+    like: RasterInfo,
+    bands: int,
+    data_type: int,
+    nodata: float,
+    width: int | None = None,
+    height: int | None = None,
+    geotransform: tuple | None = None,
+    options: list[str] | None = None,
+) -> gdal.Dataset:
     """A tiled GeoTIFF on ``like``'s grid; compressed as our outputs are, unless ``options``."""
     if options is None:
         options = FLOAT_OPTIONS if data_type == gdal.GDT_Float32 else GTIFF_OPTIONS
     driver = gdal.GetDriverByName("GTiff")
-    ds, detail = gdal_try(driver.Create, path, width or like.width, height or like.height, bands, data_type,
-                          options=options)
+    ds, detail = gdal_try(
+        driver.Create, path, width or like.width, height or like.height, bands, data_type, options=options
+    )
     if ds is None:
         raise RasterError(f"Cannot create '{path}': {detail}")
     ds.SetGeoTransform(geotransform or like.geotransform)
@@ -386,12 +416,19 @@ class RowRasters:
     closed, a table of only those classes (:func:`list_only_the_classes`).
     """
 
-    def __init__(self, grid: RasterInfo, paths: Sequence[str], nodata: Sequence[float],
-                 classes: Sequence[Classes | None] = (), options: list[str] | None = None):
+    def __init__(
+        self,
+        grid: RasterInfo,
+        paths: Sequence[str],
+        nodata: Sequence[float],
+        classes: Sequence[Classes | None] = (),
+        options: list[str] | None = None,
+    ):
         self.paths = paths
         self.classes = classes or [None] * len(paths)
-        self.datasets = [create_geotiff(path, grid, 1, gdal.GDT_Byte, value, options=options)
-                         for path, value in zip(paths, nodata)]
+        self.datasets = [
+            create_geotiff(path, grid, 1, gdal.GDT_Byte, value, options=options) for path, value in zip(paths, nodata)
+        ]
         self.width = grid.width
         for ds, found in zip(self.datasets, self.classes):
             if found is not None:

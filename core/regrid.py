@@ -55,8 +55,10 @@ def check_product_mask(product: str, grid: RasterInfo) -> RasterInfo:
     a = footprint(info, grid.projection)
     b = grid.bounds
     if a[0] >= b[2] or a[2] <= b[0] or a[1] >= b[3] or a[3] <= b[1]:
-        raise RasterError(f"The product mask '{product}' does not overlap the Sentinel-2 raster. "
-                          "Use the product mask of the same scene (or leave it empty).")
+        raise RasterError(
+            f"The product mask '{product}' does not overlap the Sentinel-2 raster. "
+            "Use the product mask of the same scene (or leave it empty)."
+        )
     return info
 
 
@@ -78,9 +80,19 @@ def product_mask_on_grid(product: str, grid: RasterInfo, folder: str) -> tuple[s
         if done is None:
             raise RasterError(f"Could not read the product mask: {detail}")
         product, done = first, None
-    done, detail = gdal_try(gdal.Warp, path, product, format="VRT", outputBounds=grid.bounds, width=grid.width,
-                            height=grid.height, dstSRS=grid.projection, resampleAlg="near",
-                            srcNodata=nodata, dstNodata=fill)
+    done, detail = gdal_try(
+        gdal.Warp,
+        path,
+        product,
+        format="VRT",
+        outputBounds=grid.bounds,
+        width=grid.width,
+        height=grid.height,
+        dstSRS=grid.projection,
+        resampleAlg="near",
+        srcNodata=nodata,
+        dstNodata=fill,
+    )
     if done is None:
         raise RasterError(f"Could not resample the product mask: {detail}")
     done = None
@@ -142,8 +154,9 @@ def in_metres(info: RasterInfo) -> bool:
 def coarse_info(info: RasterInfo, resolution: float) -> RasterInfo:
     """The coarse grid of ``resolution`` metres (see :func:`coarse_grid`) as a grid to write on."""
     (min_x, _, _, max_y), width, height = coarse_grid(info, resolution)
-    return replace(info, source="", width=width, height=height,
-                   geotransform=(min_x, resolution, 0.0, max_y, 0.0, -resolution))
+    return replace(
+        info, source="", width=width, height=height, geotransform=(min_x, resolution, 0.0, max_y, 0.0, -resolution)
+    )
 
 
 def centre_pixels(coarse_size: int, resolution: float, pixel: float, size: int) -> np.ndarray:
@@ -167,8 +180,9 @@ SAMPLE_ROWS = 64
 SAMPLE_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "BIGTIFF=IF_SAFER"]
 
 
-def sample_coarse(info: RasterInfo, bands: list[int], fill: list[float | None], resolution: float,
-                  path: str) -> RasterInfo:
+def sample_coarse(
+    info: RasterInfo, bands: list[int], fill: list[float | None], resolution: float, path: str
+) -> RasterInfo:
     """Write ``bands`` of the raster on the coarse grid as a GeoTIFF at ``path``.
 
     Each coarse pixel is the raster's pixel at its centre (band k is ``bands[k]``; each band's
@@ -183,12 +197,19 @@ def sample_coarse(info: RasterInfo, bands: list[int], fill: list[float | None], 
     out = _create_stack(path, grid, source.dtype, fill)
     try:
         for lo in range(0, grid.height, SAMPLE_ROWS):
-            wanted = rows[lo:lo + SAMPLE_ROWS]
+            wanted = rows[lo : lo + SAMPLE_ROWS]
             first = int(wanted[0])
             block = source.rows(first, int(wanted[-1]) + 1)
             sampled = block[:, wanted - first][:, :, cols]
-            done, detail = gdal_try(out.WriteRaster, 0, lo, grid.width, len(wanted), sampled.tobytes(),
-                                    band_list=list(range(1, len(bands) + 1)))
+            done, detail = gdal_try(
+                out.WriteRaster,
+                0,
+                lo,
+                grid.width,
+                len(wanted),
+                sampled.tobytes(),
+                band_list=list(range(1, len(bands) + 1)),
+            )
             if done is None:
                 raise RasterError(f"Could not write the raster at {resolution:g} m: {detail}")
         out.FlushCache()
@@ -200,8 +221,9 @@ def sample_coarse(info: RasterInfo, bands: list[int], fill: list[float | None], 
 
 def _create_stack(path: str, grid: RasterInfo, dtype: np.dtype, fill: list[float | None]):
     code = gdal_array.NumericTypeCodeToGDALTypeCode(dtype)
-    ds, detail = gdal_try(gdal.GetDriverByName("GTiff").Create, path, grid.width, grid.height, len(fill), code,
-                          options=SAMPLE_OPTIONS)
+    ds, detail = gdal_try(
+        gdal.GetDriverByName("GTiff").Create, path, grid.width, grid.height, len(fill), code, options=SAMPLE_OPTIONS
+    )
     if ds is None:
         raise RasterError(f"Cannot create '{path}': {detail}")
     ds.SetGeoTransform(grid.geotransform)
@@ -236,9 +258,19 @@ def to_grid(path: str, info: RasterInfo, out_path: str, resample: str) -> None:
     """Bring a probability raster onto the Sentinel-2 raster's grid."""
     fmt = "VRT" if out_path.endswith(".vrt") else "GTiff"
     options = [] if fmt == "VRT" else FLOAT_OPTIONS
-    done, detail = gdal_try(gdal.Warp, out_path, path, format=fmt, outputBounds=info.bounds, width=info.width,
-                            height=info.height, dstSRS=info.projection or None, resampleAlg=resample,
-                            creationOptions=options, multithread=True)
+    done, detail = gdal_try(
+        gdal.Warp,
+        out_path,
+        path,
+        format=fmt,
+        outputBounds=info.bounds,
+        width=info.width,
+        height=info.height,
+        dstSRS=info.projection or None,
+        resampleAlg=resample,
+        creationOptions=options,
+        multithread=True,
+    )
     if done is None:
         raise RasterError(f"Could not resample {path} onto the Sentinel-2 grid: {detail}")
     done = None

@@ -132,9 +132,11 @@ def _commit(tmp: str, final: str) -> None:
     except FileInUseError:
         raise
     except OSError as err:
-        raise OutputError(f"Cannot write the output '{final}': {err.strerror or err}. If another program "
-                          "has it open, close it there (or remove the layer from the project) and run "
-                          "again, or choose another output path.") from err
+        raise OutputError(
+            f"Cannot write the output '{final}': {err.strerror or err}. If another program "
+            "has it open, close it there (or remove the layer from the project) and run "
+            "again, or choose another output path."
+        ) from err
 
 
 def check_destination(destination: str, inputs: list[str]) -> None:
@@ -148,17 +150,19 @@ def check_destination(destination: str, inputs: list[str]) -> None:
     if os.path.isdir(destination):
         raise OutputError(f"The output '{destination}' is a folder. Give a file name such as mask.tif.")
     for source in inputs:
-        if source and os.path.exists(source) and os.path.exists(destination) \
-                and os.path.samefile(source, destination):
-            raise OutputError(f"The output '{destination}' is also an input of this run. "
-                              "Choose a different output path.")
+        if source and os.path.exists(source) and os.path.exists(destination) and os.path.samefile(source, destination):
+            raise OutputError(
+                f"The output '{destination}' is also an input of this run. Choose a different output path."
+            )
     # Permission bits do not tell (root, read-only mounts, special folders): try it.
     try:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".cloudmask-probe-"):
             pass
     except OSError as err:
-        raise OutputError(f"The output folder '{folder}' is not writable ({err.strerror or err}). "
-                          "Choose an output path you can write to.") from err
+        raise OutputError(
+            f"The output folder '{folder}' is not writable ({err.strerror or err}). "
+            "Choose an output path you can write to."
+        ) from err
     check_replaceable(destination)  # a file in use would fail only after the whole run
 
 

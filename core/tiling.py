@@ -90,9 +90,9 @@ def tukey(length: int, alpha: float) -> np.ndarray:
     n = np.arange(length, dtype=np.float64)
     ramp = int(np.floor(alpha * (length - 1) / 2.0))  # last index of the rising cosine
     window = np.ones(length)
-    left, right = n[:ramp + 1], n[length - ramp - 1:]
-    window[:ramp + 1] = 0.5 * (1 + np.cos(np.pi * (-1 + 2.0 * left / alpha / (length - 1))))
-    window[length - ramp - 1:] = 0.5 * (1 + np.cos(np.pi * (-2.0 / alpha + 1 + 2.0 * right / alpha / (length - 1))))
+    left, right = n[: ramp + 1], n[length - ramp - 1 :]
+    window[: ramp + 1] = 0.5 * (1 + np.cos(np.pi * (-1 + 2.0 * left / alpha / (length - 1))))
+    window[length - ramp - 1 :] = 0.5 * (1 + np.cos(np.pi * (-2.0 / alpha + 1 + 2.0 * right / alpha / (length - 1))))
     return window
 
 
@@ -102,7 +102,7 @@ def _centre_crop(size: int, tile: int, overlap: float) -> AxisPlan:
     weights = []
     for k, start in enumerate(starts):
         w = np.zeros(tile)
-        w[bounds[k] - start:bounds[k + 1] - start] = 1.0
+        w[bounds[k] - start : bounds[k + 1] - start] = 1.0
         weights.append(w)
     return AxisPlan(size, tile, tuple(starts), tuple(weights), mirror=True)
 

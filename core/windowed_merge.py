@@ -65,9 +65,13 @@ class MergePlan:
     provenance: bool = False  # the flags carry who flagged each pixel, for a SOURCE output
 
 
-def _probabilities(block: np.ndarray | None, nodata: float | None = PROBABILITY_NODATA,
-                   hidden: np.ndarray | None = None, name: str = "probability",
-                   check: bool = True) -> np.ndarray | None:
+def _probabilities(
+    block: np.ndarray | None,
+    nodata: float | None = PROBABILITY_NODATA,
+    hidden: np.ndarray | None = None,
+    name: str = "probability",
+    check: bool = True,
+) -> np.ndarray | None:
     """A probability block with every kind of nodata as NaN (which thresholds to False).
 
     ``nodata`` is the raster's declared value (ours is ``PROBABILITY_NODATA``;
@@ -102,7 +106,8 @@ def out_of_range(name: str, values: np.ndarray, nodata: float | None) -> RasterE
         "between 0 and 1. If such a value marks pixels without data, declare it as the raster's "
         "nodata (Raster > Conversion > Translate, 'Assign a specified nodata value to output "
         "bands', or gdal_edit.py -a_nodata VALUE); if the raster holds percentages, divide it by "
-        "100 (Raster calculator) first.")
+        "100 (Raster calculator) first."
+    )
 
 
 # Threads that read and flag windows ahead of the merge. Reading back the probabilities
@@ -114,9 +119,14 @@ MERGE_READERS = 8
 Flagged = tuple[np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray]]
 
 
-def flag_block(plan: MergePlan, cloud: np.ndarray | None, shadow: np.ndarray | None,
-               product: np.ndarray | None, product_nodata: float | None,
-               probabilities_ready: bool = False) -> Flagged:
+def flag_block(
+    plan: MergePlan,
+    cloud: np.ndarray | None,
+    shadow: np.ndarray | None,
+    product: np.ndarray | None,
+    product_nodata: float | None,
+    probabilities_ready: bool = False,
+) -> Flagged:
     """(cloud, shadow, valid, sources) flags of a block of probabilities as written (nodata
     ``PROBABILITY_NODATA``; ``probabilities_ready``: already with NaN for nodata) and of
     the product mask on their grid (None: no mask). ``sources``: provenance.py's bits of
@@ -135,8 +145,9 @@ def flag_block(plan: MergePlan, cloud: np.ndarray | None, shadow: np.ndarray | N
             valid &= np.isfinite(p)
     decoded = None
     if product is not None:
-        decoded = merge.decode_product_mask(product, settings.product_kind, product_nodata,
-                                         settings.product_probability_threshold)
+        decoded = merge.decode_product_mask(
+            product, settings.product_kind, product_nodata, settings.product_probability_threshold
+        )
     cloud_f, shadow_f = merge.flags(cloud_p, shadow_p, valid, decoded, settings)
     sources = None
     if plan.provenance:
@@ -235,8 +246,9 @@ class _Flags:
         if readers is None:
             readers = {k: self._open(k, p) if p else None for k, p in self.paths.items()}
             # A probability raster's mask or alpha band, where it has one, marks nodata too.
-            readers.update({f"{k} validity": validity_band(readers[k])
-                            for k in PROBABILITY_KEYS if readers.get(k) is not None})
+            readers.update(
+                {f"{k} validity": validity_band(readers[k]) for k in PROBABILITY_KEYS if readers.get(k) is not None}
+            )
             self._local.readers = readers
             with self._lock:
                 self._opened.append(readers)
@@ -267,8 +279,9 @@ class _Flags:
             product_rows = block.get("product")
             if product_rows is not None:  # coarse decisions: the product mask joins here
                 settings = self.plan.settings
-                product = merge.decode_product_mask(product_rows, settings.product_kind, self.product_nodata,
-                                                 settings.product_probability_threshold)
+                product = merge.decode_product_mask(
+                    product_rows, settings.product_kind, self.product_nodata, settings.product_probability_threshold
+                )
                 cloud |= product.cloud & valid
                 shadow |= product.shadow & valid
                 if sources is not None:  # the models' bits came with the flags; the product's join here
@@ -278,10 +291,12 @@ class _Flags:
         for key in PROBABILITY_KEYS:
             mask_band = readers.get(f"{key} validity")
             hidden = None if mask_band is None else read_array_of(mask_band, 0, lo, width, hi - lo) == 0
-            block[key] = _probabilities(block[key], self.nodata.get(key), hidden,
-                                        f"{key} probability raster '{self.paths[key]}'")
-        return flag_block(self.plan, block["cloud"], block["shadow"], block["product"], self.product_nodata,
-                          probabilities_ready=True)
+            block[key] = _probabilities(
+                block[key], self.nodata.get(key), hidden, f"{key} probability raster '{self.paths[key]}'"
+            )
+        return flag_block(
+            self.plan, block["cloud"], block["shadow"], block["product"], self.product_nodata, probabilities_ready=True
+        )
 
 
 def _read_rows(ds, lo: int, hi: int, width: int) -> np.ndarray:
@@ -309,9 +324,15 @@ class SourceOutput:
 
 
 @limited_block_cache()  # bounded memory on a full tile: see core/raster.py
-def merge_to_mask(plan: MergePlan, cloud: str | None, shadow: str | None, mask_path: str,
-                  feedback: Feedback | None = None, flags: str | None = None,
-                  source: SourceOutput | None = None) -> merge.Fractions:
+def merge_to_mask(
+    plan: MergePlan,
+    cloud: str | None,
+    shadow: str | None,
+    mask_path: str,
+    feedback: Feedback | None = None,
+    flags: str | None = None,
+    source: SourceOutput | None = None,
+) -> merge.Fractions:
     """Stream the merge in row windows: flags, dilation, categories, ``MIN_AREA``.
     ``flags``: a :class:`FlagRecorder`'s raster, read instead of the probabilities;
     ``source``: also write which source flagged each pixel (the plan must have
@@ -337,8 +358,14 @@ def _on_grid(flags: str, grid) -> bool:
     return (ds.RasterXSize, ds.RasterYSize) == (grid.width, grid.height)
 
 
-def _merge(plan: MergePlan, paths: dict[str, str | None], product_nodata: float | None, mask_path: str,
-           feedback: Feedback, source: SourceOutput | None) -> merge.Fractions:
+def _merge(
+    plan: MergePlan,
+    paths: dict[str, str | None],
+    product_nodata: float | None,
+    mask_path: str,
+    feedback: Feedback,
+    source: SourceOutput | None,
+) -> merge.Fractions:
     flags = _Flags(plan, paths, product_nodata)
     try:
         return _write_mask(plan, flags, mask_path, feedback, source)
@@ -346,8 +373,9 @@ def _merge(plan: MergePlan, paths: dict[str, str | None], product_nodata: float 
         flags.close()
 
 
-def _write_mask(plan: MergePlan, flags: _Flags, mask_path: str, feedback: Feedback,
-                source: SourceOutput | None) -> merge.Fractions:
+def _write_mask(
+    plan: MergePlan, flags: _Flags, mask_path: str, feedback: Feedback, source: SourceOutput | None
+) -> merge.Fractions:
     """The windows the flags give, finished into the mask and SOURCE (:class:`_Final`); with
     ``MIN_AREA`` through the dilated mask first (:class:`_MinArea`), as it acts on that."""
     final = _Final(plan, mask_path, source)
@@ -378,16 +406,18 @@ class _Final:
         self.fractions = merge.Fractions()
         self.source = source
         binary = self.mode == "binary"
-        mask = Classes(merge.BINARY_CATEGORY_NAMES if binary else merge.CATEGORY_NAMES,
-                       merge.BINARY_CATEGORY_COLOURS if binary else merge.CATEGORY_COLOURS)
+        mask = Classes(
+            merge.BINARY_CATEGORY_NAMES if binary else merge.CATEGORY_NAMES,
+            merge.BINARY_CATEGORY_COLOURS if binary else merge.CATEGORY_COLOURS,
+        )
         if source is None:
             self.rasters = RowRasters(plan.grid, [mask_path], [merge.NODATA], [mask])
         else:
-            self.rasters = RowRasters(plan.grid, [mask_path, source.path], [merge.NODATA, pv.NODATA],
-                                      [mask, Classes(pv.NAMES, pv.COLOURS)])
+            self.rasters = RowRasters(
+                plan.grid, [mask_path, source.path], [merge.NODATA, pv.NODATA], [mask, Classes(pv.NAMES, pv.COLOURS)]
+            )
 
-    def write(self, row: int, mask: np.ndarray, bits: np.ndarray | None,
-              dilated: np.ndarray | None = None) -> None:
+    def write(self, row: int, mask: np.ndarray, bits: np.ndarray | None, dilated: np.ndarray | None = None) -> None:
         """A window of the final mask from ``row`` down; ``bits``: its source bits (None: no
         SOURCE), ``dilated``: the mask before the minimum area (None: the same)."""
         self.fractions.add(mask, self.mode)
@@ -500,24 +530,25 @@ class _Rows:
         self.valid = np.zeros((0, width), bool)
         self.sources = np.zeros((0, width), np.uint8)
 
-    def append(self, cloud: np.ndarray, shadow: np.ndarray, valid: np.ndarray,
-               sources: np.ndarray | None = None) -> None:
+    def append(
+        self, cloud: np.ndarray, shadow: np.ndarray, valid: np.ndarray, sources: np.ndarray | None = None
+    ) -> None:
         self.cloud = np.concatenate([self.cloud, cloud])
         self.shadow = np.concatenate([self.shadow, shadow])
         self.valid = np.concatenate([self.valid, valid])
         if sources is not None:
             self.sources = np.concatenate([self.sources, sources])
 
-    def finish(self, lo: int, hi: int, halo: int, settings: merge.MergeSettings,
-               height: int) -> tuple[np.ndarray, np.ndarray | None]:
+    def finish(
+        self, lo: int, hi: int, halo: int, settings: merge.MergeSettings, height: int
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """The mask of rows [lo, hi) and their source bits (None: not recorded); then
         forget the rows no later window needs."""
         a = max(self.lo, lo - halo)
         b = self.lo + len(self.valid)
         rows = slice(a - self.lo, b - self.lo)
         core = slice(lo - a, hi - a)
-        mask = merge.finish(self.cloud[rows], self.shadow[rows], self.valid[rows][core], settings,
-                         (core, slice(None)))
+        mask = merge.finish(self.cloud[rows], self.shadow[rows], self.valid[rows][core], settings, (core, slice(None)))
         bits = self.sources[rows][core] if len(self.sources) else None
         keep = max(0, hi - halo - self.lo)
         self.cloud, self.shadow, self.valid = self.cloud[keep:], self.shadow[keep:], self.valid[keep:]

@@ -39,11 +39,13 @@ def _square(gt, row: int, col: int, size: int) -> str:
 def _screenshot(html: str, png: Path, width: int = 1000, height: int = 1250) -> None:
     """The report's top as a web view draws it (QtWebKit, as QGIS's Python ships it)."""
     import os
+
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from qgis.PyQt.QtCore import QSize, QUrl
     from qgis.PyQt.QtGui import QImage, QPainter
     from qgis.PyQt.QtWebKitWidgets import QWebPage
     from qgis.PyQt.QtWidgets import QApplication
+
     app = QApplication.instance() or QApplication([])
     page, loaded = QWebPage(), []
     page.loadFinished.connect(loaded.append)
@@ -63,13 +65,18 @@ def _screenshot(html: str, png: Path, width: int = 1000, height: int = 1250) -> 
 def main() -> None:
     deps.ensure_on_path()
     from osgeo import gdal
+
     with tempfile.TemporaryDirectory() as tmp:
         season = build_season(Path(tmp) / "stacks")
         ds = gdal.Open(str(season.stacks[0]))
         gt, srs = ds.GetGeoTransform(), osr.SpatialReference(ds.GetProjection())
         row, col, size = PATCH
-        area = areas.Area((_square(gt, row - 4, col - 4, size + 8), _square(gt, 140, 140, size + 8)),
-                             srs.ExportToWkt(), ("patch", "plain"), "fields")
+        area = areas.Area(
+            (_square(gt, row - 4, col - 4, size + 8), _square(gt, 140, 140, size + 8)),
+            srs.ExportToWkt(),
+            ("patch", "plain"),
+            "fields",
+        )
         out = Path(tmp) / "out"
         batch.prepare_output_folder(str(out))
         items = batch.plan_items([str(p) for p in season.stacks])

@@ -41,7 +41,7 @@ def main(s2: str, masked: str, out: str, step: int = 2) -> None:
     height, width = before.shape[1:]
     picture = np.full((3, height, 2 * width + GAP), 255, dtype=np.uint8)
     picture[:, :, :width] = before.astype(np.uint8)
-    picture[:, :, width + GAP:] = after.astype(np.uint8)
+    picture[:, :, width + GAP :] = after.astype(np.uint8)
     mem = gdal.GetDriverByName("MEM").Create("", picture.shape[2], height, 3, gdal.GDT_Byte)
     for i in range(3):
         mem.GetRasterBand(i + 1).WriteArray(picture[i])

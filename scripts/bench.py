@@ -113,8 +113,7 @@ def _georeference(ds, size: int, pixel: float = 10.0) -> None:
     ds.SetProjection(srs.ExportToWkt())
 
 
-def _write_tiled(path: Path, size: int, block: np.ndarray, data_type: int, nodata: float,
-                 descriptions=()) -> Path:
+def _write_tiled(path: Path, size: int, block: np.ndarray, data_type: int, nodata: float, descriptions=()) -> Path:
     """A raster made by repeating ``block`` ([bands, 512, 512]): cheap to make at any
     size, and tiles of the models' grids (step 205) still all differ. Written under a
     temporary name so an interrupted run leaves no half-made cache file."""
@@ -124,8 +123,8 @@ def _write_tiled(path: Path, size: int, block: np.ndarray, data_type: int, nodat
     tmp = path.with_suffix(".partial.tif")
     bands, side = block.shape[0], block.shape[1]
     ds = gdal.GetDriverByName("GTiff").Create(
-        str(tmp), size, size, bands, data_type,
-        options=["TILED=YES", "INTERLEAVE=BAND", "BIGTIFF=IF_SAFER"])
+        str(tmp), size, size, bands, data_type, options=["TILED=YES", "INTERLEAVE=BAND", "BIGTIFF=IF_SAFER"]
+    )
     _georeference(ds, size)
     reps = size // side + 1
     for b in range(bands):
@@ -135,7 +134,7 @@ def _write_tiled(path: Path, size: int, block: np.ndarray, data_type: int, nodat
             band.SetDescription(descriptions[b])
         row = np.tile(block[b], (1, reps))[:, :size]
         for top in range(0, size, side):
-            band.WriteArray(row[:min(side, size - top)], 0, top)
+            band.WriteArray(row[: min(side, size - top)], 0, top)
     ds = None
     os.replace(tmp, path)
     return path
@@ -189,7 +188,7 @@ def engine_batches(raster: str, model_id: str) -> tuple[object, list[np.ndarray]
     for r in rows.starts:
         strip = x[:, reflect(np.arange(r, r + card.tile), height)]
         tiles = [strip[:, :, reflect(np.arange(c, c + card.tile), width)] for c in cols.starts]
-        batches += [np.ascontiguousarray(np.stack(tiles[k:k + BATCH])) for k in range(0, len(tiles), BATCH)]
+        batches += [np.ascontiguousarray(np.stack(tiles[k : k + BATCH])) for k in range(0, len(tiles), BATCH)]
     return model, batches
 
 
@@ -223,12 +222,15 @@ def bare_run(raster: str, model_id: str) -> tuple[Clock, int]:
 # -- QGIS in this process -------------------------------------------------------
 def start_qgis():
     from qgis.core import QgsApplication
+
     app = QgsApplication([], False)
     app.initQgis()
     sys.path.insert(1, os.path.join(QgsApplication.pkgDataPath(), "python", "plugins"))
     from processing.core.Processing import Processing
+
     Processing.initialize()
     from cloud_mask_improver.algorithms.provider import CloudMaskProvider
+
     provider = CloudMaskProvider()
     QgsApplication.processingRegistry().addProvider(provider)
     return app, provider
@@ -237,11 +239,14 @@ def start_qgis():
 def algorithm_run(raster: str, folder: str) -> Clock:
     import processing
     from qgis.core import QgsProcessingFeedback
+
     out = os.path.join(folder, f"cloud_{time.monotonic_ns()}.tif")
     with Clock() as clock:
-        processing.run("cloudmask:cloudprobability", {
-            "SENTINEL_RASTER": raster, "MODEL_PATH": MODEL, "CLOUD_PROBABILITY": out},
-            feedback=QgsProcessingFeedback())
+        processing.run(
+            "cloudmask:cloudprobability",
+            {"SENTINEL_RASTER": raster, "MODEL_PATH": MODEL, "CLOUD_PROBABILITY": out},
+            feedback=QgsProcessingFeedback(),
+        )
     os.remove(out)
     return clock
 
@@ -268,13 +273,25 @@ with open(sys.argv[1], "w") as handle:
 
 def improve_subprocess(raster: str, mask: str, folder: str, **params) -> dict:
     """Run improvecloudmask by qgis_process; its wall time and its own peak RSS."""
-    command = [qgis_process(), "run", "cloudmask:improvecloudmask", "--json", "--",
-               f"S2_RASTER={raster}", f"PRODUCT_MASK={mask}",
-               f"MASK={os.path.join(folder, 'mask.tif')}"] + [f"{k}={v}" for k, v in params.items()]
+    command = [
+        qgis_process(),
+        "run",
+        "cloudmask:improvecloudmask",
+        "--json",
+        "--",
+        f"S2_RASTER={raster}",
+        f"PRODUCT_MASK={mask}",
+        f"MASK={os.path.join(folder, 'mask.tif')}",
+    ] + [f"{k}={v}" for k, v in params.items()]
     log, measured = os.path.join(folder, "qgis_process.log"), os.path.join(folder, "measured.json")
     with open(log, "w") as handle:
-        subprocess.run([sys.executable, "-c", _MEASURE, measured, *command], stdout=handle,
-                       stderr=subprocess.STDOUT, env=_env(), check=False)
+        subprocess.run(
+            [sys.executable, "-c", _MEASURE, measured, *command],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+            check=False,
+        )
     result = json.loads(Path(measured).read_text())
     if result.pop("rc") != 0:
         raise RuntimeError(f"qgis_process failed: {Path(log).read_text()[-3000:]}")
@@ -293,8 +310,15 @@ pipeline.merge(pipeline.MergeRequest(sys.argv[2], None, None, settings), sys.arg
 def merge_subprocess(probability: str, min_area: int, folder: str) -> dict:
     """The merge op alone, in a fresh Python: its wall time and its own peak RSS."""
     measured = os.path.join(folder, "merge.json")
-    command = [sys.executable, "-c", _MERGE, str(PLUGINS), probability, os.path.join(folder, "merged.tif"),
-               str(min_area)]
+    command = [
+        sys.executable,
+        "-c",
+        _MERGE,
+        str(PLUGINS),
+        probability,
+        os.path.join(folder, "merged.tif"),
+        str(min_area),
+    ]
     subprocess.run([sys.executable, "-c", _MEASURE, measured, *command], env=_env(), check=True)
     result = json.loads(Path(measured).read_text())
     if result.pop("rc") != 0:
@@ -326,16 +350,25 @@ def apply_figure(size: int, folder: str) -> dict:
     raster, mask = s2_raster(size), improved_mask(size)
     coarse = os.path.join(folder, "stack_20m.vrt")
     gdal.Translate(coarse, raster, format="VRT", xRes=20, yRes=20, resampleAlg="average")
-    runs = {"on the mask's grid": apply_subprocess(raster, mask, 0.0, folder),
-            "50 m buffer": apply_subprocess(raster, mask, 50.0, folder),
-            "20 m raster (mask warped)": apply_subprocess(coarse, mask, 0.0, folder)}
+    runs = {
+        "on the mask's grid": apply_subprocess(raster, mask, 0.0, folder),
+        "50 m buffer": apply_subprocess(raster, mask, 50.0, folder),
+        "20 m raster (mask warped)": apply_subprocess(coarse, mask, 0.0, folder),
+    }
     return {"size": size, "runs": runs}
 
 
 def _apply_rows(a: dict) -> list[tuple]:
-    return [("12 apply mask" if k == 0 else "", f"applymask {a['size']}^2 x 12 bands, {name}",
-             f"{run['wall_s']:.1f} s, peak {run['peak_mb']:.0f} MB", "< 512 MB", run["peak_mb"] < 512)
-            for k, (name, run) in enumerate(a["runs"].items())]
+    return [
+        (
+            "12 apply mask" if k == 0 else "",
+            f"applymask {a['size']}^2 x 12 bands, {name}",
+            f"{run['wall_s']:.1f} s, peak {run['peak_mb']:.0f} MB",
+            "< 512 MB",
+            run["peak_mb"] < 512,
+        )
+        for k, (name, run) in enumerate(a["runs"].items())
+    ]
 
 
 def merge_min_area(size: int, folder: str) -> dict:
@@ -357,9 +390,17 @@ def overhead(size: int, repeats: int, folder: str) -> dict:
         clock, tiles = bare_run(raster, MODEL)
         bare.append(clock)
     (alg_wall, alg_cpu), (bare_wall, bare_cpu) = best(algorithm), best(bare)
-    return {"size": size, "tiles": tiles, "repeats": repeats, "algorithm_s": alg_wall, "bare_s": bare_wall,
-            "ratio": alg_wall / bare_wall, "algorithm_cpu_s": alg_cpu, "bare_cpu_s": bare_cpu,
-            "cpu_ratio": alg_cpu / bare_cpu}
+    return {
+        "size": size,
+        "tiles": tiles,
+        "repeats": repeats,
+        "algorithm_s": alg_wall,
+        "bare_s": bare_wall,
+        "ratio": alg_wall / bare_wall,
+        "algorithm_cpu_s": alg_cpu,
+        "bare_cpu_s": bare_cpu,
+        "cpu_ratio": alg_cpu / bare_cpu,
+    }
 
 
 def ensemble(size: int, repeats: int, folder: str) -> dict:
@@ -372,7 +413,8 @@ def ensemble(size: int, repeats: int, folder: str) -> dict:
     def one_run(clouds: list[str], shadow: str | None) -> Clock:
         outputs = pipeline.ProbabilityOutputs(
             cloud=os.path.join(folder, "e_cloud.tif") if clouds else None,
-            shadow=os.path.join(folder, "e_shadow.tif") if shadow else None)
+            shadow=os.path.join(folder, "e_shadow.tif") if shadow else None,
+        )
         with Clock() as clock:
             pipeline.probabilities(pipeline.ProbabilityRequest(raster, list(clouds), shadow), outputs)
         return clock
@@ -385,21 +427,32 @@ def ensemble(size: int, repeats: int, folder: str) -> dict:
     one, separate, bare = [], [], []
     for _ in range(repeats):  # alternated, so that a burst of other load hits all alike
         one.append(one_run(cloud_ids, shadow_id))
-        separate.append(summed([one_run([m], None) for m in cloud_ids]
-                               + ([one_run([], shadow_id)] if shadow_id else [])))
+        separate.append(
+            summed([one_run([m], None) for m in cloud_ids] + ([one_run([], shadow_id)] if shadow_id else []))
+        )
         bare.append(summed([bare_run(raster, m)[0] for m in networks]))
     (one_wall, one_cpu), (sep_wall, sep_cpu), (bare_wall, bare_cpu) = best(one), best(separate), best(bare)
-    return {"size": size, "cloud_models": cloud_ids, "shadow_model": shadow_id, "networks": networks,
-            "one_pass_s": one_wall, "separate_s": sep_wall, "sharing_ratio": sep_wall / one_wall,
-            "bare_sum_s": bare_wall, "one_pass_vs_bare": one_wall / bare_wall,
-            "one_pass_cpu_s": one_cpu, "separate_cpu_s": sep_cpu, "bare_sum_cpu_s": bare_cpu,
-            "one_pass_vs_bare_cpu": one_cpu / bare_cpu}
+    return {
+        "size": size,
+        "cloud_models": cloud_ids,
+        "shadow_model": shadow_id,
+        "networks": networks,
+        "one_pass_s": one_wall,
+        "separate_s": sep_wall,
+        "sharing_ratio": sep_wall / one_wall,
+        "bare_sum_s": bare_wall,
+        "one_pass_vs_bare": one_wall / bare_wall,
+        "one_pass_cpu_s": one_cpu,
+        "separate_cpu_s": sep_cpu,
+        "bare_sum_cpu_s": bare_cpu,
+        "one_pass_vs_bare_cpu": one_cpu / bare_cpu,
+    }
 
 
-def memory_and_full_tile(small: int | None, full: int, resolutions: list[int], in_memory: bool,
-                         folder: str) -> dict:
-    subprocess.run([qgis_process(), "plugins", "enable", "cloud_mask_improver"], env=_env(),
-                   capture_output=True, check=False)  # "already enabled" exits 1: fine
+def memory_and_full_tile(small: int | None, full: int, resolutions: list[int], in_memory: bool, folder: str) -> dict:
+    subprocess.run(
+        [qgis_process(), "plugins", "enable", "cloud_mask_improver"], env=_env(), capture_output=True, check=False
+    )  # "already enabled" exits 1: fine
     result = {"small": small, "full": full, "runs": {}}
     # The default (empty: the model's own, 30 m for the ukis models) and the raster's own 10 m
     # (RESOLUTION=0), named explicitly.
@@ -407,8 +460,7 @@ def memory_and_full_tile(small: int | None, full: int, resolutions: list[int], i
     jobs += [("full_default", full, {}), ("full_10m", full, {"RESOLUTION": 0})]
     jobs += [(f"full_{r}m", full, {"RESOLUTION": r}) for r in resolutions if r != 10]
     if in_memory:  # last: the full tile in memory is the longest run and only informative
-        jobs += [("small_in_memory", small, {"IN_MEMORY": "true"}),
-                 ("full_in_memory", full, {"IN_MEMORY": "true"})]
+        jobs += [("small_in_memory", small, {"IN_MEMORY": "true"}), ("full_in_memory", full, {"IN_MEMORY": "true"})]
     for name, size, params in jobs:
         raster, mask = s2_raster(size), product_mask(size)
         print(f"bench: improvecloudmask {name} ({size}^2) ...", flush=True)
@@ -427,31 +479,60 @@ def scaling(sizes: list[int], known: dict, repeats: int, folder: str) -> dict:
     rows = {}
     for size in sizes:
         wall, cpu = known.get(size) or best([algorithm_run(s2_raster(size), folder) for _ in range(repeats)])
-        rows[size] = {"seconds": wall, "cpu_s": cpu, "tiles": tiles_for(size),
-                      "us_per_px": wall / size ** 2 * 1e6, "cpu_us_per_px": cpu / size ** 2 * 1e6}
+        rows[size] = {
+            "seconds": wall,
+            "cpu_s": cpu,
+            "tiles": tiles_for(size),
+            "us_per_px": wall / size**2 * 1e6,
+            "cpu_us_per_px": cpu / size**2 * 1e6,
+        }
     return rows
 
 
 # -- the table --------------------------------------------------------------------
 def _overhead_rows(o: dict) -> list[tuple]:
-    return [("1 overhead", f"cloudprobability {MODEL} {o['size']}^2, {o['tiles']} tiles, batch {BATCH}",
-             f"wall {o['algorithm_s']:.1f} s / bare run {o['bare_s']:.1f} s = {o['ratio']:.3f}",
-             "<= 1.10", o["ratio"] <= 1.10),
-            ("", f"  same, CPU time (best of {o['repeats']})",
-             f"cpu {o['algorithm_cpu_s']:.1f} s / bare run {o['bare_cpu_s']:.1f} s = {o['cpu_ratio']:.3f}",
-             "", None)]
+    return [
+        (
+            "1 overhead",
+            f"cloudprobability {MODEL} {o['size']}^2, {o['tiles']} tiles, batch {BATCH}",
+            f"wall {o['algorithm_s']:.1f} s / bare run {o['bare_s']:.1f} s = {o['ratio']:.3f}",
+            "<= 1.10",
+            o["ratio"] <= 1.10,
+        ),
+        (
+            "",
+            f"  same, CPU time (best of {o['repeats']})",
+            f"cpu {o['algorithm_cpu_s']:.1f} s / bare run {o['bare_cpu_s']:.1f} s = {o['cpu_ratio']:.3f}",
+            "",
+            None,
+        ),
+    ]
 
 
 def _ensemble_rows(e: dict) -> list[tuple]:
-    return [("2 ensemble", f"{'+'.join(e['cloud_models'])} cloud, {e['shadow_model']} shadow, {e['size']}^2",
-             (f"one pass {e['one_pass_s']:.1f} s, one per model {e['separate_s']:.1f} s "
-              f"(x{e['sharing_ratio']:.2f})"), "", None),
-            ("", f"  one pass vs bare {'+'.join(e['networks'])}",
-             f"wall {e['one_pass_s']:.1f} s / {e['bare_sum_s']:.1f} s = {e['one_pass_vs_bare']:.3f}",
-             "<= 1.10", e["one_pass_vs_bare"] <= 1.10),
-            ("", "  same, CPU time",
-             f"cpu {e['one_pass_cpu_s']:.1f} s / {e['bare_sum_cpu_s']:.1f} s = {e['one_pass_vs_bare_cpu']:.3f}",
-             "", None)]
+    return [
+        (
+            "2 ensemble",
+            f"{'+'.join(e['cloud_models'])} cloud, {e['shadow_model']} shadow, {e['size']}^2",
+            (f"one pass {e['one_pass_s']:.1f} s, one per model {e['separate_s']:.1f} s (x{e['sharing_ratio']:.2f})"),
+            "",
+            None,
+        ),
+        (
+            "",
+            f"  one pass vs bare {'+'.join(e['networks'])}",
+            f"wall {e['one_pass_s']:.1f} s / {e['bare_sum_s']:.1f} s = {e['one_pass_vs_bare']:.3f}",
+            "<= 1.10",
+            e["one_pass_vs_bare"] <= 1.10,
+        ),
+        (
+            "",
+            "  same, CPU time",
+            f"cpu {e['one_pass_cpu_s']:.1f} s / {e['bare_sum_cpu_s']:.1f} s = {e['one_pass_vs_bare_cpu']:.3f}",
+            "",
+            None,
+        ),
+    ]
 
 
 def _memory_rows(m: dict) -> list[tuple]:
@@ -460,26 +541,51 @@ def _memory_rows(m: dict) -> list[tuple]:
     if "small" in runs and "full_10m" in runs:
         small, full = runs["small"], runs["full_10m"]
         difference = full["peak_mb"] / small["peak_mb"] - 1
-        rows += [("3 memory", f"improvecloudmask peak RSS {m['small']}^2", f"{small['peak_mb']:.0f} MB", "", None),
-                 ("", f"improvecloudmask peak RSS {m['full']}^2", f"{full['peak_mb']:.0f} MB",
-                  "< 1536 MB", full["peak_mb"] < 1536),
-                 ("", "difference of the two peaks", f"{difference * 100:+.1f} %", "< 20 %", abs(difference) < 0.20)]
+        rows += [
+            ("3 memory", f"improvecloudmask peak RSS {m['small']}^2", f"{small['peak_mb']:.0f} MB", "", None),
+            (
+                "",
+                f"improvecloudmask peak RSS {m['full']}^2",
+                f"{full['peak_mb']:.0f} MB",
+                "< 1536 MB",
+                full["peak_mb"] < 1536,
+            ),
+            ("", "difference of the two peaks", f"{difference * 100:+.1f} %", "< 20 %", abs(difference) < 0.20),
+        ]
     for name in ("small_in_memory", "full_in_memory"):
         if name in runs:
-            rows.append(("", f"IN_MEMORY peak RSS {runs[name]['size']}^2 (not bounded, by design)",
-                         f"{runs[name]['peak_mb']:.0f} MB ({runs[name]['wall_s']:.1f} s)", "", None))
+            rows.append(
+                (
+                    "",
+                    f"IN_MEMORY peak RSS {runs[name]['size']}^2 (not bounded, by design)",
+                    f"{runs[name]['peak_mb']:.0f} MB ({runs[name]['wall_s']:.1f} s)",
+                    "",
+                    None,
+                )
+            )
     first = True
     for name, run in runs.items():
         if name == "full_default":
-            rows.append(("4 full tile" if first else "",
-                         f"improvecloudmask {run['size']}^2 at the default resolution (RESOLUTION unset)",
-                         f"{run['wall_s']:.1f} s, peak {run['peak_mb']:.0f} MB", "", None))
+            rows.append(
+                (
+                    "4 full tile" if first else "",
+                    f"improvecloudmask {run['size']}^2 at the default resolution (RESOLUTION unset)",
+                    f"{run['wall_s']:.1f} s, peak {run['peak_mb']:.0f} MB",
+                    "",
+                    None,
+                )
+            )
             first = False
         elif name.startswith("full_") and name.endswith("m"):
-            rows.append(("4 full tile" if first else "",
-                         f"improvecloudmask {run['size']}^2 at {run['resolution_m']:.0f} m, {run['tiles']} tiles",
-                         f"{run['wall_s']:.1f} s, {run['tiles_per_s']:.1f} tiles/s, peak {run['peak_mb']:.0f} MB",
-                         "", None))
+            rows.append(
+                (
+                    "4 full tile" if first else "",
+                    f"improvecloudmask {run['size']}^2 at {run['resolution_m']:.0f} m, {run['tiles']} tiles",
+                    f"{run['wall_s']:.1f} s, {run['tiles_per_s']:.1f} tiles/s, peak {run['peak_mb']:.0f} MB",
+                    "",
+                    None,
+                )
+            )
             first = False
     return rows
 
@@ -489,11 +595,17 @@ def _merge_rows(m: dict) -> list[tuple]:
     base = runs["0"]
     rows = []
     for min_area, run in runs.items():
-        rows.append(("6 merge" if min_area == "0" else "", f"merge {m['size']}^2, MIN_AREA {int(min_area):,}",
-                     f"{run['wall_s']:.1f} s, peak {run['peak_mb']:.0f} MB",
-                     "" if min_area == "0" else "< 3x time, < 1.5x memory of MIN_AREA 0",
-                     None if min_area == "0" else run["wall_s"] < 3 * base["wall_s"]
-                     and run["peak_mb"] < 1.5 * base["peak_mb"]))
+        rows.append(
+            (
+                "6 merge" if min_area == "0" else "",
+                f"merge {m['size']}^2, MIN_AREA {int(min_area):,}",
+                f"{run['wall_s']:.1f} s, peak {run['peak_mb']:.0f} MB",
+                "" if min_area == "0" else "< 3x time, < 1.5x memory of MIN_AREA 0",
+                None
+                if min_area == "0"
+                else run["wall_s"] < 3 * base["wall_s"] and run["peak_mb"] < 1.5 * base["peak_mb"],
+            )
+        )
     return rows
 
 
@@ -501,22 +613,43 @@ def _scaling_rows(s: dict) -> list[tuple]:
     base = s[min(s, key=int)]
     rows = []
     for k, (size, row) in enumerate(s.items()):
-        rows.append(("5 scaling" if k == 0 else "", f"cloudprobability {size}^2, {row['tiles']} tiles",
-                     (f"{row['seconds']:.1f} s, {row['us_per_px']:.2f} us/px "
-                      f"(x{row['us_per_px'] / base['us_per_px']:.2f}); "
-                      f"cpu {row['cpu_us_per_px']:.2f} us/px (x{row['cpu_us_per_px'] / base['cpu_us_per_px']:.2f})"),
-                     "linear", None))
+        rows.append(
+            (
+                "5 scaling" if k == 0 else "",
+                f"cloudprobability {size}^2, {row['tiles']} tiles",
+                (
+                    f"{row['seconds']:.1f} s, {row['us_per_px']:.2f} us/px "
+                    f"(x{row['us_per_px'] / base['us_per_px']:.2f}); "
+                    f"cpu {row['cpu_us_per_px']:.2f} us/px (x{row['cpu_us_per_px'] / base['cpu_us_per_px']:.2f})"
+                ),
+                "linear",
+                None,
+            )
+        )
     return rows
 
 
 def table(r: dict) -> str:
-    lines = [f"Cloud Mask Improver benchmark  {r['date']}  {r['machine']}",
-             f"load average (1/5/15 min) at start: {r['load_start']}, at end: {r['load_end']}", ""]
+    lines = [
+        f"Cloud Mask Improver benchmark  {r['date']}  {r['machine']}",
+        f"load average (1/5/15 min) at start: {r['load_start']}, at end: {r['load_end']}",
+        "",
+    ]
     rows = []
-    for key, make in (("overhead", _overhead_rows), ("ensemble", _ensemble_rows), ("memory", _memory_rows),
-                      ("scaling", _scaling_rows), ("merge", _merge_rows), ("batch", _batch_rows),
-                      ("floor", _floor_rows), ("gpu", _gpu_rows), ("startup", _startup_rows),
-                      ("reference", _reference_rows), ("apply", _apply_rows), ("provenance", _provenance_rows)):
+    for key, make in (
+        ("overhead", _overhead_rows),
+        ("ensemble", _ensemble_rows),
+        ("memory", _memory_rows),
+        ("scaling", _scaling_rows),
+        ("merge", _merge_rows),
+        ("batch", _batch_rows),
+        ("floor", _floor_rows),
+        ("gpu", _gpu_rows),
+        ("startup", _startup_rows),
+        ("reference", _reference_rows),
+        ("apply", _apply_rows),
+        ("provenance", _provenance_rows),
+    ):
         if key in r:
             rows += make(r[key])
     widths = [max(len(str(row[i])) for row in rows) for i in range(4)]
@@ -528,19 +661,24 @@ def table(r: dict) -> str:
 
 def _startup_rows(s: dict) -> list[tuple]:
     import bench_startup
+
     return bench_startup.rows(s)
 
 
 def _reference_rows(r: dict) -> list[tuple]:
     import bench_reference
+
     return bench_reference.rows(r)
 
 
 def startup_figure(folder: str, repeats: int) -> dict:
     """Figure 10 in processes of its own (each measures fresh QGIS starts)."""
     out = Path(folder) / "startup.json"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_startup.py"), "--repeats", str(repeats),
-                    "--json", str(out)], check=True, env=_env())
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_startup.py"), "--repeats", str(repeats), "--json", str(out)],
+        check=True,
+        env=_env(),
+    )
     return json.loads(out.read_text())
 
 
@@ -549,28 +687,34 @@ def reference_figure(sizes: list[int], repeats: dict) -> dict:
     import bench_reference
 
     from cloud_mask_improver.core.runtime import home
+
     return bench_reference.measure(sizes, repeats, home.data_home(), bare_run)
 
 
 def _batch_rows(b: dict) -> list[tuple]:
     sys.path.insert(0, str(ROOT / "scripts"))
     import bench_batch
+
     return bench_batch.rows(b)
 
 
 def batch_figure(folder: str) -> dict:
     """Figure 6 in a process of its own: Dask workers are processes, and QGIS is not needed."""
     out = Path(folder) / "batch.json"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_batch.py"), "--json", str(out)], check=True,
-                   env=_env())
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_batch.py"), "--json", str(out)], check=True, env=_env()
+    )
     return json.loads(out.read_text())
 
 
 def floor_figure(raster: str, mask: str, folder: str) -> dict:
     """Figure 9 in a process of its own (its stand-in network must not touch this one's)."""
     out = Path(folder) / "floor.json"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_floor.py"), raster, mask, "--json", str(out)],
-                   check=True, env=_env())
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_floor.py"), raster, mask, "--json", str(out)],
+        check=True,
+        env=_env(),
+    )
     return json.loads(out.read_text())
 
 
@@ -578,22 +722,42 @@ def _floor_rows(f: dict) -> list[tuple]:
     rows = []
     for k, run in enumerate(f["runs"]):
         what = "probabilities kept" if run["kept"] else "mask only"
-        rows.append(("9 besides the network" if k == 0 else "",
-                     f"{f['size']}^2, network replaced by a stand-in, {run['workers']} band(s) of rows, {what}",
-                     (f"{run['wall_s']:.1f} s (probabilities {run['probabilities_s']:.1f} s, merge "
-                      f"{run['merge_s']:.1f} s), cpu {run['cpu_s']:.1f} s on {f['cores']} cores"), "", None))
+        rows.append(
+            (
+                "9 besides the network" if k == 0 else "",
+                f"{f['size']}^2, network replaced by a stand-in, {run['workers']} band(s) of rows, {what}",
+                (
+                    f"{run['wall_s']:.1f} s (probabilities {run['probabilities_s']:.1f} s, merge "
+                    f"{run['merge_s']:.1f} s), cpu {run['cpu_s']:.1f} s on {f['cores']} cores"
+                ),
+                "",
+                None,
+            )
+        )
     return rows
 
 
 def gpu_figure(folder: str) -> dict:
     """Figure 8 in a process of its own (scripts/gpu_check.py), or why it cannot be measured."""
     from cloud_mask_improver.core.runtime import gpu
+
     if gpu.gpu() is None or deps.installed_runtime().kind != "gpu":
         return {"skipped": "no NVIDIA GPU with GPU support here (make setup GPU=1 installs it)"}
     out = Path(folder) / "gpu"
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--providers", "cuda/mask,cuda,cuda:1",
-                    "--out", str(out), "--sample", str(ROOT / "test" / "data" / "sample" / "s2_12band.tif")],
-                   check=True, env=_env())
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "gpu_check.py"),
+            "--providers",
+            "cuda/mask,cuda,cuda:1",
+            "--out",
+            str(out),
+            "--sample",
+            str(ROOT / "test" / "data" / "sample" / "s2_12band.tif"),
+        ],
+        check=True,
+        env=_env(),
+    )
     return json.loads((out / "gpu_check.json").read_text())
 
 
@@ -602,12 +766,20 @@ def _gpu_rows(g: dict) -> list[tuple]:
         return [("8 GPU", "full tile 10980^2", "not measured: " + g["skipped"], "<= 6 s", None)]
     rows = []
     for k, run in enumerate(g["runs"]):
-        measured = (f"{run['wall_s']:.1f} s (probabilities {run['probabilities_s']:.1f} s, merge "
-                    f"{run['merge_s']:.1f} s; network {run['model_s']:.1f} s summed over bands)")
+        measured = (
+            f"{run['wall_s']:.1f} s (probabilities {run['probabilities_s']:.1f} s, merge "
+            f"{run['merge_s']:.1f} s; network {run['model_s']:.1f} s summed over bands)"
+        )
         what = "probabilities kept" if run.get("kept", True) else "mask only"
-        rows.append(("8 GPU" if k == 0 else "", f"full tile 10980^2, {run['workers']} band(s) of rows, {what}",
-                     measured,
-                     "<= 6 s", run["wall_s"] <= 6.0 if run["on_gpu"] else False))
+        rows.append(
+            (
+                "8 GPU" if k == 0 else "",
+                f"full tile 10980^2, {run['workers']} band(s) of rows, {what}",
+                measured,
+                "<= 6 s",
+                run["wall_s"] <= 6.0 if run["on_gpu"] else False,
+            )
+        )
     bare = next((b for b in g["bare"] if b["provider"] == "cuda"), None)
     if bare:
         rows.append(("", f"the network alone, batch {bare['batch']}", f"{bare['tiles_per_s']:.0f} tiles/s", "", None))
@@ -621,8 +793,12 @@ def provenance_figure(folder: str, repeats: int = 5) -> dict:
     def one(source: bool) -> Clock:
         name = os.path.join(folder, f"p{time.monotonic_ns()}")
         request = pipeline.ImproveRequest(
-            pipeline.ProbabilityRequest(str(sample / "s2_l1c_13band.tif")), str(sample / "product_mask.tif"),
-            merge.MergeSettings(), mask=name + "_mask.tif", source=name + "_source.tif" if source else None)
+            pipeline.ProbabilityRequest(str(sample / "s2_l1c_13band.tif")),
+            str(sample / "product_mask.tif"),
+            merge.MergeSettings(),
+            mask=name + "_mask.tif",
+            source=name + "_source.tif" if source else None,
+        )
         with Clock() as clock:
             pipeline.improve(request)
         return clock
@@ -640,9 +816,18 @@ def _provenance_rows(p: dict) -> list[tuple]:
     # Judged on CPU time: on a shared machine the wall time of a 3 s run mostly says how
     # busy the other programs were.
     ratio, cpu_ratio = p["source_s"] / p["plain_s"], p["source_cpu_s"] / p["plain_cpu_s"]
-    return [("13 provenance", "sample 856 x 512, improve with SOURCE vs without",
-             (f"{p['source_s']:.2f} s vs {p['plain_s']:.2f} s (x{ratio:.3f}); cpu {p['source_cpu_s']:.2f} s vs "
-              f"{p['plain_cpu_s']:.2f} s (x{cpu_ratio:.3f})"), "cpu < 1.10x", cpu_ratio < 1.10)]
+    return [
+        (
+            "13 provenance",
+            "sample 856 x 512, improve with SOURCE vs without",
+            (
+                f"{p['source_s']:.2f} s vs {p['plain_s']:.2f} s (x{ratio:.3f}); cpu {p['source_cpu_s']:.2f} s vs "
+                f"{p['plain_cpu_s']:.2f} s (x{cpu_ratio:.3f})"
+            ),
+            "cpu < 1.10x",
+            cpu_ratio < 1.10,
+        )
+    ]
 
 
 def _save(results: dict) -> None:
@@ -653,15 +838,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, to try the benchmark out")
     parser.add_argument("--no-in-memory", action="store_true", help="skip the IN_MEMORY runs")
-    parser.add_argument("--figures", default="1,2,3,4,5,6,7,9,10,11,13",
-                        help="which figures to measure, e.g. 1,2,5 (3 and 4 are measured together; "
-                             "12, Apply cloud mask, only when named)")
+    parser.add_argument(
+        "--figures",
+        default="1,2,3,4,5,6,7,9,10,11,13",
+        help="which figures to measure, e.g. 1,2,5 (3 and 4 are measured together; "
+        "12, Apply cloud mask, only when named)",
+    )
     parser.add_argument("--gpu", action="store_true", help="also figure 8: a full tile on the GPU")
-    parser.add_argument("--new", action="store_true",
-                        help="only the start-up, the reference packages and the full tile at the default "
-                             "resolution and at 10 m (figures 10, 11 and 4)")
-    parser.add_argument("--reference-repeats", default="3,2",
-                        help="pairs per size in figure 11, at 2048^2 and 4096^2 (default 3,2)")
+    parser.add_argument(
+        "--new",
+        action="store_true",
+        help="only the start-up, the reference packages and the full tile at the default "
+        "resolution and at 10 m (figures 10, 11 and 4)",
+    )
+    parser.add_argument(
+        "--reference-repeats", default="3,2", help="pairs per size in figure 11, at 2048^2 and 4096^2 (default 3,2)"
+    )
     args = parser.parse_args()
     figures = set(args.figures.replace(" ", "").split(","))
     if args.new:
@@ -670,25 +862,42 @@ def main() -> int:
         figures.add("8")
     repeats = 1 if args.quick else 2
     if args.quick:
-        sizes = {"overhead": 2048, "ensemble": 1024, "small": 1024, "full": 2745, "scaling": [512, 1024, 2048],
-                 "reference": [2048]}
+        sizes = {
+            "overhead": 2048,
+            "ensemble": 1024,
+            "small": 1024,
+            "full": 2745,
+            "scaling": [512, 1024, 2048],
+            "reference": [2048],
+        }
         reference_repeats = {2048: 1}
     else:
-        sizes = {"overhead": 4096, "ensemble": 2048, "small": 2745, "full": FULL_TILE,
-                 "scaling": [1024, 2048, 4096], "reference": [2048, 4096]}
+        sizes = {
+            "overhead": 4096,
+            "ensemble": 2048,
+            "small": 2745,
+            "full": FULL_TILE,
+            "scaling": [1024, 2048, 4096],
+            "reference": [2048, 4096],
+        }
         reference_repeats = dict(zip((2048, 4096), (int(n) for n in args.reference_repeats.split(","))))
-    results = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-               "machine": f"{platform.machine()}, {available_cores()} cores, "
-                          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB, "
-                          f"Python {platform.python_version()}",
-               "load_start": " ".join(f"{v:.1f}" for v in os.getloadavg())}
+    results = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()}, {available_cores()} cores, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB, "
+        f"Python {platform.python_version()}",
+        "load_start": " ".join(f"{v:.1f}" for v in os.getloadavg()),
+    }
     app, provider = start_qgis()
     RESULTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cloudmask-bench-") as folder:
         if figures & {"1", "2", "3", "4", "5", "9"}:  # the other figures make their own rasters or none
             print("bench: generating rasters (once, into bench/cache/) ...", flush=True)
-            generate = {sizes["full"]} if args.new else {sizes["overhead"], sizes["ensemble"], sizes["small"],
-                                                         sizes["full"], *sizes["scaling"]}
+            generate = (
+                {sizes["full"]}
+                if args.new
+                else {sizes["overhead"], sizes["ensemble"], sizes["small"], sizes["full"], *sizes["scaling"]}
+            )
             for size in generate:
                 s2_raster(size)
             for size in generate & {sizes["small"], sizes["full"]}:
@@ -744,8 +953,9 @@ def main() -> int:
             if args.new:  # the default resolution and 10 m only
                 results["memory"] = memory_and_full_tile(None, sizes["full"], [10], False, folder)
             else:
-                results["memory"] = memory_and_full_tile(sizes["small"], sizes["full"], [10, 20, 30],
-                                                         not args.no_in_memory, folder)
+                results["memory"] = memory_and_full_tile(
+                    sizes["small"], sizes["full"], [10, 20, 30], not args.no_in_memory, folder
+                )
     results["load_end"] = " ".join(f"{v:.1f}" for v in os.getloadavg())
     _save(results)
     print()

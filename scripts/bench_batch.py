@@ -50,6 +50,7 @@ PRODUCTS = 8
 
 def _products(folder: Path) -> list[str]:
     from s2_product import build_product
+
     fixture = build_product(folder / "built", "L2A", "04.00")
     paths = []
     for k in range(PRODUCTS):  # distinct files of the same product: each gets its own mask
@@ -62,6 +63,7 @@ def _products(folder: Path) -> list[str]:
 
 def _dask_run(items, out: Path, workers: int) -> dict:
     from distributed import Client
+
     sizing = dask_cluster.size_cluster(len(items), workers=workers)
     options = batch.BatchOptions(batch.template(cloud_models=(MODEL,), threads=sizing.threads))
     with dask_cluster.local_cluster(sizing, dashboard=None) as cluster, Client(cluster) as client:
@@ -71,9 +73,14 @@ def _dask_run(items, out: Path, workers: int) -> dict:
         rows = dask_cluster.run(items, options, str(out), client, force=True)
         wall = time.perf_counter() - start
     assert all(r.ok for r in rows), [r.error for r in rows if not r.ok]
-    return {"workers": workers, "threads": sizing.threads, "wall_s": wall,
-            "products_per_hour": len(items) / wall * 3600, "task_overhead_s": overhead,
-            "mean_product_s": float(np.mean([r.seconds for r in rows]))}
+    return {
+        "workers": workers,
+        "threads": sizing.threads,
+        "wall_s": wall,
+        "products_per_hour": len(items) / wall * 3600,
+        "task_overhead_s": overhead,
+        "mean_product_s": float(np.mean([r.seconds for r in rows])),
+    }
 
 
 def throughput(folder: Path) -> dict:
@@ -92,9 +99,13 @@ def throughput(folder: Path) -> dict:
         same = all(Path(r.mask).read_bytes() == (out / Path(r.mask).name).read_bytes() for r in rows)
         runs[-1]["identical_to_sequential"] = same
     per_product = seq_wall / len(items)
-    return {"products": len(items), "sequential_s_per_product": per_product,
-            "sequential_products_per_hour": len(items) / seq_wall * 3600, "runs": runs,
-            "overhead_fraction": max(r["task_overhead_s"] for r in runs) / per_product}
+    return {
+        "products": len(items),
+        "sequential_s_per_product": per_product,
+        "sequential_products_per_hour": len(items) / seq_wall * 3600,
+        "runs": runs,
+        "overhead_fraction": max(r["task_overhead_s"] for r in runs) / per_product,
+    }
 
 
 def area_figure(folder: Path, repeats: int = 2) -> dict:
@@ -103,7 +114,11 @@ def area_figure(folder: Path, repeats: int = 2) -> dict:
     def request(mask):
         return pipeline.ImproveRequest(
             probability=pipeline.ProbabilityRequest(s2_raster=str(stack), cloud_models=["ukis-6b-l1c"]),
-            product_mask=None, settings=merge.MergeSettings(), mask=str(mask))
+            product_mask=None,
+            settings=merge.MergeSettings(),
+            mask=str(mask),
+        )
+
     whole_s, part_s = [], []
     target = area.Window(300, 400, 100, 100)  # 1 km x 1 km
     gt = gdal.Open(str(stack)).GetGeoTransform()
@@ -119,11 +134,18 @@ def area_figure(folder: Path, repeats: int = 2) -> dict:
     whole = gdal.Open(str(folder / "whole.tif")).ReadAsArray()[400:500, 300:400]
     field = gdal.Open(str(folder / "field.tif")).ReadAsArray()
     info = gdal.Open(str(stack))
-    work = area.work_window(target, info.RasterXSize, info.RasterYSize, area.schemes_of(["ukis-6b-l1c"]),
-                            merge.MergeSettings().halo())
-    return {"scene_px": [info.RasterXSize, info.RasterYSize], "field_px": [100, 100],
-            "work_px": [work.width, work.height], "whole_s": min(whole_s), "field_s": min(part_s),
-            "identical_pixels": int((whole == field).sum()), "pixels": int(whole.size)}
+    work = area.work_window(
+        target, info.RasterXSize, info.RasterYSize, area.schemes_of(["ukis-6b-l1c"]), merge.MergeSettings().halo()
+    )
+    return {
+        "scene_px": [info.RasterXSize, info.RasterYSize],
+        "field_px": [100, 100],
+        "work_px": [work.width, work.height],
+        "whole_s": min(whole_s),
+        "field_s": min(part_s),
+        "identical_pixels": int((whole == field).sum()),
+        "pixels": int(whole.size),
+    }
 
 
 def season_figure(folder: Path) -> dict:
@@ -131,6 +153,7 @@ def season_figure(folder: Path) -> dict:
     from season_scene import build_season
 
     from cloud_mask_improver.core.season import layers, report
+
     season = build_season(folder / "stacks")
     out = folder / "out"
     batch.prepare_output_folder(str(out))
@@ -145,8 +168,14 @@ def season_figure(folder: Path) -> dict:
     report.write(rows, str(out), result)
     report_s = time.perf_counter() - start
     tile = _season_tile(folder / "tile")
-    return {"dates": len(rows), "plain_s": plain, "layers_s": layers_s, "report_s": report_s,
-            "report_kb": (out / report.REPORT_NAME).stat().st_size / 1024, "tile": tile}
+    return {
+        "dates": len(rows),
+        "plain_s": plain,
+        "layers_s": layers_s,
+        "report_s": report_s,
+        "report_kb": (out / report.REPORT_NAME).stat().st_size / 1024,
+        "tile": tile,
+    }
 
 
 TILE_PX, TILE_DATES = 10980, 6
@@ -156,6 +185,7 @@ FULL_TILE_S = 131.0  # a full tile's mask on the CPU, default model (docs/perfor
 def _season_tile(folder: Path) -> dict:
     """Full-tile masks, then the season layers in a fresh process (its peak memory is theirs alone)."""
     from cloud_mask_improver.core.raster import GTIFF_OPTIONS
+
     folder.mkdir()
     rng = np.random.default_rng(0)
     paths = []
@@ -163,14 +193,14 @@ def _season_tile(folder: Path) -> dict:
         blocks = rng.choice([merge.CLEAR, merge.CLOUD, merge.SHADOW], p=[0.55, 0.35, 0.1], size=(61, 61))
         mask = np.kron(blocks.astype(np.uint8), np.ones((180, 180), dtype=np.uint8))[:TILE_PX, :TILE_PX]
         path = folder / f"T33TUK_2023060{k + 1}T100000_L2A.tif"
-        ds = gdal.GetDriverByName("GTiff").Create(str(path), TILE_PX, TILE_PX, 1, gdal.GDT_Byte,
-                                                  options=GTIFF_OPTIONS)
+        ds = gdal.GetDriverByName("GTiff").Create(str(path), TILE_PX, TILE_PX, 1, gdal.GDT_Byte, options=GTIFF_OPTIONS)
         ds.SetGeoTransform((300000.0, 10.0, 0.0, 5000040.0, 0.0, -10.0))
         ds.GetRasterBand(1).WriteArray(mask)
         ds = None
         paths.append(str(path))
-    done = subprocess.run([sys.executable, __file__, "--season-tile", *paths], check=True, capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [sys.executable, __file__, "--season-tile", *paths], check=True, capture_output=True, text=True
+    )
     return json.loads(done.stdout)
 
 
@@ -184,36 +214,67 @@ def _memory_mb(key: str) -> float:
 
 def _season_tile_child(paths: list[str]) -> None:
     from cloud_mask_improver.core.season import layers
-    rows = [batch.Row(input=p, tile="T33TUK", sensed=f"2023-06-0{k + 1}T10:00:00", status="ok", mask=p)
-            for k, p in enumerate(paths)]
+
+    rows = [
+        batch.Row(input=p, tile="T33TUK", sensed=f"2023-06-0{k + 1}T10:00:00", status="ok", mask=p)
+        for k, p in enumerate(paths)
+    ]
     before = _memory_mb("VmRSS")
     start = time.perf_counter()
     layers.build(rows, os.path.dirname(paths[0]))
     seconds = time.perf_counter() - start
     peak = _memory_mb("VmHWM")
-    print(json.dumps({"dates": len(paths), "px": TILE_PX, "seconds": seconds, "peak_mb": peak,
-                      "start_mb": before}))
+    print(json.dumps({"dates": len(paths), "px": TILE_PX, "seconds": seconds, "peak_mb": peak, "start_mb": before}))
 
 
 def rows(r: dict) -> list[tuple]:
     """Rows for bench.py's table: (figure, what, measured, target, verdict)."""
     t = r["throughput"]
-    out = [("7a batch", f"{t['products']} small products, sequential in one process",
+    out = [
+        (
+            "7a batch",
+            f"{t['products']} small products, sequential in one process",
             f"{t['sequential_s_per_product']:.2f} s/product, {t['sequential_products_per_hour']:.0f} products/h",
-            "", None)]
+            "",
+            None,
+        )
+    ]
     for run in t["runs"]:
-        out.append(("7a batch", f"Dask LocalCluster, {run['workers']} worker(s) x {run['threads']} thread(s)",
-                    (f"{run['products_per_hour']:.0f} products/h ({run['wall_s']:.1f} s); masks identical: "
-                    f"{run['identical_to_sequential']}"), "", run["identical_to_sequential"]))
+        out.append(
+            (
+                "7a batch",
+                f"Dask LocalCluster, {run['workers']} worker(s) x {run['threads']} thread(s)",
+                (
+                    f"{run['products_per_hour']:.0f} products/h ({run['wall_s']:.1f} s); masks identical: "
+                    f"{run['identical_to_sequential']}"
+                ),
+                "",
+                run["identical_to_sequential"],
+            )
+        )
     worst = max(run["task_overhead_s"] for run in t["runs"])
-    out.append(("7b batch", "scheduling overhead per task (empty task round trip)",
-                f"{1000 * worst:.1f} ms = {100 * t['overhead_fraction']:.2f} % of a small product",
-                "< 2 %", t["overhead_fraction"] < 0.02))
+    out.append(
+        (
+            "7b batch",
+            "scheduling overhead per task (empty task round trip)",
+            f"{1000 * worst:.1f} ms = {100 * t['overhead_fraction']:.2f} % of a small product",
+            "< 2 %",
+            t["overhead_fraction"] < 0.02,
+        )
+    )
     a = r["area"]
-    out.append(("7c area", f"1 km2 field of the {a['scene_px'][0]}x{a['scene_px'][1]} sample vs whole scene",
-                (f"{a['field_s']:.2f} s vs {a['whole_s']:.2f} s (work {a['work_px'][0]}x{a['work_px'][1]} px); "
-                f"identical {a['identical_pixels']}/{a['pixels']}"), "identical",
-                a["identical_pixels"] == a["pixels"]))
+    out.append(
+        (
+            "7c area",
+            f"1 km2 field of the {a['scene_px'][0]}x{a['scene_px'][1]} sample vs whole scene",
+            (
+                f"{a['field_s']:.2f} s vs {a['whole_s']:.2f} s (work {a['work_px'][0]}x{a['work_px'][1]} px); "
+                f"identical {a['identical_pixels']}/{a['pixels']}"
+            ),
+            "identical",
+            a["identical_pixels"] == a["pixels"],
+        )
+    )
     if "season" in r:
         out += _season_rows(r["season"])
     return out
@@ -223,13 +284,28 @@ def _season_rows(s: dict) -> list[tuple]:
     extra = s["layers_s"] + s["report_s"]
     t = s["tile"]
     per_date = t["seconds"] / t["dates"]
-    return [("7d season", f"season layers + report of the {s['dates']}-date sample season vs its plain batch",
-             (f"{s['layers_s']:.2f} s + {s['report_s']:.2f} s ({s['report_kb']:.0f} kB) vs {s['plain_s']:.1f} s "
-              f"= +{100 * extra / s['plain_s']:.1f} % (small products: the report's fixed cost shows)"), "", None),
-            ("7d season", f"season layers of {t['dates']} full-tile masks ({t['px']}^2)",
-             (f"{t['seconds']:.1f} s = {per_date:.1f} s per date, {100 * per_date / FULL_TILE_S:.1f} % of a "
-              f"full tile's mask ({FULL_TILE_S:.0f} s); peak {t['peak_mb']:.0f} MB (at start {t['start_mb']:.0f} MB)"),
-             "< 10 %; peak < start + 300 MB", per_date < 0.1 * FULL_TILE_S and t["peak_mb"] < t["start_mb"] + 300)]
+    return [
+        (
+            "7d season",
+            f"season layers + report of the {s['dates']}-date sample season vs its plain batch",
+            (
+                f"{s['layers_s']:.2f} s + {s['report_s']:.2f} s ({s['report_kb']:.0f} kB) vs {s['plain_s']:.1f} s "
+                f"= +{100 * extra / s['plain_s']:.1f} % (small products: the report's fixed cost shows)"
+            ),
+            "",
+            None,
+        ),
+        (
+            "7d season",
+            f"season layers of {t['dates']} full-tile masks ({t['px']}^2)",
+            (
+                f"{t['seconds']:.1f} s = {per_date:.1f} s per date, {100 * per_date / FULL_TILE_S:.1f} % of a "
+                f"full tile's mask ({FULL_TILE_S:.0f} s); peak {t['peak_mb']:.0f} MB (at start {t['start_mb']:.0f} MB)"
+            ),
+            "< 10 %; peak < start + 300 MB",
+            per_date < 0.1 * FULL_TILE_S and t["peak_mb"] < t["start_mb"] + 300,
+        ),
+    ]
 
 
 def main() -> int:
@@ -255,9 +331,12 @@ def main() -> int:
         folder = Path(tmp)
         (folder / "area").mkdir()
         (folder / "season").mkdir()
-        results = {"throughput": throughput(folder), "area": area_figure(folder / "area"),
-                   "season": season_figure(folder / "season"),
-                   "load": " ".join(f"{v:.1f}" for v in os.getloadavg())}
+        results = {
+            "throughput": throughput(folder),
+            "area": area_figure(folder / "area"),
+            "season": season_figure(folder / "season"),
+            "load": " ".join(f"{v:.1f}" for v in os.getloadavg()),
+        }
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     for row in rows(results):

@@ -44,8 +44,7 @@ def run_once(raster: str, mask: str, folder: Path, workers: int, keep: bool) -> 
     real_load = probability.load_model
     probability.load_model = lambda *args, **kwargs: replace(real_load(*args, **kwargs), session=StandIn())
     try:
-        run = gpu_check.improve(raster, mask, folder, "cpu", "floor", workers, keep, batch_size=64,
-                                stripe_cols=1 << 20)
+        run = gpu_check.improve(raster, mask, folder, "cpu", "floor", workers, keep, batch_size=64, stripe_cols=1 << 20)
     finally:
         probability.load_model = real_load
     return {k: run[k] for k in ("kept", "workers", "wall_s", "cpu_s", "probabilities_s", "merge_s")}
@@ -63,8 +62,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("raster", help="a 12-band uint16 raster (make bench: bench/cache/s2_12band_10980.tif)")
     parser.add_argument("mask", help="a product mask on its grid")
-    parser.add_argument("--workers", type=int, default=max(1, min(probability.GPU_WORKERS, available_cores() // 2)),
-                        help="blocks of rows at once (default: as on a GPU with this many cores)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=max(1, min(probability.GPU_WORKERS, available_cores() // 2)),
+        help="blocks of rows at once (default: as on a GPU with this many cores)",
+    )
     parser.add_argument("--json", type=Path, help="write the result here too")
     args = parser.parse_args()
     result = measure(args.raster, args.mask, args.workers)

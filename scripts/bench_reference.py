@@ -92,8 +92,11 @@ def reference_python() -> Path:
     print("bench: installing ukis-csmask and s2cloudless into bench/.refvenv (once) ...", flush=True)
     venv.EnvBuilder(clear=True, with_pip=True).create(REFVENV)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PIP_CONSTRAINT")}
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    "-r", str(REQUIREMENTS)], check=True, env=env)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", str(REQUIREMENTS)],
+        check=True,
+        env=env,
+    )
     stamp.write_text(wanted)
     return python
 
@@ -109,11 +112,18 @@ def l1c_stack(size: int) -> Path:
     sample = gdal.Open(str(SAMPLE))
     data = sample.ReadAsArray()
     reps = [(size + n - 1) // n for n in data.shape[1:]]
-    tiled = np.concatenate([np.concatenate([_flip(data, r, c) for c in range(reps[1])], axis=2)
-                            for r in range(reps[0])], axis=1)[:, :size, :size]
+    tiled = np.concatenate(
+        [np.concatenate([_flip(data, r, c) for c in range(reps[1])], axis=2) for r in range(reps[0])], axis=1
+    )[:, :size, :size]
     partial = path.with_suffix(".partial.tif")
-    out = gdal.GetDriverByName("GTiff").Create(str(partial), size, size, data.shape[0], gdal.GDT_UInt16,
-                                               options=["TILED=YES", "INTERLEAVE=BAND", "BIGTIFF=IF_SAFER"])
+    out = gdal.GetDriverByName("GTiff").Create(
+        str(partial),
+        size,
+        size,
+        data.shape[0],
+        gdal.GDT_UInt16,
+        options=["TILED=YES", "INTERLEAVE=BAND", "BIGTIFF=IF_SAFER"],
+    )
     transform = list(sample.GetGeoTransform())
     out.SetGeoTransform(transform)
     out.SetProjection(sample.GetProjection())
@@ -136,8 +146,9 @@ def _flip(data: np.ndarray, row: int, col: int) -> np.ndarray:
 
 # -- the runs -----------------------------------------------------------------
 def _measure(command: list[str], env: dict, log: Path) -> dict:
-    done = subprocess.run([sys.executable, "-c", _MEASURE, str(log), *command], env=env,
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(log), *command], env=env, capture_output=True, text=True, check=True
+    )
     result = json.loads(done.stdout)
     if result.pop("rc") != 0:
         raise RuntimeError(f"{' '.join(command[:4])} failed: {log.read_text()[-3000:]}")
@@ -149,33 +160,80 @@ class Sides:
 
     def __init__(self, folder: Path, data_home: Path):
         self.folder = folder
-        self.qgis_env = {**os.environ, "QGIS_CUSTOM_CONFIG_PATH": str(folder / "qgis"),
-                         "QGIS_PLUGINPATH": str(PLUGINS), "QT_QPA_PLATFORM": "offscreen",
-                         "CLOUDMASK_HOME": str(data_home)}
-        subprocess.run([qgis_process(), "plugins", "enable", "cloud_mask_improver"], env=self.qgis_env,
-                       capture_output=True, check=False)
+        self.qgis_env = {
+            **os.environ,
+            "QGIS_CUSTOM_CONFIG_PATH": str(folder / "qgis"),
+            "QGIS_PLUGINPATH": str(PLUGINS),
+            "QT_QPA_PLATFORM": "offscreen",
+            "CLOUDMASK_HOME": str(data_home),
+        }
+        subprocess.run(
+            [qgis_process(), "plugins", "enable", "cloud_mask_improver"],
+            env=self.qgis_env,
+            capture_output=True,
+            check=False,
+        )
         self.ref_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
         self.ref_python = str(reference_python())
 
     def improve(self, stack: Path) -> dict:
-        return _measure([qgis_process(), "run", "cloudmask:improvecloudmask", "--",
-                         f"S2_RASTER={stack}", f"CLOUD_MODEL={UKIS}", f"SHADOW_MODEL={UKIS}", "RESOLUTION=10",
-                         f"MASK={self.folder / 'ours_mask.tif'}"], self.qgis_env, self.folder / "ours.log")
+        return _measure(
+            [
+                qgis_process(),
+                "run",
+                "cloudmask:improvecloudmask",
+                "--",
+                f"S2_RASTER={stack}",
+                f"CLOUD_MODEL={UKIS}",
+                f"SHADOW_MODEL={UKIS}",
+                "RESOLUTION=10",
+                f"MASK={self.folder / 'ours_mask.tif'}",
+            ],
+            self.qgis_env,
+            self.folder / "ours.log",
+        )
 
     def batch(self, stack: Path) -> dict:
-        return _measure([str(ROOT / ".venv" / "bin" / "cloudmask"), "batch", "--out", str(self.folder / "batch"),
-                         "--force", "--cloud-model", UKIS, "--shadow-model", UKIS, "--resolution", "10", str(stack)],
-                        self.qgis_env, self.folder / "batch.log")
+        return _measure(
+            [
+                str(ROOT / ".venv" / "bin" / "cloudmask"),
+                "batch",
+                "--out",
+                str(self.folder / "batch"),
+                "--force",
+                "--cloud-model",
+                UKIS,
+                "--shadow-model",
+                UKIS,
+                "--resolution",
+                "10",
+                str(stack),
+            ],
+            self.qgis_env,
+            self.folder / "batch.log",
+        )
 
     def probability(self, stack: Path) -> dict:
-        return _measure([qgis_process(), "run", "cloudmask:cloudprobability", "--",
-                         f"SENTINEL_RASTER={stack}", f"MODEL_PATH={S2CLOUDLESS}",
-                         f"CLOUD_PROBABILITY={self.folder / 'ours_probability.tif'}"],
-                        self.qgis_env, self.folder / "probability.log")
+        return _measure(
+            [
+                qgis_process(),
+                "run",
+                "cloudmask:cloudprobability",
+                "--",
+                f"SENTINEL_RASTER={stack}",
+                f"MODEL_PATH={S2CLOUDLESS}",
+                f"CLOUD_PROBABILITY={self.folder / 'ours_probability.tif'}",
+            ],
+            self.qgis_env,
+            self.folder / "probability.log",
+        )
 
     def reference(self, which: str, stack: Path) -> dict:
-        return _measure([self.ref_python, "-c", _REFERENCE, which, str(stack), str(self.folder / f"{which}.tif")],
-                        self.ref_env, self.folder / f"{which}.log")
+        return _measure(
+            [self.ref_python, "-c", _REFERENCE, which, str(stack), str(self.folder / f"{which}.tif")],
+            self.ref_env,
+            self.folder / f"{which}.log",
+        )
 
 
 def paired(ours, theirs, repeats: int) -> dict:
@@ -206,9 +264,11 @@ def measure(sizes: list[int], repeats: dict, data_home: Path, bare_run) -> dict:
 
 
 def _compare(sides: Sides, stack: Path, n: int, bare_run) -> dict:
-    row = {"ukis": paired(lambda: sides.improve(stack), lambda: sides.reference("ukis", stack), n),
-           "batch": paired(lambda: sides.batch(stack), lambda: sides.reference("ukis", stack), n),
-           "s2cloudless": paired(lambda: sides.probability(stack), lambda: sides.reference("s2cloudless", stack), n)}
+    row = {
+        "ukis": paired(lambda: sides.improve(stack), lambda: sides.reference("ukis", stack), n),
+        "batch": paired(lambda: sides.batch(stack), lambda: sides.reference("ukis", stack), n),
+        "s2cloudless": paired(lambda: sides.probability(stack), lambda: sides.reference("s2cloudless", stack), n),
+    }
     bare = [bare_run(str(stack), UKIS) for _ in range(n)]
     row["bare_s"] = statistics.median(clock.wall for clock, _ in bare)
     row["tiles"] = bare[0][1]
@@ -222,18 +282,44 @@ def rows(r: dict) -> list[tuple]:
     for k, (size, row) in enumerate(r.items()):
         u, b, s = row["ukis"], row["batch"], row["s2cloudless"]
         big = int(size) > 2048
-        out += [("11 references" if k == 0 else "",
-                 f"qgis_process improvecloudmask {UKIS} / ukis-csmask 1.0.0 CSmask, {size}^2",
-                 f"{u['ours_s']:.1f} s / {u['theirs_s']:.1f} s = {u['ratio']:.2f} (median of {u['repeats']} pairs)",
-                 "< 1" if big else "<= 0.95", u["ratio"] < 1 if big else u["ratio"] <= 0.95),
-                ("", f"  cloudmask batch / ukis-csmask, {size}^2",
-                 f"{b['ours_s']:.1f} s / {b['theirs_s']:.1f} s = {b['ratio']:.2f}", "", None),
-                ("", f"  peak memory qgis_process, batch / ukis-csmask, {size}^2",
-                 f"{u['ours_mb']:.0f}, {b['ours_mb']:.0f} / {u['theirs_mb']:.0f} MiB", "", None),
-                ("", f"  qgis_process cloudprobability {S2CLOUDLESS} / s2cloudless 1.7.3, {size}^2",
-                 (f"{s['ours_s']:.1f} s / {s['theirs_s']:.1f} s = {s['ratio']:.2f}; peak {s['ours_mb']:.0f} / "
-                 f"{s['theirs_mb']:.0f} MiB"), "", None),
-                ("", f"  qgis_process / bare onnxruntime, same {row['tiles']} tiles, {size}^2",
-                 f"{u['ours_s']:.1f} s / {row['bare_s']:.1f} s = {row['bare_ratio']:.2f}",
-                 "" if big else "<= 1.05", None if big else row["bare_ratio"] <= 1.05)]
+        out += [
+            (
+                "11 references" if k == 0 else "",
+                f"qgis_process improvecloudmask {UKIS} / ukis-csmask 1.0.0 CSmask, {size}^2",
+                f"{u['ours_s']:.1f} s / {u['theirs_s']:.1f} s = {u['ratio']:.2f} (median of {u['repeats']} pairs)",
+                "< 1" if big else "<= 0.95",
+                u["ratio"] < 1 if big else u["ratio"] <= 0.95,
+            ),
+            (
+                "",
+                f"  cloudmask batch / ukis-csmask, {size}^2",
+                f"{b['ours_s']:.1f} s / {b['theirs_s']:.1f} s = {b['ratio']:.2f}",
+                "",
+                None,
+            ),
+            (
+                "",
+                f"  peak memory qgis_process, batch / ukis-csmask, {size}^2",
+                f"{u['ours_mb']:.0f}, {b['ours_mb']:.0f} / {u['theirs_mb']:.0f} MiB",
+                "",
+                None,
+            ),
+            (
+                "",
+                f"  qgis_process cloudprobability {S2CLOUDLESS} / s2cloudless 1.7.3, {size}^2",
+                (
+                    f"{s['ours_s']:.1f} s / {s['theirs_s']:.1f} s = {s['ratio']:.2f}; peak {s['ours_mb']:.0f} / "
+                    f"{s['theirs_mb']:.0f} MiB"
+                ),
+                "",
+                None,
+            ),
+            (
+                "",
+                f"  qgis_process / bare onnxruntime, same {row['tiles']} tiles, {size}^2",
+                f"{u['ours_s']:.1f} s / {row['bare_s']:.1f} s = {row['bare_ratio']:.2f}",
+                "" if big else "<= 1.05",
+                None if big else row["bare_ratio"] <= 1.05,
+            ),
+        ]
     return out

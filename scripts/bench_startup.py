@@ -80,19 +80,25 @@ app.exitQgis()
 
 def _profile(folder: Path, plugins: Path, enabled: bool) -> dict:
     """The environment of a QGIS profile of its own in ``folder``, the plugin enabled or not."""
-    env = {**os.environ, "QGIS_CUSTOM_CONFIG_PATH": str(folder), "QGIS_PLUGINPATH": str(plugins),
-           "QT_QPA_PLATFORM": "offscreen"}
+    env = {
+        **os.environ,
+        "QGIS_CUSTOM_CONFIG_PATH": str(folder),
+        "QGIS_PLUGINPATH": str(plugins),
+        "QT_QPA_PLATFORM": "offscreen",
+    }
     if enabled:
-        subprocess.run([qgis_process(), "plugins", "enable", "cloud_mask_improver"], env=env,
-                       capture_output=True, check=False)
+        subprocess.run(
+            [qgis_process(), "plugins", "enable", "cloud_mask_improver"], env=env, capture_output=True, check=False
+        )
     # The first start makes the profile.
     subprocess.run([qgis_process(), "list"], env=env, capture_output=True, check=False)
     return env
 
 
 def _measure(command: list[str], env: dict) -> dict:
-    done = subprocess.run([sys.executable, "-c", _MEASURE, *command], env=env, capture_output=True,
-                          text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURE, *command], env=env, capture_output=True, text=True, check=True
+    )
     result = json.loads(done.stdout)
     if result.pop("rc") != 0:
         raise RuntimeError(f"{' '.join(command)} failed")
@@ -129,8 +135,9 @@ def run_steps(plugins: Path, repeats: int) -> dict:
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "CLOUDMASK_HOME": str(_data_home())}
     runs = []
     for _ in range(repeats):
-        done = subprocess.run(["/usr/bin/python3", "-c", _STEPS, str(plugins), MODEL], env=env,
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            ["/usr/bin/python3", "-c", _STEPS, str(plugins), MODEL], env=env, capture_output=True, text=True, check=True
+        )
         runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
     result = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
     result.update(repeats=repeats, model=MODEL)
@@ -140,23 +147,50 @@ def run_steps(plugins: Path, repeats: int) -> dict:
 def _data_home() -> Path:
     sys.path.insert(0, str(PLUGINS))
     from cloud_mask_improver.core.runtime import home
+
     return home.data_home()
 
 
 def rows(s: dict) -> list[tuple]:
     """Table rows for scripts/bench.py."""
     load, steps = s["plugin_load"], s["run_steps"]
-    return [("10 start-up", f"qgis_process list, plugin enabled / disabled (median of {load['repeats']})",
-             (f"{load['enabled_s']:.2f} s / {load['disabled_s']:.2f} s; paired difference "
-              f"{load['added_s']:+.2f} s"), "<= +0.15 s", load["added_s"] <= 0.15),
-            ("", "  CPU time (user + system)", f"paired difference {load.get('added_cpu_s', float('nan')):+.2f} s",
-             "", None),
-            ("", "  peak memory", (f"{load['enabled_mb']:.0f} / {load['disabled_mb']:.0f} MiB; paired "
-             f"difference {load['added_mb']:+.1f} MiB"), "<= +15 MiB", load["added_mb"] <= 15),
-            ("", f"a run's fixed costs, {steps['model']} (median of {steps['repeats']})",
-             (f"plugin load {steps['plugin_load_s']:.2f} s, run imports {steps['run_imports_s']:.2f} s, "
-              f"session {steps['session_s']:.2f} s, first batch {steps['first_batch_s']:.2f} s "
-              f"(second {steps['second_batch_s']:.2f} s)"), "", None)]
+    return [
+        (
+            "10 start-up",
+            f"qgis_process list, plugin enabled / disabled (median of {load['repeats']})",
+            (f"{load['enabled_s']:.2f} s / {load['disabled_s']:.2f} s; paired difference {load['added_s']:+.2f} s"),
+            "<= +0.15 s",
+            load["added_s"] <= 0.15,
+        ),
+        (
+            "",
+            "  CPU time (user + system)",
+            f"paired difference {load.get('added_cpu_s', float('nan')):+.2f} s",
+            "",
+            None,
+        ),
+        (
+            "",
+            "  peak memory",
+            (
+                f"{load['enabled_mb']:.0f} / {load['disabled_mb']:.0f} MiB; paired "
+                f"difference {load['added_mb']:+.1f} MiB"
+            ),
+            "<= +15 MiB",
+            load["added_mb"] <= 15,
+        ),
+        (
+            "",
+            f"a run's fixed costs, {steps['model']} (median of {steps['repeats']})",
+            (
+                f"plugin load {steps['plugin_load_s']:.2f} s, run imports {steps['run_imports_s']:.2f} s, "
+                f"session {steps['session_s']:.2f} s, first batch {steps['first_batch_s']:.2f} s "
+                f"(second {steps['second_batch_s']:.2f} s)"
+            ),
+            "",
+            None,
+        ),
+    ]
 
 
 def main() -> int:
@@ -165,8 +199,10 @@ def main() -> int:
     parser.add_argument("--plugins", type=Path, default=PLUGINS, help="a plugins folder with cloud_mask_improver")
     parser.add_argument("--json", type=Path, help="write the figures here too")
     args = parser.parse_args()
-    result = {"plugin_load": plugin_load(args.plugins, args.repeats),
-              "run_steps": run_steps(args.plugins, max(3, args.repeats // 2))}
+    result = {
+        "plugin_load": plugin_load(args.plugins, args.repeats),
+        "run_steps": run_steps(args.plugins, max(3, args.repeats // 2)),
+    }
     for row in rows(result):
         print("  ".join(str(c) for c in row[1:3]))
     if args.json:

@@ -38,6 +38,7 @@ def param(model, definition, x, y):
 def model_picker(definition, shadow=False):
     """The installed-model picker the algorithms' own model parameters have."""
     from cloud_mask_improver.algorithms.widgets import wrapper_metadata
+
     definition.setMetadata({**definition.metadata(), **wrapper_metadata("CLOUD_MODEL", shadow)})
     return definition
 
@@ -55,44 +56,86 @@ def child(algorithm_id, child_id, description, sources, x, y):
         if name in sources:
             step.addParameterSources(name, [sources[name]])
         elif not definition.isDestination() and definition.defaultValue() is not None:
-            step.addParameterSources(name, [QgsProcessingModelChildParameterSource.fromStaticValue(
-                definition.defaultValue())])
+            step.addParameterSources(
+                name, [QgsProcessingModelChildParameterSource.fromStaticValue(definition.defaultValue())]
+            )
     return step
 
 
 def build() -> QgsProcessingModelAlgorithm:
     model = QgsProcessingModelAlgorithm("Improve cloud mask (model)", "", "")
-    model.setHelpContent({"ALG_DESC": (
-        "FarmVibes.AI's workflow improve_cloud_mask as an editable model: cloud probability and shadow "
-        "probability from the Sentinel-2 raster, merged with the product mask. Each step reads the "
-        "raster itself (as FarmVibes.AI does); 'Improve cloud mask' does the same in one pass.")})
+    model.setHelpContent(
+        {
+            "ALG_DESC": (
+                "FarmVibes.AI's workflow improve_cloud_mask as an editable model: cloud probability and shadow "
+                "probability from the Sentinel-2 raster, merged with the product mask. Each step reads the "
+                "raster itself (as FarmVibes.AI does); 'Improve cloud mask' does the same in one pass."
+            )
+        }
+    )
     number = QgsProcessingParameterNumber.Type.Double
     param(model, QgsProcessingParameterRasterLayer("S2_RASTER", "Sentinel-2 raster"), 120, 60)
     param(model, QgsProcessingParameterRasterLayer("PRODUCT_MASK", "Product cloud mask", optional=True), 520, 60)
     # Empty thresholds: the models' recommended values, as in 'Improve cloud mask' (the
     # probability rasters record them for the merge step).
-    param(model, QgsProcessingParameterNumber("CLOUD_THR", "Cloud threshold (empty: the model's)", number,
-                                              None, True, 0, 1), 720, 60)
-    param(model, QgsProcessingParameterNumber("SHADOW_THR", "Shadow threshold (empty: the model's)", number,
-                                              None, True, 0, 1), 900, 60)
+    param(
+        model,
+        QgsProcessingParameterNumber("CLOUD_THR", "Cloud threshold (empty: the model's)", number, None, True, 0, 1),
+        720,
+        60,
+    )
+    param(
+        model,
+        QgsProcessingParameterNumber("SHADOW_THR", "Shadow threshold (empty: the model's)", number, None, True, 0, 1),
+        900,
+        60,
+    )
     param(model, model_picker(QgsProcessingParameterString("CLOUD_MODEL", "Cloud model", optional=True)), 300, 60)
-    param(model, model_picker(QgsProcessingParameterString("SHADOW_MODEL", "Shadow model", optional=True),
-                              shadow=True), 340, 120)
+    param(
+        model,
+        model_picker(QgsProcessingParameterString("SHADOW_MODEL", "Shadow model", optional=True), shadow=True),
+        340,
+        120,
+    )
     src = QgsProcessingModelChildParameterSource
-    cloud = child("cloudmask:cloudprobability", "cloud", "Cloud", {
-        "SENTINEL_RASTER": src.fromModelParameter("S2_RASTER"),
-        "MODEL_PATH": src.fromModelParameter("CLOUD_MODEL"),
-        "IN_MEMORY": src.fromStaticValue(False)}, 200, 240)
-    shadow = child("cloudmask:shadowprobability", "shadow", "Shadow", {
-        "SENTINEL_RASTER": src.fromModelParameter("S2_RASTER"),
-        "MODEL_PATH": src.fromModelParameter("SHADOW_MODEL"),
-        "IN_MEMORY": src.fromStaticValue(False)}, 500, 240)
-    merge = child("cloudmask:mergecloudmasks", "merge", "Merge", {
-        "CLOUD_PROBABILITY": src.fromChildOutput("cloud", "CLOUD_PROBABILITY"),
-        "SHADOW_PROBABILITY": src.fromChildOutput("shadow", "SHADOW_PROBABILITY"),
-        "PRODUCT_MASK": src.fromModelParameter("PRODUCT_MASK"),
-        "CLOUD_PROB_THRESHOLD": src.fromModelParameter("CLOUD_THR"),
-        "SHADOW_PROB_THRESHOLD": src.fromModelParameter("SHADOW_THR")}, 350, 420)
+    cloud = child(
+        "cloudmask:cloudprobability",
+        "cloud",
+        "Cloud",
+        {
+            "SENTINEL_RASTER": src.fromModelParameter("S2_RASTER"),
+            "MODEL_PATH": src.fromModelParameter("CLOUD_MODEL"),
+            "IN_MEMORY": src.fromStaticValue(False),
+        },
+        200,
+        240,
+    )
+    shadow = child(
+        "cloudmask:shadowprobability",
+        "shadow",
+        "Shadow",
+        {
+            "SENTINEL_RASTER": src.fromModelParameter("S2_RASTER"),
+            "MODEL_PATH": src.fromModelParameter("SHADOW_MODEL"),
+            "IN_MEMORY": src.fromStaticValue(False),
+        },
+        500,
+        240,
+    )
+    merge = child(
+        "cloudmask:mergecloudmasks",
+        "merge",
+        "Merge",
+        {
+            "CLOUD_PROBABILITY": src.fromChildOutput("cloud", "CLOUD_PROBABILITY"),
+            "SHADOW_PROBABILITY": src.fromChildOutput("shadow", "SHADOW_PROBABILITY"),
+            "PRODUCT_MASK": src.fromModelParameter("PRODUCT_MASK"),
+            "CLOUD_PROB_THRESHOLD": src.fromModelParameter("CLOUD_THR"),
+            "SHADOW_PROB_THRESHOLD": src.fromModelParameter("SHADOW_THR"),
+        },
+        350,
+        420,
+    )
     output = QgsProcessingModelOutput("MASK", "Improved cloud mask")
     output.setChildOutputName("MERGED_CLOUD_MASK")
     output.setChildId("merge")
@@ -107,6 +150,7 @@ def save(build_model, name: str, out: Path) -> int:
     app = QgsApplication([], False)
     app.initQgis()
     from cloud_mask_improver.algorithms.provider import CloudMaskProvider
+
     provider = CloudMaskProvider()  # kept referenced while registered
     QgsApplication.processingRegistry().addProvider(provider)
     model = build_model()

@@ -129,7 +129,9 @@ def shipped_files(root: Path) -> list:
     """The working tree's plugin files: tracked and new-but-not-ignored, development folders left out."""
     listing = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", ".", *NOT_SHIPPED],
-        cwd=root, check=True, capture_output=True,
+        cwd=root,
+        check=True,
+        capture_output=True,
     ).stdout.decode()
     return sorted(name for name in set(listing.split("\0")) if name and (root / name).is_file())
 
@@ -140,7 +142,8 @@ def build(out: Path, release: bool = True, root: Path = ROOT, pyproject: Path | 
     missing = [key for key in ADDRESS_KEYS if key not in addresses]
     if release and missing:
         raise ReleaseRefused(
-            "make zip: refusing a release build: metadata.txt would lack " + ", ".join(missing)
+            "make zip: refusing a release build: metadata.txt would lack "
+            + ", ".join(missing)
             + ", which plugins.qgis.org requires (it rejects an upload without them and checks that"
             " the web addresses answer). Set them in pyproject.toml (authors' email; [project.urls]"
             " Homepage, Repository, Issues) to real addresses, or build for a local install or the"

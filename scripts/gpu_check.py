@@ -47,15 +47,15 @@ deps.ensure_on_path()  # onnxruntime from the data home, where setup put it (the
 
 
 # -- the synthetic tile -------------------------------------------------------------
-def write_tiled(path: Path, size: int, block: np.ndarray, data_type: int, nodata: float,
-                descriptions=()) -> str:
+def write_tiled(path: Path, size: int, block: np.ndarray, data_type: int, nodata: float, descriptions=()) -> str:
     """A raster made by repeating ``block`` ([bands, rows, cols]) mirrored, so that tiles
     of the models' grids all differ and there are no seams (as scripts/bench.py does)."""
     if path.exists():
         return str(path)
     bands = block.shape[0]
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), size, size, bands, data_type,
-                                              options=["TILED=YES", "INTERLEAVE=BAND", "BIGTIFF=YES"])
+    ds = gdal.GetDriverByName("GTiff").Create(
+        str(path), size, size, bands, data_type, options=["TILED=YES", "INTERLEAVE=BAND", "BIGTIFF=YES"]
+    )
     ds.SetGeoTransform((600000.0, 10.0, 0.0, 5300000.0, 0.0, -10.0))
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(32633)
@@ -104,6 +104,7 @@ class ModelClock:
                 self.seconds += time.perf_counter() - start
                 self.calls += 1
                 self.tiles += len(batch)
+
         engine.infer = timed
         return self
 
@@ -123,12 +124,14 @@ class StepClock:
 
     def __enter__(self):
         for name, real in self._real.items():
+
             def timed(*args, _name=name, _real=real, **kwargs):
                 start = time.perf_counter()
                 try:
                     return _real(*args, **kwargs)
                 finally:
                     self.seconds[_name] = time.perf_counter() - start
+
             setattr(pipeline, name, timed)
         return self
 
@@ -144,9 +147,11 @@ class WriterClock:
     blocks of rows wait to hand rows over (when that grows, the writer is the run's floor)."""
 
     # (class, its call timed, into which figure; only calls whose sink is of that class)
-    TIMED = ((probability.ProbabilityWriter, "writer_s", None),
-             (windowed_merge.FlagRecorder, "flag_s", None),
-             (probability.BackgroundWriter, "handover_wait_s", probability.ProbabilityWriter))
+    TIMED = (
+        (probability.ProbabilityWriter, "writer_s", None),
+        (windowed_merge.FlagRecorder, "flag_s", None),
+        (probability.BackgroundWriter, "handover_wait_s", probability.ProbabilityWriter),
+    )
 
     def __init__(self):
         self.seconds = {key: 0.0 for _, key, _ in self.TIMED}
@@ -154,6 +159,7 @@ class WriterClock:
 
     def __enter__(self):
         for (cls, key, sink), real in zip(self.TIMED, self._real):
+
             def timed(obj, *args, _real=real, _key=key, _sink=sink):
                 start = time.perf_counter()
                 try:
@@ -161,6 +167,7 @@ class WriterClock:
                 finally:
                     if _sink is None or isinstance(obj.sink, _sink):
                         self.seconds[_key] += time.perf_counter() - start
+
             cls.__call__ = timed
         return self
 
@@ -169,35 +176,53 @@ class WriterClock:
             cls.__call__ = real
 
 
-def improve(raster: str, mask: str, folder: Path, provider: str, name: str, workers: int = 0,
-            keep: bool = True, **options) -> dict:
+def improve(
+    raster: str, mask: str, folder: Path, provider: str, name: str, workers: int = 0, keep: bool = True, **options
+) -> dict:
     """One improve run; ``keep``: the probability rasters are written too (else only the
     mask, as the toolbox does by default); ``options``: more ProbabilityRequest fields."""
     options.setdefault("resolution", 0)  # the raster's own 10 m: every figure here is of 10 m runs
     outputs = pipeline.ProbabilityOutputs()
     if keep:
-        outputs = pipeline.ProbabilityOutputs(cloud=str(folder / f"{name}_cloud.tif"),
-                                              shadow=str(folder / f"{name}_shadow.tif"))
+        outputs = pipeline.ProbabilityOutputs(
+            cloud=str(folder / f"{name}_cloud.tif"), shadow=str(folder / f"{name}_shadow.tif")
+        )
     request = pipeline.ImproveRequest(
-        probability=pipeline.ProbabilityRequest(raster, [MODEL], MODEL, provider=provider, workers=workers,
-                                                **options),
-        product_mask=mask, settings=merge.MergeSettings(), mask=str(folder / f"{name}_mask.tif"),
-        outputs=outputs)
+        probability=pipeline.ProbabilityRequest(raster, [MODEL], MODEL, provider=provider, workers=workers, **options),
+        product_mask=mask,
+        settings=merge.MergeSettings(),
+        mask=str(folder / f"{name}_mask.tif"),
+        outputs=outputs,
+    )
     with ModelClock() as clock, StepClock() as steps, WriterClock() as writing:
         start, cpu = time.perf_counter(), time.process_time()
         report = pipeline.improve(request)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     on_gpu = any(note.startswith("Running on the GPU") for note in report.notes) and not any(
-        "finished on the CPU" in note for note in report.notes)
-    return {"provider": provider, "workers": workers or "auto", "on_gpu": on_gpu, "kept": keep,
-            "wall_s": wall, "cpu_s": cpu,
-            "probabilities_s": steps.seconds.get("compute_probabilities"),
-            "merge_s": steps.seconds.get("merge_to_mask"),
-            # Summed over the blocks of rows, which call the network at the same time.
-            "model_s": clock.seconds, "other_s": wall - clock.seconds, **writing.seconds,
-            "model_calls": clock.calls, "tiles": clock.tiles,
-            "tiles_per_batch": clock.tiles / max(1, clock.calls), "notes": report.notes,
-            "fractions": report.fractions, "mask": request.mask, "cloud": outputs.cloud, "shadow": outputs.shadow}
+        "finished on the CPU" in note for note in report.notes
+    )
+    return {
+        "provider": provider,
+        "workers": workers or "auto",
+        "on_gpu": on_gpu,
+        "kept": keep,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "probabilities_s": steps.seconds.get("compute_probabilities"),
+        "merge_s": steps.seconds.get("merge_to_mask"),
+        # Summed over the blocks of rows, which call the network at the same time.
+        "model_s": clock.seconds,
+        "other_s": wall - clock.seconds,
+        **writing.seconds,
+        "model_calls": clock.calls,
+        "tiles": clock.tiles,
+        "tiles_per_batch": clock.tiles / max(1, clock.calls),
+        "notes": report.notes,
+        "fractions": report.fractions,
+        "mask": request.mask,
+        "cloud": outputs.cloud,
+        "shadow": outputs.shadow,
+    }
 
 
 def bare_throughput(provider: str, seconds: float = 5.0) -> dict:
@@ -222,26 +247,34 @@ def read(path: str) -> np.ndarray:
 
 def agreement(a: dict, b: dict) -> dict:
     """Per-pixel argmax of (clear, cloud, shadow) and the final masks, run a against run b."""
+
     def classes(run):
         cloud, shadow = read(run["cloud"]), read(run["shadow"])
         valid = cloud >= 0
         return np.argmax(np.stack([1 - cloud - shadow, cloud, shadow]), axis=0), valid
+
     ca, va = classes(a)
     cb, vb = classes(b)
     both = va & vb
     mask_a, mask_b = read(a["mask"]), read(b["mask"])
-    return {"argmax_agreement": float((ca == cb)[both].mean()), "mask_agreement": float((mask_a == mask_b).mean()),
-            "valid_pixels": int(both.sum())}
+    return {
+        "argmax_agreement": float((ca == cb)[both].mean()),
+        "mask_agreement": float((mask_a == mask_b).mean()),
+        "valid_pixels": int(both.sum()),
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=10980, help="raster side in pixels (10980: a full tile)")
-    parser.add_argument("--providers", default="cuda/mask,cuda,cuda:8,cpu",
-                        help="runs to make, in order: provider[:blocks of rows at once][/mask] (bands "
-                             "default: auto; /mask: only the mask is written, as the toolbox does by "
-                             "default); agreement is of the first run against the last that keep the "
-                             "probabilities")
+    parser.add_argument(
+        "--providers",
+        default="cuda/mask,cuda,cuda:8,cpu",
+        help="runs to make, in order: provider[:blocks of rows at once][/mask] (bands "
+        "default: auto; /mask: only the mask is written, as the toolbox does by "
+        "default); agreement is of the first run against the last that keep the "
+        "probabilities",
+    )
     parser.add_argument("--sample", type=Path, default=None, help="a 12-band uint16 scene to repeat")
     parser.add_argument("--work", type=Path, default=None, help="folder for the rasters (default: a temporary one)")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "out" / "gpu-check"))
@@ -251,20 +284,23 @@ def main() -> int:
     providers = list(dict.fromkeys(p.split("/")[0].split(":")[0] for p in runs_asked))
     device = gpu.gpu()
     machine = f"{platform.machine()}, {cpu.available_cores()} cores, Python {platform.python_version()}"
-    result = {"machine": machine,
-              "gpu": device.__dict__ if device else None, "size": args.size, "model": MODEL}
+    result = {"machine": machine, "gpu": device.__dict__ if device else None, "size": args.size, "model": MODEL}
     with tempfile.TemporaryDirectory(prefix="cloudmask-gpu-check-", dir=args.work) as tmp:
         folder = Path(tmp)
         start = time.perf_counter()
-        raster = write_tiled(folder / "s2.tif", args.size, scene_block(args.sample), gdal.GDT_UInt16, 0,
-                             FARMVIBES_BANDS)
+        raster = write_tiled(
+            folder / "s2.tif", args.size, scene_block(args.sample), gdal.GDT_UInt16, 0, FARMVIBES_BANDS
+        )
         mask = write_tiled(folder / "product.tif", args.size, product_block(), gdal.GDT_Byte, 100)
         result["generate_s"] = time.perf_counter() - start
         print(f"gpu_check: {args.size}^2 rasters in {result['generate_s']:.1f} s", flush=True)
         result["bare"] = [bare_throughput(p) for p in providers]
         for bare in result["bare"]:
-            print(f"gpu_check: bare {bare['provider']} batch {bare['batch']}: {bare['tiles_per_s']:.0f} tiles/s "
-                  f"({bare['note']})", flush=True)
+            print(
+                f"gpu_check: bare {bare['provider']} batch {bare['batch']}: {bare['tiles_per_s']:.0f} tiles/s "
+                f"({bare['note']})",
+                flush=True,
+            )
         runs = []
         for index, asked in enumerate(runs_asked):
             spec, _, only = asked.partition("/")
@@ -272,13 +308,16 @@ def main() -> int:
             run = improve(raster, mask, folder, provider, f"run{index}", int(workers or 0), keep=only != "mask")
             run["asked"] = asked
             runs.append(run)
-            print(f"gpu_check: improve {asked} ({run['workers']} bands, probabilities "
-                  f"{'kept' if run['kept'] else 'not kept'}): {run['wall_s']:.1f} s wall "
-                  f"(probabilities {run['probabilities_s']:.1f} s, merge {run['merge_s']:.1f} s), "
-                  f"network {run['model_s']:.1f} s summed over bands, {run['tiles']} tiles in "
-                  f"{run['model_calls']} calls; writer thread {run['writer_s']:.1f} s, flag thread "
-                  f"{run['flag_s']:.1f} s, bands waiting "
-                  f"for it {run['handover_wait_s']:.1f} s; {' '.join(run['notes'])}", flush=True)
+            print(
+                f"gpu_check: improve {asked} ({run['workers']} bands, probabilities "
+                f"{'kept' if run['kept'] else 'not kept'}): {run['wall_s']:.1f} s wall "
+                f"(probabilities {run['probabilities_s']:.1f} s, merge {run['merge_s']:.1f} s), "
+                f"network {run['model_s']:.1f} s summed over bands, {run['tiles']} tiles in "
+                f"{run['model_calls']} calls; writer thread {run['writer_s']:.1f} s, flag thread "
+                f"{run['flag_s']:.1f} s, bands waiting "
+                f"for it {run['handover_wait_s']:.1f} s; {' '.join(run['notes'])}",
+                flush=True,
+            )
             result["runs"] = [{k: v for k, v in r.items() if k not in ("mask", "cloud", "shadow")} for r in runs]
             (args.out / "gpu_check.json").write_text(json.dumps(result, indent=1, default=str))
         kept = [r for r in runs if r["kept"]]
@@ -289,7 +328,10 @@ def main() -> int:
             first = runs[0]
             result["bands_exact"] = all(
                 np.array_equal(read(first[k]), read(r[k]), equal_nan=True)
-                for r in same for k in ("cloud", "shadow", "mask") if k == "mask" or (first["kept"] and r["kept"]))
+                for r in same
+                for k in ("cloud", "shadow", "mask")
+                if k == "mask" or (first["kept"] and r["kept"])
+            )
     verdicts = []
     cuda_runs = [r for r in runs if r["provider"] == "cuda"]
     if cuda_runs and not cuda_runs[0]["on_gpu"]:
@@ -303,9 +345,11 @@ def main() -> int:
                 verdicts.append((f"full tile wall <= 6 s ({what}, {timed[0]['asked']})", timed[0]["wall_s"] <= 6.0))
     if "agreement" in result:
         verdicts.append(("argmax agreement >= 99.9 %", result["agreement"]["argmax_agreement"] >= 0.999))
-        print(f"gpu_check: agreement {kept[0]['asked']} vs {kept[-1]['asked']}: argmax "
-              f"{result['agreement']['argmax_agreement'] * 100:.3f} %, "
-              f"mask {result['agreement']['mask_agreement'] * 100:.3f} %")
+        print(
+            f"gpu_check: agreement {kept[0]['asked']} vs {kept[-1]['asked']}: argmax "
+            f"{result['agreement']['argmax_agreement'] * 100:.3f} %, "
+            f"mask {result['agreement']['mask_agreement'] * 100:.3f} %"
+        )
     if "bands_exact" in result:
         verdicts.append(("blocks of rows give the one-block result bit for bit", result["bands_exact"]))
     result["verdicts"] = {name: ok for name, ok in verdicts}

@@ -54,12 +54,29 @@ def sha256(path: Path) -> str:
 
 def download() -> tuple[Path, Path]:
     WHEELS.mkdir(parents=True, exist_ok=True)
+
     def found(prefix: str) -> Path | None:
         return next(iter(sorted(WHEELS.glob(f"{prefix}-*-cp312-*manylinux*x86_64.whl"))), None)
+
     if not (found("onnxruntime_gpu") and found("gdal_wheel")):
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-                        "--no-deps", "--only-binary=:all:", *PLATFORM, "-d", str(WHEELS),
-                        ONNXRUNTIME_GPU, GDAL_WHEEL], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--only-binary=:all:",
+                *PLATFORM,
+                "-d",
+                str(WHEELS),
+                ONNXRUNTIME_GPU,
+                GDAL_WHEEL,
+            ],
+            check=True,
+        )
     return found("onnxruntime_gpu"), found("gdal_wheel")
 
 
@@ -67,6 +84,7 @@ def data_home() -> Path:
     """The data home as core/runtime/home.py finds it (core imports no QGIS)."""
     sys.path.insert(0, str(ROOT))
     from core.runtime import home
+
     return home.data_home()
 
 
@@ -85,8 +103,11 @@ def write_tar(tar_path: Path, ort_wheel: Path, gdal_wheel: Path, model: Path, sa
             with whl.open(info) as data:
                 tar.addfile(member, data)
             names.append(member.name)
-        for source, name in ((gdal_wheel, f"wheels/{gdal_wheel.name}"), (model, f"home/models/{model.name}"),
-                             (sample, "sample/s2_12band.tif")):
+        for source, name in (
+            (gdal_wheel, f"wheels/{gdal_wheel.name}"),
+            (model, f"home/models/{model.name}"),
+            (sample, "sample/s2_12band.tif"),
+        ):
             tar.add(source, arcname=name)
             names.append(name)
     return names
@@ -110,21 +131,30 @@ def stage(chunk_mib: int) -> int:
         with tempfile.TemporaryDirectory(prefix="cloudmask-stage-") as tmp:
             tar_path = Path(tmp) / "stage.tar"
             names = write_tar(tar_path, ort_wheel, gdal_wheel, model, sample)
-            print(f"gpu_stage: {len(names)} files, {tar_path.stat().st_size / MIB:.0f} MiB; compressing (xz) ...",
-                  flush=True)
+            print(
+                f"gpu_stage: {len(names)} files, {tar_path.stat().st_size / MIB:.0f} MiB; compressing (xz) ...",
+                flush=True,
+            )
             shutil.move(compress(tar_path), archive)
         archive_key.write_text(key)
     parts = split(archive, chunk_mib)
-    manifest = {"parts": parts, "archive_sha256": sha256_of_parts(parts),
-                "onnxruntime_gpu": ort_wheel.name, "gdal": gdal_wheel.name, "model": MODEL,
-                "model_sha256": sha256(model)}
+    manifest = {
+        "parts": parts,
+        "archive_sha256": sha256_of_parts(parts),
+        "onnxruntime_gpu": ort_wheel.name,
+        "gdal": gdal_wheel.name,
+        "model": MODEL,
+        "model_sha256": sha256(model),
+    }
     (STAGE / "manifest.json").write_text(json.dumps(manifest, indent=1))
     total = sum(p["bytes"] for p in parts)
     print(f"gpu_stage: {len(parts)} parts, {total / MIB:.0f} MiB in all, in {STAGE}")
     print("gpu_stage: on the GPU machine, one command per part (carry the part and manifest.json):")
     for part in parts:
-        print(f"  carry [out/gpu-stage/{part['name']}, out/gpu-stage/manifest.json]: "
-              f"bash scripts/gpu_check.sh put out/gpu-stage/{part['name']}")
+        print(
+            f"  carry [out/gpu-stage/{part['name']}, out/gpu-stage/manifest.json]: "
+            f"bash scripts/gpu_check.sh put out/gpu-stage/{part['name']}"
+        )
     print("  then (carry [out/gpu-stage/manifest.json]): bash scripts/gpu_check.sh run")
     return 0
 

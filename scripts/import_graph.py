@@ -79,7 +79,7 @@ def layers(edges: dict[str, set[str]]) -> dict[str, int]:
 
     def visit(node: str, stack: tuple[str, ...]) -> int:
         if node in stack:
-            raise ValueError("cycle: " + " -> ".join((*stack[stack.index(node):], node)))
+            raise ValueError("cycle: " + " -> ".join((*stack[stack.index(node) :], node)))
         if node not in depth:
             depth[node] = 1 + max((visit(d, (*stack, node)) for d in edges[node]), default=0)
         return depth[node]
@@ -107,7 +107,8 @@ def main() -> int:
         names = sorted(n.removeprefix("core.") for n, d in depth.items() if d == level)
         print(f"  layer {level}: {', '.join(names)}")
     ok = (args.max_imports is None or count <= args.max_imports) and (
-        args.max_layers is None or max(depth.values()) <= args.max_layers)
+        args.max_layers is None or max(depth.values()) <= args.max_layers
+    )
     return 0 if ok or not args.check else 1
 
 

@@ -33,8 +33,10 @@ def install_reference(cache: Path) -> None:
     if check.returncode == 0:
         return
     wheel = cache / "ukis_csmask-1.0.0-py3-none-any.whl"
-    subprocess.run([str(venv_python), "-m", "pip", "install", "--quiet", "--no-deps",
-                    "--disable-pip-version-check", str(wheel)], check=True)
+    subprocess.run(
+        [str(venv_python), "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check", str(wheel)],
+        check=True,
+    )
 
 
 def install_runtime(gpu: str) -> deps.RuntimeStatus:

@@ -76,8 +76,13 @@ def _request(folder: Path) -> pipeline.ImproveRequest:
     model = conv1x1_model(folder / "tiny.onnx", WEIGHTS, BIAS, tile=64)
     write_card(folder / "tiny.json", id="tiny-test")
     probability = pipeline.ProbabilityRequest(str(s2), [str(model)], str(model))
-    return pipeline.ImproveRequest(probability, product_path, merge.MergeSettings(min_area=3),
-                                   mask=str(folder / "mask.tif"), source=str(folder / "source.tif"))
+    return pipeline.ImproveRequest(
+        probability,
+        product_path,
+        merge.MergeSettings(min_area=3),
+        mask=str(folder / "mask.tif"),
+        source=str(folder / "source.tif"),
+    )
 
 
 class Tracer:
@@ -113,8 +118,14 @@ class Tracer:
         self.levels[id(frame)] = level
         # Generators (0x20) and comprehensions carry their caller's work: depth, but no call.
         site = (caller.f_code, caller.f_lineno, code)
-        if level <= self.depth and crossing and site not in self.sites and not code.co_flags & 0x20 \
-                and code.co_name not in NOT_CALLS and code not in self.skipped:
+        if (
+            level <= self.depth
+            and crossing
+            and site not in self.sites
+            and not code.co_flags & 0x20
+            and code.co_name not in NOT_CALLS
+            and code not in self.skipped
+        ):
             self.sites.add(site)
             self.calls.append((path.relative_to(CORE).as_posix(), code.co_name))
 

@@ -12,7 +12,7 @@ import time
 
 
 def main() -> int:
-    out, command = sys.argv[1], sys.argv[sys.argv.index("--") + 1:]
+    out, command = sys.argv[1], sys.argv[sys.argv.index("--") + 1 :]
     start = time.perf_counter()
     done = subprocess.run(command, check=False, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -20,7 +20,7 @@ def main() -> int:
     if done.returncode != 0:
         sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
         return done.returncode
-    text = done.stdout[done.stdout.index("{"):]
+    text = done.stdout[done.stdout.index("{") :]
     data = json.loads(text)
     data.update(wall_s=wall, peak_mb=peak_kb / 1024)
     with open(out, "w") as handle:

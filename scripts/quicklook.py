@@ -22,8 +22,9 @@ gdal.UseExceptions()  # our own process: say so, or GDAL >= 3.9 warns that 4.0 w
 def true_colour(path: str) -> np.ndarray:
     ds = gdal.Open(path)
     names = detect_bands([ds.GetRasterBand(i + 1).GetDescription() for i in range(ds.RasterCount)])
-    rgb = np.stack([ds.GetRasterBand(names.index(b) + 1).ReadAsArray().astype(np.float32)
-                    for b in ("B04", "B03", "B02")])
+    rgb = np.stack(
+        [ds.GetRasterBand(names.index(b) + 1).ReadAsArray().astype(np.float32) for b in ("B04", "B03", "B02")]
+    )
     return np.clip(rgb / 3000.0 * 255.0, 0, 255)
 
 

@@ -57,8 +57,17 @@ SECRETS_DISABLED = ("IPPublicDetector",)
 
 # validator.py's own constants.
 MAX_UPLOAD_BYTES = 25_000_000
-REQUIRED_METADATA = ("name", "description", "version", "qgisMinimumVersion", "author", "email", "about",
-                     "tracker", "repository")
+REQUIRED_METADATA = (
+    "name",
+    "description",
+    "version",
+    "qgisMinimumVersion",
+    "author",
+    "email",
+    "about",
+    "tracker",
+    "repository",
+)
 URL_KEYS = {"tracker": "http://bugs", "repository": "http://repo", "homepage": "http://homepage"}
 BOOLEAN_METADATA = ("experimental", "deprecated", "server")
 FORBIDDEN_DIRS = ("__MACOSX", ".git", "__pycache__")
@@ -167,8 +176,9 @@ def file_findings(zip_path: Path) -> list:
 
 def _tool(module: str, args: list, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run a scanner from this Python's environment (requirements-dev.txt installs them)."""
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=600, check=False
+    )
 
 
 def bandit_findings(folder: Path) -> list:

@@ -34,9 +34,13 @@ from cloud_mask_improver.core.raster import gdal_try
 from cloud_mask_improver.core.runtime import home
 from cloud_mask_improver.core.staging import replacing
 
-SDIST = PinnedRelease("s2cloudless", "1.2.2", "s2cloudless-1.2.2.tar.gz",
-                      "15ef5712b0f84e14b6bd040de281ae3aa51348bef7667e28e9e5c2b6320d7edb",
-                      sdist=True)
+SDIST = PinnedRelease(
+    "s2cloudless",
+    "1.2.2",
+    "s2cloudless-1.2.2.tar.gz",
+    "15ef5712b0f84e14b6bd040de281ae3aa51348bef7667e28e9e5c2b6320d7edb",
+    sdist=True,
+)
 NPZ_MEMBER = "s2cloudless-1.2.2/s2cloudless/TestInputs/input_arrays.npz"
 NPZ_SHA256 = "4dda48a18ecff6026f35a28d6ff615acfe12dab4a6eec34c6e42927a8e5d0553"
 
@@ -48,8 +52,7 @@ FILENAMES = {
     "product_mask": "product_mask.tif",
 }
 
-S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A",
-            "B09", "B10", "B11", "B12")
+S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
 # FarmVibes.AI's stack: L1C without the cirrus band B10.
 FARMVIBES_BANDS = tuple(name for name in S2_BANDS if name != "B10")
 HEIGHT, WIDTH = 856, 512
@@ -64,8 +67,7 @@ S2_NODATA = 0
 MASK_NODATA = 100  # FarmVibes.AI's product-mask encoding
 CREDIT = "Contains modified Copernicus Sentinel data"
 STAMP_KEY = "SAMPLE_SOURCE_SHA256"
-_CREATION_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256",
-                     "COMPRESS=DEFLATE", "PREDICTOR=2"]
+_CREATION_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "PREDICTOR=2"]
 
 
 def ensure_sample(out_dir: Path | None = None) -> dict[str, Path]:
@@ -140,7 +142,10 @@ def _is_valid(key: str, path: Path) -> bool:
     if dataset is None:
         return False
     return (dataset.RasterXSize, dataset.RasterYSize, dataset.RasterCount) == (
-        WIDTH, HEIGHT, bands) and dataset.GetMetadataItem(STAMP_KEY) == NPZ_SHA256
+        WIDTH,
+        HEIGHT,
+        bands,
+    ) and dataset.GetMetadataItem(STAMP_KEY) == NPZ_SHA256
 
 
 def _common_metadata() -> dict[str, str]:
@@ -148,25 +153,27 @@ def _common_metadata() -> dict[str, str]:
         "CREDIT": CREDIT,
         "TIFFTAG_COPYRIGHT": CREDIT,
         "SOURCE": f"s2cloudless {SDIST.version} source archive (PyPI, CC BY-SA 4.0), "
-                  "s2cloudless/TestInputs/input_arrays.npz",
+        "s2cloudless/TestInputs/input_arrays.npz",
         "GEOREFERENCE": "invented for testing: the scene's real location is not published",
         STAMP_KEY: NPZ_SHA256,
     }
 
 
 def _s2_metadata() -> dict[str, str]:
-    return {**_common_metadata(), "PROCESSING_LEVEL": "L1C",
-            "QUANTIFICATION_VALUE": str(QUANTIFICATION_VALUE)}
+    return {**_common_metadata(), "PROCESSING_LEVEL": "L1C", "QUANTIFICATION_VALUE": str(QUANTIFICATION_VALUE)}
 
 
 def _mask_metadata() -> dict[str, str]:
-    return {**_common_metadata(),
-            "MASK_SOURCE": "s2cloudless cl_mask (threshold 0.4, averaging 1, dilation 1)",
-            "MASK_VALUES": f"0 clear, 1 cloud, {MASK_NODATA} nodata"}
+    return {
+        **_common_metadata(),
+        "MASK_SOURCE": "s2cloudless cl_mask (threshold 0.4, averaging 1, dilation 1)",
+        "MASK_VALUES": f"0 clear, 1 cloud, {MASK_NODATA} nodata",
+    }
 
 
-def _write_geotiff(target: Path, bands: np.ndarray, names: tuple[str, ...], nodata: int,
-                   metadata: dict[str, str]) -> None:
+def _write_geotiff(
+    target: Path, bands: np.ndarray, names: tuple[str, ...], nodata: int, metadata: dict[str, str]
+) -> None:
     """Write a (bands, rows, cols) array as a tiled, compressed GeoTIFF, atomically.
 
     GDAL writes a temporary file in the same folder, which is renamed only
@@ -176,12 +183,12 @@ def _write_geotiff(target: Path, bands: np.ndarray, names: tuple[str, ...], noda
         _fill_geotiff(tmp, bands, names, nodata, metadata)
 
 
-def _fill_geotiff(path: Path, bands: np.ndarray, names: tuple[str, ...], nodata: int,
-                  metadata: dict[str, str]) -> None:
+def _fill_geotiff(path: Path, bands: np.ndarray, names: tuple[str, ...], nodata: int, metadata: dict[str, str]) -> None:
     gdal_type = {np.dtype(np.uint16): gdal.GDT_UInt16, np.dtype(np.uint8): gdal.GDT_Byte}
     count, rows, cols = bands.shape
-    dataset, detail = gdal_try(gdal.GetDriverByName("GTiff").Create,
-                               str(path), cols, rows, count, gdal_type[bands.dtype], _CREATION_OPTIONS)
+    dataset, detail = gdal_try(
+        gdal.GetDriverByName("GTiff").Create, str(path), cols, rows, count, gdal_type[bands.dtype], _CREATION_OPTIONS
+    )
     if dataset is None:
         raise OSError(f"GDAL could not create {path}: {detail}")
     srs = osr.SpatialReference()

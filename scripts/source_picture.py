@@ -42,7 +42,9 @@ def true_colour(path: str) -> QgsRasterLayer:
     stretches = []
     for band in bands:
         stretch = QgsContrastEnhancement(provider.dataType(band))
-        stretch.setContrastEnhancementAlgorithm(QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum)
+        stretch.setContrastEnhancementAlgorithm(
+            QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum
+        )
         stretch.setMinimumValue(0)
         stretch.setMaximumValue(3000)
         stretches.append(stretch)
@@ -61,8 +63,7 @@ def draw_legend(painter: QPainter, renderer, left: int) -> None:
         painter.fillRect(QRectF(left + 12, y, 22, 16), item.color)
         painter.setPen(QColor(0, 0, 0))
         painter.drawRect(QRectF(left + 12, y, 22, 16))
-        painter.drawText(QRectF(left + 42, y - 2, LEGEND_WIDTH - 48, 40),
-                         int(Qt.TextFlag.TextWordWrap), item.label)
+        painter.drawText(QRectF(left + 42, y - 2, LEGEND_WIDTH - 48, 40), int(Qt.TextFlag.TextWordWrap), item.label)
         y += 44
 
 

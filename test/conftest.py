@@ -64,6 +64,7 @@ def pytest_collection_modifyitems(items):
 def project():
     """QGIS's project, emptied of its layers after the test."""
     from qgis.core import QgsProject
+
     yield QgsProject.instance()
     QgsProject.instance().removeAllMapLayers()
 
@@ -78,6 +79,7 @@ def plugin_dir():
 def provider(qgis_app, qgis_processing):
     """The cloudmask provider, registered for a test module."""
     from cloud_mask_improver.algorithms.provider import CloudMaskProvider
+
     registry = QgsApplication.processingRegistry()
     if registry.providerById("cloudmask") is not None:
         registry.removeProvider("cloudmask")
@@ -92,6 +94,7 @@ def windows_files(monkeypatch):
     """Windows file semantics (test/windows_files.py): files loaded in ``QgsProject.instance()``
     and files ``hold``-ed refuse rename, delete and writing, as Windows does for files in use."""
     import windows_files as emulation
+
     return emulation.patch(monkeypatch)
 
 
@@ -101,6 +104,7 @@ def _driver_checks_end_with_their_test():
     would start the next test's fake nvidia-smi and count there."""
     yield
     import threading
+
     for thread in threading.enumerate():
         if thread.name == "cloudmask-gpu-check":
             thread.join(timeout=30)
@@ -118,6 +122,7 @@ def _real_layer_tree_view(monkeypatch):
     from unittest import mock
 
     from qgis import utils
+
     iface = getattr(utils, "iface", None)
     if iface is None or not isinstance(getattr(iface, "layerTreeView", None), mock.Mock):
         yield
@@ -125,6 +130,7 @@ def _real_layer_tree_view(monkeypatch):
     if not _VIEWS:
         from qgis.core import QgsLayerTreeModel, QgsProject
         from qgis.gui import QgsLayerTreeView
+
         view = QgsLayerTreeView()
         model = QgsLayerTreeModel(QgsProject.instance().layerTreeRoot())
         view.setModel(model)
@@ -138,6 +144,7 @@ def tiny_model(tmp_path):
     """A 4-band per-pixel network with a 64 px ukis-style card (random weights)."""
     import numpy as np
     from onnx_models import conv1x1_model, write_card
+
     rng = np.random.default_rng(3)
     path = conv1x1_model(tmp_path / "tiny.onnx", rng.normal(size=(3, 4)), rng.normal(size=3), tile=64)
     write_card(tmp_path / "tiny.json", id="tiny-test")

@@ -26,9 +26,13 @@ def wheel(folder, name: str, version: str, files: dict[str, str], requires: list
     project.mkdir(parents=True, exist_ok=True)
     info = f"{dist}.dist-info"
     contents = dict(files)
-    contents[f"{info}/METADATA"] = "\n".join(
-        ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
-        + [f"Requires-Dist: {r}" for r in requires]) + "\n"
+    contents[f"{info}/METADATA"] = (
+        "\n".join(
+            ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+            + [f"Requires-Dist: {r}" for r in requires]
+        )
+        + "\n"
+    )
     contents[f"{info}/WHEEL"] = "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     record = []
     for path, text in contents.items():
@@ -42,12 +46,26 @@ def wheel(folder, name: str, version: str, files: dict[str, str], requires: list
 
 def build_index(root, with_cudnn: bool = True) -> None:
     ort_init = "__version__ = '{}'\n\ndef get_available_providers():\n    return {}\n"
-    wheel(root, "onnxruntime-gpu", GPU_VERSION,
-          {"onnxruntime/__init__.py": ort_init.format(GPU_VERSION, ["CUDAExecutionProvider", "CPUExecutionProvider"])},
-          ["flatbuffers", "numpy>=1.21.6", 'nvidia-cuda-runtime~=13.0; extra == "cuda"',
-           'nvidia-cudnn-cu13~=9.0; extra == "cudnn"', 'sympy; extra == "symbolic"'])
-    wheel(root, "onnxruntime", CPU_VERSION,
-          {"onnxruntime/__init__.py": ort_init.format(CPU_VERSION, ["CPUExecutionProvider"])}, ["numpy>=1.21.6"])
+    wheel(
+        root,
+        "onnxruntime-gpu",
+        GPU_VERSION,
+        {"onnxruntime/__init__.py": ort_init.format(GPU_VERSION, ["CUDAExecutionProvider", "CPUExecutionProvider"])},
+        [
+            "flatbuffers",
+            "numpy>=1.21.6",
+            'nvidia-cuda-runtime~=13.0; extra == "cuda"',
+            'nvidia-cudnn-cu13~=9.0; extra == "cudnn"',
+            'sympy; extra == "symbolic"',
+        ],
+    )
+    wheel(
+        root,
+        "onnxruntime",
+        CPU_VERSION,
+        {"onnxruntime/__init__.py": ort_init.format(CPU_VERSION, ["CPUExecutionProvider"])},
+        ["numpy>=1.21.6"],
+    )
     wheel(root, "nvidia-cuda-runtime", "13.0.96", {"nvidia/cu13/lib/libcudart.so.13": "fake"})
     if with_cudnn:
         wheel(root, "nvidia-cudnn-cu13", "9.13.0.50", {"nvidia/cudnn/lib/libcudnn.so.9": "fake"}, ["nvidia-cublas"])

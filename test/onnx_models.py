@@ -15,8 +15,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
-def conv1x1_model(path: Path, weights: np.ndarray, bias: np.ndarray, tile: int | None,
-                  input_name: str = "input", opset: int = 17) -> Path:
+def conv1x1_model(
+    path: Path, weights: np.ndarray, bias: np.ndarray, tile: int | None, input_name: str = "input", opset: int = 17
+) -> Path:
     """A network computing ``weights @ x + bias`` at every pixel: [N, C, H, W] -> [N, K, H, W]."""
     k, c = weights.shape
     size = tile if tile else "h"
@@ -40,7 +41,10 @@ def expected(weights: np.ndarray, bias: np.ndarray, x: np.ndarray) -> np.ndarray
 
 def write_card(path: Path, **fields) -> Path:
     card = {
-        "id": "test-model", "title": "Test model", "licence": "GPL-2.0-or-later", "level": "L2A",
+        "id": "test-model",
+        "title": "Test model",
+        "licence": "GPL-2.0-or-later",
+        "level": "L2A",
         "bands": ["B02", "B03", "B04", "B08"],
         "scaling": {"factor": 0.0001},
         "tiling": {"scheme": "mirror-tukey", "tile": 64, "overlap": 0.2},
@@ -54,8 +58,9 @@ def write_card(path: Path, **fields) -> Path:
     return path
 
 
-def tile_mean_model(path: Path, weights: np.ndarray, context: np.ndarray, bias: np.ndarray, tile: int,
-                    opset: int = 17) -> Path:
+def tile_mean_model(
+    path: Path, weights: np.ndarray, context: np.ndarray, bias: np.ndarray, tile: int, opset: int = 17
+) -> Path:
     """A network whose output depends on the whole tile it sees: at every pixel,
     ``weights @ x + context @ mean(x over the tile) + bias``. Where a tile is placed, and
     which tile's output a pixel keeps, shows in every pixel (unlike the 1x1 models)."""
@@ -65,10 +70,12 @@ def tile_mean_model(path: Path, weights: np.ndarray, context: np.ndarray, bias: 
     w = numpy_helper.from_array(weights.reshape(k, c, 1, 1).astype(np.float32), "w")
     v = numpy_helper.from_array(context.reshape(k, c, 1, 1).astype(np.float32), "v")
     b = numpy_helper.from_array(bias.astype(np.float32), "b")
-    nodes = [helper.make_node("Conv", ["input", "w", "b"], ["local"]),
-             helper.make_node("ReduceMean", ["input"], ["mean"], axes=[2, 3], keepdims=1),
-             helper.make_node("Conv", ["mean", "v"], ["around"]),
-             helper.make_node("Add", ["local", "around"], ["output"])]
+    nodes = [
+        helper.make_node("Conv", ["input", "w", "b"], ["local"]),
+        helper.make_node("ReduceMean", ["input"], ["mean"], axes=[2, 3], keepdims=1),
+        helper.make_node("Conv", ["mean", "v"], ["around"]),
+        helper.make_node("Add", ["local", "around"], ["output"]),
+    ]
     graph = helper.make_graph(nodes, "tile_mean", [x], [y], [w, v, b])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8

@@ -9,12 +9,23 @@ import numpy as np
 import pytest
 from osgeo import gdal, ogr, osr
 
-TYPES = {np.dtype("uint16"): gdal.GDT_UInt16, np.dtype("uint8"): gdal.GDT_Byte,
-         np.dtype("float32"): gdal.GDT_Float32, np.dtype("int16"): gdal.GDT_Int16}
+TYPES = {
+    np.dtype("uint16"): gdal.GDT_UInt16,
+    np.dtype("uint8"): gdal.GDT_Byte,
+    np.dtype("float32"): gdal.GDT_Float32,
+    np.dtype("int16"): gdal.GDT_Int16,
+}
 
 
-def write_raster(path: Path, data: np.ndarray, descriptions=None, nodata=0, epsg: int | None = 32633,
-                 transform=(500000.0, 10.0, 0.0, 5000000.0, 0.0, -10.0), metadata=None) -> str:
+def write_raster(
+    path: Path,
+    data: np.ndarray,
+    descriptions=None,
+    nodata=0,
+    epsg: int | None = 32633,
+    transform=(500000.0, 10.0, 0.0, 5000000.0, 0.0, -10.0),
+    metadata=None,
+) -> str:
     """``data`` is [bands, rows, cols] (or [rows, cols])."""
     if data.ndim == 2:
         data = data[None]

@@ -27,12 +27,27 @@ TILE, SENSED, DATASTRIP = "T33TUK", "20230615T100559", "20230615T130000"
 ROW, COL, SIZE = 120, 0, 240  # a window with about a third cloud (multiples of 6)
 OFFSET = 1000  # what baseline 04.00 adds to stored digital numbers
 BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
-NATIVE = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20,
-          "B08": 10, "B8A": 20, "B09": 60, "B10": 60, "B11": 20, "B12": 20}
+NATIVE = {
+    "B01": 60,
+    "B02": 10,
+    "B03": 10,
+    "B04": 10,
+    "B05": 20,
+    "B06": 20,
+    "B07": 20,
+    "B08": 10,
+    "B8A": 20,
+    "B09": 60,
+    "B10": 60,
+    "B11": 20,
+    "B12": 20,
+}
 # Which bands an L2A product ships in each resolution folder (no B10; B08 only at 10 m).
-L2A_FOLDERS = {10: ("B02", "B03", "B04", "B08"),
-               20: ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B8A", "B11", "B12", "SCL"),
-               60: ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B8A", "B09", "B11", "B12", "SCL")}
+L2A_FOLDERS = {
+    10: ("B02", "B03", "B04", "B08"),
+    20: ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B8A", "B11", "B12", "SCL"),
+    60: ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B8A", "B09", "B11", "B12", "SCL"),
+}
 
 
 @dataclass
@@ -61,7 +76,7 @@ def sample_crop() -> tuple[np.ndarray, tuple, str]:
 
 def cloud_flags() -> np.ndarray:
     """s2cloudless's mask of the crop at 10 m (a plausible cloud layer for SCL / MSK_CLASSI)."""
-    return np.load(ARRAYS)["cl_mask"][0, ROW:ROW + SIZE, COL:COL + SIZE].astype(bool)
+    return np.load(ARRAYS)["cl_mask"][0, ROW : ROW + SIZE, COL : COL + SIZE].astype(bool)
 
 
 def downsample(data: np.ndarray, factor: int) -> np.ndarray:
@@ -94,7 +109,8 @@ def write_jp2(path: Path, data: np.ndarray, origin: tuple, resolution: int, proj
         mem.GetRasterBand(i).WriteArray(plane)
     path.parent.mkdir(parents=True, exist_ok=True)
     out = gdal.GetDriverByName("JP2OpenJPEG").CreateCopy(
-        str(path), mem, options=["QUALITY=100", "REVERSIBLE=YES", "YCC=NO"])
+        str(path), mem, options=["QUALITY=100", "REVERSIBLE=YES", "YCC=NO"]
+    )
     assert out is not None, gdal.GetLastErrorMsg()
     out = None
     aux = Path(str(path) + ".aux.xml")
@@ -114,9 +130,11 @@ def _product_name(level: str, baseline: str) -> str:
 
 
 def _spectral_list() -> str:
-    return "".join(f'<Spectral_Information bandId="{i}" physicalBand="{b.replace("B0", "B")}">'
-                   f"<RESOLUTION>{NATIVE[b]}</RESOLUTION></Spectral_Information>"
-                   for i, b in enumerate(BANDS))
+    return "".join(
+        f'<Spectral_Information bandId="{i}" physicalBand="{b.replace("B0", "B")}">'
+        f"<RESOLUTION>{NATIVE[b]}</RESOLUTION></Spectral_Information>"
+        for i, b in enumerate(BANDS)
+    )
 
 
 def _metadata_xml(level: str, baseline: str, name: str, images: list[str]) -> str:
@@ -126,20 +144,34 @@ def _metadata_xml(level: str, baseline: str, name: str, images: list[str]) -> st
     new = float(baseline) >= 4.0
     if level == "L2A":
         root, schema = "Level-2A_User_Product", "User_Product_Level-2A"
-        quantification = ("<QUANTIFICATION_VALUES_LIST><BOA_QUANTIFICATION_VALUE unit=\"none\">10000"
-                          "</BOA_QUANTIFICATION_VALUE><AOT_QUANTIFICATION_VALUE unit=\"none\">1000.0"
-                          "</AOT_QUANTIFICATION_VALUE><WVP_QUANTIFICATION_VALUE unit=\"cm\">1000.0"
-                          "</WVP_QUANTIFICATION_VALUE></QUANTIFICATION_VALUES_LIST>")
-        offsets = ("<BOA_ADD_OFFSET_VALUES_LIST>" + "".join(
-            f'<BOA_ADD_OFFSET band_id="{i}">-{OFFSET}</BOA_ADD_OFFSET>' for i in range(13))
-            + "</BOA_ADD_OFFSET_VALUES_LIST>") if new else ""
+        quantification = (
+            '<QUANTIFICATION_VALUES_LIST><BOA_QUANTIFICATION_VALUE unit="none">10000'
+            '</BOA_QUANTIFICATION_VALUE><AOT_QUANTIFICATION_VALUE unit="none">1000.0'
+            '</AOT_QUANTIFICATION_VALUE><WVP_QUANTIFICATION_VALUE unit="cm">1000.0'
+            "</WVP_QUANTIFICATION_VALUE></QUANTIFICATION_VALUES_LIST>"
+        )
+        offsets = (
+            (
+                "<BOA_ADD_OFFSET_VALUES_LIST>"
+                + "".join(f'<BOA_ADD_OFFSET band_id="{i}">-{OFFSET}</BOA_ADD_OFFSET>' for i in range(13))
+                + "</BOA_ADD_OFFSET_VALUES_LIST>"
+            )
+            if new
+            else ""
+        )
         product_type = "S2MSI2A"
     else:
         root, schema = "Level-1C_User_Product", "User_Product_Level-1C"
         quantification = '<QUANTIFICATION_VALUE unit="none">10000</QUANTIFICATION_VALUE>'
-        offsets = ("<Radiometric_Offset_List>" + "".join(
-            f'<RADIO_ADD_OFFSET band_id="{i}">-{OFFSET}</RADIO_ADD_OFFSET>' for i in range(13))
-            + "</Radiometric_Offset_List>") if new else ""
+        offsets = (
+            (
+                "<Radiometric_Offset_List>"
+                + "".join(f'<RADIO_ADD_OFFSET band_id="{i}">-{OFFSET}</RADIO_ADD_OFFSET>' for i in range(13))
+                + "</Radiometric_Offset_List>"
+            )
+            if new
+            else ""
+        )
         product_type = "S2MSI1C"
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <n1:{root} xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/{schema}.xsd">
@@ -152,7 +184,7 @@ def _metadata_xml(level: str, baseline: str, name: str, images: list[str]) -> st
 <PRODUCT_TYPE>{product_type}</PRODUCT_TYPE>
 <PROCESSING_BASELINE>{baseline}</PROCESSING_BASELINE>
 <GENERATION_TIME>2023-06-15T13:00:00.000000Z</GENERATION_TIME>
-<Datatake datatakeIdentifier="GS2B_{SENSED}_032749_N{baseline.replace('.', '')}">
+<Datatake datatakeIdentifier="GS2B_{SENSED}_032749_N{baseline.replace(".", "")}">
 <SPACECRAFT_NAME>Sentinel-2B</SPACECRAFT_NAME>
 <DATATAKE_SENSING_START>2023-06-15T10:05:59.024Z</DATATAKE_SENSING_START>
 <SENSING_ORBIT_NUMBER>22</SENSING_ORBIT_NUMBER>
@@ -179,10 +211,15 @@ def _metadata_xml(level: str, baseline: str, name: str, images: list[str]) -> st
 
 
 def _tile_xml(level: str, projection_epsg: int, origin: tuple, size: int) -> str:
-    sizes = "".join(f'<Size resolution="{r}"><NROWS>{size * 10 // r}</NROWS><NCOLS>{size * 10 // r}</NCOLS></Size>'
-                    for r in (10, 20, 60))
-    positions = "".join(f'<Geoposition resolution="{r}"><ULX>{origin[0]:.0f}</ULX><ULY>{origin[3]:.0f}</ULY>'
-                        f"<XDIM>{r}</XDIM><YDIM>-{r}</YDIM></Geoposition>" for r in (10, 20, 60))
+    sizes = "".join(
+        f'<Size resolution="{r}"><NROWS>{size * 10 // r}</NROWS><NCOLS>{size * 10 // r}</NCOLS></Size>'
+        for r in (10, 20, 60)
+    )
+    positions = "".join(
+        f'<Geoposition resolution="{r}"><ULX>{origin[0]:.0f}</ULX><ULY>{origin[3]:.0f}</ULY>'
+        f"<XDIM>{r}</XDIM><YDIM>-{r}</YDIM></Geoposition>"
+        for r in (10, 20, 60)
+    )
     return f"""<?xml version="1.0" encoding="UTF-8"?>
 <n1:Level-{level[1:]}_Tile_ID xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/S2_PDI_Level-{level[1:]}_Tile_Metadata.xsd">
 <n1:Geometric_Info><Tile_Geocoding metadataLevel="Brief">

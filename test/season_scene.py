@@ -28,8 +28,20 @@ GROUND = (448, 224)  # row, col of a window the product mask and the model call 
 PATCH = (60, 60, 32)  # row, col, size inside the ground window
 BRIGHT = (10, 200)  # row, col of the thick cloud copied into the patch on every date
 # Windows of the scene whose clouds (20-27 % of the window) are pasted, one per date.
-CLOUD_WINDOWS = ((128, 64), (128, 128), (160, 0), (160, 192), (192, 256), (224, 32), (256, 64), (288, 64),
-                 (320, 96), (608, 96), (640, 160), (640, 192))
+CLOUD_WINDOWS = (
+    (128, 64),
+    (128, 128),
+    (160, 0),
+    (160, 192),
+    (192, 256),
+    (224, 32),
+    (256, 64),
+    (288, 64),
+    (320, 96),
+    (608, 96),
+    (640, 160),
+    (640, 192),
+)
 TILE = "T33TUK"
 
 
@@ -47,27 +59,34 @@ def build_season(folder: Path, dates: int = len(CLOUD_WINDOWS), windows=CLOUD_WI
     scene = ds.ReadAsArray()
     mask = gdal.Open(str(PRODUCT_MASK)).ReadAsArray()
     r0, c0 = GROUND
-    ground = scene[:, r0:r0 + SIZE, c0:c0 + SIZE]
+    ground = scene[:, r0 : r0 + SIZE, c0 : c0 + SIZE]
     gt = ds.GetGeoTransform()
     origin = (gt[0] + c0 * gt[1], gt[1], 0.0, gt[3] + r0 * gt[5], 0.0, gt[5])
     patch = np.zeros((SIZE, SIZE), dtype=bool)
     pr, pc, ps = PATCH
-    patch[pr:pr + ps, pc:pc + ps] = True
+    patch[pr : pr + ps, pc : pc + ps] = True
     br, bc = BRIGHT
-    bright = scene[:, br:br + ps, bc:bc + ps]
+    bright = scene[:, br : br + ps, bc : bc + ps]
     names = [ds.GetRasterBand(b + 1).GetDescription() for b in range(ds.RasterCount)]
     stacks, clouds = [], []
     for k, (r, c) in enumerate(windows[:dates]):
-        cloud = _turn(mask[r:r + SIZE, c:c + SIZE] != 0, k)
-        pixels = np.where(cloud, _turn(scene[:, r:r + SIZE, c:c + SIZE], k), ground)
-        pixels[:, pr:pr + ps, pc:pc + ps] = np.where(cloud[pr:pr + ps, pc:pc + ps], pixels[:, pr:pr + ps, pc:pc + ps],
-                                                     bright)
+        cloud = _turn(mask[r : r + SIZE, c : c + SIZE] != 0, k)
+        pixels = np.where(cloud, _turn(scene[:, r : r + SIZE, c : c + SIZE], k), ground)
+        pixels[:, pr : pr + ps, pc : pc + ps] = np.where(
+            cloud[pr : pr + ps, pc : pc + ps], pixels[:, pr : pr + ps, pc : pc + ps], bright
+        )
         stamp = f"2023{4 + k // 3:02d}{1 + 10 * (k % 3):02d}T100559"
         stack = folder / f"{TILE}_{stamp}_L2A.tif"
         product_mask = folder / f"{TILE}_{stamp}_product_mask.tif"
         _write(product_mask, cloud[None].astype(np.uint8), origin, ds.GetProjection(), ["product mask"])
-        _write(stack, pixels, origin, ds.GetProjection(), names,
-               {product.PRODUCT_MASK_KEY: str(product_mask), "PROCESSING_LEVEL": "Level-2A"})
+        _write(
+            stack,
+            pixels,
+            origin,
+            ds.GetProjection(),
+            names,
+            {product.PRODUCT_MASK_KEY: str(product_mask), "PROCESSING_LEVEL": "Level-2A"},
+        )
         stacks.append(stack)
         clouds.append(cloud)
     return Season(stacks, patch, clouds)
@@ -83,8 +102,7 @@ def _turn(pixels: np.ndarray, date: int) -> np.ndarray:
 
 def _write(path: Path, data: np.ndarray, origin, projection: str, names, metadata=None) -> None:
     kind = gdal.GDT_UInt16 if data.dtype == np.uint16 else gdal.GDT_Byte
-    out = gdal.GetDriverByName("GTiff").Create(str(path), SIZE, SIZE, data.shape[0], kind,
-                                              options=["COMPRESS=DEFLATE"])
+    out = gdal.GetDriverByName("GTiff").Create(str(path), SIZE, SIZE, data.shape[0], kind, options=["COMPRESS=DEFLATE"])
     out.SetGeoTransform(origin)
     out.SetProjection(projection)
     for index, name in enumerate(names):

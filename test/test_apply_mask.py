@@ -33,8 +33,9 @@ def real_mask(tmp_path_factory):
     copy.SetMetadataItem("BOA_ADD_OFFSET", "-1000")  # metadata the masked copy must keep
     copy = None
     mask = str(folder / "mask.tif")
-    request = pipeline.ImproveRequest(pipeline.ProbabilityRequest(stack, (MODEL,), MODEL), str(PRODUCT_MASK),
-                                      merge.MergeSettings(), mask=mask)
+    request = pipeline.ImproveRequest(
+        pipeline.ProbabilityRequest(stack, (MODEL,), MODEL), str(PRODUCT_MASK), merge.MergeSettings(), mask=mask
+    )
     pipeline.run(pipeline.plan(request))
     values = gdal.Open(mask).ReadAsArray()
     assert {0, 1, 2, 255} <= set(np.unique(values))  # every class is there to be tested
@@ -57,8 +58,9 @@ def test_the_sample_on_its_own_grid_loses_exactly_the_masked_classes(real_mask, 
     assert np.array_equal(after[:, ~dropped], before[:, ~dropped])
     assert result.masked_pixels == dropped.sum() and not result.warped
     ds, src = gdal.Open(str(out)), gdal.Open(stack)
-    assert [ds.GetRasterBand(i + 1).GetDescription() for i in range(13)] == \
-        [src.GetRasterBand(i + 1).GetDescription() for i in range(13)]
+    assert [ds.GetRasterBand(i + 1).GetDescription() for i in range(13)] == [
+        src.GetRasterBand(i + 1).GetDescription() for i in range(13)
+    ]
     assert ds.GetRasterBand(1).GetNoDataValue() == 0
     assert ds.GetMetadataItem("BOA_ADD_OFFSET") == "-1000"
     assert ds.GetMetadataItem(apply_mask.APPLIED_KEY) == "mask.tif: cloud, shadow, nodata; buffer 0 m"
@@ -117,8 +119,12 @@ def test_a_raster_in_another_crs_lets_no_cloudy_pixel_through(real_mask, tmp_pat
 
 def test_pixels_outside_the_mask_are_nodata_only_when_nodata_is_chosen(tmp_path):
     mask = write_raster(tmp_path / "mask.tif", np.zeros((10, 10), np.uint8), nodata=255)
-    bigger = write_raster(tmp_path / "big.tif", np.full((20, 20), 7, np.uint16), nodata=0,
-                          transform=(499950.0, 10.0, 0.0, 5000050.0, 0.0, -10.0))
+    bigger = write_raster(
+        tmp_path / "big.tif",
+        np.full((20, 20), 7, np.uint16),
+        nodata=0,
+        transform=(499950.0, 10.0, 0.0, 5000050.0, 0.0, -10.0),
+    )
     apply_mask.apply_mask(bigger, mask, str(tmp_path / "all.tif"))
     apply_mask.apply_mask(bigger, mask, str(tmp_path / "cloud.tif"), ("cloud", "shadow"))
     inside = np.zeros((20, 20), bool)
@@ -142,11 +148,19 @@ def test_the_buffer_grows_cloud_and_shadow_by_a_disk_but_not_nodata(tmp_path):
     assert result.radius_px == 3 and np.array_equal(masked, expected)
 
 
-TYPES = [("Byte", None, 255), ("UInt16", None, 65535), ("Int16", None, -32768), ("UInt32", None, 4294967295),
-         ("Int32", None, -2147483648), ("Float32", None, math.nan), ("Float64", None, math.nan),
-         ("Float32", -9999.0, -9999.0), ("Int16", 0, 0)]
+TYPES = [
+    ("Byte", None, 255),
+    ("UInt16", None, 65535),
+    ("Int16", None, -32768),
+    ("UInt32", None, 4294967295),
+    ("Int32", None, -2147483648),
+    ("Float32", None, math.nan),
+    ("Float64", None, math.nan),
+    ("Float32", -9999.0, -9999.0),
+    ("Int16", 0, 0),
+]
 if hasattr(gdal, "GDT_Int64"):  # GDAL >= 3.5
-    TYPES += [("Int64", None, -(2 ** 63)), ("UInt64", None, 2 ** 64 - 1)]
+    TYPES += [("Int64", None, -(2**63)), ("UInt64", None, 2**64 - 1)]
 
 
 @pytest.mark.parametrize("type_name, declared, expected", TYPES)
@@ -238,8 +252,11 @@ def test_a_cancelled_run_leaves_nothing(real_mask, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
     # ... and no file is kept open (Windows could not remove it; Linux shows it in /proc).
     if os.path.isdir("/proc/self/fd"):
-        held = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
-                if os.path.exists(f"/proc/self/fd/{fd}")]
+        held = [
+            os.readlink(f"/proc/self/fd/{fd}")
+            for fd in os.listdir("/proc/self/fd")
+            if os.path.exists(f"/proc/self/fd/{fd}")
+        ]
         assert not [h for h in held if str(tmp_path) in h or "cloudmask-apply-" in h], held
     assert caught.value.__traceback__ is not None
 
@@ -259,8 +276,12 @@ def test_bad_inputs_are_refused_with_the_fix_and_nothing_written(real_mask, tmp_
     # The stack given as the mask.
     _refused(tmp_path, stack, stack, "is not a cloud mask", "13 band(s) of type UInt16")
     # A scene classification (SCL) given as the mask: bytes, but classes 3..11.
-    scl = write_raster(tmp_path / "scl.tif", (np.arange(100).reshape(10, 10) % 12).astype(np.uint8),
-                       nodata=0, transform=(290040.0, 20.0, 0.0, 4985040.0, 0.0, -20.0))
+    scl = write_raster(
+        tmp_path / "scl.tif",
+        (np.arange(100).reshape(10, 10) % 12).astype(np.uint8),
+        nodata=0,
+        transform=(290040.0, 20.0, 0.0, 4985040.0, 0.0, -20.0),
+    )
     _refused(tmp_path, stack, scl, "not a cloud mask made by Improve cloud mask", "run Improve cloud mask")
     # A mask elsewhere.
     far = write_raster(tmp_path / "far.tif", np.zeros((10, 10), np.uint8), nodata=255)

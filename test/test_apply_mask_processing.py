@@ -49,8 +49,9 @@ def step(algorithm_id: str, child_id: str, sources: dict) -> QgsProcessingModelC
         if name in sources:
             child.addParameterSources(name, [sources[name]])
         elif not definition.isDestination() and definition.defaultValue() is not None:
-            child.addParameterSources(name, [QgsProcessingModelChildParameterSource.fromStaticValue(
-                definition.defaultValue())])
+            child.addParameterSources(
+                name, [QgsProcessingModelChildParameterSource.fromStaticValue(definition.defaultValue())]
+            )
     return child
 
 
@@ -61,11 +62,22 @@ def improve_then_apply() -> QgsProcessingModelAlgorithm:
         model.addModelParameter(QgsProcessingParameterRasterLayer(name, label), QgsProcessingModelParameter(name))
     static = QgsProcessingModelChildParameterSource.fromStaticValue
     scene = QgsProcessingModelChildParameterSource.fromModelParameter("S2")
-    model.addChildAlgorithm(step("cloudmask:improvecloudmask", "improve", {
-        "S2_RASTER": scene, "PRODUCT_MASK": QgsProcessingModelChildParameterSource.fromModelParameter("PRODUCT"),
-        **{k: static(v) for k, v in MODEL.items()}}))
-    apply_step = step("cloudmask:applymask", "apply", {
-        "INPUT": scene, "MASK": QgsProcessingModelChildParameterSource.fromChildOutput("improve", "MASK")})
+    model.addChildAlgorithm(
+        step(
+            "cloudmask:improvecloudmask",
+            "improve",
+            {
+                "S2_RASTER": scene,
+                "PRODUCT_MASK": QgsProcessingModelChildParameterSource.fromModelParameter("PRODUCT"),
+                **{k: static(v) for k, v in MODEL.items()},
+            },
+        )
+    )
+    apply_step = step(
+        "cloudmask:applymask",
+        "apply",
+        {"INPUT": scene, "MASK": QgsProcessingModelChildParameterSource.fromChildOutput("improve", "MASK")},
+    )
     output = QgsProcessingModelOutput("masked", "Cloud-free scene")
     output.setChildOutputName("OUTPUT")
     apply_step.setModelOutputs({"masked": output})
@@ -79,8 +91,10 @@ def toolbox(provider, tmp_path_factory):
     require(L1C_STACK, PRODUCT_MASK)
     folder = tmp_path_factory.mktemp("apply")
     mask = str(folder / "mask.tif")
-    processing.run("cloudmask:improvecloudmask", {"S2_RASTER": str(L1C_STACK), "PRODUCT_MASK": str(PRODUCT_MASK),
-                                                  "MASK": mask, **MODEL})
+    processing.run(
+        "cloudmask:improvecloudmask",
+        {"S2_RASTER": str(L1C_STACK), "PRODUCT_MASK": str(PRODUCT_MASK), "MASK": mask, **MODEL},
+    )
     out = str(folder / "masked.tif")
     result = processing.run("cloudmask:applymask", {"INPUT": str(L1C_STACK), "MASK": mask, "OUTPUT": out})
     return mask, out, result
@@ -97,8 +111,7 @@ def test_the_toolbox_masks_the_sample_with_its_mask(toolbox):
 
 def test_the_classes_chosen_by_number_are_the_ones_masked(toolbox, tmp_path):
     out = str(tmp_path / "shadow.tif")
-    processing.run("cloudmask:applymask", {"INPUT": str(L1C_STACK), "MASK": toolbox[0], "CLASSES": [1],
-                                           "OUTPUT": out})
+    processing.run("cloudmask:applymask", {"INPUT": str(L1C_STACK), "MASK": toolbox[0], "CLASSES": [1], "OUTPUT": out})
     values, before, after = read(toolbox[0]), read(L1C_STACK), read(out)
     shadow = values == 2
     assert (after[:, shadow] == 0).all() and np.array_equal(after[:, ~shadow], before[:, ~shadow])
@@ -119,15 +132,34 @@ def test_a_model_from_improve_to_apply_gives_the_same_raster(toolbox, tmp_path):
 
 def test_qgis_process_gives_the_same_raster(toolbox, plugin_dir, tmp_path):
     exe = shutil.which("qgis_process.bin") or shutil.which("qgis_process")
-    env = dict(os.environ, QGIS_PLUGINPATH=str(plugin_dir), QT_QPA_PLATFORM="offscreen",
-               QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "profile"))
+    env = dict(
+        os.environ,
+        QGIS_PLUGINPATH=str(plugin_dir),
+        QT_QPA_PLATFORM="offscreen",
+        QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "profile"),
+    )
     subprocess.run([exe, "plugins", "enable", "cloud_mask_improver"], env=env, capture_output=True, check=True)
     out = tmp_path / "qp.tif"
-    done = subprocess.run([exe, "run", "cloudmask:applymask", "--json", "--", f"INPUT={L1C_STACK}",
-                           f"MASK={toolbox[0]}", "CLASSES=0,1,2", f"OUTPUT={out}"],
-                          check=False, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            exe,
+            "run",
+            "cloudmask:applymask",
+            "--json",
+            "--",
+            f"INPUT={L1C_STACK}",
+            f"MASK={toolbox[0]}",
+            "CLASSES=0,1,2",
+            f"OUTPUT={out}",
+        ],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    results = json.loads(done.stdout[done.stdout.index("{"):])["results"]
+    results = json.loads(done.stdout[done.stdout.index("{") :])["results"]
     assert np.array_equal(read(out), read(toolbox[1]))
     assert results["MASKED_FRACTION"] == pytest.approx(toolbox[2]["MASKED_FRACTION"])
 
@@ -139,8 +171,10 @@ def test_the_result_looks_like_the_layer_it_came_from(toolbox, tmp_path):
     layer.setRenderer(renderer)
     project.addMapLayer(layer)
     try:
-        result = processing.runAndLoadResults("cloudmask:applymask", {
-            "INPUT": layer.id(), "MASK": toolbox[0], "CLASSES": [0, 1], "OUTPUT": str(tmp_path / "styled.tif")})
+        result = processing.runAndLoadResults(
+            "cloudmask:applymask",
+            {"INPUT": layer.id(), "MASK": toolbox[0], "CLASSES": [0, 1], "OUTPUT": str(tmp_path / "styled.tif")},
+        )
         (loaded,) = [m for m in project.mapLayers().values() if m.source() == result["OUTPUT"]]
         shown = loaded.renderer()
         assert isinstance(shown, QgsMultiBandColorRenderer)
@@ -151,8 +185,10 @@ def test_the_result_looks_like_the_layer_it_came_from(toolbox, tmp_path):
 
 def test_a_raster_that_is_not_a_mask_is_refused_with_its_fix(provider, tmp_path):
     with pytest.raises(QgsProcessingException) as err:
-        processing.run("cloudmask:applymask", {"INPUT": str(L1C_STACK), "MASK": str(L1C_STACK),
-                                               "OUTPUT": str(tmp_path / "out.tif")})
+        processing.run(
+            "cloudmask:applymask",
+            {"INPUT": str(L1C_STACK), "MASK": str(L1C_STACK), "OUTPUT": str(tmp_path / "out.tif")},
+        )
     assert "is not a cloud mask" in str(err.value) and "Give the mask Improve cloud mask wrote" in str(err.value)
     assert list(tmp_path.iterdir()) == []
 
@@ -162,8 +198,11 @@ def test_cancel_in_the_toolbox_writes_nothing(toolbox, tmp_path, monkeypatch):
     feedback = QgsProcessingFeedback()
     feedback.progressChanged.connect(lambda value: feedback.cancel() if value > 30 else None)
     with pytest.raises(QgsProcessingException, match="Cancelled: no output was written"):
-        processing.run("cloudmask:applymask", {"INPUT": str(L1C_STACK), "MASK": toolbox[0],
-                                               "OUTPUT": str(tmp_path / "out.tif")}, feedback=feedback)
+        processing.run(
+            "cloudmask:applymask",
+            {"INPUT": str(L1C_STACK), "MASK": toolbox[0], "OUTPUT": str(tmp_path / "out.tif")},
+            feedback=feedback,
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -176,16 +215,30 @@ def test_the_algorithm_is_listed_with_its_public_parameters(provider):
 
 def test_the_batch_algorithm_writes_masked_imagery_when_asked(provider, tmp_path):
     from s2_product import build_product
+
     product = build_product(tmp_path / "products", "L2A", "04.00")
     out = tmp_path / "out"
-    result = processing.run("cloudmask:improvecloudmaskbatch", {
-        "INPUTS": [str(product.zip)], "OUTPUT_FOLDER": str(out), "CLOUD_MODEL": "ukis-6b-l2a",
-        "WRITE_MASKED": True, "MASKED_BANDS": "B04,B03,B02"})
+    result = processing.run(
+        "cloudmask:improvecloudmaskbatch",
+        {
+            "INPUTS": [str(product.zip)],
+            "OUTPUT_FOLDER": str(out),
+            "CLOUD_MODEL": "ukis-6b-l2a",
+            "WRITE_MASKED": True,
+            "MASKED_BANDS": "B04,B03,B02",
+        },
+    )
     masked = out / "T33TUK_20230615T100559_L2A_masked.tif"
     assert result["OUTPUT_FOLDER"] == str(out) and gdal.Open(str(masked)).RasterCount == 3
     mask = read(out / "T33TUK_20230615T100559_L2A.tif")
     assert (read(masked)[:, mask != 0] == 0).all()
     with pytest.raises(QgsProcessingException, match="Unknown band name 'B4x'"):
-        processing.run("cloudmask:improvecloudmaskbatch", {
-            "INPUTS": [str(product.zip)], "OUTPUT_FOLDER": str(tmp_path / "o2"), "WRITE_MASKED": True,
-            "MASKED_BANDS": "B4x"})
+        processing.run(
+            "cloudmask:improvecloudmaskbatch",
+            {
+                "INPUTS": [str(product.zip)],
+                "OUTPUT_FOLDER": str(tmp_path / "o2"),
+                "WRITE_MASKED": True,
+                "MASKED_BANDS": "B4x",
+            },
+        )

@@ -14,8 +14,7 @@ _spec.loader.exec_module(import_graph)
 # What each side package may import. The base modules are what every part of the engine
 # shares (errors, progress, band names, raster I/O, staged outputs, the parameters' choices,
 # and the rules that decide a pixel, which model cards name).
-BASE = {"core.errors", "core.progress", "core.bands", "core.raster", "core.staging", "core.choices",
-        "core.decision"}
+BASE = {"core.errors", "core.progress", "core.bands", "core.raster", "core.staging", "core.choices", "core.decision"}
 ALLOWED = {
     "core.runtime": set(),
     "core.modelstore": {"core.runtime"} | BASE,
@@ -32,8 +31,11 @@ def test_core_never_imports_qgis():
     found = []
     for path in sorted((ROOT / "core").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
             found += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in ("qgis", "PyQt5", "PyQt6")]
     assert not found
 
@@ -57,9 +59,14 @@ def test_side_packages_import_only_what_lies_below_them():
 def test_the_algorithms_and_the_dialog_name_parameters_by_their_constants():
     """Parameter and output names are written once, in core/choices.py: a literal elsewhere
     in algorithms/ or ui/ could drift from what the dialog fills in or the algorithm reads."""
-    names = [node.value.value for node in ast.parse((ROOT / "core" / "choices.py").read_text(encoding="utf-8")).body
-             if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
-             and isinstance(node.value.value, str) and node.value.value.isupper()]
+    names = [
+        node.value.value
+        for node in ast.parse((ROOT / "core" / "choices.py").read_text(encoding="utf-8")).body
+        if isinstance(node, ast.Assign)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+        and node.value.value.isupper()
+    ]
     assert "DILATION" in names and "CLOUD_UNCERTAINTY" in names
     literals = []
     for path in sorted([*(ROOT / "algorithms").glob("*.py"), *(ROOT / "ui").glob("*.py")]):
@@ -72,8 +79,11 @@ def test_the_algorithms_and_the_dialog_name_parameters_by_their_constants():
 def test_only_the_command_line_uses_the_season_package():
     """The season package is the batch's: the command line (through the public API, which the
     import graph sees through) and the batch algorithm use it; no part of the single run does."""
-    users = {m for m, targets in import_graph.graph().items()
-             if package(m) != "core.season" and any(package(t) == "core.season" for t in targets)}
+    users = {
+        m
+        for m, targets in import_graph.graph().items()
+        if package(m) != "core.season" and any(package(t) == "core.season" for t in targets)
+    }
     assert users == {"core.cli"}
 
 
@@ -102,13 +112,17 @@ def core_imports(path: Path) -> list[tuple[int, str, list[str]]]:
             elif module[:1] == ["core"]:
                 found.append((node.lineno, ".".join(module), names))
         elif isinstance(node, ast.Import):
-            found += [(node.lineno, a.name.split(".", 1)[1], []) for a in node.names
-                      if a.name.startswith("cloud_mask_improver.core")]
+            found += [
+                (node.lineno, a.name.split(".", 1)[1], [])
+                for a in node.names
+                if a.name.startswith("cloud_mask_improver.core")
+            ]
     return found
 
 
 def test_the_front_ends_import_only_the_public_api():
     import cloud_mask_improver.core as core
+
     wrong = []
     for path in FRONT_ENDS:
         for line, module, names in core_imports(path):
@@ -123,6 +137,7 @@ def test_every_public_name_resolves_and_no_core_module_uses_the_public_api():
     cycle through it); a public name that equals a submodule's would be replaced by that submodule
     once it is imported."""
     import cloud_mask_improver.core as core
+
     missing = [name for name in core.__all__ if getattr(core, name, None) is None]
     assert not missing
     assert sorted(core.__all__) == sorted(set(dir(core)) & set(core.__all__))
@@ -132,8 +147,11 @@ def test_every_public_name_resolves_and_no_core_module_uses_the_public_api():
     users = []  # ``from . import area`` imports a module; ``from . import Area`` the public API
     for name, path in import_graph.modules().items():
         if name != "core.cli" and path.name != "__init__.py":
-            users += [f"{name}:{line}" for line, module, names in core_imports(path)
-                      if module == "core" and (not names or any(f"core.{n}" not in submodules for n in names))]
+            users += [
+                f"{name}:{line}"
+                for line, module, names in core_imports(path)
+                if module == "core" and (not names or any(f"core.{n}" not in submodules for n in names))
+            ]
     assert not users
 
 

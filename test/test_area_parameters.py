@@ -29,8 +29,10 @@ def _rect(col, row, width, height):
 def whole(provider, tmp_path_factory):
     require(L1C_STACK, PRODUCT_MASK)
     out = tmp_path_factory.mktemp("whole") / "mask.tif"
-    processing.run("cloudmask:improvecloudmask", {"S2_RASTER": str(L1C_STACK), "PRODUCT_MASK": str(PRODUCT_MASK),
-                                                  "MASK": str(out), **BASE})
+    processing.run(
+        "cloudmask:improvecloudmask",
+        {"S2_RASTER": str(L1C_STACK), "PRODUCT_MASK": str(PRODUCT_MASK), "MASK": str(out), **BASE},
+    )
     return gdal.Open(str(out)).ReadAsArray()
 
 
@@ -38,9 +40,10 @@ def test_extent_of_one_square_kilometre_equals_the_whole_scene_there(whole, tmp_
     out = tmp_path / "field.tif"
     r = _rect(300, 400, 100, 100)
     extent = f"{r.xMinimum()},{r.xMaximum()},{r.yMinimum()},{r.yMaximum()} [EPSG:32633]"
-    result = processing.run("cloudmask:improvecloudmask",
-                            {"S2_RASTER": str(L1C_STACK), "PRODUCT_MASK": str(PRODUCT_MASK),
-                             "EXTENT": extent, "MASK": str(out), **BASE})
+    result = processing.run(
+        "cloudmask:improvecloudmask",
+        {"S2_RASTER": str(L1C_STACK), "PRODUCT_MASK": str(PRODUCT_MASK), "EXTENT": extent, "MASK": str(out), **BASE},
+    )
     mask = gdal.Open(str(out))
     assert mask.GetGeoTransform()[:4] == (r.xMinimum(), 10.0, 0.0, r.yMaximum())
     part = mask.ReadAsArray()
@@ -62,10 +65,18 @@ def test_selected_polygon_with_nodata_outside_gives_its_fractions(whole, tmp_pat
     try:
         layer.selectByIds([f.id() for f in layer.getFeatures() if f["name"] == "a"])
         out = tmp_path / "a.tif"
-        result = processing.run("cloudmask:improvecloudmaskensemble", {
-            "S2_RASTER": str(L1C_STACK), "PRODUCT_MASK": str(PRODUCT_MASK), "CLOUD_MODELS": "ukis-6b-l1c",
-            "SHADOW_MODEL": "ukis-6b-l1c", "MASK": str(out), "NODATA_OUTSIDE_AREA": True,
-            "AREA": QgsProcessingFeatureSourceDefinition(layer.id(), selectedFeaturesOnly=True)})
+        result = processing.run(
+            "cloudmask:improvecloudmaskensemble",
+            {
+                "S2_RASTER": str(L1C_STACK),
+                "PRODUCT_MASK": str(PRODUCT_MASK),
+                "CLOUD_MODELS": "ukis-6b-l1c",
+                "SHADOW_MODEL": "ukis-6b-l1c",
+                "MASK": str(out),
+                "NODATA_OUTSIDE_AREA": True,
+                "AREA": QgsProcessingFeatureSourceDefinition(layer.id(), selectedFeaturesOnly=True),
+            },
+        )
     finally:
         QgsProject.instance().removeMapLayer(layer.id())
     part = gdal.Open(str(out)).ReadAsArray()
@@ -78,6 +89,8 @@ def test_selected_polygon_with_nodata_outside_gives_its_fractions(whole, tmp_pat
 def test_an_extent_outside_the_raster_is_refused_with_a_reason(provider, tmp_path):
     require(L1C_STACK)
     with pytest.raises(QgsProcessingException, match="does not overlap the Sentinel-2 raster"):
-        processing.run("cloudmask:improvecloudmask", {"S2_RASTER": str(L1C_STACK), "EXTENT": "0,10,0,10 [EPSG:32633]",
-                                                      "MASK": str(tmp_path / "m.tif"), **BASE})
+        processing.run(
+            "cloudmask:improvecloudmask",
+            {"S2_RASTER": str(L1C_STACK), "EXTENT": "0,10,0,10 [EPSG:32633]", "MASK": str(tmp_path / "m.tif"), **BASE},
+        )
     assert not list(tmp_path.iterdir())

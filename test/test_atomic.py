@@ -48,14 +48,21 @@ def job(tmp_path, provider):
     model = str(tiny_model(tmp_path / "model"))
     out = tmp_path / "out"
     out.mkdir()
-    params = {"S2_RASTER": s2, "CLOUD_MODEL": model, "SHADOW_MODEL": model, "DILATION": 0,
-              "MASK": str(out / "mask.tif"), "CLOUD_PROBABILITY": str(out / "cloud.tif"),
-              "SHADOW_PROBABILITY": str(out / "shadow.tif")}
+    params = {
+        "S2_RASTER": s2,
+        "CLOUD_MODEL": model,
+        "SHADOW_MODEL": model,
+        "DILATION": 0,
+        "MASK": str(out / "mask.tif"),
+        "CLOUD_PROBABILITY": str(out / "cloud.tif"),
+        "SHADOW_PROBABILITY": str(out / "shadow.tif"),
+    }
     return params, scene, out
 
 
 def run(params, feedback=None):
     import processing
+
     return processing.run("cloudmask:improvecloudmask", params, feedback=feedback)
 
 
@@ -108,6 +115,7 @@ def test_model_failing_during_inference(job, system_tmp, monkeypatch):
         if len(calls) == 5:
             raise RuntimeError("simulated: the network crashed")
         return real(model, batch)
+
     real = engine.infer
     monkeypatch.setattr(engine, "infer", failing)
     message = refused(params, words=["simulated: the network crashed", "no output was written"])
@@ -125,6 +133,7 @@ def test_failure_during_merge(job, system_tmp, monkeypatch):
         if len(calls) == 2:
             raise MemoryError
         return real(*args, **kwargs)
+
     monkeypatch.setattr(windowed_merge.merge, "finish", failing)
     refused(params, words=["Out of memory", "no output was written"])
     assert_nothing_left(out, system_tmp, params)
@@ -140,6 +149,7 @@ def test_failure_while_writing_probabilities(job, system_tmp, monkeypatch):
         if len(calls) == 3:
             raise OSError(28, "No space left on device")
         return real(self, lo, hi, strips)
+
     monkeypatch.setattr(probability.ProbabilityWriter, "__call__", failing)
     refused(params, words=["No space left on device", "no output was written"])
     assert_nothing_left(out, system_tmp, params)
@@ -148,6 +158,7 @@ def test_failure_while_writing_probabilities(job, system_tmp, monkeypatch):
 def test_failure_while_writing_the_mask(job, system_tmp, monkeypatch):
     def failing(*args):
         raise OSError(5, "Input/output error")
+
     monkeypatch.setattr(raster, "set_categories", failing)  # the mask's classes: raster.RowRasters
     params, _, out = job
     refused(params, words=["Input/output error"])
@@ -164,6 +175,7 @@ def test_failure_while_renaming_removes_the_outputs_already_renamed(job, system_
         if len(renames) == 2:
             raise PermissionError(13, "Permission denied")
         return real(src, dst)
+
     monkeypatch.setattr(staging.os, "replace", failing)
     params, _, out = job
     refused(params, words=["Cannot write the output", "Permission denied", "close it"])
@@ -186,13 +198,15 @@ def test_a_new_run_replaces_the_old_output_and_its_stale_sidecar(job, system_tmp
     Path(params["MASK"] + ".aux.xml").write_text("<PAMDataset>stale statistics</PAMDataset>")
     run(params)
     assert_tiny_mask(read(params["MASK"]), scene, np.ones(scene.shape[1:], dtype=bool))
-    assert not Path(params["MASK"] + ".aux.xml").exists() or "stale" not in Path(
-        params["MASK"] + ".aux.xml").read_text()
+    assert (
+        not Path(params["MASK"] + ".aux.xml").exists() or "stale" not in Path(params["MASK"] + ".aux.xml").read_text()
+    )
 
 
 def test_merge_alone_is_atomic_too(provider, tmp_path, system_tmp):
     """mergecloudmasks cancelled in its second window leaves nothing."""
     import processing
+
     cloud = write_raster(tmp_path / "c.tif", np.full((1100, 30), 0.9, np.float32), nodata=-1.0)
     out = tmp_path / "out"
     out.mkdir()

@@ -17,7 +17,6 @@ def writer_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("cloudmask-writer")]
 
 
-
 def test_rows_arrive_in_order_with_a_bounded_queue():
     seen, waiting, most = [], [0], [0]
     lock = threading.Lock()

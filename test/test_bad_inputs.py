@@ -45,7 +45,7 @@ from reliability import (  # noqa: F401  (fixtures)
 def s2(tmp: Path, scene=None, name: str = "s2.tif", **kw) -> str:
     """A 4-band raster named B02 B03 B04 B08 (what the tiny model reads)."""
     scene = tiny_scene(40, 40) if scene is None else scene
-    kw.setdefault("descriptions", TINY_BANDS[:scene.shape[0]] if scene.shape[0] <= 4 else None)
+    kw.setdefault("descriptions", TINY_BANDS[: scene.shape[0]] if scene.shape[0] <= 4 else None)
     return write_raster(tmp / name, scene, **kw)
 
 
@@ -58,8 +58,13 @@ def out(tmp: Path, name: str = "mask.tif") -> str:
 def improve(tmp: Path, raster: str | None = None, model: str | None = None, **extra) -> dict:
     """improvecloudmask with the tiny model as cloud and shadow model, no dilation."""
     model = model or str(tiny_model(tmp / "model"))
-    params = {"S2_RASTER": raster or s2(tmp), "CLOUD_MODEL": model, "SHADOW_MODEL": model,
-              "DILATION": 0, "MASK": out(tmp)}
+    params = {
+        "S2_RASTER": raster or s2(tmp),
+        "CLOUD_MODEL": model,
+        "SHADOW_MODEL": model,
+        "DILATION": 0,
+        "MASK": out(tmp),
+    }
     params.update(extra)
     return params
 
@@ -166,11 +171,11 @@ class Case:
     id: str
     alg: str
     params: Callable[[Path], dict]
-    error: tuple[str, ...] = ()        # words the message must hold; empty: a valid input
-    check: Callable | None = None      # for valid inputs: check(result, params, tmp)
+    error: tuple[str, ...] = ()  # words the message must hold; empty: a valid input
+    check: Callable | None = None  # for valid inputs: check(result, params, tmp)
     env: Callable[[Path], dict] = field(default=lambda tmp: {})
-    patch: Callable | None = None      # patch(monkeypatch): in-process environment change
-    keep: tuple[str, ...] = ()         # output parameters that may exist afterwards (inputs)
+    patch: Callable | None = None  # patch(monkeypatch): in-process environment change
+    keep: tuple[str, ...] = ()  # output parameters that may exist afterwards (inputs)
 
 
 def empty_home(tmp: Path) -> dict:
@@ -194,8 +199,7 @@ def tiny_checked(result, params, tmp):
 def other_crs_product(tmp: Path) -> dict:
     square = np.zeros((30, 30), dtype=np.uint8)
     square[10:20, 5:15] = 1  # 20 m pixels: rows 20-40, cols 10-30 of the 10 m raster
-    native = write_raster(tmp / "pm20.tif", square, nodata=100,
-                          transform=(500000.0, 20.0, 0.0, 5000000.0, 0.0, -20.0))
+    native = write_raster(tmp / "pm20.tif", square, nodata=100, transform=(500000.0, 20.0, 0.0, 5000000.0, 0.0, -20.0))
     geographic = str(tmp / "pm_wgs84.tif")
     gdal.Warp(geographic, native, dstSRS="EPSG:4326", resampleAlg="near")
     return improve(tmp, s2(tmp, tiny_scene(60, 60)), PRODUCT_MASK=geographic, CLOUD_THR=1.0, SHADOW_THR=1.0)
@@ -217,8 +221,9 @@ def saturated_scene(tmp: Path) -> dict:
 
 
 def far_product(tmp: Path) -> dict:
-    far = write_raster(tmp / "far.tif", np.zeros((20, 20), dtype=np.uint8),
-                       transform=(700000.0, 10.0, 0.0, 6000000.0, 0.0, -10.0))
+    far = write_raster(
+        tmp / "far.tif", np.zeros((20, 20), dtype=np.uint8), transform=(700000.0, 10.0, 0.0, 6000000.0, 0.0, -10.0)
+    )
     return improve(tmp, PRODUCT_MASK=far)
 
 
@@ -261,117 +266,267 @@ READ_ONLY_FOLDER = "/proc"
 
 CASES = [
     Case("rgb-8bit", "improvecloudmask", rgb, ("8-bit", "uint16")),
-    Case("three-bands", "improvecloudmask", lambda t: improve(t, s2(t, tiny_scene(40, 40)[:3], descriptions=None)),
-         ("3 bands", "BANDS")),
-    Case("bands-unknown-name", "improvecloudmask", lambda t: improve(t, BANDS="B02,B03,B04,XX"),
-         ("Unknown band name 'XX'", "B8A")),
-    Case("bands-duplicate", "improvecloudmask", lambda t: improve(t, BANDS="B02,B02,B04,B08"),
-         ("B02 is listed twice", "its own")),
-    Case("bands-too-few", "improvecloudmask", lambda t: improve(t, BANDS="B02,B03"),
-         ("names 2 bands but the raster has 4", "one Sentinel-2 name per raster band")),
-    Case("band-missing-for-model", "improvecloudmask",
-         lambda t: improve(t, s2(t, tiny_scene(40, 40)[:3]), BANDS="B02,B03,B04"),
-         ("needs band B08", "Choose a model")),
-    Case("no-crs", "improvecloudmask", lambda t: improve(t, s2(t, epsg=None)),
-         ("no coordinate reference system", "Assign Projection")),
-    Case("no-geotransform", "improvecloudmask", lambda t: improve(t, s2(t, epsg=None, transform=None)),
-         ("no georeference", "Assign")),
-    Case("rotated-grid", "improvecloudmask",
-         lambda t: improve(t, s2(t, transform=(500000.0, 9.9, 1.0, 5000000.0, 1.0, -9.9))),
-         ("not north-up", "rotated", "gdalwarp")),
-    Case("rows-from-south-to-north", "improvecloudmask",
-         lambda t: improve(t, s2(t, transform=(500000.0, 10.0, 0.0, 4999600.0, 0.0, 10.0))),
-         ("not north-up", "south to north", "Warp")),
-    Case("merge-probabilities-not-north-up", "mergecloudmasks",
-         lambda t: {"CLOUD_PROBABILITY": probability(t, np.zeros((20, 20)), "c.tif",
-                                                     transform=(500000.0, 10.0, 0.0, 4999800.0, 0.0, 10.0)),
-                    "MERGED_CLOUD_MASK": out(t)},
-         ("not north-up", "Warp")),
-    Case("product-mask-elsewhere", "improvecloudmask", far_product,
-         ("does not overlap", "product mask of the same scene")),
-    Case("product-mask-other-crs-and-resolution", "improvecloudmask", other_crs_product,
-         check=square_in_the_mask),
-    Case("all-nodata", "improvecloudmask", lambda t: improve(t, s2(t, np.zeros((4, 30, 30), np.uint16))),
-         check=all_nodata),
+    Case(
+        "three-bands",
+        "improvecloudmask",
+        lambda t: improve(t, s2(t, tiny_scene(40, 40)[:3], descriptions=None)),
+        ("3 bands", "BANDS"),
+    ),
+    Case(
+        "bands-unknown-name",
+        "improvecloudmask",
+        lambda t: improve(t, BANDS="B02,B03,B04,XX"),
+        ("Unknown band name 'XX'", "B8A"),
+    ),
+    Case(
+        "bands-duplicate",
+        "improvecloudmask",
+        lambda t: improve(t, BANDS="B02,B02,B04,B08"),
+        ("B02 is listed twice", "its own"),
+    ),
+    Case(
+        "bands-too-few",
+        "improvecloudmask",
+        lambda t: improve(t, BANDS="B02,B03"),
+        ("names 2 bands but the raster has 4", "one Sentinel-2 name per raster band"),
+    ),
+    Case(
+        "band-missing-for-model",
+        "improvecloudmask",
+        lambda t: improve(t, s2(t, tiny_scene(40, 40)[:3]), BANDS="B02,B03,B04"),
+        ("needs band B08", "Choose a model"),
+    ),
+    Case(
+        "no-crs",
+        "improvecloudmask",
+        lambda t: improve(t, s2(t, epsg=None)),
+        ("no coordinate reference system", "Assign Projection"),
+    ),
+    Case(
+        "no-geotransform",
+        "improvecloudmask",
+        lambda t: improve(t, s2(t, epsg=None, transform=None)),
+        ("no georeference", "Assign"),
+    ),
+    Case(
+        "rotated-grid",
+        "improvecloudmask",
+        lambda t: improve(t, s2(t, transform=(500000.0, 9.9, 1.0, 5000000.0, 1.0, -9.9))),
+        ("not north-up", "rotated", "gdalwarp"),
+    ),
+    Case(
+        "rows-from-south-to-north",
+        "improvecloudmask",
+        lambda t: improve(t, s2(t, transform=(500000.0, 10.0, 0.0, 4999600.0, 0.0, 10.0))),
+        ("not north-up", "south to north", "Warp"),
+    ),
+    Case(
+        "merge-probabilities-not-north-up",
+        "mergecloudmasks",
+        lambda t: {
+            "CLOUD_PROBABILITY": probability(
+                t, np.zeros((20, 20)), "c.tif", transform=(500000.0, 10.0, 0.0, 4999800.0, 0.0, 10.0)
+            ),
+            "MERGED_CLOUD_MASK": out(t),
+        },
+        ("not north-up", "Warp"),
+    ),
+    Case(
+        "product-mask-elsewhere",
+        "improvecloudmask",
+        far_product,
+        ("does not overlap", "product mask of the same scene"),
+    ),
+    Case("product-mask-other-crs-and-resolution", "improvecloudmask", other_crs_product, check=square_in_the_mask),
+    Case(
+        "all-nodata",
+        "improvecloudmask",
+        lambda t: improve(t, s2(t, np.zeros((4, 30, 30), np.uint16))),
+        check=all_nodata,
+    ),
     Case("float-nan-inf-negative", "improvecloudmask", float_scene, check=nan_and_negative),
-    Case("float-reflectance-not-digital-numbers", "improvecloudmask",
-         lambda t: improve(t, s2(t, tiny_scene(40, 40).astype(np.float32) / 10000, nodata=None)),
-         ("reflectance", "digital numbers", "Multiply the bands by 10000")),
-    Case("float-all-nan", "improvecloudmask",
-         lambda t: improve(t, s2(t, np.full((4, 20, 20), np.nan, np.float32), nodata=None)), check=all_nodata),
+    Case(
+        "float-reflectance-not-digital-numbers",
+        "improvecloudmask",
+        lambda t: improve(t, s2(t, tiny_scene(40, 40).astype(np.float32) / 10000, nodata=None)),
+        ("reflectance", "digital numbers", "Multiply the bands by 10000"),
+    ),
+    Case(
+        "float-all-nan",
+        "improvecloudmask",
+        lambda t: improve(t, s2(t, np.full((4, 20, 20), np.nan, np.float32), nodata=None)),
+        check=all_nodata,
+    ),
     Case("saturated", "improvecloudmask", saturated_scene, check=saturated),
     Case("one-pixel", "improvecloudmask", lambda t: improve(t, s2(t, tiny_scene(1, 1))), check=one_pixel),
-    Case("random-bytes-model", "cloudprobability",
-         lambda t: {"SENTINEL_RASTER": s2(t), "MODEL_PATH": random_bytes_model(t),
-                    "CLOUD_PROBABILITY": out(t, "p.tif")},
-         ("not a valid ONNX model", "reinstall")),
-    Case("model-contradicts-card", "improvecloudmask", lambda t: improve(t, model=shifted_model(t)),
-         ("does not match its card", "[N, 4, H, W]", "Fix the card")),
-    Case("card-not-json", "improvecloudmask", lambda t: improve(t, model=model_with_card(t, "{ not json")),
-         ("Cannot read model card", "Fix or replace the card")),
-    Case("broken-card-beside-installed-models", "improvecloudmask",
-         lambda t: improve(t, model="tiny-test"), check=tiny_checked, env=home_with_a_broken_card),
-    Case("broken-card-asked-for", "improvecloudmask", lambda t: improve(t, model="broken"),
-         ("Unknown model 'broken'", "cannot be used", "broken.json", "Fix or replace the card"),
-         env=home_with_a_broken_card),
-    Case("card-lacks-bands", "improvecloudmask", lambda t: improve(t, model=model_with_card(t, bands=None)),
-         ("lacks the field 'bands'", "Fix or replace the card")),
-    Case("card-field-of-wrong-type", "improvecloudmask",
-         lambda t: improve(t, model=model_with_card(t, tiling={"scheme": "mirror-tukey", "tile": "big"})),
-         ("wrong type", "Fix or replace the card")),
-    Case("card-bad-values", "improvecloudmask",
-         lambda t: improve(t, model=model_with_card(t, bands=["B02", "B99"], level="L3")),
-         ("level 'L3'", "B99", "use Sentinel-2 names")),
-    Case("card-sha256-mismatch", "improvecloudmask", lambda t: improve(t, model=model_with_card(t, sha256="0" * 64)),
-         ("sha256 differs", "Reinstall the model")),
-    Case("model-path-missing", "improvecloudmask", lambda t: improve(t, model=str(t / "nowhere" / "m.onnx")),
-         ("does not exist", "Check the path")),
-    Case("model-id-unknown", "improvecloudmask", lambda t: improve(t, model="no-such-model"),
-         ("Unknown model 'no-such-model'", "Known model ids", "ukis-6b-l2a")),
-    Case("models-folder-empty", "improvecloudmask",
-         lambda t: {"S2_RASTER": s2(t), "MASK": out(t)}, ("No cloud model is installed", "make setup",
-                                                           "Manage models"), env=empty_home),
-    Case("shadow-model-without-shadow", "improvecloudmask",
-         lambda t: improve(t, SHADOW_MODEL=model_with_card(t, name="cloudonly",
-                                                       output={"activation": "softmax", "cloud": [1]})),
-         ("gives no shadow probability", "choose a shadow model")),
-    Case("cloud-threshold-above-1", "improvecloudmask", lambda t: improve(t, CLOUD_THR=1.5),
-         ("CLOUD_THR", "1.5", "between 0 and 1")),
-    Case("shadow-threshold-negative", "improvecloudmask", lambda t: improve(t, SHADOW_THR=-0.2),
-         ("SHADOW_THR", "-0.2", "between 0 and 1")),
-    Case("merge-threshold-above-1", "mergecloudmasks",
-         lambda t: {"CLOUD_PROBABILITY": probability(t, np.zeros((20, 20)), "c.tif"),
-                    "CLOUD_PROB_THRESHOLD": 2, "MERGED_CLOUD_MASK": out(t)},
-         ("CLOUD_PROB_THRESHOLD", "between 0 and 1")),
-    Case("negative-dilation", "improvecloudmask", lambda t: improve(t, DILATION=-1),
-         ("DILATION", "-1", "0 or more")),
-    Case("negative-resolution", "improvecloudmask", lambda t: improve(t, RESOLUTION=-10),
-         ("RESOLUTION", "0 or more")),
-    Case("probabilities-on-different-grids", "mergecloudmasks", grids_differ,
-         ("not on the same grid", "same Sentinel-2 raster")),
+    Case(
+        "random-bytes-model",
+        "cloudprobability",
+        lambda t: {"SENTINEL_RASTER": s2(t), "MODEL_PATH": random_bytes_model(t), "CLOUD_PROBABILITY": out(t, "p.tif")},
+        ("not a valid ONNX model", "reinstall"),
+    ),
+    Case(
+        "model-contradicts-card",
+        "improvecloudmask",
+        lambda t: improve(t, model=shifted_model(t)),
+        ("does not match its card", "[N, 4, H, W]", "Fix the card"),
+    ),
+    Case(
+        "card-not-json",
+        "improvecloudmask",
+        lambda t: improve(t, model=model_with_card(t, "{ not json")),
+        ("Cannot read model card", "Fix or replace the card"),
+    ),
+    Case(
+        "broken-card-beside-installed-models",
+        "improvecloudmask",
+        lambda t: improve(t, model="tiny-test"),
+        check=tiny_checked,
+        env=home_with_a_broken_card,
+    ),
+    Case(
+        "broken-card-asked-for",
+        "improvecloudmask",
+        lambda t: improve(t, model="broken"),
+        ("Unknown model 'broken'", "cannot be used", "broken.json", "Fix or replace the card"),
+        env=home_with_a_broken_card,
+    ),
+    Case(
+        "card-lacks-bands",
+        "improvecloudmask",
+        lambda t: improve(t, model=model_with_card(t, bands=None)),
+        ("lacks the field 'bands'", "Fix or replace the card"),
+    ),
+    Case(
+        "card-field-of-wrong-type",
+        "improvecloudmask",
+        lambda t: improve(t, model=model_with_card(t, tiling={"scheme": "mirror-tukey", "tile": "big"})),
+        ("wrong type", "Fix or replace the card"),
+    ),
+    Case(
+        "card-bad-values",
+        "improvecloudmask",
+        lambda t: improve(t, model=model_with_card(t, bands=["B02", "B99"], level="L3")),
+        ("level 'L3'", "B99", "use Sentinel-2 names"),
+    ),
+    Case(
+        "card-sha256-mismatch",
+        "improvecloudmask",
+        lambda t: improve(t, model=model_with_card(t, sha256="0" * 64)),
+        ("sha256 differs", "Reinstall the model"),
+    ),
+    Case(
+        "model-path-missing",
+        "improvecloudmask",
+        lambda t: improve(t, model=str(t / "nowhere" / "m.onnx")),
+        ("does not exist", "Check the path"),
+    ),
+    Case(
+        "model-id-unknown",
+        "improvecloudmask",
+        lambda t: improve(t, model="no-such-model"),
+        ("Unknown model 'no-such-model'", "Known model ids", "ukis-6b-l2a"),
+    ),
+    Case(
+        "models-folder-empty",
+        "improvecloudmask",
+        lambda t: {"S2_RASTER": s2(t), "MASK": out(t)},
+        ("No cloud model is installed", "make setup", "Manage models"),
+        env=empty_home,
+    ),
+    Case(
+        "shadow-model-without-shadow",
+        "improvecloudmask",
+        lambda t: improve(
+            t, SHADOW_MODEL=model_with_card(t, name="cloudonly", output={"activation": "softmax", "cloud": [1]})
+        ),
+        ("gives no shadow probability", "choose a shadow model"),
+    ),
+    Case(
+        "cloud-threshold-above-1",
+        "improvecloudmask",
+        lambda t: improve(t, CLOUD_THR=1.5),
+        ("CLOUD_THR", "1.5", "between 0 and 1"),
+    ),
+    Case(
+        "shadow-threshold-negative",
+        "improvecloudmask",
+        lambda t: improve(t, SHADOW_THR=-0.2),
+        ("SHADOW_THR", "-0.2", "between 0 and 1"),
+    ),
+    Case(
+        "merge-threshold-above-1",
+        "mergecloudmasks",
+        lambda t: {
+            "CLOUD_PROBABILITY": probability(t, np.zeros((20, 20)), "c.tif"),
+            "CLOUD_PROB_THRESHOLD": 2,
+            "MERGED_CLOUD_MASK": out(t),
+        },
+        ("CLOUD_PROB_THRESHOLD", "between 0 and 1"),
+    ),
+    Case("negative-dilation", "improvecloudmask", lambda t: improve(t, DILATION=-1), ("DILATION", "-1", "0 or more")),
+    Case("negative-resolution", "improvecloudmask", lambda t: improve(t, RESOLUTION=-10), ("RESOLUTION", "0 or more")),
+    Case(
+        "probabilities-on-different-grids",
+        "mergecloudmasks",
+        grids_differ,
+        ("not on the same grid", "same Sentinel-2 raster"),
+    ),
     Case("input-not-a-raster", "improvecloudmask", not_a_raster, ("S2_RASTER", "cannot be opened")),
-    Case("output-folder-missing", "improvecloudmask", lambda t: improve(t, MASK=str(t / "nowhere" / "m.tif")),
-         ("does not exist", "Create it")),
+    Case(
+        "output-folder-missing",
+        "improvecloudmask",
+        lambda t: improve(t, MASK=str(t / "nowhere" / "m.tif")),
+        ("does not exist", "Create it"),
+    ),
     Case("output-folder-is-a-file", "improvecloudmask", under_a_file, ("is a file", "choose another output")),
-    Case("output-folder-read-only", "improvecloudmask",
-         lambda t: improve(t, MASK=f"{READ_ONLY_FOLDER}/cloudmask-test-{os.getpid()}.tif"),
-         ("not writable", "output path you can write to")),
-    Case("output-is-the-input", "improvecloudmask", same_as_input, ("is also an input", "different output"),
-         keep=("MASK",)),
-    Case("output-is-the-product-mask", "improvecloudmask", same_as_product, ("is also an input",),
-         keep=("MASK",)),
-    Case("two-outputs-on-one-path", "improvecloudmask",
-         lambda t: improve(t, CLOUD_PROBABILITY=out(t)), ("Two outputs are the same file", "its own path")),
-    Case("onnxruntime-missing", "improvecloudmask", improve, ("onnxruntime is not installed", "pip install",
-                                                               "--target"), patch=runtime_missing),
-    Case("onnxruntime-too-old", "improvecloudmask", improve, ("onnxruntime 1.10.0 is too old", "pip install"),
-         patch=runtime_too_old),
-    Case("onnxruntime-older-than-the-model-opset", "improvecloudmask", lambda t: improve(t, model=opset_too_new(t)),
-         ("newer onnxruntime", "pip install")),
+    Case(
+        "output-folder-read-only",
+        "improvecloudmask",
+        lambda t: improve(t, MASK=f"{READ_ONLY_FOLDER}/cloudmask-test-{os.getpid()}.tif"),
+        ("not writable", "output path you can write to"),
+    ),
+    Case(
+        "output-is-the-input",
+        "improvecloudmask",
+        same_as_input,
+        ("is also an input", "different output"),
+        keep=("MASK",),
+    ),
+    Case("output-is-the-product-mask", "improvecloudmask", same_as_product, ("is also an input",), keep=("MASK",)),
+    Case(
+        "two-outputs-on-one-path",
+        "improvecloudmask",
+        lambda t: improve(t, CLOUD_PROBABILITY=out(t)),
+        ("Two outputs are the same file", "its own path"),
+    ),
+    Case(
+        "onnxruntime-missing",
+        "improvecloudmask",
+        improve,
+        ("onnxruntime is not installed", "pip install", "--target"),
+        patch=runtime_missing,
+    ),
+    Case(
+        "onnxruntime-too-old",
+        "improvecloudmask",
+        improve,
+        ("onnxruntime 1.10.0 is too old", "pip install"),
+        patch=runtime_too_old,
+    ),
+    Case(
+        "onnxruntime-older-than-the-model-opset",
+        "improvecloudmask",
+        lambda t: improve(t, model=opset_too_new(t)),
+        ("newer onnxruntime", "pip install"),
+    ),
 ]
 
-OUTPUT_PARAMETERS = {"improvecloudmask": ("MASK", "CLOUD_PROBABILITY", "SHADOW_PROBABILITY"),
-                     "cloudprobability": ("CLOUD_PROBABILITY",), "mergecloudmasks": ("MERGED_CLOUD_MASK",)}
+OUTPUT_PARAMETERS = {
+    "improvecloudmask": ("MASK", "CLOUD_PROBABILITY", "SHADOW_PROBABILITY"),
+    "cloudprobability": ("CLOUD_PROBABILITY",),
+    "mergecloudmasks": ("MERGED_CLOUD_MASK",),
+}
 
 
 def output_files(alg: str, params: dict, keep=()) -> list[Path]:
@@ -386,6 +541,7 @@ def no_traceback(message: str) -> None:
 def test_bad_input(case, gdal_exceptions, provider, tmp_path, system_tmp, monkeypatch):
     """Each case with GDAL's exceptions off (QGIS 3.22) and on (QGIS >= 3.40): same answer."""
     import processing
+
     params = case.params(tmp_path)
     for key, value in case.env(tmp_path).items():
         monkeypatch.setenv(key, value)
@@ -415,6 +571,7 @@ def test_bad_input(case, gdal_exceptions, provider, tmp_path, system_tmp, monkey
 def test_qgis_keeps_running_after_the_bad_inputs(provider, tmp_path):
     """A good run after the whole matrix (same process) still gives the right mask."""
     import processing
+
     scene = tiny_scene(40, 40, seed=9)
     params = improve(tmp_path, s2(tmp_path, scene))
     processing.run("cloudmask:improvecloudmask", params)
@@ -423,8 +580,14 @@ def test_qgis_keeps_running_after_the_bad_inputs(provider, tmp_path):
 
 # -- the same answers through qgis_process -------------------------------------------------
 
-QGIS_PROCESS_SAMPLE = ["rgb-8bit", "cloud-threshold-above-1", "model-path-missing", "output-is-the-input",
-                       "models-folder-empty", "card-sha256-mismatch"]
+QGIS_PROCESS_SAMPLE = [
+    "rgb-8bit",
+    "cloud-threshold-above-1",
+    "model-path-missing",
+    "output-is-the-input",
+    "models-folder-empty",
+    "card-sha256-mismatch",
+]
 
 
 @pytest.fixture(scope="module")
@@ -432,14 +595,22 @@ def qgis_process(plugin_dir, tmp_path_factory):
     """qgis_process.bin with the plugin enabled in a fresh profile."""
     exe = shutil.which("qgis_process.bin") or shutil.which("qgis_process")
     profile = tmp_path_factory.mktemp("qgis-profile")
-    env = dict(os.environ, QGIS_PLUGINPATH=str(plugin_dir), QT_QPA_PLATFORM="offscreen",
-               QGIS_CUSTOM_CONFIG_PATH=str(profile))
+    env = dict(
+        os.environ, QGIS_PLUGINPATH=str(plugin_dir), QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(profile)
+    )
     subprocess.run([exe, "plugins", "enable", "cloud_mask_improver"], env=env, capture_output=True, check=True)
 
     def run(alg: str, params: dict, extra_env: dict) -> subprocess.CompletedProcess:
         args = [f"{k}={v}" for k, v in params.items()]
-        return subprocess.run([exe, "run", f"cloudmask:{alg}", "--", *args], check=False,
-                              env={**env, **extra_env}, capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [exe, "run", f"cloudmask:{alg}", "--", *args],
+            check=False,
+            env={**env, **extra_env},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
     return run
 
 
@@ -464,8 +635,13 @@ def test_bad_input_through_qgis_process(case, qgis_process, tmp_path):
     assert not leftovers(tmp_path)
 
 
-@pytest.mark.parametrize("version, words", [(None, ("onnxruntime is not installed", "pip install")),
-                                            ("1.10.0", ("onnxruntime 1.10.0 is too old", "pip install"))])
+@pytest.mark.parametrize(
+    "version, words",
+    [
+        (None, ("onnxruntime is not installed", "pip install")),
+        ("1.10.0", ("onnxruntime 1.10.0 is too old", "pip install")),
+    ],
+)
 def test_onnxruntime_missing_or_old_through_qgis_process(qgis_process, tmp_path, version, words):
     """A stand-in ``onnxruntime`` package first on the path: one that cannot be
     imported, or one that reports an old version."""

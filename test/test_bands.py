@@ -13,10 +13,23 @@ from cloud_mask_improver.core.bands import (
 )
 
 
-@pytest.mark.parametrize("text, band", [
-    ("B8A", "B8A"), ("b8a", "B8A"), ("B02", "B02"), ("B2", "B02"), ("blue", "B02"), ("NIR", "B08"),
-    ("swir16", "B11"), ("swir22", "B12"), ("B04 (red)", "B04"), ("B13", None), ("Band 1", None), ("", None),
-])
+@pytest.mark.parametrize(
+    "text, band",
+    [
+        ("B8A", "B8A"),
+        ("b8a", "B8A"),
+        ("B02", "B02"),
+        ("B2", "B02"),
+        ("blue", "B02"),
+        ("NIR", "B08"),
+        ("swir16", "B11"),
+        ("swir22", "B12"),
+        ("B04 (red)", "B04"),
+        ("B13", None),
+        ("Band 1", None),
+        ("", None),
+    ],
+)
 def test_names_and_aliases(text, band):
     assert normalise(text) == band
 

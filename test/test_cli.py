@@ -20,8 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # At the raster's own resolution: a product takes seconds, long enough to be killed midway.
 OPTIONS = batch.BatchOptions(batch.template(cloud_models=("ukis-6b-l2a",), threads=1, resolution=0))
 # Run the command in a Python where ``import qgis`` fails, as on a worker machine.
-NO_QGIS = ("import sys; sys.modules['qgis'] = None; sys.path.insert(0, {plugins!r}); "
-           "from cloud_mask_improver.core import cli; sys.exit(cli.main(sys.argv[1:]))")
+NO_QGIS = (
+    "import sys; sys.modules['qgis'] = None; sys.path.insert(0, {plugins!r}); "
+    "from cloud_mask_improver.core import cli; sys.exit(cli.main(sys.argv[1:]))"
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +41,30 @@ def season(tmp_path_factory):
 
 def _command(plugin_dir, *args, **kwargs):
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
-    return subprocess.run([sys.executable, "-c", NO_QGIS.format(plugins=str(plugin_dir)), *args],
-                          check=False, capture_output=True, text=True, env=env, timeout=600, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-c", NO_QGIS.format(plugins=str(plugin_dir)), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        **kwargs,
+    )
 
 
 def test_command_runs_without_qgis_and_reports_bad_products(season, tmp_path, plugin_dir):
     out = tmp_path / "out"
-    done = _command(plugin_dir, "batch", season["good"][0], season["bad"], "--out", str(out), "--sequential",
-                    "--cloud-model", "ukis-6b-l2a")
+    done = _command(
+        plugin_dir,
+        "batch",
+        season["good"][0],
+        season["bad"],
+        "--out",
+        str(out),
+        "--sequential",
+        "--cloud-model",
+        "ukis-6b-l2a",
+    )
     assert done.returncode == 1, done.stderr
     assert "1 of 2 product(s) failed" in done.stderr and season["bad"] in done.stderr
     assert "Traceback" not in done.stderr
@@ -55,8 +73,9 @@ def test_command_runs_without_qgis_and_reports_bad_products(season, tmp_path, pl
     assert rows[season["good"][0]]["status"] == "ok" and rows[season["bad"]]["status"] == "failed"
     assert (out / "summary.gpkg").exists() and (out / "T33TUK_20230615T100559_L2A.tif").exists()
     # A second run finds the mask done; only the broken product is tried again.
-    again = _command(plugin_dir, "batch", season["good"][0], "--out", str(out), "--sequential",
-                     "--cloud-model", "ukis-6b-l2a")
+    again = _command(
+        plugin_dir, "batch", season["good"][0], "--out", str(out), "--sequential", "--cloud-model", "ukis-6b-l2a"
+    )
     assert again.returncode == 0 and "1 already done" in again.stderr
 
 
@@ -71,8 +90,13 @@ def test_usage_errors_exit_2_with_a_message(tmp_path, plugin_dir):
 
 
 def test_console_script_is_installed_by_setup():
-    done = subprocess.run([str(ROOT / ".venv" / "bin" / "cloudmask"), "batch", "--help"], check=False,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "cloudmask"), "batch", "--help"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0 and "--scheduler" in done.stdout
 
 
@@ -81,6 +105,7 @@ def test_the_command_lines_defaults_are_the_merges():
     offers the same, and its request for every product is a plain improve request."""
     from cloud_mask_improver.core import cli, pipeline
     from cloud_mask_improver.core.merge import MergeSettings
+
     args = cli._parser().parse_args(["batch", "in.zip", "--out", "out"])
     options = cli._options(args)
     assert options.request.settings == MergeSettings()
@@ -116,18 +141,24 @@ def _kill_first_busy_worker(client, killed: list):
 
 def test_a_worker_killed_mid_product_changes_nothing(season, tmp_path):
     from distributed import Client, LocalCluster
+
     items = batch.plan_items(season["good"] + [season["bad"]])
     reference = tmp_path / "sequential"
     reference.mkdir()
-    expected = {Path(r.mask).name: Path(r.mask).read_bytes()
-                for r in batch.run_sequential(items, OPTIONS, str(reference)) if r.ok}
+    expected = {
+        Path(r.mask).name: Path(r.mask).read_bytes()
+        for r in batch.run_sequential(items, OPTIONS, str(reference))
+        if r.ok
+    }
     assert len(expected) == 3
     out = tmp_path / "dask"
     out.mkdir()
     # What a worker killed while writing a mask leaves behind (hidden, renamed only when complete).
     (out / f".{items[0].name}.tif.partial-0badf00d.tif").write_bytes(b"half a mask")
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
         killed: list = []
         killer = threading.Thread(target=_kill_first_busy_worker, args=(client, killed))
         killer.start()
@@ -148,8 +179,13 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(season, tmp_path, plugin_dir)
     # too, also when the tests themselves run as a background job (a shell then ignores SIGINT
     # for it, and Python keeps an inherited SIGINT ignored).
     as_in_a_terminal = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-    command = subprocess.Popen([sys.executable, "-c", as_in_a_terminal + NO_QGIS.format(plugins=str(plugin_dir)),
-                                *args], stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    command = subprocess.Popen(
+        [sys.executable, "-c", as_in_a_terminal + NO_QGIS.format(plugins=str(plugin_dir)), *args],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     seen = ""
     for line in command.stderr:  # wait for the first product to finish
         seen += line

@@ -33,11 +33,25 @@ def crop(tmp_path_factory):
 
 def jobs(crop, folder):
     """Two different algorithms on the same model: the mask, and the cloud probability."""
-    return [("cloudmask:improvecloudmask", {"S2_RASTER": crop, "CLOUD_MODEL": MODEL, "SHADOW_MODEL": MODEL,
-                                            "CLOUD_THR": 0.5, "SHADOW_THR": 0.5,
-                                            "MASK": str(folder / "mask.tif")}, "MASK"),
-            ("cloudmask:cloudprobability", {"SENTINEL_RASTER": crop, "MODEL_PATH": MODEL,
-                                            "CLOUD_PROBABILITY": str(folder / "cloud.tif")}, "CLOUD_PROBABILITY")]
+    return [
+        (
+            "cloudmask:improvecloudmask",
+            {
+                "S2_RASTER": crop,
+                "CLOUD_MODEL": MODEL,
+                "SHADOW_MODEL": MODEL,
+                "CLOUD_THR": 0.5,
+                "SHADOW_THR": 0.5,
+                "MASK": str(folder / "mask.tif"),
+            },
+            "MASK",
+        ),
+        (
+            "cloudmask:cloudprobability",
+            {"SENTINEL_RASTER": crop, "MODEL_PATH": MODEL, "CLOUD_PROBABILITY": str(folder / "cloud.tif")},
+            "CLOUD_PROBABILITY",
+        ),
+    ]
 
 
 def run_in_tasks(work):
@@ -60,6 +74,7 @@ def run_in_tasks(work):
 
 def test_two_algorithms_in_parallel_tasks_give_their_sequential_results(provider, crop, tmp_path, monkeypatch):
     import processing
+
     alone = tmp_path / "alone"
     alone.mkdir()
     for alg_id, params, _ in jobs(crop, alone):
@@ -75,6 +90,7 @@ def test_two_algorithms_in_parallel_tasks_give_their_sequential_results(provider
     def run_together(self, sink):
         meeting.wait()
         return engine_run(self, sink)
+
     monkeypatch.setattr(engine.Engine, "run", run_together)
     pool = QThreadPool.globalInstance()  # the task manager's threads: one per core
     threads = pool.maxThreadCount()
@@ -96,9 +112,11 @@ def test_threads_share_one_session_and_get_the_same_probabilities(crop, tmp_path
 
     def one(i):
         out = str(tmp_path / f"c{i}.tif")
-        pipeline.probabilities(pipeline.ProbabilityRequest(crop, [MODEL], window_rows=64 + 50 * i),
-                               pipeline.ProbabilityOutputs(cloud=out))
+        pipeline.probabilities(
+            pipeline.ProbabilityRequest(crop, [MODEL], window_rows=64 + 50 * i), pipeline.ProbabilityOutputs(cloud=out)
+        )
         return read(out)
+
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(one, range(4)))
     assert len(inference._SESSIONS) == 1

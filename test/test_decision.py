@@ -40,12 +40,15 @@ def test_one_ukis_network_decides_by_the_most_likely_class_unless_a_threshold_is
     assert decision.decide(0.4, None, own) == decision.Decision(0.4, 0.5, most_likely_class=False)
 
 
-@pytest.mark.parametrize("cloud, shadow", [
-    (["farmvibes-cloud-2"], "farmvibes-shadow"),  # FarmVibes.AI thresholds
-    (["s2cloudless-l1c"], "ukis-6b-l1c"),  # cloud from another network than shadow
-    (["ukis-6b-l1c", "ukis-4b-l1c"], "ukis-6b-l1c"),  # an ensemble's mean is no softmax
-    (["ukis-6b-l1c"], None),  # no shadow: no clear either
-])
+@pytest.mark.parametrize(
+    "cloud, shadow",
+    [
+        (["farmvibes-cloud-2"], "farmvibes-shadow"),  # FarmVibes.AI thresholds
+        (["s2cloudless-l1c"], "ukis-6b-l1c"),  # cloud from another network than shadow
+        (["ukis-6b-l1c", "ukis-4b-l1c"], "ukis-6b-l1c"),  # an ensemble's mean is no softmax
+        (["ukis-6b-l1c"], None),  # no shadow: no clear either
+    ],
+)
 def test_other_models_and_mixes_decide_by_thresholds(cloud, shadow):
     models = decision.recommended([CARDS[c] for c in cloud], CARDS[shadow] if shadow else None)
     decided = decision.decide(None, None, models)
@@ -72,9 +75,12 @@ def test_the_models_own_resolution_is_the_finest_of_their_cards():
 def test_the_plan_runs_ukis_at_30_m_unless_told(tmp_path, given, expected):
     model_file("ukis-6b-l1c")
     require(L1C_STACK)
-    request = pipeline.ImproveRequest(pipeline.ProbabilityRequest(str(L1C_STACK), ["ukis-6b-l1c"],
-                                                                  resolution=given),
-                                      None, merge_rules.MergeSettings(), mask=str(tmp_path / "m.tif"))
+    request = pipeline.ImproveRequest(
+        pipeline.ProbabilityRequest(str(L1C_STACK), ["ukis-6b-l1c"], resolution=given),
+        None,
+        merge_rules.MergeSettings(),
+        mask=str(tmp_path / "m.tif"),
+    )
     assert pipeline.plan(request).probability.resolution == expected
 
 
@@ -85,22 +91,36 @@ def test_a_merge_of_the_kept_probabilities_gives_the_same_mask(tmp_path):
     require(L1C_STACK)
     outputs = pipeline.ProbabilityOutputs(str(tmp_path / "cloud.tif"), str(tmp_path / "shadow.tif"))
     settings = merge_rules.MergeSettings(dilation=2)
-    pipeline.improve(pipeline.ImproveRequest(pipeline.ProbabilityRequest(str(L1C_STACK), ["ukis-6b-l1c"]), None,
-                                             settings, mask=str(tmp_path / "run.tif"), outputs=outputs))
+    pipeline.improve(
+        pipeline.ImproveRequest(
+            pipeline.ProbabilityRequest(str(L1C_STACK), ["ukis-6b-l1c"]),
+            None,
+            settings,
+            mask=str(tmp_path / "run.tif"),
+            outputs=outputs,
+        )
+    )
     recorded = pipeline.recorded(outputs.cloud, outputs.shadow)
     decided = decision.decide(None, None, recorded)
     assert decided.most_likely_class
-    merge = pipeline.MergeRequest(outputs.cloud, outputs.shadow, None,
-                                  merge_rules.MergeSettings(dilation=2, most_likely_class=decided.most_likely_class))
+    merge = pipeline.MergeRequest(
+        outputs.cloud,
+        outputs.shadow,
+        None,
+        merge_rules.MergeSettings(dilation=2, most_likely_class=decided.most_likely_class),
+    )
     pipeline.merge(merge, str(tmp_path / "merged.tif"))
     assert np.array_equal(read(tmp_path / "merged.tif"), read(tmp_path / "run.tif"))
 
 
-@pytest.mark.parametrize("cloud_model, shadow_model, most_likely", [
-    ("ukis-6b-l1c", "ukis-6b-l1c", True),
-    ("ukis-6b-l1c", "ukis-4b-l1c", False),  # two networks: their classes do not add up to one softmax
-    ("ukis-6b-l1c", None, False),  # a raster without the rule (made elsewhere, or an ensemble's mean)
-])
+@pytest.mark.parametrize(
+    "cloud_model, shadow_model, most_likely",
+    [
+        ("ukis-6b-l1c", "ukis-6b-l1c", True),
+        ("ukis-6b-l1c", "ukis-4b-l1c", False),  # two networks: their classes do not add up to one softmax
+        ("ukis-6b-l1c", None, False),  # a raster without the rule (made elsewhere, or an ensemble's mean)
+    ],
+)
 def test_the_merge_on_its_own_takes_the_rule_only_from_one_model(tmp_path, cloud_model, shadow_model, most_likely):
     from rasters import write_raster
 

@@ -18,16 +18,24 @@ MODEL = "ukis-6b-l1c"
 
 def test_two_runs_write_byte_identical_masks(provider, tmp_path):
     import processing
+
     require(L1C_STACK, PRODUCT_MASK)
     model_file(MODEL)
     files = []
     for run in ("first", "second"):
         folder = tmp_path / run
         folder.mkdir()
-        processing.run("cloudmask:improvecloudmask", {
-            "S2_RASTER": str(L1C_STACK), "PRODUCT_MASK": str(PRODUCT_MASK), "CLOUD_MODEL": MODEL,
-            "SHADOW_MODEL": MODEL, "MASK": str(folder / "mask.tif"),
-            "CLOUD_PROBABILITY": str(folder / "cloud.tif")})
+        processing.run(
+            "cloudmask:improvecloudmask",
+            {
+                "S2_RASTER": str(L1C_STACK),
+                "PRODUCT_MASK": str(PRODUCT_MASK),
+                "CLOUD_MODEL": MODEL,
+                "SHADOW_MODEL": MODEL,
+                "MASK": str(folder / "mask.tif"),
+                "CLOUD_PROBABILITY": str(folder / "cloud.tif"),
+            },
+        )
         files.append(folder)
     for name in ("mask.tif", "mask.tif.aux.xml", "cloud.tif"):
         assert (files[0] / name).read_bytes() == (files[1] / name).read_bytes(), name
@@ -48,8 +56,9 @@ CUTS = [(512, 4, 0), (37, 1, 1), (100, 3, 2), (300, 8, 1)]
 
 def probabilities_and_mask(crop: str, folder, window_rows: int, batch_size: int, threads: int):
     folder.mkdir()
-    request = pipeline.ProbabilityRequest(crop, [MODEL], MODEL, window_rows=window_rows,
-                                          batch_size=batch_size, threads=threads)
+    request = pipeline.ProbabilityRequest(
+        crop, [MODEL], MODEL, window_rows=window_rows, batch_size=batch_size, threads=threads
+    )
     outputs = pipeline.ProbabilityOutputs(cloud=str(folder / "c.tif"), shadow=str(folder / "s.tif"))
     pipeline.probabilities(request, outputs)
     settings = merge_rules.MergeSettings(cloud_threshold=0.5, shadow_threshold=0.5)

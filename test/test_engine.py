@@ -27,8 +27,11 @@ def pixel_model(tmp_path):
     rng = np.random.default_rng(1)
     weights, bias = rng.normal(size=(3, 4)), rng.normal(size=3)
     onnx_path = conv1x1_model(tmp_path / "pixel.onnx", weights, bias, tile=64)
-    write_card(tmp_path / "pixel.json", id="pixel-test",
-               scaling={"factor": 0.0001, "mean": [0.1, 0.2, 0.3, 0.4], "std": [0.5, 0.6, 0.7, 0.8]})
+    write_card(
+        tmp_path / "pixel.json",
+        id="pixel-test",
+        scaling={"factor": 0.0001, "mean": [0.1, 0.2, 0.3, 0.4], "std": [0.5, 0.6, 0.7, 0.8]},
+    )
     return onnx_path, weights, bias
 
 
@@ -40,8 +43,9 @@ def reference(scene, weights, bias):
 
 def run_probabilities(tmp_path, raster, model, window_rows=512, batch_size=4, name="p"):
     cloud, shadow = tmp_path / f"{name}_cloud.tif", tmp_path / f"{name}_shadow.tif"
-    request = pipeline.ProbabilityRequest(raster, [str(model)], str(model), window_rows=window_rows,
-                                          batch_size=batch_size)
+    request = pipeline.ProbabilityRequest(
+        raster, [str(model)], str(model), window_rows=window_rows, batch_size=batch_size
+    )
     pipeline.probabilities(request, pipeline.ProbabilityOutputs(cloud=str(cloud), shadow=str(shadow)))
     return read(cloud), read(shadow)
 
@@ -69,8 +73,8 @@ def test_result_does_not_depend_on_window_or_batch(tmp_path, pixel_model):
 
 def test_nodata_pixels_come_out_as_nodata(tmp_path, pixel_model):
     scene = random_scene(90, 80)
-    scene[3, 10:20, 5:9] = 0          # one band's nodata is enough
-    scene[:, 50:, :] = 0              # a whole nodata region
+    scene[3, 10:20, 5:9] = 0  # one band's nodata is enough
+    scene[:, 50:, :] = 0  # a whole nodata region
     raster = write_raster(tmp_path / "s2.tif", scene)
     cloud, _ = run_probabilities(tmp_path, raster, pixel_model[0])
     assert (cloud[10:20, 5:9] == -1).all() and (cloud[50:] == -1).all()
@@ -78,8 +82,9 @@ def test_nodata_pixels_come_out_as_nodata(tmp_path, pixel_model):
     assert (cloud != -1).sum() == 90 * 80 - 40 - 40 * 80
 
 
-@pytest.mark.parametrize("encoding", ["float32 NaN, no nodata value", "uint16 nodata 65535",
-                                      "uint16 0, no nodata value"])
+@pytest.mark.parametrize(
+    "encoding", ["float32 NaN, no nodata value", "uint16 nodata 65535", "uint16 0, no nodata value"]
+)
 def test_nodata_gives_the_same_probabilities_whatever_marks_it(tmp_path, encoding):
     """The same scene and the same holes (a swath edge, a hole) as the product stores them
     (uint16, nodata 0) and as other tools leave them: float32 with NaN (gdalwarp, the raster
@@ -95,14 +100,22 @@ def test_nodata_gives_the_same_probabilities_whatever_marks_it(tmp_path, encodin
     holes = np.zeros(scene.shape[1:], dtype=bool)
     holes[:, :30] = True
     holes[90:100, 120:140] = True
-    stored = {"float32 NaN, no nodata value": (np.float32(np.nan), None),
-              "uint16 nodata 65535": (np.uint16(65535), 65535), "uint16 0, no nodata value": (np.uint16(0), None)}
+    stored = {
+        "float32 NaN, no nodata value": (np.float32(np.nan), None),
+        "uint16 nodata 65535": (np.uint16(65535), 65535),
+        "uint16 0, no nodata value": (np.uint16(0), None),
+    }
     fill, nodata = stored[encoding]
     results = []
     for name, value, declared in (("product", np.uint16(0), 0), ("other", fill, nodata)):
         data = np.where(holes, value, scene.astype(type(value))).astype(type(value))
-        raster = write_raster(tmp_path / f"{name}.tif", data, descriptions=descriptions, nodata=declared,
-                              metadata={"PROCESSING_LEVEL": "L1C"})
+        raster = write_raster(
+            tmp_path / f"{name}.tif",
+            data,
+            descriptions=descriptions,
+            nodata=declared,
+            metadata={"PROCESSING_LEVEL": "L1C"},
+        )
         results.append(run_probabilities(tmp_path, raster, "ukis-6b-l1c", name=name))
     for as_product, as_other in zip(*results):
         assert np.array_equal(as_other == -1, holes)
@@ -169,8 +182,9 @@ def test_farmvibes_models_work_on_rasters_smaller_than_a_chip(tmp_path):
     raster = write_raster(tmp_path / "s2.tif", scene)
     model, w, b = seed_card_model(tmp_path, "cloud")
     out = tmp_path / "c.tif"
-    pipeline.probabilities(pipeline.ProbabilityRequest(raster, [str(model)]),
-                           pipeline.ProbabilityOutputs(cloud=str(out)))
+    pipeline.probabilities(
+        pipeline.ProbabilityRequest(raster, [str(model)]), pipeline.ProbabilityOutputs(cloud=str(out))
+    )
     assert np.abs(read(out) - softmax(expected(w, b, scene.astype(np.float64)))[1]).max() < 1e-5
 
 
@@ -225,6 +239,7 @@ def _stripes_seen(monkeypatch) -> list[tuple[int, int]]:
         if not seen or seen[-1] != window:
             seen.append(window)
         return real(self, lo, hi)
+
     monkeypatch.setattr(RowSource, "_read", read_rows)
     return seen
 
@@ -281,8 +296,9 @@ def test_column_stripes_are_exact_with_two_blended_grids(tmp_path, monkeypatch, 
     """Two blended grids whose tiles start at different columns (256 px / 0.2 and
     512 px / 0.4): where a split falls, two tiles of the second grid reach across it, and
     their sum must be added in the order an unsplit run adds it, or the last bit differs."""
-    raster = write_raster(tmp_path / "s2.tif", random_scene(600, 2000, bands=4, seed=3),
-                          descriptions=["B02", "B03", "B04", "B08"])
+    raster = write_raster(
+        tmp_path / "s2.tif", random_scene(600, 2000, bands=4, seed=3), descriptions=["B02", "B03", "B04", "B08"]
+    )
     clouds = [blended_model(tmp_path, "small", 256, 0.2, 1), blended_model(tmp_path, "large", 512, 0.4, 2)]
     whole = _probabilities(tmp_path, raster, clouds, clouds[1], "whole", stripe_cols=100_000)
     seen = _stripes_seen(monkeypatch)
@@ -317,13 +333,15 @@ def _readers(monkeypatch) -> set[int]:
     def read_rows(self, lo, hi):
         names.add(threading.get_ident())
         return real(self, lo, hi)
+
     monkeypatch.setattr(RowSource, "_read", read_rows)
     return names
 
 
 @pytest.mark.parametrize("workers,stripe_cols", [(2, 100_000), (3, 700), (5, 450)])
-def test_bands_of_rows_give_the_same_probabilities_as_one_pass(tmp_path, monkeypatch, pixel_model,
-                                                               workers, stripe_cols):
+def test_bands_of_rows_give_the_same_probabilities_as_one_pass(
+    tmp_path, monkeypatch, pixel_model, workers, stripe_cols
+):
     """Three tile grids (two blended, one of centre-cropped chips) and a pixel model, nodata
     across the seams between bands, with and without column stripes: every band size gives
     the one-block result bit for bit."""
@@ -331,12 +349,16 @@ def test_bands_of_rows_give_the_same_probabilities_as_one_pass(tmp_path, monkeyp
     scene[:, 230:300, 100:700] = 0  # across the first seam (row 256)
     raster = write_raster(tmp_path / "s2.tif", scene, descriptions=list(FARMVIBES_BANDS))
     seed_shadow, _, _ = seed_card_model(tmp_path, "shadow")
-    clouds = [blended_model(tmp_path, "small", 256, 0.2, 1), blended_model(tmp_path, "large", 512, 0.4, 2),
-              str(pixel_model[0])]
+    clouds = [
+        blended_model(tmp_path, "small", 256, 0.2, 1),
+        blended_model(tmp_path, "large", 512, 0.4, 2),
+        str(pixel_model[0]),
+    ]
     one = _probabilities(tmp_path, raster, clouds, str(seed_shadow), "one", stripe_cols=stripe_cols, workers=1)
     readers = _readers(monkeypatch)
-    banded = _probabilities(tmp_path, raster, clouds, str(seed_shadow), f"bands{workers}",
-                            stripe_cols=stripe_cols, workers=workers)
+    banded = _probabilities(
+        tmp_path, raster, clouds, str(seed_shadow), f"bands{workers}", stripe_cols=stripe_cols, workers=workers
+    )
     assert len(readers) >= 2  # the bands read on threads of their own
     for a, b in zip(one, banded):
         differ = np.count_nonzero(~((a == b) | (np.isnan(a) & np.isnan(b))))
@@ -348,14 +370,16 @@ def _band_threads() -> list[str]:
 
 
 def test_a_failing_band_fails_the_run_and_leaves_no_output(tmp_path, monkeypatch, pixel_model):
-    raster = write_raster(tmp_path / "s2.tif", random_scene(1200, 300, bands=len(FARMVIBES_BANDS)),
-                          descriptions=list(FARMVIBES_BANDS))
+    raster = write_raster(
+        tmp_path / "s2.tif", random_scene(1200, 300, bands=len(FARMVIBES_BANDS)), descriptions=list(FARMVIBES_BANDS)
+    )
     real = RowSource._read
 
     def failing(self, lo, hi):
         if lo >= 768:
             raise OSError("Read error on the disk")
         return real(self, lo, hi)
+
     monkeypatch.setattr(RowSource, "_read", failing)
     out = tmp_path / "cloud.tif"
     request = pipeline.ProbabilityRequest(raster, [str(pixel_model[0])], workers=4, window_rows=32)
@@ -367,8 +391,9 @@ def test_a_failing_band_fails_the_run_and_leaves_no_output(tmp_path, monkeypatch
 
 
 def test_cancel_stops_every_band(tmp_path, pixel_model):
-    raster = write_raster(tmp_path / "s2.tif", random_scene(1200, 300, bands=len(FARMVIBES_BANDS)),
-                          descriptions=list(FARMVIBES_BANDS))
+    raster = write_raster(
+        tmp_path / "s2.tif", random_scene(1200, 300, bands=len(FARMVIBES_BANDS)), descriptions=list(FARMVIBES_BANDS)
+    )
 
     class CancelSoon(progress.Feedback):
         calls = 0

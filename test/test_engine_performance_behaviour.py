@@ -70,7 +70,8 @@ def test_a_read_error_in_the_reader_reaches_the_caller(tmp_path, tiny_model):
     written = []
     with pytest.raises(RasterError, match="simulated read error"):
         Engine(source, [_job(tiny_model)], [0, 0, 0, 0]).run(
-            lambda row, col, strips: written.append(row + len(strips["tiny-test:cloud"])))
+            lambda row, col, strips: written.append(row + len(strips["tiny-test:cloud"]))
+        )
     assert written and max(written) < 200  # rows before the error were delivered
     assert reader_threads() == []
 
@@ -101,8 +102,7 @@ def test_tiles_with_only_nodata_are_not_given_to_the_model(tmp_path, tiny_model)
     strips = []
     engine.run(lambda row, col, out: strips.append(out["tiny-test:cloud"]))
     cloud = np.concatenate(strips)
-    touching = [j for j in range(len(engine.grids[0].cols))
-                if engine.grids[0].cols.span(j)[0] < 200]
+    touching = [j for j in range(len(engine.grids[0].cols)) if engine.grids[0].cols.span(j)[0] < 200]
     assert counting.tiles == len(engine.grids[0].rows) * len(touching)
     assert np.isnan(cloud[:, 200:]).all() and np.isfinite(cloud[:, :200]).all()
 
@@ -142,6 +142,7 @@ def test_the_reader_reads_the_next_row_while_the_model_runs(tmp_path, tiny_model
 
 def test_cuda_request_without_cuda_runs_on_cpu_and_says_so(tmp_path, tiny_model):
     import onnxruntime
+
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("this onnxruntime has CUDA: nothing falls back")
     raster = write_raster(tmp_path / "s2.tif", random_scene(70, 90))
@@ -159,6 +160,7 @@ def test_cuda_fallback_note_reaches_processing_feedback(tmp_path, tiny_model, qg
     from qgis.core import QgsApplication
 
     from cloud_mask_improver.algorithms.provider import CloudMaskProvider
+
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("this onnxruntime has CUDA: nothing falls back")
 
@@ -170,9 +172,16 @@ def test_cuda_fallback_note_reaches_processing_feedback(tmp_path, tiny_model, qg
     try:
         raster = write_raster(tmp_path / "s2.tif", random_scene(70, 90))
         feedback = LogFeedback()
-        result = processing.run("cloudmask:cloudprobability", {
-            "SENTINEL_RASTER": raster, "MODEL_PATH": str(tiny_model), "EXECUTION_PROVIDER": 2,
-            "CLOUD_PROBABILITY": str(tmp_path / "cloud.tif")}, feedback=feedback)
+        result = processing.run(
+            "cloudmask:cloudprobability",
+            {
+                "SENTINEL_RASTER": raster,
+                "MODEL_PATH": str(tiny_model),
+                "EXECUTION_PROVIDER": 2,
+                "CLOUD_PROBABILITY": str(tmp_path / "cloud.tif"),
+            },
+            feedback=feedback,
+        )
     finally:
         if added:
             registry.removeProvider("cloudmask")
@@ -204,8 +213,9 @@ def test_gdal_block_cache_is_capped_during_a_run_and_restored_after(tmp_path, ti
         assert watch.seen and max(watch.seen) <= BLOCK_CACHE_BYTES
         assert gdal.GetCacheMax() == max(before, 2 * BLOCK_CACHE_BYTES)
         with pytest.raises(Cancelled):
-            pipeline.probabilities(request, pipeline.ProbabilityOutputs(cloud=str(tmp_path / "d.tif")),
-                                   CancelAfter(ticks=1))
+            pipeline.probabilities(
+                request, pipeline.ProbabilityOutputs(cloud=str(tmp_path / "d.tif")), CancelAfter(ticks=1)
+            )
         assert gdal.GetCacheMax() == max(before, 2 * BLOCK_CACHE_BYTES)
     finally:
         gdal.SetCacheMax(before)

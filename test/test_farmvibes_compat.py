@@ -41,10 +41,12 @@ EIGHT = np.ones((3, 3), dtype=bool)
 
 def run(alg, params):
     import processing
+
     return processing.run(f"cloudmask:{alg}", params)
 
 
 # -- FarmVibes.AI's behaviour, written out ------------------------------------------------
+
 
 def fv_chips(size: int, chip: int, step: int) -> tuple[np.ndarray, np.ndarray]:
     """Chip starts along an axis and the edges of what each chip writes."""
@@ -68,15 +70,15 @@ def fv_predict(x: np.ndarray, chip: int, step: int, network) -> np.ndarray:
     out = np.full((height, width), np.nan)
     for i, r in enumerate(row_starts):
         for j, c in enumerate(col_starts):
-            y = network(x[:, r:r + chip, c:c + chip])
+            y = network(x[:, r : r + chip, c : c + chip])
             rows = slice(row_edges[i] - r, row_edges[i + 1] - r)
             cols = slice(col_edges[j] - c, col_edges[j + 1] - c)
-            out[row_edges[i]:row_edges[i + 1], col_edges[j]:col_edges[j + 1]] = y[rows, cols]
+            out[row_edges[i] : row_edges[i + 1], col_edges[j] : col_edges[j + 1]] = y[rows, cols]
     return out
 
 
 def disk(radius: int) -> np.ndarray:
-    y, x = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    y, x = np.mgrid[-radius : radius + 1, -radius : radius + 1]
     return y * y + x * x <= radius * radius
 
 
@@ -114,6 +116,7 @@ def our_rule(cloud_p, shadow_p, product, valid, product_known, closing=5, min_ar
 
 # -- chips ----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("size", [513, 600, 896, 1000, 1300, 1830, 2000, 5490, 10980])
 def test_chip_starts_are_farmvibes_on_full_size_chips(size):
     """The committed FarmVibes.AI cards (512 px, 25 % overlap): every chip where theirs is,
@@ -139,13 +142,17 @@ def context_model(tmp_path_factory):
     rng = np.random.default_rng(3)
     weights, context, bias = rng.normal(size=(1, 4)), rng.normal(scale=4.0, size=(1, 4)), rng.normal(size=1)
     path = tile_mean_model(folder / "context.onnx", weights, context, bias, tile=32)
-    write_card(folder / "context.json", id="context-test",
-               tiling={"scheme": "centre-crop", "tile": 32, "overlap": 0.25},
-               output={"activation": "sigmoid", "channels": 1, "cloud": [0], "shadow": []},
-               thresholds={"cloud": 0.3, "shadow": None})
+    write_card(
+        folder / "context.json",
+        id="context-test",
+        tiling={"scheme": "centre-crop", "tile": 32, "overlap": 0.25},
+        output={"activation": "sigmoid", "channels": 1, "cloud": [0], "shadow": []},
+        thresholds={"cloud": 0.3, "shadow": None},
+    )
 
     def network(chip):
         return 1 / (1 + np.exp(-tile_mean_expected(weights, context, bias, chip)[0]))
+
     return str(path), network
 
 
@@ -166,8 +173,7 @@ def test_a_raster_smaller_than_a_chip_runs(provider, context_model, tmp_path):
     model, _ = context_model
     with pytest.raises(ValueError):
         fv_chips(20, 32, 24)
-    raster = write_raster(tmp_path / "s2.tif", random_scene(20, 70, bands=4),
-                          descriptions=["B02", "B03", "B04", "B08"])
+    raster = write_raster(tmp_path / "s2.tif", random_scene(20, 70, bands=4), descriptions=["B02", "B03", "B04", "B08"])
     out = tmp_path / "cloud.tif"
     run("cloudprobability", {"SENTINEL_RASTER": raster, "MODEL_PATH": model, "CLOUD_PROBABILITY": str(out)})
     got = read(out)
@@ -193,11 +199,13 @@ def test_the_committed_farmvibes_card_places_512_px_chips_as_farmvibes(provider,
         logits = tile_mean_expected(weights, context, bias, chip)
         e = np.exp(logits - logits.max(axis=0))
         return (e / e.sum(axis=0))[1]
+
     want = fv_predict(scene.astype(np.float64), 512, 384, network)
     assert np.abs(read(out) - want).max() < 1e-5
 
 
 # -- merge ----------------------------------------------------------------------------------
+
 
 def blobs(shape, count, size, seed):
     """Probabilities 0.05 with ``count`` squares of 0.9, up to ``size`` px a side."""
@@ -206,7 +214,7 @@ def blobs(shape, count, size, seed):
     for _ in range(count):
         h, w = rng.integers(1, size + 1, 2)
         r, c = rng.integers(0, shape[0]), rng.integers(0, shape[1])
-        p[r:r + h, c:c + w] = 0.9
+        p[r : r + h, c : c + w] = 0.9
     return p
 
 
@@ -217,19 +225,43 @@ def scene(seed=0, shape=(90, 110)):
     return cloud, shadow, product
 
 
-def merge(tmp_path, cloud, shadow, product, dilation, min_area, binary=True, cloud_nodata=-1.0,
-          shadow_nodata=-1.0, product_nodata=None, name="m"):
+def merge(
+    tmp_path,
+    cloud,
+    shadow,
+    product,
+    dilation,
+    min_area,
+    binary=True,
+    cloud_nodata=-1.0,
+    shadow_nodata=-1.0,
+    product_nodata=None,
+    name="m",
+):
     paths = {}
     for key, values, nodata in (("c", cloud, cloud_nodata), ("s", shadow, shadow_nodata)):
-        paths[key] = values if isinstance(values, str) else write_raster(
-            tmp_path / f"{name}_{key}.tif", values.astype(np.float32), nodata=nodata)
+        paths[key] = (
+            values
+            if isinstance(values, str)
+            else write_raster(tmp_path / f"{name}_{key}.tif", values.astype(np.float32), nodata=nodata)
+        )
     paths["p"] = write_raster(tmp_path / f"{name}_p.tif", product, nodata=product_nodata)
     out = tmp_path / f"{name}_mask.tif"
-    result = run("mergecloudmasks", {
-        "CLOUD_PROBABILITY": paths["c"], "SHADOW_PROBABILITY": paths["s"], "PRODUCT_MASK": paths["p"],
-        "CLOUD_PROB_THRESHOLD": 0.3, "SHADOW_PROB_THRESHOLD": 0.2, "PRODUCT_MASK_KIND": 0,
-        "DILATION": dilation, "MIN_AREA": min_area, "OUTPUT_MODE": 1 if binary else 0,
-        "MERGED_CLOUD_MASK": str(out)})
+    result = run(
+        "mergecloudmasks",
+        {
+            "CLOUD_PROBABILITY": paths["c"],
+            "SHADOW_PROBABILITY": paths["s"],
+            "PRODUCT_MASK": paths["p"],
+            "CLOUD_PROB_THRESHOLD": 0.3,
+            "SHADOW_PROB_THRESHOLD": 0.2,
+            "PRODUCT_MASK_KIND": 0,
+            "DILATION": dilation,
+            "MIN_AREA": min_area,
+            "OUTPUT_MODE": 1 if binary else 0,
+            "MERGED_CLOUD_MASK": str(out),
+        },
+    )
     return read(out), result
 
 
@@ -257,22 +289,22 @@ def test_min_area_keeps_what_farmvibes_keeps_and_fills_its_holes(provider, tmp_p
     class around them."""
     cloud = np.full((60, 80), 0.05, np.float32)
     shadow = np.full((60, 80), 0.05, np.float32)
-    cloud[10:12, 10:12] = 0.9                      # 2x2 blob
-    cloud[40:44, 10:14] = 0.9                      # 4x4 cloud ...
-    shadow[40:44, 14:18] = 0.9                     # ... beside a 4x4 shadow
+    cloud[10:12, 10:12] = 0.9  # 2x2 blob
+    cloud[40:44, 10:14] = 0.9  # 4x4 cloud ...
+    shadow[40:44, 14:18] = 0.9  # ... beside a 4x4 shadow
     cloud[5:15, 40:50] = 0.9
-    cloud[9:11, 44:46] = 0.05                      # a 4 px hole in cloud
+    cloud[9:11, 44:46] = 0.05  # a 4 px hole in cloud
     shadow[35:45, 50:60] = 0.9
-    shadow[39:41, 54:56] = 0.05                    # a 4 px hole in shadow
+    shadow[39:41, 54:56] = 0.05  # a 4 px hole in shadow
     product = np.zeros((60, 80), np.uint8)
     got, _ = merge(tmp_path, cloud, shadow, product, 5, 30, binary=True, name="b")
     np.testing.assert_array_equal(got, fv_merge(cloud, shadow, product, 5, 30))
     assert got[10, 10] == 1
     got, _ = merge(tmp_path, cloud, shadow, product, 0, 30, binary=False, name="c")
     np.testing.assert_array_equal((got != 0).astype(np.uint8), fv_merge(cloud, shadow, product, 0, 30))
-    assert (got[40:44, 10:14] == 1).all() and (got[40:44, 14:18] == 2).all()   # kept, classes kept
-    assert (got[9:11, 44:46] == 1).all() and (got[39:41, 54:56] == 2).all()   # holes filled
-    assert (got[10:12, 10:12] == 0).all()           # the 2x2 blob alone is 4 px: cleared
+    assert (got[40:44, 10:14] == 1).all() and (got[40:44, 14:18] == 2).all()  # kept, classes kept
+    assert (got[9:11, 44:46] == 1).all() and (got[39:41, 54:56] == 2).all()  # holes filled
+    assert (got[10:12, 10:12] == 0).all()  # the 2x2 blob alone is 4 px: cleared
 
 
 def test_nodata_of_every_input_is_nodata_and_the_rest_is_farmvibes(provider, tmp_path):
@@ -283,7 +315,7 @@ def test_nodata_of_every_input_is_nodata_and_the_rest_is_farmvibes(provider, tmp
     cloud, shadow, product = scene(seed=4)
     rng = np.random.default_rng(9)
     cloud_hole = np.zeros(cloud.shape, bool)
-    cloud_hole[:, :12] = True                         # the scene's edge
+    cloud_hole[:, :12] = True  # the scene's edge
     cloud_hole |= rng.random(cloud.shape) < 0.01
     shadow_hole = rng.random(cloud.shape) < 0.01
     nan_hole = rng.random(cloud.shape) < 0.01
@@ -296,8 +328,19 @@ def test_nodata_of_every_input_is_nodata_and_the_rest_is_farmvibes(provider, tmp
     product_file[product_hole] = 100
     valid = ~(cloud_hole | shadow_hole | nan_hole)
     for min_area, binary in ((0, True), (25, True), (25, False)):
-        got, result = merge(tmp_path, cloud_file, shadow_file, product_file, 5, min_area, binary=binary,
-                            cloud_nodata=100, shadow_nodata=-9999, product_nodata=100, name=f"n{min_area}{binary}")
+        got, result = merge(
+            tmp_path,
+            cloud_file,
+            shadow_file,
+            product_file,
+            5,
+            min_area,
+            binary=binary,
+            cloud_nodata=100,
+            shadow_nodata=-9999,
+            product_nodata=100,
+            name=f"n{min_area}{binary}",
+        )
         assert (got[~valid] == 255).all() and (got[valid] != 255).all()
         want = our_rule(cloud, shadow, product, valid, ~product_hole, 5, min_area)
         np.testing.assert_array_equal(np.where(got == 255, 255, got != 0).astype(np.uint8), want)
@@ -305,11 +348,21 @@ def test_nodata_of_every_input_is_nodata_and_the_rest_is_farmvibes(provider, tmp
         assert result["CLOUD_FRACTION"] + result["SHADOW_FRACTION"] == pytest.approx(flagged / valid.sum())
     # FarmVibes.AI itself, fed the files as they are: 100 is cloud, -9999 and NaN are not.
     farmvibes = fv_merge(cloud_file, shadow_file, product_file, 5, 0)
-    got, _ = merge(tmp_path, cloud_file, shadow_file, product_file, 5, 0, cloud_nodata=100, shadow_nodata=-9999,
-                   product_nodata=100, name="far")
+    got, _ = merge(
+        tmp_path,
+        cloud_file,
+        shadow_file,
+        product_file,
+        5,
+        0,
+        cloud_nodata=100,
+        shadow_nodata=-9999,
+        product_nodata=100,
+        name="far",
+    )
     far = ~ndimage.binary_dilation(~valid | product_hole, structure=disk(5))
     np.testing.assert_array_equal(got[far], farmvibes[far])
-    assert (farmvibes[cloud_hole] == 1).all()       # FarmVibes.AI's own defect: no data is cloud
+    assert (farmvibes[cloud_hole] == 1).all()  # FarmVibes.AI's own defect: no data is cloud
 
 
 def test_a_mask_band_marks_nodata_of_a_probability(provider, tmp_path):
@@ -332,7 +385,7 @@ def test_a_mask_band_marks_nodata_of_a_probability(provider, tmp_path):
 @pytest.mark.parametrize("nodata", [None, -1.0])
 def test_probabilities_outside_0_1_that_are_not_nodata_are_refused(provider, tmp_path, nodata):
     cloud, shadow, product = scene(seed=8, shape=(30, 30))
-    cloud[3, 3] = 100.0   # FarmVibes.AI's nodata, not declared
+    cloud[3, 3] = 100.0  # FarmVibes.AI's nodata, not declared
     with pytest.raises(QgsProcessingException) as err:
         merge(tmp_path, cloud, shadow, product, 5, 0, cloud_nodata=nodata, name="bad")
     message = str(err.value)

@@ -17,6 +17,7 @@ UKIS_BAND_ORDER = ["blue", "green", "red", "nir", "swir16", "swir22"]
 def csmask_of(stack) -> np.ndarray:
     """ukis-csmask's CSmask classes (0 clear, 1 cloud, 2 shadow) of a 13-band L1C stack file."""
     from ukis_csmask.mask import CSmask
+
     reflectance = read(stack).astype(np.float32) * np.float32(1e-4)
     image = np.moveaxis(reflectance[UKIS_BANDS], 0, -1)
     return CSmask(image, UKIS_BAND_ORDER, product_level="l1c", invalid_buffer=0).csm[:, :, 0]
@@ -30,7 +31,7 @@ def second_scene(folder) -> str:
     ds = gdal.Open(str(L1C_STACK))
     scene = ds.ReadAsArray()
     top = np.concatenate([scene, scene[:, :, ::-1]], axis=2)
-    whole = np.concatenate([top, top[:, ::-1, :]], axis=1)[:, 37:37 + 1674, 11:11 + 1011]
+    whole = np.concatenate([top, top[:, ::-1, :]], axis=1)[:, 37 : 37 + 1674, 11 : 11 + 1011]
     names = [ds.GetRasterBand(b + 1).GetDescription() for b in range(ds.RasterCount)]
     return write_raster(folder / "second.tif", whole, descriptions=names, metadata={"PROCESSING_LEVEL": "L1C"})
 
@@ -40,8 +41,11 @@ def default_ukis_mask(stack, folder, resolution) -> tuple[np.ndarray, list[str]]
     (no product mask, no dilation), and the run's notes."""
     model_file("ukis-6b-l1c")
     request = pipeline.ImproveRequest(
-        pipeline.ProbabilityRequest(str(stack), ["ukis-6b-l1c"], resolution=resolution), None,
-        merge.MergeSettings(dilation=0), mask=str(folder / "mask.tif"))
+        pipeline.ProbabilityRequest(str(stack), ["ukis-6b-l1c"], resolution=resolution),
+        None,
+        merge.MergeSettings(dilation=0),
+        mask=str(folder / "mask.tif"),
+    )
     report = pipeline.improve(request)
     return read(folder / "mask.tif"), report.notes
 
@@ -70,8 +74,12 @@ def test_ukis_default_decides_at_30_m_as_csmask_on_the_stack_resampled_to_30_m(t
         require(L1C_STACK)
         ds = gdal.Open(str(L1C_STACK))
         names = [ds.GetRasterBand(b + 1).GetDescription() for b in range(ds.RasterCount)]
-        stack = write_raster(tmp_path / "sample.tif", ds.ReadAsArray()[:, :855, :510], descriptions=names,
-                             metadata={"PROCESSING_LEVEL": "L1C"})  # 285 x 170 at 30 m
+        stack = write_raster(
+            tmp_path / "sample.tif",
+            ds.ReadAsArray()[:, :855, :510],
+            descriptions=names,
+            metadata={"PROCESSING_LEVEL": "L1C"},
+        )  # 285 x 170 at 30 m
     else:
         stack = second_scene(tmp_path)
     coarse = str(tmp_path / "coarse.tif")
@@ -92,11 +100,11 @@ def test_ukis_default_decides_at_30_m_as_csmask_on_the_stack_resampled_to_30_m(t
 def csmask_classes():
     """ukis-csmask's CSmask (installed in the test venv as the reference)."""
     from ukis_csmask.mask import CSmask
+
     require(L1C_STACK)
     reflectance = read(L1C_STACK).astype(np.float32) * np.float32(1e-4)
     image = np.moveaxis(reflectance[UKIS_BANDS], 0, -1)
-    mask = CSmask(image, ["blue", "green", "red", "nir", "swir16", "swir22"],
-                  product_level="l1c", invalid_buffer=0)
+    mask = CSmask(image, ["blue", "green", "red", "nir", "swir16", "swir22"], product_level="l1c", invalid_buffer=0)
     return mask.csm[:, :, 0]
 
 
@@ -104,8 +112,7 @@ def csmask_classes():
 def test_ukis_6b_l1c_classes_agree_with_ukis_csmask(tmp_path, csmask_classes, window_rows):
     model_file("ukis-6b-l1c")
     cloud, shadow = tmp_path / "cloud.tif", tmp_path / "shadow.tif"
-    request = pipeline.ProbabilityRequest(str(L1C_STACK), ["ukis-6b-l1c"], "ukis-6b-l1c",
-                                          window_rows=window_rows)
+    request = pipeline.ProbabilityRequest(str(L1C_STACK), ["ukis-6b-l1c"], "ukis-6b-l1c", window_rows=window_rows)
     pipeline.probabilities(request, pipeline.ProbabilityOutputs(str(cloud), str(shadow)))
     c, s = read(cloud), read(shadow)
     ours = np.argmax(np.stack([1 - c - s, c, s]), axis=0)
@@ -142,8 +149,9 @@ def test_real_models_give_the_same_result_in_column_stripes(tmp_path):
     results = []
     for stripe_cols in (100_000, 500):
         paths = pipeline.ProbabilityOutputs(*(str(tmp_path / f"{stripe_cols}_{k}.tif") for k in "csu"))
-        request = pipeline.ProbabilityRequest(raster, ["ukis-6b-l1c", "s2cloudless-l1c"], "ukis-6b-l1c",
-                                              stripe_cols=stripe_cols)
+        request = pipeline.ProbabilityRequest(
+            raster, ["ukis-6b-l1c", "s2cloudless-l1c"], "ukis-6b-l1c", stripe_cols=stripe_cols
+        )
         pipeline.probabilities(request, paths)
         results.append([read(p) for p in paths.paths()])
     for one_pass, striped in zip(*results):

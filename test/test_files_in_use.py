@@ -52,11 +52,17 @@ def test_the_emulation_refuses_what_windows_refuses(windows_files, project, tmp_
     write_raster(loaded, np.ones((1, 2, 2), dtype=np.uint16))
     windows_files.hold(held)
     layer = load(project, str(loaded))
-    attempts = {"os.replace": lambda p: os.replace(other, p), "os.remove": os.remove, "os.unlink": os.unlink,
-                "Path.unlink": lambda p: Path(p).unlink(), "Path.rename": lambda p: Path(p).rename(p.with_suffix(".x")),
-                "shutil.move": lambda p: shutil.move(str(other), str(p)), "gdal.Unlink": lambda p: gdal.Unlink(str(p)),
-                "Driver.Delete": lambda p: gdal.GetDriverByName("GTiff").Delete(str(p)),
-                "open for writing": lambda p: open(p, "w").close()}
+    attempts = {
+        "os.replace": lambda p: os.replace(other, p),
+        "os.remove": os.remove,
+        "os.unlink": os.unlink,
+        "Path.unlink": lambda p: Path(p).unlink(),
+        "Path.rename": lambda p: Path(p).rename(p.with_suffix(".x")),
+        "shutil.move": lambda p: shutil.move(str(other), str(p)),
+        "gdal.Unlink": lambda p: gdal.Unlink(str(p)),
+        "Driver.Delete": lambda p: gdal.GetDriverByName("GTiff").Delete(str(p)),
+        "open for writing": lambda p: open(p, "w").close(),
+    }
     for path in (held, loaded):
         for name, attempt in attempts.items():
             with pytest.raises(PermissionError, match=WINDOWS_MESSAGE):
@@ -80,6 +86,7 @@ def crop(tmp_path):
 
 def test_a_run_onto_a_loaded_mask_names_it_before_running(provider, windows_files, project, crop, tmp_path):
     import processing
+
     out = tmp_path / "out"
     out.mkdir()
     mask, probability = out / "mask.tif", out / "cloud.tif"
@@ -88,8 +95,11 @@ def test_a_run_onto_a_loaded_mask_names_it_before_running(provider, windows_file
     layer = load(project, str(mask))
     feedback = LogFeedback()
     with pytest.raises(QgsProcessingException) as refused:
-        processing.run("cloudmask:improvecloudmask", {"S2_RASTER": crop, **SAMPLE, "MASK": str(mask),
-                                                      "CLOUD_PROBABILITY": str(probability)}, feedback=feedback)
+        processing.run(
+            "cloudmask:improvecloudmask",
+            {"S2_RASTER": crop, **SAMPLE, "MASK": str(mask), "CLOUD_PROBABILITY": str(probability)},
+            feedback=feedback,
+        )
     message = str(refused.value)
     assert str(mask) in message and WINDOWS_MESSAGE in message and REMOVE_LAYER in message, message
     assert "Traceback" not in " ".join(feedback.lines)
@@ -97,8 +107,10 @@ def test_a_run_onto_a_loaded_mask_names_it_before_running(provider, windows_file
     assert {p: p.read_bytes() for p in out.iterdir()} == before  # no probability written either
     assert partials(out) == []
     project.removeMapLayer(layer.id())  # what the message says to do: then it runs
-    processing.run("cloudmask:improvecloudmask", {"S2_RASTER": crop, **SAMPLE, "MASK": str(mask),
-                                                  "CLOUD_PROBABILITY": str(probability)})
+    processing.run(
+        "cloudmask:improvecloudmask",
+        {"S2_RASTER": crop, **SAMPLE, "MASK": str(mask), "CLOUD_PROBABILITY": str(probability)},
+    )
     assert probability.exists() and partials(out) == []
 
 
@@ -125,6 +137,7 @@ def season(tmp_path_factory, provider):
     inputs = [str(product.zip), str(copy / product.zip.name)]
     out = folder / "first"
     import processing
+
     processing.run("cloudmask:improvecloudmaskbatch", {"INPUTS": inputs, "OUTPUT_FOLDER": str(out), **BATCH})
     return inputs, out
 
@@ -141,12 +154,16 @@ def rerun(season, tmp_path):
 
 def test_a_batch_rerun_with_a_mask_loaded_fails_that_product_only(provider, windows_files, project, rerun):
     import processing
+
     inputs, out, (loaded, other) = rerun
     before = {p: p.read_bytes() for p in (loaded, Path(batch.record_path(str(loaded))))}
     load(project, str(loaded))
     feedback = LogFeedback()
-    result = processing.run("cloudmask:improvecloudmaskbatch", {"INPUTS": inputs, "OUTPUT_FOLDER": str(out),
-                                                                "FORCE": True, **BATCH}, feedback=feedback)
+    result = processing.run(
+        "cloudmask:improvecloudmaskbatch",
+        {"INPUTS": inputs, "OUTPUT_FOLDER": str(out), "FORCE": True, **BATCH},
+        feedback=feedback,
+    )
     rows = {f["mask"] or f["input"]: f for f in QgsVectorLayer(result["SUMMARY"], "s", "ogr").getFeatures()}
     assert rows[str(other)]["status"] == "ok" and rows[str(other)]["reused"] == 0
     failed = rows[inputs[0]]
@@ -160,27 +177,34 @@ def test_a_batch_rerun_keeps_an_up_to_date_mask_that_is_loaded(provider, windows
     """The most common rerun on Windows: the masks of the last run are on the map. Those that
     are up to date are kept, not failed for being in use."""
     import processing
+
     inputs, out, (loaded, _other) = rerun
     before = loaded.read_bytes()
     load(project, str(loaded))
-    result = processing.run("cloudmask:improvecloudmaskbatch", {"INPUTS": inputs, "OUTPUT_FOLDER": str(out),
-                                                                **BATCH}, feedback=LogFeedback())
+    result = processing.run(
+        "cloudmask:improvecloudmaskbatch",
+        {"INPUTS": inputs, "OUTPUT_FOLDER": str(out), **BATCH},
+        feedback=LogFeedback(),
+    )
     rows = [(f["status"], f["reused"], f["error"]) for f in QgsVectorLayer(result["SUMMARY"], "s", "ogr").getFeatures()]
     assert rows == [("ok", 1, ""), ("ok", 1, "")], rows
     assert loaded.read_bytes() == before and partials(out) == []
 
 
-def test_a_batch_rerun_with_the_summary_loaded_says_so_before_any_product(provider, windows_files, project,
-                                                                          rerun):
+def test_a_batch_rerun_with_the_summary_loaded_says_so_before_any_product(provider, windows_files, project, rerun):
     import processing
+
     inputs, out, _ = rerun
     files = sorted(out.iterdir())
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
     load(project, f"{out / 'summary.gpkg'}|layername=summary", "ogr")
     feedback = LogFeedback()
     with pytest.raises(QgsProcessingException) as refused:
-        processing.run("cloudmask:improvecloudmaskbatch", {"INPUTS": inputs, "OUTPUT_FOLDER": str(out),
-                                                           "FORCE": True, **BATCH}, feedback=feedback)
+        processing.run(
+            "cloudmask:improvecloudmaskbatch",
+            {"INPUTS": inputs, "OUTPUT_FOLDER": str(out), "FORCE": True, **BATCH},
+            feedback=feedback,
+        )
     message = str(refused.value)
     assert str(out / "summary.gpkg") in message and REMOVE_LAYER in message, message
     assert not any("% clear" in line for line in feedback.lines)  # no product was run
@@ -206,16 +230,19 @@ def test_summary_files_in_use_do_not_keep_the_others_from_being_written(windows_
 
 
 # The command in a Python without QGIS, as users run it, with the emulation installed first.
-COMMAND = ("import sys; sys.modules['qgis'] = None; sys.path[:0] = [{plugins!r}, {test!r}]; "
-           "import windows_files; windows_files.install(); "
-           "from cloud_mask_improver.core import cli; sys.exit(cli.main(sys.argv[1:]))")
+COMMAND = (
+    "import sys; sys.modules['qgis'] = None; sys.path[:0] = [{plugins!r}, {test!r}]; "
+    "import windows_files; windows_files.install(); "
+    "from cloud_mask_improver.core import cli; sys.exit(cli.main(sys.argv[1:]))"
+)
 
 
 def _cloudmask(plugin_dir, *args, in_use=()):
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", IN_USE_ENV: os.pathsep.join(map(str, in_use))}
     command = COMMAND.format(plugins=str(plugin_dir), test=str(ROOT / "test"))
-    return subprocess.run([sys.executable, "-c", command, *args], check=False, capture_output=True, text=True,
-                          env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-c", command, *args], check=False, capture_output=True, text=True, env=env, timeout=600
+    )
 
 
 def test_cloudmask_batch_names_the_files_in_use(plugin_dir, rerun):
@@ -241,9 +268,9 @@ def test_cloudmask_batch_names_the_files_in_use(plugin_dir, rerun):
 
 
 @pytest.mark.parametrize("extension", ["tif", "vrt"])
-def test_prepare_onto_a_loaded_stack_names_it_and_writes_nothing(provider, windows_files, project, tmp_path,
-                                                                 extension):
+def test_prepare_onto_a_loaded_stack_names_it_and_writes_nothing(provider, windows_files, project, tmp_path, extension):
     import processing
+
     product = build_product(tmp_path / "products", "L1C", "04.00", zipped=False)
     out = tmp_path / "out"
     out.mkdir()

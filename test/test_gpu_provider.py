@@ -24,7 +24,6 @@ from cloud_mask_improver.core.runtime import gpu
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 
 
-
 @pytest.fixture
 def raster(tmp_path):
     # 14 tiles per tile row of the 64 px grid: more than a CPU batch (4) holds.
@@ -96,6 +95,7 @@ class FakeCudaOrt:
                 if on_gpu and fake.fail == "first-batch":
                     raise RuntimeError("CUDA error: out of memory")
                 return real.run(names, feeds)
+
         return Session()
 
 
@@ -115,8 +115,9 @@ def cpu_reference(tmp_path, raster, model):
 
 
 @pytest.mark.parametrize("choice", ["auto", "cuda"])
-def test_gpu_runs_with_large_batches_after_preloading_the_cuda_libraries(tmp_path, raster, tiny_model,
-                                                                         monkeypatch, choice):
+def test_gpu_runs_with_large_batches_after_preloading_the_cuda_libraries(
+    tmp_path, raster, tiny_model, monkeypatch, choice
+):
     reference = cpu_reference(tmp_path, raster, tiny_model)
     fake_nvidia_smi(tmp_path / "bin", monkeypatch)
     fake = FakeCudaOrt()
@@ -140,11 +141,14 @@ def test_cpu_choice_never_touches_the_gpu(tmp_path, raster, tiny_model, monkeypa
     assert not any("GPU" in n for n in report.notes)
 
 
-@pytest.mark.parametrize("fail, said", [
-    ("create", "the GPU could not load 'tiny-test' (CUDA failure 100: no CUDA-capable device is detected)"),
-    ("libraries", "the CUDA libraries could not be loaded (Failed to load libcudnn.so.9"),
-    ("first-batch", "The GPU failed on the first batch (CUDA error: out of memory); finished on the CPU."),
-])
+@pytest.mark.parametrize(
+    "fail, said",
+    [
+        ("create", "the GPU could not load 'tiny-test' (CUDA failure 100: no CUDA-capable device is detected)"),
+        ("libraries", "the CUDA libraries could not be loaded (Failed to load libcudnn.so.9"),
+        ("first-batch", "The GPU failed on the first batch (CUDA error: out of memory); finished on the CPU."),
+    ],
+)
 def test_a_gpu_failure_finishes_on_the_cpu_and_says_why(tmp_path, raster, tiny_model, monkeypatch, fail, said):
     reference = cpu_reference(tmp_path, raster, tiny_model)
     fake_nvidia_smi(tmp_path / "bin", monkeypatch)
@@ -194,9 +198,16 @@ def test_auto_without_cuda_says_why_it_runs_on_the_cpu(tmp_path, raster, tiny_mo
 
 
 def card(tile: int = 256, pixel: bool = False):
-    data = {"id": "m", "title": "m", "licence": "x", "level": "L2A", "bands": ["B02", "B03", "B04", "B08"],
-            "scaling": {"factor": 1e-4}, "tiling": {"scheme": "mirror-tukey", "tile": tile, "overlap": 0.2},
-            "output": {"activation": "softmax", "cloud": [1], "shadow": []}}
+    data = {
+        "id": "m",
+        "title": "m",
+        "licence": "x",
+        "level": "L2A",
+        "bands": ["B02", "B03", "B04", "B08"],
+        "scaling": {"factor": 1e-4},
+        "tiling": {"scheme": "mirror-tukey", "tile": tile, "overlap": 0.2},
+        "output": {"activation": "softmax", "cloud": [1], "shadow": []},
+    }
     if pixel:
         data["tiling"] = {"scheme": "pixel"}
     return parse_card(data, "(test)")
@@ -204,9 +215,9 @@ def card(tile: int = 256, pixel: bool = False):
 
 def test_batch_size_follows_the_gpu_memory():
     mib = 2**20
-    assert inference.cuda_batch(card(), 140_000 * mib) == (64, "")   # an H200: the largest batch
-    assert inference.cuda_batch(card(), None) == (64, "")            # memory unknown: the default
-    assert inference.cuda_batch(card(), 3000 * mib)[0] == 16         # a small laptop GPU
+    assert inference.cuda_batch(card(), 140_000 * mib) == (64, "")  # an H200: the largest batch
+    assert inference.cuda_batch(card(), None) == (64, "")  # memory unknown: the default
+    assert inference.cuda_batch(card(), 3000 * mib)[0] == 16  # a small laptop GPU
     assert inference.cuda_batch(card(), 6000 * mib, sharing=2)[0] == 16  # two networks share it
     batch, note = inference.cuda_batch(card(), 1200 * mib)
     assert batch == 0 and "1200 MiB free" in note and "a batch of 8 tiles" in note
@@ -223,7 +234,12 @@ def test_nvidia_smi_answers_are_read(tmp_path, monkeypatch):
 
 def test_fake_onnxruntime_mirrors_the_real_interface():
     """The stand-in may only use names the real onnxruntime has (else it tests nothing)."""
-    for name in ("SessionOptions", "ExecutionMode", "GraphOptimizationLevel", "InferenceSession",
-                 "get_available_providers"):
+    for name in (
+        "SessionOptions",
+        "ExecutionMode",
+        "GraphOptimizationLevel",
+        "InferenceSession",
+        "get_available_providers",
+    ):
         assert hasattr(onnxruntime, name)
     assert isinstance(onnxruntime.preload_dlls, types.FunctionType)

@@ -51,8 +51,12 @@ def test_batch_goes_on_past_a_bad_product_and_loads_a_styled_summary(season, tmp
     context = QgsProcessingContext()
     context.setProject(QgsProject.instance())
     feedback = QgsProcessingFeedback()
-    result = processing.run(ALG, {"INPUTS": [str(fixture.zip), bad], "OUTPUT_FOLDER": str(tmp_path), **MODEL},
-                            context=context, feedback=feedback)
+    result = processing.run(
+        ALG,
+        {"INPUTS": [str(fixture.zip), bad], "OUTPUT_FOLDER": str(tmp_path), **MODEL},
+        context=context,
+        feedback=feedback,
+    )
     layer = QgsVectorLayer(result["SUMMARY"], "summary", "ogr")
     assert layer.isValid() and layer.featureCount() == 2
     rows = {f["input"]: f for f in layer.getFeatures()}
@@ -76,11 +80,13 @@ def test_selected_fields_only_limit_the_masks_and_the_per_field_table(season, tm
     try:
         fields.selectByIds([next(fields.getFeatures()).id()])  # only "north"
         area = QgsProcessingFeatureSourceDefinition(fields.id(), selectedFeaturesOnly=True)
-        result = processing.run(ALG, {"INPUTS": [str(fixture.zip)], "AREA": area, "OUTPUT_FOLDER": str(tmp_path),
-                                      **MODEL})
+        result = processing.run(
+            ALG, {"INPUTS": [str(fixture.zip)], "AREA": area, "OUTPUT_FOLDER": str(tmp_path), **MODEL}
+        )
     finally:
         QgsProject.instance().removeMapLayer(fields.id())
     from osgeo import gdal
+
     mask = gdal.Open(str(tmp_path / "T33TUK_20230615T100559_L2A.tif"))
     assert (mask.RasterXSize, mask.RasterYSize) == (40, 40)  # the selected field's box only
     row = next(QgsVectorLayer(result["SUMMARY"], "s", "ogr").getFeatures())
@@ -101,17 +107,22 @@ class _CancelAfterFirst(QgsProcessingFeedback):
 
 def test_cancel_keeps_finished_masks_and_their_summary(season, tmp_path, provider):
     from qgis.core import QgsProcessingException
+
     fixture, _ = season
     feedback = _CancelAfterFirst()
     with pytest.raises(QgsProcessingException, match="Cancelled after 1 of 2 products"):
-        processing.run(ALG, {"INPUTS": [str(fixture.zip), str(fixture.safe)], "OUTPUT_FOLDER": str(tmp_path),
-                             **MODEL}, feedback=feedback)
+        processing.run(
+            ALG,
+            {"INPUTS": [str(fixture.zip), str(fixture.safe)], "OUTPUT_FOLDER": str(tmp_path), **MODEL},
+            feedback=feedback,
+        )
     assert len(list(tmp_path.glob("*.tif"))) == 1 and not list(tmp_path.glob(".*partial*"))
     assert QgsVectorLayer(f"{tmp_path / 'summary.gpkg'}|layername=summary", "s", "ogr").featureCount() == 1
 
 
 def test_cancel_before_the_first_product_leaves_an_earlier_summary_as_it_was(season, tmp_path, provider):
     from qgis.core import QgsProcessingException
+
     fixture, _ = season
     params = {"INPUTS": [str(fixture.zip)], "OUTPUT_FOLDER": str(tmp_path), **MODEL}
     processing.run(ALG, params)
@@ -128,8 +139,16 @@ def test_the_log_says_once_which_models_ran_and_on_which_device(season, tmp_path
     nothing of it, so a team could not tell that its season ran on the CPU."""
     fixture, _ = season
     feedback = LogFeedback()
-    processing.run(ALG, {"INPUTS": [str(fixture.zip), str(fixture.safe)], "OUTPUT_FOLDER": str(tmp_path),
-                         "EXECUTION_PROVIDER": 0, **MODEL}, feedback=feedback)
+    processing.run(
+        ALG,
+        {
+            "INPUTS": [str(fixture.zip), str(fixture.safe)],
+            "OUTPUT_FOLDER": str(tmp_path),
+            "EXECUTION_PROVIDER": 0,
+            **MODEL,
+        },
+        feedback=feedback,
+    )
     said = [line for line in feedback.lines if line.startswith("Cloud models: ukis-6b-l2a; shadow model: ukis-6b-l2a.")]
     assert len(said) == 1, feedback.lines  # not once per product
     # ...and how it decides: ukis's own rule, the most likely class, with no threshold given.
@@ -151,11 +170,13 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_product(s
     """Every product failed on its own ('not writable'), then writing the summary ended in a
     PermissionError traceback. /proc refuses new files to everyone, root included."""
     from qgis.core import QgsProcessingException
+
     fixture, _ = season
     feedback = _Errors()
     with pytest.raises(QgsProcessingException) as refused:
-        processing.run(ALG, {"INPUTS": [str(fixture.zip), str(fixture.safe)], "OUTPUT_FOLDER": "/proc", **MODEL},
-                       feedback=feedback)
+        processing.run(
+            ALG, {"INPUTS": [str(fixture.zip), str(fixture.safe)], "OUTPUT_FOLDER": "/proc", **MODEL}, feedback=feedback
+        )
     message = str(refused.value)
     assert "'/proc' is not writable" in message and "you can write to" in message, message
     assert "Traceback" not in message and "PermissionError" not in message

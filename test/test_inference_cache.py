@@ -42,7 +42,7 @@ def sample_batch(card) -> np.ndarray:
     bands = [list(FARMVIBES_BANDS).index(b) + 1 for b in card.bands]
     data = gdal.Open(str(SEED_STACK)).ReadAsArray(0, 0, card.tile, 2 * card.tile, band_list=bands)
     x = inference.preprocess(card, data)
-    return np.ascontiguousarray(np.stack([x[:, :card.tile], x[:, card.tile:]]))
+    return np.ascontiguousarray(np.stack([x[:, : card.tile], x[:, card.tile :]]))
 
 
 def reference(path, batch) -> np.ndarray:

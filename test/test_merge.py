@@ -32,7 +32,7 @@ SEED = MergeSettings(output_mode="binary")  # the seed's defaults: 0.3, 0.2, non
 
 def disk(radius: int) -> np.ndarray:
     """The disk footprint, written out independently of core.merge."""
-    y, x = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    y, x = np.mgrid[-radius : radius + 1, -radius : radius + 1]
     return y * y + x * x <= radius * radius
 
 
@@ -45,6 +45,7 @@ def seed_rule(cloud_p, shadow_p, product_values, radius=5):
 def reference(cloud_p, shadow_p, valid, product, s: MergeSettings) -> np.ndarray:
     """Whole-raster oracle built from scipy primitives, to check the fast paths: dilate,
     then FarmVibes.AI's min_area on the merged mask (nodata separates components)."""
+
     def grow(mask):
         return ndimage.binary_dilation(mask, structure=disk(s.dilation)) if s.dilation else mask
 
@@ -80,14 +81,15 @@ def blank(shape=(30, 30)):
 
 # --- the seed rule --------------------------------------------------------------------------
 
+
 def test_binary_mode_reproduces_seed_rule_with_strict_thresholds():
     cloud_p, shadow_p, product = blank((40, 40))
-    cloud_p[8, 8] = 0.31     # above 0.3: cloud
-    cloud_p[8, 30] = 0.3     # exactly 0.3: not cloud (strict >)
-    shadow_p[30, 8] = 0.21   # above 0.2: shadow
-    shadow_p[30, 30] = 0.2   # exactly 0.2: nothing
-    product[20, 20] = 2      # cirrus in the product mask
-    product[0, 39] = 3       # "other", at a corner: the disk is clipped
+    cloud_p[8, 8] = 0.31  # above 0.3: cloud
+    cloud_p[8, 30] = 0.3  # exactly 0.3: not cloud (strict >)
+    shadow_p[30, 8] = 0.21  # above 0.2: shadow
+    shadow_p[30, 30] = 0.2  # exactly 0.2: nothing
+    product[20, 20] = 2  # cirrus in the product mask
+    product[0, 39] = 3  # "other", at a corner: the disk is clipped
     valid = np.ones((40, 40), bool)
     got = merge_block(cloud_p, shadow_p, valid, decode_product_mask(product, "nonzero", 100), SEED)
     assert got.dtype == np.uint8
@@ -101,8 +103,7 @@ def test_seed_rule_on_random_arrays_without_nodata():
     cloud_p = (rng.random((60, 70)) * 0.33).astype(np.float32)
     shadow_p = (rng.random((60, 70)) * 0.22).astype(np.float32)
     product = (rng.random((60, 70)) < 0.003).astype(np.uint8) * 3
-    got = merge_block(cloud_p, shadow_p, np.ones((60, 70), bool),
-                      decode_product_mask(product, "nonzero", 100), SEED)
+    got = merge_block(cloud_p, shadow_p, np.ones((60, 70), bool), decode_product_mask(product, "nonzero", 100), SEED)
     np.testing.assert_array_equal(got, seed_rule(cloud_p, shadow_p, product))
 
 
@@ -110,18 +111,17 @@ def test_nodata_stays_nodata_and_never_grows_cloud():
     cloud_p, shadow_p, product = blank()
     valid = np.ones((30, 30), bool)
     valid[10:13, 10:13] = False
-    cloud_p[10:13, 10:13] = 1.0      # the seed writes probability 1 under nodata
-    product[10:13, 10:13] = 100      # and the product mask's nodata is 100
+    cloud_p[10:13, 10:13] = 1.0  # the seed writes probability 1 under nodata
+    product[10:13, 10:13] = 100  # and the product mask's nodata is 100
     got = merge_block(cloud_p, shadow_p, valid, decode_product_mask(product, "nonzero", 100), SEED)
     assert (got[10:13, 10:13] == NODATA).all()
-    assert (got[valid] == 0).all()   # the seed would have dilated a 13x13 blob of cloud here
+    assert (got[valid] == 0).all()  # the seed would have dilated a 13x13 blob of cloud here
 
 
 def test_product_nodata_is_not_cloud_on_valid_pixels():
     cloud_p, shadow_p, product = blank()
     product[:, :5] = 100
-    got = merge_block(cloud_p, shadow_p, np.ones((30, 30), bool),
-                      decode_product_mask(product, "nonzero", 100), SEED)
+    got = merge_block(cloud_p, shadow_p, np.ones((30, 30), bool), decode_product_mask(product, "nonzero", 100), SEED)
     assert (got == 0).all()
 
 
@@ -152,6 +152,7 @@ def test_models_are_optional():
 
 
 # --- product mask kinds ---------------------------------------------------------------------
+
 
 def test_decode_nonzero_with_nodata_100():
     m = decode_product_mask(np.array([0, 1, 2, 3, 100], np.uint8), "nonzero", nodata=100)
@@ -205,24 +206,34 @@ def test_decode_unknown_kind_is_refused():
 
 
 def test_scl_shadow_comes_out_as_shadow():
-    scl = np.full((20, 20), 4, np.uint8)   # vegetation
+    scl = np.full((20, 20), 4, np.uint8)  # vegetation
     scl[5, 5] = 3
     scl[15, 15] = 9
-    got = merge_block(None, None, np.ones((20, 20), bool), decode_product_mask(scl, "scl"),
-                      MergeSettings(product_kind="scl", dilation=1))
+    got = merge_block(
+        None,
+        None,
+        np.ones((20, 20), bool),
+        decode_product_mask(scl, "scl"),
+        MergeSettings(product_kind="scl", dilation=1),
+    )
     assert got[5, 5] == SHADOW and got[4, 5] == SHADOW and got[4, 4] == CLEAR
     assert got[15, 15] == CLOUD and got[15, 16] == CLOUD
 
 
 # --- dilation and patches -------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("radius", range(9))
 def test_dilation_footprint_is_exactly_a_disk(radius):
     cloud_p = np.zeros((25, 25), np.float32)
     cloud_p[12, 12] = 1.0
     got = merge_block(cloud_p, None, np.ones((25, 25), bool), None, MergeSettings(dilation=radius))
-    expected = sum(1 for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)
-                   if dy * dy + dx * dx <= radius * radius)
+    expected = sum(
+        1
+        for dy in range(-radius, radius + 1)
+        for dx in range(-radius, radius + 1)
+        if dy * dy + dx * dx <= radius * radius
+    )
     assert int((got == CLOUD).sum()) == expected
     offsets = {(int(y) - 12, int(x) - 12) for y, x in zip(*np.nonzero(got == CLOUD))}
     assert all(dy * dy + dx * dx <= radius * radius for dy, dx in offsets)
@@ -234,24 +245,30 @@ def test_dilation_footprint_is_exactly_a_disk(radius):
 @settings(max_examples=60, deadline=None)
 def test_dilate_disk_matches_scipy(seed, radius):
     mask = np.random.default_rng(seed).random((23, 31)) < 0.05
-    np.testing.assert_array_equal(dilate_disk(mask, radius),
-                                  ndimage.binary_dilation(mask, structure=disk(radius)) if radius else mask)
+    np.testing.assert_array_equal(
+        dilate_disk(mask, radius), ndimage.binary_dilation(mask, structure=disk(radius)) if radius else mask
+    )
 
 
 def test_min_area_drops_small_patches_and_keeps_big_ones():
     cloud_p = np.zeros((20, 20), np.float32)
-    cloud_p[2, 2] = cloud_p[3, 3] = cloud_p[4, 4] = 1.0   # 3 px, diagonal: one patch in 8-connectivity
-    cloud_p[10:12, 10:12] = 1.0                          # 4 px square
-    cloud_p[17, 2] = 1.0                                 # lone pixel
+    cloud_p[2, 2] = cloud_p[3, 3] = cloud_p[4, 4] = 1.0  # 3 px, diagonal: one patch in 8-connectivity
+    cloud_p[10:12, 10:12] = 1.0  # 4 px square
+    cloud_p[17, 2] = 1.0  # lone pixel
     valid = np.ones((20, 20), bool)
 
     def cloudy(min_area):
-        return set(zip(*np.nonzero(merge_block(cloud_p, None, valid, None,
-                                               MergeSettings(dilation=0, min_area=min_area)) == CLOUD)))
+        return set(
+            zip(
+                *np.nonzero(
+                    merge_block(cloud_p, None, valid, None, MergeSettings(dilation=0, min_area=min_area)) == CLOUD
+                )
+            )
+        )
 
     assert len(cloudy(0)) == len(cloudy(1)) == 8
-    assert len(cloudy(2)) == 7          # the lone pixel goes
-    assert len(cloudy(3)) == 7          # the diagonal line counts as one 3 px patch
+    assert len(cloudy(2)) == 7  # the lone pixel goes
+    assert len(cloudy(3)) == 7  # the diagonal line counts as one 3 px patch
     assert cloudy(4) == {(10, 10), (10, 11), (11, 10), (11, 11)}
     assert cloudy(5) == set()
 
@@ -263,14 +280,15 @@ def test_min_area_counts_the_dilated_patch():
     cloud_p[14:16, 14:16] = 1.0
     got = merge_block(cloud_p, None, np.ones((30, 30), bool), None, MergeSettings(dilation=5, min_area=30))
     assert (got == CLOUD).sum() == 104
-    assert (merge_block(cloud_p, None, np.ones((30, 30), bool), None,
-                        MergeSettings(dilation=5, min_area=105)) == CLEAR).all()
+    assert (
+        merge_block(cloud_p, None, np.ones((30, 30), bool), None, MergeSettings(dilation=5, min_area=105)) == CLEAR
+    ).all()
 
 
 def test_min_area_counts_cloud_and_shadow_together_and_clears_both():
     cloud_p, shadow_p, _ = blank((12, 12))
-    cloud_p[2:4, 2:4] = 1.0    # 4 px of cloud
-    shadow_p[2:4, 4:6] = 1.0   # 4 px of shadow touching it: one 8 px component
+    cloud_p[2:4, 2:4] = 1.0  # 4 px of cloud
+    shadow_p[2:4, 4:6] = 1.0  # 4 px of shadow touching it: one 8 px component
     valid = np.ones((12, 12), bool)
     kept = merge_block(cloud_p, shadow_p, valid, None, MergeSettings(dilation=0, min_area=8))
     assert (kept == CLOUD).sum() == 4 and (kept == SHADOW).sum() == 4
@@ -281,17 +299,17 @@ def test_min_area_counts_cloud_and_shadow_together_and_clears_both():
 def test_min_area_fills_small_holes_with_the_class_around_them():
     cloud_p, shadow_p, _ = blank((20, 30))
     cloud_p[2:9, 2:9] = 1.0
-    cloud_p[5, 5] = 0.0            # a 1 px hole in cloud
+    cloud_p[5, 5] = 0.0  # a 1 px hole in cloud
     shadow_p[2:9, 15:22] = 1.0
-    shadow_p[5, 18] = 0.0          # a 1 px hole in shadow
-    shadow_p[13:18, 2:9] = 1.0     # a 3 px clear gap between shadow ...
-    cloud_p[13:18, 10:17] = 1.0    # ... and cloud,
+    shadow_p[5, 18] = 0.0  # a 1 px hole in shadow
+    shadow_p[13:18, 2:9] = 1.0  # a 3 px clear gap between shadow ...
+    cloud_p[13:18, 10:17] = 1.0  # ... and cloud,
     cloud_p[13, 9] = cloud_p[17, 9] = 1.0  # closed above and below
     valid = np.ones((20, 30), bool)
     got = merge_block(cloud_p, shadow_p, valid, None, MergeSettings(dilation=0, min_area=5))
     assert got[5, 5] == CLOUD and got[5, 18] == SHADOW
-    assert (got[14:17, 9] == CLOUD).all()    # touches cloud: cloud
-    assert got[0, 0] == CLEAR                 # the big clear area stays
+    assert (got[14:17, 9] == CLOUD).all()  # touches cloud: cloud
+    assert got[0, 0] == CLEAR  # the big clear area stays
     binary = merge_block(cloud_p, shadow_p, valid, None, MergeSettings(dilation=0, min_area=5, output_mode="binary"))
     np.testing.assert_array_equal(binary, (got != CLEAR).astype(np.uint8))
 
@@ -299,7 +317,7 @@ def test_min_area_fills_small_holes_with_the_class_around_them():
 def test_nodata_is_never_filled_and_separates_components():
     cloud_p = np.zeros((10, 10), np.float32)
     valid = np.ones((10, 10), bool)
-    valid[:, 5] = False                # a nodata column: clear areas of 50 px (left) and 40 px (right)
+    valid[:, 5] = False  # a nodata column: clear areas of 50 px (left) and 40 px (right)
     for min_area, left, right in ((40, CLEAR, CLEAR), (41, CLEAR, CLOUD), (51, CLOUD, CLOUD)):
         got = merge_block(cloud_p, None, valid, None, MergeSettings(dilation=0, min_area=min_area))
         assert (got[:, 5] == NODATA).all()
@@ -310,18 +328,19 @@ def test_nodata_is_never_filled_and_separates_components():
 def test_cloud_wins_over_shadow():
     cloud_p, shadow_p, _ = blank((30, 30))
     cloud_p[10, 10] = 0.9
-    shadow_p[10, 10] = 0.9    # same pixel
-    shadow_p[10, 13] = 0.9    # inside the cloud's dilation
-    shadow_p[10, 25] = 0.9    # far away
+    shadow_p[10, 10] = 0.9  # same pixel
+    shadow_p[10, 13] = 0.9  # inside the cloud's dilation
+    shadow_p[10, 25] = 0.9  # far away
     got = merge_block(cloud_p, shadow_p, np.ones((30, 30), bool), None, MergeSettings())
     assert got[10, 10] == CLOUD and got[10, 13] == CLOUD
-    assert got[10, 16] == SHADOW      # the shadow's own disk reaches beyond the cloud's
+    assert got[10, 16] == SHADOW  # the shadow's own disk reaches beyond the cloud's
     assert got[10, 25] == SHADOW and got[10, 30 - 1] == SHADOW
     binary = merge_block(cloud_p, shadow_p, np.ones((30, 30), bool), None, MergeSettings(output_mode="binary"))
     np.testing.assert_array_equal(binary, (got != CLEAR).astype(np.uint8))
 
 
 # --- windows with halos ---------------------------------------------------------------------
+
 
 @st.composite
 def scenes(draw):
@@ -331,12 +350,18 @@ def scenes(draw):
     cloud_p = rng.random((height, width)).astype(np.float32)
     cloud_p[rng.random((height, width)) < 0.05] = np.nan
     shadow_p = rng.random((height, width)).astype(np.float32)
-    s = MergeSettings(cloud_threshold=1 - density, shadow_threshold=1 - density / 2, product_kind="scl",
-                      dilation=draw(st.integers(0, 6)), min_area=draw(st.integers(0, 20)),
-                      output_mode=draw(st.sampled_from(OUTPUT_MODES)))
+    s = MergeSettings(
+        cloud_threshold=1 - density,
+        shadow_threshold=1 - density / 2,
+        product_kind="scl",
+        dilation=draw(st.integers(0, 6)),
+        min_area=draw(st.integers(0, 20)),
+        output_mode=draw(st.sampled_from(OUTPUT_MODES)),
+    )
     valid = rng.random((height, width)) > draw(st.sampled_from([0.0, 0.1, 0.5]))
-    scl = rng.choice(np.array([0, 3, 4, 5, 8, 9, 10], np.uint8), size=(height, width),
-                     p=[0.02, 0.03, 0.45, 0.44, 0.03, 0.02, 0.01])
+    scl = rng.choice(
+        np.array([0, 3, 4, 5, 8, 9, 10], np.uint8), size=(height, width), p=[0.02, 0.03, 0.45, 0.44, 0.03, 0.02, 0.01]
+    )
     rows = sorted(set(draw(st.lists(st.integers(1, max(height - 1, 1)), max_size=4))) - {height})
     cols = sorted(set(draw(st.lists(st.integers(1, max(width - 1, 1)), max_size=4))) - {width})
     return cloud_p, shadow_p, valid, decode_product_mask(scl, "scl"), s, [0, *rows, height], [0, *cols, width]
@@ -361,20 +386,32 @@ def test_haloed_windows_equal_whole_raster(scene):
             a0, a1 = max(c0 - halo, 0), min(c1 + halo, width)
             block = (slice(b0, b1), slice(a0, a1))
             tiled[r0:r1, c0:c1] = merge_block(
-                cloud_p[block], shadow_p[block], valid[block], crop(product, block), s,
+                cloud_p[block],
+                shadow_p[block],
+                valid[block],
+                crop(product, block),
+                s,
                 core=(slice(r0 - b0, r1 - b0), slice(c0 - a0, c1 - a0)),
-                at_edge=(b0 == 0, b1 == height, a0 == 0, a1 == width))
+                at_edge=(b0 == 0, b1 == height, a0 == 0, a1 == width),
+            )
     np.testing.assert_array_equal(tiled, whole)
 
 
 def test_patch_cut_by_a_window_is_kept_not_dropped():
     cloud_p = np.zeros((10, 80), np.float32)
-    cloud_p[5, 5:75] = 1.0                     # one 70 px line of cloud
+    cloud_p[5, 5:75] = 1.0  # one 70 px line of cloud
     valid = np.ones((10, 80), bool)
     s = MergeSettings(dilation=0, min_area=20)
     assert (merge_block(cloud_p, None, valid, None, s)[5, 5:75] == CLOUD).all()
-    left = merge_block(cloud_p[:, :50], None, valid[:, :50], None, s,
-                       core=(slice(None), slice(0, 10)), at_edge=(True, True, True, False))
+    left = merge_block(
+        cloud_p[:, :50],
+        None,
+        valid[:, :50],
+        None,
+        s,
+        core=(slice(None), slice(0, 10)),
+        at_edge=(True, True, True, False),
+    )
     assert (left[5, 5:10] == CLOUD).all()
     # Were the cut side taken for the raster's edge, only the piece would be
     # measured, and a 15 px piece of the big patch would be dropped.
@@ -385,10 +422,18 @@ def test_patch_cut_by_a_window_is_kept_not_dropped():
 def test_core_too_close_to_an_inner_side_is_refused():
     valid = np.ones((20, 20), bool)
     with pytest.raises(ValueError, match="halo of 5 px"):
-        merge_block(None, None, valid, None, MergeSettings(), core=(slice(2, 10), slice(0, 20)),
-                    at_edge=(False, True, True, True))
-    got = merge_block(None, None, valid, None, MergeSettings(), core=(slice(5, 15), slice(0, 20)),
-                      at_edge=(False, False, True, True))
+        merge_block(
+            None,
+            None,
+            valid,
+            None,
+            MergeSettings(),
+            core=(slice(2, 10), slice(0, 20)),
+            at_edge=(False, True, True, True),
+        )
+    got = merge_block(
+        None, None, valid, None, MergeSettings(), core=(slice(5, 15), slice(0, 20)), at_edge=(False, False, True, True)
+    )
     assert got.shape == (10, 20)
 
 
@@ -398,6 +443,7 @@ def test_mismatched_shapes_are_refused():
 
 
 # --- fractions, categories and settings -----------------------------------------------------
+
 
 def test_fractions_are_of_valid_pixels_across_windows():
     f = Fractions()
@@ -410,8 +456,11 @@ def test_fractions_are_of_valid_pixels_across_windows():
 def test_fractions_in_binary_mode_count_everything_as_cloud():
     f = Fractions()
     f.add(np.array([0, 1, 1, 255], np.uint8), "binary")
-    assert f.as_dict() == {"CLEAR_FRACTION": pytest.approx(1 / 3), "CLOUD_FRACTION": pytest.approx(2 / 3),
-                           "SHADOW_FRACTION": 0.0}
+    assert f.as_dict() == {
+        "CLEAR_FRACTION": pytest.approx(1 / 3),
+        "CLOUD_FRACTION": pytest.approx(2 / 3),
+        "SHADOW_FRACTION": 0.0,
+    }
 
 
 def test_fractions_of_an_all_nodata_raster_are_zero_not_nan():
@@ -452,17 +501,20 @@ def test_public_enum_order():
     assert MergeSettings(dilation=3, min_area=1).halo() == 3
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"cloud_threshold": 1.5}, r"cloud_threshold must be between 0.0 and 1.0, got 1.5"),
-    ({"shadow_threshold": -0.1}, r"shadow_threshold must be between 0.0 and 1.0, got -0.1"),
-    ({"cloud_threshold": float("nan")}, r"cloud_threshold must be between 0.0 and 1.0, got nan"),
-    ({"product_probability_threshold": 101}, r"product_probability_threshold must be between 0.0 and 100.0"),
-    ({"dilation": -1}, r"dilation must be a whole number of pixels >= 0, got -1"),
-    ({"dilation": 2.5}, r"dilation must be a whole number of pixels >= 0, got 2.5"),
-    ({"min_area": -3}, r"min_area must be a whole number of pixels >= 0, got -3"),
-    ({"product_kind": "fmask"}, r"product_kind must be one of nonzero, scl, qa60, probability, got 'fmask'"),
-    ({"output_mode": "rgb"}, r"output_mode must be one of categorical, binary, got 'rgb'"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"cloud_threshold": 1.5}, r"cloud_threshold must be between 0.0 and 1.0, got 1.5"),
+        ({"shadow_threshold": -0.1}, r"shadow_threshold must be between 0.0 and 1.0, got -0.1"),
+        ({"cloud_threshold": float("nan")}, r"cloud_threshold must be between 0.0 and 1.0, got nan"),
+        ({"product_probability_threshold": 101}, r"product_probability_threshold must be between 0.0 and 100.0"),
+        ({"dilation": -1}, r"dilation must be a whole number of pixels >= 0, got -1"),
+        ({"dilation": 2.5}, r"dilation must be a whole number of pixels >= 0, got 2.5"),
+        ({"min_area": -3}, r"min_area must be a whole number of pixels >= 0, got -3"),
+        ({"product_kind": "fmask"}, r"product_kind must be one of nonzero, scl, qa60, probability, got 'fmask'"),
+        ({"output_mode": "rgb"}, r"output_mode must be one of categorical, binary, got 'rgb'"),
+    ],
+)
 def test_validate_names_the_bad_value_and_the_allowed_range(change, message):
     bad = MergeSettings(**change)
     with pytest.raises(ValueError, match=message):

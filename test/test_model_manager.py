@@ -53,7 +53,8 @@ def index(tmp_path, monkeypatch):
     page = root / "simple" / "cloudmask-test-model"
     page.mkdir(parents=True)
     (page / "index.html").write_text(
-        f'<html><body><a href="../../files/{WHEEL}#sha256={sha256(wheel)}">{WHEEL}</a></body></html>')
+        f'<html><body><a href="../../files/{WHEEL}#sha256={sha256(wheel)}">{WHEEL}</a></body></html>'
+    )
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -65,11 +66,15 @@ def index(tmp_path, monkeypatch):
 
 def downloadable_card(models_dir: Path, model_id: str, onnx_file: Path, archive_sha: str) -> Path:
     models_dir.mkdir(parents=True, exist_ok=True)
-    return write_card(models_dir / f"{model_id}.json", id=model_id, title=f"Test {model_id}",
-                      file=f"{model_id}.onnx", sha256=sha256(onnx_file),
-                      output={"activation": "softmax", "cloud": [1], "shadow": [2]},
-                      source={"package": PACKAGE, "version": VERSION, "filename": WHEEL,
-                              "sha256": archive_sha, "member": MEMBER})
+    return write_card(
+        models_dir / f"{model_id}.json",
+        id=model_id,
+        title=f"Test {model_id}",
+        file=f"{model_id}.onnx",
+        sha256=sha256(onnx_file),
+        output={"activation": "softmax", "cloud": [1], "shadow": [2]},
+        source={"package": PACKAGE, "version": VERSION, "filename": WHEEL, "sha256": archive_sha, "member": MEMBER},
+    )
 
 
 @pytest.fixture
@@ -87,8 +92,10 @@ def install_and_wait(qtbot, manager, model_id):
 
 
 def test_index_page_of_a_package_follows_pip_naming():
-    assert download.project_page("http://host/simple", "CloudMask_Test.Model") == \
-        "http://host/simple/cloudmask-test-model/"
+    assert (
+        download.project_page("http://host/simple", "CloudMask_Test.Model")
+        == "http://host/simple/cloudmask-test-model/"
+    )
     html = '<a href="../../f/a-1.whl#sha256=00">a-1.whl</a><a href="/x/b-1.whl">b</a>'
     assert download.find_link(html, "http://host/simple/a/", "a-1.whl") == "http://host/f/a-1.whl"
     assert download.find_link(html, "http://host/simple/a/", "b-1.whl") == "http://host/x/b-1.whl"
@@ -97,6 +104,7 @@ def test_index_page_of_a_package_follows_pip_naming():
 
 def test_the_index_is_pips_own_when_not_configured(monkeypatch, tmp_path):
     from cloud_mask_improver.core.modelstore import fetch
+
     monkeypatch.delenv("PIP_INDEX_URL", raising=False)
     monkeypatch.setenv("PIP_CONFIG_FILE", str(tmp_path / "none.conf"))  # no configuration at all
     assert fetch.index_url() == "https://pypi.org/simple"
@@ -135,14 +143,20 @@ def test_pips_configuration_is_read_off_the_main_thread(qgis_app, qtbot, index, 
     """The index comes from pip's configuration (``pip config list`` starts a Python, a second or
     more): read in a thread of its own, so the dialog never freezes while it looks."""
     from cloud_mask_improver.core.runtime import processes
+
     url = os.environ["PIP_INDEX_URL"]
     monkeypatch.delenv("PIP_INDEX_URL")
     (tmp_path / "pip.conf").write_text(f"[global]\nindex-url = {url}\n")
     monkeypatch.setenv("PIP_CONFIG_FILE", str(tmp_path / "pip.conf"))
     started = []
     real_run = processes.run
-    monkeypatch.setattr(processes, "run", lambda args, **kw: started.append(
-        (args[1:4], threading.current_thread() is threading.main_thread())) or real_run(args, **kw))
+    monkeypatch.setattr(
+        processes,
+        "run",
+        lambda args, **kw: (
+            started.append((args[1:4], threading.current_thread() is threading.main_thread())) or real_run(args, **kw)
+        ),
+    )
     models_dir, cache = folders
     downloadable_card(models_dir, "test-config", index["onnx"], sha256(index["wheel"]))
     manager = ModelManagerDialog(models_dir=models_dir, cache=cache)
@@ -196,6 +210,7 @@ def empty_runtime(tmp_path, monkeypatch):
         if deps.installed_version(folder) if folder.exists() else "":
             return deps.RuntimeStatus(True, deps.installed_version(folder))
         return deps.RuntimeStatus(False, problem="onnxruntime is not installed for QGIS's Python.")
+
     monkeypatch.setattr(deps, "runtime_status", status)
     return folder
 
@@ -250,6 +265,7 @@ def test_a_model_installs_off_the_gui_thread_and_can_be_cancelled(qgis_app, qtbo
         while not manager.install_task.isCanceled():  # a long conversion, until the user cancels
             time.sleep(0.05)
         return path
+
     monkeypatch.setattr(installer, "install", slow_install)
     manager.select("test-slow")
     manager.install_selected()
@@ -303,6 +319,7 @@ def test_a_model_in_use_is_named_when_removing_or_replacing_it(qgis_app, qtbot, 
     ``windows_files``): the manager and the installer name it and leave everything as it was."""
     from cloud_mask_improver.core.modelstore.cards import load_card
     from cloud_mask_improver.core.staging import FileInUseError
+
     models_dir, cache = folders
     card_file = downloadable_card(models_dir, "test-in-use", index["onnx"], sha256(index["wheel"]))
     model = models_dir / "test-in-use.onnx"
@@ -319,8 +336,7 @@ def test_a_model_in_use_is_named_when_removing_or_replacing_it(qgis_app, qtbot, 
     model.write_bytes(b"damaged")
     windows_files.hold(model)
     with pytest.raises(FileInUseError) as refused:
-        installer.install(load_card(card_file), models_dir, cache, log=lambda _text: None,
-                          archive=cache / WHEEL)
+        installer.install(load_card(card_file), models_dir, cache, log=lambda _text: None, archive=cache / WHEEL)
     assert str(model) in str(refused.value) and "install the model again" in str(refused.value)
     assert model.read_bytes() == b"damaged"
     assert sorted(p.name for p in models_dir.iterdir()) == ["test-in-use.json", "test-in-use.onnx"]

@@ -53,8 +53,10 @@ def test_a_saved_mask_lists_only_its_classes(tmp_path):
     probabilities[10:30, 10:30] = 0.9
     probabilities[50:, 50:] = -1  # nodata
     cloud = write_raster(tmp_path / "cloud.tif", probabilities, nodata=-1)
-    for mode, classes in (("categorical", ["clear", "cloud", "cloud shadow"]),
-                          ("binary", ["clear", "cloud or shadow"])):
+    for mode, classes in (
+        ("categorical", ["clear", "cloud", "cloud shadow"]),
+        ("binary", ["clear", "cloud or shadow"]),
+    ):
         mask = str(tmp_path / f"{mode}.tif")
         settings = merge.MergeSettings(dilation=0, output_mode=mode)
         pipeline.merge(pipeline.MergeRequest(cloud, None, None, settings), mask)
@@ -88,10 +90,18 @@ def _scene_and_masks(folder, kind: str):
 # (merge settings, product mask kind or None, engine cuts, a second cloud model)
 RUNS = {
     "defaults": (merge.MergeSettings(), "nonzero", {}, False),
-    "patches, binary, SCL": (merge.MergeSettings(min_area=6, dilation=2, product_kind="scl", output_mode="binary"),
-                             "scl", {}, False),
-    "bands, stripes, ensemble": (merge.MergeSettings(min_area=3, dilation=1), None,
-                                 {"workers": 3, "stripe_cols": 100, "window_rows": 37}, True),
+    "patches, binary, SCL": (
+        merge.MergeSettings(min_area=6, dilation=2, product_kind="scl", output_mode="binary"),
+        "scl",
+        {},
+        False,
+    ),
+    "bands, stripes, ensemble": (
+        merge.MergeSettings(min_area=3, dilation=1),
+        None,
+        {"workers": 3, "stripe_cols": 100, "window_rows": 37},
+        True,
+    ),
 }
 
 
@@ -110,8 +120,9 @@ def test_a_whole_run_gives_the_mask_of_its_steps_run_one_by_one(name, tmp_path):
         write_card(tmp_path / "model" / "other.json", id="other-test")
         clouds.append(str(other))
     request = pipeline.ProbabilityRequest(s2, clouds, model, **cuts)
-    report = pipeline.improve(pipeline.ImproveRequest(request, product, settings, 0.5, 0.4,
-                                                      mask=str(tmp_path / "whole.tif")))
+    report = pipeline.improve(
+        pipeline.ImproveRequest(request, product, settings, 0.5, 0.4, mask=str(tmp_path / "whole.tif"))
+    )
 
     kept = pipeline.ProbabilityOutputs(cloud=str(tmp_path / "cloud.tif"), shadow=str(tmp_path / "shadow.tif"))
     pipeline.probabilities(request, kept)
@@ -164,8 +175,9 @@ def test_a_failure_while_flagging_fails_the_run_and_leaves_nothing(tmp_path, mon
     request = pipeline.ProbabilityRequest(s2, [model], model, window_rows=64)
     kept = pipeline.ProbabilityOutputs(cloud=str(out / "cloud.tif"))
     with pytest.raises(RasterError, match="disk went away"):
-        pipeline.improve(pipeline.ImproveRequest(request, product, merge.MergeSettings(), mask=str(out / "m.tif"),
-                                                 outputs=kept))
+        pipeline.improve(
+            pipeline.ImproveRequest(request, product, merge.MergeSettings(), mask=str(out / "m.tif"), outputs=kept)
+        )
     assert len(calls) >= 3  # rows already handed to the flag thread may still be read
     assert os.listdir(out) == []
     assert not leftovers(out, system_tmp)
@@ -183,9 +195,14 @@ def test_an_area_runs_through_improve_and_its_report_speaks_of_the_area(tmp_path
     model = str(tiny_model(tmp_path / "model"))
 
     def request(name):
-        return pipeline.ImproveRequest(pipeline.ProbabilityRequest(s2, [model], model), product,
-                                       merge.MergeSettings(min_area=3), mask=str(tmp_path / f"{name}.tif"),
-                                       source=str(tmp_path / f"{name}_source.tif"))
+        return pipeline.ImproveRequest(
+            pipeline.ProbabilityRequest(s2, [model], model),
+            product,
+            merge.MergeSettings(min_area=3),
+            mask=str(tmp_path / f"{name}.tif"),
+            source=str(tmp_path / f"{name}_source.tif"),
+        )
+
     pipeline.improve(request("whole"))
     box = area.Selection(bounds=(501000.0, 4998600.0, 501600.0, 4999200.0))  # columns 100-160, rows 80-140
     report = pipeline.improve(request("part"), selection=box)

@@ -17,8 +17,9 @@ from cloud_mask_improver.core.sentinel2 import product
 def improve_request(tmp_path, **kw):
     require(L1C_STACK)
     probability = pipeline.ProbabilityRequest(str(L1C_STACK), **kw.pop("probability", {}))
-    return pipeline.ImproveRequest(probability, kw.pop("product_mask", None), merge.MergeSettings(),
-                                   mask=str(tmp_path / "mask.tif"), **kw)
+    return pipeline.ImproveRequest(
+        probability, kw.pop("product_mask", None), merge.MergeSettings(), mask=str(tmp_path / "mask.tif"), **kw
+    )
 
 
 def test_the_plan_chooses_the_default_models_and_leaves_the_request_alone(tmp_path):
@@ -53,32 +54,44 @@ def test_unset_thresholds_are_the_cards_and_given_ones_win(tmp_path):
     model_file("ukis-6b-l1c")
     plan = pipeline.plan(improve_request(tmp_path, probability={"cloud_models": ["ukis-6b-l1c"]}))
     card = plan.probability.cards["ukis-6b-l1c"]
-    assert (plan.merge.settings.cloud_threshold, plan.merge.settings.shadow_threshold) == \
-        (card.cloud_threshold, card.shadow_threshold)
-    plan = pipeline.plan(improve_request(tmp_path, probability={"cloud_models": ["ukis-6b-l1c"]},
-                                         cloud_threshold=0.71, shadow_threshold=0.13))
+    assert (plan.merge.settings.cloud_threshold, plan.merge.settings.shadow_threshold) == (
+        card.cloud_threshold,
+        card.shadow_threshold,
+    )
+    plan = pipeline.plan(
+        improve_request(
+            tmp_path, probability={"cloud_models": ["ukis-6b-l1c"]}, cloud_threshold=0.71, shadow_threshold=0.13
+        )
+    )
     assert (plan.merge.settings.cloud_threshold, plan.merge.settings.shadow_threshold) == (0.71, 0.13)
 
 
 def test_a_product_made_mask_is_read_as_scl_by_core_callers_too(tmp_path):
     """The SCL decision lives in the plan, so a script calling core gets it as well."""
     model_file("ukis-6b-l1c")
-    scl = write_raster(tmp_path / "scl.tif", np.full((50, 50), 4, np.uint8), transform=(
-        289000.0, 200.0, 0.0, 4986000.0, 0.0, -200.0), metadata={product.MASK_KIND_KEY: "scl"})
+    scl = write_raster(
+        tmp_path / "scl.tif",
+        np.full((50, 50), 4, np.uint8),
+        transform=(289000.0, 200.0, 0.0, 4986000.0, 0.0, -200.0),
+        metadata={product.MASK_KIND_KEY: "scl"},
+    )
     plan = pipeline.plan(improve_request(tmp_path, product_mask=scl))
     assert plan.merge.settings.product_kind == "scl"
-    plain = write_raster(tmp_path / "plain.tif", np.zeros((50, 50), np.uint8), transform=(
-        289000.0, 200.0, 0.0, 4986000.0, 0.0, -200.0))
+    plain = write_raster(
+        tmp_path / "plain.tif", np.zeros((50, 50), np.uint8), transform=(289000.0, 200.0, 0.0, 4986000.0, 0.0, -200.0)
+    )
     assert pipeline.plan(improve_request(tmp_path, product_mask=plain)).merge.settings.product_kind == "nonzero"
 
 
 def test_a_product_mask_elsewhere_is_refused_before_any_work(tmp_path, monkeypatch):
     model_file("ukis-6b-l1c")
-    far = write_raster(tmp_path / "far.tif", np.zeros((10, 10), np.uint8), transform=(
-        100000.0, 10.0, 0.0, 1000000.0, 0.0, -10.0))
+    far = write_raster(
+        tmp_path / "far.tif", np.zeros((10, 10), np.uint8), transform=(100000.0, 10.0, 0.0, 1000000.0, 0.0, -10.0)
+    )
 
     def no_inference(*args, **kwargs):
         raise AssertionError("the models ran before the product mask was checked")
+
     monkeypatch.setattr(pipeline, "compute_probabilities", no_inference)
     with pytest.raises(RasterError, match="does not overlap"):
         pipeline.improve(improve_request(tmp_path, product_mask=far))
@@ -111,10 +124,12 @@ def test_a_raster_with_b10_and_no_level_in_its_metadata_is_l1c(tmp_path, descrip
     require(L1C_STACK)
     stack = gdal.Open(str(L1C_STACK))
     names = [stack.GetRasterBand(i + 1).GetDescription() for i in range(stack.RasterCount)]
-    raster = write_raster(tmp_path / "s2.tif", stack.ReadAsArray(0, 0, 64, 64),
-                          descriptions=names if descriptions else None)
+    raster = write_raster(
+        tmp_path / "s2.tif", stack.ReadAsArray(0, 0, 64, 64), descriptions=names if descriptions else None
+    )
     probability = pipeline.ProbabilityRequest(raster)
-    plan = pipeline.plan(pipeline.ImproveRequest(probability, None, merge.MergeSettings(),
-                                                 mask=str(tmp_path / "mask.tif")))
+    plan = pipeline.plan(
+        pipeline.ImproveRequest(probability, None, merge.MergeSettings(), mask=str(tmp_path / "mask.tif"))
+    )
     assert plan.probability.level == "L1C"
     assert plan.probability.cloud_models == ("ukis-6b-l1c",)

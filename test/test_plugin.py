@@ -34,9 +34,13 @@ from cloud_mask_improver.ui.model_manager import ModelManagerDialog
 
 ROOT = Path(__file__).resolve().parent.parent
 MENU = "Cloud Mask Improver"
-ACTION_TEXTS = ["Improve cloud mask…", "Improve cloud mask (ensemble)…", "Manage models…",
-                "Open “Improve cloud mask (model)” in the modeler…",
-                "Open “Improve cloud mask from product (model)” in the modeler…"]
+ACTION_TEXTS = [
+    "Improve cloud mask…",
+    "Improve cloud mask (ensemble)…",
+    "Manage models…",
+    "Open “Improve cloud mask (model)” in the modeler…",
+    "Open “Improve cloud mask from product (model)” in the modeler…",
+]
 QGIS_PROCESS = shutil.which("qgis_process.bin") or shutil.which("qgis_process")
 
 
@@ -261,8 +265,12 @@ def test_unload_cancels_a_toolbox_run_of_its_algorithms(gui, qtbot, tmp_path):
     algorithm = registry().createAlgorithmById("cloudmask:improvecloudmask")
     context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
     target = tmp_path / "mask.tif"
-    parameters = {"S2_RASTER": str(L1C_STACK), "CLOUD_MODEL": "ukis-6b-l1c", "SHADOW_MODEL": "ukis-6b-l1c",
-                  "MASK": str(target)}
+    parameters = {
+        "S2_RASTER": str(L1C_STACK),
+        "CLOUD_MODEL": "ukis-6b-l1c",
+        "SHADOW_MODEL": "ukis-6b-l1c",
+        "MASK": str(target),
+    }
     task = QgsProcessingAlgRunnerTask(algorithm, parameters, context, feedback)
     ended = []
     task.executed.connect(lambda ok, _results: ended.append(ok))
@@ -280,12 +288,15 @@ def test_qgis_process_enables_the_plugin_and_lists_the_provider(plugin_dir, tmp_
     # The plugin then finds onnxruntime through CLOUDMASK_HOME (set by conftest).
     env = dict(os.environ)
     env.pop("QGIS_OPTIONS_PATH", None)
-    env.update(HOME=str(tmp_path), QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "qgis"),
-               QGIS_PLUGINPATH=str(plugin_dir), QT_QPA_PLATFORM="offscreen")
+    env.update(
+        HOME=str(tmp_path),
+        QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "qgis"),
+        QGIS_PLUGINPATH=str(plugin_dir),
+        QT_QPA_PLATFORM="offscreen",
+    )
 
     def qgis_process(*args):
-        done = subprocess.run([QGIS_PROCESS, *args], check=False, env=env,
-                              capture_output=True, text=True, timeout=180)
+        done = subprocess.run([QGIS_PROCESS, *args], check=False, env=env, capture_output=True, text=True, timeout=180)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "Traceback" not in done.stdout + done.stderr, done.stdout + done.stderr
         return done.stdout
@@ -311,6 +322,12 @@ def test_the_tests_run_in_a_checkout_whose_folder_name_is_no_python_name(tmp_pat
     shutil.copy(ROOT / "pyproject.toml", checkout)
     (checkout / "core").symlink_to(ROOT / "core")
     (checkout / "test" / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test"],
-                         cwd=checkout, capture_output=True, text=True, timeout=120, check=False)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test"],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert run.returncode == 0, run.stdout[-2000:]

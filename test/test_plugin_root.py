@@ -13,8 +13,13 @@ def test_a_second_clone_links_its_own_plugin_folder_and_leaves_ours_alone(tmp_pa
     (clone / "scripts").mkdir(parents=True)
     shutil.copy(ROOT / "scripts" / "plugin_root.py", clone / "scripts")
     shutil.copytree(ROOT / "core", clone / "core")  # what an older plugin_root loaded by path
-    out = subprocess.run([sys.executable, "-c", "import plugin_root; print(plugin_root.link_plugin())"],
-                         cwd=clone / "scripts", capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", "import plugin_root; print(plugin_root.link_plugin())"],
+        cwd=clone / "scripts",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     theirs = Path(out)
     assert (theirs / "cloud_mask_improver").resolve() == clone.resolve()
     assert theirs.resolve().is_relative_to(clone.resolve())

@@ -31,7 +31,8 @@ from cloud_mask_improver.core.raster import raster_info
 
 grids = st.one_of(
     st.tuples(st.just("mirror-tukey"), st.integers(8, 48), st.sampled_from([0.0, 0.1, 0.2, 0.25, 0.4])),
-    st.tuples(st.just("centre-crop"), st.integers(8, 48), st.sampled_from([0.0, 0.25, 0.4])))
+    st.tuples(st.just("centre-crop"), st.integers(8, 48), st.sampled_from([0.0, 0.25, 0.4])),
+)
 
 
 def usable(grid) -> bool:
@@ -42,6 +43,7 @@ def usable(grid) -> bool:
 
 def test_cards_refuse_an_overlap_too_small_to_blend(tmp_path):
     from cloud_mask_improver.core.modelstore.cards import CardError, load_card
+
     card = write_card(tmp_path / "c.json", tiling={"scheme": "mirror-tukey", "tile": 8, "overlap": 0.1})
     with pytest.raises(CardError, match="under 2 px"):
         load_card(card)
@@ -51,9 +53,14 @@ def identity_model(folder: Path, grid) -> Path:
     """Cloud 'probability' = the first band's value, at any tile size."""
     scheme, tile, overlap = grid
     path = conv1x1_model(folder / "identity.onnx", np.array([[1.0]]), np.zeros(1), tile=None)
-    write_card(folder / "identity.json", id="identity", bands=["B02"], scaling={"factor": 1.0},
-               tiling={"scheme": scheme, "tile": tile, "overlap": overlap},
-               output={"activation": "probabilities", "cloud": [0]})
+    write_card(
+        folder / "identity.json",
+        id="identity",
+        bands=["B02"],
+        scaling={"factor": 1.0},
+        tiling={"scheme": scheme, "tile": tile, "overlap": overlap},
+        output={"activation": "probabilities", "cloud": [0]},
+    )
     return path
 
 
@@ -62,29 +69,39 @@ def tile_mean_model(folder: Path, grid) -> Path:
     scheme, tile, overlap = grid
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 1, "h", "w"])
     y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 1, "h", "w"])
-    nodes = [helper.make_node("ReduceMean", ["input"], ["mean"], axes=[2, 3], keepdims=1),
-             helper.make_node("Add", ["input", "mean"], ["output"])]
-    model = helper.make_model(helper.make_graph(nodes, "tile_mean", [x], [y]),
-                              opset_imports=[helper.make_opsetid("", 17)])
+    nodes = [
+        helper.make_node("ReduceMean", ["input"], ["mean"], axes=[2, 3], keepdims=1),
+        helper.make_node("Add", ["input", "mean"], ["output"]),
+    ]
+    model = helper.make_model(
+        helper.make_graph(nodes, "tile_mean", [x], [y]), opset_imports=[helper.make_opsetid("", 17)]
+    )
     model.ir_version = 8
     onnx.save(model, str(folder / "mean.onnx"))
-    write_card(folder / "mean.json", id="tile-mean", bands=["B02"], scaling={"factor": 1.0},
-               tiling={"scheme": scheme, "tile": tile, "overlap": overlap},
-               output={"activation": "probabilities", "cloud": [0]})
+    write_card(
+        folder / "mean.json",
+        id="tile-mean",
+        bands=["B02"],
+        scaling={"factor": 1.0},
+        tiling={"scheme": scheme, "tile": tile, "overlap": overlap},
+        output={"activation": "probabilities", "cloud": [0]},
+    )
     return folder / "mean.onnx"
 
 
 def cloud_of(folder: Path, raster: str, model: Path, window_rows: int, batch_size: int = 4) -> np.ndarray:
     out = folder / f"cloud-{window_rows}-{batch_size}.tif"
-    request = pipeline.ProbabilityRequest(raster, [str(model)], bands="B02", window_rows=window_rows,
-                                          batch_size=batch_size)
+    request = pipeline.ProbabilityRequest(
+        raster, [str(model)], bands="B02", window_rows=window_rows, batch_size=batch_size
+    )
     pipeline.probabilities(request, pipeline.ProbabilityOutputs(cloud=str(out)))
     return read(out)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rows=st.integers(1, 90), cols=st.integers(1, 90), grid=grids, window=st.integers(1, 100),
-       seed=st.integers(0, 2**16))
+@given(
+    rows=st.integers(1, 90), cols=st.integers(1, 90), grid=grids, window=st.integers(1, 100), seed=st.integers(0, 2**16)
+)
 def test_blending_is_normalised_so_an_identity_network_gives_its_input_back(rows, cols, grid, window, seed):
     """Whatever the weights, each pixel is divided by the sum of its weights; what the
     weights themselves are is checked by the next test."""
@@ -102,6 +119,7 @@ def tukey_blend_reference(scene: np.ndarray, tile: int, overlap: float) -> np.nd
     -margin every tile - margin px over the mirror-padded scene, each tile's output
     (input + the tile's mean) weighted by the outer product of scipy's Tukey window."""
     from scipy.signal.windows import tukey
+
     margin, step = int(tile * overlap), int(tile - tile * overlap)
     window = tukey(tile, 2 * overlap)
     rows, cols = scene.shape
@@ -110,7 +128,7 @@ def tukey_blend_reference(scene: np.ndarray, tile: int, overlap: float) -> np.nd
     total, weights = np.zeros(scene.shape), np.zeros(scene.shape)
     for r in range(-margin, rows, step):
         for c in range(-margin, cols, step):
-            x = padded[pad + r:pad + r + tile, pad + c:pad + c + tile]
+            x = padded[pad + r : pad + r + tile, pad + c : pad + c + tile]
             y = x + x.mean(dtype=np.float32)
             w = np.outer(window, window)
             r0, c0 = max(r, 0), max(c, 0)
@@ -122,8 +140,14 @@ def tukey_blend_reference(scene: np.ndarray, tile: int, overlap: float) -> np.nd
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rows=st.integers(1, 70), cols=st.integers(1, 70), tile=st.integers(10, 40),
-       overlap=st.sampled_from([0.1, 0.2, 0.25, 0.4]), window=st.integers(1, 80), seed=st.integers(0, 2**16))
+@given(
+    rows=st.integers(1, 70),
+    cols=st.integers(1, 70),
+    tile=st.integers(10, 40),
+    overlap=st.sampled_from([0.1, 0.2, 0.25, 0.4]),
+    window=st.integers(1, 80),
+    seed=st.integers(0, 2**16),
+)
 def test_blending_weights_are_the_tukey_window_of_the_authors(rows, cols, tile, overlap, window, seed):
     """A network that sees the whole tile: every pixel is the Tukey-weighted mean of the
     tiles over it (a wrong window, e.g. scaled unevenly, moves the result)."""
@@ -137,9 +161,14 @@ def test_blending_weights_are_the_tukey_window_of_the_authors(rows, cols, tile, 
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(rows=st.integers(1, 90), cols=st.integers(1, 60), grid=grids, windows=st.tuples(
-    st.integers(1, 100), st.integers(1, 100)), batches=st.tuples(st.integers(1, 5), st.integers(1, 5)),
-    seed=st.integers(0, 2**16))
+@given(
+    rows=st.integers(1, 90),
+    cols=st.integers(1, 60),
+    grid=grids,
+    windows=st.tuples(st.integers(1, 100), st.integers(1, 100)),
+    batches=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+    seed=st.integers(0, 2**16),
+)
 def test_context_sensitive_result_is_independent_of_window_and_batch(rows, cols, grid, windows, batches, seed):
     assume(usable(grid))
     scene = np.random.default_rng(seed).integers(1, 1000, size=(rows, cols), dtype=np.uint16)
@@ -196,8 +225,7 @@ def product_values(draw):
 def test_decoders_agree_with_the_value_by_value_reference(case):
     values, kind, nodata, threshold = case
     decoded = merge.decode_product_mask(values, kind, nodata, threshold)
-    want = np.array([reference_decode(v, kind, nodata, threshold) for v in values.ravel()]).reshape(
-        values.shape + (3,))
+    want = np.array([reference_decode(v, kind, nodata, threshold) for v in values.ravel()]).reshape(values.shape + (3,))
     np.testing.assert_array_equal(decoded.cloud, want[..., 0])
     np.testing.assert_array_equal(decoded.shadow, want[..., 1])
     np.testing.assert_array_equal(decoded.known, want[..., 2])
@@ -220,8 +248,12 @@ def test_decoding_a_window_is_the_window_of_the_decoding(case, data):
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(factor=st.integers(1, 4), offset=st.tuples(st.integers(-3, 3), st.integers(-3, 3)),
-       shape=st.tuples(st.integers(1, 15), st.integers(1, 15)), seed=st.integers(0, 2**16))
+@given(
+    factor=st.integers(1, 4),
+    offset=st.tuples(st.integers(-3, 3), st.integers(-3, 3)),
+    shape=st.tuples(st.integers(1, 15), st.integers(1, 15)),
+    seed=st.integers(0, 2**16),
+)
 def test_a_coarser_shifted_product_mask_lands_on_the_right_pixels(factor, offset, shape, seed):
     """An SCL at ``factor`` x the pixel size, shifted by whole coarse pixels: on the
     raster's grid each class covers exactly the fine pixels under its coarse pixel,

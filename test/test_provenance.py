@@ -54,10 +54,17 @@ def request(stack, product, folder, name, source=True, **settings):
     # these pixel-by-pixel checks are about. The toolbox tests below run at the default.
     probability = pipeline.ProbabilityRequest(str(stack), cloud_models=(MODEL,), shadow_model=MODEL, resolution=0)
     return pipeline.ImproveRequest(
-        probability, str(product), merge.MergeSettings(**settings), THR, THR, mask=str(folder / f"{name}_mask.tif"),
+        probability,
+        str(product),
+        merge.MergeSettings(**settings),
+        THR,
+        THR,
+        mask=str(folder / f"{name}_mask.tif"),
         source=str(folder / f"{name}_source.tif") if source else None,
-        outputs=pipeline.ProbabilityOutputs(cloud=str(folder / f"{name}_cloud.tif"),
-                                            shadow=str(folder / f"{name}_shadow.tif")))
+        outputs=pipeline.ProbabilityOutputs(
+            cloud=str(folder / f"{name}_cloud.tif"), shadow=str(folder / f"{name}_shadow.tif")
+        ),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +129,11 @@ def test_the_figures_say_what_each_source_added(scene, runs):
     figures = report.provenance
     assert figures["PRODUCT_MASK_FRACTION"] == pytest.approx(((product == 1) & valid).sum() / valid.sum())
     assert figures["MASKED_FRACTION"] == pytest.approx(
-        report.fractions["CLOUD_FRACTION"] + report.fractions["SHADOW_FRACTION"])
+        report.fractions["CLOUD_FRACTION"] + report.fractions["SHADOW_FRACTION"]
+    )
     assert figures["MODEL_ADDED_FRACTION"] == pytest.approx(
-        np.isin(source, [provenance.CLOUD_MODEL, provenance.SHADOW_MODEL]).sum() / valid.sum())
+        np.isin(source, [provenance.CLOUD_MODEL, provenance.SHADOW_MODEL]).sum() / valid.sum()
+    )
     assert figures["DILATION_FRACTION"] == pytest.approx((source == provenance.DILATION).sum() / valid.sum())
     assert figures["MODEL_ADDED_FRACTION"] > 0.05 and figures["DILATION_FRACTION"] > 0.05
     assert f"{100 * figures['MASKED_FRACTION']:.1f} %" in report.notes[-1]
@@ -157,8 +166,12 @@ def test_minimum_area_fills_and_clears_are_named_and_windows_do_not_show(scene):
     assert (mask[source == provenance.CLEARED] == merge.CLEAR).all()
     assert np.isin(mask[source == provenance.FILLED], [merge.CLOUD, merge.SHADOW]).all()
     assert report.provenance["FILLED_FRACTION"] > 0 and report.provenance["CLEARED_FRACTION"] > 0
-    one = replace(run_plan, merge=replace(run_plan.merge, window_rows=4096), mask=str(folder / "one_mask.tif"),
-                  source=str(folder / "one_source.tif"))
+    one = replace(
+        run_plan,
+        merge=replace(run_plan.merge, window_rows=4096),
+        mask=str(folder / "one_mask.tif"),
+        source=str(folder / "one_source.tif"),
+    )
     pipeline.run(one)
     assert np.array_equal(read(folder / "one_source.tif"), source)
 
@@ -169,14 +182,21 @@ def test_a_plain_merge_of_probability_files_gives_the_same_source(scene, runs):
     folder, _, product_path, _ = scene
     run_plan = pipeline.plan(request(scene[1], product_path, folder, "with"))
     from cloud_mask_improver.core.windowed_merge import SourceOutput, merge_to_mask
+
     source = SourceOutput(str(folder / "files_source.tif"))
-    merge_to_mask(run_plan.merge, str(folder / "with_cloud.tif"), str(folder / "with_shadow.tif"),
-                  str(folder / "files_mask.tif"), source=source)
+    merge_to_mask(
+        run_plan.merge,
+        str(folder / "with_cloud.tif"),
+        str(folder / "with_shadow.tif"),
+        str(folder / "files_mask.tif"),
+        source=source,
+    )
     assert np.array_equal(read(folder / "files_source.tif"), read(folder / "with_source.tif"))
 
 
 def test_source_on_the_path_of_another_output_is_refused(scene, tmp_path):
     from cloud_mask_improver.core.staging import OutputError
+
     _, stack, product_path, _ = scene
     same = replace(request(stack, product_path, tmp_path, "x"), source=str(tmp_path / "x_mask.tif"))
     with pytest.raises(OutputError, match="same file"):
@@ -190,9 +210,19 @@ def test_categories_of_a_small_block():
     bits = np.array([[0, product, cloud, shadow, product | shadow, cloud | shadow, 0, 0, 0]], np.uint8)
     dilated = np.array([[1, 1, 1, 2, 2, 1, 0, 1, 255]], np.uint8)
     final = np.array([[1, 1, 1, 2, 2, 1, 1, 0, 255]], np.uint8)
-    assert provenance.categories(bits, dilated, final).tolist() == [[
-        provenance.DILATION, provenance.PRODUCT, provenance.CLOUD_MODEL, provenance.SHADOW_MODEL, provenance.BOTH,
-        provenance.CLOUD_MODEL, provenance.FILLED, provenance.CLEARED, provenance.NODATA]]
+    assert provenance.categories(bits, dilated, final).tolist() == [
+        [
+            provenance.DILATION,
+            provenance.PRODUCT,
+            provenance.CLOUD_MODEL,
+            provenance.SHADOW_MODEL,
+            provenance.BOTH,
+            provenance.CLOUD_MODEL,
+            provenance.FILLED,
+            provenance.CLEARED,
+            provenance.NODATA,
+        ]
+    ]
 
 
 # -- as users run it: toolbox, a model, qgis_process, the layer QGIS loads
@@ -203,11 +233,19 @@ SAMPLE_PARAMS = {"CLOUD_MODEL": MODEL, "SHADOW_MODEL": MODEL, "CLOUD_THR": THR, 
 @pytest.fixture(scope="module")
 def toolbox(provider, tmp_path_factory):
     import processing
+
     require(L1C_STACK, PRODUCT_MASK)
     folder = tmp_path_factory.mktemp("toolbox")
-    result = processing.run("cloudmask:improvecloudmask", {
-        "S2_RASTER": str(L1C_STACK), "PRODUCT_MASK": str(PRODUCT_MASK), "MASK": str(folder / "mask.tif"),
-        "SOURCE": str(folder / "source.tif"), **SAMPLE_PARAMS})
+    result = processing.run(
+        "cloudmask:improvecloudmask",
+        {
+            "S2_RASTER": str(L1C_STACK),
+            "PRODUCT_MASK": str(PRODUCT_MASK),
+            "MASK": str(folder / "mask.tif"),
+            "SOURCE": str(folder / "source.tif"),
+            **SAMPLE_PARAMS,
+        },
+    )
     return folder, result
 
 
@@ -215,8 +253,14 @@ def test_toolbox_writes_source_and_its_figures(toolbox):
     folder, result = toolbox
     assert result["SOURCE"] == str(folder / "source.tif")
     source, mask = read(folder / "source.tif"), read(folder / "mask.tif")
-    assert set(np.unique(source)) == {provenance.CLEAR, provenance.BOTH, provenance.CLOUD_MODEL, provenance.PRODUCT,
-                                      provenance.SHADOW_MODEL, provenance.DILATION}
+    assert set(np.unique(source)) == {
+        provenance.CLEAR,
+        provenance.BOTH,
+        provenance.CLOUD_MODEL,
+        provenance.PRODUCT,
+        provenance.SHADOW_MODEL,
+        provenance.DILATION,
+    }
     assert np.array_equal(mask == merge.CLEAR, source == provenance.CLEAR)
     for name in provenance.FIGURES:
         assert 0.0 <= result[name] <= 1.0
@@ -226,19 +270,36 @@ def test_toolbox_writes_source_and_its_figures(toolbox):
 
 def test_without_source_the_toolbox_gives_no_figures(provider, tmp_path):
     import processing
-    result = processing.run("cloudmask:improvecloudmask", {
-        "S2_RASTER": str(L1C_STACK), "PRODUCT_MASK": str(PRODUCT_MASK), "MASK": str(tmp_path / "m.tif"),
-        **SAMPLE_PARAMS})
+
+    result = processing.run(
+        "cloudmask:improvecloudmask",
+        {
+            "S2_RASTER": str(L1C_STACK),
+            "PRODUCT_MASK": str(PRODUCT_MASK),
+            "MASK": str(tmp_path / "m.tif"),
+            **SAMPLE_PARAMS,
+        },
+    )
     assert result.get("SOURCE") is None and result.get("MASKED_FRACTION") is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tif", "m.tif.aux.xml"]
 
 
 def test_ensemble_writes_source(provider, toolbox, tmp_path):
     import processing
-    result = processing.run("cloudmask:improvecloudmaskensemble", {
-        "S2_RASTER": str(L1C_STACK), "PRODUCT_MASK": str(PRODUCT_MASK), "CLOUD_MODELS": "ukis-6b-l1c,ukis-4b-l1c",
-        "SHADOW_MODEL": MODEL, "CLOUD_THR": THR, "SHADOW_THR": THR, "MASK": str(tmp_path / "m.tif"),
-        "SOURCE": str(tmp_path / "s.tif")})
+
+    result = processing.run(
+        "cloudmask:improvecloudmaskensemble",
+        {
+            "S2_RASTER": str(L1C_STACK),
+            "PRODUCT_MASK": str(PRODUCT_MASK),
+            "CLOUD_MODELS": "ukis-6b-l1c,ukis-4b-l1c",
+            "SHADOW_MODEL": MODEL,
+            "CLOUD_THR": THR,
+            "SHADOW_THR": THR,
+            "MASK": str(tmp_path / "m.tif"),
+            "SOURCE": str(tmp_path / "s.tif"),
+        },
+    )
     source, mask = read(tmp_path / "s.tif"), read(tmp_path / "m.tif")
     flagged = (source >= provenance.BOTH) & (source <= provenance.FILLED)
     assert np.array_equal(np.isin(mask, [merge.CLOUD, merge.SHADOW]), flagged)
@@ -254,6 +315,7 @@ def test_a_model_with_the_source_output(provider, toolbox, tmp_path):
         QgsProcessingModelChildParameterSource,
         QgsProcessingModelOutput,
     )
+
     model = QgsProcessingModelAlgorithm("provenance", "tests")
     child = QgsProcessingModelChildAlgorithm("cloudmask:improvecloudmask")
     child.setChildId("improve")
@@ -279,17 +341,37 @@ def test_qgis_process_writes_the_same_source(plugin_dir, toolbox, tmp_path):
     import os
     import shutil
     import subprocess
+
     exe = shutil.which("qgis_process.bin") or shutil.which("qgis_process")
-    env = dict(os.environ, QGIS_PLUGINPATH=str(plugin_dir), QT_QPA_PLATFORM="offscreen",
-               QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "profile"))
+    env = dict(
+        os.environ,
+        QGIS_PLUGINPATH=str(plugin_dir),
+        QT_QPA_PLATFORM="offscreen",
+        QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "profile"),
+    )
     subprocess.run([exe, "plugins", "enable", "cloud_mask_improver"], env=env, capture_output=True, check=True)
     args = [f"{k}={v}" for k, v in SAMPLE_PARAMS.items()]
-    done = subprocess.run([exe, "run", "cloudmask:improvecloudmask", "--json", "--", f"S2_RASTER={L1C_STACK}",
-                           f"PRODUCT_MASK={PRODUCT_MASK}", f"MASK={tmp_path / 'm.tif'}",
-                           f"SOURCE={tmp_path / 's.tif'}", *args],
-                          check=False, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            exe,
+            "run",
+            "cloudmask:improvecloudmask",
+            "--json",
+            "--",
+            f"S2_RASTER={L1C_STACK}",
+            f"PRODUCT_MASK={PRODUCT_MASK}",
+            f"MASK={tmp_path / 'm.tif'}",
+            f"SOURCE={tmp_path / 's.tif'}",
+            *args,
+        ],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    results = json.loads(done.stdout[done.stdout.index("{"):])["results"]
+    results = json.loads(done.stdout[done.stdout.index("{") :])["results"]
     assert np.array_equal(read(tmp_path / "s.tif"), read(toolbox[0] / "source.tif"))
     assert results["DILATION_FRACTION"] == pytest.approx(toolbox[1]["DILATION_FRACTION"])
 
@@ -301,9 +383,16 @@ def test_the_loaded_source_layer_gets_its_legend(provider, qgis_iface, tmp_path)
     from cloud_mask_improver.algorithms.styling import pending_stylers
 
     for run in range(2):  # a new post-processor per output per run: the second run is styled too
-        result = processing.runAndLoadResults("cloudmask:improvecloudmask", {
-            "S2_RASTER": str(L1C_STACK), "PRODUCT_MASK": str(PRODUCT_MASK), "MASK": str(tmp_path / f"m{run}.tif"),
-            "SOURCE": str(tmp_path / f"s{run}.tif"), **SAMPLE_PARAMS})
+        result = processing.runAndLoadResults(
+            "cloudmask:improvecloudmask",
+            {
+                "S2_RASTER": str(L1C_STACK),
+                "PRODUCT_MASK": str(PRODUCT_MASK),
+                "MASK": str(tmp_path / f"m{run}.tif"),
+                "SOURCE": str(tmp_path / f"s{run}.tif"),
+                **SAMPLE_PARAMS,
+            },
+        )
         layers = [lyr for lyr in QgsProject.instance().mapLayers().values() if lyr.source() == result["SOURCE"]]
         try:
             assert len(layers) == 1
@@ -321,12 +410,21 @@ def test_an_extent_gives_the_whole_scene_source_there(provider, toolbox, tmp_pat
     """With an extent only the tiles it needs run; its SOURCE pixels equal the whole scene's,
     and the figures are those of the extent."""
     import processing
+
     x0, y0 = 290040.0, 4985040.0
     cols, rows = slice(100, 300), slice(200, 500)
     extent = f"{x0 + 10 * cols.start},{x0 + 10 * cols.stop},{y0 - 10 * rows.stop},{y0 - 10 * rows.start} [EPSG:32633]"
-    result = processing.run("cloudmask:improvecloudmask", {
-        "S2_RASTER": str(L1C_STACK), "PRODUCT_MASK": str(PRODUCT_MASK), "EXTENT": extent,
-        "MASK": str(tmp_path / "m.tif"), "SOURCE": str(tmp_path / "s.tif"), **SAMPLE_PARAMS})
+    result = processing.run(
+        "cloudmask:improvecloudmask",
+        {
+            "S2_RASTER": str(L1C_STACK),
+            "PRODUCT_MASK": str(PRODUCT_MASK),
+            "EXTENT": extent,
+            "MASK": str(tmp_path / "m.tif"),
+            "SOURCE": str(tmp_path / "s.tif"),
+            **SAMPLE_PARAMS,
+        },
+    )
     whole = read(toolbox[0] / "source.tif")[rows, cols]
     assert np.array_equal(read(tmp_path / "s.tif"), whole)
     assert result["DILATION_FRACTION"] == pytest.approx((whole == provenance.DILATION).mean())
@@ -336,8 +434,16 @@ def test_an_extent_gives_the_whole_scene_source_there(provider, toolbox, tmp_pat
 def test_a_source_that_cannot_be_written_is_refused_before_any_work(provider, tmp_path, name, said):
     import processing
     from qgis.core import QgsProcessingException
+
     with pytest.raises(QgsProcessingException, match=said):
-        processing.run("cloudmask:improvecloudmask", {
-            "S2_RASTER": str(L1C_STACK), "PRODUCT_MASK": str(PRODUCT_MASK), "MASK": str(tmp_path / "m.tif"),
-            "SOURCE": str(tmp_path / name), **SAMPLE_PARAMS})
+        processing.run(
+            "cloudmask:improvecloudmask",
+            {
+                "S2_RASTER": str(L1C_STACK),
+                "PRODUCT_MASK": str(PRODUCT_MASK),
+                "MASK": str(tmp_path / "m.tif"),
+                "SOURCE": str(tmp_path / name),
+                **SAMPLE_PARAMS,
+            },
+        )
     assert not list(tmp_path.iterdir())  # no mask either: nothing was run

@@ -21,13 +21,34 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 FLOOR = "3.9"
 NOT_SHIPPED = {"test", "scripts", "docs", "build", "out", "__pycache__"}  # scripts/zip.sh leaves these out
-TYPE_NAMES = {"None", "int", "float", "str", "bytes", "bool", "list", "dict", "tuple", "set", "frozenset", "object",
-              "Path", "Any", "Callable", "Sequence", "Iterable", "Mapping"}
+TYPE_NAMES = {
+    "None",
+    "int",
+    "float",
+    "str",
+    "bytes",
+    "bool",
+    "list",
+    "dict",
+    "tuple",
+    "set",
+    "frozenset",
+    "object",
+    "Path",
+    "Any",
+    "Callable",
+    "Sequence",
+    "Iterable",
+    "Mapping",
+}
 
 
 def shipped_sources() -> list[Path]:
-    return [p for p in sorted(ROOT.rglob("*.py"))
-            if not any(part in NOT_SHIPPED or part.startswith(".") for part in p.relative_to(ROOT).parts[:-1])]
+    return [
+        p
+        for p in sorted(ROOT.rglob("*.py"))
+        if not any(part in NOT_SHIPPED or part.startswith(".") for part in p.relative_to(ROOT).parts[:-1])
+    ]
 
 
 def _is_type(node: ast.AST) -> bool:
@@ -45,8 +66,10 @@ def _is_type(node: ast.AST) -> bool:
 def union_problems(text: str) -> list[str]:
     """``X | Y`` unions that Python 3.9 would evaluate (and fail on)."""
     tree = ast.parse(text)
-    postponed = any(isinstance(n, ast.ImportFrom) and n.module == "__future__"
-                    and any(a.name == "annotations" for a in n.names) for n in tree.body)
+    postponed = any(
+        isinstance(n, ast.ImportFrom) and n.module == "__future__" and any(a.name == "annotations" for a in n.names)
+        for n in tree.body
+    )
     annotations: set[int] = set()
     for node in ast.walk(tree):
         found = []
@@ -63,8 +86,11 @@ def union_problems(text: str) -> list[str]:
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr) and _is_type(node):
             if id(node) in annotations and postponed:
                 continue
-            where = "an annotation without `from __future__ import annotations`" \
-                if id(node) in annotations else "code that runs"
+            where = (
+                "an annotation without `from __future__ import annotations`"
+                if id(node) in annotations
+                else "code that runs"
+            )
             problems.append(f"{node.lineno}: {ast.unparse(node)} in {where}")
     return problems
 
@@ -80,8 +106,12 @@ def test_the_floor_is_what_the_minimum_qgis_ships():
 
 def vermin(*files: str) -> subprocess.CompletedProcess:
     command = "import sys, vermin; sys.exit(vermin.main())"
-    return subprocess.run([sys.executable, "-c", command, f"-t={FLOOR}-", "--violations", "--no-tips", *files],
-                          capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", command, f"-t={FLOOR}-", "--violations", "--no-tips", *files],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def test_vermin_finds_no_need_for_a_newer_python():
@@ -96,12 +126,15 @@ def test_vermin_would_notice(tmp_path):
     assert done.returncode != 0 and "pairwise" in done.stdout
 
 
-@pytest.mark.parametrize("text, bad", [
-    ("def f(x: int | None) -> str | None: ...", True),
-    ("from __future__ import annotations\ndef f(x: int | None) -> str | None: ...", False),
-    ("from __future__ import annotations\nOptional = int | None", True),
-    ("from __future__ import annotations\nok = isinstance(1, (int, float))\nflags = A.X | A.Y", False),
-])
+@pytest.mark.parametrize(
+    "text, bad",
+    [
+        ("def f(x: int | None) -> str | None: ...", True),
+        ("from __future__ import annotations\ndef f(x: int | None) -> str | None: ...", False),
+        ("from __future__ import annotations\nOptional = int | None", True),
+        ("from __future__ import annotations\nok = isinstance(1, (int, float))\nflags = A.X | A.Y", False),
+    ],
+)
 def test_union_check_tells_postponed_from_evaluated(text, bad):
     assert bool(union_problems(text)) == bad
 

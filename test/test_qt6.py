@@ -50,8 +50,7 @@ REMOVED = {
     r"\bQt\.(TextSelectableByMouse|TextBrowserInteraction|LinksAccessibleByMouse)\b": r"Qt.TextInteractionFlag.\1",
     r"\bQt\.(RichText|PlainText|AutoText|MarkdownText)\b": r"Qt.TextFormat.\1",
     r"\bQt\.(\w+Button)\b": r"Qt.MouseButton.\1",
-    r"\bQSizePolicy\.(Fixed|Minimum|Maximum|Preferred|Expanding|MinimumExpanding|Ignored)\b":
-        r"QSizePolicy.Policy.\1",
+    r"\bQSizePolicy\.(Fixed|Minimum|Maximum|Preferred|Expanding|MinimumExpanding|Ignored)\b": r"QSizePolicy.Policy.\1",
     r"\bQMessageBox\.(Yes|No|Ok|Cancel|Close|Abort|Retry|Ignore|Save|Discard)\b": r"QMessageBox.StandardButton.\1",
     r"\bQMessageBox\.(Information|Warning|Critical|Question)\b": r"QMessageBox.Icon.\1",
     r"\bQDialogButtonBox\.(Ok|Cancel|Close|Apply|Help|Reset|Yes|No|Save)\b": r"QDialogButtonBox.StandardButton.\1",
@@ -90,7 +89,7 @@ def removed_spellings(text: str) -> list[str]:
         code = line.split("#", 1)[0] if "resources_rc" not in line else line  # comments are not code
         for pattern, instead in REMOVED.items():
             for match in re.finditer(pattern, code):
-                if code[match.end():match.end() + 1] == ".":
+                if code[match.end() : match.end() + 1] == ".":
                     continue  # ``Qt.ItemDataRole.UserRole``: the enum itself, already scoped
                 found.append(f"{number}: {match.group(0).strip()} -> {match.expand(instead)}")
     return found
@@ -162,36 +161,49 @@ def test_the_scan_covers_the_plugin():
     assert not any(f.startswith("test/") for f in files)
 
 
-@pytest.mark.parametrize("snippet, expected", [
-    ("bar.pushMessage('x', 'y', Qgis.Success, 5)", "Qgis.MessageLevel.Success"),
-    ("QgsProcessingParameterNumber.Double", "QgsProcessingParameterNumber.Type.Double"),
-    ("QgsProcessingParameterFile.File", "QgsProcessingParameterFile.Behavior.File"),
-    ("p.flags() | QgsProcessingParameterDefinition.FlagAdvanced", "QgsProcessingParameterDefinition.Flag.FlagAdvanced"),
-    ("w.setFilters(QgsMapLayerProxyModel.RasterLayer)", "QgsMapLayerProxyModel.Filter.RasterLayer"),
-    ("w.setStorageMode(QgsFileWidget.SaveFile)", "QgsFileWidget.StorageMode.SaveFile"),
-    ("label.setAlignment(Qt.AlignLeft)", "Qt.AlignmentFlag.AlignLeft"),
-    ("dialog.exec_()", "exec("),
-    ("from . import resources_rc", "compiled resources"),
-    ("QIcon(':/plugins/cloud_mask_improver/icon.svg')", "a file path"),
-])
+@pytest.mark.parametrize(
+    "snippet, expected",
+    [
+        ("bar.pushMessage('x', 'y', Qgis.Success, 5)", "Qgis.MessageLevel.Success"),
+        ("QgsProcessingParameterNumber.Double", "QgsProcessingParameterNumber.Type.Double"),
+        ("QgsProcessingParameterFile.File", "QgsProcessingParameterFile.Behavior.File"),
+        (
+            "p.flags() | QgsProcessingParameterDefinition.FlagAdvanced",
+            "QgsProcessingParameterDefinition.Flag.FlagAdvanced",
+        ),
+        ("w.setFilters(QgsMapLayerProxyModel.RasterLayer)", "QgsMapLayerProxyModel.Filter.RasterLayer"),
+        ("w.setStorageMode(QgsFileWidget.SaveFile)", "QgsFileWidget.StorageMode.SaveFile"),
+        ("label.setAlignment(Qt.AlignLeft)", "Qt.AlignmentFlag.AlignLeft"),
+        ("dialog.exec_()", "exec("),
+        ("from . import resources_rc", "compiled resources"),
+        ("QIcon(':/plugins/cloud_mask_improver/icon.svg')", "a file path"),
+    ],
+)
 def test_each_removed_spelling_is_found(snippet, expected):
     found = removed_spellings(snippet)
     assert found and expected in found[0], found
-    scoped = removed_spellings(snippet.replace("Qgis.Success", "Qgis.MessageLevel.Success")
-                               .replace(".Double", ".Type.Double")
-                               .replace("Qt.AlignLeft", "Qt.AlignmentFlag.AlignLeft"))
+    scoped = removed_spellings(
+        snippet.replace("Qgis.Success", "Qgis.MessageLevel.Success")
+        .replace(".Double", ".Type.Double")
+        .replace("Qt.AlignLeft", "Qt.AlignmentFlag.AlignLeft")
+    )
     if "Success" in snippet or "Double" in snippet or "AlignLeft" in snippet:
         assert not scoped, scoped
 
 
 def test_unlisted_unscoped_enums_are_found_by_lookup():
-    text = ("from qgis.PyQt.QtCore import Qt\nfrom qgis.PyQt.QtWidgets import QSizePolicy\n"
-            "from qgis.core import QgsTask\n"
-            "a = Qt.ElideRight\nb = QSizePolicy.Expanding\nc = QgsTask.CanCancel\n"
-            "d = Qt.TextElideMode.ElideRight\ne = QgsTask.Flag.CanCancel\n")
+    text = (
+        "from qgis.PyQt.QtCore import Qt\nfrom qgis.PyQt.QtWidgets import QSizePolicy\n"
+        "from qgis.core import QgsTask\n"
+        "a = Qt.ElideRight\nb = QSizePolicy.Expanding\nc = QgsTask.CanCancel\n"
+        "d = Qt.TextElideMode.ElideRight\ne = QgsTask.Flag.CanCancel\n"
+    )
     found = unscoped_enum_members(text)
     assert [f.split(" -> ")[1] for f in found] == [
-        "Qt.TextElideMode.ElideRight", "QSizePolicy.Policy.Expanding", "QgsTask.Flag.CanCancel"], found
+        "Qt.TextElideMode.ElideRight",
+        "QSizePolicy.Policy.Expanding",
+        "QgsTask.Flag.CanCancel",
+    ], found
 
 
 @pytest.mark.parametrize("path", plugin_sources(), ids=lambda p: p.relative_to(ROOT).as_posix())

@@ -12,8 +12,13 @@ from cloud_mask_improver.core.raster import raster_info
 def test_a_utm_footprint_in_degrees_reaches_the_middle_of_its_curved_top_edge(tmp_path):
     """Across the central meridian the top edge of a UTM grid bulges north in degrees:
     its northernmost point is in the middle of the edge, not at a corner."""
-    info = raster_info(write_raster(tmp_path / "wide.tif", np.zeros((10, 400), np.uint8),
-                                    transform=(300000.0, 1000.0, 0.0, 5000000.0, 0.0, -1000.0)))
+    info = raster_info(
+        write_raster(
+            tmp_path / "wide.tif",
+            np.zeros((10, 400), np.uint8),
+            transform=(300000.0, 1000.0, 0.0, 5000000.0, 0.0, -1000.0),
+        )
+    )
     wgs84 = osr.SpatialReference()
     wgs84.ImportFromEPSG(4326)
     utm = osr.SpatialReference()
@@ -50,8 +55,9 @@ def test_a_product_mask_off_the_grid_by_part_of_a_pixel_is_resampled(tmp_path):
     under its centre."""
     values = np.arange(12 * 9, dtype=np.uint8).reshape(12, 9) + 1
     grid = raster_info(write_raster(tmp_path / "s2.tif", np.zeros((12, 9), np.uint16)))
-    product = write_raster(tmp_path / "mask.tif", values, nodata=0,
-                           transform=(500007.5, 10.0, 0.0, 5000000.0, 0.0, -10.0))
+    product = write_raster(
+        tmp_path / "mask.tif", values, nodata=0, transform=(500007.5, 10.0, 0.0, 5000000.0, 0.0, -10.0)
+    )
     path, nodata = regrid.product_mask_on_grid(product, grid, str(tmp_path))
     got = gdal.Open(path).ReadAsArray()
     np.testing.assert_array_equal(got[:, 1:], values[:, :-1])
@@ -79,7 +85,7 @@ def test_the_coarse_grid_takes_the_pixel_at_each_centre_and_the_last_one_past_th
     """30 m from 10 m: each coarse pixel is the raster's pixel at its centre (rows and columns
     1, 4, ...), as GDAL's nearest neighbour; the last coarse column reaches past a raster
     7 px wide and takes its last pixel instead of nodata."""
-    data = (np.arange(5 * 7, dtype=np.uint16).reshape(5, 7) + 1)
+    data = np.arange(5 * 7, dtype=np.uint16).reshape(5, 7) + 1
     raster = write_raster(tmp_path / "r.tif", np.stack([data, data * 2]))
     info = raster_info(raster)
     coarse = regrid.sample_coarse(info, [2, 1], [0.0, 0.0], 30.0, str(tmp_path / "coarse.tif"))

@@ -68,8 +68,9 @@ def test_release_zip_metadata_has_the_addresses_changelog_and_qgis4(release_zip)
     assert meta["experimental"] == "False"
     assert "`metadata.txt` says `experimental=False`" in (ROOT / "docs" / "platforms.md").read_text(encoding="utf-8")
     changelog = meta["changelog"].splitlines()
-    newest = next(line for line in (ROOT / "CHANGELOG.md").read_text(encoding="utf-8").splitlines()
-                  if line.startswith("## ["))
+    newest = next(
+        line for line in (ROOT / "CHANGELOG.md").read_text(encoding="utf-8").splitlines() if line.startswith("## [")
+    )
     assert changelog[0].startswith(newest[4:].split("]")[0])
     assert any("0.1.0" in line for line in changelog) and all("`" not in line for line in changelog)
     # Everything else is the working tree's metadata.txt, unchanged.
@@ -87,10 +88,16 @@ def test_changelog_is_the_newest_versions_in_plain_text(tmp_path):
         "### Fixed\n- A hostile `MTD_*.xml` is refused (1.2 % faster); see\n"
         "  *Raster > Cloud Mask Improver*.\n\n## [0.3.0] - 2027-02-01\n\n### Added\n- Three.\n\n"
         "## [0.2.0] - 2027-01-01\n\n### Changed\n- Two.\n\n## [0.1.0] - 2026-12-01\n\n### Added\n- One.\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     assert build_zip.changelog_entries(changelog).splitlines() == [
-        "Unreleased", "- Fixed: A hostile MTD_*.xml is refused (1.2 percent faster); see Raster > Cloud Mask Improver.",
-        "0.3.0 (2027-02-01)", "- Added: Three.", "0.2.0 (2027-01-01)", "- Changed: Two."]
+        "Unreleased",
+        "- Fixed: A hostile MTD_*.xml is refused (1.2 percent faster); see Raster > Cloud Mask Improver.",
+        "0.3.0 (2027-02-01)",
+        "- Added: Three.",
+        "0.2.0 (2027-01-01)",
+        "- Changed: Two.",
+    ]
 
 
 @pytest.mark.parametrize("unset", ["email", "homepage", "repository", "tracker"])
@@ -98,9 +105,18 @@ def test_release_build_is_refused_while_an_address_is_unset(tmp_path, unset):
     line = {"email": "authors =", "homepage": "Homepage =", "repository": "Repository =", "tracker": "Issues ="}
     addresses = "\n".join(text for text in ADDRESSES.splitlines() if not text.startswith(line[unset]))
     out = tmp_path / "plugin.zip"
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_zip.py"), "--pyproject",
-                           str(pyproject_with(tmp_path, addresses)), str(out)],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "build_zip.py"),
+            "--pyproject",
+            str(pyproject_with(tmp_path, addresses)),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 2
     assert f"metadata.txt would lack {unset}, which plugins.qgis.org requires" in done.stderr
     assert "make zip DEV=1" in done.stderr and "Traceback" not in done.stderr
@@ -112,9 +128,13 @@ def test_dev_zip_lacks_only_the_addresses(tmp_path):
     dev = build_zip.build(tmp_path / "dev.zip", release=False, pyproject=pyproject_with(tmp_path, ""))
     assert repository_checks.validator_findings(dev, dev=True) == []
     assert repository_checks.validator_findings(dev) == [
-        "metadata.txt lacks email", "metadata.txt lacks tracker", "metadata.txt lacks repository",
-        "metadata.txt tracker is not a web address: ''", "metadata.txt repository is not a web address: ''",
-        "metadata.txt homepage is not a web address: ''"]
+        "metadata.txt lacks email",
+        "metadata.txt lacks tracker",
+        "metadata.txt lacks repository",
+        "metadata.txt tracker is not a web address: ''",
+        "metadata.txt repository is not a web address: ''",
+        "metadata.txt homepage is not a web address: ''",
+    ]
 
 
 def with_extra(zip_path: Path, out: Path, extra: dict, metadata_edit=None) -> Path:
@@ -135,14 +155,19 @@ def with_extra(zip_path: Path, out: Path, extra: dict, metadata_edit=None) -> Pa
 def test_the_checks_find_what_the_site_would_flag(release_zip, tmp_path):
     """Each tool really runs: a zip with one flaw per check gets one finding per flaw."""
     baseline = (ROOT / ".secrets.baseline").read_text(encoding="utf-8")
-    flawed = with_extra(release_zip, tmp_path / "flawed.zip", {
-        "core/shell.py": "import subprocess\n\n\ndef run(text):\n    return subprocess.call(text, shell=True)\n",
-        "core/token.py": 'AWS_KEY = "AKIAIOSFODNN7EXAMPLX"\n',
-        "core/bare.py": "try:\n    import numpy\nexcept:\n    numpy = None\n",
-        "core/cached.pyc": "",
-        # A baseline that accepts something else than a model checksum would hide a secret.
-        ".secrets.baseline": baseline.replace('"hashed_secret": "', '"hashed_secret": "0', 1),
-    }, metadata_edit=lambda text: text.replace("qgisMaximumVersion=4.99\n", ""))
+    flawed = with_extra(
+        release_zip,
+        tmp_path / "flawed.zip",
+        {
+            "core/shell.py": "import subprocess\n\n\ndef run(text):\n    return subprocess.call(text, shell=True)\n",
+            "core/token.py": 'AWS_KEY = "AKIAIOSFODNN7EXAMPLX"\n',
+            "core/bare.py": "try:\n    import numpy\nexcept:\n    numpy = None\n",
+            "core/cached.pyc": "",
+            # A baseline that accepts something else than a model checksum would hide a secret.
+            ".secrets.baseline": baseline.replace('"hashed_secret": "', '"hashed_secret": "0', 1),
+        },
+        metadata_edit=lambda text: text.replace("qgisMaximumVersion=4.99\n", ""),
+    )
     found = "\n".join(repository_checks.all_findings(flawed))
     assert "bandit B602 cloud_mask_improver/core/shell.py:5" in found
     assert "detect-secrets AWS Access Key cloud_mask_improver/core/token.py:1" in found

@@ -33,8 +33,13 @@ def icons_in_code(source: str) -> set:
             parts = [arg.value for arg in node.args if isinstance(arg, ast.Constant) and isinstance(arg.value, str)]
             if parts and IMAGE.search(parts[-1]):
                 found.add("/".join(parts))
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and "/" in node.value \
-                and IMAGE.search(node.value) and not node.value.startswith(":/"):
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and "/" in node.value
+            and IMAGE.search(node.value)
+            and not node.value.startswith(":/")
+        ):
             found.add(node.value.lstrip("./"))
     return found
 

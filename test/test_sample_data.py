@@ -44,8 +44,7 @@ def _epsg(dataset: gdal.Dataset) -> str | None:
     return srs.GetAuthorityCode(None)
 
 
-def _check_layout(dataset: gdal.Dataset, names: tuple[str, ...], gdal_type: int,
-                  nodata: int) -> None:
+def _check_layout(dataset: gdal.Dataset, names: tuple[str, ...], gdal_type: int, nodata: int) -> None:
     assert (dataset.RasterXSize, dataset.RasterYSize) == (512, 856)
     assert dataset.RasterCount == len(names)
     assert _epsg(dataset) == "32633"
@@ -66,12 +65,14 @@ def test_npz_is_the_pinned_reference(reference: dict[str, np.ndarray]) -> None:
     assert reference["cl_probs"].shape == reference["cl_mask"].shape == (1, 856, 512)
 
 
-@pytest.mark.parametrize(("key", "names"), [
-    ("l1c_13band", fetch_sample.S2_BANDS),
-    ("farmvibes_12band", fetch_sample.FARMVIBES_BANDS),
-])
-def test_s2_stack(sample: dict[str, Path], reference: dict[str, np.ndarray], key: str,
-                  names: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    ("key", "names"),
+    [
+        ("l1c_13band", fetch_sample.S2_BANDS),
+        ("farmvibes_12band", fetch_sample.FARMVIBES_BANDS),
+    ],
+)
+def test_s2_stack(sample: dict[str, Path], reference: dict[str, np.ndarray], key: str, names: tuple[str, ...]) -> None:
     dataset = _open(sample[key])
     _check_layout(dataset, names, gdal.GDT_UInt16, 0)
     assert dataset.GetMetadataItem("PROCESSING_LEVEL") == "L1C"
@@ -110,11 +111,9 @@ def test_second_call_changes_nothing(sample: dict[str, Path]) -> None:
     assert {key: path.stat().st_mtime_ns for key, path in again.items()} == before
 
 
-def test_fresh_folder_is_written_without_leftovers(sample: dict[str, Path],
-                                                   tmp_path: Path) -> None:
+def test_fresh_folder_is_written_without_leftovers(sample: dict[str, Path], tmp_path: Path) -> None:
     paths = fetch_sample.ensure_sample(tmp_path / "sample")
-    assert sorted(p.name for p in (tmp_path / "sample").iterdir()) == sorted(
-        p.name for p in paths.values())
+    assert sorted(p.name for p in (tmp_path / "sample").iterdir()) == sorted(p.name for p in paths.values())
     for key in ("l1c_13band", "farmvibes_12band", "product_mask"):
         assert paths[key].read_bytes() == sample[key].read_bytes()
 

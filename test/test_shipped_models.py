@@ -7,8 +7,10 @@ import pytest
 from qgis.core import Qgis, QgsApplication, QgsProcessingModelChildParameterSource
 
 # QGIS >= 3.26 names the kinds of a step's input in Qgis; 3.22 on the class itself.
-STATIC = getattr(getattr(Qgis, "ProcessingModelChildParameterSource", None), "StaticValue", None) \
+STATIC = (
+    getattr(getattr(Qgis, "ProcessingModelChildParameterSource", None), "StaticValue", None)
     or QgsProcessingModelChildParameterSource.StaticValue
+)
 
 MODELS = ["cloudmask:improvecloudmaskmodel", "cloudmask:improvefromproductmodel"]
 CHOSEN = {("improve", "PRODUCT_MASK_KIND")}  # the product chain reads its mask as SCL on purpose
@@ -59,28 +61,37 @@ def test_the_model_with_its_defaults_gives_the_algorithms_mask(provider, tmp_pat
     sample, product = str(tmp_path / "s2.tif"), str(tmp_path / "pm.tif")
     gdal.Translate(sample, str(L1C_STACK), srcWin=[0, 0, 512, 256])
     gdal.Translate(product, str(PRODUCT_MASK), srcWin=[0, 0, 512, 256])
-    common = {"S2_RASTER": sample, "PRODUCT_MASK": product, "CLOUD_MODEL": "ukis-4b-l1c",
-              "SHADOW_MODEL": "ukis-4b-l1c"}
-    algorithm = processing.run("cloudmask:improvecloudmask", {**common, "RESOLUTION": 0,
-                                                              "MASK": str(tmp_path / "a.tif")})
+    common = {"S2_RASTER": sample, "PRODUCT_MASK": product, "CLOUD_MODEL": "ukis-4b-l1c", "SHADOW_MODEL": "ukis-4b-l1c"}
+    algorithm = processing.run(
+        "cloudmask:improvecloudmask", {**common, "RESOLUTION": 0, "MASK": str(tmp_path / "a.tif")}
+    )
     model = processing.run("cloudmask:improvecloudmaskmodel", {**common, "merge:MASK": str(tmp_path / "m.tif")})
     a = gdal.Open(algorithm["MASK"]).ReadAsArray()
     m = gdal.Open(model["merge:MASK"]).ReadAsArray()
     assert np.array_equal(a, m), f"{np.mean(a != m):.2%} of the pixels differ"
 
 
-
 def run_with_qgis_process(plugin_dir, tmp_path, params):
     """qgis_process checks the values on the registry's instance of the model (not a fresh one)."""
     import shutil
     import subprocess
+
     exe = shutil.which("qgis_process.bin") or shutil.which("qgis_process")
-    env = dict(os.environ, QGIS_PLUGINPATH=str(plugin_dir), QT_QPA_PLATFORM="offscreen",
-               QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "profile"))
+    env = dict(
+        os.environ,
+        QGIS_PLUGINPATH=str(plugin_dir),
+        QT_QPA_PLATFORM="offscreen",
+        QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "profile"),
+    )
     subprocess.run([exe, "plugins", "enable", "cloud_mask_improver"], env=env, capture_output=True, check=True)
-    done = subprocess.run([exe, "run", "cloudmask:improvecloudmaskmodel", "--",
-                           *(f"{k}={v}" for k, v in params.items())],
-                          check=False, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [exe, "run", "cloudmask:improvecloudmaskmodel", "--", *(f"{k}={v}" for k, v in params.items())],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode != 0
     return done.stdout + done.stderr
 

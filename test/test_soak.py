@@ -38,18 +38,25 @@ def open_files() -> int:
 
 def test_thirty_runs_do_not_grow_memory_or_open_files(provider, tmp_path):
     import processing
+
     require(L1C_STACK, PRODUCT_MASK)
     model_file(MODEL)
     crop = str(tmp_path / "crop.tif")
     gdal.Translate(crop, str(L1C_STACK), srcWin=[200, 300, 160, 160])
-    params = {"S2_RASTER": crop, "PRODUCT_MASK": str(PRODUCT_MASK), "CLOUD_MODEL": MODEL,
-              "SHADOW_MODEL": MODEL, "MASK": str(tmp_path / "mask.tif"),
-              "CLOUD_PROBABILITY": str(tmp_path / "cloud.tif")}
+    params = {
+        "S2_RASTER": crop,
+        "PRODUCT_MASK": str(PRODUCT_MASK),
+        "CLOUD_MODEL": MODEL,
+        "SHADOW_MODEL": MODEL,
+        "MASK": str(tmp_path / "mask.tif"),
+        "CLOUD_PROBABILITY": str(tmp_path / "cloud.tif"),
+    }
 
     def run(i):
         result = processing.run("cloudmask:improvecloudmask", params)
         masks.append(read(params["MASK"]))
         return result
+
     masks = []
     for i in range(3):  # warm-up: session, drivers, imports
         run(i)
@@ -57,8 +64,10 @@ def test_thirty_runs_do_not_grow_memory_or_open_files(provider, tmp_path):
     for i in range(RUNS):
         run(i)
     rss_after, fds_after = rss_mb(), open_files()
-    print(f"\nsoak: {RUNS} runs; RSS {rss_before:.1f} -> {rss_after:.1f} MB "
-          f"({rss_after - rss_before:+.1f} MB); open files {fds_before} -> {fds_after}")
+    print(
+        f"\nsoak: {RUNS} runs; RSS {rss_before:.1f} -> {rss_after:.1f} MB "
+        f"({rss_after - rss_before:+.1f} MB); open files {fds_before} -> {fds_after}"
+    )
     assert all((m == masks[0]).all() for m in masks)
     assert rss_after - rss_before < RSS_GROWTH_MB
     assert fds_after - fds_before <= FD_GROWTH

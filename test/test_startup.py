@@ -53,13 +53,17 @@ print("RESULT " + json.dumps(result))
 
 
 def load_like_qgis_process(plugin_dir, run=None) -> dict:
-    done = subprocess.run([sys.executable, "-c", _QGIS_PROCESS_LIKE, str(plugin_dir)]
-                          + ([json.dumps(run)] if run else []),
-                          env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
-                          capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _QGIS_PROCESS_LIKE, str(plugin_dir)] + ([json.dumps(run)] if run else []),
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def loaded(modules: list[str], prefixes) -> list[str]:
@@ -77,8 +81,10 @@ def test_loading_the_plugin_imports_neither_the_engine_nor_a_dialog(plugin_dir):
 def test_a_headless_run_imports_the_engine_but_no_dialog(plugin_dir, tmp_path):
     raster = write_raster(tmp_path / "s2.tif", random_scene(40, 50), descriptions=FARMVIBES_BANDS)
     mask = tmp_path / "mask.tif"
-    result = load_like_qgis_process(plugin_dir, ["cloudmask:improvecloudmask", {
-        "S2_RASTER": raster, "CLOUD_MODEL": "ukis-6b-l2a", "MASK": str(mask)}])
+    result = load_like_qgis_process(
+        plugin_dir,
+        ["cloudmask:improvecloudmask", {"S2_RASTER": raster, "CLOUD_MODEL": "ukis-6b-l2a", "MASK": str(mask)}],
+    )
     assert "MASK" in result["outputs"] and mask.exists()
     assert {"numpy", "onnxruntime"} <= set(result["modules"] + result["qgis_modules"])  # when the run needed them
     assert "onnxruntime" in result["modules"]

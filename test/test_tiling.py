@@ -7,15 +7,20 @@ from hypothesis import strategies as st
 
 from cloud_mask_improver.core.tiling import chip_starts, plan_axis, reflect, tukey
 
-SCHEMES = [("mirror-tukey", 256, 0.2), ("mirror-tukey", 64, 0.25), ("centre-crop", 512, 0.25),
-           ("centre-crop", 64, 0.25), ("pixel", 128, 0.0)]
+SCHEMES = [
+    ("mirror-tukey", 256, 0.2),
+    ("mirror-tukey", 64, 0.25),
+    ("centre-crop", 512, 0.25),
+    ("centre-crop", 64, 0.25),
+    ("pixel", 128, 0.0),
+]
 
 
 def weight_sum(plan) -> np.ndarray:
     total = np.zeros(plan.size)
     for start, w in zip(plan.starts, plan.weights):
         lo, hi = max(start, 0), min(start + plan.tile, plan.size)
-        total[lo:hi] += w[lo - start:hi - start]
+        total[lo:hi] += w[lo - start : hi - start]
     return total
 
 
@@ -37,10 +42,10 @@ def test_centre_crop_grid_spreads_chips_evenly_and_owns_centres():
     assert plan.starts == (0, 263, 525, 788)
     assert (weight_sum(plan) == 1).all()
     # Each chip keeps its pixels up to the middle of each overlap (FarmVibes.AI's crop).
-    owned = [(s + int(np.argmax(w > 0)), s + len(w) - int(np.argmax(w[::-1] > 0)))
-             for s, w in zip(plan.starts, plan.weights)]
-    assert owned == [(0, (512 + 263) // 2), (387, (263 + 512 + 525) // 2), (650, (525 + 512 + 788) // 2),
-                     (912, 1300)]
+    owned = [
+        (s + int(np.argmax(w > 0)), s + len(w) - int(np.argmax(w[::-1] > 0))) for s, w in zip(plan.starts, plan.weights)
+    ]
+    assert owned == [(0, (512 + 263) // 2), (387, (263 + 512 + 525) // 2), (650, (525 + 512 + 788) // 2), (912, 1300)]
 
 
 @pytest.mark.parametrize("size", [500, 10000])
@@ -54,9 +59,9 @@ def test_chips_meet_farmvibes_interval_expectations(size, chip_ratio, step_ratio
     starts, seams = chip_starts(size, tile, step)
     read_start = np.array(starts)
     read_end = read_start + tile
-    assert (read_start[1:] <= read_end[:-1]).all()             # no gap between reads
-    assert (np.diff(read_start) <= step).all()                  # the step never grows
-    assert read_start[0] == 0 and read_end[-1] == size          # the whole axis, last chip at the edge
+    assert (read_start[1:] <= read_end[:-1]).all()  # no gap between reads
+    assert (np.diff(read_start) <= step).all()  # the step never grows
+    assert read_start[0] == 0 and read_end[-1] == size  # the whole axis, last chip at the edge
     write_start, write_end = np.array(seams[:-1]), np.array(seams[1:])
     assert (write_end > write_start).all()
     assert (write_start >= read_start).all() and (write_end <= read_end).all()
@@ -94,7 +99,7 @@ def test_tukey_window_is_scipys_to_the_last_bit(tile, overlap):
     SciPy's window stays the reference, over every tile and overlap a card may give,
     to the bit: the probabilities must not change."""
     from scipy.signal import windows
+
     assume(overlap == 0 or tile * overlap >= 2)  # what a card may give (cards.validate)
     assert np.array_equal(tukey(tile, 2 * overlap), windows.tukey(tile, 2 * overlap))
-    assert np.array_equal(plan_axis(1000, "mirror-tukey", tile, overlap).weights[0],
-                          windows.tukey(tile, 2 * overlap))
+    assert np.array_equal(plan_axis(1000, "mirror-tukey", tile, overlap).weights[0], windows.tukey(tile, 2 * overlap))

@@ -81,12 +81,22 @@ def test_parameters_are_exactly_what_the_algorithm_takes(project, provider, qgis
     dialog.form.output.setFilePath(str(tmp_path / "mask.tif"))
     params = dialog.form.parameters()
     assert params == {
-        "S2_RASTER": str(L1C_STACK), "PRODUCT_MASK": str(PRODUCT_MASK),
-        "CLOUD_THR": 0.4, "SHADOW_THR": None, "IN_MEMORY": False,
-        "CLOUD_MODEL": "ukis-4b-l1c", "SHADOW_MODEL": "", "BANDS": "",
-        "PRODUCT_MASK_KIND": 0, "DILATION": 2, "MIN_AREA": 0, "OUTPUT_MODE": 0,
-        "RESOLUTION": 30.0, "EXECUTION_PROVIDER": 0,
-        "MASK": str(tmp_path / "mask.tif"), "CLOUD_PROBABILITY": "TEMPORARY_OUTPUT",
+        "S2_RASTER": str(L1C_STACK),
+        "PRODUCT_MASK": str(PRODUCT_MASK),
+        "CLOUD_THR": 0.4,
+        "SHADOW_THR": None,
+        "IN_MEMORY": False,
+        "CLOUD_MODEL": "ukis-4b-l1c",
+        "SHADOW_MODEL": "",
+        "BANDS": "",
+        "PRODUCT_MASK_KIND": 0,
+        "DILATION": 2,
+        "MIN_AREA": 0,
+        "OUTPUT_MODE": 0,
+        "RESOLUTION": 30.0,
+        "EXECUTION_PROVIDER": 0,
+        "MASK": str(tmp_path / "mask.tif"),
+        "CLOUD_PROBABILITY": "TEMPORARY_OUTPUT",
     }
     algorithm = QgsApplication.processingRegistry().algorithmById(improve_dialog.IMPROVE)
     names = {p.name() for p in algorithm.parameterDefinitions()}
@@ -101,14 +111,17 @@ def test_the_dialog_shows_the_models_and_defaults_the_run_uses(project, provider
     will run is what the plan runs; its merge defaults are the algorithm's."""
     from cloud_mask_improver.core import pipeline
     from cloud_mask_improver.core.merge import MergeSettings
+
     form = ImproveDialog(qgis_iface, ensemble=ensemble).form
     shown = form.plan()
-    request = pipeline.ImproveRequest(pipeline.ProbabilityRequest(str(L1C_STACK)), ensemble=ensemble,
-                                      mask=str(tmp_path / "mask.tif"))
+    request = pipeline.ImproveRequest(
+        pipeline.ProbabilityRequest(str(L1C_STACK)), ensemble=ensemble, mask=str(tmp_path / "mask.tif")
+    )
     planned = pipeline.plan(request).probability
     assert shown.cloud == planned.cloud_models and shown.shadow == planned.shadow_model
-    assert len(shown.cloud) == (len([c for c in catalogue.installed() if c.has_cloud and c.level == "L1C"])
-                                if ensemble else 1)
+    assert len(shown.cloud) == (
+        len([c for c in catalogue.installed() if c.has_cloud and c.level == "L1C"]) if ensemble else 1
+    )
     params = form.parameters()
     settings = MergeSettings()
     assert (params["DILATION"], params["MIN_AREA"]) == (settings.dilation, settings.min_area)
@@ -183,7 +196,8 @@ def test_a_run_adds_the_mask_on_top_styled_and_named(project, provider, qgis_ifa
     # The S2 stack is selected in the layer panel: QGIS would insert new layers above it, under the
     # product mask. The result must come out on top all the same.
     project.layerTreeRegistryBridge().setLayerInsertionPoint(
-        QgsLayerTreeRegistryBridge.InsertionPoint(root, root.children().index(s2_node)))
+        QgsLayerTreeRegistryBridge.InsertionPoint(root, root.children().index(s2_node))
+    )
     pushed = []
     bar = qgis_iface.messageBar()
     real_push = bar.pushMessage
@@ -192,6 +206,7 @@ def test_a_run_adds_the_mask_on_top_styled_and_named(project, provider, qgis_ifa
     def task_complete_notice(_task_id, status):  # what QGIS does when a task of 5 s or more ends
         if status == QgsTask.TaskStatus.Complete:
             bar.pushMessage("Task complete", "Improve cloud mask", Qgis.MessageLevel.Info, 5)
+
     QgsApplication.taskManager().statusChanged.connect(task_complete_notice)
     dialog = ImproveDialog(qgis_iface)
     dialog.form.wanted["CLOUD_PROBABILITY"].setChecked(True)
@@ -336,6 +351,7 @@ def test_a_model_installed_while_the_dialog_is_open_is_offered_at_once(qgis_ifac
     from onnx_models import conv1x1_model, write_card
 
     from cloud_mask_improver.ui.model_manager import ModelManagerDialog
+
     models_dir = tmp_path / "models"
     dialog = ImproveDialog(qgis_iface, models_dir=models_dir)
     assert "No model is installed" in dialog.form.model_facts.text()
@@ -381,9 +397,13 @@ def test_missing_onnxruntime_is_said_when_the_dialog_opens(project, qgis_iface, 
 
 def test_a_runtime_that_does_not_load_gets_its_fix_not_the_install_button(project, qgis_iface, monkeypatch):
     """Installing again cannot fix a library that does not load (Windows' VC++ runtime): no button."""
-    broken = deps.RuntimeStatus(False, "1.20.1", "onnxruntime 1.20.1 is installed but Windows could not load its "
-                                "library (…). Install the latest Microsoft Visual C++ Redistributable (x64)…",
-                                installable=False)
+    broken = deps.RuntimeStatus(
+        False,
+        "1.20.1",
+        "onnxruntime 1.20.1 is installed but Windows could not load its "
+        "library (…). Install the latest Microsoft Visual C++ Redistributable (x64)…",
+        installable=False,
+    )
     monkeypatch.setattr(deps, "runtime_status", lambda: broken)
     dialog = ImproveDialog(qgis_iface)
     assert not dialog.runtime_box.isHidden() and dialog.runtime_button.isHidden()

@@ -38,6 +38,7 @@ def test_no_internal_jargon_in_what_users_read(provider):
 def test_the_about_text_and_readme_say_how_onnxruntime_gets_installed(qgis_app, tmp_path):
     from cloud_mask_improver.ui.improve_dialog import ImproveDialog
     from cloud_mask_improver.ui.model_manager import ModelManagerDialog
+
     dialogs = [ImproveDialog(models_dir=tmp_path), ModelManagerDialog(models_dir=tmp_path, cache=tmp_path)]
     buttons = {dialog.runtime_button.text() for dialog in dialogs}
     assert buttons == {"Install onnxruntime"}

@@ -11,10 +11,12 @@ from cloud_mask_improver.ui.processing_wrappers import BandsWrapper, ModelListWr
 from cloud_mask_improver.ui.widgets import BandMapping, ModelChecklist, ModelCombo
 
 PICKERS = {
-    "cloudmask:improvecloudmask": {"CLOUD_MODEL": ModelWrapper, "SHADOW_MODEL": ModelWrapper,
-                                   "BANDS": BandsWrapper},
-    "cloudmask:improvecloudmaskensemble": {"CLOUD_MODELS": ModelListWrapper, "SHADOW_MODEL": ModelWrapper,
-                                           "BANDS": BandsWrapper},
+    "cloudmask:improvecloudmask": {"CLOUD_MODEL": ModelWrapper, "SHADOW_MODEL": ModelWrapper, "BANDS": BandsWrapper},
+    "cloudmask:improvecloudmaskensemble": {
+        "CLOUD_MODELS": ModelListWrapper,
+        "SHADOW_MODEL": ModelWrapper,
+        "BANDS": BandsWrapper,
+    },
     "cloudmask:cloudprobability": {"MODEL_PATH": ModelWrapper, "BANDS": BandsWrapper},
     "cloudmask:ensemblecloudprobability": {"MODEL_PATHS": ModelListWrapper, "BANDS": BandsWrapper},
     "cloudmask:shadowprobability": {"MODEL_PATH": ModelWrapper, "BANDS": BandsWrapper},
@@ -34,6 +36,7 @@ def s2_layer(qgis_new_project):
 def toolbox_iface(qgis_iface, monkeypatch):
     """The stub iface, with the real browser model the Processing dialog asks it for."""
     from qgis.gui import QgsBrowserGuiModel
+
     model = QgsBrowserGuiModel()
     monkeypatch.setattr(qgis_iface, "browserModel", lambda: model)
     return qgis_iface
@@ -76,13 +79,15 @@ def test_algorithms_name_the_pickers(provider, algorithm_id):
         spec = algorithm.parameterDefinition(name).metadata()["widget_wrapper"]
         assert spec["class"] == f"{wrapper.__module__}.{wrapper.__name__}"
     shadow = algorithm.parameterDefinition("SHADOW_MODEL") or (
-        algorithm.parameterDefinition("MODEL_PATH") if algorithm_id.endswith("shadowprobability") else None)
+        algorithm.parameterDefinition("MODEL_PATH") if algorithm_id.endswith("shadowprobability") else None
+    )
     if shadow is not None:
         assert shadow.metadata()["widget_wrapper"]["shadow"] is True
 
 
 def test_the_toolbox_dialog_shows_the_pickers_and_runs_plain_strings(provider, s2_layer, toolbox_iface):
     from processing.gui.AlgorithmDialog import AlgorithmDialog
+
     algorithm = QgsApplication.processingRegistry().createAlgorithmById("cloudmask:improvecloudmask")
     dialog = AlgorithmDialog(algorithm)
     panel = dialog.mainWidget()
@@ -108,6 +113,7 @@ def test_the_toolbox_dialog_shows_the_pickers_and_runs_plain_strings(provider, s
 
 def test_the_ensemble_dialog_has_a_checklist(provider, toolbox_iface):
     from processing.gui.AlgorithmDialog import AlgorithmDialog
+
     algorithm = QgsApplication.processingRegistry().createAlgorithmById("cloudmask:ensemblecloudprobability")
     dialog = AlgorithmDialog(algorithm)
     wrapper = dialog.mainWidget().wrappers["MODEL_PATHS"]
@@ -131,8 +137,11 @@ def test_the_modeler_keeps_plain_strings(provider):
         pass
 
     algorithm = QgsApplication.processingRegistry().algorithmById("cloudmask:improvecloudmaskensemble")
-    values = {"CLOUD_MODELS": "ukis-4b-l2a,ukis-6b-l2a", "SHADOW_MODEL": "/models/shadow.onnx",
-              "BANDS": "B02,B03,B04,B08,B11,B12"}
+    values = {
+        "CLOUD_MODELS": "ukis-4b-l2a,ukis-6b-l2a",
+        "SHADOW_MODEL": "/models/shadow.onnx",
+        "BANDS": "B02,B03,B04,B08,B11,B12",
+    }
     for name, value in values.items():
         wrapper_class = PICKERS["cloudmask:improvecloudmaskensemble"][name]
         wrapper = wrapper_class(algorithm.parameterDefinition(name), ModelerParametersDialog())
@@ -148,11 +157,15 @@ def test_toolbox_labels_and_pickers_are_no_wider_than_qgis_own(provider, toolbox
     horizontal scroll bar at the dialog's usual size."""
     from processing.gui.AlgorithmDialog import AlgorithmDialog
     from qgis.PyQt.QtWidgets import QCheckBox
+
     dialog = AlgorithmDialog(QgsApplication.processingRegistry().createAlgorithmById(algorithm_id))
     dialog.show()
     qtbot.waitExposed(dialog)
-    own = max(box.minimumSizeHint().width() for box in dialog.findChildren(QCheckBox)
-              if box.text().startswith("Open output file"))
+    own = max(
+        box.minimumSizeHint().width()
+        for box in dialog.findChildren(QCheckBox)
+        if box.text().startswith("Open output file")
+    )
     widths = {}
     for name, wrapper in dialog.mainWidget().wrappers.items():
         for part, widget in (("label", wrapper.wrappedLabel()), ("widget", wrapper.wrappedWidget())):

@@ -55,6 +55,7 @@ class FilesInUse:
         if not self.project:
             return set()
         from qgis.core import QgsProject
+
         sources = (layer.source().split("|")[0] for layer in QgsProject.instance().mapLayers().values())
         return {_key(s) for s in sources if s}
 
@@ -97,15 +98,22 @@ def _patches(files: FilesInUse) -> dict:
         def call(*args):
             files.check(operation, *(args[i] for i in checked))
             return real(*args)
+
         return call
 
     driver = gdal.Driver
-    return {(builtins, "open"): open_file, (io, "open"): open_file, (os, "replace"): replace,
-            (os, "rename"): rename, (os, "remove"): remove, (os, "unlink"): remove,
-            (gdal, "Unlink"): gdal_call("delete", gdal.Unlink, 0),
-            (gdal, "Rename"): gdal_call("rename", gdal.Rename, 0, 1),
-            (driver, "Delete"): gdal_call("delete", driver.Delete, 1),
-            (driver, "Rename"): gdal_call("rename", driver.Rename, 1, 2)}
+    return {
+        (builtins, "open"): open_file,
+        (io, "open"): open_file,
+        (os, "replace"): replace,
+        (os, "rename"): rename,
+        (os, "remove"): remove,
+        (os, "unlink"): remove,
+        (gdal, "Unlink"): gdal_call("delete", gdal.Unlink, 0),
+        (gdal, "Rename"): gdal_call("rename", gdal.Rename, 0, 1),
+        (driver, "Delete"): gdal_call("delete", driver.Delete, 1),
+        (driver, "Rename"): gdal_call("rename", driver.Rename, 1, 2),
+    }
 
 
 def install(files: FilesInUse | None = None) -> FilesInUse:

@@ -31,8 +31,10 @@ class AreaSection(QGroupBox):
         self.layer.setFilters(QgsMapLayerProxyModel.Filter.PolygonLayer)
         self.selected_only = QCheckBox("Selected features only", self)
         self.outside_nodata = QCheckBox("Nodata outside the polygons", self)
-        self.setToolTip("Process only the tiles an area needs: the pixels there are the same as for the whole "
-                        "scene, and the mask covers the area's bounding box.")
+        self.setToolTip(
+            "Process only the tiles an area needs: the pixels there are the same as for the whole "
+            "scene, and the mask covers the area's bounding box."
+        )
         buttons = QHBoxLayout()
         for button in (self.whole, self.extent, self.polygons):
             buttons.addWidget(button)
@@ -62,10 +64,14 @@ class AreaSection(QGroupBox):
         if choice == CANVAS and self.canvas is not None:
             extent = self.canvas.extent()
             crs = self.canvas.mapSettings().destinationCrs().authid()
-            return {choices.EXTENT: f"{extent.xMinimum()},{extent.xMaximum()},{extent.yMinimum()},"
-                              f"{extent.yMaximum()} [{crs}]"}
+            return {
+                choices.EXTENT: f"{extent.xMinimum()},{extent.xMaximum()},{extent.yMinimum()},"
+                f"{extent.yMaximum()} [{crs}]"
+            }
         layer = self.layer.currentLayer()
         if choice == LAYER and layer is not None:
-            return {choices.AREA: QgsProcessingFeatureSourceDefinition(layer.id(), self.selected_only.isChecked()),
-                    choices.NODATA_OUTSIDE_AREA: self.outside_nodata.isChecked()}
+            return {
+                choices.AREA: QgsProcessingFeatureSourceDefinition(layer.id(), self.selected_only.isChecked()),
+                choices.NODATA_OUTSIDE_AREA: self.outside_nodata.isChecked(),
+            }
         return {}

@@ -132,8 +132,10 @@ class ReleaseDownload(QObject):
         reply.deleteLater()
         url = find_link(html, page, self.source.filename)
         if not url:
-            self._fail(f"{self.source.filename} is not listed on {page}: the index does not "
-                       f"have {self.source.package} {self.source.version}.")
+            self._fail(
+                f"{self.source.filename} is not listed on {page}: the index does not "
+                f"have {self.source.package} {self.source.version}."
+            )
             return
         self.cache.mkdir(parents=True, exist_ok=True)
         self.reply = None

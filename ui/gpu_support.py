@@ -53,10 +53,12 @@ class GpuSupportBox(QWidget):
 
     def _check_driver(self) -> None:
         """Ask the driver in a thread (it starts nvidia-smi), then refresh on the main thread."""
+
         def check():
             core.driver_description()
             with suppress(RuntimeError):  # the dialog was closed meanwhile
                 self._driver_checked.emit()
+
         threading.Thread(target=check, name="cloudmask-gpu-check", daemon=True).start()
 
     def refresh(self, message: str = "") -> None:
@@ -66,8 +68,10 @@ class GpuSupportBox(QWidget):
         self.cpu_button.setVisible(gpu_installed)
         self.install_button.setVisible(not gpu_installed)
         if gpu_installed:
-            text = (f"GPU support is installed (onnxruntime-gpu {current.version}): models run on the NVIDIA "
-                    "GPU when there is one, else on the CPU.")
+            text = (
+                f"GPU support is installed (onnxruntime-gpu {current.version}): models run on the NVIDIA "
+                "GPU when there is one, else on the CPU."
+            )
             self.cpu_button.setEnabled(not busy)
         elif not core.driver_known():
             self.install_button.setEnabled(False)
@@ -79,8 +83,10 @@ class GpuSupportBox(QWidget):
             if problems:
                 text = "Models run on the CPU. GPU support cannot be installed here: " + " ".join(problems)
             else:
-                text = ("Models run on the CPU. This computer has an NVIDIA GPU: installing GPU support "
-                        "(a download of about 1.5 GB) makes runs much faster.")
+                text = (
+                    "Models run on the CPU. This computer has an NVIDIA GPU: installing GPU support "
+                    "(a download of about 1.5 GB) makes runs much faster."
+                )
         self.status.setText(f"{message} {text}".strip() if message else text)
 
     def install_gpu(self) -> QgsTask:
@@ -92,8 +98,9 @@ class GpuSupportBox(QWidget):
     def _start(self, description: str, work) -> QgsTask:
         # The task is held here until QGIS has called on_finished (Python must keep it alive).
         proxy = proxy_url()  # read here: the task's thread has no network settings
-        self.task = QgsTask.fromFunction(description, lambda _task: work(self.folder, self.index_url, proxy=proxy),
-                                         on_finished=self._finished)
+        self.task = QgsTask.fromFunction(
+            description, lambda _task: work(self.folder, self.index_url, proxy=proxy), on_finished=self._finished
+        )
         self.install_button.setEnabled(False)
         self.cpu_button.setEnabled(False)
         self.status.setText(f"{description}… (this can take several minutes; QGIS stays usable)")

@@ -34,13 +34,14 @@ from .widgets import fit_on_screen
 IMPROVE = "cloudmask:improvecloudmask"
 IMPROVE_ENSEMBLE = "cloudmask:improvecloudmaskensemble"
 MIN_WIDTH = 680
-RUNTIME_MISSING = ("The models run with <b>onnxruntime</b>, which QGIS's Python does not have yet. "
-                   "Install it here (about 15 MB, into this profile's plugin data; no admin rights needed).")
+RUNTIME_MISSING = (
+    "The models run with <b>onnxruntime</b>, which QGIS's Python does not have yet. "
+    "Install it here (about 15 MB, into this profile's plugin data; no admin rights needed)."
+)
 
 
 class ImproveDialog(QDialog):
-    def __init__(self, iface=None, ensemble: bool = False, models_dir: Path | None = None,
-                 project=None, parent=None):
+    def __init__(self, iface=None, ensemble: bool = False, models_dir: Path | None = None, project=None, parent=None):
         super().__init__(parent or (iface.mainWindow() if iface else None))
         self.iface = iface
         self.ensemble = ensemble
@@ -136,8 +137,10 @@ class ImproveDialog(QDialog):
         if not status.available and not status.installable:
             self.runtime_note.setText(status.problem)  # installing again would not help: the fix instead
         elif not status.available and status.version:
-            self.runtime_note.setText(f"<b>onnxruntime {status.version}</b> is too old for the models. "
-                                      "Install the version they need here (into this profile's plugin data).")
+            self.runtime_note.setText(
+                f"<b>onnxruntime {status.version}</b> is too old for the models. "
+                "Install the version they need here (into this profile's plugin data)."
+            )
         return status
 
     def install_runtime(self) -> tasks.RuntimeInstallTask:
@@ -166,6 +169,7 @@ class ImproveDialog(QDialog):
 
     def manage_models(self) -> None:
         from .model_manager import ModelManagerDialog
+
         if self.manager is None:
             self.manager = ModelManagerDialog(self, models_dir=self.form.models_dir)
         self.manager.show()
@@ -188,14 +192,19 @@ class ImproveDialog(QDialog):
         algorithm = QgsApplication.processingRegistry().createAlgorithmById(self.algorithm_id())
         if algorithm is None:
             self._reset_progress()
-            self.show_message(f"The algorithm {self.algorithm_id()} is not available: "
-                              "enable the Cloud Mask Improver plugin.", error=True)
+            self.show_message(
+                f"The algorithm {self.algorithm_id()} is not available: enable the Cloud Mask Improver plugin.",
+                error=True,
+            )
             return None
         self.form.save_settings()
         plan = self.form.plan()
         first = plan.cloud[0]
-        models = (Path(first).stem if first.lower().endswith(".onnx") else first) if len(plan.cloud) == 1 \
+        models = (
+            (Path(first).stem if first.lower().endswith(".onnx") else first)
+            if len(plan.cloud) == 1
             else f"ensemble of {len(plan.cloud)}"
+        )
         name = self.form.s2_layer.currentLayer().name()
         run = ImproveRun(algorithm, self.form.parameters(), self.project, name, models, self._finished)
         run.feedback.progressChanged.connect(lambda value: self._progress(run, value))

@@ -54,11 +54,21 @@ TEMPORARY = "TEMPORARY_OUTPUT"
 # Set on the layers a run adds: an improved mask is not the product mask of the next run.
 RESULT_PROPERTY = "cloud_mask_improver/result"
 # Names that give a layer away as a product cloud mask, and the kind each implies.
-MASK_NAME_KINDS = (("scl", "scl"), ("qa60", "qa60"), ("cldprb", "probability"), ("probab", "probability"),
-                   ("msk", "nonzero"), ("mask", "nonzero"), ("cloud", "nonzero"))
-PRODUCT_KIND_LABELS = {"nonzero": "Any non-zero value is cloud (rasterised mask)",
-                       "scl": "Scene classification (SCL)", "qa60": "QA60 bitmask",
-                       "probability": "Cloud probability (MSK_CLDPRB)"}
+MASK_NAME_KINDS = (
+    ("scl", "scl"),
+    ("qa60", "qa60"),
+    ("cldprb", "probability"),
+    ("probab", "probability"),
+    ("msk", "nonzero"),
+    ("mask", "nonzero"),
+    ("cloud", "nonzero"),
+)
+PRODUCT_KIND_LABELS = {
+    "nonzero": "Any non-zero value is cloud (rasterised mask)",
+    "scl": "Scene classification (SCL)",
+    "qa60": "QA60 bitmask",
+    "probability": "Cloud probability (MSK_CLDPRB)",
+}
 MODE_LABELS = {"categorical": "Categories: clear, cloud, shadow", "binary": "Binary: clear, cloud or shadow"}
 # The model cards' text never grows the dialog: it scrolls within this height.
 FACTS_HEIGHT = 120
@@ -66,10 +76,18 @@ FACTS_HEIGHT = 120
 # (The resolution's key is new with the models' own resolution as its default: a 0 kept
 # under the old key was that old default, not a choice.)
 # The optional outputs' check boxes are remembered too, under their own keys (``OptionalOutput.setting``).
-REMEMBERED = (("cloud_model", "cloud_models"), ("shadow_model", "shadow_model"),
-              ("cloud_thr", "cloud_thr"), ("shadow_thr", "shadow_thr"), ("processing_resolution", "resolution"),
-              ("dilation", "dilation"), ("min_area", "min_area"), ("output_mode", "output_mode"),
-              ("provider", "provider"), ("in_memory", "in_memory"))
+REMEMBERED = (
+    ("cloud_model", "cloud_models"),
+    ("shadow_model", "shadow_model"),
+    ("cloud_thr", "cloud_thr"),
+    ("shadow_thr", "shadow_thr"),
+    ("processing_resolution", "resolution"),
+    ("dilation", "dilation"),
+    ("min_area", "min_area"),
+    ("output_mode", "output_mode"),
+    ("provider", "provider"),
+    ("in_memory", "in_memory"),
+)
 
 
 def layer_bands(layer) -> list[str]:
@@ -89,8 +107,11 @@ def guess_product_kind(name: str) -> str | None:
 
 def guess_layers(project) -> tuple:
     """The likely Sentinel-2 raster and product mask among the project's raster layers."""
-    rasters = [lyr for lyr in project.mapLayers().values() if isinstance(lyr, QgsRasterLayer)
-               and not lyr.customProperty(RESULT_PROPERTY, False)]  # our own results are no inputs
+    rasters = [
+        lyr
+        for lyr in project.mapLayers().values()
+        if isinstance(lyr, QgsRasterLayer) and not lyr.customProperty(RESULT_PROPERTY, False)
+    ]  # our own results are no inputs
     masks = [lyr for lyr in rasters if lyr.bandCount() == 1 and guess_product_kind(lyr.name())]
     stacks = [lyr for lyr in rasters if lyr.bandCount() >= 4]
     # Prefer a stack whose descriptions name Sentinel-2 bands, then the one with most bands.
@@ -112,8 +133,10 @@ class Plan:
 
     def summary(self, titles: dict[str, str]) -> str:
         """One sentence on what Run will do, in the words the dialog uses."""
+
         def name(model: str) -> str:
             return titles.get(model, model)
+
         cloud = ", ".join(name(m) for m in self.cloud)
         if len(self.cloud) > 1 and not self.cloud_chosen:
             cloud = f"all {len(self.cloud)} installed {self.level} cloud models ({cloud})"
@@ -126,12 +149,16 @@ class Plan:
         if not self.cloud_chosen and len(self.cloud) == 1:
             models += " (the best installed for this raster)"
         if self.most_likely_class:
-            return (f"<b>Will run</b> {models}. Each pixel gets its most likely class (clear, cloud "
-                    "or shadow), as the model's authors decide; set a threshold to decide by "
-                    "thresholds instead.")
+            return (
+                f"<b>Will run</b> {models}. Each pixel gets its most likely class (clear, cloud "
+                "or shadow), as the model's authors decide; set a threshold to decide by "
+                "thresholds instead."
+            )
         mean = " (mean of the models' values)" if len(self.cloud) > 1 else ""
-        return (f"<b>Will run</b> {models}. Thresholds: cloud {self.cloud_threshold:.4g}{mean}, "
-                f"shadow {self.shadow_threshold:.4g}.")
+        return (
+            f"<b>Will run</b> {models}. Thresholds: cloud {self.cloud_threshold:.4g}{mean}, "
+            f"shadow {self.shadow_threshold:.4g}."
+        )
 
 
 def widget_value(widget):
@@ -198,8 +225,10 @@ class ImproveForm(QWidget):
         if self.ensemble:
             self.cloud_models = ModelChecklist(parent=self)
             self.cloud_models.setMaximumHeight(110)
-            self.cloud_models.setToolTip("Tick the ensemble's members; none ticked: every installed "
-                                         "cloud model of the raster's processing level.")
+            self.cloud_models.setToolTip(
+                "Tick the ensemble's members; none ticked: every installed "
+                "cloud model of the raster's processing level."
+            )
             self.cloud_models.changed.connect(self.update_facts)
         else:
             self.cloud_models = ModelCombo(parent=self)
@@ -233,9 +262,11 @@ class ImproveForm(QWidget):
         self.min_area.setRange(0, 1_000_000)
         self.min_area.setValue(DEFAULTS.min_area)
         self.min_area.setSuffix(" px")
-        self.min_area.setToolTip("After the dilation, patches of cloud and shadow smaller than this "
-                                 "become clear and smaller clear gaps are filled (FarmVibes.AI's "
-                                 "min_area). 0: off.")
+        self.min_area.setToolTip(
+            "After the dilation, patches of cloud and shadow smaller than this "
+            "become clear and smaller clear gaps are filled (FarmVibes.AI's "
+            "min_area). 0: off."
+        )
         # The lowest value stands for "unset": the models' own resolution; one step up, 0,
         # is the raster's own.
         self.resolution = QDoubleSpinBox(self)
@@ -244,9 +275,11 @@ class ImproveForm(QWidget):
         self.resolution.setSuffix(" m")
         self.resolution.setSpecialValueText("the models' own")
         self.resolution.setValue(self.resolution.minimum())
-        self.resolution.setToolTip("Empty: the resolution the models were made for (30 m for the UKIS models). "
-                                   "0 m: the raster's own resolution. A coarser resolution is faster; each "
-                                   "pixel then gets the decision of the coarser pixel it lies in.")
+        self.resolution.setToolTip(
+            "Empty: the resolution the models were made for (30 m for the UKIS models). "
+            "0 m: the raster's own resolution. A coarser resolution is faster; each "
+            "pixel then gets the decision of the coarser pixel it lies in."
+        )
         self.resolution.valueChanged.connect(self._show_resolution)
         self.in_memory = QCheckBox("Load the whole raster in memory", self)
         self.provider = QComboBox(self)
@@ -338,8 +371,9 @@ class ImproveForm(QWidget):
         s2, mask = guess_layers(self.project)
         # Our own results are never the Sentinel-2 raster; with no stack in the project the
         # box stays empty ("Choose the Sentinel-2 raster.") rather than showing any raster.
-        self.s2_layer.setExceptedLayerList([lyr for lyr in self.project.mapLayers().values()
-                                            if lyr.customProperty(RESULT_PROPERTY, False)])
+        self.s2_layer.setExceptedLayerList(
+            [lyr for lyr in self.project.mapLayers().values() if lyr.customProperty(RESULT_PROPERTY, False)]
+        )
         self.s2_layer.setAllowEmptyLayer(s2 is None)
         self.s2_layer.setLayer(s2)
         self.mask_layer.setLayer(mask)
@@ -381,15 +415,26 @@ class ImproveForm(QWidget):
         level = self.level()
         chosen = [m for m in self.cloud_models.value().split(",") if m]
         try:
-            cloud, shadow = choose_models(level, chosen, self.shadow_model.value() or None, self.ensemble,
-                                          models_dir=self.models_dir)
+            cloud, shadow = choose_models(
+                level, chosen, self.shadow_model.value() or None, self.ensemble, models_dir=self.models_dir
+            )
         except core.ModelNotFound:  # no cloud model installed: problem() says so
             cloud, shadow = [], self.shadow_model.value() or None
         cloud_cards = [self.cards[m] for m in cloud if m in self.cards]
-        decided = decide(self._threshold(self.cloud_thr), self._threshold(self.shadow_thr),
-                         recommended(cloud_cards, self.cards.get(shadow or "")))
-        return Plan(tuple(cloud), shadow, decided.cloud_threshold, decided.shadow_threshold, bool(chosen), level,
-                    decided.most_likely_class)
+        decided = decide(
+            self._threshold(self.cloud_thr),
+            self._threshold(self.shadow_thr),
+            recommended(cloud_cards, self.cards.get(shadow or "")),
+        )
+        return Plan(
+            tuple(cloud),
+            shadow,
+            decided.cloud_threshold,
+            decided.shadow_threshold,
+            bool(chosen),
+            level,
+            decided.most_likely_class,
+        )
 
     def chosen_cards(self, plan: Plan | None = None) -> list[ModelCard]:
         plan = plan or self.plan()
@@ -401,12 +446,17 @@ class ImproveForm(QWidget):
         cards = self.chosen_cards(plan)
         if self.bands.show_problem(self._needed_bands(cards)):
             self.band_box.setCollapsed(False)
-        self.model_facts.setText("<br><br>".join(card_tooltip(c) for c in cards) if cards else
-                                 "No model is installed: use Manage models… to install one.")
+        self.model_facts.setText(
+            "<br><br>".join(card_tooltip(c) for c in cards)
+            if cards
+            else "No model is installed: use Manage models… to install one."
+        )
         cloud_default = self._threshold(self.cloud_thr) is None
         shadow_default = self._threshold(self.shadow_thr) is None
-        for box, value, default in ((self.cloud_thr, plan.cloud_threshold, cloud_default),
-                                    (self.shadow_thr, plan.shadow_threshold, shadow_default)):
+        for box, value, default in (
+            (self.cloud_thr, plan.cloud_threshold, cloud_default),
+            (self.shadow_thr, plan.shadow_threshold, shadow_default),
+        ):
             shown = "most likely class" if plan.most_likely_class else f"{value:.4g}"
             box.setSpecialValueText(f"model default ({shown})" if default else "model default")
         self._show_resolution()
@@ -479,8 +529,10 @@ class ImproveForm(QWidget):
         s2, mask = self.s2_layer.currentLayer(), self.mask_layer.currentLayer()
         if s2 is None or mask is None or mask.source() != s2.source():
             return ""
-        return ("The same raster is chosen as the Sentinel-2 raster and as the product cloud mask: "
-                "choose the product's own mask, or none.")
+        return (
+            "The same raster is chosen as the Sentinel-2 raster and as the product cloud mask: "
+            "choose the product's own mask, or none."
+        )
 
     # -- settings
     def _settings_key(self, key: str) -> str:
@@ -490,8 +542,9 @@ class ImproveForm(QWidget):
     def remembered(self) -> list[tuple[str, QWidget]]:
         """What the dialog remembers between sessions: (settings key, widget)."""
         boxes = {o.name: o.setting for o in optional_outputs(self.ensemble)}
-        return ([(key, getattr(self, attribute)) for key, attribute in REMEMBERED]
-                + [(boxes[name], box) for name, box in self.wanted.items()])
+        return [(key, getattr(self, attribute)) for key, attribute in REMEMBERED] + [
+            (boxes[name], box) for name, box in self.wanted.items()
+        ]
 
     def save_settings(self) -> None:
         settings = QgsSettings()

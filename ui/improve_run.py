@@ -105,8 +105,7 @@ class ImproveRun:
             added.append(mask)
         for output in LOADED:
             if self.results.get(output.name):
-                layer = QgsRasterLayer(self.results[output.name],
-                                       f"{self.name} {output.label.lower()} ({self.label})")
+                layer = QgsRasterLayer(self.results[output.name], f"{self.name} {output.label.lower()} ({self.label})")
                 if layer.isValid():
                     layer.setRenderer(probability_renderer(layer) if output.probability else source_renderer(layer))
                     added.append(layer)
@@ -139,8 +138,10 @@ def failure_text(feedback: QgsProcessingFeedback) -> str:
 
 
 def fraction_note(name: str, results: dict) -> str:
-    parts = [f"{label} {100 * float(results.get(key, 0)):.1f} %" for label, key in
-             (("clear", "CLEAR_FRACTION"), ("cloud", "CLOUD_FRACTION"), ("shadow", "SHADOW_FRACTION"))]
+    parts = [
+        f"{label} {100 * float(results.get(key, 0)):.1f} %"
+        for label, key in (("clear", "CLEAR_FRACTION"), ("cloud", "CLOUD_FRACTION"), ("shadow", "SHADOW_FRACTION"))
+    ]
     note = f"Improved cloud mask of {name}: " + ", ".join(parts) + " of valid pixels."
     if results.get("MASKED_FRACTION") is not None:  # with SOURCE: what the improvement was
         note += " " + figures_summary({key: float(results[key]) for key in FIGURES})

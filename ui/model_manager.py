@@ -68,8 +68,9 @@ def missing_converters(card: ModelCard) -> list[str]:
 
 def converter_command(names: list[str]) -> str:
     # numpy stays the one QGIS's GDAL bindings were built against (1.x or 2.x; docs/architecture.md).
-    return core.shown_command([core.python_executable(), "-m", "pip", "install", "--user", *names,
-                               f"numpy=={numpy.__version__}"])
+    return core.shown_command(
+        [core.python_executable(), "-m", "pip", "install", "--user", *names, f"numpy=={numpy.__version__}"]
+    )
 
 
 def status_text(card: ModelCard, models_dir: Path) -> str:
@@ -182,8 +183,9 @@ class ModelManagerDialog(QDialog):
         for row, card in enumerate(self.cards):
             self.table.insertRow(row)
             outputs = " + ".join(n for n, on in (("cloud", card.has_cloud), ("shadow", card.has_shadow)) if on)
-            for column, text in enumerate((card.title, card.id, card.level, outputs,
-                                           status_text(card, self.models_dir))):
+            for column, text in enumerate(
+                (card.title, card.id, card.level, outputs, status_text(card, self.models_dir))
+            ):
                 item = QTableWidgetItem(text)
                 item.setToolTip(card_tooltip(card))
                 self.table.setItem(row, column, item)
@@ -207,8 +209,9 @@ class ModelManagerDialog(QDialog):
     def _selected(self) -> None:
         card = self.selected_card()
         installed = card is not None and (self.models_dir / card.file).exists()
-        self.install_button.setEnabled(card is not None and card.source is not None and not installed
-                                       and not self.busy())
+        self.install_button.setEnabled(
+            card is not None and card.source is not None and not installed and not self.busy()
+        )
         self.remove_button.setEnabled(installed and not self.busy())
         if card is None:
             self.details.setText("Select a model to see its card.")
@@ -218,9 +221,11 @@ class ModelManagerDialog(QDialog):
             text += "<br><br>" + card.description
         missing = missing_converters(card)
         if missing and not installed:
-            text += ("<br><br><b>Installing this model converts it to ONNX, which needs "
-                     f"{' and '.join(missing)} in QGIS's Python.</b> Install them with:<br>"
-                     f"<code>{converter_command(missing)}</code>")
+            text += (
+                "<br><br><b>Installing this model converts it to ONNX, which needs "
+                f"{' and '.join(missing)} in QGIS's Python.</b> Install them with:<br>"
+                f"<code>{converter_command(missing)}</code>"
+            )
         self.details.setText(text)
 
     def _show_runtime(self, status: core.RuntimeStatus) -> None:
@@ -232,11 +237,16 @@ class ModelManagerDialog(QDialog):
         if not status.available and not status.installable:
             self.runtime_note.setText(f"<b style='color:#b00020'>Models cannot run:</b> {status.problem}")
         elif not status.available:
-            what = (f"onnxruntime {status.version} is too old for the models." if status.version else
-                    "onnxruntime, which runs the models, is not installed for QGIS's Python.")
-            self.runtime_note.setText(f"<b style='color:#b00020'>Models cannot run yet:</b> {what} "
-                                      "Install it with the button (about 15 MB, into this profile's plugin "
-                                      "data; no admin rights needed), or run the command below in a shell.")
+            what = (
+                f"onnxruntime {status.version} is too old for the models."
+                if status.version
+                else "onnxruntime, which runs the models, is not installed for QGIS's Python."
+            )
+            self.runtime_note.setText(
+                f"<b style='color:#b00020'>Models cannot run yet:</b> {what} "
+                "Install it with the button (about 15 MB, into this profile's plugin "
+                "data; no admin rights needed), or run the command below in a shell."
+            )
             self.runtime_command.setText(core.shown_command(core.install_command()))
         self.runtime_button.setEnabled(tasks.runtime_install() is None)
 
@@ -274,9 +284,12 @@ class ModelManagerDialog(QDialog):
         """Start downloading a model's pinned release; installing follows when it verifies."""
         missing = missing_converters(card)
         if missing:
-            self.show_message(f"{card.title} is converted to ONNX when installed, which needs "
-                              f"{' and '.join(missing)} in QGIS's Python. Install them with: "
-                              f"{converter_command(missing)}", error=True)
+            self.show_message(
+                f"{card.title} is converted to ONNX when installed, which needs "
+                f"{' and '.join(missing)} in QGIS's Python. Install them with: "
+                f"{converter_command(missing)}",
+                error=True,
+            )
             return None
         if card.source is None:
             self.show_message(f"{card.title} cannot be downloaded: import its .onnx file.", error=True)
@@ -303,8 +316,7 @@ class ModelManagerDialog(QDialog):
         self.progress.setRange(0, 100)
         self.progress.setValue(0)
         self.show_message(f"Installing {card.title}…")
-        self.install_task = tasks.ModelInstallTask(card, archive, self.models_dir, self.cache,
-                                                   done=self._installed)
+        self.install_task = tasks.ModelInstallTask(card, archive, self.models_dir, self.cache, done=self._installed)
         self.install_task.progressChanged.connect(lambda value: self.progress.setValue(int(value)))
         tasks.start(self.install_task)
 
@@ -383,6 +395,7 @@ class ModelManagerDialog(QDialog):
 def write_imported(card: ModelCard, onnx_path: Path, models_dir: Path) -> ModelCard:
     """Place ``<id>.onnx`` and ``<id>.json`` in the models folder, the card pinning the file's sha256."""
     from dataclasses import replace
+
     card = replace(card, file=f"{card.id}.onnx", sha256=sha256_of(onnx_path), source=None)
     models_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(onnx_path, models_dir / card.file)
@@ -415,14 +428,20 @@ class CardForm(QDialog):
         self.cloud = QLineEdit("1", self)
         self.shadow = QLineEdit("", self)
         form = QFormLayout(self)
-        for label, widget in (("Id", self.model_id), ("Title", self.title), ("Licence", self.licence),
-                              ("Processing level", self.level), ("Bands, in model order", self.bands),
-                              ("Input scaling (DN ×)", self.scale), ("Tile size (px)", self.tile),
-                              ("Output activation", self.activation), ("Cloud channel(s)", self.cloud),
-                              ("Shadow channel(s)", self.shadow)):
+        for label, widget in (
+            ("Id", self.model_id),
+            ("Title", self.title),
+            ("Licence", self.licence),
+            ("Processing level", self.level),
+            ("Bands, in model order", self.bands),
+            ("Input scaling (DN ×)", self.scale),
+            ("Tile size (px)", self.tile),
+            ("Output activation", self.activation),
+            ("Cloud channel(s)", self.cloud),
+            ("Shadow channel(s)", self.shadow),
+        ):
             form.addRow(label, widget)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel,
-                                   self)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
@@ -436,11 +455,19 @@ class CardForm(QDialog):
 
         def channels(text: str) -> list[int]:
             return [int(part) for part in text.replace(" ", "").split(",") if part]
-        data = {"id": self.model_id.text().strip(), "title": self.title.text().strip(),
-                "licence": self.licence.text().strip(), "level": self.level.currentText(), "bands": bands,
-                "scaling": {"factor": self.scale.value()},
-                "tiling": {"scheme": "mirror-tukey", "tile": self.tile.value(), "overlap": 0.2},
-                "output": {"activation": self.activation.currentText(), "cloud": channels(self.cloud.text()),
-                           "shadow": channels(self.shadow.text())}}
-        return parse_card(data, "(import form)")
 
+        data = {
+            "id": self.model_id.text().strip(),
+            "title": self.title.text().strip(),
+            "licence": self.licence.text().strip(),
+            "level": self.level.currentText(),
+            "bands": bands,
+            "scaling": {"factor": self.scale.value()},
+            "tiling": {"scheme": "mirror-tukey", "tile": self.tile.value(), "overlap": 0.2},
+            "output": {
+                "activation": self.activation.currentText(),
+                "cloud": channels(self.cloud.text()),
+                "shadow": channels(self.shadow.text()),
+            },
+        }
+        return parse_card(data, "(import form)")

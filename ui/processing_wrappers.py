@@ -72,8 +72,9 @@ class ModelListWrapper(_TextFallbackWrapper):
             return QLineEdit()
         widget = ModelChecklist(installed_cards(shadow=False))
         widget.setMaximumHeight(120)
-        widget.setToolTip("Tick the ensemble's members; none ticked: every installed cloud model "
-                          "of the raster's processing level.")
+        widget.setToolTip(
+            "Tick the ensemble's members; none ticked: every installed cloud model of the raster's processing level."
+        )
         return widget
 
 

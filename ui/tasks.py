@@ -52,8 +52,13 @@ def _release(task: QgsTask) -> None:
 
 # pip's lines that mark its progress (it prints no percentage when not on a terminal).
 RUNTIME_CANCELLED = "Installing onnxruntime was cancelled; nothing was installed."
-PIP_STEPS = (("Looking in", 5), ("Collecting", 10), ("Downloading", 20), ("Installing collected", 80),
-             ("Successfully installed", 100))
+PIP_STEPS = (
+    ("Looking in", 5),
+    ("Collecting", 10),
+    ("Downloading", 20),
+    ("Installing collected", 80),
+    ("Successfully installed", 100),
+)
 
 
 class RuntimeInstallTask(QgsTask):
@@ -88,8 +93,10 @@ class RuntimeInstallTask(QgsTask):
         if code != 0:
             _remove_new_entries(self.target, before)
             tail = "\n".join(output[-15:])
-            self.message = (f"Installing onnxruntime failed (pip exit code {code}). The command was:\n"
-                            f"{core.shown_command(command)}\n{tail}")
+            self.message = (
+                f"Installing onnxruntime failed (pip exit code {code}). The command was:\n"
+                f"{core.shown_command(command)}\n{tail}"
+            )
             return False
         version = core.installed_version(self.target)
         self.ok, self.message = True, f"onnxruntime {version} installed in {self.target}."
@@ -151,6 +158,7 @@ def install_runtime(target: Path | None = None) -> RuntimeInstallTask:
 
 # -- models
 
+
 class ModelInstallTask(QgsTask):
     """Extract (and convert, when the card asks) a downloaded model, verify it, put it in place.
 
@@ -171,8 +179,9 @@ class ModelInstallTask(QgsTask):
         self.setProgress(10)
         with tempfile.TemporaryDirectory(prefix=".installing-", dir=self.models_dir) as staging:
             try:
-                staged = core.install_model(self.card, Path(staging), self.cache, log=lambda _text: None,
-                                           archive=self.archive)
+                staged = core.install_model(
+                    self.card, Path(staging), self.cache, log=lambda _text: None, archive=self.archive
+                )
             except (FetchError, CardError, OSError, ValueError) as err:
                 self.message = f"Installing {self.card.title} failed: {err}"
                 return False

@@ -66,15 +66,19 @@ def card_tooltip(card: ModelCard) -> str:
     """The card facts a user chooses a model by: level, bands, outputs, tiling, source, licence."""
     outputs = " + ".join(n for n, on in (("cloud", card.has_cloud), ("shadow", card.has_shadow)) if on)
     tiling = "per pixel" if card.is_pixel_model else f"{card.tile} px tiles, {card.overlap:.0%} overlap"
-    thresholds = ", ".join(f"{name} {value:g}" for name, value in
-                           (("cloud", card.cloud_threshold), ("shadow", card.shadow_threshold))
-                           if value is not None)
-    lines = [f"<b>{card.title}</b> <code>{card.id}</code>",
-             f"Level: {card.level} &nbsp; Outputs: {outputs}",
-             f"Bands: {' '.join(card.bands)}",
-             f"Tiling: {tiling}" + (f"; runs best at {card.resolution:g} m" if card.resolution else ""),
-             f"Recommended thresholds: {thresholds or 'none'}",
-             f"Source: {card.credit or 'user model'}; licence {card.licence}"]
+    thresholds = ", ".join(
+        f"{name} {value:g}"
+        for name, value in (("cloud", card.cloud_threshold), ("shadow", card.shadow_threshold))
+        if value is not None
+    )
+    lines = [
+        f"<b>{card.title}</b> <code>{card.id}</code>",
+        f"Level: {card.level} &nbsp; Outputs: {outputs}",
+        f"Bands: {' '.join(card.bands)}",
+        f"Tiling: {tiling}" + (f"; runs best at {card.resolution:g} m" if card.resolution else ""),
+        f"Recommended thresholds: {thresholds or 'none'}",
+        f"Source: {card.credit or 'user model'}; licence {card.licence}",
+    ]
     return "<br>".join(lines)
 
 
@@ -150,8 +154,7 @@ class ModelChecklist(QListWidget):
 
     def value(self) -> str:
         """Comma-separated ids of the checked models; '' (all installed) when none is checked."""
-        checked = [self.item(i) for i in range(self.count())
-                   if self.item(i).checkState() == Qt.CheckState.Checked]
+        checked = [self.item(i) for i in range(self.count()) if self.item(i).checkState() == Qt.CheckState.Checked]
         return ",".join(str(item.data(Qt.ItemDataRole.UserRole)) for item in checked)
 
     def setValue(self, value: str | None) -> None:

@@ -99,8 +99,10 @@ class ModelCard:
         """One line for tooltips and logs."""
         outputs = " + ".join(n for n, on in (("cloud", self.has_cloud), ("shadow", self.has_shadow)) if on)
         tile = "per pixel" if self.is_pixel_model else f"{self.tile} px tiles"
-        return (f"{self.title} [{self.id}]: {self.level}, {outputs}, bands {' '.join(self.bands)}, "
-                f"{tile}; {self.licence}; {self.credit}")
+        return (
+            f"{self.title} [{self.id}]: {self.level}, {outputs}, bands {' '.join(self.bands)}, "
+            f"{tile}; {self.licence}; {self.credit}"
+        )
 
 
 def _require(data: dict, key: str, where: str):
@@ -152,8 +154,7 @@ def parse_card(data: dict, where: str = "(card)") -> ModelCard:
     except CardError:
         raise  # a missing field, already named
     except (TypeError, ValueError) as err:
-        raise CardError(f"Model card {where} has a field of the wrong type: {err}. "
-                        "Fix or replace the card.") from err
+        raise CardError(f"Model card {where} has a field of the wrong type: {err}. Fix or replace the card.") from err
     _check(card, where)
     return card
 
@@ -172,8 +173,7 @@ def _check(card: ModelCard, where: str) -> None:
     elif card.scheme == "mirror-tukey" and 0 < card.tile * card.overlap < 2:
         # The Tukey window is 0 at both ends of a tile: with under 2 px of overlap the
         # pixels where tiles meet would get no weight from any tile, so no probability.
-        problems.append(f"overlap {card.overlap:g} of a {card.tile} px tile is under 2 px "
-                        "(use 0, or at least 2 px)")
+        problems.append(f"overlap {card.overlap:g} of a {card.tile} px tile is under 2 px (use 0, or at least 2 px)")
     if card.activation not in ACTIVATIONS:
         problems.append(f"activation '{card.activation}' (use one of {', '.join(ACTIVATIONS)})")
     if not card.cloud_channels and not card.shadow_channels:
@@ -199,8 +199,13 @@ def _decision_problems(card: ModelCard) -> list[str]:
         return [f"decision '{card.decision}' (use one of {', '.join(RULES)})"]
     if card.decision == THRESHOLDS:
         return []
-    three = (card.activation == "softmax" and card.channels_out == 3 and len(card.cloud_channels) == 1
-             and len(card.shadow_channels) == 1 and card.cloud_channels != card.shadow_channels)
+    three = (
+        card.activation == "softmax"
+        and card.channels_out == 3
+        and len(card.cloud_channels) == 1
+        and len(card.shadow_channels) == 1
+        and card.cloud_channels != card.shadow_channels
+    )
     needs = "decision by the most likely class (needs a softmax of 3 channels: clear, one cloud and one shadow)"
     return [] if three else [needs]
 
@@ -217,17 +222,33 @@ def load_card(path: Path) -> ModelCard:
 def card_to_json(card: ModelCard) -> dict:
     """The JSON object for a card (used when users import a model)."""
     data = {
-        "id": card.id, "title": card.title, "description": card.description,
-        "licence": card.licence, "credit": card.credit, "level": card.level,
-        "bands": list(card.bands), "file": card.file, "sha256": card.sha256 or None,
-        "input_name": card.input_name, "rank": card.rank, "resolution": card.resolution,
+        "id": card.id,
+        "title": card.title,
+        "description": card.description,
+        "licence": card.licence,
+        "credit": card.credit,
+        "level": card.level,
+        "bands": list(card.bands),
+        "file": card.file,
+        "sha256": card.sha256 or None,
+        "input_name": card.input_name,
+        "rank": card.rank,
+        "resolution": card.resolution,
         "decision": card.decision,
-        "scaling": {"factor": card.scale, "apply_offset": card.apply_offset,
-                    "mean": list(card.mean), "std": list(card.std)},
+        "scaling": {
+            "factor": card.scale,
+            "apply_offset": card.apply_offset,
+            "mean": list(card.mean),
+            "std": list(card.std),
+        },
         "tiling": {"scheme": card.scheme, "tile": card.tile, "overlap": card.overlap},
-        "output": {"index": card.output_index, "channels": card.channels_out,
-                   "activation": card.activation, "cloud": list(card.cloud_channels),
-                   "shadow": list(card.shadow_channels)},
+        "output": {
+            "index": card.output_index,
+            "channels": card.channels_out,
+            "activation": card.activation,
+            "cloud": list(card.cloud_channels),
+            "shadow": list(card.shadow_channels),
+        },
         "thresholds": {"cloud": card.cloud_threshold, "shadow": card.shadow_threshold},
     }
     if card.source:
@@ -303,4 +324,5 @@ def verify_file(card: ModelCard, onnx_path: Path) -> None:
         raise CardError(
             f"Model file {onnx_path} does not match its card '{card.id}' (sha256 differs): "
             f"the file is damaged or a different model. {install_models_hint('Reinstall the model')}, "
-            "or fix the card.")
+            "or fix the card."
+        )

@@ -34,10 +34,11 @@ def resolve(ref: str, models_dir: Path | None = None) -> tuple[ModelCard, Path]:
     cards = all_cards(models_dir)
     if ref not in cards:
         broken = broken_cards(models_dir)
-        unreadable = (f" Cards in {models_dir} that cannot be used: "
-                      + "; ".join(broken.values()) if broken else "")
-        raise ModelNotFound(f"Unknown model '{ref}'. Known model ids: {', '.join(sorted(cards))}. "
-                            "Or give the path to an .onnx file with its card (.json) beside it." + unreadable)
+        unreadable = f" Cards in {models_dir} that cannot be used: " + "; ".join(broken.values()) if broken else ""
+        raise ModelNotFound(
+            f"Unknown model '{ref}'. Known model ids: {', '.join(sorted(cards))}. "
+            "Or give the path to an .onnx file with its card (.json) beside it." + unreadable
+        )
     card = cards[ref]
     path = models_dir / card.file
     if not path.exists():
@@ -56,8 +57,10 @@ def _from_path(path: Path) -> tuple[ModelCard, Path]:
         # FarmVibes.AI's own files (cloud_model2_cpu.onnx, shadow.onnx) have committed cards.
         known = [c for c in committed_cards() if c.file == path.name]
         if not known:
-            raise CardError(f"Model file '{path}' has no card: put a JSON card named {beside.name} "
-                            "beside it (Manage models… > Import writes one).")
+            raise CardError(
+                f"Model file '{path}' has no card: put a JSON card named {beside.name} "
+                "beside it (Manage models… > Import writes one)."
+            )
         card = known[0]
     card = replace(card, file=path.name)
     verify_file(card, path)

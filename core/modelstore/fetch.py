@@ -37,8 +37,11 @@ def _pip_config_index() -> str:
     It starts a Python (a second or more): never on QGIS's main thread (``ui/download.py``
     asks from a thread of its own)."""
     try:
-        done = processes.run([python_executable(), "-m", "pip", "config", "list"], timeout=60,
-                             env=processes.environment(pip_environment()))
+        done = processes.run(
+            [python_executable(), "-m", "pip", "config", "list"],
+            timeout=60,
+            env=processes.environment(pip_environment()),
+        )
     except (OSError, processes.SubprocessError):
         return ""
     values = {}
@@ -58,7 +61,8 @@ def verify(path: Path, expected: str, name: str = "", advice: str = "delete it a
     if actual != expected:
         raise FetchError(
             f"{name or Path(path).name}: sha256 is {actual}, expected {expected}. The download is "
-            f"corrupt or not the pinned release; {advice}.")
+            f"corrupt or not the pinned release; {advice}."
+        )
 
 
 def fetch_release(release: PinnedRelease, cache: Path) -> Path:
@@ -72,16 +76,26 @@ def fetch_release(release: PinnedRelease, cache: Path) -> Path:
             target.unlink()
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        command = [python_executable(), "-m", "pip", "download", "--no-deps", "--quiet",
-                   "--disable-pip-version-check", "-d", tmp,
-                   f"{release.package}=={release.version}"]
+        command = [
+            python_executable(),
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-d",
+            tmp,
+            f"{release.package}=={release.version}",
+        ]
         command += ["--no-binary", ":all:"] if release.sdist else ["--only-binary", ":all:"]
         done = processes.run(command, env=processes.environment(pip_environment()))
         got = Path(tmp) / release.filename
         if done.returncode != 0 or not got.exists():
             raise FetchError(
                 f"Could not download {release.package} {release.version} from the package "
-                f"index: {done.stderr.strip()[-1500:] or 'file not found'}")
+                f"index: {done.stderr.strip()[-1500:] or 'file not found'}"
+            )
         verify(got, release.sha256)
         got.replace(target)
     return target

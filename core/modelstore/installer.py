@@ -36,8 +36,13 @@ def is_installed(card: ModelCard, models_dir: Path) -> bool:
     return True
 
 
-def install(card: ModelCard, models_dir: Path | None = None, cache: Path | None = None,
-            log: Log = print, archive: Path | None = None) -> Path:
+def install(
+    card: ModelCard,
+    models_dir: Path | None = None,
+    cache: Path | None = None,
+    log: Log = print,
+    archive: Path | None = None,
+) -> Path:
     """Install one model; a no-op when it is installed and verifies.
 
     ``archive`` lets a caller that downloaded the release itself (the model
@@ -50,7 +55,8 @@ def install(card: ModelCard, models_dir: Path | None = None, cache: Path | None 
     if card.source is None:
         raise FetchError(
             f"Model '{card.id}' cannot be downloaded: place {card.file} in {models_dir} "
-            "(or point the algorithm at the .onnx file) to use it.")
+            "(or point the algorithm at the .onnx file) to use it."
+        )
     src = card.source
     if archive is None:
         log(f"Fetching {src.package} {src.version} for model {card.id}")
@@ -60,6 +66,7 @@ def install(card: ModelCard, models_dir: Path | None = None, cache: Path | None 
         member = _extract(archive, src.member, Path(tmp))
         if src.convert == "lightgbm":
             from .lightgbm_to_onnx import lightgbm_text_to_onnx
+
             converted = Path(tmp) / "converted.onnx"
             lightgbm_text_to_onnx(member, converted, n_features=len(card.bands))
             member = converted

@@ -48,13 +48,16 @@ def lightgbm_text_to_onnx(model_txt: Path, onnx_out: Path, n_features: int = 10)
     lightgbm, convert_lightgbm, float_tensor_type = _converter_modules()
     booster = lightgbm.Booster(model_file=str(model_txt))
     if booster.num_feature() != n_features:
-        raise ValueError(f"{Path(model_txt).name} reads {booster.num_feature()} features, "
-                         f"expected {n_features}.")
+        raise ValueError(f"{Path(model_txt).name} reads {booster.num_feature()} features, expected {n_features}.")
     dump = booster.dump_model()
     _reject_categorical(dump)
     model = convert_lightgbm(
-        booster, name=GRAPH_NAME, target_opset=TARGET_OPSET, zipmap=False,
-        initial_types=[(INPUT_NAME, float_tensor_type([None, n_features]))])
+        booster,
+        name=GRAPH_NAME,
+        target_opset=TARGET_OPSET,
+        zipmap=False,
+        initial_types=[(INPUT_NAME, float_tensor_type([None, n_features]))],
+    )
     ensemble = _tree_ensemble_node(model)
     _round_thresholds_down(ensemble, dump["tree_info"])
     _drop_attribute(ensemble, "nodes_hitrates")
@@ -103,7 +106,8 @@ def _converter_modules() -> tuple[Any, Any, Any]:
     except ImportError as err:
         raise ImportError(
             f"Converting a LightGBM model to ONNX needs onnxmltools and lightgbm ({err}). "
-            f"Install them with: {_INSTALL_HINT}") from err
+            f"Install them with: {_INSTALL_HINT}"
+        ) from err
     return lightgbm, convert_lightgbm, FloatTensorType
 
 
@@ -117,8 +121,7 @@ def _reject_categorical(dump: dict) -> None:
         if "split_feature" not in node:
             continue
         if node["decision_type"] != "<=":
-            raise ValueError("Only numerical (<=) LightGBM splits are supported, found "
-                             f"{node['decision_type']!r}.")
+            raise ValueError(f"Only numerical (<=) LightGBM splits are supported, found {node['decision_type']!r}.")
         stack += [node["left_child"], node["right_child"]]
 
 
@@ -157,8 +160,7 @@ def _round_thresholds_down(ensemble: Any, trees: list[dict]) -> None:
             if "split_feature" not in node:
                 _expect(modes[at] == b"LEAF", tree_id, node_id)
                 continue
-            _expect(modes[at] == b"BRANCH_LEQ" and features[at] == node["split_feature"],
-                    tree_id, node_id)
+            _expect(modes[at] == b"BRANCH_LEQ" and features[at] == node["split_feature"], tree_id, node_id)
             values[at] = float32_at_most(float(node["threshold"]))
             stack += [(node["left_child"], true_ids[at]), (node["right_child"], false_ids[at])]
     floats = _attribute(ensemble, "nodes_values").floats
@@ -176,8 +178,10 @@ def _node_positions(ensemble: Any) -> dict[tuple[int, int], int]:
 
 def _expect(ok: bool, tree_id: int, node_id: int) -> None:
     if not ok:
-        raise ValueError(f"ONNX tree {tree_id} node {node_id} does not match the LightGBM "
-                         "tree; this onnxmltools version lays trees out differently.")
+        raise ValueError(
+            f"ONNX tree {tree_id} node {node_id} does not match the LightGBM "
+            "tree; this onnxmltools version lays trees out differently."
+        )
 
 
 def _drop_attribute(node: Any, name: str) -> None:

@@ -65,13 +65,16 @@ def no_wheel_reason(platform: str, machine: str, mac_version: str, python: tuple
         return ""
     mac = _version_tuple(mac_version) if mac_version else (99,)  # unknown: assume recent
     newest_python = {ONNXRUNTIME_FOR_PYTHON39: (3, 12), ONNXRUNTIME_FOR_MACOS13: (3, 13)}.get(
-        choose_onnxruntime(platform, machine, mac_version, python), (9, 9))
+        choose_onnxruntime(platform, machine, mac_version, python), (9, 9)
+    )
     if mac < (11,):
         return f"onnxruntime has no build for macOS {mac_version} (it needs macOS 11 or newer)."
     if python > newest_python:
-        return (f"onnxruntime has no build for Python {python[0]}.{python[1]} on macOS {mac_version} "
-                f"({machine}): use a QGIS with Python {newest_python[0]}.{newest_python[1]} or older, "
-                "or a newer macOS.")
+        return (
+            f"onnxruntime has no build for Python {python[0]}.{python[1]} on macOS {mac_version} "
+            f"({machine}): use a QGIS with Python {newest_python[0]}.{newest_python[1]} or older, "
+            "or a newer macOS."
+        )
     return ""
 
 
@@ -122,8 +125,11 @@ def python_executable() -> str:
     ``python3`` comes first on PATH (which may be another Python that cannot import
     qgis), so look where each platform's QGIS keeps its own interpreter.
     """
-    return str(find_qgis_python(Path(sys.executable), Path(sys.base_prefix), sys.version_info[:2],
-                                sys.platform) or shutil.which("python3") or "python3")
+    return str(
+        find_qgis_python(Path(sys.executable), Path(sys.base_prefix), sys.version_info[:2], sys.platform)
+        or shutil.which("python3")
+        or "python3"
+    )
 
 
 def python_environment(executable: str | None = None) -> dict[str, str]:
@@ -190,8 +196,9 @@ def _find_bundle_python(executable: Path, base_prefix: Path, version: tuple[int,
     major, minor = version
     bundle = next((p for p in [executable, *executable.parents] if p.suffix == ".app"), None)
     macos = bundle / "Contents" / "MacOS" if bundle else None
-    candidates = ([macos / "python", macos / "bin" / "python3", macos / "bin" / f"python{major}.{minor}"]
-                  if macos else [])
+    candidates = (
+        [macos / "python", macos / "bin" / "python3", macos / "bin" / f"python{major}.{minor}"] if macos else []
+    )
     candidates += [base_prefix / "bin" / f"python{major}.{minor}", base_prefix / "bin" / "python3"]
     candidates += [macos / f"python{major}.{minor}"] if macos else []
     return next((path for path in candidates if path.is_file()), None)
@@ -200,8 +207,17 @@ def _find_bundle_python(executable: Path, base_prefix: Path, version: tuple[int,
 def install_command(target: Path | None = None) -> list[str]:
     """The exact command that installs onnxruntime for QGIS's Python."""
     folder = target or home.python_dir()
-    return [python_executable(), "-m", "pip", "install", "--upgrade", "--no-deps",
-            "--target", str(folder), f"onnxruntime=={ONNXRUNTIME_VERSION}"]
+    return [
+        python_executable(),
+        "-m",
+        "pip",
+        "install",
+        "--upgrade",
+        "--no-deps",
+        "--target",
+        str(folder),
+        f"onnxruntime=={ONNXRUNTIME_VERSION}",
+    ]
 
 
 def shown_command(args: list[str]) -> str:
@@ -229,7 +245,7 @@ def install_onnxruntime(target: Path | None = None, proxy: str = "") -> RuntimeS
 def installed_version(folder: Path) -> str:
     """Version of onnxruntime in ``folder`` read from its dist-info, without importing it."""
     for info in sorted(folder.glob("onnxruntime-*.dist-info")):
-        return info.name[len("onnxruntime-"):-len(".dist-info")]
+        return info.name[len("onnxruntime-") : -len(".dist-info")]
     return ""
 
 
@@ -271,25 +287,40 @@ def runtime_status(home_dir: Path | None = None) -> RuntimeStatus:
             return _load_failure(err, installed)
         missing = no_wheel_reason(*this_platform())
         if missing:
-            return RuntimeStatus(False, problem=f"onnxruntime is not installed for QGIS's Python, and {missing}",
-                                 installable=False)
-        return RuntimeStatus(False, problem=(
-            f"onnxruntime is not installed for QGIS's Python ({err}). Install it with Raster > Cloud Mask "
-            "Improver > Manage models… > Install onnxruntime, or run: " + shown_command(install_command())))
+            return RuntimeStatus(
+                False, problem=f"onnxruntime is not installed for QGIS's Python, and {missing}", installable=False
+            )
+        return RuntimeStatus(
+            False,
+            problem=(
+                f"onnxruntime is not installed for QGIS's Python ({err}). Install it with Raster > Cloud Mask "
+                "Improver > Manage models… > Install onnxruntime, or run: " + shown_command(install_command())
+            ),
+        )
     version = getattr(ort, "__version__", "0")
-    restart = f"Restart QGIS to use {installed}, installed for the plugin" if installed and version != installed \
-        else ""
+    restart = f"Restart QGIS to use {installed}, installed for the plugin" if installed and version != installed else ""
     if _version_tuple(version) < ONNXRUNTIME_MINIMUM:
         upgrade = "upgrade it with: " + shown_command(install_command())
-        return RuntimeStatus(False, version, (
-            f"onnxruntime {version} is too old (need {'.'.join(map(str, ONNXRUNTIME_MINIMUM))} or newer). "
-            + (f"{restart}, or {upgrade}" if restart else upgrade[0].upper() + upgrade[1:])))
+        return RuntimeStatus(
+            False,
+            version,
+            (
+                f"onnxruntime {version} is too old (need {'.'.join(map(str, ONNXRUNTIME_MINIMUM))} or newer). "
+                + (f"{restart}, or {upgrade}" if restart else upgrade[0].upper() + upgrade[1:])
+            ),
+        )
     return RuntimeStatus(True, version, f"onnxruntime {version} is loaded. {restart}." if restart else "")
 
 
 # What Python says when onnxruntime's files are there but its native library does not load.
-_LIBRARY_FAILURES = ("DLL load failed", "initialization routine failed", "cannot open shared object file",
-                     "Library not loaded", "incompatible architecture", "undefined symbol")
+_LIBRARY_FAILURES = (
+    "DLL load failed",
+    "initialization routine failed",
+    "cannot open shared object file",
+    "Library not loaded",
+    "incompatible architecture",
+    "undefined symbol",
+)
 
 
 def _library_failed(err: ImportError) -> bool:
@@ -309,21 +340,37 @@ def _load_failure(err: ImportError, installed: str) -> RuntimeStatus:
     detail = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
     version = installed or "here"
     if installed and installed != ONNXRUNTIME_VERSION:
-        return RuntimeStatus(False, installed, (
-            f"onnxruntime {installed} is installed but its library does not load on this computer ({detail}). "
-            f"Install onnxruntime {ONNXRUNTIME_VERSION}, the version for this system, with Raster > Cloud Mask "
-            "Improver > Manage models… > Install onnxruntime, then restart QGIS."))
+        return RuntimeStatus(
+            False,
+            installed,
+            (
+                f"onnxruntime {installed} is installed but its library does not load on this computer ({detail}). "
+                f"Install onnxruntime {ONNXRUNTIME_VERSION}, the version for this system, with Raster > Cloud Mask "
+                "Improver > Manage models… > Install onnxruntime, then restart QGIS."
+            ),
+        )
     if sys.platform.startswith("win"):
-        return RuntimeStatus(False, installed, (
-            f"onnxruntime {version} is installed but Windows could not load its library ({detail}). "
-            "This happens when the Microsoft Visual C++ runtime that QGIS loads is older than onnxruntime "
-            "needs. Install the latest Microsoft Visual C++ Redistributable (x64) from "
-            f"{VC_REDIST_URL}, then restart QGIS. Installing onnxruntime again does not help."),
-            installable=False)
-    return RuntimeStatus(False, installed, (
-        f"onnxruntime {version} is installed but its library could not be loaded ({detail}). Its files in "
-        f"{home.python_dir()} may be damaged or made for another system: delete that folder, restart QGIS "
-        "and install onnxruntime again."), installable=False)
+        return RuntimeStatus(
+            False,
+            installed,
+            (
+                f"onnxruntime {version} is installed but Windows could not load its library ({detail}). "
+                "This happens when the Microsoft Visual C++ runtime that QGIS loads is older than onnxruntime "
+                "needs. Install the latest Microsoft Visual C++ Redistributable (x64) from "
+                f"{VC_REDIST_URL}, then restart QGIS. Installing onnxruntime again does not help."
+            ),
+            installable=False,
+        )
+    return RuntimeStatus(
+        False,
+        installed,
+        (
+            f"onnxruntime {version} is installed but its library could not be loaded ({detail}). Its files in "
+            f"{home.python_dir()} may be damaged or made for another system: delete that folder, restart QGIS "
+            "and install onnxruntime again."
+        ),
+        installable=False,
+    )
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -362,14 +409,14 @@ _RUNTIME_PREFIXES = ("onnxruntime", "nvidia")
 class InstalledRuntime:
     """Which onnxruntime the private folder holds, read from its files (without importing it)."""
 
-    kind: str = ""      # "gpu", "cpu" or "" (none)
+    kind: str = ""  # "gpu", "cpu" or "" (none)
     version: str = ""
 
 
 def installed_runtime(folder: Path | None = None) -> InstalledRuntime:
     folder = folder or home.python_dir()
     for info in sorted(folder.glob("onnxruntime_gpu-*.dist-info")):
-        return InstalledRuntime("gpu", info.name[len("onnxruntime_gpu-"):-len(".dist-info")])
+        return InstalledRuntime("gpu", info.name[len("onnxruntime_gpu-") : -len(".dist-info")])
     version = installed_version(folder)
     return InstalledRuntime("cpu", version) if version else InstalledRuntime()
 
@@ -377,25 +424,35 @@ def installed_runtime(folder: Path | None = None) -> InstalledRuntime:
 def gpu_install_problems(folder: Path | None = None) -> list[str]:
     """Why GPU support cannot be installed here, in words a user can act on (empty: it can)."""
     from . import gpu
+
     folder = folder or home.python_dir()
     problems = []
     machines = next((m for p, m in GPU_MACHINES.items() if sys.platform.startswith(p)), ())
     import platform
+
     if platform.machine() not in machines:
-        problems.append(f"GPU support (onnxruntime-gpu with CUDA) exists for 64-bit Linux and Windows "
-                        f"only, not for {sys.platform} on {platform.machine()}.")
+        problems.append(
+            f"GPU support (onnxruntime-gpu with CUDA) exists for 64-bit Linux and Windows "
+            f"only, not for {sys.platform} on {platform.machine()}."
+        )
     if sys.version_info[:2] < GPU_PYTHON_MINIMUM:
-        problems.append(f"onnxruntime-gpu {ONNXRUNTIME_GPU_VERSION} needs Python "
-                        f"{'.'.join(map(str, GPU_PYTHON_MINIMUM))} or newer; QGIS runs Python "
-                        f"{sys.version_info.major}.{sys.version_info.minor}. Use a newer QGIS "
-                        "(3.30 or later on Windows).")
+        problems.append(
+            f"onnxruntime-gpu {ONNXRUNTIME_GPU_VERSION} needs Python "
+            f"{'.'.join(map(str, GPU_PYTHON_MINIMUM))} or newer; QGIS runs Python "
+            f"{sys.version_info.major}.{sys.version_info.minor}. Use a newer QGIS "
+            "(3.30 or later on Windows)."
+        )
     if not gpu.driver_description():
-        problems.append("No NVIDIA driver was found (neither nvidia-smi nor libcuda): GPU support needs an "
-                        "NVIDIA graphics card with its driver installed (version 580 or newer for CUDA 13).")
+        problems.append(
+            "No NVIDIA driver was found (neither nvidia-smi nor libcuda): GPU support needs an "
+            "NVIDIA graphics card with its driver installed (version 580 or newer for CUDA 13)."
+        )
     free = _free_bytes(folder)
     if free < GPU_DISK_BYTES:
-        problems.append(f"Not enough disk space: GPU support needs about {GPU_DISK_BYTES / 1e9:.0f} GB free "
-                        f"beside {folder}, and there are {free / 1e9:.1f} GB.")
+        problems.append(
+            f"Not enough disk space: GPU support needs about {GPU_DISK_BYTES / 1e9:.0f} GB free "
+            f"beside {folder}, and there are {free / 1e9:.1f} GB."
+        )
     return problems
 
 
@@ -419,15 +476,16 @@ def extra_requirements(dist_info: Path, extras: tuple[str, ...] = GPU_EXTRAS) ->
     for line in (dist_info / "METADATA").read_text(encoding="utf-8").splitlines():
         if not line.startswith("Requires-Dist:") or ";" not in line:
             continue
-        requirement, marker = line[len("Requires-Dist:"):].split(";", 1)
+        requirement, marker = line[len("Requires-Dist:") :].split(";", 1)
         marker = marker.replace("'", '"').replace(" ", "")
         if any(marker == f'extra=="{extra}"' for extra in extras):
             wanted.append(requirement.strip())
     return wanted
 
 
-def install_gpu_runtime(target: Path | None = None, index_url: str | None = None,
-                        log=lambda _text: None, proxy: str = "") -> RuntimeStatus:
+def install_gpu_runtime(
+    target: Path | None = None, index_url: str | None = None, log=lambda _text: None, proxy: str = ""
+) -> RuntimeStatus:
     """Replace the private folder's onnxruntime by onnxruntime-gpu with CUDA and cuDNN.
 
     Checks first (64-bit Linux/Windows, Python, NVIDIA driver, disk) and says plainly what is
@@ -442,8 +500,9 @@ def install_gpu_runtime(target: Path | None = None, index_url: str | None = None
     staging = _staging(folder)
     try:
         log(f"Downloading onnxruntime-gpu {ONNXRUNTIME_GPU_VERSION} (about 250 MB)…")
-        done = _pip(["--no-deps", "--target", str(staging), f"onnxruntime-gpu=={ONNXRUNTIME_GPU_VERSION}"],
-                    index_url, proxy)
+        done = _pip(
+            ["--no-deps", "--target", str(staging), f"onnxruntime-gpu=={ONNXRUNTIME_GPU_VERSION}"], index_url, proxy
+        )
         if done.returncode != 0:
             return RuntimeStatus(False, problem=f"pip could not install onnxruntime-gpu: {done.stderr.strip()[-2000:]}")
         info = next(staging.glob("onnxruntime_gpu-*.dist-info"))
@@ -451,19 +510,22 @@ def install_gpu_runtime(target: Path | None = None, index_url: str | None = None
         log(f"Downloading NVIDIA's CUDA and cuDNN libraries (about 1.3 GB): {', '.join(libraries)}…")
         done = _pip(["--target", str(staging), *libraries], index_url, proxy)
         if done.returncode != 0:
-            return RuntimeStatus(False,
-                                 problem=f"pip could not install the CUDA libraries: {done.stderr.strip()[-2000:]}")
+            return RuntimeStatus(
+                False, problem=f"pip could not install the CUDA libraries: {done.stderr.strip()[-2000:]}"
+            )
         _swap_runtime(staging, folder)
     except OSError as err:
-        return RuntimeStatus(False, problem=f"Could not put GPU support in place in {folder}: {err}. "
-                                            "Restart QGIS and try again.")
+        return RuntimeStatus(
+            False, problem=f"Could not put GPU support in place in {folder}: {err}. Restart QGIS and try again."
+        )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return RuntimeStatus(True, installed_runtime(folder).version)
 
 
-def install_cpu_runtime(target: Path | None = None, index_url: str | None = None,
-                        log=lambda _text: None, proxy: str = "") -> RuntimeStatus:
+def install_cpu_runtime(
+    target: Path | None = None, index_url: str | None = None, log=lambda _text: None, proxy: str = ""
+) -> RuntimeStatus:
     """Back to the CPU: the pinned onnxruntime replaces onnxruntime-gpu and its NVIDIA libraries."""
     folder = target or home.python_dir()
     if installed_runtime(folder) == InstalledRuntime("cpu", ONNXRUNTIME_VERSION) and not (folder / "nvidia").exists():
@@ -476,8 +538,9 @@ def install_cpu_runtime(target: Path | None = None, index_url: str | None = None
             return RuntimeStatus(False, problem=f"pip failed: {done.stderr.strip()[-2000:]}")
         _swap_runtime(staging, folder)
     except OSError as err:
-        return RuntimeStatus(False, problem=f"Could not put onnxruntime in place in {folder}: {err}. "
-                                            "Restart QGIS and try again.")
+        return RuntimeStatus(
+            False, problem=f"Could not put onnxruntime in place in {folder}: {err}. Restart QGIS and try again."
+        )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return RuntimeStatus(True, installed_runtime(folder).version)

@@ -75,8 +75,10 @@ def gpus(fresh: bool = False) -> list[Gpu]:
 
 def _ask_driver(smi: str) -> list[Gpu]:
     try:
-        done = processes.run([smi, "--query-gpu=name,driver_version,memory.free,memory.total",
-                              "--format=csv,noheader,nounits"], timeout=20)
+        done = processes.run(
+            [smi, "--query-gpu=name,driver_version,memory.free,memory.total", "--format=csv,noheader,nounits"],
+            timeout=20,
+        )
     except (OSError, processes.SubprocessError):
         return []
     if done.returncode != 0:

@@ -24,22 +24,40 @@ def _creation_flags() -> int:
     return CREATE_NO_WINDOW if sys.platform.startswith("win") else 0
 
 
-def run(args: list[str], env: dict[str, str] | None = None,
-        timeout: float | None = None) -> subprocess.CompletedProcess:
+def run(
+    args: list[str], env: dict[str, str] | None = None, timeout: float | None = None
+) -> subprocess.CompletedProcess:
     """Run a program to its end and return its exit code and output (text)."""
     # Bandit B603 is answered here: the argument list is built by the plugin (QGIS's Python with "-m pip" and
     # fixed options, or nvidia-smi), never from a shell string, and shell=False.
-    return subprocess.run(list(args), check=False, capture_output=True, text=True, encoding="utf-8",  # nosec B603  # fixed list, no shell
-                          errors="replace", stdin=subprocess.DEVNULL, env=env, timeout=timeout,
-                          creationflags=_creation_flags())
+    return subprocess.run(
+        list(args),
+        check=False,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",  # nosec B603  # fixed list, no shell
+        errors="replace",
+        stdin=subprocess.DEVNULL,
+        env=env,
+        timeout=timeout,
+        creationflags=_creation_flags(),
+    )
 
 
 def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start a program whose output (stdout and stderr together) is read line by line."""
     # Bandit B603: as in run(), a fixed argument list and no shell.
-    return subprocess.Popen(list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,  # nosec B603  # fixed list, no shell
-                            stdin=subprocess.DEVNULL, text=True, encoding="utf-8", errors="replace",
-                            env=env, creationflags=_creation_flags())
+    return subprocess.Popen(
+        list(args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # nosec B603  # fixed list, no shell
+        stdin=subprocess.DEVNULL,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        env=env,
+        creationflags=_creation_flags(),
+    )
 
 
 def shell_text(args: list[str], platform: str | None = None, env: dict[str, str] | None = None) -> str:

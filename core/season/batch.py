@@ -93,12 +93,20 @@ class BatchOptions:
 
         Under the names of a product's record, which stay the same so that a rerun keeps the masks it made."""
         request, probability, settings = self.request, self.request.probability, self.request.settings
-        return {"cloud_models": list(probability.cloud_models), "shadow_model": probability.shadow_model or "",
-                "ensemble": request.ensemble or probability.ensemble, "cloud_threshold": request.cloud_threshold,
-                "shadow_threshold": request.shadow_threshold, "bands": probability.bands,
-                "resolution": probability.resolution, "product_kind": settings.product_kind,
-                "dilation": settings.dilation, "min_area": settings.min_area, "output_mode": settings.output_mode,
-                "blank_outside": self.blank_outside}
+        return {
+            "cloud_models": list(probability.cloud_models),
+            "shadow_model": probability.shadow_model or "",
+            "ensemble": request.ensemble or probability.ensemble,
+            "cloud_threshold": request.cloud_threshold,
+            "shadow_threshold": request.shadow_threshold,
+            "bands": probability.bands,
+            "resolution": probability.resolution,
+            "product_kind": settings.product_kind,
+            "dilation": settings.dilation,
+            "min_area": settings.min_area,
+            "output_mode": settings.output_mode,
+            "blank_outside": self.blank_outside,
+        }
 
 
 @dataclass(frozen=True)
@@ -117,8 +125,10 @@ def prepare_output_folder(out_dir: str) -> None:
         try:
             os.makedirs(out_dir, exist_ok=True)
         except OSError as err:
-            raise OutputError(f"Cannot create the output folder '{out_dir}' ({err.strerror or err}). "
-                              "Choose a folder you can write to.") from err
+            raise OutputError(
+                f"Cannot create the output folder '{out_dir}' ({err.strerror or err}). "
+                "Choose a folder you can write to."
+            ) from err
     check_destination(os.path.join(out_dir, "summary.csv"), [])
     # A summary in use (on Windows: loaded in QGIS, open in a spreadsheet) is said now, not
     # after every product has run.
@@ -128,8 +138,11 @@ def prepare_output_folder(out_dir: str) -> None:
 
 def plan_items(inputs: list[str], pattern: str = "") -> list[Item]:
     """The batch's products with their mask names (tile and sensing time; unique, stable)."""
-    sources = [s for s in discovery.expand_inputs(inputs, pattern)
-               if not _is_batch_mask(s) and not season_layers.is_season_layer(s)]
+    sources = [
+        s
+        for s in discovery.expand_inputs(inputs, pattern)
+        if not _is_batch_mask(s) and not season_layers.is_season_layer(s)
+    ]
     sources = _without_stack_masks(sources)
     names = []
     for source in sources:
@@ -166,16 +179,17 @@ def _is_batch_mask(source: str) -> bool:
     the product, again as one)."""
     if not source.lower().endswith(".tif"):
         return False
-    stem = source[:-len(".tif")]
+    stem = source[: -len(".tif")]
     for suffix in SUFFIXES:
         if stem.endswith(suffix):
-            source = stem[:-len(suffix)] + source[-len(".tif"):]
+            source = stem[: -len(suffix)] + source[-len(".tif") :]
             break
     record = _read_record(record_path(source))
     return isinstance(record, dict) and "format" in record and "row" in record
 
 
 # -- the record beside each mask
+
 
 def record_path(mask: str) -> str:
     return os.path.splitext(mask)[0] + ".json"
@@ -185,14 +199,23 @@ def _record(identity: discovery.Identity, options: BatchOptions, area: areas.Are
     """What the mask depends on, as the plan resolved it: models (with their sha256) and thresholds."""
     models_used = {m.card.id: m.card.sha256 or sha256_of(Path(m.path)) for m in run_plan.probability.models}
     settings = run_plan.merge.settings
-    return {"format": RECORD_FORMAT, "input": identity.as_dict(), "parameters": options.recorded(),
-            "resolved": {"cloud_models": list(run_plan.probability.cloud_models),
-                         "shadow_model": run_plan.probability.shadow_model,
-                         "cloud_threshold": settings.cloud_threshold, "shadow_threshold": settings.shadow_threshold,
-                         "most_likely_class": settings.most_likely_class,
-                         "resolution": run_plan.probability.resolution, "product_kind": settings.product_kind},
-            "area": area.fingerprint() if area is not None else None, "models": models_used,
-            "plugin_version": plugin_version()}
+    return {
+        "format": RECORD_FORMAT,
+        "input": identity.as_dict(),
+        "parameters": options.recorded(),
+        "resolved": {
+            "cloud_models": list(run_plan.probability.cloud_models),
+            "shadow_model": run_plan.probability.shadow_model,
+            "cloud_threshold": settings.cloud_threshold,
+            "shadow_threshold": settings.shadow_threshold,
+            "most_likely_class": settings.most_likely_class,
+            "resolution": run_plan.probability.resolution,
+            "product_kind": settings.product_kind,
+        },
+        "area": area.fingerprint() if area is not None else None,
+        "models": models_used,
+        "plugin_version": plugin_version(),
+    }
 
 
 def _read_record(path: str) -> dict | None:
@@ -208,8 +231,9 @@ def _write_json(path: str, values: dict) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     tmp = ""
     try:
-        with tempfile.NamedTemporaryFile("w", dir=folder, prefix=".record-", suffix=".json", delete=False,
-                                         encoding="utf-8") as handle:
+        with tempfile.NamedTemporaryFile(
+            "w", dir=folder, prefix=".record-", suffix=".json", delete=False, encoding="utf-8"
+        ) as handle:
             tmp = handle.name
             json.dump(values, handle, indent=1, default=str)
         os.chmod(tmp, 0o644)  # NamedTemporaryFile makes it private; a mask's record is not
@@ -220,6 +244,7 @@ def _write_json(path: str, values: dict) -> None:
 
 # -- one product
 
+
 def _looks_like_product(source: str) -> bool:
     return source.lower().endswith((".zip", ".safe", ".safe/")) or os.path.basename(source) in product.METADATA_FILES
 
@@ -227,9 +252,13 @@ def _looks_like_product(source: str) -> bool:
 def _stack(source: str, folder: str) -> tuple[str, str | None]:
     """The band stack the engine reads and the product's own mask, for a product or a raster."""
     if _looks_like_product(source) and not product.is_product(source):
-        raise product.ProductError(product.zip_problem(source) or (
-            f"'{source}' is not a readable Sentinel-2 product: the zip is damaged (an interrupted download?) "
-            "or holds no MTD_MSIL2A.xml / MTD_MSIL1C.xml. Download the product again."))
+        raise product.ProductError(
+            product.zip_problem(source)
+            or (
+                f"'{source}' is not a readable Sentinel-2 product: the zip is damaged (an interrupted download?) "
+                "or holds no MTD_MSIL2A.xml / MTD_MSIL1C.xml. Download the product again."
+            )
+        )
     if product.is_product(source):
         stack, mask = os.path.join(folder, "stack.vrt"), os.path.join(folder, "product_mask.vrt")
         _, written = product.prepare(source, stack, mask, 10.0)
@@ -237,8 +266,14 @@ def _stack(source: str, folder: str) -> tuple[str, str | None]:
     return source, product.product_mask_of(source)
 
 
-def run_product(item: Item, options: BatchOptions, out_dir: str, area: areas.Area | None = None,
-                force: bool = False, feedback: Feedback | None = None) -> Row:
+def run_product(
+    item: Item,
+    options: BatchOptions,
+    out_dir: str,
+    area: areas.Area | None = None,
+    force: bool = False,
+    feedback: Feedback | None = None,
+) -> Row:
     """Make one product's mask (or keep an up-to-date one) and its summary row.
 
     Never raises for a bad product (its row says why), only when cancelled."""
@@ -313,8 +348,14 @@ def _source_entry(path: str, figures: dict) -> dict:
     return {"path": path, "figures": {k.lower(): figures[k.lower()] for k in provenance.FIGURES}}
 
 
-def _kept_source(request: pipeline.ImproveRequest, options: BatchOptions, area: areas.Area | None,
-                 old: dict, tmp: str, feedback: Feedback | None) -> tuple[str, dict | None]:
+def _kept_source(
+    request: pipeline.ImproveRequest,
+    options: BatchOptions,
+    area: areas.Area | None,
+    old: dict,
+    tmp: str,
+    feedback: Feedback | None,
+) -> tuple[str, dict | None]:
     """For a kept mask: its SOURCE raster and figures, with the option on ("", None off).
 
     Kept when the record says an earlier run wrote it; else made now by a run whose mask
@@ -337,8 +378,9 @@ def _kept_source(request: pipeline.ImproveRequest, options: BatchOptions, area: 
     return path, figures
 
 
-def _masked_imagery(stack: str, mask: str, options: BatchOptions, area: areas.Area | None, old: dict | None,
-                    feedback: Feedback | None) -> str:
+def _masked_imagery(
+    stack: str, mask: str, options: BatchOptions, area: areas.Area | None, old: dict | None, feedback: Feedback | None
+) -> str:
     """With the option on, the product's imagery with its mask applied, beside the mask.
 
     Only the area's part with an area; kept when an earlier run wrote it with the same bands
@@ -355,8 +397,10 @@ def _masked_imagery(stack: str, mask: str, options: BatchOptions, area: areas.Ar
         wanted = parse_band_list(options.masked_bands)
         missing = [b for b in wanted if b not in names]
         if missing:
-            raise BandError(f"The product has no band {', '.join(missing)} for its masked imagery (it has "
-                            f"{', '.join(names)}). Leave those bands out of the masked imagery's bands.")
+            raise BandError(
+                f"The product has no band {', '.join(missing)} for its masked imagery (it has "
+                f"{', '.join(names)}). Leave those bands out of the masked imagery's bands."
+            )
         bands = tuple(names.index(b) + 1 for b in wanted)
     apply_mask.apply_mask(stack, mask, path, feedback=feedback, bands=bands, crop_to_mask=area is not None)
     if old:
@@ -367,29 +411,45 @@ def _masked_imagery(stack: str, mask: str, options: BatchOptions, area: areas.Ar
 def _request(stack: str, product_mask: str | None, mask: str, options: BatchOptions) -> pipeline.ImproveRequest:
     """The options' request template, for one product."""
     asked = options.request
-    return replace(asked, probability=replace(asked.probability, s2_raster=stack),
-                   product_mask=product_mask, mask=mask, source=source_path(mask) if options.source else None)
+    return replace(
+        asked,
+        probability=replace(asked.probability, s2_raster=stack),
+        product_mask=product_mask,
+        mask=mask,
+        source=source_path(mask) if options.source else None,
+    )
 
 
 def _scratch(request: pipeline.ImproveRequest, folder: str) -> pipeline.ImproveRequest:
     """The same request with its outputs in ``folder``: for deciding, not for writing."""
-    return replace(request, mask=os.path.join(folder, "planned.tif"),
-                   source=os.path.join(folder, "planned_source.tif") if request.source else None)
+    return replace(
+        request,
+        mask=os.path.join(folder, "planned.tif"),
+        source=os.path.join(folder, "planned_source.tif") if request.source else None,
+    )
 
 
-def _improve(request: pipeline.ImproveRequest, options: BatchOptions, area: areas.Area | None,
-             feedback: Feedback | None, run_plan=None):
+def _improve(
+    request: pipeline.ImproveRequest,
+    options: BatchOptions,
+    area: areas.Area | None,
+    feedback: Feedback | None,
+    run_plan=None,
+):
     """The single run's improve (in the area when there is one): its report."""
     if area is None:
         return pipeline.run(run_plan or pipeline.plan(request), feedback)
     if areas.area_window(area, request.probability.s2_raster) is None:
-        raise areas.AreaError("The product does not overlap the area: no mask was made. "
-                                 "Check that the area and the product cover the same place.")
+        raise areas.AreaError(
+            "The product does not overlap the area: no mask was made. "
+            "Check that the area and the product cover the same place."
+        )
     return pipeline.improve(request, feedback, areas.Selection(area, blank=options.blank_outside))
 
 
-def _make_mask(request, run_plan, options: BatchOptions, area: areas.Area | None, row: Row,
-               feedback: Feedback | None) -> None:
+def _make_mask(
+    request, run_plan, options: BatchOptions, area: areas.Area | None, row: Row, feedback: Feedback | None
+) -> None:
     report = _improve(request, options, area, feedback, run_plan)
     if request.source:
         row.source = request.source
@@ -397,11 +457,14 @@ def _make_mask(request, run_plan, options: BatchOptions, area: areas.Area | None
     # The notes are logged once and again when they change: not the SOURCE figures, which differ
     # for every product (the algorithm logs them with each product's line).
     said = provenance.summary(report.provenance) if report.provenance else None
-    row.notes = (f"Cloud models: {', '.join(report.cloud_models)}; shadow model: {report.shadow_model or 'none'}. "
-                 + " ".join(n for n in report.notes if n != said))
+    row.notes = (
+        f"Cloud models: {', '.join(report.cloud_models)}; shadow model: {report.shadow_model or 'none'}. "
+        + " ".join(n for n in report.notes if n != said)
+    )
     whole = areas.mask_fractions(request.mask, request.settings.output_mode)
     row.clear_fraction, row.cloud_fraction, row.shadow_fraction = (
-        whole.as_dict()[k] for k in ("CLEAR_FRACTION", "CLOUD_FRACTION", "SHADOW_FRACTION"))
+        whole.as_dict()[k] for k in ("CLEAR_FRACTION", "CLOUD_FRACTION", "SHADOW_FRACTION")
+    )
     row.valid_pixels = whole.valid
     if area is not None:
         counted = areas.area_fractions(request.mask, area, request.settings.output_mode)
@@ -410,9 +473,16 @@ def _make_mask(request, run_plan, options: BatchOptions, area: areas.Area | None
         row.area_cloud_fraction = total["CLOUD_FRACTION"]
         row.area_shadow_fraction = total["SHADOW_FRACTION"]
         row.area_valid_pixels = counted.total.valid
-        row.fields = [FieldRow(name, f.as_dict()["CLEAR_FRACTION"], f.as_dict()["CLOUD_FRACTION"],
-                               f.as_dict()["SHADOW_FRACTION"], f.valid)
-                      for name, f in zip(area.names, counted.per_polygon)]
+        row.fields = [
+            FieldRow(
+                name,
+                f.as_dict()["CLEAR_FRACTION"],
+                f.as_dict()["CLOUD_FRACTION"],
+                f.as_dict()["SHADOW_FRACTION"],
+                f.valid,
+            )
+            for name, f in zip(area.names, counted.per_polygon)
+        ]
 
 
 def _message(err: BaseException) -> str:
@@ -420,8 +490,10 @@ def _message(err: BaseException) -> str:
     user_errors = (CloudMaskError, ValueError, LookupError, OSError)
     if isinstance(err, user_errors):
         return str(err) or type(err).__name__
-    return f"Unexpected error ({type(err).__name__}: {err}). Details: " + \
-        traceback.format_exception_only(type(err), err)[-1].strip()
+    return (
+        f"Unexpected error ({type(err).__name__}: {err}). Details: "
+        + traceback.format_exception_only(type(err), err)[-1].strip()
+    )
 
 
 def clean_partials(out_dir: str, items: list[Item]) -> None:
@@ -432,8 +504,15 @@ def clean_partials(out_dir: str, items: list[Item]) -> None:
                 path.unlink(missing_ok=True)
 
 
-def run_sequential(items: list[Item], options: BatchOptions, out_dir: str, area: areas.Area | None = None,
-                   force: bool = False, feedback: Feedback | None = None, on_row=None) -> list[Row]:
+def run_sequential(
+    items: list[Item],
+    options: BatchOptions,
+    out_dir: str,
+    area: areas.Area | None = None,
+    force: bool = False,
+    feedback: Feedback | None = None,
+    on_row=None,
+) -> list[Row]:
     """Every product in turn, in this process (the QGIS algorithm and the reference for tests)."""
     feedback = feedback or Feedback()
     rows = []

@@ -38,12 +38,15 @@ class Sizing:
     memory_limit: int  # bytes per worker
 
     def describe(self) -> str:
-        return (f"{self.workers} worker(s) x 1 product at a time, {self.threads} onnxruntime thread(s) each, "
-                f"memory limit {self.memory_limit / 1024**3:.1f} GB per worker")
+        return (
+            f"{self.workers} worker(s) x 1 product at a time, {self.threads} onnxruntime thread(s) each, "
+            f"memory limit {self.memory_limit / 1024**3:.1f} GB per worker"
+        )
 
 
-def size_cluster(products: int, workers: int = 0, threads: int = 0, cpus: int | None = None,
-                 memory: int | None = None) -> Sizing:
+def size_cluster(
+    products: int, workers: int = 0, threads: int = 0, cpus: int | None = None, memory: int | None = None
+) -> Sizing:
     """Workers x threads that fit the cores, and workers x ``PRODUCT_MEMORY`` that fit the memory.
 
     ``workers`` or ``threads`` given by the user are kept (threads fill the cores
@@ -52,6 +55,7 @@ def size_cluster(products: int, workers: int = 0, threads: int = 0, cpus: int | 
     cpus = cpus or os.cpu_count() or 1
     if memory is None:
         import psutil  # comes with distributed
+
         memory = psutil.virtual_memory().available
     by_memory = max(1, int(memory // PRODUCT_MEMORY))
     if workers <= 0:
@@ -67,6 +71,7 @@ def size_cluster(products: int, workers: int = 0, threads: int = 0, cpus: int | 
 def _task(item: batch.Item, options: batch.BatchOptions, out_dir: str, area, force: bool) -> batch.Row:
     """What a worker runs: onnxruntime from the data home when the worker's Python lacks it."""
     from ..runtime import deps
+
     deps.ensure_on_path()
     return batch.run_product(item, options, out_dir, area, force)
 
@@ -79,24 +84,40 @@ def local_cluster(sizing: Sizing, dashboard: str | None = ":0"):
     import signal
 
     from distributed import LocalCluster
+
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by the worker processes
     try:
-        return LocalCluster(n_workers=sizing.workers, threads_per_worker=1, processes=True,
-                            memory_limit=sizing.memory_limit, dashboard_address=dashboard)
+        return LocalCluster(
+            n_workers=sizing.workers,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=sizing.memory_limit,
+            dashboard_address=dashboard,
+        )
     finally:
         signal.signal(signal.SIGINT, previous)
 
 
-def run(items: list[batch.Item], options: batch.BatchOptions, out_dir: str, client, area=None,
-        force: bool = False, on_row: Callable[[batch.Row], None] | None = None) -> list[batch.Row]:
+def run(
+    items: list[batch.Item],
+    options: batch.BatchOptions,
+    out_dir: str,
+    client,
+    area=None,
+    force: bool = False,
+    on_row: Callable[[batch.Row], None] | None = None,
+) -> list[batch.Row]:
     """Submit one task per product to ``client`` and collect the rows as they finish.
 
     On KeyboardInterrupt the pending tasks are cancelled and the rows finished so
     far are returned in the exception's ``rows`` attribute.
     """
     from distributed import as_completed
-    futures = {client.submit(_task, item, options, out_dir, area, force, key=f"product-{item.name}",
-                             pure=False): item for item in items}
+
+    futures = {
+        client.submit(_task, item, options, out_dir, area, force, key=f"product-{item.name}", pure=False): item
+        for item in items
+    }
     rows: list[batch.Row] = []
     try:
         for future in as_completed(futures):
@@ -104,8 +125,11 @@ def run(items: list[batch.Item], options: batch.BatchOptions, out_dir: str, clie
             try:
                 row = future.result()
             except Exception as err:  # noqa: BLE001 - e.g. the task failed on every worker it was given
-                row = batch.Row(input=item.source, status="failed",
-                                error=f"The product could not be processed on the cluster: {err}")
+                row = batch.Row(
+                    input=item.source,
+                    status="failed",
+                    error=f"The product could not be processed on the cluster: {err}",
+                )
             rows.append(row)
             if on_row:
                 on_row(row)
@@ -121,6 +145,7 @@ def run(items: list[batch.Item], options: batch.BatchOptions, out_dir: str, clie
 def overhead_seconds(client, rounds: int = 20) -> float:
     """Round trip of an empty task through the scheduler (the per-product cost of scheduling)."""
     import time
+
     client.submit(math.sqrt, 1.0, pure=False).result()
     start = time.perf_counter()
     for k in range(rounds):

@@ -47,8 +47,10 @@ def expand_inputs(inputs: list[str], pattern: str = "") -> list[str]:
             patterns = [p.strip() for p in pattern.split(",") if p.strip()] or list(FOLDER_PATTERNS)
             hits = sorted({h for p in patterns for h in glob.glob(os.path.join(item, p))})
             if not hits:
-                raise InputError(f"The folder '{item}' holds no file matching {', '.join(patterns)}. "
-                                 "Give the products themselves or another file pattern.")
+                raise InputError(
+                    f"The folder '{item}' holds no file matching {', '.join(patterns)}. "
+                    "Give the products themselves or another file pattern."
+                )
             found.extend(hits)
         else:
             found.append(item)
@@ -59,7 +61,8 @@ def expand_inputs(inputs: list[str], pattern: str = "") -> list[str]:
 def _product_folder(folder: str) -> bool:
     """A ``.SAFE`` folder (or one holding the metadata file); not a folder that holds products."""
     return folder.rstrip("/").upper().endswith(".SAFE") or any(
-        os.path.exists(os.path.join(folder, name)) for name in s2_product.METADATA_FILES)
+        os.path.exists(os.path.join(folder, name)) for name in s2_product.METADATA_FILES
+    )
 
 
 @dataclass(frozen=True)
@@ -85,8 +88,7 @@ def identity(source: str) -> Identity:
     try:
         stat = os.stat(stat_path)
     except OSError as err:
-        raise InputError(f"'{source}' does not exist or cannot be read ({err.strerror}). "
-                         "Check the path.") from err
+        raise InputError(f"'{source}' does not exist or cannot be read ({err.strerror}). Check the path.") from err
     return Identity(path, stat.st_size, stat.st_mtime_ns)
 
 
@@ -106,8 +108,12 @@ def fields_from_name(name: str) -> dict:
     match = PRODUCT_NAME.search(name)
     if match:
         level, stamp, baseline, tile = match.groups()
-        return {"tile": tile.upper(), "sensed": _iso(stamp), "level": level.upper(),
-                "baseline": f"{baseline[:2]}.{baseline[2:]}"}
+        return {
+            "tile": tile.upper(),
+            "sensed": _iso(stamp),
+            "level": level.upper(),
+            "baseline": f"{baseline[:2]}.{baseline[2:]}",
+        }
     found = {}
     tile, stamp = TILE_ONLY.search(name), DATE_ONLY.search(name)
     if tile:

@@ -73,11 +73,15 @@ class SeasonSettings:
 
     def validate(self) -> None:
         if not 0 < self.share <= 1:
-            raise SettingsError(f"The share of dates for persistent cloud must be above 0 and at most 1, "
-                                f"got {self.share}. Give e.g. {DEFAULT_SHARE} (cloud on 90 % of the dates).")
+            raise SettingsError(
+                f"The share of dates for persistent cloud must be above 0 and at most 1, "
+                f"got {self.share}. Give e.g. {DEFAULT_SHARE} (cloud on 90 % of the dates)."
+            )
         if int(self.min_dates) != self.min_dates or self.min_dates < 1:
-            raise SettingsError(f"The minimum number of valid dates must be a whole number of at least 1, "
-                                f"got {self.min_dates}. Give e.g. {DEFAULT_MIN_DATES}.")
+            raise SettingsError(
+                f"The minimum number of valid dates must be a whole number of at least 1, "
+                f"got {self.min_dates}. Give e.g. {DEFAULT_MIN_DATES}."
+            )
 
 
 @dataclass
@@ -166,7 +170,8 @@ def group_masks(rows: list) -> tuple[list[Group], list[str]]:
                 messages.append(
                     f"{tile or 'Rasters without a tile'}: {len(members)} product(s) are on another grid (another "
                     f"resolution or extent) than the other {len(grids[0])}: their season layers are "
-                    f"{name}_*.tif ({', '.join(r.sensed or r.product for r in members)}).")
+                    f"{name}_*.tif ({', '.join(r.sensed or r.product for r in members)})."
+                )
     return groups, messages
 
 
@@ -187,8 +192,13 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^\w.-]+", "_", text)
 
 
-def build(rows: list, out_dir: str, settings: SeasonSettings | None = None, area: areas.Area | None = None,
-          feedback: Feedback | None = None) -> SeasonResult:
+def build(
+    rows: list,
+    out_dir: str,
+    settings: SeasonSettings | None = None,
+    area: areas.Area | None = None,
+    feedback: Feedback | None = None,
+) -> SeasonResult:
     """Write every group's season layers and fill each row's (and field's) persistent cloud share."""
     settings = settings or SeasonSettings()
     settings.validate()
@@ -205,8 +215,9 @@ def build(rows: list, out_dir: str, settings: SeasonSettings | None = None, area
     return result
 
 
-def _build_group(group: Group, out_dir: str, settings: SeasonSettings, area: areas.Area | None,
-                 feedback: Feedback) -> TileSeason:
+def _build_group(
+    group: Group, out_dir: str, settings: SeasonSettings, area: areas.Area | None, feedback: Feedback
+) -> TileSeason:
     masks = [open_dataset(r.mask, "mask") for r in group.rows]
     first = masks[0]
     width, height = first.RasterXSize, first.RasterYSize
@@ -242,19 +253,32 @@ def _build_group(group: Group, out_dir: str, settings: SeasonSettings, area: are
 
 
 def _create(path: str, like: gdal.Dataset, layer: str) -> gdal.Dataset:
-    types = {"valid": gdal.GDT_UInt16, "clear": gdal.GDT_UInt16, "cloud_frequency": gdal.GDT_Float32,
-             "persistent": gdal.GDT_Byte}
-    ds = gdal.GetDriverByName("GTiff").Create(path, like.RasterXSize, like.RasterYSize, 1, types[layer],
-                                              options=GTIFF_OPTIONS)
+    types = {
+        "valid": gdal.GDT_UInt16,
+        "clear": gdal.GDT_UInt16,
+        "cloud_frequency": gdal.GDT_Float32,
+        "persistent": gdal.GDT_Byte,
+    }
+    ds = gdal.GetDriverByName("GTiff").Create(
+        path, like.RasterXSize, like.RasterYSize, 1, types[layer], options=GTIFF_OPTIONS
+    )
     if ds is None:
-        raise RasterError(f"Cannot write the season layer '{path}': {gdal.GetLastErrorMsg()}. "
-                          "Check the free disk space and that the output folder can be written.")
+        raise RasterError(
+            f"Cannot write the season layer '{path}': {gdal.GetLastErrorMsg()}. "
+            "Check the free disk space and that the output folder can be written."
+        )
     ds.SetGeoTransform(like.GetGeoTransform())
     ds.SetProjection(like.GetProjection())
     ds.SetMetadataItem(SEASON_TAG, layer)
     band = ds.GetRasterBand(1)
-    band.SetDescription({"valid": "valid dates", "clear": "clear dates", "cloud_frequency": "cloudy / valid dates",
-                         "persistent": "cloud on most dates"}[layer])
+    band.SetDescription(
+        {
+            "valid": "valid dates",
+            "clear": "clear dates",
+            "cloud_frequency": "cloudy / valid dates",
+            "persistent": "cloud on most dates",
+        }[layer]
+    )
     if layer == "cloud_frequency":
         band.SetNoDataValue(FREQUENCY_NODATA)
     if layer == "persistent":
@@ -305,8 +329,12 @@ def _write(outputs: dict, lo: int, valid, clear, cloudy, persistent) -> None:
     frequency = np.full(valid.shape, FREQUENCY_NODATA, dtype=np.float32)
     seen = valid > 0
     frequency[seen] = cloudy[seen] / valid[seen]
-    for layer, values in (("valid", valid), ("clear", clear), ("cloud_frequency", frequency),
-                          ("persistent", persistent)):
+    for layer, values in (
+        ("valid", valid),
+        ("clear", clear),
+        ("cloud_frequency", frequency),
+        ("persistent", persistent),
+    ):
         outputs[layer].GetRasterBand(1).WriteArray(values, 0, lo)
 
 
@@ -324,8 +352,9 @@ def _field_ids(area, mask: str, lo: int, width: int, rows: int) -> np.ndarray | 
     return areas.polygon_ids(area, mask, areas.Window(0, lo, width, rows))
 
 
-def _shares(masks: list, lo: int, rows: int, persistent: np.ndarray, ids, on_persistent, cloud,
-            field_on, field_cloud) -> None:
+def _shares(
+    masks: list, lo: int, rows: int, persistent: np.ndarray, ids, on_persistent, cloud, field_on, field_cloud
+) -> None:
     """Count each product's cloud pixels, and those on persistent pixels (per field with an area)."""
     width = masks[0].RasterXSize
     for index, ds in enumerate(masks):
@@ -357,12 +386,16 @@ def _large_shares(rows: list) -> list[str]:
     for row in rows:
         share = getattr(row, "persistent_cloud_share", None)
         if share is not None and share >= LARGE_SHARE:  # None: no cloud at all
-            said.append(f"{row.sensed or row.product}: {100 * share:.0f} % of its cloud is on pixels called cloud on "
-                        "most dates of the season (bright ground taken for cloud?): its clear fraction is likely "
-                        "too low. See the persistent layer.")
+            said.append(
+                f"{row.sensed or row.product}: {100 * share:.0f} % of its cloud is on pixels called cloud on "
+                "most dates of the season (bright ground taken for cloud?): its clear fraction is likely "
+                "too low. See the persistent layer."
+            )
         for field_row in row.fields:
             share = field_row.persistent_cloud_share
             if share is not None and share >= LARGE_SHARE:
-                said.append(f"{row.sensed or row.product}, field {field_row.name}: {100 * share:.0f} % of its cloud "
-                            "is on pixels called cloud on most dates of the season.")
+                said.append(
+                    f"{row.sensed or row.product}, field {field_row.name}: {100 * share:.0f} % of its cloud "
+                    "is on pixels called cloud on most dates of the season."
+                )
     return said

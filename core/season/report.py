@@ -36,8 +36,9 @@ OVERLAY = 0.55  # how much the mask's colour covers the imagery
 MAX_NOTES = 10  # the log has them all; the ranking's column has the figures
 
 
-def write(rows: list, out_dir: str, season: SeasonResult | None = None, area_used: bool = False,
-          path: str | None = None) -> str:
+def write(
+    rows: list, out_dir: str, season: SeasonResult | None = None, area_used: bool = False, path: str | None = None
+) -> str:
     """Write the report (atomically) and return its path."""
     path = path or os.path.join(out_dir, REPORT_NAME)
     page = render(rows, season, area_used)
@@ -49,11 +50,16 @@ def write(rows: list, out_dir: str, season: SeasonResult | None = None, area_use
 def render(rows: list, season: SeasonResult | None, area_used: bool) -> str:
     rows = sort_rows(rows)
     ok = [r for r in rows if r.ok]
-    parts = [_head(), "<h1>Cloud mask season report</h1>",
-             f"<p>{len(ok)} of {len(rows)} product(s) masked; made {_now()}.</p>"]
+    parts = [
+        _head(),
+        "<h1>Cloud mask season report</h1>",
+        f"<p>{len(ok)} of {len(rows)} product(s) masked; made {_now()}.</p>",
+    ]
     parts += ["<h2>Clear fraction per date</h2>", _chart(ok, area_used)]
-    parts += ["<h2>Dates ranked by clear fraction" + (" in the fields" if area_used else "") + "</h2>",
-              _ranking(ok, area_used)]
+    parts += [
+        "<h2>Dates ranked by clear fraction" + (" in the fields" if area_used else "") + "</h2>",
+        _ranking(ok, area_used),
+    ]
     parts += ["<h2>Season layers</h2>", _season_table(season)]
     failed = [r for r in rows if not r.ok]
     if failed:
@@ -63,12 +69,16 @@ def render(rows: list, season: SeasonResult | None, area_used: bool) -> str:
 
 
 def _head() -> str:
-    style = ("body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0}"
-             "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}td{white-space:nowrap}th{background:#eee}"
-             "td.t{text-align:left}.note{color:#8a4b00}figure{display:inline-block;margin:4px;font-size:85%}"
-             "img{image-rendering:pixelated}")
-    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Cloud mask season report</title>"
-            f"<style>{style}</style></head><body>")
+    style = (
+        "body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;margin:.5em 0}"
+        "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}td{white-space:nowrap}th{background:#eee}"
+        "td.t{text-align:left}.note{color:#8a4b00}figure{display:inline-block;margin:4px;font-size:85%}"
+        "img{image-rendering:pixelated}"
+    )
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Cloud mask season report</title>"
+        f"<style>{style}</style></head><body>"
+    )
 
 
 def _now() -> str:
@@ -89,15 +99,18 @@ def _clear(row, area_used: bool):
 
 # -- chart
 
+
 def _chart(rows: list, area_used: bool) -> str:
     if not rows:
         return "<p>No product was masked: nothing to chart.</p>"
     try:
         from matplotlib.figure import Figure
     except ImportError:
-        return ("<p class='note'>No chart: matplotlib is not installed for this Python. Install it (on "
-                "Debian/Ubuntu: python3-matplotlib) and run the batch again; the tables below hold the same "
-                "figures.</p>")
+        return (
+            "<p class='note'>No chart: matplotlib is not installed for this Python. Install it (on "
+            "Debian/Ubuntu: python3-matplotlib) and run the batch again; the tables below hold the same "
+            "figures.</p>"
+        )
     figure = Figure(figsize=(8, 3.6), dpi=100)
     axes = figure.add_subplot(1, 1, 1)
     for label, points, style in _series(rows, area_used):
@@ -122,13 +135,19 @@ def _series(rows: list, area_used: bool) -> list[tuple[str, list, str]]:
         label = f"{tile} (fields' bounding box)" if area_used else f"scene {tile}"
         series.append((label.strip(), points, "-"))
     if area_used:
-        series.append(("all fields", [(r.sensed, r.area_clear_fraction) for r in dated
-                                      if r.area_clear_fraction is not None], "--"))
+        series.append(
+            (
+                "all fields",
+                [(r.sensed, r.area_clear_fraction) for r in dated if r.area_clear_fraction is not None],
+                "--",
+            )
+        )
         names = list(dict.fromkeys(f.name for r in dated for f in r.fields))
         if len(names) > 1:
             for name in names[:MAX_FIELD_LINES]:
-                points = [(r.sensed, f.clear_fraction) for r in dated for f in r.fields
-                          if f.name == name and f.valid_pixels]
+                points = [
+                    (r.sensed, f.clear_fraction) for r in dated for f in r.fields if f.name == name and f.valid_pixels
+                ]
                 series.append((f"field {name}", points, ":"))
     return [s for s in series if s[1]]
 
@@ -150,12 +169,21 @@ def _figure_png(figure) -> str:
 
 # -- tables
 
+
 def _table(header: list[str], body: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     lines = []
     for cells in body:
-        lines.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" if c[:1].isdigit()  # figures right-aligned
-                                      else f"<td class='t'>{html.escape(c)}</td>" for c in cells) + "</tr>")
+        lines.append(
+            "<tr>"
+            + "".join(
+                f"<td>{html.escape(c)}</td>"
+                if c[:1].isdigit()  # figures right-aligned
+                else f"<td class='t'>{html.escape(c)}</td>"
+                for c in cells
+            )
+            + "</tr>"
+        )
     return f"<table><tr>{head}</tr>{''.join(lines)}</table>"
 
 
@@ -173,8 +201,9 @@ def _ranking(rows: list, area_used: bool) -> str:
         shadow = row.area_shadow_fraction if area_used else row.shadow_fraction
         per_field = {f.name: f for f in row.fields}
         cells = [str(rank), _date(row), row.tile, _pct(_clear(row, area_used)), _pct(cloud), _pct(shadow)]
-        cells += [_pct(per_field[n].clear_fraction) if n in per_field and per_field[n].valid_pixels else ""
-                  for n in names]
+        cells += [
+            _pct(per_field[n].clear_fraction) if n in per_field and per_field[n].valid_pixels else "" for n in names
+        ]
         cells += [_pct(row.persistent_cloud_share), os.path.basename(row.mask)]
         body.append(cells)
     return _table(header, body)
@@ -184,17 +213,36 @@ def _season_table(season: SeasonResult | None) -> str:
     if season is None or not season.tiles:
         return "<p>No season layers (no product was masked).</p>"
     settings = season.settings
-    intro = (f"<p>Per tile, from the masks of the season. Persistent cloud: a pixel called cloud on at least "
-             f"{100 * settings.share:.0f} % of its valid dates, with at least {settings.min_dates} valid dates; real "
-             "clouds move, so these are most likely bright ground taken for cloud.</p>")
-    header = ["tile", "dates", "valid dates per pixel (mean)", "clear dates per pixel (mean)", "cloud frequency",
-              "persistent cloud", "pixels with too few dates", "layers"]
+    intro = (
+        f"<p>Per tile, from the masks of the season. Persistent cloud: a pixel called cloud on at least "
+        f"{100 * settings.share:.0f} % of its valid dates, with at least {settings.min_dates} valid dates; real "
+        "clouds move, so these are most likely bright ground taken for cloud.</p>"
+    )
+    header = [
+        "tile",
+        "dates",
+        "valid dates per pixel (mean)",
+        "clear dates per pixel (mean)",
+        "cloud frequency",
+        "persistent cloud",
+        "pixels with too few dates",
+        "layers",
+    ]
     body = []
     for tile in season.tiles:
         undecided = tile.pixels - tile.decided
-        body.append([tile.tile or "-", str(tile.dates), f"{tile.mean_valid:.1f}", f"{tile.mean_clear:.1f}",
-                     _pct(tile.cloud_frequency), f"{tile.persistent} px ({_pct(tile.persistent_fraction)})",
-                     f"{undecided} px", f"{tile.name}_*.tif"])
+        body.append(
+            [
+                tile.tile or "-",
+                str(tile.dates),
+                f"{tile.mean_valid:.1f}",
+                f"{tile.mean_clear:.1f}",
+                _pct(tile.cloud_frequency),
+                f"{tile.persistent} px ({_pct(tile.persistent_fraction)})",
+                f"{undecided} px",
+                f"{tile.name}_*.tif",
+            ]
+        )
     shown = season.messages[:MAX_NOTES]
     notes = "".join(f"<p class='note'>{html.escape(m)}</p>" for m in shown)
     if len(season.messages) > len(shown):
@@ -203,27 +251,36 @@ def _season_table(season: SeasonResult | None) -> str:
 
 
 def _failed_table(rows: list) -> str:
-    return _table(["input", "date", "tile", "reason"],
-                  [[os.path.basename(r.input), _date(r), r.tile, r.error] for r in rows])
+    return _table(
+        ["input", "date", "tile", "reason"], [[os.path.basename(r.input), _date(r), r.tile, r.error] for r in rows]
+    )
 
 
 # -- quicklooks
 
+
 def _quicklooks(rows: list) -> str:
     if not rows:
         return "<p>No product was masked.</p>"
-    legend = " ".join(f"<span style='background:rgb{merge.CATEGORY_COLOURS[c][:3]};padding:0 8px'>&nbsp;</span> "
-                      f"{html.escape(merge.CATEGORY_NAMES[c])}" for c in (merge.CLOUD, merge.SHADOW))
+    legend = " ".join(
+        f"<span style='background:rgb{merge.CATEGORY_COLOURS[c][:3]};padding:0 8px'>&nbsp;</span> "
+        f"{html.escape(merge.CATEGORY_NAMES[c])}"
+        for c in (merge.CLOUD, merge.SHADOW)
+    )
     figures = []
     for row in rows:
         caption = html.escape(f"{_date(row)} {row.tile}: {_pct(row.clear_fraction)} clear")
         try:
             png = _quicklook_png(row)
-            figures.append(f"<figure><img alt='{caption}' src='data:image/png;base64,{png}'>"
-                           f"<figcaption>{caption}</figcaption></figure>")
+            figures.append(
+                f"<figure><img alt='{caption}' src='data:image/png;base64,{png}'>"
+                f"<figcaption>{caption}</figcaption></figure>"
+            )
         except Exception as err:  # noqa: BLE001 - one missing picture must not lose the report
-            figures.append(f"<figure><figcaption>{caption}<br><span class='note'>no quicklook: "
-                           f"{html.escape(str(err) or type(err).__name__)}</span></figcaption></figure>")
+            figures.append(
+                f"<figure><figcaption>{caption}<br><span class='note'>no quicklook: "
+                f"{html.escape(str(err) or type(err).__name__)}</span></figcaption></figure>"
+            )
     return f"<p>True colour, and the same with the mask over it: {legend}</p>" + "".join(figures)
 
 
@@ -233,8 +290,9 @@ def _quicklook_png(row) -> str:
     if mask_ds is None:
         raise OSError(f"the mask {row.mask} cannot be read")
     width, height = _size(mask_ds.RasterXSize, mask_ds.RasterYSize)
-    mask = mask_ds.GetRasterBand(1).ReadAsArray(buf_xsize=width, buf_ysize=height,
-                                                resample_alg=gdal.GRIORA_NearestNeighbour)
+    mask = mask_ds.GetRasterBand(1).ReadAsArray(
+        buf_xsize=width, buf_ysize=height, resample_alg=gdal.GRIORA_NearestNeighbour
+    )
     gdal.PushErrorHandler("CPLQuietErrorHandler")  # an input moved since: the picture shows the mask only
     try:
         rgb = _true_colour(row.input, mask_ds, width, height)
@@ -255,6 +313,7 @@ def _size(width: int, height: int) -> tuple[int, int]:
 def _true_colour(source: str, mask_ds, width: int, height: int) -> np.ndarray | None:
     """Bands B04, B03, B02 of the input on the mask's extent, 0..255 (None when they cannot be read)."""
     from ..sentinel2 import product
+
     with tempfile.TemporaryDirectory(prefix="cloudmask-quicklook-") as tmp:
         stack = source
         if product.is_product(source):  # its bands as one stack; its mask is not needed here
@@ -270,8 +329,16 @@ def _true_colour(source: str, mask_ds, width: int, height: int) -> np.ndarray | 
         bounds = (gt[0], gt[3] + gt[5] * mask_ds.RasterYSize, gt[0] + gt[1] * mask_ds.RasterXSize, gt[3])
         bands = [names.index(b) + 1 for b in ("B04", "B03", "B02")]
         picked = gdal.Translate("", ds, format="VRT", bandList=bands)
-        warped = gdal.Warp("", picked, format="MEM", outputBounds=bounds, width=width, height=height,
-                           dstSRS=mask_ds.GetProjection() or None, resampleAlg="average")
+        warped = gdal.Warp(
+            "",
+            picked,
+            format="MEM",
+            outputBounds=bounds,
+            width=width,
+            height=height,
+            dstSRS=mask_ds.GetProjection() or None,
+            resampleAlg="average",
+        )
         if warped is None:
             return None
         rgb = warped.ReadAsArray().astype(np.float32)
@@ -313,5 +380,6 @@ def season_outputs(rows: list, out_dir: str, settings=None, area=None, feedback=
 
     The season layers fill each row's persistent cloud share, so they come before the summary."""
     from .layers import build
+
     season = build(rows, out_dir, settings, area, feedback)
     return season, write(rows, out_dir, season, area_used=area is not None)

@@ -28,17 +28,53 @@ from .discovery import wgs84
 NAMES = {"csv": "summary.csv", "gpkg": "summary.gpkg", "fields_csv": "summary_fields.csv"}
 
 
-COLUMNS = ("sensed", "tile", "level", "baseline", "product", "status", "error", "reused",
-           "clear_fraction", "cloud_fraction", "shadow_fraction", "valid_pixels",
-           "area_clear_fraction", "area_cloud_fraction", "area_shadow_fraction", "area_valid_pixels",
-           "mask", "input", "seconds", "persistent_cloud_share",
-           # the SOURCE raster's figures (empty without it), as Improve cloud mask's outputs name them
-           "product_mask_fraction", "masked_fraction", "model_added_fraction", "dilation_fraction",
-           "filled_fraction", "cleared_fraction")
-FIELD_COLUMNS = ("sensed", "tile", "product", "field", "clear_fraction", "cloud_fraction", "shadow_fraction",
-                 "valid_pixels", "mask", "persistent_cloud_share")
-OGR_TYPES = {"reused": ogr.OFTInteger, "valid_pixels": ogr.OFTInteger64, "area_valid_pixels": ogr.OFTInteger64,
-             "seconds": ogr.OFTReal}
+COLUMNS = (
+    "sensed",
+    "tile",
+    "level",
+    "baseline",
+    "product",
+    "status",
+    "error",
+    "reused",
+    "clear_fraction",
+    "cloud_fraction",
+    "shadow_fraction",
+    "valid_pixels",
+    "area_clear_fraction",
+    "area_cloud_fraction",
+    "area_shadow_fraction",
+    "area_valid_pixels",
+    "mask",
+    "input",
+    "seconds",
+    "persistent_cloud_share",
+    # the SOURCE raster's figures (empty without it), as Improve cloud mask's outputs name them
+    "product_mask_fraction",
+    "masked_fraction",
+    "model_added_fraction",
+    "dilation_fraction",
+    "filled_fraction",
+    "cleared_fraction",
+)
+FIELD_COLUMNS = (
+    "sensed",
+    "tile",
+    "product",
+    "field",
+    "clear_fraction",
+    "cloud_fraction",
+    "shadow_fraction",
+    "valid_pixels",
+    "mask",
+    "persistent_cloud_share",
+)
+OGR_TYPES = {
+    "reused": ogr.OFTInteger,
+    "valid_pixels": ogr.OFTInteger64,
+    "area_valid_pixels": ogr.OFTInteger64,
+    "seconds": ogr.OFTReal,
+}
 
 
 def _type(column: str) -> int:
@@ -129,11 +165,22 @@ def sort_rows(rows: list[Row]) -> list[Row]:
 
 
 def field_rows(rows: list[Row]) -> list[dict]:
-    return [{"sensed": r.sensed, "tile": r.tile, "product": r.product, "field": f.name,
-             "clear_fraction": f.clear_fraction, "cloud_fraction": f.cloud_fraction,
-             "shadow_fraction": f.shadow_fraction, "valid_pixels": f.valid_pixels, "mask": r.mask,
-             "persistent_cloud_share": f.persistent_cloud_share}
-            for r in rows for f in r.fields]
+    return [
+        {
+            "sensed": r.sensed,
+            "tile": r.tile,
+            "product": r.product,
+            "field": f.name,
+            "clear_fraction": f.clear_fraction,
+            "cloud_fraction": f.cloud_fraction,
+            "shadow_fraction": f.shadow_fraction,
+            "valid_pixels": f.valid_pixels,
+            "mask": r.mask,
+            "persistent_cloud_share": f.persistent_cloud_share,
+        }
+        for r in rows
+        for f in r.fields
+    ]
 
 
 def write_csv(rows: list[Row], path: str) -> str:

@@ -31,8 +31,22 @@ from ..raster import GTIFF_OPTIONS, gdal_try, require_geotiff_name, write_array
 from ..staging import atomic_outputs, check_replaceable, discard, partial_path, stage
 
 # Native resolution of each band (metres).
-NATIVE = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20,
-          "B08": 10, "B8A": 20, "B09": 60, "B10": 60, "B11": 20, "B12": 20, "SCL": 20}
+NATIVE = {
+    "B01": 60,
+    "B02": 10,
+    "B03": 10,
+    "B04": 10,
+    "B05": 20,
+    "B06": 20,
+    "B07": 20,
+    "B08": 10,
+    "B8A": 20,
+    "B09": 60,
+    "B10": 60,
+    "B11": 20,
+    "B12": 20,
+    "SCL": 20,
+}
 RESOLUTIONS = (10, 20, 60)
 METADATA_FILES = ("MTD_MSIL2A.xml", "MTD_MSIL1C.xml")
 # ESA's offset since baseline 04.00, used only if such a product lacks the list.
@@ -67,6 +81,7 @@ class Product:
 
 
 # -- finding and reading the metadata
+
 
 def _vsi(path: str) -> str:
     """A path GDAL can read: a plain ``.zip`` goes through ``/vsizip/``."""
@@ -144,13 +159,17 @@ def zip_problem(source: str) -> str:
         with zipfile.ZipFile(source) as archive:
             names = archive.namelist()
     except (zipfile.BadZipFile, OSError):
-        return (f"'{source}' is damaged or incomplete: it is not a whole zip file (an interrupted "
-                "download?). Download the product again.")
+        return (
+            f"'{source}' is damaged or incomplete: it is not a whole zip file (an interrupted "
+            "download?). Download the product again."
+        )
     if any(os.path.basename(name) in METADATA_FILES for name in names):
         return ""
-    return (f"'{source}' is not a Sentinel-2 Level-1C or Level-2A product: the zip holds no "
-            "MTD_MSIL2A.xml or MTD_MSIL1C.xml (a product of another satellite or level?). "
-            "Give a Sentinel-2 L1C or L2A product, or leave this file out.")
+    return (
+        f"'{source}' is not a Sentinel-2 Level-1C or Level-2A product: the zip holds no "
+        "MTD_MSIL2A.xml or MTD_MSIL1C.xml (a product of another satellite or level?). "
+        "Give a Sentinel-2 L1C or L2A product, or leave this file out."
+    )
 
 
 def _read_text(path: str) -> bytes:
@@ -200,7 +219,8 @@ def parse_metadata_xml(data: bytes, path: str) -> ET.Element:
         raise ProductError(
             f"The product metadata '{path}' declares a document type (DTD) or entities, which "
             "Sentinel-2 metadata never does: it is refused, as such a file can exhaust memory or "
-            "read other files. Download the product again from its original source.") from None
+            "read other files. Download the product again from its original source."
+        ) from None
     except expat.ExpatError as err:
         raise ProductError(f"The product metadata '{path}' is not valid XML: {err}.") from err
 
@@ -259,8 +279,10 @@ def read_product(source: str) -> Product:
     uri = parse_uri(source)
     metadata = find_metadata(uri[0] if uri else source)
     if metadata is None:
-        raise ProductError(f"'{source}' is not a Sentinel-2 product: no MTD_MSIL2A.xml or "
-                           "MTD_MSIL1C.xml in it. Give the .SAFE folder, its .zip or its MTD file.")
+        raise ProductError(
+            f"'{source}' is not a Sentinel-2 product: no MTD_MSIL2A.xml or "
+            "MTD_MSIL1C.xml in it. Give the .SAFE folder, its .zip or its MTD file."
+        )
     root = parse_metadata_xml(_read_text(metadata), metadata)
     level = "L2A" if os.path.basename(metadata) == "MTD_MSIL2A.xml" else "L1C"
     baseline = _first(root, "PROCESSING_BASELINE") or "00.00"
@@ -270,18 +292,27 @@ def read_product(source: str) -> Product:
         if _local(element.tag) == "Special_Values" and _first(element, "SPECIAL_VALUE_TEXT") == "NODATA":
             nodata = float(_first(element, "SPECIAL_VALUE_INDEX") or 0)
     folder = os.path.dirname(metadata)
-    product = Product(metadata_path=metadata, level=level, baseline=baseline,
-                      offsets=_offsets(root, level, baseline),
-                      quantification=float(quantification or 10000), nodata=nodata,
-                      images=_images(root, folder), name=os.path.basename(folder))
+    product = Product(
+        metadata_path=metadata,
+        level=level,
+        baseline=baseline,
+        offsets=_offsets(root, level, baseline),
+        quantification=float(quantification or 10000),
+        nodata=nodata,
+        images=_images(root, folder),
+        name=os.path.basename(folder),
+    )
     missing = [b for b in product.bands if not any(k[0] == b for k in product.images)]
     if missing:
-        raise ProductError(f"The product '{source}' lists no image for band {', '.join(missing)}: "
-                           "it is incomplete or not a full L1C/L2A product.")
+        raise ProductError(
+            f"The product '{source}' lists no image for band {', '.join(missing)}: "
+            "it is incomplete or not a full L1C/L2A product."
+        )
     return product
 
 
 # -- the grid and the VRTs
+
 
 @dataclass(frozen=True)
 class Grid:
@@ -296,28 +327,31 @@ class Grid:
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
-        return (self.xmin, self.ymax - self.height * self.resolution,
-                self.xmin + self.width * self.resolution, self.ymax)
+        return (
+            self.xmin,
+            self.ymax - self.height * self.resolution,
+            self.xmin + self.width * self.resolution,
+            self.ymax,
+        )
 
 
 def _open(path: str, what: str) -> gdal.Dataset:
     ds, detail = gdal_try(gdal.Open, path)
     if ds is None:
-        raise ProductError(f"Cannot open the product's {what} '{path}': {detail}. "
-                           "Is the product complete (download not interrupted)?")
+        raise ProductError(
+            f"Cannot open the product's {what} '{path}': {detail}. Is the product complete (download not interrupted)?"
+        )
     return ds
 
 
-def product_grid(product: Product, resolution: float,
-                 bounds: tuple[float, float, float, float] | None = None) -> Grid:
+def product_grid(product: Product, resolution: float, bounds: tuple[float, float, float, float] | None = None) -> Grid:
     """The tile's grid at ``resolution``, cut to ``bounds`` snapped outward onto the grid.
 
     ``bounds`` is xmin, ymin, xmax, ymax in the product's CRS; snapping outward keeps the pixels
     aligned with the product's."""
     if resolution <= 0:
         raise ProductError(f"The resolution must be positive, got {resolution}.")
-    reference = next(p for (b, r), p in sorted(product.images.items(), key=lambda kv: kv[0][1])
-                     if b in product.bands)
+    reference = next(p for (b, r), p in sorted(product.images.items(), key=lambda kv: kv[0][1]) if b in product.bands)
     ds = _open(reference, "band image")
     gt = ds.GetGeoTransform()
     tile = (gt[0], gt[3] + gt[5] * ds.RasterYSize, gt[0] + gt[1] * ds.RasterXSize, gt[3])
@@ -326,8 +360,10 @@ def product_grid(product: Product, resolution: float,
         xmin, ymin = max(xmin, bounds[0]), max(ymin, bounds[1])
         xmax, ymax = min(xmax, bounds[2]), min(ymax, bounds[3])
         if xmin >= xmax or ymin >= ymax:
-            raise ProductError("The extent does not overlap the product's tile. Choose an extent "
-                               "inside the scene (in any CRS; it is reprojected to the tile's).")
+            raise ProductError(
+                "The extent does not overlap the product's tile. Choose an extent "
+                "inside the scene (in any CRS; it is reprojected to the tile's)."
+            )
         # Snap outward to whole pixels counted from the tile's corner.
         xmin = tile[0] + np.floor((xmin - tile[0]) / resolution) * resolution
         ymax = tile[3] - np.floor((tile[3] - ymax) / resolution) * resolution
@@ -355,34 +391,46 @@ def _source_xml(path: str, grid: Grid, resampling: str, nodata: float | None) ->
     nodata_xml = f"<NODATA>{nodata:g}</NODATA>" if nodata is not None else ""
     # JPEG2000 files carry wavelet resolution levels that GDAL would read as overviews when
     # downsampling; OVERVIEW_LEVEL=NONE makes "average" a true block mean, as ESA's copies are.
-    return (f'<ComplexSource resampling="{resampling}">'
-            f"{_source_name(path)}"
-            '<OpenOptions><OOI key="OVERVIEW_LEVEL">NONE</OOI></OpenOptions><SourceBand>1</SourceBand>'
-            f'<SrcRect xOff="{src[0]:.10g}" yOff="{src[1]:.10g}" xSize="{src[2]:.10g}" ySize="{src[3]:.10g}"/>'
-            f'<DstRect xOff="0" yOff="0" xSize="{grid.width}" ySize="{grid.height}"/>{nodata_xml}'
-            "</ComplexSource>")
+    return (
+        f'<ComplexSource resampling="{resampling}">'
+        f"{_source_name(path)}"
+        '<OpenOptions><OOI key="OVERVIEW_LEVEL">NONE</OOI></OpenOptions><SourceBand>1</SourceBand>'
+        f'<SrcRect xOff="{src[0]:.10g}" yOff="{src[1]:.10g}" xSize="{src[2]:.10g}" ySize="{src[3]:.10g}"/>'
+        f'<DstRect xOff="0" yOff="0" xSize="{grid.width}" ySize="{grid.height}"/>{nodata_xml}'
+        "</ComplexSource>"
+    )
 
 
 def _source_name(path: str) -> str:
     return f'<SourceFilename relativeToVRT="0">{escape(path)}</SourceFilename>'
 
 
-def _vrt_xml(grid: Grid, bands: list[tuple[str, str, str]], data_type: str, nodata: float | None,
-             metadata: dict[str, str], band_metadata: dict[str, dict[str, str]] | None = None) -> str:
+def _vrt_xml(
+    grid: Grid,
+    bands: list[tuple[str, str, str]],
+    data_type: str,
+    nodata: float | None,
+    metadata: dict[str, str],
+    band_metadata: dict[str, dict[str, str]] | None = None,
+) -> str:
     """A VRT whose band i reads ``bands[i] = (name, path, resampling)``."""
     items = "".join(f'<MDI key="{escape(k)}">{escape(str(v))}</MDI>' for k, v in metadata.items())
-    parts = [f'<VRTDataset rasterXSize="{grid.width}" rasterYSize="{grid.height}">',
-             f"<SRS>{escape(grid.projection)}</SRS>",
-             f"<GeoTransform>{grid.xmin!r}, {grid.resolution!r}, 0, "
-             f"{grid.ymax!r}, 0, {-grid.resolution!r}</GeoTransform>",
-             f"<Metadata>{items}</Metadata>"]
+    parts = [
+        f'<VRTDataset rasterXSize="{grid.width}" rasterYSize="{grid.height}">',
+        f"<SRS>{escape(grid.projection)}</SRS>",
+        f"<GeoTransform>{grid.xmin!r}, {grid.resolution!r}, 0, {grid.ymax!r}, 0, {-grid.resolution!r}</GeoTransform>",
+        f"<Metadata>{items}</Metadata>",
+    ]
     for index, (name, path, resampling) in enumerate(bands, start=1):
-        own = "".join(f'<MDI key="{escape(k)}">{escape(str(v))}</MDI>'
-                      for k, v in (band_metadata or {}).get(name, {}).items())
+        own = "".join(
+            f'<MDI key="{escape(k)}">{escape(str(v))}</MDI>' for k, v in (band_metadata or {}).get(name, {}).items()
+        )
         nodata_xml = f"<NoDataValue>{nodata:g}</NoDataValue>" if nodata is not None else ""
-        parts.append(f'<VRTRasterBand dataType="{data_type}" band="{index}">'
-                     f"<Description>{escape(name)}</Description><Metadata>{own}</Metadata>{nodata_xml}"
-                     f"{_source_xml(path, grid, resampling, nodata)}</VRTRasterBand>")
+        parts.append(
+            f'<VRTRasterBand dataType="{data_type}" band="{index}">'
+            f"<Description>{escape(name)}</Description><Metadata>{own}</Metadata>{nodata_xml}"
+            f"{_source_xml(path, grid, resampling, nodata)}</VRTRasterBand>"
+        )
     parts.append("</VRTDataset>")
     return "\n".join(parts)
 
@@ -406,27 +454,35 @@ def _band_file(product: Product, band: str, resolution: float) -> tuple[str, str
 
 def stack_metadata(product: Product, source: str) -> dict[str, str]:
     """The items ``pipeline`` reads (level, offset) and what a user wants to trace the stack back."""
-    metadata = {"PROCESSING_LEVEL": product.level, "PROCESSING_BASELINE": product.baseline,
-                "QUANTIFICATION_VALUE": f"{product.quantification:g}", "S2_PRODUCT": str(source),
-                "CREDIT": "Contains modified Copernicus Sentinel data"}
+    metadata = {
+        "PROCESSING_LEVEL": product.level,
+        "PROCESSING_BASELINE": product.baseline,
+        "QUANTIFICATION_VALUE": f"{product.quantification:g}",
+        "S2_PRODUCT": str(source),
+        "CREDIT": "Contains modified Copernicus Sentinel data",
+    }
     offsets = {product.offsets.get(b, 0.0) for b in product.bands}
     if len(offsets) > 1:
         # The engine applies one offset to all bands; ESA has always used one value.
-        raise ProductError(f"The product's bands have different radiometric offsets {sorted(offsets)}; "
-                           "this plugin applies one offset to all bands.")
+        raise ProductError(
+            f"The product's bands have different radiometric offsets {sorted(offsets)}; "
+            "this plugin applies one offset to all bands."
+        )
     offset = offsets.pop()
     if offset:
         metadata[product.offset_key] = f"{offset:g}"
     return metadata
 
 
-def write_stack(product: Product, out_path: str, grid: Grid, source: str = "",
-                extra: dict[str, str] | None = None) -> str:
+def write_stack(
+    product: Product, out_path: str, grid: Grid, source: str = "", extra: dict[str, str] | None = None
+) -> str:
     """The band stack on ``grid`` as a VRT over the product's files, or a GeoTIFF (by extension)."""
     bands = [(b, *_band_file(product, b, grid.resolution)) for b in product.bands]
     metadata = {**stack_metadata(product, source or product.metadata_path), **(extra or {})}
-    band_metadata = {b: {product.offset_key: f"{product.offsets[b]:g}"} for b in product.bands
-                     if product.offsets.get(b)}
+    band_metadata = {
+        b: {product.offset_key: f"{product.offsets[b]:g}"} for b in product.bands if product.offsets.get(b)
+    }
     xml = _vrt_xml(grid, bands, "UInt16", product.nodata, metadata, band_metadata)
     return _write(xml, out_path)
 
@@ -446,6 +502,7 @@ def _write(xml: str, out_path: str) -> str:
 
 # -- the product's own mask, SCL-coded
 
+
 def _l1c_mask(product: Product) -> str | None:
     """An L1C product's raster cloud mask (baseline 04.00+: MSK_CLASSI_B00.jp2), or None."""
     granules = {p.split("/IMG_DATA/")[0] for p in product.images.values() if "/IMG_DATA/" in p}
@@ -462,8 +519,15 @@ def _coded_classi(path: str, out_path: str) -> str:
     opaque, cirrus, snow = (ds.GetRasterBand(i).ReadAsArray() != 0 for i in (1, 2, 3))
     coded = np.full(opaque.shape, SCL_UNCLASSIFIED, dtype=np.uint8)
     coded[snow], coded[cirrus], coded[opaque] = SCL_SNOW, SCL_CIRRUS, SCL_CLOUD_HIGH
-    out, detail = gdal_try(gdal.GetDriverByName("GTiff").Create, out_path, ds.RasterXSize, ds.RasterYSize, 1,
-                           gdal.GDT_Byte, options=["COMPRESS=DEFLATE"])
+    out, detail = gdal_try(
+        gdal.GetDriverByName("GTiff").Create,
+        out_path,
+        ds.RasterXSize,
+        ds.RasterYSize,
+        1,
+        gdal.GDT_Byte,
+        options=["COMPRESS=DEFLATE"],
+    )
     if out is None:
         raise ProductError(f"Could not write '{out_path}': {detail}")
     out.SetGeoTransform(ds.GetGeoTransform())
@@ -488,8 +552,10 @@ def write_product_mask(product: Product, out_path: str, grid: Grid, pending: lis
     else:
         classi = _l1c_mask(product)
         if classi is None:
-            raise NoProductMask("This L1C product has no raster cloud mask (MSK_CLASSI_B00.jp2 comes "
-                               "with baseline 04.00 and later). Run without a product mask.")
+            raise NoProductMask(
+                "This L1C product has no raster cloud mask (MSK_CLASSI_B00.jp2 comes "
+                "with baseline 04.00 and later). Run without a product mask."
+            )
         # A VRT output reads the recoded mask at its final name beside it; a GeoTIFF copies it in,
         # so it is only a temporary file then.
         if out_path.lower().endswith(".vrt"):
@@ -498,8 +564,7 @@ def write_product_mask(product: Product, out_path: str, grid: Grid, pending: lis
         else:
             source = classi_tmp = partial_path(out_path)
         _coded_classi(classi, source)
-    metadata = {MASK_KIND_KEY: "scl", "S2_PRODUCT": product.metadata_path,
-                "PROCESSING_BASELINE": product.baseline}
+    metadata = {MASK_KIND_KEY: "scl", "S2_PRODUCT": product.metadata_path, "PROCESSING_BASELINE": product.baseline}
     xml = _vrt_xml(grid, [("SCL", source, "nearest")], "Byte", SCL_NODATA, metadata)
     if product.level == "L1C" and out_path.lower().endswith(".vrt"):
         # Built from the staged file (it must be read), the VRT points at the name it will have.
@@ -514,8 +579,14 @@ def write_product_mask(product: Product, out_path: str, grid: Grid, pending: lis
 
 # -- what the Processing algorithms call
 
-def prepare(source: str, stack_path: str, mask_path: str | None = None, resolution: float = 10.0,
-            bounds: tuple[float, float, float, float] | None = None) -> tuple[Product, str | None]:
+
+def prepare(
+    source: str,
+    stack_path: str,
+    mask_path: str | None = None,
+    resolution: float = 10.0,
+    bounds: tuple[float, float, float, float] | None = None,
+) -> tuple[Product, str | None]:
     """Write the stack (and the product mask) of a product at ``resolution``, cut to ``bounds``.
 
     Returns the product and the mask's path, None when the product has no raster mask.

@@ -37,8 +37,15 @@ class Driver:
     def __init__(self):
         self.args = ARGS
         self.out = OUT
-        self.result = {"checks": {}, "facts": {}, "messages": [], "python_errors": [], "screenshots": [],
-                       "finished": False, "error": ""}
+        self.result = {
+            "checks": {},
+            "facts": {},
+            "messages": [],
+            "python_errors": [],
+            "screenshots": [],
+            "finished": False,
+            "error": "",
+        }
         self.keep_modals = False  # True: leave modal dialogs open (the driver handles them itself)
         QgsApplication.messageLog().messageReceived.connect(self._message)
         self._hook_python_errors()
@@ -51,8 +58,10 @@ class Driver:
     # -- recording
     def check(self, name: str, ok: bool, detail="") -> bool:
         """A named pass/fail with the detail that explains a failure."""
-        self.result["checks"][name] = {"ok": bool(ok), "detail": detail if isinstance(detail, (str, int, float, list,
-                                                                                            dict)) else str(detail)}
+        self.result["checks"][name] = {
+            "ok": bool(ok),
+            "detail": detail if isinstance(detail, (str, int, float, list, dict)) else str(detail),
+        }
         self.write()  # a session killed later still tells what it had checked
         return bool(ok)
 
@@ -116,7 +125,8 @@ class Driver:
     def _close_modals(self):
         # Under Xvfb a modal dialog need not be the active window: look at all of them.
         modal = QApplication.activeModalWidget() or next(
-            (w for w in QApplication.topLevelWidgets() if w.isModal() and w.isVisible()), None)
+            (w for w in QApplication.topLevelWidgets() if w.isModal() and w.isVisible()), None
+        )
         if modal is None or self.keep_modals or modal.metaObject().className() in RUN_PROGRESS:
             return
         texts = [w.text() for w in modal.findChildren(QLabel) if w.text()]

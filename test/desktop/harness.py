@@ -146,12 +146,8 @@ def write_settings(profile_dir: Path) -> None:
     settings = profile_dir / "QGIS" / "QGIS3.ini"
     settings.parent.mkdir(parents=True, exist_ok=True)
     settings.write_text(
-        "[PythonPlugins]\n"
-        f"{PACKAGE}=true\n"
-        "processing=true\n\n"
-        "[qgis]\n"
-        "checkVersion=false\n"
-        "showTips=false\n")
+        f"[PythonPlugins]\n{PACKAGE}=true\nprocessing=true\n\n[qgis]\ncheckVersion=false\nshowTips=false\n"
+    )
 
 
 def setup_data_home() -> Path:
@@ -160,6 +156,7 @@ def setup_data_home() -> Path:
     if env:
         return Path(env)
     from cloud_mask_improver.core.runtime import home
+
     return home.data_home()
 
 
@@ -169,12 +166,18 @@ def qgis_environment(home_dir: Path, display: str, driver_out: Path, args: dict)
     env = {k: os.environ[k] for k in keep if k in os.environ}
     runtime = home_dir / ".runtime"
     runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
-    env.update({
-        "HOME": str(home_dir), "DISPLAY": display, "QT_QPA_PLATFORM": "xcb", "XDG_RUNTIME_DIR": str(runtime),
-        "PYTHONPATH": str(HERE),  # driverlib for the driver
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "CMI_DESKTOP_OUT": str(driver_out), "CMI_DESKTOP_ARGS": json.dumps(args),
-    })
+    env.update(
+        {
+            "HOME": str(home_dir),
+            "DISPLAY": display,
+            "QT_QPA_PLATFORM": "xcb",
+            "XDG_RUNTIME_DIR": str(runtime),
+            "PYTHONPATH": str(HERE),  # driverlib for the driver
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "CMI_DESKTOP_OUT": str(driver_out),
+            "CMI_DESKTOP_ARGS": json.dumps(args),
+        }
+    )
     return env
 
 
@@ -194,7 +197,10 @@ class _Screen:
                 continue
             xvfb = subprocess.Popen(
                 ["Xvfb", f":{number}", "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp", "-noreset"],
-                stdout=subprocess.DEVNULL, stderr=open(self.log_dir / "xvfb.log", "w"), start_new_session=True)
+                stdout=subprocess.DEVNULL,
+                stderr=open(self.log_dir / "xvfb.log", "w"),
+                start_new_session=True,
+            )
             socket = Path(f"/tmp/.X11-unix/X{number}")
             if self._wait_for(lambda s=socket, p=xvfb: s.exists() or p.poll() is not None) and xvfb.poll() is None:
                 self.procs.append(xvfb)
@@ -204,8 +210,15 @@ class _Screen:
         else:
             raise RuntimeError("Xvfb did not start (see xvfb.log); is the xvfb package installed?")
         env = {**os.environ, "DISPLAY": self.display}
-        self.procs.append(subprocess.Popen(["openbox"], env=env, stdout=subprocess.DEVNULL,
-                                           stderr=open(self.log_dir / "openbox.log", "w"), start_new_session=True))
+        self.procs.append(
+            subprocess.Popen(
+                ["openbox"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=open(self.log_dir / "openbox.log", "w"),
+                start_new_session=True,
+            )
+        )
         self._wait_for_window_manager(env)
         return self
 
@@ -221,16 +234,21 @@ class _Screen:
     def _wait_for_window_manager(self, env, timeout=10.0):
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            probe = subprocess.run(["xprop", "-root", "_NET_SUPPORTING_WM_CHECK"], env=env,
-                                   capture_output=True, text=True, check=False)
+            probe = subprocess.run(
+                ["xprop", "-root", "_NET_SUPPORTING_WM_CHECK"], env=env, capture_output=True, text=True, check=False
+            )
             if "window id" in probe.stdout:
                 return
             time.sleep(0.1)
 
     def grab(self, path: Path) -> None:
         """The whole screen from outside QGIS (for a run that hangs)."""
-        subprocess.run(["import", "-display", self.display, "-window", "root", str(path)],
-                       capture_output=True, timeout=20, check=False)
+        subprocess.run(
+            ["import", "-display", self.display, "-window", "root", str(path)],
+            capture_output=True,
+            timeout=20,
+            check=False,
+        )
 
     def __exit__(self, *exc) -> None:
         for proc in reversed(self.procs):
@@ -249,9 +267,17 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=5)
 
 
-def run_qgis(driver: str | Path, out: Path | None = None, *, args: dict | None = None,
-             screen: tuple[int, int] = (1366, 768), timeout: float = 120, data_home: str | Path = "installed",
-             work: Path | None = None, profile: str = PROFILE) -> DesktopRun:
+def run_qgis(
+    driver: str | Path,
+    out: Path | None = None,
+    *,
+    args: dict | None = None,
+    screen: tuple[int, int] = (1366, 768),
+    timeout: float = 120,
+    data_home: str | Path = "installed",
+    work: Path | None = None,
+    profile: str = PROFILE,
+) -> DesktopRun:
     """Start QGIS under Xvfb with ``driver`` (a name in ``drivers/`` or a path) and return its run.
 
     out: where result.json, screenshots and qgis.log go (default ``out/desktop/<driver name>``;
@@ -278,10 +304,23 @@ def run_qgis(driver: str | Path, out: Path | None = None, *, args: dict | None =
     start = time.monotonic()
     with _Screen(screen, out) as display, open(out / "qgis.log", "w") as log:
         proc = subprocess.Popen(
-            [QGIS, "--profiles-path", str(work / "profiles"), "--profile", profile, "--nologo",
-             "--noversioncheck", "--code", str(driver)],
-            env=qgis_environment(home_dir, display.display, out, args), stdout=log, stderr=subprocess.STDOUT,
-            cwd=str(home_dir), start_new_session=True)
+            [
+                QGIS,
+                "--profiles-path",
+                str(work / "profiles"),
+                "--profile",
+                profile,
+                "--nologo",
+                "--noversioncheck",
+                "--code",
+                str(driver),
+            ],
+            env=qgis_environment(home_dir, display.display, out, args),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=str(home_dir),
+            start_new_session=True,
+        )
         timed_out = False
         try:
             proc.wait(timeout=timeout)
@@ -294,6 +333,13 @@ def run_qgis(driver: str | Path, out: Path | None = None, *, args: dict | None =
         shutil.rmtree(work, ignore_errors=True)
     result_file = out / "result.json"
     result = json.loads(result_file.read_text()) if result_file.exists() else {}
-    return DesktopRun(result=result, out=out, profile_dir=profile_dir, returncode=proc.returncode,
-                      timed_out=timed_out, seconds=seconds, log=(out / "qgis.log").read_text(errors="replace"),
-                      screenshots=sorted(out.glob("*.png")))
+    return DesktopRun(
+        result=result,
+        out=out,
+        profile_dir=profile_dir,
+        returncode=proc.returncode,
+        timed_out=timed_out,
+        seconds=seconds,
+        log=(out / "qgis.log").read_text(errors="replace"),
+        screenshots=sorted(out.glob("*.png")),
+    )

@@ -14,8 +14,9 @@ MODEL = "ukis-4b-l1c"
 def session():
     require(L1C_STACK, PRODUCT_MASK)
     model_file(MODEL)
-    return run_qgis("dialog", args={"sample": str(L1C_STACK), "product_mask": str(PRODUCT_MASK), "model": MODEL},
-                    timeout=300)
+    return run_qgis(
+        "dialog", args={"sample": str(L1C_STACK), "product_mask": str(PRODUCT_MASK), "model": MODEL}, timeout=300
+    )
 
 
 def test_the_session_ends_cleanly(session):
@@ -25,8 +26,15 @@ def test_the_session_ends_cleanly(session):
     assert not session.crashed, session.problems()
 
 
-@pytest.mark.parametrize("check", ["dialog on screen, fold-outs closed", "dialog on screen, fold-outs open",
-                                   "ensemble dialog on screen", "toolbox labels fit"])
+@pytest.mark.parametrize(
+    "check",
+    [
+        "dialog on screen, fold-outs closed",
+        "dialog on screen, fold-outs open",
+        "ensemble dialog on screen",
+        "toolbox labels fit",
+    ],
+)
 def test_the_dialog_is_entirely_on_a_laptop_screen(session, check):
     assert session.checks[check]["ok"], session.checks[check]
     assert session.facts["closed"]["screen"][2:] == [1366, 768]
@@ -64,8 +72,12 @@ def fresh(tmp_path_factory):
     require(L1C_STACK, PRODUCT_MASK)
     source = tmp_path_factory.mktemp("data_home")
     (source / "models").symlink_to(model_file(MODEL).parent, target_is_directory=True)
-    return run_qgis("runtime", args={"sample": str(L1C_STACK), "product_mask": str(PRODUCT_MASK), "model": MODEL},
-                    data_home=source, timeout=540)
+    return run_qgis(
+        "runtime",
+        args={"sample": str(L1C_STACK), "product_mask": str(PRODUCT_MASK), "model": MODEL},
+        data_home=source,
+        timeout=540,
+    )
 
 
 def test_onnxruntime_is_installed_from_the_manager_and_the_dialog_then_runs(fresh):

@@ -15,8 +15,16 @@ def session(tmp_path_factory):
     folder = tmp_path_factory.mktemp("season_desktop")
     season = build_season(folder / "stacks", dates=3)  # three small dates keep the run short
     report = folder / "my season.html"
-    run = run_qgis("season", args={"stacks": [str(p) for p in season.stacks], "out_folder": str(folder / "masks"),
-                                   "model": MODEL, "report": str(report)}, timeout=300)
+    run = run_qgis(
+        "season",
+        args={
+            "stacks": [str(p) for p in season.stacks],
+            "out_folder": str(folder / "masks"),
+            "model": MODEL,
+            "report": str(report),
+        },
+        timeout=300,
+    )
     run.result.setdefault("facts", {})
     run.report = report
     return run

@@ -30,8 +30,11 @@ def one_session(tmp_path_factory):
     model_file(MODEL)
     large = str(tmp_path_factory.mktemp("large") / "large.tif")  # a run long enough to cancel
     gdal.Translate(large, str(L1C_STACK), width=1712, height=1024, resampleAlg="bilinear")
-    return run_qgis("sessions", args=args(steps=["reload", "reload_running", "cancel", "extent",
-                                                        "extent_dialog", "new_project"], large=large), timeout=400)
+    return run_qgis(
+        "sessions",
+        args=args(steps=["reload", "reload_running", "cancel", "extent", "extent_dialog", "new_project"], large=large),
+        timeout=400,
+    )
 
 
 def test_one_session_ends_cleanly(one_session):
@@ -77,8 +80,9 @@ def test_cancel_from_the_task_manager_then_run_again(one_session):
 def test_canvas_extent_in_another_crs_is_the_raster_area_it_shows(one_session, label):
     assert one_session.facts[f"{label}_canvas_crs"][0] == "EPSG:4326"
     assert one_session.facts["raster_crs"] == "EPSG:32633"
-    assert one_session.checks[f"{label}: the mask covers the canvas's area, in the raster's CRS"]["ok"], \
+    assert one_session.checks[f"{label}: the mask covers the canvas's area, in the raster's CRS"]["ok"], (
         one_session.facts[f"{label}_bounds"]
+    )
 
 
 def test_saved_project_reopens_with_the_styled_mask(tmp_path):
@@ -86,11 +90,16 @@ def test_saved_project_reopens_with_the_styled_mask(tmp_path):
     model_file(MODEL)
     project, mask = str(tmp_path / "masks.qgz"), str(tmp_path / "mask.tif")
     saved_mask = str(tmp_path / "dialog_mask.tif")
-    saved = run_qgis("sessions", tmp_path / "save", args=args(steps=["save"], project=project, saved_mask=mask,
-                                                              dialog_output=saved_mask), timeout=240)
+    saved = run_qgis(
+        "sessions",
+        tmp_path / "save",
+        args=args(steps=["save"], project=project, saved_mask=mask, dialog_output=saved_mask),
+        timeout=240,
+    )
     assert_clean(saved)
-    reopened = run_qgis("sessions", tmp_path / "reopen", args=args(steps=["reopen"], project=project,
-                                                                   saved_mask=mask), timeout=120)
+    reopened = run_qgis(
+        "sessions", tmp_path / "reopen", args=args(steps=["reopen"], project=project, saved_mask=mask), timeout=120
+    )
     assert_clean(reopened)
     assert not reopened.result.get("modal_dialogs"), reopened.problems()  # no "Handle Unavailable Layers"
     assert len(reopened.facts["reopened_legends"]) == 2, reopened.facts
@@ -104,28 +113,43 @@ def test_without_models_or_onnxruntime_the_toolbox_names_the_fix(tmp_path, data_
         source = tmp_path / "home"
         source.mkdir()
         (source / "models").symlink_to(model_file(MODEL).parent, target_is_directory=True)
-    run = run_qgis("sessions", tmp_path / "out", args=args(steps=["fresh"], fresh_model="" if source == "empty"
-                                                           else MODEL), data_home=source, timeout=120)
+    run = run_qgis(
+        "sessions",
+        tmp_path / "out",
+        args=args(steps=["fresh"], fresh_model="" if source == "empty" else MODEL),
+        data_home=source,
+        timeout=120,
+    )
     assert_clean(run)
     assert run.facts["manage_models_menu"] == ["Raster", "Cloud Mask Improver", "Manage models…"]
     assert "onnxruntime" in run.facts["fresh_dialog_runtime_note"]
-    assert "Manage models" in run.facts["fresh_dialog_run_message"] or "Install onnxruntime" in \
-        run.facts["fresh_dialog_run_message"]
+    assert (
+        "Manage models" in run.facts["fresh_dialog_run_message"]
+        or "Install onnxruntime" in run.facts["fresh_dialog_run_message"]
+    )
 
 
 def test_two_profiles_one_after_the_other_each_use_their_own_data(tmp_path):
     require(L1C_STACK, PRODUCT_MASK)
     model_file(MODEL)
-    first = run_qgis("sessions", tmp_path / "first", args=args(steps=["profile"], profile_run=True), work=tmp_path,
-                     profile="first")
-    second = run_qgis("sessions", tmp_path / "second", args=args(steps=["profile"]), work=tmp_path,
-                      data_home="empty", profile="second")
+    first = run_qgis(
+        "sessions", tmp_path / "first", args=args(steps=["profile"], profile_run=True), work=tmp_path, profile="first"
+    )
+    second = run_qgis(
+        "sessions",
+        tmp_path / "second",
+        args=args(steps=["profile"]),
+        work=tmp_path,
+        data_home="empty",
+        profile="second",
+    )
     for run in (first, second):
         assert_clean(run)
     assert first.facts["profile_data_home"] == str(tmp_path / "profiles" / "profiles" / "first" / "cloud_mask_improver")
     assert first.facts["profile_runtime"][0] and MODEL in first.facts["profile_models"]
-    assert second.facts["profile_data_home"] == str(tmp_path / "profiles" / "profiles" / "second"
-                                                    / "cloud_mask_improver")
+    assert second.facts["profile_data_home"] == str(
+        tmp_path / "profiles" / "profiles" / "second" / "cloud_mask_improver"
+    )
     assert not second.facts["profile_runtime"][0] and second.facts["profile_models"] == []
     assert second.facts["profile_dialog_runtime_box"]
     assert not any("first" in p for p in second.facts["profile_plugin_paths"]), second.facts["profile_plugin_paths"]

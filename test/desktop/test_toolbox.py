@@ -41,8 +41,9 @@ def test_data_home_is_the_running_profiles(session):
     assert session.facts["plugin_paths_on_sys_path"]
 
 
-@pytest.mark.parametrize("label", ["improve_1", "improve_2", "improve_3", "cloud_probability_1",
-                                   "cloud_probability_2", "shipped_model"])
+@pytest.mark.parametrize(
+    "label", ["improve_1", "improve_2", "improve_3", "cloud_probability_1", "cloud_probability_2", "shipped_model"]
+)
 def test_every_toolbox_run_adds_its_styled_layers(session, label):
     assert label in session.facts.get("runs", {}), session.problems()
     assert not failures(session, label + ":"), session.problems()

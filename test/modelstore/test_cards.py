@@ -51,16 +51,19 @@ def test_a_damaged_model_file_is_refused(tmp_path):
         catalogue.resolve(str(damaged))
 
 
-@pytest.mark.parametrize("change, words", [
-    ({"bands": ["B02", "B99"]}, "bands"),
-    ({"level": "L3"}, "level"),
-    ({"tiling": {"scheme": "diagonal"}}, "tiling scheme"),
-    ({"output": {"activation": "relu", "cloud": [1]}}, "activation"),
-    ({"thresholds": {"cloud": 3}}, "threshold"),
-    ({"decision": "vote"}, "decision 'vote'"),
-    # FarmVibes.AI's cloud model has two classes: no most likely of clear, cloud and shadow.
-    ({"decision": "most-likely-class"}, "most likely class"),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"bands": ["B02", "B99"]}, "bands"),
+        ({"level": "L3"}, "level"),
+        ({"tiling": {"scheme": "diagonal"}}, "tiling scheme"),
+        ({"output": {"activation": "relu", "cloud": [1]}}, "activation"),
+        ({"thresholds": {"cloud": 3}}, "threshold"),
+        ({"decision": "vote"}, "decision 'vote'"),
+        # FarmVibes.AI's cloud model has two classes: no most likely of clear, cloud and shadow.
+        ({"decision": "most-likely-class"}, "most likely class"),
+    ],
+)
 def test_malformed_cards_are_refused_with_the_field_named(tmp_path, change, words):
     data = cards.card_to_json(cards.committed_cards()[0])
     data.update(change)
@@ -81,23 +84,42 @@ def test_the_old_name_of_the_centre_crop_scheme_is_still_read(tmp_path):
     """Cards written before the scheme was renamed keep working, and tile the same way."""
     for name in ("seed-centre", "centre-crop"):
         path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps({
-            "id": name, "title": "t", "licence": "MIT", "level": "L2A", "bands": ["B02"],
-            "tiling": {"scheme": name, "tile": 512, "overlap": 0.25},
-            "output": {"activation": "softmax", "cloud": [1]}}))
+        path.write_text(
+            json.dumps(
+                {
+                    "id": name,
+                    "title": "t",
+                    "licence": "MIT",
+                    "level": "L2A",
+                    "bands": ["B02"],
+                    "tiling": {"scheme": name, "tile": 512, "overlap": 0.25},
+                    "output": {"activation": "softmax", "cloud": [1]},
+                }
+            )
+        )
         assert cards.load_card(path).scheme == "centre-crop"
 
 
-@pytest.mark.parametrize("tile, overlap, refused", [(8, 0.1, True), (10, 0.15, True), (10, 0.2, False),
-                                                    (64, 0.0, False)])
+@pytest.mark.parametrize(
+    "tile, overlap, refused", [(8, 0.1, True), (10, 0.15, True), (10, 0.2, False), (64, 0.0, False)]
+)
 def test_a_tukey_overlap_under_two_pixels_is_refused(tmp_path, tile, overlap, refused):
     """The Tukey window is 0 at both ends of a tile: under 2 px of overlap, the pixels where
     tiles meet would get no weight from any tile (no probability at all)."""
     path = tmp_path / "c.json"
-    path.write_text(json.dumps({
-        "id": "c", "title": "t", "licence": "MIT", "level": "L2A", "bands": ["B02"],
-        "tiling": {"scheme": "mirror-tukey", "tile": tile, "overlap": overlap},
-        "output": {"activation": "softmax", "cloud": [1]}}))
+    path.write_text(
+        json.dumps(
+            {
+                "id": "c",
+                "title": "t",
+                "licence": "MIT",
+                "level": "L2A",
+                "bands": ["B02"],
+                "tiling": {"scheme": "mirror-tukey", "tile": tile, "overlap": overlap},
+                "output": {"activation": "softmax", "cloud": [1]},
+            }
+        )
+    )
     if refused:
         with pytest.raises(cards.CardError, match="under 2 px"):
             cards.load_card(path)
@@ -107,9 +129,19 @@ def test_a_tukey_overlap_under_two_pixels_is_refused(tmp_path, tile, overlap, re
 
 def test_the_level_may_be_written_in_lower_case_and_scaling_defaults_to_reflectance(tmp_path):
     path = tmp_path / "c.json"
-    path.write_text(json.dumps({
-        "id": "c", "title": "t", "licence": "MIT", "level": "l1c", "bands": ["B02"],
-        "tiling": {"scheme": "pixel", "tile": 64}, "output": {"activation": "probabilities", "cloud": [0]}}))
+    path.write_text(
+        json.dumps(
+            {
+                "id": "c",
+                "title": "t",
+                "licence": "MIT",
+                "level": "l1c",
+                "bands": ["B02"],
+                "tiling": {"scheme": "pixel", "tile": 64},
+                "output": {"activation": "probabilities", "cloud": [0]},
+            }
+        )
+    )
     card = cards.load_card(path)
     assert card.level == "L1C"
     assert card.scale == 1e-4 and not card.apply_offset  # no scaling given: reflectance (DN x 1e-4)
@@ -118,9 +150,19 @@ def test_the_level_may_be_written_in_lower_case_and_scaling_defaults_to_reflecta
 def test_a_zero_std_is_refused(tmp_path):
     """Scaling divides by the std: a zero would make every input infinite."""
     path = tmp_path / "c.json"
-    path.write_text(json.dumps({
-        "id": "c", "title": "t", "licence": "MIT", "level": "L2A", "bands": ["B02", "B03"],
-        "scaling": {"factor": 0.0001, "mean": [0.1, 0.2], "std": [0.5, 0.0]},
-        "tiling": {"scheme": "pixel", "tile": 64}, "output": {"activation": "probabilities", "cloud": [0]}}))
+    path.write_text(
+        json.dumps(
+            {
+                "id": "c",
+                "title": "t",
+                "licence": "MIT",
+                "level": "L2A",
+                "bands": ["B02", "B03"],
+                "scaling": {"factor": 0.0001, "mean": [0.1, 0.2], "std": [0.5, 0.0]},
+                "tiling": {"scheme": "pixel", "tile": 64},
+                "output": {"activation": "probabilities", "cloud": [0]},
+            }
+        )
+    )
     with pytest.raises(cards.CardError, match="std"):
         cards.load_card(path)

@@ -75,8 +75,12 @@ def test_an_installed_plugin_names_the_model_manager_not_the_developer_setup(tmp
     with zipfile.ZipFile(build_zip.build(tmp_path / "plugin.zip", release=False)) as archive:
         archive.extractall(plugin)
     (tmp_path / "empty").mkdir()
-    done = subprocess.run([sys.executable, "-c", INSTALLED_MESSAGES, str(plugin), str(tmp_path)],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", INSTALLED_MESSAGES, str(plugin), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     messages = done.stdout.strip().splitlines()
     assert len(messages) == 3, done.stdout

@@ -67,8 +67,9 @@ def reference(sample: dict[str, Path]) -> dict[str, np.ndarray]:
 def model_txt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The LightGBM text model, from the release pinned by the model card."""
     source = json.loads(CARD.read_text(encoding="utf-8"))["source"]
-    release = PinnedRelease(source["package"], source["version"], source["filename"],
-                            source["sha256"], source.get("sdist", False))
+    release = PinnedRelease(
+        source["package"], source["version"], source["filename"], source["sha256"], source.get("sdist", False)
+    )
     wheel = _fetched("eo-learn-mask wheel", lambda: fetch_release(release, home.cache_dir()))
     target = tmp_path_factory.mktemp("lightgbm") / Path(source["member"]).name
     with zipfile.ZipFile(wheel) as archive:
@@ -92,8 +93,7 @@ def session(ort: ModuleType, converted: Path) -> Any:
 
 def _features(bands_last: np.ndarray) -> np.ndarray:
     """(rows, cols, 13) -> (pixels, 10) float32 model input."""
-    return np.ascontiguousarray(bands_last[..., MODEL_BANDS].reshape(-1, len(MODEL_BANDS)),
-                                dtype=np.float32)
+    return np.ascontiguousarray(bands_last[..., MODEL_BANDS].reshape(-1, len(MODEL_BANDS)), dtype=np.float32)
 
 
 def _cloud_probability(session: Any, features: np.ndarray) -> np.ndarray:
@@ -109,35 +109,33 @@ def _dn_from_geotiff(sample: dict[str, Path]) -> np.ndarray:
 def test_graph_contract(converted: Path) -> None:
     onnx = pytest.importorskip("onnx")
     model = onnx.load(str(converted))
-    inputs = [(v.name, v.type.tensor_type.elem_type,
-               [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim])
-              for v in model.graph.input]
-    outputs = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
-               for v in model.graph.output}
+    inputs = [
+        (v.name, v.type.tensor_type.elem_type, [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim])
+        for v in model.graph.input
+    ]
+    outputs = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.output}
     assert inputs == [("input", onnx.TensorProto.FLOAT, ["N", 10])]
     assert outputs == {"label": ["N"], "probabilities": ["N", 2]}
     assert {o.domain for o in model.opset_import} == {"", "ai.onnx.ml"}
     assert max(o.version for o in model.opset_import if o.domain == "") <= 15
 
 
-def test_reproduces_cl_probs_on_reflectance(session: Any,
-                                            reference: dict[str, np.ndarray]) -> None:
+def test_reproduces_cl_probs_on_reflectance(session: Any, reference: dict[str, np.ndarray]) -> None:
     got = _cloud_probability(session, _features(reference["s2_im"][0]))
     assert np.abs(got - reference["cl_probs"].ravel()).max() < TOLERANCE
 
 
 @pytest.mark.parametrize("scaling", ["divide", "multiply"])
-def test_reproduces_cl_probs_on_geotiff_dn(session: Any, sample: dict[str, Path],
-                                           reference: dict[str, np.ndarray],
-                                           scaling: str) -> None:
+def test_reproduces_cl_probs_on_geotiff_dn(
+    session: Any, sample: dict[str, Path], reference: dict[str, np.ndarray], scaling: str
+) -> None:
     dn = _dn_from_geotiff(sample).astype(np.float32)
     reflectance = dn / np.float32(10000) if scaling == "divide" else dn * np.float32(1e-4)
     got = _cloud_probability(session, _features(reflectance))
     assert np.abs(got - reference["cl_probs"].ravel()).max() < TOLERANCE
 
 
-def test_installed_model_reproduces_cl_probs(ort: ModuleType,
-                                             reference: dict[str, np.ndarray]) -> None:
+def test_installed_model_reproduces_cl_probs(ort: ModuleType, reference: dict[str, np.ndarray]) -> None:
     installed = home.models_dir() / INSTALLED
     if not installed.exists():
         pytest.skip(f"{installed} is not installed")
@@ -146,8 +144,7 @@ def test_installed_model_reproduces_cl_probs(ort: ModuleType,
     assert np.abs(got - reference["cl_probs"].ravel()).max() < TOLERANCE
 
 
-def test_conversion_is_byte_reproducible(converted: Path, model_txt: Path,
-                                         tmp_path: Path) -> None:
+def test_conversion_is_byte_reproducible(converted: Path, model_txt: Path, tmp_path: Path) -> None:
     again = tmp_path / INSTALLED
     lightgbm_text_to_onnx(model_txt, again)
     assert again.read_bytes() == converted.read_bytes()
@@ -210,8 +207,8 @@ def test_opset_order_does_not_depend_on_the_converter():
     from onnx import helper
 
     from cloud_mask_improver.core.modelstore.lightgbm_to_onnx import sort_opsets
+
     graph = helper.make_graph([], "g", [], [])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("ai.onnx.ml", 1),
-                                                    helper.make_opsetid("", 9)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("ai.onnx.ml", 1), helper.make_opsetid("", 9)])
     sort_opsets(model)
     assert [(o.domain, o.version) for o in model.opset_import] == [("", 9), ("ai.onnx.ml", 1)]

@@ -17,6 +17,7 @@ def touch(path):
 
 # -- which interpreter: each platform's layout, in fake folders
 
+
 def test_linux_takes_the_python_of_qgis_not_the_first_on_path(tmp_path):
     usr = tmp_path / "usr"
     qgis_python = touch(usr / "bin" / "python3.11")
@@ -59,17 +60,24 @@ def bundle_of(tmp_path, name: str, files: list[str]) -> tuple[Path, Path]:
 
 # What each official macOS bundle holds (QGIS-Mac-Packager for 3.22-3.40, Python 3.9; the vcpkg
 # bundles of 3.44 and 4, Python 3.12, whose python3.12 needs PYTHONHOME: qgis/QGIS#64195).
-PACKAGER_BUNDLE = ["MacOS/bin/python3", "MacOS/bin/python3.9", "MacOS/bin/pip3",
-                   "Frameworks/Python.framework/Versions/3.9/bin/python3.9"]
+PACKAGER_BUNDLE = [
+    "MacOS/bin/python3",
+    "MacOS/bin/python3.9",
+    "MacOS/bin/pip3",
+    "Frameworks/Python.framework/Versions/3.9/bin/python3.9",
+]
 VCPKG_BUNDLE = ["MacOS/python", "MacOS/python3.12", "MacOS/gdalinfo", "Frameworks/lib/python3.12/os.py"]
 
 
-@pytest.mark.parametrize("qgis, files, version, expected", [
-    ("QGIS-LTR.app", PACKAGER_BUNDLE, (3, 9), "MacOS/bin/python3"),    # QGIS 3.22
-    ("QGIS 3.40.app", PACKAGER_BUNDLE, (3, 9), "MacOS/bin/python3"),   # QGIS 3.40
-    ("QGIS 3.44.app", VCPKG_BUNDLE, (3, 12), "MacOS/python"),          # QGIS 3.44
-    ("QGIS 4.0.app", VCPKG_BUNDLE, (3, 12), "MacOS/python"),           # QGIS 4
-])
+@pytest.mark.parametrize(
+    "qgis, files, version, expected",
+    [
+        ("QGIS-LTR.app", PACKAGER_BUNDLE, (3, 9), "MacOS/bin/python3"),  # QGIS 3.22
+        ("QGIS 3.40.app", PACKAGER_BUNDLE, (3, 9), "MacOS/bin/python3"),  # QGIS 3.40
+        ("QGIS 3.44.app", VCPKG_BUNDLE, (3, 12), "MacOS/python"),  # QGIS 3.44
+        ("QGIS 4.0.app", VCPKG_BUNDLE, (3, 12), "MacOS/python"),  # QGIS 4
+    ],
+)
 def test_macos_bundles_get_the_interpreter_that_starts_alone(tmp_path, monkeypatch, qgis, files, version, expected):
     binary, base_prefix = bundle_of(tmp_path, qgis, files)
     found = deps.find_qgis_python(binary, base_prefix, version, "darwin")
@@ -106,6 +114,7 @@ def test_the_pip_command_names_qgis_python_here():
 
 
 # -- which onnxruntime wins
+
 
 @pytest.fixture
 def private(tmp_path, monkeypatch):

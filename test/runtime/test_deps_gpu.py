@@ -43,8 +43,12 @@ def test_gpu_support_replaces_the_cpu_runtime_and_back(tmp_path, index, nvidia_d
     files = runtime_files(folder)
     # The libraries of both extras, and what they need in turn (cuDNN needs cuBLAS), beside onnxruntime:
     # where onnxruntime.preload_dlls() looks for them.
-    assert {"nvidia/cu13/lib/libcudart.so.13", "nvidia/cudnn/lib/libcudnn.so.9",
-            "nvidia/cu13/lib/libcublas.so.13", "onnxruntime/__init__.py"} <= files
+    assert {
+        "nvidia/cu13/lib/libcudart.so.13",
+        "nvidia/cudnn/lib/libcudnn.so.9",
+        "nvidia/cu13/lib/libcublas.so.13",
+        "onnxruntime/__init__.py",
+    } <= files
     # Only one onnxruntime, and none of onnxruntime's other dependencies.
     assert not any(f.startswith((f"onnxruntime-{CPU_VERSION}", "numpy", "sympy", "flatbuffers")) for f in files), files
     assert imported_version(folder) == GPU_VERSION
@@ -103,9 +107,10 @@ def test_extra_requirements_reads_the_wheels_extras(tmp_path):
     info.mkdir()
     (info / "METADATA").write_text(
         "Name: onnxruntime-gpu\nRequires-Dist: numpy>=1.21.6\n"
-        "Requires-Dist: nvidia-cuda-nvrtc~=13.0; extra == \"cuda\"\n"
+        'Requires-Dist: nvidia-cuda-nvrtc~=13.0; extra == "cuda"\n'
         "Requires-Dist: nvidia-cudnn-cu13~=9.0 ; extra == 'cudnn'\n"
-        "Requires-Dist: sympy; extra == \"symbolic\"\n")
+        'Requires-Dist: sympy; extra == "symbolic"\n'
+    )
     assert deps.extra_requirements(info) == ["nvidia-cuda-nvrtc~=13.0", "nvidia-cudnn-cu13~=9.0"]
 
 
@@ -113,6 +118,7 @@ def test_setup_keeps_gpu_support_unless_told(tmp_path, monkeypatch):
     """``make setup`` after ``make setup GPU=1`` must not silently go back to the CPU."""
     import importlib.util
     from pathlib import Path
+
     scripts = Path(__file__).resolve().parents[2] / "scripts"
     monkeypatch.syspath_prepend(str(scripts))  # install.py imports its neighbours, as when run
     spec = importlib.util.spec_from_file_location("_install_script", scripts / "install.py")

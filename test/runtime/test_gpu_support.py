@@ -84,10 +84,16 @@ def test_opening_the_model_manager_never_waits_for_nvidia_smi(qgis_app, qtbot, t
     import threading
 
     from cloud_mask_improver.core.runtime import processes
+
     started = []
     real_run = processes.run
-    monkeypatch.setattr(processes, "run", lambda args, **kw: started.append(
-        (args[0], threading.current_thread() is threading.main_thread())) or real_run(args, **kw))
+    monkeypatch.setattr(
+        processes,
+        "run",
+        lambda args, **kw: (
+            started.append((args[0], threading.current_thread() is threading.main_thread())) or real_run(args, **kw)
+        ),
+    )
     for _ in range(2):
         manager = ModelManagerDialog(models_dir=tmp_path / "models", cache=tmp_path / "cache")
         qtbot.addWidget(manager)

@@ -49,25 +49,48 @@ def platforms(tag: str) -> list[str]:
     versions itself, not a ``manylinux_2_X`` one: list every glibc up to X (and manylinux2014)."""
     if not tag.startswith("manylinux_2_"):
         return [tag]
-    glibc, arch = tag[len("manylinux_2_"):].split("_", 1)
+    glibc, arch = tag[len("manylinux_2_") :].split("_", 1)
     return [f"manylinux_2_{x}_{arch}" for x in range(int(glibc), 16, -1)] + [f"manylinux2014_{arch}"]
 
 
 def pip_download(folder, tag: str, python: tuple[int, int], version: str) -> subprocess.CompletedProcess:
     """pip as it would run on that computer, against pypi.org only (no local wheel folders)."""
-    environment = {k: v for k, v in os.environ.items()
-                   if k not in ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_NO_INDEX")}
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PIP_FIND_LINKS", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_NO_INDEX")
+    }
     return subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
-         "--only-binary=:all:", *[f"--platform={p}" for p in platforms(tag)],
-         "--python-version", f"{python[0]}.{python[1]}",
-         "--index-url", "https://pypi.org/simple", "-d", str(folder), f"onnxruntime=={version}"],
-        capture_output=True, text=True, timeout=600, check=False, env=environment)
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--only-binary=:all:",
+            *[f"--platform={p}" for p in platforms(tag)],
+            "--python-version",
+            f"{python[0]}.{python[1]}",
+            "--index-url",
+            "https://pypi.org/simple",
+            "-d",
+            str(folder),
+            f"onnxruntime=={version}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env=environment,
+    )
 
 
 @pytest.mark.parametrize("who, os_name, machine, mac, python, tag", COMPUTERS, ids=[c[0] for c in COMPUTERS])
-def test_the_chosen_onnxruntime_has_a_wheel_for_this_computer(internet, tmp_path, who, os_name, machine, mac,
-                                                              python, tag):
+def test_the_chosen_onnxruntime_has_a_wheel_for_this_computer(
+    internet, tmp_path, who, os_name, machine, mac, python, tag
+):
     version = deps.choose_onnxruntime(os_name, machine, mac, python)
     assert deps.no_wheel_reason(os_name, machine, mac, python) == ""
     done = pip_download(tmp_path, tag, python, version)

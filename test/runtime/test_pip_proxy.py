@@ -40,13 +40,18 @@ def qgis_proxy(tmp_path, index, monkeypatch):
     """A proxy serving the fake index, set in QGIS's settings as a user would set it."""
     _url, index_server = index
     ProxyHandler.seen = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                             partial(ProxyHandler, directory=str(index_server.root)))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(ProxyHandler, directory=str(index_server.root)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     settings = QgsSettings()
-    keys = ("proxy/proxyEnabled", "proxy/proxyType", "proxy/proxyHost", "proxy/proxyPort",
-            "proxy/proxyUser", "proxy/proxyPassword")
+    keys = (
+        "proxy/proxyEnabled",
+        "proxy/proxyType",
+        "proxy/proxyHost",
+        "proxy/proxyPort",
+        "proxy/proxyUser",
+        "proxy/proxyPassword",
+    )
     before = {key: settings.value(key) for key in keys}
     for key, value in zip(keys, (True, "HttpProxy", "127.0.0.1", str(server.server_address[1]), "ann", "p@ss word")):
         settings.setValue(key, value)
@@ -70,8 +75,9 @@ def test_qgis_proxy_settings_become_pips_proxy_url(qgis_app, qgis_proxy):
 
 
 def test_no_proxy_in_qgis_leaves_pip_to_its_own_settings(qgis_app):
-    QgsNetworkAccessManager.instance().setFallbackProxyAndExcludes(QNetworkProxy(QNetworkProxy.ProxyType.NoProxy),
-                                                                   [], [])
+    QgsNetworkAccessManager.instance().setFallbackProxyAndExcludes(
+        QNetworkProxy(QNetworkProxy.ProxyType.NoProxy), [], []
+    )
     assert proxy.proxy_url() == ""
 
 

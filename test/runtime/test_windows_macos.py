@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # -- no console windows: one helper starts every program
 
+
 class Recorder:
     def __init__(self):
         self.calls = []
@@ -48,13 +49,22 @@ def test_programs_start_without_a_console_window_on_windows(monkeypatch, os_name
 def test_nothing_else_starts_programs():
     """pip, nvidia-smi: every program the plugin starts goes through core/runtime/processes.py."""
     offenders = []
-    for path in [*ROOT.glob("core/**/*.py"), *ROOT.glob("ui/**/*.py"), *ROOT.glob("algorithms/**/*.py"),
-                 ROOT / "plugin.py"]:
+    for path in [
+        *ROOT.glob("core/**/*.py"),
+        *ROOT.glob("ui/**/*.py"),
+        *ROOT.glob("algorithms/**/*.py"),
+        ROOT / "plugin.py",
+    ]:
         if path.name == "processes.py":
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             if any(name.split(".")[0] == "subprocess" for name in names):
                 offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []
@@ -76,7 +86,8 @@ MAC_TARGET = "/Users/ann/Library/Application Support/QGIS/QGIS3/profiles/default
 def test_windows_commands_quote_paths_with_spaces():
     command = [WINDOWS_PYTHON, "-m", "pip", "install", "--target", WINDOWS_TARGET, "onnxruntime==1.20.1"]
     assert processes.shell_text(command, platform="win32") == (
-        rf'"{WINDOWS_PYTHON}" -m pip install --target "{WINDOWS_TARGET}" onnxruntime==1.20.1')
+        rf'"{WINDOWS_PYTHON}" -m pip install --target "{WINDOWS_TARGET}" onnxruntime==1.20.1'
+    )
 
 
 def test_macos_commands_survive_the_shell():
@@ -98,6 +109,7 @@ def test_the_messages_show_the_quoted_install_command(monkeypatch, tmp_path):
 
 # -- which onnxruntime for which computer
 
+
 def fake_computer(monkeypatch, os_name: str, machine: str, mac: str, python: tuple[int, int]) -> None:
     monkeypatch.setattr(sys, "platform", os_name)
     monkeypatch.setattr(platform, "machine", lambda: machine)
@@ -105,35 +117,41 @@ def fake_computer(monkeypatch, os_name: str, machine: str, mac: str, python: tup
     monkeypatch.setattr(sys, "version_info", (*python, 0, "final", 0))
 
 
-@pytest.mark.parametrize("os_name, machine, mac, python, expected", [
-    ("win32", "AMD64", "", (3, 9), "1.19.2"),        # QGIS 3.22-3.28 for Windows
-    ("win32", "AMD64", "", (3, 12), "1.20.1"),       # QGIS 3.34-4.x: the older VC++ runtime QGIS loads
-    ("win32", "AMD64", "", (3, 14), "1.32.0"),       # no 1.20.1 for 3.14: newest, and the message below
-    ("darwin", "x86_64", "12.7", (3, 9), "1.19.2"),  # QGIS 3.22-3.40 (Python 3.9) on an Intel Mac
-    ("darwin", "arm64", "14.5", (3, 9), "1.19.2"),
-    ("darwin", "x86_64", "13.6", (3, 12), "1.23.2"),  # QGIS 3.44 / 4 on an Intel Mac
-    ("darwin", "x86_64", "15.1", (3, 12), "1.23.2"),
-    ("darwin", "arm64", "13.6", (3, 12), "1.23.2"),   # Apple Silicon, macOS 13
-    ("darwin", "arm64", "12.7", (3, 12), "1.19.2"),   # Apple Silicon, macOS 12
-    ("darwin", "arm64", "14.5", (3, 12), "1.32.0"),
-    ("darwin", "arm64", "15.1", (3, 10), "1.23.2"),   # conda or MacPorts Python 3.10
-    ("darwin", "x86_64", "", (3, 12), "1.23.2"),      # macOS version unknown: still an Intel Mac
-    ("linux", "x86_64", "", (3, 9), "1.19.2"),        # Debian 11
-    ("linux", "x86_64", "", (3, 10), "1.23.2"),       # Ubuntu 22.04
-    ("linux", "x86_64", "", (3, 11), "1.32.0"),       # Debian 12
-    ("linux", "x86_64", "", (3, 13), "1.32.0"),       # Debian 13
-])
+@pytest.mark.parametrize(
+    "os_name, machine, mac, python, expected",
+    [
+        ("win32", "AMD64", "", (3, 9), "1.19.2"),  # QGIS 3.22-3.28 for Windows
+        ("win32", "AMD64", "", (3, 12), "1.20.1"),  # QGIS 3.34-4.x: the older VC++ runtime QGIS loads
+        ("win32", "AMD64", "", (3, 14), "1.32.0"),  # no 1.20.1 for 3.14: newest, and the message below
+        ("darwin", "x86_64", "12.7", (3, 9), "1.19.2"),  # QGIS 3.22-3.40 (Python 3.9) on an Intel Mac
+        ("darwin", "arm64", "14.5", (3, 9), "1.19.2"),
+        ("darwin", "x86_64", "13.6", (3, 12), "1.23.2"),  # QGIS 3.44 / 4 on an Intel Mac
+        ("darwin", "x86_64", "15.1", (3, 12), "1.23.2"),
+        ("darwin", "arm64", "13.6", (3, 12), "1.23.2"),  # Apple Silicon, macOS 13
+        ("darwin", "arm64", "12.7", (3, 12), "1.19.2"),  # Apple Silicon, macOS 12
+        ("darwin", "arm64", "14.5", (3, 12), "1.32.0"),
+        ("darwin", "arm64", "15.1", (3, 10), "1.23.2"),  # conda or MacPorts Python 3.10
+        ("darwin", "x86_64", "", (3, 12), "1.23.2"),  # macOS version unknown: still an Intel Mac
+        ("linux", "x86_64", "", (3, 9), "1.19.2"),  # Debian 11
+        ("linux", "x86_64", "", (3, 10), "1.23.2"),  # Ubuntu 22.04
+        ("linux", "x86_64", "", (3, 11), "1.32.0"),  # Debian 12
+        ("linux", "x86_64", "", (3, 13), "1.32.0"),  # Debian 13
+    ],
+)
 def test_each_computer_gets_an_onnxruntime_that_has_its_wheel(monkeypatch, os_name, machine, mac, python, expected):
     fake_computer(monkeypatch, os_name, machine, mac, python)
     assert deps.choose_onnxruntime(*deps.this_platform()) == expected
     assert deps.no_wheel_reason(*deps.this_platform()) == ""
 
 
-@pytest.mark.parametrize("machine, mac, python, says", [
-    ("x86_64", "10.15.7", (3, 9), "macOS 11 or newer"),
-    ("x86_64", "14.5", (3, 14), "Python 3.14"),
-    ("arm64", "12.7", (3, 13), "Python 3.13"),
-])
+@pytest.mark.parametrize(
+    "machine, mac, python, says",
+    [
+        ("x86_64", "10.15.7", (3, 9), "macOS 11 or newer"),
+        ("x86_64", "14.5", (3, 14), "Python 3.14"),
+        ("arm64", "12.7", (3, 13), "Python 3.13"),
+    ],
+)
 def test_a_mac_without_any_wheel_is_told_so_not_sent_to_pip(monkeypatch, tmp_path, machine, mac, python, says):
     fake_computer(monkeypatch, "darwin", machine, mac, python)
     reason = deps.no_wheel_reason(*deps.this_platform())
@@ -145,20 +163,24 @@ def test_a_mac_without_any_wheel_is_told_so_not_sent_to_pip(monkeypatch, tmp_pat
 
 # -- a library that does not load is not "not installed"
 
+
 def fake_onnxruntime(folder: Path, version: str, error: str) -> Path:
     """An onnxruntime package whose native module fails as Windows' loader makes it fail."""
     package = folder / "onnxruntime"
     (package / "capi").mkdir(parents=True)
     (package / "capi" / "__init__.py").write_text("")
     (package / "capi" / "onnxruntime_pybind11_state.py").write_text(f"raise ImportError({error!r})\n")
-    (package / "__init__.py").write_text(f"__version__ = {version!r}\n"
-                                         "from onnxruntime.capi import onnxruntime_pybind11_state\n")
+    (package / "__init__.py").write_text(
+        f"__version__ = {version!r}\nfrom onnxruntime.capi import onnxruntime_pybind11_state\n"
+    )
     (folder / f"onnxruntime-{version}.dist-info").mkdir()
     return folder
 
 
-DLL_ERROR = ("DLL load failed while importing onnxruntime_pybind11_state: "
-             "A dynamic link library (DLL) initialization routine failed.")
+DLL_ERROR = (
+    "DLL load failed while importing onnxruntime_pybind11_state: "
+    "A dynamic link library (DLL) initialization routine failed."
+)
 
 
 @pytest.fixture
@@ -193,8 +215,9 @@ def test_a_library_of_another_release_is_replaced_by_the_pinned_one(broken_runti
     assert "Install onnxruntime 1.20.1" in status.problem and "1.32.0 is installed" in status.problem
 
 
-def test_the_model_manager_offers_the_fix_not_the_install_button(qgis_app, qtbot, broken_runtime, tmp_path,
-                                                                   monkeypatch):
+def test_the_model_manager_offers_the_fix_not_the_install_button(
+    qgis_app, qtbot, broken_runtime, tmp_path, monkeypatch
+):
     fake_onnxruntime(broken_runtime, deps.ONNXRUNTIME_VERSION, DLL_ERROR)
     monkeypatch.setattr(sys, "platform", "win32")
     monkeypatch.setattr(shutil, "which", lambda *_a, **_k: None)  # 3.13's which() calls Windows' API on win32

@@ -35,6 +35,8 @@ def product_field(product, tmp_path):
     stack = str(tmp_path / "stack.vrt")
     s2_product.prepare(str(product.zip), stack, str(tmp_path / "m.vrt"), 10.0)
     x0, _, _, y0, _, _ = gdal.Open(stack).GetGeoTransform()
-    square = f"POLYGON (({x0 + 500} {y0 - 1500},{x0 + 1200} {y0 - 1500},{x0 + 1200} {y0 - 600}," \
-             f"{x0 + 500} {y0 - 600},{x0 + 500} {y0 - 1500}))"
+    square = (
+        f"POLYGON (({x0 + 500} {y0 - 1500},{x0 + 1200} {y0 - 1500},{x0 + 1200} {y0 - 600},"
+        f"{x0 + 500} {y0 - 600},{x0 + 500} {y0 - 1500}))"
+    )
     return area.Area((square,), gdal.Open(stack).GetProjection(), ("field",), "test")

@@ -42,14 +42,14 @@ def test_plan_names_masks_by_tile_and_date_and_keeps_them_unique(products):
     assert names[2] == "T33TUK_20230620T100559_L2A"  # named from its file name though unreadable
     # A folder is searched with a pattern; a glob is expanded.
     assert [i.source for i in batch.plan_items([str(products["folder"])], "*.zip")] == sorted(
-        str(p) for p in products["folder"].glob("*.zip"))
+        str(p) for p in products["folder"].glob("*.zip")
+    )
     assert len(batch.plan_items([str(products["folder"] / "*.zip")])) == 2
 
 
 def test_mixed_good_and_bad_inputs_each_get_a_row_and_the_good_ones_their_mask(products, tmp_path):
     missing = tmp_path / "nowhere.zip"
-    items = batch.plan_items([str(products["new"].zip), str(products["bad"]), str(missing),
-                              str(products["old"].safe)])
+    items = batch.plan_items([str(products["new"].zip), str(products["bad"]), str(missing), str(products["old"].safe)])
     rows = batch.run_sequential(items, L2A, str(tmp_path))
     status = {r.input: r for r in rows}
     assert status[str(products["new"].zip)].ok and status[str(products["old"].safe)].ok
@@ -61,8 +61,9 @@ def test_mixed_good_and_bad_inputs_each_get_a_row_and_the_good_ones_their_mask(p
     assert abs(good.clear_fraction + good.cloud_fraction + good.shadow_fraction - 1) < 1e-9
     assert gdal.Open(good.mask) is not None and good.footprint.startswith("POLYGON")
     # Same pixels from the zip and from an old-baseline folder: the offset is applied.
-    assert np.array_equal(gdal.Open(good.mask).ReadAsArray(), gdal.Open(status[str(products["old"].safe)].mask)
-                          .ReadAsArray())
+    assert np.array_equal(
+        gdal.Open(good.mask).ReadAsArray(), gdal.Open(status[str(products["old"].safe)].mask).ReadAsArray()
+    )
     written = summary.write_all(rows, str(tmp_path))
     with open(written["csv"], newline="") as handle:
         table = list(csv.DictReader(handle))
@@ -85,8 +86,7 @@ def test_a_damaged_raster_in_the_season_gets_a_row_that_names_the_fix(products, 
     (tmp_path / "out").mkdir()
     gdal.PushErrorHandler("CPLQuietErrorHandler")
     try:
-        rows = batch.run_sequential(batch.plan_items([str(products["new"].zip), str(cut)]), L2A,
-                                    str(tmp_path / "out"))
+        rows = batch.run_sequential(batch.plan_items([str(products["new"].zip), str(cut)]), L2A, str(tmp_path / "out"))
     finally:
         gdal.PopErrorHandler()
     good, damaged = rows
@@ -149,12 +149,27 @@ def test_the_record_keeps_its_parameter_names_so_a_rerun_keeps_older_masks():
     stay what records written before the options held a request have, or every mask is redone."""
     default = merge.MergeSettings()
     assert batch.BatchOptions().recorded() == {
-        "cloud_models": [], "shadow_model": "", "ensemble": False, "cloud_threshold": None,
-        "shadow_threshold": None, "bands": "", "resolution": None, "product_kind": default.product_kind,
-        "dilation": default.dilation, "min_area": default.min_area, "output_mode": default.output_mode,
-        "blank_outside": False}
-    given = batch.BatchOptions(replace(batch.template(cloud_models=("a", "b"), shadow_model="s", threads=3),
-                                       ensemble=True, settings=merge.MergeSettings(dilation=2)), masked=True)
+        "cloud_models": [],
+        "shadow_model": "",
+        "ensemble": False,
+        "cloud_threshold": None,
+        "shadow_threshold": None,
+        "bands": "",
+        "resolution": None,
+        "product_kind": default.product_kind,
+        "dilation": default.dilation,
+        "min_area": default.min_area,
+        "output_mode": default.output_mode,
+        "blank_outside": False,
+    }
+    given = batch.BatchOptions(
+        replace(
+            batch.template(cloud_models=("a", "b"), shadow_model="s", threads=3),
+            ensemble=True,
+            settings=merge.MergeSettings(dilation=2),
+        ),
+        masked=True,
+    )
     recorded = given.recorded()
     assert recorded["cloud_models"] == ["a", "b"] and recorded["shadow_model"] == "s" and recorded["ensemble"]
     assert recorded["dilation"] == 2 and "threads" not in recorded and "masked" not in recorded
@@ -172,6 +187,7 @@ def test_a_changed_input_is_redone(products, tmp_path):
 
 # -- fractions within an area
 
+
 def _utm(epsg=32633):
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(epsg)
@@ -185,10 +201,10 @@ def _square(x0, y0, size):
 def test_area_fractions_match_a_hand_count(tmp_path):
     # A 10 x 10 mask of 10 m pixels, origin (500000, 5000100).
     mask = np.zeros((10, 10), np.uint8)
-    mask[0, 0:4] = merge.CLOUD        # 4 cloud in field A's first row
-    mask[1, 0] = merge.SHADOW         # 1 shadow in field A
-    mask[4, 4] = merge.NODATA         # 1 nodata in field A (not counted)
-    mask[5:, 5:] = merge.CLOUD        # field B (rows 5-9, cols 5-9) entirely cloud but one pixel
+    mask[0, 0:4] = merge.CLOUD  # 4 cloud in field A's first row
+    mask[1, 0] = merge.SHADOW  # 1 shadow in field A
+    mask[4, 4] = merge.NODATA  # 1 nodata in field A (not counted)
+    mask[5:, 5:] = merge.CLOUD  # field B (rows 5-9, cols 5-9) entirely cloud but one pixel
     mask[9, 9] = merge.CLEAR
     path = tmp_path / "mask.tif"
     ds = gdal.GetDriverByName("GTiff").Create(str(path), 10, 10, 1, gdal.GDT_Byte, GTIFF_OPTIONS)
@@ -288,6 +304,7 @@ def test_a_product_outside_the_area_fails_with_a_reason(products, tmp_path):
 
 # -- only the work the area needs
 
+
 @pytest.mark.parametrize("min_area", [0, 40])
 def test_area_limited_run_equals_the_whole_scene_inside_the_area(tmp_path, min_area):
     """A 1 km x 1 km field of the real sample scene: same mask and probabilities as the whole scene
@@ -297,8 +314,12 @@ def test_area_limited_run_equals_the_whole_scene_inside_the_area(tmp_path, min_a
     def request(mask):
         return pipeline.ImproveRequest(
             probability=pipeline.ProbabilityRequest(s2_raster=str(L1C_STACK), cloud_models=["ukis-6b-l1c"]),
-            product_mask=None, settings=merge.MergeSettings(min_area=min_area), mask=str(mask),
-            outputs=pipeline.ProbabilityOutputs(cloud=str(mask).replace(".tif", "_cloud.tif")))
+            product_mask=None,
+            settings=merge.MergeSettings(min_area=min_area),
+            mask=str(mask),
+            outputs=pipeline.ProbabilityOutputs(cloud=str(mask).replace(".tif", "_cloud.tif")),
+        )
+
     pipeline.improve(request(tmp_path / "whole.tif"))
     gt = gdal.Open(str(L1C_STACK)).GetGeoTransform()
     x0, y1 = gt[0] + 300 * 10, gt[3] - 400 * 10  # columns 300-399, rows 400-499
@@ -316,6 +337,7 @@ def test_area_limited_run_equals_the_whole_scene_inside_the_area(tmp_path, min_a
 @pytest.mark.parametrize("scheme", [("mirror-tukey", 256, 0.2), ("centre-crop", 512, 0.25), ("pixel", 512, 0.0)])
 def test_work_window_keeps_every_tile_of_the_target_as_in_the_whole_plan(scheme):
     from cloud_mask_improver.core.tiling import plan_axis
+
     rng = np.random.default_rng(1)
     for _ in range(30):
         size = int(rng.integers(300, 3000))

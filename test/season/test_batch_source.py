@@ -23,11 +23,18 @@ MODEL = ("ukis-6b-l2a",)
 PLAIN = batch.BatchOptions(batch.template(cloud_models=MODEL))
 SOURCE = replace(PLAIN, source=True)
 NAME = "T33TUK_20230615T100559_L2A"
-NO_QGIS = ("import sys; sys.modules['qgis'] = None; sys.path.insert(0, {plugins!r}); "
-           "from cloud_mask_improver.core import cli; sys.exit(cli.main(sys.argv[1:]))")
-FIGURE_COLUMNS = ["product_mask_fraction", "masked_fraction", "model_added_fraction", "dilation_fraction",
-                  "filled_fraction", "cleared_fraction"]
-
+NO_QGIS = (
+    "import sys; sys.modules['qgis'] = None; sys.path.insert(0, {plugins!r}); "
+    "from cloud_mask_improver.core import cli; sys.exit(cli.main(sys.argv[1:]))"
+)
+FIGURE_COLUMNS = [
+    "product_mask_fraction",
+    "masked_fraction",
+    "model_added_fraction",
+    "dilation_fraction",
+    "filled_fraction",
+    "cleared_fraction",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +43,13 @@ def single(product, tmp_path_factory):
     folder = tmp_path_factory.mktemp("single")
     stack, mask = str(folder / "stack.vrt"), str(folder / "product_mask.vrt")
     _, mask = s2_product.prepare(str(product.zip), stack, mask, 10.0)
-    request = pipeline.ImproveRequest(pipeline.ProbabilityRequest(stack, cloud_models=MODEL), mask,
-                                      merge.MergeSettings(), mask=str(folder / "mask.tif"),
-                                      source=str(folder / "source.tif"))
+    request = pipeline.ImproveRequest(
+        pipeline.ProbabilityRequest(stack, cloud_models=MODEL),
+        mask,
+        merge.MergeSettings(),
+        mask=str(folder / "mask.tif"),
+        source=str(folder / "source.tif"),
+    )
     report = pipeline.improve(request)
     return folder, report, stack
 
@@ -77,9 +88,8 @@ def test_the_source_is_the_single_runs_kept_on_a_rerun_and_never_a_product(produ
     # The summary: the figures at the end of the columns; empty when the option is off.
     summary.write_all([again], str(folder))
     (line,) = summary_rows(folder)
-    assert list(line)[-len(FIGURE_COLUMNS) - 1:-1] == FIGURE_COLUMNS  # then only the footprint
-    assert [float(line[k]) for k in FIGURE_COLUMNS] == pytest.approx([figures[k] for k in FIGURE_COLUMNS],
-                                                                        rel=1e-5)
+    assert list(line)[-len(FIGURE_COLUMNS) - 1 : -1] == FIGURE_COLUMNS  # then only the footprint
+    assert [float(line[k]) for k in FIGURE_COLUMNS] == pytest.approx([figures[k] for k in FIGURE_COLUMNS], rel=1e-5)
     (off,) = batch.run_sequential(items, PLAIN, str(folder))
     assert off.reused and off.source == ""
     summary.write_all([off], str(folder))
@@ -131,19 +141,25 @@ def test_with_an_area_the_source_covers_the_masks_box(product, product_field, tm
 
 def _command(plugin_dir, *args):
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
-    return subprocess.run([sys.executable, "-c", NO_QGIS.format(plugins=str(plugin_dir)), *args],
-                          check=False, capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-c", NO_QGIS.format(plugins=str(plugin_dir)), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 def test_the_command_line_writes_the_source(product, single, tmp_path, plugin_dir):
     out = tmp_path / "out"
-    done = _command(plugin_dir, "batch", str(product.zip), "--out", str(out), "--sequential",
-                    "--cloud-model", MODEL[0], "--source")
+    done = _command(
+        plugin_dir, "batch", str(product.zip), "--out", str(out), "--sequential", "--cloud-model", MODEL[0], "--source"
+    )
     assert done.returncode == 0, done.stderr
     assert filecmp.cmp(out / f"{NAME}_source.tif", single[0] / "source.tif", shallow=False)
     (line,) = summary_rows(out)
-    assert float(line["model_added_fraction"]) == pytest.approx(
-        single[1].provenance["MODEL_ADDED_FRACTION"], rel=1e-5)
+    assert float(line["model_added_fraction"]) == pytest.approx(single[1].provenance["MODEL_ADDED_FRACTION"], rel=1e-5)
 
 
 def test_partial_files_a_killed_run_left_are_cleaned_for_the_source_too(tmp_path):

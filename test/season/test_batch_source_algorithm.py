@@ -32,8 +32,9 @@ def test_the_toolbox_writes_the_source_and_its_figures(provider, product, tmp_pa
     assert definition.defaultValue() is False
     out = tmp_path / "out"
     feedback = LogFeedback()
-    result = processing.run(ALG, {"INPUTS": [str(product.zip)], "OUTPUT_FOLDER": str(out),
-                                  "WRITE_SOURCE": True, **BATCH}, feedback=feedback)
+    result = processing.run(
+        ALG, {"INPUTS": [str(product.zip)], "OUTPUT_FOLDER": str(out), "WRITE_SOURCE": True, **BATCH}, feedback=feedback
+    )
     source = out / f"{NAME}_source.tif"
     ds = gdal.Open(str(source))
     assert (ds.RasterXSize, ds.RasterYSize) == (240, 240)
@@ -45,8 +46,9 @@ def test_the_toolbox_writes_the_source_and_its_figures(provider, product, tmp_pa
     sentence = "points were added by the models (the product mask missed them)"
     assert sum(sentence in line for line in feedback.lines) == 1
     again = LogFeedback()
-    processing.run(ALG, {"INPUTS": [str(product.zip)], "OUTPUT_FOLDER": str(out), "WRITE_SOURCE": True, **BATCH},
-                   feedback=again)
+    processing.run(
+        ALG, {"INPUTS": [str(product.zip)], "OUTPUT_FOLDER": str(out), "WRITE_SOURCE": True, **BATCH}, feedback=again
+    )
     assert sum(sentence in line for line in again.lines) == 1 and "kept from an earlier run" in " ".join(again.lines)
     # Without the option: no source, and the columns are empty.
     plain = processing.run(ALG, {"INPUTS": [str(product.zip)], "OUTPUT_FOLDER": str(tmp_path / "plain"), **BATCH})
@@ -55,8 +57,9 @@ def test_the_toolbox_writes_the_source_and_its_figures(provider, product, tmp_pa
     assert is_null(feature["model_added_fraction"]) and is_null(feature["dilation_fraction"])
 
 
-def test_a_redo_with_the_source_loaded_fails_that_product_and_keeps_its_files(provider, product, tmp_path,
-                                                                              windows_files, project):
+def test_a_redo_with_the_source_loaded_fails_that_product_and_keeps_its_files(
+    provider, product, tmp_path, windows_files, project
+):
     out = tmp_path / "out"
     processing.run(ALG, {"INPUTS": [str(product.zip)], "OUTPUT_FOLDER": str(out), "WRITE_SOURCE": True, **BATCH})
     mask, source = out / f"{NAME}.tif", out / f"{NAME}_source.tif"
@@ -66,8 +69,11 @@ def test_a_redo_with_the_source_loaded_fails_that_product_and_keeps_its_files(pr
     assert layer.isValid()
     project.addMapLayer(layer)
     feedback = LogFeedback()
-    result = processing.run(ALG, {"INPUTS": [str(product.zip)], "OUTPUT_FOLDER": str(out), "WRITE_SOURCE": True,
-                                  "FORCE": True, **BATCH}, feedback=feedback)
+    result = processing.run(
+        ALG,
+        {"INPUTS": [str(product.zip)], "OUTPUT_FOLDER": str(out), "WRITE_SOURCE": True, "FORCE": True, **BATCH},
+        feedback=feedback,
+    )
     (feature,) = summary_features(result)
     assert feature["status"] == "failed"
     assert str(source) in feature["error"] and REMOVE_LAYER in feature["error"], feature["error"]

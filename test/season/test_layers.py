@@ -23,8 +23,16 @@ def _masks(tmp_path, stack: np.ndarray, tile="T33TUK", origin=(500000.0, 10.0, 0
     for k, values in enumerate(stack):
         path = tmp_path / f"{tile}_{k}.tif"
         write_raster(path, values[None].astype(np.uint8), nodata=None, transform=origin)
-        rows.append(batch.Row(input=str(path), tile=tile, sensed=f"2023-06-{k + 1:02d}T10:00:00", status="ok",
-                              mask=str(path), cloud_fraction=float((values == K).mean())))
+        rows.append(
+            batch.Row(
+                input=str(path),
+                tile=tile,
+                sensed=f"2023-06-{k + 1:02d}T10:00:00",
+                status="ok",
+                mask=str(path),
+                cloud_fraction=float((values == K).mean()),
+            )
+        )
     return rows
 
 
@@ -74,8 +82,7 @@ def test_a_tile_on_two_grids_gets_two_sets_of_layers_and_the_log_says_why(tmp_pa
     rows = _masks(tmp_path, np.zeros((3, 4, 4), dtype=np.uint8))
     other = tmp_path / "coarse"
     other.mkdir()
-    rows += _masks(other, np.full((2, 2, 2), K, dtype=np.uint8),
-                   origin=(500000.0, 20.0, 0.0, 5000000.0, 0.0, -20.0))
+    rows += _masks(other, np.full((2, 2, 2), K, dtype=np.uint8), origin=(500000.0, 20.0, 0.0, 5000000.0, 0.0, -20.0))
     result = layers.build(rows, str(tmp_path))
     assert [t.name for t in result.tiles] == ["season_T33TUK", "season_T33TUK_grid2"]
     assert [t.dates for t in result.tiles] == [3, 2]
@@ -100,8 +107,9 @@ def test_per_field_share_and_the_log_names_a_field_whose_cloud_is_persistent(tmp
     assert not any("field east" in m for m in result.messages)
 
 
-@pytest.mark.parametrize("share, dates, word", [(0.0, 5, "share"), (1.5, 5, "share"), (0.9, 0, "dates"),
-                                                (0.9, 2.5, "dates")])
+@pytest.mark.parametrize(
+    "share, dates, word", [(0.0, 5, "share"), (1.5, 5, "share"), (0.9, 0, "dates"), (0.9, 2.5, "dates")]
+)
 def test_bad_settings_are_refused_with_the_fix(share, dates, word):
     with pytest.raises(SettingsError, match=word) as caught:
         layers.SeasonSettings(share, dates).validate()
@@ -109,6 +117,7 @@ def test_bad_settings_are_refused_with_the_fix(share, dates, word):
 
 
 # -- the sample season: real clouds moving, a patch called cloud on every date
+
 
 def test_default_finds_the_patch_and_no_moving_cloud(sample_season):
     season, rows, out = sample_season

@@ -16,9 +16,10 @@ from cloud_mask_improver.core.sentinel2 import product as s2_product
 MODEL = ("ukis-6b-l2a",)
 PLAIN = batch.BatchOptions(batch.template(cloud_models=MODEL))
 RGBN = replace(PLAIN, masked=True, masked_bands="B02,B03,B04,B08")
-NO_QGIS = ("import sys; sys.modules['qgis'] = None; sys.path.insert(0, {plugins!r}); "
-           "from cloud_mask_improver.core import cli; sys.exit(cli.main(sys.argv[1:]))")
-
+NO_QGIS = (
+    "import sys; sys.modules['qgis'] = None; sys.path.insert(0, {plugins!r}); "
+    "from cloud_mask_improver.core import cli; sys.exit(cli.main(sys.argv[1:]))"
+)
 
 
 def read(path) -> np.ndarray:
@@ -95,14 +96,30 @@ def test_a_band_the_product_lacks_fails_its_row_with_the_fix(product, tmp_path):
 
 def _command(plugin_dir, *args):
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
-    return subprocess.run([sys.executable, "-c", NO_QGIS.format(plugins=str(plugin_dir)), *args],
-                          check=False, capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-c", NO_QGIS.format(plugins=str(plugin_dir)), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 def test_the_command_line_applies_a_mask_and_writes_masked_imagery(product, tmp_path, plugin_dir):
     out = tmp_path / "out"
-    done = _command(plugin_dir, "batch", str(product.zip), "--out", str(out), "--sequential",
-                    "--cloud-model", MODEL[0], "--masked", "B04,B03,B02")
+    done = _command(
+        plugin_dir,
+        "batch",
+        str(product.zip),
+        "--out",
+        str(out),
+        "--sequential",
+        "--cloud-model",
+        MODEL[0],
+        "--masked",
+        "B04,B03,B02",
+    )
     assert done.returncode == 0, done.stderr
     masked = out / "T33TUK_20230615T100559_L2A_masked.tif"
     assert gdal.Open(str(masked)).RasterCount == 3
@@ -130,8 +147,10 @@ def test_the_command_line_refuses_bad_input_with_exit_2(product, tmp_path, plugi
 
 def test_partial_files_a_killed_run_left_are_cleaned_for_the_imagery_too(tmp_path):
     item = batch.Item("product.zip", "T33TUK_20230615T100559_L2A")
-    left = [tmp_path / ".T33TUK_20230615T100559_L2A.tif.partial-1a2b3c4d.tif",
-            tmp_path / ".T33TUK_20230615T100559_L2A_masked.tif.partial-5e6f7a8b.tif"]
+    left = [
+        tmp_path / ".T33TUK_20230615T100559_L2A.tif.partial-1a2b3c4d.tif",
+        tmp_path / ".T33TUK_20230615T100559_L2A_masked.tif.partial-5e6f7a8b.tif",
+    ]
     other = tmp_path / ".T33TUK_20230620T100559_L2A_masked.tif.partial-00000000.tif"  # another product's
     for path in (*left, other):
         path.write_bytes(b"half")

@@ -51,9 +51,14 @@ def test_without_matplotlib_the_report_says_so_and_keeps_the_tables(sample_seaso
 
 def test_a_failed_product_is_listed_with_its_reason(sample_season, tmp_path):
     from cloud_mask_improver.core.season import batch
+
     _, rows, _ = sample_season
-    broken = batch.Row(input="/data/T33TUK_20230801T100559_L2A.zip", tile="T33TUK", status="failed",
-                       error="The zip is damaged. Download the product again.")
+    broken = batch.Row(
+        input="/data/T33TUK_20230801T100559_L2A.zip",
+        tile="T33TUK",
+        status="failed",
+        error="The zip is damaged. Download the product again.",
+    )
     page = Path(report.write([*rows, broken], str(tmp_path))).read_text(encoding="utf-8")
     assert "Products that failed" in page and "Download the product again." in page
     assert f"{len(rows)} of {len(rows) + 1} product(s) masked" in page
@@ -61,9 +66,12 @@ def test_a_failed_product_is_listed_with_its_reason(sample_season, tmp_path):
 
 def test_many_notes_are_cut_to_ten_with_a_pointer_to_the_log(sample_season):
     from cloud_mask_improver.core.season import layers
+
     _, rows, _ = sample_season
-    season = layers.SeasonResult(tiles=[layers.TileSeason("season_T33TUK", "T33TUK", len(rows), pixels=4)],
-                                 messages=[f"date {k}: most of its cloud is persistent." for k in range(15)])
+    season = layers.SeasonResult(
+        tiles=[layers.TileSeason("season_T33TUK", "T33TUK", len(rows), pixels=4)],
+        messages=[f"date {k}: most of its cloud is persistent." for k in range(15)],
+    )
     page = report.render(rows, season, area_used=False)
     assert "date 9: most" in page and "date 10: most" not in page
     assert "and 5 more in the batch's log" in page
@@ -72,6 +80,7 @@ def test_many_notes_are_cut_to_ten_with_a_pointer_to_the_log(sample_season):
 def test_a_product_quicklook_shows_its_true_colour(product, tmp_path):
     """A product's imagery (not only a band stack's) makes the quicklook's picture."""
     from cloud_mask_improver.core.sentinel2 import product as s2_product
+
     stack = str(tmp_path / "stack.vrt")
     s2_product.prepare(str(product.zip), stack)
     grid = gdal.Open(stack)  # the mask's grid is the stack's

@@ -25,14 +25,23 @@ def test_the_season_report_and_layers_are_outputs_and_the_layers_load(sample_sea
     context = QgsProcessingContext()
     context.setProject(QgsProject.instance())
     feedback = LogFeedback()
-    result = processing.run(ALG, {"INPUTS": [str(p) for p in season.stacks], "OUTPUT_FOLDER": str(tmp_path),
-                                  "CLOUD_MODEL": "ukis-6b-l2a", "PERSISTENT_MIN_DATES": 13},
-                            context=context, feedback=feedback)
+    result = processing.run(
+        ALG,
+        {
+            "INPUTS": [str(p) for p in season.stacks],
+            "OUTPUT_FOLDER": str(tmp_path),
+            "CLOUD_MODEL": "ukis-6b-l2a",
+            "PERSISTENT_MIN_DATES": 13,
+        },
+        context=context,
+        feedback=feedback,
+    )
     # No path given (a run or model made before the report): the report in the output folder.
     assert result["REPORT"] == str(tmp_path / "season_report.html")
     assert "<h2>Dates ranked by clear fraction</h2>" in Path(result["REPORT"]).read_text(encoding="utf-8")
     assert sorted(os.path.basename(p) for p in result["SEASON_LAYERS"]) == [
-        f"season_T33TUK_{k}.tif" for k in ("clear", "cloud_frequency", "persistent", "valid")]
+        f"season_T33TUK_{k}.tif" for k in ("clear", "cloud_frequency", "persistent", "valid")
+    ]
     loaded = {d.name for d in context.layersToLoadOnCompletion().values() if d.outputName == "SEASON_LAYERS"}
     assert loaded == {"T33TUK cloud frequency", "T33TUK persistent cloud"}
     # 12 dates are fewer than the 13 asked for: no pixel is decided, and the log says none is persistent.
@@ -64,7 +73,14 @@ def test_a_report_path_that_cannot_be_written_is_refused_before_any_product(samp
     season, _, _ = sample_season
     feedback = LogFeedback()
     with pytest.raises(QgsProcessingException, match="does not exist") as caught:
-        processing.run(ALG, {"INPUTS": [str(season.stacks[0])], "OUTPUT_FOLDER": str(tmp_path / "masks"),
-                             "REPORT": str(tmp_path / "nowhere" / "report.html")}, feedback=feedback)
+        processing.run(
+            ALG,
+            {
+                "INPUTS": [str(season.stacks[0])],
+                "OUTPUT_FOLDER": str(tmp_path / "masks"),
+                "REPORT": str(tmp_path / "nowhere" / "report.html"),
+            },
+            feedback=feedback,
+        )
     assert "Traceback" not in str(caught.value)
     assert not list((tmp_path / "masks").glob("*.tif"))  # no product was run

@@ -12,19 +12,28 @@ from osgeo import gdal, ogr, osr
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = ROOT / ".venv" / "qgis-plugins"
-NO_QGIS = ("import sys; sys.modules['qgis'] = None; sys.path.insert(0, {plugins!r}); "
-           "from cloud_mask_improver.core import cli; sys.exit(cli.main(sys.argv[1:]))")
+NO_QGIS = (
+    "import sys; sys.modules['qgis'] = None; sys.path.insert(0, {plugins!r}); "
+    "from cloud_mask_improver.core import cli; sys.exit(cli.main(sys.argv[1:]))"
+)
 
 
 def _command(*args):
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
-    return subprocess.run([sys.executable, "-c", NO_QGIS.format(plugins=str(PLUGINS)), *args], check=False,
-                          capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-c", NO_QGIS.format(plugins=str(PLUGINS)), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 def _fields(path: Path, stack: Path) -> str:
     """'patch': the bright patch and 4 px around it; 'plain': a field of the same size far from it."""
     from season_scene import PATCH
+
     ds = gdal.Open(str(stack))
     gt = ds.GetGeoTransform()
     srs = osr.SpatialReference()
@@ -38,8 +47,7 @@ def _fields(path: Path, stack: Path) -> str:
         x1, y1 = x0 + (size + 8) * gt[1], y0 + (size + 8) * gt[5]
         feature = ogr.Feature(layer.GetLayerDefn())
         feature.SetField("name", name)
-        feature.SetGeometry(ogr.CreateGeometryFromWkt(
-            f"POLYGON(({x0} {y0},{x1} {y0},{x1} {y1},{x0} {y1},{x0} {y0}))"))
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON(({x0} {y0},{x1} {y0},{x1} {y1},{x0} {y1},{x0} {y0}))"))
         layer.CreateFeature(feature)
     out = None
     return str(path)
@@ -49,8 +57,17 @@ def test_the_command_line_writes_season_layers_report_and_field_shares(sample_se
     season, _, _ = sample_season
     fields = _fields(tmp_path / "fields.gpkg", season.stacks[0])
     out = tmp_path / "out"
-    done = _command("batch", *map(str, season.stacks), "--out", str(out), "--sequential", "--area", fields,
-                    "--cloud-model", "ukis-6b-l2a")
+    done = _command(
+        "batch",
+        *map(str, season.stacks),
+        "--out",
+        str(out),
+        "--sequential",
+        "--area",
+        fields,
+        "--cloud-model",
+        "ukis-6b-l2a",
+    )
     assert done.returncode == 0, done.stderr
     for layer in ("valid", "clear", "cloud_frequency", "persistent"):
         assert (out / f"season_T33TUK_{layer}.tif").exists(), layer

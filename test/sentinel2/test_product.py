@@ -21,14 +21,17 @@ L2A_PARAMS = {"CLOUD_MODEL": "ukis-6b-l2a", "SHADOW_MODEL": "ukis-6b-l2a"}
 @pytest.fixture(scope="module")
 def products(tmp_path_factory):
     folder = tmp_path_factory.mktemp("products")
-    return {"new": build_product(folder, "L2A", "04.00"),
-            "old": build_product(folder, "L2A", "02.14", zipped=False),
-            "l1c": build_product(folder, "L1C", "04.00", zipped=False),
-            "l1c_old": build_product(folder, "L1C", "02.14", zipped=False)}
+    return {
+        "new": build_product(folder, "L2A", "04.00"),
+        "old": build_product(folder, "L2A", "02.14", zipped=False),
+        "l1c": build_product(folder, "L1C", "04.00", zipped=False),
+        "l1c_old": build_product(folder, "L1C", "02.14", zipped=False),
+    }
 
 
 def run(alg, params):
     import processing
+
     return processing.run(f"cloudmask:{alg}", params)
 
 
@@ -85,11 +88,13 @@ def test_prepared_stack_matches_the_product_pixels_band_for_band(products, tmp_p
 def bilinear_up2(x: np.ndarray) -> np.ndarray:
     """2x bilinear upsampling between pixel centres: 10 m pixel 2i sits at 20 m
     coordinate i - 0.25, pixel 2i + 1 at i + 0.25 (edges left out by the caller)."""
+
     def axis0(a):
         up = np.empty((a.shape[0] * 2,) + a.shape[1:])
         before, after = np.roll(a, 1, axis=0), np.roll(a, -1, axis=0)
         up[0::2], up[1::2] = 0.75 * a + 0.25 * before, 0.75 * a + 0.25 * after
         return up
+
     return axis0(axis0(x).T).T
 
 
@@ -107,8 +112,11 @@ def test_offset_recorded_for_baseline_04_and_not_for_02(products, tmp_path):
 
 def test_scl_lands_on_the_right_pixels(products, tmp_path):
     new = products["new"]
-    for resolution, expected in ((10, np.kron(scl_20m(), np.ones((2, 2), np.uint8))), (20, scl_20m()),
-                                 (60, new.pixels[("SCL", 60)])):
+    for resolution, expected in (
+        (10, np.kron(scl_20m(), np.ones((2, 2), np.uint8))),
+        (20, scl_20m()),
+        (60, new.pixels[("SCL", 60)]),
+    ):
         mask = tmp_path / f"scl{resolution}.tif"
         s2_product.prepare(str(new.zip), str(tmp_path / f"stack{resolution}.vrt"), str(mask), resolution)
         assert np.array_equal(read(mask), expected), resolution
@@ -141,7 +149,6 @@ def test_l1c_product_gives_13_bands_radio_offset_and_its_cloud_mask(products, tm
     assert set(np.unique(coded)) <= {s2_product.SCL_UNCLASSIFIED, s2_product.SCL_CLOUD_HIGH, s2_product.SCL_CIRRUS}
 
 
-
 def test_old_l1c_without_raster_mask_still_gives_the_stack(products, tmp_path):
     _, mask = s2_product.prepare(str(products["l1c_old"].safe), str(tmp_path / "s.vrt"), str(tmp_path / "m.vrt"))
     assert mask is None and not (tmp_path / "m.vrt").exists()
@@ -152,8 +159,15 @@ def test_old_l1c_without_raster_mask_still_gives_the_stack(products, tmp_path):
 def test_improve_on_an_l1c_product_uses_its_cloud_mask(provider, products, tmp_path):
     model_file("ukis-6b-l1c")
     out = tmp_path / "mask.tif"
-    run("improvecloudmask", {"S2_RASTER": str(products["l1c"].safe), "MASK": str(out),
-                             "CLOUD_MODEL": "ukis-6b-l1c", "SHADOW_MODEL": "ukis-6b-l1c"})
+    run(
+        "improvecloudmask",
+        {
+            "S2_RASTER": str(products["l1c"].safe),
+            "MASK": str(out),
+            "CLOUD_MODEL": "ukis-6b-l1c",
+            "SHADOW_MODEL": "ukis-6b-l1c",
+        },
+    )
     assert np.all(read(out)[:24] == 1)  # MSK_CLASSI's cirrus strip (top 4 rows at 60 m) is cloud
 
 
@@ -163,11 +177,12 @@ def improved(provider, products, tmp_path_factory):
     model_file("ukis-6b-l2a")
     out = tmp_path_factory.mktemp("improved")
     results = {}
-    for name, source in (("zip", products["new"].zip), ("folder", products["new"].safe),
-                         ("old", products["old"].safe)):
+    for name, source in (("zip", products["new"].zip), ("folder", products["new"].safe), ("old", products["old"].safe)):
         mask, cloud = out / f"{name}.tif", out / f"{name}_cloud.tif"
-        run("improvecloudmask", {"S2_RASTER": str(source), "MASK": str(mask),
-                                 "CLOUD_PROBABILITY": str(cloud), **L2A_PARAMS})
+        run(
+            "improvecloudmask",
+            {"S2_RASTER": str(source), "MASK": str(mask), "CLOUD_PROBABILITY": str(cloud), **L2A_PARAMS},
+        )
         results[name] = (read(mask), read(cloud))
     return results
 
@@ -181,8 +196,15 @@ def test_offset_is_applied_so_old_and_new_baselines_give_the_same_mask(improved,
     stack = tmp_path / "stack.vrt"
     s2_product.prepare(str(products["new"].zip), str(stack))
     stack.write_text(stack.read_text().replace('<MDI key="BOA_ADD_OFFSET">-1000</MDI>', ""))
-    run("improvecloudmask", {"S2_RASTER": str(stack), "MASK": str(tmp_path / "m.tif"),
-                             "CLOUD_PROBABILITY": str(tmp_path / "c.tif"), **L2A_PARAMS})
+    run(
+        "improvecloudmask",
+        {
+            "S2_RASTER": str(stack),
+            "MASK": str(tmp_path / "m.tif"),
+            "CLOUD_PROBABILITY": str(tmp_path / "c.tif"),
+            **L2A_PARAMS,
+        },
+    )
     assert np.abs(read(tmp_path / "c.tif") - cloud).max() > 0.05
 
 
@@ -196,8 +218,7 @@ def test_improve_reads_zip_and_folder_alike_and_defaults_to_the_scl(improved):
 
 def test_improve_accepts_a_sentinel2_subdataset_layer(improved, provider, products, tmp_path):
     new = products["new"]
-    layer = QgsRasterLayer(f"SENTINEL2_L2A:/vsizip/{new.zip}/{new.safe.name}/MTD_MSIL2A.xml:10m:EPSG_32633",
-                           "product")
+    layer = QgsRasterLayer(f"SENTINEL2_L2A:/vsizip/{new.zip}/{new.safe.name}/MTD_MSIL2A.xml:10m:EPSG_32633", "product")
     assert layer.isValid()
     out = tmp_path / "mask.tif"
     run("improvecloudmask", {"S2_RASTER": layer, "MASK": str(out), **L2A_PARAMS})
@@ -209,9 +230,16 @@ def test_prepare_algorithm_cuts_to_the_extent_and_writes_vrt(provider, products,
     x0, y0 = new.geotransform[0], new.geotransform[3]
     # 600 m x 400 m starting 1 km in, given a little off the 20 m grid: snapped outward.
     extent = f"{x0 + 1005},{x0 + 1600},{y0 - 1400},{y0 - 1005} [EPSG:32633]"
-    result = run("prepares2product", {"INPUT": str(new.metadata), "RESOLUTION": 20, "EXTENT": extent,
-                                      "S2_RASTER": str(tmp_path / "cut.vrt"),
-                                      "PRODUCT_MASK": str(tmp_path / "cut_scl.vrt")})
+    result = run(
+        "prepares2product",
+        {
+            "INPUT": str(new.metadata),
+            "RESOLUTION": 20,
+            "EXTENT": extent,
+            "S2_RASTER": str(tmp_path / "cut.vrt"),
+            "PRODUCT_MASK": str(tmp_path / "cut_scl.vrt"),
+        },
+    )
     stack, mask = gdal.Open(result["S2_RASTER"]), read(result["PRODUCT_MASK"])
     assert (stack.RasterXSize, stack.RasterYSize) == (30, 20)
     assert stack.GetGeoTransform()[0] == x0 + 1000 and stack.GetGeoTransform()[3] == y0 - 1000
@@ -228,26 +256,31 @@ def test_prepare_algorithm_refuses_what_is_not_a_product(provider, tmp_path):
 def test_product_chain_model_runs_end_to_end(improved, provider, products, tmp_path):
     assert "cloudmask:improvefromproductmodel" in {a.id() for a in provider.algorithms()}
     out = tmp_path / "model.tif"
-    run("improvefromproductmodel", {"INPUT": str(products["new"].zip), "RESOLUTION": 10,
-                                    "improve:MASK": str(out), **L2A_PARAMS})
+    run(
+        "improvefromproductmodel",
+        {"INPUT": str(products["new"].zip), "RESOLUTION": 10, "improve:MASK": str(out), **L2A_PARAMS},
+    )
     assert np.array_equal(read(out), improved["zip"][0])
 
 
 def billion_laughs(levels: int = 12) -> str:
     """A metadata file whose entities expand 10**levels times (a few hundred bytes on disk)."""
-    entities = ['<!ENTITY lol0 "lol">'] + [
-        f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, levels + 1)]
-    return ('<?xml version="1.0"?>\n<!DOCTYPE lolz [\n' + "\n".join(entities) + "\n]>\n"
-            f'<n1:Level-2A_User_Product xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-2A.xsd">'
-            f"<PROCESSING_BASELINE>&lol{levels};</PROCESSING_BASELINE></n1:Level-2A_User_Product>")
+    entities = ['<!ENTITY lol0 "lol">'] + [f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, levels + 1)]
+    return (
+        '<?xml version="1.0"?>\n<!DOCTYPE lolz [\n' + "\n".join(entities) + "\n]>\n"
+        f'<n1:Level-2A_User_Product xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-2A.xsd">'
+        f"<PROCESSING_BASELINE>&lol{levels};</PROCESSING_BASELINE></n1:Level-2A_User_Product>"
+    )
 
 
 def external_entity(target) -> str:
     """A metadata file that asks the parser to paste another local file into it."""
-    return ('<?xml version="1.0"?>\n'
-            f'<!DOCTYPE product [<!ENTITY secret SYSTEM "file://{target}">]>\n'
-            "<Level-2A_User_Product><PROCESSING_BASELINE>&secret;</PROCESSING_BASELINE>"
-            "</Level-2A_User_Product>")
+    return (
+        '<?xml version="1.0"?>\n'
+        f'<!DOCTYPE product [<!ENTITY secret SYSTEM "file://{target}">]>\n'
+        "<Level-2A_User_Product><PROCESSING_BASELINE>&secret;</PROCESSING_BASELINE>"
+        "</Level-2A_User_Product>"
+    )
 
 
 @pytest.mark.parametrize("hostile", ["billion laughs", "external entity"])
@@ -277,4 +310,5 @@ def test_metadata_parser_keeps_namespaced_tags_as_elementtree_spells_them(produc
     ours = s2_product.parse_metadata_xml(data, "MTD_MSIL2A.xml")
     reference = ET.fromstring(data)  # nosec B314 - test fixture built by the test itself
     assert [(e.tag, (e.text or "").strip(), e.attrib) for e in ours.iter()] == [
-        (e.tag, (e.text or "").strip(), e.attrib) for e in reference.iter()]
+        (e.tag, (e.text or "").strip(), e.attrib) for e in reference.iter()
+    ]

@@ -24,9 +24,11 @@ PACKAGE = "cloud_mask_improver"
 def on_screen(window) -> dict:
     frame = window.frameGeometry()
     area = QApplication.primaryScreen().availableGeometry()
-    return {"frame": [frame.x(), frame.y(), frame.width(), frame.height()],
-            "screen": [area.x(), area.y(), area.width(), area.height()],
-            "inside": area.contains(frame)}
+    return {
+        "frame": [frame.x(), frame.y(), frame.width(), frame.height()],
+        "screen": [area.x(), area.y(), area.width(), area.height()],
+        "inside": area.contains(frame),
+    }
 
 
 def trigger(name: str) -> None:
@@ -103,8 +105,11 @@ def main(d):
     toolbox.show()
     d.pump(1.0)
     panels = [a for a in toolbox.findChildren(QScrollArea) if a.objectName() == "scrollArea" and a.isVisible()]
-    d.check("toolbox labels fit", bool(panels) and not panels[0].horizontalScrollBar().isVisible(),
-            [a.widget().minimumSizeHint().width() for a in panels])
+    d.check(
+        "toolbox labels fit",
+        bool(panels) and not panels[0].horizontalScrollBar().isVisible(),
+        [a.widget().minimumSizeHint().width() for a in panels],
+    )
     d.screenshot("toolbox")
     toolbox.close()
 

@@ -40,8 +40,7 @@ def main(d):
     d.fact("python_dir", str(home.python_dir()))
 
     dialog = open_dialog(d, "improve", "CloudMaskImproverImprove")
-    d.check("dialog says onnxruntime is missing at open", not dialog.runtime_box.isHidden(),
-            dialog.runtime_note.text())
+    d.check("dialog says onnxruntime is missing at open", not dialog.runtime_box.isHidden(), dialog.runtime_note.text())
     d.screenshot("dialog_without_onnxruntime")
     manager = open_dialog(d, "models", "CloudMaskImproverManageModels")
     d.check("manager says onnxruntime is missing", not manager.runtime_box.isHidden(), manager.runtime_note.text())

@@ -74,8 +74,13 @@ class ReportViewer(QDialog):
     def images(self):
         """Width in pixels of each image as shown (0: not decoded), the chart first."""
         if self.engine == "QtWebKit":
-            found = self.view.page().mainFrame().evaluateJavaScript(
-                "Array.prototype.map.call(document.images, function (i) { return i.naturalWidth; })")
+            found = (
+                self.view.page()
+                .mainFrame()
+                .evaluateJavaScript(
+                    "Array.prototype.map.call(document.images, function (i) { return i.naturalWidth; })"
+                )
+            )
             return [int(w) for w in found or []]
         document = self.view.document()
         sources = re.findall(r'<img[^>]* src="([^"]+)"', self.view.toHtml())
@@ -86,11 +91,13 @@ class ReportViewer(QDialog):
         if self.engine == "QtWebKit":
             self.view.page().mainFrame().evaluateJavaScript(
                 "Array.prototype.forEach.call(document.getElementsByTagName('h2'), function (h) {"
-                f" if (h.textContent.indexOf({heading!r}) === 0) h.scrollIntoView(); }});")
+                f" if (h.textContent.indexOf({heading!r}) === 0) h.scrollIntoView(); }});"
+            )
         else:
             found = self.view.document().find(heading)
-            self.view.verticalScrollBar().setValue(int(self.view.document().documentLayout().blockBoundingRect(
-                found.block()).top()))
+            self.view.verticalScrollBar().setValue(
+                int(self.view.document().documentLayout().blockBoundingRect(found.block()).top())
+            )
 
 
 def colours(image, step=8):
@@ -168,8 +175,12 @@ def show_report(d, report):
 def main(d):
     iface.mainWindow().showMaximized()
     d.pump(0.5)
-    parameters = {"INPUTS": d.args["stacks"], "OUTPUT_FOLDER": d.args["out_folder"],
-                  "CLOUD_MODEL": d.args["model"], "REPORT": d.args["report"]}
+    parameters = {
+        "INPUTS": d.args["stacks"],
+        "OUTPUT_FOLDER": d.args["out_folder"],
+        "CLOUD_MODEL": d.args["model"],
+        "REPORT": d.args["report"],
+    }
     ok, results, log = run_batch(d, parameters, timeout=d.args.get("timeout", 240))
     d.check("batch succeeds", ok, log[-1500:])
     d.fact("results", results)

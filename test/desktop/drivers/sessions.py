@@ -42,6 +42,7 @@ IMPROVE = "cloudmask:improvecloudmask"
 
 # -- what a user sees of the plugin
 
+
 def wiring() -> dict:
     """How many of the plugin's menus, menu entries, toolbar buttons and providers QGIS shows."""
     # What the plugin handed to deleteLater goes when control returns to QGIS's event loop;
@@ -53,8 +54,14 @@ def wiring() -> dict:
     actions = [a for a in iface.mainWindow().findChildren(QAction) if a.objectName().startswith("CloudMaskImprover")]
     providers = [p for p in QgsApplication.processingRegistry().providers() if p.id() == "cloudmask"]
     algorithms = [a.id() for p in providers for a in p.algorithms()]
-    return {"submenus": len(submenus), "entries": entries, "toolbar_buttons": len(buttons),
-            "live_actions": len(actions), "providers": len(providers), "algorithms": len(algorithms)}
+    return {
+        "submenus": len(submenus),
+        "entries": entries,
+        "toolbar_buttons": len(buttons),
+        "live_actions": len(actions),
+        "providers": len(providers),
+        "algorithms": len(algorithms),
+    }
 
 
 def dialog_log(dialog) -> str:
@@ -82,40 +89,66 @@ def toolbox_run(d, algorithm_id, parameters, label, prepare=None, timeout=180):
     dialog.close()
     dialog.deleteLater()
     d.pump(0.1)
-    return {"ok": bool(finished and finished[0][0]),
-            "results": {k: str(v) for k, v in (finished[0][1] if finished else {}).items()},
-            "added": [(a.name(), a.renderer().type() if a.renderer() else "") for a in added],
-            "log_tail": log[-2000:], "new_tracebacks": d.tracebacks()[errors_before:]}
+    return {
+        "ok": bool(finished and finished[0][0]),
+        "results": {k: str(v) for k, v in (finished[0][1] if finished else {}).items()},
+        "added": [(a.name(), a.renderer().type() if a.renderer() else "") for a in added],
+        "log_tail": log[-2000:],
+        "new_tracebacks": d.tracebacks()[errors_before:],
+    }
 
 
 def improve_parameters(d, output):
-    return {"S2_RASTER": d.args["sample"], "PRODUCT_MASK": d.args["product_mask"], "CLOUD_MODEL": d.args["model"],
-            "SHADOW_MODEL": d.args["model"], "RESOLUTION": 30, "MASK": output}
+    return {
+        "S2_RASTER": d.args["sample"],
+        "PRODUCT_MASK": d.args["product_mask"],
+        "CLOUD_MODEL": d.args["model"],
+        "SHADOW_MODEL": d.args["model"],
+        "RESOLUTION": 30,
+        "MASK": output,
+    }
 
 
 def check_toolbox_run(d, label, run):
     d.check(f"{label}: succeeds", run["ok"], run["log_tail"])
     d.check(f"{label}: adds one styled mask", [r for _, r in run["added"]] == ["paletted"], run["added"])
-    d.check(f"{label}: no traceback", "Traceback" not in run["log_tail"] and not run["new_tracebacks"],
-            run["new_tracebacks"] or run["log_tail"])
+    d.check(
+        f"{label}: no traceback",
+        "Traceback" not in run["log_tail"] and not run["new_tracebacks"],
+        run["new_tracebacks"] or run["log_tail"],
+    )
 
 
 # -- steps
 
+
 def step_reload(d):
     expected = wiring()
     d.fact("wiring_at_start", expected)
-    d.check("reload: one menu, one button, one provider at start",
-            expected["submenus"] == 1 and expected["toolbar_buttons"] == 1 and expected["providers"] == 1, expected)
+    d.check(
+        "reload: one menu, one button, one provider at start",
+        expected["submenus"] == 1 and expected["toolbar_buttons"] == 1 and expected["providers"] == 1,
+        expected,
+    )
     cycles = {}
     for cycle in ("disable_enable", "reload"):
         if cycle == "disable_enable":  # the Plugin Manager's check box, off then on
             qgis.utils.unloadPlugin(PACKAGE)
             d.pump(0.5)
             cycles["while_disabled"] = wiring()
-            d.check("reload: nothing left while disabled", cycles["while_disabled"] == {
-                "submenus": 0, "entries": [], "toolbar_buttons": 0, "live_actions": 0, "providers": 0,
-                "algorithms": 0}, cycles["while_disabled"])
+            d.check(
+                "reload: nothing left while disabled",
+                cycles["while_disabled"]
+                == {
+                    "submenus": 0,
+                    "entries": [],
+                    "toolbar_buttons": 0,
+                    "live_actions": 0,
+                    "providers": 0,
+                    "algorithms": 0,
+                },
+                cycles["while_disabled"],
+            )
             d.screenshot("reload_disabled")
             qgis.utils.loadPlugin(PACKAGE)
             qgis.utils.startPlugin(PACKAGE)
@@ -123,14 +156,16 @@ def step_reload(d):
             qgis.utils.reloadPlugin(PACKAGE)
         d.pump(0.5)
         cycles[cycle] = wiring()
-        d.check(f"reload: after {cycle} as at start", cycles[cycle] == expected, {"now": cycles[cycle],
-                                                                                 "start": expected})
+        d.check(
+            f"reload: after {cycle} as at start", cycles[cycle] == expected, {"now": cycles[cycle], "start": expected}
+        )
         run = toolbox_run(d, IMPROVE, improve_parameters(d, str(d.out / f"{cycle}.tif")), f"reload_{cycle}_run")
         cycles[f"{cycle}_run"] = run
         check_toolbox_run(d, f"reload: {cycle} run", run)
         # The plugin's own dialog after the cycle (a dialog of the old plugin object must be gone).
-        action = next(a for a in iface.mainWindow().findChildren(QAction)
-                      if a.objectName() == "CloudMaskImproverImprove")
+        action = next(
+            a for a in iface.mainWindow().findChildren(QAction) if a.objectName() == "CloudMaskImproverImprove"
+        )
         action.trigger()
         d.pump(1.0)
         dialog = plugins[PACKAGE].dialogs.get("improve")
@@ -166,10 +201,12 @@ def step_reload_running(d):
     d.pump(1.0)
     d.screenshot("reload_running_after")
     d.fact("reload_running_wiring", wiring())
-    d.check("reload running: wired once", wiring()["providers"] == 1 and wiring()["toolbar_buttons"] == 1,
-            wiring())
-    d.check("reload running: the old run adds nothing", set(project.mapLayers()) == layers_before,
-            [lyr.name() for lyr in project.mapLayers().values()])
+    d.check("reload running: wired once", wiring()["providers"] == 1 and wiring()["toolbar_buttons"] == 1, wiring())
+    d.check(
+        "reload running: the old run adds nothing",
+        set(project.mapLayers()) == layers_before,
+        [lyr.name() for lyr in project.mapLayers().values()],
+    )
     d.fact("reload_running_output_left", os.path.exists(output))
     d.check("reload running: no half-written mask left", not os.path.exists(output), output)
     plugins[PACKAGE].improve()
@@ -181,8 +218,7 @@ def step_reload_running(d):
     again = dialog.run()
     if d.check("reload running: a new run starts", again is not None, dialog.message.text()):
         d.wait_until(lambda: again.done, 240, "the new run ends")
-        d.check("reload running: the new run succeeds and adds its mask", again.ok and bool(again.layers),
-                again.error)
+        d.check("reload running: the new run succeeds and adds its mask", again.ok and bool(again.layers), again.error)
     d.screenshot("reload_running_again")
     dialog.close()
 
@@ -190,6 +226,7 @@ def step_reload_running(d):
 def step_quit_running(d):
     """Project > Exit QGIS while the dialog's run goes on (QGIS asks to cancel the tasks: yes)."""
     from qgis.PyQt.QtWidgets import QApplication, QMessageBox
+
     project = QgsProject.instance()
     stack = QgsRasterLayer(d.args["large"], "large sample")
     project.addMapLayer(stack)
@@ -217,8 +254,9 @@ def step_quit_running(d):
         d.fact("quit_running_question", asked)
         d.write()
         d.screenshot("quit_running_question")
-        box.button(QMessageBox.StandardButton.Yes).click() if box.button(QMessageBox.StandardButton.Yes) else \
-            box.accept()
+        box.button(QMessageBox.StandardButton.Yes).click() if box.button(
+            QMessageBox.StandardButton.Yes
+        ) else box.accept()
 
     QTimer.singleShot(300, answer)
     d.result["finished"] = True  # QGIS exits inside the next call: what follows is its shutdown
@@ -246,15 +284,25 @@ def step_new_project(d):
     d.fact("new_project_layers_right_after", [lyr.name() for lyr in project.mapLayers().values()])
     d.wait_until(lambda: run.done, 240, "the run ends")
     d.pump(0.5)
-    d.fact("new_project_run", {"ok": run.ok, "cancelled": run.cancelled, "error": run.error,
-                               "layers": [lyr.name() for lyr in project.mapLayers().values()],
-                               "message": dialog.message.text()})
+    d.fact(
+        "new_project_run",
+        {
+            "ok": run.ok,
+            "cancelled": run.cancelled,
+            "error": run.error,
+            "layers": [lyr.name() for lyr in project.mapLayers().values()],
+            "message": dialog.message.text(),
+        },
+    )
     d.screenshot("new_project_after_run")
     d.fact("new_project_s2_layer", str(dialog.form.s2_layer.currentLayer()))
     again = dialog.run()
     d.fact("new_project_run_again", [again is not None, dialog.message.text()])
-    d.check("new project: Run without a raster says what to do", again is None and dialog.message.text(),
-            dialog.message.text())
+    d.check(
+        "new project: Run without a raster says what to do",
+        again is None and dialog.message.text(),
+        dialog.message.text(),
+    )
     d.screenshot("new_project_run_again")
     if again is not None:
         d.wait_until(lambda: again.done, 120, "the run ends")
@@ -290,11 +338,17 @@ def step_cancel(d):
     d.fact("cancel_seconds", round(time.monotonic() - start, 2))
     d.pump(0.5)
     d.screenshot("cancel_cancelled")
-    d.check("cancel: the run stops as cancelled", first.done and first.cancelled and not first.ok,
-            {"done": first.done, "cancelled": first.cancelled, "ok": first.ok, "error": first.error})
+    d.check(
+        "cancel: the run stops as cancelled",
+        first.done and first.cancelled and not first.ok,
+        {"done": first.done, "cancelled": first.cancelled, "ok": first.ok, "error": first.error},
+    )
     d.check("cancel: the dialog says so", "Cancelled" in dialog.message.text(), dialog.message.text())
-    d.check("cancel: no layer added", set(project.mapLayers()) == layers_before,
-            [lyr.name() for lyr in project.mapLayers().values()])
+    d.check(
+        "cancel: no layer added",
+        set(project.mapLayers()) == layers_before,
+        [lyr.name() for lyr in project.mapLayers().values()],
+    )
     d.check("cancel: no mask left on disk", not os.path.exists(output), output)
     d.check("cancel: the Cancel button is off again", not dialog.cancel_button.isEnabled())
     second = dialog.run()
@@ -304,8 +358,11 @@ def step_cancel(d):
     d.pump(1.0)
     d.screenshot("cancel_second_run")
     d.check("cancel: second run succeeds", second.ok, second.error)
-    d.check("cancel: second run adds its mask", bool(second.layers) and second.layers[0].isValid(),
-            [lyr.name() for lyr in project.mapLayers().values()])
+    d.check(
+        "cancel: second run adds its mask",
+        bool(second.layers) and second.layers[0].isValid(),
+        [lyr.name() for lyr in project.mapLayers().values()],
+    )
     d.fact("cancel_message", dialog.message.text())
     dialog.close()
 
@@ -325,8 +382,10 @@ def canvas_on_quarter(d, crs, label):
     canvas.setExtent(to_canvas.transformBoundingBox(quarter))
     canvas.refresh()
     d.pump(1.0)
-    d.fact(f"{label}_canvas_crs", [canvas.mapSettings().destinationCrs().authid(),
-                          canvas.mapSettings().destinationCrs().description()])
+    d.fact(
+        f"{label}_canvas_crs",
+        [canvas.mapSettings().destinationCrs().authid(), canvas.mapSettings().destinationCrs().description()],
+    )
     d.fact("raster_crs", stack.crs().authid())
     return stack, quarter
 
@@ -335,29 +394,44 @@ def check_written_area(d, label, path, quarter):
     """The mask's valid pixels cover the quarter (in the raster's CRS), and not far beyond it."""
     import numpy as np
     from osgeo import gdal
+
     ds = gdal.Open(path)
     if not d.check(f"{label}: mask written", ds is not None, path):
         return
     gt = ds.GetGeoTransform()
     data = ds.GetRasterBand(1).ReadAsArray()
     rows, cols = np.nonzero(data != 255)
-    written = [gt[0] + cols.min() * gt[1], gt[3] + (rows.max() + 1) * gt[5],
-               gt[0] + (cols.max() + 1) * gt[1], gt[3] + rows.min() * gt[5]] if rows.size else []
+    written = (
+        [
+            gt[0] + cols.min() * gt[1],
+            gt[3] + (rows.max() + 1) * gt[5],
+            gt[0] + (cols.max() + 1) * gt[1],
+            gt[3] + rows.min() * gt[5],
+        ]
+        if rows.size
+        else []
+    )
     box = [quarter.xMinimum(), quarter.yMinimum(), quarter.xMaximum(), quarter.yMaximum()]
     d.fact(f"{label}_bounds", {"written": written, "quarter": box, "size": [ds.RasterXSize, ds.RasterYSize]})
     px, slack = abs(gt[1]), 3 * 256 * abs(gt[1])  # the tiles around the area, never the scene's far side
-    ok = bool(written) and written[0] <= box[0] + px and written[3] >= box[3] - px and \
-        written[2] >= box[2] - px and written[1] <= box[1] + px and written[2] <= box[2] + slack and \
-        written[1] >= box[1] - slack
-    d.check(f"{label}: the mask covers the canvas's area, in the raster's CRS", ok,
-            {"written": written, "quarter": box})
+    ok = (
+        bool(written)
+        and written[0] <= box[0] + px
+        and written[3] >= box[3] - px
+        and written[2] >= box[2] - px
+        and written[1] <= box[1] + px
+        and written[2] <= box[2] + slack
+        and written[1] >= box[1] - slack
+    )
+    d.check(
+        f"{label}: the mask covers the canvas's area, in the raster's CRS", ok, {"written": written, "quarter": box}
+    )
 
 
 def canvas_crs(d):
     """The canvas's CRS: ``args["canvas_crs"]`` (an authid, or a PROJ string for a custom CRS)."""
     text = d.args.get("canvas_crs", "EPSG:4326")
-    return QgsCoordinateReferenceSystem.fromProj(text) if text.startswith("+") else \
-        QgsCoordinateReferenceSystem(text)
+    return QgsCoordinateReferenceSystem.fromProj(text) if text.startswith("+") else QgsCoordinateReferenceSystem(text)
 
 
 def step_extent(d):
@@ -445,22 +519,34 @@ def step_reopen(d):
     iface.addProject(d.args["project"])
     d.pump(2.0)
     layers = {lyr.name(): lyr for lyr in project.mapLayers().values()}
-    d.fact("reopened_layers", {n: [lyr.source(), lyr.isValid(), lyr.renderer().type() if lyr.renderer() else ""]
-                               for n, lyr in layers.items()})
+    d.fact(
+        "reopened_layers",
+        {
+            n: [lyr.source(), lyr.isValid(), lyr.renderer().type() if lyr.renderer() else ""]
+            for n, lyr in layers.items()
+        },
+    )
     masks = [lyr for lyr in layers.values() if "improved cloud mask" in lyr.name().lower()]  # toolbox's and dialog's
     d.check("reopen: the masks come back", len(masks) >= 1, list(layers))
     legends = {}
     for layer in masks:
         legends[layer.name()] = legend_of(layer)
         d.check(f"reopen: {layer.name()} valid", layer.isValid(), layer.source())
-        d.check(f"reopen: {layer.name()} keeps its paletted style", layer.renderer() is not None
-                and layer.renderer().type() == "paletted", layer.renderer().type() if layer.renderer() else None)
+        d.check(
+            f"reopen: {layer.name()} keeps its paletted style",
+            layer.renderer() is not None and layer.renderer().type() == "paletted",
+            layer.renderer().type() if layer.renderer() else None,
+        )
         classes = [row for row in legends[layer.name()] if "Band" not in str(row)]
-        d.check(f"reopen: {layer.name()} legend has the classes", {"clear", "cloud", "cloud shadow"} <= set(classes),
-                legends[layer.name()])
+        d.check(
+            f"reopen: {layer.name()} legend has the classes",
+            {"clear", "cloud", "cloud shadow"} <= set(classes),
+            legends[layer.name()],
+        )
     d.fact("reopened_legends", legends)
-    d.fact("plugin_result_property", {lyr.name(): lyr.customProperty("cloud_mask_improver/result", None)
-                                      for lyr in masks})
+    d.fact(
+        "plugin_result_property", {lyr.name(): lyr.customProperty("cloud_mask_improver/result", None) for lyr in masks}
+    )
     iface.mapCanvas().zoomToFullExtent()
     d.pump(2.0)
     d.screenshot("reopened")
@@ -484,23 +570,34 @@ def step_fresh(d):
     d.check("fresh: the dialog does not start a run", run is None, dialog.message.text())
     d.screenshot("fresh_dialog_run")
     dialog.close()
-    result = toolbox_run(d, IMPROVE, {"S2_RASTER": d.args["sample"], "CLOUD_MODEL": d.args.get("fresh_model", ""),
-                                      "MASK": str(d.out / "fresh.tif")}, "fresh_toolbox_run",
-                         prepare=lambda dialog: d.screenshot("fresh_toolbox_open"))
+    result = toolbox_run(
+        d,
+        IMPROVE,
+        {"S2_RASTER": d.args["sample"], "CLOUD_MODEL": d.args.get("fresh_model", ""), "MASK": str(d.out / "fresh.tif")},
+        "fresh_toolbox_run",
+        prepare=lambda dialog: d.screenshot("fresh_toolbox_open"),
+    )
     d.fact("fresh_toolbox", result)
-    d.check("fresh: the toolbox run fails without a traceback", not result["ok"] and "Traceback" not in
-            result["log_tail"] and not result["new_tracebacks"], result["log_tail"])
+    d.check(
+        "fresh: the toolbox run fails without a traceback",
+        not result["ok"] and "Traceback" not in result["log_tail"] and not result["new_tracebacks"],
+        result["log_tail"],
+    )
     # Where the message sends the user must be where the plugin's entry is.
     manager = menu_path("CloudMaskImproverManageModels")
     d.fact("manage_models_menu", manager)
     said = [m["text"] for m in d.result["messages"] if m["tag"] == "Processing" and m["level"] >= 1]
     d.fact("fresh_toolbox_message", said)
-    d.check("fresh: the toolbox message names the menu that holds Manage models…",
-            len(manager) == 3 and any(" > ".join(manager) in text for text in said), {"menu": manager, "said": said})
+    d.check(
+        "fresh: the toolbox message names the menu that holds Manage models…",
+        len(manager) == 3 and any(" > ".join(manager) in text for text in said),
+        {"menu": manager, "said": said},
+    )
 
 
 def menu_path(name: str) -> list:
     """The menu titles down to the action named ``name`` (e.g. Raster, Cloud Mask Improver, Manage models…)."""
+
     def walk(menu, trail):
         for action in menu.actions():
             if action.objectName() == name:
@@ -510,6 +607,7 @@ def menu_path(name: str) -> list:
                 if found:
                     return found
         return None
+
     return walk(iface.mainWindow().menuBar(), []) or []
 
 
@@ -519,6 +617,7 @@ def step_profile(d):
 
     from cloud_mask_improver.core.modelstore import catalogue
     from cloud_mask_improver.core.runtime import deps, home
+
     d.fact("profile_data_home", str(home.data_home()))
     d.fact("profile_plugin_paths", [p for p in sys.path if PACKAGE in p])
     status = deps.runtime_status()
@@ -538,9 +637,19 @@ def step_profile(d):
         check_toolbox_run(d, "profile: run", run)
 
 
-STEPS = {"new_project": step_new_project, "quit_running": step_quit_running, "profile": step_profile,
-         "reload_running": step_reload_running, "reload": step_reload, "cancel": step_cancel, "extent": step_extent,
-         "extent_dialog": step_extent_dialog, "save": step_save, "reopen": step_reopen, "fresh": step_fresh}
+STEPS = {
+    "new_project": step_new_project,
+    "quit_running": step_quit_running,
+    "profile": step_profile,
+    "reload_running": step_reload_running,
+    "reload": step_reload,
+    "cancel": step_cancel,
+    "extent": step_extent,
+    "extent_dialog": step_extent_dialog,
+    "save": step_save,
+    "reopen": step_reopen,
+    "fresh": step_fresh,
+}
 
 
 def main(d):

@@ -26,8 +26,12 @@ def project_layers():
 def describe(layer):
     renderer = layer.renderer()
     classes = len(renderer.classes()) if hasattr(renderer, "classes") else None
-    return {"name": layer.name(), "source": layer.source(), "renderer": renderer.type() if renderer else "",
-            "classes": classes}
+    return {
+        "name": layer.name(),
+        "source": layer.source(),
+        "renderer": renderer.type() if renderer else "",
+        "classes": classes,
+    }
 
 
 def dialog_log(dialog):
@@ -57,20 +61,31 @@ def run_in_dialog(d, algorithm_id, parameters, label, timeout=120):
     dialog.close()
     dialog.deleteLater()
     d.pump(0.1)
-    return {"ok": bool(finished and finished[0][0]), "results": {k: str(v) for k, v in
-                                                                 (finished[0][1] if finished else {}).items()},
-            "added": added, "seconds": round(seconds, 2), "log_has_traceback": "Traceback" in log,
-            "log_tail": log[-1500:], "new_tracebacks": d.tracebacks()[errors_before:]}
+    return {
+        "ok": bool(finished and finished[0][0]),
+        "results": {k: str(v) for k, v in (finished[0][1] if finished else {}).items()},
+        "added": added,
+        "seconds": round(seconds, 2),
+        "log_has_traceback": "Traceback" in log,
+        "log_tail": log[-1500:],
+        "new_tracebacks": d.tracebacks()[errors_before:],
+    }
 
 
 def check_run(d, label, run, expected):
     """``expected``: renderer type of each layer the run must add, in any order."""
     got = sorted(layer["renderer"] for layer in run["added"])
     d.check(f"{label}: succeeded", run["ok"], run["log_tail"])
-    d.check(f"{label}: adds exactly its styled layers", got == sorted(expected),
-            {"added": run["added"], "expected": expected})
-    d.check(f"{label}: no traceback", not run["log_has_traceback"] and not run["new_tracebacks"],
-            run["new_tracebacks"] or run["log_tail"])
+    d.check(
+        f"{label}: adds exactly its styled layers",
+        got == sorted(expected),
+        {"added": run["added"], "expected": expected},
+    )
+    d.check(
+        f"{label}: no traceback",
+        not run["log_has_traceback"] and not run["new_tracebacks"],
+        run["new_tracebacks"] or run["log_tail"],
+    )
 
 
 def toolbox_runs(d, out):
@@ -78,26 +93,51 @@ def toolbox_runs(d, out):
     runs = {}
     for i in (1, 2, 3):
         label = f"improve_{i}"
-        runs[label] = run_in_dialog(d, "cloudmask:improvecloudmask", {
-            "S2_RASTER": sample, "PRODUCT_MASK": product_mask, "CLOUD_MODEL": d.args["model"],
-            "SHADOW_MODEL": d.args["model"], "MASK": str(out / f"{label}.tif")}, label)
+        runs[label] = run_in_dialog(
+            d,
+            "cloudmask:improvecloudmask",
+            {
+                "S2_RASTER": sample,
+                "PRODUCT_MASK": product_mask,
+                "CLOUD_MODEL": d.args["model"],
+                "SHADOW_MODEL": d.args["model"],
+                "MASK": str(out / f"{label}.tif"),
+            },
+            label,
+        )
         check_run(d, label, runs[label], ["paletted"])
     for i in (1, 2):
         label = f"cloud_probability_{i}"
-        runs[label] = run_in_dialog(d, "cloudmask:cloudprobability", {
-            "SENTINEL_RASTER": sample, "MODEL_PATH": d.args["model"],
-            "CLOUD_PROBABILITY": str(out / f"{label}.tif")}, label)
+        runs[label] = run_in_dialog(
+            d,
+            "cloudmask:cloudprobability",
+            {"SENTINEL_RASTER": sample, "MODEL_PATH": d.args["model"], "CLOUD_PROBABILITY": str(out / f"{label}.tif")},
+            label,
+        )
         check_run(d, label, runs[label], ["singlebandpseudocolor"])
     # The shipped model after the toolbox runs (its merge step used to fail then).
     label = "shipped_model"
-    runs[label] = run_in_dialog(d, "cloudmask:improvecloudmaskmodel", {
-        "S2_RASTER": sample, "PRODUCT_MASK": product_mask, "CLOUD_MODEL": d.args["model"],
-        "SHADOW_MODEL": d.args["model"], "merge:MASK": str(out / f"{label}.tif")}, label)
+    runs[label] = run_in_dialog(
+        d,
+        "cloudmask:improvecloudmaskmodel",
+        {
+            "S2_RASTER": sample,
+            "PRODUCT_MASK": product_mask,
+            "CLOUD_MODEL": d.args["model"],
+            "SHADOW_MODEL": d.args["model"],
+            "merge:MASK": str(out / f"{label}.tif"),
+        },
+        label,
+    )
     check_run(d, label, runs[label], ["paletted"])
     # A run that fails (a model that is not installed) must load nothing.
     label = "failing_run"
-    runs[label] = run_in_dialog(d, "cloudmask:improvecloudmask", {
-        "S2_RASTER": sample, "CLOUD_MODEL": "no-such-model", "MASK": str(out / f"{label}.tif")}, label)
+    runs[label] = run_in_dialog(
+        d,
+        "cloudmask:improvecloudmask",
+        {"S2_RASTER": sample, "CLOUD_MODEL": "no-such-model", "MASK": str(out / f"{label}.tif")},
+        label,
+    )
     d.check(f"{label}: fails and adds nothing", not runs[label]["ok"] and not runs[label]["added"], runs[label])
     d.fact("runs", runs)
 
@@ -117,8 +157,9 @@ def batch_run(d, out):
 
     def drive():  # runs inside the batch dialog's own modal loop (runAsBatch calls exec_)
         # (not activeModalWidget: without focus under Xvfb the dialog need not be the active window)
-        batch = next((w for w in QApplication.topLevelWidgets()
-                      if isinstance(w, BatchAlgorithmDialog) and w.isVisible()), None)
+        batch = next(
+            (w for w in QApplication.topLevelWidgets() if isinstance(w, BatchAlgorithmDialog) and w.isVisible()), None
+        )
         if not isinstance(batch, BatchAlgorithmDialog):
             done["tries"] = done.get("tries", 0) + 1
             if done["tries"] < 100:  # not shown yet: look again shortly
@@ -136,8 +177,12 @@ def batch_run(d, out):
                 panel.addRow()
             columns = panel.parameter_to_column
             for row in range(2):
-                for name, value in (("S2_RASTER", d.args["sample"]), ("PRODUCT_MASK", d.args["product_mask"]),
-                                    ("CLOUD_MODEL", d.args["model"]), ("SHADOW_MODEL", d.args["model"])):
+                for name, value in (
+                    ("S2_RASTER", d.args["sample"]),
+                    ("PRODUCT_MASK", d.args["product_mask"]),
+                    ("CLOUD_MODEL", d.args["model"]),
+                    ("SHADOW_MODEL", d.args["model"]),
+                ):
                     panel.wrappers[row][columns[name]].setParameterValue(value, context)
                 panel.tblParameters.cellWidget(row + 1, columns["MASK"]).setValue(str(out / f"batch_{row + 1}.tif"))
             panel.checkLoadLayersOnCompletion.setChecked(True)  # off by default: a user wanting the layers ticks it
@@ -152,6 +197,7 @@ def batch_run(d, out):
             done["log"] = dialog_log(batch)
         except Exception:  # noqa: BLE001 (recorded; the modal dialog must close or QGIS waits forever)
             import traceback
+
             done["error"] = traceback.format_exc()
         finally:
             batch.close()
@@ -165,15 +211,24 @@ def batch_run(d, out):
     d.pump(0.3)
     after = project_layers()
     added = [describe(after[i]) for i in after if i not in before]
-    run = {"dialog": done.get("dialog"), "added": added, "log_tail": done.get("log", "")[-1500:],
-           "new_tracebacks": d.tracebacks()[errors_before:]}
+    run = {
+        "dialog": done.get("dialog"),
+        "added": added,
+        "log_tail": done.get("log", "")[-1500:],
+        "new_tracebacks": d.tracebacks()[errors_before:],
+    }
     d.fact("batch", run)
-    d.check("batch: QGIS's batch dialog opens and runs", done.get("dialog") == "BatchAlgorithmDialog"
-            and not done.get("error"), done)
-    d.check("batch: each row adds its styled mask", sorted(a["renderer"] for a in added) == ["paletted"] * 2,
-            added)
-    d.check("batch: no traceback", "Traceback" not in done.get("log", "") and not run["new_tracebacks"],
-            run["new_tracebacks"] or run["log_tail"])
+    d.check(
+        "batch: QGIS's batch dialog opens and runs",
+        done.get("dialog") == "BatchAlgorithmDialog" and not done.get("error"),
+        done,
+    )
+    d.check("batch: each row adds its styled mask", sorted(a["renderer"] for a in added) == ["paletted"] * 2, added)
+    d.check(
+        "batch: no traceback",
+        "Traceback" not in done.get("log", "") and not run["new_tracebacks"],
+        run["new_tracebacks"] or run["log_tail"],
+    )
 
 
 def validate_models(d):
@@ -192,6 +247,7 @@ def validate_models(d):
 def open_in_modeler(d):
     """The plugin's Raster menu entry opens a shipped model in QGIS's modeler, all steps valid."""
     from processing.modeler.ModelerDialog import ModelerDialog
+
     plugin = plugins[PACKAGE]
     actions = [a for a in plugin.actions if "in the modeler" in a.text()]
     d.check("modeler: one menu entry per shipped model", len(actions) == 2, [a.text() for a in plugin.actions])
@@ -207,11 +263,16 @@ def open_in_modeler(d):
     d.pump(1.0)
     d.screenshot("modeler")
     ok, issues = window.model().validate()
-    d.fact("modeler", {"model": window.model().displayName(), "valid": ok, "issues": issues,
-                       "file": window.model().sourceFilePath()})
+    d.fact(
+        "modeler",
+        {"model": window.model().displayName(), "valid": ok, "issues": issues, "file": window.model().sourceFilePath()},
+    )
     d.check("modeler: the model is valid there", ok, issues)
-    d.check("modeler: saving never overwrites the shipped file", not window.model().sourceFilePath(),
-            window.model().sourceFilePath())
+    d.check(
+        "modeler: saving never overwrites the shipped file",
+        not window.model().sourceFilePath(),
+        window.model().sourceFilePath(),
+    )
     window.close()
     d.pump(0.3)
 
@@ -230,8 +291,7 @@ def saved_mask_legend(d, path):
     node.setExpanded(True)
     d.pump(0.3)
     d.screenshot("saved_mask_legend")
-    d.check("saved mask: a legend row per class", 3 <= len([row for row in labels if "Band 1" not in row]) <= 4,
-            labels)
+    d.check("saved mask: a legend row per class", 3 <= len([row for row in labels if "Band 1" not in row]) <= 4, labels)
 
 
 def main(d):
@@ -242,6 +302,7 @@ def main(d):
     plugin_paths = [p for p in sys.path if PACKAGE in p]
     d.fact("plugin_paths_on_sys_path", plugin_paths)
     from cloud_mask_improver.core.runtime import home
+
     d.fact("data_home", str(home.data_home()))
     d.screenshot("started")
     only = d.args.get("only")  # a subset of the steps, while working on one
@@ -250,6 +311,7 @@ def main(d):
     if not only or "batch" in only:
         batch_run(d, out)
     from cloud_mask_improver.algorithms import styling
+
     d.fact("stylers_still_held", styling.pending_stylers())
     if not only:
         validate_models(d)
