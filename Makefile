@@ -24,11 +24,12 @@ test-fast: setup
 test-matrix:
 	@bash scripts/test_matrix.sh
 
-# ruff, mypy on core/ (the part that runs without QGIS; settings in pyproject.toml), and the
+# ruff (rules and format), mypy on core/ (the part that runs without QGIS; settings in pyproject.toml), and the
 # Python floor: the shipped code (what `make zip` packs) runs on Python 3.9, which QGIS
 # 3.22-3.28 for Windows ship (metadata.txt: qgisMinimumVersion=3.22).
 lint:
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 	.venv/bin/vermin -t=3.9- --violations --no-tips $$(git ls-files '*.py' ':!test' ':!scripts' ':!docs')
 

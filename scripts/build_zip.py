@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "cloud_mask_improver"
 # Development material: not part of the installed plugin.
-NOT_SHIPPED = (":!test", ":!.ci", ":!scripts", ":!docs", ":!.pre-commit-config.yaml")
+NOT_SHIPPED = (":!test", ":!.ci", ":!scripts", ":!docs", ":!.pre-commit-config.yaml", ":!.git-blame-ignore-revs")
 # metadata.txt keys this build writes; pyproject.toml and CHANGELOG.md are their one source.
 ADDRESS_KEYS = ("email", "homepage", "repository", "tracker")
 WRITTEN_KEYS = ADDRESS_KEYS + ("changelog",)
