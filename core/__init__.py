@@ -18,7 +18,8 @@ name (``merge``, ``apply_mask``): importing the submodule would set that attribu
 
 from __future__ import annotations
 
-import importlib
+import sys
+from types import ModuleType
 from typing import Any
 
 # Public name -> "module" (relative to this package) or "module:name" where the public
@@ -172,8 +173,27 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     module, _, attribute = _API[name].partition(":")
     if not module:
-        return importlib.import_module(f"{__name__}.{name}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), attribute or name)
+        return _submodule(name)
+    return getattr(_submodule(module), attribute or name)
+
+
+def _submodule(dotted: str) -> ModuleType:
+    """This package's submodule ``dotted``: the one it already holds, else imported now.
+
+    Not simply ``sys.modules``: after QGIS reloads the plugin (Plugin Reloader, or
+    disable/enable), a run started before goes on with the modules it began with, and must
+    keep raising and catching the same ``Cancelled`` and errors; ``sys.modules`` then
+    holds the new ones."""
+    found: Any = globals().get(dotted.split(".")[0])
+    for part in dotted.split(".")[1:]:
+        found = getattr(found, part, None)
+    if isinstance(found, ModuleType):
+        return found
+    # The import statement's way (builtins.__import__), not importlib.import_module: QGIS
+    # learns which modules a plugin loaded through that hook, and unloads exactly those when
+    # it reloads the plugin; a module it never saw would outlive the reload.
+    __import__(f"{__name__}.{dotted}")
+    return sys.modules[f"{__name__}.{dotted}"]
 
 
 def __dir__() -> list[str]:
