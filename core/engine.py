@@ -90,19 +90,42 @@ WEIGHT = ""  # key of the blending weight among the carried arrays
 
 
 @dataclass
+class Progress:
+    """An engine's steps done out of ``total``, reported to ``feedback``.
+
+    Its own object, not the engine's methods: the grids hold it, and a grid holding the
+    engine would make a reference cycle that keeps the engine, its models' buffers and
+    its rows alive until Python's cycle collector runs, at any later moment and on any
+    thread (freeing them so, after the run, crashed QGIS's Python now and then)."""
+
+    feedback: Feedback
+    total: int = 0
+    done: int = 0
+
+    def check_cancel(self) -> None:
+        if self.feedback.cancelled():
+            raise Cancelled("Cancelled by the user.")
+
+    def tick(self, count: int) -> None:
+        """``count`` more steps done; raises ``Cancelled`` when the user cancelled."""
+        self.done += count
+        self.feedback.progress(min(1.0, self.done / max(1, self.total)))
+        self.check_cancel()
+
+
+@dataclass
 class RunContext:
     """What the grids of one engine share.
 
     The rows, the bands' nodata, the offset, the settings, and the engine's progress:
-    ``tick`` counts steps done and raises ``Cancelled`` when the user cancels, so a grid
-    needs no engine of its own."""
+    ``progress.tick`` counts steps done and raises ``Cancelled`` when the user cancels, so
+    a grid needs no engine of its own."""
 
     source: RowSource
     nodata: list[float | None]
     offset: float
     settings: EngineSettings
-    tick: Callable[[int], None]
-    check_cancel: Callable[[], None]
+    progress: Progress
     # Batch input buffers by shape, shared: the grids' jobs take turns.
     buffers: dict[tuple, np.ndarray] = field(default_factory=dict)
 
@@ -302,7 +325,7 @@ class TiledGrid(Grid):
         for j in self.stripe.tiles:
             c_lo, c_hi = self.cols.span(j)
             if not real_valid[:, c_lo - first : c_hi - first].any():
-                self.context.tick(1)
+                self.context.progress.tick(1)
                 continue
             batch.append(j)
             if len(batch) == self.context.settings.batch_size:
@@ -374,7 +397,7 @@ class TiledGrid(Grid):
                         self._add(name, j, acc_rows, c_lo, np.multiply(w, tile, out=tile))
         for j in batch:
             self._add(WEIGHT, j, acc_rows, self.cols.span(j)[0], self._tile_weight(j, row_weights))
-        self.context.tick(len(batch))
+        self.context.progress.tick(len(batch))
 
     def _batch_input(self, job: Job, batch: list[int], strip: np.ndarray) -> np.ndarray:
         """The network's float32 input for ``batch``.
@@ -487,12 +510,12 @@ class PixelGrid(Grid):
                     cloud[idx[a : a + step]] = c
                 if s is not None:
                     shadow[idx[a : a + step]] = s
-                context.check_cancel()
+                context.progress.check_cancel()
             if job.cloud:
                 out[f"{job.key}:cloud"] = cloud.reshape(valid.shape)
             if job.shadow:
                 out[f"{job.key}:shadow"] = shadow.reshape(valid.shape)
-        context.tick(1)
+        context.progress.tick(1)
         return out
 
 
@@ -558,11 +581,10 @@ class Engine:
         self.settings = settings or EngineSettings()
         self.feedback = feedback or Feedback()
         self.first_row, self.end_row = rows or (0, source.height)
-        context = RunContext(source, nodata, offset, self.settings, self._tick, self._check_cancel)
-        self.grids = self._grids(jobs, context)
+        self.progress = Progress(self.feedback)
+        self.grids = self._grids(jobs, RunContext(source, nodata, offset, self.settings, self.progress))
         self.bounds = self._stripe_bounds()
-        self.total = sum(g.units(len(self.bounds) - 1) for g in self.grids)
-        self.done = 0
+        self.progress.total = sum(g.units(len(self.bounds) - 1) for g in self.grids)
 
     def _grids(self, jobs: list[Job], context: RunContext) -> list[Grid]:
         by_grid: dict[tuple, list[Job]] = {}
@@ -630,15 +652,6 @@ class Engine:
         """Run the grid's next tile row; the block's rows it finished."""
         grid.run(reader.next(grid))
         return self._in_block(*grid.release())
-
-    def _check_cancel(self) -> None:
-        if self.feedback.cancelled():
-            raise Cancelled("Cancelled by the user.")
-
-    def _tick(self, count: int) -> None:
-        self.done += count
-        self.feedback.progress(min(1.0, self.done / max(1, self.total)))
-        self._check_cancel()
 
     def _in_block(self, lo: int, hi: int, finished: dict[str, np.ndarray]) -> Released:
         """Only the block's rows of what a tile row finished.

@@ -308,6 +308,33 @@ def test_column_stripes_are_exact_with_two_blended_grids(tmp_path, monkeypatch, 
         assert np.array_equal(a, b, equal_nan=True), f"{np.count_nonzero(a != b)} pixels differ"
 
 
+def test_an_engine_is_freed_when_its_run_ends(tmp_path, monkeypatch):
+    """Without the cycle collector: an engine kept alive by a reference cycle is freed later, at
+    any moment and on any thread, with its models' buffers and its rows (QGIS's Python crashed
+    so, now and then, in a later test's teardown)."""
+    import gc
+    import weakref
+
+    engines = []
+    real_run = engine.Engine.run
+
+    def run(self, sink):
+        engines.append(weakref.ref(self))
+        real_run(self, sink)
+
+    monkeypatch.setattr(engine.Engine, "run", run)
+    raster = write_raster(
+        tmp_path / "s2.tif", random_scene(300, 300, bands=4, seed=5), descriptions=["B02", "B03", "B04", "B08"]
+    )
+    model = blended_model(tmp_path, "small", 256, 0.2, 1)
+    gc.disable()
+    try:
+        _probabilities(tmp_path, raster, [model], model, "freed")
+        assert engines and all(ref() is None for ref in engines)
+    finally:
+        gc.enable()
+
+
 # -- blocks of rows at once (the GPU's way of keeping the network fed) ---------------------
 def test_every_tiling_scheme_a_card_may_name_has_a_kind_of_grid():
     assert set(engine.GRID_KINDS) == set(SCHEMES)
