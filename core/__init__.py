@@ -115,6 +115,7 @@ _API = {
     "clean_partials": "season.batch",
     "plan_items": "season.batch",
     "prepare_output_folder": "season.batch",
+    "run_on_cluster": "season.batch",
     "run_sequential": "season.batch",
     "DEFAULT_MIN_DATES": "season.layers",
     "DEFAULT_SHARE": "season.layers",
@@ -122,7 +123,6 @@ _API = {
     "season_outputs": "season.report",
     "write_summary": "season.summary:write_all",
     "local_cluster": "season.dask_cluster",
-    "run_on_cluster": "season.dask_cluster:run",
     "size_cluster": "season.dask_cluster",
     # Models: their cards, the catalogue, downloads and installs.
     "MODEL_LEVELS": "modelstore.cards:LEVELS",

@@ -70,7 +70,7 @@ def _dask_run(items, out: Path, workers: int) -> dict:
         client.wait_for_workers(workers)
         overhead = dask_cluster.overhead_seconds(client)
         start = time.perf_counter()
-        rows = dask_cluster.run(items, options, str(out), client, force=True)
+        rows = batch.run_on_cluster(items, options, str(out), client, force=True)
         wall = time.perf_counter() - start
     assert all(r.ok for r in rows), [r.error for r in rows if not r.ok]
     return {

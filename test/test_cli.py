@@ -162,7 +162,7 @@ def test_a_worker_killed_mid_product_changes_nothing(season, tmp_path):
         killed: list = []
         killer = threading.Thread(target=_kill_first_busy_worker, args=(client, killed))
         killer.start()
-        rows = dask_cluster.run(items, OPTIONS, str(out), client)
+        rows = batch.run_on_cluster(items, OPTIONS, str(out), client)
         killer.join()
     assert killed, "no worker was killed: the test proved nothing"
     assert len(rows) == 4 and sum(r.ok for r in rows) == 3

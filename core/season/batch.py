@@ -3,7 +3,8 @@
 ``run_product`` does one product start to finish and never raises for a bad
 product: its row says what went wrong, so one corrupt zip never stops a
 season. It is the unit of work everywhere: the QGIS algorithm calls it in a
-loop, the command line hands it to Dask workers (one task per product).
+loop (``run_sequential``), the command line hands it to Dask workers, one task per
+product (``run_on_cluster``).
 
 Resuming: beside each mask a small JSON record (``<mask>.json``) holds the
 input's identity (path, size, modification time), every parameter, the models
@@ -46,7 +47,7 @@ from ..progress import Cancelled, Feedback, Share
 from ..raster import raster_info
 from ..sentinel2 import product
 from ..staging import IN_FOLDER, OutputError, check_destination, check_replaceable, discard, remove, swap
-from . import discovery
+from . import dask_cluster, discovery
 from . import layers as season_layers
 from .summary import FieldRow, Row
 
@@ -502,6 +503,39 @@ def clean_partials(out_dir: str, items: list[Item]) -> None:
         for name in (item.name, *(item.name + suffix for suffix in SUFFIXES)):
             for path in Path(out_dir).glob(f".{name}.tif.partial-*"):
                 path.unlink(missing_ok=True)
+
+
+def run_on_cluster(
+    items: list[Item],
+    options: BatchOptions,
+    out_dir: str,
+    client,
+    area: areas.Area | None = None,
+    force: bool = False,
+    on_row=None,
+) -> list[Row]:
+    """Every product as its own task on a Dask cluster (``client``); the rows in the order they finish.
+
+    The hidden partial files that workers killed mid-product leave are removed at the end, whatever
+    happened. On KeyboardInterrupt the rows finished so far are in the exception's ``rows``.
+    """
+    by_name = {f"product-{item.name}": item for item in items}
+
+    def failed(name: str, err: Exception) -> Row:
+        return Row(
+            input=by_name[name].source,
+            status="failed",
+            error=f"The product could not be processed on the cluster: {err}",
+        )
+
+    jobs = {name: (item, options, out_dir, area, force) for name, item in by_name.items()}
+    try:
+        return dask_cluster.run(client, run_product, jobs, failed, on_row)
+    except KeyboardInterrupt as err:
+        err.rows = err.results  # type: ignore[attr-defined]  # the rows so far, for cli.py (getattr)
+        raise
+    finally:
+        clean_partials(out_dir, items)
 
 
 def run_sequential(

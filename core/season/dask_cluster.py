@@ -23,8 +23,9 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
-from . import batch
+R = TypeVar("R")
 
 # Peak of one full Sentinel-2 tile (10980 px, streaming, default model): about 1.1 GB
 # (README, performance), plus the worker process itself.
@@ -68,12 +69,12 @@ def size_cluster(
     return Sizing(workers, threads, limit)
 
 
-def _task(item: batch.Item, options: batch.BatchOptions, out_dir: str, area, force: bool) -> batch.Row:
-    """What a worker runs: onnxruntime from the data home when the worker's Python lacks it."""
+def _on_worker(task: Callable[..., R], *args) -> R:
+    """What a worker runs: ``task(*args)``, with onnxruntime from the data home when its Python lacks it."""
     from ..runtime import deps
 
     deps.ensure_on_path()
-    return batch.run_product(item, options, out_dir, area, force)
+    return task(*args)
 
 
 def local_cluster(sizing: Sizing, dashboard: str | None = ":0"):
@@ -99,47 +100,36 @@ def local_cluster(sizing: Sizing, dashboard: str | None = ":0"):
 
 
 def run(
-    items: list[batch.Item],
-    options: batch.BatchOptions,
-    out_dir: str,
     client,
-    area=None,
-    force: bool = False,
-    on_row: Callable[[batch.Row], None] | None = None,
-) -> list[batch.Row]:
-    """Submit one task per product to ``client`` and collect the rows as they finish.
+    task: Callable[..., R],
+    jobs: dict[str, tuple],
+    failed: Callable[[str, Exception], R],
+    on_result: Callable[[R], None] | None = None,
+) -> list[R]:
+    """Submit ``task(*args)`` for each of ``jobs`` (name -> args) to ``client``; the results as they finish.
 
-    On KeyboardInterrupt the pending tasks are cancelled and the rows finished so
-    far are returned in the exception's ``rows`` attribute.
+    A job whose task fails everywhere it was given gets ``failed(name, error)`` as its result: one
+    lost product never stops a season. On KeyboardInterrupt the pending tasks are cancelled and
+    the results finished so far are in the exception's ``results`` attribute.
     """
     from distributed import as_completed
 
-    futures = {
-        client.submit(_task, item, options, out_dir, area, force, key=f"product-{item.name}", pure=False): item
-        for item in items
-    }
-    rows: list[batch.Row] = []
+    futures = {client.submit(_on_worker, task, *args, key=name, pure=False): name for name, args in jobs.items()}
+    results: list[R] = []
     try:
         for future in as_completed(futures):
-            item = futures[future]
             try:
-                row = future.result()
+                result = future.result()
             except Exception as err:  # noqa: BLE001 - e.g. the task failed on every worker it was given
-                row = batch.Row(
-                    input=item.source,
-                    status="failed",
-                    error=f"The product could not be processed on the cluster: {err}",
-                )
-            rows.append(row)
-            if on_row:
-                on_row(row)
+                result = failed(futures[future], err)
+            results.append(result)
+            if on_result:
+                on_result(result)
     except KeyboardInterrupt as err:
         client.cancel(list(futures))
-        err.rows = rows  # type: ignore[attr-defined]  # the rows so far, for cli.py (getattr)
+        err.results = results  # type: ignore[attr-defined]
         raise
-    finally:
-        batch.clean_partials(out_dir, items)
-    return rows
+    return results
 
 
 def overhead_seconds(client, rounds: int = 20) -> float:
