@@ -29,7 +29,7 @@ from .errors import ModelError
 from .modelstore.cards import ModelCard
 from .runtime import gpu, home
 from .runtime.cpu import available_cores
-from .runtime.deps import runtime_status
+from .runtime.deps import install_command, runtime_status, shown_command
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -131,6 +131,16 @@ def cuda_workers(models: list[LoadedModel], free_bytes: int | None, most: int) -
         if _tile_pixels(m.card)
     )
     return max(1, min(most, int(free_bytes * CUDA_MEMORY_SHARE // max(1, need))))
+
+
+def gpu_workers(models: list[LoadedModel], most: int) -> int:
+    """Blocks of rows that may run on the GPU together.
+
+    At most ``most`` and half the cores (each block needs a core to read, scale and blend
+    while the GPU runs another), and no more than the GPU's free memory holds."""
+    device = gpu.gpu(fresh=True)
+    limit = max(1, min(most, available_cores() // 2))
+    return cuda_workers(models, device.free_mb * 2**20 if device else None, limit)
 
 
 def load_model(card: ModelCard, path: Path, provider: str = "auto", threads: int = 0, sharing: int = 1) -> LoadedModel:
@@ -316,12 +326,14 @@ def _new_session(ort, path: Path, providers: list[str], threads: int, card: Mode
         return ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as err:  # onnxruntime raises several private exception types
         text = str(err)
-        hint = "The file is not a valid ONNX model: reinstall it, or check that the path points at the .onnx file."
         if "opset" in text.lower() or "version" in text.lower():
-            hint = (
-                "The model needs a newer onnxruntime than this one: upgrade onnxruntime "
-                "for QGIS's Python (Manage models… shows the command)."
-            )
+            # onnxruntime's own text here is a C++ signature: say it in words, with the command.
+            raise ModelError(
+                f"Model '{card.id}' ({path}) needs a newer onnxruntime than {runtime_status().version}: "
+                "it uses an operator set (opset) this one does not know. Upgrade onnxruntime for QGIS's "
+                f"Python with: {shown_command(install_command())}"
+            ) from err
+        hint = "The file is not a valid ONNX model: reinstall it, or check that the path points at the .onnx file."
         raise ModelError(f"Cannot load model '{card.id}' from {path}: {text.splitlines()[0][:300]}. {hint}") from err
 
 

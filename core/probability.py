@@ -17,7 +17,7 @@ from osgeo import gdal
 
 from . import decision
 from .engine import Job, Sink, run_in_row_blocks
-from .inference import ModelError, cuda_workers, fallback_note, load_model
+from .inference import fallback_note, gpu_workers, load_model
 from .plan import ModelUse, ProbabilityOutputs, ProbabilityPlan
 from .progress import Feedback
 from .raster import (
@@ -33,26 +33,14 @@ from .raster import (
     write_array,
 )
 from .regrid import sample_coarse, to_grid
-from .runtime import deps, gpu
-from .runtime.cpu import available_cores
 from .tiling import EngineSettings
 
 
 def _load(use: ModelUse, plan: ProbabilityPlan):
-    """Load a network; when it needs a newer onnxruntime, say exactly how to get one.
+    """Load a network of the run.
 
     On the GPU, the run's networks share its memory (each gets its part for its batch)."""
-    try:
-        return load_model(use.card, use.path, plan.provider, plan.threads, sharing=len(plan.models))
-    except ModelError as err:
-        if "newer onnxruntime" not in str(err):
-            raise
-        # onnxruntime's own text here is a C++ signature: say it in words, with the command.
-        raise ModelError(
-            f"Model '{use.card.id}' ({use.path}) needs a newer onnxruntime than "
-            f"{deps.runtime_status().version}: it uses an operator set (opset) this one does not know. "
-            f"Upgrade onnxruntime for QGIS's Python with: {deps.shown_command(deps.install_command())}"
-        ) from err
+    return load_model(use.card, use.path, plan.provider, plan.threads, sharing=len(plan.models))
 
 
 def _jobs(plan: ProbabilityPlan) -> tuple[list[Job], list[str]]:
@@ -132,9 +120,7 @@ def device_settings(settings: EngineSettings, jobs: list[Job]) -> EngineSettings
     if not workers:
         workers = 1
         if on_gpu:
-            device = gpu.gpu(fresh=True)
-            most = max(1, min(GPU_WORKERS, available_cores() // 2))
-            workers = cuda_workers(on_gpu, device.free_mb * 2**20 if device else None, most)
+            workers = gpu_workers(on_gpu, GPU_WORKERS)
     return replace(settings, batch_size=batch, stripe_cols=max([settings.stripe_cols, *gpu_cols]), workers=workers)
 
 
