@@ -358,7 +358,7 @@ def _on_dask(items, options, args, area, bar):
         print(f"cloudmask: {sizing.describe()}", file=sys.stderr)
     try:
         link = client.dashboard_link if _has_dashboard(client) else "none (install bokeh for a dashboard)"
-        print(f"cloudmask: scheduler {client.scheduler.address}; dashboard {link}", file=sys.stderr)
+        print(f"cloudmask: scheduler {client.scheduler_info()['address']}; dashboard {link}", file=sys.stderr)
         return run_on_cluster(items, options, args.out, client, area, args.force, on_row=bar)
     finally:
         client.close()
