@@ -44,6 +44,16 @@ def test_core_imports_form_no_cycle():
     import_graph.layers(import_graph.graph())  # raises ValueError naming the cycle
 
 
+def test_core_imports_stack_in_at_most_nine_layers():
+    """A newcomer reads the flow top-down; each extra layer is one more module to hold in mind.
+
+    Issue 26's target. When a change needs a tenth layer, move the type or constant the upper
+    module needs down beside what it describes instead (docs/architecture.md, Layout)."""
+    depth = import_graph.layers(import_graph.graph())
+    top = max(depth.values())
+    assert top <= 9, f"{top} layers: {sorted(m for m, d in depth.items() if d == top)} on top"
+
+
 def test_side_packages_import_only_what_lies_below_them():
     wrong = []
     for module, targets in import_graph.graph().items():
