@@ -24,7 +24,7 @@ from . import decision as decisions
 from . import merge as merge_rules
 from .errors import SettingsError
 from .inputs import processing_level, radiometric_offset, read_sentinel2
-from .modelstore import catalogue as models
+from .modelstore import catalogue
 from .modelstore.cards import ModelCard, install_models_hint
 from .raster import RasterError, RasterInfo, raster_info, require_north_up
 from .regrid import check_product_mask, in_metres
@@ -230,12 +230,12 @@ def choose_models(
     """
     clouds = list(cloud_models)
     if cloud and not clouds:
-        clouds = models.default_cloud_models(level, ensemble, models_dir)
+        clouds = catalogue.default_cloud_models(level, ensemble, models_dir)
     chosen = shadow_model
     if chosen is None and shadow != "no":
-        chosen = models.default_shadow_model(level, clouds, models_dir)
+        chosen = catalogue.default_shadow_model(level, clouds, models_dir)
         if chosen is None and shadow == "required":
-            raise models.ModelNotFound(f"No shadow model is installed. {install_models_hint('Install one')}.")
+            raise catalogue.ModelNotFound(f"No shadow model is installed. {install_models_hint('Install one')}.")
     return clouds, chosen
 
 
@@ -248,11 +248,11 @@ def _model_uses(clouds: list[str], shadow: str | None, names: list[str]) -> tupl
         wanted.setdefault(shadow, [False, False])[1] = True
     uses = []
     for ref, (cloud, is_shadow) in wanted.items():
-        card, path = models.resolve(ref)
+        card, path = catalogue.resolve(ref)
         if cloud and not card.has_cloud:
-            raise models.ModelNotFound(f"Model '{card.id}' gives no cloud probability; choose a cloud model.")
+            raise catalogue.ModelNotFound(f"Model '{card.id}' gives no cloud probability; choose a cloud model.")
         if is_shadow and not card.has_shadow:
-            raise models.ModelNotFound(f"Model '{card.id}' gives no shadow probability; choose a shadow model.")
+            raise catalogue.ModelNotFound(f"Model '{card.id}' gives no shadow probability; choose a shadow model.")
         band_names.band_indices(names, card.bands, card.id)  # a missing band is named here
         uses.append(ModelUse(card, path, cloud, is_shadow))
     return tuple(uses)

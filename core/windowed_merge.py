@@ -32,8 +32,7 @@ from typing import Optional
 import numpy as np
 from osgeo import gdal
 
-from . import merge
-from . import provenance as pv
+from . import merge, provenance
 from .patches import PatchAreas
 from .progress import Cancelled, Feedback, Share
 from .raster import (
@@ -154,7 +153,7 @@ def flag_block(
     sources = None
     if plan.provenance:
         # The models' own flags: the same rule as above without the product mask.
-        sources = pv.source_bits(valid, decoded, *merge.flags(cloud_p, shadow_p, valid, None, settings))
+        sources = provenance.source_bits(valid, decoded, *merge.flags(cloud_p, shadow_p, valid, None, settings))
     return cloud_f, shadow_f, valid, sources
 
 
@@ -162,7 +161,7 @@ PROBABILITY_KEYS = ("cloud", "shadow")
 
 # The flags in one byte per pixel (FlagRecorder's raster).
 CLOUD_BIT, SHADOW_BIT, VALID_BIT = 1, 2, 4
-SOURCE_BITS = pv.PRODUCT_BIT | pv.CLOUD_MODEL_BIT | pv.SHADOW_MODEL_BIT
+SOURCE_BITS = provenance.PRODUCT_BIT | provenance.CLOUD_MODEL_BIT | provenance.SHADOW_MODEL_BIT
 # Uncompressed: a temporary file read once or twice, written in pieces out of order
 # (blocks of rows at once), where compressing would cost more than it saves.
 FLAG_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "BIGTIFF=IF_SAFER"]
@@ -291,7 +290,7 @@ class _Flags:
                 shadow |= product.shadow & valid
                 if sources is not None:  # the models' bits came with the flags; the product's join here
                     no_model = np.zeros_like(valid)
-                    sources |= pv.source_bits(valid, product, no_model, no_model)
+                    sources |= provenance.source_bits(valid, product, no_model, no_model)
             return cloud, shadow, valid, sources
         for key in PROBABILITY_KEYS:
             mask_band = readers.get(f"{key} validity")
@@ -325,7 +324,7 @@ class SourceOutput:
 
     def __init__(self, path: str):
         self.path = path
-        self.counts = pv.SourceCounts()
+        self.counts = provenance.SourceCounts()
 
 
 @limited_block_cache()  # bounded memory on a full tile: see core/raster.py
@@ -423,7 +422,10 @@ class _Final:
             self.rasters = RowRasters(plan.grid, [mask_path], [merge.NODATA], [mask])
         else:
             self.rasters = RowRasters(
-                plan.grid, [mask_path, source.path], [merge.NODATA, pv.NODATA], [mask, Classes(pv.NAMES, pv.COLOURS)]
+                plan.grid,
+                [mask_path, source.path],
+                [merge.NODATA, provenance.NODATA],
+                [mask, Classes(provenance.NAMES, provenance.COLOURS)],
             )
 
     def write(self, row: int, mask: np.ndarray, bits: np.ndarray | None, dilated: np.ndarray | None = None) -> None:
@@ -437,7 +439,9 @@ class _Final:
             return
         if bits is None:  # merge_to_mask refuses a SOURCE output without provenance
             raise RuntimeError("a SOURCE output without the flags' source bits")
-        categories = pv.categories(bits, mask) if dilated is None else pv.categories(bits, dilated, mask)
+        categories = (
+            provenance.categories(bits, mask) if dilated is None else provenance.categories(bits, dilated, mask)
+        )
         self.source.counts.add(categories)
         self.rasters.write(row, mask, categories)
 
