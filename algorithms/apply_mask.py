@@ -20,8 +20,9 @@ CLASS_LABELS = ("cloud", "cloud shadow", "nodata (no data in the mask, or outsid
 
 
 class SourceStyler(QgsProcessingLayerPostProcessorInterface):
-    """Gives the masked raster the look of the raster it came from (bands, stretch, colours), so
-    that the two compare at a glance. Looked up when QGIS loads the result (in the main thread)."""
+    """Gives the masked raster the look of the raster it came from (bands, stretch, colours).
+
+    So the two compare at a glance. Looked up when QGIS loads the result (in the main thread)."""
 
     def __init__(self, layer_id: str):
         super().__init__()

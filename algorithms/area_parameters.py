@@ -44,8 +44,7 @@ def add_area_parameters(algorithm) -> None:
 
 
 def area_from_source(source, what: str = choices.AREA) -> core.Area | None:
-    """The polygons of a feature source (selected ones when the user asked), labelled by their
-    first text field."""
+    """The polygons of a feature source (selected ones when the user asked), labelled by their first text field."""
     if source is None:
         return None
     label = next((f.name() for f in source.fields() if f.typeName().lower() in ("string", "text")), None)

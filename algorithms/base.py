@@ -221,8 +221,9 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         return text
 
     def checkParameterValues(self, parameters, context):
-        """QGIS's own refusal only names the parameter ("Incorrect parameter value for
-        DILATION"): say what the value is, what is allowed, and which input cannot be opened.
+        """Say what a refused value is, what is allowed, and which input cannot be opened.
+
+        QGIS's own refusal only names the parameter ("Incorrect parameter value for DILATION").
 
         A Sentinel-2 product is a legal raster input that QGIS cannot open as a layer:
         its metadata is checked here (cheap), and core makes its stack when the run is
@@ -255,9 +256,10 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         )
 
     def _is_gdal_source(self, name, value, context) -> bool:
-        """A raster GDAL opens but QGIS 3.22 does not load from a string: ``/vsizip/`` paths,
-        ``GPKG:file.gpkg:table``, subdatasets (later QGIS versions load them). Passed on to
-        core as it is, as a product is; QGIS's own check would refuse it as unreadable."""
+        """A raster GDAL opens but QGIS 3.22 does not load from a string.
+
+        ``/vsizip/`` paths, ``GPKG:file.gpkg:table``, subdatasets (later QGIS versions load them).
+        Passed on to core as it is, as a product is; QGIS's own check would refuse it as unreadable."""
         return (
             isinstance(value, str)
             and isinstance(self.parameterDefinition(name), QgsProcessingParameterRasterLayer)
@@ -394,8 +396,10 @@ class CloudMaskAlgorithm(QgsProcessingAlgorithm):
         return self.parameterAsDouble(parameters, name, context)
 
     def raster_source(self, parameters, name, context, required=True):
-        """The GDAL source of a raster parameter; a Sentinel-2 product (a .SAFE folder, its
-        .zip, MTD file or a SENTINEL2 layer) is passed on as it is: core plans it."""
+        """The GDAL source of a raster parameter.
+
+        A Sentinel-2 product (a .SAFE folder, its .zip, MTD file or a SENTINEL2 layer) is passed on
+        as it is: core plans it."""
         value = parameters.get(name)
         if self._is_product_value(name, value):
             return value

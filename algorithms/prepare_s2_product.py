@@ -24,8 +24,9 @@ TRUE_COLOUR = ("B04", "B03", "B02")
 
 
 class TrueColourStyler(QgsProcessingLayerPostProcessorInterface):
-    """Show a loaded stack as a user expects a Sentinel-2 image: red, green, blue = B04, B03, B02
-    (QGIS's default would be bands 1, 2, 3: B01, B02, B03), stretched 2-98 %."""
+    """Show a loaded stack as a user expects a Sentinel-2 image: red, green, blue = B04, B03, B02.
+
+    QGIS's default would be bands 1, 2, 3: B01, B02, B03. Stretched 2-98 %."""
 
     def postProcessLayer(self, layer, context, feedback):
         if layer is None or not layer.isValid():

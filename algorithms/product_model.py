@@ -1,4 +1,5 @@
-"""The product chain as a graphical-modeler model (built by scripts/build_product_model.py):
+"""The product chain as a graphical-modeler model (built by scripts/build_product_model.py).
+
 Prepare Sentinel-2 product, then Improve cloud mask with the product's SCL."""
 
 from .workflow_model import ShippedModel

@@ -22,10 +22,10 @@ class CloudMaskProvider(QgsProcessingProvider):
         return ICON
 
     def supportedOutputRasterLayerExtensions(self):
-        """GeoTIFF, the format the algorithms write (and VRT, which 'Prepare Sentinel-2
-        product' can also write). The file pickers offer these only, and temporary outputs
-        are .tif even when the user's default raster format is another (a GeoTIFF named
-        MASK.gpkg before)."""
+        """GeoTIFF, the format the algorithms write (and VRT, which 'Prepare Sentinel-2 product' can also write).
+
+        The file pickers offer these only, and temporary outputs are .tif even when the user's
+        default raster format is another."""
         return ["tif", "vrt"]
 
     def loadAlgorithms(self):

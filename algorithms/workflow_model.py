@@ -1,6 +1,6 @@
-"""The shipped graphical-modeler models (built by scripts/build_model.py and
-scripts/build_product_model.py).
+"""The shipped graphical-modeler models.
 
+They are built by scripts/build_model.py and scripts/build_product_model.py.
 Exposed by the provider so users can run them, or open them in the modeler to
 edit and save their own copy.
 """
@@ -36,8 +36,9 @@ class ShippedModel(QgsProcessingModelAlgorithm):
         return type(self)()
 
     def checkParameterValues(self, parameters, context):
-        """An output named for another format (mask.gpkg) is refused before the steps run:
-        the last step refused it only after the probabilities had been computed.
+        """An output named for another format (mask.gpkg) is refused before the steps run.
+
+        Refused here, not by the last step only after the probabilities are computed.
 
         Read from the steps' model outputs, not the parameter definitions: qgis_process asks
         the registry's instance, whose destination parameters are not set up."""

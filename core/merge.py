@@ -248,9 +248,10 @@ def small_components(mask: np.ndarray, min_area: int, at_edge: Sides = (True,) *
 
 
 def fill_value(touches_cloud: np.ndarray, touches_shadow: np.ndarray, binary: bool) -> np.ndarray:
-    """What a filled hole shows: shadow when it touches shadow and no cloud, else cloud
-    (a hole with no flagged neighbour at all, e.g. a small valid area amid nodata, is
-    cloud: FarmVibes.AI fills it as cloud-or-shadow). Binary: always 1."""
+    """What a filled hole shows: shadow when it touches shadow and no cloud, else cloud.
+
+    A hole with no flagged neighbour at all (e.g. a small valid area amid nodata) is
+    cloud: FarmVibes.AI fills it as cloud-or-shadow. Binary: always 1."""
     if binary:
         return np.full(touches_cloud.shape, CLOUD, np.uint8)
     return np.where(touches_shadow & ~touches_cloud, np.uint8(SHADOW), np.uint8(CLOUD))
@@ -294,8 +295,9 @@ def _threshold(probability: np.ndarray | None, threshold: float, shape: tuple[in
 def most_likely(
     cloud_p: np.ndarray | None, shadow_p: np.ndarray | None, shape: tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Cloud and shadow where each is the most likely class of clear, cloud and shadow,
-    ties going to the first of that order, as ukis-csmask's argmax does. Clear is what
+    """Cloud and shadow where each is the most likely class of clear, cloud and shadow.
+
+    Ties go to the first of that order, as ukis-csmask's argmax does. Clear is what
     the two leave of 1, in float32: on the sample and a second scene this decides every
     pixel as ukis-csmask does (test_fidelity.py), whose own blended clear channel can
     differ from it in the last bit only where two classes are within about 1e-7, which
@@ -336,8 +338,9 @@ def flags(
     product: ProductMask | None,
     settings: MergeSettings,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Cloud and shadow before they are grown: probability over its threshold or the
-    product says so, and only where valid. Pixel by pixel."""
+    """Cloud and shadow before they are grown: probability over its threshold or the product says so.
+
+    Only where valid. Pixel by pixel."""
     shape = valid.shape
     if settings.most_likely_class:
         cloud, shadow = most_likely(cloud_p, shadow_p, shape)
@@ -356,8 +359,9 @@ def flags(
 def finish(
     cloud: np.ndarray, shadow: np.ndarray, valid_core: np.ndarray, settings: MergeSettings, core: tuple[slice, slice]
 ) -> np.ndarray:
-    """Dilate cloud and shadow, cut out the core and encode it as categories
-    (before ``min_area``: :func:`apply_min_area`)."""
+    """Dilate cloud and shadow, cut out the core and encode it as categories.
+
+    This comes before ``min_area``: :func:`apply_min_area`."""
     cloud = dilate_disk(cloud, settings.dilation)[core]
     shadow = dilate_disk(shadow, settings.dilation)[core]
     if settings.output_mode == "binary":

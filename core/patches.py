@@ -36,7 +36,8 @@ class PatchAreas:
         self._touches: np.ndarray | None = None
 
     def add(self, mask: np.ndarray, touch: Sequence[np.ndarray] = ()) -> None:
-        """Label the next window (rows right below the previous one) and join it to it;
+        """Label the next window (rows right below the previous one) and join it to it.
+
         ``touch``: the window's rows of each other mask whose touching is recorded."""
         labels = self._label(mask, len(self.offsets), register=True)
         for k, other in enumerate(touch):
@@ -102,15 +103,17 @@ class PatchAreas:
         self._touches = touches
 
     def kept(self, mask: np.ndarray, window: int) -> np.ndarray:
-        """The window's pixels that belong to patches of at least ``min_area`` pixels
-        (the same window, in the same order, as given to :meth:`add`)."""
+        """The window's pixels that belong to patches of at least ``min_area`` pixels.
+
+        The same window, in the same order, as given to :meth:`add`."""
         if self._keep is None:
             raise RuntimeError("kept() before finish()")
         return self._keep[self._label(mask, window, register=False)]
 
     def small(self, mask: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
-        """The window's pixels in patches of fewer than ``min_area`` pixels, and for each
-        pixel whether its patch touches each of the other masks ([rows, cols, masks])."""
+        """The window's pixels in patches of fewer than ``min_area`` pixels, and what their patches touch.
+
+        For each pixel, whether its patch touches each of the other masks ([rows, cols, masks])."""
         if self._keep is None or self._touches is None:
             raise RuntimeError("small() before finish()")
         labels = self._label(mask, window, register=False)

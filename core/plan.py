@@ -24,7 +24,7 @@ from . import decision as decisions
 from . import merge as merge_rules
 from .errors import SettingsError
 from .inputs import processing_level, radiometric_offset, read_sentinel2
-from .modelstore import catalogue as models
+from .modelstore import catalogue
 from .modelstore.cards import ModelCard, install_models_hint
 from .raster import RasterError, RasterInfo, raster_info, require_north_up
 from .regrid import check_product_mask, in_metres
@@ -59,8 +59,9 @@ class ProbabilityRequest:
 
 @dataclass(frozen=True)
 class ProbabilityOutputs:
-    """Where the probability rasters go (None: not kept); ``choices.OPTIONAL_OUTPUTS`` names
-    each field's Processing output."""
+    """Where the probability rasters go (None: not kept).
+
+    ``choices.OPTIONAL_OUTPUTS`` names each field's Processing output."""
 
     cloud: str | None = None
     shadow: str | None = None
@@ -143,9 +144,10 @@ class ProbabilityPlan:
 
     @property
     def computed(self) -> tuple[bool, ...]:
-        """Which probability rasters the run computes, in ``ProbabilityOutputs``' order: the cloud
-        and the shadow probability where a model gives them (the merge needs them, kept or not),
-        the uncertainty only when it is kept."""
+        """Which probability rasters the run computes, in ``ProbabilityOutputs``' order.
+
+        The cloud and the shadow probability where a model gives them (the merge needs them, kept or
+        not), the uncertainty only when it is kept."""
         return (bool(self.cloud_models), bool(self.shadow_model), bool(self.outputs.uncertainty and self.cloud_models))
 
     @property
@@ -154,10 +156,11 @@ class ProbabilityPlan:
 
     @property
     def nodata(self) -> list[float | None]:
-        """Nodata of each band read. Where digital numbers (unsigned integers) declare none,
-        0: ESA's value for no data, which no measurement takes. A stack of the product's own
-        files declares none (gdalbuildvrt -separate of the JP2s), and its tile edge would
-        otherwise be classified and counted in the fractions."""
+        """Nodata of each band read.
+
+        Where digital numbers (unsigned integers) declare none, 0: ESA's value for no data, which no
+        measurement takes. A stack of the product's own files declares none (gdalbuildvrt -separate
+        of the JP2s), and its tile edge would otherwise be classified and counted in the fractions."""
         default = 0.0 if self.raster.data_type.startswith("UInt") else None
         declared = (self.raster.nodata[b - 1] for b in self.raster_bands)
         return [default if value is None else value for value in declared]
@@ -198,8 +201,9 @@ def _sentinel2(source: str, bands: str) -> _Sentinel2:
 
 
 def _product_mask(given: str | None, work_dir: str) -> tuple[str | None, bool]:
-    """The product mask to read (a product gives its own mask), and whether it is SCL-coded
-    (a mask made here from a product is)."""
+    """The product mask to read (a product gives its own mask), and whether it is SCL-coded.
+
+    A mask made here from a product is."""
     if not given:
         return None, False
     path = s2_product.resolve(given, _work_dir(work_dir), mask=True)
@@ -226,12 +230,12 @@ def choose_models(
     """
     clouds = list(cloud_models)
     if cloud and not clouds:
-        clouds = models.default_cloud_models(level, ensemble, models_dir)
+        clouds = catalogue.default_cloud_models(level, ensemble, models_dir)
     chosen = shadow_model
     if chosen is None and shadow != "no":
-        chosen = models.default_shadow_model(level, clouds, models_dir)
+        chosen = catalogue.default_shadow_model(level, clouds, models_dir)
         if chosen is None and shadow == "required":
-            raise models.ModelNotFound(f"No shadow model is installed. {install_models_hint('Install one')}.")
+            raise catalogue.ModelNotFound(f"No shadow model is installed. {install_models_hint('Install one')}.")
     return clouds, chosen
 
 
@@ -244,11 +248,11 @@ def _model_uses(clouds: list[str], shadow: str | None, names: list[str]) -> tupl
         wanted.setdefault(shadow, [False, False])[1] = True
     uses = []
     for ref, (cloud, is_shadow) in wanted.items():
-        card, path = models.resolve(ref)
+        card, path = catalogue.resolve(ref)
         if cloud and not card.has_cloud:
-            raise models.ModelNotFound(f"Model '{card.id}' gives no cloud probability; choose a cloud model.")
+            raise catalogue.ModelNotFound(f"Model '{card.id}' gives no cloud probability; choose a cloud model.")
         if is_shadow and not card.has_shadow:
-            raise models.ModelNotFound(f"Model '{card.id}' gives no shadow probability; choose a shadow model.")
+            raise catalogue.ModelNotFound(f"Model '{card.id}' gives no shadow probability; choose a shadow model.")
         band_names.band_indices(names, card.bands, card.id)  # a missing band is named here
         uses.append(ModelUse(card, path, cloud, is_shadow))
     return tuple(uses)
@@ -262,8 +266,9 @@ def _probability_plan(
     cloud: bool,
     shadow: str,
 ) -> ProbabilityPlan:
-    """The models for ``raster`` (given, else the defaults of its level), the bands they read
-    and what their cards recommend."""
+    """The models for ``raster``, the bands they read and what their cards recommend.
+
+    The models are the given ones, else the defaults of the raster's level."""
     info, names = raster.info, raster.names
     clouds, shadow_ref = choose_models(
         raster.level, request.cloud_models, request.shadow_model, ensemble, cloud, shadow
@@ -297,22 +302,25 @@ def _probability_plan(
 
 
 def _recommended(uses: tuple[ModelUse, ...]) -> decisions.Recommended:
-    """What the models' cards recommend: thresholds, and whether to decide by the most likely
-    class (one network for cloud and shadow whose card says so)."""
+    """What the models' cards recommend: thresholds, and whether to decide by the most likely class.
+
+    Deciding by the most likely class needs one network for cloud and shadow whose card says so."""
     shadow = next((use.card for use in uses if use.shadow), None)
     return decisions.recommended([use.card for use in uses if use.cloud], shadow)
 
 
 def models_resolution(uses: tuple[ModelUse, ...]) -> float:
-    """The resolution the run's models were made for: the finest their cards give, so that
-    no model runs coarser than its authors ran it (ukis at 30 m with FarmVibes.AI's 10 m
-    shadow model: 10 m); 0 (the raster's own) when a card gives none."""
+    """The resolution the run's models were made for: the finest their cards give.
+
+    The finest, so that no model runs coarser than its authors ran it (ukis at 30 m with
+    FarmVibes.AI's 10 m shadow model: 10 m); 0 (the raster's own) when a card gives none."""
     own = [use.card.resolution for use in uses]
     return 0.0 if not all(own) else min(own)
 
 
 def processing_resolution(wanted: float | None, uses: tuple[ModelUse, ...], info: RasterInfo) -> float:
     """The coarser resolution the models run at, in metres; 0: the raster's own grid.
+
     ``wanted``: None for the models' own, 0 for the raster's, else metres."""
     if wanted is not None and not (wanted >= 0 and math.isfinite(wanted)):
         raise SettingsError(
@@ -390,8 +398,9 @@ def _check_thresholds(request: ImproveRequest) -> None:
 
 
 def decision(request: ImproveRequest, probability: ProbabilityPlan) -> decisions.Decision:
-    """Given thresholds, else the cards' rule and recommended values, else FarmVibes.AI's
-    defaults (``decision.decide``, which the dialog and the merge on its own use too)."""
+    """Given thresholds, else the cards' rule and recommended values, else FarmVibes.AI's defaults.
+
+    The choice is ``decision.decide``'s, which the dialog and the merge on its own use too."""
     return decisions.decide(request.cloud_threshold, request.shadow_threshold, probability.recommended)
 
 
@@ -446,8 +455,10 @@ def _resolution_notes(probability: ProbabilityPlan) -> tuple[str, ...]:
 
 
 def _level_notes(probability: ProbabilityPlan) -> tuple[str, ...]:
-    """A model chosen for another processing level runs, but says so: in a season of L1C and
-    L2A products with one model given, the products of the other level got it silently."""
+    """A model chosen for another processing level runs, but says so.
+
+    Otherwise, in a season of L1C and L2A products with one model given, the products of the
+    other level would get it silently."""
     return tuple(
         f"Model '{use.card.id}' is made for {use.card.level} products and this raster is "
         f"{probability.level}: its mask may be less accurate (leave the model empty for the "

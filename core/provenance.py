@@ -84,8 +84,9 @@ def source_bits(
 
 
 def categories(bits: np.ndarray, dilated: np.ndarray, final: np.ndarray | None = None) -> np.ndarray:
-    """SOURCE of a window: from its source bits, the mask after dilation and the final mask
-    (after the minimum area; None: the same as ``dilated``, no minimum area)."""
+    """SOURCE of a window: from its source bits, the mask after dilation and the final mask.
+
+    The final mask is the one after the minimum area; None: the same as ``dilated``, no minimum area."""
     out = np.where(_flagged(dilated), _BY_BITS[(bits >> 3) & 7], np.uint8(CLEAR))
     if final is None:  # nothing filled or cleared: only nodata to carry over
         out[dilated == merge.NODATA] = NODATA
@@ -94,8 +95,9 @@ def categories(bits: np.ndarray, dilated: np.ndarray, final: np.ndarray | None =
 
 
 def adjust_for_min_area(provisional: np.ndarray, dilated: np.ndarray, final: np.ndarray) -> np.ndarray:
-    """Provisional categories (from the dilated mask) made to agree with the final mask:
-    what the minimum area filled or cleared says so; nodata where the mask is nodata."""
+    """Provisional categories (from the dilated mask) made to agree with the final mask.
+
+    What the minimum area filled or cleared says so; nodata where the mask is nodata."""
     out = np.array(provisional, dtype=np.uint8)
     before, after = _flagged(dilated), _flagged(final)
     out[after & ~before] = FILLED
@@ -128,9 +130,11 @@ class SourceCounts:
         self.counts += np.bincount(np.asarray(source, np.uint8).ravel(), minlength=256)
 
     def figures(self) -> dict[str, float]:
-        """Fractions of valid pixels: what the product mask flags, what the improved mask
-        flags (cloud or shadow), and of that what the models alone added, what the dilation
-        grew and the minimum area filled; and what it cleared. All 0.0 when nothing is valid."""
+        """Fractions of valid pixels flagged by the product mask, by the improved mask and by each step.
+
+        What the product mask flags, what the improved mask flags (cloud or shadow), and of that
+        what the models alone added, what the dilation grew and the minimum area filled; and what
+        it cleared. All 0.0 when nothing is valid."""
         c = self.counts
         valid = int(c[:NODATA].sum())
         parts = {

@@ -1,5 +1,6 @@
-"""Raster input and output with GDAL: windowed reads and tiled compressed GeoTIFFs
-(written under temporary names: see ``staging.py``).
+"""Raster input and output with GDAL: windowed reads and tiled compressed GeoTIFFs.
+
+The GeoTIFFs are written under temporary names: see ``staging.py``.
 
 GDAL's exception mode is not ours to choose: ``gdal.UseExceptions()`` is
 process-wide, QGIS >= 3.40's Processing turns it on when it loads (GDAL 4 makes it
@@ -86,8 +87,9 @@ def gdal_try(call: Callable[..., _Result], *args, **kwargs) -> tuple[_Result | N
 
 
 def opens_as_raster(source: str) -> bool:
-    """True when GDAL opens ``source`` as a raster: a file, or a source with GDAL's own
-    syntax (``/vsizip/archive.zip/scene.tif``, ``GPKG:file.gpkg:table``, a subdataset)."""
+    """True when GDAL opens ``source`` as a raster: a file, or a source with GDAL's own syntax.
+
+    Such as ``/vsizip/archive.zip/scene.tif``, ``GPKG:file.gpkg:table``, a subdataset."""
     gdal.PushErrorHandler("CPLQuietErrorHandler")  # a "no" is an answer here, not an error
     try:
         ds, _ = gdal_try(gdal.OpenEx, source, gdal.OF_RASTER)
@@ -106,8 +108,10 @@ def read_failed(what: str, detail: str) -> RasterError:
 
 
 def write_array(ds: gdal.Dataset, data: np.ndarray, col: int = 0, row: int = 0) -> None:
-    """Write a block into band 1. A failed write (a full disk, a lost network drive) is a
-    RasterError with exceptions on or off; off, GDAL would only return an error code."""
+    """Write a block into band 1.
+
+    A failed write (a full disk, a lost network drive) is a RasterError with exceptions on
+    or off; off, GDAL would only return an error code."""
     code, detail = gdal_try(ds.GetRasterBand(1).WriteArray, data, col, row)
     if code is None or code != gdal.CE_None:
         raise RasterError(
@@ -132,7 +136,8 @@ def read_array_of(band: gdal.Band, col: int, row: int, width: int, height: int) 
 
 
 def validity_band(ds: gdal.Dataset, band: int = 1) -> gdal.Band | None:
-    """The band whose 0 marks the band's pixels without data, where a nodata value does not:
+    """The band whose 0 marks the band's pixels without data, where a nodata value does not.
+
     GDAL's mask (a .msk file, a GeoTIFF's internal mask, a byte alpha band), or a last band
     that is alpha of another type (gdalwarp -dstalpha makes it uint16 for uint16 bands,
     which GDAL does not take as a mask). None: nothing but nodata values marks them."""
@@ -211,8 +216,9 @@ def require_geotiff_name(path: str) -> None:
 
 
 def require_north_up(info: RasterInfo, what: str) -> None:
-    """Refuse a grid that is rotated or whose rows run south to north (or columns east to
-    west). Sentinel-2 grids are north-up; the product mask, the extent and a processing
+    """Refuse a grid that is rotated or whose rows run south to north (or columns east to west).
+
+    Sentinel-2 grids are north-up; the product mask, the extent and a processing
     resolution are warped onto a north-up grid, so on any other they would come out
     shifted or upside down."""
     _, dx, row_rotation, _, column_rotation, dy = info.geotransform
@@ -228,8 +234,9 @@ def require_north_up(info: RasterInfo, what: str) -> None:
 
 
 class RowSource:
-    """Reads rows of selected bands through a cache of row blocks, so each source row
-    is read about once. Rows span the column window set by ``window`` (the whole
+    """Reads rows of selected bands through a cache of row blocks, so each source row is read about once.
+
+    Rows span the column window set by ``window`` (the whole
     width until then): the engine works in column stripes so that no buffer is as
     wide as a full Sentinel-2 tile."""
 
@@ -444,8 +451,9 @@ class RowRasters:
         return [read_array(ds, 0, lo, self.width, hi - lo) for ds in self.datasets]
 
     def close(self, listed: bool = True) -> None:
-        """Every window on disk and the rasters closed; then, unless ``listed`` is False (a
-        run that failed), the classes of each category raster listed."""
+        """Every window on disk and the rasters closed; then the classes of each category raster listed.
+
+        The classes are not listed when ``listed`` is False (a run that failed)."""
         for ds in self.datasets:
             ds.FlushCache()
         self.datasets = []

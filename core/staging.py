@@ -76,8 +76,9 @@ def check_replaceable(path: str | os.PathLike, then: str = RUN_AGAIN) -> None:
 
 @contextmanager
 def replacing(target: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; when the block completes it is moved
-    onto ``target``, when the block fails it is removed. The caller creates the file."""
+    """Yield a temporary path beside ``target``, moved onto ``target`` when the block completes.
+
+    When the block fails it is removed. The caller creates the file."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(partial_path(target, suffix))
@@ -90,11 +91,10 @@ def replacing(target: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
 
 @contextmanager
 def atomic_outputs() -> Iterator[list[tuple[str, str]]]:
-    """Collect ``(temporary, destination)`` pairs; rename them all onto their
-    destinations only when the block completes, delete them all otherwise.
+    """Collect ``(temporary, destination)`` pairs; rename them all when the block completes, else delete them.
 
-    If a later rename fails, the outputs already renamed by this run are removed
-    too: a run leaves all its outputs or none.
+    Renames put each onto its destination. If a later rename fails, the outputs already renamed by
+    this run are removed too: a run leaves all its outputs or none.
     """
     pending: list[tuple[str, str]] = []
     committed: list[str] = []
@@ -115,8 +115,9 @@ def atomic_outputs() -> Iterator[list[tuple[str, str]]]:
 
 
 def stage(pending: list[tuple[str, str]], final: str) -> str:
-    """Register ``final`` with :func:`atomic_outputs` and return its temporary path (same
-    extension: GDAL picks the format by it)."""
+    """Register ``final`` with :func:`atomic_outputs` and return its temporary path.
+
+    It has the same extension: GDAL picks the format by it."""
     pending.append((partial_path(final, os.path.splitext(final)[1] or ".tif"), final))
     return pending[-1][0]
 
@@ -140,8 +141,7 @@ def _commit(tmp: str, final: str) -> None:
 
 
 def check_destination(destination: str, inputs: list[str]) -> None:
-    """Refuse, before any work is done, an output that cannot be written or that
-    would overwrite one of the run's inputs."""
+    """Refuse, before any work, an output that cannot be written or that would overwrite one of the run's inputs."""
     folder = os.path.dirname(os.path.abspath(destination)) or "."
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise OutputError(f"The output folder '{folder}' is a file, not a folder: choose another output path.")

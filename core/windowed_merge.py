@@ -1,6 +1,7 @@
-"""The merge step of a run: stream the probabilities and the product mask (brought
-onto their grid) through ``merge.py``'s rules in full-width row windows, and
-write the mask.
+"""The merge step of a run: stream the probabilities and the product mask through ``merge.py``'s rules.
+
+The product mask is brought onto the probabilities' grid, the rules run in full-width
+row windows, and the mask is written.
 
 Memory and time stay bounded whatever the settings: the dilation needs
 ``dilation`` rows of context around each window, and ``MIN_AREA`` (FarmVibes.AI's
@@ -13,7 +14,7 @@ In a whole run the probabilities need not be read back at all: a
 :class:`FlagRecorder` flags them (thresholds, product mask, validity) as the
 probability step hands them over, into a byte raster of flags, and the merge
 reads that instead. Reading back and decompressing about 1 GB of float32 on a
-full tile was most of the merge's time, and when the probabilities are not kept
+full tile would be most of the merge's time, and when the probabilities are not kept
 they are then never written.
 """
 
@@ -31,8 +32,7 @@ from typing import Optional
 import numpy as np
 from osgeo import gdal
 
-from . import merge
-from . import provenance as pv
+from . import merge, provenance
 from .patches import PatchAreas
 from .progress import Cancelled, Feedback, Share
 from .raster import (
@@ -127,10 +127,11 @@ def flag_block(
     product_nodata: float | None,
     probabilities_ready: bool = False,
 ) -> Flagged:
-    """(cloud, shadow, valid, sources) flags of a block of probabilities as written (nodata
-    ``PROBABILITY_NODATA``; ``probabilities_ready``: already with NaN for nodata) and of
-    the product mask on their grid (None: no mask). ``sources``: provenance.py's bits of
-    who flagged each pixel where the plan asks for them, else None."""
+    """(cloud, shadow, valid, sources) flags of a block of probabilities and of the product mask.
+
+    The probabilities as written (nodata ``PROBABILITY_NODATA``; ``probabilities_ready``: already
+    with NaN for nodata), the product mask on their grid (None: no mask). ``sources``:
+    provenance.py's bits of who flagged each pixel where the plan asks for them, else None."""
     settings = plan.settings
     if not probabilities_ready:
         cloud, shadow = _probabilities(cloud, check=False), _probabilities(shadow, check=False)
@@ -152,7 +153,7 @@ def flag_block(
     sources = None
     if plan.provenance:
         # The models' own flags: the same rule as above without the product mask.
-        sources = pv.source_bits(valid, decoded, *merge.flags(cloud_p, shadow_p, valid, None, settings))
+        sources = provenance.source_bits(valid, decoded, *merge.flags(cloud_p, shadow_p, valid, None, settings))
     return cloud_f, shadow_f, valid, sources
 
 
@@ -160,15 +161,16 @@ PROBABILITY_KEYS = ("cloud", "shadow")
 
 # The flags in one byte per pixel (FlagRecorder's raster).
 CLOUD_BIT, SHADOW_BIT, VALID_BIT = 1, 2, 4
-SOURCE_BITS = pv.PRODUCT_BIT | pv.CLOUD_MODEL_BIT | pv.SHADOW_MODEL_BIT
+SOURCE_BITS = provenance.PRODUCT_BIT | provenance.CLOUD_MODEL_BIT | provenance.SHADOW_MODEL_BIT
 # Uncompressed: a temporary file read once or twice, written in pieces out of order
 # (blocks of rows at once), where compressing would cost more than it saves.
 FLAG_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "BIGTIFF=IF_SAFER"]
 
 
 class FlagRecorder:
-    """Flags probabilities while they are still in memory, for :func:`merge_to_mask`'s
-    ``flags``: called with each block the probability step writes (its ``flags`` sink),
+    """Flags probabilities while they are still in memory, for :func:`merge_to_mask`'s ``flags``.
+
+    Called with each block the probability step writes (its ``flags`` sink),
     from one thread. The product mask is brought onto the grid once, here."""
 
     def __init__(self, plan: MergePlan, folder: str):
@@ -204,8 +206,9 @@ class FlagRecorder:
 
 
 class _Flags:
-    """Reads row windows of the inputs and flags cloud and shadow (thresholds, product mask,
-    validity), or reads the flags a :class:`FlagRecorder` made. Several threads read
+    """Reads row windows of the inputs and flags cloud and shadow, or reads a :class:`FlagRecorder`'s flags.
+
+    The flags come from the thresholds, the product mask and validity. Several threads read
     ahead, each with its own GDAL datasets (one dataset must not be read from two
     threads); the windows come out in order."""
 
@@ -224,8 +227,9 @@ class _Flags:
             yield lo, min(height, lo + self.step)
 
     def in_order(self) -> Iterator[tuple[int, int, Flagged]]:
-        """Every window with its flags, in order, read by a pool of threads a few windows
-        ahead (so memory stays bounded); none are left running when this stops."""
+        """Every window with its flags, in order, read by a pool of threads a few windows ahead.
+
+        Only a few ahead, so memory stays bounded; none are left running when this stops."""
         workers = max(1, min(MERGE_READERS, available_cores()))
         pool = ThreadPoolExecutor(workers, thread_name_prefix="cloudmask-merge")
         pending: deque = deque()
@@ -286,7 +290,7 @@ class _Flags:
                 shadow |= product.shadow & valid
                 if sources is not None:  # the models' bits came with the flags; the product's join here
                     no_model = np.zeros_like(valid)
-                    sources |= pv.source_bits(valid, product, no_model, no_model)
+                    sources |= provenance.source_bits(valid, product, no_model, no_model)
             return cloud, shadow, valid, sources
         for key in PROBABILITY_KEYS:
             mask_band = readers.get(f"{key} validity")
@@ -320,7 +324,7 @@ class SourceOutput:
 
     def __init__(self, path: str):
         self.path = path
-        self.counts = pv.SourceCounts()
+        self.counts = provenance.SourceCounts()
 
 
 @limited_block_cache()  # bounded memory on a full tile: see core/raster.py
@@ -334,6 +338,7 @@ def merge_to_mask(
     source: SourceOutput | None = None,
 ) -> merge.Fractions:
     """Stream the merge in row windows: flags, dilation, categories, ``MIN_AREA``.
+
     ``flags``: a :class:`FlagRecorder`'s raster, read instead of the probabilities;
     ``source``: also write which source flagged each pixel (the plan must have
     ``provenance``, so that the flags carry the source bits)."""
@@ -352,8 +357,9 @@ def merge_to_mask(
 
 
 def _on_grid(flags: str, grid) -> bool:
-    """Whether a FlagRecorder's raster is on the grid (it then holds the product mask too),
-    or on a processing resolution's coarser grid (the models' decisions only)."""
+    """Whether a FlagRecorder's raster is on the grid, or on a processing resolution's coarser grid.
+
+    On the grid it holds the product mask too; on the coarser grid, the models' decisions only."""
     ds = open_dataset(flags)
     return (ds.RasterXSize, ds.RasterYSize) == (grid.width, grid.height)
 
@@ -376,8 +382,9 @@ def _merge(
 def _write_mask(
     plan: MergePlan, flags: _Flags, mask_path: str, feedback: Feedback, source: SourceOutput | None
 ) -> merge.Fractions:
-    """The windows the flags give, finished into the mask and SOURCE (:class:`_Final`); with
-    ``MIN_AREA`` through the dilated mask first (:class:`_MinArea`), as it acts on that."""
+    """The windows the flags give, finished into the mask and SOURCE (:class:`_Final`).
+
+    With ``MIN_AREA`` they go through the dilated mask first (:class:`_MinArea`), as it acts on that."""
     final = _Final(plan, mask_path, source)
     done = False
     try:
@@ -398,8 +405,9 @@ def _write_mask(
 
 
 class _Final:
-    """The mask and, with ``SOURCE``, its source categories: written window by window and
-    counted (the mask's fractions, the SOURCE categories' pixels)."""
+    """The mask and, with ``SOURCE``, its source categories: written window by window and counted.
+
+    What is counted: the mask's fractions, the SOURCE categories' pixels."""
 
     def __init__(self, plan: MergePlan, mask_path: str, source: SourceOutput | None):
         self.mode = plan.settings.output_mode
@@ -414,29 +422,37 @@ class _Final:
             self.rasters = RowRasters(plan.grid, [mask_path], [merge.NODATA], [mask])
         else:
             self.rasters = RowRasters(
-                plan.grid, [mask_path, source.path], [merge.NODATA, pv.NODATA], [mask, Classes(pv.NAMES, pv.COLOURS)]
+                plan.grid,
+                [mask_path, source.path],
+                [merge.NODATA, provenance.NODATA],
+                [mask, Classes(provenance.NAMES, provenance.COLOURS)],
             )
 
     def write(self, row: int, mask: np.ndarray, bits: np.ndarray | None, dilated: np.ndarray | None = None) -> None:
-        """A window of the final mask from ``row`` down; ``bits``: its source bits (None: no
-        SOURCE), ``dilated``: the mask before the minimum area (None: the same)."""
+        """A window of the final mask from ``row`` down.
+
+        ``bits``: its source bits (None: no SOURCE), ``dilated``: the mask before the minimum area
+        (None: the same)."""
         self.fractions.add(mask, self.mode)
         if self.source is None:
             self.rasters.write(row, mask)
             return
         if bits is None:  # merge_to_mask refuses a SOURCE output without provenance
             raise RuntimeError("a SOURCE output without the flags' source bits")
-        categories = pv.categories(bits, mask) if dilated is None else pv.categories(bits, dilated, mask)
+        categories = (
+            provenance.categories(bits, mask) if dilated is None else provenance.categories(bits, dilated, mask)
+        )
         self.source.counts.add(categories)
         self.rasters.write(row, mask, categories)
 
 
 class _MinArea:
-    """FarmVibes.AI's ``min_area`` (``merge.apply_min_area``) on the dilated mask, which the
-    first pass writes here (with its source bits, for SOURCE) and :meth:`apply` reads back
-    in row windows: the flagged components' sizes (pass 1), then the sizes of the clear
-    ones left after the small flagged ones are cleared, and what they touch (pass 2), then
-    the final windows (pass 3). Components are joined across window seams (``patches.py``)."""
+    """FarmVibes.AI's ``min_area`` (``merge.apply_min_area``) on the dilated mask, read in row windows.
+
+    The first pass writes the dilated mask here (with its source bits, for SOURCE) and :meth:`apply`
+    reads it back in row windows: the flagged components' sizes (pass 1), then the sizes of the clear
+    ones left after the small flagged ones are cleared, and what they touch (pass 2), then the final
+    windows (pass 3). Components are joined across window seams (``patches.py``)."""
 
     def __init__(self, plan: MergePlan, folder: str):
         self.plan = plan
@@ -498,8 +514,9 @@ def _cleared(values: np.ndarray, flagged: PatchAreas, window: int) -> np.ndarray
 
 
 def _write_windows(flags: _Flags, out: _Final | _MinArea, feedback: Feedback) -> None:
-    """Finish the windows in order (dilation, categories), keeping the rows the next
-    window's dilation reaches, and hand each to ``out`` with its source bits: the final
+    """Finish the windows in order (dilation, categories) and hand each to ``out`` with its source bits.
+
+    The rows the next window's dilation reaches are kept. ``out`` gets the final
     mask, or (with ``MIN_AREA``) the dilated mask for :class:`_MinArea`. Only the
     reading is on the pool's threads: dilating the windows there too made a full tile's
     merge slower (5.1 s against 2.8 s on 16 cores, scripts/gpu_check.py), its many small
@@ -520,8 +537,9 @@ def _write_windows(flags: _Flags, out: _Final | _MinArea, feedback: Feedback) ->
 
 
 class _Rows:
-    """The flagged rows still needed as dilation context, from row ``lo`` on (and their
-    source bits, where the merge writes ``SOURCE``)."""
+    """The flagged rows still needed as dilation context, from row ``lo`` on.
+
+    And their source bits, where the merge writes ``SOURCE``."""
 
     def __init__(self, width: int):
         self.lo = 0
@@ -542,8 +560,9 @@ class _Rows:
     def finish(
         self, lo: int, hi: int, halo: int, settings: merge.MergeSettings, height: int
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """The mask of rows [lo, hi) and their source bits (None: not recorded); then
-        forget the rows no later window needs."""
+        """The mask of rows [lo, hi) and their source bits (None: not recorded).
+
+        Then forget the rows no later window needs."""
         a = max(self.lo, lo - halo)
         b = self.lo + len(self.valid)
         rows = slice(a - self.lo, b - self.lo)

@@ -114,9 +114,10 @@ def _georeference(ds, size: int, pixel: float = 10.0) -> None:
 
 
 def _write_tiled(path: Path, size: int, block: np.ndarray, data_type: int, nodata: float, descriptions=()) -> Path:
-    """A raster made by repeating ``block`` ([bands, 512, 512]): cheap to make at any
-    size, and tiles of the models' grids (step 205) still all differ. Written under a
-    temporary name so an interrupted run leaves no half-made cache file."""
+    """A raster made by repeating ``block`` ([bands, 512, 512]).
+
+    Cheap to make at any size, and tiles of the models' grids (step 205) still all differ.
+    Written under a temporary name so an interrupted run leaves no half-made cache file."""
     if path.exists():
         return path
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -174,8 +175,9 @@ def improved_mask(size: int) -> str:
 
 # -- bare inference on the engine's own tiles -----------------------------------
 def engine_batches(raster: str, model_id: str) -> tuple[object, list[np.ndarray]]:
-    """The tiles the engine feeds the model, cut from the whole raster in memory and
-    grouped as the engine groups them (per tile row, ``BATCH`` at a time)."""
+    """The tiles the engine feeds the model, cut from the whole raster in memory.
+
+    Grouped as the engine groups them (per tile row, ``BATCH`` at a time)."""
     card, path = catalogue.resolve(model_id)
     model = load_model(card, path)  # the cached session the algorithm used
     ds = gdal.Open(raster)
@@ -193,8 +195,9 @@ def engine_batches(raster: str, model_id: str) -> tuple[object, list[np.ndarray]
 
 
 class Clock:
-    """Wall time and this process's CPU time (all its threads) of a block. On a shared
-    machine wall time also counts waiting for other programs; CPU time hardly does."""
+    """Wall time and this process's CPU time (all its threads) of a block.
+
+    On a shared machine wall time also counts waiting for other programs; CPU time hardly does."""
 
     def __enter__(self):
         self.wall, self.cpu = time.perf_counter(), time.process_time()

@@ -103,8 +103,9 @@ def reference_python() -> Path:
 
 # -- the stacks ---------------------------------------------------------------
 def l1c_stack(size: int) -> Path:
-    """The sample scene mirrored out to ``size``^2 (no seam a network could notice),
-    uncompressed so that neither side pays for decompressing it."""
+    """The sample scene mirrored out to ``size``^2 (no seam a network could notice).
+
+    Uncompressed so that neither side pays for decompressing it."""
     path = CACHE / f"l1c_13band_{size}.tif"
     if path.exists():
         return path

@@ -1,5 +1,4 @@
-"""Start-up cost (``make bench``, figure 10): what every QGIS start and every run pays
-before the first tile.
+"""Start-up cost (``make bench``, figure 10): what every QGIS start and every run pays before the first tile.
 
 1. Plugin load: ``qgis_process.bin list`` with the plugin enabled against the same
    command with it disabled, each in a QGIS profile of its own (a temporary

@@ -1,5 +1,6 @@
-"""Write FarmVibes.AI's workflow as a graphical-modeler model built only from the atomic
-algorithms (cloud probability, shadow probability, merge), wired like FarmVibes.AI's
+"""Write FarmVibes.AI's workflow as a graphical-modeler model built only from the atomic algorithms.
+
+The algorithms are cloud probability, shadow probability and merge, wired like FarmVibes.AI's
 graph. Run once when the graph changes; the .model3 is committed.
 
 Usage: .venv/bin/python scripts/build_model.py
@@ -44,8 +45,9 @@ def model_picker(definition, shadow=False):
 
 
 def child(algorithm_id, child_id, description, sources, x, y):
-    """A step with ``sources`` wired and every other input at the algorithm's own default:
-    a mandatory input left unset makes the modeler refuse the model (drawn red)."""
+    """A step with ``sources`` wired and every other input at the algorithm's own default.
+
+    A mandatory input left unset makes the modeler refuse the model (drawn red)."""
     step = QgsProcessingModelChildAlgorithm(algorithm_id)
     step.setChildId(child_id)
     step.setDescription(description)

@@ -1,6 +1,7 @@
-"""Write the product chain as a graphical-modeler model: Prepare Sentinel-2 product
-(stack + SCL from a downloaded .zip / .SAFE) -> Improve cloud mask. Run once when
-the graph changes; the .model3 is committed.
+"""Write the product chain as a graphical-modeler model.
+
+Prepare Sentinel-2 product (stack + SCL from a downloaded .zip / .SAFE) -> Improve cloud mask.
+Run once when the graph changes; the .model3 is committed.
 
 Usage: .venv/bin/python scripts/build_product_model.py
 """

@@ -48,8 +48,9 @@ deps.ensure_on_path()  # onnxruntime from the data home, where setup put it (the
 
 # -- the synthetic tile -------------------------------------------------------------
 def write_tiled(path: Path, size: int, block: np.ndarray, data_type: int, nodata: float, descriptions=()) -> str:
-    """A raster made by repeating ``block`` ([bands, rows, cols]) mirrored, so that tiles
-    of the models' grids all differ and there are no seams (as scripts/bench.py does)."""
+    """A raster made by repeating ``block`` ([bands, rows, cols]) mirrored.
+
+    So tiles of the models' grids all differ and there are no seams (as scripts/bench.py does)."""
     if path.exists():
         return str(path)
     bands = block.shape[0]
@@ -74,8 +75,9 @@ def write_tiled(path: Path, size: int, block: np.ndarray, data_type: int, nodata
 
 
 def scene_block(sample: Path | None) -> np.ndarray:
-    """Digital numbers to repeat: the real sample scene's 12 bands when given (clouds and
-    shadows over a river delta), else random values."""
+    """Digital numbers to repeat: the real sample scene's 12 bands when given, else random values.
+
+    The sample scene has clouds and shadows over a river delta."""
     if sample and sample.exists():
         return gdal.Open(str(sample)).ReadAsArray().astype(np.uint16)
     return np.random.default_rng(10980).integers(1, 10000, size=(12, 512, 512), dtype=np.uint16)
@@ -113,8 +115,10 @@ class ModelClock:
 
 
 class StepClock:
-    """Wall time of the run's two steps: the probabilities (reading, the network, blending,
-    writing, flagging) and the merge (reading the flags, dilation, writing the mask)."""
+    """Wall time of the run's two steps: the probabilities and the merge.
+
+    The probabilities: reading, the network, blending, writing, flagging; the merge: reading the
+    flags, dilation, writing the mask."""
 
     STEPS = ("compute_probabilities", "merge_to_mask")
 
@@ -141,10 +145,12 @@ class StepClock:
 
 
 class WriterClock:
-    """Where the probability step's writing goes: the writer thread's own time (combining,
-    handing blocks to GDAL, which compresses them on its threads, and to the flag thread),
-    the flag thread's (flagging, the product mask, writing the flags), and the time the
-    blocks of rows wait to hand rows over (when that grows, the writer is the run's floor)."""
+    """Where the probability step's writing goes: the writer thread, the flag thread, the waits.
+
+    The writer thread's own time (combining, handing blocks to GDAL, which compresses them on
+    its threads, and to the flag thread), the flag thread's (flagging, the product mask, writing
+    the flags), and the time the blocks of rows wait to hand rows over (when that grows, the
+    writer is the run's floor)."""
 
     # (class, its call timed, into which figure; only calls whose sink is of that class)
     TIMED = (
@@ -179,8 +185,10 @@ class WriterClock:
 def improve(
     raster: str, mask: str, folder: Path, provider: str, name: str, workers: int = 0, keep: bool = True, **options
 ) -> dict:
-    """One improve run; ``keep``: the probability rasters are written too (else only the
-    mask, as the toolbox does by default); ``options``: more ProbabilityRequest fields."""
+    """One improve run.
+
+    ``keep``: the probability rasters are written too (else only the mask, as the toolbox does
+    by default); ``options``: more ProbabilityRequest fields."""
     options.setdefault("resolution", 0)  # the raster's own 10 m: every figure here is of 10 m runs
     outputs = pipeline.ProbabilityOutputs()
     if keep:

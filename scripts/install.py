@@ -40,8 +40,9 @@ def install_reference(cache: Path) -> None:
 
 
 def install_runtime(gpu: str) -> deps.RuntimeStatus:
-    """``make setup GPU=1``: onnxruntime-gpu with CUDA; ``GPU=0``: back to the CPU one;
-    unset: keep whichever is installed (the CPU one on a fresh data home)."""
+    """``make setup GPU=1``: onnxruntime-gpu with CUDA; ``GPU=0``: back to the CPU one.
+
+    Unset: keep whichever is installed (the CPU one on a fresh data home)."""
     if gpu == "1":
         return deps.install_gpu_runtime(log=lambda m: print(f"setup: {m}", flush=True))
     if gpu == "0":

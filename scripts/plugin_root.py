@@ -1,12 +1,12 @@
-"""One import root for the scripts: the plugin is imported as ``cloud_mask_improver``,
-the name QGIS and the tests use, from this checkout's plugins folder
+"""One import root for the scripts: the plugin is imported as ``cloud_mask_improver``.
+
+That is the name QGIS and the tests use, from this checkout's plugins folder
 (``.venv/qgis-plugins``, a link to this checkout, made here when it is missing).
 Importing ``core`` as a top-level package too would load every module twice, under
 two names.
 
 The folder is per checkout, not in the shared data home: two clones on one machine
-each run their own code under ``qgis_process`` (one shared link ran whichever
-clone set up last).
+each run their own code under ``qgis_process``.
 
 Run as a script, it prints the plugins folder (for ``QGIS_PLUGINPATH``).
 """
@@ -47,8 +47,9 @@ def import_root() -> Path:
 
 
 def qgis_process() -> str:
-    """The qgis_process to run: Debian's wrapper passes an option QGIS 3.22 rejects, so the
-    binary itself where it exists."""
+    """The qgis_process to run: the binary itself where it exists.
+
+    Debian's wrapper passes an option QGIS 3.22 rejects."""
     for name in ("qgis_process.bin", "qgis_process"):
         for folder in os.environ.get("PATH", "").split(os.pathsep):
             if os.access(os.path.join(folder, name), os.X_OK):

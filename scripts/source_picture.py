@@ -1,5 +1,6 @@
-"""A PNG of the SOURCE output as QGIS draws it (the plugin's own style) over the imagery,
-with its legend: the picture in docs/usage.md.
+"""A PNG of the SOURCE output as QGIS draws it (the plugin's own style) over the imagery.
+
+With its legend: the picture in docs/usage.md.
 
 Usage: source_picture.py S2_RASTER SOURCE OUT.png
 """

@@ -91,8 +91,10 @@ def provider(qgis_app, qgis_processing):
 
 @pytest.fixture
 def windows_files(monkeypatch):
-    """Windows file semantics (test/windows_files.py): files loaded in ``QgsProject.instance()``
-    and files ``hold``-ed refuse rename, delete and writing, as Windows does for files in use."""
+    """Windows file semantics (test/windows_files.py) for files loaded in QGIS or ``hold``-ed.
+
+    Files loaded in ``QgsProject.instance()`` and files ``hold``-ed refuse rename, delete and
+    writing, as Windows does for files in use."""
     import windows_files as emulation
 
     return emulation.patch(monkeypatch)
@@ -100,8 +102,9 @@ def windows_files(monkeypatch):
 
 @pytest.fixture(autouse=True)
 def _driver_checks_end_with_their_test():
-    """The GPU row asks the driver in a thread that reads PATH when it starts; one left running
-    would start the next test's fake nvidia-smi and count there."""
+    """The GPU row asks the driver in a thread that reads PATH when it starts.
+
+    One left running would start the next test's fake nvidia-smi and count there."""
     yield
     import threading
 
@@ -115,10 +118,11 @@ _VIEWS = []  # the real layer tree views handed out, kept alive for the session
 
 @pytest.fixture(autouse=True)
 def _real_layer_tree_view(monkeypatch):
-    """QGIS >= 3.44 passes ``iface.layerTreeView()`` to ``QgsProcessingGuiUtils.addResultLayers``,
+    """Give pytest-qgis's stand-in iface a real view of the project's layer tree, as in the desktop.
+
+    QGIS >= 3.44 passes ``iface.layerTreeView()`` to ``QgsProcessingGuiUtils.addResultLayers``,
     which refuses pytest-qgis's stand-in (a MagicMock). Wherever the iface of a test is that
-    stand-in (it stays installed once any test asked for it), it gets a real view of the
-    project's layer tree, as in the desktop."""
+    stand-in (it stays installed once any test asked for it), it gets the real view."""
     from unittest import mock
 
     from qgis import utils

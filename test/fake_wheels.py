@@ -1,6 +1,7 @@
-"""Fake wheels named as onnxruntime-gpu, NVIDIA's CUDA libraries and onnxruntime, served
-by a package index on 127.0.0.1, and a fake ``nvidia-smi``: GPU support's install path
-is tested with the real pip and nothing real is downloaded. The index also serves a
+"""Fake wheels and a fake ``nvidia-smi``: GPU support's install path tested with the real pip.
+
+The wheels are named as onnxruntime-gpu, NVIDIA's CUDA libraries and onnxruntime, served
+by a package index on 127.0.0.1; nothing real is downloaded. The index also serves a
 numpy, a sympy and a flatbuffers that must never land in the private folder (numpy 2
 there would shadow QGIS's numpy and break GDAL)."""
 

@@ -61,8 +61,9 @@ def write_card(path: Path, **fields) -> Path:
 def tile_mean_model(
     path: Path, weights: np.ndarray, context: np.ndarray, bias: np.ndarray, tile: int, opset: int = 17
 ) -> Path:
-    """A network whose output depends on the whole tile it sees: at every pixel,
-    ``weights @ x + context @ mean(x over the tile) + bias``. Where a tile is placed, and
+    """A network whose output depends on the whole tile it sees.
+
+    At every pixel, ``weights @ x + context @ mean(x over the tile) + bias``. Where a tile is placed, and
     which tile's output a pixel keeps, shows in every pixel (unlike the 1x1 models)."""
     k, c = weights.shape
     x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", c, tile, tile])

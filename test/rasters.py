@@ -64,9 +64,10 @@ def random_scene(rows: int, cols: int, bands: int = 12, seed: int = 0) -> np.nda
 
 @pytest.fixture(name="gdal_exceptions", params=["gdal-exceptions-off", "gdal-exceptions-on"])
 def gdal_exceptions_fixture(request):
-    """GDAL's process-wide exception mode both ways: off, as QGIS 3.22 leaves it, and on,
-    as QGIS >= 3.40's Processing sets it when it loads (gdal, ogr and osr; GDAL 4 by
-    default). The plugin must answer the same in both. Yields True when exceptions are on."""
+    """GDAL's process-wide exception mode both ways; yields True when exceptions are on.
+
+    Off, as QGIS 3.22 leaves it, and on, as QGIS >= 3.40's Processing sets it when it loads
+    (gdal, ogr and osr; GDAL 4 by default). The plugin must answer the same in both."""
     on = request.param.endswith("-on")
     before = [module.GetUseExceptions() for module in EXCEPTION_MODULES]
     _use_exceptions([on] * len(EXCEPTION_MODULES))
@@ -80,7 +81,9 @@ EXCEPTION_MODULES = (gdal, ogr, osr)
 
 
 def _use_exceptions(wanted: list[bool]) -> None:
-    """Set each module's mode. Each one that is on has an error handler on GDAL's stack and
+    """Set each module's mode.
+
+    Each one that is on has an error handler on GDAL's stack and
     can only be turned off while on top of it, so turn them all off first, top down."""
     for _ in EXCEPTION_MODULES:
         for module in EXCEPTION_MODULES:

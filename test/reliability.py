@@ -1,5 +1,7 @@
-"""Shared pieces of the reliability tests: a tiny model whose exact output is known,
-the registered provider, and the checks that nothing was left behind."""
+"""Shared pieces of the reliability tests.
+
+A tiny model whose exact output is known, the registered provider, and the checks that
+nothing was left behind."""
 
 from __future__ import annotations
 
@@ -35,8 +37,9 @@ def tiny_probabilities(scene: np.ndarray) -> np.ndarray:
 
 
 def assert_tiny_mask(mask: np.ndarray, scene: np.ndarray, valid: np.ndarray, threshold: float = 0.5) -> None:
-    """``mask`` is what the tiny model gives without dilation (pixels within float32
-    rounding of the threshold may go either way)."""
+    """``mask`` is what the tiny model gives without dilation.
+
+    Pixels within float32 rounding of the threshold may go either way."""
     p = tiny_probabilities(scene)
     want = np.where(p[1] > threshold, 1, np.where(p[2] > threshold, 2, 0)).astype(np.uint8)
     want[~valid] = 255
@@ -54,17 +57,20 @@ def tiny_scene(rows: int, cols: int, seed: int = 0) -> np.ndarray:
 # the argument name.
 @pytest.fixture(autouse=True, name="collect_qgis_objects")
 def collect_qgis_objects_fixture():
-    """A refused run leaves a cycle (exception -> traceback -> frames -> the QGIS context
-    and algorithm). Collect it while QGIS is alive: collected after QGIS exits, the
-    context's destructor crashes the interpreter."""
+    """Collect the cycle a refused run leaves while QGIS is alive.
+
+    A refused run leaves a cycle (exception -> traceback -> frames -> the QGIS context
+    and algorithm). Collected after QGIS exits, the context's destructor crashes the
+    interpreter."""
     yield
     gc.collect()
 
 
 @pytest.fixture(name="system_tmp")
 def system_tmp_fixture(tmp_path, monkeypatch) -> Path:
-    """A private system temp dir, so leftover ``cloudmask-*`` folders are ours to count
-    (the real one is shared with other processes)."""
+    """A private system temp dir, so leftover ``cloudmask-*`` folders are ours to count.
+
+    The real one is shared with other processes."""
     folder = tmp_path / "system-tmp"
     folder.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
@@ -72,8 +78,9 @@ def system_tmp_fixture(tmp_path, monkeypatch) -> Path:
 
 
 def leftovers(*folders: Path) -> list[str]:
-    """Temporary files or folders a run may have left: partial outputs beside the
-    destinations and ``cloudmask-*`` work folders."""
+    """Temporary files or folders a run may have left.
+
+    Partial outputs beside the destinations and ``cloudmask-*`` work folders."""
     found = []
     for folder in folders:
         if folder.is_dir():

@@ -89,8 +89,10 @@ def downsample(data: np.ndarray, factor: int) -> np.ndarray:
 
 
 def scl_20m() -> np.ndarray:
-    """An SCL at 20 m: vegetation (4), cloud high probability (9) where s2cloudless saw cloud,
-    a shadow block (3), and a nodata strip (0) along the left edge, as at a swath edge."""
+    """An SCL at 20 m: vegetation, cloud where s2cloudless saw cloud, a shadow block, a nodata strip.
+
+    Vegetation (4), cloud high probability (9) where s2cloudless saw cloud, a shadow block (3),
+    and a nodata strip (0) along the left edge, as at a swath edge."""
     cloudy = downsample(cloud_flags().astype(np.uint8) * 100, 2) >= 50
     scl = np.where(cloudy, 9, 4).astype(np.uint8)
     scl[90:110, 60:100] = 3

@@ -1,5 +1,6 @@
-"""A season built from the real sample scene: the same ground, real clouds moved about, and
-a bright patch that a cloud model calls cloud on every date.
+"""A season built from the real sample scene: the same ground, real clouds moved about, a cloud-like patch.
+
+The patch is a bright one that a cloud model calls cloud on every date.
 
 The ground is a clear 192 x 192 px window of test/data/sample/s2_12band.tif (its product
 mask is clear there). Each date pastes the cloudy pixels (by the product mask) of another
@@ -93,8 +94,10 @@ def build_season(folder: Path, dates: int = len(CLOUD_WINDOWS), windows=CLOUD_WI
 
 
 def _turn(pixels: np.ndarray, date: int) -> np.ndarray:
-    """Turn and flip the cloud window a different way each date: the scene's clouds lie in
-    bands, and windows cut from it alone would put cloud at the same place on most dates."""
+    """Turn and flip the cloud window a different way each date.
+
+    The scene's clouds lie in bands, and windows cut from it alone would put cloud at the same
+    place on most dates."""
     turn = date * 3 % 8
     out = np.rot90(pixels, turn % 4, axes=(-2, -1))
     return np.ascontiguousarray(out[..., ::-1] if turn >= 4 else out)

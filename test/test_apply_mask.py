@@ -1,5 +1,7 @@
-"""Apply cloud mask (core, no QGIS): the sample scene masked with its real improved mask, on its
-own grid and on others (20 m, EPSG:4326), every data type, the buffer, cancel and bad inputs."""
+"""Apply cloud mask (core, no QGIS): the sample scene masked with its real improved mask.
+
+On its own grid and on others (20 m, EPSG:4326), every data type, the buffer, cancel and bad
+inputs."""
 
 from __future__ import annotations
 
@@ -91,8 +93,9 @@ def test_a_coarser_raster_on_an_aligned_grid_is_masked_where_any_of_its_mask_pix
 
 
 def test_a_raster_in_another_crs_lets_no_cloudy_pixel_through(real_mask, tmp_path):
-    """The sample warped to EPSG:4326 (pixels about 13 x 9 m, turned against the mask's): every
-    raster pixel that holds the centre of a cloud or shadow pixel of the mask must be nodata."""
+    """The sample warped to EPSG:4326 (pixels about 13 x 9 m, turned against the mask's).
+
+    Every raster pixel that holds the centre of a cloud or shadow pixel of the mask must be nodata."""
     stack, mask, values = real_mask
     geographic = str(tmp_path / "wgs84.tif")
     gdal.Warp(geographic, stack, dstSRS="EPSG:4326", resampleAlg="near")

@@ -1,5 +1,7 @@
-"""Apply cloud mask in QGIS: the toolbox, a model (Improve cloud mask -> Apply cloud mask),
-qgis_process, the source layer's look on the result, and errors as messages."""
+"""Apply cloud mask in QGIS: the toolbox, a model, qgis_process, the source's look, errors as messages.
+
+The model is Improve cloud mask -> Apply cloud mask; the source layer's look is given to the
+result."""
 
 from __future__ import annotations
 

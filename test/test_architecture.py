@@ -67,8 +67,10 @@ def test_side_packages_import_only_what_lies_below_them():
 
 
 def test_the_algorithms_and_the_dialog_name_parameters_by_their_constants():
-    """Parameter and output names are written once, in core/choices.py: a literal elsewhere
-    in algorithms/ or ui/ could drift from what the dialog fills in or the algorithm reads."""
+    """Parameter and output names are written once, in core/choices.py.
+
+    A literal elsewhere in algorithms/ or ui/ could drift from what the dialog fills in or the
+    algorithm reads."""
     names = [
         node.value.value
         for node in ast.parse((ROOT / "core" / "choices.py").read_text(encoding="utf-8")).body
@@ -87,8 +89,10 @@ def test_the_algorithms_and_the_dialog_name_parameters_by_their_constants():
 
 
 def test_only_the_command_line_uses_the_season_package():
-    """The season package is the batch's: the command line (through the public API, which the
-    import graph sees through) and the batch algorithm use it; no part of the single run does."""
+    """The season package is the batch's: the command line and the batch algorithm use it.
+
+    The command line uses it through the public API, which the import graph sees through; no
+    part of the single run does."""
     users = {
         m
         for m, targets in import_graph.graph().items()
@@ -104,8 +108,9 @@ FRONT_ENDS = sorted([*(ROOT / "algorithms").glob("*.py"), *(ROOT / "ui").glob("*
 
 
 def core_imports(path: Path) -> list[tuple[int, str, list[str]]]:
-    """(line, module, names) of each import of ``path`` that reaches into this plugin's ``core``,
-    module-level and inside functions; module is relative to the repository root ("core",
+    """(line, module, names) of each import of ``path`` that reaches into this plugin's ``core``.
+
+    Module-level and inside functions; module is relative to the repository root ("core",
     "core.season.batch"), names those ``from module import`` takes (empty for ``import module``)."""
     package = list(path.relative_to(ROOT).parent.parts)
     found = []
@@ -142,10 +147,11 @@ def test_the_front_ends_import_only_the_public_api():
 
 
 def test_every_public_name_resolves_and_no_core_module_uses_the_public_api():
-    """Each name of ``core.__all__`` is found in its module. The public API is for the front-ends:
-    a core module that imported it would hide an import from the import graph (and could close a
-    cycle through it); a public name that equals a submodule's would be replaced by that submodule
-    once it is imported."""
+    """Each name of ``core.__all__`` is found in its module.
+
+    The public API is for the front-ends: a core module that imported it would hide an import
+    from the import graph (and could close a cycle through it); a public name that equals a
+    submodule's would be replaced by that submodule once it is imported."""
     import cloud_mask_improver.core as core
 
     missing = [name for name in core.__all__ if getattr(core, name, None) is None]

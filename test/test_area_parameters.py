@@ -1,5 +1,7 @@
-"""Only the area that matters: EXTENT and AREA on Improve cloud mask (and its ensemble) give the
-area's bounding box with the same pixels as a whole-scene run of the real sample scene."""
+"""Only the area that matters: EXTENT and AREA on Improve cloud mask (and its ensemble).
+
+They give the area's bounding box with the same pixels as a whole-scene run of the real
+sample scene."""
 
 import numpy as np
 import processing

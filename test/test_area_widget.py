@@ -1,5 +1,7 @@
-"""The dialog's "Area to process" section: whole raster, map canvas extent or a polygon layer
-(selected features only), turned into the EXTENT / AREA parameters and honoured by a real run."""
+"""The dialog's "Area to process" section: whole raster, map canvas extent or a polygon layer.
+
+Polygons of selected features only, turned into the EXTENT / AREA parameters and honoured by
+a real run."""
 
 import pytest
 from osgeo import gdal

@@ -1,5 +1,6 @@
-"""Nothing half-written survives: a run that fails or is cancelled at any point
-leaves no output (an older file at the destination stays as it was) and no
+"""Nothing half-written survives a run that fails or is cancelled at any point.
+
+Such a run leaves no output (an older file at the destination stays as it was) and no
 temporary file beside the destination or in the system temp folder."""
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ class CancelWhen(QgsProcessingFeedback):
 
 @pytest.fixture
 def job(tmp_path, provider):
-    """improvecloudmask on a 600 x 60 scene (many tiles, two merge windows), writing the
-    mask and both probabilities."""
+    """improvecloudmask on a 600 x 60 scene (many tiles, two merge windows).
+
+    Writing the mask and both probabilities."""
     scene = tiny_scene(600, 60, seed=5)
     s2 = write_raster(tmp_path / "s2.tif", scene, descriptions=TINY_BANDS)
     model = str(tiny_model(tmp_path / "model"))

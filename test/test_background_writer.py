@@ -1,6 +1,8 @@
-"""Writing in its own thread (probability.BackgroundWriter): rows still arrive whole and in
-order, memory stays bounded, writing overlaps the network, and a failure while writing
-stops the run with that error, no partial output and no thread left behind."""
+"""Writing in its own thread (probability.BackgroundWriter).
+
+Rows still arrive whole and in order, memory stays bounded, writing overlaps the network,
+and a failure while writing stops the run with that error, no partial output and no thread
+left behind."""
 
 import threading
 import time

@@ -643,8 +643,9 @@ def test_bad_input_through_qgis_process(case, qgis_process, tmp_path):
     ],
 )
 def test_onnxruntime_missing_or_old_through_qgis_process(qgis_process, tmp_path, version, words):
-    """A stand-in ``onnxruntime`` package first on the path: one that cannot be
-    imported, or one that reports an old version."""
+    """A stand-in ``onnxruntime`` package first on the path.
+
+    One that cannot be imported, or one that reports an old version."""
     fake = tmp_path / "fake" / "onnxruntime"
     fake.mkdir(parents=True)
     body = f"__version__ = {version!r}\n" if version else "raise ImportError('simulated: no onnxruntime')\n"

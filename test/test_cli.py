@@ -1,6 +1,7 @@
-"""The ``cloudmask`` command: it runs where QGIS is absent, reports bad products with a
-non-zero exit status, and a Dask run survives a worker killed in the middle of a product
-with the same bytes as a run in one process."""
+"""The ``cloudmask`` command: it runs where QGIS is absent, reports bad products, survives a lost worker.
+
+Bad products are reported with a non-zero exit status, and a Dask run survives a worker
+killed in the middle of a product with the same bytes as a run in one process."""
 
 import csv
 import os
@@ -101,8 +102,10 @@ def test_console_script_is_installed_by_setup():
 
 
 def test_the_command_lines_defaults_are_the_merges():
-    """The defaults are declared once (MergeSettings, from choices.DEFAULTS): the command line
-    offers the same, and its request for every product is a plain improve request."""
+    """The defaults are declared once (MergeSettings, from choices.DEFAULTS).
+
+    The command line offers the same, and its request for every product is a plain improve
+    request."""
     from cloud_mask_improver.core import cli, pipeline
     from cloud_mask_improver.core.merge import MergeSettings
 

@@ -1,5 +1,6 @@
-"""Two algorithms at once, as the Processing GUI allows (each in its own task):
-both give the result they give alone, and model sessions are shared safely."""
+"""Two algorithms at once, as the Processing GUI allows (each in its own task).
+
+Both give the result they give alone, and model sessions are shared safely."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""How a pixel is decided: the ukis models' most likely class, thresholds for the others;
-one rule for the plan, the merge on its own and the dialog."""
+"""How a pixel is decided: the ukis models' most likely class, thresholds for the others.
+
+One rule for the plan, the merge on its own and the dialog."""
 
 from pathlib import Path
 
@@ -17,8 +18,9 @@ CARDS = {c.id: c for c in cards.committed_cards()}
 
 
 def test_most_likely_class_flags_what_thresholds_at_half_leave_clear():
-    """The issue's pixel (cloud 0.45, shadow 0.25, clear 0.30) is cloud for ukis-csmask; ties
-    go to the first of clear, cloud, shadow, as its argmax does; NaN is neither."""
+    """The issue's pixel (cloud 0.45, shadow 0.25, clear 0.30) is cloud for ukis-csmask.
+
+    Ties go to the first of clear, cloud, shadow, as its argmax does; NaN is neither."""
     cloud = np.array([[0.45, 0.4, 0.4, 0.3, 0.1, np.nan]], dtype=np.float32)
     shadow = np.array([[0.25, 0.4, 0.2, 0.4, 0.45, np.nan]], dtype=np.float32)
     valid = np.ones(cloud.shape, dtype=bool)
@@ -85,8 +87,9 @@ def test_the_plan_runs_ukis_at_30_m_unless_told(tmp_path, given, expected):
 
 
 def test_a_merge_of_the_kept_probabilities_gives_the_same_mask(tmp_path):
-    """The rule travels with the probability rasters, and at 30 m they come back by nearest:
-    the merge on its own, thresholds empty, redoes the run's mask."""
+    """The rule travels with the probability rasters, and at 30 m they come back by nearest.
+
+    The merge on its own, thresholds empty, redoes the run's mask."""
     model_file("ukis-6b-l1c")
     require(L1C_STACK)
     outputs = pipeline.ProbabilityOutputs(str(tmp_path / "cloud.tif"), str(tmp_path / "shadow.tif"))

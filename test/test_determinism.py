@@ -1,5 +1,7 @@
-"""Same inputs, same mask: two runs give byte-identical files, and the result does
-not depend on how the work is cut (window rows, batch size, onnxruntime threads)."""
+"""Same inputs, same mask: two runs give byte-identical files.
+
+The result does not depend on how the work is cut (window rows, batch size, onnxruntime
+threads)."""
 
 from __future__ import annotations
 

@@ -86,12 +86,14 @@ def test_nodata_pixels_come_out_as_nodata(tmp_path, pixel_model):
     "encoding", ["float32 NaN, no nodata value", "uint16 nodata 65535", "uint16 0, no nodata value"]
 )
 def test_nodata_gives_the_same_probabilities_whatever_marks_it(tmp_path, encoding):
-    """The same scene and the same holes (a swath edge, a hole) as the product stores them
-    (uint16, nodata 0) and as other tools leave them: float32 with NaN (gdalwarp, the raster
-    calculator), another nodata value, or 0 with no nodata declared (a stack of the JP2
-    files). The real network gives the same probabilities, and nodata exactly at the holes:
-    NaN spread through its convolutions over whole tiles, 65535 looked like bright cloud,
-    and undeclared zeros were classified."""
+    """The same scene and the same holes as the product stores them and as other tools leave them.
+
+    The holes are a swath edge and a hole; the product stores them as uint16, nodata 0; other
+    tools leave float32 with NaN (gdalwarp, the raster calculator), another nodata value, or 0
+    with no nodata declared (a stack of the JP2 files). The real network gives the same
+    probabilities, and nodata exactly at the holes: otherwise NaN would spread through its
+    convolutions over whole tiles, 65535 would look like bright cloud, and undeclared zeros
+    would be classified."""
     model_file("ukis-6b-l1c")
     require(L1C_STACK)
     stack = gdal.Open(str(L1C_STACK))
@@ -124,9 +126,10 @@ def test_nodata_gives_the_same_probabilities_whatever_marks_it(tmp_path, encodin
 
 @pytest.mark.parametrize("marking", ["alpha band", "mask"])
 def test_pixels_an_alpha_band_or_a_mask_hides_are_nodata(tmp_path, pixel_model, marking):
-    """gdalwarp -dstalpha adds an alpha band, and a GeoTIFF may carry a mask instead of a
-    nodata value: the raster is usable (an alpha band is not a Sentinel-2 band) and its
-    hidden pixels are nodata, as they would be with a nodata value."""
+    """An alpha band (gdalwarp -dstalpha) or a GeoTIFF's mask instead of a nodata value.
+
+    The raster is usable (an alpha band is not a Sentinel-2 band) and its hidden pixels are
+    nodata, as they would be with a nodata value."""
     scene = random_scene(50, 40)
     hidden = np.zeros((50, 40), dtype=bool)
     hidden[:, :12] = True
@@ -150,8 +153,9 @@ def test_pixels_an_alpha_band_or_a_mask_hides_are_nodata(tmp_path, pixel_model, 
 
 
 def seed_card_model(folder: Path, kind: str):
-    """A generated model with the seed's shapes, saved under the seed's file name so the
-    committed farmvibes card applies."""
+    """A generated model with the seed's shapes, saved under the seed's file name.
+
+    So the committed farmvibes card applies."""
     rng = np.random.default_rng(7)
     if kind == "cloud":
         weights, bias = rng.normal(scale=1e-4, size=(2, 12)), rng.normal(size=2)
@@ -203,8 +207,9 @@ def test_processing_resolution_runs_coarse_and_returns_to_the_grid(tmp_path, pix
 
 @pytest.mark.parametrize("shape, resolution", [((31, 22), 30.0), ((1, 1), 60.0), ((257, 259), 20.0)])
 def test_a_processing_resolution_covers_the_whole_raster(tmp_path, pixel_model, shape, resolution):
-    """Sizes that are no multiple of the coarse pixel: the last rows and columns have
-    probabilities too (they were nodata), and a raster smaller than a coarse pixel runs."""
+    """Sizes that are no multiple of the coarse pixel: the last rows and columns have probabilities too.
+
+    And a raster smaller than a coarse pixel runs."""
     raster = write_raster(tmp_path / "s2.tif", random_scene(*shape))
     cloud_path = tmp_path / "c.tif"
     request = pipeline.ProbabilityRequest(raster, [str(pixel_model[0])], resolution=resolution)
@@ -215,8 +220,9 @@ def test_a_processing_resolution_covers_the_whole_raster(tmp_path, pixel_model, 
 
 
 def test_a_processing_resolution_leaves_undeclared_zeros_out_of_the_average(tmp_path, pixel_model):
-    """Digital numbers of 0 with no nodata declared are nodata at a coarser resolution too:
-    the coarse pixels are not darkened by averaging them in."""
+    """Digital numbers of 0 with no nodata declared are nodata at a coarser resolution too.
+
+    The coarse pixels are not darkened by averaging them in."""
     scene = random_scene(90, 60)
     scene[:, :, :20] = 0
     results = []
@@ -252,8 +258,9 @@ def _probabilities(tmp_path, raster, clouds, shadow, name, **settings):
 
 
 def test_column_stripes_give_the_same_probabilities_as_one_pass(tmp_path, pixel_model, monkeypatch):
-    """Two tile grids at once (64 px blended tiles and the seed's 512 px chips), nodata
-    across the splits: the stripes' results equal the unsplit run bit for bit."""
+    """Two tile grids at once, nodata across the splits: the stripes equal the unsplit run bit for bit.
+
+    The grids are 64 px blended tiles and the seed's 512 px chips."""
     scene = random_scene(150, 1400)
     scene[:, 20:90, 400:1000] = 0
     raster = write_raster(tmp_path / "s2.tif", scene, descriptions=list(FARMVIBES_BANDS))
@@ -293,9 +300,10 @@ def blended_model(folder: Path, name: str, tile: int, overlap: float, seed: int)
 
 @pytest.mark.parametrize("stripe_cols", [700, 450])
 def test_column_stripes_are_exact_with_two_blended_grids(tmp_path, monkeypatch, stripe_cols):
-    """Two blended grids whose tiles start at different columns (256 px / 0.2 and
-    512 px / 0.4): where a split falls, two tiles of the second grid reach across it, and
-    their sum must be added in the order an unsplit run adds it, or the last bit differs."""
+    """Two blended grids whose tiles start at different columns (256 px / 0.2 and 512 px / 0.4).
+
+    Where a split falls, two tiles of the second grid reach across it, and their sum must be
+    added in the order an unsplit run adds it, or the last bit differs."""
     raster = write_raster(
         tmp_path / "s2.tif", random_scene(600, 2000, bands=4, seed=3), descriptions=["B02", "B03", "B04", "B08"]
     )
@@ -309,9 +317,10 @@ def test_column_stripes_are_exact_with_two_blended_grids(tmp_path, monkeypatch, 
 
 
 def test_an_engine_is_freed_when_its_run_ends(tmp_path, monkeypatch):
-    """Without the cycle collector: an engine kept alive by a reference cycle is freed later, at
-    any moment and on any thread, with its models' buffers and its rows (QGIS's Python crashed
-    so, now and then, in a later test's teardown)."""
+    """Without the cycle collector: an engine kept alive by a reference cycle is freed later.
+
+    At any moment and on any thread, with its models' buffers and its rows (QGIS's Python can
+    crash so, now and then, in a later test's teardown)."""
     import gc
     import weakref
 
@@ -369,9 +378,10 @@ def _readers(monkeypatch) -> set[int]:
 def test_bands_of_rows_give_the_same_probabilities_as_one_pass(
     tmp_path, monkeypatch, pixel_model, workers, stripe_cols
 ):
-    """Three tile grids (two blended, one of centre-cropped chips) and a pixel model, nodata
-    across the seams between bands, with and without column stripes: every band size gives
-    the one-block result bit for bit."""
+    """Three tile grids and a pixel model: every band size gives the one-block result bit for bit.
+
+    Two blended grids and one of centre-cropped chips, nodata across the seams between bands,
+    with and without column stripes."""
     scene = random_scene(1200, 1100, bands=len(FARMVIBES_BANDS), seed=5)
     scene[:, 230:300, 100:700] = 0  # across the first seam (row 256)
     raster = write_raster(tmp_path / "s2.tif", scene, descriptions=list(FARMVIBES_BANDS))

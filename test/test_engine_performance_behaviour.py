@@ -1,7 +1,8 @@
-"""What the speed work must not change for users: a run that reads ahead in a
-background thread still stops when cancelled, reports read errors, leaves no
-thread behind, never runs the model on tiles with nothing to predict, and a
-CUDA request without CUDA still runs (on the CPU) and says so."""
+"""What the speed work must not change for users.
+
+A run that reads ahead in a background thread still stops when cancelled, reports read
+errors, leaves no thread behind, never runs the model on tiles with nothing to predict, and
+a CUDA request without CUDA still runs (on the CPU) and says so."""
 
 import threading
 
@@ -108,8 +109,9 @@ def test_tiles_with_only_nodata_are_not_given_to_the_model(tmp_path, tiny_model)
 
 
 def test_the_reader_reads_the_next_row_while_the_model_runs(tmp_path, tiny_model, monkeypatch):
-    """Each model call on tile row i waits (up to 10 s) for row i + 1 to be started in
-    the reader thread: a run that did not read ahead would fail here."""
+    """Each model call on tile row i waits (up to 10 s) for row i + 1 to be started in the reader thread.
+
+    A run that did not read ahead would fail here."""
     raster = write_raster(tmp_path / "s2.tif", random_scene(300, 100, bands=4))
     started = {}
     threads = set()
@@ -190,8 +192,9 @@ def test_cuda_fallback_note_reaches_processing_feedback(tmp_path, tiny_model, qg
 
 
 def test_gdal_block_cache_is_capped_during_a_run_and_restored_after(tmp_path, tiny_model):
-    """Finished output blocks go to disk instead of piling up in GDAL's cache (5 % of RAM
-    by default), and the user's setting is back once the run ends, even on failure."""
+    """Finished output blocks go to disk instead of piling up in GDAL's cache (5 % of RAM by default).
+
+    And the user's setting is back once the run ends, even on failure."""
     from osgeo import gdal
 
     from cloud_mask_improver.core.raster import BLOCK_CACHE_BYTES

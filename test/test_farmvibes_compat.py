@@ -1,5 +1,6 @@
-"""Compatibility with FarmVibes.AI: its published behaviour, written out here in plain
-numpy and scipy (not its code), against our algorithms run as users run them.
+"""Compatibility with FarmVibes.AI: its published behaviour against our algorithms run as users run them.
+
+Its behaviour is written out here in plain numpy and scipy (not its code).
 
 What FarmVibes.AI does (its ops compute_cloud_prob, compute_shadow_prob and
 merge_cloud_masks_simple, and vibe_lib's chipping):
@@ -62,8 +63,9 @@ def fv_chips(size: int, chip: int, step: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fv_predict(x: np.ndarray, chip: int, step: int, network) -> np.ndarray:
-    """Run ``network`` ([C, chip, chip] -> [chip, chip]) chip by chip and keep each chip's
-    part between its write edges."""
+    """Run ``network`` ([C, chip, chip] -> [chip, chip]) chip by chip.
+
+    Keep each chip's part between its write edges."""
     _, height, width = x.shape
     row_starts, row_edges = fv_chips(height, chip, step)
     col_starts, col_edges = fv_chips(width, chip, step)
@@ -99,9 +101,10 @@ def fv_merge(cloud_p, shadow_p, product, closing=5, min_area=0, cloud_thr=0.3, s
 
 
 def our_rule(cloud_p, shadow_p, product, valid, product_known, closing=5, min_area=0):
-    """FarmVibes.AI's merge with our nodata rule (docs/farmvibes.md): pixels without data
-    are 255, never flagged, never grown, and separate components; where only the product
-    mask has no data, the probabilities decide."""
+    """FarmVibes.AI's merge with our nodata rule (docs/farmvibes.md).
+
+    Pixels without data are 255, never flagged, never grown, and separate components; where
+    only the product mask has no data, the probabilities decide."""
     with np.errstate(invalid="ignore"):
         merged = ((cloud_p > 0.3) | (shadow_p > 0.2) | ((product != 0) & product_known)) & valid
     if closing:
@@ -119,8 +122,9 @@ def our_rule(cloud_p, shadow_p, product, valid, product_known, closing=5, min_ar
 
 @pytest.mark.parametrize("size", [513, 600, 896, 1000, 1300, 1830, 2000, 5490, 10980])
 def test_chip_starts_are_farmvibes_on_full_size_chips(size):
-    """The committed FarmVibes.AI cards (512 px, 25 % overlap): every chip where theirs is,
-    and each keeps exactly what theirs writes."""
+    """The committed FarmVibes.AI cards (512 px, 25 % overlap): every chip where theirs is.
+
+    And each keeps exactly what theirs writes."""
     plan = plan_axis(size, "centre-crop", 512, 0.25)
     starts, edges = fv_chips(size, 512, 384)
     assert plan.starts == tuple(starts)
@@ -136,8 +140,9 @@ def test_chip_starts_are_farmvibes_on_every_size_up_to_3000():
 
 @pytest.fixture(scope="module")
 def context_model(tmp_path_factory):
-    """A 4-band network of 32 px chips, 25 % overlap, FarmVibes.AI's scheme, whose output
-    depends on the whole chip: a pixel kept from another chip has another value."""
+    """A 4-band network of 32 px chips, 25 % overlap, FarmVibes.AI's scheme, that sees the whole chip.
+
+    Its output depends on the whole chip: a pixel kept from another chip has another value."""
     folder = tmp_path_factory.mktemp("fv_model")
     rng = np.random.default_rng(3)
     weights, context, bias = rng.normal(size=(1, 4)), rng.normal(scale=4.0, size=(1, 4)), rng.normal(size=1)
@@ -168,8 +173,9 @@ def test_probabilities_of_a_context_model_are_farmvibes_chip_by_chip(provider, c
 
 
 def test_a_raster_smaller_than_a_chip_runs(provider, context_model, tmp_path):
-    """FarmVibes.AI refuses an axis shorter than a chip; we run it (one chip, mirrored
-    beyond the edge), as docs/farmvibes.md says."""
+    """FarmVibes.AI refuses an axis shorter than a chip; we run it, as docs/farmvibes.md says.
+
+    One chip, mirrored beyond the edge."""
     model, _ = context_model
     with pytest.raises(ValueError):
         fv_chips(20, 32, 24)
@@ -181,8 +187,9 @@ def test_a_raster_smaller_than_a_chip_runs(provider, context_model, tmp_path):
 
 
 def test_the_committed_farmvibes_card_places_512_px_chips_as_farmvibes(provider, tmp_path):
-    """FarmVibes.AI's own cloud card (raw digital numbers, 2-class softmax) on a raster
-    where our old grid put the middle chip elsewhere (1000 px: 0, 244, 488, not 0, 384, 488)."""
+    """FarmVibes.AI's own cloud card (raw digital numbers, 2-class softmax) on a 1000 px raster.
+
+    There the middle chip starts at 244 (0, 244, 488), where another grid would put it at 384."""
     rng = np.random.default_rng(5)
     weights, context = rng.normal(scale=1e-4, size=(2, 12)), rng.normal(scale=1e-3, size=(2, 12))
     bias = rng.normal(size=2)
@@ -284,9 +291,10 @@ def test_categorical_merge_flags_what_farmvibes_flags(provider, tmp_path, dilati
 
 
 def test_min_area_keeps_what_farmvibes_keeps_and_fills_its_holes(provider, tmp_path):
-    """The issue's cases: a 2x2 blob grown by 5 px (104 px) outlives MIN_AREA 30; a 4x4
-    cloud beside a 4x4 shadow is one 32 px component; small holes are filled, with the
-    class around them."""
+    """The issue's cases of dilation, MIN_AREA and filled holes.
+
+    A 2x2 blob grown by 5 px (104 px) outlives MIN_AREA 30; a 4x4 cloud beside a 4x4 shadow is
+    one 32 px component; small holes are filled, with the class around them."""
     cloud = np.full((60, 80), 0.05, np.float32)
     shadow = np.full((60, 80), 0.05, np.float32)
     cloud[10:12, 10:12] = 0.9  # 2x2 blob
@@ -308,10 +316,12 @@ def test_min_area_keeps_what_farmvibes_keeps_and_fills_its_holes(provider, tmp_p
 
 
 def test_nodata_of_every_input_is_nodata_and_the_rest_is_farmvibes(provider, tmp_path):
-    """FarmVibes.AI's nodata 100 in the cloud probability, -9999 in the shadow probability,
-    NaN in both, the product mask's nodata 100: 255 where a probability has no data,
-    never cloud, never grown; elsewhere FarmVibes.AI's rule; and FarmVibes.AI's own mask
-    wherever no nodata is within the dilation."""
+    """FarmVibes.AI's nodata values in the probabilities and the product mask, and NaN.
+
+    Nodata 100 in the cloud probability, -9999 in the shadow probability, NaN in both, the
+    product mask's nodata 100: 255 where a probability has no data, never cloud, never grown;
+    elsewhere FarmVibes.AI's rule; and FarmVibes.AI's own mask wherever no nodata is within
+    the dilation."""
     cloud, shadow, product = scene(seed=4)
     rng = np.random.default_rng(9)
     cloud_hole = np.zeros(cloud.shape, bool)

@@ -24,9 +24,10 @@ def csmask_of(stack) -> np.ndarray:
 
 
 def second_scene(folder) -> str:
-    """A scene of our own from the sample: mirrored into 2 x 2, then cut 37 rows and 11
-    columns in, so that clouds, edges and tiles fall elsewhere (1674 x 1011 px, multiples of
-    3 for the 30 m grid)."""
+    """A scene of our own from the sample, so that clouds, edges and tiles fall elsewhere.
+
+    Mirrored into 2 x 2, then cut 37 rows and 11 columns in (1674 x 1011 px, multiples of 3
+    for the 30 m grid)."""
     require(L1C_STACK)
     ds = gdal.Open(str(L1C_STACK))
     scene = ds.ReadAsArray()
@@ -37,8 +38,9 @@ def second_scene(folder) -> str:
 
 
 def default_ukis_mask(stack, folder, resolution) -> tuple[np.ndarray, list[str]]:
-    """ukis-6b-l1c's mask with the thresholds left at the model's default, nothing added
-    (no product mask, no dilation), and the run's notes."""
+    """ukis-6b-l1c's mask with the thresholds left at the model's default, and the run's notes.
+
+    Nothing added: no product mask, no dilation."""
     model_file("ukis-6b-l1c")
     request = pipeline.ImproveRequest(
         pipeline.ProbabilityRequest(str(stack), ["ukis-6b-l1c"], resolution=resolution),
@@ -52,9 +54,10 @@ def default_ukis_mask(stack, folder, resolution) -> tuple[np.ndarray, list[str]]
 
 @pytest.mark.parametrize("scene", ["sample", "second"])
 def test_ukis_default_mask_is_csmasks_on_every_pixel(tmp_path, scene):
-    """With the thresholds at the model's default, ukis models decide by the most likely class
-    as ukis-csmask does: at 0.5 thresholds 1.2 % of the pixels that CSmask calls cloud or
-    shadow came out clear."""
+    """With the thresholds at the model's default, ukis models decide by the most likely class.
+
+    As ukis-csmask does: at 0.5 thresholds 1.2 % of the pixels that CSmask calls cloud or
+    shadow come out clear."""
     require(L1C_STACK)
     stack = L1C_STACK if scene == "sample" else second_scene(tmp_path)
     mask, _ = default_ukis_mask(stack, tmp_path, resolution=0)
@@ -67,9 +70,10 @@ def test_ukis_default_mask_is_csmasks_on_every_pixel(tmp_path, scene):
 
 @pytest.mark.parametrize("scene", ["sample", "second"])
 def test_ukis_default_decides_at_30_m_as_csmask_on_the_stack_resampled_to_30_m(tmp_path, scene):
-    """By default the ukis models run at their own 30 m. The reference is ukis-csmask's README
-    recipe: the stack resampled to 30 m by nearest neighbour, then CSmask. Each 10 m pixel
-    has the decision of the 30 m pixel it lies in."""
+    """By default the ukis models run at their own 30 m.
+
+    The reference is ukis-csmask's README recipe: the stack resampled to 30 m by nearest
+    neighbour, then CSmask. Each 10 m pixel has the decision of the 30 m pixel it lies in."""
     if scene == "sample":
         require(L1C_STACK)
         ds = gdal.Open(str(L1C_STACK))
@@ -136,8 +140,9 @@ def test_s2cloudless_path_reproduces_its_reference_probabilities(tmp_path):
 
 
 def test_real_models_give_the_same_result_in_column_stripes(tmp_path):
-    """The real networks (blended 256 px tiles) and s2cloudless (per pixel) on a scene
-    wide enough to split: stripes change nothing, bit for bit."""
+    """The real networks (blended 256 px tiles) and s2cloudless (per pixel) on a scene wide enough to split.
+
+    Stripes change nothing, bit for bit."""
     for model in ("ukis-6b-l1c", "s2cloudless-l1c"):
         model_file(model)
     require(L1C_STACK)

@@ -1,6 +1,8 @@
-"""Windows file semantics: outputs that a program has open (a layer loaded in the project, a CSV
-open in a spreadsheet) cannot be replaced or deleted there. Every write path either writes what
-it can or names the file in use and says what to do; never a traceback, never half an output.
+"""Windows file semantics: outputs that a program has open cannot be replaced or deleted there.
+
+Such outputs are a layer loaded in the project, a CSV open in a spreadsheet. Every write path
+either writes what it can or names the file in use and says what to do; never a traceback,
+never half an output.
 
 Emulated on Linux by ``windows_files`` (test/windows_files.py): a file loaded in
 ``QgsProject.instance()`` or held by the test refuses rename and delete as Windows does.
@@ -44,8 +46,9 @@ def partials(folder: Path) -> list[str]:
 
 
 def test_the_emulation_refuses_what_windows_refuses(windows_files, project, tmp_path):
-    """The fixture itself: a held file and a loaded layer refuse every way of replacing or
-    deleting them, with Windows's message; a free file and a removed layer do not."""
+    """The fixture itself: a held file and a loaded layer refuse every way of replacing or deleting them.
+
+    With Windows's message; a free file and a removed layer do not."""
     held, loaded, other = (tmp_path / n for n in ("held.csv", "loaded.tif", "other.txt"))
     held.write_text("a")
     other.write_text("b")
@@ -174,8 +177,9 @@ def test_a_batch_rerun_with_a_mask_loaded_fails_that_product_only(provider, wind
 
 
 def test_a_batch_rerun_keeps_an_up_to_date_mask_that_is_loaded(provider, windows_files, project, rerun):
-    """The most common rerun on Windows: the masks of the last run are on the map. Those that
-    are up to date are kept, not failed for being in use."""
+    """The most common rerun on Windows: the masks of the last run are on the map.
+
+    Those that are up to date are kept, not failed for being in use."""
     import processing
 
     inputs, out, (loaded, _other) = rerun

@@ -53,8 +53,10 @@ def no_nvidia(monkeypatch, tmp_path):
 
 
 class FakeCudaOrt:
-    """onnxruntime as onnxruntime-gpu on a working (or failing) GPU; the arithmetic is the
-    real CPU provider's. ``fail``: "" (works), "create", "libraries" or "first-batch"."""
+    """onnxruntime as onnxruntime-gpu on a working (or failing) GPU.
+
+    The arithmetic is the real CPU provider's. ``fail``: "" (works), "create", "libraries" or
+    "first-batch"."""
 
     def __init__(self, fail: str = ""):
         self.fail = fail

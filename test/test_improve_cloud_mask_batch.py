@@ -1,6 +1,7 @@
-"""Improve cloud masks of many products (cloudmask:improvecloudmaskbatch) through QGIS Processing:
-a bad product does not stop the batch, the area's selected fields are honoured, and the summary
-loads as a layer styled by clear fraction."""
+"""Improve cloud masks of many products (cloudmask:improvecloudmaskbatch) through QGIS Processing.
+
+A bad product does not stop the batch, the area's selected fields are honoured, and the
+summary loads as a layer styled by clear fraction."""
 
 import processing
 import pytest
@@ -135,8 +136,9 @@ def test_cancel_before_the_first_product_leaves_an_earlier_summary_as_it_was(sea
 
 
 def test_the_log_says_once_which_models_ran_and_on_which_device(season, tmp_path, provider):
-    """Improve cloud mask says which models ran, on the CPU or the GPU and why; the batch said
-    nothing of it, so a team could not tell that its season ran on the CPU."""
+    """The batch says which models ran, on the CPU or the GPU and why, as Improve cloud mask does.
+
+    Without it a team could not tell that its season ran on the CPU."""
     fixture, _ = season
     feedback = LogFeedback()
     processing.run(
@@ -167,8 +169,10 @@ class _Errors(QgsProcessingFeedback):
 
 
 def test_an_output_folder_that_cannot_be_written_is_refused_before_any_product(season, provider):
-    """Every product failed on its own ('not writable'), then writing the summary ended in a
-    PermissionError traceback. /proc refuses new files to everyone, root included."""
+    """An output folder that cannot be written is refused before any product runs.
+
+    Otherwise every product would fail on its own ('not writable'), then writing the summary
+    would end in a PermissionError traceback. /proc refuses new files to everyone, root included."""
     from qgis.core import QgsProcessingException
 
     fixture, _ = season

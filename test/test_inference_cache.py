@@ -1,5 +1,4 @@
-"""The optimised copy of an installed network that later runs load instead of
-optimising again.
+"""The optimised copy of an installed network that later runs load instead of optimising again.
 
 Its output must equal a freshly optimised session's to the bit, on the real model and
 the real sample scene; a damaged copy is replaced, never used; a network that is not

@@ -43,8 +43,9 @@ def seed_rule(cloud_p, shadow_p, product_values, radius=5):
 
 
 def reference(cloud_p, shadow_p, valid, product, s: MergeSettings) -> np.ndarray:
-    """Whole-raster oracle built from scipy primitives, to check the fast paths: dilate,
-    then FarmVibes.AI's min_area on the merged mask (nodata separates components)."""
+    """Whole-raster oracle built from scipy primitives, to check the fast paths.
+
+    Dilate, then FarmVibes.AI's min_area on the merged mask (nodata separates components)."""
 
     def grow(mask):
         return ndimage.binary_dilation(mask, structure=disk(s.dilation)) if s.dilation else mask
@@ -274,8 +275,9 @@ def test_min_area_drops_small_patches_and_keeps_big_ones():
 
 
 def test_min_area_counts_the_dilated_patch():
-    """FarmVibes.AI dilates first: a 2x2 blob grown by a disk of 5 px has 104 px, so
-    MIN_AREA 30 keeps it (measured before the dilation it would have gone)."""
+    """FarmVibes.AI dilates first: a 2x2 blob grown by a disk of 5 px has 104 px.
+
+    So MIN_AREA 30 keeps it (measured before the dilation it would go)."""
     cloud_p = np.zeros((30, 30), np.float32)
     cloud_p[14:16, 14:16] = 1.0
     got = merge_block(cloud_p, None, np.ones((30, 30), bool), None, MergeSettings(dilation=5, min_area=30))

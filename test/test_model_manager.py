@@ -1,5 +1,6 @@
-"""The model manager: install from a package index over loopback (real download, real
-checksum), refuse a wrong checksum, remove, import, and say what is missing."""
+"""The model manager: install, refuse a wrong checksum, remove, import, and say what is missing.
+
+It installs from a package index over loopback (real download, real checksum)."""
 
 from __future__ import annotations
 
@@ -140,8 +141,10 @@ def test_installs_from_the_index_and_lists_it(qgis_app, qtbot, index, folders):
 
 
 def test_pips_configuration_is_read_off_the_main_thread(qgis_app, qtbot, index, folders, monkeypatch, tmp_path):
-    """The index comes from pip's configuration (``pip config list`` starts a Python, a second or
-    more): read in a thread of its own, so the dialog never freezes while it looks."""
+    """The index comes from pip's configuration, read in a thread of its own.
+
+    ``pip config list`` starts a Python (a second or more), so the dialog never freezes while
+    it looks."""
     from cloud_mask_improver.core.runtime import processes
 
     url = os.environ["PIP_INDEX_URL"]
@@ -315,8 +318,10 @@ def test_converter_command_keeps_the_numpy_qgis_has():
 
 
 def test_a_model_in_use_is_named_when_removing_or_replacing_it(qgis_app, qtbot, index, folders, windows_files):
-    """On Windows a model file that a run has open cannot be deleted or replaced (emulated by
-    ``windows_files``): the manager and the installer name it and leave everything as it was."""
+    """On Windows a model file that a run has open cannot be deleted or replaced.
+
+    Emulated by ``windows_files``: the manager and the installer name it and leave everything
+    as it was."""
     from cloud_mask_improver.core.modelstore.cards import load_card
     from cloud_mask_improver.core.staging import FileInUseError
 

@@ -27,8 +27,10 @@ from cloud_mask_improver.core.raster import RasterError
 
 
 def test_a_mask_too_big_for_the_block_cache_keeps_its_palette_and_logs_no_error(tmp_path, capfd):
-    """On a full tile GDAL writes blocks out before the run ends; the palette and class
-    names must be set before that, or the GeoTIFF refuses them with an error."""
+    """On a full tile GDAL writes blocks out before the run ends.
+
+    The palette and class names must be set before that, or the GeoTIFF refuses them with an
+    error."""
     rng = np.random.default_rng(5)
     cloud = write_raster(tmp_path / "cloud.tif", rng.random((1200, 1200), dtype=np.float32), nodata=-1)
     before = gdal.GetCacheMax()
@@ -47,8 +49,9 @@ def test_a_mask_too_big_for_the_block_cache_keeps_its_palette_and_logs_no_error(
 
 
 def test_a_saved_mask_lists_only_its_classes(tmp_path):
-    """QGIS builds a saved mask's legend from its colour table: one row per entry. The
-    table holds the classes only (nodata is declared, not coloured); byte values stay."""
+    """QGIS builds a saved mask's legend from its colour table: one row per entry.
+
+    The table holds the classes only (nodata is declared, not coloured); byte values stay."""
     probabilities = np.zeros((64, 64), dtype=np.float32)
     probabilities[10:30, 10:30] = 0.9
     probabilities[50:, 50:] = -1  # nodata
@@ -107,9 +110,10 @@ RUNS = {
 
 @pytest.mark.parametrize("name", RUNS)
 def test_a_whole_run_gives_the_mask_of_its_steps_run_one_by_one(name, tmp_path):
-    """A whole run flags the probabilities while they are in memory and never reads them
-    back; the mask must be the modeler chain's (probabilities saved, then merged) byte
-    for byte, whatever the merge settings and however the work is cut."""
+    """A whole run flags the probabilities while they are in memory and never reads them back.
+
+    The mask must be the modeler chain's (probabilities saved, then merged) byte for byte,
+    whatever the merge settings and however the work is cut."""
     settings, kind, cuts, ensemble = RUNS[name]
     s2, product = _scene_and_masks(tmp_path, kind or "nonzero")
     product = product if kind else None
@@ -137,8 +141,9 @@ def test_a_whole_run_gives_the_mask_of_its_steps_run_one_by_one(name, tmp_path):
 
 
 def test_probabilities_not_kept_are_never_written(tmp_path, monkeypatch):
-    """Without probability outputs a run writes no float rasters at all (about 1 GB on a
-    full tile), only the mask."""
+    """Without probability outputs a run writes no float rasters at all, only the mask.
+
+    Float rasters would be about 1 GB on a full tile."""
     s2, product = _scene_and_masks(tmp_path, "nonzero")
     model = str(tiny_model(tmp_path / "model"))
     created = []
@@ -156,8 +161,10 @@ def test_probabilities_not_kept_are_never_written(tmp_path, monkeypatch):
 
 
 def test_a_failure_while_flagging_fails_the_run_and_leaves_nothing(tmp_path, monkeypatch, system_tmp):
-    """An error on the flagging thread (here: the product mask unreadable half way) stops
-    the run with that error: no mask, no kept probabilities, no thread left running."""
+    """An error on the flagging thread stops the run with that error.
+
+    Here the product mask is unreadable half way: no mask, no kept probabilities, no thread
+    left running."""
     s2, product = _scene_and_masks(tmp_path, "nonzero")
     model = str(tiny_model(tmp_path / "model"))
     calls = []
@@ -188,9 +195,10 @@ def test_a_failure_while_flagging_fails_the_run_and_leaves_nothing(tmp_path, mon
 
 
 def test_an_area_runs_through_improve_and_its_report_speaks_of_the_area(tmp_path):
-    """``improve`` with a selection runs only the tiles the box needs; the mask there is the
-    whole scene's, and the report (built once, frozen) counts the box, not the cut-out the
-    models ran on: its fractions, its SOURCE figures and their summary, then the area's note."""
+    """``improve`` with a selection runs only the tiles the box needs; the mask there is the whole scene's.
+
+    The report (built once, frozen) counts the box, not the cut-out the models ran on: its
+    fractions, its SOURCE figures and their summary, then the area's note."""
     s2, product = _scene_and_masks(tmp_path, "nonzero")
     model = str(tiny_model(tmp_path / "model"))
 
@@ -219,8 +227,9 @@ def test_an_area_runs_through_improve_and_its_report_speaks_of_the_area(tmp_path
 
 
 def test_the_probability_step_records_the_thresholds_it_was_run_for(tmp_path):
-    """The step that writes a probability raster also records the card's recommended
-    threshold in it, so a merge run later on its own decides as one run would."""
+    """The step that writes a probability raster also records the card's recommended threshold in it.
+
+    So a merge run later on its own decides as one run would."""
     s2, _ = _scene_and_masks(tmp_path, "nonzero")
     model = str(tiny_model(tmp_path / "model", thresholds={"cloud": 0.45, "shadow": 0.35}))
     outputs = pipeline.ProbabilityOutputs(cloud=str(tmp_path / "cloud.tif"), shadow=str(tmp_path / "shadow.tif"))
@@ -234,8 +243,10 @@ def test_the_probability_step_records_the_thresholds_it_was_run_for(tmp_path):
 
 
 def test_a_run_returns_to_a_file_it_left_at_most_15_times(tmp_path):
-    """scripts/journey.py's count for its small run (SOURCE output, MIN_AREA): the plan asks
-    each module once and the merge's loops read, compute and write in one place each."""
+    """scripts/journey.py's count for its small run (SOURCE output, MIN_AREA).
+
+    The plan asks each module once and the merge's loops read, compute and write in one place
+    each."""
     path = Path(__file__).resolve().parent.parent / "scripts" / "journey.py"
     spec = importlib.util.spec_from_file_location("journey", path)
     journey = importlib.util.module_from_spec(spec)

@@ -38,8 +38,9 @@ def test_the_plan_chooses_the_default_models_and_leaves_the_request_alone(tmp_pa
 
 
 def test_a_model_of_the_other_processing_level_runs_but_says_so(tmp_path):
-    """One model given for a season of L1C and L2A products: the products of the other level
-    got it without a word."""
+    """One model given for a season of L1C and L2A products runs on the other level too, but says so.
+
+    Otherwise the products of the other level would get it without a word."""
     model_file("ukis-6b-l2a")
     model_file("ukis-6b-l1c")
     other = pipeline.plan(improve_request(tmp_path, probability={"cloud_models": ("ukis-6b-l2a",)}))
@@ -118,8 +119,9 @@ def test_the_default_shadow_model_is_the_cloud_model_when_it_gives_shadow(tmp_pa
 
 @pytest.mark.parametrize("descriptions", [None, "names"])
 def test_a_raster_with_b10_and_no_level_in_its_metadata_is_l1c(tmp_path, descriptions):
-    """A stack of all 13 bands made without our tools (no PROCESSING_LEVEL) is L1C: L2A
-    products have no B10. It gets the L1C model, as the same stack with the metadata does."""
+    """A stack of all 13 bands made without our tools (no PROCESSING_LEVEL) is L1C.
+
+    L2A products have no B10. It gets the L1C model, as the same stack with the metadata does."""
     model_file("ukis-6b-l1c")
     require(L1C_STACK)
     stack = gdal.Open(str(L1C_STACK))

@@ -227,10 +227,12 @@ def test_unload_closes_the_dialogs(gui):
 
 
 def test_unload_during_a_dialog_run_stops_it_and_keeps_what_its_task_uses(gui, qtbot, tmp_path):
-    """QGIS's Exit (and Plugin Reloader) unloads the plugin while a dialog's run goes on; QGIS 3.40
-    then crashed (signal 11). Unload must return only once our algorithm has stopped running in
-    the task's thread (QGIS deletes the provider next, then the process), and the run's context
-    and feedback, which the C++ task points at, must live until the task has ended."""
+    """QGIS's Exit (and Plugin Reloader) unloads the plugin while a dialog's run goes on.
+
+    QGIS 3.40 can crash then (signal 11). Unload must return only once our algorithm has
+    stopped running in the task's thread (QGIS deletes the provider next, then the process),
+    and the run's context and feedback, which the C++ task points at, must live until the
+    task has ended."""
     require(L1C_STACK)
     stack = QgsRasterLayer(str(L1C_STACK), "S2 L1C sample")
     QgsProject.instance().addMapLayer(stack)
@@ -312,8 +314,9 @@ def test_qgis_process_enables_the_plugin_and_lists_the_provider(plugin_dir, tmp_
 
 
 def test_the_tests_run_in_a_checkout_whose_folder_name_is_no_python_name(tmp_path):
-    """``git clone …/cloud-mask-improver`` then ``make test``: pytest >= 8 imports the
-    repository's ``__init__.py`` on its own (the folder is a package of the test tree, and
+    """``git clone …/cloud-mask-improver`` then ``make test``: importing the repository's ``__init__.py`` works.
+
+    pytest >= 8 imports it on its own (the folder is a package of the test tree, and
     'cloud-mask-improver' cannot be imported by name); that import must not fail, or every
     test errors before it starts."""
     checkout = tmp_path / "cloud-mask-improver"

@@ -48,8 +48,10 @@ def unusable_zips(tmp_path_factory):
     [("cloudmask:prepares2product", "INPUT", "S2_RASTER"), ("cloudmask:improvecloudmask", "S2_RASTER", "MASK")],
 )
 def test_an_unusable_zip_is_named_for_what_it_is(provider, tmp_path, unusable_zips, kind, algorithm, parameter, output):
-    """A half-downloaded zip was 'not a Sentinel-2 product: give the .zip' (the user had) or
-    'cannot be opened as a raster': say it is damaged and must be downloaded again."""
+    """A half-downloaded zip is said to be damaged and to need downloading again.
+
+    Not 'not a Sentinel-2 product: give the .zip' (to a user who gave it) nor 'cannot be opened
+    as a raster'."""
     import processing
     from qgis.core import QgsProcessingException
 

@@ -1,5 +1,6 @@
-"""The algorithms as users run them: toolbox (processing.run), the modeler model,
-and qgis_process; their outputs; and clear errors on bad input."""
+"""The algorithms as users run them: toolbox (processing.run), the modeler model, and qgis_process.
+
+Their outputs; and clear errors on bad input."""
 
 import json
 import os
@@ -39,8 +40,9 @@ def test_provider_lists_the_contract_algorithms(provider):
 
 
 def test_the_merge_parameters_default_to_the_merge_settings(provider):
-    """Every algorithm that merges offers the defaults of ``MergeSettings`` (declared once, in
-    choices.DEFAULTS), and the improve algorithms offer exactly the declared optional outputs."""
+    """Every algorithm that merges offers the defaults of ``MergeSettings`` (declared once, in choices.DEFAULTS).
+
+    And the improve algorithms offer exactly the declared optional outputs."""
     from cloud_mask_improver.core.choices import OUTPUT_MODES, PRODUCT_KINDS, optional_outputs
     from cloud_mask_improver.core.merge import MergeSettings
 
@@ -91,8 +93,9 @@ def test_mask_is_categorical_with_nodata_colours_and_names(toolbox_mask):
 
 
 def test_modeler_model_gives_the_same_mask(provider, tmp_path):
-    """FarmVibes.AI's workflow as a chain of the probability ops, which work on the raster's
-    own grid: the algorithm's mask at RESOLUTION 0."""
+    """FarmVibes.AI's workflow as a chain of the probability ops, which work on the raster's own grid.
+
+    The chain's mask is the algorithm's mask at RESOLUTION 0."""
     out = tmp_path / "model_mask.tif"
     run(
         "improvecloudmaskmodel",
@@ -184,8 +187,9 @@ def l2a_crop(tmp_path) -> str:
 
 
 def test_default_model_follows_the_processing_level(provider, tmp_path):
-    """No model given: the ensemble is every installed cloud model of the raster's level
-    (here L2A), not every installed cloud model."""
+    """No model given: the ensemble is every installed cloud model of the raster's level (here L2A).
+
+    Not every installed cloud model."""
     from cloud_mask_improver.core.modelstore import catalogue
 
     raster = l2a_crop(tmp_path)
@@ -207,8 +211,9 @@ def test_default_model_follows_the_processing_level(provider, tmp_path):
 
 
 def test_an_internal_error_is_reported_as_a_bug_with_its_traceback_in_the_log(provider, tmp_path, monkeypatch):
-    """Only CloudMaskError is a user's input error; a ValueError from inside the engine is
-    a bug: a short message for the user, the whole traceback in the message log."""
+    """Only CloudMaskError is a user's input error; a ValueError from inside the engine is a bug.
+
+    For a bug: a short message for the user, the whole traceback in the message log."""
     from qgis.core import QgsApplication
 
     from cloud_mask_improver.core import windowed_merge
@@ -276,8 +281,10 @@ def test_merge_keeps_nodata_out_of_the_clouds(provider, tmp_path):
 
 
 def test_rasters_given_in_gdal_syntax_are_read(provider, tmp_path):
-    """A tif inside a zip (/vsizip/) and a GeoPackage raster (GPKG:file:table): GDAL reads
-    them, QGIS 3.22 loads neither from a string and refused them as unreadable."""
+    """A tif inside a zip (/vsizip/) and a GeoPackage raster (GPKG:file:table) are accepted.
+
+    GDAL reads them; QGIS 3.22 loads neither from a string, and its check would refuse them
+    as unreadable."""
     import zipfile
 
     values = np.zeros((40, 40), dtype=np.float32)
@@ -392,8 +399,10 @@ def test_product_mask_that_does_not_overlap(provider, tmp_path):
     "name,format_name", [("m.gpkg", "GeoPackage"), ("m.png", "Portable Network Graphics"), ("m.vrt", "Virtual Raster")]
 )
 def test_an_output_named_for_another_format_is_refused(provider, tmp_path, name, format_name):
-    """The outputs are GeoTIFF: under such a name they were a GeoTIFF that GeoPackage tools
-    and image viewers cannot open. Refused before any work, nothing written."""
+    """An output named for another format is refused before any work, nothing written.
+
+    The outputs are GeoTIFF: under such a name they would be a GeoTIFF that GeoPackage tools
+    and image viewers cannot open."""
     cloud = probability_raster(tmp_path / "c.tif", np.zeros((20, 20)))
     out = tmp_path / "out"
     out.mkdir()
@@ -408,8 +417,10 @@ def test_an_output_named_for_another_format_is_refused(provider, tmp_path, name,
 
 
 def test_temporary_outputs_are_geotiff_whatever_the_default_raster_format(provider, tmp_path):
-    """A user whose default raster format is GeoPackage (Processing options) got a GeoTIFF
-    named MASK.gpkg from every run with a temporary output (the modeler's between steps)."""
+    """A user whose default raster format is GeoPackage (Processing options) gets GeoTIFFs named .tif.
+
+    Every run with a temporary output (the modeler's between steps) would otherwise write a
+    GeoTIFF named MASK.gpkg."""
     from qgis.core import QgsProcessingUtils, QgsRasterFileWriter, QgsSettings
 
     # Where Processing's options keep it: QGIS 3.22 an index into the formats, later releases the extension.
@@ -480,8 +491,9 @@ def test_loaded_mask_gets_the_paletted_style(provider, qgis_iface, monkeypatch, 
     ],
 )
 def test_a_raster_smaller_than_a_tile_is_said_to_lack_context(provider, tmp_path, width, height, resolution, said):
-    """A crop narrower than the model's tiles gives the model no surroundings (tiny crops
-    came out all clear): the log says so and points to Extent, which keeps the scene's."""
+    """A crop narrower than the model's tiles gives the model no surroundings: the log says so.
+
+    Tiny crops can come out all clear; the log points to Extent, which keeps the scene's."""
     import processing
 
     require(L1C_STACK)

@@ -103,8 +103,9 @@ def cloud_of(folder: Path, raster: str, model: Path, window_rows: int, batch_siz
     rows=st.integers(1, 90), cols=st.integers(1, 90), grid=grids, window=st.integers(1, 100), seed=st.integers(0, 2**16)
 )
 def test_blending_is_normalised_so_an_identity_network_gives_its_input_back(rows, cols, grid, window, seed):
-    """Whatever the weights, each pixel is divided by the sum of its weights; what the
-    weights themselves are is checked by the next test."""
+    """Whatever the weights, each pixel is divided by the sum of its weights.
+
+    What the weights themselves are is checked by the next test."""
     assume(usable(grid))
     scene = np.random.default_rng(seed).integers(1, 1000, size=(rows, cols), dtype=np.uint16)
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,8 +116,9 @@ def test_blending_is_normalised_so_an_identity_network_gives_its_input_back(rows
 
 
 def tukey_blend_reference(scene: np.ndarray, tile: int, overlap: float) -> np.ndarray:
-    """The ukis authors' blending, written out independently of core.tiling: tiles from
-    -margin every tile - margin px over the mirror-padded scene, each tile's output
+    """The ukis authors' blending, written out independently of core.tiling.
+
+    Tiles from -margin every tile - margin px over the mirror-padded scene, each tile's output
     (input + the tile's mean) weighted by the outer product of scipy's Tukey window."""
     from scipy.signal.windows import tukey
 
@@ -149,8 +151,9 @@ def tukey_blend_reference(scene: np.ndarray, tile: int, overlap: float) -> np.nd
     seed=st.integers(0, 2**16),
 )
 def test_blending_weights_are_the_tukey_window_of_the_authors(rows, cols, tile, overlap, window, seed):
-    """A network that sees the whole tile: every pixel is the Tukey-weighted mean of the
-    tiles over it (a wrong window, e.g. scaled unevenly, moves the result)."""
+    """A network that sees the whole tile: every pixel is the Tukey-weighted mean of the tiles over it.
+
+    A wrong window (e.g. scaled unevenly) moves the result."""
     assume(usable(("mirror-tukey", tile, overlap)))
     scene = np.random.default_rng(seed).integers(1, 1000, size=(rows, cols), dtype=np.uint16)
     with tempfile.TemporaryDirectory() as tmp:
@@ -255,8 +258,9 @@ def test_decoding_a_window_is_the_window_of_the_decoding(case, data):
     seed=st.integers(0, 2**16),
 )
 def test_a_coarser_shifted_product_mask_lands_on_the_right_pixels(factor, offset, shape, seed):
-    """An SCL at ``factor`` x the pixel size, shifted by whole coarse pixels: on the
-    raster's grid each class covers exactly the fine pixels under its coarse pixel,
+    """An SCL at ``factor`` x the pixel size, shifted by whole coarse pixels.
+
+    On the raster's grid each class covers exactly the fine pixels under its coarse pixel,
     and pixels outside the product mask are unknown (never cloud)."""
     rng = np.random.default_rng(seed)
     scl = rng.choice(np.array([0, 3, 4, 8, 9, 10], np.uint8), size=shape)

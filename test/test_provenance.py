@@ -1,5 +1,6 @@
-"""The SOURCE output (core/provenance.py): which source flagged each pixel of the
-improved mask, on the real sample scene with the real model."""
+"""The SOURCE output (core/provenance.py): which source flagged each pixel of the improved mask.
+
+On the real sample scene with the real model."""
 
 import filecmp
 from dataclasses import replace
@@ -22,8 +23,9 @@ NO_DATA = (slice(800, 856), slice(400, 512))  # the imagery has no data here
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
-    """The sample with a product mask that misses a cloud the model finds and invents one
-    the model does not, and a corner without data."""
+    """The sample with a product mask that misses a cloud the model finds and invents one it does not.
+
+    And a corner without data."""
     require(L1C_STACK, PRODUCT_MASK)
     model_file(MODEL)
     folder = tmp_path_factory.mktemp("provenance")
@@ -151,8 +153,9 @@ def test_the_raster_names_and_colours_its_categories(scene, runs):
 
 
 def test_minimum_area_fills_and_clears_are_named_and_windows_do_not_show(scene):
-    """Without dilation the sample has small patches and gaps for the minimum area; the
-    source of a run in 128-row windows equals that of one window over the whole scene."""
+    """Without dilation the sample has small patches and gaps for the minimum area.
+
+    The source of a run in 128-row windows equals that of one window over the whole scene."""
     folder, stack, product_path, _ = scene
     settings = {"dilation": 0, "min_area": 40}
     plain = pipeline.improve(request(stack, product_path, folder, "ma_plain", source=False, **settings))
@@ -177,8 +180,10 @@ def test_minimum_area_fills_and_clears_are_named_and_windows_do_not_show(scene):
 
 
 def test_a_plain_merge_of_probability_files_gives_the_same_source(scene, runs):
-    """At a processing resolution the merge reads the probabilities from files instead of
-    the flags recorded as they were computed: the same categories come out."""
+    """At a processing resolution the merge reads the probabilities from files: the same categories.
+
+    It reads them instead of the flags recorded as they were computed; the same categories
+    come out."""
     folder, _, product_path, _ = scene
     run_plan = pipeline.plan(request(scene[1], product_path, folder, "with"))
     from cloud_mask_improver.core.windowed_merge import SourceOutput, merge_to_mask
@@ -407,8 +412,9 @@ def test_the_loaded_source_layer_gets_its_legend(provider, qgis_iface, tmp_path)
 
 
 def test_an_extent_gives_the_whole_scene_source_there(provider, toolbox, tmp_path):
-    """With an extent only the tiles it needs run; its SOURCE pixels equal the whole scene's,
-    and the figures are those of the extent."""
+    """With an extent only the tiles it needs run; its SOURCE pixels equal the whole scene's.
+
+    And the figures are those of the extent."""
     import processing
 
     x0, y0 = 290040.0, 4985040.0

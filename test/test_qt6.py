@@ -136,8 +136,9 @@ def _enum_holding(owner: type, member: object) -> str | None:
 
 
 def unscoped_enum_members(text: str) -> list[str]:
-    """``line: Class.Member -> Class.Enum.Member`` where an enum member is reached
-    through its class instead of its enum (legal in PyQt5 only)."""
+    """``line: Class.Member -> Class.Enum.Member`` where an enum member is reached through its class.
+
+    Reached through its class instead of its enum: legal in PyQt5 only."""
     tree = ast.parse(text)
     names = _imported_names(tree)
     found = []
@@ -214,8 +215,9 @@ def test_no_qt5_only_spelling(path):
 
 
 def test_no_compiled_resources():
-    """Icons load from their files: resources.qrc only lists them (test_resources.py); no
-    resources_rc.py, no pyrcc5 in setup or the zip."""
+    """Icons load from their files: resources.qrc only lists them (test_resources.py).
+
+    No resources_rc.py, no pyrcc5 in setup or the zip."""
     assert [p.name for p in ROOT.glob("*.qrc")] == ["resources.qrc"]
     assert not list(ROOT.glob("*_rc.py"))
     for script in ("scripts/setup.sh", "scripts/zip.sh"):
@@ -229,9 +231,11 @@ def test_metadata_declares_qt6_support():
 
 
 def test_qgis_4_offers_and_loads_the_plugin_by_its_own_version_rule(qgis_app):
-    """QGIS's plugin installer (pyplugin_installer, the same code in 3.x and 4.x) takes an absent
-    qgisMaximumVersion as "<major of the minimum>.99", i.e. 3.99, and neither offers nor loads the
-    plugin on a newer QGIS. Run its own comparison on metadata.txt as it reads it."""
+    """QGIS 4's plugin installer offers and loads the plugin, by the installer's own version rule.
+
+    The installer (pyplugin_installer, the same code in 3.x and 4.x) takes an absent
+    qgisMaximumVersion as "<major of the minimum>.99", i.e. 3.99, and neither offers nor loads
+    the plugin on a newer QGIS. Run its own comparison on metadata.txt as it reads it."""
     import sys
 
     from qgis.core import QgsApplication

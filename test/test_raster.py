@@ -1,5 +1,6 @@
-"""GDAL calls answer the same with GDAL's exceptions off (QGIS 3.22) and on (QGIS >= 3.40,
-whose Processing calls ``gdal.UseExceptions()`` for the whole process)."""
+"""GDAL calls answer the same with GDAL's exceptions off (QGIS 3.22) and on (QGIS >= 3.40).
+
+QGIS >= 3.40's Processing calls ``gdal.UseExceptions()`` for the whole process."""
 
 from __future__ import annotations
 

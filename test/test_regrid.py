@@ -10,8 +10,9 @@ from cloud_mask_improver.core.raster import raster_info
 
 
 def test_a_utm_footprint_in_degrees_reaches_the_middle_of_its_curved_top_edge(tmp_path):
-    """Across the central meridian the top edge of a UTM grid bulges north in degrees:
-    its northernmost point is in the middle of the edge, not at a corner."""
+    """Across the central meridian the top edge of a UTM grid bulges north in degrees.
+
+    Its northernmost point is in the middle of the edge, not at a corner."""
     info = raster_info(
         write_raster(
             tmp_path / "wide.tif",
@@ -35,9 +36,10 @@ def test_a_utm_footprint_in_degrees_reaches_the_middle_of_its_curved_top_edge(tm
 
 
 def test_a_product_mask_on_the_grid_is_taken_pixel_for_pixel(tmp_path):
-    """Every value comes through, 254 and 255 included: a byte mask with no nodata has
-    no value to spare for the pixels a resampling leaves outside, and on its own grid
-    there are none."""
+    """Every value comes through, 254 and 255 included.
+
+    A byte mask with no nodata has no value to spare for the pixels a resampling leaves
+    outside, and on its own grid there are none."""
     values = np.random.default_rng(7).integers(0, 256, size=(37, 53), dtype=np.uint8)
     values[0, :2] = 254, 255
     grid = raster_info(write_raster(tmp_path / "s2.tif", np.zeros((37, 53), np.uint16)))
@@ -51,8 +53,7 @@ def test_a_product_mask_on_the_grid_is_taken_pixel_for_pixel(tmp_path):
 
 
 def test_a_product_mask_off_the_grid_by_part_of_a_pixel_is_resampled(tmp_path):
-    """Three quarters of a pixel east: each pixel of the grid takes the product pixel
-    under its centre."""
+    """Three quarters of a pixel east: each pixel of the grid takes the product pixel under its centre."""
     values = np.arange(12 * 9, dtype=np.uint8).reshape(12, 9) + 1
     grid = raster_info(write_raster(tmp_path / "s2.tif", np.zeros((12, 9), np.uint16)))
     product = write_raster(
@@ -65,8 +66,9 @@ def test_a_product_mask_off_the_grid_by_part_of_a_pixel_is_resampled(tmp_path):
 
 
 def test_a_product_mask_on_the_grid_keeps_its_mask_file(tmp_path):
-    """Pixels its own mask band marks invalid stay unknown (as the warper takes them),
-    never the cloud their values say."""
+    """Pixels its own mask band marks invalid stay unknown (as the warper takes them).
+
+    Never the cloud their values say."""
     grid = raster_info(write_raster(tmp_path / "s2.tif", np.zeros((8, 8), np.uint16)))
     product = write_raster(tmp_path / "mask.tif", np.ones((8, 8), np.uint8), nodata=None)
     ds = gdal.Open(product, gdal.GA_Update)
@@ -82,9 +84,10 @@ def test_a_product_mask_on_the_grid_keeps_its_mask_file(tmp_path):
 
 
 def test_the_coarse_grid_takes_the_pixel_at_each_centre_and_the_last_one_past_the_edge(tmp_path):
-    """30 m from 10 m: each coarse pixel is the raster's pixel at its centre (rows and columns
-    1, 4, ...), as GDAL's nearest neighbour; the last coarse column reaches past a raster
-    7 px wide and takes its last pixel instead of nodata."""
+    """30 m from 10 m: each coarse pixel is the raster's pixel at its centre, as GDAL's nearest neighbour.
+
+    Rows and columns 1, 4, ...; the last coarse column reaches past a raster 7 px wide and
+    takes its last pixel instead of nodata."""
     data = np.arange(5 * 7, dtype=np.uint16).reshape(5, 7) + 1
     raster = write_raster(tmp_path / "r.tif", np.stack([data, data * 2]))
     info = raster_info(raster)

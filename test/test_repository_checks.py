@@ -1,7 +1,9 @@
-"""The zip `make zip` builds passes plugins.qgis.org's upload checks: its validator's metadata and
-layout rules and its security scan (Bandit, detect-secrets, flake8 with the site's rules), run
-offline by scripts/repository_checks.py on the real zip. A release build takes its contact
-addresses from pyproject.toml and is refused while one is unset."""
+"""The zip `make zip` builds passes plugins.qgis.org's upload checks.
+
+Its validator's metadata and layout rules and its security scan (Bandit, detect-secrets,
+flake8 with the site's rules), run offline by scripts/repository_checks.py on the real zip.
+A release build takes its contact addresses from pyproject.toml and is refused while one is
+unset."""
 
 import configparser
 import subprocess

@@ -1,5 +1,7 @@
-"""resources.qrc lists the plugin's icons: every file it names exists, and every icon the shipped
-code or metadata.txt loads is in it (the design keeps it as that list; nothing compiles it)."""
+"""resources.qrc lists the plugin's icons: every file it names exists, and every icon loaded is in it.
+
+Every icon the shipped code or metadata.txt loads is in it (the design keeps it as that list;
+nothing compiles it)."""
 
 import ast
 import configparser

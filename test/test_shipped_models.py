@@ -1,5 +1,6 @@
-"""The shipped modeler models as the modeler sees them: valid, with the algorithms' defaults
-and the same pickers (algorithms/workflow_model.py, algorithms/product_model.py)."""
+"""The shipped modeler models as the modeler sees them: valid, with the algorithms' defaults and pickers.
+
+The same pickers as the algorithms (algorithms/workflow_model.py, algorithms/product_model.py)."""
 
 import os
 
@@ -47,10 +48,11 @@ def test_model_inputs_get_the_installed_model_picker(model):
 
 
 def test_the_model_with_its_defaults_gives_the_algorithms_mask(provider, tmp_path):
-    """Left at their defaults, the model decides as 'Improve cloud mask' does: by the UKIS
-    model's most likely class, the rule recorded in the probability rasters (the thresholds
-    were the seed's 0.3 / 0.2, which gave another mask). Its probability steps run on the
-    raster's own grid: the algorithm's RESOLUTION 0."""
+    """Left at their defaults, the model decides as 'Improve cloud mask' does.
+
+    By the UKIS model's most likely class, the rule recorded in the probability rasters (the
+    seed's thresholds 0.3 / 0.2 give another mask). Its probability steps run on the raster's
+    own grid: the algorithm's RESOLUTION 0."""
     import numpy as np
     import processing
     from osgeo import gdal
@@ -98,8 +100,10 @@ def run_with_qgis_process(plugin_dir, tmp_path, params):
 
 @pytest.mark.parametrize("how", ["processing.run", "qgis_process"])
 def test_an_output_named_for_another_format_is_refused_before_any_step_runs(provider, plugin_dir, tmp_path, how):
-    """The merge step refused mask.gpkg only after the probabilities had been computed, and
-    processing.run said only 'Error encountered while running Merge'."""
+    """An output named mask.gpkg is refused before any step runs.
+
+    Not by the merge step only after the probabilities have been computed, with processing.run
+    saying only 'Error encountered while running Merge'."""
     import processing
     from qgis.core import QgsProcessingException, QgsProcessingFeedback
     from samples import L1C_STACK, require

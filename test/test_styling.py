@@ -11,8 +11,10 @@ def loaded(result, name):
 
 
 def test_every_run_styles_its_loaded_layer(provider, project, tmp_path):
-    """QGIS deletes a post-processor once it has used it: a shared one failed from the
-    second run on ("wrapped C/C++ object of type MaskStyler has been deleted")."""
+    """QGIS deletes a post-processor once it has used it, so each run needs its own.
+
+    A shared one fails from the second run on ("wrapped C/C++ object of type MaskStyler has
+    been deleted")."""
     import processing
 
     from cloud_mask_improver.algorithms import styling

@@ -52,8 +52,9 @@ def test_centre_crop_grid_spreads_chips_evenly_and_owns_centres():
 @pytest.mark.parametrize("chip_ratio", [1, 2, 10, 100])
 @pytest.mark.parametrize("step_ratio", [0.3, 0.5, 1.0])
 def test_chips_meet_farmvibes_interval_expectations(size, chip_ratio, step_ratio):
-    """Every case of FarmVibes.AI's test_raster_chipping.py (its read and write interval
-    checks), on our chip starts and seams."""
+    """Every case of FarmVibes.AI's test_raster_chipping.py, on our chip starts and seams.
+
+    Its read and write interval checks."""
     tile = size // chip_ratio
     step = int(step_ratio * tile)
     starts, seams = chip_starts(size, tile, step)
@@ -95,9 +96,10 @@ def test_released_rows_are_never_touched_again(size, scheme):
 @given(st.integers(5, 600), st.floats(0.0, 0.4999))
 @settings(max_examples=300, deadline=None)
 def test_tukey_window_is_scipys_to_the_last_bit(tile, overlap):
-    """The blend weights are computed without SciPy (its import cost every run 0.2-0.4 s);
-    SciPy's window stays the reference, over every tile and overlap a card may give,
-    to the bit: the probabilities must not change."""
+    """The blend weights are computed without SciPy (its import costs every run 0.2-0.4 s).
+
+    SciPy's window stays the reference, over every tile and overlap a card may give, to the
+    bit: the probabilities must not change."""
     from scipy.signal import windows
 
     assume(overlap == 0 or tile * overlap >= 2)  # what a card may give (cards.validate)

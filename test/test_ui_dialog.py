@@ -107,8 +107,9 @@ def test_parameters_are_exactly_what_the_algorithm_takes(project, provider, qgis
 
 @pytest.mark.parametrize("ensemble", [False, True])
 def test_the_dialog_shows_the_models_and_defaults_the_run_uses(project, provider, qgis_iface, ensemble, tmp_path):
-    """One function picks the default models (``plan.choose_models``): what the dialog says
-    will run is what the plan runs; its merge defaults are the algorithm's."""
+    """One function picks the default models (``plan.choose_models``): the dialog says what the plan runs.
+
+    What the dialog says will run is what the plan runs; its merge defaults are the algorithm's."""
     from cloud_mask_improver.core import pipeline
     from cloud_mask_improver.core.merge import MergeSettings
 
@@ -129,8 +130,10 @@ def test_the_dialog_shows_the_models_and_defaults_the_run_uses(project, provider
 
 
 def test_ukis_decides_by_the_most_likely_class_at_its_own_resolution_by_default(project, qgis_iface):
-    """What Run will do is said before it runs: the UKIS model's own rule and resolution, with
-    the raster's own resolution one step away and a threshold switching to thresholds."""
+    """What Run will do is said before it runs.
+
+    The UKIS model's own rule and resolution, with the raster's own resolution one step away
+    and a threshold switching to thresholds."""
     form = ImproveDialog(qgis_iface).form
     form.cloud_models.setValue("ukis-6b-l1c")
     form.update_facts()
@@ -419,8 +422,10 @@ def test_without_the_algorithm_the_dialog_says_so(project, qgis_iface):
 
 
 def test_with_no_sentinel2_stack_in_the_project_the_raster_box_stays_empty(qgis_new_project, qgis_iface):
-    """After Project > New only our own mask and a one-band raster are there: the dialog asks
-    for the Sentinel-2 raster instead of offering either (a run then failed on missing bands)."""
+    """After Project > New with only our own mask and a one-band raster, the raster box stays empty.
+
+    The dialog asks for the Sentinel-2 raster instead of offering either (a run would then fail
+    on missing bands)."""
     require(PRODUCT_MASK)
     project = QgsProject.instance()
     for name in ("elevation", "Improved cloud mask"):

@@ -152,9 +152,10 @@ def test_the_modeler_keeps_plain_strings(provider):
 
 @pytest.mark.parametrize("algorithm_id", [*PICKERS, "cloudmask:mergecloudmasks", "cloudmask:prepares2product"])
 def test_toolbox_labels_and_pickers_are_no_wider_than_qgis_own(provider, toolbox_iface, qtbot, algorithm_id):
-    """QGIS does not wrap parameter labels: one longer than QGIS's own widest row ("Open output
-    file after running algorithm") widens the panel, truncates every label and adds a
-    horizontal scroll bar at the dialog's usual size."""
+    """QGIS does not wrap parameter labels, so none may be longer than QGIS's own widest row.
+
+    One longer than that row ("Open output file after running algorithm") widens the panel,
+    truncates every label and adds a horizontal scroll bar at the dialog's usual size."""
     from processing.gui.AlgorithmDialog import AlgorithmDialog
     from qgis.PyQt.QtWidgets import QCheckBox
 

@@ -26,8 +26,9 @@ def merged(
 
 
 def test_a_patch_joined_only_far_below_counts_as_one(tmp_path):
-    """A U of cloud: its two arms are separate in every window but the last, and only
-    together are they bigger than MIN_AREA."""
+    """A U of cloud: its two arms are separate in every window but the last.
+
+    Only together are they bigger than MIN_AREA."""
     cloud_p = np.zeros((60, 20), np.float32)
     cloud_p[0:50, 2] = cloud_p[0:50, 12] = 1.0  # two arms of 50 px ...
     cloud_p[50, 2:13] = 1.0  # ... joined at the bottom: 111 px in all
@@ -74,8 +75,9 @@ def test_windowed_merge_equals_the_whole_raster(height, width, window_rows, min_
 def test_holes_filled_across_window_seams_take_the_class_around_them(
     height, width, window_rows, min_area, dilation, seed
 ):
-    """MIN_AREA with cloud and shadow: which class a filled hole shows is decided from its
-    neighbours in every window it spans, as on the whole raster."""
+    """MIN_AREA with cloud and shadow: a filled hole's class is decided as on the whole raster.
+
+    Which class a filled hole shows is decided from its neighbours in every window it spans."""
     rng = np.random.default_rng(seed)
     cloud_p = (rng.random((height, width)) < 0.3).astype(np.float32)
     shadow_p = (rng.random((height, width)) < 0.4).astype(np.float32)
@@ -89,8 +91,9 @@ def test_holes_filled_across_window_seams_take_the_class_around_them(
 
 
 def test_min_area_needs_no_more_rows_than_the_dilation(tmp_path, monkeypatch):
-    """MIN_AREA of a million px on 128-row windows used to read 2 million rows of context
-    around each window (the whole raster, for every window)."""
+    """MIN_AREA of a million px on 128-row windows reads no more rows of context than the dilation needs.
+
+    Not 2 million rows of context around each window (the whole raster, for every window)."""
     rows_read = []
     real = gdal.Band.ReadAsArray
 
@@ -115,8 +118,9 @@ def test_min_area_needs_no_more_rows_than_the_dilation(tmp_path, monkeypatch):
     mode=st.sampled_from(merge.OUTPUT_MODES),
 )
 def test_windows_read_on_threads_equal_the_whole_raster(height, width, window_rows, dilation, density, seed, mode):
-    """Without MIN_AREA (one pass), windows read ahead on several threads: the mask is the
-    whole raster's, and no reading thread is left."""
+    """Without MIN_AREA (one pass), windows read ahead on several threads.
+
+    The mask is the whole raster's, and no reading thread is left."""
     rng = np.random.default_rng(seed)
     cloud_p = rng.random((height, width)).astype(np.float32)
     cloud_p[rng.random((height, width)) < 0.05] = -1  # nodata

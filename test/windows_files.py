@@ -1,5 +1,4 @@
-"""Windows file semantics on Linux: a file that a program has open cannot be replaced,
-renamed or deleted.
+"""Windows file semantics on Linux: a file that a program has open cannot be replaced, renamed or deleted.
 
 On Windows, QGIS (through GDAL and SQLite) keeps the files of its loaded layers open, and a
 spreadsheet keeps an open CSV open, without sharing delete access: ``os.replace`` onto such a

@@ -1,2 +1,3 @@
-"""The plugin's own dialogs and widgets (qgis.PyQt only); they collect parameters
-and run the ``cloudmask`` Processing algorithms, never the engine directly."""
+"""The plugin's own dialogs and widgets (qgis.PyQt only).
+
+They collect parameters and run the ``cloudmask`` Processing algorithms, never the engine directly."""

@@ -410,8 +410,9 @@ class ImproveForm(QWidget):
             return "L2A"
 
     def plan(self) -> Plan:
-        """The models and thresholds the algorithm will use, by its own rules (``plan.choose_models``
-        and ``decision.decide``, which the run calls too)."""
+        """The models and thresholds the algorithm will use, by its own rules.
+
+        The rules are ``plan.choose_models`` and ``decision.decide``, which the run calls too."""
         level = self.level()
         chosen = [m for m in self.cloud_models.value().split(",") if m]
         try:

@@ -74,8 +74,9 @@ class ImproveRun:
             self.task.cancel()
 
     def forget(self) -> None:
-        """Cancel, and add nothing when it ends (the plugin is being unloaded). The run stays
-        referenced (``_UNFINISHED``) until its task has ended."""
+        """Cancel, and add nothing when it ends (the plugin is being unloaded).
+
+        The run stays referenced (``_UNFINISHED``) until its task has ended."""
         if not self.done:
             self.task.executed.disconnect(self._executed)
             self.cancel()

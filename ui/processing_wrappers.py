@@ -51,8 +51,9 @@ class ModelWrapper(WidgetWrapper):
 
 
 class _TextFallbackWrapper(WidgetWrapper):
-    """A picker that falls back to a plain text field where it cannot work (the batch
-    table, the modeler); either way the value is a plain string."""
+    """A picker that falls back to a plain text field where it cannot work (the batch table, the modeler).
+
+    Either way the value is a plain string."""
 
     def setValue(self, value):
         if isinstance(self.widget, QLineEdit):

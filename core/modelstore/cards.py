@@ -31,8 +31,9 @@ LEVELS = ("L1C", "L2A")
 
 @dataclass(frozen=True)
 class PinnedRelease:
-    """One file of one release on the Python package index (a model card's ``source``
-    adds which member of the archive is the model: ``Source``)."""
+    """One file of one release on the Python package index.
+
+    A model card's ``source`` adds which member of the archive is the model: ``Source``."""
 
     package: str
     version: str

@@ -109,8 +109,9 @@ class Driver:
         self.result["messages"].append({"tag": tag, "level": int(level), "text": text})
 
     def _hook_python_errors(self):
-        """Record the errors QGIS would show; never open its modal stack-trace dialog,
-        which would block the driver until the harness's timeout."""
+        """Record the errors QGIS would show; never open its modal stack-trace dialog.
+
+        That dialog would block the driver until the harness's timeout."""
         import qgis.utils
 
         errors = self.result["python_errors"]

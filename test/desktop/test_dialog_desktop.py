@@ -1,5 +1,6 @@
-"""The plugin's own dialog in the real QGIS desktop on a laptop screen (1366x768): on the
-screen, run to completion on the sample, its result where a user looks for it."""
+"""The plugin's own dialog in the real QGIS desktop on a laptop screen (1366x768).
+
+On the screen, run to completion on the sample, its result where a user looks for it."""
 
 import re
 

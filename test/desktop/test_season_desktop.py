@@ -1,5 +1,6 @@
-"""The season report and layers of Improve cloud masks of many products in the real QGIS desktop:
-run from the toolbox's dialog, the report in Processing's Results Viewer, the layers on the map."""
+"""The season report and layers of Improve cloud masks of many products in the real QGIS desktop.
+
+Run from the toolbox's dialog, the report in Processing's Results Viewer, the layers on the map."""
 
 import pytest
 from harness import run_qgis

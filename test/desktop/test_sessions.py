@@ -1,5 +1,6 @@
-"""Session paths a user takes beyond single runs, in the real QGIS desktop (see drivers/sessions.py):
-the plugin disabled, enabled and reloaded in one session; a run cancelled from QGIS's task
+"""Session paths a user takes beyond single runs, in the real QGIS desktop (see drivers/sessions.py).
+
+The plugin disabled, enabled and reloaded in one session; a run cancelled from QGIS's task
 manager, then run again; the extent taken from a canvas in another CRS; a project with the
 plugin's masks saved and opened in a new session; a profile without models or onnxruntime;
 two profiles one after the other."""

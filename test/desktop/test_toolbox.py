@@ -1,5 +1,6 @@
-"""The plugin in the real QGIS desktop, run from the Processing toolbox (one QGIS session
-under Xvfb, a fresh non-default profile, the plugin installed from its zip)."""
+"""The plugin in the real QGIS desktop, run from the Processing toolbox.
+
+One QGIS session under Xvfb, a fresh non-default profile, the plugin installed from its zip."""
 
 import pytest
 from harness import run_qgis

@@ -104,8 +104,10 @@ def test_the_old_name_of_the_centre_crop_scheme_is_still_read(tmp_path):
     "tile, overlap, refused", [(8, 0.1, True), (10, 0.15, True), (10, 0.2, False), (64, 0.0, False)]
 )
 def test_a_tukey_overlap_under_two_pixels_is_refused(tmp_path, tile, overlap, refused):
-    """The Tukey window is 0 at both ends of a tile: under 2 px of overlap, the pixels where
-    tiles meet would get no weight from any tile (no probability at all)."""
+    """The Tukey window is 0 at both ends of a tile, so a card needs at least 2 px of overlap.
+
+    Under 2 px of overlap, the pixels where tiles meet would get no weight from any tile (no
+    probability at all)."""
     path = tmp_path / "c.json"
     path.write_text(
         json.dumps(

@@ -202,8 +202,9 @@ def test_float32_at_most(value: float) -> None:
 
 
 def test_opset_order_does_not_depend_on_the_converter():
-    """onnxmltools lists opset domains in set order (it varies with the hash seed):
-    the converter sorts them so the pinned sha256 holds on every run."""
+    """onnxmltools lists opset domains in set order (it varies with the hash seed).
+
+    The converter sorts them so the pinned sha256 holds on every run."""
     from onnx import helper
 
     from cloud_mask_improver.core.modelstore.lightgbm_to_onnx import sort_opsets

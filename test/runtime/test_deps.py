@@ -87,8 +87,9 @@ def test_macos_bundles_get_the_interpreter_that_starts_alone(tmp_path, monkeypat
 
 
 def test_a_bare_python3_x_of_a_bundle_gets_its_home(tmp_path, monkeypatch):
-    """Only python3.12 there (no python): usable with PYTHONHOME, which pip's environment and the
-    command shown to the user both carry."""
+    """Only python3.12 there (no python): usable with PYTHONHOME.
+
+    Both pip's environment and the command shown to the user carry PYTHONHOME."""
     binary, base_prefix = bundle_of(tmp_path, "QGIS.app", ["MacOS/python3.12"])
     found = deps.find_qgis_python(binary, base_prefix, (3, 12), "darwin")
     assert found == tmp_path / "QGIS.app" / "Contents" / "MacOS" / "python3.12"

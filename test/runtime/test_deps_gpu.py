@@ -135,8 +135,9 @@ def test_setup_keeps_gpu_support_unless_told(tmp_path, monkeypatch):
 
 
 def test_setup_repairs_an_onnxruntime_whose_files_are_gone_or_cut_short(tmp_path, index, monkeypatch):
-    """An interrupted install or a deleted package folder leaves the dist-info: setup (which
-    calls install_onnxruntime) said ready by its version and never repaired it."""
+    """An interrupted install or a deleted package folder leaves the dist-info; setup repairs it.
+
+    Setup (which calls install_onnxruntime) must not say ready by the version alone."""
     url, _ = index
     monkeypatch.setenv("PIP_INDEX_URL", url)
     folder = tmp_path / "home" / "python"

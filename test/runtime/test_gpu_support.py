@@ -1,5 +1,6 @@
-"""The model manager's GPU row: one click installs GPU support, one click goes back to the
-CPU, both as QGIS tasks, and the row says plainly when GPU support cannot be had.
+"""The model manager's GPU row: one click installs GPU support, one click goes back to the CPU.
+
+Both run as QGIS tasks, and the row says plainly when GPU support cannot be had.
 
 The clicks run the real install (real pip) against the fake package index of
 fake_wheels.py on 127.0.0.1, with a fake ``nvidia-smi`` standing in for the driver.
@@ -79,8 +80,9 @@ def test_the_model_manager_has_the_gpu_row(qgis_app, qtbot, tmp_path, nvidia_dri
 
 
 def test_opening_the_model_manager_never_waits_for_nvidia_smi(qgis_app, qtbot, tmp_path, nvidia_driver, monkeypatch):
-    """nvidia-smi (and pip) start in threads of their own: QGIS's window never freezes for them,
-    and the driver is asked once, not at each opening."""
+    """nvidia-smi (and pip) start in threads of their own.
+
+    QGIS's window never freezes for them, and the driver is asked once, not at each opening."""
     import threading
 
     from cloud_mask_improver.core.runtime import processes

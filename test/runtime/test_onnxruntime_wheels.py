@@ -45,8 +45,10 @@ def internet():
 
 
 def platforms(tag: str) -> list[str]:
-    """The platform tags pip accepts on that computer. pip widens a macOS tag to the older macOS
-    versions itself, not a ``manylinux_2_X`` one: list every glibc up to X (and manylinux2014)."""
+    """The platform tags pip accepts on that computer.
+
+    pip widens a macOS tag to the older macOS versions itself, not a ``manylinux_2_X`` one:
+    list every glibc up to X (and manylinux2014)."""
     if not tag.startswith("manylinux_2_"):
         return [tag]
     glibc, arch = tag[len("manylinux_2_") :].split("_", 1)

@@ -1,5 +1,7 @@
-"""Shared by the season tests: the sample season (test/season_scene.py) masked once, a real
-product per test module, and a field inside that product."""
+"""Shared by the season tests: the sample season masked once, a product per module, a field.
+
+The sample season is test/season_scene.py's; a real product per test module, and a field
+inside that product."""
 
 import pytest
 from osgeo import gdal

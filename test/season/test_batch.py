@@ -1,6 +1,8 @@
-"""Many products in one go (core, no QGIS): mixed good and bad inputs, names, resume,
-fractions within an area, and area-limited runs equal to whole-scene runs inside the area.
-Products are built by test/s2_product.py from the real sample scene."""
+"""Many products in one go (core, no QGIS).
+
+Mixed good and bad inputs, names, resume, fractions within an area, and area-limited runs
+equal to whole-scene runs inside the area. Products are built by test/s2_product.py from
+the real sample scene."""
 
 import csv
 import json
@@ -76,8 +78,9 @@ def test_mixed_good_and_bad_inputs_each_get_a_row_and_the_good_ones_their_mask(p
 
 
 def test_a_damaged_raster_in_the_season_gets_a_row_that_names_the_fix(products, tmp_path):
-    """A GeoTIFF cut short (a copy interrupted) opens but fails when its blocks are read:
-    its row said only GDAL's 'IReadBlock failed', not what is wrong or what to do."""
+    """A GeoTIFF cut short (a copy interrupted) opens but fails when its blocks are read.
+
+    Its row must say what is wrong and what to do, not only GDAL's 'IReadBlock failed'."""
     require(L1C_STACK)
     cut = tmp_path / "in" / "T33TUK_20230701T100559_stack.tif"
     cut.parent.mkdir()
@@ -98,8 +101,9 @@ def test_a_damaged_raster_in_the_season_gets_a_row_that_names_the_fix(products, 
 
 
 def test_masks_written_beside_the_products_are_not_taken_for_products(products, tmp_path):
-    """Output folder = the products' folder: a rerun took the earlier masks for band stacks
-    and reported each one failed ('8-bit ... picture')."""
+    """Output folder = the products' folder: a rerun must not take the earlier masks for band stacks.
+
+    Taken so, each one would be reported failed ('8-bit ... picture')."""
     folder = tmp_path / "season"
     folder.mkdir()
     shutil.copy(products["new"].zip, folder)
@@ -112,8 +116,9 @@ def test_masks_written_beside_the_products_are_not_taken_for_products(products, 
 
 
 def test_a_folder_of_prepared_stacks_leaves_their_product_masks_out(products, tmp_path):
-    """Prepare Sentinel-2 product writes the stack and its product mask side by side: the
-    masks were taken for products and reported failed; each stack uses its own."""
+    """Prepare Sentinel-2 product writes the stack and its product mask side by side.
+
+    The masks must not be taken for products and reported failed; each stack uses its own."""
     folder = tmp_path / "stacks"
     folder.mkdir()
     product.prepare(str(products["new"].zip), str(folder / "stack.vrt"), str(folder / "stack_SCL.tif"), 60.0)
@@ -145,8 +150,10 @@ def test_resume_skips_unchanged_products_and_redoes_changed_ones(products, tmp_p
 
 
 def test_the_record_keeps_its_parameter_names_so_a_rerun_keeps_older_masks():
-    """A product's record compares parameters by name: the names and values of a plain run
-    stay what records written before the options held a request have, or every mask is redone."""
+    """A product's record compares parameters by name: a plain run's names and values stay.
+
+    They stay what records written before the options held a request have, or every mask is
+    redone."""
     default = merge.MergeSettings()
     assert batch.BatchOptions().recorded() == {
         "cloud_models": [],
@@ -307,8 +314,9 @@ def test_a_product_outside_the_area_fails_with_a_reason(products, tmp_path):
 
 @pytest.mark.parametrize("min_area", [0, 40])
 def test_area_limited_run_equals_the_whole_scene_inside_the_area(tmp_path, min_area):
-    """A 1 km x 1 km field of the real sample scene: same mask and probabilities as the whole scene
-    (also when small patches are dropped: whether a patch is small is decided on the whole raster)."""
+    """A 1 km x 1 km field of the real sample scene: same mask and probabilities as the whole scene.
+
+    Also when small patches are dropped: whether a patch is small is decided on the whole raster."""
     require(L1C_STACK)
 
     def request(mask):

@@ -1,7 +1,9 @@
-"""The batch's SOURCE output (core, no QGIS): each product's SOURCE raster beside its mask,
-the same byte for byte as the single run's, kept on a rerun, added later without redoing the
-mask, removed with a stale mask, never taken for a product; its figures in the summary; and
-``cloudmask batch --source``. Products are built by test/s2_product.py from the real sample."""
+"""The batch's SOURCE output (core, no QGIS).
+
+Each product's SOURCE raster beside its mask, the same byte for byte as the single run's,
+kept on a rerun, added later without redoing the mask, removed with a stale mask, never
+taken for a product; its figures in the summary; and ``cloudmask batch --source``.
+Products are built by test/s2_product.py from the real sample."""
 
 import csv
 import filecmp

@@ -1,6 +1,7 @@
-"""The batch's SOURCE output through QGIS Processing (cloudmask:improvecloudmaskbatch,
-WRITE_SOURCE): written beside each mask with its figures in the summary layer, and a source
-loaded in QGIS (Windows: a file in use) handled as a loaded mask is."""
+"""The batch's SOURCE output through QGIS Processing (cloudmask:improvecloudmaskbatch, WRITE_SOURCE).
+
+Written beside each mask with its figures in the summary layer, and a source loaded in QGIS
+(Windows: a file in use) handled as a loaded mask is."""
 
 import os
 

@@ -1,6 +1,8 @@
-"""Season layers (core, no QGIS): exact counts on masks made by hand, tiles on several grids,
-and on a season built from the real sample scene (test/season_scene.py) the persistent
-layer finds the patch the model calls cloud on every date and none of the moving clouds."""
+"""Season layers (core, no QGIS): exact counts, several grids, and a season of the real sample.
+
+Exact counts on masks made by hand, tiles on several grids, and on a season built from the
+real sample scene (test/season_scene.py) the persistent layer finds the patch the model
+calls cloud on every date and none of the moving clouds."""
 
 import os
 

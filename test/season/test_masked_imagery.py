@@ -1,6 +1,8 @@
-"""The batch's masked imagery (core, no QGIS): each product's bands with its mask applied,
-beside its mask, kept on a rerun, never taken for a product; and the command line's
-``apply`` and ``batch --masked``. Products are built by test/s2_product.py from the real sample."""
+"""The batch's masked imagery (core, no QGIS).
+
+Each product's bands with its mask applied, beside its mask, kept on a rerun, never taken
+for a product; and the command line's ``apply`` and ``batch --masked``. Products are built
+by test/s2_product.py from the real sample."""
 
 import os
 import subprocess

@@ -1,6 +1,7 @@
-"""The season report (core, no QGIS) on the sample season: self-contained HTML with the chart,
-the dates ranked by clear fraction, the season layers' figures and a quicklook per date; without
-matplotlib it says so and keeps the rest."""
+"""The season report (core, no QGIS) on the sample season.
+
+Self-contained HTML with the chart, the dates ranked by clear fraction, the season layers'
+figures and a quicklook per date; without matplotlib it says so and keeps the rest."""
 
 import base64
 import re

@@ -1,5 +1,6 @@
-"""The season layers and report through QGIS Processing (cloudmask:improvecloudmaskbatch):
-outputs a model can use, the report for the Results Viewer, the layers loaded on completion."""
+"""The season layers and report through QGIS Processing (cloudmask:improvecloudmaskbatch).
+
+Outputs a model can use, the report for the Results Viewer, the layers loaded on completion."""
 
 import os
 from pathlib import Path

@@ -1,6 +1,7 @@
-"""``cloudmask batch`` writes the season layers and the report too, without QGIS: on the sample
-season with two fields, one around the patch called cloud on every date, the field's share
-of cloud on persistent pixels is large and the log says so; bad settings exit 2."""
+"""``cloudmask batch`` writes the season layers and the report too, without QGIS.
+
+On the sample season with two fields, one around the patch called cloud on every date, the
+field's share of cloud on persistent pixels is large and the log says so; bad settings exit 2."""
 
 import csv
 import os

@@ -1,6 +1,7 @@
-"""Downloaded Sentinel-2 products in: .SAFE folders and their zips become the stack and the
-product mask, with the baseline's radiometric offset applied. The products are built by
-test/s2_product.py from the real sample scene (no download)."""
+"""Downloaded Sentinel-2 products in: .SAFE folders and their zips become the stack and the product mask.
+
+The baseline's radiometric offset is applied. The products are built by test/s2_product.py
+from the real sample scene (no download)."""
 
 import time
 
@@ -86,8 +87,10 @@ def test_prepared_stack_matches_the_product_pixels_band_for_band(products, tmp_p
 
 
 def bilinear_up2(x: np.ndarray) -> np.ndarray:
-    """2x bilinear upsampling between pixel centres: 10 m pixel 2i sits at 20 m
-    coordinate i - 0.25, pixel 2i + 1 at i + 0.25 (edges left out by the caller)."""
+    """2x bilinear upsampling between pixel centres.
+
+    10 m pixel 2i sits at 20 m coordinate i - 0.25, pixel 2i + 1 at i + 0.25 (edges left out
+    by the caller)."""
 
     def axis0(a):
         up = np.empty((a.shape[0] * 2,) + a.shape[1:])

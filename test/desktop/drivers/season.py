@@ -1,5 +1,6 @@
-"""Driver: Improve cloud masks of many products from the Processing toolbox with a season report,
-then the report in the Results Viewer and the season layers on the map.
+"""Driver: Improve cloud masks of many products from the Processing toolbox with a season report.
+
+Then the report in the Results Viewer and the season layers on the map.
 
 Runs the batch on the band stacks the test made, from QGIS's own algorithm dialog (as a
 user presses Run), with REPORT set. The dialog lists the report in Processing's Results
@@ -43,8 +44,9 @@ class Opened(QObject):
 
 
 class ReportViewer(QDialog):
-    """The report as a browser shows it: QtWebKit where QGIS's PyQt has it (QGIS 3.22 on Debian 12),
-    else Qt's rich-text viewer (QGIS 3.40 and 3.44 on Debian come without QtWebKit)."""
+    """The report as a browser shows it: QtWebKit where QGIS's PyQt has it, else Qt's rich-text viewer.
+
+    QGIS 3.22 on Debian 12 has QtWebKit; QGIS 3.40 and 3.44 on Debian come without it."""
 
     def __init__(self, parent, url):
         super().__init__(parent)
