@@ -222,16 +222,40 @@ def _axis_cut(size: int, a0: int, a1: int, schemes: list[tuple[str, int, float]]
     return 0, size
 
 
-def work_window(target: Window, width: int, height: int, schemes: list[tuple[str, int, float]], halo: int) -> Window:
+def work_window(
+    target: Window,
+    width: int,
+    height: int,
+    schemes: list[tuple[str, int, float]],
+    halo: int,
+    factors: tuple[int, int] = (1, 1),
+) -> Window:
     """The smallest cut-out whose run gives the ``target`` pixels exactly as a whole-scene run.
 
     ``schemes`` are the (scheme, tile, overlap) of every model in the run; ``halo`` the
-    merge's context (``MergeSettings.halo()``)."""
+    merge's context (``MergeSettings.halo()``). At a processing resolution, ``factors`` are the
+    raster's pixels per coarse pixel (columns, rows): the models' tiles lie on the coarse grid,
+    and a cut-out that starts on a coarse pixel's edge lays the same coarse pixels as the whole
+    raster (the grid is laid from the raster's corner)."""
+    fx, fy = factors
     r0, r1 = max(0, target.row - halo), min(height, target.row + target.height + halo)
     c0, c1 = max(0, target.col - halo), min(width, target.col + target.width + halo)
-    rows = _axis_cut(height, r0, r1, schemes)
-    cols = _axis_cut(width, c0, c1, schemes)
-    return Window(cols[0], rows[0], cols[1] - cols[0], rows[1] - rows[0])
+    rows = _axis_cut(-(-height // fy), r0 // fy, -(-r1 // fy), schemes)
+    cols = _axis_cut(-(-width // fx), c0 // fx, -(-c1 // fx), schemes)
+    top, left = rows[0] * fy, cols[0] * fx
+    return Window(left, top, min(width, cols[1] * fx) - left, min(height, rows[1] * fy) - top)
+
+
+def coarse_factors(geotransform, resolution: float) -> tuple[int, int] | None:
+    """The raster's pixels per coarse pixel of ``resolution`` metres (columns, rows).
+
+    None when a coarse pixel is not a whole number of the raster's pixels (a 20 m raster at
+    30 m): the coarse pixels then fall differently in every cut-out, and only a whole-scene run
+    lays the grid the models ran on."""
+    factors = tuple(resolution / abs(geotransform[k]) for k in (1, 5))
+    if any(abs(f - round(f)) > 1e-6 or round(f) < 1 for f in factors):
+        return None
+    return round(factors[0]), round(factors[1])
 
 
 def schemes_of(model_refs: list[str]) -> list[tuple[str, int, float]]:
@@ -416,12 +440,13 @@ class AreaRun:
         """``whole`` (a RunPlan) over the part of its raster ``selection`` needs; files in ``folder``."""
         info = whole.probability.raster
         target = target_window(selection, info)
-        if whole.probability.resolution:
-            # The coarse grid is laid from the raster's corner: only a whole-scene run reproduces it.
+        resolution = whole.probability.resolution
+        factors = coarse_factors(info.geotransform, resolution) if resolution else (1, 1)
+        if factors is None:
             work = Window(0, 0, info.width, info.height)
         else:
             schemes = [(m.card.scheme, m.card.tile, m.card.overlap) for m in whole.probability.models]
-            work = work_window(target, info.width, info.height, schemes, whole.merge.settings.halo())
+            work = work_window(target, info.width, info.height, schemes, whole.merge.settings.halo(), factors)
         finals = {"mask": whole.mask, **{k: v for k, v in whole.probability.outputs.as_dict().items() if v}}
         if whole.source:
             finals["source"] = whole.source
