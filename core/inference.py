@@ -13,11 +13,11 @@ created or on its first batch falls back to the CPU, and says so.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 import platform
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -353,9 +353,14 @@ def _cpu_session(ort, path: Path, options):
     if cached.exists():
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
-            return ort.InferenceSession(str(cached), sess_options=options, providers=[CPU])
+            session = ort.InferenceSession(str(cached), sess_options=options, providers=[CPU])
         except Exception:  # noqa: BLE001 - a damaged file: optimise again, as the first run did
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        else:
+            with contextlib.suppress(OSError):  # in use: see _prune_copies
+                os.utime(cached)
+            _prune_copies(path, cached)
+            return session
     partial = cached.with_name(f"{cached.stem}.{uuid.uuid4().hex}.partial")
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -371,7 +376,12 @@ def _cpu_session(ort, path: Path, options):
         return ort.InferenceSession(str(path), sess_options=options, providers=[CPU])  # a bad model raises here
     with contextlib.suppress(OSError):  # whole or not at all: two runs may write it at once
         os.replace(partial, cached)
+    _prune_copies(path, cached)
     return session
+
+
+# A kept copy no run has loaded for this long is removed when the network is next loaded.
+UNUSED_COPY_DAYS = 14
 
 
 def _installed(path: Path) -> bool:
@@ -390,8 +400,21 @@ def optimized_model_path(path: Path, version: str) -> Path:
     key = "|".join(
         (str(path.resolve()), str(stat.st_size), str(stat.st_mtime_ns), version, platform.machine(), _cpu_identity())
     )
-    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-    return home.data_home() / "optimized" / f"{path.stem}-{digest}.onnx"
+    return home.optimized_copy(path, key)
+
+
+def _prune_copies(path: Path, kept: Path) -> None:
+    """Remove the copies of ``path`` no run has loaded for ``UNUSED_COPY_DAYS``.
+
+    Those are for a network since replaced, an onnxruntime since upgraded or a CPU gone; each
+    is up to twice the network's size (80 MB for the ukis networks). A copy in use is refreshed at
+    every load, so a data home shared by two kinds of computer keeps both. One a run still
+    holds open (Windows) stays until the next time."""
+    oldest = time.time() - UNUSED_COPY_DAYS * 86400
+    for copy in home.optimized_copies(path):
+        with contextlib.suppress(OSError):
+            if copy != kept and copy.stat().st_mtime < oldest:
+                copy.unlink()
 
 
 def _cpu_identity() -> str:

@@ -7,7 +7,9 @@ installed gets none.
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 
 import numpy as np
 import onnxruntime as ort
@@ -106,3 +108,41 @@ def test_another_onnxruntime_or_a_changed_network_gets_its_own_copy(network, tmp
     changed = tmp_path / path.name
     changed.write_bytes(path.read_bytes())
     assert inference.optimized_model_path(changed, "1.20.0") != ours
+
+
+def _kept(path, days_unused: float):
+    """A file in the copies' folder that no run has loaded for ``days_unused``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"an optimised network")
+    then = time.time() - days_unused * 86400
+    os.utime(path, (then, then))
+    return path
+
+
+def test_copies_no_run_loaded_for_two_weeks_are_removed_when_the_network_loads(network):
+    """Copies for an onnxruntime since upgraded pile up at 80 MB each: those unused go.
+
+    A copy used on another computer sharing the data home (loaded lately) stays, and so does
+    another model's whose name starts the same."""
+    card, path = network
+    folder = home.optimized_dir()
+    upgraded = _kept(home.optimized_copy(path, "onnxruntime 1.31"), 15)
+    _kept(folder / f"{upgraded.stem}.{'0' * 32}.partial", 15)  # left by a run that was killed
+    other_computer = _kept(home.optimized_copy(path, "another CPU"), 3)
+    other_model = _kept(folder / f"{path.stem}-mine-{'a' * 20}.onnx", 15)
+
+    load(card, path)
+    ours = inference.optimized_model_path(path, ort.__version__)
+    assert sorted(folder.iterdir()) == sorted([ours, other_computer, other_model])
+
+
+def test_a_copy_in_use_is_kept_however_old_it_was(network):
+    """Loading a copy refreshes its time, so only copies nobody loads grow old."""
+    card, path = network
+    load(card, path)
+    ours = inference.optimized_model_path(path, ort.__version__)
+    month_ago = time.time() - 30 * 86400
+    os.utime(ours, (month_ago, month_ago))
+    session, _ = load(card, path)
+    assert session.get_session_options().graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    assert ours.exists() and ours.stat().st_mtime > time.time() - 3600

@@ -8,6 +8,7 @@ by the plugin's model manager.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tarfile
 import tempfile
@@ -103,5 +104,13 @@ def downloadable(models_dir: Path | None = None) -> list[ModelCard]:
 
 
 def remove(card: ModelCard, models_dir: Path | None = None) -> None:
-    """Delete an installed model; one in use (on Windows: a run has it open) is named."""
-    remove_file((models_dir or home.models_dir()) / card.file, "Then remove the model again.")
+    """Delete an installed model and its optimised copies; one in use (on Windows: a run has it open) is named.
+
+    The copies (``inference.optimized_model_path``) are kept for the data home's own models only:
+    removing a model from another folder leaves the data home's alone."""
+    folder = models_dir or home.models_dir()
+    remove_file(folder / card.file, "Then remove the model again.")
+    if folder.resolve() == home.models_dir().resolve():
+        for copy in home.optimized_copies(folder / card.file):
+            with contextlib.suppress(OSError):  # a cache: one a run still holds open (Windows) stays
+                copy.unlink()

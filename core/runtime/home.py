@@ -13,7 +13,9 @@ manager, messages) gets that profile's data home without asking QGIS.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -68,3 +70,24 @@ def python_dir(home: Path | None = None) -> Path:
 def cache_dir(home: Path | None = None) -> Path:
     """Downloaded sources kept so that reinstalling needs no network."""
     return (home or data_home()) / "cache"
+
+
+def optimized_dir(home: Path | None = None) -> Path:
+    """Optimised copies of the installed networks, which later CPU sessions load as they are."""
+    return (home or data_home()) / "optimized"
+
+
+def optimized_copy(model: Path, key: str, home: Path | None = None) -> Path:
+    """The optimised copy of the installed network ``model`` for ``key`` (what the copy depends on)."""
+    return optimized_dir(home) / f"{model.stem}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.onnx"
+
+
+def optimized_copies(model: Path, home: Path | None = None) -> list[Path]:
+    """Every optimised copy kept for ``model`` (any onnxruntime, any CPU), and unfinished ones.
+
+    Only this model's: another whose name starts the same (``ukis-6b-l1c-mine``) is not matched."""
+    folder = optimized_dir(home)
+    if not folder.is_dir():
+        return []
+    own = re.compile(re.escape(model.stem) + r"-[0-9a-f]{20}(\.onnx|\.[0-9a-f]{32}\.partial)")
+    return sorted(p for p in folder.iterdir() if own.fullmatch(p.name))
