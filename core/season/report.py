@@ -194,7 +194,12 @@ def _ranking(rows: list, area_used: bool) -> str:
     ranked = sorted(rows, key=lambda r: -(_clear(r, area_used) or 0.0))
     header = ["rank", "date", "tile", "clear in the fields" if area_used else "clear", "cloud", "shadow"]
     share = "cloud on persistent pixels" + (" (whole mask)" if area_used else "")
-    header += [f"clear in {n}" for n in names] + [share, "mask"]
+    header += [f"clear in {n}" for n in names] + [share]
+    # With the SOURCE output, what the product's own mask flagged and what the models added to
+    # it: a date whose product mask missed much is one to look at before trusting it.
+    sourced = any(r.masked_fraction is not None for r in rows)
+    header += ["flagged by the product mask", "added by the models"] if sourced else []
+    header += ["mask"]
     body = []
     for rank, row in enumerate(ranked, start=1):
         cloud = row.area_cloud_fraction if area_used else row.cloud_fraction
@@ -204,7 +209,9 @@ def _ranking(rows: list, area_used: bool) -> str:
         cells += [
             _pct(per_field[n].clear_fraction) if n in per_field and per_field[n].valid_pixels else "" for n in names
         ]
-        cells += [_pct(row.persistent_cloud_share), os.path.basename(row.mask)]
+        cells += [_pct(row.persistent_cloud_share)]
+        cells += [_pct(row.product_mask_fraction), _pct(row.model_added_fraction)] if sourced else []
+        cells += [os.path.basename(row.mask)]
         body.append(cells)
     return _table(header, body)
 

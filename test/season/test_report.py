@@ -87,3 +87,26 @@ def test_a_product_quicklook_shows_its_true_colour(product, tmp_path):
     grid = gdal.Open(stack)  # the mask's grid is the stack's
     rgb = report._true_colour(str(product.zip), grid, 32, 32)
     assert rgb is not None and rgb.shape == (32, 32, 3) and rgb.any()
+
+
+def _ranking_rows(page: str) -> list[list[str]]:
+    table = page.split("<h2>Dates ranked")[1].split("</table>")[0]
+    return [re.findall(r"<t[hd][^>]*>([^<]*)</t[hd]>", line) for line in table.split("</tr>") if "<t" in line]
+
+
+def test_with_source_figures_the_ranking_says_what_the_models_added_to_each_date(sample_season):
+    """A date whose product mask missed much cloud is one to check before trusting it."""
+    from dataclasses import replace
+
+    _, rows, _ = sample_season
+    assert "added by the models" not in report.render(rows, None, area_used=False)  # no SOURCE asked for
+    figures = [
+        replace(r, masked_fraction=0.5, product_mask_fraction=0.1 * k, model_added_fraction=0.01 * (k + 1))
+        for k, r in enumerate(rows)
+    ]
+    header, *body = _ranking_rows(report.render(figures, None, area_used=False))
+    product, added = header.index("flagged by the product mask"), header.index("added by the models")
+    by_date = {line[1]: line for line in body}
+    for k, row in enumerate(figures):
+        line = by_date[row.sensed.replace("T", " ")]
+        assert (line[product], line[added]) == (f"{10.0 * k:.1f} %", f"{k + 1.0:.1f} %")
