@@ -93,11 +93,13 @@ def changelog_entries(changelog: Path, versions: int = CHANGELOG_VERSIONS) -> st
 
 
 def _plain(markdown: str) -> str:
-    """Markdown's code marks and *emphasis* dropped; a lone * (as in MTD_*.xml) stays.
+    """Markdown's code marks, **strong** and *emphasis* dropped; a lone * (as in MTD_*.xml) stays.
 
     "%" is written as a word: QGIS and the plugin site read metadata.txt with configparser,
     whose interpolation takes a lone "%" for an error and refuses the whole file."""
-    text = re.sub(r"(?<![\w*])\*([^*\s][^*]*?)\*(?![\w*])", r"\1", markdown.replace("`", ""))
+    text = markdown.replace("`", "")
+    for marks in (r"\*\*", r"\*"):
+        text = re.sub(rf"(?<![\w*]){marks}([^*\s][^*]*?){marks}(?![\w*])", r"\1", text)
     return re.sub(r"\s*%", " percent", text)
 
 

@@ -88,13 +88,13 @@ def test_changelog_is_the_newest_versions_in_plain_text(tmp_path):
     changelog.write_text(
         "# Changelog\n\nIntro.\n\n## [Unreleased]\n\n"
         "### Fixed\n- A hostile `MTD_*.xml` is refused (1.2 % faster); see\n"
-        "  *Raster > Cloud Mask Improver*.\n\n## [0.3.0] - 2027-02-01\n\n### Added\n- Three.\n\n"
+        "  *Raster > Cloud Mask Improver*, **Remove**.\n\n## [0.3.0] - 2027-02-01\n\n### Added\n- Three.\n\n"
         "## [0.2.0] - 2027-01-01\n\n### Changed\n- Two.\n\n## [0.1.0] - 2026-12-01\n\n### Added\n- One.\n",
         encoding="utf-8",
     )
     assert build_zip.changelog_entries(changelog).splitlines() == [
         "Unreleased",
-        "- Fixed: A hostile MTD_*.xml is refused (1.2 percent faster); see Raster > Cloud Mask Improver.",
+        "- Fixed: A hostile MTD_*.xml is refused (1.2 percent faster); see Raster > Cloud Mask Improver, Remove.",
         "0.3.0 (2027-02-01)",
         "- Added: Three.",
         "0.2.0 (2027-01-01)",
