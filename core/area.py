@@ -25,7 +25,6 @@ from osgeo import gdal, ogr, osr
 
 from . import merge, provenance
 from .errors import AreaError
-from .modelstore import catalogue
 from .raster import FLOAT_OPTIONS, GTIFF_OPTIONS, RasterError, open_dataset, raster_info
 from .tiling import plan_axis
 
@@ -256,15 +255,6 @@ def coarse_factors(geotransform, resolution: float) -> tuple[int, int] | None:
     if any(abs(f - round(f)) > 1e-6 or round(f) < 1 for f in factors):
         return None
     return round(factors[0]), round(factors[1])
-
-
-def schemes_of(model_refs: list[str]) -> list[tuple[str, int, float]]:
-    """The tile grids of the models a run uses (ids or paths)."""
-    out = []
-    for ref in dict.fromkeys(model_refs):
-        card, _ = catalogue.resolve(ref)
-        out.append((card.scheme, card.tile, card.overlap))
-    return out
 
 
 # -- pixels inside the polygons

@@ -129,18 +129,17 @@ def area_figure(folder: Path, repeats: int = 2) -> dict:
         pipeline.improve(request(folder / "whole.tif"))
         whole_s.append(time.perf_counter() - start)
         start = time.perf_counter()
-        pipeline.improve(request(folder / "field.tif"), selection=field)
+        report = pipeline.improve(request(folder / "field.tif"), selection=field)
         part_s.append(time.perf_counter() - start)
     whole = gdal.Open(str(folder / "whole.tif")).ReadAsArray()[400:500, 300:400]
     field = gdal.Open(str(folder / "field.tif")).ReadAsArray()
     info = gdal.Open(str(stack))
-    work = area.work_window(
-        target, info.RasterXSize, info.RasterYSize, area.schemes_of(["ukis-6b-l1c"]), merge.MergeSettings().halo()
-    )
+    # What the models ran on, as the run says it (on the coarse grid's terms at a processing resolution).
+    work = report.notes[-1].rsplit("ran on ", 1)[1].split(" pixels")[0].split(" x ")
     return {
         "scene_px": [info.RasterXSize, info.RasterYSize],
         "field_px": [100, 100],
-        "work_px": [work.width, work.height],
+        "work_px": [int(work[0]), int(work[1])],
         "whole_s": min(whole_s),
         "field_s": min(part_s),
         "identical_pixels": int((whole == field).sum()),
