@@ -18,7 +18,7 @@ from osgeo import gdal
 from . import decision
 from .engine import Job, Sink, run_in_row_blocks
 from .inference import fallback_note, gpu_workers, load_model
-from .plan import ModelUse, ProbabilityOutputs, ProbabilityPlan
+from .plan import ProbabilityOutputs, ProbabilityPlan
 from .progress import Feedback
 from .raster import (
     BLOCK_CACHE_BYTES,
@@ -36,19 +36,14 @@ from .regrid import sample_coarse, to_grid
 from .tiling import EngineSettings
 
 
-def _load(use: ModelUse, plan: ProbabilityPlan):
-    """Load a network of the run.
-
-    On the GPU, the run's networks share its memory (each gets its part for its batch)."""
-    return load_model(use.card, use.path, plan.provider, plan.threads, sharing=len(plan.models))
-
-
 def _jobs(plan: ProbabilityPlan) -> tuple[list[Job], list[str]]:
     """An engine job per network, with its bands as indices into the bands read; and the loading notes.
 
     A loading note says, for example, that CUDA fell back to the CPU."""
     union = [plan.band_names[b - 1] for b in plan.raster_bands]
-    loaded = [(_load(use, plan), use) for use in plan.models]
+    # On the GPU the run's networks share its memory: each gets its part for its batch.
+    sharing = len(plan.models)
+    loaded = [(load_model(use.card, use.path, plan.provider, plan.threads, sharing), use) for use in plan.models]
     jobs = [Job(m, [union.index(b) for b in m.card.bands], use.cloud, use.shadow) for m, use in loaded]
     return jobs, list(dict.fromkeys(m.note for m, _ in loaded if m.note))
 
